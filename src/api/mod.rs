@@ -1,0 +1,192 @@
+//! The object model: Kubernetes kinds as serde types with Kubernetes' exact JSON names, JSON Schemas derived with
+//! schemars, the kind registry that drives discovery, routing and tables, selectors, defaulting and validation.
+//! This module is pure data and rules: it must not do I/O.
+
+pub mod apps;
+pub mod batch;
+pub mod columns;
+pub mod core;
+pub mod defaults;
+pub mod meta;
+pub mod openapi;
+pub mod other;
+pub mod registry;
+pub mod selector;
+pub mod validation;
+
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+pub use meta::{ObjectMeta, TypeMeta};
+
+/// A part of an object that Capstan stores exactly as given but does not model field by field (yet), such as a
+/// container's `securityContext`. Its schema is an open object, so any content is accepted and kept. The registry
+/// lists where these sit, so the API server can warn that such fields are stored but not acted on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Opaque(pub serde_json::Value);
+
+impl JsonSchema for Opaque {
+    fn schema_name() -> Cow<'static, str> {
+        "Opaque".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"x-kubernetes-preserve-unknown-fields": true, "x-capstan-opaque": true})
+    }
+}
+
+/// `IntOrString` (ports, maxSurge, ...): either an integer or a string such as `"25%"` or `"http"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    Int(i64),
+    String(String),
+}
+
+impl Default for IntOrString {
+    fn default() -> Self {
+        IntOrString::Int(0)
+    }
+}
+
+impl IntOrString {
+    /// Resolves an absolute or percentage value against `total`, rounding up or down as asked.
+    pub fn scaled(&self, total: i64, round_up: bool) -> Option<i64> {
+        match self {
+            IntOrString::Int(i) => Some(*i),
+            IntOrString::String(s) => {
+                let pct: i64 = s.strip_suffix('%')?.trim().parse().ok()?;
+                let num = pct * total;
+                Some(if round_up { (num + 99) / 100 } else { num / 100 })
+            }
+        }
+    }
+}
+
+impl JsonSchema for IntOrString {
+    fn schema_name() -> Cow<'static, str> {
+        "IntOrString".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]})
+    }
+}
+
+/// A resource quantity (`500m`, `128Mi`, `1`). Numbers are accepted and stored in their canonical string form, like
+/// Kubernetes does.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[serde(transparent)]
+pub struct Quantity(pub String);
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        match v {
+            serde_json::Value::String(s) => Ok(Quantity(s)),
+            serde_json::Value::Number(n) => Ok(Quantity(n.to_string())),
+            other => Err(serde::de::Error::custom(format!("quantity must be a string or a number, got {other}"))),
+        }
+    }
+}
+
+impl JsonSchema for Quantity {
+    fn schema_name() -> Cow<'static, str> {
+        "Quantity".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"x-kubernetes-int-or-string": true, "x-capstan-quantity": true,
+            "anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}]})
+    }
+}
+
+impl Quantity {
+    /// The value in milli-units (cpu `500m` -> 500, memory `1Ki` -> 1_024_000), or None if it does not parse.
+    pub fn millis(&self) -> Option<i128> {
+        parse_quantity_millis(&self.0)
+    }
+}
+
+/// Parses a Kubernetes quantity into milli-units.
+pub fn parse_quantity_millis(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    if num.is_empty() {
+        return None;
+    }
+    let (mult_num, mult_den): (i128, i128) = match suffix {
+        "" => (1000, 1),
+        "m" => (1, 1),
+        "u" => (1, 1000),
+        "n" => (1, 1_000_000),
+        "k" => (1000 * 1000, 1),
+        "M" => (1000 * 1_000_000, 1),
+        "G" => (1000 * 1_000_000_000, 1),
+        "T" => (1000 * 1_000_000_000_000, 1),
+        "Ki" => (1000 * 1024, 1),
+        "Mi" => (1000 * 1024 * 1024, 1),
+        "Gi" => (1000 * 1024 * 1024 * 1024, 1),
+        "Ti" => (1000 * 1024i128.pow(4), 1),
+        "Pi" => (1000 * 1024i128.pow(5), 1),
+        "Ei" => (1000 * 1024i128.pow(6), 1),
+        s if s.starts_with('e') || s.starts_with('E') => {
+            let exp: u32 = s[1..].parse().ok()?;
+            (1000 * 10i128.checked_pow(exp)?, 1)
+        }
+        _ => return None,
+    };
+    if let Some((int, frac)) = num.split_once('.') {
+        let int: i128 = if int.is_empty() || int == "-" || int == "+" { 0 } else { int.parse().ok()? };
+        let frac_digits = frac.len() as u32;
+        let frac_v: i128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+        let scale = 10i128.checked_pow(frac_digits)?;
+        let neg = num.starts_with('-');
+        let total = int.abs() * scale + frac_v;
+        let v = total * mult_num / mult_den / scale;
+        Some(if neg { -v } else { v })
+    } else {
+        let n: i128 = num.parse().ok()?;
+        Some(n * mult_num / mult_den)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_to_millis() {
+        assert_eq!(parse_quantity_millis("500m"), Some(500));
+        assert_eq!(parse_quantity_millis("1"), Some(1000));
+        assert_eq!(parse_quantity_millis("0.5"), Some(500));
+        assert_eq!(parse_quantity_millis("1Ki"), Some(1_024_000));
+        assert_eq!(parse_quantity_millis("128Mi"), Some(128 * 1024 * 1024 * 1000));
+        assert_eq!(parse_quantity_millis("1e3"), Some(1_000_000));
+        assert_eq!(parse_quantity_millis("abc"), None);
+        assert_eq!(parse_quantity_millis("12Q"), None);
+    }
+
+    #[test]
+    fn int_or_string_scales_percentages() {
+        assert_eq!(IntOrString::String("25%".into()).scaled(10, true), Some(3));
+        assert_eq!(IntOrString::String("25%".into()).scaled(10, false), Some(2));
+        assert_eq!(IntOrString::Int(4).scaled(10, false), Some(4));
+    }
+
+    #[test]
+    fn numeric_quantity_becomes_string() {
+        let q: Quantity = serde_json::from_value(serde_json::json!(2)).unwrap();
+        assert_eq!(q.0, "2");
+    }
+}

@@ -1,0 +1,130 @@
+//! OpenAPI v3 documents generated from the kinds' schemars schemas: the index at `/openapi/v3` and one document per
+//! group-version. PATCH operations declare the `fieldValidation` query parameter, so kubectl leaves strict validation
+//! to the server; they do not declare strategic-merge-patch bodies, so kubectl computes strategic patches from its
+//! compiled-in types (which know every merge key).
+
+use serde_json::{json, Map, Value};
+
+use super::registry::{schemas, KindInfo, KINDS};
+
+/// `api/v1` or `apis/apps/v1`.
+pub fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// A short, stable content hash of a document, used in `serverRelativeURL`.
+pub fn hash_of(doc: &Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    doc.to_string().hash(&mut h);
+    format!("{:016X}", h.finish())
+}
+
+fn gvk(k: &KindInfo) -> Value {
+    json!({"group": k.group, "version": k.version, "kind": k.kind})
+}
+
+fn query(name: &str, ty: &str) -> Value {
+    json!({"name": name, "in": "query", "schema": {"type": ty, "uniqueItems": true}})
+}
+
+fn operations(k: &KindInfo, item: bool) -> Value {
+    let schema_ref = json!({"$ref": format!("#/components/schemas/{}", k.kind)});
+    let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": schema_ref}}}});
+    let ext = gvk(k);
+    let mut ops = Map::new();
+    let id = |verb: &str| format!("{verb}{}", k.kind);
+    if item {
+        ops.insert("get".into(), json!({"operationId": id("read"), "x-kubernetes-action": "get",
+            "x-kubernetes-group-version-kind": ext, "responses": ok}));
+        ops.insert("put".into(), json!({"operationId": id("replace"), "x-kubernetes-action": "put",
+            "x-kubernetes-group-version-kind": ext,
+            "parameters": [query("dryRun", "string"), query("fieldManager", "string"), query("fieldValidation", "string")],
+            "requestBody": {"content": {"application/json": {"schema": schema_ref}}}, "responses": ok}));
+        ops.insert("patch".into(), json!({"operationId": id("patch"), "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": ext,
+            "parameters": [query("dryRun", "string"), query("fieldManager", "string"),
+                query("fieldValidation", "string"), query("force", "boolean")],
+            "requestBody": {"content": {
+                "application/json-patch+json": {"schema": {"type": "object"}},
+                "application/merge-patch+json": {"schema": {"type": "object"}},
+                "application/apply-patch+yaml": {"schema": {"type": "object"}}}},
+            "responses": ok}));
+        ops.insert("delete".into(), json!({"operationId": id("delete"), "x-kubernetes-action": "delete",
+            "x-kubernetes-group-version-kind": ext, "responses": ok}));
+    } else {
+        ops.insert("get".into(), json!({"operationId": id("list"), "x-kubernetes-action": "list",
+            "x-kubernetes-group-version-kind": ext, "responses": ok}));
+        ops.insert("post".into(), json!({"operationId": id("create"), "x-kubernetes-action": "post",
+            "x-kubernetes-group-version-kind": ext,
+            "parameters": [query("dryRun", "string"), query("fieldManager", "string"), query("fieldValidation", "string")],
+            "requestBody": {"content": {"application/json": {"schema": schema_ref}}}, "responses": ok}));
+    }
+    Value::Object(ops)
+}
+
+/// The OpenAPI v3 document of one group-version.
+pub fn document(group: &str, version: &str) -> Value {
+    let s = schemas();
+    let mut paths = Map::new();
+    let mut components = s.definitions.clone();
+    let prefix = format!("/{}", gv_path(group, version));
+    for k in KINDS.iter().filter(|k| k.group == group && k.version == version) {
+        let base = if k.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
+        } else {
+            format!("{prefix}/{}", k.plural)
+        };
+        paths.insert(base.clone(), operations(k, false));
+        paths.insert(format!("{base}/{{name}}"), operations(k, true));
+        if k.status {
+            paths.insert(format!("{base}/{{name}}/status"), operations(k, true));
+        }
+        if let Some(Value::Object(def)) = components.get_mut(k.kind) {
+            def.insert("x-kubernetes-group-version-kind".into(), json!([gvk(k)]));
+        }
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Capstan", "version": crate::VERSION},
+        "paths": paths,
+        "components": {"schemas": components},
+    })
+}
+
+/// The index at `/openapi/v3`.
+pub fn index() -> Value {
+    let mut paths = Map::new();
+    for (g, v) in super::registry::group_versions() {
+        let p = gv_path(g, v);
+        let hash = hash_of(&document(g, v));
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
+    }
+    json!({"paths": paths})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_operations_declare_field_validation() {
+        let doc = document("apps", "v1");
+        let op = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(op["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(op["requestBody"]["content"].get("application/strategic-merge-patch+json").is_none());
+        assert_eq!(doc["components"]["schemas"]["Deployment"]["x-kubernetes-group-version-kind"][0]["group"], "apps");
+    }
+
+    #[test]
+    fn index_lists_every_group_version() {
+        let idx = index();
+        assert!(idx["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+        assert!(idx["paths"].get("apis/apps/v1").is_some());
+    }
+}
