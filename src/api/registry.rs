@@ -30,6 +30,12 @@ pub struct KindInfo {
     schema: fn(&mut SchemaGenerator) -> schemars::Schema,
 }
 
+impl std::fmt::Debug for KindInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.api_version(), self.kind)
+    }
+}
+
 impl KindInfo {
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {

@@ -1,1 +1,190 @@
-//! todo
+//! The client: every component except the API server talks to the cluster through it - typed requests over HTTP
+//! (reqwest), the kubeconfig it reads, a watcher that resumes from the last resourceVersion and relists on 410, and an
+//! informer cache. It must not reach into the store.
+
+pub mod config;
+pub mod informer;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::registry::KindInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{message}")]
+    Api { code: u16, reason: String, message: String, status: Value },
+    #[error("cannot reach the API server at {url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("bad response from the API server: {0}")]
+    Decode(String),
+    #[error("kubeconfig: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Error::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A connection to one API server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// Where a request points.
+pub fn resource_path(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> String {
+    let mut p = if kind.group.is_empty() { format!("/api/{}", kind.version) } else { format!("/apis/{}/{}", kind.group, kind.version) };
+    if kind.namespaced {
+        if let Some(ns) = ns {
+            p.push_str(&format!("/namespaces/{ns}"));
+        }
+    }
+    p.push('/');
+    p.push_str(kind.plural);
+    if let Some(n) = name {
+        p.push('/');
+        p.push_str(n);
+    }
+    p
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() })
+    }
+
+    /// From a kubeconfig file.
+    pub fn from_kubeconfig(path: &std::path::Path) -> Result<Self> {
+        let kc = config::Kubeconfig::load(path)?;
+        let (server, token) = kc.current()?;
+        Self::new(&server, &token)
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and decodes a JSON answer, turning Status errors into [`Error::Api`].
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<(&str, Vec<u8>)>, accept: Option<&str>) -> Result<Value> {
+        let url = format!("{}{}", self.base, path);
+        let mut rb = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(a) = accept {
+            rb = rb.header("Accept", a);
+        }
+        if let Some((ct, b)) = body {
+            rb = rb.header("Content-Type", ct).body(b);
+        }
+        let resp = rb.send().await.map_err(|source| Error::Http { url: url.clone(), source })?;
+        let code = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|source| Error::Http { url, source })?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if code >= 400 {
+            let message = v.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("HTTP {code}: {v}"));
+            let reason = v.get("reason").and_then(Value::as_str).unwrap_or("").to_string();
+            return Err(Error::Api { code, reason, message, status: v });
+        }
+        Ok(v)
+    }
+
+    pub async fn get(&self, kind: &KindInfo, ns: Option<&str>, name: &str) -> Result<Value> {
+        self.request(reqwest::Method::GET, &resource_path(kind, ns, Some(name)), None, None).await
+    }
+
+    pub async fn list(&self, kind: &KindInfo, ns: Option<&str>, query: &str) -> Result<Value> {
+        let mut p = resource_path(kind, ns, None);
+        if !query.is_empty() {
+            p.push('?');
+            p.push_str(query);
+        }
+        self.request(reqwest::Method::GET, &p, None, None).await
+    }
+
+    pub async fn create(&self, kind: &KindInfo, ns: Option<&str>, obj: &Value) -> Result<Value> {
+        self.request(reqwest::Method::POST, &resource_path(kind, ns, None), Some(("application/json", obj.to_string().into_bytes())), None).await
+    }
+
+    pub async fn replace(&self, kind: &KindInfo, ns: Option<&str>, name: &str, obj: &Value) -> Result<Value> {
+        self.request(reqwest::Method::PUT, &resource_path(kind, ns, Some(name)), Some(("application/json", obj.to_string().into_bytes())), None).await
+    }
+
+    /// Server-side apply.
+    pub async fn apply(&self, kind: &KindInfo, ns: Option<&str>, name: &str, obj: &Value, manager: &str, force: bool) -> Result<Value> {
+        let path = format!(
+            "{}?fieldManager={}&fieldValidation=Strict{}",
+            resource_path(kind, ns, Some(name)),
+            manager,
+            if force { "&force=true" } else { "" }
+        );
+        self.request(reqwest::Method::PATCH, &path, Some(("application/apply-patch+yaml", obj.to_string().into_bytes())), None).await
+    }
+
+    pub async fn patch(&self, kind: &KindInfo, ns: Option<&str>, name: &str, content_type: &str, patch: &Value) -> Result<Value> {
+        self.request(reqwest::Method::PATCH, &resource_path(kind, ns, Some(name)), Some((content_type, patch.to_string().into_bytes())), None).await
+    }
+
+    pub async fn delete(&self, kind: &KindInfo, ns: Option<&str>, name: &str, propagation: &str) -> Result<Value> {
+        let body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation});
+        self.request(reqwest::Method::DELETE, &resource_path(kind, ns, Some(name)), Some(("application/json", body.to_string().into_bytes())), None).await
+    }
+
+    /// Opens one watch request; yields (type, object) pairs until the server ends it.
+    pub async fn watch_once(&self, kind: &KindInfo, ns: Option<&str>, query: &str, resource_version: &str) -> Result<futures::stream::BoxStream<'static, Result<(String, Value)>>> {
+        let mut p = format!("{}?watch=true&allowWatchBookmarks=true&timeoutSeconds=290", resource_path(kind, ns, None));
+        if !resource_version.is_empty() {
+            p.push_str(&format!("&resourceVersion={resource_version}"));
+        }
+        if !query.is_empty() {
+            p.push('&');
+            p.push_str(query);
+        }
+        let url = format!("{}{}", self.base, p);
+        let resp = self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|source| Error::Http { url: url.clone(), source })?;
+        let code = resp.status().as_u16();
+        if code >= 400 {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            let message = v.get("message").and_then(Value::as_str).unwrap_or("watch failed").to_string();
+            return Err(Error::Api { code, reason: v.get("reason").and_then(Value::as_str).unwrap_or("").into(), message, status: v });
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        let stream = resp.bytes_stream().flat_map(move |chunk| {
+            let mut out = Vec::new();
+            match chunk {
+                Ok(c) => {
+                    buf.extend_from_slice(&c);
+                    while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=i).collect();
+                        match serde_json::from_slice::<Value>(&line) {
+                            Ok(v) => out.push(Ok((v["type"].as_str().unwrap_or("").to_string(), v["object"].clone()))),
+                            Err(e) => out.push(Err(Error::Decode(e.to_string()))),
+                        }
+                    }
+                }
+                Err(e) => out.push(Err(Error::Decode(e.to_string()))),
+            }
+            futures::stream::iter(out)
+        });
+        Ok(stream.boxed())
+    }
+}
+
+/// Decodes a JSON value into a typed object.
+pub fn typed<T: DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
+}

@@ -1,0 +1,154 @@
+//! Kubeconfig: the file the server writes (`DATA_DIR/kubeconfig`) and every client reads - the same format kubectl
+//! uses, so `KUBECONFIG=DATA_DIR/kubeconfig kubectl ...` works. Lookup order: `--kubeconfig`, then
+//! `CAPSTAN_KUBECONFIG`, then `DATA_DIR/kubeconfig` - never `~/.kube/config` by surprise.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Result};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Kubeconfig {
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub clusters: Vec<NamedCluster>,
+    #[serde(default)]
+    pub users: Vec<NamedUser>,
+    #[serde(default)]
+    pub contexts: Vec<NamedContext>,
+    #[serde(default)]
+    pub current_context: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NamedCluster {
+    pub name: String,
+    pub cluster: Cluster,
+}
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Cluster {
+    pub server: String,
+}
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NamedUser {
+    pub name: String,
+    pub user: User,
+}
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct User {
+    #[serde(default)]
+    pub token: String,
+}
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NamedContext {
+    pub name: String,
+    pub context: Context,
+}
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Context {
+    pub cluster: String,
+    pub user: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+}
+
+impl Kubeconfig {
+    /// A kubeconfig for one Capstan server.
+    pub fn for_server(server: &str, token: &str) -> Self {
+        Kubeconfig {
+            api_version: "v1".into(),
+            kind: "Config".into(),
+            clusters: vec![NamedCluster { name: "capstan".into(), cluster: Cluster { server: server.into() } }],
+            users: vec![NamedUser { name: "capstan-admin".into(), user: User { token: token.into() } }],
+            contexts: vec![NamedContext {
+                name: "capstan".into(),
+                context: Context { cluster: "capstan".into(), user: "capstan-admin".into(), namespace: String::new() },
+            }],
+            current_context: "capstan".into(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes the file with mode 0600 (it holds the token), atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = serde_yaml_ng::to_string(self).map_err(|e| Error::Config(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::Config(format!("{}: {e}", tmp.display())))?;
+        f.write_all(text.as_bytes()).map_err(|e| Error::Config(e.to_string()))?;
+        f.sync_all().map_err(|e| Error::Config(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// The server URL and token of the current context.
+    pub fn current(&self) -> Result<(String, String)> {
+        let ctx = self
+            .contexts
+            .iter()
+            .find(|c| c.name == self.current_context)
+            .or_else(|| self.contexts.first())
+            .ok_or_else(|| Error::Config("no context".into()))?;
+        let cluster = self
+            .clusters
+            .iter()
+            .find(|c| c.name == ctx.context.cluster)
+            .ok_or_else(|| Error::Config(format!("context {} names unknown cluster {}", ctx.name, ctx.context.cluster)))?;
+        let token = self.users.iter().find(|u| u.name == ctx.context.user).map(|u| u.user.token.clone()).unwrap_or_default();
+        Ok((cluster.cluster.server.clone(), token))
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/capstan`, else `~/.local/share/capstan`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("capstan");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/capstan")
+}
+
+/// Resolves which kubeconfig a client uses.
+pub fn resolve(flag: Option<&Path>, data_dir: Option<&Path>) -> PathBuf {
+    if let Some(f) = flag {
+        return f.to_path_buf();
+    }
+    if let Some(e) = std::env::var_os("CAPSTAN_KUBECONFIG").filter(|e| !e.is_empty()) {
+        return PathBuf::from(e);
+    }
+    data_dir.map(Path::to_path_buf).unwrap_or_else(default_data_dir).join("kubeconfig")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_round_trips_in_kubectl_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kubeconfig");
+        Kubeconfig::for_server("http://127.0.0.1:1234", "tok").save(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("current-context: capstan"));
+        assert!(text.contains("server: http://127.0.0.1:1234"));
+        let (s, t) = Kubeconfig::load(&p).unwrap().current().unwrap();
+        assert_eq!((s.as_str(), t.as_str()), ("http://127.0.0.1:1234", "tok"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,134 @@
+//! The watcher and informer cache: list, then watch from the list's resourceVersion; on a dropped connection resume
+//! from the last resourceVersion seen (bookmarks included); on 410 Expired relist. The cache has one writer (the
+//! informer task) and cheap cloneable readers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::Client;
+use crate::api::registry::KindInfo;
+
+/// What changed in the cache.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Applied(Value),
+    Deleted(Value),
+    /// The cache was rebuilt from a full list.
+    Resynced,
+}
+
+/// A read handle on the cache: `namespace/name` -> object.
+#[derive(Clone, Default)]
+pub struct Cache {
+    inner: Arc<RwLock<BTreeMap<String, Value>>>,
+}
+
+fn cache_key(v: &Value) -> String {
+    let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    format!("{ns}/{name}")
+}
+
+impl Cache {
+    pub fn get(&self, ns: &str, name: &str) -> Option<Value> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).get(&format!("{ns}/{name}")).cloned()
+    }
+    pub fn list(&self) -> Vec<Value> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+    pub fn len(&self) -> usize {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs a list+watch loop for one kind, keeping `cache` current and announcing changes.
+pub struct Informer {
+    pub cache: Cache,
+    pub changes: broadcast::Sender<Change>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Informer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Informer {
+    pub fn start(client: Client, kind: &'static KindInfo, namespace: Option<String>, query: String) -> Self {
+        let cache = Cache::default();
+        let (changes, _) = broadcast::channel(1024);
+        let c = cache.clone();
+        let tx = changes.clone();
+        let task = tokio::spawn(async move {
+            let mut rv = String::new();
+            loop {
+                if rv.is_empty() {
+                    match client.list(kind, namespace.as_deref(), &query).await {
+                        Ok(list) => {
+                            let mut map = BTreeMap::new();
+                            for item in list["items"].as_array().into_iter().flatten() {
+                                let mut item = item.clone();
+                                item["apiVersion"] = Value::String(kind.api_version());
+                                item["kind"] = Value::String(kind.kind.to_string());
+                                map.insert(cache_key(&item), item);
+                            }
+                            *c.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
+                            rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+                            let _ = tx.send(Change::Resynced);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, kind = kind.kind, "list failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    }
+                }
+                let mut stream = match client.watch_once(kind, namespace.as_deref(), &query, &rv).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if e.code() == Some(410) {
+                            rv.clear();
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                while let Some(ev) = stream.next().await {
+                    let Ok((ty, obj)) = ev else { break };
+                    match ty.as_str() {
+                        "ADDED" | "MODIFIED" => {
+                            rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or(&rv).to_string();
+                            c.inner.write().unwrap_or_else(|e| e.into_inner()).insert(cache_key(&obj), obj.clone());
+                            let _ = tx.send(Change::Applied(obj));
+                        }
+                        "DELETED" => {
+                            rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or(&rv).to_string();
+                            c.inner.write().unwrap_or_else(|e| e.into_inner()).remove(&cache_key(&obj));
+                            let _ = tx.send(Change::Deleted(obj));
+                        }
+                        "BOOKMARK" => {
+                            rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or(&rv).to_string();
+                        }
+                        "ERROR" => {
+                            if obj.get("code").and_then(Value::as_u64) == Some(410) {
+                                rv.clear();
+                            }
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Informer { cache, changes, task }
+    }
+}
