@@ -8,6 +8,7 @@ pub mod error;
 pub mod handlers;
 pub mod patch;
 pub mod table;
+pub mod tls;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub struct Server {
 pub enum StartError {
     #[error("data directory {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("store: {0}")]
     Store(#[from] crate::store::Error),
 }
@@ -257,10 +260,23 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
     }
 }
 
-/// Serves until `shutdown` resolves. The listener is bound by the caller (tests bind port 0).
-pub async fn serve(listener: tokio::net::TcpListener, server: Server, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+/// Serves HTTPS until `shutdown` resolves. The listener is bound by the caller (tests bind port 0).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = server.router();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    let std_listener = listener.into_std()?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(std_listener, config)?.handle(handle).serve(app.into_make_service()).await
 }
 
 /// A helper for callers that build bodies: `Body` from JSON.

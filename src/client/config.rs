@@ -31,8 +31,15 @@ pub struct NamedCluster {
     pub cluster: Cluster,
 }
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Cluster {
     pub server: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate_authority_data: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub certificate_authority: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_tls_verify: bool,
 }
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NamedUser {
@@ -59,11 +66,17 @@ pub struct Context {
 
 impl Kubeconfig {
     /// A kubeconfig for one Capstan server.
-    pub fn for_server(server: &str, token: &str) -> Self {
+    pub fn for_server(server: &str, token: &str, ca_pem: &str) -> Self {
+        use base64::Engine;
         Kubeconfig {
             api_version: "v1".into(),
             kind: "Config".into(),
-            clusters: vec![NamedCluster { name: "capstan".into(), cluster: Cluster { server: server.into() } }],
+            clusters: vec![NamedCluster { name: "capstan".into(), cluster: Cluster {
+                    server: server.into(),
+                    certificate_authority_data: base64::engine::general_purpose::STANDARD.encode(ca_pem),
+                    ..Default::default()
+                },
+            }],
             users: vec![NamedUser { name: "capstan-admin".into(), user: User { token: token.into() } }],
             contexts: vec![NamedContext {
                 name: "capstan".into(),
@@ -96,8 +109,8 @@ impl Kubeconfig {
         std::fs::rename(&tmp, path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
-    /// The server URL and token of the current context.
-    pub fn current(&self) -> Result<(String, String)> {
+    /// The server URL, token and CA (PEM) of the current context.
+    pub fn current(&self) -> Result<(String, String, Option<String>)> {
         let ctx = self
             .contexts
             .iter()
@@ -110,7 +123,19 @@ impl Kubeconfig {
             .find(|c| c.name == ctx.context.cluster)
             .ok_or_else(|| Error::Config(format!("context {} names unknown cluster {}", ctx.name, ctx.context.cluster)))?;
         let token = self.users.iter().find(|u| u.name == ctx.context.user).map(|u| u.user.token.clone()).unwrap_or_default();
-        Ok((cluster.cluster.server.clone(), token))
+        let c = &cluster.cluster;
+        let ca = if !c.certificate_authority_data.is_empty() {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(c.certificate_authority_data.trim())
+                .map_err(|e| Error::Config(format!("certificate-authority-data: {e}")))?;
+            Some(String::from_utf8_lossy(&raw).into_owned())
+        } else if !c.certificate_authority.is_empty() {
+            Some(std::fs::read_to_string(&c.certificate_authority).map_err(|e| Error::Config(format!("{}: {e}", c.certificate_authority)))?)
+        } else {
+            None
+        };
+        Ok((c.server.clone(), token, ca))
     }
 }
 
@@ -142,12 +167,13 @@ mod tests {
     fn kubeconfig_round_trips_in_kubectl_format() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("kubeconfig");
-        Kubeconfig::for_server("http://127.0.0.1:1234", "tok").save(&p).unwrap();
+        Kubeconfig::for_server("https://127.0.0.1:1234", "tok", "PEM").save(&p).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("current-context: capstan"));
-        assert!(text.contains("server: http://127.0.0.1:1234"));
-        let (s, t) = Kubeconfig::load(&p).unwrap().current().unwrap();
-        assert_eq!((s.as_str(), t.as_str()), ("http://127.0.0.1:1234", "tok"));
+        assert!(text.contains("server: https://127.0.0.1:1234"));
+        assert!(text.contains("certificate-authority-data: UEVN"));
+        let (s, t, ca) = Kubeconfig::load(&p).unwrap().current().unwrap();
+        assert_eq!((s.as_str(), t.as_str(), ca.as_deref()), ("https://127.0.0.1:1234", "tok", Some("PEM")));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }

@@ -62,9 +62,20 @@ pub fn resource_path(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> S
 }
 
 impl Client {
-    pub fn new(base: &str, token: &str) -> Result<Self> {
+    /// A client for `base`, trusting `ca_pem` (PEM certificates) for HTTPS.
+    pub fn new(base: &str, token: &str, ca_pem: Option<&str>) -> Result<Self> {
+        crate::apiserver::tls::init_crypto();
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = ca_pem {
+            for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+                let cert = cert.map_err(|e| Error::Config(format!("certificate authority: {e}")))?;
+                roots.add(cert).map_err(|e| Error::Config(format!("certificate authority: {e}")))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() })
@@ -73,8 +84,8 @@ impl Client {
     /// From a kubeconfig file.
     pub fn from_kubeconfig(path: &std::path::Path) -> Result<Self> {
         let kc = config::Kubeconfig::load(path)?;
-        let (server, token) = kc.current()?;
-        Self::new(&server, &token)
+        let (server, token, ca) = kc.current()?;
+        Self::new(&server, &token, ca.as_deref())
     }
 
     pub fn base(&self) -> &str {

@@ -1,0 +1,396 @@
+//! The commands behind the CLI.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use capstan::api::manifest;
+use capstan::api::registry::{self, KindInfo};
+use capstan::client::Client;
+use clap::Args;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::output;
+
+/// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
+pub async fn server(data_dir: &Path, listen: SocketAddr, repo: Option<PathBuf>) -> Result<()> {
+    let started = Instant::now();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let store = capstan::store::embedded::Embedded::open(&data_dir.join("store.redb")).context("opening the store")?;
+    let token = capstan::apiserver::load_or_create_token(data_dir)?;
+    let server = capstan::apiserver::Server { store: Arc::new(store), token: token.clone().into() };
+    server.bootstrap().await.map_err(|e| anyhow!("bootstrapping namespaces: {e}"))?;
+    let tls = capstan::apiserver::tls::load_or_create(data_dir)?;
+    let tls_config = capstan::apiserver::tls::server_config(&tls)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let url = if addr.is_ipv6() { format!("https://[{host}]:{}", addr.port()) } else { format!("https://{host}:{}", addr.port()) };
+    let kubeconfig = data_dir.join("kubeconfig");
+    capstan::client::config::Kubeconfig::for_server(&url, &token, &tls.ca_pem).save(&kubeconfig)?;
+    tracing::info!(%url, kubeconfig = %kubeconfig.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan API server listening");
+    eprintln!("capstan: serving the Kubernetes API on {url}\ncapstan: kubeconfig written to {}", kubeconfig.display());
+    if let Some(repo) = repo {
+        let client = Client::new(&url, &token, Some(&tls.ca_pem))?;
+        tokio::spawn(async move {
+            match apply_path(&client, &repo, None, true, "capstan-up").await {
+                Ok(n) => tracing::info!(objects = n, repo = %repo.display(), "applied repository"),
+                Err(e) => tracing::error!(repo = %repo.display(), "applying repository failed: {e:#}"),
+            }
+        });
+    }
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    capstan::apiserver::serve(listener, server, tls_config, shutdown).await?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    /// Kinds (comma-separated: `deploy,svc`) optionally followed by a name, or `kind/name`.
+    #[arg(required = true)]
+    pub what: Vec<String>,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output: wide, yaml, json, name.
+    #[arg(short, long)]
+    pub output: Option<String>,
+    /// Label selector.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Watch for changes after listing.
+    #[arg(short, long)]
+    pub watch: bool,
+}
+
+fn resolve_kind(name: &str) -> Result<&'static KindInfo> {
+    if name == "all" {
+        bail!("internal: 'all' is expanded by the caller");
+    }
+    registry::lookup(name).ok_or_else(|| anyhow!("the server doesn't have a resource type \"{name}\""))
+}
+
+fn expand(kinds: &str) -> Result<Vec<&'static KindInfo>> {
+    let mut out = Vec::new();
+    for k in kinds.split(',').filter(|k| !k.is_empty()) {
+        if k == "all" {
+            out.extend(registry::KINDS.iter().filter(|k| k.categories.contains(&"all")));
+        } else {
+            out.push(resolve_kind(k)?);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
+    let ns = if a.all_namespaces { None } else { Some(a.namespace.clone().unwrap_or_else(|| "default".into())) };
+    let mut targets: Vec<(&'static KindInfo, Option<String>)> = Vec::new();
+    let mut i = 0;
+    while i < a.what.len() {
+        let w = &a.what[i];
+        if let Some((k, n)) = w.split_once('/') {
+            targets.push((resolve_kind(k)?, Some(n.to_string())));
+            i += 1;
+        } else {
+            let kinds = expand(w)?;
+            let names: Vec<String> = a.what[i + 1..].iter().take_while(|x| !x.contains('/')).cloned().collect();
+            i += 1 + names.len();
+            if names.is_empty() {
+                targets.extend(kinds.into_iter().map(|k| (k, None)));
+            } else {
+                for k in kinds {
+                    targets.extend(names.iter().map(|n| (k, Some(n.clone()))));
+                }
+            }
+        }
+    }
+    let format = a.output.as_deref().unwrap_or("");
+    let multi = targets.len() > 1;
+    let mut first = true;
+    let mut all_items = Vec::new();
+    for (kind, name) in &targets {
+        let ns_for = if kind.namespaced { ns.as_deref() } else { None };
+        let mut query = String::new();
+        if let Some(l) = &a.selector {
+            query = format!("labelSelector={}", url_encode(l));
+        }
+        match format {
+            "yaml" | "json" | "name" => {
+                match name {
+                    Some(n) => all_items.push(client.get(kind, ns_for, n).await?),
+                    None => {
+                        let list = client.list(kind, ns_for, &query).await?;
+                        for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+                            item["apiVersion"] = Value::String(kind.api_version());
+                            item["kind"] = Value::String(kind.kind.to_string());
+                            all_items.push(item);
+                        }
+                    }
+                }
+            }
+            _ => {
+                let path = match name {
+                    Some(n) => capstan::client::resource_path(kind, ns_for, Some(n)),
+                    None if query.is_empty() => capstan::client::resource_path(kind, ns_for, None),
+                    None => format!("{}?{query}", capstan::client::resource_path(kind, ns_for, None)),
+                };
+                let table = client.request(reqwest::Method::GET, &path, None, Some(output::TABLE_ACCEPT)).await?;
+                let rows = table["rows"].as_array().map_or(0, Vec::len);
+                if rows == 0 && multi {
+                    continue;
+                }
+                if !first {
+                    println!();
+                }
+                first = false;
+                print!("{}", output::render_table(&table, kind, format == "wide", a.all_namespaces && kind.namespaced, multi));
+                if rows == 0 {
+                    eprintln!("No resources found{}.", ns_for.map(|n| format!(" in {n} namespace")).unwrap_or_default());
+                }
+            }
+        }
+    }
+    match format {
+        "yaml" | "json" => {
+            let out = if all_items.len() == 1 && targets.iter().all(|(_, n)| n.is_some()) {
+                all_items.remove(0)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": all_items})
+            };
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", serde_yaml_ng::to_string(&out)?);
+            }
+        }
+        "name" => {
+            for item in &all_items {
+                let kind = registry::by_kind(item["apiVersion"].as_str().unwrap_or(""), item["kind"].as_str().unwrap_or(""));
+                let res = kind.map(|k| if k.group.is_empty() { k.singular.to_string() } else { format!("{}.{}", k.singular, k.group) }).unwrap_or_default();
+                println!("{res}/{}", item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""));
+            }
+        }
+        _ => {}
+    }
+    if a.watch {
+        let (kind, name) = targets.first().ok_or_else(|| anyhow!("nothing to watch"))?;
+        let ns_for = if kind.namespaced { ns.as_deref() } else { None };
+        let list = client.list(kind, ns_for, "limit=1").await?;
+        let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+        let q = name.as_ref().map(|n| format!("fieldSelector=metadata.name%3D{n}")).unwrap_or_default();
+        let mut stream = client.watch_once(kind, ns_for, &q, &rv).await?;
+        while let Some(ev) = stream.next().await {
+            let (ty, obj) = ev?;
+            if ty == "BOOKMARK" {
+                continue;
+            }
+            let cells = (kind.columns.cells)(&obj);
+            let text: Vec<String> = cells.iter().map(|c| c.as_str().map(String::from).unwrap_or_else(|| c.to_string())).collect();
+            println!("{ty}\t{}", text.join("\t"));
+        }
+    }
+    Ok(())
+}
+
+fn url_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// Files or directories of manifests.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Take ownership of conflicting fields.
+    #[arg(long)]
+    pub force_conflicts: bool,
+}
+
+/// Reads every document, dry-runs them all, then applies them all: a bad document leaves nothing half-applied.
+async fn apply_path(client: &Client, path: &Path, ns: Option<&str>, apply: bool, manager: &str) -> Result<usize> {
+    let docs = manifest::read(path)?;
+    apply_docs(client, docs, ns, apply, manager, false).await
+}
+
+async fn apply_docs(client: &Client, docs: Vec<manifest::Document>, ns: Option<&str>, apply: bool, manager: &str, force: bool) -> Result<usize> {
+    // Namespaces first, so objects in them can be checked.
+    let mut docs = docs;
+    docs.sort_by_key(|d| if d.kind.kind == "Namespace" { 0 } else { 1 });
+    for d in &docs {
+        if d.name().is_empty() {
+            bail!("{}: document {}: metadata.name is required", d.file, d.index);
+        }
+    }
+    for phase in ["dry-run", "apply"] {
+        for d in &docs {
+            if phase == "dry-run" && d.kind.kind != "Namespace" && docs.iter().any(|x| x.kind.kind == "Namespace") {
+                // Objects in namespaces this same set creates cannot be dry-run before those exist.
+                let target_ns = d.namespace().or(ns).unwrap_or("default");
+                if docs.iter().any(|x| x.kind.kind == "Namespace" && x.name() == target_ns) {
+                    continue;
+                }
+            }
+            let target_ns = if d.kind.namespaced { Some(d.namespace().or(ns).unwrap_or("default")) } else { None };
+            let mut obj = d.object.clone();
+            if let (Some(n), true) = (target_ns, d.kind.namespaced) {
+                obj["metadata"]["namespace"] = Value::String(n.to_string());
+            }
+            let dry = phase == "dry-run";
+            let res = if apply {
+                let mut path = format!(
+                    "{}?fieldManager={manager}&fieldValidation=Strict{}",
+                    capstan::client::resource_path(d.kind, target_ns, Some(d.name())),
+                    if force { "&force=true" } else { "" }
+                );
+                if dry {
+                    path.push_str("&dryRun=All");
+                }
+                client.request(reqwest::Method::PATCH, &path, Some(("application/apply-patch+yaml", obj.to_string().into_bytes())), None).await
+            } else {
+                let mut path = format!("{}?fieldManager={manager}&fieldValidation=Strict", capstan::client::resource_path(d.kind, target_ns, None));
+                if dry {
+                    path.push_str("&dryRun=All");
+                }
+                client.request(reqwest::Method::POST, &path, Some(("application/json", obj.to_string().into_bytes())), None).await
+            };
+            match res {
+                Ok(_) if dry => {}
+                Ok(_) => {
+                    let what = if d.kind.group.is_empty() { d.kind.singular.to_string() } else { format!("{}.{}", d.kind.singular, d.kind.group) };
+                    println!("{what}/{} {}", d.name(), if apply { "serverside-applied" } else { "created" });
+                }
+                Err(e) => bail!("{}: document {} ({} {}): {e}", d.file, d.index, d.kind.kind, d.name()),
+            }
+        }
+    }
+    Ok(docs.len())
+}
+
+pub async fn apply(client: &Client, a: ApplyArgs, server_side: bool) -> Result<()> {
+    let mut docs = Vec::new();
+    for f in &a.files {
+        docs.extend(manifest::read(f)?);
+    }
+    let manager = if server_side { "capstan" } else { "capstan-create" };
+    apply_docs(client, docs, a.namespace.as_deref(), server_side, manager, a.force_conflicts).await?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    /// `kind name...` or `kind/name`.
+    pub what: Vec<String>,
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Background, Foreground or Orphan.
+    #[arg(long, default_value = "Background")]
+    pub cascade: String,
+}
+
+pub async fn delete(client: &Client, a: DeleteArgs) -> Result<()> {
+    let ns = a.namespace.clone().unwrap_or_else(|| "default".into());
+    let policy = match a.cascade.to_ascii_lowercase().as_str() {
+        "background" | "true" => "Background",
+        "foreground" => "Foreground",
+        "orphan" | "false" => "Orphan",
+        other => bail!("--cascade must be background, foreground or orphan, not {other:?}"),
+    };
+    let mut targets: Vec<(&'static KindInfo, Option<String>, String)> = Vec::new();
+    for f in &a.files {
+        for d in manifest::read(f)? {
+            let n = if d.kind.namespaced { Some(d.namespace().unwrap_or(&ns).to_string()) } else { None };
+            targets.push((d.kind, n, d.name().to_string()));
+        }
+    }
+    let mut i = 0;
+    while i < a.what.len() {
+        if let Some((k, n)) = a.what[i].split_once('/') {
+            let kind = resolve_kind(k)?;
+            targets.push((kind, kind.namespaced.then(|| ns.clone()), n.to_string()));
+            i += 1;
+        } else {
+            let kind = resolve_kind(&a.what[i])?;
+            let names: Vec<String> = a.what[i + 1..].to_vec();
+            if names.is_empty() {
+                bail!("resource(s) were provided, but no name was specified");
+            }
+            for n in names {
+                targets.push((kind, kind.namespaced.then(|| ns.clone()), n));
+            }
+            i = a.what.len();
+        }
+    }
+    if targets.is_empty() {
+        bail!("nothing to delete: give KIND NAME, KIND/NAME or -f FILE");
+    }
+    let mut failed = false;
+    for (kind, n, name) in targets {
+        match client.delete(kind, n.as_deref(), &name, policy).await {
+            Ok(_) => {
+                let what = if kind.group.is_empty() { kind.plural.to_string() } else { format!("{}.{}", kind.plural, kind.group) };
+                println!("{what} \"{name}\" deleted");
+            }
+            Err(e) => {
+                eprintln!("Error from server: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("some objects could not be deleted");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DescribeArgs {
+    /// `kind name` or `kind/name`.
+    pub what: Vec<String>,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+pub async fn describe(client: &Client, a: DescribeArgs) -> Result<()> {
+    let (kind, name) = match a.what.as_slice() {
+        [one] if one.contains('/') => {
+            let (k, n) = one.split_once('/').unwrap_or_default();
+            (resolve_kind(k)?, n.to_string())
+        }
+        [k, n] => (resolve_kind(k)?, n.clone()),
+        _ => bail!("usage: capstan describe KIND NAME"),
+    };
+    let ns = a.namespace.unwrap_or_else(|| "default".into());
+    let obj = client.get(kind, kind.namespaced.then_some(ns.as_str()), &name).await?;
+    print!("{}", output::describe(&obj));
+    // Events about the object.
+    if let Some(ev_kind) = registry::lookup("events") {
+        let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        let q = format!("fieldSelector={}", url_encode(&format!("involvedObject.name={name},involvedObject.uid={uid}")));
+        if let Ok(list) = client.list(ev_kind, kind.namespaced.then_some(ns.as_str()), &q).await {
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                println!("Events:  <none>");
+            } else {
+                println!("Events:");
+                for e in items {
+                    println!("  {}\t{}\t{}", e["type"].as_str().unwrap_or(""), e["reason"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    Ok(())
+}
