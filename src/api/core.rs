@@ -221,7 +221,7 @@ object!(Volume {
     pub rbd: Option<Opaque>,
     pub cephfs: Option<Opaque>,
 });
-object!(EmptyDirVolumeSource { pub medium: Option<String>, pub size_limit: Option<Quantity>, });
+object!(EmptyDirVolumeSource { pub medium: Option<String>, pub size_limit: Option<Quantity>, pub mode: Option<i32>, });
 object!(HostPathVolumeSource { pub path: String, #[serde(rename = "type")] pub type_: Option<String>, });
 object!(KeyToPath { pub key: String, pub path: String, pub mode: Option<i32>, });
 object!(ConfigMapVolumeSource {

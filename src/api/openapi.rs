@@ -96,6 +96,26 @@ pub fn document(group: &str, version: &str) -> Value {
     })
 }
 
+/// The OpenAPI v2 document, protobuf-encoded as kubectl asks for it: deliberately without definitions. Every kind
+/// Capstan serves is described in v3, where kubectl finds `fieldValidation` and leaves validation to the server; for
+/// kinds Capstan does not serve, kubectl finds no v2 schema, skips its own validation and reports from discovery that
+/// the kind is not served - naming it.
+pub fn v2_protobuf() -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        out.push((number << 3) | 2); // length-delimited
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Capstan");
+    field(&mut info, 2, crate::VERSION.as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0"); // swagger
+    field(&mut doc, 2, &info); // info
+    field(&mut doc, 8, b""); // paths
+    doc
+}
+
 /// The index at `/openapi/v3`.
 pub fn index() -> Value {
     let mut paths = Map::new();
@@ -119,6 +139,13 @@ mod tests {
         assert!(op["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
         assert!(op["requestBody"]["content"].get("application/strategic-merge-patch+json").is_none());
         assert_eq!(doc["components"]["schemas"]["Deployment"]["x-kubernetes-group-version-kind"][0]["group"], "apps");
+    }
+
+    #[test]
+    fn v2_document_is_a_minimal_protobuf() {
+        let pb = v2_protobuf();
+        assert_eq!(&pb[..5], &[0x0a, 3, b'2', b'.', b'0']);
+        assert_eq!(&pb[pb.len() - 2..], &[0x42, 0]);
     }
 
     #[test]

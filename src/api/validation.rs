@@ -369,7 +369,8 @@ pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
             for (k, v) in get(obj, "data").and_then(Value::as_object).into_iter().flatten() {
                 config_key(k, &format!("data[{k}]"), &mut errs);
                 use base64::Engine;
-                if base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).is_err() {
+                let text: String = v.as_str().unwrap_or("").chars().filter(|c| *c != '\n' && *c != '\r').collect();
+                if base64::engine::general_purpose::STANDARD.decode(text).is_err() {
                     errs.push(err(&format!("data[{k}]"), Reason::Invalid, "must be base64-encoded"));
                 }
             }
@@ -462,7 +463,27 @@ fn template(obj: &Value, path: &str, owner: &str, errs: &mut Vec<FieldError>) {
         return;
     };
     labels(get(t, "metadata.labels"), &format!("{path}.metadata.labels"), errs);
-    pod_spec(t.get("spec"), &format!("{path}.spec"), owner, errs);
+    // A StatefulSet's claim templates are volumes of its pods.
+    let claims: Vec<String> = get(obj, "spec.volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| str_at(c, "metadata.name").map(String::from))
+        .collect();
+    if claims.is_empty() {
+        pod_spec(t.get("spec"), &format!("{path}.spec"), owner, errs);
+    } else {
+        let mut spec = t.get("spec").cloned().unwrap_or(Value::Null);
+        if let Some(m) = spec.as_object_mut() {
+            let vols = m.entry("volumes").or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(a) = vols.as_array_mut() {
+                for c in claims {
+                    a.push(serde_json::json!({"name": c, "persistentVolumeClaim": {"claimName": c}}));
+                }
+            }
+        }
+        pod_spec(Some(&spec), &format!("{path}.spec"), owner, errs);
+    }
 }
 
 fn workload(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {

@@ -344,7 +344,7 @@ impl Server {
                 remove_json_path(&mut obj, u);
             }
         }
-        for o in s.opaque.iter().filter(|p| !p.starts_with("status") && !p.starts_with("metadata")) {
+        for o in s.opaque.iter().filter(|p| !p.starts_with("status") && !p.starts_with("metadata") && !empty_at(&obj, p)) {
             warnings.push(format!("{o}: stored but not acted on by Capstan yet"));
         }
         let status_sub = opts.subresource == "status";
@@ -936,6 +936,43 @@ fn create_hooks(kind: &KindInfo, obj: &mut Value) {
                 }
             }
         }
+    }
+}
+
+/// Whether the value at a path like `spec.containers[0].foo` is absent or empty.
+fn empty_at(v: &Value, path: &str) -> bool {
+    let mut probe = v.clone();
+    let before = probe.clone();
+    remove_json_path(&mut probe, path);
+    if probe == before {
+        return true;
+    }
+    // Compare by reading the value: walk the same segments.
+    let mut cur = v;
+    for seg in path.split('.') {
+        let mut s = seg;
+        let name_end = s.find('[').unwrap_or(s.len());
+        if name_end > 0 {
+            match cur.get(&s[..name_end]) {
+                Some(n) => cur = n,
+                None => return true,
+            }
+        }
+        s = &s[name_end..];
+        while let Some(rest) = s.strip_prefix('[') {
+            let end = rest.find(']').unwrap_or(rest.len());
+            match rest[..end].parse::<usize>().ok().and_then(|i| cur.get(i)) {
+                Some(n) => cur = n,
+                None => return true,
+            }
+            s = &rest[(end + 1).min(rest.len())..];
+        }
+    }
+    match cur {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
     }
 }
 

@@ -157,7 +157,12 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
             "/apis" => return Ok(ok(discovery::api_groups())),
             "/openapi/v3" => return Ok(ok(openapi::index())),
             "/openapi/v2" => {
-                return Err(ApiError::new(404, "NotFound", "OpenAPI v2 is not served; use /openapi/v3"));
+                let mut resp = (StatusCode::OK, openapi::v2_protobuf()).into_response();
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+                );
+                return Ok(resp);
             }
             _ => {}
         }
