@@ -1,0 +1,192 @@
+//! Shared helpers for integration tests: start a real `capstan server` on 127.0.0.1:0 in a temp dir, talk to it
+//! over real HTTPS, and run the real kubectl against it (with the kubeconfig it wrote and a private cache dir).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_capstan");
+
+/// True when CI demands every external dependency (kubectl, root, containerd, etcd).
+pub fn required() -> bool {
+    std::env::var("CAPSTAN_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// Returns the kubectl path, or None (printing why) when it is missing and not required.
+pub fn kubectl() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p).map(|d| d.join("kubectl")).find(|c| c.is_file())
+    });
+    match found {
+        Some(p) => Some(p),
+        None if required() => panic!("kubectl is required (CAPSTAN_REQUIRE_EXTERNAL=1) but not on PATH"),
+        None => {
+            eprintln!("SKIP: kubectl not found on PATH");
+            None
+        }
+    }
+}
+
+/// A running `capstan server`.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub url: String,
+    pub started: Instant,
+    pub ready_after: Duration,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> Server {
+        let started = Instant::now();
+        let mut child = Command::new(BIN)
+            .args(["--data-dir"])
+            .arg(dir.path())
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .env("CAPSTAN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn capstan server");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut reader = BufReader::new(stderr);
+        let mut url = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).expect("read stderr") > 0 {
+            if let Some(rest) = line.trim().strip_prefix("capstan: serving the Kubernetes API on ") {
+                url = rest.to_string();
+                break;
+            }
+            line.clear();
+        }
+        assert!(!url.is_empty(), "server did not report its address");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                eprint!("[server] {sink}");
+                sink.clear();
+            }
+        });
+        let mut s = Server { dir, child, url, started, ready_after: Duration::ZERO };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let client = self.http();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send() {
+                if r.status().is_success() {
+                    self.ready_after = self.started.elapsed();
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server not ready within 10s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("token")).expect("token").trim().to_string()
+    }
+
+    pub fn ca(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ca.crt")).expect("ca")
+    }
+
+    /// A blocking HTTP client that trusts the server's CA (no token).
+    pub fn http(&self) -> reqwest::blocking::Client {
+        capstan::apiserver::tls::init_crypto();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca().as_bytes()) {
+            roots.add(c.expect("ca pem")).expect("add ca");
+        }
+        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client")
+    }
+
+    /// Sends a request with the token; returns (status, JSON body or string).
+    pub fn call(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
+        let c = self.http();
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = c.request(m, format!("{}{}", self.url, path)).bearer_auth(self.token());
+        if !body.is_empty() {
+            rb = rb.header("Content-Type", content_type).body(body.to_string());
+        }
+        let r = rb.send().expect("request");
+        let code = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    /// Runs kubectl against this server.
+    pub fn kubectl(&self, kubectl: &Path, args: &[&str]) -> Output {
+        Command::new(kubectl)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kubectl-cache"))
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs `capstan` client commands against this server.
+    pub fn capstan(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("--kubeconfig").arg(self.kubeconfig()).args(args).output().expect("run capstan")
+    }
+
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts a command succeeded, printing its output otherwise; returns stdout.
+pub fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+/// Asserts a command failed; returns stderr + stdout.
+pub fn fails(out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(!out.status.success(), "command unexpectedly succeeded:\n{text}");
+    text
+}
+
+/// The corpus of Kubernetes documentation examples (a copy lives in tests/fixtures; `CAPSTAN_CORPUS` overrides).
+pub fn corpus() -> PathBuf {
+    match std::env::var_os("CAPSTAN_CORPUS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s-website-examples"),
+    }
+}
