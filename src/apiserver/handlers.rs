@@ -837,6 +837,9 @@ impl Server {
     pub fn spawn_namespace_cleanup(&self, ns: String) {
         let server = self.clone();
         tokio::spawn(async move {
+            // Like Kubernetes' namespace controller, start a moment later: a client deleting a namespace together
+            // with its content (`kubectl delete -f`) gets to delete each object itself first.
+            tokio::time::sleep(NAMESPACE_CLEANUP_DELAY).await;
             for _ in 0..3600 {
                 let mut left = 0;
                 for kind in registry::KINDS.iter().filter(|k| k.namespaced) {
@@ -862,6 +865,9 @@ impl Server {
         });
     }
 }
+
+/// How long a terminating namespace waits before its content is deleted.
+const NAMESPACE_CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A marker manager name: the write's ownership was already computed by server-side apply.
 const APPLY_MARKER: &str = "\u{0}apply";

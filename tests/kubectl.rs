@@ -1,0 +1,174 @@
+//! The real kubectl against a real `capstan server`: apply with default validation, tables, round-trips, edits,
+//! server-side apply, scale, watch, delete, `get all`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{fails, ok, Server};
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: shop
+data:
+  greeting: hello
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels:
+    app: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.25
+        ports:
+        - containerPort: 80
+        env:
+        - name: GREETING
+          valueFrom:
+            configMapKeyRef:
+              name: web-config
+              key: greeting
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: 80
+"#;
+
+#[test]
+fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    std::fs::write(&file, MANIFEST).unwrap();
+    let f = file.to_str().unwrap();
+
+    let out = ok(&s.kubectl(&k, &["apply", "-f", f]));
+    assert!(out.contains("deployment.apps/web created") && out.contains("service/web created"), "{out}");
+
+    let table = ok(&s.kubectl(&k, &["get", "deploy,svc,cm", "-n", "shop"]));
+    assert!(table.contains("NAME") && table.contains("READY") && table.contains("UP-TO-DATE") && table.contains("AVAILABLE"), "{table}");
+    assert!(table.contains("deployment.apps/web") && table.contains("TYPE") && table.contains("ClusterIP"), "{table}");
+    assert!(table.contains("configmap/web-config") && table.contains("DATA"), "{table}");
+
+    // Round trip: the YAML kubectl reads back re-applies cleanly and keeps the spec.
+    let yaml = ok(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop", "-o", "yaml"]));
+    assert!(yaml.contains("image: nginx:1.25") && yaml.contains("generation: 1"), "{yaml}");
+    let back = dir.path().join("back.yaml");
+    std::fs::write(&back, &yaml).unwrap();
+    ok(&s.kubectl(&k, &["replace", "-f", back.to_str().unwrap()]));
+
+    // An edited file patches the object: generation 2.
+    std::fs::write(&file, MANIFEST.replace("nginx:1.25", "nginx:1.26")).unwrap();
+    let out = ok(&s.kubectl(&k, &["apply", "-f", f]));
+    assert!(out.contains("deployment.apps/web configured"), "{out}");
+    let gen = ok(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.metadata.generation} {.spec.template.spec.containers[0].image}"]));
+    assert_eq!(gen.trim(), "2 nginx:1.26");
+
+    // Server-side apply.
+    let ssa = dir.path().join("ssa.yaml");
+    std::fs::write(&ssa, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: shop\ndata:\n  a: b\n").unwrap();
+    let out = ok(&s.kubectl(&k, &["apply", "--server-side", "-f", ssa.to_str().unwrap()]));
+    assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
+
+    // Scale.
+    ok(&s.kubectl(&k, &["scale", "deploy", "web", "-n", "shop", "--replicas=5"]));
+    let r = ok(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]));
+    assert_eq!(r.trim(), "5");
+
+    // Watch shows changes made by another client.
+    let mut watch = Command::new(&k)
+        .env("KUBECONFIG", s.kubeconfig())
+        .arg("--cache-dir")
+        .arg(s.dir.path().join("kubectl-cache"))
+        .args(["get", "configmaps", "-n", "shop", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The initial list arrives first.
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("initial watch output");
+    assert!(first.contains("EVENT") && first.contains("NAME"), "{first}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (c, _) = s.call("POST", "/api/v1/namespaces/shop/configmaps", "application/json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"live"}}"#);
+    assert_eq!(c, 201);
+    s.call("PATCH", "/api/v1/namespaces/shop/configmaps/live", "application/merge-patch+json", r#"{"data":{"x":"y"}}"#);
+    s.call("DELETE", "/api/v1/namespaces/shop/configmaps/live", "", "");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("watch events missing; saw {seen:?}"));
+        if line.split_whitespace().nth(1) == Some("live") {
+            seen.push(line.split_whitespace().next().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(seen, ["ADDED", "MODIFIED", "DELETED"]);
+    let _ = watch.kill();
+
+    // get all lists the workload kinds.
+    let all = ok(&s.kubectl(&k, &["get", "all", "-n", "shop"]));
+    assert!(all.contains("deployment.apps/web") && all.contains("service/web"), "{all}");
+
+    // Bad input from kubectl is refused with the field named.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: shop\ndatta:\n  a: b\n").unwrap();
+    let err = fails(&s.kubectl(&k, &["apply", "-f", bad.to_str().unwrap()]));
+    assert!(err.contains("unknown field \"datta\""), "{err}");
+
+    // Delete returns and the objects are gone.
+    let out = ok(&s.kubectl(&k, &["delete", "-f", f]));
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    let err = fails(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop"]));
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+}
+
+#[test]
+fn kubectl_names_kinds_capstan_does_not_serve() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hpa.yaml");
+    std::fs::write(&file, "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: x\nspec:\n  maxReplicas: 3\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: x}\n").unwrap();
+    let err = fails(&s.kubectl(&k, &["apply", "-f", file.to_str().unwrap()]));
+    assert!(err.contains("HorizontalPodAutoscaler"), "{err}");
+}
