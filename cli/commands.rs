@@ -18,32 +18,56 @@ use crate::output;
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
 pub async fn server(data_dir: &Path, listen: SocketAddr, repo: Option<PathBuf>) -> Result<()> {
     let started = Instant::now();
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let store = capstan::store::embedded::Embedded::open(&data_dir.join("store.redb")).context("opening the store")?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let store = capstan::store::embedded::Embedded::open(&data_dir.join("store.redb"))
+        .context("opening the store")?;
     let token = capstan::apiserver::load_or_create_token(data_dir)?;
-    let server = capstan::apiserver::Server { store: Arc::new(store), token: token.clone().into() };
-    server.bootstrap().await.map_err(|e| anyhow!("bootstrapping namespaces: {e}"))?;
+    let server = capstan::apiserver::Server {
+        store: Arc::new(store),
+        token: token.clone().into(),
+    };
+    server
+        .bootstrap()
+        .await
+        .map_err(|e| anyhow!("bootstrapping namespaces: {e}"))?;
     let tls = capstan::apiserver::tls::load_or_create(data_dir)?;
     let tls_config = capstan::apiserver::tls::server_config(&tls)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-    let url = if addr.is_ipv6() { format!("https://[{host}]:{}", addr.port()) } else { format!("https://{host}:{}", addr.port()) };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = if addr.is_ipv6() {
+        format!("https://[{host}]:{}", addr.port())
+    } else {
+        format!("https://{host}:{}", addr.port())
+    };
     let kubeconfig = data_dir.join("kubeconfig");
     capstan::client::config::Kubeconfig::for_server(&url, &token, &tls.ca_pem).save(&kubeconfig)?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), elapsed_ms = started.elapsed().as_millis() as u64, "capstan API server listening");
-    eprintln!("capstan: serving the Kubernetes API on {url}\ncapstan: kubeconfig written to {}", kubeconfig.display());
+    eprintln!(
+        "capstan: serving the Kubernetes API on {url}\ncapstan: kubeconfig written to {}",
+        kubeconfig.display()
+    );
     if let Some(repo) = repo {
         let client = Client::new(&url, &token, Some(&tls.ca_pem))?;
         tokio::spawn(async move {
             match apply_path(&client, &repo, None, true, "capstan-up").await {
                 Ok(n) => tracing::info!(objects = n, repo = %repo.display(), "applied repository"),
-                Err(e) => tracing::error!(repo = %repo.display(), "applying repository failed: {e:#}"),
+                Err(e) => {
+                    tracing::error!(repo = %repo.display(), "applying repository failed: {e:#}")
+                }
             }
         });
     }
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
@@ -77,14 +101,19 @@ fn resolve_kind(name: &str) -> Result<&'static KindInfo> {
     if name == "all" {
         bail!("internal: 'all' is expanded by the caller");
     }
-    registry::lookup(name).ok_or_else(|| anyhow!("the server doesn't have a resource type \"{name}\""))
+    registry::lookup(name)
+        .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{name}\""))
 }
 
 fn expand(kinds: &str) -> Result<Vec<&'static KindInfo>> {
     let mut out = Vec::new();
     for k in kinds.split(',').filter(|k| !k.is_empty()) {
         if k == "all" {
-            out.extend(registry::KINDS.iter().filter(|k| k.categories.contains(&"all")));
+            out.extend(
+                registry::KINDS
+                    .iter()
+                    .filter(|k| k.categories.contains(&"all")),
+            );
         } else {
             out.push(resolve_kind(k)?);
         }
@@ -93,7 +122,11 @@ fn expand(kinds: &str) -> Result<Vec<&'static KindInfo>> {
 }
 
 pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
-    let ns = if a.all_namespaces { None } else { Some(a.namespace.clone().unwrap_or_else(|| "default".into())) };
+    let ns = if a.all_namespaces {
+        None
+    } else {
+        Some(a.namespace.clone().unwrap_or_else(|| "default".into()))
+    };
     let mut targets: Vec<(&'static KindInfo, Option<String>)> = Vec::new();
     let mut i = 0;
     while i < a.what.len() {
@@ -103,7 +136,11 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
             i += 1;
         } else {
             let kinds = expand(w)?;
-            let names: Vec<String> = a.what[i + 1..].iter().take_while(|x| !x.contains('/')).cloned().collect();
+            let names: Vec<String> = a.what[i + 1..]
+                .iter()
+                .take_while(|x| !x.contains('/'))
+                .cloned()
+                .collect();
             i += 1 + names.len();
             if names.is_empty() {
                 targets.extend(kinds.into_iter().map(|k| (k, None)));
@@ -125,26 +162,34 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
             query = format!("labelSelector={}", url_encode(l));
         }
         match format {
-            "yaml" | "json" | "name" => {
-                match name {
-                    Some(n) => all_items.push(client.get(kind, ns_for, n).await?),
-                    None => {
-                        let list = client.list(kind, ns_for, &query).await?;
-                        for mut item in list["items"].as_array().cloned().unwrap_or_default() {
-                            item["apiVersion"] = Value::String(kind.api_version());
-                            item["kind"] = Value::String(kind.kind.to_string());
-                            all_items.push(item);
-                        }
+            "yaml" | "json" | "name" => match name {
+                Some(n) => all_items.push(client.get(kind, ns_for, n).await?),
+                None => {
+                    let list = client.list(kind, ns_for, &query).await?;
+                    for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+                        item["apiVersion"] = Value::String(kind.api_version());
+                        item["kind"] = Value::String(kind.kind.to_string());
+                        all_items.push(item);
                     }
                 }
-            }
+            },
             _ => {
                 let path = match name {
                     Some(n) => capstan::client::resource_path(kind, ns_for, Some(n)),
                     None if query.is_empty() => capstan::client::resource_path(kind, ns_for, None),
-                    None => format!("{}?{query}", capstan::client::resource_path(kind, ns_for, None)),
+                    None => format!(
+                        "{}?{query}",
+                        capstan::client::resource_path(kind, ns_for, None)
+                    ),
                 };
-                let table = client.request(reqwest::Method::GET, &path, None, Some(output::TABLE_ACCEPT)).await?;
+                let table = client
+                    .request(
+                        reqwest::Method::GET,
+                        &path,
+                        None,
+                        Some(output::TABLE_ACCEPT),
+                    )
+                    .await?;
                 let rows = table["rows"].as_array().map_or(0, Vec::len);
                 if rows == 0 && multi {
                     continue;
@@ -153,9 +198,23 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
                     println!();
                 }
                 first = false;
-                print!("{}", output::render_table(&table, kind, format == "wide", a.all_namespaces && kind.namespaced, multi));
+                print!(
+                    "{}",
+                    output::render_table(
+                        &table,
+                        kind,
+                        format == "wide",
+                        a.all_namespaces && kind.namespaced,
+                        multi
+                    )
+                );
                 if rows == 0 {
-                    eprintln!("No resources found{}.", ns_for.map(|n| format!(" in {n} namespace")).unwrap_or_default());
+                    eprintln!(
+                        "No resources found{}.",
+                        ns_for
+                            .map(|n| format!(" in {n} namespace"))
+                            .unwrap_or_default()
+                    );
                 }
             }
         }
@@ -175,9 +234,25 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
         }
         "name" => {
             for item in &all_items {
-                let kind = registry::by_kind(item["apiVersion"].as_str().unwrap_or(""), item["kind"].as_str().unwrap_or(""));
-                let res = kind.map(|k| if k.group.is_empty() { k.singular.to_string() } else { format!("{}.{}", k.singular, k.group) }).unwrap_or_default();
-                println!("{res}/{}", item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""));
+                let kind = registry::by_kind(
+                    item["apiVersion"].as_str().unwrap_or(""),
+                    item["kind"].as_str().unwrap_or(""),
+                );
+                let res = kind
+                    .map(|k| {
+                        if k.group.is_empty() {
+                            k.singular.to_string()
+                        } else {
+                            format!("{}.{}", k.singular, k.group)
+                        }
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{res}/{}",
+                    item.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                );
             }
         }
         _ => {}
@@ -186,8 +261,15 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
         let (kind, name) = targets.first().ok_or_else(|| anyhow!("nothing to watch"))?;
         let ns_for = if kind.namespaced { ns.as_deref() } else { None };
         let list = client.list(kind, ns_for, "limit=1").await?;
-        let rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        let q = name.as_ref().map(|n| format!("fieldSelector=metadata.name%3D{n}")).unwrap_or_default();
+        let rv = list
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let q = name
+            .as_ref()
+            .map(|n| format!("fieldSelector=metadata.name%3D{n}"))
+            .unwrap_or_default();
         let mut stream = client.watch_once(kind, ns_for, &q, &rv).await?;
         while let Some(ev) = stream.next().await {
             let (ty, obj) = ev?;
@@ -195,7 +277,14 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
                 continue;
             }
             let cells = (kind.columns.cells)(&obj);
-            let text: Vec<String> = cells.iter().map(|c| c.as_str().map(String::from).unwrap_or_else(|| c.to_string())).collect();
+            let text: Vec<String> = cells
+                .iter()
+                .map(|c| {
+                    c.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| c.to_string())
+                })
+                .collect();
             println!("{ty}\t{}", text.join("\t"));
         }
     }
@@ -219,30 +308,57 @@ pub struct ApplyArgs {
 }
 
 /// Reads every document, dry-runs them all, then applies them all: a bad document leaves nothing half-applied.
-async fn apply_path(client: &Client, path: &Path, ns: Option<&str>, apply: bool, manager: &str) -> Result<usize> {
+async fn apply_path(
+    client: &Client,
+    path: &Path,
+    ns: Option<&str>,
+    apply: bool,
+    manager: &str,
+) -> Result<usize> {
     let docs = manifest::read(path)?;
     apply_docs(client, docs, ns, apply, manager, false).await
 }
 
-async fn apply_docs(client: &Client, docs: Vec<manifest::Document>, ns: Option<&str>, apply: bool, manager: &str, force: bool) -> Result<usize> {
+async fn apply_docs(
+    client: &Client,
+    docs: Vec<manifest::Document>,
+    ns: Option<&str>,
+    apply: bool,
+    manager: &str,
+    force: bool,
+) -> Result<usize> {
     // Namespaces first, so objects in them can be checked.
     let mut docs = docs;
     docs.sort_by_key(|d| if d.kind.kind == "Namespace" { 0 } else { 1 });
     for d in &docs {
         if d.name().is_empty() {
-            bail!("{}: document {}: metadata.name is required", d.file, d.index);
+            bail!(
+                "{}: document {}: metadata.name is required",
+                d.file,
+                d.index
+            );
         }
     }
     for phase in ["dry-run", "apply"] {
         for d in &docs {
-            if phase == "dry-run" && d.kind.kind != "Namespace" && docs.iter().any(|x| x.kind.kind == "Namespace") {
+            if phase == "dry-run"
+                && d.kind.kind != "Namespace"
+                && docs.iter().any(|x| x.kind.kind == "Namespace")
+            {
                 // Objects in namespaces this same set creates cannot be dry-run before those exist.
                 let target_ns = d.namespace().or(ns).unwrap_or("default");
-                if docs.iter().any(|x| x.kind.kind == "Namespace" && x.name() == target_ns) {
+                if docs
+                    .iter()
+                    .any(|x| x.kind.kind == "Namespace" && x.name() == target_ns)
+                {
                     continue;
                 }
             }
-            let target_ns = if d.kind.namespaced { Some(d.namespace().or(ns).unwrap_or("default")) } else { None };
+            let target_ns = if d.kind.namespaced {
+                Some(d.namespace().or(ns).unwrap_or("default"))
+            } else {
+                None
+            };
             let mut obj = d.object.clone();
             if let (Some(n), true) = (target_ns, d.kind.namespaced) {
                 obj["metadata"]["namespace"] = Value::String(n.to_string());
@@ -257,21 +373,56 @@ async fn apply_docs(client: &Client, docs: Vec<manifest::Document>, ns: Option<&
                 if dry {
                     path.push_str("&dryRun=All");
                 }
-                client.request(reqwest::Method::PATCH, &path, Some(("application/apply-patch+yaml", obj.to_string().into_bytes())), None).await
+                client
+                    .request(
+                        reqwest::Method::PATCH,
+                        &path,
+                        Some(("application/apply-patch+yaml", obj.to_string().into_bytes())),
+                        None,
+                    )
+                    .await
             } else {
-                let mut path = format!("{}?fieldManager={manager}&fieldValidation=Strict", capstan::client::resource_path(d.kind, target_ns, None));
+                let mut path = format!(
+                    "{}?fieldManager={manager}&fieldValidation=Strict",
+                    capstan::client::resource_path(d.kind, target_ns, None)
+                );
                 if dry {
                     path.push_str("&dryRun=All");
                 }
-                client.request(reqwest::Method::POST, &path, Some(("application/json", obj.to_string().into_bytes())), None).await
+                client
+                    .request(
+                        reqwest::Method::POST,
+                        &path,
+                        Some(("application/json", obj.to_string().into_bytes())),
+                        None,
+                    )
+                    .await
             };
             match res {
                 Ok(_) if dry => {}
                 Ok(_) => {
-                    let what = if d.kind.group.is_empty() { d.kind.singular.to_string() } else { format!("{}.{}", d.kind.singular, d.kind.group) };
-                    println!("{what}/{} {}", d.name(), if apply { "serverside-applied" } else { "created" });
+                    let what = if d.kind.group.is_empty() {
+                        d.kind.singular.to_string()
+                    } else {
+                        format!("{}.{}", d.kind.singular, d.kind.group)
+                    };
+                    println!(
+                        "{what}/{} {}",
+                        d.name(),
+                        if apply {
+                            "serverside-applied"
+                        } else {
+                            "created"
+                        }
+                    );
                 }
-                Err(e) => bail!("{}: document {} ({} {}): {e}", d.file, d.index, d.kind.kind, d.name()),
+                Err(e) => bail!(
+                    "{}: document {} ({} {}): {e}",
+                    d.file,
+                    d.index,
+                    d.kind.kind,
+                    d.name()
+                ),
             }
         }
     }
@@ -283,8 +434,20 @@ pub async fn apply(client: &Client, a: ApplyArgs, server_side: bool) -> Result<(
     for f in &a.files {
         docs.extend(manifest::read(f)?);
     }
-    let manager = if server_side { "capstan" } else { "capstan-create" };
-    apply_docs(client, docs, a.namespace.as_deref(), server_side, manager, a.force_conflicts).await?;
+    let manager = if server_side {
+        "capstan"
+    } else {
+        "capstan-create"
+    };
+    apply_docs(
+        client,
+        docs,
+        a.namespace.as_deref(),
+        server_side,
+        manager,
+        a.force_conflicts,
+    )
+    .await?;
     Ok(())
 }
 
@@ -312,7 +475,11 @@ pub async fn delete(client: &Client, a: DeleteArgs) -> Result<()> {
     let mut targets: Vec<(&'static KindInfo, Option<String>, String)> = Vec::new();
     for f in &a.files {
         for d in manifest::read(f)? {
-            let n = if d.kind.namespaced { Some(d.namespace().unwrap_or(&ns).to_string()) } else { None };
+            let n = if d.kind.namespaced {
+                Some(d.namespace().unwrap_or(&ns).to_string())
+            } else {
+                None
+            };
             targets.push((d.kind, n, d.name().to_string()));
         }
     }
@@ -341,7 +508,11 @@ pub async fn delete(client: &Client, a: DeleteArgs) -> Result<()> {
     for (kind, n, name) in targets {
         match client.delete(kind, n.as_deref(), &name, policy).await {
             Ok(_) => {
-                let what = if kind.group.is_empty() { kind.plural.to_string() } else { format!("{}.{}", kind.plural, kind.group) };
+                let what = if kind.group.is_empty() {
+                    kind.plural.to_string()
+                } else {
+                    format!("{}.{}", kind.plural, kind.group)
+                };
                 println!("{what} \"{name}\" deleted");
             }
             Err(e) => {
@@ -374,20 +545,38 @@ pub async fn describe(client: &Client, a: DescribeArgs) -> Result<()> {
         _ => bail!("usage: capstan describe KIND NAME"),
     };
     let ns = a.namespace.unwrap_or_else(|| "default".into());
-    let obj = client.get(kind, kind.namespaced.then_some(ns.as_str()), &name).await?;
+    let obj = client
+        .get(kind, kind.namespaced.then_some(ns.as_str()), &name)
+        .await?;
     print!("{}", output::describe(&obj));
     // Events about the object.
     if let Some(ev_kind) = registry::lookup("events") {
-        let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
-        let q = format!("fieldSelector={}", url_encode(&format!("involvedObject.name={name},involvedObject.uid={uid}")));
-        if let Ok(list) = client.list(ev_kind, kind.namespaced.then_some(ns.as_str()), &q).await {
+        let uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let q = format!(
+            "fieldSelector={}",
+            url_encode(&format!(
+                "involvedObject.name={name},involvedObject.uid={uid}"
+            ))
+        );
+        if let Ok(list) = client
+            .list(ev_kind, kind.namespaced.then_some(ns.as_str()), &q)
+            .await
+        {
             let items = list["items"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
                 println!("Events:  <none>");
             } else {
                 println!("Events:");
                 for e in items {
-                    println!("  {}\t{}\t{}", e["type"].as_str().unwrap_or(""), e["reason"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+                    println!(
+                        "  {}\t{}\t{}",
+                        e["type"].as_str().unwrap_or(""),
+                        e["reason"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    );
                 }
             }
         }

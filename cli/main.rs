@@ -11,7 +11,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "capstan", version, about = "A Kubernetes-compatible cluster in one binary, with GitOps built in")]
+#[command(
+    name = "capstan",
+    version,
+    about = "A Kubernetes-compatible cluster in one binary, with GitOps built in"
+)]
 struct Cli {
     /// Kubeconfig for client commands (default: $CAPSTAN_KUBECONFIG, then DATA_DIR/kubeconfig).
     #[arg(long, global = true)]
@@ -53,22 +57,39 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(async move {
-        let data_dir = cli.data_dir.clone().unwrap_or_else(capstan::client::config::default_data_dir);
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(capstan::client::config::default_data_dir);
         match cli.command {
             Command::Server { listen } => commands::server(&data_dir, listen, None).await,
             Command::Up { repo, listen } => {
-                let repo = repo.or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()));
+                let repo =
+                    repo.or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()));
                 commands::server(&data_dir, listen, repo).await
             }
             other => {
-                let kc = capstan::client::config::resolve(cli.kubeconfig.as_deref(), cli.data_dir.as_deref());
-                let client = capstan::client::Client::from_kubeconfig(&kc)
-                    .with_context(|| format!("reading kubeconfig {} (is `capstan server` running?)", kc.display()))?;
+                let kc = capstan::client::config::resolve(
+                    cli.kubeconfig.as_deref(),
+                    cli.data_dir.as_deref(),
+                );
+                let client = capstan::client::Client::from_kubeconfig(&kc).with_context(|| {
+                    format!(
+                        "reading kubeconfig {} (is `capstan server` running?)",
+                        kc.display()
+                    )
+                })?;
                 match other {
                     Command::Get(a) => commands::get(&client, a).await,
                     Command::Apply(a) => commands::apply(&client, a, true).await,

@@ -15,8 +15,17 @@ fn cell(v: &Value) -> String {
 }
 
 /// Renders a Table like kubectl: upper-case headers, columns padded with three spaces.
-pub fn render_table(table: &Value, kind: &KindInfo, wide: bool, with_namespace: bool, with_kind: bool) -> String {
-    let defs = table["columnDefinitions"].as_array().cloned().unwrap_or_default();
+pub fn render_table(
+    table: &Value,
+    kind: &KindInfo,
+    wide: bool,
+    with_namespace: bool,
+    with_kind: bool,
+) -> String {
+    let defs = table["columnDefinitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let keep: Vec<usize> = defs
         .iter()
         .enumerate()
@@ -28,14 +37,26 @@ pub fn render_table(table: &Value, kind: &KindInfo, wide: bool, with_namespace: 
     if with_namespace {
         header.push("NAMESPACE".into());
     }
-    header.extend(keep.iter().map(|i| defs[*i]["name"].as_str().unwrap_or("").to_ascii_uppercase()));
+    header.extend(
+        keep.iter()
+            .map(|i| defs[*i]["name"].as_str().unwrap_or("").to_ascii_uppercase()),
+    );
     rows.push(header);
-    let prefix = if kind.group.is_empty() { kind.singular.to_string() } else { format!("{}.{}", kind.singular, kind.group) };
+    let prefix = if kind.group.is_empty() {
+        kind.singular.to_string()
+    } else {
+        format!("{}.{}", kind.singular, kind.group)
+    };
     for r in table["rows"].as_array().into_iter().flatten() {
         let cells = r["cells"].as_array().cloned().unwrap_or_default();
         let mut row = Vec::new();
         if with_namespace {
-            row.push(r.pointer("/object/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string());
+            row.push(
+                r.pointer("/object/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            );
         }
         for (j, i) in keep.iter().enumerate() {
             let mut text = cells.get(*i).map(cell).unwrap_or_default();
@@ -46,7 +67,14 @@ pub fn render_table(table: &Value, kind: &KindInfo, wide: bool, with_namespace: 
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for r in rows {
         let mut line = String::new();
@@ -67,15 +95,34 @@ pub fn render_table(table: &Value, kind: &KindInfo, wide: bool, with_namespace: 
 pub fn describe(obj: &Value) -> String {
     let mut out = String::new();
     let m = &obj["metadata"];
-    out.push_str(&format!("Name:         {}\n", m["name"].as_str().unwrap_or("")));
+    out.push_str(&format!(
+        "Name:         {}\n",
+        m["name"].as_str().unwrap_or("")
+    ));
     if let Some(ns) = m["namespace"].as_str() {
         out.push_str(&format!("Namespace:    {ns}\n"));
     }
     for (title, field) in [("Labels", "labels"), ("Annotations", "annotations")] {
-        let items: Vec<String> = m[field].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
-        out.push_str(&format!("{title}:{}{}\n", " ".repeat(14 - title.len() - 1), if items.is_empty() { "<none>".into() } else { items.join("\n              ") }));
+        let items: Vec<String> = m[field]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        out.push_str(&format!(
+            "{title}:{}{}\n",
+            " ".repeat(14 - title.len() - 1),
+            if items.is_empty() {
+                "<none>".into()
+            } else {
+                items.join("\n              ")
+            }
+        ));
     }
-    out.push_str(&format!("Created:      {}\n", m["creationTimestamp"].as_str().unwrap_or("")));
+    out.push_str(&format!(
+        "Created:      {}\n",
+        m["creationTimestamp"].as_str().unwrap_or("")
+    ));
     for part in ["spec", "data", "status"] {
         if let Some(v) = obj.get(part) {
             out.push_str(&format!("{}:\n", capitalize(part)));
@@ -92,5 +139,7 @@ pub fn describe(obj: &Value) -> String {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }

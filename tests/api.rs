@@ -18,51 +18,118 @@ fn server_is_ready_and_requires_the_token() {
     let s = Server::start();
     eprintln!("ready after {:?}", s.ready_after);
     let http = s.http();
-    let v: Value = http.get(format!("{}/version", s.url)).send().unwrap().json().unwrap();
+    let v: Value = http
+        .get(format!("{}/version", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(v["major"], "1");
-    let r = http.get(format!("{}/api/v1/namespaces", s.url)).send().unwrap();
+    let r = http
+        .get(format!("{}/api/v1/namespaces", s.url))
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let body: Value = r.json().unwrap();
-    assert_eq!((body["kind"].as_str(), body["reason"].as_str()), (Some("Status"), Some("Unauthorized")));
+    assert_eq!(
+        (body["kind"].as_str(), body["reason"].as_str()),
+        (Some("Status"), Some("Unauthorized"))
+    );
     let (code, list) = s.call("GET", "/api/v1/namespaces", "", "");
     assert_eq!(code, 200);
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|n| n["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap())
+        .collect();
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(names.contains(&ns), "{ns} missing from {names:?}");
     }
     let (code, apps) = s.call("GET", "/apis/apps/v1", "", "");
     assert_eq!(code, 200);
-    let res: Vec<&str> = apps["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert!(res.contains(&"deployments/scale") && res.contains(&"deployments/status"), "{res:?}");
+    let res: Vec<&str> = apps["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        res.contains(&"deployments/scale") && res.contains(&"deployments/status"),
+        "{res:?}"
+    );
 }
 
 #[test]
 fn bad_input_gets_the_right_status_and_nothing_is_stored() {
     let s = Server::start();
     let base = "/api/v1/namespaces/default/configmaps";
-    let (code, st) = s.call("POST", base, "application/json", "{\"apiVersion\": \"v1\", ");
-    assert_eq!((code, st["reason"].as_str()), (400, Some("BadRequest")), "{st}");
+    let (code, st) = s.call(
+        "POST",
+        base,
+        "application/json",
+        "{\"apiVersion\": \"v1\", ",
+    );
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{st}"
+    );
     let (code, st) = s.call("POST", "/apis/apps/v1/namespaces/default/deployments", "application/json",
         &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": "two"}}).to_string());
     assert_eq!(code, 400);
-    assert!(st["message"].as_str().unwrap().contains("spec.replicas"), "{st}");
-    let (code, st) = s.call("POST", &format!("{base}?fieldValidation=Strict"), "application/json",
-        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dta": {}}).to_string());
+    assert!(
+        st["message"].as_str().unwrap().contains("spec.replicas"),
+        "{st}"
+    );
+    let (code, st) = s.call(
+        "POST",
+        &format!("{base}?fieldValidation=Strict"),
+        "application/json",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dta": {}})
+            .to_string(),
+    );
     assert_eq!(code, 400);
-    assert!(st["message"].as_str().unwrap().contains("unknown field \"dta\""), "{st}");
-    let (code, st) = s.call("POST", base, "application/json", &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}).to_string());
-    assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field \"dta\""),
+        "{st}"
+    );
+    let (code, st) = s.call(
+        "POST",
+        base,
+        "application/json",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}).to_string(),
+    );
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{st}"
+    );
     assert_eq!(st["details"]["causes"][0]["field"], "metadata.name");
     let (code, st) = s.call("POST", base, "application/json", &cm("Not_Valid"));
     assert_eq!(code, 422);
-    assert!(st["message"].as_str().unwrap().contains("metadata.name"), "{st}");
+    assert!(
+        st["message"].as_str().unwrap().contains("metadata.name"),
+        "{st}"
+    );
     let big = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x".repeat(4 * 1024 * 1024)}}).to_string();
     let (code, st) = s.call("POST", base, "application/json", &big);
-    assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge")),
+        "{st}"
+    );
     let (code, _) = s.call("GET", base, "", "");
     assert_eq!(code, 200, "the server keeps serving");
     let (_, list) = s.call("GET", base, "", "");
-    assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing partial was stored: {list}");
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        0,
+        "nothing partial was stored: {list}"
+    );
     // Conflicts.
     let (code, created) = s.call("POST", base, "application/json", &cm("a"));
     assert_eq!(code, 201);
@@ -71,15 +138,32 @@ fn bad_input_gets_the_right_status_and_nothing_is_stored() {
     let mut stale = created.clone();
     stale["metadata"]["resourceVersion"] = json!("1");
     stale["data"]["k"] = json!("changed");
-    let (code, st) = s.call("PUT", &format!("{base}/a"), "application/json", &stale.to_string());
-    assert_eq!((code, st["reason"].as_str()), (409, Some("Conflict")), "{st}");
+    let (code, st) = s.call(
+        "PUT",
+        &format!("{base}/a"),
+        "application/json",
+        &stale.to_string(),
+    );
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (409, Some("Conflict")),
+        "{st}"
+    );
     let (_, now) = s.call("GET", &format!("{base}/a"), "", "");
     assert_eq!(now["data"]["k"], "v", "a stale update changes nothing");
     let (code, st) = s.call("PATCH", &format!("{base}/a"), "text/plain", "{}");
     assert_eq!(code, 415, "{st}");
     let (code, st) = s.call("GET", &format!("{base}/missing"), "", "");
-    assert_eq!((code, st["reason"].as_str(), st["details"]["kind"].as_str()), (404, Some("NotFound"), Some("configmaps")));
-    let (code, _) = s.call("POST", "/api/v1/namespaces/nowhere/configmaps", "application/json", &cm("b"));
+    assert_eq!(
+        (code, st["reason"].as_str(), st["details"]["kind"].as_str()),
+        (404, Some("NotFound"), Some("configmaps"))
+    );
+    let (code, _) = s.call(
+        "POST",
+        "/api/v1/namespaces/nowhere/configmaps",
+        "application/json",
+        &cm("b"),
+    );
     assert_eq!(code, 404, "creating in a missing namespace is refused");
 }
 
@@ -90,7 +174,12 @@ fn create_defaults_generation_and_status_subresource() {
         "spec": {"selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]}}},
         "status": {"replicas": 99}});
-    let (code, d) = s.call("POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", &dep.to_string());
+    let (code, d) = s.call(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "application/json",
+        &dep.to_string(),
+    );
     assert_eq!(code, 201, "{d}");
     let name = d["metadata"]["name"].as_str().unwrap().to_string();
     assert!(name.starts_with("web-") && name.len() == 9, "{name}");
@@ -98,29 +187,88 @@ fn create_defaults_generation_and_status_subresource() {
     assert!(d["metadata"]["uid"].is_string() && d["metadata"]["creationTimestamp"].is_string());
     assert_eq!(d["spec"]["replicas"], 1);
     assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
-    assert!(d.get("status").is_none(), "status is not writable on create: {d}");
+    assert!(
+        d.get("status").is_none(),
+        "status is not writable on create: {d}"
+    );
     let path = format!("/apis/apps/v1/namespaces/default/deployments/{name}");
     // A label change does not bump generation; a spec change does.
-    let (_, d2) = s.call("PATCH", &path, "application/merge-patch+json", r#"{"metadata":{"labels":{"x":"y"}}}"#);
+    let (_, d2) = s.call(
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    );
     assert_eq!(d2["metadata"]["generation"], 1);
-    let (_, d3) = s.call("PATCH", &path, "application/strategic-merge-patch+json",
-        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"nginx:1.26"}]}}}}"#);
+    let (_, d3) = s.call(
+        "PATCH",
+        &path,
+        "application/strategic-merge-patch+json",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"nginx:1.26"}]}}}}"#,
+    );
     assert_eq!(d3["metadata"]["generation"], 2);
-    assert_eq!(d3["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        d3["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Status goes through /status only.
-    let (_, d4) = s.call("PATCH", &format!("{path}/status"), "application/merge-patch+json", r#"{"status":{"replicas":3}}"#);
-    assert_eq!((d4["status"]["replicas"].as_i64(), d4["metadata"]["generation"].as_i64()), (Some(3), Some(2)));
-    let (_, d5) = s.call("PATCH", &path, "application/merge-patch+json", r#"{"status":{"replicas":7}}"#);
-    assert_eq!(d5["status"]["replicas"], 3, "status is ignored on the main resource");
+    let (_, d4) = s.call(
+        "PATCH",
+        &format!("{path}/status"),
+        "application/merge-patch+json",
+        r#"{"status":{"replicas":3}}"#,
+    );
+    assert_eq!(
+        (
+            d4["status"]["replicas"].as_i64(),
+            d4["metadata"]["generation"].as_i64()
+        ),
+        (Some(3), Some(2))
+    );
+    let (_, d5) = s.call(
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        r#"{"status":{"replicas":7}}"#,
+    );
+    assert_eq!(
+        d5["status"]["replicas"], 3,
+        "status is ignored on the main resource"
+    );
     // Scale.
-    let (code, sc) = s.call("PATCH", &format!("{path}/scale"), "application/merge-patch+json", r#"{"spec":{"replicas":4}}"#);
+    let (code, sc) = s.call(
+        "PATCH",
+        &format!("{path}/scale"),
+        "application/merge-patch+json",
+        r#"{"spec":{"replicas":4}}"#,
+    );
     assert_eq!(code, 200, "{sc}");
-    assert_eq!((sc["kind"].as_str(), sc["spec"]["replicas"].as_i64(), sc["status"]["selector"].as_str()), (Some("Scale"), Some(4), Some("app=web")));
+    assert_eq!(
+        (
+            sc["kind"].as_str(),
+            sc["spec"]["replicas"].as_i64(),
+            sc["status"]["selector"].as_str()
+        ),
+        (Some("Scale"), Some(4), Some("app=web"))
+    );
     // JSON patch.
-    let (code, d6) = s.call("PATCH", &path, "application/json-patch+json", r#"[{"op":"replace","path":"/spec/replicas","value":2}]"#);
+    let (code, d6) = s.call(
+        "PATCH",
+        &path,
+        "application/json-patch+json",
+        r#"[{"op":"replace","path":"/spec/replicas","value":2}]"#,
+    );
     assert_eq!((code, d6["spec"]["replicas"].as_i64()), (200, Some(2)));
     // Dry run stores nothing.
-    let (code, _) = s.call("PATCH", &format!("{path}?dryRun=All"), "application/merge-patch+json", r#"{"spec":{"replicas":9}}"#);
+    let (code, _) = s.call(
+        "PATCH",
+        &format!("{path}?dryRun=All"),
+        "application/merge-patch+json",
+        r#"{"spec":{"replicas":9}}"#,
+    );
     assert_eq!(code, 200);
     let (_, cur) = s.call("GET", &path, "", "");
     assert_eq!(cur["spec"]["replicas"], 2);
@@ -131,22 +279,52 @@ fn server_side_apply_tracks_managers_and_conflicts() {
     let s = Server::start();
     let path = "/api/v1/namespaces/default/configmaps/ssa";
     let cfg = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1", "b": "2"}});
-    let (code, v) = s.call("PATCH", &format!("{path}?fieldManager=alice"), "application/apply-patch+yaml", &cfg.to_string());
+    let (code, v) = s.call(
+        "PATCH",
+        &format!("{path}?fieldManager=alice"),
+        "application/apply-patch+yaml",
+        &cfg.to_string(),
+    );
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["metadata"]["managedFields"][0]["manager"], "alice");
     assert_eq!(v["metadata"]["managedFields"][0]["operation"], "Apply");
-    let (code, _) = s.call("PATCH", &format!("{path}?fieldManager=bob"), "application/merge-patch+json", r#"{"data":{"a":"bob"}}"#);
+    let (code, _) = s.call(
+        "PATCH",
+        &format!("{path}?fieldManager=bob"),
+        "application/merge-patch+json",
+        r#"{"data":{"a":"bob"}}"#,
+    );
     assert_eq!(code, 200);
-    let (code, st) = s.call("PATCH", &format!("{path}?fieldManager=alice"), "application/apply-patch+yaml", &cfg.to_string());
+    let (code, st) = s.call(
+        "PATCH",
+        &format!("{path}?fieldManager=alice"),
+        "application/apply-patch+yaml",
+        &cfg.to_string(),
+    );
     assert_eq!(code, 409, "{st}");
     assert!(st["message"].as_str().unwrap().contains("bob"), "{st}");
-    let (code, v) = s.call("PATCH", &format!("{path}?fieldManager=alice&force=true"), "application/apply-patch+yaml", &cfg.to_string());
+    let (code, v) = s.call(
+        "PATCH",
+        &format!("{path}?fieldManager=alice&force=true"),
+        "application/apply-patch+yaml",
+        &cfg.to_string(),
+    );
     assert_eq!((code, v["data"]["a"].as_str()), (200, Some("1")));
     // Dropping a field from the applied config removes it.
     let cfg2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1"}});
-    let (_, v) = s.call("PATCH", &format!("{path}?fieldManager=alice"), "application/apply-patch+yaml", &cfg2.to_string());
+    let (_, v) = s.call(
+        "PATCH",
+        &format!("{path}?fieldManager=alice"),
+        "application/apply-patch+yaml",
+        &cfg2.to_string(),
+    );
     assert_eq!(v["data"], json!({"a": "1"}));
-    let (code, _) = s.call("PATCH", path, "application/apply-patch+yaml", &cfg2.to_string());
+    let (code, _) = s.call(
+        "PATCH",
+        path,
+        "application/apply-patch+yaml",
+        &cfg2.to_string(),
+    );
     assert_eq!(code, 400, "apply needs a field manager");
 }
 
@@ -156,32 +334,70 @@ fn list_pages_and_selects() {
     for i in 0..7 {
         let mut c: Value = serde_json::from_str(&cm(&format!("c{i}"))).unwrap();
         c["metadata"]["labels"]["tier"] = json!(if i % 2 == 0 { "even" } else { "odd" });
-        s.call("POST", "/api/v1/namespaces/default/configmaps", "application/json", &c.to_string());
+        s.call(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            &c.to_string(),
+        );
     }
     let mut names = Vec::new();
     let mut cont = String::new();
     loop {
-        let (code, page) = s.call("GET", &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={cont}"), "", "");
+        let (code, page) = s.call(
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps?limit=3&continue={cont}"),
+            "",
+            "",
+        );
         assert_eq!(code, 200, "{page}");
-        names.extend(page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()));
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
         match page["metadata"]["continue"].as_str() {
             Some(c) => cont = c.to_string(),
             None => break,
         }
     }
     assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
-    let (_, odd) = s.call("GET", "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dodd", "", "");
+    let (_, odd) = s.call(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dodd",
+        "",
+        "",
+    );
     assert_eq!(odd["items"].as_array().unwrap().len(), 3);
-    let (_, one) = s.call("GET", "/api/v1/configmaps?fieldSelector=metadata.name%3Dc4", "", "");
-    assert_eq!(one["items"].as_array().unwrap().len(), 1, "all-namespaces list with a name selector");
-    let (code, _) = s.call("GET", "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20b", "", "");
+    let (_, one) = s.call(
+        "GET",
+        "/api/v1/configmaps?fieldSelector=metadata.name%3Dc4",
+        "",
+        "",
+    );
+    assert_eq!(
+        one["items"].as_array().unwrap().len(),
+        1,
+        "all-namespaces list with a name selector"
+    );
+    let (code, _) = s.call(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?labelSelector=a%20in%20b",
+        "",
+        "",
+    );
     assert_eq!(code, 400);
 }
 
 fn open_watch(s: &Server, query: &str) -> BufReader<reqwest::blocking::Response> {
     let c = s.http();
     let r = c
-        .get(format!("{}/api/v1/namespaces/default/configmaps?watch=true&{query}", s.url))
+        .get(format!(
+            "{}/api/v1/namespaces/default/configmaps?watch=true&{query}",
+            s.url
+        ))
         .bearer_auth(s.token())
         .send()
         .unwrap();
@@ -204,16 +420,38 @@ fn next_event(r: &mut BufReader<reqwest::blocking::Response>) -> Value {
 fn watch_streams_every_change_in_order() {
     let s = Server::start();
     let (_, list) = s.call("GET", "/api/v1/namespaces/default/configmaps", "", "");
-    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let mut w = open_watch(&s, &format!("resourceVersion={rv}&allowWatchBookmarks=true"));
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut w = open_watch(
+        &s,
+        &format!("resourceVersion={rv}&allowWatchBookmarks=true"),
+    );
     let mut sel = open_watch(&s, "labelSelector=pick%3Dyes");
-    s.call("POST", "/api/v1/namespaces/default/configmaps", "application/json", &cm("w1"));
-    s.call("PATCH", "/api/v1/namespaces/default/configmaps/w1", "application/merge-patch+json", r#"{"metadata":{"labels":{"pick":"yes"}}}"#);
+    s.call(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        &cm("w1"),
+    );
+    s.call(
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/w1",
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"pick":"yes"}}}"#,
+    );
     s.call("DELETE", "/api/v1/namespaces/default/configmaps/w1", "", "");
-    let kinds: Vec<String> = (0..3).map(|_| next_event(&mut w)["type"].as_str().unwrap().to_string()).collect();
+    let kinds: Vec<String> = (0..3)
+        .map(|_| next_event(&mut w)["type"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
     let e = next_event(&mut sel);
-    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("w1")), "an object that starts matching is ADDED");
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("w1")),
+        "an object that starts matching is ADDED"
+    );
     assert_eq!(next_event(&mut sel)["type"], "DELETED");
 }
 
@@ -221,21 +459,40 @@ fn watch_streams_every_change_in_order() {
 fn restart_keeps_data_and_kill_9_keeps_acknowledged_writes() {
     let s = Server::start();
     for i in 0..20 {
-        let (code, _) = s.call("POST", "/api/v1/namespaces/default/configmaps", "application/json", &cm(&format!("k{i}")));
+        let (code, _) = s.call(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            &cm(&format!("k{i}")),
+        );
         assert_eq!(code, 201);
     }
     let (_, before) = s.call("GET", "/api/v1/namespaces/default/configmaps/k19", "", "");
     let dir = s.kill9();
     let s2 = Server::start_in(dir);
     let (_, list) = s2.call("GET", "/api/v1/namespaces/default/configmaps", "", "");
-    assert_eq!(list["items"].as_array().unwrap().len(), 20, "every acknowledged create survived kill -9");
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        20,
+        "every acknowledged create survived kill -9"
+    );
     let (_, after) = s2.call("GET", "/api/v1/namespaces/default/configmaps/k19", "", "");
-    assert_eq!(before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"]);
+    assert_eq!(
+        before["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"]
+    );
     assert_eq!(before["metadata"]["uid"], after["metadata"]["uid"]);
     // History before the restart is compacted: watching from there is 410 Expired.
     let mut w = open_watch(&s2, "resourceVersion=2");
     let e = next_event(&mut w);
-    assert_eq!((e["type"].as_str(), e["object"]["code"].as_i64(), e["object"]["reason"].as_str()), (Some("ERROR"), Some(410), Some("Expired")));
+    assert_eq!(
+        (
+            e["type"].as_str(),
+            e["object"]["code"].as_i64(),
+            e["object"]["reason"].as_str()
+        ),
+        (Some("ERROR"), Some(410), Some("Expired"))
+    );
 }
 
 #[test]
@@ -243,21 +500,54 @@ fn finalizers_hold_deletion_and_namespaces_take_their_content() {
     let s = Server::start();
     let mut c: Value = serde_json::from_str(&cm("held")).unwrap();
     c["metadata"]["finalizers"] = json!(["example.com/hold"]);
-    s.call("POST", "/api/v1/namespaces/default/configmaps", "application/json", &c.to_string());
-    let (code, v) = s.call("DELETE", "/api/v1/namespaces/default/configmaps/held", "", "");
+    s.call(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        &c.to_string(),
+    );
+    let (code, v) = s.call(
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps/held",
+        "",
+        "",
+    );
     assert_eq!(code, 200);
     assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
     let (code, _) = s.call("GET", "/api/v1/namespaces/default/configmaps/held", "", "");
     assert_eq!(code, 200, "still there while a finalizer is set");
-    s.call("PATCH", "/api/v1/namespaces/default/configmaps/held", "application/merge-patch+json", r#"{"metadata":{"finalizers":null}}"#);
+    s.call(
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/held",
+        "application/merge-patch+json",
+        r#"{"metadata":{"finalizers":null}}"#,
+    );
     let (code, _) = s.call("GET", "/api/v1/namespaces/default/configmaps/held", "", "");
     assert_eq!(code, 404, "gone once the last finalizer is removed");
 
-    s.call("POST", "/api/v1/namespaces", "application/json", r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}"#);
-    s.call("POST", "/api/v1/namespaces/team/configmaps", "application/json", &cm("inside"));
+    s.call(
+        "POST",
+        "/api/v1/namespaces",
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}"#,
+    );
+    s.call(
+        "POST",
+        "/api/v1/namespaces/team/configmaps",
+        "application/json",
+        &cm("inside"),
+    );
     let (code, ns) = s.call("DELETE", "/api/v1/namespaces/team", "", "");
-    assert_eq!((code, ns["status"]["phase"].as_str()), (200, Some("Terminating")));
-    let (code, _) = s.call("POST", "/api/v1/namespaces/team/configmaps", "application/json", &cm("late"));
+    assert_eq!(
+        (code, ns["status"]["phase"].as_str()),
+        (200, Some("Terminating"))
+    );
+    let (code, _) = s.call(
+        "POST",
+        "/api/v1/namespaces/team/configmaps",
+        "application/json",
+        &cm("late"),
+    );
     assert_eq!(code, 403, "no new content in a terminating namespace");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -265,7 +555,10 @@ fn finalizers_hold_deletion_and_namespaces_take_their_content() {
         if code == 404 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "namespace not deleted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace not deleted"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, left) = s.call("GET", "/api/v1/namespaces/team/configmaps", "", "");
@@ -275,18 +568,31 @@ fn finalizers_hold_deletion_and_namespaces_take_their_content() {
 #[test]
 fn tables_have_kubectl_columns() {
     let s = Server::start();
-    s.call("POST", "/api/v1/namespaces/default/configmaps", "application/json", &cm("t1"));
+    s.call(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        &cm("t1"),
+    );
     let c = s.http();
     let t: Value = c
         .get(format!("{}/api/v1/namespaces/default/configmaps", s.url))
         .bearer_auth(s.token())
-        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
         .send()
         .unwrap()
         .json()
         .unwrap();
     assert_eq!(t["kind"], "Table");
-    let cols: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let cols: Vec<&str> = t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(cols, ["Name", "Data", "Age"]);
     assert_eq!(t["rows"][0]["cells"][0], "t1");
     assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");

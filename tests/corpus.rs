@@ -21,8 +21,14 @@ const ALSO_INVALID: &[(&str, &str)] = &[
     // Placeholders, not base64.
     ("secret/tls-auth-secret.yaml", "base64"),
     // `spec.ipFamily` was removed from the Service API in Kubernetes 1.20.
-    ("service/networking/dual-stack-ipv6-svc.yaml", "unknown field \"spec.ipFamily\""),
-    ("service/networking/dual-stack-ipv6-lb-svc.yaml", "unknown field \"spec.ipFamily\""),
+    (
+        "service/networking/dual-stack-ipv6-svc.yaml",
+        "unknown field \"spec.ipFamily\"",
+    ),
+    (
+        "service/networking/dual-stack-ipv6-lb-svc.yaml",
+        "unknown field \"spec.ipFamily\"",
+    ),
 ];
 
 /// What each malformed file's error must mention.
@@ -47,7 +53,10 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json") {
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            {
                 out.push(p);
             }
         }
@@ -92,7 +101,8 @@ fn contained(want: &Value, have: &Value, path: &str, diffs: &mut Vec<String>) {
                 contained(a, b, &format!("{path}[{i}]"), diffs);
             }
         }
-        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) if n.to_string() == *s => {}
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n))
+            if n.to_string() == *s => {}
         // YAML 1.1 octal (`01777`), which kubectl reads as a number.
         (Value::String(s), Value::Number(n))
             if s.starts_with('0') && i64::from_str_radix(s, 8).ok() == n.as_i64() => {}
@@ -128,7 +138,9 @@ fn kubernetes_documentation_examples() {
         }
     }
     for ns in &namespaces {
-        let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}).to_string();
+        let body =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                .to_string();
         let (code, _) = s.call("POST", "/api/v1/namespaces", "application/json", &body);
         assert!(code == 201 || code == 409);
     }
@@ -137,16 +149,22 @@ fn kubernetes_documentation_examples() {
     // in kube-system, twice): those run one after another; the rest, each in its own namespace, in parallel.
     let shared = |p: &PathBuf| {
         let t = std::fs::read_to_string(p).unwrap_or_default();
-        t.contains("namespace:") || t.contains("namespace\":") || ["PersistentVolume\n", "StorageClass", "kind: Namespace"].iter().any(|k| t.contains(k))
+        t.contains("namespace:")
+            || t.contains("namespace\":")
+            || ["PersistentVolume\n", "StorageClass", "kind: Namespace"]
+                .iter()
+                .any(|k| t.contains(k))
     };
-    let (serial, parallel): (Vec<PathBuf>, Vec<PathBuf>) = files.iter().cloned().partition(|p| shared(p));
+    let (serial, parallel): (Vec<PathBuf>, Vec<PathBuf>) =
+        files.iter().cloned().partition(|p| shared(p));
     let files: Vec<PathBuf> = serial.iter().chain(parallel.iter()).cloned().collect();
     let serial_count = serial.len();
     let failures = Mutex::new(Vec::<String>::new());
     let counts = Mutex::new((0usize, 0usize, 0usize)); // accepted, unserved refused, malformed refused
     let next = Mutex::new(0usize);
     let serial_next = Mutex::new(0usize);
-    let (root, failures_ref, counts_ref, malformed, s_ref, k_ref) = (&root, &failures, &counts, &malformed, &s, &k);
+    let (root, failures_ref, counts_ref, malformed, s_ref, k_ref) =
+        (&root, &failures, &counts, &malformed, &s, &k);
     std::thread::scope(|scope| {
         for worker in 0..4 {
             let (failures, counts, s, k) = (failures_ref, counts_ref, s_ref, k_ref);
@@ -271,6 +289,11 @@ fn kubernetes_documentation_examples() {
     let (accepted, unserved, refused) = *counts.lock().unwrap();
     eprintln!("corpus: {accepted} documents accepted and read back, {unserved} unserved kinds named, {refused} invalid files refused");
     let failures = failures.into_inner().unwrap();
-    assert!(failures.is_empty(), "{} corpus failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} corpus failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(accepted > 250, "only {accepted} documents accepted");
 }

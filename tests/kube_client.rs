@@ -9,13 +9,17 @@ use common::Server;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::runtime::watcher;
 
 async fn client(s: &Server) -> kube::Client {
     capstan::apiserver::tls::init_crypto();
     let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.expect("config");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("config");
     kube::Client::try_from(cfg).expect("client")
 }
 
@@ -29,21 +33,40 @@ async fn kube_rs_lists_watches_creates_applies_and_deletes() {
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("from-kube".into());
     cm.data = Some([("a".to_string(), "1".to_string())].into());
-    let created = cms.create(&PostParams::default(), &cm).await.expect("create");
+    let created = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
     assert!(created.metadata.uid.is_some());
     let list = cms.list(&ListParams::default()).await.expect("list");
-    assert!(list.items.iter().any(|i| i.metadata.name.as_deref() == Some("from-kube")));
+    assert!(list
+        .items
+        .iter()
+        .any(|i| i.metadata.name.as_deref() == Some("from-kube")));
 
     // A raw watch with bookmarks from the list's resourceVersion sees a change made afterwards.
     let rv = list.metadata.resource_version.clone().unwrap();
-    let mut w = cms.watch(&WatchParams::default().timeout(10), &rv).await.expect("watch").boxed();
+    let mut w = cms
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .expect("watch")
+        .boxed();
     let apply = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "y"}});
-    let applied: ConfigMap = cms.patch("applied", &PatchParams::apply("kube-test"), &Patch::Apply(&apply)).await.expect("apply");
+    let applied: ConfigMap = cms
+        .patch(
+            "applied",
+            &PatchParams::apply("kube-test"),
+            &Patch::Apply(&apply),
+        )
+        .await
+        .expect("apply");
     assert_eq!(applied.data.unwrap()["x"], "y");
     let ev = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match w.try_next().await.expect("watch event") {
-                Some(WatchEvent::Added(o)) if o.metadata.name.as_deref() == Some("applied") => return o,
+                Some(WatchEvent::Added(o)) if o.metadata.name.as_deref() == Some("applied") => {
+                    return o
+                }
                 Some(_) => continue,
                 None => panic!("watch ended"),
             }
@@ -60,14 +83,18 @@ async fn kube_rs_lists_watches_creates_applies_and_deletes() {
         let cms = cms.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            cms.delete("from-kube", &DeleteParams::default()).await.expect("delete");
+            cms.delete("from-kube", &DeleteParams::default())
+                .await
+                .expect("delete");
         })
     };
     tokio::time::timeout(Duration::from_secs(15), async {
         while let Some(ev) = stream.try_next().await.expect("watcher") {
             match ev {
                 watcher::Event::InitDone => seen_init = true,
-                watcher::Event::Delete(o) if o.metadata.name.as_deref() == Some("from-kube") => return,
+                watcher::Event::Delete(o) if o.metadata.name.as_deref() == Some("from-kube") => {
+                    return
+                }
                 _ => {}
             }
         }
@@ -82,12 +109,29 @@ async fn kube_rs_lists_watches_creates_applies_and_deletes() {
     let dep = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kd"},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "kd"}},
                  "template": {"metadata": {"labels": {"app": "kd"}}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}});
-    let d: Deployment = deps.patch("kd", &PatchParams::apply("kube-test").force(), &Patch::Apply(&dep)).await.expect("apply deployment");
+    let d: Deployment = deps
+        .patch(
+            "kd",
+            &PatchParams::apply("kube-test").force(),
+            &Patch::Apply(&dep),
+        )
+        .await
+        .expect("apply deployment");
     assert_eq!(d.spec.replicas, Some(2));
-    assert!(d.metadata.managed_fields.unwrap().iter().any(|m| m.manager.as_deref() == Some("kube-test")));
+    assert!(d
+        .metadata
+        .managed_fields
+        .unwrap()
+        .iter()
+        .any(|m| m.manager.as_deref() == Some("kube-test")));
     let scale = deps.get_scale("kd").await.expect("scale");
     assert_eq!(scale.spec.unwrap().replicas, Some(2));
-    deps.delete("kd", &DeleteParams::default()).await.expect("delete deployment");
+    deps.delete("kd", &DeleteParams::default())
+        .await
+        .expect("delete deployment");
     let err = deps.get("kd").await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref e) if e.code == 404), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 404),
+        "{err:?}"
+    );
 }

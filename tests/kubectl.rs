@@ -75,16 +75,36 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
     let f = file.to_str().unwrap();
 
     let out = ok(&s.kubectl(&k, &["apply", "-f", f]));
-    assert!(out.contains("deployment.apps/web created") && out.contains("service/web created"), "{out}");
+    assert!(
+        out.contains("deployment.apps/web created") && out.contains("service/web created"),
+        "{out}"
+    );
 
     let table = ok(&s.kubectl(&k, &["get", "deploy,svc,cm", "-n", "shop"]));
-    assert!(table.contains("NAME") && table.contains("READY") && table.contains("UP-TO-DATE") && table.contains("AVAILABLE"), "{table}");
-    assert!(table.contains("deployment.apps/web") && table.contains("TYPE") && table.contains("ClusterIP"), "{table}");
-    assert!(table.contains("configmap/web-config") && table.contains("DATA"), "{table}");
+    assert!(
+        table.contains("NAME")
+            && table.contains("READY")
+            && table.contains("UP-TO-DATE")
+            && table.contains("AVAILABLE"),
+        "{table}"
+    );
+    assert!(
+        table.contains("deployment.apps/web")
+            && table.contains("TYPE")
+            && table.contains("ClusterIP"),
+        "{table}"
+    );
+    assert!(
+        table.contains("configmap/web-config") && table.contains("DATA"),
+        "{table}"
+    );
 
     // Round trip: the YAML kubectl reads back re-applies cleanly and keeps the spec.
     let yaml = ok(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop", "-o", "yaml"]));
-    assert!(yaml.contains("image: nginx:1.25") && yaml.contains("generation: 1"), "{yaml}");
+    assert!(
+        yaml.contains("image: nginx:1.25") && yaml.contains("generation: 1"),
+        "{yaml}"
+    );
     let back = dir.path().join("back.yaml");
     std::fs::write(&back, &yaml).unwrap();
     ok(&s.kubectl(&k, &["replace", "-f", back.to_str().unwrap()]));
@@ -93,7 +113,18 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
     std::fs::write(&file, MANIFEST.replace("nginx:1.25", "nginx:1.26")).unwrap();
     let out = ok(&s.kubectl(&k, &["apply", "-f", f]));
     assert!(out.contains("deployment.apps/web configured"), "{out}");
-    let gen = ok(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.metadata.generation} {.spec.template.spec.containers[0].image}"]));
+    let gen = ok(&s.kubectl(
+        &k,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.metadata.generation} {.spec.template.spec.containers[0].image}",
+        ],
+    ));
     assert_eq!(gen.trim(), "2 nginx:1.26");
 
     // Server-side apply.
@@ -103,8 +134,22 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
     assert!(out.contains("configmap/ssa serverside-applied"), "{out}");
 
     // Scale.
-    ok(&s.kubectl(&k, &["scale", "deploy", "web", "-n", "shop", "--replicas=5"]));
-    let r = ok(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}"]));
+    ok(&s.kubectl(
+        &k,
+        &["scale", "deploy", "web", "-n", "shop", "--replicas=5"],
+    ));
+    let r = ok(&s.kubectl(
+        &k,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    ));
     assert_eq!(r.trim(), "5");
 
     // Watch shows changes made by another client.
@@ -112,7 +157,14 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
         .env("KUBECONFIG", s.kubeconfig())
         .arg("--cache-dir")
         .arg(s.dir.path().join("kubectl-cache"))
-        .args(["get", "configmaps", "-n", "shop", "-w", "--output-watch-events"])
+        .args([
+            "get",
+            "configmaps",
+            "-n",
+            "shop",
+            "-w",
+            "--output-watch-events",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -127,27 +179,44 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
         }
     });
     // The initial list arrives first.
-    let first = rx.recv_timeout(Duration::from_secs(10)).expect("initial watch output");
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("initial watch output");
     assert!(first.contains("EVENT") && first.contains("NAME"), "{first}");
     std::thread::sleep(Duration::from_millis(500));
-    let (c, _) = s.call("POST", "/api/v1/namespaces/shop/configmaps", "application/json",
-        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"live"}}"#);
+    let (c, _) = s.call(
+        "POST",
+        "/api/v1/namespaces/shop/configmaps",
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"live"}}"#,
+    );
     assert_eq!(c, 201);
-    s.call("PATCH", "/api/v1/namespaces/shop/configmaps/live", "application/merge-patch+json", r#"{"data":{"x":"y"}}"#);
+    s.call(
+        "PATCH",
+        "/api/v1/namespaces/shop/configmaps/live",
+        "application/merge-patch+json",
+        r#"{"data":{"x":"y"}}"#,
+    );
     s.call("DELETE", "/api/v1/namespaces/shop/configmaps/live", "", "");
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("watch events missing; saw {seen:?}"));
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("watch events missing; saw {seen:?}"));
         if line.split_whitespace().nth(1) == Some("live") {
             seen.push(line.split_whitespace().next().unwrap_or("").to_string());
         }
     }
     assert_eq!(seen, ["ADDED", "MODIFIED", "DELETED"]);
     let _ = watch.kill();
+    let _ = watch.wait();
 
     // get all lists the workload kinds.
     let all = ok(&s.kubectl(&k, &["get", "all", "-n", "shop"]));
-    assert!(all.contains("deployment.apps/web") && all.contains("service/web"), "{all}");
+    assert!(
+        all.contains("deployment.apps/web") && all.contains("service/web"),
+        "{all}"
+    );
 
     // Bad input from kubectl is refused with the field named.
     let bad = dir.path().join("bad.yaml");
@@ -159,7 +228,10 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
     let out = ok(&s.kubectl(&k, &["delete", "-f", f]));
     assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
     let err = fails(&s.kubectl(&k, &["get", "deploy", "web", "-n", "shop"]));
-    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+    assert!(
+        err.contains("NotFound") || err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]

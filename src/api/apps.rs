@@ -128,5 +128,8 @@ object!(ScaleStatus { pub replicas: i32, pub selector: Option<String>, });
 
 /// Labels of a template, for checks that a selector matches its template.
 pub fn template_labels(t: &PodTemplateSpec) -> BTreeMap<String, String> {
-    t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
+    t.metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
 }

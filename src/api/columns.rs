@@ -20,10 +20,21 @@ pub struct Columns {
 }
 
 const fn c(name: &'static str, priority: i32) -> ColumnDef {
-    ColumnDef { name, type_: "string", format: "", priority, description: "" }
+    ColumnDef {
+        name,
+        type_: "string",
+        format: "",
+        priority,
+        description: "",
+    }
 }
-const NAME: ColumnDef =
-    ColumnDef { name: "Name", type_: "string", format: "name", priority: 0, description: "Name of the object" };
+const NAME: ColumnDef = ColumnDef {
+    name: "Name",
+    type_: "string",
+    format: "name",
+    priority: 0,
+    description: "Name of the object",
+};
 const AGE: ColumnDef = ColumnDef {
     name: "Age",
     type_: "string",
@@ -72,7 +83,11 @@ pub fn human_duration(secs: i64) -> String {
     let mins = secs / 60;
     if mins < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{mins}m") } else { format!("{mins}m{s}s") };
+        return if s == 0 {
+            format!("{mins}m")
+        } else {
+            format!("{mins}m{s}s")
+        };
     }
     if mins < 180 {
         return format!("{mins}m");
@@ -80,7 +95,11 @@ pub fn human_duration(secs: i64) -> String {
     let hours = mins / 60;
     if hours < 8 {
         let m = mins % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
@@ -88,7 +107,11 @@ pub fn human_duration(secs: i64) -> String {
     let days = hours / 24;
     if days < 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{days}d") } else { format!("{days}d{h}h") };
+        return if h == 0 {
+            format!("{days}d")
+        } else {
+            format!("{days}d{h}h")
+        };
     }
     if days < 365 * 2 {
         return format!("{days}d");
@@ -98,7 +121,10 @@ pub fn human_duration(secs: i64) -> String {
 
 /// Age of a timestamp field, or `<unknown>`.
 pub fn age_of(v: &Value, path: &str) -> String {
-    match get(v, path).as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+    match get(v, path)
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    {
         Some(t) => human_duration(chrono::Utc::now().signed_duration_since(t).num_seconds()),
         None => "<unknown>".into(),
     }
@@ -108,7 +134,11 @@ fn age(v: &Value) -> Value {
 }
 
 fn containers_images(v: &Value, spec: &str) -> (String, String) {
-    let cs = get(v, spec).get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let cs = get(v, spec)
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let names: Vec<String> = cs.iter().map(|c| s(c, "name")).collect();
     let images: Vec<String> = cs.iter().map(|c| s(c, "image")).collect();
     (names.join(","), images.join(","))
@@ -121,7 +151,11 @@ fn selector_string(sel: &Value) -> String {
             for (k, v) in get(sel, "matchLabels").as_object().into_iter().flatten() {
                 parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
             }
-            for e in get(sel, "matchExpressions").as_array().into_iter().flatten() {
+            for e in get(sel, "matchExpressions")
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 let vals: Vec<String> = get(e, "values")
                     .as_array()
                     .into_iter()
@@ -145,10 +179,15 @@ fn selector_string(sel: &Value) -> String {
     String::new()
 }
 
-pub const DEFAULT: Columns = Columns { defs: &[NAME, AGE], cells: |v| vec![name(v), age(v)] };
+pub const DEFAULT: Columns = Columns {
+    defs: &[NAME, AGE],
+    cells: |v| vec![name(v), age(v)],
+};
 
-pub const NAMESPACE: Columns =
-    Columns { defs: &[NAME, c("Status", 0), AGE], cells: |v| vec![name(v), json!(s(v, "status.phase")), age(v)] };
+pub const NAMESPACE: Columns = Columns {
+    defs: &[NAME, c("Status", 0), AGE],
+    cells: |v| vec![name(v), json!(s(v, "status.phase")), age(v)],
+};
 
 /// The STATUS column of a pod, computed the way kubectl's printer does.
 pub fn pod_status(v: &Value) -> String {
@@ -162,7 +201,12 @@ pub fn pod_status(v: &Value) -> String {
     if reason.is_empty() {
         reason = "Pending".into();
     }
-    for (idx, cs) in get(v, "status.initContainerStatuses").as_array().into_iter().flatten().enumerate() {
+    for (idx, cs) in get(v, "status.initContainerStatuses")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let term = get(cs, "state.terminated");
         if term.is_object() && i(term, "exitCode") == 0 {
             continue;
@@ -178,13 +222,25 @@ pub fn pod_status(v: &Value) -> String {
         return format!("Init:{idx}/{total}");
     }
     let mut has_running = false;
-    for cs in get(v, "status.containerStatuses").as_array().into_iter().flatten().rev() {
+    for cs in get(v, "status.containerStatuses")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+    {
         let w = s(cs, "state.waiting.reason");
         let t = get(cs, "state.terminated");
         if !w.is_empty() {
             reason = w;
         } else if t.is_object() {
-            reason = or_default(s(t, "reason"), if i(t, "signal") != 0 { "Signal" } else { "ExitCode" });
+            reason = or_default(
+                s(t, "reason"),
+                if i(t, "signal") != 0 {
+                    "Signal"
+                } else {
+                    "ExitCode"
+                },
+            );
         } else if get(cs, "state.running").is_object() && get(cs, "ready").as_bool() == Some(true) {
             has_running = true;
         }
@@ -208,7 +264,13 @@ pub const POD: Columns = Columns {
         NAME,
         c("Ready", 0),
         c("Status", 0),
-        ColumnDef { name: "Restarts", type_: "string", format: "", priority: 0, description: "" },
+        ColumnDef {
+            name: "Restarts",
+            type_: "string",
+            format: "",
+            priority: 0,
+            description: "",
+        },
         AGE,
         c("IP", 1),
         c("Node", 1),
@@ -216,10 +278,19 @@ pub const POD: Columns = Columns {
         c("Readiness Gates", 1),
     ],
     cells: |v| {
-        let statuses = get(v, "status.containerStatuses").as_array().cloned().unwrap_or_default();
+        let statuses = get(v, "status.containerStatuses")
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let total = get(v, "spec.containers").as_array().map_or(0, Vec::len);
-        let ready = statuses.iter().filter(|c| c["ready"].as_bool() == Some(true)).count();
-        let restarts: i64 = statuses.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum();
+        let ready = statuses
+            .iter()
+            .filter(|c| c["ready"].as_bool() == Some(true))
+            .count();
+        let restarts: i64 = statuses
+            .iter()
+            .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+            .sum();
         vec![
             name(v),
             json!(format!("{ready}/{total}")),
@@ -253,7 +324,13 @@ pub const NODE: Columns = Columns {
             .into_iter()
             .flatten()
             .find(|c| c["type"] == "Ready")
-            .map(|c| if c["status"] == "True" { "Ready" } else { "NotReady" })
+            .map(|c| {
+                if c["status"] == "True" {
+                    "Ready"
+                } else {
+                    "NotReady"
+                }
+            })
             .unwrap_or("Unknown");
         let mut status = ready.to_string();
         if get(v, "spec.unschedulable").as_bool() == Some(true) {
@@ -263,7 +340,10 @@ pub const NODE: Columns = Columns {
             .as_object()
             .into_iter()
             .flatten()
-            .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string))
+            .filter_map(|(k, _)| {
+                k.strip_prefix("node-role.kubernetes.io/")
+                    .map(str::to_string)
+            })
             .collect();
         let addr = |t: &str| {
             get(v, "status.addresses")
@@ -290,7 +370,15 @@ pub const NODE: Columns = Columns {
 };
 
 pub const SERVICE: Columns = Columns {
-    defs: &[NAME, c("Type", 0), c("Cluster-IP", 0), c("External-IP", 0), c("Port(s)", 0), AGE, c("Selector", 1)],
+    defs: &[
+        NAME,
+        c("Type", 0),
+        c("Cluster-IP", 0),
+        c("External-IP", 0),
+        c("Port(s)", 0),
+        AGE,
+        c("Selector", 1),
+    ],
     cells: |v| {
         let ports: Vec<String> = get(v, "spec.ports")
             .as_array()
@@ -353,25 +441,77 @@ pub const ENDPOINTS: Columns = Columns {
 };
 
 pub const CONFIGMAP: Columns = Columns {
-    defs: &[NAME, ColumnDef { name: "Data", type_: "integer", format: "", priority: 0, description: "" }, AGE],
+    defs: &[
+        NAME,
+        ColumnDef {
+            name: "Data",
+            type_: "integer",
+            format: "",
+            priority: 0,
+            description: "",
+        },
+        AGE,
+    ],
     cells: |v| {
-        let n = get(v, "data").as_object().map_or(0, |m| m.len()) + get(v, "binaryData").as_object().map_or(0, |m| m.len());
+        let n = get(v, "data").as_object().map_or(0, |m| m.len())
+            + get(v, "binaryData").as_object().map_or(0, |m| m.len());
         vec![name(v), json!(n), age(v)]
     },
 };
 
 pub const SECRET: Columns = Columns {
-    defs: &[NAME, c("Type", 0), ColumnDef { name: "Data", type_: "integer", format: "", priority: 0, description: "" }, AGE],
-    cells: |v| vec![name(v), json!(s(v, "type")), json!(get(v, "data").as_object().map_or(0, |m| m.len())), age(v)],
+    defs: &[
+        NAME,
+        c("Type", 0),
+        ColumnDef {
+            name: "Data",
+            type_: "integer",
+            format: "",
+            priority: 0,
+            description: "",
+        },
+        AGE,
+    ],
+    cells: |v| {
+        vec![
+            name(v),
+            json!(s(v, "type")),
+            json!(get(v, "data").as_object().map_or(0, |m| m.len())),
+            age(v),
+        ]
+    },
 };
 
 pub const SERVICEACCOUNT: Columns = Columns {
-    defs: &[NAME, ColumnDef { name: "Secrets", type_: "integer", format: "", priority: 0, description: "" }, AGE],
-    cells: |v| vec![name(v), json!(get(v, "secrets").as_array().map_or(0, Vec::len)), age(v)],
+    defs: &[
+        NAME,
+        ColumnDef {
+            name: "Secrets",
+            type_: "integer",
+            format: "",
+            priority: 0,
+            description: "",
+        },
+        AGE,
+    ],
+    cells: |v| {
+        vec![
+            name(v),
+            json!(get(v, "secrets").as_array().map_or(0, Vec::len)),
+            age(v),
+        ]
+    },
 };
 
 pub const EVENT: Columns = Columns {
-    defs: &[c("Last Seen", 0), c("Type", 0), c("Reason", 0), c("Object", 0), c("Message", 0), NAME],
+    defs: &[
+        c("Last Seen", 0),
+        c("Type", 0),
+        c("Reason", 0),
+        c("Object", 0),
+        c("Message", 0),
+        NAME,
+    ],
     cells: |v| {
         let last = if get(v, "lastTimestamp").is_string() {
             age_of(v, "lastTimestamp")
@@ -382,7 +522,11 @@ pub const EVENT: Columns = Columns {
             json!(last),
             json!(s(v, "type")),
             json!(s(v, "reason")),
-            json!(format!("{}/{}", s(v, "involvedObject.kind").to_ascii_lowercase(), s(v, "involvedObject.name"))),
+            json!(format!(
+                "{}/{}",
+                s(v, "involvedObject.kind").to_ascii_lowercase(),
+                s(v, "involvedObject.name")
+            )),
             json!(s(v, "message")),
             name(v),
         ]
@@ -421,7 +565,11 @@ pub const PV: Columns = Columns {
     ],
     cells: |v| {
         let claim = if get(v, "spec.claimRef").is_object() {
-            format!("{}/{}", s(v, "spec.claimRef.namespace"), s(v, "spec.claimRef.name"))
+            format!(
+                "{}/{}",
+                s(v, "spec.claimRef.namespace"),
+                s(v, "spec.claimRef.name")
+            )
         } else {
             String::new()
         };
@@ -472,16 +620,35 @@ const CONTAINERS: ColumnDef = c("Containers", 1);
 const IMAGES: ColumnDef = c("Images", 1);
 const SELECTOR: ColumnDef = c("Selector", 1);
 const fn n(name: &'static str) -> ColumnDef {
-    ColumnDef { name, type_: "integer", format: "", priority: 0, description: "" }
+    ColumnDef {
+        name,
+        type_: "integer",
+        format: "",
+        priority: 0,
+        description: "",
+    }
 }
 
 pub const DEPLOYMENT: Columns = Columns {
-    defs: &[NAME, c("Ready", 0), n("Up-to-date"), n("Available"), AGE, CONTAINERS, IMAGES, SELECTOR],
+    defs: &[
+        NAME,
+        c("Ready", 0),
+        n("Up-to-date"),
+        n("Available"),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
     cells: |v| {
         let (cs, is) = containers_images(v, "spec.template.spec");
         vec![
             name(v),
-            json!(format!("{}/{}", i(v, "status.readyReplicas"), i(v, "spec.replicas"))),
+            json!(format!(
+                "{}/{}",
+                i(v, "status.readyReplicas"),
+                i(v, "spec.replicas")
+            )),
             json!(i(v, "status.updatedReplicas")),
             json!(i(v, "status.availableReplicas")),
             age(v),
@@ -493,7 +660,16 @@ pub const DEPLOYMENT: Columns = Columns {
 };
 
 pub const REPLICASET: Columns = Columns {
-    defs: &[NAME, n("Desired"), n("Current"), n("Ready"), AGE, CONTAINERS, IMAGES, SELECTOR],
+    defs: &[
+        NAME,
+        n("Desired"),
+        n("Current"),
+        n("Ready"),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
     cells: |v| {
         let (cs, is) = containers_images(v, "spec.template.spec");
         vec![
@@ -515,7 +691,11 @@ pub const STATEFULSET: Columns = Columns {
         let (cs, is) = containers_images(v, "spec.template.spec");
         vec![
             name(v),
-            json!(format!("{}/{}", i(v, "status.readyReplicas"), i(v, "spec.replicas"))),
+            json!(format!(
+                "{}/{}",
+                i(v, "status.readyReplicas"),
+                i(v, "spec.replicas")
+            )),
             age(v),
             json!(cs),
             json!(is),
@@ -546,7 +726,10 @@ pub const DAEMONSET: Columns = Columns {
             json!(i(v, "status.numberReady")),
             json!(i(v, "status.updatedNumberScheduled")),
             json!(i(v, "status.numberAvailable")),
-            json!(or_none(selector_string(get(v, "spec.template.spec.nodeSelector")))),
+            json!(or_none(selector_string(get(
+                v,
+                "spec.template.spec.nodeSelector"
+            )))),
             age(v),
             json!(cs),
             json!(is),
@@ -570,11 +753,27 @@ pub const CONTROLLERREVISION: Columns = Columns {
 };
 
 pub const JOB: Columns = Columns {
-    defs: &[NAME, c("Status", 0), c("Completions", 0), c("Duration", 0), AGE, CONTAINERS, IMAGES, SELECTOR],
+    defs: &[
+        NAME,
+        c("Status", 0),
+        c("Completions", 0),
+        c("Duration", 0),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ],
     cells: |v| {
         let (cs, is) = containers_images(v, "spec.template.spec");
-        let conds = get(v, "status.conditions").as_array().cloned().unwrap_or_default();
-        let has = |t: &str| conds.iter().any(|c| c["type"] == t && c["status"] == "True");
+        let conds = get(v, "status.conditions")
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let has = |t: &str| {
+            conds
+                .iter()
+                .any(|c| c["type"] == t && c["status"] == "True")
+        };
         let status = if has("Failed") {
             "Failed"
         } else if has("Complete") {
@@ -586,13 +785,23 @@ pub const JOB: Columns = Columns {
         };
         let completions = match get(v, "spec.completions").as_i64() {
             Some(c) => format!("{}/{c}", i(v, "status.succeeded")),
-            None => format!("{}/1 of {}", i(v, "status.succeeded"), i(v, "spec.parallelism").max(1)),
+            None => format!(
+                "{}/1 of {}",
+                i(v, "status.succeeded"),
+                i(v, "spec.parallelism").max(1)
+            ),
         };
-        let start = get(v, "status.startTime").as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-        let end = get(v, "status.completionTime").as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let start = get(v, "status.startTime")
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let end = get(v, "status.completionTime")
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
         let duration = match (start, end) {
             (Some(s), Some(e)) => human_duration(e.signed_duration_since(s).num_seconds()),
-            (Some(s), None) => human_duration(chrono::Utc::now().signed_duration_since(s).num_seconds()),
+            (Some(s), None) => {
+                human_duration(chrono::Utc::now().signed_duration_since(s).num_seconds())
+            }
             _ => String::new(),
         };
         vec![
@@ -632,13 +841,20 @@ pub const CRONJOB: Columns = Columns {
             name(v),
             json!(s(v, "spec.schedule")),
             json!(or_none(s(v, "spec.timeZone"))),
-            json!(if get(v, "spec.suspend").as_bool() == Some(true) { "True" } else { "False" }),
+            json!(if get(v, "spec.suspend").as_bool() == Some(true) {
+                "True"
+            } else {
+                "False"
+            }),
             json!(get(v, "status.active").as_array().map_or(0, Vec::len)),
             json!(last),
             age(v),
             json!(cs),
             json!(is),
-            json!(or_none(selector_string(get(v, "spec.jobTemplate.spec.selector")))),
+            json!(or_none(selector_string(get(
+                v,
+                "spec.jobTemplate.spec.selector"
+            )))),
         ]
     },
 };
@@ -649,10 +865,20 @@ pub const LEASE: Columns = Columns {
 };
 
 pub const ENDPOINTSLICE: Columns = Columns {
-    defs: &[NAME, c("AddressType", 0), c("Ports", 0), c("Endpoints", 0), AGE],
+    defs: &[
+        NAME,
+        c("AddressType", 0),
+        c("Ports", 0),
+        c("Endpoints", 0),
+        AGE,
+    ],
     cells: |v| {
-        let ports: Vec<String> =
-            get(v, "ports").as_array().into_iter().flatten().map(|p| i(p, "port").to_string()).collect();
+        let ports: Vec<String> = get(v, "ports")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| i(p, "port").to_string())
+            .collect();
         let eps: Vec<String> = get(v, "endpoints")
             .as_array()
             .into_iter()
@@ -682,9 +908,9 @@ pub const STORAGECLASS: Columns = Columns {
     cells: |v| {
         let mut n = s(v, "metadata.name");
         if get(v, "metadata.annotations")
-                .get("storageclass.kubernetes.io/is-default-class")
-                .and_then(Value::as_str)
-                == Some("true")
+            .get("storageclass.kubernetes.io/is-default-class")
+            .and_then(Value::as_str)
+            == Some("true")
         {
             n.push_str(" (default)");
         }
@@ -693,7 +919,10 @@ pub const STORAGECLASS: Columns = Columns {
             json!(s(v, "provisioner")),
             json!(or_default(s(v, "reclaimPolicy"), "Delete")),
             json!(or_default(s(v, "volumeBindingMode"), "Immediate")),
-            json!(get(v, "allowVolumeExpansion").as_bool().unwrap_or(false).to_string()),
+            json!(get(v, "allowVolumeExpansion")
+                .as_bool()
+                .unwrap_or(false)
+                .to_string()),
             age(v),
         ]
     },

@@ -548,7 +548,6 @@ object!(ReplicationControllerStatus {
     pub conditions: Option<Vec<Condition>>,
 });
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

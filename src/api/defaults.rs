@@ -60,7 +60,11 @@ pub fn apply(kind: &str, v: &mut Value) {
         "ReplicationController" => {
             if let Some(spec) = obj(v, "spec") {
                 set(spec, "replicas", json!(1));
-                let labels = spec.get("template").and_then(|t| t.get("metadata")).and_then(|m| m.get("labels")).cloned();
+                let labels = spec
+                    .get("template")
+                    .and_then(|t| t.get("metadata"))
+                    .and_then(|m| m.get("labels"))
+                    .cloned();
                 if let Some(l) = labels {
                     set(spec, "selector", l);
                 }
@@ -72,13 +76,22 @@ pub fn apply(kind: &str, v: &mut Value) {
                 set(spec, "replicas", json!(1));
                 set(spec, "podManagementPolicy", json!("OrderedReady"));
                 set(spec, "revisionHistoryLimit", json!(10));
-                set(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+                set(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                );
                 set(
                     spec,
                     "persistentVolumeClaimRetentionPolicy",
                     json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
                 );
-                for t in spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut).into_iter().flatten() {
+                for t in spec
+                    .get_mut("volumeClaimTemplates")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(s) = obj(t, "spec") {
                         set(s, "volumeMode", json!("Filesystem"));
                     }
@@ -89,8 +102,12 @@ pub fn apply(kind: &str, v: &mut Value) {
         "DaemonSet" => {
             if let Some(spec) = obj(v, "spec") {
                 set(spec, "revisionHistoryLimit", json!(10));
-                set(spec, "updateStrategy", json!({"type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+                set(
+                    spec,
+                    "updateStrategy",
+                    json!({"type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                );
                 template(spec);
             }
         }
@@ -122,10 +139,18 @@ pub fn apply(kind: &str, v: &mut Value) {
                     set(spec, "ipFamilyPolicy", json!("SingleStack"));
                     set(spec, "internalTrafficPolicy", json!("Cluster"));
                 }
-                if matches!(spec.get("type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer")) {
+                if matches!(
+                    spec.get("type").and_then(Value::as_str),
+                    Some("NodePort" | "LoadBalancer")
+                ) {
                     set(spec, "externalTrafficPolicy", json!("Cluster"));
                 }
-                for p in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                for p in spec
+                    .get_mut("ports")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(p) = p.as_object_mut() {
                         set(p, "protocol", json!("TCP"));
                         if let Some(port) = p.get("port").cloned() {
@@ -145,8 +170,14 @@ pub fn apply(kind: &str, v: &mut Value) {
                     }
                     if let Some(data) = data.as_object_mut() {
                         for (k, val) in sd {
-                            let text = val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string());
-                            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+                            let text = val
+                                .as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| val.to_string());
+                            data.insert(
+                                k,
+                                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                            );
                         }
                     }
                 }
@@ -237,21 +268,37 @@ fn probe(p: &mut Value) {
 
 /// Defaults a PodSpec (in a Pod or a template).
 pub fn pod_spec(spec: &mut Value) {
-    let Some(spec) = spec.as_object_mut() else { return };
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
     set(spec, "restartPolicy", json!("Always"));
     set(spec, "dnsPolicy", json!("ClusterFirst"));
     set(spec, "schedulerName", json!("default-scheduler"));
     set(spec, "terminationGracePeriodSeconds", json!(30));
     set(spec, "securityContext", json!({}));
     for list in ["initContainers", "containers"] {
-        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             let Some(c) = c.as_object_mut() else { continue };
-            let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+            let image = c
+                .get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             set(c, "imagePullPolicy", json!(image_pull_policy(&image)));
             set(c, "terminationMessagePath", json!("/dev/termination-log"));
             set(c, "terminationMessagePolicy", json!("File"));
             set(c, "resources", json!({}));
-            for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            for p in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(p) = p.as_object_mut() {
                     set(p, "protocol", json!("TCP"));
                 }
@@ -263,7 +310,12 @@ pub fn pod_spec(spec: &mut Value) {
             }
         }
     }
-    for vol in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+    for vol in spec
+        .get_mut("volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(cm) = vol.get_mut("configMap").and_then(Value::as_object_mut) {
             set(cm, "defaultMode", json!(420));
         }

@@ -13,7 +13,11 @@ pub enum Error {
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: document {doc}: {message}")]
-    Document { file: String, doc: usize, message: String },
+    Document {
+        file: String,
+        doc: usize,
+        message: String,
+    },
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
 }
@@ -31,10 +35,15 @@ pub struct Document {
 
 impl Document {
     pub fn name(&self) -> &str {
-        self.object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+        self.object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
     pub fn namespace(&self) -> Option<&str> {
-        self.object.pointer("/metadata/namespace").and_then(Value::as_str)
+        self.object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
     }
 }
 
@@ -51,12 +60,18 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>> {
         for entry in rd {
             let entry = entry.map_err(|e| Error::Io(dir.display().to_string(), e))?;
             let p = entry.path();
-            if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'))
+            {
                 continue;
             }
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push(p);
             }
         }
@@ -70,7 +85,9 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
     use serde::Deserialize;
     let mut values: Vec<Value> = Vec::new();
     let trimmed = text.trim_start();
-    if file.ends_with(".json") || trimmed.starts_with('{') && serde_json::from_str::<Value>(text).is_ok() {
+    if file.ends_with(".json")
+        || trimmed.starts_with('{') && serde_json::from_str::<Value>(text).is_ok()
+    {
         let v: Value = serde_json::from_str(text).map_err(|e| Error::Parse {
             file: file.into(),
             message: format!("line {}, column {}: {e}", e.line(), e.column()),
@@ -79,8 +96,14 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
     } else {
         for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let v = Value::deserialize(de).map_err(|e| {
-                let loc = e.location().map(|l| format!("line {}, column {}: ", l.line(), l.column())).unwrap_or_default();
-                Error::Parse { file: file.into(), message: format!("document {}: {loc}{e}", i + 1) }
+                let loc = e
+                    .location()
+                    .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
+                    .unwrap_or_default();
+                Error::Parse {
+                    file: file.into(),
+                    message: format!("document {}: {loc}{e}", i + 1),
+                }
             })?;
             values.push(v);
         }
@@ -91,9 +114,15 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
             continue;
         }
         let doc = i + 1;
-        let err = |message: String| Error::Document { file: file.into(), doc, message };
+        let err = |message: String| Error::Document {
+            file: file.into(),
+            doc,
+            message,
+        };
         if !v.is_object() {
-            return Err(err("a manifest must be a mapping with apiVersion, kind and metadata".into()));
+            return Err(err(
+                "a manifest must be a mapping with apiVersion, kind and metadata".into(),
+            ));
         }
         if v.get("kind").and_then(Value::as_str) == Some("List") {
             for (j, item) in v["items"].as_array().into_iter().flatten().enumerate() {
@@ -107,8 +136,14 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
 }
 
 fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, String> {
-    let api_version = v.get("apiVersion").and_then(Value::as_str).ok_or("apiVersion not set")?;
-    let kind = v.get("kind").and_then(Value::as_str).ok_or("kind not set")?;
+    let api_version = v
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or("apiVersion not set")?;
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("kind not set")?;
     let info = registry::by_kind(api_version, kind).ok_or_else(|| {
         if registry::KINDS.iter().any(|k| k.kind == kind) {
             format!("no kind {kind:?} is served in version {api_version:?}")
@@ -119,14 +154,20 @@ fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Stri
     if !v.get("metadata").is_none_or(Value::is_object) {
         return Err("metadata must be a mapping".into());
     }
-    Ok(Document { file: file.into(), index, kind: info, object: v })
+    Ok(Document {
+        file: file.into(),
+        index,
+        kind: info,
+        object: v,
+    })
 }
 
 /// Reads every document under `path`.
 pub fn read(path: &Path) -> Result<Vec<Document>> {
     let mut out = Vec::new();
     for f in files(path)? {
-        let text = std::fs::read_to_string(&f).map_err(|e| Error::Io(f.display().to_string(), e))?;
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| Error::Io(f.display().to_string(), e))?;
         out.extend(parse(&f.display().to_string(), &text)?);
     }
     Ok(out)
@@ -145,10 +186,20 @@ mod tests {
 
     #[test]
     fn errors_name_file_document_and_problem() {
-        let e = parse("x.yaml", "apiVersion: v1\nkind: ConfigMap\n---\nkind: Widget\napiVersion: example.com/v1\n").unwrap_err();
-        assert!(e.to_string().contains("x.yaml: document 2") && e.to_string().contains("Widget"), "{e}");
+        let e = parse(
+            "x.yaml",
+            "apiVersion: v1\nkind: ConfigMap\n---\nkind: Widget\napiVersion: example.com/v1\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("x.yaml: document 2") && e.to_string().contains("Widget"),
+            "{e}"
+        );
         let e = parse("y.yaml", "a: [1\n").unwrap_err();
-        assert!(e.to_string().contains("y.yaml") && e.to_string().contains("line"), "{e}");
+        assert!(
+            e.to_string().contains("y.yaml") && e.to_string().contains("line"),
+            "{e}"
+        );
         let e = parse("z.yaml", "kind: Pod\nmetadata: {name: p}\n").unwrap_err();
         assert!(e.to_string().contains("apiVersion not set"), "{e}");
     }

@@ -79,7 +79,10 @@ impl ObjectMeta {
     }
     /// The owner reference marked `controller: true`, if any.
     pub fn controller(&self) -> Option<&OwnerReference> {
-        self.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))
+        self.owner_references
+            .as_ref()?
+            .iter()
+            .find(|o| o.controller == Some(true))
     }
 }
 
@@ -295,8 +298,10 @@ mod tests {
     fn time_is_second_precision_rfc3339() {
         let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         assert_eq!(format_time(&t), "2023-11-14T22:13:20Z");
-        let m: ObjectMeta =
-            serde_json::from_value(serde_json::json!({"creationTimestamp": "2023-11-14T22:13:20Z"})).unwrap();
+        let m: ObjectMeta = serde_json::from_value(
+            serde_json::json!({"creationTimestamp": "2023-11-14T22:13:20Z"}),
+        )
+        .unwrap();
         assert_eq!(m.creation_timestamp, Some(t));
     }
 }

@@ -63,7 +63,11 @@ impl IntOrString {
             IntOrString::String(s) => {
                 let pct: i64 = s.strip_suffix('%')?.trim().parse().ok()?;
                 let num = pct * total;
-                Some(if round_up { (num + 99) / 100 } else { num / 100 })
+                Some(if round_up {
+                    (num + 99) / 100
+                } else {
+                    num / 100
+                })
             }
         }
     }
@@ -93,7 +97,9 @@ impl<'de> Deserialize<'de> for Quantity {
         match v {
             serde_json::Value::String(s) => Ok(Quantity(s)),
             serde_json::Value::Number(n) => Ok(Quantity(n.to_string())),
-            other => Err(serde::de::Error::custom(format!("quantity must be a string or a number, got {other}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "quantity must be a string or a number, got {other}"
+            ))),
         }
     }
 }
@@ -121,7 +127,9 @@ impl Quantity {
 /// Parses a Kubernetes quantity into milli-units.
 pub fn parse_quantity_millis(s: &str) -> Option<i128> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     if num.is_empty() {
         return None;
@@ -148,9 +156,17 @@ pub fn parse_quantity_millis(s: &str) -> Option<i128> {
         _ => return None,
     };
     if let Some((int, frac)) = num.split_once('.') {
-        let int: i128 = if int.is_empty() || int == "-" || int == "+" { 0 } else { int.parse().ok()? };
+        let int: i128 = if int.is_empty() || int == "-" || int == "+" {
+            0
+        } else {
+            int.parse().ok()?
+        };
         let frac_digits = frac.len() as u32;
-        let frac_v: i128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+        let frac_v: i128 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().ok()?
+        };
         let scale = 10i128.checked_pow(frac_digits)?;
         let neg = num.starts_with('-');
         let total = int.abs() * scale + frac_v;
@@ -172,7 +188,10 @@ mod tests {
         assert_eq!(parse_quantity_millis("1"), Some(1000));
         assert_eq!(parse_quantity_millis("0.5"), Some(500));
         assert_eq!(parse_quantity_millis("1Ki"), Some(1_024_000));
-        assert_eq!(parse_quantity_millis("128Mi"), Some(128 * 1024 * 1024 * 1000));
+        assert_eq!(
+            parse_quantity_millis("128Mi"),
+            Some(128 * 1024 * 1024 * 1000)
+        );
         assert_eq!(parse_quantity_millis("1e3"), Some(1_000_000));
         assert_eq!(parse_quantity_millis("abc"), None);
         assert_eq!(parse_quantity_millis("12Q"), None);

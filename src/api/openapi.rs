@@ -39,13 +39,18 @@ fn operations(k: &KindInfo, item: bool) -> Value {
     let mut ops = Map::new();
     let id = |verb: &str| format!("{verb}{}", k.kind);
     if item {
-        ops.insert("get".into(), json!({"operationId": id("read"), "x-kubernetes-action": "get",
-            "x-kubernetes-group-version-kind": ext, "responses": ok}));
+        ops.insert(
+            "get".into(),
+            json!({"operationId": id("read"), "x-kubernetes-action": "get",
+            "x-kubernetes-group-version-kind": ext, "responses": ok}),
+        );
         ops.insert("put".into(), json!({"operationId": id("replace"), "x-kubernetes-action": "put",
             "x-kubernetes-group-version-kind": ext,
             "parameters": [query("dryRun", "string"), query("fieldManager", "string"), query("fieldValidation", "string")],
             "requestBody": {"content": {"application/json": {"schema": schema_ref}}}, "responses": ok}));
-        ops.insert("patch".into(), json!({"operationId": id("patch"), "x-kubernetes-action": "patch",
+        ops.insert(
+            "patch".into(),
+            json!({"operationId": id("patch"), "x-kubernetes-action": "patch",
             "x-kubernetes-group-version-kind": ext,
             "parameters": [query("dryRun", "string"), query("fieldManager", "string"),
                 query("fieldValidation", "string"), query("force", "boolean")],
@@ -53,12 +58,19 @@ fn operations(k: &KindInfo, item: bool) -> Value {
                 "application/json-patch+json": {"schema": {"type": "object"}},
                 "application/merge-patch+json": {"schema": {"type": "object"}},
                 "application/apply-patch+yaml": {"schema": {"type": "object"}}}},
-            "responses": ok}));
-        ops.insert("delete".into(), json!({"operationId": id("delete"), "x-kubernetes-action": "delete",
-            "x-kubernetes-group-version-kind": ext, "responses": ok}));
+            "responses": ok}),
+        );
+        ops.insert(
+            "delete".into(),
+            json!({"operationId": id("delete"), "x-kubernetes-action": "delete",
+            "x-kubernetes-group-version-kind": ext, "responses": ok}),
+        );
     } else {
-        ops.insert("get".into(), json!({"operationId": id("list"), "x-kubernetes-action": "list",
-            "x-kubernetes-group-version-kind": ext, "responses": ok}));
+        ops.insert(
+            "get".into(),
+            json!({"operationId": id("list"), "x-kubernetes-action": "list",
+            "x-kubernetes-group-version-kind": ext, "responses": ok}),
+        );
         ops.insert("post".into(), json!({"operationId": id("create"), "x-kubernetes-action": "post",
             "x-kubernetes-group-version-kind": ext,
             "parameters": [query("dryRun", "string"), query("fieldManager", "string"), query("fieldValidation", "string")],
@@ -73,7 +85,10 @@ pub fn document(group: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut components = s.definitions.clone();
     let prefix = format!("/{}", gv_path(group, version));
-    for k in KINDS.iter().filter(|k| k.group == group && k.version == version) {
+    for k in KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
         let base = if k.namespaced {
             format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
         } else {
@@ -122,7 +137,10 @@ pub fn index() -> Value {
     for (g, v) in super::registry::group_versions() {
         let p = gv_path(g, v);
         let hash = hash_of(&document(g, v));
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -136,9 +154,19 @@ mod tests {
         let doc = document("apps", "v1");
         let op = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(op["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
-        assert!(op["requestBody"]["content"].get("application/strategic-merge-patch+json").is_none());
-        assert_eq!(doc["components"]["schemas"]["Deployment"]["x-kubernetes-group-version-kind"][0]["group"], "apps");
+        assert!(op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
+        assert!(op["requestBody"]["content"]
+            .get("application/strategic-merge-patch+json")
+            .is_none());
+        assert_eq!(
+            doc["components"]["schemas"]["Deployment"]["x-kubernetes-group-version-kind"][0]
+                ["group"],
+            "apps"
+        );
     }
 
     #[test]
@@ -151,7 +179,10 @@ mod tests {
     #[test]
     fn index_lists_every_group_version() {
         let idx = index();
-        assert!(idx["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+        assert!(idx["paths"]["api/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("/openapi/v3/api/v1?hash="));
         assert!(idx["paths"].get("apis/apps/v1").is_some());
     }
 }

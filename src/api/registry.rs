@@ -90,38 +90,306 @@ use other::*;
 
 /// The table. Order is the order of discovery documents.
 pub static KINDS: &[KindInfo] = &[
-    entry!("", "v1", Namespace, "namespaces", "namespace", ["ns"], false, [], true, false, columns::NAMESPACE),
-    entry!("", "v1", Pod, "pods", "pod", ["po"], true, ["all"], true, false, columns::POD),
-    entry!("", "v1", Node, "nodes", "node", ["no"], false, [], true, false, columns::NODE),
-    entry!("", "v1", Service, "services", "service", ["svc"], true, ["all"], true, false, columns::SERVICE),
-    entry!("", "v1", Endpoints, "endpoints", "endpoints", ["ep"], true, [], false, false, columns::ENDPOINTS),
-    entry!("", "v1", ConfigMap, "configmaps", "configmap", ["cm"], true, [], false, false, columns::CONFIGMAP),
-    entry!("", "v1", Secret, "secrets", "secret", [], true, [], false, false, columns::SECRET),
-    entry!("", "v1", ServiceAccount, "serviceaccounts", "serviceaccount", ["sa"], true, [], false, false, columns::SERVICEACCOUNT),
-    entry!("", "v1", Event, "events", "event", ["ev"], true, [], false, false, columns::EVENT),
-    entry!("", "v1", PersistentVolume, "persistentvolumes", "persistentvolume", ["pv"], false, [], true, false, columns::PV),
-    entry!("", "v1", PersistentVolumeClaim, "persistentvolumeclaims", "persistentvolumeclaim", ["pvc"], true, [], true, false, columns::PVC),
-    entry!("", "v1", ReplicationController, "replicationcontrollers", "replicationcontroller", ["rc"], true, ["all"], true, true, columns::REPLICASET),
-    entry!("apps", "v1", Deployment, "deployments", "deployment", ["deploy"], true, ["all"], true, true, columns::DEPLOYMENT),
-    entry!("apps", "v1", ReplicaSet, "replicasets", "replicaset", ["rs"], true, ["all"], true, true, columns::REPLICASET),
-    entry!("apps", "v1", StatefulSet, "statefulsets", "statefulset", ["sts"], true, ["all"], true, true, columns::STATEFULSET),
-    entry!("apps", "v1", DaemonSet, "daemonsets", "daemonset", ["ds"], true, ["all"], true, false, columns::DAEMONSET),
-    entry!("apps", "v1", ControllerRevision, "controllerrevisions", "controllerrevision", [], true, [], false, false, columns::CONTROLLERREVISION),
-    entry!("batch", "v1", Job, "jobs", "job", [], true, ["all"], true, false, columns::JOB),
-    entry!("batch", "v1", CronJob, "cronjobs", "cronjob", ["cj"], true, ["all"], true, false, columns::CRONJOB),
-    entry!("coordination.k8s.io", "v1", Lease, "leases", "lease", [], true, [], false, false, columns::LEASE),
-    entry!("discovery.k8s.io", "v1", EndpointSlice, "endpointslices", "endpointslice", [], true, [], false, false, columns::ENDPOINTSLICE),
-    entry!("storage.k8s.io", "v1", StorageClass, "storageclasses", "storageclass", ["sc"], false, [], false, false, columns::STORAGECLASS),
+    entry!(
+        "",
+        "v1",
+        Namespace,
+        "namespaces",
+        "namespace",
+        ["ns"],
+        false,
+        [],
+        true,
+        false,
+        columns::NAMESPACE
+    ),
+    entry!(
+        "",
+        "v1",
+        Pod,
+        "pods",
+        "pod",
+        ["po"],
+        true,
+        ["all"],
+        true,
+        false,
+        columns::POD
+    ),
+    entry!(
+        "",
+        "v1",
+        Node,
+        "nodes",
+        "node",
+        ["no"],
+        false,
+        [],
+        true,
+        false,
+        columns::NODE
+    ),
+    entry!(
+        "",
+        "v1",
+        Service,
+        "services",
+        "service",
+        ["svc"],
+        true,
+        ["all"],
+        true,
+        false,
+        columns::SERVICE
+    ),
+    entry!(
+        "",
+        "v1",
+        Endpoints,
+        "endpoints",
+        "endpoints",
+        ["ep"],
+        true,
+        [],
+        false,
+        false,
+        columns::ENDPOINTS
+    ),
+    entry!(
+        "",
+        "v1",
+        ConfigMap,
+        "configmaps",
+        "configmap",
+        ["cm"],
+        true,
+        [],
+        false,
+        false,
+        columns::CONFIGMAP
+    ),
+    entry!(
+        "",
+        "v1",
+        Secret,
+        "secrets",
+        "secret",
+        [],
+        true,
+        [],
+        false,
+        false,
+        columns::SECRET
+    ),
+    entry!(
+        "",
+        "v1",
+        ServiceAccount,
+        "serviceaccounts",
+        "serviceaccount",
+        ["sa"],
+        true,
+        [],
+        false,
+        false,
+        columns::SERVICEACCOUNT
+    ),
+    entry!(
+        "",
+        "v1",
+        Event,
+        "events",
+        "event",
+        ["ev"],
+        true,
+        [],
+        false,
+        false,
+        columns::EVENT
+    ),
+    entry!(
+        "",
+        "v1",
+        PersistentVolume,
+        "persistentvolumes",
+        "persistentvolume",
+        ["pv"],
+        false,
+        [],
+        true,
+        false,
+        columns::PV
+    ),
+    entry!(
+        "",
+        "v1",
+        PersistentVolumeClaim,
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        ["pvc"],
+        true,
+        [],
+        true,
+        false,
+        columns::PVC
+    ),
+    entry!(
+        "",
+        "v1",
+        ReplicationController,
+        "replicationcontrollers",
+        "replicationcontroller",
+        ["rc"],
+        true,
+        ["all"],
+        true,
+        true,
+        columns::REPLICASET
+    ),
+    entry!(
+        "apps",
+        "v1",
+        Deployment,
+        "deployments",
+        "deployment",
+        ["deploy"],
+        true,
+        ["all"],
+        true,
+        true,
+        columns::DEPLOYMENT
+    ),
+    entry!(
+        "apps",
+        "v1",
+        ReplicaSet,
+        "replicasets",
+        "replicaset",
+        ["rs"],
+        true,
+        ["all"],
+        true,
+        true,
+        columns::REPLICASET
+    ),
+    entry!(
+        "apps",
+        "v1",
+        StatefulSet,
+        "statefulsets",
+        "statefulset",
+        ["sts"],
+        true,
+        ["all"],
+        true,
+        true,
+        columns::STATEFULSET
+    ),
+    entry!(
+        "apps",
+        "v1",
+        DaemonSet,
+        "daemonsets",
+        "daemonset",
+        ["ds"],
+        true,
+        ["all"],
+        true,
+        false,
+        columns::DAEMONSET
+    ),
+    entry!(
+        "apps",
+        "v1",
+        ControllerRevision,
+        "controllerrevisions",
+        "controllerrevision",
+        [],
+        true,
+        [],
+        false,
+        false,
+        columns::CONTROLLERREVISION
+    ),
+    entry!(
+        "batch",
+        "v1",
+        Job,
+        "jobs",
+        "job",
+        [],
+        true,
+        ["all"],
+        true,
+        false,
+        columns::JOB
+    ),
+    entry!(
+        "batch",
+        "v1",
+        CronJob,
+        "cronjobs",
+        "cronjob",
+        ["cj"],
+        true,
+        ["all"],
+        true,
+        false,
+        columns::CRONJOB
+    ),
+    entry!(
+        "coordination.k8s.io",
+        "v1",
+        Lease,
+        "leases",
+        "lease",
+        [],
+        true,
+        [],
+        false,
+        false,
+        columns::LEASE
+    ),
+    entry!(
+        "discovery.k8s.io",
+        "v1",
+        EndpointSlice,
+        "endpointslices",
+        "endpointslice",
+        [],
+        true,
+        [],
+        false,
+        false,
+        columns::ENDPOINTSLICE
+    ),
+    entry!(
+        "storage.k8s.io",
+        "v1",
+        StorageClass,
+        "storageclasses",
+        "storageclass",
+        ["sc"],
+        false,
+        [],
+        false,
+        false,
+        columns::STORAGECLASS
+    ),
 ];
 
 /// Finds a kind by group and plural resource name.
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static KindInfo> {
-    KINDS.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
 }
 
 /// Finds a kind by apiVersion (`apps/v1`, `v1`) and kind name.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static KindInfo> {
-    KINDS.iter().find(|k| k.api_version() == api_version && k.kind == kind)
+    KINDS
+        .iter()
+        .find(|k| k.api_version() == api_version && k.kind == kind)
 }
 
 /// Resolves what a user types: plural, singular, short name or kind, optionally qualified by group
@@ -133,7 +401,10 @@ pub fn lookup(name: &str) -> Option<&'static KindInfo> {
         None => (lower.clone(), None),
     };
     KINDS.iter().find(|k| {
-        (k.plural == res || k.singular == res || k.short_names.contains(&res.as_str()) || k.kind.to_ascii_lowercase() == res)
+        (k.plural == res
+            || k.singular == res
+            || k.short_names.contains(&res.as_str())
+            || k.kind.to_ascii_lowercase() == res)
             && group.as_ref().is_none_or(|g| k.group == g)
     })
 }
@@ -192,7 +463,13 @@ mod tests {
 
     #[test]
     fn lookup_accepts_every_spelling() {
-        for n in ["deploy", "deployments", "deployment", "Deployment", "deployments.apps"] {
+        for n in [
+            "deploy",
+            "deployments",
+            "deployment",
+            "Deployment",
+            "deployments.apps",
+        ] {
             assert_eq!(lookup(n).map(|k| k.kind), Some("Deployment"), "{n}");
         }
         assert_eq!(lookup("po").map(|k| k.kind), Some("Pod"));

@@ -62,7 +62,10 @@ impl Selector {
 
     /// Parses the string syntax used in `?labelSelector=` and `-l`.
     pub fn parse(s: &str) -> Result<Self> {
-        let err = |reason: &str| Error::Label { selector: s.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| Error::Label {
+            selector: s.to_string(),
+            reason: reason.to_string(),
+        };
         let mut requirements = Vec::new();
         for term in split_terms(s) {
             let term = term.trim();
@@ -74,11 +77,20 @@ impl Selector {
                 check_key(key).map_err(|r| err(&r))?;
                 requirements.push(Requirement::NotExists(key.to_string()));
             } else if let Some((k, v)) = term.split_once("!=") {
-                requirements.push(Requirement::NotEq(key_of(k).map_err(|r| err(&r))?, value_of(v).map_err(|r| err(&r))?));
+                requirements.push(Requirement::NotEq(
+                    key_of(k).map_err(|r| err(&r))?,
+                    value_of(v).map_err(|r| err(&r))?,
+                ));
             } else if let Some((k, v)) = term.split_once("==") {
-                requirements.push(Requirement::Eq(key_of(k).map_err(|r| err(&r))?, value_of(v).map_err(|r| err(&r))?));
+                requirements.push(Requirement::Eq(
+                    key_of(k).map_err(|r| err(&r))?,
+                    value_of(v).map_err(|r| err(&r))?,
+                ));
             } else if let Some((k, v)) = term.split_once('=') {
-                requirements.push(Requirement::Eq(key_of(k).map_err(|r| err(&r))?, value_of(v).map_err(|r| err(&r))?));
+                requirements.push(Requirement::Eq(
+                    key_of(k).map_err(|r| err(&r))?,
+                    value_of(v).map_err(|r| err(&r))?,
+                ));
             } else if let Some((k, rest)) = split_set_op(term, " notin ") {
                 let vs = parse_set(rest).map_err(|r| err(&r))?;
                 requirements.push(Requirement::NotIn(key_of(k).map_err(|r| err(&r))?, vs));
@@ -90,7 +102,10 @@ impl Selector {
                 requirements.push(Requirement::Exists(term.to_string()));
             }
         }
-        Ok(Selector { requirements, nothing: false })
+        Ok(Selector {
+            requirements,
+            nothing: false,
+        })
     }
 
     /// Converts a structured `LabelSelector` (matchLabels + matchExpressions).
@@ -101,9 +116,14 @@ impl Selector {
         }
         for e in ls.match_expressions.iter().flatten() {
             let values = e.values.clone().unwrap_or_default();
-            let bad = |reason: &str| Error::Label { selector: format!("{e:?}"), reason: reason.to_string() };
+            let bad = |reason: &str| Error::Label {
+                selector: format!("{e:?}"),
+                reason: reason.to_string(),
+            };
             requirements.push(match e.operator.as_str() {
-                "In" | "NotIn" if values.is_empty() => return Err(bad("values must be non-empty for In and NotIn")),
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(bad("values must be non-empty for In and NotIn"))
+                }
                 "In" => Requirement::In(e.key.clone(), values),
                 "NotIn" => Requirement::NotIn(e.key.clone(), values),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
@@ -114,13 +134,19 @@ impl Selector {
                 other => return Err(bad(&format!("unknown operator {other:?}"))),
             });
         }
-        Ok(Selector { requirements, nothing: false })
+        Ok(Selector {
+            requirements,
+            nothing: false,
+        })
     }
 
     /// A selector from a plain map (Service, ReplicationController).
     pub fn from_map(m: &BTreeMap<String, String>) -> Self {
         Selector {
-            requirements: m.iter().map(|(k, v)| Requirement::Eq(k.clone(), v.clone())).collect(),
+            requirements: m
+                .iter()
+                .map(|(k, v)| Requirement::Eq(k.clone(), v.clone()))
+                .collect(),
             nothing: false,
         }
     }
@@ -174,7 +200,11 @@ fn parse_set(rest: &str) -> std::result::Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| format!("expected a parenthesised value set, got {rest:?}"))?;
-    let vs: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+    let vs: Vec<String> = inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
     if vs.is_empty() {
         return Err("a value set must not be empty".into());
     }
@@ -206,14 +236,23 @@ fn check_key(k: &str) -> std::result::Result<(), String> {
         }
         None => k,
     };
-    if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(format!("invalid label key {k:?}"));
     }
     Ok(())
 }
 
 fn check_value(v: &str) -> std::result::Result<(), String> {
-    if v.len() > 63 || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if v.len() > 63
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(format!("invalid label value {v:?}"));
     }
     Ok(())
@@ -236,7 +275,10 @@ impl FieldSelector {
             } else if let Some((k, v)) = term.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(Error::Field { selector: s.into(), reason: format!("term {term:?} has no operator") });
+                return Err(Error::Field {
+                    selector: s.into(),
+                    reason: format!("term {term:?} has no operator"),
+                });
             };
             terms.push((path.trim().to_string(), eq, value.trim().to_string()));
         }
@@ -245,7 +287,10 @@ impl FieldSelector {
 
     /// The value a term requires for `metadata.name`, if the selector pins one (used to narrow list ranges).
     pub fn exact(&self, path: &str) -> Option<&str> {
-        self.terms.iter().find(|(p, eq, _)| p == path && *eq).map(|(_, _, v)| v.as_str())
+        self.terms
+            .iter()
+            .find(|(p, eq, _)| p == path && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 
     /// Matches against a JSON object by dotted path; an absent field reads as "".
@@ -281,7 +326,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -314,9 +362,10 @@ mod tests {
         let s = Selector::from_label_selector(&ls).unwrap();
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "fe")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "fe"), ("canary", "1")])));
-        let bad: LabelSelector =
-            serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}))
-                .unwrap();
+        let bad: LabelSelector = serde_json::from_value(
+            serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Near"}]}),
+        )
+        .unwrap();
         assert!(Selector::from_label_selector(&bad).is_err());
     }
 

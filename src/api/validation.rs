@@ -52,12 +52,22 @@ pub struct FieldError {
 
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.field, self.reason.label(), self.detail)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.field,
+            self.reason.label(),
+            self.detail
+        )
     }
 }
 
 fn err(field: &str, reason: Reason, detail: impl Into<String>) -> FieldError {
-    FieldError { field: field.to_string(), reason, detail: detail.into() }
+    FieldError {
+        field: field.to_string(),
+        reason,
+        detail: detail.into(),
+    }
 }
 
 /// The result of the structural pass.
@@ -111,7 +121,9 @@ fn type_matches(want: &str, v: &Value) -> bool {
 }
 
 fn is_null_schema(s: &Value) -> bool {
-    s.get("enum").and_then(Value::as_array).is_some_and(|e| e.len() == 1 && e[0].is_null())
+    s.get("enum")
+        .and_then(Value::as_array)
+        .is_some_and(|e| e.len() == 1 && e[0].is_null())
         || s.get("type").and_then(Value::as_str) == Some("null")
 }
 
@@ -138,12 +150,20 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
         }
         let ok = any.iter().any(|s| {
             let s = resolve(s);
-            s.get("type").and_then(Value::as_str).is_none_or(|t| type_matches(t, v))
+            s.get("type")
+                .and_then(Value::as_str)
+                .is_none_or(|t| type_matches(t, v))
         });
         if !ok {
-            let wanted: Vec<&str> =
-                any.iter().filter_map(|s| resolve(s).get("type").and_then(Value::as_str)).collect();
-            out.errors.push(format!("{path}: expected {}, got {}", wanted.join(" or "), type_name(v)));
+            let wanted: Vec<&str> = any
+                .iter()
+                .filter_map(|s| resolve(s).get("type").and_then(Value::as_str))
+                .collect();
+            out.errors.push(format!(
+                "{path}: expected {}, got {}",
+                wanted.join(" or "),
+                type_name(v)
+            ));
             return;
         }
         if schema.get("x-capstan-quantity").is_some() {
@@ -166,14 +186,19 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
     };
     if let Some(t) = ty {
         if !type_matches(t, v) {
-            out.errors.push(format!("{}: expected {t}, got {}", if path.is_empty() { "<root>" } else { path }, type_name(v)));
+            out.errors.push(format!(
+                "{}: expected {t}, got {}",
+                if path.is_empty() { "<root>" } else { path },
+                type_name(v)
+            ));
             return;
         }
         if t == "integer" {
             let fmt = schema.get("format").and_then(Value::as_str).unwrap_or("");
             if let Some(n) = v.as_i64() {
                 if fmt == "int32" && (n < i32::MIN as i64 || n > i32::MAX as i64) {
-                    out.errors.push(format!("{path}: {n} does not fit in a 32-bit integer"));
+                    out.errors
+                        .push(format!("{path}: {n} does not fit in a 32-bit integer"));
                 }
                 if fmt.starts_with("uint") && n < 0 {
                     out.errors.push(format!("{path}: must not be negative"));
@@ -181,9 +206,12 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
             }
         }
         if t == "string" {
-            if let (Some("date-time"), Some(s)) = (schema.get("format").and_then(Value::as_str), v.as_str()) {
+            if let (Some("date-time"), Some(s)) =
+                (schema.get("format").and_then(Value::as_str), v.as_str())
+            {
                 if chrono::DateTime::parse_from_rfc3339(s).is_err() {
-                    out.errors.push(format!("{path}: {s:?} is not an RFC 3339 time"));
+                    out.errors
+                        .push(format!("{path}: {s:?} is not an RFC 3339 time"));
                 }
             }
         }
@@ -195,7 +223,8 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
             if let Some(req) = schema.get("required").and_then(Value::as_array) {
                 for r in req.iter().filter_map(Value::as_str) {
                     if !map.contains_key(r) {
-                        out.errors.push(format!("{}: required field is missing", join(path, r)));
+                        out.errors
+                            .push(format!("{}: required field is missing", join(path, r)));
                     }
                 }
             }
@@ -205,7 +234,9 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
                     walk(s, child, &p, out);
                 } else if let Some(a) = additional.filter(|a| a.is_object()) {
                     walk(a, child, &p, out);
-                } else if props.is_some() && schema.get("x-kubernetes-preserve-unknown-fields").is_none() {
+                } else if props.is_some()
+                    && schema.get("x-kubernetes-preserve-unknown-fields").is_none()
+                {
                     out.unknown.push(p);
                 }
             }
@@ -245,7 +276,9 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
     if s.len() > 63 {
         return Err("must be no more than 63 characters".into());
     }
-    let ok = s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    let ok = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if !ok {
@@ -264,7 +297,8 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
     }
     let ok = s.split('.').all(|l| {
         !l.is_empty()
-            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     });
@@ -294,7 +328,9 @@ fn qualified_name(s: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
         return Err("name part must be non-empty and no more than 63 characters".into());
     }
-    let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    let ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !ok {
@@ -310,7 +346,9 @@ fn label_value(s: &str) -> Result<(), String> {
     if s.len() > 63 {
         return Err("must be no more than 63 characters".into());
     }
-    let ok = s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    let ok = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !ok {
@@ -331,16 +369,35 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
 /// The semantic pass. `obj` has passed the structural pass and has had defaults applied.
 pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    metadata(kind, obj.get("metadata").unwrap_or(&Value::Null), "metadata", &mut errs);
+    metadata(
+        kind,
+        obj.get("metadata").unwrap_or(&Value::Null),
+        "metadata",
+        &mut errs,
+    );
     match kind.kind {
         "Pod" => pod_spec(get(obj, "spec"), "spec", "Pod", &mut errs),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => workload(kind.kind, obj, &mut errs),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+            workload(kind.kind, obj, &mut errs)
+        }
         "ReplicationController" => {
             replicas(obj, &mut errs);
             template(obj, "spec.template", "ReplicationController", &mut errs);
-            if let (Some(sel), Some(labels)) = (get(obj, "spec.selector"), get(obj, "spec.template.metadata.labels")) {
-                if !sel.as_object().into_iter().flatten().all(|(k, v)| labels.get(k) == Some(v)) {
-                    errs.push(err("spec.template.metadata.labels", Reason::Invalid, "`selector` does not match template `labels`"));
+            if let (Some(sel), Some(labels)) = (
+                get(obj, "spec.selector"),
+                get(obj, "spec.template.metadata.labels"),
+            ) {
+                if !sel
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+                {
+                    errs.push(err(
+                        "spec.template.metadata.labels",
+                        Reason::Invalid,
+                        "`selector` does not match template `labels`",
+                    ));
                 }
             }
         }
@@ -354,30 +411,67 @@ pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
                 }
                 None => errs.push(err("spec.schedule", Reason::Required, "")),
             }
-            enum_field(obj, "spec.concurrencyPolicy", &["Allow", "Forbid", "Replace"], &mut errs);
-            job(get(obj, "spec.jobTemplate.spec").unwrap_or(&Value::Null), "spec.jobTemplate.spec", &mut errs);
+            enum_field(
+                obj,
+                "spec.concurrencyPolicy",
+                &["Allow", "Forbid", "Replace"],
+                &mut errs,
+            );
+            job(
+                get(obj, "spec.jobTemplate.spec").unwrap_or(&Value::Null),
+                "spec.jobTemplate.spec",
+                &mut errs,
+            );
         }
         "Service" => service(obj, &mut errs),
         "ConfigMap" => {
             for field in ["data", "binaryData"] {
-                for k in get(obj, field).and_then(Value::as_object).into_iter().flatten().map(|(k, _)| k) {
+                for k in get(obj, field)
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k)
+                {
                     config_key(k, &format!("{field}[{k}]"), &mut errs);
                 }
             }
         }
         "Secret" => {
-            for (k, v) in get(obj, "data").and_then(Value::as_object).into_iter().flatten() {
+            for (k, v) in get(obj, "data")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 config_key(k, &format!("data[{k}]"), &mut errs);
                 use base64::Engine;
-                let text: String = v.as_str().unwrap_or("").chars().filter(|c| *c != '\n' && *c != '\r').collect();
-                if base64::engine::general_purpose::STANDARD.decode(text).is_err() {
-                    errs.push(err(&format!("data[{k}]"), Reason::Invalid, "must be base64-encoded"));
+                let text: String = v
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .filter(|c| *c != '\n' && *c != '\r')
+                    .collect();
+                if base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .is_err()
+                {
+                    errs.push(err(
+                        &format!("data[{k}]"),
+                        Reason::Invalid,
+                        "must be base64-encoded",
+                    ));
                 }
             }
         }
         "PersistentVolumeClaim" => {
-            if get(obj, "spec.accessModes").and_then(Value::as_array).is_none_or(|a| a.is_empty()) {
-                errs.push(err("spec.accessModes", Reason::Required, "at least 1 access mode is required"));
+            if get(obj, "spec.accessModes")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty())
+            {
+                errs.push(err(
+                    "spec.accessModes",
+                    Reason::Required,
+                    "at least 1 access mode is required",
+                ));
             }
             if get(obj, "spec.resources.requests.storage").is_none() {
                 errs.push(err("spec.resources[storage]", Reason::Required, ""));
@@ -385,10 +479,21 @@ pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
         }
         "PersistentVolume" => {
             if get(obj, "spec.capacity.storage").is_none() {
-                errs.push(err("spec.capacity", Reason::Required, "must specify storage capacity"));
+                errs.push(err(
+                    "spec.capacity",
+                    Reason::Required,
+                    "must specify storage capacity",
+                ));
             }
-            if get(obj, "spec.accessModes").and_then(Value::as_array).is_none_or(|a| a.is_empty()) {
-                errs.push(err("spec.accessModes", Reason::Required, "at least 1 access mode is required"));
+            if get(obj, "spec.accessModes")
+                .and_then(Value::as_array)
+                .is_none_or(|a| a.is_empty())
+            {
+                errs.push(err(
+                    "spec.accessModes",
+                    Reason::Required,
+                    "at least 1 access mode is required",
+                ));
             }
         }
         _ => {}
@@ -399,26 +504,51 @@ pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
 fn metadata(kind: &KindInfo, m: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(name) = m.get("name").and_then(Value::as_str) {
         if let Err(e) = check_name(kind.kind, name) {
-            errs.push(err(&format!("{path}.name"), Reason::Invalid, format!("{name:?}: {e}")));
+            errs.push(err(
+                &format!("{path}.name"),
+                Reason::Invalid,
+                format!("{name:?}: {e}"),
+            ));
         }
     } else if m.get("generateName").is_none() {
-        errs.push(err(&format!("{path}.name"), Reason::Required, "name or generateName is required"));
+        errs.push(err(
+            &format!("{path}.name"),
+            Reason::Required,
+            "name or generateName is required",
+        ));
     }
     if let Some(ns) = m.get("namespace").and_then(Value::as_str) {
         if let Err(e) = dns1123_label(ns) {
-            errs.push(err(&format!("{path}.namespace"), Reason::Invalid, format!("{ns:?}: {e}")));
+            errs.push(err(
+                &format!("{path}.namespace"),
+                Reason::Invalid,
+                format!("{ns:?}: {e}"),
+            ));
         }
     }
     labels(m.get("labels"), &format!("{path}.labels"), errs);
     let mut total = 0;
-    for (k, v) in m.get("annotations").and_then(Value::as_object).into_iter().flatten() {
+    for (k, v) in m
+        .get("annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         if let Err(e) = qualified_name(k) {
-            errs.push(err(&format!("{path}.annotations"), Reason::Invalid, format!("{k:?}: {e}")));
+            errs.push(err(
+                &format!("{path}.annotations"),
+                Reason::Invalid,
+                format!("{k:?}: {e}"),
+            ));
         }
         total += k.len() + v.as_str().map_or(0, str::len);
     }
     if total > 256 * 1024 {
-        errs.push(err(&format!("{path}.annotations"), Reason::TooLong, "must have at most 262144 bytes"));
+        errs.push(err(
+            &format!("{path}.annotations"),
+            Reason::TooLong,
+            "must have at most 262144 bytes",
+        ));
     }
 }
 
@@ -428,7 +558,11 @@ fn labels(l: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
             errs.push(err(path, Reason::Invalid, format!("{k:?}: {e}")));
         }
         if let Err(e) = label_value(v.as_str().unwrap_or("")) {
-            errs.push(err(&format!("{path}[{k}]"), Reason::Invalid, format!("{v}: {e}")));
+            errs.push(err(
+                &format!("{path}[{k}]"),
+                Reason::Invalid,
+                format!("{v}: {e}"),
+            ));
         }
     }
 }
@@ -437,13 +571,20 @@ fn enum_field(obj: &Value, path: &str, allowed: &[&str], errs: &mut Vec<FieldErr
     if let Some(v) = str_at(obj, path) {
         if !allowed.contains(&v) {
             let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
-            errs.push(err(path, Reason::NotSupported, format!("{v:?}: supported values: {}", list.join(", "))));
+            errs.push(err(
+                path,
+                Reason::NotSupported,
+                format!("{v:?}: supported values: {}", list.join(", ")),
+            ));
         }
     }
 }
 
 fn config_key(k: &str, path: &str, errs: &mut Vec<FieldError>) {
-    let ok = !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    let ok = !k.is_empty()
+        && k.len() <= 253
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
     if !ok {
         errs.push(err(path, Reason::Invalid, format!("{k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
     }
@@ -452,7 +593,11 @@ fn config_key(k: &str, path: &str, errs: &mut Vec<FieldError>) {
 fn replicas(obj: &Value, errs: &mut Vec<FieldError>) {
     if let Some(r) = get(obj, "spec.replicas").and_then(Value::as_i64) {
         if r < 0 {
-            errs.push(err("spec.replicas", Reason::Invalid, format!("{r}: must be greater than or equal to 0")));
+            errs.push(err(
+                "spec.replicas",
+                Reason::Invalid,
+                format!("{r}: must be greater than or equal to 0"),
+            ));
         }
     }
 }
@@ -462,7 +607,11 @@ fn template(obj: &Value, path: &str, owner: &str, errs: &mut Vec<FieldError>) {
         errs.push(err(path, Reason::Required, ""));
         return;
     };
-    labels(get(t, "metadata.labels"), &format!("{path}.metadata.labels"), errs);
+    labels(
+        get(t, "metadata.labels"),
+        &format!("{path}.metadata.labels"),
+        errs,
+    );
     // A StatefulSet's claim templates are volumes of its pods.
     let claims: Vec<String> = get(obj, "spec.volumeClaimTemplates")
         .and_then(Value::as_array)
@@ -475,10 +624,14 @@ fn template(obj: &Value, path: &str, owner: &str, errs: &mut Vec<FieldError>) {
     } else {
         let mut spec = t.get("spec").cloned().unwrap_or(Value::Null);
         if let Some(m) = spec.as_object_mut() {
-            let vols = m.entry("volumes").or_insert_with(|| Value::Array(Vec::new()));
+            let vols = m
+                .entry("volumes")
+                .or_insert_with(|| Value::Array(Vec::new()));
             if let Some(a) = vols.as_array_mut() {
                 for c in claims {
-                    a.push(serde_json::json!({"name": c, "persistentVolumeClaim": {"claimName": c}}));
+                    a.push(
+                        serde_json::json!({"name": c, "persistentVolumeClaim": {"claimName": c}}),
+                    );
                 }
             }
         }
@@ -492,10 +645,20 @@ fn workload(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
     match sel {
         None => errs.push(err("spec.selector", Reason::Required, "")),
         Some(sel) => {
-            let empty = sel.get("matchLabels").and_then(Value::as_object).is_none_or(|m| m.is_empty())
-                && sel.get("matchExpressions").and_then(Value::as_array).is_none_or(|m| m.is_empty());
+            let empty = sel
+                .get("matchLabels")
+                .and_then(Value::as_object)
+                .is_none_or(|m| m.is_empty())
+                && sel
+                    .get("matchExpressions")
+                    .and_then(Value::as_array)
+                    .is_none_or(|m| m.is_empty());
             if empty {
-                errs.push(err("spec.selector", Reason::Invalid, "empty selector is invalid for deployment"));
+                errs.push(err(
+                    "spec.selector",
+                    Reason::Invalid,
+                    "empty selector is invalid for deployment",
+                ));
             } else {
                 match serde_json::from_value::<super::meta::LabelSelector>(sel.clone())
                     .ok()
@@ -522,14 +685,21 @@ fn workload(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
     }
     template(obj, "spec.template", kind, errs);
     if kind == "Deployment" {
-        enum_field(obj, "spec.strategy.type", &["Recreate", "RollingUpdate"], errs);
+        enum_field(
+            obj,
+            "spec.strategy.type",
+            &["Recreate", "RollingUpdate"],
+            errs,
+        );
         if str_at(obj, "spec.strategy.type") == Some("RollingUpdate") {
             let zero = |p: &str| match get(obj, p) {
                 Some(Value::Number(n)) => n.as_i64() == Some(0),
                 Some(Value::String(s)) => s == "0%" || s == "0",
                 _ => false,
             };
-            if zero("spec.strategy.rollingUpdate.maxSurge") && zero("spec.strategy.rollingUpdate.maxUnavailable") {
+            if zero("spec.strategy.rollingUpdate.maxSurge")
+                && zero("spec.strategy.rollingUpdate.maxUnavailable")
+            {
                 errs.push(err(
                     "spec.strategy.rollingUpdate.maxUnavailable",
                     Reason::Invalid,
@@ -539,33 +709,65 @@ fn workload(kind: &str, obj: &Value, errs: &mut Vec<FieldError>) {
         }
     }
     if kind == "StatefulSet" {
-        enum_field(obj, "spec.podManagementPolicy", &["OrderedReady", "Parallel"], errs);
-        enum_field(obj, "spec.updateStrategy.type", &["RollingUpdate", "OnDelete"], errs);
+        enum_field(
+            obj,
+            "spec.podManagementPolicy",
+            &["OrderedReady", "Parallel"],
+            errs,
+        );
+        enum_field(
+            obj,
+            "spec.updateStrategy.type",
+            &["RollingUpdate", "OnDelete"],
+            errs,
+        );
     }
     if kind == "DaemonSet" {
-        enum_field(obj, "spec.updateStrategy.type", &["RollingUpdate", "OnDelete"], errs);
+        enum_field(
+            obj,
+            "spec.updateStrategy.type",
+            &["RollingUpdate", "OnDelete"],
+            errs,
+        );
     }
 }
 
 fn job(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    for f in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds"] {
+    for f in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+    ] {
         if let Some(n) = spec.get(f).and_then(Value::as_i64) {
             if n < 0 || (f == "activeDeadlineSeconds" && n == 0) {
-                errs.push(err(&format!("{path}.{f}"), Reason::Invalid, format!("{n}: must be greater than or equal to 0")));
+                errs.push(err(
+                    &format!("{path}.{f}"),
+                    Reason::Invalid,
+                    format!("{n}: must be greater than or equal to 0"),
+                ));
             }
         }
     }
     let tpath = format!("{path}.template");
     match spec.get("template") {
         Some(t) if !t.is_null() => {
-            labels(get(t, "metadata.labels"), &format!("{tpath}.metadata.labels"), errs);
+            labels(
+                get(t, "metadata.labels"),
+                &format!("{tpath}.metadata.labels"),
+                errs,
+            );
             pod_spec(t.get("spec"), &format!("{tpath}.spec"), "Job", errs);
         }
         _ => errs.push(err(&tpath, Reason::Required, "")),
     }
     if let Some(mode) = spec.get("completionMode").and_then(Value::as_str) {
         if !["NonIndexed", "Indexed"].contains(&mode) {
-            errs.push(err(&format!("{path}.completionMode"), Reason::NotSupported, format!("{mode:?}: supported values: \"NonIndexed\", \"Indexed\"")));
+            errs.push(err(
+                &format!("{path}.completionMode"),
+                Reason::NotSupported,
+                format!("{mode:?}: supported values: \"NonIndexed\", \"Indexed\""),
+            ));
         }
     }
 }
@@ -574,12 +776,17 @@ fn job(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
 pub fn check_cron(s: &str) -> Result<(), String> {
     let s = s.trim();
     let s = match s.strip_prefix("TZ=").or_else(|| s.strip_prefix("CRON_TZ=")) {
-        Some(rest) => return Err(format!("time zones in the schedule are not allowed, use spec.timeZone ({rest})")),
+        Some(rest) => {
+            return Err(format!(
+                "time zones in the schedule are not allowed, use spec.timeZone ({rest})"
+            ))
+        }
         None => s,
     };
     if s.starts_with('@') {
         return match s {
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly" => Ok(()),
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
+            | "@hourly" => Ok(()),
             _ => Err(format!("unknown macro {s}")),
         };
     }
@@ -603,13 +810,24 @@ pub fn check_cron(s: &str) -> Result<(), String> {
                 continue;
             }
             let names = |x: &str| -> Option<u32> {
-                const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+                const MONTHS: [&str; 12] = [
+                    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                    "dec",
+                ];
                 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
                 let l = x.to_ascii_lowercase();
                 x.parse().ok().or_else(|| {
-                    MONTHS.iter().position(|m| *m == l).map(|i| i as u32 + 1).filter(|_| hi == 12).or_else(|| {
-                        DAYS.iter().position(|d| *d == l).map(|i| i as u32).filter(|_| hi == 7)
-                    })
+                    MONTHS
+                        .iter()
+                        .position(|m| *m == l)
+                        .map(|i| i as u32 + 1)
+                        .filter(|_| hi == 12)
+                        .or_else(|| {
+                            DAYS.iter()
+                                .position(|d| *d == l)
+                                .map(|i| i as u32)
+                                .filter(|_| hi == 7)
+                        })
                 })
             };
             let (a, b) = match range.split_once('-') {
@@ -628,7 +846,9 @@ pub fn check_cron(s: &str) -> Result<(), String> {
 fn port_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 15
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.chars().any(|c| c.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -657,7 +877,13 @@ fn pod_spec(spec: Option<&Value>, path: &str, owner: &str, errs: &mut Vec<FieldE
         .filter_map(|v| v.get("name").and_then(Value::as_str))
         .collect();
     let mut vol_seen = HashSet::new();
-    for (i, v) in spec.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, v) in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let name = v.get("name").and_then(Value::as_str).unwrap_or("");
         let p = format!("{path}.volumes[{i}].name");
         if let Err(e) = dns1123_label(name) {
@@ -669,54 +895,121 @@ fn pod_spec(spec: Option<&Value>, path: &str, owner: &str, errs: &mut Vec<FieldE
     }
     let mut names = HashSet::new();
     for list in ["initContainers", "containers"] {
-        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let cp = format!("{path}.{list}[{i}]");
             let name = c.get("name").and_then(Value::as_str).unwrap_or("");
             if let Err(e) = dns1123_label(name) {
-                errs.push(err(&format!("{cp}.name"), Reason::Invalid, format!("{name:?}: {e}")));
+                errs.push(err(
+                    &format!("{cp}.name"),
+                    Reason::Invalid,
+                    format!("{name:?}: {e}"),
+                ));
             } else if !names.insert(name.to_string()) {
-                errs.push(err(&format!("{cp}.name"), Reason::Duplicate, format!("{name:?}")));
+                errs.push(err(
+                    &format!("{cp}.name"),
+                    Reason::Duplicate,
+                    format!("{name:?}"),
+                ));
             }
-            if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.trim().is_empty())
+            {
                 errs.push(err(&format!("{cp}.image"), Reason::Required, ""));
             }
-            enum_field(c, "imagePullPolicy", &["Always", "IfNotPresent", "Never"], errs);
+            enum_field(
+                c,
+                "imagePullPolicy",
+                &["Always", "IfNotPresent", "Never"],
+                errs,
+            );
             if let Some(e) = errs.last_mut().filter(|e| e.field == "imagePullPolicy") {
                 e.field = format!("{cp}.imagePullPolicy");
             }
             let mut port_names = HashSet::new();
-            for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (j, p) in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let pp = format!("{cp}.ports[{j}]");
                 let n = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&n) {
-                    errs.push(err(&format!("{pp}.containerPort"), Reason::Invalid, format!("{n}: must be between 1 and 65535, inclusive")));
+                    errs.push(err(
+                        &format!("{pp}.containerPort"),
+                        Reason::Invalid,
+                        format!("{n}: must be between 1 and 65535, inclusive"),
+                    ));
                 }
                 if let Some(h) = p.get("hostPort").and_then(Value::as_i64) {
                     if !(0..=65535).contains(&h) {
-                        errs.push(err(&format!("{pp}.hostPort"), Reason::Invalid, format!("{h}: must be between 1 and 65535, inclusive")));
+                        errs.push(err(
+                            &format!("{pp}.hostPort"),
+                            Reason::Invalid,
+                            format!("{h}: must be between 1 and 65535, inclusive"),
+                        ));
                     }
                 }
                 if let Some(pn) = p.get("name").and_then(Value::as_str) {
                     if let Err(e) = port_name(pn) {
-                        errs.push(err(&format!("{pp}.name"), Reason::Invalid, format!("{pn:?}: {e}")));
+                        errs.push(err(
+                            &format!("{pp}.name"),
+                            Reason::Invalid,
+                            format!("{pn:?}: {e}"),
+                        ));
                     } else if !port_names.insert(pn) {
-                        errs.push(err(&format!("{pp}.name"), Reason::Duplicate, format!("{pn:?}")));
+                        errs.push(err(
+                            &format!("{pp}.name"),
+                            Reason::Duplicate,
+                            format!("{pn:?}"),
+                        ));
                     }
                 }
                 if let Some(proto) = p.get("protocol").and_then(Value::as_str) {
                     if !["TCP", "UDP", "SCTP"].contains(&proto) {
-                        errs.push(err(&format!("{pp}.protocol"), Reason::NotSupported, format!("{proto:?}: supported values: \"SCTP\", \"TCP\", \"UDP\"")));
+                        errs.push(err(
+                            &format!("{pp}.protocol"),
+                            Reason::NotSupported,
+                            format!("{proto:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""),
+                        ));
                     }
                 }
             }
-            for (j, m) in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (j, m) in c
+                .get("volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let name = m.get("name").and_then(Value::as_str).unwrap_or("");
                 if !volumes.contains(name) {
-                    errs.push(err(&format!("{cp}.volumeMounts[{j}].name"), Reason::NotSupported, format!("{name:?}: not found in the pod's volumes")));
+                    errs.push(err(
+                        &format!("{cp}.volumeMounts[{j}].name"),
+                        Reason::NotSupported,
+                        format!("{name:?}: not found in the pod's volumes"),
+                    ));
                 }
             }
-            for (j, e) in c.get("env").and_then(Value::as_array).into_iter().flatten().enumerate() {
-                if e.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+            for (j, e) in c
+                .get("env")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if e.get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     errs.push(err(&format!("{cp}.env[{j}].name"), Reason::Required, ""));
                 }
             }
@@ -739,7 +1032,11 @@ fn pod_spec(spec: Option<&Value>, path: &str, owner: &str, errs: &mut Vec<FieldE
             for (k, r) in &req {
                 if let Some(l) = lim.get(k) {
                     if r > l {
-                        errs.push(err(&format!("{cp}.resources.requests[{k}]"), Reason::Invalid, format!("must be less than or equal to {k} limit")));
+                        errs.push(err(
+                            &format!("{cp}.resources.requests[{k}]"),
+                            Reason::Invalid,
+                            format!("must be less than or equal to {k} limit"),
+                        ));
                     }
                 }
             }
@@ -754,18 +1051,29 @@ fn pod_spec(spec: Option<&Value>, path: &str, owner: &str, errs: &mut Vec<FieldE
     match rp {
         Some(r) if !allowed.contains(&r) => {
             let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
-            errs.push(err(&format!("{path}.restartPolicy"), Reason::NotSupported, format!("{r:?}: supported values: {}", list.join(", "))));
+            errs.push(err(
+                &format!("{path}.restartPolicy"),
+                Reason::NotSupported,
+                format!("{r:?}: supported values: {}", list.join(", ")),
+            ));
         }
-        None if owner == "Job" => {
-            errs.push(err(&format!("{path}.restartPolicy"), Reason::Required, "supported values: \"OnFailure\", \"Never\""))
-        }
+        None if owner == "Job" => errs.push(err(
+            &format!("{path}.restartPolicy"),
+            Reason::Required,
+            "supported values: \"OnFailure\", \"Never\"",
+        )),
         _ => {}
     }
 }
 
 fn service(obj: &Value, errs: &mut Vec<FieldError>) {
     let ty = str_at(obj, "spec.type").unwrap_or("ClusterIP");
-    enum_field(obj, "spec.type", &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"], errs);
+    enum_field(
+        obj,
+        "spec.type",
+        &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
+        errs,
+    );
     enum_field(obj, "spec.sessionAffinity", &["None", "ClientIP"], errs);
     let ports = get(obj, "spec.ports").and_then(Value::as_array);
     let headless = str_at(obj, "spec.clusterIP") == Some("None");
@@ -782,15 +1090,27 @@ fn service(obj: &Value, errs: &mut Vec<FieldError>) {
         let pp = format!("spec.ports[{i}]");
         let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
         if !(1..=65535).contains(&port) {
-            errs.push(err(&format!("{pp}.port"), Reason::Invalid, format!("{port}: must be between 1 and 65535, inclusive")));
+            errs.push(err(
+                &format!("{pp}.port"),
+                Reason::Invalid,
+                format!("{port}: must be between 1 and 65535, inclusive"),
+            ));
         }
         match p.get("name").and_then(Value::as_str) {
             Some(n) if !n.is_empty() => {
                 if let Err(e) = dns1123_label(n) {
-                    errs.push(err(&format!("{pp}.name"), Reason::Invalid, format!("{n:?}: {e}")));
+                    errs.push(err(
+                        &format!("{pp}.name"),
+                        Reason::Invalid,
+                        format!("{n:?}: {e}"),
+                    ));
                 }
                 if !names.insert(n.to_string()) {
-                    errs.push(err(&format!("{pp}.name"), Reason::Duplicate, format!("{n:?}")));
+                    errs.push(err(
+                        &format!("{pp}.name"),
+                        Reason::Duplicate,
+                        format!("{n:?}"),
+                    ));
                 }
             }
             _ if ports.len() > 1 => errs.push(err(&format!("{pp}.name"), Reason::Required, "")),
@@ -798,26 +1118,42 @@ fn service(obj: &Value, errs: &mut Vec<FieldError>) {
         }
         if let Some(proto) = p.get("protocol").and_then(Value::as_str) {
             if !["TCP", "UDP", "SCTP"].contains(&proto) {
-                errs.push(err(&format!("{pp}.protocol"), Reason::NotSupported, format!("{proto:?}: supported values: \"SCTP\", \"TCP\", \"UDP\"")));
+                errs.push(err(
+                    &format!("{pp}.protocol"),
+                    Reason::NotSupported,
+                    format!("{proto:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""),
+                ));
             }
         }
         match p.get("targetPort") {
             Some(Value::Number(n)) => {
                 let n = n.as_i64().unwrap_or(0);
                 if !(1..=65535).contains(&n) {
-                    errs.push(err(&format!("{pp}.targetPort"), Reason::Invalid, format!("{n}: must be between 1 and 65535, inclusive")));
+                    errs.push(err(
+                        &format!("{pp}.targetPort"),
+                        Reason::Invalid,
+                        format!("{n}: must be between 1 and 65535, inclusive"),
+                    ));
                 }
             }
             Some(Value::String(s)) => {
                 if let Err(e) = port_name(s) {
-                    errs.push(err(&format!("{pp}.targetPort"), Reason::Invalid, format!("{s:?}: {e}")));
+                    errs.push(err(
+                        &format!("{pp}.targetPort"),
+                        Reason::Invalid,
+                        format!("{s:?}: {e}"),
+                    ));
                 }
             }
             _ => {}
         }
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
             if ty == "ClusterIP" {
-                errs.push(err(&format!("{pp}.nodePort"), Reason::Forbidden, "may not be used when `type` is 'ClusterIP'"));
+                errs.push(err(
+                    &format!("{pp}.nodePort"),
+                    Reason::Forbidden,
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             } else if !(30000..=32767).contains(&np) {
                 errs.push(err(&format!("{pp}.nodePort"), Reason::Invalid, format!("{np}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
             }
@@ -840,11 +1176,28 @@ mod tests {
                  "securityContext": {"anything": true},
                  "resources": {"limits": {"cpu": "lots"}}}]}}}});
         let s = structural(k, &obj);
-        assert!(s.errors.iter().any(|e| e.starts_with("spec.replicas: expected integer")), "{:?}", s.errors);
-        assert!(s.errors.iter().any(|e| e.starts_with("spec.template.spec.containers[0].resources.limits.cpu")), "{:?}", s.errors);
+        assert!(
+            s.errors
+                .iter()
+                .any(|e| e.starts_with("spec.replicas: expected integer")),
+            "{:?}",
+            s.errors
+        );
+        assert!(
+            s.errors
+                .iter()
+                .any(|e| e.starts_with("spec.template.spec.containers[0].resources.limits.cpu")),
+            "{:?}",
+            s.errors
+        );
         assert!(s.unknown.contains(&"spec.bogus".to_string()));
-        assert!(s.unknown.contains(&"spec.template.spec.containers[0].imagePullPolice".to_string()));
-        assert_eq!(s.opaque, vec!["spec.template.spec.containers[0].securityContext".to_string()]);
+        assert!(s
+            .unknown
+            .contains(&"spec.template.spec.containers[0].imagePullPolice".to_string()));
+        assert_eq!(
+            s.opaque,
+            vec!["spec.template.spec.containers[0].securityContext".to_string()]
+        );
     }
 
     #[test]
@@ -856,17 +1209,26 @@ mod tests {
         let errs = semantic(k, &obj);
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"metadata.name"), "{fields:?}");
-        assert!(fields.contains(&"spec.template.metadata.labels"), "{fields:?}");
-        assert!(fields.contains(&"spec.template.spec.containers[0].image"), "{fields:?}");
+        assert!(
+            fields.contains(&"spec.template.metadata.labels"),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"spec.template.spec.containers[0].image"),
+            "{fields:?}"
+        );
     }
 
     #[test]
     fn service_needs_named_ports_when_several() {
         let k = lookup("svc").unwrap();
-        let obj = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}, {"port": 70000}]}});
+        let obj =
+            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}, {"port": 70000}]}});
         let errs = semantic(k, &obj);
         assert!(errs.iter().any(|e| e.field == "spec.ports[1].port"));
-        assert!(errs.iter().any(|e| e.field == "spec.ports[0].name" && e.reason == Reason::Required));
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "spec.ports[0].name" && e.reason == Reason::Required));
     }
 
     #[test]

@@ -30,10 +30,23 @@ pub fn parse_path(path: &str) -> Result<Target> {
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+        }
     };
-    let not_found = || ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"));
-    let kind_of = |plural: &str| registry::by_resource(group, version, plural).ok_or_else(not_found);
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    };
+    let kind_of =
+        |plural: &str| registry::by_resource(group, version, plural).ok_or_else(not_found);
     let t = |kind, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| Target {
         kind,
         namespace: namespace.map(String::from),
@@ -42,7 +55,9 @@ pub fn parse_path(path: &str) -> Result<Target> {
     };
     Ok(match rest {
         ["namespaces", ns, plural, tail @ ..]
-            if !(group.is_empty() && tail.is_empty() && matches!(*plural, "status" | "finalize")) =>
+            if !(group.is_empty()
+                && tail.is_empty()
+                && matches!(*plural, "status" | "finalize")) =>
         {
             let kind = kind_of(plural)?;
             if !kind.namespaced {
@@ -76,7 +91,11 @@ pub fn parse_path(path: &str) -> Result<Target> {
 
 /// The storage key of an object, or the prefix of a collection (name None).
 pub fn key(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> String {
-    let g = if kind.group.is_empty() { "core" } else { kind.group };
+    let g = if kind.group.is_empty() {
+        "core"
+    } else {
+        kind.group
+    };
     let mut k = format!("/registry/{g}/{}/", kind.plural);
     if kind.namespaced {
         if let Some(ns) = ns {
@@ -117,7 +136,10 @@ pub struct WriteOpts {
 
 impl WriteOpts {
     pub fn from_query(q: &Query, default_manager: &str, sub: Option<&str>) -> Result<Self> {
-        let validation = q.get("fieldValidation").cloned().unwrap_or_else(|| "Warn".into());
+        let validation = q
+            .get("fieldValidation")
+            .cloned()
+            .unwrap_or_else(|| "Warn".into());
         if !["Strict", "Warn", "Ignore"].contains(&validation.as_str()) {
             return Err(ApiError::bad_request(format!(
                 "fieldValidation parameter unsupported: {validation:?}: supported values are Strict, Warn, Ignore"
@@ -125,20 +147,27 @@ impl WriteOpts {
         }
         if let Some(d) = q.get("dryRun") {
             if d != "All" {
-                return Err(ApiError::bad_request(format!("Invalid dry run value {d:?}: only \"All\" is supported")));
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run value {d:?}: only \"All\" is supported"
+                )));
             }
         }
         Ok(WriteOpts {
             dry_run: q.get("dryRun").is_some(),
             validation,
-            manager: q.get("fieldManager").cloned().unwrap_or_else(|| default_manager.into()),
+            manager: q
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or_else(|| default_manager.into()),
             subresource: sub.unwrap_or("").to_string(),
         })
     }
 }
 
 fn meta_str<'a>(v: &'a Value, f: &str) -> Option<&'a str> {
-    v.get("metadata").and_then(|m| m.get(f)).and_then(Value::as_str)
+    v.get("metadata")
+        .and_then(|m| m.get(f))
+        .and_then(Value::as_str)
 }
 
 fn set_meta(v: &mut Value, f: &str, val: Value) {
@@ -169,7 +198,9 @@ fn rand_suffix() -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut r = rand::rng();
-    (0..5).map(|_| CHARS[r.random_range(0..CHARS.len())] as char).collect()
+    (0..5)
+        .map(|_| CHARS[r.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 /// Parses a body as JSON, or YAML when the content type says so. Errors name the line.
@@ -210,7 +241,12 @@ impl Server {
     }
 
     /// Reads one object.
-    pub async fn get_object(&self, kind: &KindInfo, ns: Option<&str>, name: &str) -> Result<(Value, i64)> {
+    pub async fn get_object(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(Value, i64)> {
         match self.store.get(&key(kind, ns, Some(name))).await? {
             Some(kv) => Ok((decode(&kv), kv.mod_revision)),
             None => Err(ApiError::not_found(&kind.qualified(), name)),
@@ -218,7 +254,12 @@ impl Server {
     }
 
     /// Lists objects: selectors, limit/continue, resourceVersion. Returns (items, resourceVersion, continue).
-    pub async fn list_objects(&self, kind: &KindInfo, ns: Option<&str>, q: &Query) -> Result<(Vec<Value>, i64, Option<String>, usize)> {
+    pub async fn list_objects(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        q: &Query,
+    ) -> Result<(Vec<Value>, i64, Option<String>, usize)> {
         let labels = match q.get("labelSelector") {
             Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
             None => Selector::everything(),
@@ -241,9 +282,14 @@ impl Server {
                 (rv, Some(start))
             }
             None => {
-                let rv = match (q.get("resourceVersion").map(String::as_str), q.get("resourceVersionMatch").map(String::as_str)) {
+                let rv = match (
+                    q.get("resourceVersion").map(String::as_str),
+                    q.get("resourceVersionMatch").map(String::as_str),
+                ) {
                     (Some(rv), Some("Exact")) if !rv.is_empty() && rv != "0" => {
-                        rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?
+                        rv.parse().map_err(|_| {
+                            ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                        })?
                     }
                     _ => 0,
                 };
@@ -252,7 +298,7 @@ impl Server {
         };
         // An exact name selector reads one key instead of scanning.
         if let (Some(name), None) = (fields.exact("metadata.name"), &start) {
-            if kind.namespaced && ns.is_some() || !kind.namespaced {
+            if ns.is_some() || !kind.namespaced {
                 let rev = self.store.revision().await?;
                 let mut items = Vec::new();
                 if let Some(kv) = self.store.get(&key(kind, ns, Some(name))).await? {
@@ -267,8 +313,15 @@ impl Server {
         let mut items = Vec::new();
         let mut remaining;
         loop {
-            let want = if limit == 0 { 0 } else { (limit - items.len()).max(1) * 2 };
-            let page = self.store.list(&prefix, revision, start.as_deref(), want).await?;
+            let want = if limit == 0 {
+                0
+            } else {
+                (limit - items.len()).max(1) * 2
+            };
+            let page = self
+                .store
+                .list(&prefix, revision, start.as_deref(), want)
+                .await?;
             revision = page.revision;
             remaining = page.remaining;
             let mut last_key = None;
@@ -290,7 +343,11 @@ impl Server {
                 }
                 let token = json!({"rv": revision, "start": last_key});
                 let c = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string());
-                let rem = if consumed_all { page.remaining } else { page.remaining + 1 };
+                let rem = if consumed_all {
+                    page.remaining
+                } else {
+                    page.remaining + 1
+                };
                 return Ok((items, revision, Some(c), rem));
             }
             if page.remaining == 0 || last_key.is_none() {
@@ -328,7 +385,11 @@ impl Server {
         if !s.unknown.is_empty() {
             match opts.validation.as_str() {
                 "Strict" => {
-                    let list: Vec<String> = s.unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+                    let list: Vec<String> = s
+                        .unknown
+                        .iter()
+                        .map(|u| format!("unknown field \"{u}\""))
+                        .collect();
                     return Err(ApiError::bad_request(format!(
                         "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                         kind.kind,
@@ -337,14 +398,18 @@ impl Server {
                         list.join(", ")
                     )));
                 }
-                "Warn" => warnings.extend(s.unknown.iter().map(|u| format!("unknown field \"{u}\""))),
+                "Warn" => {
+                    warnings.extend(s.unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+                }
                 _ => {}
             }
             for u in &s.unknown {
                 remove_json_path(&mut obj, u);
             }
         }
-        for o in s.opaque.iter().filter(|p| !p.starts_with("status") && !p.starts_with("metadata") && !empty_at(&obj, p)) {
+        for o in s.opaque.iter().filter(|p| {
+            !p.starts_with("status") && !p.starts_with("metadata") && !empty_at(&obj, p)
+        }) {
             warnings.push(format!("{o}: stored but not acted on by Capstan yet"));
         }
         let status_sub = opts.subresource == "status";
@@ -375,10 +440,28 @@ impl Server {
                 create_hooks(kind, &mut obj);
             }
             Some((prev, _)) => {
-                for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
-                    set_meta(&mut obj, f, prev.pointer(&format!("/metadata/{f}")).cloned().unwrap_or(Value::Null));
+                for f in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                ] {
+                    set_meta(
+                        &mut obj,
+                        f,
+                        prev.pointer(&format!("/metadata/{f}"))
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    );
                 }
-                set_meta(&mut obj, "namespace", prev.pointer("/metadata/namespace").cloned().unwrap_or(Value::Null));
+                set_meta(
+                    &mut obj,
+                    "namespace",
+                    prev.pointer("/metadata/namespace")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
                 if meta_str(&obj, "name") != meta_str(prev, "name") {
                     return Err(ApiError::bad_request(format!(
                         "the name of the object ({}) does not match the name on the URL ({})",
@@ -409,7 +492,10 @@ impl Server {
                     }
                 }
                 if spec_part(&obj) != spec_part(prev) {
-                    let g = prev.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                    let g = prev
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
                     if prev.get("spec").is_some() || obj.get("spec").is_some() {
                         set_meta(&mut obj, "generation", json!(g + 1));
                     }
@@ -427,14 +513,30 @@ impl Server {
             let before = patch::tracked(old.map(|(p, _)| p).unwrap_or(&Value::Null), status_sub);
             let after = patch::tracked(&obj, status_sub);
             let changed = patch::changed(&before, &after);
-            patch::record_update(&mut owners, &opts.manager, &opts.subresource, &api_version, &changed, &time);
+            patch::record_update(
+                &mut owners,
+                &opts.manager,
+                &opts.subresource,
+                &api_version,
+                &changed,
+                &time,
+            );
             patch::set_owners(&mut obj, &owners);
         }
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
         let k = key(kind, ns, Some(&name));
         let finished_deleting = obj.pointer("/metadata/deletionTimestamp").is_some()
-            && obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
-            && !(kind.kind == "Pod" && obj.pointer("/spec/nodeName").is_some() && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0)
+            && obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty())
+            && !(kind.kind == "Pod"
+                && obj.pointer("/spec/nodeName").is_some()
+                && obj
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    > 0)
             && kind.kind != "Namespace";
         if opts.dry_run {
             if let Some((_, rev)) = old {
@@ -446,23 +548,41 @@ impl Server {
         let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
         let rev = match old {
             None => self.store.create(&k, bytes).await.map_err(|e| match e {
-                crate::store::Error::AlreadyExists(_) => ApiError::already_exists(&kind.qualified(), &name),
+                crate::store::Error::AlreadyExists(_) => {
+                    ApiError::already_exists(&kind.qualified(), &name)
+                }
                 other => other.into(),
             })?,
             Some((_, prev_rev)) if finished_deleting => {
-                self.store.delete(&k, prev_rev).await.map_err(|e| conflict_or(e, kind, &name))?.0
+                self.store
+                    .delete(&k, prev_rev)
+                    .await
+                    .map_err(|e| conflict_or(e, kind, &name))?
+                    .0
             }
-            Some((_, prev_rev)) => self.store.update(&k, bytes, prev_rev).await.map_err(|e| conflict_or(e, kind, &name))?,
+            Some((_, prev_rev)) => self
+                .store
+                .update(&k, bytes, prev_rev)
+                .await
+                .map_err(|e| conflict_or(e, kind, &name))?,
         };
         set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
         Ok(obj)
     }
 
     /// POST to a collection.
-    pub async fn create(&self, t: &Target, mut body: Value, q: &Query, warnings: &mut Vec<String>) -> Result<Value> {
+    pub async fn create(
+        &self,
+        t: &Target,
+        mut body: Value,
+        q: &Query,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
         let kind = t.kind;
         check_type(kind, &body)?;
-        if let (Some(url_ns), Some(body_ns)) = (t.namespace.as_deref(), meta_str(&body, "namespace")) {
+        if let (Some(url_ns), Some(body_ns)) =
+            (t.namespace.as_deref(), meta_str(&body, "namespace"))
+        {
             if url_ns != body_ns {
                 return Err(ApiError::bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request",
@@ -476,11 +596,16 @@ impl Server {
                     set_meta(&mut body, "name", json!(n));
                 }
                 _ => {
-                    return Err(ApiError::invalid(kind.kind, kind.group, "", &[validation::FieldError {
-                        field: "metadata.name".into(),
-                        reason: validation::Reason::Required,
-                        detail: "name or generateName is required".into(),
-                    }]))
+                    return Err(ApiError::invalid(
+                        kind.kind,
+                        kind.group,
+                        "",
+                        &[validation::FieldError {
+                            field: "metadata.name".into(),
+                            reason: validation::Reason::Required,
+                            detail: "name or generateName is required".into(),
+                        }],
+                    ))
                 }
             }
         }
@@ -489,11 +614,18 @@ impl Server {
             self.namespace_usable(ns).await?;
         }
         let opts = WriteOpts::from_query(q, "unknown", None)?;
-        self.write(kind, t.namespace.as_deref(), body, None, &opts, warnings).await
+        self.write(kind, t.namespace.as_deref(), body, None, &opts, warnings)
+            .await
     }
 
     /// PUT to an object (or its status).
-    pub async fn update(&self, t: &Target, body: Value, q: &Query, warnings: &mut Vec<String>) -> Result<Value> {
+    pub async fn update(
+        &self,
+        t: &Target,
+        body: Value,
+        q: &Query,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
         let kind = t.kind;
         let name = t.name.as_deref().unwrap_or("");
         check_type(kind, &body)?;
@@ -510,7 +642,17 @@ impl Server {
                 // PUT creates when the object does not exist (like Kubernetes for most kinds).
                 let mut b = body;
                 set_meta(&mut b, "name", json!(name));
-                return self.create(&Target { name: None, ..t.clone() }, b, q, warnings).await;
+                return self
+                    .create(
+                        &Target {
+                            name: None,
+                            ..t.clone()
+                        },
+                        b,
+                        q,
+                        warnings,
+                    )
+                    .await;
             }
             Err(e) => return Err(e),
         };
@@ -530,19 +672,36 @@ impl Server {
                 set_meta(&mut body, "managedFields", mf.clone());
             }
         }
-        self.write(kind, t.namespace.as_deref(), body, Some((&current, rev)), &opts, warnings).await
+        self.write(
+            kind,
+            t.namespace.as_deref(),
+            body,
+            Some((&current, rev)),
+            &opts,
+            warnings,
+        )
+        .await
     }
 
     /// PATCH an object (or its status), retrying internal races.
-    pub async fn patch(&self, t: &Target, body: &[u8], content_type: &str, q: &Query, warnings: &mut Vec<String>) -> Result<Value> {
+    pub async fn patch(
+        &self,
+        t: &Target,
+        body: &[u8],
+        content_type: &str,
+        q: &Query,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
         let kind = t.kind;
         let name = t.name.as_deref().unwrap_or("");
         let ct = content_type.split(';').next().unwrap_or("").trim();
         let patch_doc = match ct {
-            "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                parse_body(body, "json")?
+            "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json" => parse_body(body, "json")?,
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                parse_body(body, "yaml")?
             }
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => parse_body(body, "yaml")?,
             other => return Err(ApiError::unsupported_media(other)),
         };
         let apply = ct == "application/apply-patch+yaml";
@@ -562,19 +721,30 @@ impl Server {
             if apply {
                 check_type(kind, &patch_doc)?;
                 if meta_str(&patch_doc, "name").is_some_and(|n| n != name) {
-                    return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+                    return Err(ApiError::bad_request(
+                        "the name of the object does not match the name on the URL",
+                    ));
                 }
                 let time = format_time(&now());
                 let force = flag(q, "force");
-                next = patch::apply(&next, &patch_doc, &opts.manager, &kind.api_version(), force, opts.subresource == "status", &time)
-                    .map_err(|e| match e {
-                        patch::Error::Conflicts(m) => ApiError::new(409, "Conflict", m),
-                        other => ApiError::bad_request(other.to_string()),
-                    })?;
+                next = patch::apply(
+                    &next,
+                    &patch_doc,
+                    &opts.manager,
+                    &kind.api_version(),
+                    force,
+                    opts.subresource == "status",
+                    &time,
+                )
+                .map_err(|e| match e {
+                    patch::Error::Conflicts(m) => ApiError::new(409, "Conflict", m),
+                    other => ApiError::bad_request(other.to_string()),
+                })?;
                 if cur.is_none() {
                     set_meta(&mut next, "name", json!(name));
                     if kind.namespaced {
-                        self.namespace_usable(t.namespace.as_deref().unwrap_or("default")).await?;
+                        self.namespace_usable(t.namespace.as_deref().unwrap_or("default"))
+                            .await?;
                     }
                 }
             } else {
@@ -583,7 +753,8 @@ impl Server {
                     "application/json-patch+json" => patch::json_patch(&mut next, &patch_doc)
                         .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
                     "application/merge-patch+json" => patch::merge_patch(&mut next, &patch_doc),
-                    _ => patch::strategic_merge(&mut next, &patch_doc).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    _ => patch::strategic_merge(&mut next, &patch_doc)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 }
                 if next == base {
                     // Nothing changes: answer with the current object without a write.
@@ -591,7 +762,10 @@ impl Server {
                         return Ok(c);
                     }
                 }
-                if let Some(want) = next.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                if let Some(want) = next
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                {
                     if want != rev.to_string() {
                         return Err(ApiError::conflict(&kind.qualified(), name, "the object has been modified; please apply your changes to the latest version and try again"));
                     }
@@ -602,17 +776,40 @@ impl Server {
                 opts.manager = APPLY_MARKER.into();
             }
             let res = match &cur {
-                Some(c) => self.write(kind, t.namespace.as_deref(), next, Some((c, rev)), &opts, warnings).await,
-                None => self.write(kind, t.namespace.as_deref(), next, None, &opts, warnings).await,
+                Some(c) => {
+                    self.write(
+                        kind,
+                        t.namespace.as_deref(),
+                        next,
+                        Some((c, rev)),
+                        &opts,
+                        warnings,
+                    )
+                    .await
+                }
+                None => {
+                    self.write(kind, t.namespace.as_deref(), next, None, &opts, warnings)
+                        .await
+                }
             };
             opts.manager = saved_manager;
             match res {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && e.message.contains("has been modified") => continue,
+                Err(e)
+                    if e.code == 409
+                        && e.reason == "Conflict"
+                        && e.message.contains("has been modified") =>
+                {
+                    continue
+                }
                 Err(e) if e.code == 409 && e.reason == "AlreadyExists" && apply => continue,
                 other => return other,
             }
         }
-        Err(ApiError::conflict(&kind.qualified(), name, "too many concurrent writes; try again"))
+        Err(ApiError::conflict(
+            &kind.qualified(),
+            name,
+            "too many concurrent writes; try again",
+        ))
     }
 
     /// DELETE an object, honouring finalizers, propagation policy and pod grace periods.
@@ -625,18 +822,30 @@ impl Server {
         } else {
             parse_body(body, "json")?
         };
-        let dry_run = q.get("dryRun").is_some() || opts.get("dryRun").and_then(Value::as_array).is_some_and(|d| !d.is_empty());
+        let dry_run = q.get("dryRun").is_some()
+            || opts
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|d| !d.is_empty());
         let policy = q
             .get("propagationPolicy")
             .cloned()
-            .or_else(|| opts.get("propagationPolicy").and_then(Value::as_str).map(String::from))
-            .or_else(|| match opts.get("orphanDependents").and_then(Value::as_bool) {
-                Some(true) => Some("Orphan".into()),
-                _ => None,
+            .or_else(|| {
+                opts.get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .map(String::from)
             })
+            .or_else(
+                || match opts.get("orphanDependents").and_then(Value::as_bool) {
+                    Some(true) => Some("Orphan".into()),
+                    _ => None,
+                },
+            )
             .unwrap_or_else(|| "Background".into());
         if !["Background", "Foreground", "Orphan"].contains(&policy.as_str()) {
-            return Err(ApiError::bad_request(format!("DeleteOptions.propagationPolicy: Unsupported value: {policy:?}")));
+            return Err(ApiError::bad_request(format!(
+                "DeleteOptions.propagationPolicy: Unsupported value: {policy:?}"
+            )));
         }
         let grace = q
             .get("gracePeriodSeconds")
@@ -664,12 +873,26 @@ impl Server {
                 .filter_map(|f| f.as_str().map(String::from))
                 .collect();
             match policy.as_str() {
-                "Foreground" if !finalizers.contains(&"foregroundDeletion".to_string()) => finalizers.push("foregroundDeletion".into()),
-                "Orphan" if !finalizers.contains(&"orphan".to_string()) => finalizers.push("orphan".into()),
+                "Foreground" if !finalizers.contains(&"foregroundDeletion".to_string()) => {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                "Orphan" if !finalizers.contains(&"orphan".to_string()) => {
+                    finalizers.push("orphan".into())
+                }
                 _ => {}
             }
-            let pod_grace = if kind.kind == "Pod" && cur.pointer("/spec/nodeName").is_some() && cur.pointer("/status/phase").and_then(Value::as_str).is_none_or(|p| p != "Succeeded" && p != "Failed") {
-                grace.unwrap_or_else(|| cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30))
+            let pod_grace = if kind.kind == "Pod"
+                && cur.pointer("/spec/nodeName").is_some()
+                && cur
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .is_none_or(|p| p != "Succeeded" && p != "Failed")
+            {
+                grace.unwrap_or_else(|| {
+                    cur.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                })
             } else {
                 0
             };
@@ -680,7 +903,13 @@ impl Server {
                     return Ok(cur);
                 }
                 let when = now() + chrono::Duration::seconds(pod_grace);
-                if !already || pod_grace < cur.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(i64::MAX) {
+                if !already
+                    || pod_grace
+                        < cur
+                            .pointer("/metadata/deletionGracePeriodSeconds")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(i64::MAX)
+                {
                     set_meta(&mut cur, "deletionTimestamp", json!(format_time(&when)));
                     set_meta(&mut cur, "deletionGracePeriodSeconds", json!(pod_grace));
                 }
@@ -694,8 +923,13 @@ impl Server {
                     return Ok(cur);
                 }
                 set_meta(&mut cur, "resourceVersion", Value::Null);
-                let bytes = serde_json::to_vec(&cur).map_err(|e| ApiError::internal(e.to_string()))?;
-                match self.store.update(&key(kind, ns, Some(name)), bytes, rev).await {
+                let bytes =
+                    serde_json::to_vec(&cur).map_err(|e| ApiError::internal(e.to_string()))?;
+                match self
+                    .store
+                    .update(&key(kind, ns, Some(name)), bytes, rev)
+                    .await
+                {
                     Ok(r) => {
                         set_meta(&mut cur, "resourceVersion", json!(r.to_string()));
                         if kind.kind == "Namespace" {
@@ -713,11 +947,17 @@ impl Server {
             match self.store.delete(&key(kind, ns, Some(name)), rev).await {
                 Ok(_) => return Ok(cur),
                 Err(crate::store::Error::Conflict { .. }) => continue,
-                Err(crate::store::Error::NotFound(_)) => return Err(ApiError::not_found(&kind.qualified(), name)),
+                Err(crate::store::Error::NotFound(_)) => {
+                    return Err(ApiError::not_found(&kind.qualified(), name))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::conflict(&kind.qualified(), name, "too many concurrent writes; try again"))
+        Err(ApiError::conflict(
+            &kind.qualified(),
+            name,
+            "too many concurrent writes; try again",
+        ))
     }
 
     /// DELETE on a collection: deletes every selected object.
@@ -727,15 +967,22 @@ impl Server {
         for item in items {
             let name = meta_str(&item, "name").unwrap_or("").to_string();
             let ns = meta_str(&item, "namespace").map(String::from);
-            let target = Target { kind: t.kind, namespace: ns, name: Some(name), sub: None };
+            let target = Target {
+                kind: t.kind,
+                namespace: ns,
+                name: Some(name),
+                sub: None,
+            };
             match self.delete(&target, body, q).await {
                 Ok(v) => deleted.push(v),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
-            "metadata": {"resourceVersion": rev.to_string()}, "items": deleted}))
+        Ok(
+            json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
+            "metadata": {"resourceVersion": rev.to_string()}, "items": deleted}),
+        )
     }
 
     /// The Scale view of an object.
@@ -743,7 +990,12 @@ impl Server {
         let selector = match obj.pointer("/spec/selector") {
             Some(sel) if kind.kind == "ReplicationController" => sel
                 .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default(),
             Some(sel) => serde_json::from_value::<crate::api::meta::LabelSelector>(sel.clone())
                 .ok()
@@ -757,7 +1009,12 @@ impl Server {
             .as_object()
             .into_iter()
             .flatten()
-            .filter(|(k, _)| matches!(k.as_str(), "name" | "namespace" | "uid" | "resourceVersion" | "creationTimestamp"))
+            .filter(|(k, _)| {
+                matches!(
+                    k.as_str(),
+                    "name" | "namespace" | "uid" | "resourceVersion" | "creationTimestamp"
+                )
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         json!({
@@ -768,7 +1025,14 @@ impl Server {
     }
 
     /// PUT or PATCH of `/scale`.
-    pub async fn write_scale(&self, t: &Target, body: &[u8], content_type: Option<&str>, q: &Query, warnings: &mut Vec<String>) -> Result<Value> {
+    pub async fn write_scale(
+        &self,
+        t: &Target,
+        body: &[u8],
+        content_type: Option<&str>,
+        q: &Query,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
         let kind = t.kind;
         let name = t.name.as_deref().unwrap_or("");
         let opts = WriteOpts::from_query(q, "unknown", None)?;
@@ -781,56 +1045,119 @@ impl Server {
                     let ct = ct.split(';').next().unwrap_or("").trim();
                     let doc = parse_body(body, if ct.contains("yaml") { "yaml" } else { "json" })?;
                     match ct {
-                        "application/json-patch+json" => patch::json_patch(&mut scale, &doc).map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
-                        "application/merge-patch+json" | "application/strategic-merge-patch+json" => patch::merge_patch(&mut scale, &doc),
+                        "application/json-patch+json" => patch::json_patch(&mut scale, &doc)
+                            .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+                        "application/merge-patch+json"
+                        | "application/strategic-merge-patch+json" => {
+                            patch::merge_patch(&mut scale, &doc)
+                        }
                         "application/apply-patch+yaml" => patch::merge_patch(&mut scale, &doc),
                         other => return Err(ApiError::unsupported_media(other)),
                     }
                 }
             }
-            if let Some(want) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+            if let Some(want) = scale
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
                 if want != rev.to_string() {
                     return Err(ApiError::conflict(&kind.qualified(), name, "the object has been modified; please apply your changes to the latest version and try again"));
                 }
             }
             let replicas = match scale.pointer("/spec/replicas") {
-                Some(Value::Number(n)) if n.as_i64().is_some_and(|r| r >= 0) => n.as_i64().unwrap_or(0),
+                Some(Value::Number(n)) if n.as_i64().is_some_and(|r| r >= 0) => {
+                    n.as_i64().unwrap_or(0)
+                }
                 other => {
-                    return Err(ApiError::invalid("Scale", "autoscaling", name, &[validation::FieldError {
-                        field: "spec.replicas".into(),
-                        reason: validation::Reason::Invalid,
-                        detail: format!("{}: must be greater than or equal to 0", other.cloned().unwrap_or(Value::Null)),
-                    }]))
+                    return Err(ApiError::invalid(
+                        "Scale",
+                        "autoscaling",
+                        name,
+                        &[validation::FieldError {
+                            field: "spec.replicas".into(),
+                            reason: validation::Reason::Invalid,
+                            detail: format!(
+                                "{}: must be greater than or equal to 0",
+                                other.cloned().unwrap_or(Value::Null)
+                            ),
+                        }],
+                    ))
                 }
             };
             let mut next = cur.clone();
             next["spec"]["replicas"] = json!(replicas);
-            let sub_opts = WriteOpts { subresource: "scale".into(), ..opts.clone() };
-            match self.write(kind, t.namespace.as_deref(), next, Some((&cur, rev)), &sub_opts, warnings).await {
+            let sub_opts = WriteOpts {
+                subresource: "scale".into(),
+                ..opts.clone()
+            };
+            match self
+                .write(
+                    kind,
+                    t.namespace.as_deref(),
+                    next,
+                    Some((&cur, rev)),
+                    &sub_opts,
+                    warnings,
+                )
+                .await
+            {
                 Ok(v) => return Ok(Self::scale_of(kind, &v)),
                 Err(e) if e.code == 409 && content_type.is_some() => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::conflict(&kind.qualified(), name, "too many concurrent writes; try again"))
+        Err(ApiError::conflict(
+            &kind.qualified(),
+            name,
+            "too many concurrent writes; try again",
+        ))
     }
 
     /// POST pods/{name}/binding: assigns a node (the scheduler's write).
     pub async fn bind(&self, t: &Target, body: Value) -> Result<Value> {
-        let node = body.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let node = body
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if node.is_empty() {
             return Err(ApiError::bad_request("Binding.target.name is required"));
         }
         let name = t.name.as_deref().unwrap_or("");
-        let (mut cur, rev) = self.get_object(t.kind, t.namespace.as_deref(), name).await?;
-        if cur.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
-            return Err(ApiError::conflict("pods", name, "pod is already assigned to a node"));
+        let (mut cur, rev) = self
+            .get_object(t.kind, t.namespace.as_deref(), name)
+            .await?;
+        if cur
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "pods",
+                name,
+                "pod is already assigned to a node",
+            ));
         }
         cur["spec"]["nodeName"] = json!(node);
-        let opts = WriteOpts { dry_run: false, validation: "Ignore".into(), manager: "scheduler".into(), subresource: "binding".into() };
+        let opts = WriteOpts {
+            dry_run: false,
+            validation: "Ignore".into(),
+            manager: "scheduler".into(),
+            subresource: "binding".into(),
+        };
         let mut w = Vec::new();
-        self.write(t.kind, t.namespace.as_deref(), cur, Some((&Value::Null, rev)), &opts, &mut w).await?;
-        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+        self.write(
+            t.kind,
+            t.namespace.as_deref(),
+            cur,
+            Some((&Value::Null, rev)),
+            &opts,
+            &mut w,
+        )
+        .await?;
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
     }
 
     /// Deletes everything in a terminating namespace, then the namespace itself.
@@ -844,16 +1171,25 @@ impl Server {
                 let mut left = 0;
                 for kind in registry::KINDS.iter().filter(|k| k.namespaced) {
                     let q = Query::new();
-                    let Ok((items, _, _, _)) = server.list_objects(kind, Some(&ns), &q).await else { continue };
+                    let Ok((items, _, _, _)) = server.list_objects(kind, Some(&ns), &q).await
+                    else {
+                        continue;
+                    };
                     for item in items {
                         left += 1;
                         let name = meta_str(&item, "name").unwrap_or("").to_string();
-                        let t = Target { kind, namespace: Some(ns.clone()), name: Some(name), sub: None };
+                        let t = Target {
+                            kind,
+                            namespace: Some(ns.clone()),
+                            name: Some(name),
+                            sub: None,
+                        };
                         let _ = server.delete(&t, b"", &q).await;
                     }
                 }
                 if left == 0 {
-                    let nk = registry::by_resource("", "v1", "namespaces").expect("namespaces kind");
+                    let nk =
+                        registry::by_resource("", "v1", "namespaces").expect("namespaces kind");
                     if let Ok((_, rev)) = server.get_object(nk, None, &ns).await {
                         let _ = server.store.delete(&key(nk, None, Some(&ns)), rev).await;
                     }
@@ -886,7 +1222,11 @@ fn conflict_or(e: crate::store::Error, kind: &KindInfo, name: &str) -> ApiError 
 
 fn check_type(kind: &KindInfo, body: &Value) -> Result<()> {
     if !body.is_object() {
-        return Err(ApiError::bad_request(format!("the body must be a {} object, got {}", kind.kind, type_of(body))));
+        return Err(ApiError::bad_request(format!(
+            "the body must be a {} object, got {}",
+            kind.kind,
+            type_of(body)
+        )));
     }
     let av = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let k = body.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -897,7 +1237,10 @@ fn check_type(kind: &KindInfo, body: &Value) -> Result<()> {
             kind.kind
         )));
     }
-    if !body.get("metadata").is_none_or(|m| m.is_object() || m.is_null()) {
+    if !body
+        .get("metadata")
+        .is_none_or(|m| m.is_object() || m.is_null())
+    {
         return Err(ApiError::bad_request("metadata: expected object"));
     }
     Ok(())
@@ -918,24 +1261,35 @@ fn type_of(v: &Value) -> &'static str {
 pub fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
     v.pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Kind-specific work on create: a Job's selector and labels are derived from its uid, like Kubernetes does.
 fn create_hooks(kind: &KindInfo, obj: &mut Value) {
-    if kind.kind == "Job" && obj.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true) {
+    if kind.kind == "Job"
+        && obj.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true)
+    {
         let uid = meta_str(obj, "uid").unwrap_or("").to_string();
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         let labels = json!({"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
             "batch.kubernetes.io/job-name": name, "job-name": name});
         if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+            spec.insert(
+                "selector".into(),
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+            );
             let t = spec.entry("template").or_insert_with(|| json!({}));
             if !t.get("metadata").is_some_and(Value::is_object) {
                 t["metadata"] = json!({});
             }
-            let l = t["metadata"].as_object_mut().map(|m| m.entry("labels").or_insert_with(|| json!({})));
+            let l = t["metadata"]
+                .as_object_mut()
+                .map(|m| m.entry("labels").or_insert_with(|| json!({})));
             if let Some(Value::Object(l)) = l {
                 for (k, v) in labels.as_object().into_iter().flatten() {
                     l.insert(k.clone(), v.clone());
@@ -999,7 +1353,9 @@ fn remove_json_path(v: &mut Value, path: &str) {
             parts.push(s.to_string());
         }
     }
-    let Some((last, parents)) = parts.split_last() else { return };
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
     let mut cur = v;
     for p in parents {
         let next = match p.strip_prefix('#') {
@@ -1023,17 +1379,31 @@ mod tests {
     #[test]
     fn paths_parse_to_targets() {
         let t = parse_path("/apis/apps/v1/namespaces/ns1/deployments/web/scale").unwrap();
-        assert_eq!((t.kind.kind, t.namespace.as_deref(), t.name.as_deref(), t.sub.as_deref()), ("Deployment", Some("ns1"), Some("web"), Some("scale")));
+        assert_eq!(
+            (
+                t.kind.kind,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
+            ("Deployment", Some("ns1"), Some("web"), Some("scale"))
+        );
         let t = parse_path("/api/v1/namespaces/ns1").unwrap();
         assert_eq!((t.kind.kind, t.name.as_deref()), ("Namespace", Some("ns1")));
         let t = parse_path("/api/v1/namespaces/ns1/status").unwrap();
-        assert_eq!((t.kind.kind, t.sub.as_deref()), ("Namespace", Some("status")));
+        assert_eq!(
+            (t.kind.kind, t.sub.as_deref()),
+            ("Namespace", Some("status"))
+        );
         let t = parse_path("/api/v1/pods").unwrap();
         assert_eq!((t.kind.kind, t.namespace), ("Pod", None));
         let t = parse_path("/api/v1/namespaces/x/pods").unwrap();
         assert_eq!(t.namespace.as_deref(), Some("x"));
         assert!(parse_path("/apis/apps/v1/widgets").is_err());
-        assert!(parse_path("/api/v1/pods/x").is_err(), "namespaced kinds need a namespace for items");
+        assert!(
+            parse_path("/api/v1/pods/x").is_err(),
+            "namespaced kinds need a namespace for items"
+        );
     }
 
     #[test]

@@ -56,12 +56,20 @@ pub fn load_or_create_token(dir: &Path) -> std::result::Result<String, StartErro
     }
     use rand::Rng;
     let mut r = rand::rng();
-    let token: String = (0..40).map(|_| format!("{:x}", r.random_range(0..16u8))).collect();
+    let token: String = (0..40)
+        .map(|_| format!("{:x}", r.random_range(0..16u8)))
+        .collect();
     let err = |e| StartError::DataDir(path.clone(), e);
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path).map_err(err)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(err)?;
         f.write_all(token.as_bytes()).map_err(err)?;
         f.sync_all().map_err(err)?;
     }
@@ -74,8 +82,16 @@ impl Server {
         let nk = registry::by_resource("", "v1", "namespaces").expect("namespaces kind");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            let opts = handlers::WriteOpts { dry_run: false, validation: "Strict".into(), manager: "capstan".into(), subresource: String::new() };
-            match self.write(nk, None, obj, None, &opts, &mut Vec::new()).await {
+            let opts = handlers::WriteOpts {
+                dry_run: false,
+                validation: "Strict".into(),
+                manager: "capstan".into(),
+                subresource: String::new(),
+            };
+            match self
+                .write(nk, None, obj, None, &opts, &mut Vec::new())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
@@ -99,7 +115,12 @@ impl Server {
 }
 
 fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
-    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response();
+    let mut resp = (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response();
     for w in warnings.iter().take(50) {
         let text = format!("299 - \"{}\"", w.replace('"', "'"));
         if let Ok(h) = HeaderValue::from_str(&text) {
@@ -110,12 +131,24 @@ fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
 }
 
 fn query_of(uri: &axum::http::Uri) -> Query {
-    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect()
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn authorized(server: &Server, headers: &HeaderMap) -> bool {
-    let Some(h) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(t) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else { return false };
+    let Some(h) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(t) = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))
+    else {
+        return false;
+    };
     // Constant-time comparison.
     let a = t.trim().as_bytes();
     let b = server.token.as_bytes();
@@ -128,7 +161,9 @@ async fn dispatch(State(server): State<Server>, req: Request) -> Response {
     let method = parts.method.clone();
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return (StatusCode::OK, "ok").into_response(),
-        "/version" | "/version/" => return json_response(StatusCode::OK, &discovery::version(), &[]),
+        "/version" | "/version/" => {
+            return json_response(StatusCode::OK, &discovery::version(), &[])
+        }
         _ => {}
     }
     if !authorized(&server, &parts.headers) {
@@ -148,7 +183,14 @@ async fn dispatch(State(server): State<Server>, req: Request) -> Response {
     }
 }
 
-async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap, q: &Query, body: Bytes) -> Result<Response> {
+async fn route(
+    server: &Server,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    q: &Query,
+    body: Bytes,
+) -> Result<Response> {
     let ok = |v: Value| json_response(StatusCode::OK, &v, &[]);
     let trimmed = path.trim_end_matches('/');
     if method == Method::GET {
@@ -160,7 +202,9 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
                 let mut resp = (StatusCode::OK, openapi::v2_protobuf()).into_response();
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+                    HeaderValue::from_static(
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    ),
                 );
                 return Ok(resp);
             }
@@ -170,31 +214,64 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
             let (g, v) = match gv.split('/').collect::<Vec<_>>().as_slice() {
                 ["api", v] => ("", *v),
                 ["apis", g, v] => (*g, *v),
-                _ => return Err(ApiError::new(404, "NotFound", format!("no OpenAPI document at {path}"))),
+                _ => {
+                    return Err(ApiError::new(
+                        404,
+                        "NotFound",
+                        format!("no OpenAPI document at {path}"),
+                    ))
+                }
             };
             if !registry::group_versions().contains(&(g, v)) {
-                return Err(ApiError::new(404, "NotFound", format!("no OpenAPI document for {gv}")));
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("no OpenAPI document for {gv}"),
+                ));
             }
             return Ok(ok(openapi::document(g, v)));
         }
         let segs: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
         match segs.as_slice() {
-            ["api", v] => return discovery::resource_list("", v).map(ok).ok_or_else(|| ApiError::new(404, "NotFound", "no such version")),
-            ["apis", g] => return discovery::api_group(g).map(ok).ok_or_else(|| ApiError::new(404, "NotFound", "no such group")),
-            ["apis", g, v] => return discovery::resource_list(g, v).map(ok).ok_or_else(|| ApiError::new(404, "NotFound", "no such group version")),
+            ["api", v] => {
+                return discovery::resource_list("", v)
+                    .map(ok)
+                    .ok_or_else(|| ApiError::new(404, "NotFound", "no such version"))
+            }
+            ["apis", g] => {
+                return discovery::api_group(g)
+                    .map(ok)
+                    .ok_or_else(|| ApiError::new(404, "NotFound", "no such group"))
+            }
+            ["apis", g, v] => {
+                return discovery::resource_list(g, v)
+                    .map(ok)
+                    .ok_or_else(|| ApiError::new(404, "NotFound", "no such group version"))
+            }
             _ => {}
         }
     }
     let t = handlers::parse_path(trimmed)?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
     let mut warnings = Vec::new();
     let table = table::wants_table(headers);
-    let include = q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into());
+    let include = q
+        .get("includeObject")
+        .cloned()
+        .unwrap_or_else(|| "Metadata".into());
     let sub = t.sub.clone();
     let respond = |code: StatusCode, v: Value, warnings: &[String], kind: &registry::KindInfo| {
         if table && v.get("kind").and_then(Value::as_str) == Some(kind.kind) {
             let meta = json!({"resourceVersion": v.pointer("/metadata/resourceVersion")});
-            json_response(code, &table::table(kind, &[v], meta, &include, true), warnings)
+            json_response(
+                code,
+                &table::table(kind, &[v], meta, &include, true),
+                warnings,
+            )
         } else {
             json_response(code, &v, warnings)
         }
@@ -204,7 +281,9 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
             if flag(q, "watch") {
                 return watch::watch(server.clone(), t, q.clone(), headers).await;
             }
-            let (items, rev, cont, remaining) = server.list_objects(t.kind, t.namespace.as_deref(), q).await?;
+            let (items, rev, cont, remaining) = server
+                .list_objects(t.kind, t.namespace.as_deref(), q)
+                .await?;
             let mut meta = json!({"resourceVersion": rev.to_string()});
             if let Some(c) = cont {
                 meta["continue"] = json!(c);
@@ -213,7 +292,9 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
             if table {
                 return Ok(ok(table::table(t.kind, &items, meta, &include, true)));
             }
-            Ok(ok(json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(), "metadata": meta, "items": items})))
+            Ok(ok(
+                json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(), "metadata": meta, "items": items}),
+            ))
         }
         (Method::POST, false, None) => {
             let obj = parse_body(&body, &content_type)?;
@@ -222,12 +303,22 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
         }
         (Method::DELETE, false, None) => Ok(ok(server.delete_collection(&t, &body, q).await?)),
         (Method::GET, true, None | Some("status")) => {
-            let (v, _) = server.get_object(t.kind, t.namespace.as_deref(), t.name.as_deref().unwrap_or("")).await?;
+            let (v, _) = server
+                .get_object(
+                    t.kind,
+                    t.namespace.as_deref(),
+                    t.name.as_deref().unwrap_or(""),
+                )
+                .await?;
             Ok(respond(StatusCode::OK, v, &[], t.kind))
         }
         (Method::PUT, true, None | Some("status")) => {
             if sub.as_deref() == Some("status") && !t.kind.status {
-                return Err(ApiError::new(404, "NotFound", format!("{} has no status subresource", t.kind.plural)));
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("{} has no status subresource", t.kind.plural),
+                ));
             }
             let obj = parse_body(&body, &content_type)?;
             let v = server.update(&t, obj, q, &mut warnings).await?;
@@ -235,11 +326,28 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
         }
         (Method::PATCH, true, None | Some("status")) => {
             if sub.as_deref() == Some("status") && !t.kind.status {
-                return Err(ApiError::new(404, "NotFound", format!("{} has no status subresource", t.kind.plural)));
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("{} has no status subresource", t.kind.plural),
+                ));
             }
-            let existed = server.get_object(t.kind, t.namespace.as_deref(), t.name.as_deref().unwrap_or("")).await.is_ok();
-            let v = server.patch(&t, &body, &content_type, q, &mut warnings).await?;
-            let code = if existed { StatusCode::OK } else { StatusCode::CREATED };
+            let existed = server
+                .get_object(
+                    t.kind,
+                    t.namespace.as_deref(),
+                    t.name.as_deref().unwrap_or(""),
+                )
+                .await
+                .is_ok();
+            let v = server
+                .patch(&t, &body, &content_type, q, &mut warnings)
+                .await?;
+            let code = if existed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             Ok(respond(code, v, &warnings, t.kind))
         }
         (Method::DELETE, true, None) => {
@@ -247,21 +355,37 @@ async fn route(server: &Server, method: &Method, path: &str, headers: &HeaderMap
             Ok(respond(StatusCode::OK, v, &[], t.kind))
         }
         (Method::GET, true, Some("scale")) if t.kind.scale => {
-            let (v, _) = server.get_object(t.kind, t.namespace.as_deref(), t.name.as_deref().unwrap_or("")).await?;
+            let (v, _) = server
+                .get_object(
+                    t.kind,
+                    t.namespace.as_deref(),
+                    t.name.as_deref().unwrap_or(""),
+                )
+                .await?;
             Ok(ok(Server::scale_of(t.kind, &v)))
         }
-        (Method::PUT, true, Some("scale")) if t.kind.scale => Ok(ok(server.write_scale(&t, &body, None, q, &mut warnings).await?)),
-        (Method::PATCH, true, Some("scale")) if t.kind.scale => {
-            Ok(ok(server.write_scale(&t, &body, Some(&content_type), q, &mut warnings).await?))
-        }
+        (Method::PUT, true, Some("scale")) if t.kind.scale => Ok(ok(server
+            .write_scale(&t, &body, None, q, &mut warnings)
+            .await?)),
+        (Method::PATCH, true, Some("scale")) if t.kind.scale => Ok(ok(server
+            .write_scale(&t, &body, Some(&content_type), q, &mut warnings)
+            .await?)),
         (Method::POST, true, Some("binding")) if t.kind.kind == "Pod" => {
             let b = parse_body(&body, &content_type)?;
-            Ok(json_response(StatusCode::CREATED, &server.bind(&t, b).await?, &[]))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &server.bind(&t, b).await?,
+                &[],
+            ))
         }
         (Method::GET, true, Some("log")) if t.kind.kind == "Pod" => Err(ApiError::bad_request(
             "container logs are served by the node agent, which this server does not run yet",
         )),
-        (m, _, s) => Err(ApiError::method_not_allowed(&format!("{m} {}{}", t.kind.plural, s.map(|s| format!("/{s}")).unwrap_or_default()))),
+        (m, _, s) => Err(ApiError::method_not_allowed(&format!(
+            "{m} {}{}",
+            t.kind.plural,
+            s.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
     }
 }
 
@@ -281,7 +405,10 @@ pub async fn serve(
     });
     let std_listener = listener.into_std()?;
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    axum_server::from_tcp_rustls(std_listener, config)?.handle(handle).serve(app.into_make_service()).await
+    axum_server::from_tcp_rustls(std_listener, config)?
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
 }
 
 /// A helper for callers that build bodies: `Body` from JSON.

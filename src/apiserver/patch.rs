@@ -20,8 +20,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The merge key of a list field, by field name, as Kubernetes' types declare it (None = atomic list).
 pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets"
-        | "resourceClaims" | "schedulingGates" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "schedulingGates" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "hostAliases" => "ip",
@@ -52,8 +58,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// JSON patch.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<()> {
-    let p: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| Error::Invalid(format!("not a JSON patch: {e}")))?;
+    let p: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| Error::Invalid(format!("not a JSON patch: {e}")))?;
     json_patch::patch(target, &p).map_err(|e| Error::Invalid(e.to_string()))
 }
 
@@ -61,7 +67,9 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<()> {
 pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<()> {
     match (target.as_object_mut(), patch.as_object()) {
         (Some(t), Some(p)) => smp_object(t, p),
-        _ => Err(Error::Invalid("a strategic merge patch must be a JSON object".into())),
+        _ => Err(Error::Invalid(
+            "a strategic merge patch must be a JSON object".into(),
+        )),
     }
 }
 
@@ -86,7 +94,13 @@ fn smp_object(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Re
             continue;
         }
         if k == "$retainKeys" {
-            retain = Some(v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect());
+            retain = Some(
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect(),
+            );
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
@@ -126,7 +140,11 @@ fn smp_object(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Re
     }
     for (field, order) in orders {
         if let Some(Value::Array(list)) = target.get_mut(&field) {
-            reorder(&field, list, order.as_array().map(Vec::as_slice).unwrap_or(&[]));
+            reorder(
+                &field,
+                list,
+                order.as_array().map(Vec::as_slice).unwrap_or(&[]),
+            );
         }
     }
     if let Some(keys) = retain {
@@ -140,8 +158,15 @@ fn key_of<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 fn smp_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<()> {
-    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        *target = patch.iter().filter(|p| p.get("$patch").is_none()).cloned().collect();
+    if patch
+        .iter()
+        .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        *target = patch
+            .iter()
+            .filter(|p| p.get("$patch").is_none())
+            .cloned()
+            .collect();
         return Ok(());
     }
     if primitive_set(field) {
@@ -160,7 +185,9 @@ fn smp_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<()>
     };
     for p in patch {
         let Some(kv) = key_of(p, key) else {
-            return Err(Error::Invalid(format!("{field}: an element has no merge key {key:?}")));
+            return Err(Error::Invalid(format!(
+                "{field}: an element has no merge key {key:?}"
+            )));
         };
         let pos = target.iter().position(|t| key_of(t, key) == Some(kv));
         let delete = p.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -186,8 +213,12 @@ fn smp_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<()>
     Ok(())
 }
 
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
-    let key = if primitive_set(field) { None } else { merge_key(field, list) };
+fn reorder(field: &str, list: &mut [Value], order: &[Value]) {
+    let key = if primitive_set(field) {
+        None
+    } else {
+        merge_key(field, list)
+    };
     let pos = |v: &Value| -> usize {
         let probe = match key {
             Some(k) => v.get(k),
@@ -239,7 +270,9 @@ fn collect(v: &Value, field: Option<&str>, path: &mut Vec<String>, out: &mut Fie
                 path.pop();
             }
         }
-        Value::Array(items) if field.and_then(|f| merge_key(f, items)).is_some() && !items.is_empty() => {
+        Value::Array(items)
+            if field.and_then(|f| merge_key(f, items)).is_some() && !items.is_empty() =>
+        {
             let key = merge_key(field.unwrap_or(""), items).unwrap_or("name");
             for item in items {
                 path.push(keyed(item, key));
@@ -313,7 +346,11 @@ pub fn resolve<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = cur.get(f)?;
         } else if let Some(k) = el.strip_prefix("k:") {
             let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur.as_array()?.iter().find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv) || (wk == "protocol" && item.get(wk).is_none())))?;
+            cur = cur.as_array()?.iter().find(|item| {
+                want.iter().all(|(wk, wv)| {
+                    item.get(wk) == Some(wv) || (wk == "protocol" && item.get(wk).is_none())
+                })
+            })?;
         } else {
             return None;
         }
@@ -323,7 +360,9 @@ pub fn resolve<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Removes the value at a field path (no-op if absent).
 pub fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parent)) = path.split_last() else { return };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for el in parent {
         let next = if let Some(f) = el.strip_prefix("f:") {
@@ -333,7 +372,10 @@ pub fn remove_path(v: &mut Value, path: &[String]) {
                 Ok(w) => w,
                 Err(_) => return,
             };
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv))))
+            cur.as_array_mut().and_then(|a| {
+                a.iter_mut()
+                    .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))
+            })
         } else {
             None
         };
@@ -347,7 +389,10 @@ pub fn remove_path(v: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(k) = last.strip_prefix("k:") {
-        if let (Ok(want), Some(a)) = (serde_json::from_str::<Map<String, Value>>(k), cur.as_array_mut()) {
+        if let (Ok(want), Some(a)) = (
+            serde_json::from_str::<Map<String, Value>>(k),
+            cur.as_array_mut(),
+        ) {
             a.retain(|item| !want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)));
         }
     }
@@ -359,7 +404,9 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     for path in set {
         let mut cur = &mut root;
         for el in path {
-            let e = cur.entry(el.clone()).or_insert_with(|| Value::Object(Map::new()));
+            let e = cur
+                .entry(el.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
             cur = match e.as_object_mut() {
                 Some(m) => m,
                 None => break,
@@ -426,12 +473,32 @@ pub fn owners(obj: &Value) -> Vec<Owner> {
         .into_iter()
         .flatten()
         .map(|e| Owner {
-            manager: e.get("manager").and_then(Value::as_str).unwrap_or("").to_string(),
-            operation: e.get("operation").and_then(Value::as_str).unwrap_or("Update").to_string(),
-            subresource: e.get("subresource").and_then(Value::as_str).unwrap_or("").to_string(),
-            api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string(),
+            manager: e
+                .get("manager")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            operation: e
+                .get("operation")
+                .and_then(Value::as_str)
+                .unwrap_or("Update")
+                .to_string(),
+            subresource: e
+                .get("subresource")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            api_version: e
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
-            time: e.get("time").and_then(Value::as_str).unwrap_or("").to_string(),
+            time: e
+                .get("time")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
         })
         .collect()
 }
@@ -462,7 +529,14 @@ pub fn set_owners(obj: &mut Value, owners: &[Owner]) {
 }
 
 /// Records an Update by `manager` that changed `changed` fields: it takes them from everyone else.
-pub fn record_update(owners: &mut Vec<Owner>, manager: &str, subresource: &str, api_version: &str, changed: &FieldSet, time: &str) {
+pub fn record_update(
+    owners: &mut Vec<Owner>,
+    manager: &str,
+    subresource: &str,
+    api_version: &str,
+    changed: &FieldSet,
+    time: &str,
+) {
     if changed.is_empty() {
         return;
     }
@@ -471,7 +545,10 @@ pub fn record_update(owners: &mut Vec<Owner>, manager: &str, subresource: &str, 
             o.fields.retain(|p| !changed.contains(p));
         }
     }
-    match owners.iter_mut().find(|o| o.manager == manager && o.operation == "Update" && o.subresource == subresource) {
+    match owners
+        .iter_mut()
+        .find(|o| o.manager == manager && o.operation == "Update" && o.subresource == subresource)
+    {
         Some(o) => {
             o.fields.extend(changed.iter().cloned());
             o.time = time.to_string();
@@ -490,7 +567,15 @@ pub fn record_update(owners: &mut Vec<Owner>, manager: &str, subresource: &str, 
 
 /// Server-side apply of `config` by `manager` onto `current` (Null if the object does not exist yet). Returns the
 /// new object with managedFields updated, or the conflicts.
-pub fn apply(current: &Value, config: &Value, manager: &str, api_version: &str, force: bool, status: bool, time: &str) -> Result<Value> {
+pub fn apply(
+    current: &Value,
+    config: &Value,
+    manager: &str,
+    api_version: &str,
+    force: bool,
+    status: bool,
+    time: &str,
+) -> Result<Value> {
     let mut owners = owners(current);
     let cfg_fields = fields_of(&tracked(config, status));
     // Conflicts: fields this config sets to a different value that another manager owns.
@@ -505,7 +590,10 @@ pub fn apply(current: &Value, config: &Value, manager: &str, api_version: &str, 
         }
         for o in &owners {
             if o.manager != manager && o.fields.contains(p) {
-                conflicts.entry(o.manager.clone()).or_default().push(display_path(p));
+                conflicts
+                    .entry(o.manager.clone())
+                    .or_default()
+                    .push(display_path(p));
             }
         }
     }
@@ -525,7 +613,11 @@ pub fn apply(current: &Value, config: &Value, manager: &str, api_version: &str, 
         )));
     }
     // Merge the config in.
-    let mut merged = if current.is_null() { Value::Object(Map::new()) } else { current.clone() };
+    let mut merged = if current.is_null() {
+        Value::Object(Map::new())
+    } else {
+        current.clone()
+    };
     let mut patch = config.clone();
     if let Some(m) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("managedFields");
@@ -541,7 +633,11 @@ pub fn apply(current: &Value, config: &Value, manager: &str, api_version: &str, 
     let mut gone: Vec<&Vec<String>> = previous
         .iter()
         .filter(|p| !cfg_fields.contains(*p))
-        .filter(|p| !owners.iter().any(|o| o.manager != manager && o.fields.contains(*p)))
+        .filter(|p| {
+            !owners
+                .iter()
+                .any(|o| o.manager != manager && o.fields.contains(*p))
+        })
         .collect();
     gone.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in gone {
@@ -555,12 +651,16 @@ pub fn apply(current: &Value, config: &Value, manager: &str, api_version: &str, 
     if force {
         for o in owners.iter_mut() {
             if o.manager != manager {
-                o.fields.retain(|p| !cfg_fields.contains(p) || resolve(current, p) == resolve(config, p));
+                o.fields.retain(|p| {
+                    !cfg_fields.contains(p) || resolve(current, p) == resolve(config, p)
+                });
             }
         }
     }
     let subresource = if status { "status" } else { "" };
-    owners.retain(|o| !(o.manager == manager && o.operation == "Apply" && o.subresource == subresource));
+    owners.retain(|o| {
+        !(o.manager == manager && o.operation == "Apply" && o.subresource == subresource)
+    });
     owners.push(Owner {
         manager: manager.to_string(),
         operation: "Apply".into(),
@@ -600,7 +700,10 @@ mod tests {
                      "strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}}});
         strategic_merge(&mut t, &p).unwrap();
         assert_eq!(t["metadata"]["finalizers"], json!(["a", "b"]));
-        assert_eq!(t["spec"]["containers"], json!([{"name": "b", "image": "y"}]));
+        assert_eq!(
+            t["spec"]["containers"],
+            json!([{"name": "b", "image": "y"}])
+        );
         assert_eq!(t["spec"]["strategy"], json!({"type": "Recreate"}));
     }
 
@@ -612,11 +715,21 @@ mod tests {
         let mut owners_now = owners(&obj);
         let mut changed_obj = obj.clone();
         changed_obj["spec"]["replicas"] = json!(5);
-        record_update(&mut owners_now, "bob", "", "apps/v1", &changed(&tracked(&obj, false), &tracked(&changed_obj, false)), "t");
+        record_update(
+            &mut owners_now,
+            "bob",
+            "",
+            "apps/v1",
+            &changed(&tracked(&obj, false), &tracked(&changed_obj, false)),
+            "t",
+        );
         set_owners(&mut changed_obj, &owners_now);
         // alice re-applies replicas 2: conflict with bob
         let err = apply(&changed_obj, &cfg, "alice", "apps/v1", false, false, "t").unwrap_err();
-        assert!(matches!(&err, Error::Conflicts(m) if m.contains("\"bob\"") && m.contains(".spec.replicas")), "{err:?}");
+        assert!(
+            matches!(&err, Error::Conflicts(m) if m.contains("\"bob\"") && m.contains(".spec.replicas")),
+            "{err:?}"
+        );
         let forced = apply(&changed_obj, &cfg, "alice", "apps/v1", true, false, "t").unwrap();
         assert_eq!(forced["spec"]["replicas"], 2);
     }
@@ -635,7 +748,9 @@ mod tests {
         let v = json!({"spec": {"containers": [{"name": "c", "image": "i"}], "replicas": 1}});
         let set = fields_of(&v);
         let tree = to_fields_v1(&set);
-        assert!(tree["f:spec"]["f:containers"].get("k:{\"name\":\"c\"}").is_some());
+        assert!(tree["f:spec"]["f:containers"]
+            .get("k:{\"name\":\"c\"}")
+            .is_some());
         assert_eq!(from_fields_v1(&tree), set);
     }
 }

@@ -13,7 +13,11 @@ pub fn wants_table(headers: &HeaderMap) -> bool {
         .get_all(axum::http::header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').next().is_some_and(|first| first.contains("as=Table")))
+        .any(|v| {
+            v.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
 }
 
 fn row(kind: &KindInfo, obj: &Value, include: &str) -> Value {
@@ -37,7 +41,13 @@ fn row(kind: &KindInfo, obj: &Value, include: &str) -> Value {
 }
 
 /// A Table of objects. `include` is the `includeObject` parameter (None, Metadata (default) or Object).
-pub fn table(kind: &KindInfo, items: &[Value], list_meta: Value, include: &str, with_columns: bool) -> Value {
+pub fn table(
+    kind: &KindInfo,
+    items: &[Value],
+    list_meta: Value,
+    include: &str,
+    with_columns: bool,
+) -> Value {
     let columns: Vec<Value> = if with_columns {
         kind.columns
             .defs

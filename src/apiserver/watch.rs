@@ -29,13 +29,20 @@ struct Encoder {
 impl Encoder {
     fn event(&mut self, ty: &str, obj: &Value) -> Bytes {
         let object = if self.table && ty != "BOOKMARK" && ty != "ERROR" {
-            let t = table::table(self.kind, std::slice::from_ref(obj), json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")}), &self.include, self.first);
+            let t = table::table(
+                self.kind,
+                std::slice::from_ref(obj),
+                json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")}),
+                &self.include,
+                self.first,
+            );
             self.first = false;
             t
         } else {
             obj.clone()
         };
-        let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }
@@ -54,11 +61,16 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     let bookmarks = flag(&q, "allowWatchBookmarks");
     let send_initial = flag(&q, "sendInitialEvents");
     if send_initial && !bookmarks {
-        return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", &[crate::api::validation::FieldError {
-            field: "allowWatchBookmarks".into(),
-            reason: crate::api::validation::Reason::Forbidden,
-            detail: "allowWatchBookmarks must be true when sendInitialEvents is set".into(),
-        }]));
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            &[crate::api::validation::FieldError {
+                field: "allowWatchBookmarks".into(),
+                reason: crate::api::validation::Reason::Forbidden,
+                detail: "allowWatchBookmarks must be true when sendInitialEvents is set".into(),
+            }],
+        ));
     }
     let timeout = q
         .get("timeoutSeconds")
@@ -70,7 +82,10 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     let mut enc = Encoder {
         kind,
         table: table::wants_table(headers),
-        include: q.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into()),
+        include: q
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into()),
         first: true,
     };
     let ns = t.namespace.clone();
@@ -78,7 +93,11 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     let matches = move |v: &Value| fields.matches(v) && labels.matches(&obj_labels(v));
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
 
-    let initial = rv.is_empty() || rv == "0" || send_initial && q.get("resourceVersionMatch").map(String::as_str) == Some("NotOlderThan") && rv.is_empty();
+    let initial = rv.is_empty()
+        || rv == "0"
+        || send_initial
+            && q.get("resourceVersionMatch").map(String::as_str) == Some("NotOlderThan")
+            && rv.is_empty();
     let (start, backlog) = if initial || send_initial {
         let mut lq = Query::new();
         for k in ["labelSelector", "fieldSelector"] {
@@ -89,7 +108,9 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
         let (items, rev, _, _) = server.list_objects(kind, ns.as_deref(), &lq).await?;
         (rev, items)
     } else {
-        let rev: i64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+        let rev: i64 = rv
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
         (rev, Vec::new())
     };
     let bookmark = move |rev: i64, end: bool| {
@@ -107,7 +128,9 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
             }
         }
         if send_initial {
-            let _ = tx.send(Ok(enc.event("BOOKMARK", &bookmark(start, true)))).await;
+            let _ = tx
+                .send(Ok(enc.event("BOOKMARK", &bookmark(start, true))))
+                .await;
         }
         let mut stream = match stream {
             Ok(s) => s,
@@ -119,7 +142,8 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
         };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(Duration::from_secs(if bookmarks { 10 } else { 3600 }));
+        let mut tick =
+            tokio::time::interval(Duration::from_secs(if bookmarks { 10 } else { 3600 }));
         tick.tick().await;
         let mut last = start;
         loop {
@@ -168,5 +192,12 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
         }
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Ok(([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache, private")], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache, private"),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -71,24 +71,38 @@ impl Kubeconfig {
         Kubeconfig {
             api_version: "v1".into(),
             kind: "Config".into(),
-            clusters: vec![NamedCluster { name: "capstan".into(), cluster: Cluster {
+            clusters: vec![NamedCluster {
+                name: "capstan".into(),
+                cluster: Cluster {
                     server: server.into(),
-                    certificate_authority_data: base64::engine::general_purpose::STANDARD.encode(ca_pem),
+                    certificate_authority_data: base64::engine::general_purpose::STANDARD
+                        .encode(ca_pem),
                     ..Default::default()
                 },
             }],
-            users: vec![NamedUser { name: "capstan-admin".into(), user: User { token: token.into() } }],
+            users: vec![NamedUser {
+                name: "capstan-admin".into(),
+                user: User {
+                    token: token.into(),
+                },
+            }],
             contexts: vec![NamedContext {
                 name: "capstan".into(),
-                context: Context { cluster: "capstan".into(), user: "capstan-admin".into(), namespace: String::new() },
+                context: Context {
+                    cluster: "capstan".into(),
+                    user: "capstan-admin".into(),
+                    namespace: String::new(),
+                },
             }],
             current_context: "capstan".into(),
         }
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        serde_yaml_ng::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        serde_yaml_ng::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
     /// Writes the file with mode 0600 (it holds the token), atomically.
@@ -104,7 +118,8 @@ impl Kubeconfig {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::Config(format!("{}: {e}", tmp.display())))?;
-        f.write_all(text.as_bytes()).map_err(|e| Error::Config(e.to_string()))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| Error::Config(e.to_string()))?;
         f.sync_all().map_err(|e| Error::Config(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
@@ -121,8 +136,18 @@ impl Kubeconfig {
             .clusters
             .iter()
             .find(|c| c.name == ctx.context.cluster)
-            .ok_or_else(|| Error::Config(format!("context {} names unknown cluster {}", ctx.name, ctx.context.cluster)))?;
-        let token = self.users.iter().find(|u| u.name == ctx.context.user).map(|u| u.user.token.clone()).unwrap_or_default();
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "context {} names unknown cluster {}",
+                    ctx.name, ctx.context.cluster
+                ))
+            })?;
+        let token = self
+            .users
+            .iter()
+            .find(|u| u.name == ctx.context.user)
+            .map(|u| u.user.token.clone())
+            .unwrap_or_default();
         let c = &cluster.cluster;
         let ca = if !c.certificate_authority_data.is_empty() {
             use base64::Engine;
@@ -131,7 +156,10 @@ impl Kubeconfig {
                 .map_err(|e| Error::Config(format!("certificate-authority-data: {e}")))?;
             Some(String::from_utf8_lossy(&raw).into_owned())
         } else if !c.certificate_authority.is_empty() {
-            Some(std::fs::read_to_string(&c.certificate_authority).map_err(|e| Error::Config(format!("{}: {e}", c.certificate_authority)))?)
+            Some(
+                std::fs::read_to_string(&c.certificate_authority)
+                    .map_err(|e| Error::Config(format!("{}: {e}", c.certificate_authority)))?,
+            )
         } else {
             None
         };
@@ -144,7 +172,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("capstan");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/capstan")
 }
 
@@ -156,7 +186,10 @@ pub fn resolve(flag: Option<&Path>, data_dir: Option<&Path>) -> PathBuf {
     if let Some(e) = std::env::var_os("CAPSTAN_KUBECONFIG").filter(|e| !e.is_empty()) {
         return PathBuf::from(e);
     }
-    data_dir.map(Path::to_path_buf).unwrap_or_else(default_data_dir).join("kubeconfig")
+    data_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_data_dir)
+        .join("kubeconfig")
 }
 
 #[cfg(test)]
@@ -167,14 +200,22 @@ mod tests {
     fn kubeconfig_round_trips_in_kubectl_format() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("kubeconfig");
-        Kubeconfig::for_server("https://127.0.0.1:1234", "tok", "PEM").save(&p).unwrap();
+        Kubeconfig::for_server("https://127.0.0.1:1234", "tok", "PEM")
+            .save(&p)
+            .unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("current-context: capstan"));
         assert!(text.contains("server: https://127.0.0.1:1234"));
         assert!(text.contains("certificate-authority-data: UEVN"));
         let (s, t, ca) = Kubeconfig::load(&p).unwrap().current().unwrap();
-        assert_eq!((s.as_str(), t.as_str(), ca.as_deref()), ("https://127.0.0.1:1234", "tok", Some("PEM")));
+        assert_eq!(
+            (s.as_str(), t.as_str(), ca.as_deref()),
+            ("https://127.0.0.1:1234", "tok", Some("PEM"))
+        );
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -29,17 +29,32 @@ pub struct Cache {
 }
 
 fn cache_key(v: &Value) -> String {
-    let ns = v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let ns = v
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     format!("{ns}/{name}")
 }
 
 impl Cache {
     pub fn get(&self, ns: &str, name: &str) -> Option<Value> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).get(&format!("{ns}/{name}")).cloned()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&format!("{ns}/{name}"))
+            .cloned()
     }
     pub fn list(&self) -> Vec<Value> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
     pub fn len(&self) -> usize {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).len()
@@ -63,7 +78,12 @@ impl Drop for Informer {
 }
 
 impl Informer {
-    pub fn start(client: Client, kind: &'static KindInfo, namespace: Option<String>, query: String) -> Self {
+    pub fn start(
+        client: Client,
+        kind: &'static KindInfo,
+        namespace: Option<String>,
+        query: String,
+    ) -> Self {
         let cache = Cache::default();
         let (changes, _) = broadcast::channel(1024);
         let c = cache.clone();
@@ -82,7 +102,11 @@ impl Informer {
                                 map.insert(cache_key(&item), item);
                             }
                             *c.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
-                            rv = list.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+                            rv = list
+                                .pointer("/metadata/resourceVersion")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string();
                             let _ = tx.send(Change::Resynced);
                         }
                         Err(e) => {
@@ -92,7 +116,10 @@ impl Informer {
                         }
                     }
                 }
-                let mut stream = match client.watch_once(kind, namespace.as_deref(), &query, &rv).await {
+                let mut stream = match client
+                    .watch_once(kind, namespace.as_deref(), &query, &rv)
+                    .await
+                {
                     Ok(s) => s,
                     Err(e) => {
                         if e.code() == Some(410) {
@@ -106,17 +133,35 @@ impl Informer {
                     let Ok((ty, obj)) = ev else { break };
                     match ty.as_str() {
                         "ADDED" | "MODIFIED" => {
-                            rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or(&rv).to_string();
-                            c.inner.write().unwrap_or_else(|e| e.into_inner()).insert(cache_key(&obj), obj.clone());
+                            rv = obj
+                                .pointer("/metadata/resourceVersion")
+                                .and_then(Value::as_str)
+                                .unwrap_or(&rv)
+                                .to_string();
+                            c.inner
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(cache_key(&obj), obj.clone());
                             let _ = tx.send(Change::Applied(obj));
                         }
                         "DELETED" => {
-                            rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or(&rv).to_string();
-                            c.inner.write().unwrap_or_else(|e| e.into_inner()).remove(&cache_key(&obj));
+                            rv = obj
+                                .pointer("/metadata/resourceVersion")
+                                .and_then(Value::as_str)
+                                .unwrap_or(&rv)
+                                .to_string();
+                            c.inner
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&cache_key(&obj));
                             let _ = tx.send(Change::Deleted(obj));
                         }
                         "BOOKMARK" => {
-                            rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or(&rv).to_string();
+                            rv = obj
+                                .pointer("/metadata/resourceVersion")
+                                .and_then(Value::as_str)
+                                .unwrap_or(&rv)
+                                .to_string();
                         }
                         "ERROR" => {
                             if obj.get("code").and_then(Value::as_u64) == Some(410) {
@@ -129,6 +174,10 @@ impl Informer {
                 }
             }
         });
-        Informer { cache, changes, task }
+        Informer {
+            cache,
+            changes,
+            task,
+        }
     }
 }

@@ -16,7 +16,12 @@ use crate::api::registry::KindInfo;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    Api { code: u16, reason: String, message: String, status: Value },
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+        status: Value,
+    },
     #[error("cannot reach the API server at {url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("bad response from the API server: {0}")]
@@ -46,7 +51,11 @@ pub struct Client {
 
 /// Where a request points.
 pub fn resource_path(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> String {
-    let mut p = if kind.group.is_empty() { format!("/api/{}", kind.version) } else { format!("/apis/{}/{}", kind.group, kind.version) };
+    let mut p = if kind.group.is_empty() {
+        format!("/api/{}", kind.version)
+    } else {
+        format!("/apis/{}/{}", kind.group, kind.version)
+    };
     if kind.namespaced {
         if let Some(ns) = ns {
             p.push_str(&format!("/namespaces/{ns}"));
@@ -68,17 +77,26 @@ impl Client {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(pem) = ca_pem {
             for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                let cert = cert.map_err(|e| Error::Config(format!("certificate authority: {e}")))?;
-                roots.add(cert).map_err(|e| Error::Config(format!("certificate authority: {e}")))?;
+                let cert =
+                    cert.map_err(|e| Error::Config(format!("certificate authority: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Config(format!("certificate authority: {e}")))?;
             }
         }
-        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() })
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
     }
 
     /// From a kubeconfig file.
@@ -93,7 +111,13 @@ impl Client {
     }
 
     /// Sends a request and decodes a JSON answer, turning Status errors into [`Error::Api`].
-    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<(&str, Vec<u8>)>, accept: Option<&str>) -> Result<Value> {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        accept: Option<&str>,
+    ) -> Result<Value> {
         let url = format!("{}{}", self.base, path);
         let mut rb = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(a) = accept {
@@ -102,20 +126,46 @@ impl Client {
         if let Some((ct, b)) = body {
             rb = rb.header("Content-Type", ct).body(b);
         }
-        let resp = rb.send().await.map_err(|source| Error::Http { url: url.clone(), source })?;
+        let resp = rb.send().await.map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
         let code = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|source| Error::Http { url, source })?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| Error::Http { url, source })?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if code >= 400 {
-            let message = v.get("message").and_then(Value::as_str).map(String::from).unwrap_or_else(|| format!("HTTP {code}: {v}"));
-            let reason = v.get("reason").and_then(Value::as_str).unwrap_or("").to_string();
-            return Err(Error::Api { code, reason, message, status: v });
+            let message = v
+                .get("message")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .unwrap_or_else(|| format!("HTTP {code}: {v}"));
+            let reason = v
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            return Err(Error::Api {
+                code,
+                reason,
+                message,
+                status: v,
+            });
         }
         Ok(v)
     }
 
     pub async fn get(&self, kind: &KindInfo, ns: Option<&str>, name: &str) -> Result<Value> {
-        self.request(reqwest::Method::GET, &resource_path(kind, ns, Some(name)), None, None).await
+        self.request(
+            reqwest::Method::GET,
+            &resource_path(kind, ns, Some(name)),
+            None,
+            None,
+        )
+        .await
     }
 
     pub async fn list(&self, kind: &KindInfo, ns: Option<&str>, query: &str) -> Result<Value> {
@@ -128,36 +178,102 @@ impl Client {
     }
 
     pub async fn create(&self, kind: &KindInfo, ns: Option<&str>, obj: &Value) -> Result<Value> {
-        self.request(reqwest::Method::POST, &resource_path(kind, ns, None), Some(("application/json", obj.to_string().into_bytes())), None).await
+        self.request(
+            reqwest::Method::POST,
+            &resource_path(kind, ns, None),
+            Some(("application/json", obj.to_string().into_bytes())),
+            None,
+        )
+        .await
     }
 
-    pub async fn replace(&self, kind: &KindInfo, ns: Option<&str>, name: &str, obj: &Value) -> Result<Value> {
-        self.request(reqwest::Method::PUT, &resource_path(kind, ns, Some(name)), Some(("application/json", obj.to_string().into_bytes())), None).await
+    pub async fn replace(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Value> {
+        self.request(
+            reqwest::Method::PUT,
+            &resource_path(kind, ns, Some(name)),
+            Some(("application/json", obj.to_string().into_bytes())),
+            None,
+        )
+        .await
     }
 
     /// Server-side apply.
-    pub async fn apply(&self, kind: &KindInfo, ns: Option<&str>, name: &str, obj: &Value, manager: &str, force: bool) -> Result<Value> {
+    pub async fn apply(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<Value> {
         let path = format!(
             "{}?fieldManager={}&fieldValidation=Strict{}",
             resource_path(kind, ns, Some(name)),
             manager,
             if force { "&force=true" } else { "" }
         );
-        self.request(reqwest::Method::PATCH, &path, Some(("application/apply-patch+yaml", obj.to_string().into_bytes())), None).await
+        self.request(
+            reqwest::Method::PATCH,
+            &path,
+            Some(("application/apply-patch+yaml", obj.to_string().into_bytes())),
+            None,
+        )
+        .await
     }
 
-    pub async fn patch(&self, kind: &KindInfo, ns: Option<&str>, name: &str, content_type: &str, patch: &Value) -> Result<Value> {
-        self.request(reqwest::Method::PATCH, &resource_path(kind, ns, Some(name)), Some((content_type, patch.to_string().into_bytes())), None).await
+    pub async fn patch(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        content_type: &str,
+        patch: &Value,
+    ) -> Result<Value> {
+        self.request(
+            reqwest::Method::PATCH,
+            &resource_path(kind, ns, Some(name)),
+            Some((content_type, patch.to_string().into_bytes())),
+            None,
+        )
+        .await
     }
 
-    pub async fn delete(&self, kind: &KindInfo, ns: Option<&str>, name: &str, propagation: &str) -> Result<Value> {
+    pub async fn delete(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        propagation: &str,
+    ) -> Result<Value> {
         let body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation});
-        self.request(reqwest::Method::DELETE, &resource_path(kind, ns, Some(name)), Some(("application/json", body.to_string().into_bytes())), None).await
+        self.request(
+            reqwest::Method::DELETE,
+            &resource_path(kind, ns, Some(name)),
+            Some(("application/json", body.to_string().into_bytes())),
+            None,
+        )
+        .await
     }
 
     /// Opens one watch request; yields (type, object) pairs until the server ends it.
-    pub async fn watch_once(&self, kind: &KindInfo, ns: Option<&str>, query: &str, resource_version: &str) -> Result<futures::stream::BoxStream<'static, Result<(String, Value)>>> {
-        let mut p = format!("{}?watch=true&allowWatchBookmarks=true&timeoutSeconds=290", resource_path(kind, ns, None));
+    pub async fn watch_once(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        query: &str,
+        resource_version: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<(String, Value)>>> {
+        let mut p = format!(
+            "{}?watch=true&allowWatchBookmarks=true&timeoutSeconds=290",
+            resource_path(kind, ns, None)
+        );
         if !resource_version.is_empty() {
             p.push_str(&format!("&resourceVersion={resource_version}"));
         }
@@ -166,12 +282,30 @@ impl Client {
             p.push_str(query);
         }
         let url = format!("{}{}", self.base, p);
-        let resp = self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|source| Error::Http { url: url.clone(), source })?;
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
         let code = resp.status().as_u16();
         if code >= 400 {
             let v: Value = resp.json().await.unwrap_or(Value::Null);
-            let message = v.get("message").and_then(Value::as_str).unwrap_or("watch failed").to_string();
-            return Err(Error::Api { code, reason: v.get("reason").and_then(Value::as_str).unwrap_or("").into(), message, status: v });
+            let message = v
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("watch failed")
+                .to_string();
+            return Err(Error::Api {
+                code,
+                reason: v.get("reason").and_then(Value::as_str).unwrap_or("").into(),
+                message,
+                status: v,
+            });
         }
         let mut buf: Vec<u8> = Vec::new();
         let stream = resp.bytes_stream().flat_map(move |chunk| {
@@ -182,7 +316,10 @@ impl Client {
                     while let Some(i) = buf.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=i).collect();
                         match serde_json::from_slice::<Value>(&line) {
-                            Ok(v) => out.push(Ok((v["type"].as_str().unwrap_or("").to_string(), v["object"].clone()))),
+                            Ok(v) => out.push(Ok((
+                                v["type"].as_str().unwrap_or("").to_string(),
+                                v["object"].clone(),
+                            ))),
                             Err(e) => out.push(Err(Error::Decode(e.to_string()))),
                         }
                     }

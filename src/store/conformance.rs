@@ -20,18 +20,27 @@ pub async fn run(store: DynStore) {
     // create-if-absent and a global revision
     let r1 = store.create("/c/ns/a", b"a1".to_vec()).await.unwrap();
     assert!(r1 > base, "create bumps the revision");
-    assert_eq!(store.create("/c/ns/a", b"again".to_vec()).await, Err(Error::AlreadyExists("/c/ns/a".into())));
+    assert_eq!(
+        store.create("/c/ns/a", b"again".to_vec()).await,
+        Err(Error::AlreadyExists("/c/ns/a".into()))
+    );
     let r2 = store.create("/c/ns/b", b"b1".to_vec()).await.unwrap();
     assert!(r2 > r1);
     let got = store.get("/c/ns/a").await.unwrap().unwrap();
-    assert_eq!((&*got.value, got.create_revision, got.mod_revision), (&b"a1"[..], r1, r1));
+    assert_eq!(
+        (&*got.value, got.create_revision, got.mod_revision),
+        (&b"a1"[..], r1, r1)
+    );
 
     // compare-and-swap
     let stale = store.update("/c/ns/a", b"a2".to_vec(), r1 + 1000).await;
     assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
     let r3 = store.update("/c/ns/a", b"a2".to_vec(), r1).await.unwrap();
     assert!(r3 > r2);
-    assert_eq!(store.update("/c/ns/zz", b"x".to_vec(), 0).await, Err(Error::NotFound("/c/ns/zz".into())));
+    assert_eq!(
+        store.update("/c/ns/zz", b"x".to_vec(), 0).await,
+        Err(Error::NotFound("/c/ns/zz".into()))
+    );
     let updated = store.get("/c/ns/a").await.unwrap().unwrap();
     assert_eq!((updated.create_revision, updated.mod_revision), (r1, r3));
 
@@ -45,42 +54,75 @@ pub async fn run(store: DynStore) {
     let page1 = store.list("/c/ns/", 0, None, 2).await.unwrap();
     assert_eq!(page1.kvs.len(), 2);
     assert_eq!(page1.remaining, 1);
-    let page2 = store.list("/c/ns/", page1.revision, Some(&page1.kvs[1].key), 2).await.unwrap();
-    assert_eq!(page2.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["/c/ns/c"]);
+    let page2 = store
+        .list("/c/ns/", page1.revision, Some(&page1.kvs[1].key), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        page2.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+        ["/c/ns/c"]
+    );
     assert_eq!(page2.remaining, 0);
     let old = store.list("/c/ns/", r2, None, 0).await.unwrap();
     let old_vals: Vec<&[u8]> = old.kvs.iter().map(|k| &*k.value).collect();
-    assert_eq!(old_vals, [&b"a1"[..], &b"b1"[..]], "a list at an older revision sees the old values");
+    assert_eq!(
+        old_vals,
+        [&b"a1"[..], &b"b1"[..]],
+        "a list at an older revision sees the old values"
+    );
 
     // delete with compare-and-swap
     let b = store.get("/c/ns/b").await.unwrap().unwrap();
-    assert!(matches!(store.delete("/c/ns/b", b.mod_revision + 100).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        store.delete("/c/ns/b", b.mod_revision + 100).await,
+        Err(Error::Conflict { .. })
+    ));
     let (rd, prev) = store.delete("/c/ns/b", b.mod_revision).await.unwrap();
     assert_eq!(&*prev.value, b"b1");
     assert!(store.get("/c/ns/b").await.unwrap().is_none());
-    assert!(matches!(store.delete("/c/ns/b", 0).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.delete("/c/ns/b", 0).await,
+        Err(Error::NotFound(_))
+    ));
 
     // watch from a revision: every event under the prefix, in order, then live ones
     let mut w = store.watch("/c/ns/", r1).await.unwrap();
     let e = next(&mut w).await;
-    assert_eq!((e.kind, e.kv.key.as_str(), e.revision()), (EventType::Put, "/c/ns/b", r2));
+    assert_eq!(
+        (e.kind, e.kv.key.as_str(), e.revision()),
+        (EventType::Put, "/c/ns/b", r2)
+    );
     let e = next(&mut w).await;
-    assert_eq!((e.kind, e.kv.key.as_str(), e.revision()), (EventType::Put, "/c/ns/a", r3));
+    assert_eq!(
+        (e.kind, e.kv.key.as_str(), e.revision()),
+        (EventType::Put, "/c/ns/a", r3)
+    );
     assert_eq!(e.prev.as_ref().map(|p| &*p.value), Some(&b"a1"[..]));
     let e = next(&mut w).await;
     assert_eq!(e.kv.key, "/c/ns/c");
     let e = next(&mut w).await;
-    assert_eq!((e.kind, e.kv.key.as_str(), e.revision()), (EventType::Delete, "/c/ns/b", rd));
+    assert_eq!(
+        (e.kind, e.kv.key.as_str(), e.revision()),
+        (EventType::Delete, "/c/ns/b", rd)
+    );
     let rl = store.create("/c/ns/d", b"d".to_vec()).await.unwrap();
     store.create("/c/elsewhere", b"no".to_vec()).await.unwrap();
     let e = next(&mut w).await;
-    assert_eq!((e.kv.key.as_str(), e.revision()), ("/c/ns/d", rl), "live events follow the backlog, filtered");
+    assert_eq!(
+        (e.kv.key.as_str(), e.revision()),
+        ("/c/ns/d", rl),
+        "live events follow the backlog, filtered"
+    );
 
     // many concurrent writers: every write gets its own revision, none lost
     let mut tasks = Vec::new();
     for i in 0..64 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.create(&format!("/c/many/{i:03}"), vec![i as u8]).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.create(&format!("/c/many/{i:03}"), vec![i as u8])
+                .await
+                .unwrap()
+        }));
     }
     let mut revs = Vec::new();
     for t in tasks {
@@ -89,13 +131,22 @@ pub async fn run(store: DynStore) {
     revs.sort();
     revs.dedup();
     assert_eq!(revs.len(), 64, "each write has a distinct revision");
-    assert_eq!(store.list("/c/many/", 0, None, 0).await.unwrap().kvs.len(), 64);
+    assert_eq!(
+        store.list("/c/many/", 0, None, 0).await.unwrap().kvs.len(),
+        64
+    );
 
     // compaction
     let now = store.revision().await.unwrap();
     store.compact(now).await.unwrap();
-    assert!(matches!(store.watch("/c/", r1).await, Err(Error::Compacted { .. })));
-    assert!(matches!(store.list("/c/ns/", r1, None, 0).await, Err(Error::Compacted { .. })));
+    assert!(matches!(
+        store.watch("/c/", r1).await,
+        Err(Error::Compacted { .. })
+    ));
+    assert!(matches!(
+        store.list("/c/ns/", r1, None, 0).await,
+        Err(Error::Compacted { .. })
+    ));
     let mut w2 = store.watch("/c/", now).await.unwrap();
     let r = store.create("/c/after", b"z".to_vec()).await.unwrap();
     assert_eq!(next(&mut w2).await.revision(), r);

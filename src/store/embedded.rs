@@ -68,7 +68,12 @@ fn decode(key: &str, raw: &[u8]) -> Option<KeyValue> {
     }
     let create = i64::from_le_bytes(raw[0..8].try_into().ok()?);
     let modr = i64::from_le_bytes(raw[8..16].try_into().ok()?);
-    Some(KeyValue { key: key.to_string(), value: Arc::from(&raw[16..]), create_revision: create, mod_revision: modr })
+    Some(KeyValue {
+        key: key.to_string(),
+        value: Arc::from(&raw[16..]),
+        create_revision: create,
+        mod_revision: modr,
+    })
 }
 
 impl Embedded {
@@ -95,7 +100,12 @@ impl Embedded {
                 revision = v.value();
             }
         }
-        let state = Arc::new(RwLock::new(State { current, history: VecDeque::new(), revision, compacted: revision }));
+        let state = Arc::new(RwLock::new(State {
+            current,
+            history: VecDeque::new(),
+            revision,
+            compacted: revision,
+        }));
         let (events, _) = broadcast::channel(1 << 16);
         let (writes, rx) = std::sync::mpsc::channel::<Request>();
         let st = state.clone();
@@ -104,18 +114,29 @@ impl Embedded {
             .name("capstan-store-writer".into())
             .spawn(move || writer(db, st, ev, rx))
             .map_err(backend)?;
-        Ok(Embedded { state, events, writes })
+        Ok(Embedded {
+            state,
+            events,
+            writes,
+        })
     }
 
     async fn submit(&self, op: Op) -> Result<(i64, Option<KeyValue>)> {
         let (reply, rx) = oneshot::channel();
-        self.writes.send(Request { op, reply }).map_err(|_| Error::Closed)?;
+        self.writes
+            .send(Request { op, reply })
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 }
 
 /// The writer loop: batch, check, commit once, publish, acknowledge.
-fn writer(db: Database, state: Arc<RwLock<State>>, events: broadcast::Sender<Arc<Event>>, rx: std::sync::mpsc::Receiver<Request>) {
+fn writer(
+    db: Database,
+    state: Arc<RwLock<State>>,
+    events: broadcast::Sender<Arc<Event>>,
+    rx: std::sync::mpsc::Receiver<Request>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -125,55 +146,82 @@ fn writer(db: Database, state: Arc<RwLock<State>>, events: broadcast::Sender<Arc
             }
         }
         // Check each op against the current state plus the effects of earlier ops in this batch.
-        let (mut revision, snapshot_get) = {
-            let s = state.read().unwrap_or_else(|e| e.into_inner());
-            (s.revision, ())
-        };
-        let _ = snapshot_get;
+        let mut revision = state.read().unwrap_or_else(|e| e.into_inner()).revision;
         let mut overlay: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
         let mut outcomes: Vec<Result<Event>> = Vec::with_capacity(batch.len());
         {
             let s = state.read().unwrap_or_else(|e| e.into_inner());
-            let lookup = |overlay: &BTreeMap<String, Option<KeyValue>>, k: &str| -> Option<KeyValue> {
-                match overlay.get(k) {
-                    Some(v) => v.clone(),
-                    None => s.current.get(k).cloned(),
-                }
-            };
+            let lookup =
+                |overlay: &BTreeMap<String, Option<KeyValue>>, k: &str| -> Option<KeyValue> {
+                    match overlay.get(k) {
+                        Some(v) => v.clone(),
+                        None => s.current.get(k).cloned(),
+                    }
+                };
             for req in &batch {
                 let outcome = match &req.op {
                     Op::Create(k, v) => match lookup(&overlay, k) {
                         Some(_) => Err(Error::AlreadyExists(k.clone())),
                         None => {
                             revision += 1;
-                            let kv = KeyValue { key: k.clone(), value: Arc::from(v.as_slice()), create_revision: revision, mod_revision: revision };
+                            let kv = KeyValue {
+                                key: k.clone(),
+                                value: Arc::from(v.as_slice()),
+                                create_revision: revision,
+                                mod_revision: revision,
+                            };
                             overlay.insert(k.clone(), Some(kv.clone()));
-                            Ok(Event { kind: EventType::Put, kv, prev: None })
+                            Ok(Event {
+                                kind: EventType::Put,
+                                kv,
+                                prev: None,
+                            })
                         }
                     },
                     Op::Update(k, v, expected) => match lookup(&overlay, k) {
                         None => Err(Error::NotFound(k.clone())),
                         Some(prev) if *expected != 0 && prev.mod_revision != *expected => {
-                            Err(Error::Conflict { key: k.clone(), expected: *expected, actual: prev.mod_revision })
+                            Err(Error::Conflict {
+                                key: k.clone(),
+                                expected: *expected,
+                                actual: prev.mod_revision,
+                            })
                         }
                         Some(prev) => {
                             revision += 1;
-                            let kv = KeyValue { key: k.clone(), value: Arc::from(v.as_slice()), create_revision: prev.create_revision, mod_revision: revision };
+                            let kv = KeyValue {
+                                key: k.clone(),
+                                value: Arc::from(v.as_slice()),
+                                create_revision: prev.create_revision,
+                                mod_revision: revision,
+                            };
                             overlay.insert(k.clone(), Some(kv.clone()));
-                            Ok(Event { kind: EventType::Put, kv, prev: Some(prev) })
+                            Ok(Event {
+                                kind: EventType::Put,
+                                kv,
+                                prev: Some(prev),
+                            })
                         }
                     },
                     Op::Delete(k, expected) => match lookup(&overlay, k) {
                         None => Err(Error::NotFound(k.clone())),
                         Some(prev) if *expected != 0 && prev.mod_revision != *expected => {
-                            Err(Error::Conflict { key: k.clone(), expected: *expected, actual: prev.mod_revision })
+                            Err(Error::Conflict {
+                                key: k.clone(),
+                                expected: *expected,
+                                actual: prev.mod_revision,
+                            })
                         }
                         Some(prev) => {
                             revision += 1;
                             let mut kv = prev.clone();
                             kv.mod_revision = revision;
                             overlay.insert(k.clone(), None);
-                            Ok(Event { kind: EventType::Delete, kv, prev: Some(prev) })
+                            Ok(Event {
+                                kind: EventType::Delete,
+                                kv,
+                                prev: Some(prev),
+                            })
                         }
                     },
                 };
@@ -192,8 +240,12 @@ fn writer(db: Database, state: Arc<RwLock<State>>, events: broadcast::Sender<Arc
                 for ev in outcomes.iter().flatten() {
                     match ev.kind {
                         EventType::Put => {
-                            kv.insert(ev.kv.key.as_str(), encode(ev.kv.create_revision, ev.kv.mod_revision, &ev.kv.value).as_slice())
-                                .map_err(backend)?;
+                            kv.insert(
+                                ev.kv.key.as_str(),
+                                encode(ev.kv.create_revision, ev.kv.mod_revision, &ev.kv.value)
+                                    .as_slice(),
+                            )
+                            .map_err(backend)?;
                         }
                         EventType::Delete => {
                             kv.remove(ev.kv.key.as_str()).map_err(backend)?;
@@ -238,7 +290,9 @@ fn writer(db: Database, state: Arc<RwLock<State>>, events: broadcast::Sender<Arc
             }
         }
         for (req, outcome) in batch.into_iter().zip(outcomes) {
-            let _ = req.reply.send(outcome.map(|ev| (ev.kv.mod_revision, ev.prev)));
+            let _ = req
+                .reply
+                .send(outcome.map(|ev| (ev.kv.mod_revision, ev.prev)));
         }
     }
 }
@@ -254,7 +308,13 @@ impl Store for Embedded {
         Ok(s.current.get(key).cloned())
     }
 
-    async fn list(&self, prefix: &str, revision: i64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
+    async fn list(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult> {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
         let start = match start_after {
             Some(k) if k >= prefix => Bound::Excluded(k.to_string()),
@@ -274,10 +334,17 @@ impl Store for Embedded {
                     remaining += 1;
                 }
             }
-            return Ok(ListResult { kvs, revision: s.revision, remaining });
+            return Ok(ListResult {
+                kvs,
+                revision: s.revision,
+                remaining,
+            });
         }
         if revision < s.compacted {
-            return Err(Error::Compacted { requested: revision, compacted: s.compacted });
+            return Err(Error::Compacted {
+                requested: revision,
+                compacted: s.compacted,
+            });
         }
         // Rebuild the prefix range as of `revision` by undoing later events.
         let mut view: BTreeMap<String, KeyValue> = s
@@ -311,7 +378,11 @@ impl Store for Embedded {
                 remaining += 1;
             }
         }
-        Ok(ListResult { kvs, revision, remaining })
+        Ok(ListResult {
+            kvs,
+            revision,
+            remaining,
+        })
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64> {
@@ -319,7 +390,10 @@ impl Store for Embedded {
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64> {
-        Ok(self.submit(Op::Update(key.to_string(), value, expected)).await?.0)
+        Ok(self
+            .submit(Op::Update(key.to_string(), value, expected))
+            .await?
+            .0)
     }
 
     async fn delete(&self, key: &str, expected: i64) -> Result<(i64, KeyValue)> {
@@ -333,10 +407,17 @@ impl Store for Embedded {
         let (backlog, mut live, last) = {
             let s = self.state.read().unwrap_or_else(|e| e.into_inner());
             if after < s.compacted {
-                return Err(Error::Compacted { requested: after, compacted: s.compacted });
+                return Err(Error::Compacted {
+                    requested: after,
+                    compacted: s.compacted,
+                });
             }
-            let backlog: Vec<Arc<Event>> =
-                s.history.iter().filter(|e| e.revision() > after && in_prefix(&e.kv.key, prefix)).cloned().collect();
+            let backlog: Vec<Arc<Event>> = s
+                .history
+                .iter()
+                .filter(|e| e.revision() > after && in_prefix(&e.kv.key, prefix))
+                .cloned()
+                .collect();
             (backlog, self.events.subscribe(), s.revision.max(after))
         };
         let prefix = prefix.to_string();
@@ -371,13 +452,19 @@ impl Store for Embedded {
     }
 
     async fn revision(&self) -> Result<i64> {
-        Ok(self.state.read().unwrap_or_else(|e| e.into_inner()).revision)
+        Ok(self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .revision)
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
         if revision > s.revision {
-            return Err(Error::Backend(format!("cannot compact to future revision {revision}")));
+            return Err(Error::Backend(format!(
+                "cannot compact to future revision {revision}"
+            )));
         }
         while s.history.front().is_some_and(|e| e.revision() <= revision) {
             s.history.pop_front();
@@ -394,7 +481,8 @@ mod tests {
     #[tokio::test]
     async fn embedded_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let store: crate::store::DynStore = Arc::new(Embedded::open(&dir.path().join("db")).unwrap());
+        let store: crate::store::DynStore =
+            Arc::new(Embedded::open(&dir.path().join("db")).unwrap());
         crate::store::conformance::run(store).await;
     }
 
@@ -422,6 +510,9 @@ mod tests {
         let a = s.get("/a").await.unwrap().unwrap();
         assert_eq!(&*a.value, b"2");
         assert!(s.get("/b").await.unwrap().is_none());
-        assert!(matches!(s.watch("/", rev - 1).await, Err(Error::Compacted { .. })));
+        assert!(matches!(
+            s.watch("/", rev - 1).await,
+            Err(Error::Compacted { .. })
+        ));
     }
 }

@@ -19,7 +19,11 @@ pub enum Error {
     #[error("key {0} already exists")]
     AlreadyExists(String),
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: i64, actual: i64 },
+    Conflict {
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
     Compacted { requested: i64, compacted: i64 },
     #[error("watcher fell behind and was closed")]
@@ -83,7 +87,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keys under `prefix`, in key order, as of `revision` (0 = current), starting after `start_after`, at most
     /// `limit` of them (0 = all).
-    async fn list(&self, prefix: &str, revision: i64, start_after: Option<&str>, limit: usize) -> Result<ListResult>;
+    async fn list(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult>;
 
     /// Creates a key that must not exist. Returns the new revision.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64>;

@@ -17,11 +17,15 @@ pub fn required() -> bool {
 /// Returns the kubectl path, or None (printing why) when it is missing and not required.
 pub fn kubectl() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p).map(|d| d.join("kubectl")).find(|c| c.is_file())
+        std::env::split_paths(&p)
+            .map(|d| d.join("kubectl"))
+            .find(|c| c.is_file())
     });
     match found {
         Some(p) => Some(p),
-        None if required() => panic!("kubectl is required (CAPSTAN_REQUIRE_EXTERNAL=1) but not on PATH"),
+        None if required() => {
+            panic!("kubectl is required (CAPSTAN_REQUIRE_EXTERNAL=1) but not on PATH")
+        }
         None => {
             eprintln!("SKIP: kubectl not found on PATH");
             None
@@ -60,7 +64,10 @@ impl Server {
         let mut url = String::new();
         let mut line = String::new();
         while reader.read_line(&mut line).expect("read stderr") > 0 {
-            if let Some(rest) = line.trim().strip_prefix("capstan: serving the Kubernetes API on ") {
+            if let Some(rest) = line
+                .trim()
+                .strip_prefix("capstan: serving the Kubernetes API on ")
+            {
                 url = rest.to_string();
                 break;
             }
@@ -75,7 +82,13 @@ impl Server {
                 sink.clear();
             }
         });
-        let mut s = Server { dir, child, url, started, ready_after: Duration::ZERO };
+        let mut s = Server {
+            dir,
+            child,
+            url,
+            started,
+            ready_after: Duration::ZERO,
+        };
         s.wait_ready();
         s
     }
@@ -100,7 +113,10 @@ impl Server {
     }
 
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("token")).expect("token").trim().to_string()
+        std::fs::read_to_string(self.dir.path().join("token"))
+            .expect("token")
+            .trim()
+            .to_string()
     }
 
     pub fn ca(&self) -> String {
@@ -114,7 +130,9 @@ impl Server {
         for c in rustls_pemfile::certs(&mut self.ca().as_bytes()) {
             roots.add(c.expect("ca pem")).expect("add ca");
         }
-        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         reqwest::blocking::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(Duration::from_secs(30))
@@ -123,17 +141,30 @@ impl Server {
     }
 
     /// Sends a request with the token; returns (status, JSON body or string).
-    pub fn call(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let c = self.http();
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut rb = c.request(m, format!("{}{}", self.url, path)).bearer_auth(self.token());
+        let mut rb = c
+            .request(m, format!("{}{}", self.url, path))
+            .bearer_auth(self.token());
         if !body.is_empty() {
-            rb = rb.header("Content-Type", content_type).body(body.to_string());
+            rb = rb
+                .header("Content-Type", content_type)
+                .body(body.to_string());
         }
         let r = rb.send().expect("request");
         let code = r.status().as_u16();
         let text = r.text().unwrap_or_default();
-        (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     /// Runs kubectl against this server.
@@ -150,14 +181,18 @@ impl Server {
 
     /// Runs `capstan` client commands against this server.
     pub fn capstan(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--kubeconfig").arg(self.kubeconfig()).args(args).output().expect("run capstan")
+        Command::new(BIN)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .expect("run capstan")
     }
 
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 }
 
@@ -172,14 +207,24 @@ impl Drop for Server {
 pub fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "command failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     stdout
 }
 
 /// Asserts a command failed; returns stderr + stdout.
 pub fn fails(out: &Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-    assert!(!out.status.success(), "command unexpectedly succeeded:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        !out.status.success(),
+        "command unexpectedly succeeded:\n{text}"
+    );
     text
 }
 
