@@ -185,20 +185,20 @@ fn kubernetes_documentation_examples() {
                     serial_count + *n - 1
                 };
                 let Some(path) = files.get(i) else { return };
-                let rel = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
                 let fail = |m: String| failures.lock().unwrap().push(format!("{rel}: {m}"));
                 let text = std::fs::read_to_string(path).unwrap();
                 let own_ns = format!("corpus-{i}");
                 let out = if malformed.contains(&rel) || ALSO_INVALID.iter().any(|(f, _)| *f == rel) {
-                    s.kubectl(&k, &["apply", "-f", path.to_str().unwrap()])
+                    s.kubectl(k, &["apply", "-f", path.to_str().unwrap()])
                 } else {
                     let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": own_ns}}).to_string();
                     s.call("POST", "/api/v1/namespaces", "application/json", &body);
                     let names_ns = text.contains("namespace:") || text.contains("namespace\":");
                     if names_ns {
-                        s.kubectl(&k, &["apply", "-f", path.to_str().unwrap()])
+                        s.kubectl(k, &["apply", "-f", path.to_str().unwrap()])
                     } else {
-                        s.kubectl(&k, &["apply", "-n", &own_ns, "-f", path.to_str().unwrap()])
+                        s.kubectl(k, &["apply", "-n", &own_ns, "-f", path.to_str().unwrap()])
                     }
                 };
                 let stderr = String::from_utf8_lossy(&out.stderr).to_string();
