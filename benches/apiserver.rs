@@ -1,1 +1,271 @@
-fn main() {}
+//! API server benchmarks through real HTTPS against a real `capstan server` process (and, when `etcd` is on PATH,
+//! raw etcd puts through its JSON gateway at the same concurrency, for comparison).
+//!
+//! Run: `cargo bench --bench apiserver` (set `CAPSTAN_BENCH_QUICK=1` for a short run).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn http(ca: &str) -> reqwest::Client {
+    capstan::apiserver::tls::init_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(tls).pool_max_idle_per_host(256).build().unwrap()
+}
+
+async fn rate<F, Fut>(concurrency: usize, total: usize, f: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let f = f.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                f(i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
+    let scale = if quick { 4 } else { 1 };
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .env("CAPSTAN_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut url = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if let Some(u) = line.trim().strip_prefix("capstan: serving the Kubernetes API on ") {
+            url = u.to_string();
+            break;
+        }
+        line.clear();
+    }
+    std::thread::spawn(move || for _ in reader.lines() {});
+    let pid = child.id();
+    let _server = Proc(child);
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
+    let c = http(&ca);
+    loop {
+        if c.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let ready = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_kb(pid);
+    println!("capstan server: ready {:.0} ms after exec; idle RSS {:.1} MB", ready.as_secs_f64() * 1000.0, idle_rss as f64 / 1024.0);
+
+    let auth = format!("Bearer {}", token.trim());
+    // Creates per second.
+    let mut creates = Vec::new();
+    for conc in [1usize, 16, 64] {
+        let total = match conc {
+            1 => 1000 / scale,
+            16 => 4000 / scale,
+            _ => 8000 / scale,
+        };
+        let (c2, url2, auth2) = (c.clone(), url.clone(), auth.clone());
+        let r = rate(conc, total, move |i| {
+            let (c, url, auth) = (c2.clone(), url2.clone(), auth2.clone());
+            async move {
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{conc}-{i}")}, "data": {"k": "v"}});
+                let r = c.post(format!("{url}/api/v1/namespaces/default/configmaps")).header("Authorization", auth).json(&body).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 201);
+            }
+        })
+        .await;
+        println!("creates/s with {conc:>2} clients: {r:.0}");
+        creates.push(r);
+    }
+
+    // Get latency.
+    let mut lat = Vec::new();
+    for _ in 0..(2000 / scale) {
+        let t = Instant::now();
+        let r = c.get(format!("{url}/api/v1/namespaces/default/configmaps/c1-0")).header("Authorization", &auth).send().await.unwrap();
+        let _ = r.bytes().await.unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!("get: p50 {:.2} ms, p99 {:.2} ms", pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+
+    // List of 10,000 pods.
+    let pods = 10_000 / scale;
+    let (c2, url2, auth2) = (c.clone(), url.clone(), auth.clone());
+    c.post(format!("{url}/api/v1/namespaces")).header("Authorization", &auth).json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})).send().await.unwrap();
+    rate(64, pods, move |i| {
+        let (c, url, auth) = (c2.clone(), url2.clone(), auth2.clone());
+        async move {
+            let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "labels": {"app": "bench"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}});
+            let r = c.post(format!("{url}/api/v1/namespaces/bench/pods")).header("Authorization", auth).json(&body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+        }
+    })
+    .await;
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = c.get(format!("{url}/api/v1/namespaces/bench/pods")).header("Authorization", &auth).send().await.unwrap();
+        let b = r.bytes().await.unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(b.len() > pods * 100);
+    }
+    println!("list of {pods} pods: p50 {:.1} ms, p99 {:.1} ms", pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+
+    // One event to 1,000 watchers.
+    let watchers = 1000 / scale;
+    let rv: serde_json::Value = c.get(format!("{url}/api/v1/namespaces/default/configmaps?limit=1")).header("Authorization", &auth).send().await.unwrap().json().await.unwrap();
+    let rv = rv["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let mut handles = Vec::new();
+    for _ in 0..watchers {
+        let r = c
+            .get(format!("{url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dwatched"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        let tx = tx.clone();
+        handles.push(tokio::spawn(async move {
+            let mut s = r.bytes_stream();
+            while let Some(chunk) = s.next().await {
+                if chunk.map(|b| b.windows(7).any(|w| w == b"watched")).unwrap_or(false) {
+                    let _ = tx.send(Instant::now());
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Instant::now();
+    c.post(format!("{url}/api/v1/namespaces/default/configmaps")).header("Authorization", &auth).json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"}})).send().await.unwrap();
+    let mut lat = Vec::new();
+    while lat.len() < watchers {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(t)) => lat.push(t.duration_since(sent).as_secs_f64() * 1000.0),
+            _ => break,
+        }
+    }
+    println!("one event to {} watchers ({} delivered): p50 {:.1} ms, p99 {:.1} ms", watchers, lat.len(), pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+    for h in handles {
+        h.abort();
+    }
+    println!("capstan server RSS after the run: {:.1} MB", rss_kb(pid) as f64 / 1024.0);
+
+    // Raw etcd for comparison.
+    let etcd = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).find(|c| c.is_file()));
+    match etcd {
+        None => println!("etcd: not on PATH; skipping the comparison"),
+        Some(etcd) => {
+            let edir = tempfile::tempdir().unwrap();
+            let (cp, pp) = (free_port(), free_port());
+            let _etcd = Proc(
+                Command::new(etcd)
+                    .arg("--data-dir")
+                    .arg(edir.path())
+                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{cp}"), "--advertise-client-urls", &format!("http://127.0.0.1:{cp}")])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{pp}"), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{pp}")])
+                    .args(["--initial-cluster", &format!("default=http://127.0.0.1:{pp}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let ec = reqwest::Client::new();
+            let eurl = format!("http://127.0.0.1:{cp}");
+            for _ in 0..200 {
+                if ec.get(format!("{eurl}/health")).send().await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            use base64::Engine;
+            for (idx, conc) in [1usize, 16, 64].into_iter().enumerate() {
+                let total = match conc {
+                    1 => 1000 / scale,
+                    16 => 4000 / scale,
+                    _ => 8000 / scale,
+                };
+                let (ec2, eurl2) = (ec.clone(), eurl.clone());
+                let r = rate(conc, total, move |i| {
+                    let (ec, eurl) = (ec2.clone(), eurl2.clone());
+                    async move {
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        let body = json!({"key": b64.encode(format!("/bench/{conc}/{i}")), "value": b64.encode("{\"k\":\"v\"}")});
+                        let r = ec.post(format!("{eurl}/v3/kv/put")).json(&body).send().await.unwrap();
+                        assert!(r.status().is_success());
+                    }
+                })
+                .await;
+                println!("etcd puts/s with {conc:>2} clients: {r:.0} (capstan creates/s: {:.0}, ratio {:.2}x)", creates[idx], creates[idx] / r);
+            }
+        }
+    }
+}

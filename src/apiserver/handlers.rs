@@ -118,6 +118,102 @@ pub fn decode(kv: &crate::store::KeyValue) -> Value {
     v
 }
 
+const STORED_PREFIX: &[u8] = b"{\"metadata\":{";
+
+/// Serializes an object for the store with `metadata` first (and no resourceVersion), so reads can stamp the
+/// resourceVersion into the bytes without parsing them.
+pub fn to_stored(obj: &Value) -> Result<Vec<u8>> {
+    let mut out = serde_json::Map::new();
+    if let Some(m) = obj.as_object() {
+        if let Some(meta) = m.get("metadata") {
+            let mut meta = meta.clone();
+            if let Some(mm) = meta.as_object_mut() {
+                mm.remove("resourceVersion");
+            }
+            out.insert("metadata".into(), meta);
+        }
+        for (k, v) in m {
+            if k != "metadata" {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::to_vec(&Value::Object(out)).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The stored object as JSON bytes with its resourceVersion stamped - without parsing it.
+pub fn raw(kv: &crate::store::KeyValue) -> Vec<u8> {
+    match kv.value.strip_prefix(STORED_PREFIX) {
+        Some(rest) => {
+            let mut out = Vec::with_capacity(kv.value.len() + 32);
+            out.extend_from_slice(STORED_PREFIX);
+            out.extend_from_slice(format!("\"resourceVersion\":\"{}\"", kv.mod_revision).as_bytes());
+            if !rest.starts_with(b"}") {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+            out
+        }
+        None => serde_json::to_vec(&decode(kv)).unwrap_or_default(),
+    }
+}
+
+/// The namespace and name a storage key encodes.
+pub fn key_identity<'a>(kind: &KindInfo, key: &'a str) -> (&'a str, &'a str) {
+    let mut parts = key.rsplit('/');
+    let name = parts.next().unwrap_or("");
+    let ns = if kind.namespaced { parts.next().unwrap_or("") } else { "" };
+    (ns, name)
+}
+
+/// Label and field selectors of a request, matched against stored objects - parsing them only when the selectors
+/// look past the name and namespace.
+pub struct Filter {
+    pub labels: Selector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn from_query(q: &Query) -> Result<Self> {
+        Ok(Filter {
+            labels: match q.get("labelSelector") {
+                Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                None => Selector::everything(),
+            },
+            fields: match q.get("fieldSelector") {
+                Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                None => FieldSelector::default(),
+            },
+        })
+    }
+
+    /// Whether matching needs the object's content (not just its key).
+    pub fn needs_object(&self) -> bool {
+        !self.labels.is_empty() || self.fields.terms.iter().any(|(p, _, _)| p != "metadata.name" && p != "metadata.namespace")
+    }
+
+    /// Matches by key alone; only valid when `!needs_object()`.
+    pub fn matches_key(&self, kind: &KindInfo, key: &str) -> bool {
+        let (ns, name) = key_identity(kind, key);
+        self.fields.terms.iter().all(|(p, eq, want)| {
+            let have = if p == "metadata.name" { name } else { ns };
+            (have == want) == *eq
+        })
+    }
+
+    pub fn matches(&self, v: &Value) -> bool {
+        self.fields.matches(v) && self.labels.matches(&obj_labels(v))
+    }
+
+    pub fn matches_kv(&self, kind: &KindInfo, kv: &crate::store::KeyValue) -> bool {
+        if self.needs_object() {
+            self.matches(&decode(kv))
+        } else {
+            self.matches_key(kind, &kv.key)
+        }
+    }
+}
+
 /// Query parameters of a request.
 pub type Query = HashMap<String, String>;
 
@@ -253,21 +349,16 @@ impl Server {
         }
     }
 
-    /// Lists objects: selectors, limit/continue, resourceVersion. Returns (items, resourceVersion, continue).
-    pub async fn list_objects(
-        &self,
-        kind: &KindInfo,
-        ns: Option<&str>,
-        q: &Query,
-    ) -> Result<(Vec<Value>, i64, Option<String>, usize)> {
-        let labels = match q.get("labelSelector") {
-            Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
-            None => Selector::everything(),
-        };
-        let fields = match q.get("fieldSelector") {
-            Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
-            None => FieldSelector::default(),
-        };
+    /// Lists objects: selectors, limit/continue, resourceVersion. Returns (items, resourceVersion, continue,
+    /// remaining).
+    pub async fn list_objects(&self, kind: &KindInfo, ns: Option<&str>, q: &Query) -> Result<(Vec<Value>, i64, Option<String>, usize)> {
+        let (kvs, rev, cont, remaining) = self.list_kvs(kind, ns, q).await?;
+        Ok((kvs.iter().map(decode).collect(), rev, cont, remaining))
+    }
+
+    /// Lists stored values, filtered and paged.
+    pub async fn list_kvs(&self, kind: &KindInfo, ns: Option<&str>, q: &Query) -> Result<(Vec<crate::store::KeyValue>, i64, Option<String>, usize)> {
+        let filter = Filter::from_query(q)?;
         let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
         let prefix = key(kind, ns, None);
         let (mut revision, mut start) = match q.get("continue").filter(|c| !c.is_empty()) {
@@ -282,14 +373,9 @@ impl Server {
                 (rv, Some(start))
             }
             None => {
-                let rv = match (
-                    q.get("resourceVersion").map(String::as_str),
-                    q.get("resourceVersionMatch").map(String::as_str),
-                ) {
+                let rv = match (q.get("resourceVersion").map(String::as_str), q.get("resourceVersionMatch").map(String::as_str)) {
                     (Some(rv), Some("Exact")) if !rv.is_empty() && rv != "0" => {
-                        rv.parse().map_err(|_| {
-                            ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-                        })?
+                        rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?
                     }
                     _ => 0,
                 };
@@ -297,39 +383,28 @@ impl Server {
             }
         };
         // An exact name selector reads one key instead of scanning.
-        if let (Some(name), None) = (fields.exact("metadata.name"), &start) {
+        if let (Some(name), None) = (filter.fields.exact("metadata.name"), &start) {
             if ns.is_some() || !kind.namespaced {
                 let rev = self.store.revision().await?;
                 let mut items = Vec::new();
                 if let Some(kv) = self.store.get(&key(kind, ns, Some(name))).await? {
-                    let v = decode(&kv);
-                    if fields.matches(&v) && labels.matches(&obj_labels(&v)) {
-                        items.push(v);
+                    if filter.matches_kv(kind, &kv) {
+                        items.push(kv);
                     }
                 }
                 return Ok((items, rev, None, 0));
             }
         }
         let mut items = Vec::new();
-        let mut remaining;
         loop {
-            let want = if limit == 0 {
-                0
-            } else {
-                (limit - items.len()).max(1) * 2
-            };
-            let page = self
-                .store
-                .list(&prefix, revision, start.as_deref(), want)
-                .await?;
+            let want = if limit == 0 { 0 } else { (limit - items.len()).max(1) * 2 };
+            let page = self.store.list(&prefix, revision, start.as_deref(), want).await?;
             revision = page.revision;
-            remaining = page.remaining;
             let mut last_key = None;
             for kv in &page.kvs {
                 last_key = Some(kv.key.clone());
-                let v = decode(kv);
-                if fields.matches(&v) && labels.matches(&obj_labels(&v)) {
-                    items.push(v);
+                if filter.matches_kv(kind, kv) {
+                    items.push(kv.clone());
                     if limit != 0 && items.len() == limit {
                         break;
                     }
@@ -343,11 +418,7 @@ impl Server {
                 }
                 let token = json!({"rv": revision, "start": last_key});
                 let c = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string());
-                let rem = if consumed_all {
-                    page.remaining
-                } else {
-                    page.remaining + 1
-                };
+                let rem = if consumed_all { page.remaining } else { page.remaining + 1 };
                 return Ok((items, revision, Some(c), rem));
             }
             if page.remaining == 0 || last_key.is_none() {
@@ -355,9 +426,7 @@ impl Server {
             }
             start = last_key;
         }
-        let _ = remaining;
-        remaining = 0;
-        Ok((items, revision, None, remaining))
+        Ok((items, revision, None, 0))
     }
 
     /// Validates, defaults and commits an object. `old` is the current object and its revision (None = create).
@@ -545,7 +614,7 @@ impl Server {
             return Ok(obj);
         }
         set_meta(&mut obj, "resourceVersion", Value::Null);
-        let bytes = serde_json::to_vec(&obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        let bytes = to_stored(&obj)?;
         let rev = match old {
             None => self.store.create(&k, bytes).await.map_err(|e| match e {
                 crate::store::Error::AlreadyExists(_) => {

@@ -281,20 +281,32 @@ async fn route(
             if flag(q, "watch") {
                 return watch::watch(server.clone(), t, q.clone(), headers).await;
             }
-            let (items, rev, cont, remaining) = server
-                .list_objects(t.kind, t.namespace.as_deref(), q)
-                .await?;
+            let (kvs, rev, cont, remaining) = server.list_kvs(t.kind, t.namespace.as_deref(), q).await?;
             let mut meta = json!({"resourceVersion": rev.to_string()});
             if let Some(c) = cont {
                 meta["continue"] = json!(c);
                 meta["remainingItemCount"] = json!(remaining);
             }
             if table {
+                let items: Vec<Value> = kvs.iter().map(handlers::decode).collect();
                 return Ok(ok(table::table(t.kind, &items, meta, &include, true)));
             }
-            Ok(ok(
-                json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(), "metadata": meta, "items": items}),
-            ))
+            // The list is assembled from the stored bytes, without parsing each object.
+            let mut out = Vec::with_capacity(kvs.iter().map(|k| k.value.len() + 32).sum::<usize>() + 256);
+            let head = format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
+                t.kind.kind,
+                t.kind.api_version()
+            );
+            out.extend_from_slice(head.as_bytes());
+            for (i, kv) in kvs.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&handlers::raw(kv));
+            }
+            out.extend_from_slice(b"]}");
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response())
         }
         (Method::POST, false, None) => {
             let obj = parse_body(&body, &content_type)?;

@@ -12,11 +12,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, Result};
-use super::handlers::{decode, flag, key, obj_labels, Query, Target};
+use super::handlers::{decode, flag, key, raw, Filter, Query, Target};
 use super::table;
 use super::Server;
 use crate::api::registry::KindInfo;
-use crate::api::selector::{FieldSelector, Selector};
 use crate::store::EventType;
 
 struct Encoder {
@@ -48,16 +47,19 @@ impl Encoder {
     }
 }
 
+/// One event line built from stored bytes.
+fn raw_event(ty: &str, kv: &crate::store::KeyValue) -> Bytes {
+    let body = raw(kv);
+    let mut line = Vec::with_capacity(body.len() + 32);
+    line.extend_from_slice(format!("{{\"type\":\"{ty}\",\"object\":").as_bytes());
+    line.extend_from_slice(&body);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
 pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> Result<Response> {
     let kind = t.kind;
-    let labels = match q.get("labelSelector") {
-        Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => Selector::everything(),
-    };
-    let fields = match q.get("fieldSelector") {
-        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => FieldSelector::default(),
-    };
+    let filter = Filter::from_query(&q)?;
     let bookmarks = flag(&q, "allowWatchBookmarks");
     let send_initial = flag(&q, "sendInitialEvents");
     if send_initial && !bookmarks {
@@ -90,7 +92,7 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     };
     let ns = t.namespace.clone();
     let prefix = key(kind, ns.as_deref(), None);
-    let matches = move |v: &Value| fields.matches(v) && labels.matches(&obj_labels(v));
+    let raw_path = !enc.table && !filter.needs_object();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
 
     let initial = rv.is_empty()
@@ -105,8 +107,8 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
                 lq.insert(k.into(), v.clone());
             }
         }
-        let (items, rev, _, _) = server.list_objects(kind, ns.as_deref(), &lq).await?;
-        (rev, items)
+        let (kvs, rev, _, _) = server.list_kvs(kind, ns.as_deref(), &lq).await?;
+        (rev, kvs)
     } else {
         let rev: i64 = rv
             .parse()
@@ -122,8 +124,9 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     };
     let stream = server.store.watch(&prefix, start).await;
     tokio::spawn(async move {
-        for item in &backlog {
-            if tx.send(Ok(enc.event("ADDED", item))).await.is_err() {
+        for kv in &backlog {
+            let line = if raw_path { raw_event("ADDED", kv) } else { enc.event("ADDED", &decode(kv)) };
+            if tx.send(Ok(line)).await.is_err() {
                 return;
             }
         }
@@ -166,13 +169,28 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
                         }
                     };
                     last = ev.revision();
-                    let mut new = decode(&ev.kv);
+                    if raw_path {
+                        // Name and namespace selectors match on the key: no parsing, no re-encoding.
+                        if !filter.matches_key(kind, &ev.kv.key) {
+                            continue;
+                        }
+                        let ty = match (ev.kind, &ev.prev) {
+                            (EventType::Delete, _) => "DELETED",
+                            (EventType::Put, None) => "ADDED",
+                            (EventType::Put, Some(_)) => "MODIFIED",
+                        };
+                        if tx.send(Ok(raw_event(ty, &ev.kv))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let new = decode(&ev.kv);
                     let old = ev.prev.as_ref().map(decode);
-                    let was = old.as_ref().is_some_and(&matches);
+                    let was = old.as_ref().is_some_and(|o| filter.matches(o));
                     let ty = match ev.kind {
                         EventType::Delete => if was { "DELETED" } else { continue },
                         EventType::Put => {
-                            let is = matches(&new);
+                            let is = filter.matches(&new);
                             match (was, is) {
                                 (true, true) => "MODIFIED",
                                 (false, true) => "ADDED",
@@ -181,9 +199,6 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
                             }
                         }
                     };
-                    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                        m.insert("resourceVersion".into(), json!(ev.revision().to_string()));
-                    }
                     if tx.send(Ok(enc.event(ty, &new))).await.is_err() {
                         return;
                     }
