@@ -470,7 +470,7 @@ kind!(
         pub source: Option<EventSource>,
         pub first_timestamp: Option<Time>,
         pub last_timestamp: Option<Time>,
-        pub event_time: Option<Opaque>,
+        pub event_time: Option<String>,
         pub count: Option<i32>,
         #[serde(rename = "type")]
         pub type_: Option<String>,

@@ -15,8 +15,8 @@ kind!(Lease { pub spec: Option<LeaseSpec>, });
 object!(LeaseSpec {
     pub holder_identity: Option<String>,
     pub lease_duration_seconds: Option<i32>,
-    pub acquire_time: Option<Opaque>,
-    pub renew_time: Option<Opaque>,
+    pub acquire_time: Option<String>,
+    pub renew_time: Option<String>,
     pub lease_transitions: Option<i32>,
     pub strategy: Option<String>,
     pub preferred_holder: Option<String>,
