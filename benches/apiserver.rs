@@ -44,8 +44,14 @@ fn http(ca: &str) -> reqwest::Client {
     for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(tls).pool_max_idle_per_host(256).build().unwrap()
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
 }
 
 async fn rate<F, Fut>(concurrency: usize, total: usize, f: F) -> f64
@@ -77,7 +83,11 @@ where
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::main]
@@ -99,7 +109,10 @@ async fn main() {
     let mut url = String::new();
     let mut line = String::new();
     while reader.read_line(&mut line).unwrap() > 0 {
-        if let Some(u) = line.trim().strip_prefix("capstan: serving the Kubernetes API on ") {
+        if let Some(u) = line
+            .trim()
+            .strip_prefix("capstan: serving the Kubernetes API on ")
+        {
             url = u.to_string();
             break;
         }
@@ -112,7 +125,11 @@ async fn main() {
     let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
     let c = http(&ca);
     loop {
-        if c.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if c.get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -120,7 +137,11 @@ async fn main() {
     let ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_kb(pid);
-    println!("capstan server: ready {:.0} ms after exec; idle RSS {:.1} MB", ready.as_secs_f64() * 1000.0, idle_rss as f64 / 1024.0);
+    println!(
+        "capstan server: ready {:.0} ms after exec; idle RSS {:.1} MB",
+        ready.as_secs_f64() * 1000.0,
+        idle_rss as f64 / 1024.0
+    );
 
     let auth = format!("Bearer {}", token.trim());
     // Creates per second.
@@ -149,16 +170,30 @@ async fn main() {
     let mut lat = Vec::new();
     for _ in 0..(2000 / scale) {
         let t = Instant::now();
-        let r = c.get(format!("{url}/api/v1/namespaces/default/configmaps/c1-0")).header("Authorization", &auth).send().await.unwrap();
+        let r = c
+            .get(format!("{url}/api/v1/namespaces/default/configmaps/c1-0"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
         let _ = r.bytes().await.unwrap();
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    println!("get: p50 {:.2} ms, p99 {:.2} ms", pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+    println!(
+        "get: p50 {:.2} ms, p99 {:.2} ms",
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat, 0.99)
+    );
 
     // List of 10,000 pods.
     let pods = 10_000 / scale;
     let (c2, url2, auth2) = (c.clone(), url.clone(), auth.clone());
-    c.post(format!("{url}/api/v1/namespaces")).header("Authorization", &auth).json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}})).send().await.unwrap();
+    c.post(format!("{url}/api/v1/namespaces"))
+        .header("Authorization", &auth)
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))
+        .send()
+        .await
+        .unwrap();
     rate(64, pods, move |i| {
         let (c, url, auth) = (c2.clone(), url2.clone(), auth2.clone());
         async move {
@@ -172,17 +207,39 @@ async fn main() {
     let mut lat = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let r = c.get(format!("{url}/api/v1/namespaces/bench/pods")).header("Authorization", &auth).send().await.unwrap();
+        let r = c
+            .get(format!("{url}/api/v1/namespaces/bench/pods"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
         let b = r.bytes().await.unwrap();
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(b.len() > pods * 100);
     }
-    println!("list of {pods} pods: p50 {:.1} ms, p99 {:.1} ms", pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+    println!(
+        "list of {pods} pods: p50 {:.1} ms, p99 {:.1} ms",
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat, 0.99)
+    );
 
     // One event to 1,000 watchers.
     let watchers = 1000 / scale;
-    let rv: serde_json::Value = c.get(format!("{url}/api/v1/namespaces/default/configmaps?limit=1")).header("Authorization", &auth).send().await.unwrap().json().await.unwrap();
-    let rv = rv["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv: serde_json::Value = c
+        .get(format!(
+            "{url}/api/v1/namespaces/default/configmaps?limit=1"
+        ))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rv = rv["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let mut handles = Vec::new();
     for _ in 0..watchers {
@@ -196,7 +253,10 @@ async fn main() {
         handles.push(tokio::spawn(async move {
             let mut s = r.bytes_stream();
             while let Some(chunk) = s.next().await {
-                if chunk.map(|b| b.windows(7).any(|w| w == b"watched")).unwrap_or(false) {
+                if chunk
+                    .map(|b| b.windows(7).any(|w| w == b"watched"))
+                    .unwrap_or(false)
+                {
                     let _ = tx.send(Instant::now());
                     return;
                 }
@@ -205,7 +265,12 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = Instant::now();
-    c.post(format!("{url}/api/v1/namespaces/default/configmaps")).header("Authorization", &auth).json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"}})).send().await.unwrap();
+    c.post(format!("{url}/api/v1/namespaces/default/configmaps"))
+        .header("Authorization", &auth)
+        .json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"}}))
+        .send()
+        .await
+        .unwrap();
     let mut lat = Vec::new();
     while lat.len() < watchers {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
@@ -213,14 +278,27 @@ async fn main() {
             _ => break,
         }
     }
-    println!("one event to {} watchers ({} delivered): p50 {:.1} ms, p99 {:.1} ms", watchers, lat.len(), pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+    println!(
+        "one event to {} watchers ({} delivered): p50 {:.1} ms, p99 {:.1} ms",
+        watchers,
+        lat.len(),
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat, 0.99)
+    );
     for h in handles {
         h.abort();
     }
-    println!("capstan server RSS after the run: {:.1} MB", rss_kb(pid) as f64 / 1024.0);
+    println!(
+        "capstan server RSS after the run: {:.1} MB",
+        rss_kb(pid) as f64 / 1024.0
+    );
 
     // Raw etcd for comparison.
-    let etcd = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).find(|c| c.is_file()));
+    let etcd = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("etcd"))
+            .find(|c| c.is_file())
+    });
     match etcd {
         None => println!("etcd: not on PATH; skipping the comparison"),
         Some(etcd) => {
@@ -230,9 +308,22 @@ async fn main() {
                 Command::new(etcd)
                     .arg("--data-dir")
                     .arg(edir.path())
-                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{cp}"), "--advertise-client-urls", &format!("http://127.0.0.1:{cp}")])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{pp}"), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{pp}")])
-                    .args(["--initial-cluster", &format!("default=http://127.0.0.1:{pp}")])
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://127.0.0.1:{cp}"),
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{cp}"),
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &format!("http://127.0.0.1:{pp}"),
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{pp}"),
+                    ])
+                    .args([
+                        "--initial-cluster",
+                        &format!("default=http://127.0.0.1:{pp}"),
+                    ])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()

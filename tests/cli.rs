@@ -17,19 +17,34 @@ fn repo() -> std::path::PathBuf {
 fn cli_applies_gets_and_deletes() {
     let s = Server::start();
     let out = ok(&s.capstan(&["apply", "-f", repo().to_str().unwrap()]));
-    assert!(out.contains("deployment.apps/hello serverside-applied"), "{out}");
+    assert!(
+        out.contains("deployment.apps/hello serverside-applied"),
+        "{out}"
+    );
     let table = ok(&s.capstan(&["get", "deploy", "-n", "demo"]));
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     assert!(table.contains("hello") && table.contains("0/2"), "{table}");
     let wide = ok(&s.capstan(&["get", "deploy", "-n", "demo", "-o", "wide"]));
-    assert!(wide.contains("SELECTOR") && wide.contains("app=hello"), "{wide}");
+    assert!(
+        wide.contains("SELECTOR") && wide.contains("app=hello"),
+        "{wide}"
+    );
     let yaml = ok(&s.capstan(&["get", "deploy", "hello", "-n", "demo", "-o", "yaml"]));
-    assert!(yaml.contains("kind: Deployment") && yaml.contains("replicas: 2"), "{yaml}");
+    assert!(
+        yaml.contains("kind: Deployment") && yaml.contains("replicas: 2"),
+        "{yaml}"
+    );
     let names = ok(&s.capstan(&["get", "cm,svc", "-n", "demo", "-o", "name"]));
-    assert!(names.contains("configmap/hello-config") && names.contains("service/hello"), "{names}");
+    assert!(
+        names.contains("configmap/hello-config") && names.contains("service/hello"),
+        "{names}"
+    );
     let all = ok(&s.capstan(&["get", "all", "-A"]));
-    assert!(all.contains("NAMESPACE") && all.contains("deployment.apps/hello"), "{all}");
+    assert!(
+        all.contains("NAMESPACE") && all.contains("deployment.apps/hello"),
+        "{all}"
+    );
     let sel = ok(&s.capstan(&["get", "deploy", "-A", "-l", "app=hello", "-o", "name"]));
     assert_eq!(sel.trim(), "deployment.apps/hello");
 
@@ -38,10 +53,20 @@ fn cli_applies_gets_and_deletes() {
     let f = dir.path().join("two.yaml");
     std::fs::write(&f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\ndata:\n  a: b\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n").unwrap();
     let err = fails(&s.capstan(&["apply", "-f", f.to_str().unwrap()]));
-    assert!(err.contains("two.yaml") && err.contains("document 2") && err.contains("metadata.name"), "{err}");
+    assert!(
+        err.contains("two.yaml") && err.contains("document 2") && err.contains("metadata.name"),
+        "{err}"
+    );
     let none = fails(&s.capstan(&["get", "cm", "fine"]));
-    assert!(none.contains("not found"), "the good document was not applied either: {none}");
-    std::fs::write(&f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: [oops\n").unwrap();
+    assert!(
+        none.contains("not found"),
+        "the good document was not applied either: {none}"
+    );
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: [oops\n",
+    )
+    .unwrap();
     let err = fails(&s.capstan(&["apply", "-f", f.to_str().unwrap()]));
     assert!(err.contains("two.yaml") && err.contains("line"), "{err}");
 
@@ -71,12 +96,24 @@ fn up_serves_and_applies_the_example_repository() {
     let kc = dir.path().join("kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let out = Command::new(common::BIN).arg("--kubeconfig").arg(&kc).args(["get", "deploy", "hello", "-n", "demo", "-o", "name"]).output().unwrap();
+        let out = Command::new(common::BIN)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["get", "deploy", "hello", "-n", "demo", "-o", "name"])
+            .output()
+            .unwrap();
         if out.status.success() {
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "deployment.apps/hello");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "deployment.apps/hello"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "up did not apply the repository: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "up did not apply the repository: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();

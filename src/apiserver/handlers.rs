@@ -147,7 +147,9 @@ pub fn raw(kv: &crate::store::KeyValue) -> Vec<u8> {
         Some(rest) => {
             let mut out = Vec::with_capacity(kv.value.len() + 32);
             out.extend_from_slice(STORED_PREFIX);
-            out.extend_from_slice(format!("\"resourceVersion\":\"{}\"", kv.mod_revision).as_bytes());
+            out.extend_from_slice(
+                format!("\"resourceVersion\":\"{}\"", kv.mod_revision).as_bytes(),
+            );
             if !rest.starts_with(b"}") {
                 out.push(b',');
             }
@@ -162,7 +164,11 @@ pub fn raw(kv: &crate::store::KeyValue) -> Vec<u8> {
 pub fn key_identity<'a>(kind: &KindInfo, key: &'a str) -> (&'a str, &'a str) {
     let mut parts = key.rsplit('/');
     let name = parts.next().unwrap_or("");
-    let ns = if kind.namespaced { parts.next().unwrap_or("") } else { "" };
+    let ns = if kind.namespaced {
+        parts.next().unwrap_or("")
+    } else {
+        ""
+    };
     (ns, name)
 }
 
@@ -181,7 +187,9 @@ impl Filter {
                 None => Selector::everything(),
             },
             fields: match q.get("fieldSelector") {
-                Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                Some(s) => {
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
                 None => FieldSelector::default(),
             },
         })
@@ -189,7 +197,12 @@ impl Filter {
 
     /// Whether matching needs the object's content (not just its key).
     pub fn needs_object(&self) -> bool {
-        !self.labels.is_empty() || self.fields.terms.iter().any(|(p, _, _)| p != "metadata.name" && p != "metadata.namespace")
+        !self.labels.is_empty()
+            || self
+                .fields
+                .terms
+                .iter()
+                .any(|(p, _, _)| p != "metadata.name" && p != "metadata.namespace")
     }
 
     /// Matches by key alone; only valid when `!needs_object()`.
@@ -351,13 +364,23 @@ impl Server {
 
     /// Lists objects: selectors, limit/continue, resourceVersion. Returns (items, resourceVersion, continue,
     /// remaining).
-    pub async fn list_objects(&self, kind: &KindInfo, ns: Option<&str>, q: &Query) -> Result<(Vec<Value>, i64, Option<String>, usize)> {
+    pub async fn list_objects(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        q: &Query,
+    ) -> Result<(Vec<Value>, i64, Option<String>, usize)> {
         let (kvs, rev, cont, remaining) = self.list_kvs(kind, ns, q).await?;
         Ok((kvs.iter().map(decode).collect(), rev, cont, remaining))
     }
 
     /// Lists stored values, filtered and paged.
-    pub async fn list_kvs(&self, kind: &KindInfo, ns: Option<&str>, q: &Query) -> Result<(Vec<crate::store::KeyValue>, i64, Option<String>, usize)> {
+    pub async fn list_kvs(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        q: &Query,
+    ) -> Result<(Vec<crate::store::KeyValue>, i64, Option<String>, usize)> {
         let filter = Filter::from_query(q)?;
         let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
         let prefix = key(kind, ns, None);
@@ -373,9 +396,14 @@ impl Server {
                 (rv, Some(start))
             }
             None => {
-                let rv = match (q.get("resourceVersion").map(String::as_str), q.get("resourceVersionMatch").map(String::as_str)) {
+                let rv = match (
+                    q.get("resourceVersion").map(String::as_str),
+                    q.get("resourceVersionMatch").map(String::as_str),
+                ) {
                     (Some(rv), Some("Exact")) if !rv.is_empty() && rv != "0" => {
-                        rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?
+                        rv.parse().map_err(|_| {
+                            ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                        })?
                     }
                     _ => 0,
                 };
@@ -397,8 +425,15 @@ impl Server {
         }
         let mut items = Vec::new();
         loop {
-            let want = if limit == 0 { 0 } else { (limit - items.len()).max(1) * 2 };
-            let page = self.store.list(&prefix, revision, start.as_deref(), want).await?;
+            let want = if limit == 0 {
+                0
+            } else {
+                (limit - items.len()).max(1) * 2
+            };
+            let page = self
+                .store
+                .list(&prefix, revision, start.as_deref(), want)
+                .await?;
             revision = page.revision;
             let mut last_key = None;
             for kv in &page.kvs {
@@ -418,7 +453,11 @@ impl Server {
                 }
                 let token = json!({"rv": revision, "start": last_key});
                 let c = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string());
-                let rem = if consumed_all { page.remaining } else { page.remaining + 1 };
+                let rem = if consumed_all {
+                    page.remaining
+                } else {
+                    page.remaining + 1
+                };
                 return Ok((items, revision, Some(c), rem));
             }
             if page.remaining == 0 || last_key.is_none() {

@@ -281,7 +281,8 @@ async fn route(
             if flag(q, "watch") {
                 return watch::watch(server.clone(), t, q.clone(), headers).await;
             }
-            let (kvs, rev, cont, remaining) = server.list_kvs(t.kind, t.namespace.as_deref(), q).await?;
+            let (kvs, rev, cont, remaining) =
+                server.list_kvs(t.kind, t.namespace.as_deref(), q).await?;
             let mut meta = json!({"resourceVersion": rev.to_string()});
             if let Some(c) = cont {
                 meta["continue"] = json!(c);
@@ -292,7 +293,8 @@ async fn route(
                 return Ok(ok(table::table(t.kind, &items, meta, &include, true)));
             }
             // The list is assembled from the stored bytes, without parsing each object.
-            let mut out = Vec::with_capacity(kvs.iter().map(|k| k.value.len() + 32).sum::<usize>() + 256);
+            let mut out =
+                Vec::with_capacity(kvs.iter().map(|k| k.value.len() + 32).sum::<usize>() + 256);
             let head = format!(
                 "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
                 t.kind.kind,
@@ -306,7 +308,12 @@ async fn route(
                 out.extend_from_slice(&handlers::raw(kv));
             }
             out.extend_from_slice(b"]}");
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response())
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                out,
+            )
+                .into_response())
         }
         (Method::POST, false, None) => {
             let obj = parse_body(&body, &content_type)?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::error::{ApiError, Result};
 use super::handlers::{decode, flag, key, raw, Filter, Query, Target};
@@ -81,7 +81,7 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
     let rv = q.get("resourceVersion").cloned().unwrap_or_default();
-    let mut enc = Encoder {
+    let enc = Encoder {
         kind,
         table: table::wants_table(headers),
         include: q
@@ -93,13 +93,8 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     let ns = t.namespace.clone();
     let prefix = key(kind, ns.as_deref(), None);
     let raw_path = !enc.table && !filter.needs_object();
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
 
-    let initial = rv.is_empty()
-        || rv == "0"
-        || send_initial
-            && q.get("resourceVersionMatch").map(String::as_str) == Some("NotOlderThan")
-            && rv.is_empty();
+    let initial = rv.is_empty() || rv == "0";
     let (start, backlog) = if initial || send_initial {
         let mut lq = Query::new();
         for k in ["labelSelector", "fieldSelector"] {
@@ -115,98 +110,30 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
             .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
         (rev, Vec::new())
     };
-    let bookmark = move |rev: i64, end: bool| {
-        let mut meta = json!({"resourceVersion": rev.to_string()});
-        if end {
-            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-        }
-        json!({"kind": kind.kind, "apiVersion": kind.api_version(), "metadata": meta})
+    let store_stream = server.store.watch(&prefix, start).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.reset();
+    let state = State {
+        enc,
+        kind,
+        filter,
+        raw_path,
+        backlog: backlog.into(),
+        initial_end: send_initial,
+        stream: store_stream.map_err(ApiError::from),
+        deadline: Box::pin(tokio::time::sleep(timeout)),
+        tick,
+        bookmarks,
+        last: start,
+        done: false,
     };
-    let stream = server.store.watch(&prefix, start).await;
-    tokio::spawn(async move {
-        for kv in &backlog {
-            let line = if raw_path { raw_event("ADDED", kv) } else { enc.event("ADDED", &decode(kv)) };
-            if tx.send(Ok(line)).await.is_err() {
-                return;
-            }
-        }
-        if send_initial {
-            let _ = tx
-                .send(Ok(enc.event("BOOKMARK", &bookmark(start, true))))
-                .await;
-        }
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                let status = ApiError::from(e).status();
-                let _ = tx.send(Ok(enc.event("ERROR", &status))).await;
-                return;
-            }
-        };
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut tick =
-            tokio::time::interval(Duration::from_secs(if bookmarks { 10 } else { 3600 }));
-        tick.tick().await;
-        let mut last = start;
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                _ = tx.closed() => return,
-                _ = tick.tick(), if bookmarks => {
-                    if tx.send(Ok(enc.event("BOOKMARK", &bookmark(last, false)))).await.is_err() {
-                        return;
-                    }
-                }
-                ev = stream.recv() => {
-                    let Some(ev) = ev else { return };
-                    let ev = match ev {
-                        Ok(ev) => ev,
-                        Err(e) => {
-                            let status = ApiError::expired(format!("watch closed: {e}")).status();
-                            let _ = tx.send(Ok(enc.event("ERROR", &status))).await;
-                            return;
-                        }
-                    };
-                    last = ev.revision();
-                    if raw_path {
-                        // Name and namespace selectors match on the key: no parsing, no re-encoding.
-                        if !filter.matches_key(kind, &ev.kv.key) {
-                            continue;
-                        }
-                        let ty = match (ev.kind, &ev.prev) {
-                            (EventType::Delete, _) => "DELETED",
-                            (EventType::Put, None) => "ADDED",
-                            (EventType::Put, Some(_)) => "MODIFIED",
-                        };
-                        if tx.send(Ok(raw_event(ty, &ev.kv))).await.is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    let new = decode(&ev.kv);
-                    let old = ev.prev.as_ref().map(decode);
-                    let was = old.as_ref().is_some_and(|o| filter.matches(o));
-                    let ty = match ev.kind {
-                        EventType::Delete => if was { "DELETED" } else { continue },
-                        EventType::Put => {
-                            let is = filter.matches(&new);
-                            match (was, is) {
-                                (true, true) => "MODIFIED",
-                                (false, true) => "ADDED",
-                                (true, false) => "DELETED",
-                                (false, false) => continue,
-                            }
-                        }
-                    };
-                    if tx.send(Ok(enc.event(ty, &new))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
+    // The body is a stream polled by the connection itself: no task or channel per watcher, and everything is
+    // dropped when the client goes away.
+    let body = futures::stream::unfold(state, |mut st| async move {
+        let line = st.next_line().await?;
+        Some((Ok::<Bytes, std::io::Error>(line), st))
     });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let body = Body::from_stream(body);
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -215,4 +142,100 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
         body,
     )
         .into_response())
+}
+
+struct State {
+    enc: Encoder,
+    kind: &'static KindInfo,
+    filter: Filter,
+    raw_path: bool,
+    backlog: std::collections::VecDeque<crate::store::KeyValue>,
+    initial_end: bool,
+    stream: Result<crate::store::WatchStream, ApiError>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    tick: tokio::time::Interval,
+    bookmarks: bool,
+    last: i64,
+    done: bool,
+}
+
+impl State {
+    fn bookmark(&self, end: bool) -> Value {
+        let mut meta = json!({"resourceVersion": self.last.to_string()});
+        if end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        json!({"kind": self.kind.kind, "apiVersion": self.kind.api_version(), "metadata": meta})
+    }
+
+    /// The next line to send, or None when the watch ends.
+    async fn next_line(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if let Some(kv) = self.backlog.pop_front() {
+            return Some(if self.raw_path {
+                raw_event("ADDED", &kv)
+            } else {
+                self.enc.event("ADDED", &decode(&kv))
+            });
+        }
+        if self.initial_end {
+            self.initial_end = false;
+            let b = self.bookmark(true);
+            return Some(self.enc.event("BOOKMARK", &b));
+        }
+        let stream = match &mut self.stream {
+            Ok(s) => s,
+            Err(e) => {
+                self.done = true;
+                let status = e.status();
+                return Some(self.enc.event("ERROR", &status));
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = &mut self.deadline => return None,
+                _ = self.tick.tick(), if self.bookmarks => {
+                    let b = self.bookmark(false);
+                    return Some(self.enc.event("BOOKMARK", &b));
+                }
+                ev = stream.next() => {
+                    let ev = match ev? {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            self.done = true;
+                            let status = ApiError::expired(format!("watch closed: {e}")).status();
+                            return Some(self.enc.event("ERROR", &status));
+                        }
+                    };
+                    self.last = ev.revision();
+                    if self.raw_path {
+                        // Name and namespace selectors match on the key: no parsing, no re-encoding.
+                        if !self.filter.matches_key(self.kind, &ev.kv.key) {
+                            continue;
+                        }
+                        let ty = match (ev.kind, &ev.prev) {
+                            (EventType::Delete, _) => "DELETED",
+                            (EventType::Put, None) => "ADDED",
+                            (EventType::Put, Some(_)) => "MODIFIED",
+                        };
+                        return Some(raw_event(ty, &ev.kv));
+                    }
+                    let new = decode(&ev.kv);
+                    let was = ev.prev.as_ref().map(decode).is_some_and(|o| self.filter.matches(&o));
+                    let ty = match ev.kind {
+                        EventType::Delete => if was { "DELETED" } else { continue },
+                        EventType::Put => match (was, self.filter.matches(&new)) {
+                            (true, true) => "MODIFIED",
+                            (false, true) => "ADDED",
+                            (true, false) => "DELETED",
+                            (false, false) => continue,
+                        },
+                    };
+                    return Some(self.enc.event(ty, &new));
+                }
+            }
+        }
+    }
 }

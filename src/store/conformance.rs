@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::{DynStore, Error, EventType};
 
 async fn next(w: &mut super::WatchStream) -> super::Event {
-    tokio::time::timeout(Duration::from_secs(5), w.recv())
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), w.next())
         .await
         .expect("watch event within 5s")
         .expect("watch open")

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
 use super::{Error, Event, EventType, KeyValue, ListResult, Result, Store, WatchStream};
 
@@ -297,6 +297,41 @@ fn writer(
     }
 }
 
+/// One watcher's position: its backlog, then the live broadcast.
+struct Feed {
+    backlog: VecDeque<Arc<Event>>,
+    live: broadcast::Receiver<Arc<Event>>,
+    last: i64,
+    prefix: String,
+    done: bool,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Result<Event>> {
+        if self.done {
+            return None;
+        }
+        if let Some(ev) = self.backlog.pop_front() {
+            return Some(Ok((*ev).clone()));
+        }
+        loop {
+            match self.live.recv().await {
+                Ok(ev) => {
+                    if ev.revision() <= self.last || !in_prefix(&ev.kv.key, &self.prefix) {
+                        continue;
+                    }
+                    return Some(Ok((*ev).clone()));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.done = true;
+                    return Some(Err(Error::WatcherTooSlow));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
 fn in_prefix(key: &str, prefix: &str) -> bool {
     key.starts_with(prefix)
 }
@@ -403,8 +438,7 @@ impl Store for Embedded {
     }
 
     async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream> {
-        let (tx, rx) = mpsc::channel(1024);
-        let (backlog, mut live, last) = {
+        let (backlog, live, last) = {
             let s = self.state.read().unwrap_or_else(|e| e.into_inner());
             if after < s.compacted {
                 return Err(Error::Compacted {
@@ -412,43 +446,29 @@ impl Store for Embedded {
                     compacted: s.compacted,
                 });
             }
-            let backlog: Vec<Arc<Event>> = s
+            let backlog: VecDeque<Arc<Event>> = s
                 .history
                 .iter()
                 .filter(|e| e.revision() > after && in_prefix(&e.kv.key, prefix))
                 .cloned()
                 .collect();
+            // Subscribing under the lock: nothing is published between the backlog and the live feed.
             (backlog, self.events.subscribe(), s.revision.max(after))
         };
-        let prefix = prefix.to_string();
-        tokio::spawn(async move {
-            for ev in backlog {
-                if tx.send(Ok((*ev).clone())).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    got = live.recv() => match got {
-                        Ok(ev) => {
-                            if ev.revision() <= last || !in_prefix(&ev.kv.key, &prefix) {
-                                continue;
-                            }
-                            if tx.send(Ok((*ev).clone())).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx.send(Err(Error::WatcherTooSlow)).await;
-                            return;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    }
-                }
-            }
-        });
-        Ok(rx)
+        let state = Feed {
+            backlog,
+            live,
+            last,
+            prefix: prefix.to_string(),
+            done: false,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            |mut f| async move {
+                let item = f.next().await?;
+                Some((item, f))
+            },
+        )))
     }
 
     async fn revision(&self) -> Result<i64> {

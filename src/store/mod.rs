@@ -10,7 +10,6 @@ pub mod embedded;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum Error {
@@ -77,8 +76,8 @@ pub struct ListResult {
     pub remaining: usize,
 }
 
-/// Events of a watch, in revision order. An `Err` ends the stream.
-pub type WatchStream = mpsc::Receiver<Result<Event>>;
+/// Events of a watch, in revision order. An `Err` ends the stream; dropping it ends the watch.
+pub type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Event>> + Send>>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
