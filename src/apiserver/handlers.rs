@@ -1521,3 +1521,51 @@ mod tests {
         assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}]}}));
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[tokio::test]
+    #[ignore]
+    async fn create_handler_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::embedded::Embedded::open(&dir.path().join("db")).unwrap();
+        let server = Server {
+            store: std::sync::Arc::new(store),
+            token: "t".into(),
+        };
+        server.bootstrap().await.unwrap();
+        let kind = registry::lookup("configmaps").unwrap();
+        let t = Target {
+            kind,
+            namespace: Some("default".into()),
+            name: None,
+            sub: None,
+        };
+        let q = Query::new();
+        let start = std::time::Instant::now();
+        for i in 0..2000 {
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{i}")}, "data": {"k": "v"}});
+            server.create(&t, body, &q, &mut Vec::new()).await.unwrap();
+        }
+        eprintln!("2000 creates through the handler: {:?}", start.elapsed());
+        let pod = registry::lookup("pods").unwrap();
+        let t = Target {
+            kind: pod,
+            namespace: Some("default".into()),
+            name: None,
+            sub: None,
+        };
+        let start = std::time::Instant::now();
+        for i in 0..2000 {
+            let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}});
+            server.create(&t, body, &q, &mut Vec::new()).await.unwrap();
+        }
+        eprintln!(
+            "2000 pod creates through the handler: {:?}",
+            start.elapsed()
+        );
+    }
+}
