@@ -458,8 +458,7 @@ mod wal {
 
     pub fn decode_all(mut b: &[u8]) -> Vec<Record> {
         let mut out = Vec::new();
-        loop {
-            let Some(len) = u32_at(&mut b) else { break };
+        while let Some(len) = u32_at(&mut b) {
             let Some(crc) = u32_at(&mut b) else { break };
             let Some(p) = take(&mut b, len as usize) else {
                 break;
