@@ -157,14 +157,7 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
         .env("KUBECONFIG", s.kubeconfig())
         .arg("--cache-dir")
         .arg(s.dir.path().join("kubectl-cache"))
-        .args([
-            "get",
-            "configmaps",
-            "-n",
-            "shop",
-            "-w",
-            "--output-watch-events",
-        ])
+        .args(["get", "pods", "-n", "shop", "-w", "--output-watch-events"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -178,32 +171,35 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
             }
         }
     });
-    // The initial list arrives first.
-    let first = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("initial watch output");
-    assert!(first.contains("EVENT") && first.contains("NAME"), "{first}");
-    std::thread::sleep(Duration::from_millis(500));
+    // kubectl has listed (nothing yet) and is watching; another client makes changes.
+    std::thread::sleep(Duration::from_millis(1000));
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"live"},
+        "spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}"#;
     let (c, _) = s.call(
         "POST",
-        "/api/v1/namespaces/shop/configmaps",
+        "/api/v1/namespaces/shop/pods",
         "application/json",
-        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"live"}}"#,
+        pod,
     );
     assert_eq!(c, 201);
+    let label = r#"{"metadata":{"labels":{"x":"y"}}}"#;
     s.call(
         "PATCH",
-        "/api/v1/namespaces/shop/configmaps/live",
+        "/api/v1/namespaces/shop/pods/live",
         "application/merge-patch+json",
-        r#"{"data":{"x":"y"}}"#,
+        label,
     );
-    s.call("DELETE", "/api/v1/namespaces/shop/configmaps/live", "", "");
+    s.call("DELETE", "/api/v1/namespaces/shop/pods/live", "", "");
     let mut seen = Vec::new();
     while seen.len() < 3 {
         let line = rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("watch events missing; saw {seen:?}"));
         if line.split_whitespace().nth(1) == Some("live") {
+            assert!(
+                line.contains("Pending") || line.contains("Terminating"),
+                "{line}"
+            );
             seen.push(line.split_whitespace().next().unwrap_or("").to_string());
         }
     }

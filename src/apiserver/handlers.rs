@@ -1377,8 +1377,48 @@ pub fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Kind-specific work on create: a Job's selector and labels are derived from its uid, like Kubernetes does.
+/// The QoS class of a pod spec: Guaranteed when every container's requests equal its limits for cpu and memory,
+/// BestEffort when none sets any, Burstable otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|l| spec.get(*l).and_then(Value::as_array).into_iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let req = c.pointer("/resources/requests");
+        let lim = c.pointer("/resources/limits");
+        for r in ["cpu", "memory"] {
+            let q = req.and_then(|x| x.get(r));
+            let l = lim.and_then(|x| x.get(r));
+            if q.is_some() || l.is_some() {
+                any = true;
+            }
+            // Requests default to limits when only limits are set.
+            match (q, l) {
+                (Some(q), Some(l)) if q == l => {}
+                (None, Some(_)) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Kind-specific work on create: a pod starts Pending with its QoS class; a Job's selector and labels are derived
+/// from its uid, like Kubernetes does.
 fn create_hooks(kind: &KindInfo, obj: &mut Value) {
+    if kind.kind == "Pod" && obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
+        let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
     if kind.kind == "Job"
         && obj.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true)
     {
@@ -1511,6 +1551,20 @@ mod tests {
         assert!(
             parse_path("/api/v1/pods/x").is_err(),
             "namespaced kinds need a namespace for items"
+        );
+    }
+
+    #[test]
+    fn qos_classes() {
+        let c = |r: Value| json!({"containers": [{"name": "c", "resources": r}]});
+        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&c(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
         );
     }
 
