@@ -79,11 +79,44 @@ fn operations(k: &KindInfo, item: bool) -> Value {
     Value::Object(ops)
 }
 
+/// Rewrites schemars' `anyOf: [X, null]` (optional fields) into `allOf: [X]` with `nullable`, the shape Kubernetes
+/// publishes, which `kubectl explain` walks.
+fn kubernetes_shape(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Array(any)) = m.get("anyOf") {
+                let non_null: Vec<Value> = any
+                    .iter()
+                    .filter(|s| {
+                        !(s.get("enum")
+                            .and_then(Value::as_array)
+                            .is_some_and(|e| e.len() == 1 && e[0].is_null()))
+                    })
+                    .cloned()
+                    .collect();
+                if non_null.len() == 1 && non_null.len() < any.len() {
+                    m.remove("anyOf");
+                    m.insert("allOf".into(), Value::Array(non_null));
+                    m.insert("nullable".into(), Value::Bool(true));
+                }
+            }
+            for child in m.values_mut() {
+                kubernetes_shape(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(kubernetes_shape),
+        _ => {}
+    }
+}
+
 /// The OpenAPI v3 document of one group-version.
 pub fn document(group: &str, version: &str) -> Value {
     let s = schemas();
     let mut paths = Map::new();
     let mut components = s.definitions.clone();
+    for def in components.values_mut() {
+        kubernetes_shape(def);
+    }
     let prefix = format!("/{}", gv_path(group, version));
     for k in KINDS
         .iter()

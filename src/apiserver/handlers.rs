@@ -314,6 +314,10 @@ fn rand_suffix() -> String {
 
 /// Parses a body as JSON, or YAML when the content type says so. Errors name the line.
 pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        // Clients fall back to JSON on 415 (client-go does for built-in types).
+        return Err(ApiError::unsupported_media(content_type));
+    }
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
