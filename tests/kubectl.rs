@@ -240,3 +240,113 @@ fn kubectl_names_kinds_capstan_does_not_serve() {
     let err = fails(&s.kubectl(&k, &["apply", "-f", file.to_str().unwrap()]));
     assert!(err.contains("HorizontalPodAutoscaler"), "{err}");
 }
+
+#[test]
+fn kubectl_create_generators_work() {
+    // These commands send Kubernetes protobuf, not JSON.
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    ok(&s.kubectl(&k, &["create", "namespace", "gen"]));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.25",
+            "--replicas=3",
+            "--port=80",
+            "-n",
+            "gen",
+        ],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "configmap",
+            "cfg",
+            "--from-literal=greeting=hi",
+            "-n",
+            "gen",
+        ],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "pw",
+            "--from-literal=password=s3cret",
+            "-n",
+            "gen",
+        ],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+            "-n",
+            "gen",
+        ],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "cronjob",
+            "cj",
+            "--image=busybox:1.36",
+            "--schedule=*/5 * * * *",
+            "-n",
+            "gen",
+            "--",
+            "date",
+        ],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &["create", "job", "--from=cronjob/cj", "manual", "-n", "gen"],
+    ));
+    let (_, d) = s.call(
+        "GET",
+        "/apis/apps/v1/namespaces/gen/deployments/web",
+        "",
+        "",
+    );
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.25"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        80
+    );
+    let (_, c) = s.call("GET", "/api/v1/namespaces/gen/configmaps/cfg", "", "");
+    assert_eq!(c["data"]["greeting"], "hi");
+    let (_, p) = s.call("GET", "/api/v1/namespaces/gen/secrets/pw", "", "");
+    assert_eq!(p["data"]["password"], "czNjcmV0");
+    let (_, svc) = s.call("GET", "/api/v1/namespaces/gen/services/web", "", "");
+    assert_eq!(
+        (
+            svc["spec"]["ports"][0]["port"].as_i64(),
+            svc["spec"]["ports"][0]["targetPort"].as_i64()
+        ),
+        (Some(80), Some(8080))
+    );
+    let (_, j) = s.call("GET", "/apis/batch/v1/namespaces/gen/jobs/manual", "", "");
+    assert_eq!(
+        j["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    assert_eq!(
+        j["spec"]["template"]["spec"]["containers"][0]["command"][0],
+        "date"
+    );
+}

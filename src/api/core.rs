@@ -152,6 +152,7 @@ object!(OptionalRef { pub name: Option<String>, pub optional: Option<bool>, });
 
 object!(ContainerPort {
     pub container_port: i32,
+    #[serde(rename = "hostIP")]
     pub host_ip: Option<String>,
     pub host_port: Option<i32>,
     pub name: Option<String>,

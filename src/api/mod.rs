@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod meta;
 pub mod openapi;
 pub mod other;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod validation;

@@ -227,6 +227,16 @@ impl Filter {
     }
 }
 
+/// Parses a request body holding an object of `kind`: JSON, YAML, or Kubernetes protobuf (what kubectl's `create`
+/// generators send).
+pub fn parse_object(body: &[u8], content_type: &str, kind: &KindInfo) -> Result<Value> {
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return crate::api::protobuf::object(body, kind.group, kind.version, kind.kind)
+            .map_err(|e| ApiError::bad_request(e.to_string()));
+    }
+    parse_body(body, content_type)
+}
+
 /// Query parameters of a request.
 pub type Query = HashMap<String, String>;
 
@@ -315,7 +325,6 @@ fn rand_suffix() -> String {
 /// Parses a body as JSON, or YAML when the content type says so. Errors name the line.
 pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value> {
     if content_type.contains("protobuf") || content_type.contains("cbor") {
-        // Clients fall back to JSON on 415 (client-go does for built-in types).
         return Err(ApiError::unsupported_media(content_type));
     }
     if body.iter().all(|b| b.is_ascii_whitespace()) {

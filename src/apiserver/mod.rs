@@ -316,7 +316,7 @@ async fn route(
                 .into_response())
         }
         (Method::POST, false, None) => {
-            let obj = parse_body(&body, &content_type)?;
+            let obj = handlers::parse_object(&body, &content_type, t.kind)?;
             let v = server.create(&t, obj, q, &mut warnings).await?;
             Ok(respond(StatusCode::CREATED, v, &warnings, t.kind))
         }
@@ -339,7 +339,7 @@ async fn route(
                     format!("{} has no status subresource", t.kind.plural),
                 ));
             }
-            let obj = parse_body(&body, &content_type)?;
+            let obj = handlers::parse_object(&body, &content_type, t.kind)?;
             let v = server.update(&t, obj, q, &mut warnings).await?;
             Ok(respond(StatusCode::OK, v, &warnings, t.kind))
         }
