@@ -45,11 +45,32 @@ struct Request {
     reply: oneshot::Sender<Result<(i64, Option<KeyValue>)>>,
 }
 
-/// The redb-backed store.
+/// The embedded store. Cheap to share: every handle points at the same state.
 pub struct Embedded {
-    state: Arc<RwLock<State>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: RwLock<State>,
     events: broadcast::Sender<Arc<Event>>,
-    writes: std::sync::mpsc::Sender<Request>,
+    /// Writes waiting for the next commit, and whether some caller is committing (the leader).
+    queue: std::sync::Mutex<Queue>,
+    durable: std::sync::Mutex<Durable>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Request>,
+    leader: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let d = self.durable.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = d.checkpoint() {
+            tracing::error!(error = %e, "final store checkpoint failed; the WAL will be replayed at the next start");
+        }
+    }
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> Error {
@@ -125,51 +146,77 @@ impl Embedded {
         }
         let mut durable = Durable::open(db, &wal_path, replayed, revision)?;
         durable.checkpoint()?;
-        let state = Arc::new(RwLock::new(State {
+        let state = RwLock::new(State {
             current,
             history: VecDeque::new(),
             revision,
             compacted: revision,
-        }));
+        });
         let (events, _) = broadcast::channel(1 << 16);
-        let (writes, rx) = std::sync::mpsc::channel::<Request>();
-        let st = state.clone();
-        let ev = events.clone();
-        std::thread::Builder::new()
-            .name("capstan-store-writer".into())
-            .spawn(move || writer(durable, st, ev, rx))
-            .map_err(backend)?;
-        Ok(Embedded {
+        let inner = Inner {
             state,
             events,
-            writes,
+            queue: std::sync::Mutex::new(Queue::default()),
+            durable: std::sync::Mutex::new(durable),
+        };
+        Ok(Embedded {
+            inner: Arc::new(inner),
         })
     }
 
+    /// Group commit without a hand-off: the first writer to find no commit in progress becomes the leader and
+    /// commits everything queued (its own write included) until the queue is empty; writers arriving meanwhile just
+    /// wait for their answer. A single client never waits for another thread; many share each sync. A leader that
+    /// has served several rounds passes the rest to a blocking thread, so no caller waits long for others.
     async fn submit(&self, op: Op) -> Result<(i64, Option<KeyValue>)> {
         let (reply, rx) = oneshot::channel();
-        self.writes
-            .send(Request { op, reply })
-            .map_err(|_| Error::Closed)?;
+        let lead = {
+            let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.pending.push(Request { op, reply });
+            !std::mem::replace(&mut q.leader, true)
+        };
+        if lead {
+            let inner = self.inner.clone();
+            if !inner.drain(LEADER_ROUNDS) {
+                tokio::task::spawn_blocking(move || inner.drain(usize::MAX));
+            }
+        }
         rx.await.map_err(|_| Error::Closed)?
     }
 }
 
-/// The writer loop: batch, check, commit once, publish, acknowledge.
-fn writer(
-    mut db: Durable,
-    state: Arc<RwLock<State>>,
-    events: broadcast::Sender<Arc<Event>>,
-    rx: std::sync::mpsc::Receiver<Request>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
+/// How many commits a leading caller makes before handing the queue to a blocking thread.
+const LEADER_ROUNDS: usize = 4;
+
+impl Inner {
+    /// Commits queued writes, at most `rounds` batches. Returns true when the queue was emptied (leadership
+    /// released), false when the caller must keep draining elsewhere.
+    fn drain(&self, rounds: usize) -> bool {
+        for _ in 0..rounds {
+            let batch = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.pending.is_empty() {
+                    q.leader = false;
+                    return true;
+                }
+                let n = q.pending.len().min(BATCH_MAX);
+                q.pending.drain(..n).collect::<Vec<_>>()
+            };
+            let mut d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+            commit(batch, &mut d, &self.state, &self.events);
         }
+        false
+    }
+}
+
+/// One group commit: check each write in order, persist the batch with one sync, publish, acknowledge.
+fn commit(
+    batch: Vec<Request>,
+    db: &mut Durable,
+    state: &RwLock<State>,
+    events: &broadcast::Sender<Arc<Event>>,
+) {
+    {
         // Check each op against the current state plus the effects of earlier ops in this batch.
         let mut revision = state.read().unwrap_or_else(|e| e.into_inner()).revision;
         let mut overlay: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
@@ -260,7 +307,7 @@ fn writer(
             for req in batch {
                 let _ = req.reply.send(Err(e.clone()));
             }
-            continue;
+            return;
         }
         // Publish, then acknowledge.
         {
@@ -292,9 +339,6 @@ fn writer(
                 .reply
                 .send(outcome.map(|ev| (ev.kv.mod_revision, ev.prev)));
         }
-    }
-    if let Err(e) = db.checkpoint() {
-        tracing::error!(error = %e, "final store checkpoint failed; the WAL will be replayed at the next start");
     }
 }
 
@@ -549,7 +593,7 @@ fn in_prefix(key: &str, prefix: &str) -> bool {
 #[async_trait]
 impl Store for Embedded {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let s = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
         Ok(s.current.get(key).cloned())
     }
 
@@ -560,7 +604,7 @@ impl Store for Embedded {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListResult> {
-        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let s = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
         let start = match start_after {
             Some(k) if k >= prefix => Bound::Excluded(k.to_string()),
             _ => Bound::Included(prefix.to_string()),
@@ -649,7 +693,7 @@ impl Store for Embedded {
 
     async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream> {
         let (backlog, live, last) = {
-            let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let s = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
             if after < s.compacted {
                 return Err(Error::Compacted {
                     requested: after,
@@ -663,7 +707,11 @@ impl Store for Embedded {
                 .cloned()
                 .collect();
             // Subscribing under the lock: nothing is published between the backlog and the live feed.
-            (backlog, self.events.subscribe(), s.revision.max(after))
+            (
+                backlog,
+                self.inner.events.subscribe(),
+                s.revision.max(after),
+            )
         };
         let state = Feed {
             backlog,
@@ -683,6 +731,7 @@ impl Store for Embedded {
 
     async fn revision(&self) -> Result<i64> {
         Ok(self
+            .inner
             .state
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -690,7 +739,7 @@ impl Store for Embedded {
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
         if revision > s.revision {
             return Err(Error::Backend(format!(
                 "cannot compact to future revision {revision}"
