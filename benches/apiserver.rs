@@ -223,8 +223,9 @@ async fn main() {
         pct(&mut lat, 0.99)
     );
 
-    // One event to 1,000 watchers.
+    // One event to 1,000 watchers, five times (each round is one write seen by every watcher).
     let watchers = 1000 / scale;
+    let rounds = 5;
     let rv: serde_json::Value = c
         .get(format!(
             "{url}/api/v1/namespaces/default/configmaps?limit=1"
@@ -240,11 +241,13 @@ async fn main() {
         .as_str()
         .unwrap()
         .to_string();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     let mut handles = Vec::new();
     for _ in 0..watchers {
         let r = c
-            .get(format!("{url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dwatched"))
+            .get(format!(
+                "{url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dwatched"
+            ))
             .header("Authorization", &auth)
             .send()
             .await
@@ -252,35 +255,55 @@ async fn main() {
         let tx = tx.clone();
         handles.push(tokio::spawn(async move {
             let mut s = r.bytes_stream();
-            while let Some(chunk) = s.next().await {
-                if chunk
-                    .map(|b| b.windows(7).any(|w| w == b"watched"))
-                    .unwrap_or(false)
-                {
-                    let _ = tx.send(Instant::now());
-                    return;
+            let mut round = 0;
+            while let Some(Ok(chunk)) = s.next().await {
+                for _ in 0..chunk.windows(7).filter(|w| *w == b"watched").count() {
+                    let _ = tx.send((round, Instant::now()));
+                    round += 1;
                 }
             }
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let sent = Instant::now();
-    c.post(format!("{url}/api/v1/namespaces/default/configmaps"))
-        .header("Authorization", &auth)
-        .json(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"}}))
-        .send()
-        .await
-        .unwrap();
     let mut lat = Vec::new();
-    while lat.len() < watchers {
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(t)) => lat.push(t.duration_since(sent).as_secs_f64() * 1000.0),
-            _ => break,
+    for round in 0..rounds {
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"},
+            "data": {"round": round.to_string()}});
+        let sent = Instant::now();
+        let req = if round == 0 {
+            c.post(format!("{url}/api/v1/namespaces/default/configmaps"))
+        } else {
+            c.put(format!(
+                "{url}/api/v1/namespaces/default/configmaps/watched"
+            ))
+        };
+        req.header("Authorization", &auth)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut got = 0;
+        let first = lat.len();
+        while got < watchers {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some((r, t))) if r == round => {
+                    lat.push(t.duration_since(sent).as_secs_f64() * 1000.0);
+                    got += 1;
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
         }
+        let mut this: Vec<f64> = lat[first..].to_vec();
+        println!(
+            "  round {round}: p50 {:.1} ms, max {:.1} ms",
+            pct(&mut this.clone(), 0.5),
+            pct(&mut this, 1.0)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     println!(
-        "one event to {} watchers ({} delivered): p50 {:.1} ms, p99 {:.1} ms",
-        watchers,
+        "one event to {watchers} watchers, {rounds} rounds ({} deliveries): p50 {:.1} ms, p99 {:.1} ms",
         lat.len(),
         pct(&mut lat.clone(), 0.5),
         pct(&mut lat, 0.99)

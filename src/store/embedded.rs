@@ -56,21 +56,15 @@ struct Inner {
     /// Writes waiting for the next commit, and whether some caller is committing (the leader).
     queue: std::sync::Mutex<Queue>,
     durable: std::sync::Mutex<Durable>,
+    /// Committed events go to a publisher thread that wakes the watchers (woken from outside the async runtime, they
+    /// spread over all its workers instead of piling onto the committing one).
+    publish: std::sync::mpsc::Sender<Vec<Arc<Event>>>,
 }
 
 #[derive(Default)]
 struct Queue {
     pending: Vec<Request>,
     leader: bool,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let d = self.durable.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = d.checkpoint() {
-            tracing::error!(error = %e, "final store checkpoint failed; the WAL will be replayed at the next start");
-        }
-    }
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> Error {
@@ -123,10 +117,12 @@ impl Embedded {
                 revision = v.value();
             }
         }
-        // Replay what the WAL holds beyond the checkpoint.
-        let wal_path = path.with_extension("wal");
+        // Replay what the WAL segments hold beyond the checkpoint.
         let mut replayed = BTreeMap::new();
-        if let Ok(bytes) = std::fs::read(&wal_path) {
+        for (_, seg) in segments(path) {
+            let Ok(bytes) = std::fs::read(&seg) else {
+                continue;
+            };
             for rec in wal::decode_all(&bytes) {
                 if rec.revision <= revision {
                     continue;
@@ -144,8 +140,7 @@ impl Embedded {
                 }
             }
         }
-        let mut durable = Durable::open(db, &wal_path, replayed, revision)?;
-        durable.checkpoint()?;
+        let durable = Durable::open(db, path, replayed, revision)?;
         let state = RwLock::new(State {
             current,
             history: VecDeque::new(),
@@ -153,9 +148,22 @@ impl Embedded {
             compacted: revision,
         });
         let (events, _) = broadcast::channel(1 << 16);
+        let (publish, published) = std::sync::mpsc::channel::<Vec<Arc<Event>>>();
+        let fanout = events.clone();
+        std::thread::Builder::new()
+            .name("capstan-store-publish".into())
+            .spawn(move || {
+                for batch in published {
+                    for ev in batch {
+                        let _ = fanout.send(ev);
+                    }
+                }
+            })
+            .map_err(backend)?;
         let inner = Inner {
             state,
             events,
+            publish,
             queue: std::sync::Mutex::new(Queue::default()),
             durable: std::sync::Mutex::new(durable),
         };
@@ -203,7 +211,8 @@ impl Inner {
                 q.pending.drain(..n).collect::<Vec<_>>()
             };
             let mut d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
-            commit(batch, &mut d, &self.state, &self.events);
+            commit(batch, &mut d, &self.state, &self.publish);
+            d.maybe_checkpoint();
         }
         false
     }
@@ -214,7 +223,7 @@ fn commit(
     batch: Vec<Request>,
     db: &mut Durable,
     state: &RwLock<State>,
-    events: &broadcast::Sender<Arc<Event>>,
+    publish: &std::sync::mpsc::Sender<Vec<Arc<Event>>>,
 ) {
     {
         // Check each op against the current state plus the effects of earlier ops in this batch.
@@ -310,6 +319,7 @@ fn commit(
             return;
         }
         // Publish, then acknowledge.
+        let mut published = Vec::with_capacity(outcomes.len());
         {
             let mut s = state.write().unwrap_or_else(|e| e.into_inner());
             for ev in outcomes.iter().flatten() {
@@ -323,7 +333,7 @@ fn commit(
                 }
                 let ev = Arc::new(ev.clone());
                 s.history.push_back(ev.clone());
-                let _ = events.send(ev);
+                published.push(ev);
             }
             s.revision = revision;
             if s.history.len() > HISTORY_MAX {
@@ -333,6 +343,9 @@ fn commit(
                     }
                 }
             }
+        }
+        if !published.is_empty() {
+            let _ = publish.send(published);
         }
         for (req, outcome) in batch.into_iter().zip(outcomes) {
             let _ = req
@@ -347,34 +360,155 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// ... or after this many changed keys.
 const CHECKPOINT_KEYS: usize = 20_000;
 
-/// The durable side: the WAL and the redb checkpoint.
+/// The WAL segment files of a store at `base` (`store.redb` -> `store.wal.00000001`, ...), oldest first.
+fn segments(base: &Path) -> Vec<(u64, std::path::PathBuf)> {
+    let dir = base.parent().unwrap_or(Path::new("."));
+    let prefix = format!(
+        "{}.",
+        base.with_extension("wal")
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("wal")
+    );
+    let mut out: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let seq = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn segment_path(base: &Path, seq: u64) -> std::path::PathBuf {
+    let wal = base.with_extension("wal");
+    let mut name = wal
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".{seq:08}"));
+    wal.with_file_name(name)
+}
+
+/// Changes to commit to redb, and the WAL segments they make obsolete.
+struct CheckpointJob {
+    changes: BTreeMap<String, Option<KeyValue>>,
+    revision: i64,
+    obsolete: Vec<std::path::PathBuf>,
+}
+
+/// Commits changes to redb durably.
+fn write_checkpoint(
+    db: &Database,
+    changes: &BTreeMap<String, Option<KeyValue>>,
+    revision: i64,
+) -> Result<()> {
+    let mut w = db.begin_write().map_err(backend)?;
+    w.set_durability(Durability::Immediate).map_err(backend)?;
+    {
+        let mut kv = w.open_table(KV).map_err(backend)?;
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    kv.insert(
+                        k.as_str(),
+                        encode(v.create_revision, v.mod_revision, &v.value).as_slice(),
+                    )
+                    .map_err(backend)?;
+                }
+                None => {
+                    kv.remove(k.as_str()).map_err(backend)?;
+                }
+            }
+        }
+        let mut meta = w.open_table(META).map_err(backend)?;
+        meta.insert("revision", revision).map_err(backend)?;
+    }
+    w.commit().map_err(backend)
+}
+
+/// The durable side: the current WAL segment; checkpoints into redb run on their own thread, so writers never wait
+/// for them. A checkpoint starts a new segment; the old ones are deleted once redb holds their changes.
 struct Durable {
-    db: Database,
+    base: std::path::PathBuf,
     wal: std::fs::File,
+    seq: u64,
     pending: BTreeMap<String, Option<KeyValue>>,
     revision: i64,
     last_checkpoint: std::time::Instant,
+    checkpoints: Option<std::sync::mpsc::Sender<CheckpointJob>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Durable {
+    /// Opens the store's durable side after recovery: `recovered` (replayed from old segments) is committed to redb
+    /// now, and the old segments are removed.
     fn open(
         db: Database,
-        wal_path: &Path,
-        pending: BTreeMap<String, Option<KeyValue>>,
+        base: &Path,
+        recovered: BTreeMap<String, Option<KeyValue>>,
         revision: i64,
     ) -> Result<Self> {
-        let wal = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(wal_path)
+        let old = segments(base);
+        if !recovered.is_empty() {
+            write_checkpoint(&db, &recovered, revision)?;
+        }
+        for (_, p) in &old {
+            let _ = std::fs::remove_file(p);
+        }
+        let seq = old.last().map_or(1, |(s, _)| s + 1);
+        let wal = Self::create_segment(base, seq)?;
+        let (tx, rx) = std::sync::mpsc::channel::<CheckpointJob>();
+        let handle = std::thread::Builder::new()
+            .name("capstan-store-checkpoint".into())
+            .spawn(move || {
+                // After a failed checkpoint no segment is deleted again: the next start replays them all.
+                let mut failed = false;
+                for job in rx {
+                    match write_checkpoint(&db, &job.changes, job.revision) {
+                        Ok(()) if !failed => {
+                            for p in job.obsolete {
+                                let _ = std::fs::remove_file(p);
+                            }
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            failed = true;
+                            tracing::error!(error = %e, "store checkpoint failed; the WAL is kept");
+                        }
+                    }
+                }
+            })
             .map_err(backend)?;
         Ok(Durable {
-            db,
+            base: base.to_path_buf(),
             wal,
-            pending,
+            seq,
+            pending: BTreeMap::new(),
             revision,
             last_checkpoint: std::time::Instant::now(),
+            checkpoints: Some(tx),
+            checkpointer: Some(handle),
         })
+    }
+
+    fn create_segment(base: &Path, seq: u64) -> Result<std::fs::File> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(base, seq))
+            .map_err(backend)?;
+        // Make the new file's directory entry durable too.
+        if let Some(dir) = base.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(f)
     }
 
     /// Appends events to the WAL and syncs once.
@@ -392,49 +526,55 @@ impl Durable {
         self.wal.write_all(&buf).map_err(backend)?;
         self.wal.sync_data().map_err(backend)?;
         self.revision = revision;
-        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-            || self.pending.len() >= CHECKPOINT_KEYS
-        {
-            if let Err(e) = self.checkpoint() {
-                // The WAL still holds everything; the next checkpoint retries.
-                tracing::warn!(error = %e, "store checkpoint failed");
-            }
-        }
         Ok(())
     }
 
-    /// Commits the accumulated changes to redb durably, then empties the WAL.
+    /// Starts a checkpoint when one is due: a new segment takes the next writes, and the checkpoint thread commits
+    /// the accumulated changes and then deletes the older segments.
+    fn maybe_checkpoint(&mut self) {
+        let due = self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+            || self.pending.len() >= CHECKPOINT_KEYS;
+        if !due || self.pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "starting a store checkpoint failed; will retry");
+        }
+    }
+
     fn checkpoint(&mut self) -> Result<()> {
         self.last_checkpoint = std::time::Instant::now();
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut w = self.db.begin_write().map_err(backend)?;
-        w.set_durability(Durability::Immediate).map_err(backend)?;
-        {
-            let mut kv = w.open_table(KV).map_err(backend)?;
-            for (k, v) in &self.pending {
-                match v {
-                    Some(v) => {
-                        kv.insert(
-                            k.as_str(),
-                            encode(v.create_revision, v.mod_revision, &v.value).as_slice(),
-                        )
-                        .map_err(backend)?;
-                    }
-                    None => {
-                        kv.remove(k.as_str()).map_err(backend)?;
-                    }
-                }
-            }
-            let mut meta = w.open_table(META).map_err(backend)?;
-            meta.insert("revision", self.revision).map_err(backend)?;
+        let next = self.seq + 1;
+        let wal = Self::create_segment(&self.base, next)?;
+        let obsolete: Vec<std::path::PathBuf> = segments(&self.base)
+            .into_iter()
+            .filter(|(s, _)| *s < next)
+            .map(|(_, p)| p)
+            .collect();
+        self.wal = wal;
+        self.seq = next;
+        let job = CheckpointJob {
+            changes: std::mem::take(&mut self.pending),
+            revision: self.revision,
+            obsolete,
+        };
+        if let Some(tx) = &self.checkpoints {
+            let _ = tx.send(job);
         }
-        w.commit().map_err(backend)?;
-        self.pending.clear();
-        self.wal.set_len(0).map_err(backend)?;
-        self.wal.sync_all().map_err(backend)?;
         Ok(())
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        let _ = self.checkpoint();
+        self.checkpoints.take();
+        if let Some(h) = self.checkpointer.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -780,11 +920,15 @@ mod tests {
         // A crash now: the checkpoint (redb) is older than the WAL. Copy both files as they are on disk.
         let crash = tempfile::tempdir().unwrap();
         std::fs::copy(&path, crash.path().join("db")).unwrap();
-        std::fs::copy(path.with_extension("wal"), crash.path().join("db.wal")).unwrap();
-        assert!(
-            std::fs::metadata(path.with_extension("wal")).unwrap().len() > 0,
-            "writes are in the WAL"
-        );
+        let segs = segments(&path);
+        let logged: u64 = segs
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(logged > 0, "writes are in the WAL");
+        for (_, p) in &segs {
+            std::fs::copy(p, crash.path().join(p.file_name().unwrap())).unwrap();
+        }
         let r = Embedded::open(&crash.path().join("db")).unwrap();
         assert_eq!(r.revision().await.unwrap(), rev);
         assert_eq!(r.list("/w/", 0, None, 0).await.unwrap().kvs.len(), 49);
