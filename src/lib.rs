@@ -8,7 +8,8 @@
 //! - [`api`]: the object model. Kubernetes kinds as serde types, their JSON Schemas, the kind registry (one table
 //!   that drives discovery, routing, tables and validation), selectors, defaulting and validation.
 //! - [`store`]: the revisioned key-value store under everything, shaped on etcd (one global revision, compare-and-swap,
-//!   watch from a revision, compaction). The embedded backend on redb is the default.
+//!   watch from a revision, compaction). The embedded backend (a write-ahead log with redb checkpoints) is the
+//!   default.
 //! - [`apiserver`]: the Kubernetes API over HTTP (axum): discovery, CRUD, watch, patch, server-side apply, tables,
 //!   OpenAPI. It is the only module that touches the store.
 //! - [`client`]: the HTTP client every other component (and the CLI) uses: typed requests, a watcher that resumes
