@@ -218,6 +218,19 @@ impl Inner {
     }
 }
 
+/// The compare-and-swap check of an update or delete: the key must exist, at `expected` unless that is 0.
+fn guard(key: &str, current: Option<KeyValue>, expected: i64) -> Result<KeyValue> {
+    match current {
+        None => Err(Error::NotFound(key.to_string())),
+        Some(prev) if expected != 0 && prev.mod_revision != expected => Err(Error::Conflict {
+            key: key.to_string(),
+            expected,
+            actual: prev.mod_revision,
+        }),
+        Some(prev) => Ok(prev),
+    }
+}
+
 /// One group commit: check each write in order, persist the batch with one sync, publish, acknowledge.
 fn commit(
     batch: Vec<Request>,
@@ -259,16 +272,9 @@ fn commit(
                             })
                         }
                     },
-                    Op::Update(k, v, expected) => match lookup(&overlay, k) {
-                        None => Err(Error::NotFound(k.clone())),
-                        Some(prev) if *expected != 0 && prev.mod_revision != *expected => {
-                            Err(Error::Conflict {
-                                key: k.clone(),
-                                expected: *expected,
-                                actual: prev.mod_revision,
-                            })
-                        }
-                        Some(prev) => {
+                    Op::Update(k, v, expected) => match guard(k, lookup(&overlay, k), *expected) {
+                        Err(e) => Err(e),
+                        Ok(prev) => {
                             revision += 1;
                             let kv = KeyValue {
                                 key: k.clone(),
@@ -284,16 +290,9 @@ fn commit(
                             })
                         }
                     },
-                    Op::Delete(k, expected) => match lookup(&overlay, k) {
-                        None => Err(Error::NotFound(k.clone())),
-                        Some(prev) if *expected != 0 && prev.mod_revision != *expected => {
-                            Err(Error::Conflict {
-                                key: k.clone(),
-                                expected: *expected,
-                                actual: prev.mod_revision,
-                            })
-                        }
-                        Some(prev) => {
+                    Op::Delete(k, expected) => match guard(k, lookup(&overlay, k), *expected) {
+                        Err(e) => Err(e),
+                        Ok(prev) => {
                             revision += 1;
                             let mut kv = prev.clone();
                             kv.mod_revision = revision;
