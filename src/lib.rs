@@ -14,6 +14,8 @@
 //!   OpenAPI. It is the only module that touches the store.
 //! - [`client`]: the HTTP client every other component (and the CLI) uses: typed requests, a watcher that resumes
 //!   and relists, and an informer cache.
+//! - [`runtime`]: the controller runtime - work queue with backoff, the `reconcile -> Action` loop fed by informers,
+//!   owner mapping, leader election on a Lease.
 //!
 //! Data moves one way: a write goes to the API server, which validates it and commits it to the store; the store's
 //! watch feeds every watcher through the API server.
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod client;
+pub mod runtime;
 pub mod store;
 
 /// The Kubernetes version Capstan's API reports (what kubectl compares its own version with).

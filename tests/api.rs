@@ -597,3 +597,35 @@ fn tables_have_kubectl_columns() {
     assert_eq!(t["rows"][0]["cells"][0], "t1");
     assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
 }
+
+#[test]
+fn a_write_that_changes_nothing_keeps_the_resource_version() {
+    let s = Server::start();
+    let (_, a) = s.call(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        &cm("same"),
+    );
+    let rv = a["metadata"]["resourceVersion"].clone();
+    let (_, b) = s.call(
+        "PUT",
+        "/api/v1/namespaces/default/configmaps/same",
+        "application/json",
+        &a.to_string(),
+    );
+    assert_eq!(
+        b["metadata"]["resourceVersion"], rv,
+        "an identical PUT is not a write"
+    );
+    let cfg =
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"same"},"data":{"k":"v"}}"#;
+    let path = "/api/v1/namespaces/default/configmaps/same?fieldManager=m&force=true";
+    let (_, c) = s.call("PATCH", path, "application/apply-patch+yaml", cfg);
+    let rv2 = c["metadata"]["resourceVersion"].clone();
+    let (_, d) = s.call("PATCH", path, "application/apply-patch+yaml", cfg);
+    assert_eq!(
+        d["metadata"]["resourceVersion"], rv2,
+        "re-applying the same config is not a write"
+    );
+}

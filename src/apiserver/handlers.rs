@@ -659,6 +659,15 @@ impl Server {
                     .unwrap_or(0)
                     > 0)
             && kind.kind != "Namespace";
+        if let Some((prev, rev)) = old {
+            // A write that changes nothing is not a write: no new resourceVersion, no watch event (controllers that
+            // re-apply the same state must not wake themselves up forever).
+            if !finished_deleting && unchanged(prev, &obj) {
+                let mut same = prev.clone();
+                set_meta(&mut same, "resourceVersion", json!(rev.to_string()));
+                return Ok(same);
+            }
+        }
         if opts.dry_run {
             if let Some((_, rev)) = old {
                 set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
@@ -1423,6 +1432,23 @@ pub fn qos_class(spec: &Value) -> &'static str {
     } else {
         "Burstable"
     }
+}
+
+/// Whether two versions of an object are the same but for resourceVersion and managedFields timestamps.
+fn unchanged(a: &Value, b: &Value) -> bool {
+    fn normalized(v: &Value) -> Value {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+                for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                    e.remove("time");
+                }
+            }
+        }
+        v
+    }
+    normalized(a) == normalized(b)
 }
 
 /// Kind-specific work on create: a pod starts Pending with its QoS class; a Job's selector and labels are derived
