@@ -54,6 +54,20 @@ pub async fn server(data_dir: &Path, listen: SocketAddr, repo: Option<PathBuf>) 
         "capstan: serving the Kubernetes API on {url}\ncapstan: kubeconfig written to {}",
         kubeconfig.display()
     );
+    // The controller manager runs in this process, talking to the API server like any other client.
+    let controller_client = Client::new(&url, &token, Some(&tls.ca_pem))?;
+    let identity = format!(
+        "{}-{}",
+        std::fs::read_to_string("/etc/hostname")
+            .unwrap_or_default()
+            .trim(),
+        std::process::id()
+    );
+    tokio::spawn(capstan::controllers::run(
+        controller_client,
+        identity,
+        std::future::pending::<()>(),
+    ));
     if let Some(repo) = repo {
         let client = Client::new(&url, &token, Some(&tls.ca_pem))?;
         tokio::spawn(async move {

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod client;
+pub mod controllers;
 pub mod runtime;
 pub mod store;
 

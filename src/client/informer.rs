@@ -23,9 +23,10 @@ pub enum Change {
 }
 
 /// A read handle on the cache: `namespace/name` -> object.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Cache {
     inner: Arc<RwLock<BTreeMap<String, Value>>>,
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 fn cache_key(v: &Value) -> String {
@@ -62,6 +63,15 @@ impl Cache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Whether the first full list has arrived.
+    pub fn synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+    /// Waits for the first full list (controllers must not act on a cache that is still empty for lack of it).
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
 }
 
 /// Runs a list+watch loop for one kind, keeping `cache` current and announcing changes.
@@ -84,7 +94,11 @@ impl Informer {
         namespace: Option<String>,
         query: String,
     ) -> Self {
-        let cache = Cache::default();
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let cache = Cache {
+            inner: Arc::default(),
+            synced,
+        };
         let (changes, _) = broadcast::channel(1024);
         let c = cache.clone();
         let tx = changes.clone();
@@ -107,6 +121,7 @@ impl Informer {
                                 .and_then(Value::as_str)
                                 .unwrap_or("")
                                 .to_string();
+                            synced_tx.send_replace(true);
                             let _ = tx.send(Change::Resynced);
                         }
                         Err(e) => {

@@ -56,8 +56,15 @@ pub struct Controller {
     kind: &'static KindInfo,
     namespace: Option<String>,
     queue: WorkQueue,
-    secondary: Vec<(&'static KindInfo, Mapper)>,
+    secondary: Vec<(Source, Mapper)>,
+    primary: Option<(Cache, tokio::sync::broadcast::Sender<Change>)>,
     workers: usize,
+}
+
+/// Where a secondary kind's changes come from: an informer of the controller's own, or one shared with others.
+enum Source {
+    Kind(&'static KindInfo),
+    Shared(Cache, tokio::sync::broadcast::Sender<Change>),
 }
 
 impl Controller {
@@ -68,6 +75,7 @@ impl Controller {
             namespace: None,
             queue: WorkQueue::new(Backoff::default()),
             secondary: Vec::new(),
+            primary: None,
             workers: 2,
         }
     }
@@ -111,7 +119,33 @@ impl Controller {
 
     /// Reconciles the primary objects `mapper` names whenever an object of `kind` changes.
     pub fn watches(mut self, kind: &'static KindInfo, mapper: Mapper) -> Self {
-        self.secondary.push((kind, mapper));
+        self.secondary.push((Source::Kind(kind), mapper));
+        self
+    }
+
+    /// Uses an informer the caller shares for the primary kind (instead of starting one).
+    pub fn primary_shared(mut self, informer: &Informer) -> Self {
+        self.primary = Some((informer.cache.clone(), informer.changes.clone()));
+        self
+    }
+
+    /// Reconciles the primary objects `mapper` names whenever an object of a shared informer's kind changes.
+    pub fn watches_shared(mut self, informer: &Informer, mapper: Mapper) -> Self {
+        self.secondary.push((
+            Source::Shared(informer.cache.clone(), informer.changes.clone()),
+            mapper,
+        ));
+        self
+    }
+
+    /// Like [`owns`](Self::owns), fed by an informer the caller shares (and can read from in reconcile).
+    pub fn owns_shared(mut self, informer: &Informer) -> Self {
+        let owner_kind = self.kind.kind;
+        let mapper: Mapper = Arc::new(move |obj: &Value| owner_keys(obj, owner_kind));
+        self.secondary.push((
+            Source::Shared(informer.cache.clone(), informer.changes.clone()),
+            mapper,
+        ));
         self
     }
 
@@ -133,27 +167,70 @@ impl Controller {
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let primary = Informer::start(
-            self.client.clone(),
-            self.kind,
-            self.namespace.clone(),
-            String::new(),
-        );
         let mut tasks = Vec::new();
         let own: Mapper = Arc::new(|obj: &Value| vec![key_of(obj)]);
-        tasks.push(feed(&primary, own, self.queue.clone()));
-        let mut informers = vec![primary];
-        for (kind, mapper) in self.secondary {
-            let inf = Informer::start(
-                self.client.clone(),
-                kind,
-                self.namespace.clone(),
-                String::new(),
-            );
-            tasks.push(feed(&inf, mapper, self.queue.clone()));
-            informers.push(inf);
+        let mut informers = Vec::new();
+        let cache = match self.primary {
+            Some((cache, changes)) => {
+                tasks.push(feed(
+                    cache.clone(),
+                    changes.subscribe(),
+                    own,
+                    self.queue.clone(),
+                ));
+                cache
+            }
+            None => {
+                let primary = Informer::start(
+                    self.client.clone(),
+                    self.kind,
+                    self.namespace.clone(),
+                    String::new(),
+                );
+                tasks.push(feed(
+                    primary.cache.clone(),
+                    primary.changes.subscribe(),
+                    own,
+                    self.queue.clone(),
+                ));
+                let cache = primary.cache.clone();
+                informers.push(primary);
+                cache
+            }
+        };
+        let mut shared: Vec<Cache> = Vec::new();
+        for (source, mapper) in self.secondary {
+            match source {
+                Source::Kind(kind) => {
+                    let inf = Informer::start(
+                        self.client.clone(),
+                        kind,
+                        self.namespace.clone(),
+                        String::new(),
+                    );
+                    tasks.push(feed(
+                        inf.cache.clone(),
+                        inf.changes.subscribe(),
+                        mapper,
+                        self.queue.clone(),
+                    ));
+                    informers.push(inf);
+                }
+                Source::Shared(cache, changes) => {
+                    shared.push(cache.clone());
+                    tasks.push(feed(cache, changes.subscribe(), mapper, self.queue.clone()));
+                }
+            }
         }
-        let cache = informers[0].cache.clone();
+        // Act only on a complete picture: every informer has listed once.
+        for c in informers
+            .iter()
+            .map(|i| i.cache.clone())
+            .chain(shared.iter().cloned())
+            .chain([cache.clone()])
+        {
+            c.wait_synced().await;
+        }
         let reconcile = Arc::new(reconcile);
         for _ in 0..self.workers {
             tasks.push(tokio::spawn(worker(
@@ -173,10 +250,29 @@ impl Controller {
     }
 }
 
+/// The keys of the owners of kind `owner_kind` named by an object's controller ownerReference.
+pub fn owner_keys(obj: &Value, owner_kind: &str) -> Vec<String> {
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|o| o["controller"] == true && o["kind"] == owner_kind)
+        .filter_map(|o| o["name"].as_str().map(|n| format!("{ns}/{n}")))
+        .collect()
+}
+
 /// Forwards an informer's changes into the queue as keys.
-fn feed(inf: &Informer, mapper: Mapper, queue: WorkQueue) -> tokio::task::JoinHandle<()> {
-    let mut changes = inf.changes.subscribe();
-    let cache = inf.cache.clone();
+fn feed(
+    cache: Cache,
+    mut changes: tokio::sync::broadcast::Receiver<Change>,
+    mapper: Mapper,
+    queue: WorkQueue,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let all = |cache: &Cache| {
             for obj in cache.list() {
@@ -189,7 +285,9 @@ fn feed(inf: &Informer, mapper: Mapper, queue: WorkQueue) -> tokio::task::JoinHa
         loop {
             match changes.recv().await {
                 Ok(Change::Applied(obj)) | Ok(Change::Deleted(obj)) => {
-                    for k in mapper(&obj) {
+                    let keys = mapper(&obj);
+                    tracing::trace!(object = %key_of(&obj), ?keys, "change mapped");
+                    for k in keys {
                         queue.add(&k);
                     }
                 }

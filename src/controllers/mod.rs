@@ -1,0 +1,69 @@
+//! The controller manager (kube-controller-manager's role): one file per controller, each a `reconcile` on the
+//! controller runtime, all run by [`run`] while this process holds the `capstan-controller-manager` Lease. They talk
+//! to the cluster only through the client.
+
+pub mod replicaset;
+
+use std::sync::Arc;
+
+use crate::api::registry;
+use crate::client::informer::Informer;
+use crate::client::Client;
+use crate::runtime::leader::Elector;
+use crate::runtime::Controller;
+
+/// Runs the controllers while this process is the elected leader, until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    identity: String,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
+    let elector = Elector::new("kube-system", "capstan-controller-manager", &identity);
+    let campaign = tokio::spawn(elector.run(client.clone(), leading_tx));
+    let work = async {
+        loop {
+            if leading.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            tracing::info!(%identity, "leading the controller manager");
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let running = tokio::spawn(controllers(client.clone(), async {
+                let _ = stop_rx.await;
+            }));
+            let _ = leading.wait_for(|l| !*l).await;
+            tracing::warn!(%identity, "lost the controller-manager lease; stopping controllers");
+            let _ = stop_tx.send(());
+            let _ = running.await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = work => {}
+    }
+    campaign.abort();
+}
+
+async fn controllers(client: Client, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+    let pods = Informer::start(
+        client.clone(),
+        registry::lookup("pods").expect("pods"),
+        None,
+        String::new(),
+    );
+    let rs_kind = registry::lookup("replicasets").expect("replicasets");
+    let replicasets = Informer::start(client.clone(), rs_kind, None, String::new());
+    let rs_ctx = Arc::new(replicaset::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        expectations: replicaset::Expectations::default(),
+    });
+    Controller::new(client.clone(), rs_kind)
+        .primary_shared(&replicasets)
+        .owns_shared(&pods)
+        .watches_shared(&pods, replicaset::orphan_mapper(replicasets.cache.clone()))
+        .workers(4)
+        .run(replicaset::reconcile, rs_ctx, stop)
+        .await;
+    drop((pods, replicasets));
+}
