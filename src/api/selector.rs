@@ -258,6 +258,18 @@ fn check_value(v: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// The labels of an object in JSON form.
+pub fn labels_of(v: &serde_json::Value) -> BTreeMap<String, String> {
+    v.pointer("/metadata/labels")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A parsed field selector: `path=value`, `path==value` or `path!=value` terms, all of which must hold.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldSelector {

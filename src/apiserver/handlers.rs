@@ -1389,14 +1389,7 @@ fn type_of(v: &Value) -> &'static str {
 
 /// The labels of a JSON object.
 pub fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::api::selector::labels_of(v)
 }
 
 /// The QoS class of a pod spec: Guaranteed when every container's requests equal its limits for cpu and memory,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::api::apps::ReplicaSet;
 use crate::api::registry;
-use crate::api::selector::Selector;
+use crate::api::selector::{labels_of, Selector};
 use crate::client::informer::Cache;
 use crate::client::Client;
 use crate::runtime::Action;
@@ -79,17 +79,6 @@ pub struct Context {
     pub client: Client,
     pub pods: Cache,
     pub expectations: Expectations,
-}
-
-fn labels_of(v: &Value) -> std::collections::BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn controller_uid(pod: &Value) -> Option<&str> {
@@ -235,6 +224,21 @@ pub fn orphan_mapper(replicasets: Cache) -> crate::runtime::controller::Mapper {
     })
 }
 
+/// Replaces a pod's ownerReferences (guarded by its resourceVersion) and returns the updated pod.
+async fn set_owners(client: &Client, pod: &Value, refs: Vec<Value>) -> Result<Value> {
+    let pod_kind = registry::lookup("pods").expect("pods kind");
+    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str);
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let rv = pod.pointer("/metadata/resourceVersion");
+    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": rv}});
+    Ok(client
+        .patch(pod_kind, ns, name, "application/merge-patch+json", &patch)
+        .await?)
+}
+
 /// One reconcile of one ReplicaSet.
 pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action> {
     if rs.metadata.deletion_timestamp.is_some() {
@@ -261,10 +265,6 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action>
     let mut owned: Vec<Value> = Vec::new();
     for pod in &all {
         let matches = selector.matches(&labels_of(pod));
-        let pod_name = pod
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
         let refs: Vec<Value> = pod
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
@@ -277,32 +277,12 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action>
                     .into_iter()
                     .filter(|r| r["uid"] != uid.as_str())
                     .collect();
-                let patch = json!({"metadata": {"ownerReferences": kept, "resourceVersion": pod.pointer("/metadata/resourceVersion")}});
-                ctx.client
-                    .patch(
-                        pod_kind,
-                        Some(&ns),
-                        pod_name,
-                        "application/merge-patch+json",
-                        &patch,
-                    )
-                    .await?;
+                set_owners(&ctx.client, pod, kept).await?;
             }
             None if matches && is_active(pod) => {
                 let mut refs = refs;
                 refs.push(owner_ref.clone());
-                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.pointer("/metadata/resourceVersion")}});
-                let adopted = ctx
-                    .client
-                    .patch(
-                        pod_kind,
-                        Some(&ns),
-                        pod_name,
-                        "application/merge-patch+json",
-                        &patch,
-                    )
-                    .await?;
-                owned.push(adopted);
+                owned.push(set_owners(&ctx.client, pod, refs).await?);
             }
             _ => {}
         }

@@ -100,20 +100,7 @@ impl Controller {
     /// changes.
     pub fn owns(self, child: &'static KindInfo) -> Self {
         let owner_kind = self.kind.kind;
-        let mapper: Mapper = Arc::new(move |obj: &Value| {
-            let ns = obj
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            obj.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter(|o| o["controller"] == true && o["kind"] == owner_kind)
-                .filter_map(|o| o["name"].as_str().map(|n| format!("{ns}/{n}")))
-                .collect()
-        });
+        let mapper: Mapper = Arc::new(move |obj: &Value| owner_keys(obj, owner_kind));
         self.watches(child, mapper)
     }
 
