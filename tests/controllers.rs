@@ -144,3 +144,102 @@ fn replicaset_keeps_scales_adopts_and_releases_pods() {
         (released && owned_pods(&s, &uid).len() == 2).then_some(())
     });
 }
+
+fn make_rs(s: &Server, name: &str, app: &str) -> String {
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}},
+                 "template": {"metadata": {"labels": {"app": app}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}});
+    let (code, created) = s.call(
+        "POST",
+        "/apis/apps/v1/namespaces/default/replicasets",
+        "application/json",
+        &rs.to_string(),
+    );
+    assert_eq!(code, 201, "{created}");
+    created["metadata"]["uid"].as_str().unwrap().to_string()
+}
+
+fn pods_with(s: &Server, app: &str) -> Vec<Value> {
+    let (_, list) = s.call(
+        "GET",
+        &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{app}"),
+        "",
+        "",
+    );
+    list["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn deleting_an_owner_deletes_or_orphans_its_dependents() {
+    let s = Server::start();
+    // Background (the default): the ReplicaSet goes at once, the garbage collector removes its pods.
+    make_rs(&s, "bg", "bg");
+    eventually("two pods", || {
+        (pods_with(&s, "bg").len() == 2).then_some(())
+    });
+    s.call(
+        "DELETE",
+        "/apis/apps/v1/namespaces/default/replicasets/bg",
+        "",
+        "",
+    );
+    eventually("pods collected", || {
+        pods_with(&s, "bg").is_empty().then_some(())
+    });
+
+    // Orphan: the pods stay, without the reference.
+    make_rs(&s, "or", "or");
+    eventually("two pods", || {
+        (pods_with(&s, "or").len() == 2).then_some(())
+    });
+    s.call(
+        "DELETE",
+        "/apis/apps/v1/namespaces/default/replicasets/or",
+        "application/json",
+        r#"{"propagationPolicy":"Orphan"}"#,
+    );
+    eventually("owner gone", || {
+        let (code, _) = s.call(
+            "GET",
+            "/apis/apps/v1/namespaces/default/replicasets/or",
+            "",
+            "",
+        );
+        (code == 404).then_some(())
+    });
+    let left = pods_with(&s, "or");
+    assert_eq!(left.len(), 2, "orphaned pods remain");
+    assert!(left.iter().all(|p| p["metadata"]["ownerReferences"]
+        .as_array()
+        .is_none_or(|r| r.is_empty())));
+
+    // Foreground: the owner stays (with deletionTimestamp) until its pods are gone.
+    make_rs(&s, "fg", "fg");
+    eventually("two pods", || {
+        (pods_with(&s, "fg").len() == 2).then_some(())
+    });
+    let (_, v) = s.call(
+        "DELETE",
+        "/apis/apps/v1/namespaces/default/replicasets/fg",
+        "application/json",
+        r#"{"propagationPolicy":"Foreground"}"#,
+    );
+    assert!(
+        v["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "foregroundDeletion"),
+        "{v}"
+    );
+    eventually("pods and then the owner gone", || {
+        let (code, _) = s.call(
+            "GET",
+            "/apis/apps/v1/namespaces/default/replicasets/fg",
+            "",
+            "",
+        );
+        (code == 404 && pods_with(&s, "fg").is_empty()).then_some(())
+    });
+}

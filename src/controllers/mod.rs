@@ -2,6 +2,7 @@
 //! controller runtime, all run by [`run`] while this process holds the `capstan-controller-manager` Lease. They talk
 //! to the cluster only through the client.
 
+pub mod gc;
 pub mod replicaset;
 
 use std::sync::Arc;
@@ -58,6 +59,10 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
         pods: pods.cache.clone(),
         expectations: replicaset::Expectations::default(),
     });
+    let (gc_stop, gc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let gc = tokio::spawn(gc::run(client.clone(), async {
+        let _ = gc_stopped.await;
+    }));
     Controller::new(client.clone(), rs_kind)
         .primary_shared(&replicasets)
         .owns_shared(&pods)
@@ -65,5 +70,7 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
         .workers(4)
         .run(replicaset::reconcile, rs_ctx, stop)
         .await;
+    let _ = gc_stop.send(());
+    let _ = gc.await;
     drop((pods, replicasets));
 }
