@@ -243,3 +243,39 @@ fn deleting_an_owner_deletes_or_orphans_its_dependents() {
         (code == 404 && pods_with(&s, "fg").is_empty()).then_some(())
     });
 }
+
+#[test]
+fn replication_controller_keeps_its_pods() {
+    let s = Server::start();
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "legacy"},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "legacy"}},
+                 "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}});
+    let (code, created) = s.call(
+        "POST",
+        "/api/v1/namespaces/default/replicationcontrollers",
+        "application/json",
+        &rc.to_string(),
+    );
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["spec"]["selector"]["app"], "legacy",
+        "the selector defaults to the template's labels"
+    );
+    eventually("two pods owned by the RC", || {
+        let pods = pods_with(&s, "legacy");
+        (pods.len() == 2
+            && pods
+                .iter()
+                .all(|p| p["metadata"]["ownerReferences"][0]["kind"] == "ReplicationController"))
+        .then_some(())
+    });
+    eventually("status.replicas 2", || {
+        let (_, r) = s.call(
+            "GET",
+            "/api/v1/namespaces/default/replicationcontrollers/legacy",
+            "",
+            "",
+        );
+        (r["status"]["replicas"] == 2).then_some(())
+    });
+}

@@ -63,6 +63,19 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
     let gc = tokio::spawn(gc::run(client.clone(), async {
         let _ = gc_stopped.await;
     }));
+    let rc_kind = registry::lookup("replicationcontrollers").expect("replicationcontrollers");
+    let rcs = Informer::start(client.clone(), rc_kind, None, String::new());
+    let (rc_stop, rc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rc = tokio::spawn(
+        Controller::new(client.clone(), rc_kind)
+            .primary_shared(&rcs)
+            .owns_shared(&pods)
+            .watches_shared(&pods, replicaset::orphan_mapper(rcs.cache.clone()))
+            .workers(2)
+            .run(replicaset::reconcile_rc, rs_ctx.clone(), async {
+                let _ = rc_stopped.await;
+            }),
+    );
     Controller::new(client.clone(), rs_kind)
         .primary_shared(&replicasets)
         .owns_shared(&pods)
@@ -71,6 +84,8 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
         .run(replicaset::reconcile, rs_ctx, stop)
         .await;
     let _ = gc_stop.send(());
+    let _ = rc_stop.send(());
     let _ = gc.await;
-    drop((pods, replicasets));
+    let _ = rc.await;
+    drop((pods, replicasets, rcs));
 }

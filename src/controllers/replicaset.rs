@@ -241,6 +241,50 @@ async fn set_owners(client: &Client, pod: &Value, refs: Vec<Value>) -> Result<Va
 
 /// One reconcile of one ReplicaSet.
 pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action> {
+    sync(&rs, "replicasets", ctx).await
+}
+
+/// One reconcile of one ReplicationController: the same work, with a map selector (defaulting to the template's
+/// labels).
+pub async fn reconcile_rc(
+    rc: Arc<crate::api::core::ReplicationController>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let spec = rc.spec.clone().ok_or(Error::NoSpec)?;
+    let labels = spec
+        .template
+        .as_ref()
+        .map(crate::api::apps::template_labels)
+        .unwrap_or_default();
+    let rs = ReplicaSet {
+        metadata: rc.metadata.clone(),
+        spec: Some(crate::api::apps::ReplicaSetSpec {
+            replicas: spec.replicas,
+            min_ready_seconds: spec.min_ready_seconds,
+            selector: crate::api::meta::LabelSelector {
+                match_labels: Some(spec.selector.clone().unwrap_or(labels)),
+                match_expressions: None,
+            },
+            template: spec.template.clone(),
+        }),
+        status: rc
+            .status
+            .as_ref()
+            .map(|st| crate::api::apps::ReplicaSetStatus {
+                replicas: st.replicas,
+                fully_labeled_replicas: st.fully_labeled_replicas,
+                ready_replicas: st.ready_replicas,
+                available_replicas: st.available_replicas,
+                observed_generation: st.observed_generation,
+                ..Default::default()
+            }),
+        ..Default::default()
+    };
+    sync(&rs, "replicationcontrollers", ctx).await
+}
+
+/// Keeps the pods of a ReplicaSet - or of a ReplicationController in ReplicaSet form - at the desired count.
+async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<Action> {
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -248,10 +292,10 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action>
     let ns = rs.metadata.namespace().to_string();
     let name = rs.metadata.name().to_string();
     let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let key = format!("{ns}/{name}");
+    let key = format!("{owner_plural}/{ns}/{name}");
     let selector = Selector::from_label_selector(&spec.selector)?;
     let pod_kind = registry::lookup("pods").expect("pods kind");
-    let rs_kind = registry::lookup("replicasets").expect("replicasets kind");
+    let rs_kind = registry::lookup(owner_plural).expect("owner kind");
     let all: Vec<Value> = ctx
         .pods
         .list()
@@ -260,7 +304,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action>
         .collect();
 
     // Adopt orphans the selector matches; release owned pods it no longer matches.
-    let owner_ref = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": uid,
+    let owner_ref = json!({"apiVersion": rs_kind.api_version(), "kind": rs_kind.kind, "name": name, "uid": uid,
         "controller": true, "blockOwnerDeletion": true});
     let mut owned: Vec<Value> = Vec::new();
     for pod in &all {
@@ -339,8 +383,14 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action>
     }
 
     let refs: Vec<&Value> = owned.iter().collect();
-    let status = status_of(&rs, &refs);
+    let status = status_of(rs, &refs);
     let current = serde_json::to_value(&rs.status).unwrap_or(Value::Null);
+    let mut status = status;
+    if owner_plural == "replicationcontrollers" {
+        if let Some(m) = status.as_object_mut() {
+            m.remove("terminatingReplicas");
+        }
+    }
     let differs = [
         "replicas",
         "fullyLabeledReplicas",
