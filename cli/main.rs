@@ -2,6 +2,7 @@
 //! `describe`) that talk to a server through the kubeconfig it wrote.
 
 mod commands;
+mod demo;
 mod output;
 
 use std::net::SocketAddr;
@@ -52,6 +53,11 @@ enum Command {
     Delete(commands::DeleteArgs),
     /// Show an object in detail.
     Describe(commands::DescribeArgs),
+    /// The demo HTTP server the examples run (VERSION and MESSAGE from the environment; /healthz, /fail, /exit).
+    DemoApp {
+        #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
 }
 
 fn main() -> Result<()> {
@@ -74,6 +80,7 @@ fn main() -> Result<()> {
             .unwrap_or_else(capstan::client::config::default_data_dir);
         match cli.command {
             Command::Server { listen } => commands::server(&data_dir, listen, None).await,
+            Command::DemoApp { listen } => demo::run(listen).await,
             Command::Up { repo, listen } => {
                 let repo =
                     repo.or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()));
@@ -96,7 +103,9 @@ fn main() -> Result<()> {
                     Command::Create(a) => commands::apply(&client, a, false).await,
                     Command::Delete(a) => commands::delete(&client, a).await,
                     Command::Describe(a) => commands::describe(&client, a).await,
-                    Command::Server { .. } | Command::Up { .. } => unreachable!("handled above"),
+                    Command::Server { .. } | Command::Up { .. } | Command::DemoApp { .. } => {
+                        unreachable!("handled above")
+                    }
                 }
             }
         }

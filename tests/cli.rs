@@ -119,3 +119,50 @@ fn up_serves_and_applies_the_example_repository() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn demo_app_serves_version_health_and_can_fail() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(common::BIN)
+        .args(["demo-app", "--listen", &format!("127.0.0.1:{port}")])
+        .env("VERSION", "v7")
+        .env("MESSAGE", "hi there")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    capstan::apiserver::tls::init_crypto();
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str| -> Option<(u16, String)> {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .ok()?;
+        Some((r.status().as_u16(), r.text().ok()?))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let root = loop {
+        if let Some(r) = get("/") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "demo app did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let v: serde_json::Value = serde_json::from_str(&root.1).unwrap();
+    assert_eq!(
+        (v["version"].as_str(), v["message"].as_str()),
+        (Some("v7"), Some("hi there"))
+    );
+    assert_eq!(get("/healthz").unwrap().0, 200);
+    get("/fail");
+    assert_eq!(get("/healthz").unwrap().0, 503);
+    get("/recover");
+    assert_eq!(get("/healthz").unwrap().0, 200);
+    get("/exit?code=3");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+}

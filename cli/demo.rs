@@ -1,0 +1,82 @@
+//! `capstan demo-app`: the small HTTP server the examples and tests run (on the process runtime `capstan` resolves
+//! to this binary). It answers `/` with its VERSION and MESSAGE, `/healthz` for probes, and can be told to turn
+//! unhealthy (`/fail`), healthy again (`/recover`) or to exit with a code (`/exit?code=N`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+#[derive(Clone)]
+struct App {
+    healthy: Arc<AtomicBool>,
+    version: String,
+    message: String,
+}
+
+pub async fn run(listen: SocketAddr) -> Result<()> {
+    let app = App {
+        healthy: Arc::new(AtomicBool::new(true)),
+        version: std::env::var("VERSION").unwrap_or_else(|_| "v1".into()),
+        message: std::env::var("MESSAGE").unwrap_or_else(|_| "Hello from Capstan".into()),
+    };
+    let router = Router::new()
+        .route(
+            "/",
+            get(|State(a): State<App>| async move {
+                Json(json!({"version": a.version, "message": a.message,
+                    "pod": std::env::var("POD_NAME").ok(), "podIP": std::env::var("POD_IP").ok()}))
+            }),
+        )
+        .route(
+            "/healthz",
+            get(|State(a): State<App>| async move {
+                if a.healthy.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "failing")
+                }
+            }),
+        )
+        .route(
+            "/fail",
+            get(|State(a): State<App>| async move {
+                a.healthy.store(false, Ordering::SeqCst);
+                "now failing /healthz"
+            }),
+        )
+        .route(
+            "/recover",
+            get(|State(a): State<App>| async move {
+                a.healthy.store(true, Ordering::SeqCst);
+                "healthy again"
+            }),
+        )
+        .route(
+            "/exit",
+            get(
+                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let code: i32 = q.get("code").and_then(|c| c.parse().ok()).unwrap_or(1);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        std::process::exit(code);
+                    });
+                    format!("exiting with {code}")
+                },
+            ),
+        )
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "demo app listening");
+    eprintln!("demo-app: listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router).await?;
+    Ok(())
+}
