@@ -2,6 +2,7 @@
 //! controller runtime, all run by [`run`] while this process holds the `capstan-controller-manager` Lease. They talk
 //! to the cluster only through the client.
 
+pub mod deployment;
 pub mod gc;
 pub mod replicaset;
 
@@ -59,6 +60,22 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
         pods: pods.cache.clone(),
         expectations: replicaset::Expectations::default(),
     });
+    let dep_kind = registry::lookup("deployments").expect("deployments");
+    let deployments = Informer::start(client.clone(), dep_kind, None, String::new());
+    let dep_ctx = Arc::new(deployment::Context {
+        client: client.clone(),
+        replicasets: replicasets.cache.clone(),
+    });
+    let (dep_stop, dep_stopped) = tokio::sync::oneshot::channel::<()>();
+    let dep = tokio::spawn(
+        Controller::new(client.clone(), dep_kind)
+            .primary_shared(&deployments)
+            .owns_shared(&replicasets)
+            .workers(2)
+            .run(deployment::reconcile, dep_ctx, async {
+                let _ = dep_stopped.await;
+            }),
+    );
     let (gc_stop, gc_stopped) = tokio::sync::oneshot::channel::<()>();
     let gc = tokio::spawn(gc::run(client.clone(), async {
         let _ = gc_stopped.await;
@@ -85,7 +102,9 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
         .await;
     let _ = gc_stop.send(());
     let _ = rc_stop.send(());
+    let _ = dep_stop.send(());
+    let _ = dep.await;
     let _ = gc.await;
     let _ = rc.await;
-    drop((pods, replicasets, rcs));
+    drop((pods, replicasets, rcs, deployments));
 }
