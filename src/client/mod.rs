@@ -245,6 +245,27 @@ impl Client {
         .await
     }
 
+    /// Merge-patches an object's status through its status subresource.
+    pub async fn patch_status(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        status: &Value,
+    ) -> Result<Value> {
+        let path = format!("{}/status", resource_path(kind, ns, Some(name)));
+        let body = serde_json::json!({"status": status})
+            .to_string()
+            .into_bytes();
+        self.request(
+            reqwest::Method::PATCH,
+            &path,
+            Some(("application/merge-patch+json", body)),
+            None,
+        )
+        .await
+    }
+
     pub async fn delete(
         &self,
         kind: &KindInfo,

@@ -484,20 +484,8 @@ async fn sync_status(
             .zip(status["conditions"].as_array().into_iter().flatten())
             .all(|(a, b)| a == b);
     if !same {
-        let path = format!(
-            "{}/status",
-            crate::client::resource_path(dep_kind, Some(ns), Some(name))
-        );
         ctx.client
-            .request(
-                reqwest::Method::PATCH,
-                &path,
-                Some((
-                    "application/merge-patch+json",
-                    json!({"status": status}).to_string().into_bytes(),
-                )),
-                None,
-            )
+            .patch_status(dep_kind, Some(ns), name, &status)
             .await?;
     }
     if !complete && !paused && reason != "ProgressDeadlineExceeded" {

@@ -403,20 +403,8 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
         current.get(*f).and_then(Value::as_i64).unwrap_or(0) != status[*f].as_i64().unwrap_or(0)
     });
     if differs {
-        let path = format!(
-            "{}/status",
-            crate::client::resource_path(rs_kind, Some(&ns), Some(&name))
-        );
         ctx.client
-            .request(
-                reqwest::Method::PATCH,
-                &path,
-                Some((
-                    "application/merge-patch+json",
-                    json!({"status": status}).to_string().into_bytes(),
-                )),
-                None,
-            )
+            .patch_status(rs_kind, Some(&ns), &name, &status)
             .await?;
     }
     // Pods that become available after minReadySeconds change no object: look again then.
