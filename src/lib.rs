@@ -25,6 +25,7 @@ pub mod apiserver;
 pub mod client;
 pub mod controllers;
 pub mod runtime;
+pub mod scheduler;
 pub mod store;
 
 /// The Kubernetes version Capstan's API reports (what kubectl compares its own version with).

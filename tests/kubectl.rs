@@ -191,7 +191,7 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
     );
     s.call("DELETE", "/api/v1/namespaces/shop/pods/live", "", "");
     let mut seen = Vec::new();
-    while seen.len() < 3 {
+    while seen.last().map(String::as_str) != Some("DELETED") {
         let line = rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("watch events missing; saw {seen:?}"));
@@ -203,7 +203,9 @@ fn kubectl_applies_reads_edits_scales_watches_and_deletes() {
             seen.push(line.split_whitespace().next().unwrap_or("").to_string());
         }
     }
-    assert_eq!(seen, ["ADDED", "MODIFIED", "DELETED"]);
+    // (The scheduler may add MODIFIED events of its own: no node fits in this test.)
+    assert_eq!(seen.first().map(String::as_str), Some("ADDED"), "{seen:?}");
+    assert!(seen.iter().any(|e| e == "MODIFIED"), "{seen:?}");
     let _ = watch.kill();
     let _ = watch.wait();
 

@@ -1254,10 +1254,10 @@ impl Server {
             return Err(ApiError::bad_request("Binding.target.name is required"));
         }
         let name = t.name.as_deref().unwrap_or("");
-        let (mut cur, rev) = self
+        let (prev, rev) = self
             .get_object(t.kind, t.namespace.as_deref(), name)
             .await?;
-        if cur
+        if prev
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
             .is_some_and(|n| !n.is_empty())
@@ -1268,6 +1268,7 @@ impl Server {
                 "pod is already assigned to a node",
             ));
         }
+        let mut cur = prev.clone();
         cur["spec"]["nodeName"] = json!(node);
         let opts = WriteOpts {
             dry_run: false,
@@ -1280,7 +1281,7 @@ impl Server {
             t.kind,
             t.namespace.as_deref(),
             cur,
-            Some((&Value::Null, rev)),
+            Some((&prev, rev)),
             &opts,
             &mut w,
         )

@@ -155,6 +155,26 @@ fn authorized(server: &Server, headers: &HeaderMap) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Reads a request body up to [`MAX_BODY`]. A larger body is read to its end (and dropped) before the 413 is sent,
+/// so the client sees the answer instead of a reset connection - up to a hard cap, past which the connection goes.
+async fn read_body(body: Body) -> Option<Bytes> {
+    use futures::StreamExt;
+    const DRAIN_CAP: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        seen += chunk.len();
+        if seen <= MAX_BODY {
+            buf.extend_from_slice(&chunk);
+        } else if seen > DRAIN_CAP {
+            return None;
+        }
+    }
+    (seen <= MAX_BODY).then(|| Bytes::from(buf))
+}
+
 async fn dispatch(State(server): State<Server>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -169,9 +189,9 @@ async fn dispatch(State(server): State<Server>, req: Request) -> Response {
     if !authorized(&server, &parts.headers) {
         return ApiError::unauthorized().into_response();
     }
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::too_large().into_response(),
+    let bytes = match read_body(body).await {
+        Some(b) => b,
+        None => return ApiError::too_large().into_response(),
     };
     let q = query_of(&parts.uri);
     match route(&server, &method, &path, &parts.headers, &q, bytes).await {

@@ -245,7 +245,7 @@ impl Client {
         .await
     }
 
-    /// Merge-patches an object's status through its status subresource.
+    /// Patches an object's status through its status subresource (strategic merge: conditions merge by type).
     pub async fn patch_status(
         &self,
         kind: &KindInfo,
@@ -260,7 +260,7 @@ impl Client {
         self.request(
             reqwest::Method::PATCH,
             &path,
-            Some(("application/merge-patch+json", body)),
+            Some(("application/strategic-merge-patch+json", body)),
             None,
         )
         .await

@@ -76,6 +76,11 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
                 let _ = dep_stopped.await;
             }),
     );
+    // The scheduler runs under the same lease for now.
+    let (sched_stop, sched_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sched = tokio::spawn(crate::scheduler::run(client.clone(), async {
+        let _ = sched_stopped.await;
+    }));
     let (gc_stop, gc_stopped) = tokio::sync::oneshot::channel::<()>();
     let gc = tokio::spawn(gc::run(client.clone(), async {
         let _ = gc_stopped.await;
@@ -102,6 +107,8 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
         .await;
     let _ = gc_stop.send(());
     let _ = rc_stop.send(());
+    let _ = sched_stop.send(());
+    let _ = sched.await;
     let _ = dep_stop.send(());
     let _ = dep.await;
     let _ = gc.await;
