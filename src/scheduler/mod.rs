@@ -284,6 +284,7 @@ pub fn place(
     }
     match best {
         Some((_, _, n)) => Ok(n),
+        None if nodes.is_empty() => Err("no nodes available to schedule pods".into()),
         None => {
             let parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
             Err(format!(
@@ -535,6 +536,14 @@ mod tests {
         assert_eq!(
             place(&tolerating, &nodes, &HashMap::new()).unwrap(),
             "tainted"
+        );
+    }
+
+    #[test]
+    fn without_nodes_the_reason_says_so() {
+        assert_eq!(
+            place(&pod("1"), &[], &HashMap::new()).unwrap_err(),
+            "no nodes available to schedule pods"
         );
     }
 
