@@ -384,6 +384,22 @@ pub async fn run(client: Client, stop: impl std::future::Future<Output = ()> + S
                         .is_none_or(|s| s == "default-scheduler")
                 })
                 .collect();
+            // Forget pods that are gone or bound.
+            let waiting: HashSet<String> = pending
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}/{}",
+                        p.pointer("/metadata/namespace")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                        p.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                    )
+                })
+                .collect();
+            reported.retain(|k, _| waiting.contains(k));
             pending.sort_by_key(|p| {
                 p.pointer("/metadata/creationTimestamp")
                     .and_then(Value::as_str)
