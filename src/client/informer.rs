@@ -74,6 +74,13 @@ impl Cache {
     }
 }
 
+/// A cloneable view of a running informer - its cache and its change feed - for components that share one.
+#[derive(Clone)]
+pub struct Shared {
+    pub cache: Cache,
+    pub changes: broadcast::Sender<Change>,
+}
+
 /// Runs a list+watch loop for one kind, keeping `cache` current and announcing changes.
 pub struct Informer {
     pub cache: Cache,
@@ -88,6 +95,14 @@ impl Drop for Informer {
 }
 
 impl Informer {
+    /// A view to hand to other components; the informer keeps running while this `Informer` lives.
+    pub fn shared(&self) -> Shared {
+        Shared {
+            cache: self.cache.clone(),
+            changes: self.changes.clone(),
+        }
+    }
+
     pub fn start(
         client: Client,
         kind: &'static KindInfo,

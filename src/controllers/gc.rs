@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::api::registry::{self, KindInfo};
-use crate::client::informer::{Cache, Informer};
+use crate::client::informer::{Cache, Shared};
 use crate::client::Client;
 
 /// Kinds that own others here.
@@ -235,26 +235,27 @@ async fn execute(client: &Client, caches: &HashMap<&'static str, Cache>, p: Plan
 }
 
 /// Runs the garbage collector until `stop` resolves.
-pub async fn run(client: Client, stop: impl std::future::Future<Output = ()> + Send) {
+/// The kinds the garbage collector reads.
+pub fn kinds() -> Vec<&'static str> {
     let mut plurals: Vec<&'static str> = OWNERS.iter().chain(DEPENDENTS.iter()).copied().collect();
     plurals.sort();
     plurals.dedup();
-    let informers: Vec<(&'static str, Informer)> = plurals
-        .iter()
-        .map(|p| {
-            (
-                *p,
-                Informer::start(client.clone(), kind(p), None, String::new()),
-            )
-        })
-        .collect();
+    plurals
+}
+
+/// Runs the garbage collector on shared informers (one per plural of [`kinds`]) until `stop` resolves.
+pub async fn run(
+    client: Client,
+    informers: HashMap<&'static str, Shared>,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
     let caches: HashMap<&'static str, Cache> = informers
         .iter()
         .map(|(p, i)| (*p, i.cache.clone()))
         .collect();
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut forwarders = Vec::new();
-    for (_, inf) in &informers {
+    for inf in informers.values() {
         let mut rx = inf.changes.subscribe();
         let wake = wake.clone();
         forwarders.push(tokio::spawn(async move {

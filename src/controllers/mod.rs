@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod gc;
 pub mod replicaset;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::api::registry;
@@ -47,71 +48,94 @@ pub async fn run(
 }
 
 async fn controllers(client: Client, stop: impl std::future::Future<Output = ()> + Send + 'static) {
-    let pods = Informer::start(
-        client.clone(),
-        registry::lookup("pods").expect("pods"),
-        None,
-        String::new(),
-    );
-    let rs_kind = registry::lookup("replicasets").expect("replicasets");
-    let replicasets = Informer::start(client.clone(), rs_kind, None, String::new());
+    // One informer per kind, shared by every controller that reads it.
+    let mut plurals = gc::kinds();
+    plurals.push("nodes");
+    let informers: HashMap<&'static str, Informer> = plurals
+        .into_iter()
+        .map(|p| {
+            (
+                p,
+                Informer::start(client.clone(), kind(p), None, String::new()),
+            )
+        })
+        .collect();
+    let pods = &informers["pods"];
+    let replicasets = &informers["replicasets"];
+    let deployments = &informers["deployments"];
+    let rcs = &informers["replicationcontrollers"];
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    let mut stopper = || {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(tx);
+        async move {
+            let _ = rx.await;
+        }
+    };
+
+    let dep_ctx = Arc::new(deployment::Context {
+        client: client.clone(),
+        replicasets: replicasets.cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("deployments"))
+            .primary_shared(deployments)
+            .owns_shared(replicasets)
+            .workers(2)
+            .run(deployment::reconcile, dep_ctx, stopper()),
+    ));
     let rs_ctx = Arc::new(replicaset::Context {
         client: client.clone(),
         pods: pods.cache.clone(),
         expectations: replicaset::Expectations::default(),
     });
-    let dep_kind = registry::lookup("deployments").expect("deployments");
-    let deployments = Informer::start(client.clone(), dep_kind, None, String::new());
-    let dep_ctx = Arc::new(deployment::Context {
-        client: client.clone(),
-        replicasets: replicasets.cache.clone(),
-    });
-    let (dep_stop, dep_stopped) = tokio::sync::oneshot::channel::<()>();
-    let dep = tokio::spawn(
-        Controller::new(client.clone(), dep_kind)
-            .primary_shared(&deployments)
-            .owns_shared(&replicasets)
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("replicationcontrollers"))
+            .primary_shared(rcs)
+            .owns_shared(pods)
+            .watches_shared(pods, replicaset::orphan_mapper(rcs.cache.clone()))
             .workers(2)
-            .run(deployment::reconcile, dep_ctx, async {
-                let _ = dep_stopped.await;
-            }),
-    );
+            .run(replicaset::reconcile_rc, rs_ctx.clone(), stopper()),
+    ));
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("replicasets"))
+            .primary_shared(replicasets)
+            .owns_shared(pods)
+            .watches_shared(pods, replicaset::orphan_mapper(replicasets.cache.clone()))
+            .workers(4)
+            .run(replicaset::reconcile, rs_ctx, stopper()),
+    ));
     // The scheduler runs under the same lease for now.
-    let (sched_stop, sched_stopped) = tokio::sync::oneshot::channel::<()>();
-    let sched = tokio::spawn(crate::scheduler::run(client.clone(), async {
-        let _ = sched_stopped.await;
-    }));
-    let (gc_stop, gc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let gc = tokio::spawn(gc::run(client.clone(), async {
-        let _ = gc_stopped.await;
-    }));
-    let rc_kind = registry::lookup("replicationcontrollers").expect("replicationcontrollers");
-    let rcs = Informer::start(client.clone(), rc_kind, None, String::new());
-    let (rc_stop, rc_stopped) = tokio::sync::oneshot::channel::<()>();
-    let rc = tokio::spawn(
-        Controller::new(client.clone(), rc_kind)
-            .primary_shared(&rcs)
-            .owns_shared(&pods)
-            .watches_shared(&pods, replicaset::orphan_mapper(rcs.cache.clone()))
-            .workers(2)
-            .run(replicaset::reconcile_rc, rs_ctx.clone(), async {
-                let _ = rc_stopped.await;
-            }),
-    );
-    Controller::new(client.clone(), rs_kind)
-        .primary_shared(&replicasets)
-        .owns_shared(&pods)
-        .watches_shared(&pods, replicaset::orphan_mapper(replicasets.cache.clone()))
-        .workers(4)
-        .run(replicaset::reconcile, rs_ctx, stop)
-        .await;
-    let _ = gc_stop.send(());
-    let _ = rc_stop.send(());
-    let _ = sched_stop.send(());
-    let _ = sched.await;
-    let _ = dep_stop.send(());
-    let _ = dep.await;
-    let _ = gc.await;
-    let _ = rc.await;
-    drop((pods, replicasets, rcs, deployments));
+    tasks.push(tokio::spawn(crate::scheduler::run(
+        client.clone(),
+        pods.shared(),
+        informers["nodes"].shared(),
+        stopper(),
+    )));
+    let gc_informers = gc::kinds()
+        .into_iter()
+        .map(|p| (p, informers[p].shared()))
+        .collect();
+    tasks.push(tokio::spawn(gc::run(
+        client.clone(),
+        gc_informers,
+        stopper(),
+    )));
+
+    stop.await;
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(informers);
+}
+
+fn kind(plural: &str) -> &'static crate::api::registry::KindInfo {
+    registry::KINDS
+        .iter()
+        .find(|k| k.plural == plural)
+        .expect("registered kind")
 }

@@ -15,7 +15,7 @@ use crate::api::core::{NodeSelectorRequirement, NodeSelectorTerm};
 use crate::api::meta::{format_time, now};
 use crate::api::registry;
 use crate::api::selector::labels_of;
-use crate::client::informer::Informer;
+use crate::client::informer::Shared;
 use crate::client::Client;
 
 /// Requested resources in milli-units.
@@ -329,20 +329,13 @@ fn account(st: &mut NodeState, pod: &Value) {
     }
 }
 
-/// Runs the scheduler until `stop` resolves.
-pub async fn run(client: Client, stop: impl std::future::Future<Output = ()> + Send) {
-    let pods = Informer::start(
-        client.clone(),
-        registry::lookup("pods").expect("pods"),
-        None,
-        String::new(),
-    );
-    let nodes = Informer::start(
-        client.clone(),
-        registry::lookup("nodes").expect("nodes"),
-        None,
-        String::new(),
-    );
+/// Runs the scheduler on shared pod and node informers until `stop` resolves.
+pub async fn run(
+    client: Client,
+    pods: Shared,
+    nodes: Shared,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut forwarders = Vec::new();
     for inf in [&pods, &nodes] {
