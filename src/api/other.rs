@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
 use super::core::{kind, object, ObjectReference};
-use super::meta::{Condition, ObjectMeta};
+use super::meta::ObjectMeta;
 use super::Opaque;
 
 kind!(Lease { pub spec: Option<LeaseSpec>, });
@@ -53,6 +53,3 @@ kind!(StorageClass {
     pub volume_binding_mode: Option<String>,
     pub allowed_topologies: Option<Vec<Opaque>>,
 });
-
-/// Used by kinds whose status is a plain condition list.
-pub type Conditions = Vec<Condition>;

@@ -449,8 +449,3 @@ pub async fn serve(
         .serve(app.into_make_service())
         .await
 }
-
-/// A helper for callers that build bodies: `Body` from JSON.
-pub fn json_body(v: &Value) -> Body {
-    Body::from(v.to_string())
-}

@@ -116,15 +116,3 @@ pub trait Store: Send + Sync + 'static {
 
 /// Allows conformance tests and callers to hold any backend.
 pub type DynStore = Arc<dyn Store>;
-
-/// The end of a prefix range: the smallest key greater than every key starting with `prefix`.
-pub fn prefix_end(prefix: &str) -> Option<String> {
-    let mut bytes = prefix.as_bytes().to_vec();
-    while let Some(last) = bytes.pop() {
-        if last < 0xff {
-            bytes.push(last + 1);
-            return String::from_utf8(bytes).ok();
-        }
-    }
-    None
-}
