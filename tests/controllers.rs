@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::Server;
+use common::{eventually, Server};
 use serde_json::{json, Value};
 
 fn owned_pods(s: &Server, uid: &str) -> Vec<Value> {
@@ -27,17 +25,6 @@ fn owned_pods(s: &Server, uid: &str) -> Vec<Value> {
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .cloned()
         .collect()
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -67,11 +67,7 @@ fn get(s: &Server, name: &str) -> Option<Value> {
 }
 
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::eventually(what, || f().then_some(()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,21 +4,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::Server;
+use common::{eventually, Server};
 use serde_json::{json, Value};
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn add_node(s: &Server, name: &str) {
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},

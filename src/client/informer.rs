@@ -94,6 +94,24 @@ impl Drop for Informer {
     }
 }
 
+impl Shared {
+    /// Wakes `wake` on every change (and on a lagged feed) until the informer stops.
+    pub fn notify_on_change(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut rx = self.changes.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => wake.notify_one(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+}
+
 impl Informer {
     /// A view to hand to other components; the informer keeps running while this `Informer` lives.
     pub fn shared(&self) -> Shared {
@@ -161,13 +179,16 @@ impl Informer {
                 };
                 while let Some(ev) = stream.next().await {
                     let Ok((ty, obj)) = ev else { break };
+                    if ty != "ERROR" {
+                        if let Some(v) = obj
+                            .pointer("/metadata/resourceVersion")
+                            .and_then(Value::as_str)
+                        {
+                            rv = v.to_string();
+                        }
+                    }
                     match ty.as_str() {
                         "ADDED" | "MODIFIED" => {
-                            rv = obj
-                                .pointer("/metadata/resourceVersion")
-                                .and_then(Value::as_str)
-                                .unwrap_or(&rv)
-                                .to_string();
                             c.inner
                                 .write()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -175,24 +196,13 @@ impl Informer {
                             let _ = tx.send(Change::Applied(obj));
                         }
                         "DELETED" => {
-                            rv = obj
-                                .pointer("/metadata/resourceVersion")
-                                .and_then(Value::as_str)
-                                .unwrap_or(&rv)
-                                .to_string();
                             c.inner
                                 .write()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .remove(&cache_key(&obj));
                             let _ = tx.send(Change::Deleted(obj));
                         }
-                        "BOOKMARK" => {
-                            rv = obj
-                                .pointer("/metadata/resourceVersion")
-                                .and_then(Value::as_str)
-                                .unwrap_or(&rv)
-                                .to_string();
-                        }
+                        "BOOKMARK" => {}
                         "ERROR" => {
                             if obj.get("code").and_then(Value::as_u64) == Some(410) {
                                 rv.clear();

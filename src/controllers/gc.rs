@@ -171,6 +171,29 @@ fn kind(plural: &str) -> &'static KindInfo {
         .expect("registered kind")
 }
 
+/// A merge patch whose failure is only logged: the next pass looks again.
+async fn merge_patch(
+    client: &Client,
+    plural: &str,
+    ns: Option<&str>,
+    name: &str,
+    patch: &Value,
+    what: &str,
+) {
+    if let Err(e) = client
+        .patch(
+            kind(plural),
+            ns,
+            name,
+            "application/merge-patch+json",
+            patch,
+        )
+        .await
+    {
+        tracing::debug!(error = %e, kind = %plural, %name, "{what}");
+    }
+}
+
 async fn execute(client: &Client, caches: &HashMap<&'static str, Cache>, p: Plan) {
     for (k, ns, name, new_refs) in p.rewrite_refs {
         let cur = caches
@@ -180,18 +203,15 @@ async fn execute(client: &Client, caches: &HashMap<&'static str, Cache>, p: Plan
             .as_ref()
             .and_then(|c| c.pointer("/metadata/resourceVersion").cloned());
         let patch = json!({"metadata": {"ownerReferences": new_refs, "resourceVersion": rv}});
-        if let Err(e) = client
-            .patch(
-                kind(&k),
-                ns.as_deref(),
-                &name,
-                "application/merge-patch+json",
-                &patch,
-            )
-            .await
-        {
-            tracing::debug!(error = %e, kind = %k, %name, "gc: rewriting ownerReferences failed");
-        }
+        merge_patch(
+            client,
+            &k,
+            ns.as_deref(),
+            &name,
+            &patch,
+            "gc: rewriting ownerReferences failed",
+        )
+        .await;
     }
     for (k, ns, name) in p.delete {
         match client
@@ -219,18 +239,15 @@ async fn execute(client: &Client, caches: &HashMap<&'static str, Cache>, p: Plan
             .cloned()
             .collect();
         let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": cur.pointer("/metadata/resourceVersion")}});
-        if let Err(e) = client
-            .patch(
-                kind(&k),
-                ns.as_deref(),
-                &name,
-                "application/merge-patch+json",
-                &patch,
-            )
-            .await
-        {
-            tracing::debug!(error = %e, kind = %k, %name, "gc: removing a finalizer failed");
-        }
+        merge_patch(
+            client,
+            &k,
+            ns.as_deref(),
+            &name,
+            &patch,
+            "gc: removing a finalizer failed",
+        )
+        .await;
     }
 }
 
@@ -256,18 +273,7 @@ pub async fn run(
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut forwarders = Vec::new();
     for inf in informers.values() {
-        let mut rx = inf.changes.subscribe();
-        let wake = wake.clone();
-        forwarders.push(tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        wake.notify_one()
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }));
+        forwarders.push(inf.notify_on_change(wake.clone()));
     }
     for c in caches.values() {
         c.wait_synced().await;

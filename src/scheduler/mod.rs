@@ -339,18 +339,7 @@ pub async fn run(
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut forwarders = Vec::new();
     for inf in [&pods, &nodes] {
-        let mut rx = inf.changes.subscribe();
-        let wake = wake.clone();
-        forwarders.push(tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        wake.notify_one()
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }));
+        forwarders.push(inf.notify_on_change(wake.clone()));
     }
     pods.cache.wait_synced().await;
     nodes.cache.wait_synced().await;

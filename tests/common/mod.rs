@@ -235,3 +235,15 @@ pub fn corpus() -> PathBuf {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k8s-website-examples"),
     }
 }
+
+/// Polls `f` until it yields a value (15 s at most), panicking with `what` on timeout.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
