@@ -16,7 +16,12 @@ use serde_json::Value;
 use crate::output;
 
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
-pub async fn server(data_dir: &Path, listen: SocketAddr, repo: Option<PathBuf>) -> Result<()> {
+pub async fn server(
+    data_dir: &Path,
+    listen: SocketAddr,
+    repo: Option<PathBuf>,
+    node: Option<(NodeArgs, bool)>,
+) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -79,12 +84,30 @@ pub async fn server(data_dir: &Path, listen: SocketAddr, repo: Option<PathBuf>) 
             }
         });
     }
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
+    // `up` runs one node agent in this process; on Ctrl-C it stops its pods before the API server goes.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let agent = match node {
+        Some((args, stop_pods)) => {
+            let mut cfg = args.config(data_dir, &token)?;
+            cfg.stop_pods_on_exit = stop_pods;
+            let client = Client::new(&url, &token, Some(&tls.ca_pem))?;
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = run_agent(client, cfg, stop).await {
+                    tracing::error!("node agent failed: {e:#}");
+                }
+            }))
+        }
+        None => None,
+    };
+    let shutdown = async move {
+        terminated().await;
+        let _ = stop_tx.send(true);
+        if let Some(a) = agent {
+            let _ = a.await;
         }
     };
     capstan::apiserver::serve(listener, server, tls_config, shutdown).await?;
@@ -596,4 +619,209 @@ pub async fn describe(client: &Client, a: DescribeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Settings of the node agent that `up` and `agent` run.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's address: where its agent listens and what it reports as InternalIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: std::net::IpAddr,
+    /// CPU capacity to report (default: the machine's).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory capacity to report, as a quantity (default: the machine's).
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+    /// First crash-loop backoff, in seconds (Kubernetes: 10), doubling up to --crashloop-backoff-max.
+    #[arg(long, default_value_t = 10.0)]
+    pub crashloop_backoff: f64,
+    #[arg(long, default_value_t = 300.0)]
+    pub crashloop_backoff_max: f64,
+    /// Extra node labels, KEY=VALUE (repeatable).
+    #[arg(long = "node-label")]
+    pub labels: Vec<String>,
+}
+
+impl NodeArgs {
+    fn config(&self, data_dir: &Path, token: &str) -> Result<capstan::node::Config> {
+        let name = self
+            .node_name
+            .clone()
+            .unwrap_or_else(capstan::node::hostname);
+        let mut cfg = capstan::node::Config::new(&name, data_dir.join("nodes").join(&name), token);
+        cfg.address = self.node_ip;
+        cfg.cpu = self.cpu.clone();
+        cfg.memory = self.memory.clone();
+        cfg.max_pods = self.max_pods;
+        let secs = |s: f64, flag: &str| {
+            std::time::Duration::try_from_secs_f64(s)
+                .map_err(|_| anyhow!("{flag}: {s} is not a duration in seconds"))
+        };
+        cfg.backoff_base = secs(self.crashloop_backoff, "--crashloop-backoff")?;
+        cfg.backoff_max = secs(self.crashloop_backoff_max, "--crashloop-backoff-max")?;
+        for l in &self.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--node-label {l:?}: expected KEY=VALUE"))?;
+            cfg.labels.push((k.to_string(), v.to_string()));
+        }
+        Ok(cfg)
+    }
+}
+
+async fn run_agent(
+    client: Client,
+    cfg: capstan::node::Config,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<()> {
+    let runtime = capstan::node::runtime::process::ProcessRuntime::new(&cfg.data_dir)
+        .with_context(|| format!("preparing {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    capstan::node::run(client, cfg, Arc::new(runtime), stop).await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// `capstan agent`: one node joining the cluster at `server`.
+pub async fn agent(
+    data_dir: &Path,
+    server: &str,
+    token: &str,
+    ca: Option<&Path>,
+    node: NodeArgs,
+    stop_pods_on_exit: bool,
+) -> Result<()> {
+    let ca_path = ca
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| capstan::client::config::default_data_dir().join("ca.crt"));
+    let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
+        format!(
+            "reading the API server's certificate authority {} (pass --certificate-authority)",
+            ca_path.display()
+        )
+    })?;
+    let client = Client::new(server, token, Some(&ca_pem))?;
+    let mut cfg = node.config(data_dir, token)?;
+    cfg.stop_pods_on_exit = stop_pods_on_exit;
+    eprintln!("capstan: node agent {} joining {server}", cfg.node_name);
+    run_agent(client, cfg, terminated()).await
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The pod (`NAME` or `pod/NAME`).
+    pub pod: String,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[arg(short, long)]
+    pub container: Option<String>,
+    #[arg(short, long)]
+    pub follow: bool,
+    /// The previous instance of the container.
+    #[arg(short, long)]
+    pub previous: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<i64>,
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Only lines newer than this (e.g. 30s, 5m, 1h).
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+fn parse_since(s: &str) -> Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("--since {s:?}: expected e.g. 30s, 5m or 1h"))?;
+    Ok(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("--since {s:?}: expected e.g. 30s, 5m or 1h"),
+    })
+}
+
+pub async fn logs(client: &Client, a: LogsArgs) -> Result<()> {
+    let name = a
+        .pod
+        .strip_prefix("pod/")
+        .or(a.pod.strip_prefix("pods/"))
+        .unwrap_or(&a.pod);
+    let ns = a.namespace.as_deref().unwrap_or("default");
+    let pods = resolve_kind("pods")?;
+    let mut path = format!(
+        "{}/log?",
+        capstan::client::resource_path(pods, Some(ns), Some(name))
+    );
+    if let Some(c) = &a.container {
+        path.push_str(&format!("container={}&", url_encode(c)));
+    }
+    if a.follow {
+        path.push_str("follow=true&");
+    }
+    if a.previous {
+        path.push_str("previous=true&");
+    }
+    if a.timestamps {
+        path.push_str("timestamps=true&");
+    }
+    if let Some(t) = a.tail.filter(|t| *t >= 0) {
+        path.push_str(&format!("tailLines={t}&"));
+    }
+    if let Some(s) = &a.since {
+        path.push_str(&format!("sinceSeconds={}&", parse_since(s)?));
+    }
+    let resp = client.open(path.trim_end_matches(['&', '?'])).await?;
+    let mut body = resp.bytes_stream();
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        out.write_all(&chunk?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    log: PathBuf,
+    #[arg(long)]
+    exit_file: PathBuf,
+    #[arg(long, default_value_t = 10 << 20)]
+    max_log_bytes: u64,
+    #[arg(long, default_value_t = 5)]
+    max_log_files: u32,
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn shim(a: ShimArgs) -> i32 {
+    capstan::node::runtime::shim::run(capstan::node::runtime::shim::ShimArgs {
+        log: a.log,
+        exit_file: a.exit_file,
+        max_log_bytes: a.max_log_bytes,
+        max_log_files: a.max_log_files,
+        workdir: a.workdir,
+        command: a.command,
+    })
 }

@@ -1,5 +1,5 @@
-//! The `capstan` binary: process commands (`server`, `up`) and client commands (`get`, `apply`, `create`, `delete`,
-//! `describe`) that talk to a server through the kubeconfig it wrote.
+//! The `capstan` binary: process commands (`server`, `up`, `agent`) and client commands (`get`, `apply`, `create`,
+//! `delete`, `describe`, `logs`) that talk to a server through the kubeconfig it wrote.
 
 mod commands;
 mod demo;
@@ -36,13 +36,40 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
     },
-    /// Run Capstan on its embedded defaults and apply a repository of manifests.
+    /// Run Capstan on its embedded defaults - control plane and one node - and apply a repository of manifests.
     Up {
         /// A directory of manifests (default: examples/repo when present).
         repo: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
+        #[command(flatten)]
+        node: commands::NodeArgs,
+        /// Leave this node's containers running when `capstan up` exits (they are adopted on the next start).
+        #[arg(long)]
+        keep_pods: bool,
     },
+    /// Run a node agent that joins a cluster (the kubelet's role).
+    Agent {
+        /// The API server's URL.
+        #[arg(long)]
+        server: String,
+        /// The cluster's bearer token (the `token` file in the server's data directory).
+        #[arg(long, env = "CAPSTAN_TOKEN")]
+        token: String,
+        /// The API server's certificate authority (default: ca.crt in the server's default data directory).
+        #[arg(long)]
+        certificate_authority: Option<PathBuf>,
+        #[command(flatten)]
+        node: commands::NodeArgs,
+        /// Stop this node's containers when the agent exits (by default they keep running, as with the kubelet).
+        #[arg(long)]
+        stop_pods_on_exit: bool,
+    },
+    /// Print a container's logs (like kubectl logs).
+    Logs(commands::LogsArgs),
+    /// Internal: supervises one container for the process runtime.
+    #[command(hide = true)]
+    Shim(commands::ShimArgs),
     /// Show objects as tables (like kubectl get).
     Get(commands::GetArgs),
     /// Create or update objects from files with server-side apply.
@@ -55,19 +82,25 @@ enum Command {
     Describe(commands::DescribeArgs),
     /// The demo HTTP server the examples run (VERSION and MESSAGE from the environment; /healthz, /fail, /exit).
     DemoApp {
-        #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Address to serve on (default: $POD_IP, else 127.0.0.1, on $PORT, else 8080).
+        #[arg(long, env = "LISTEN")]
+        listen: Option<SocketAddr>,
     },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // The shim is small and synchronous: no async runtime, no logging set-up.
+    if let Command::Shim(a) = cli.command {
+        std::process::exit(commands::shim(a));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,12 +112,46 @@ fn main() -> Result<()> {
             .clone()
             .unwrap_or_else(capstan::client::config::default_data_dir);
         match cli.command {
-            Command::Server { listen } => commands::server(&data_dir, listen, None).await,
-            Command::DemoApp { listen } => demo::run(listen).await,
-            Command::Up { repo, listen } => {
+            Command::Server { listen } => commands::server(&data_dir, listen, None, None).await,
+            Command::DemoApp { listen } => {
+                let listen = match listen {
+                    Some(l) => l,
+                    None => {
+                        let ip = std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".into());
+                        let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
+                        format!("{ip}:{port}")
+                            .parse()
+                            .with_context(|| format!("POD_IP {ip:?} / PORT {port:?}"))?
+                    }
+                };
+                demo::run(listen).await
+            }
+            Command::Up {
+                repo,
+                listen,
+                node,
+                keep_pods,
+            } => {
                 let repo =
                     repo.or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()));
-                commands::server(&data_dir, listen, repo).await
+                commands::server(&data_dir, listen, repo, Some((node, !keep_pods))).await
+            }
+            Command::Agent {
+                server,
+                token,
+                certificate_authority,
+                node,
+                stop_pods_on_exit,
+            } => {
+                commands::agent(
+                    &data_dir,
+                    &server,
+                    &token,
+                    certificate_authority.as_deref(),
+                    node,
+                    stop_pods_on_exit,
+                )
+                .await
             }
             other => {
                 let kc = capstan::client::config::resolve(
@@ -103,7 +170,12 @@ fn main() -> Result<()> {
                     Command::Create(a) => commands::apply(&client, a, false).await,
                     Command::Delete(a) => commands::delete(&client, a).await,
                     Command::Describe(a) => commands::describe(&client, a).await,
-                    Command::Server { .. } | Command::Up { .. } | Command::DemoApp { .. } => {
+                    Command::Logs(a) => commands::logs(&client, a).await,
+                    Command::Server { .. }
+                    | Command::Up { .. }
+                    | Command::DemoApp { .. }
+                    | Command::Agent { .. }
+                    | Command::Shim(_) => {
                         unreachable!("handled above")
                     }
                 }

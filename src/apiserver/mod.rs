@@ -6,6 +6,7 @@
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod logs;
 pub mod patch;
 pub mod table;
 pub mod tls;
@@ -417,9 +418,15 @@ async fn route(
                 &[],
             ))
         }
-        (Method::GET, true, Some("log")) if t.kind.kind == "Pod" => Err(ApiError::bad_request(
-            "container logs are served by the node agent, which this server does not run yet",
-        )),
+        (Method::GET, true, Some("log")) if t.kind.kind == "Pod" => {
+            server
+                .pod_log(
+                    t.namespace.as_deref().unwrap_or("default"),
+                    t.name.as_deref().unwrap_or(""),
+                    q,
+                )
+                .await
+        }
         (m, _, s) => Err(ApiError::method_not_allowed(&format!(
             "{m} {}{}",
             t.kind.plural,

@@ -3,6 +3,7 @@
 //! informer cache. It must not reach into the store.
 
 pub mod config;
+pub mod events;
 pub mod informer;
 
 use std::time::Duration;
@@ -274,6 +275,17 @@ impl Client {
         propagation: &str,
     ) -> Result<Value> {
         let body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation});
+        self.delete_with(kind, ns, name, &body).await
+    }
+
+    /// Deletes with explicit DeleteOptions (grace period, preconditions, propagation).
+    pub async fn delete_with(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+        body: &Value,
+    ) -> Result<Value> {
         self.request(
             reqwest::Method::DELETE,
             &resource_path(kind, ns, Some(name)),
@@ -281,6 +293,39 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// Starts a GET whose answer is read as a stream (watches, followed logs); API errors come back as
+    /// [`Error::Api`].
+    pub async fn open(&self, path: &str) -> Result<reqwest::Response> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let code = resp.status().as_u16();
+        if code >= 400 {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let message = v
+                .get("message")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .unwrap_or_else(|| format!("HTTP {code}: {}", String::from_utf8_lossy(&bytes)));
+            return Err(Error::Api {
+                code,
+                reason: v.get("reason").and_then(Value::as_str).unwrap_or("").into(),
+                message,
+                status: v,
+            });
+        }
+        Ok(resp)
     }
 
     /// Opens one watch request; yields (type, object) pairs until the server ends it.
@@ -302,32 +347,7 @@ impl Client {
             p.push('&');
             p.push_str(query);
         }
-        let url = format!("{}{}", self.base, p);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })?;
-        let code = resp.status().as_u16();
-        if code >= 400 {
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
-            let message = v
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("watch failed")
-                .to_string();
-            return Err(Error::Api {
-                code,
-                reason: v.get("reason").and_then(Value::as_str).unwrap_or("").into(),
-                message,
-                status: v,
-            });
-        }
+        let resp = self.open(&p).await?;
         let mut buf: Vec<u8> = Vec::new();
         let stream = resp.bytes_stream().flat_map(move |chunk| {
             let mut out = Vec::new();

@@ -4,6 +4,7 @@
 
 pub mod deployment;
 pub mod gc;
+pub mod node_ipam;
 pub mod replicaset;
 
 use std::collections::HashMap;
@@ -105,6 +106,16 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
             .watches_shared(pods, replicaset::orphan_mapper(replicasets.cache.clone()))
             .workers(4)
             .run(replicaset::reconcile, rs_ctx, stopper()),
+    ));
+    let ipam_ctx = Arc::new(node_ipam::Context::new(
+        client.clone(),
+        informers["nodes"].cache.clone(),
+    ));
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("nodes"))
+            .primary_shared(&informers["nodes"])
+            .workers(1)
+            .run(node_ipam::reconcile, ipam_ctx, stopper()),
     ));
     // The scheduler runs under the same lease for now.
     tasks.push(tokio::spawn(crate::scheduler::run(

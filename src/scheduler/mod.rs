@@ -344,7 +344,6 @@ pub async fn run(
     pods.cache.wait_synced().await;
     nodes.cache.wait_synced().await;
     let pod_kind = registry::lookup("pods").expect("pods");
-    let event_kind = registry::lookup("events").expect("events");
     // Pods already reported unschedulable with this message (no repeated writes while nothing changes).
     let mut reported: HashMap<String, String> = HashMap::new();
     let work = async {
@@ -422,10 +421,10 @@ pub async fn run(
                                 let cond = json!({"conditions": [{"type": "PodScheduled", "status": "True",
                                     "lastTransitionTime": format_time(&now())}]});
                                 let _ = client.patch_status(pod_kind, Some(ns), name, &cond).await;
-                                event(
+                                crate::client::events::record(
                                     &client,
-                                    event_kind,
                                     pod,
+                                    "default-scheduler",
                                     "Normal",
                                     "Scheduled",
                                     &format!("Successfully assigned {key} to {node}"),
@@ -443,10 +442,10 @@ pub async fn run(
                         let cond = json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                             "message": message, "lastTransitionTime": format_time(&now())}]});
                         let _ = client.patch_status(pod_kind, Some(ns), name, &cond).await;
-                        event(
+                        crate::client::events::record(
                             &client,
-                            event_kind,
                             pod,
+                            "default-scheduler",
                             "Warning",
                             "FailedScheduling",
                             &message,
@@ -469,30 +468,6 @@ pub async fn run(
     for f in forwarders {
         f.abort();
     }
-}
-
-async fn event(
-    client: &Client,
-    kind: &'static crate::api::registry::KindInfo,
-    pod: &Value,
-    ty: &str,
-    reason: &str,
-    message: &str,
-) {
-    let ns = pod
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let name = pod
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let t = format_time(&now());
-    let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": pod.pointer("/metadata/uid")},
-        "reason": reason, "message": message, "type": ty, "source": {"component": "default-scheduler"},
-        "firstTimestamp": t, "lastTimestamp": t, "count": 1, "reportingComponent": "default-scheduler"});
-    let _ = client.create(kind, Some(ns), &ev).await;
 }
 
 #[cfg(test)]

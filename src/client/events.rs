@@ -1,0 +1,50 @@
+//! Recording Events (core/v1) the way Kubernetes components do: one Event per occurrence, naming the object it is
+//! about, a reason from Kubernetes' vocabulary (Scheduled, Started, Killing, BackOff, ScalingReplicaSet, ...) and the
+//! reporting component. Recording is best effort: a failed Event never fails the work it describes.
+
+use serde_json::{json, Value};
+
+use super::Client;
+use crate::api::meta::{format_time, now};
+use crate::api::registry;
+
+/// Records an Event about `obj` (any namespaced or cluster-scoped object with apiVersion/kind set, or a Pod).
+pub async fn record(
+    client: &Client,
+    obj: &Value,
+    component: &str,
+    ty: &str,
+    reason: &str,
+    message: &str,
+) {
+    let Some(events) = registry::lookup("events") else {
+        return;
+    };
+    let ns = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("Pod");
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("v1");
+    let t = format_time(&now());
+    let mut involved = json!({"apiVersion": api_version, "kind": kind, "name": name,
+        "uid": obj.pointer("/metadata/uid"), "resourceVersion": obj.pointer("/metadata/resourceVersion")});
+    if obj.pointer("/metadata/namespace").is_some() {
+        involved["namespace"] = json!(ns);
+    }
+    let ev = json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": involved,
+        "reason": reason, "message": message, "type": ty, "source": {"component": component},
+        "firstTimestamp": t, "lastTimestamp": t, "count": 1, "reportingComponent": component});
+    if let Err(e) = client.create(events, Some(ns), &ev).await {
+        tracing::debug!(reason, error = %e, "recording an event failed");
+    }
+}

@@ -1,0 +1,102 @@
+//! The node IPAM controller (kube-controller-manager's node-ipam): gives each Node a `spec.podCIDR` - the next free
+//! /24 of the cluster CIDR (10.244.0.0/16 by default) - so pod addresses are unique across the cluster. It never
+//! changes a CIDR once set.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::api::registry;
+use crate::client::informer::Cache;
+use crate::client::Client;
+use crate::runtime::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the cluster CIDR {0} has no free /24 left")]
+    Exhausted(String),
+    #[error(transparent)]
+    Client(#[from] crate::client::Error),
+}
+
+pub struct Context {
+    pub client: Client,
+    pub nodes: Cache,
+    /// The cluster CIDR's network address; /16 split into /24s.
+    pub cluster: Ipv4Addr,
+}
+
+impl Context {
+    pub fn new(client: Client, nodes: Cache) -> Self {
+        Context {
+            client,
+            nodes,
+            cluster: Ipv4Addr::new(10, 244, 0, 0),
+        }
+    }
+}
+
+/// The first /24 of `cluster`/16 that no node holds.
+pub fn next_free(cluster: Ipv4Addr, taken: &HashSet<String>) -> Option<String> {
+    let [a, b, _, _] = cluster.octets();
+    (0..=255u8)
+        .map(|c| format!("{a}.{b}.{c}.0/24"))
+        .find(|cidr| !taken.contains(cidr))
+}
+
+pub async fn reconcile(node: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if node
+        .pointer("/spec/podCIDR")
+        .and_then(Value::as_str)
+        .is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let name = node
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let taken: HashSet<String> = ctx
+        .nodes
+        .list()
+        .iter()
+        .filter_map(|n| {
+            n.pointer("/spec/podCIDR")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .collect();
+    let cidr = next_free(ctx.cluster, &taken)
+        .ok_or_else(|| Error::Exhausted(format!("{}/16", ctx.cluster)))?;
+    let nodes = registry::lookup("nodes").expect("nodes");
+    ctx.client
+        .patch(
+            nodes,
+            None,
+            name,
+            "application/merge-patch+json",
+            &json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
+        )
+        .await?;
+    tracing::info!(node = name, %cidr, "allocated pod CIDR");
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_lowest_free_block() {
+        let net = Ipv4Addr::new(10, 244, 0, 0);
+        let mut taken = HashSet::new();
+        assert_eq!(next_free(net, &taken).unwrap(), "10.244.0.0/24");
+        taken.insert("10.244.0.0/24".to_string());
+        taken.insert("10.244.2.0/24".to_string());
+        assert_eq!(next_free(net, &taken).unwrap(), "10.244.1.0/24");
+        let all: HashSet<String> = (0..=255).map(|c| format!("10.244.{c}.0/24")).collect();
+        assert!(next_free(net, &all).is_none());
+    }
+}

@@ -1,0 +1,81 @@
+//! The container runtime boundary (the CRI's role): the node agent asks a [`ContainerRuntime`] to start, signal,
+//! wait for and probe containers, and never touches processes itself. `process` (the default) runs each container's
+//! command as host processes under a shim; `containerd` comes with its own feature. Runtimes know nothing of pods'
+//! API objects - the agent hands them a resolved [`ContainerSpec`].
+
+pub mod process;
+pub mod shim;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use shim::ExitRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The container cannot be created from its spec (Kubernetes' CreateContainerError).
+    #[error("{0}")]
+    Create(String),
+    /// The command could not be started (Kubernetes reports StartError, exit code 128).
+    #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a runtime needs to start one container instance.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// Unique per instance: `<pod uid>/<container>/<restart count>`.
+    pub id: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<PathBuf>,
+    /// The CRI log file for this instance.
+    pub log_path: PathBuf,
+    /// A directory the runtime may keep this instance's state in.
+    pub state_dir: PathBuf,
+}
+
+/// A started container, recorded on disk by the agent so a restarted agent can adopt it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Handle {
+    /// The container's main process (also its process group).
+    pub pid: i32,
+    /// The shim supervising it, and its start time in clock ticks (to tell it from a reused pid).
+    pub shim_pid: i32,
+    pub shim_start: u64,
+    pub exit_file: PathBuf,
+}
+
+/// The result of an exec probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub output: String,
+}
+
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Starts a container; returns once its process runs (or could not be started).
+    async fn start(&self, spec: &ContainerSpec) -> Result<Handle, RuntimeError>;
+    /// Resolves when the container has exited.
+    async fn wait(&self, handle: &Handle) -> ExitRecord;
+    /// Whether the container of an earlier agent is still there to adopt.
+    fn alive(&self, handle: &Handle) -> bool;
+    /// Sends a signal to every process of the container.
+    fn signal(&self, handle: &Handle, signal: i32);
+    /// Runs a command "in" the container (its environment and working directory), with a timeout.
+    async fn exec(
+        &self,
+        spec: &ContainerSpec,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, RuntimeError>;
+}

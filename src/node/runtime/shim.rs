@@ -1,0 +1,186 @@
+//! The per-container shim (containerd-shim's role for the process runtime): `capstan shim` starts the container's
+//! command in its own process group, copies its stdout/stderr line by line into the CRI log file (with rotation), and
+//! when it exits records the exit status in a file the agent reads. The shim sits in its own session, so containers
+//! outlive an agent that dies or restarts, and a restarted agent finds their state on disk. It never talks to the
+//! API server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::logs::LogWriter;
+
+/// The longest line kept whole; longer output is split into partial (`P`) lines, as the CRI format does.
+const MAX_LINE: usize = 16 * 1024;
+
+/// What the shim is asked to run.
+#[derive(Debug, Clone)]
+pub struct ShimArgs {
+    pub log: PathBuf,
+    pub exit_file: PathBuf,
+    pub max_log_bytes: u64,
+    pub max_log_files: u32,
+    pub workdir: Option<PathBuf>,
+    pub command: Vec<String>,
+}
+
+/// How a container ended, as the shim writes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub finished_at: String,
+}
+
+/// Runs the shim: prints `started <pid>` (or `failed <reason>`) on stdout for the agent, then waits for the
+/// container and writes the exit record. Returns the shim's own exit code.
+pub fn run(args: ShimArgs) -> i32 {
+    let mut handshake = std::io::stdout();
+    let Some((program, rest)) = args.command.split_first() else {
+        let _ = writeln!(handshake, "failed no command");
+        return 2;
+    };
+    let writer = match LogWriter::open(&args.log, args.max_log_bytes, args.max_log_files) {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            let _ = writeln!(handshake, "failed opening log {}: {e}", args.log.display());
+            return 2;
+        }
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(dir) = &args.workdir {
+        cmd.current_dir(dir);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("exec: \"{program}\": {e}");
+            let _ = writeln!(handshake, "failed {}", msg.replace('\n', " "));
+            return 2;
+        }
+    };
+    let _ = writeln!(handshake, "started {}", child.id());
+    let _ = handshake.flush();
+    // The agent may go away; never die of a closed stdout.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto our own stdout descriptor with a valid open file.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut readers = 0;
+    for (stream, pipe) in [
+        (
+            "stdout",
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            "stderr",
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let Some(pipe) = pipe else { continue };
+        readers += 1;
+        let w = writer.clone();
+        let tx = done_tx.clone();
+        std::thread::spawn(move || {
+            copy_lines(stream, pipe, &w);
+            let _ = tx.send(());
+        });
+    }
+    let status = child.wait();
+    // Grandchildren may hold the pipes open; do not wait for them for long.
+    for _ in 0..readers {
+        if done_rx.recv_timeout(Duration::from_millis(500)).is_err() {
+            break;
+        }
+    }
+    let (exit_code, signal) = match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => (c, None),
+            (None, Some(sig)) => (128 + sig, Some(sig)),
+            _ => (255, None),
+        },
+        Err(_) => (255, None),
+    };
+    let record = ExitRecord {
+        exit_code,
+        signal,
+        finished_at: crate::api::meta::format_time(&crate::api::meta::now()),
+    };
+    let _ = write_exit(&args.exit_file, &record);
+    0
+}
+
+fn copy_lines(stream: &str, pipe: Box<dyn Read + Send>, w: &Mutex<LogWriter>) {
+    let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let mut partial = false;
+        // Read one line, at most MAX_LINE bytes of it.
+        loop {
+            let available = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(_) => return,
+            };
+            if available.is_empty() {
+                break;
+            }
+            let room = MAX_LINE - buf.len();
+            match available.iter().take(room).position(|b| *b == b'\n') {
+                Some(i) => {
+                    buf.extend_from_slice(&available[..i]);
+                    reader.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let n = available.len().min(room);
+                    buf.extend_from_slice(&available[..n]);
+                    reader.consume(n);
+                    if buf.len() >= MAX_LINE {
+                        partial = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if buf.is_empty() && !partial {
+            // EOF (an empty line still has its newline consumed above and is written below only if read).
+            if reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
+                return;
+            }
+        }
+        let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = w.write_line(stream, &buf, partial);
+    }
+}
+
+/// Writes the exit record atomically (the agent reads it after the shim exits).
+pub fn write_exit(path: &Path, record: &ExitRecord) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(record).unwrap_or_default())?;
+    std::fs::rename(tmp, path)
+}
+
+pub fn read_exit(path: &Path) -> Option<ExitRecord> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}

@@ -1,0 +1,192 @@
+//! The agent's own HTTP endpoint (the kubelet's port 10250 role): the API server asks it for container logs
+//! (`/containerLogs/{namespace}/{pod}/{container}`, with the `pods/log` query options) and streams the answer to
+//! kubectl. Requests must carry the cluster's bearer token. It reads what the pod workers wrote; it changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use super::logs::{self, Options};
+use super::pod::PodState;
+use super::Shared;
+
+fn error(code: StatusCode, message: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain")], message).into_response()
+}
+
+/// Parses the `pods/log` options Kubernetes defines.
+pub fn options(q: &HashMap<String, String>) -> Result<(Options, bool, bool), String> {
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let num = |k: &str| -> Result<Option<i64>, String> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("{k}: {v:?} is not an integer"))
+            })
+            .transpose()
+    };
+    let since = match (num("sinceSeconds")?, q.get("sinceTime")) {
+        (Some(_), Some(_)) => {
+            return Err("at most one of sinceTime or sinceSeconds may be specified".into())
+        }
+        (Some(s), None) if s < 1 => return Err("sinceSeconds: must be greater than 0".into()),
+        (Some(s), None) => Some(chrono::Utc::now() - chrono::Duration::seconds(s)),
+        (None, Some(t)) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| format!("sinceTime: {t:?} is not an RFC 3339 time"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        (None, None) => None,
+    };
+    let tail = num("tailLines")?;
+    if tail.is_some_and(|t| t < 0) {
+        return Err("tailLines: must be greater than or equal to 0".into());
+    }
+    let limit = num("limitBytes")?;
+    if limit.is_some_and(|l| l < 1) {
+        return Err("limitBytes: must be greater than 0".into());
+    }
+    Ok((
+        Options {
+            tail_lines: tail.map(|t| t as usize),
+            since,
+            timestamps: flag("timestamps"),
+            limit_bytes: limit.map(|l| l as usize),
+        },
+        flag("follow"),
+        flag("previous"),
+    ))
+}
+
+async fn container_logs(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if auth.strip_prefix("Bearer ") != Some(shared.config.token.as_str()) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+    }
+    let (opts, follow, previous) = match options(&q) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(p) = shared.pods.get(&ns, &pod) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pod \"{pod}\" not found on node {}",
+                shared.config.node_name
+            ),
+        );
+    };
+    let uid = p
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let dir = shared.pods_dir.join(uid);
+    let saved = PodState::load(&dir).and_then(|s| s.containers.get(&container).cloned());
+    let Some(saved) = saved.filter(|s| s.started_once) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+            ),
+        );
+    };
+    let instance = if previous {
+        if saved.restart_count == 0 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+            );
+        }
+        saved.restart_count - 1
+    } else {
+        saved.restart_count
+    };
+    let path = logs::log_path(&dir, &container, instance);
+    let exit_file = dir
+        .join("run")
+        .join(&container)
+        .join(instance.to_string())
+        .join("exit.json");
+    let (first, offset) = match logs::read(&path, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading logs: {e}"),
+            )
+        }
+    };
+    let running = saved
+        .running
+        .as_ref()
+        .is_some_and(|r| r.restart == instance);
+    if !follow || previous || !running {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain")],
+            first,
+        )
+            .into_response();
+    }
+    // Follow: new complete lines as they are written, until the instance exits (or the pod goes away).
+    let follow_opts = Options {
+        tail_lines: None,
+        limit_bytes: None,
+        ..opts
+    };
+    let stream = futures::stream::unfold((Some(first), offset), move |(first, mut offset)| {
+        let path = path.clone();
+        let exit_file = exit_file.clone();
+        let opts = follow_opts.clone();
+        async move {
+            if let Some(f) = first {
+                return Some((Ok::<_, std::io::Error>(f), (None, offset)));
+            }
+            loop {
+                let exited = exit_file.exists() || !path.exists();
+                let (bytes, next) = logs::read_from(&path, offset, &opts).ok()?;
+                offset = next;
+                if !bytes.is_empty() {
+                    return Some((Ok(bytes), (None, offset)));
+                }
+                if exited {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Serves the agent endpoint on `listener` until aborted.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .with_state(shared);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("node agent endpoint stopped: {e}");
+    }
+}
