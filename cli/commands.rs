@@ -21,7 +21,10 @@ pub async fn server(
     listen: SocketAddr,
     repo: Option<PathBuf>,
     node: Option<(NodeArgs, bool)>,
+    cluster_cidr: &str,
 ) -> Result<()> {
+    let settings = capstan::controllers::Settings::with_cluster_cidr(cluster_cidr)
+        .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
     let started = Instant::now();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -71,6 +74,7 @@ pub async fn server(
     tokio::spawn(capstan::controllers::run(
         controller_client,
         identity,
+        settings,
         std::future::pending::<()>(),
     ));
     if let Some(repo) = repo {

@@ -31,7 +31,8 @@ pub async fn run(listen: SocketAddr) -> Result<()> {
             "/",
             get(|State(a): State<App>| async move {
                 Json(json!({"version": a.version, "message": a.message,
-                    "pod": std::env::var("POD_NAME").ok(), "podIP": std::env::var("POD_IP").ok()}))
+                    "pod": std::env::var("POD_NAME").ok(), "podIP": std::env::var("POD_IP").ok(),
+                    "pid": std::process::id()}))
             }),
         )
         .route(
@@ -77,6 +78,10 @@ pub async fn run(listen: SocketAddr) -> Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "demo app listening");
     eprintln!("demo-app: listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router).await?;
+    // SIGTERM (a pod being stopped) ends the server cleanly, like a well-behaved workload.
+    axum::serve(listener, router)
+        .with_graceful_shutdown(crate::commands::terminated())
+        .await?;
+    eprintln!("demo-app: stopped");
     Ok(())
 }

@@ -35,6 +35,9 @@ enum Command {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
+        /// The pod address range (an IPv4 /16; each node gets a /24 of it).
+        #[arg(long, default_value = "10.244.0.0/16")]
+        cluster_cidr: String,
     },
     /// Run Capstan on its embedded defaults - control plane and one node - and apply a repository of manifests.
     Up {
@@ -42,6 +45,9 @@ enum Command {
         repo: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
+        /// The pod address range (an IPv4 /16; each node gets a /24 of it).
+        #[arg(long, default_value = "10.244.0.0/16")]
+        cluster_cidr: String,
         #[command(flatten)]
         node: commands::NodeArgs,
         /// Leave this node's containers running when `capstan up` exits (they are adopted on the next start).
@@ -112,7 +118,10 @@ fn main() -> Result<()> {
             .clone()
             .unwrap_or_else(capstan::client::config::default_data_dir);
         match cli.command {
-            Command::Server { listen } => commands::server(&data_dir, listen, None, None).await,
+            Command::Server {
+                listen,
+                cluster_cidr,
+            } => commands::server(&data_dir, listen, None, None, &cluster_cidr).await,
             Command::DemoApp { listen } => {
                 let listen = match listen {
                     Some(l) => l,
@@ -129,12 +138,20 @@ fn main() -> Result<()> {
             Command::Up {
                 repo,
                 listen,
+                cluster_cidr,
                 node,
                 keep_pods,
             } => {
                 let repo =
                     repo.or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()));
-                commands::server(&data_dir, listen, repo, Some((node, !keep_pods))).await
+                commands::server(
+                    &data_dir,
+                    listen,
+                    repo,
+                    Some((node, !keep_pods)),
+                    &cluster_cidr,
+                )
+                .await
             }
             Command::Agent {
                 server,

@@ -261,7 +261,27 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
             changed = true;
             tracing::info!(replicaset = %format!("{name}-{hash}"), replicas = initial, "created ReplicaSet");
             match ctx.client.create(rs_kind, Some(&ns), &rs).await {
-                Ok(v) => v,
+                Ok(v) => {
+                    if initial > 0 {
+                        let client = ctx.client.clone();
+                        let me = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                            "metadata": {"name": name, "namespace": ns, "uid": uid}});
+                        let msg =
+                            format!("Scaled up replica set {name}-{hash} from 0 to {initial}");
+                        tokio::spawn(async move {
+                            crate::client::events::record(
+                                &client,
+                                &me,
+                                "deployment-controller",
+                                "Normal",
+                                "ScalingReplicaSet",
+                                &msg,
+                            )
+                            .await
+                        });
+                    }
+                    v
+                }
                 Err(e) if e.code() == Some(409) => {
                     return Ok(Action::requeue(Duration::from_millis(200)))
                 }
@@ -286,9 +306,12 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
             let ns = ns.clone();
             let mut anns = annotations(revision_of(rs));
             anns[REVISION] = json!(revision_of(rs).to_string());
+            let from = i(rs, "/spec/replicas");
+            let me = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns, "uid": uid}});
             async move {
                 let patch = json!({"spec": {"replicas": n}, "metadata": {"annotations": anns}});
-                client
+                let r = client
                     .patch(
                         rs_kind,
                         Some(&ns),
@@ -296,7 +319,23 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
                         "application/merge-patch+json",
                         &patch,
                     )
-                    .await
+                    .await;
+                if r.is_ok() {
+                    let dir = if n > from { "up" } else { "down" };
+                    let msg = format!("Scaled {dir} replica set {rs_name} from {from} to {n}");
+                    tokio::spawn(async move {
+                        crate::client::events::record(
+                            &client,
+                            &me,
+                            "deployment-controller",
+                            "Normal",
+                            "ScalingReplicaSet",
+                            &msg,
+                        )
+                        .await
+                    });
+                }
+                r
             }
         };
         if recreate {

@@ -16,10 +16,39 @@ use crate::client::Client;
 use crate::runtime::leader::Elector;
 use crate::runtime::Controller;
 
+/// Cluster-wide settings the controllers need.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The cluster CIDR (a /16) that node IPAM splits into one /24 per node.
+    pub cluster_cidr: std::net::Ipv4Addr,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster_cidr: std::net::Ipv4Addr::new(10, 244, 0, 0),
+        }
+    }
+}
+
+impl Settings {
+    /// Parses a cluster CIDR, which must be an IPv4 /16.
+    pub fn with_cluster_cidr(cidr: &str) -> Result<Self, String> {
+        let (net, len) = crate::node::network::parse_cidr(cidr).map_err(|e| e.to_string())?;
+        if len != 16 {
+            return Err(format!(
+                "cluster CIDR {cidr}: must be a /16 (one /24 per node)"
+            ));
+        }
+        Ok(Settings { cluster_cidr: net })
+    }
+}
+
 /// Runs the controllers while this process is the elected leader, until `shutdown` resolves.
 pub async fn run(
     client: Client,
     identity: String,
+    settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
@@ -32,7 +61,7 @@ pub async fn run(
             }
             tracing::info!(%identity, "leading the controller manager");
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let running = tokio::spawn(controllers(client.clone(), async {
+            let running = tokio::spawn(controllers(client.clone(), settings.clone(), async {
                 let _ = stop_rx.await;
             }));
             let _ = leading.wait_for(|l| !*l).await;
@@ -48,7 +77,11 @@ pub async fn run(
     campaign.abort();
 }
 
-async fn controllers(client: Client, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+async fn controllers(
+    client: Client,
+    settings: Settings,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     // One informer per kind, shared by every controller that reads it.
     let mut plurals = gc::kinds();
     plurals.push("nodes");
@@ -107,10 +140,9 @@ async fn controllers(client: Client, stop: impl std::future::Future<Output = ()>
             .workers(4)
             .run(replicaset::reconcile, rs_ctx, stopper()),
     ));
-    let ipam_ctx = Arc::new(node_ipam::Context::new(
-        client.clone(),
-        informers["nodes"].cache.clone(),
-    ));
+    let mut ipam = node_ipam::Context::new(client.clone(), informers["nodes"].cache.clone());
+    ipam.cluster = settings.cluster_cidr;
+    let ipam_ctx = Arc::new(ipam);
     tasks.push(tokio::spawn(
         Controller::new(client.clone(), kind("nodes"))
             .primary_shared(&informers["nodes"])

@@ -26,6 +26,8 @@ pub struct Context {
     pub nodes: Cache,
     /// The cluster CIDR's network address; /16 split into /24s.
     pub cluster: Ipv4Addr,
+    /// Blocks handed out by this controller that the cache does not show yet.
+    pub allocated: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -34,6 +36,7 @@ impl Context {
             client,
             nodes,
             cluster: Ipv4Addr::new(10, 244, 0, 0),
+            allocated: Default::default(),
         }
     }
 }
@@ -58,7 +61,7 @@ pub async fn reconcile(node: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Er
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let taken: HashSet<String> = ctx
+    let mut taken: HashSet<String> = ctx
         .nodes
         .list()
         .iter()
@@ -68,6 +71,12 @@ pub async fn reconcile(node: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Er
                 .map(String::from)
         })
         .collect();
+    {
+        let mut allocated = ctx.allocated.lock().unwrap_or_else(|e| e.into_inner());
+        // Once the cache shows a block, the cache alone accounts for it (and frees it with its node).
+        allocated.retain(|c| !taken.contains(c));
+        taken.extend(allocated.iter().cloned());
+    }
     let cidr = next_free(ctx.cluster, &taken)
         .ok_or_else(|| Error::Exhausted(format!("{}/16", ctx.cluster)))?;
     let nodes = registry::lookup("nodes").expect("nodes");
@@ -80,6 +89,10 @@ pub async fn reconcile(node: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Er
             &json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
         )
         .await?;
+    ctx.allocated
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(cidr.clone());
     tracing::info!(node = name, %cidr, "allocated pod CIDR");
     Ok(Action::await_change())
 }

@@ -360,6 +360,14 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
                 }
             }
             tracing::info!(created = made.len(), "created pods");
+            pod_events(
+                &ctx.client,
+                &owner_ref,
+                &ns,
+                "SuccessfulCreate",
+                "Created",
+                &made,
+            );
             ctx.expectations.expect(&key, made, Vec::new());
             if let Some(e) = failure {
                 return Err(e.into());
@@ -378,6 +386,14 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
                 }
             }
             tracing::info!(deleted = doomed.len(), "deleted pods");
+            pod_events(
+                &ctx.client,
+                &owner_ref,
+                &ns,
+                "SuccessfulDelete",
+                "Deleted",
+                &doomed,
+            );
             ctx.expectations.expect(&key, Vec::new(), doomed);
         }
     }
@@ -413,6 +429,32 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())
+}
+
+/// Records "Created pod: NAME" / "Deleted pod: NAME" events on the controller, in the background.
+fn pod_events(
+    client: &Client,
+    owner_ref: &Value,
+    ns: &str,
+    reason: &'static str,
+    verb: &'static str,
+    names: &[String],
+) {
+    let me = json!({"apiVersion": owner_ref["apiVersion"], "kind": owner_ref["kind"],
+        "metadata": {"name": owner_ref["name"], "namespace": ns, "uid": owner_ref["uid"]}});
+    let component = if owner_ref["kind"] == "ReplicaSet" {
+        "replicaset-controller"
+    } else {
+        "replication-controller"
+    };
+    for n in names {
+        let client = client.clone();
+        let me = me.clone();
+        let msg = format!("{verb} pod: {n}");
+        tokio::spawn(async move {
+            crate::client::events::record(&client, &me, component, "Normal", reason, &msg).await
+        });
+    }
 }
 
 #[cfg(test)]

@@ -518,10 +518,10 @@ impl Worker {
         let Some(c) = self.container_spec(name) else {
             return;
         };
-        let spec = match self.build_spec(&c, inst.restart).await {
-            Ok(s) => s,
-            Err(_) => ContainerSpec::default(),
-        };
+        let spec: ContainerSpec = self
+            .build_spec(&c, inst.restart)
+            .await
+            .unwrap_or_default();
         let mut tasks = Vec::new();
         let mut has_startup = false;
         let mut has_readiness = false;

@@ -33,6 +33,15 @@ pub fn kubectl() -> Option<PathBuf> {
     }
 }
 
+/// A cluster CIDR no other test server of this run uses, so pods of parallel tests (host network: 127.x
+/// addresses) never share an address.
+pub fn unique_cluster_cidr() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let b = (std::process::id().wrapping_mul(31).wrapping_add(n * 7)) % 250 + 1;
+    format!("10.{b}.0.0/16")
+}
+
 /// A running `capstan server`.
 pub struct Server {
     pub dir: tempfile::TempDir,
@@ -49,11 +58,42 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> Server {
+        Self::launch(dir, &["server"])
+    }
+
+    /// `capstan up` (control plane and one node agent, named `node-a`) with no repository to apply, a short
+    /// crash-loop backoff, and `extra` arguments.
+    pub fn up(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty-repo");
+        std::fs::create_dir_all(&empty).expect("repo dir");
+        let empty = empty.display().to_string();
+        let mut args = vec![
+            "up",
+            &empty,
+            "--node-name",
+            "node-a",
+            "--crashloop-backoff",
+            "0.5",
+            "--crashloop-backoff-max",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        Self::launch(dir, &args)
+    }
+
+    fn launch(dir: tempfile::TempDir, args: &[&str]) -> Server {
         let started = Instant::now();
         let mut child = Command::new(BIN)
             .args(["--data-dir"])
             .arg(dir.path())
-            .args(["server", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--cluster-cidr",
+                &unique_cluster_cidr(),
+            ])
             .env("CAPSTAN_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -196,10 +236,79 @@ impl Server {
     }
 }
 
+/// Asks a process to stop (SIGTERM, so an agent stops its pods), then kills it after `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    // SAFETY: signals a child process we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(20));
+    }
+}
+
+/// A `capstan agent` joining a test server as node `name`; it stops its pods when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Agent {
+    pub fn start(s: &Server, name: &str, extra: &[&str]) -> Agent {
+        let child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(s.dir.path().join("agents"))
+            .args(["agent", "--server", &s.url, "--token", &s.token()])
+            .arg("--certificate-authority")
+            .arg(s.dir.path().join("ca.crt"))
+            .args(["--node-name", name, "--stop-pods-on-exit"])
+            .args(["--crashloop-backoff", "0.5", "--crashloop-backoff-max", "2"])
+            .args(extra)
+            .env("CAPSTAN_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn capstan agent");
+        Agent {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// Kills the agent with SIGKILL (its containers keep running).
+    pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(20));
+    }
+}
+
+/// Like [`eventually`] with a custom limit.
+pub fn within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
