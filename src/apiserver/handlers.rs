@@ -602,7 +602,7 @@ impl Server {
                         }
                     }
                     obj = next;
-                } else if kind.status {
+                } else if kind.status && opts.subresource != "binding" {
                     match prev.get("status") {
                         Some(s) => obj["status"] = s.clone(),
                         None => {
@@ -1270,6 +1270,22 @@ impl Server {
         }
         let mut cur = prev.clone();
         cur["spec"]["nodeName"] = json!(node);
+        // Like Kubernetes, binding also records PodScheduled=True (one write, not two).
+        let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+            "lastTransitionTime": format_time(&now())});
+        if !cur["status"].is_object() {
+            cur["status"] = json!({});
+        }
+        let conds = cur["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conds: Vec<Value> = conds
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
+        conds.insert(0, scheduled);
+        cur["status"]["conditions"] = json!(conds);
         let opts = WriteOpts {
             dry_run: false,
             validation: "Ignore".into(),

@@ -518,10 +518,7 @@ impl Worker {
         let Some(c) = self.container_spec(name) else {
             return;
         };
-        let spec: ContainerSpec = self
-            .build_spec(&c, inst.restart)
-            .await
-            .unwrap_or_default();
+        let spec: ContainerSpec = self.build_spec(&c, inst.restart).await.unwrap_or_default();
         let mut tasks = Vec::new();
         let mut has_startup = false;
         let mut has_readiness = false;

@@ -108,79 +108,6 @@ fn requirement_matches(r: &NodeSelectorRequirement, labels: &BTreeMap<String, St
     }
 }
 
-fn affinity_matches(pod: &Value, node: &Value) -> bool {
-    let labels = labels_of(node);
-    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
-        if !sel
-            .iter()
-            .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
-        {
-            return false;
-        }
-    }
-    let terms: Option<Vec<NodeSelectorTerm>> = pod
-        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-        .and_then(|t| serde_json::from_value(t.clone()).ok());
-    match terms {
-        None => true,
-        // Terms are ORed; the requirements of a term are ANDed.
-        Some(terms) => terms.iter().any(|t| {
-            t.match_expressions
-                .iter()
-                .flatten()
-                .all(|r| requirement_matches(r, &labels))
-                && t.match_fields.iter().flatten().all(|r| {
-                    let mut f = BTreeMap::new();
-                    f.insert(
-                        "metadata.name".to_string(),
-                        node.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                    );
-                    requirement_matches(r, &f)
-                })
-        }),
-    }
-}
-
-/// The first taint with NoSchedule/NoExecute effect the pod does not tolerate.
-fn untolerated_taint(pod: &Value, node: &Value) -> Option<String> {
-    let tolerations = pod
-        .pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for t in node
-        .pointer("/spec/taints")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let effect = t["effect"].as_str().unwrap_or("");
-        if effect == "PreferNoSchedule" {
-            continue;
-        }
-        let key = t["key"].as_str().unwrap_or("");
-        let value = t["value"].as_str().unwrap_or("");
-        let tolerated = tolerations.iter().any(|tol| {
-            let op = tol["operator"].as_str().unwrap_or("Equal");
-            let key_ok = tol["key"]
-                .as_str()
-                .is_none_or(|k| k.is_empty() && op == "Exists" || k == key);
-            let value_ok = op == "Exists" || tol["value"].as_str().unwrap_or("") == value;
-            let effect_ok = tol["effect"]
-                .as_str()
-                .is_none_or(|e| e.is_empty() || e == effect);
-            key_ok && value_ok && effect_ok
-        });
-        if !tolerated {
-            return Some(format!("{{{key}: {value}}}"));
-        }
-    }
-    None
-}
-
 fn host_ports(pod: &Value) -> Vec<(i64, String)> {
     pod.pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -211,35 +138,136 @@ pub struct NodeState {
     pub owners: HashMap<String, usize>,
 }
 
-/// Where a pod goes, or why it cannot go anywhere.
-pub fn place(
-    pod: &Value,
-    nodes: &[Value],
-    state: &HashMap<String, NodeState>,
-) -> Result<String, String> {
-    let want = requests(pod);
-    let ports = host_ports(pod);
-    let owner = owner_uid(pod);
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut best: Option<(i128, usize, String)> = None;
-    for n in nodes {
-        let name = n
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let st = state.get(&name).cloned().unwrap_or_default();
-        let alloc = allocatable(n);
-        let mut why: Vec<String> = Vec::new();
-        if !node_ready(n) {
+/// What the filters need of a node, parsed once per change of the node (not once per pod).
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub name: String,
+    ready: bool,
+    unschedulable: bool,
+    /// (key, value, effect) of NoSchedule/NoExecute taints.
+    taints: Vec<(String, String, String)>,
+    labels: BTreeMap<String, String>,
+    alloc: Usage,
+}
+
+impl NodeInfo {
+    pub fn new(n: &Value) -> Self {
+        NodeInfo {
+            name: n
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            ready: node_ready(n),
+            unschedulable: n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
+            taints: n
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|t| t["effect"] != "PreferNoSchedule")
+                .map(|t| {
+                    (
+                        t["key"].as_str().unwrap_or("").to_string(),
+                        t["value"].as_str().unwrap_or("").to_string(),
+                        t["effect"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect(),
+            labels: labels_of(n),
+            alloc: allocatable(n),
+        }
+    }
+}
+
+/// What the filters need of a pod, parsed once per scheduling attempt.
+pub struct PodInfo {
+    want: Usage,
+    ports: Vec<(i64, String)>,
+    owner: Option<String>,
+    tolerations: Vec<Value>,
+    node_selector: Vec<(String, String)>,
+    terms: Option<Vec<NodeSelectorTerm>>,
+}
+
+impl PodInfo {
+    pub fn new(pod: &Value) -> Self {
+        PodInfo {
+            want: requests(pod),
+            ports: host_ports(pod),
+            owner: owner_uid(pod),
+            tolerations: pod
+                .pointer("/spec/tolerations")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            node_selector: pod
+                .pointer("/spec/nodeSelector")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            terms: pod
+                .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+                .and_then(|t| serde_json::from_value(t.clone()).ok()),
+        }
+    }
+
+    fn tolerates(&self, key: &str, value: &str, effect: &str) -> bool {
+        self.tolerations.iter().any(|tol| {
+            let op = tol["operator"].as_str().unwrap_or("Equal");
+            let key_ok = tol["key"]
+                .as_str()
+                .is_none_or(|k| k.is_empty() && op == "Exists" || k == key);
+            let value_ok = op == "Exists" || tol["value"].as_str().unwrap_or("") == value;
+            let effect_ok = tol["effect"]
+                .as_str()
+                .is_none_or(|e| e.is_empty() || e == effect);
+            key_ok && value_ok && effect_ok
+        })
+    }
+
+    fn affinity_matches(&self, n: &NodeInfo) -> bool {
+        if !self
+            .node_selector
+            .iter()
+            .all(|(k, v)| n.labels.get(k) == Some(v))
+        {
+            return false;
+        }
+        match &self.terms {
+            None => true,
+            // Terms are ORed; the requirements of a term are ANDed.
+            Some(terms) => terms.iter().any(|t| {
+                t.match_expressions
+                    .iter()
+                    .flatten()
+                    .all(|r| requirement_matches(r, &n.labels))
+                    && t.match_fields.iter().flatten().all(|r| {
+                        let mut f = BTreeMap::new();
+                        f.insert("metadata.name".to_string(), n.name.clone());
+                        requirement_matches(r, &f)
+                    })
+            }),
+        }
+    }
+
+    /// Why the pod cannot go to `n` (empty: it can).
+    fn unfit(&self, n: &NodeInfo, st: &NodeState) -> Vec<String> {
+        let mut why = Vec::new();
+        if !n.ready {
             why.push("node(s) were not ready".into());
-        } else if n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        } else if n.unschedulable {
             why.push("node(s) were unschedulable".into());
-        } else if let Some(t) = untolerated_taint(pod, n) {
-            why.push(format!("node(s) had untolerated taint {t}"));
-        } else if !affinity_matches(pod, n) {
+        } else if let Some((k, v, _)) = n.taints.iter().find(|(k, v, e)| !self.tolerates(k, v, e)) {
+            why.push(format!("node(s) had untolerated taint {{{k}: {v}}}"));
+        } else if !self.affinity_matches(n) {
             why.push("node(s) didn't match Pod's node affinity/selector".into());
         } else {
+            let (want, alloc) = (self.want, n.alloc);
             if st.used.cpu + want.cpu > alloc.cpu && want.cpu > 0 {
                 why.push("Insufficient cpu".into());
             }
@@ -249,16 +277,51 @@ pub fn place(
             if alloc.pods > 0 && st.used.pods + want.pods > alloc.pods {
                 why.push("Too many pods".into());
             }
-            if ports.iter().any(|p| st.ports.contains(p)) {
+            if self.ports.iter().any(|p| st.ports.contains(p)) {
                 why.push("node(s) didn't have free ports for the requested pod ports".into());
             }
         }
+        why
+    }
+}
+
+/// How many feasible nodes to find before choosing, like kube-scheduler's adaptive `percentageOfNodesToScore`:
+/// all of them up to 100 nodes, then 50% minus 1% per 125 nodes (at least 5%), never fewer than 100.
+pub fn nodes_to_score(total: usize) -> usize {
+    if total <= 100 {
+        return total;
+    }
+    let pct = (50 - (total as i64) / 125).max(5) as usize;
+    (total * pct / 100).max(100)
+}
+
+/// Where a pod goes, or why it cannot go anywhere. The search starts at `*start` and moves it on, so successive
+/// pods look at different nodes first (as kube-scheduler does).
+pub fn place_info(
+    pod: &PodInfo,
+    nodes: &[NodeInfo],
+    state: &HashMap<String, NodeState>,
+    start: &mut usize,
+) -> Result<String, String> {
+    let empty = NodeState::default();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<(i128, usize, &str)> = None;
+    let want_feasible = nodes_to_score(nodes.len());
+    let mut feasible = 0;
+    let total = nodes.len();
+    let mut examined = 0;
+    for k in 0..total {
+        let n = &nodes[(*start + k) % total];
+        examined = k + 1;
+        let st = state.get(&n.name).unwrap_or(&empty);
+        let why = pod.unfit(n, st);
         if !why.is_empty() {
             for w in why {
                 *reasons.entry(w).or_default() += 1;
             }
             continue;
         }
+        feasible += 1;
         // Least allocated (free share of cpu and memory, in per-mille), then fewest siblings.
         let free = |used: i128, total: i128| {
             if total <= 0 {
@@ -267,9 +330,10 @@ pub fn place(
                 (total - used).max(0) * 1000 / total
             }
         };
-        let score = free(st.used.cpu + want.cpu, alloc.cpu)
-            + free(st.used.memory + want.memory, alloc.memory);
-        let siblings = owner
+        let score = free(st.used.cpu + pod.want.cpu, n.alloc.cpu)
+            + free(st.used.memory + pod.want.memory, n.alloc.memory);
+        let siblings = pod
+            .owner
             .as_ref()
             .and_then(|o| st.owners.get(o))
             .copied()
@@ -279,11 +343,17 @@ pub fn place(
             Some((s, sib, _)) => siblings < *sib || (siblings == *sib && score > *s),
         };
         if better {
-            best = Some((score, siblings, name));
+            best = Some((score, siblings, &n.name));
+        }
+        if feasible >= want_feasible {
+            break;
         }
     }
+    if total > 0 {
+        *start = (*start + examined) % total;
+    }
     match best {
-        Some((_, _, n)) => Ok(n),
+        Some((_, _, n)) => Ok(n.to_string()),
         None if nodes.is_empty() => Err("no nodes available to schedule pods".into()),
         None => {
             let parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
@@ -294,6 +364,16 @@ pub fn place(
             ))
         }
     }
+}
+
+/// [`place_info`] on raw objects, searching from the first node.
+pub fn place(
+    pod: &Value,
+    nodes: &[Value],
+    state: &HashMap<String, NodeState>,
+) -> Result<String, String> {
+    let infos: Vec<NodeInfo> = nodes.iter().map(NodeInfo::new).collect();
+    place_info(&PodInfo::new(pod), &infos, state, &mut 0)
 }
 
 /// Totals what is bound to each node.
@@ -329,7 +409,30 @@ fn account(st: &mut NodeState, pod: &Value) {
     }
 }
 
-/// Runs the scheduler on shared pod and node informers until `stop` resolves.
+fn pod_key(p: &Value) -> String {
+    format!(
+        "{}/{}",
+        p.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        p.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    )
+}
+
+fn unbound(p: &Value) -> bool {
+    p.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+}
+
+/// How many binding (and unschedulable-status) writes are in flight at once.
+const IN_FLIGHT: usize = 64;
+
+/// Runs the scheduler on shared pod and node informers until `stop` resolves. A pass places every pending pod
+/// against node usage computed once for the pass; bindings are written concurrently while the pass goes on, and a
+/// pod whose binding is in flight counts as placed ("assumed", as in kube-scheduler) until the cache shows it bound.
 pub async fn run(
     client: Client,
     pods: Shared,
@@ -337,121 +440,171 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
     let wake = Arc::new(tokio::sync::Notify::new());
-    let mut forwarders = Vec::new();
-    for inf in [&pods, &nodes] {
-        forwarders.push(inf.notify_on_change(wake.clone()));
+    let nodes_changed = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let mut forwarders = vec![pods.notify_on_change(wake.clone())];
+    {
+        let mut rx = nodes.changes.subscribe();
+        let wake = wake.clone();
+        let changed = nodes_changed.clone();
+        forwarders.push(tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        changed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        wake.notify_one();
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
     }
     pods.cache.wait_synced().await;
     nodes.cache.wait_synced().await;
     let pod_kind = registry::lookup("pods").expect("pods");
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     // Pods already reported unschedulable with this message (no repeated writes while nothing changes).
     let mut reported: HashMap<String, String> = HashMap::new();
+    // Pods bound (or being bound) by us that the cache still shows unbound: key -> node.
+    let assumed: Arc<std::sync::Mutex<HashMap<String, String>>> = Arc::default();
+    let mut node_infos: Vec<NodeInfo> = Vec::new();
+    let mut nodes_seen = 0;
+    let mut start = 0usize;
     let work = async {
         loop {
+            let version = nodes_changed.load(std::sync::atomic::Ordering::SeqCst);
+            if version != nodes_seen {
+                nodes_seen = version;
+                node_infos = nodes.cache.list().iter().map(NodeInfo::new).collect();
+            }
             let all = pods.cache.list();
-            let node_list: Vec<Value> = nodes.cache.list();
             let mut state = node_states(&all);
-            let mut pending: Vec<&Value> = all
-                .iter()
-                .filter(|p| {
-                    p.pointer("/spec/nodeName")
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty)
-                })
-                .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
-                .filter(|p| {
-                    p.pointer("/spec/schedulerName")
-                        .and_then(Value::as_str)
-                        .is_none_or(|s| s == "default-scheduler")
-                })
-                .collect();
-            // Forget pods that are gone or bound.
-            let waiting: HashSet<String> = pending
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        p.pointer("/metadata/namespace")
+            let mut pending: Vec<&Value> = Vec::new();
+            {
+                let mut assumed = assumed.lock().unwrap_or_else(|e| e.into_inner());
+                let mut still = HashMap::new();
+                for p in &all {
+                    if !unbound(p) {
+                        continue;
+                    }
+                    let key = pod_key(p);
+                    if let Some(node) = assumed.remove(&key) {
+                        account(state.entry(node.clone()).or_default(), p);
+                        still.insert(key, node);
+                        continue;
+                    }
+                    if p.pointer("/metadata/deletionTimestamp").is_none()
+                        && p.pointer("/spec/schedulerName")
                             .and_then(Value::as_str)
-                            .unwrap_or(""),
-                        p.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                    )
-                })
-                .collect();
+                            .is_none_or(|s| s == "default-scheduler")
+                    {
+                        pending.push(p);
+                    }
+                }
+                // Entries left over are bound in the cache now, or gone.
+                *assumed = still;
+            }
+            let waiting: HashSet<String> = pending.iter().map(|p| pod_key(p)).collect();
             reported.retain(|k, _| waiting.contains(k));
-            pending.sort_by_key(|p| {
-                p.pointer("/metadata/creationTimestamp")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
+            pending.sort_by(|a, b| {
+                let t = |p: &Value| {
+                    p.pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                t(a).cmp(&t(b))
             });
             for pod in pending {
+                let key = pod_key(pod);
                 let ns = pod
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
-                    .unwrap_or("");
+                    .unwrap_or("")
+                    .to_string();
                 let name = pod
                     .pointer("/metadata/name")
                     .and_then(Value::as_str)
-                    .unwrap_or("");
-                let key = format!("{ns}/{name}");
-                match place(pod, &node_list, &state) {
+                    .unwrap_or("")
+                    .to_string();
+                match place_info(&PodInfo::new(pod), &node_infos, &state, &mut start) {
                     Ok(node) => {
-                        let path = format!(
-                            "{}/binding",
-                            crate::client::resource_path(pod_kind, Some(ns), Some(name))
-                        );
-                        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
-                            "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                        match client
-                            .request(
-                                reqwest::Method::POST,
-                                &path,
-                                Some(("application/json", binding.to_string().into_bytes())),
-                                None,
-                            )
-                            .await
-                        {
-                            Ok(_) => {
-                                tracing::info!(pod = %key, %node, "bound");
-                                account(state.entry(node.clone()).or_default(), pod);
-                                reported.remove(&key);
-                                let cond = json!({"conditions": [{"type": "PodScheduled", "status": "True",
-                                    "lastTransitionTime": format_time(&now())}]});
-                                let _ = client.patch_status(pod_kind, Some(ns), name, &cond).await;
-                                crate::client::events::record(
-                                    &client,
-                                    pod,
-                                    "default-scheduler",
-                                    "Normal",
-                                    "Scheduled",
-                                    &format!("Successfully assigned {key} to {node}"),
+                        account(state.entry(node.clone()).or_default(), pod);
+                        reported.remove(&key);
+                        assumed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(key.clone(), node.clone());
+                        let client = client.clone();
+                        let assumed = assumed.clone();
+                        let wake = wake.clone();
+                        let permits = in_flight.clone();
+                        let pod = pod.clone();
+                        tokio::spawn(async move {
+                            let _permit = permits.acquire().await;
+                            let path = format!(
+                                "{}/binding",
+                                crate::client::resource_path(pod_kind, Some(&ns), Some(&name))
+                            );
+                            let binding = json!({"apiVersion": "v1", "kind": "Binding",
+                                "metadata": {"name": name, "namespace": ns},
+                                "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                            match client
+                                .request(
+                                    reqwest::Method::POST,
+                                    &path,
+                                    Some(("application/json", binding.to_string().into_bytes())),
+                                    None,
                                 )
-                                .await;
+                                .await
+                            {
+                                Ok(_) => {
+                                    tracing::debug!(pod = %key, %node, "bound");
+                                    crate::client::events::record(
+                                        &client,
+                                        &pod,
+                                        "default-scheduler",
+                                        "Normal",
+                                        "Scheduled",
+                                        &format!("Successfully assigned {key} to {node}"),
+                                    )
+                                    .await;
+                                }
+                                Err(e) => {
+                                    tracing::debug!(pod = %key, error = %e, "binding failed");
+                                    assumed
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .remove(&key);
+                                    wake.notify_one();
+                                }
                             }
-                            Err(e) => tracing::debug!(pod = %key, error = %e, "binding failed"),
-                        }
+                        });
                     }
                     Err(message) => {
                         if reported.get(&key) == Some(&message) {
                             continue;
                         }
                         tracing::info!(pod = %key, %message, "unschedulable");
-                        let cond = json!({"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                            "message": message, "lastTransitionTime": format_time(&now())}]});
-                        let _ = client.patch_status(pod_kind, Some(ns), name, &cond).await;
-                        crate::client::events::record(
-                            &client,
-                            pod,
-                            "default-scheduler",
-                            "Warning",
-                            "FailedScheduling",
-                            &message,
-                        )
-                        .await;
-                        reported.insert(key, message);
+                        reported.insert(key, message.clone());
+                        let client = client.clone();
+                        let permits = in_flight.clone();
+                        let pod = pod.clone();
+                        tokio::spawn(async move {
+                            let _permit = permits.acquire().await;
+                            let cond = json!({"conditions": [{"type": "PodScheduled", "status": "False",
+                                "reason": "Unschedulable", "message": message,
+                                "lastTransitionTime": format_time(&now())}]});
+                            let _ = client.patch_status(pod_kind, Some(&ns), &name, &cond).await;
+                            crate::client::events::record(
+                                &client,
+                                &pod,
+                                "default-scheduler",
+                                "Warning",
+                                "FailedScheduling",
+                                &message,
+                            )
+                            .await;
+                        });
                     }
                 }
             }
@@ -545,5 +698,29 @@ mod tests {
         q["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}});
         assert_eq!(place(&q, &nodes, &HashMap::new()).unwrap(), "a");
+    }
+
+    #[test]
+    fn large_clusters_score_a_sample_and_rotate_the_start() {
+        assert_eq!(nodes_to_score(50), 50);
+        assert_eq!(nodes_to_score(1000), 420);
+        assert_eq!(nodes_to_score(5000), 500);
+        assert_eq!(nodes_to_score(100_000), 5000);
+        let nodes: Vec<NodeInfo> = (0..1000)
+            .map(|i| NodeInfo::new(&node(&format!("n{i:04}"), "4", json!({}))))
+            .collect();
+        let mut start = 0;
+        let p = PodInfo::new(&pod("1"));
+        let first = place_info(&p, &nodes, &HashMap::new(), &mut start).unwrap();
+        assert_eq!(
+            start, 420,
+            "the next search starts after the nodes examined"
+        );
+        let second = place_info(&p, &nodes, &HashMap::new(), &mut start).unwrap();
+        assert_ne!(first, second);
+        // A pod that fits nowhere is checked against every node, for a complete reason.
+        let big = PodInfo::new(&pod("64"));
+        let err = place_info(&big, &nodes, &HashMap::new(), &mut start).unwrap_err();
+        assert_eq!(err, "0/1000 nodes are available: 1000 Insufficient cpu.");
     }
 }
