@@ -3,137 +3,24 @@
 //!
 //! Run: `cargo bench --bench apiserver` (set `CAPSTAN_BENCH_QUICK=1` for a short run).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() {
-        return 0.0;
-    }
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-fn http(ca: &str) -> reqwest::Client {
-    capstan::apiserver::tls::init_crypto();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap()
-}
-
-async fn rate<F, Fut>(concurrency: usize, total: usize, f: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let f = Arc::new(f);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let f = f.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return;
-                }
-                f(i).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, pct, rate, rss_kb, Proc};
 
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
     let scale = if quick { 4 } else { 1 };
-    let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["server", "--listen", "127.0.0.1:0"])
-        .env("CAPSTAN_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut url = String::new();
-    let mut line = String::new();
-    while reader.read_line(&mut line).unwrap() > 0 {
-        if let Some(u) = line
-            .trim()
-            .strip_prefix("capstan: serving the Kubernetes API on ")
-        {
-            url = u.to_string();
-            break;
-        }
-        line.clear();
-    }
-    std::thread::spawn(move || for _ in reader.lines() {});
-    let pid = child.id();
-    let _server = Proc(child);
-    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
-    let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
-    let c = http(&ca);
-    loop {
-        if c.get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let server = common::start(&["server"]).await;
+    let (url, pid, c) = (server.url.clone(), server.pid, server.client.clone());
+    let token = server.token.clone();
     let ready = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_kb(pid);

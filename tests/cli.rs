@@ -77,12 +77,14 @@ fn cli_applies_gets_and_deletes() {
 }
 
 #[test]
-fn up_serves_and_applies_the_example_repository() {
+fn up_runs_the_example_repository_and_stops_its_pods_on_exit() {
     let dir = tempfile::tempdir().unwrap();
+    let cidr = common::unique_cluster_cidr();
     let mut child = Command::new(common::BIN)
         .arg("--data-dir")
         .arg(dir.path())
         .args(["up", repo().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--cluster-cidr", &cidr])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -94,30 +96,58 @@ fn up_serves_and_applies_the_example_repository() {
     }
     std::thread::spawn(move || for _ in err.lines() {});
     let kc = dir.path().join("kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = Command::new(common::BIN)
+    let capstan = |args: &[&str]| {
+        Command::new(common::BIN)
             .arg("--kubeconfig")
             .arg(&kc)
-            .args(["get", "deploy", "hello", "-n", "demo", "-o", "name"])
+            .args(args)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    // The demo Deployment of examples/repo comes up: two Ready pods serving the ConfigMap's message.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pods = loop {
+        let out = capstan(&["get", "pods", "-n", "demo", "-o", "json"]);
         if out.status.success() {
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                "deployment.apps/hello"
-            );
-            break;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            let ready = items
+                .iter()
+                .filter(|p| {
+                    p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            if ready == 2 {
+                break items;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "up did not apply the repository: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "the demo pods did not become Ready"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut pids = Vec::new();
+    for p in &pods {
+        let ip = p["status"]["podIP"].as_str().unwrap();
+        let answer: serde_json::Value = reqwest::blocking::get(format!("http://{ip}:8080/"))
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(answer["message"], "Hello from Capstan");
+        pids.push(answer["pid"].as_i64().unwrap());
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    // Ctrl-C / SIGTERM: the pods are stopped before capstan exits.
+    common::terminate(&mut child, Duration::from_secs(30));
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pod process {pid} still runs"
+        );
+    }
 }
 
 #[test]

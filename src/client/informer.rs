@@ -16,8 +16,8 @@ use crate::api::registry::KindInfo;
 /// What changed in the cache.
 #[derive(Clone, Debug)]
 pub enum Change {
-    Applied(Value),
-    Deleted(Value),
+    Applied(Arc<Value>),
+    Deleted(Arc<Value>),
     /// The cache was rebuilt from a full list.
     Resynced,
 }
@@ -25,7 +25,7 @@ pub enum Change {
 /// A read handle on the cache: `namespace/name` -> object.
 #[derive(Clone)]
 pub struct Cache {
-    inner: Arc<RwLock<BTreeMap<String, Value>>>,
+    inner: Arc<RwLock<BTreeMap<String, Arc<Value>>>>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -42,14 +42,16 @@ fn cache_key(v: &Value) -> String {
 }
 
 impl Cache {
-    pub fn get(&self, ns: &str, name: &str) -> Option<Value> {
+    /// The object `ns/name` (shared: the cache never copies objects out).
+    pub fn get(&self, ns: &str, name: &str) -> Option<Arc<Value>> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&format!("{ns}/{name}"))
             .cloned()
     }
-    pub fn list(&self) -> Vec<Value> {
+    /// Every object (shared handles, cheap to take even for thousands of objects).
+    pub fn list(&self) -> Vec<Arc<Value>> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -146,7 +148,7 @@ impl Informer {
                                 let mut item = item.clone();
                                 item["apiVersion"] = Value::String(kind.api_version());
                                 item["kind"] = Value::String(kind.kind.to_string());
-                                map.insert(cache_key(&item), item);
+                                map.insert(cache_key(&item), Arc::new(item));
                             }
                             *c.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
                             rv = list
@@ -189,6 +191,7 @@ impl Informer {
                     }
                     match ty.as_str() {
                         "ADDED" | "MODIFIED" => {
+                            let obj = Arc::new(obj);
                             c.inner
                                 .write()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -200,7 +203,7 @@ impl Informer {
                                 .write()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .remove(&cache_key(&obj));
-                            let _ = tx.send(Change::Deleted(obj));
+                            let _ = tx.send(Change::Deleted(Arc::new(obj)));
                         }
                         "BOOKMARK" => {}
                         "ERROR" => {

@@ -354,16 +354,20 @@ impl Client {
             match chunk {
                 Ok(c) => {
                     buf.extend_from_slice(&c);
-                    while let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=i).collect();
-                        match serde_json::from_slice::<Value>(&line) {
-                            Ok(v) => out.push(Ok((
+                    // Parse every complete line in place, then drop them in one move (not one per line).
+                    let mut start = 0;
+                    while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
+                        let line = &buf[start..start + i];
+                        start += i + 1;
+                        match serde_json::from_slice::<Value>(line) {
+                            Ok(mut v) => out.push(Ok((
                                 v["type"].as_str().unwrap_or("").to_string(),
-                                v["object"].clone(),
+                                v["object"].take(),
                             ))),
                             Err(e) => out.push(Err(Error::Decode(e.to_string()))),
                         }
                     }
+                    buf.drain(..start);
                 }
                 Err(e) => out.push(Err(Error::Decode(e.to_string()))),
             }

@@ -175,6 +175,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
                         .any(|o| o["uid"] == uid.as_str() && o["controller"] == true)
                 })
         })
+        .map(|r| Value::clone(&r))
         .collect();
     rss.sort_by_key(revision_of);
     let max_revision = rss.iter().map(revision_of).max().unwrap_or(0);

@@ -296,7 +296,7 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
     let selector = Selector::from_label_selector(&spec.selector)?;
     let pod_kind = registry::lookup("pods").expect("pods kind");
     let rs_kind = registry::lookup(owner_plural).expect("owner kind");
-    let all: Vec<Value> = ctx
+    let all: Vec<Arc<Value>> = ctx
         .pods
         .list()
         .into_iter()
@@ -306,7 +306,7 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
     // Adopt orphans the selector matches; release owned pods it no longer matches.
     let owner_ref = json!({"apiVersion": rs_kind.api_version(), "kind": rs_kind.kind, "name": name, "uid": uid,
         "controller": true, "blockOwnerDeletion": true});
-    let mut owned: Vec<Value> = Vec::new();
+    let mut owned: Vec<Arc<Value>> = Vec::new();
     for pod in &all {
         let matches = selector.matches(&labels_of(pod));
         let refs: Vec<Value> = pod
@@ -326,14 +326,18 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
             None if matches && is_active(pod) => {
                 let mut refs = refs;
                 refs.push(owner_ref.clone());
-                owned.push(set_owners(&ctx.client, pod, refs).await?);
+                owned.push(Arc::new(set_owners(&ctx.client, pod, refs).await?));
             }
             _ => {}
         }
     }
 
     let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
-    let active: Vec<&Value> = owned.iter().filter(|p| is_active(p)).collect();
+    let active: Vec<&Value> = owned
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| is_active(p))
+        .collect();
     if ctx.expectations.satisfied(&key, &ctx.pods, &ns) {
         if active.len() < replicas {
             let template = spec.template.clone().unwrap_or_default();
@@ -398,7 +402,7 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
         }
     }
 
-    let refs: Vec<&Value> = owned.iter().collect();
+    let refs: Vec<&Value> = owned.iter().map(|p| p.as_ref()).collect();
     let status = status_of(rs, &refs);
     let current = serde_json::to_value(&rs.status).unwrap_or(Value::Null);
     let mut status = status;

@@ -376,7 +376,7 @@ pub async fn run(
             workers.insert(uid, (id, tx));
         };
     for p in informer.cache.list() {
-        dispatch(p, &mut workers);
+        dispatch(Value::clone(&p), &mut workers);
     }
     tracing::info!(node = %cfg.node_name, pods = workers.len(), "node agent running");
     tokio::pin!(shutdown);
@@ -389,11 +389,11 @@ pub async fn run(
                 }
             }
             ev = changes.recv() => match ev {
-                Ok(Change::Applied(p)) => dispatch(p, &mut workers),
+                Ok(Change::Applied(p)) => dispatch(Value::clone(&p), &mut workers),
                 Ok(Change::Deleted(p)) => {
                     let uid = p.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
                     if let Some((_, tx)) = workers.get(uid) {
-                        let _ = tx.send(pod::Msg::Update(p.clone()));
+                        let _ = tx.send(pod::Msg::Update(Value::clone(&p)));
                         let _ = tx.send(pod::Msg::Removed);
                     }
                 }
@@ -409,7 +409,7 @@ pub async fn run(
                         }
                     }
                     for p in current {
-                        dispatch(p, &mut workers);
+                        dispatch(Value::clone(&p), &mut workers);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

@@ -308,7 +308,7 @@ async fn worker<K, C, F, Fut, E>(
             continue;
         };
         let span = tracing::info_span!("reconcile", kind = kind.kind, namespace = ns, name = name);
-        let typed: K = match serde_json::from_value(obj) {
+        let typed: K = match K::deserialize(obj.as_ref()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(parent: &span, error = %e, "cannot decode object; not retrying");

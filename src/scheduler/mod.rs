@@ -15,8 +15,9 @@ use crate::api::core::{NodeSelectorRequirement, NodeSelectorTerm};
 use crate::api::meta::{format_time, now};
 use crate::api::registry;
 use crate::api::selector::labels_of;
-use crate::client::informer::Shared;
+use crate::client::informer::{Change, Shared};
 use crate::client::Client;
+use tokio::sync::broadcast;
 
 /// Requested resources in milli-units.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -377,7 +378,7 @@ pub fn place(
 }
 
 /// Totals what is bound to each node.
-pub fn node_states(pods: &[Value]) -> HashMap<String, NodeState> {
+pub fn node_states(pods: &[Arc<Value>]) -> HashMap<String, NodeState> {
     let mut out: HashMap<String, NodeState> = HashMap::new();
     for p in pods {
         let Some(node) = p
@@ -412,135 +413,251 @@ fn account(st: &mut NodeState, pod: &Value) {
 fn pod_key(p: &Value) -> String {
     format!(
         "{}/{}",
-        p.pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-        p.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        p["metadata"]["namespace"].as_str().unwrap_or(""),
+        p["metadata"]["name"].as_str().unwrap_or("")
     )
 }
 
-fn unbound(p: &Value) -> bool {
-    p.pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
+/// What a bound pod takes from its node.
+#[derive(Clone, Debug)]
+struct Placed {
+    node: String,
+    usage: Usage,
+    ports: Vec<(i64, String)>,
+    owner: Option<String>,
+}
+
+impl Placed {
+    fn new(pod: &Value, node: &str) -> Self {
+        Placed {
+            node: node.to_string(),
+            usage: requests(pod),
+            ports: host_ports(pod),
+            owner: owner_uid(pod),
+        }
+    }
+}
+
+/// The scheduler's own view, kept up to date from the pod change feed (kube-scheduler's cache and queues): what
+/// each node has bound, the pods waiting, and the pods that fit nowhere (retried only when nodes change or a bound
+/// pod goes away). Nothing here rescans every pod for a decision.
+#[derive(Default)]
+struct Book {
+    placed: HashMap<String, Placed>,
+    nodes: HashMap<String, NodeState>,
+    /// Waiting pods, oldest first: (creationTimestamp, key) -> pod.
+    active: BTreeMap<(String, String), Arc<Value>>,
+    parked: BTreeMap<(String, String), Arc<Value>>,
+    waiting_since: HashMap<String, String>,
+}
+
+impl Book {
+    fn add(&mut self, key: &str, p: Placed) {
+        let st = self.nodes.entry(p.node.clone()).or_default();
+        st.used.cpu += p.usage.cpu;
+        st.used.memory += p.usage.memory;
+        st.used.pods += p.usage.pods;
+        st.ports.extend(p.ports.iter().cloned());
+        if let Some(o) = &p.owner {
+            *st.owners.entry(o.clone()).or_default() += 1;
+        }
+        self.placed.insert(key.to_string(), p);
+    }
+
+    /// Takes a bound pod off its node; true when there was one.
+    fn release(&mut self, key: &str) -> bool {
+        let Some(p) = self.placed.remove(key) else {
+            return false;
+        };
+        if let Some(st) = self.nodes.get_mut(&p.node) {
+            st.used.cpu -= p.usage.cpu;
+            st.used.memory -= p.usage.memory;
+            st.used.pods -= p.usage.pods;
+            for port in &p.ports {
+                st.ports.remove(port);
+            }
+            if let Some(o) = &p.owner {
+                if let Some(n) = st.owners.get_mut(o) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.owners.remove(o);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn unqueue(&mut self, key: &str) {
+        if let Some(ts) = self.waiting_since.remove(key) {
+            let k = (ts, key.to_string());
+            self.active.remove(&k);
+            self.parked.remove(&k);
+        }
+    }
+
+    /// Takes in the newest version of a pod. Returns true when capacity was freed.
+    fn apply(&mut self, pod: Arc<Value>) -> bool {
+        let key = pod_key(&pod);
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        let terminal = matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        if !node.is_empty() {
+            self.unqueue(&key);
+            if terminal {
+                return self.release(&key);
+            }
+            match self.placed.get(&key) {
+                Some(p) if p.node == node => {}
+                _ => {
+                    self.release(&key);
+                    self.add(&key, Placed::new(&pod, node));
+                }
+            }
+            return false;
+        }
+        // Unbound: waiting, unless we have assumed it onto a node already.
+        if self.placed.contains_key(&key) {
+            return false;
+        }
+        let ours = pod["spec"]["schedulerName"]
+            .as_str()
+            .is_none_or(|s| s == "default-scheduler");
+        if pod["metadata"]["deletionTimestamp"].is_null() && ours && !terminal {
+            let ts = pod["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let k = (ts.clone(), key.clone());
+            match self.parked.get_mut(&k) {
+                Some(slot) => *slot = pod,
+                None => {
+                    self.active.insert(k, pod);
+                }
+            }
+            self.waiting_since.insert(key, ts);
+        } else {
+            self.unqueue(&key);
+        }
+        false
+    }
+
+    fn remove(&mut self, pod: &Value) -> bool {
+        let key = pod_key(pod);
+        self.unqueue(&key);
+        self.release(&key)
+    }
+
+    /// A binding failed: the pod is no longer assumed, and waits again if it still exists unbound.
+    fn retry(&mut self, key: &str, cache: &crate::client::informer::Cache) {
+        self.release(key);
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        if let Some(p) = cache.get(ns, name) {
+            self.apply(p);
+        }
+    }
+
+    fn unpark(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        self.active.extend(parked);
+    }
+
+    fn rebuild(&mut self, pods: &[Arc<Value>]) {
+        *self = Book::default();
+        for p in pods {
+            self.apply(p.clone());
+        }
+    }
 }
 
 /// How many binding (and unschedulable-status) writes are in flight at once.
 const IN_FLIGHT: usize = 64;
 
-/// Runs the scheduler on shared pod and node informers until `stop` resolves. A pass places every pending pod
-/// against node usage computed once for the pass; bindings are written concurrently while the pass goes on, and a
-/// pod whose binding is in flight counts as placed ("assumed", as in kube-scheduler) until the cache shows it bound.
+/// Runs the scheduler on shared pod and node informers until `stop` resolves. Pods are taken from the change feed
+/// into a queue; each is placed against node usage the scheduler keeps itself, counted on its node at once
+/// ("assumed", as in kube-scheduler) while the binding is written concurrently.
 pub async fn run(
     client: Client,
     pods: Shared,
     nodes: Shared,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let nodes_changed = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let mut forwarders = vec![pods.notify_on_change(wake.clone())];
-    {
-        let mut rx = nodes.changes.subscribe();
-        let wake = wake.clone();
-        let changed = nodes_changed.clone();
-        forwarders.push(tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        changed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        wake.notify_one();
-                    }
-                    Err(_) => return,
-                }
-            }
-        }));
-    }
+    let mut pod_rx = pods.changes.subscribe();
+    let mut node_rx = nodes.changes.subscribe();
     pods.cache.wait_synced().await;
     nodes.cache.wait_synced().await;
     let pod_kind = registry::lookup("pods").expect("pods");
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    // Bindings that failed come back here to be retried.
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     // Pods already reported unschedulable with this message (no repeated writes while nothing changes).
     let mut reported: HashMap<String, String> = HashMap::new();
-    // Pods bound (or being bound) by us that the cache still shows unbound: key -> node.
-    let assumed: Arc<std::sync::Mutex<HashMap<String, String>>> = Arc::default();
-    let mut node_infos: Vec<NodeInfo> = Vec::new();
-    let mut nodes_seen = 0;
+    let mut book = Book::default();
+    book.rebuild(&pods.cache.list());
+    let mut node_infos: Vec<NodeInfo> = nodes
+        .cache
+        .list()
+        .iter()
+        .map(|n| NodeInfo::new(n))
+        .collect();
     let mut start = 0usize;
     let work = async {
         loop {
-            let version = nodes_changed.load(std::sync::atomic::Ordering::SeqCst);
-            if version != nodes_seen {
-                nodes_seen = version;
-                node_infos = nodes.cache.list().iter().map(NodeInfo::new).collect();
-            }
-            let all = pods.cache.list();
-            let mut state = node_states(&all);
-            let mut pending: Vec<&Value> = Vec::new();
-            {
-                let mut assumed = assumed.lock().unwrap_or_else(|e| e.into_inner());
-                let mut still = HashMap::new();
-                for p in &all {
-                    if !unbound(p) {
-                        continue;
+            // Take in everything that happened since the last round.
+            let mut nodes_changed = false;
+            let mut freed = false;
+            loop {
+                match pod_rx.try_recv() {
+                    Ok(Change::Applied(p)) => freed |= book.apply(p),
+                    Ok(Change::Deleted(p)) => {
+                        reported.remove(&pod_key(&p));
+                        freed |= book.remove(&p);
                     }
-                    let key = pod_key(p);
-                    if let Some(node) = assumed.remove(&key) {
-                        account(state.entry(node.clone()).or_default(), p);
-                        still.insert(key, node);
-                        continue;
+                    Ok(Change::Resynced) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                        book.rebuild(&pods.cache.list());
+                        freed = true;
                     }
-                    if p.pointer("/metadata/deletionTimestamp").is_none()
-                        && p.pointer("/spec/schedulerName")
-                            .and_then(Value::as_str)
-                            .is_none_or(|s| s == "default-scheduler")
-                    {
-                        pending.push(p);
-                    }
+                    Err(_) => break,
                 }
-                // Entries left over are bound in the cache now, or gone.
-                *assumed = still;
             }
-            let waiting: HashSet<String> = pending.iter().map(|p| pod_key(p)).collect();
-            reported.retain(|k, _| waiting.contains(k));
-            pending.sort_by(|a, b| {
-                let t = |p: &Value| {
-                    p.pointer("/metadata/creationTimestamp")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string()
-                };
-                t(a).cmp(&t(b))
-            });
-            for pod in pending {
-                let key = pod_key(pod);
-                let ns = pod
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
+            while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = node_rx.try_recv() {
+                nodes_changed = true;
+            }
+            while let Ok(key) = failed_rx.try_recv() {
+                book.retry(&key, &pods.cache);
+            }
+            if nodes_changed {
+                node_infos = nodes
+                    .cache
+                    .list()
+                    .iter()
+                    .map(|n| NodeInfo::new(n))
+                    .collect();
+            }
+            if nodes_changed || freed {
+                book.unpark();
+            }
+            let queue = std::mem::take(&mut book.active);
+            let round = std::time::Instant::now();
+            let queued = queue.len();
+            for ((ts, key), pod) in queue {
+                let ns = pod["metadata"]["namespace"]
+                    .as_str()
                     .unwrap_or("")
                     .to_string();
-                let name = pod
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                match place_info(&PodInfo::new(pod), &node_infos, &state, &mut start) {
+                let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+                match place_info(&PodInfo::new(&pod), &node_infos, &book.nodes, &mut start) {
                     Ok(node) => {
-                        account(state.entry(node.clone()).or_default(), pod);
+                        book.waiting_since.remove(&key);
+                        book.add(&key, Placed::new(&pod, &node));
                         reported.remove(&key);
-                        assumed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(key.clone(), node.clone());
                         let client = client.clone();
-                        let assumed = assumed.clone();
-                        let wake = wake.clone();
+                        let failed = failed_tx.clone();
                         let permits = in_flight.clone();
-                        let pod = pod.clone();
                         tokio::spawn(async move {
-                            let _permit = permits.acquire().await;
+                            let permit = permits.acquire().await;
                             let path = format!(
                                 "{}/binding",
                                 crate::client::resource_path(pod_kind, Some(&ns), Some(&name))
@@ -559,6 +676,7 @@ pub async fn run(
                             {
                                 Ok(_) => {
                                     tracing::debug!(pod = %key, %node, "bound");
+                                    drop(permit);
                                     crate::client::events::record(
                                         &client,
                                         &pod,
@@ -571,16 +689,13 @@ pub async fn run(
                                 }
                                 Err(e) => {
                                     tracing::debug!(pod = %key, error = %e, "binding failed");
-                                    assumed
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .remove(&key);
-                                    wake.notify_one();
+                                    let _ = failed.send(key);
                                 }
                             }
                         });
                     }
                     Err(message) => {
+                        book.parked.insert((ts, key.clone()), pod.clone());
                         if reported.get(&key) == Some(&message) {
                             continue;
                         }
@@ -588,7 +703,6 @@ pub async fn run(
                         reported.insert(key, message.clone());
                         let client = client.clone();
                         let permits = in_flight.clone();
-                        let pod = pod.clone();
                         tokio::spawn(async move {
                             let _permit = permits.acquire().await;
                             let cond = json!({"conditions": [{"type": "PodScheduled", "status": "False",
@@ -608,18 +722,39 @@ pub async fn run(
                     }
                 }
             }
+            if queued > 0 {
+                tracing::debug!(
+                    queued,
+                    elapsed_us = round.elapsed().as_micros() as u64,
+                    "scheduling round"
+                );
+            }
+            // Wait for something to happen.
             tokio::select! {
-                _ = wake.notified() => tokio::time::sleep(Duration::from_millis(10)).await,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                r = pod_rx.recv() => match r {
+                    Ok(Change::Applied(p)) => { book.apply(p); }
+                    Ok(Change::Deleted(p)) => {
+                        reported.remove(&pod_key(&p));
+                        if book.remove(&p) { book.unpark(); }
+                    }
+                    Ok(Change::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        book.rebuild(&pods.cache.list());
+                        book.unpark();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = node_rx.recv() => {
+                    node_infos = nodes.cache.list().iter().map(|n| NodeInfo::new(n)).collect();
+                    book.unpark();
+                }
+                Some(key) = failed_rx.recv() => book.retry(&key, &pods.cache),
+                _ = tokio::time::sleep(Duration::from_secs(30)) => book.unpark(),
             }
         }
     };
     tokio::select! {
         _ = stop => {}
         _ = work => {}
-    }
-    for f in forwarders {
-        f.abort();
     }
 }
 
@@ -683,7 +818,7 @@ mod tests {
         account(state.entry(first.clone()).or_default(), &bound);
         let second = place(&pod("1"), &nodes, &state).unwrap();
         assert_ne!(first, second, "siblings spread");
-        assert_eq!(node_states(&[bound])[&first].used.cpu, 1000);
+        assert_eq!(node_states(&[Arc::new(bound)])[&first].used.cpu, 1000);
     }
 
     #[test]
@@ -722,5 +857,31 @@ mod tests {
         let big = PodInfo::new(&pod("64"));
         let err = place_info(&big, &nodes, &HashMap::new(), &mut start).unwrap_err();
         assert_eq!(err, "0/1000 nodes are available: 1000 Insufficient cpu.");
+    }
+
+    #[test]
+    fn the_book_follows_pods_without_rescanning() {
+        let mut book = Book::default();
+        let mut p = pod("500m");
+        p["metadata"]["namespace"] = json!("ns");
+        p["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+        assert!(!book.apply(Arc::new(p.clone())));
+        assert_eq!(book.active.len(), 1, "unbound pods wait");
+        // Assumed onto a node: counted there, and no longer waiting even if an unbound version arrives.
+        book.active.clear();
+        book.waiting_since.clear();
+        book.add("ns/p", Placed::new(&p, "a"));
+        book.apply(Arc::new(p.clone()));
+        assert!(book.active.is_empty());
+        assert_eq!(book.nodes["a"].used.cpu, 500);
+        // The bound version changes nothing; finishing frees the capacity.
+        p["spec"]["nodeName"] = json!("a");
+        book.apply(Arc::new(p.clone()));
+        assert_eq!(book.nodes["a"].used.cpu, 500);
+        p["status"]["phase"] = json!("Succeeded");
+        assert!(book.apply(Arc::new(p.clone())));
+        assert_eq!(book.nodes["a"].used.cpu, 0);
+        assert!(book.nodes["a"].owners.is_empty());
+        assert!(!book.remove(&p), "already released");
     }
 }

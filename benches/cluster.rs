@@ -1,0 +1,430 @@
+//! Cluster benchmarks on real `capstan` processes (release build), driven over real HTTPS:
+//!
+//! - `scheduler`: `capstan server` with 1,000 and 5,000 Node objects (no agents) and 10,000 pods; pods bound per second.
+//! - `startup`: `capstan up`; create-to-Running latency of pods on the process runtime, one pod at a time.
+//! - `rollout`: `capstan up`; wall time of a 10-replica rolling update of the demo app (readiness probe every second).
+//! - `idle`: `capstan up examples/repo`; RSS of the capstan process once the demo Deployment is available.
+//!
+//! Run: `cargo bench --bench cluster` (all), or `cargo bench --bench cluster -- scheduler` (one);
+//! `CAPSTAN_BENCH_QUICK=1` shrinks the loads.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+mod common;
+use common::{pct, rate, rss_kb, Capstan};
+
+/// What a task needs to talk to the server.
+#[derive(Clone)]
+struct Conn {
+    client: reqwest::Client,
+    url: String,
+    auth: String,
+}
+
+fn conn(c: &Capstan) -> Conn {
+    Conn {
+        client: c.client.clone(),
+        url: c.url.clone(),
+        auth: c.auth.clone(),
+    }
+}
+
+/// Streams watch events of `path` (a list URL with `?watch=true...`) into `f` until it returns false.
+async fn watch(c: &Conn, path: &str, mut f: impl FnMut(&str, &Value) -> bool) {
+    let resp = c
+        .client
+        .get(format!("{}{path}", c.url))
+        .header("Authorization", &c.auth)
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk.unwrap());
+        let mut start = 0;
+        while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &buf[start..start + i];
+            start += i + 1;
+            let Ok(ev) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            if !f(ev["type"].as_str().unwrap_or(""), &ev["object"]) {
+                return;
+            }
+        }
+        buf.drain(..start);
+    }
+}
+
+async fn post(c: &Capstan, path: &str, body: &Value) -> u16 {
+    c.client
+        .post(format!("{}{path}", c.url))
+        .header("Authorization", &c.auth)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn scheduler(quick: bool) {
+    let pods = if quick { 2_000 } else { 10_000 };
+    for nodes in [1_000usize, 5_000] {
+        let c = common::start(&["server"]).await;
+        let client = c.client.clone();
+        let (url, auth) = (c.url.clone(), c.auth.clone());
+        rate(32, nodes, move |i| {
+            let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+            async move {
+                let b = i / 256;
+                let node = json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": format!("sim-{i:05}"), "labels": {"kubernetes.io/hostname": format!("sim-{i:05}")}},
+                    "spec": {"podCIDR": format!("10.{}.{}.0/24", 100 + b, i % 256)},
+                    "status": {"capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                               "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                               "conditions": [{"type": "Ready", "status": "True"}]}});
+                let r = client.post(format!("{url}/api/v1/nodes")).header("Authorization", auth)
+                    .json(&node).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 201);
+            }
+        })
+        .await;
+        post(
+            &c,
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Count bindings as they are observed.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let watcher = {
+            let c2 = conn(&c);
+            tokio::spawn(async move {
+                let mut bound = std::collections::HashSet::new();
+                let mut added = 0;
+                let t0 = Instant::now();
+                watch(&c2, "/api/v1/namespaces/bench/pods?watch=true", |ty, p| {
+                    if ty == "ADDED" {
+                        added += 1;
+                        if added == pods {
+                            eprintln!("bench watcher: all {added} ADDED after {:?}", t0.elapsed());
+                        }
+                    }
+                    if p.pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .is_some()
+                    {
+                        let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+                        if bound.insert(name) {
+                            let _ = tx.send(Instant::now());
+                        }
+                    }
+                    bound.len() < pods
+                })
+                .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let start = Instant::now();
+        let client = c.client.clone();
+        let (url, auth) = (c.url.clone(), c.auth.clone());
+        let create_rate = rate(64, pods, move |i| {
+            let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+            async move {
+                let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("p{i:05}")},
+                    "spec": {"containers": [{"name": "c", "image": "x", "command": ["sleep", "1"],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}});
+                let r = client
+                    .post(format!("{url}/api/v1/namespaces/bench/pods"))
+                    .header("Authorization", auth)
+                    .json(&pod)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 201);
+            }
+        })
+        .await;
+        let created = start.elapsed();
+        let mut times = Vec::with_capacity(pods);
+        while times.len() < pods {
+            match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+                Ok(Some(t)) => times.push(t),
+                _ => break,
+            }
+        }
+        watcher.abort();
+        let last = times
+            .last()
+            .map(|t| t.duration_since(start))
+            .unwrap_or_default();
+        let first = times
+            .first()
+            .map(|t| t.duration_since(start))
+            .unwrap_or_default();
+        println!(
+            "scheduler, {nodes} nodes, {pods} pods: {} bound; all created in {:.2} s ({create_rate:.0}/s), \
+             all bound {:.2} s after the first create: {:.0} pods/s end to end, {:.0} pods/s from first to last bind; \
+             server RSS {:.0} MB",
+            times.len(),
+            created.as_secs_f64(),
+            last.as_secs_f64(),
+            times.len() as f64 / last.as_secs_f64(),
+            times.len() as f64 / (last - first).as_secs_f64().max(1e-9),
+            rss_kb(c.pid) as f64 / 1024.0
+        );
+    }
+}
+
+async fn up(extra: &[&str]) -> Capstan {
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().display().to_string();
+    let mut args = vec!["up", path.as_str(), "--node-name", "bench"];
+    args.extend_from_slice(extra);
+    let c = common::start(&args).await;
+    // Wait for the node to be Ready with its pod CIDR.
+    loop {
+        let r = c
+            .client
+            .get(format!("{}/api/v1/nodes/bench", c.url))
+            .header("Authorization", &c.auth)
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            let n: Value = r.json().await.unwrap();
+            if n.pointer("/spec/podCIDR").is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::mem::forget(empty);
+    c
+}
+
+async fn startup(quick: bool) {
+    let n = if quick { 30 } else { 200 };
+    // More pods than the default 110 per node.
+    let c = up(&["--max-pods", "1000"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let w = conn(&c);
+    let watcher = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        watch(&w, "/api/v1/namespaces/default/pods?watch=true", |_, p| {
+            if p.pointer("/status/phase") == Some(&json!("Running")) {
+                let name = p["metadata"]["name"].as_str().unwrap_or("").to_string();
+                if seen.insert(name.clone()) {
+                    let _ = tx.send((name, Instant::now()));
+                }
+            }
+            true
+        })
+        .await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut lat = Vec::new();
+    for i in 0..n {
+        let name = format!("s{i:04}");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "c", "image": "x", "command": ["sleep", "3600"]}]}});
+        let t = Instant::now();
+        assert_eq!(post(&c, "/api/v1/namespaces/default/pods", &pod).await, 201);
+        loop {
+            let (got, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("pod Running within 30 s")
+                .unwrap();
+            if got == name {
+                lat.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+    }
+    watcher.abort();
+    println!(
+        "create-to-Running on the process runtime, {n} pods one at a time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat.clone(), 0.99),
+        pct(&mut lat, 1.0)
+    );
+    let _ = c
+        .client
+        .delete(format!("{}/api/v1/namespaces/default/pods", c.url))
+        .header("Authorization", &c.auth)
+        .send()
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop(c).await;
+}
+
+/// Stops a `capstan up` with SIGTERM so it stops its pods.
+async fn stop(c: Capstan) {
+    let mut c = c;
+    // SAFETY: signals the child process this benchmark started.
+    unsafe { libc::kill(c.pid as i32, libc::SIGTERM) };
+    for _ in 0..300 {
+        if let Ok(Some(_)) = c.proc.0.try_wait() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get(c: &Capstan, path: &str) -> Value {
+    c.client
+        .get(format!("{}{path}", c.url))
+        .header("Authorization", &c.auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn rolled_out(d: &Value, replicas: i64) -> bool {
+    let s = &d["status"];
+    d["metadata"]["generation"] == s["observedGeneration"]
+        && s["updatedReplicas"] == replicas
+        && s["replicas"] == replicas
+        && s["availableReplicas"] == replicas
+}
+
+async fn rollout(_quick: bool) {
+    let c = up(&[]).await;
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "demo"},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "demo"}},
+          "template": {"metadata": {"labels": {"app": "demo"}}, "spec": {"terminationGracePeriodSeconds": 5,
+            "containers": [{"name": "demo", "image": "capstan/demo-app", "command": ["capstan", "demo-app"],
+              "env": [{"name": "VERSION", "value": "v1"}], "ports": [{"name": "http", "containerPort": 8080}],
+              "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}]}}}});
+    let t = Instant::now();
+    assert_eq!(
+        post(&c, "/apis/apps/v1/namespaces/default/deployments", &deploy).await,
+        201
+    );
+    while !rolled_out(
+        &get(&c, "/apis/apps/v1/namespaces/default/deployments/demo").await,
+        10,
+    ) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = t.elapsed();
+    let t = Instant::now();
+    let r = c
+        .client
+        .patch(format!("{}/apis/apps/v1/namespaces/default/deployments/demo", c.url))
+        .header("Authorization", &c.auth)
+        .header("Content-Type", "application/strategic-merge-patch+json")
+        .body(json!({"spec": {"template": {"spec": {"containers": [{"name": "demo", "env": [{"name": "VERSION", "value": "v2"}]}]}}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    while !rolled_out(
+        &get(&c, "/apis/apps/v1/namespaces/default/deployments/demo").await,
+        10,
+    ) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let roll = t.elapsed();
+    println!(
+        "10-replica Deployment of the demo app (readiness probe every 1 s, maxSurge/maxUnavailable 25%): \
+         first rollout {:.2} s, rolling update {:.2} s",
+        first.as_secs_f64(),
+        roll.as_secs_f64()
+    );
+    stop(c).await;
+}
+
+fn pss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn idle(_quick: bool) {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/repo");
+    let c = common::start(&["up", repo, "--node-name", "bench"]).await;
+    loop {
+        let d = get(&c, "/apis/apps/v1/namespaces/demo/deployments/hello").await;
+        if d["status"]["availableReplicas"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss = rss_kb(c.pid);
+    // The containers' own processes (shims and demo apps), for the whole picture.
+    let mut others: HashMap<&str, (usize, u64)> = HashMap::new();
+    let data = c.dir.path().display().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let what = if cmd.contains(" shim ") && cmd.contains(&data) {
+            "shim"
+        } else if cmd.ends_with("demo-app ")
+            && std::fs::read_to_string(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
+                .contains("POD_NAMESPACE=demo")
+        {
+            "demo-app"
+        } else {
+            continue;
+        };
+        let e = others.entry(what).or_default();
+        e.0 += 1;
+        e.1 += pss_kb(pid);
+    }
+    println!(
+        "idle `capstan up examples/repo` with the demo running: capstan RSS {:.1} MB (PSS {:.1} MB); \
+         {} shims PSS {:.1} MB in all; {} demo-app containers PSS {:.1} MB in all",
+        rss as f64 / 1024.0,
+        pss_kb(c.pid) as f64 / 1024.0,
+        others.get("shim").map_or(0, |x| x.0),
+        others.get("shim").map_or(0, |x| x.1) as f64 / 1024.0,
+        others.get("demo-app").map_or(0, |x| x.0),
+        others.get("demo-app").map_or(0, |x| x.1) as f64 / 1024.0,
+    );
+    stop(c).await;
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if want("idle") {
+        idle(quick).await;
+    }
+    if want("startup") {
+        startup(quick).await;
+    }
+    if want("rollout") {
+        rollout(quick).await;
+    }
+    if want("scheduler") {
+        scheduler(quick).await;
+    }
+}

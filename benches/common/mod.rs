@@ -1,0 +1,170 @@
+//! Helpers shared by the benchmark binaries: starting a real `capstan` process in a temporary data directory,
+//! an HTTPS client trusting its CA, percentiles, RSS readings and a concurrent rate driver.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Proc(pub Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn http(ca: &str) -> reqwest::Client {
+    capstan::apiserver::tls::init_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
+}
+
+pub async fn rate<F, Fut>(concurrency: usize, total: usize, f: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let f = f.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                f(i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `capstan` process (server or up) and how to talk to it.
+pub struct Capstan {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub token: String,
+    pub auth: String,
+    pub pid: u32,
+    pub client: reqwest::Client,
+}
+
+/// Starts `capstan --data-dir TMP <args> --listen 127.0.0.1:0` and waits until it is ready.
+pub async fn start(args: &[&str]) -> Capstan {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env(
+            "CAPSTAN_LOG",
+            std::env::var("CAPSTAN_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut url = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if let Some(u) = line
+            .trim()
+            .strip_prefix("capstan: serving the Kubernetes API on ")
+        {
+            url = u.to_string();
+            break;
+        }
+        line.clear();
+    }
+    // CAPSTAN_BENCH_LOG=<filter> keeps the server's log in /tmp/capstan-bench-<pid>.log.
+    let keep = std::env::var("CAPSTAN_BENCH_LOG").is_ok();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut log = keep
+            .then(|| std::fs::File::create(format!("/tmp/capstan-bench-{pid}.log")).ok())
+            .flatten();
+        for l in reader.lines().map_while(Result::ok) {
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{l}");
+            }
+        }
+    });
+    let proc = Proc(child);
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let client = http(&ca);
+    loop {
+        if client
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Capstan {
+        proc,
+        dir,
+        auth: format!("Bearer {token}"),
+        url,
+        token,
+        pid,
+        client,
+    }
+}
