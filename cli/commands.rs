@@ -71,12 +71,25 @@ pub async fn server(
             .trim(),
         std::process::id()
     );
-    tokio::spawn(capstan::controllers::run(
-        controller_client,
-        identity,
-        settings,
-        std::future::pending::<()>(),
-    ));
+    // The controller manager (and its scheduler) gets threads of its own, so a flood of API requests cannot starve
+    // the informers that feed it - like kube-controller-manager and kube-scheduler being their own processes.
+    let controllers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("capstan-controllers")
+        .enable_all()
+        .build()
+        .context("starting the controller manager's runtime")?;
+    std::thread::Builder::new()
+        .name("capstan-controller-manager".into())
+        .spawn(move || {
+            controllers.block_on(capstan::controllers::run(
+                controller_client,
+                identity,
+                settings,
+                std::future::pending::<()>(),
+            ))
+        })
+        .context("starting the controller manager")?;
     if let Some(repo) = repo {
         let client = Client::new(&url, &token, Some(&tls.ca_pem))?;
         tokio::spawn(async move {

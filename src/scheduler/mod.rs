@@ -399,7 +399,8 @@ pub fn node_states(pods: &[Arc<Value>]) -> HashMap<String, NodeState> {
     out
 }
 
-fn account(st: &mut NodeState, pod: &Value) {
+/// Counts a pod bound to the node `st` describes.
+pub fn account(st: &mut NodeState, pod: &Value) {
     let r = requests(pod);
     st.used.cpu += r.cpu;
     st.used.memory += r.memory;
