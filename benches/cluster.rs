@@ -214,9 +214,7 @@ fn placement() {
 }
 
 async fn up(extra: &[&str]) -> Capstan {
-    let empty = tempfile::tempdir().unwrap();
-    let path = empty.path().display().to_string();
-    let mut args = vec!["up", path.as_str(), "--node-name", "bench"];
+    let mut args = vec!["up", "--no-repo", "--node-name", "bench"];
     args.extend_from_slice(extra);
     let c = common::start(&args).await;
     // Wait for the node to be Ready with its pod CIDR.
@@ -236,7 +234,6 @@ async fn up(extra: &[&str]) -> Capstan {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    std::mem::forget(empty);
     c
 }
 

@@ -92,11 +92,19 @@ pub async fn server(
         .context("starting the controller manager")?;
     if let Some(repo) = repo {
         let client = Client::new(&url, &token, Some(&tls.ca_pem))?;
+        let app = application_for(&repo)?;
         tokio::spawn(async move {
-            match apply_path(&client, &repo, None, true, "capstan-up").await {
-                Ok(n) => tracing::info!(objects = n, repo = %repo.display(), "applied repository"),
+            let apps = registry::lookup("applications").expect("applications");
+            let name = app["metadata"]["name"].as_str().unwrap_or("").to_string();
+            match client
+                .apply(apps, Some("default"), &name, &app, "capstan-up", true)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(app = %name, repo = %repo.display(), "following the repository")
+                }
                 Err(e) => {
-                    tracing::error!(repo = %repo.display(), "applying repository failed: {e:#}")
+                    tracing::error!(repo = %repo.display(), "registering the application failed: {e:#}")
                 }
             }
         });
@@ -361,18 +369,7 @@ pub struct ApplyArgs {
     pub force_conflicts: bool,
 }
 
-/// Reads every document, dry-runs them all, then applies them all: a bad document leaves nothing half-applied.
-async fn apply_path(
-    client: &Client,
-    path: &Path,
-    ns: Option<&str>,
-    apply: bool,
-    manager: &str,
-) -> Result<usize> {
-    let docs = manifest::read(path)?;
-    apply_docs(client, docs, ns, apply, manager, false).await
-}
-
+/// Dry-runs every document, then applies them all: a bad document leaves nothing half-applied.
 async fn apply_docs(
     client: &Client,
     docs: Vec<manifest::Document>,
@@ -841,4 +838,36 @@ pub fn shim(a: ShimArgs) -> i32 {
         workdir: a.workdir,
         command: a.command,
     })
+}
+
+/// The Application `capstan up REPO` registers: the repository that holds REPO (a directory inside it works), at its
+/// current branch, named after the directory.
+fn application_for(repo: &Path) -> Result<Value> {
+    let abs = repo
+        .canonicalize()
+        .with_context(|| format!("repository path {}", repo.display()))?;
+    let git = git2::Repository::discover(&abs).map_err(|e| {
+        anyhow!(
+            "{} is not inside a git repository ({e}); `git init` it and commit the manifests",
+            abs.display()
+        )
+    })?;
+    drop(git);
+    let base = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "app".into());
+    let mut name: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    name = name.trim_matches('-').chars().take(50).collect();
+    if name.is_empty() {
+        name = "app".into();
+    }
+    Ok(
+        serde_json::json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"source": {"repoURL": abs.display().to_string()}, "destination": {"namespace": "default"}}}),
+    )
 }

@@ -39,9 +39,9 @@ enum Command {
         #[arg(long, default_value = "10.244.0.0/16")]
         cluster_cidr: String,
     },
-    /// Run Capstan on its embedded defaults - control plane and one node - and apply a repository of manifests.
+    /// Run Capstan on its embedded defaults - control plane and one node - following a git repository of manifests.
     Up {
-        /// A directory of manifests (default: examples/repo when present).
+        /// A directory of manifests in a git repository (default: examples/repo when present).
         repo: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
@@ -53,6 +53,9 @@ enum Command {
         /// Leave this node's containers running when `capstan up` exits (they are adopted on the next start).
         #[arg(long)]
         keep_pods: bool,
+        /// Follow no repository (a bare cluster).
+        #[arg(long, conflicts_with = "repo")]
+        no_repo: bool,
     },
     /// Run a node agent that joins a cluster (the kubelet's role).
     Agent {
@@ -141,9 +144,11 @@ fn main() -> Result<()> {
                 cluster_cidr,
                 node,
                 keep_pods,
+                no_repo,
             } => {
-                let repo =
-                    repo.or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()));
+                let repo = repo
+                    .or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()))
+                    .filter(|_| !no_repo);
                 commands::server(
                     &data_dir,
                     listen,

@@ -24,6 +24,7 @@ pub mod api;
 pub mod apiserver;
 pub mod client;
 pub mod controllers;
+pub mod gitops;
 pub mod node;
 pub mod runtime;
 pub mod scheduler;

@@ -928,6 +928,55 @@ pub const STORAGECLASS: Columns = Columns {
     },
 };
 
+pub const APPLICATION: Columns = Columns {
+    defs: &[
+        NAME,
+        c("Sync Status", 0),
+        c("Health Status", 0),
+        c("Revision", 0),
+        c("Repo", 1),
+        c("Path", 1),
+        AGE,
+    ],
+    cells: |v| {
+        let rev = s(v, "status.sync.revision");
+        vec![
+            name(v),
+            json!(s(v, "status.sync.status")),
+            json!(s(v, "status.health.status")),
+            json!(rev.chars().take(7).collect::<String>()),
+            json!(s(v, "spec.source.repoURL")),
+            json!(s(v, "spec.source.path")),
+            age(v),
+        ]
+    },
+};
+
+pub const SYNCRECORD: Columns = Columns {
+    defs: &[
+        NAME,
+        c("Application", 0),
+        c("Revision", 0),
+        c("Trigger", 0),
+        c("Result", 0),
+        c("Health", 0),
+        c("Message", 1),
+        AGE,
+    ],
+    cells: |v| {
+        vec![
+            name(v),
+            json!(s(v, "spec.application")),
+            json!(s(v, "spec.revision").chars().take(7).collect::<String>()),
+            json!(s(v, "spec.trigger")),
+            json!(s(v, "spec.result")),
+            json!(s(v, "spec.health")),
+            json!(s(v, "spec.message")),
+            age(v),
+        ]
+    },
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,3 +204,44 @@ mod tests {
         assert!(e.to_string().contains("apiVersion not set"), "{e}");
     }
 }
+
+/// The line (1-based) where document `index` (1-based, as in errors) of a YAML text begins: the first line after its
+/// `---` separator (documents are split on lines that start with `---`).
+pub fn doc_line(text: &str, index: usize) -> usize {
+    let mut doc = 1;
+    let mut seen_content = false;
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with("---") {
+            // A leading separator opens the first document rather than ending it.
+            if seen_content {
+                doc += 1;
+            }
+            seen_content = true;
+            if doc == index {
+                return n + 2;
+            }
+            continue;
+        }
+        if !line.trim().is_empty() && !line.trim_start().starts_with('#') && !seen_content {
+            seen_content = true;
+            if index == 1 {
+                return n + 1;
+            }
+        }
+    }
+    1
+}
+
+#[cfg(test)]
+mod line_tests {
+    #[test]
+    fn finds_where_documents_begin() {
+        let t = "# c\napiVersion: v1\n---\nkind: A\n---\n\nkind: B\n";
+        assert_eq!(super::doc_line(t, 1), 2);
+        assert_eq!(super::doc_line(t, 2), 4);
+        assert_eq!(super::doc_line(t, 3), 6);
+        let t = "---\na: 1\n---\nb: 2\n";
+        assert_eq!(super::doc_line(t, 1), 2);
+        assert_eq!(super::doc_line(t, 2), 4);
+    }
+}

@@ -9,7 +9,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
 
 use super::columns::{self, Columns};
-use super::{apps, batch, core, other};
+use super::{apps, batch, core, gitops, other};
 
 /// Everything the server needs to know about one kind.
 pub struct KindInfo {
@@ -86,6 +86,7 @@ macro_rules! entry {
 use apps::*;
 use batch::*;
 use core::*;
+use gitops::*;
 use other::*;
 
 /// The table. Order is the order of discovery documents.
@@ -375,6 +376,32 @@ pub static KINDS: &[KindInfo] = &[
         false,
         false,
         columns::STORAGECLASS
+    ),
+    entry!(
+        "gitops.capstan.io",
+        "v1",
+        Application,
+        "applications",
+        "application",
+        ["app", "apps"],
+        true,
+        [],
+        true,
+        false,
+        columns::APPLICATION
+    ),
+    entry!(
+        "gitops.capstan.io",
+        "v1",
+        SyncRecord,
+        "syncrecords",
+        "syncrecord",
+        [],
+        true,
+        [],
+        false,
+        false,
+        columns::SYNCRECORD
     ),
 ];
 

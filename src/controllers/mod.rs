@@ -149,6 +149,8 @@ async fn controllers(
             .workers(1)
             .run(node_ipam::reconcile, ipam_ctx, stopper()),
     ));
+    // GitOps: Applications follow their repositories.
+    tasks.push(tokio::spawn(crate::gitops::run(client.clone(), stopper())));
     // The scheduler runs under the same lease for now.
     tasks.push(tokio::spawn(crate::scheduler::run(
         client.clone(),

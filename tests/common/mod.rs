@@ -61,16 +61,13 @@ impl Server {
         Self::launch(dir, &["server"])
     }
 
-    /// `capstan up` (control plane and one node agent, named `node-a`) with no repository to apply, a short
+    /// `capstan up` (control plane and one node agent, named `node-a`) following no repository, a short
     /// crash-loop backoff, and `extra` arguments.
     pub fn up(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let empty = dir.path().join("empty-repo");
-        std::fs::create_dir_all(&empty).expect("repo dir");
-        let empty = empty.display().to_string();
         let mut args = vec![
             "up",
-            &empty,
+            "--no-repo",
             "--node-name",
             "node-a",
             "--crashloop-backoff",

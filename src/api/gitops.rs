@@ -1,0 +1,116 @@
+//! gitops.capstan.io/v1: the Application (a path in a git repository that the cluster follows) and SyncRecord (one
+//! entry of an Application's history: a sync attempt, kept as its own object so the history is complete without
+//! bloating the Application). Data only; the reconciler lives in `crate::gitops`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
+
+use super::core::{kind, object};
+use super::meta::ObjectMeta;
+
+kind!(
+    /// A git repository path the cluster follows.
+    Application {
+        pub spec: Option<ApplicationSpec>,
+        pub status: Option<ApplicationStatus>,
+    }
+);
+
+object!(ApplicationSpec {
+    pub source: ApplicationSource,
+    pub destination: Option<ApplicationDestination>,
+    pub sync_policy: Option<SyncPolicy>,
+    /// How often a remote repository is fetched (Go duration, default "30s").
+    pub interval: Option<String>,
+});
+
+object!(ApplicationSource {
+    /// A local path, `file://`, `https://` or `ssh://` URL.
+    #[serde(rename = "repoURL")]
+    pub repo_url: String,
+    /// Branch, tag or commit (default: the repository's current branch).
+    pub target_revision: Option<String>,
+    /// A directory in the repository (default: its root).
+    pub path: Option<String>,
+});
+
+object!(ApplicationDestination {
+    /// The namespace for objects that name none.
+    pub namespace: Option<String>,
+});
+
+object!(SyncPolicy {
+    pub automated: Option<bool>,
+    pub prune: Option<bool>,
+    pub self_heal: Option<bool>,
+    pub auto_rollback: Option<bool>,
+});
+
+object!(ApplicationStatus {
+    pub sync: Option<SyncStatus>,
+    pub health: Option<HealthStatus>,
+    pub resources: Option<Vec<ResourceStatus>>,
+    pub operation_state: Option<OperationState>,
+    pub last_synced_revision: Option<String>,
+    pub last_attempted_revision: Option<String>,
+    pub observed_generation: Option<i64>,
+});
+
+object!(SyncStatus {
+    /// Synced, OutOfSync, Failed or Unknown.
+    pub status: String,
+    pub revision: Option<String>,
+});
+
+object!(HealthStatus {
+    /// Healthy, Progressing, Degraded, Suspended, Missing or Unknown.
+    pub status: String,
+    pub message: Option<String>,
+});
+
+object!(ResourceStatus {
+    pub group: Option<String>,
+    pub version: Option<String>,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub status: Option<String>,
+    pub health: Option<HealthStatus>,
+});
+
+object!(OperationState {
+    /// Running, Succeeded, Failed.
+    pub phase: String,
+    pub message: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+});
+
+kind!(
+    /// One sync attempt of an Application.
+    SyncRecord {
+        pub spec: Option<SyncRecordSpec>,
+    }
+);
+
+object!(SyncRecordSpec {
+    /// The Application's name (in the same namespace).
+    pub application: String,
+    /// Sequence number within the Application's history (1, 2, ...).
+    pub sequence: i64,
+    pub revision: String,
+    pub author: Option<String>,
+    pub message: Option<String>,
+    /// push, webhook, poll, manual, rollback, self-heal, startup.
+    pub trigger: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Succeeded or Failed.
+    pub result: String,
+    pub error: Option<String>,
+    pub health: Option<String>,
+    pub created: Option<Vec<String>>,
+    pub updated: Option<Vec<String>>,
+    pub pruned: Option<Vec<String>>,
+});

@@ -1,0 +1,542 @@
+//! GitOps: each Application names a path in a git repository, and the cluster follows it. A local repository is
+//! watched (notify) so a commit, branch move, reset or checkout is picked up at once; each new commit is rendered,
+//! checked as a whole and applied all or nothing, with pruning; drift from git is reverted (self-heal); every
+//! attempt is recorded as a SyncRecord; and rollback is a revert commit, never a divergence from git. This module
+//! talks to the cluster only through the client.
+
+pub mod health;
+pub mod render;
+pub mod source;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::Watcher;
+use serde_json::{json, Value};
+
+use crate::api::meta::{format_time, now};
+use crate::api::registry::{self, KindInfo};
+use crate::client::Client;
+use crate::runtime::queue::WorkQueue;
+use crate::runtime::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(#[from] crate::client::Error),
+    #[error("{0}")]
+    Source(#[from] source::Error),
+    #[error("git worker: {0}")]
+    Join(String),
+}
+
+/// What an app last did, kept in memory between reconciles.
+#[derive(Default, Clone)]
+struct Memo {
+    revision: String,
+    generation: i64,
+    sync_request: String,
+    /// The desired objects of the last good sync (for drift and health).
+    desired: Vec<render::Desired>,
+    /// The revision autoRollback already reverted (never twice).
+    auto_rolled: String,
+    failed: bool,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub queue: WorkQueue,
+    watchers: Mutex<HashMap<String, (std::path::PathBuf, notify::RecommendedWatcher)>>,
+    memos: Mutex<HashMap<String, Memo>>,
+    /// How often health and drift are looked at (2 s).
+    pub resync: Duration,
+}
+
+impl Context {
+    pub fn new(client: Client, queue: WorkQueue) -> Self {
+        Context {
+            client,
+            queue,
+            watchers: Mutex::default(),
+            memos: Mutex::default(),
+            resync: Duration::from_secs(2),
+        }
+    }
+
+    /// Watches the repository's git directory; any change there queues the app.
+    fn watch(&self, key: &str, git_dir: &std::path::Path) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if w.get(key).is_some_and(|(p, _)| p == git_dir) {
+            return;
+        }
+        let queue = self.queue.clone();
+        let k = key.to_string();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                // Index and object writes come with every commit; refs and HEAD say which commit is current.
+                let relevant = ev.paths.iter().any(|p| {
+                    let s = p.to_string_lossy();
+                    !s.contains("/objects/") && !s.ends_with(".lock") && !s.ends_with("/index")
+                });
+                if relevant {
+                    queue.add(&k);
+                }
+            }
+        });
+        match watcher {
+            Ok(mut watcher) => match watcher.watch(git_dir, notify::RecursiveMode::Recursive) {
+                Ok(()) => {
+                    w.insert(key.to_string(), (git_dir.to_path_buf(), watcher));
+                }
+                Err(e) => tracing::warn!(app = key, "watching {}: {e}", git_dir.display()),
+            },
+            Err(e) => tracing::warn!(app = key, "watching {}: {e}", git_dir.display()),
+        }
+    }
+}
+
+fn kind(plural: &str) -> &'static KindInfo {
+    registry::lookup(plural).expect("registered kind")
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+fn policy(app: &Value, field: &str, default: bool) -> bool {
+    app["spec"]["syncPolicy"][field]
+        .as_bool()
+        .unwrap_or(default)
+}
+
+/// Reads the commit to deploy (on a blocking thread: libgit2 is synchronous).
+async fn read_commit(app: &Value) -> Result<(source::Snapshot, std::path::PathBuf), Error> {
+    let url = s(app, "/spec/source/repoURL").to_string();
+    let path = app["spec"]["source"]["path"].as_str().map(String::from);
+    let rev = app["spec"]["source"]["targetRevision"]
+        .as_str()
+        .map(String::from);
+    let r = tokio::task::spawn_blocking(move || -> Result<_, source::Error> {
+        let src = source::open(&url, path.as_deref())?;
+        let oid = src.resolve(rev.as_deref())?;
+        Ok((src.snapshot(oid)?, src.git_dir.clone()))
+    })
+    .await
+    .map_err(|e| Error::Join(e.to_string()))?;
+    Ok(r?)
+}
+
+/// Records one sync attempt as a SyncRecord named `<app>-<sequence>`; returns its name.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    snap: &source::Snapshot,
+    trigger: &str,
+    started: &str,
+    result: &str,
+    error: Option<String>,
+    outcome: &sync::Outcome,
+) -> Result<String, Error> {
+    let records = kind("syncrecords");
+    let existing = client
+        .list(
+            records,
+            Some(ns),
+            &format!("labelSelector=capstan.io/application%3D{app}"),
+        )
+        .await?;
+    let seq = existing["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["spec"]["sequence"].as_i64())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let name = format!("{app}-{seq}");
+    let body = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "SyncRecord",
+        "metadata": {"name": name, "namespace": ns, "labels": {"capstan.io/application": app}},
+        "spec": {"application": app, "sequence": seq, "revision": snap.commit, "author": snap.author,
+            "message": snap.message, "trigger": trigger, "startedAt": started,
+            "finishedAt": format_time(&now()), "result": result, "error": error,
+            "created": outcome.created, "updated": outcome.updated, "pruned": outcome.pruned}});
+    client.create(records, Some(ns), &body).await?;
+    Ok(name)
+}
+
+/// The newest record's health, once it is known.
+async fn record_health(client: &Client, ns: &str, app: &str, health: &str) {
+    let records = kind("syncrecords");
+    let Ok(list) = client
+        .list(
+            records,
+            Some(ns),
+            &format!("labelSelector=capstan.io/application%3D{app}"),
+        )
+        .await
+    else {
+        return;
+    };
+    let newest = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .max_by_key(|r| r["spec"]["sequence"].as_i64().unwrap_or(0));
+    if let Some(r) = newest {
+        if r["spec"]["result"] == "Succeeded" && r["spec"]["health"] != health {
+            let name = r["metadata"]["name"].as_str().unwrap_or("");
+            let _ = client
+                .patch(
+                    records,
+                    Some(ns),
+                    name,
+                    "application/merge-patch+json",
+                    &json!({"spec": {"health": health}}),
+                )
+                .await;
+        }
+    }
+}
+
+async fn set_status(client: &Client, ns: &str, name: &str, status: Value) {
+    if let Err(e) = client
+        .patch_status(kind("applications"), Some(ns), name, &status)
+        .await
+    {
+        tracing::debug!(app = name, "status update failed: {e}");
+    }
+}
+
+/// Health and per-object state of what the last good sync applied.
+async fn observe(
+    client: &Client,
+    desired: &[render::Desired],
+) -> (String, String, Vec<Value>, Vec<String>) {
+    let mut worst = "Healthy";
+    let mut message = String::new();
+    let mut resources = Vec::new();
+    let mut drifted = Vec::new();
+    for d in desired {
+        let (health, msg, state) = match client.get(d.kind, d.namespace(), d.name()).await {
+            Ok(live) => {
+                let (h, m) = health::of(d.kind.kind, &live);
+                let fields = sync::drift(&d.object, &live);
+                let state = if fields.is_empty() {
+                    "Synced"
+                } else {
+                    "OutOfSync"
+                };
+                if !fields.is_empty() {
+                    drifted.push(format!("{}: {}", d.id(), fields.join(", ")));
+                }
+                (h, m, state)
+            }
+            Err(_) => {
+                drifted.push(format!("{}: missing", d.id()));
+                ("Missing", "not found".to_string(), "OutOfSync")
+            }
+        };
+        if health::rank(health) > health::rank(worst) {
+            worst = health;
+            message = format!("{}: {msg}", d.id());
+        }
+        let (group, version) = (d.kind.group, d.kind.version);
+        resources.push(
+            json!({"group": group, "version": version, "kind": d.kind.kind,
+            "namespace": d.namespace(), "name": d.name(), "status": state,
+            "health": {"status": health, "message": msg}}),
+        );
+    }
+    (worst.to_string(), message, resources, drifted)
+}
+
+/// The newest commit of the app's history that synced and was Healthy, other than `current`.
+async fn last_healthy(client: &Client, ns: &str, app: &str, current: &str) -> Option<String> {
+    let list = client
+        .list(
+            kind("syncrecords"),
+            Some(ns),
+            &format!("labelSelector=capstan.io/application%3D{app}"),
+        )
+        .await
+        .ok()?;
+    let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|r| -r["spec"]["sequence"].as_i64().unwrap_or(0));
+    items
+        .into_iter()
+        .find(|r| {
+            r["spec"]["result"] == "Succeeded"
+                && r["spec"]["health"] == "Healthy"
+                && r["spec"]["revision"] != current
+        })
+        .and_then(|r| r["spec"]["revision"].as_str().map(String::from))
+}
+
+/// Writes the revert commit for a rollback (blocking git work on its own thread).
+pub async fn write_rollback(app: &Value, to: &str, why: &str) -> Result<String, Error> {
+    let url = s(app, "/spec/source/repoURL").to_string();
+    let path = app["spec"]["source"]["path"].as_str().map(String::from);
+    let to = to.to_string();
+    let name = s(app, "/metadata/name").to_string();
+    let why = why.to_string();
+    let r = tokio::task::spawn_blocking(move || -> Result<String, source::Error> {
+        let src = source::open(&url, path.as_deref())?;
+        let target = src.resolve(Some(&to))?;
+        let short: String = to.chars().take(7).collect();
+        let msg = format!(
+            "Roll back {name} to {short}\n\n{why}\n\nThe content of {} is restored as it was at {to}.\n",
+            if src.path.is_empty() { "the repository" } else { &src.path }
+        );
+        Ok(src.revert_to(target, &msg)?.to_string())
+    })
+    .await
+    .map_err(|e| Error::Join(e.to_string()))?;
+    Ok(r?)
+}
+
+/// Reconciles one Application: sync a new commit (or a requested sync, or drift), then observe health.
+pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = s(&app, "/metadata/namespace").to_string();
+    let name = s(&app, "/metadata/name").to_string();
+    let key = format!("{ns}/{name}");
+    if app["metadata"]["deletionTimestamp"].is_string() {
+        ctx.watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        return Ok(Action::await_change());
+    }
+    let generation = app["metadata"]["generation"].as_i64().unwrap_or(0);
+    let sync_request = s(&app, "/metadata/annotations/capstan.io~1sync-requested").to_string();
+    let memo = ctx
+        .memos
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    let started = format_time(&now());
+    let (snap, git_dir) = match read_commit(&app).await {
+        Ok(r) => r,
+        Err(e) => {
+            set_status(&ctx.client, &ns, &name, json!({"sync": {"status": "Unknown"},
+                "operationState": {"phase": "Failed", "message": e.to_string(), "startedAt": started,
+                    "finishedAt": format_time(&now())}})).await;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    ctx.watch(&key, &git_dir);
+    let default_ns = app["spec"]["destination"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let trigger = match &memo {
+        None => Some("startup"),
+        Some(m) if m.revision != snap.commit => Some(
+            if app["metadata"]["annotations"]["capstan.io/rollback-of"].is_string() {
+                "rollback"
+            } else {
+                "push"
+            },
+        ),
+        Some(m) if m.generation != generation => Some("manual"),
+        Some(m) if m.sync_request != sync_request => Some("manual"),
+        _ => None,
+    };
+    let automated = policy(&app, "automated", true);
+    let mut memo = memo.unwrap_or_default();
+    if let Some(trigger) = trigger.filter(|t| automated || *t == "manual") {
+        let result = sync_commit(&ctx, &app, &snap, &default_ns, trigger, &started).await;
+        memo.revision = snap.commit.clone();
+        memo.generation = generation;
+        memo.sync_request = sync_request.clone();
+        match result {
+            Ok(desired) => {
+                memo.desired = desired;
+                memo.failed = false;
+            }
+            Err(()) => memo.failed = true,
+        }
+        ctx.memos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), memo.clone());
+    } else if trigger.is_some() {
+        // Not automated: show that git moved on.
+        set_status(
+            &ctx.client,
+            &ns,
+            &name,
+            json!({"sync": {"status": "OutOfSync", "revision": snap.commit}}),
+        )
+        .await;
+        return Ok(Action::requeue(ctx.resync));
+    }
+    // Observe health and drift of the last good sync.
+    if !memo.failed || !memo.desired.is_empty() {
+        let (health, message, resources, drifted) = observe(&ctx.client, &memo.desired).await;
+        let self_heal = policy(&app, "selfHeal", true);
+        if !drifted.is_empty() && self_heal && !memo.failed && automated {
+            tracing::info!(app = %key, drift = ?drifted, "reverting drift from git");
+            let started = format_time(&now());
+            match sync::apply(&ctx.client, &memo.desired, &ns, &name, false).await {
+                Ok(outcome) => {
+                    let mut outcome = outcome;
+                    if outcome.updated.is_empty() && outcome.created.is_empty() {
+                        outcome.updated = drifted.clone();
+                    }
+                    let _ = record(
+                        &ctx.client,
+                        &ns,
+                        &name,
+                        &snap,
+                        "self-heal",
+                        &started,
+                        "Succeeded",
+                        Some(format!("reverted drift: {}", drifted.join("; "))),
+                        &outcome,
+                    )
+                    .await;
+                }
+                Err(e) => tracing::warn!(app = %key, "self-heal failed: {e}"),
+            }
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        let sync_status = if memo.failed {
+            "Failed"
+        } else if drifted.is_empty() {
+            "Synced"
+        } else {
+            "OutOfSync"
+        };
+        let mut status = json!({"sync": {"status": sync_status, "revision": snap.commit},
+            "health": {"status": health, "message": message}, "resources": resources,
+            "observedGeneration": generation});
+        if !memo.failed {
+            status["lastSyncedRevision"] = json!(memo.revision);
+        }
+        set_status(&ctx.client, &ns, &name, status).await;
+        if !memo.failed {
+            record_health(&ctx.client, &ns, &name, &health).await;
+        }
+        // autoRollback: a commit that made the app Degraded is reverted once, by a commit.
+        if health == "Degraded"
+            && policy(&app, "autoRollback", false)
+            && memo.auto_rolled != memo.revision
+        {
+            if let Some(to) = last_healthy(&ctx.client, &ns, &name, &memo.revision).await {
+                memo.auto_rolled = memo.revision.clone();
+                ctx.memos
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), memo.clone());
+                let why = format!("Automatic rollback: {message}");
+                match write_rollback(&app, &to, &why).await {
+                    Ok(c) => {
+                        tracing::info!(app = %key, commit = %c, to = %to, "rolled back automatically")
+                    }
+                    Err(e) => tracing::warn!(app = %key, "automatic rollback failed: {e}"),
+                }
+                ctx.queue.add(&key);
+            }
+        }
+    }
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Renders, validates and applies one commit; records the attempt and the app's status. Returns the desired objects
+/// when the sync succeeded.
+async fn sync_commit(
+    ctx: &Context,
+    app: &Value,
+    snap: &source::Snapshot,
+    default_ns: &str,
+    trigger: &str,
+    started: &str,
+) -> Result<Vec<render::Desired>, ()> {
+    let ns = s(app, "/metadata/namespace");
+    let name = s(app, "/metadata/name");
+    let prune = policy(app, "prune", true);
+    set_status(
+        &ctx.client,
+        ns,
+        name,
+        json!({"lastAttemptedRevision": snap.commit,
+        "operationState": {"phase": "Running", "startedAt": started}}),
+    )
+    .await;
+    let checked = match render::render(snap, default_ns) {
+        Ok(desired) => sync::validate(&ctx.client, &desired, ns, name)
+            .await
+            .map(|()| desired),
+        Err(errors) => Err(errors),
+    };
+    let result = match checked {
+        Ok(desired) => sync::apply(&ctx.client, &desired, ns, name, prune)
+            .await
+            .map(|o| (desired, o))
+            .map_err(|e| vec![e]),
+        Err(errors) => Err(errors),
+    };
+    let finished = format_time(&now());
+    match result {
+        Ok((desired, outcome)) => {
+            tracing::info!(app = name, revision = %snap.commit, created = outcome.created.len(),
+                updated = outcome.updated.len(), pruned = outcome.pruned.len(), "synced");
+            let _ = record(
+                &ctx.client,
+                ns,
+                name,
+                snap,
+                trigger,
+                started,
+                "Succeeded",
+                None,
+                &outcome,
+            )
+            .await;
+            set_status(&ctx.client, ns, name, json!({"sync": {"status": "Synced", "revision": snap.commit},
+                "lastSyncedRevision": snap.commit,
+                "operationState": {"phase": "Succeeded", "message": format!("synced {}", &snap.commit[..7.min(snap.commit.len())]),
+                    "startedAt": started, "finishedAt": finished}})).await;
+            Ok(desired)
+        }
+        Err(errors) => {
+            let message = errors.join("\n");
+            tracing::warn!(app = name, revision = %snap.commit, "sync failed, nothing applied:\n{message}");
+            let _ = record(
+                &ctx.client,
+                ns,
+                name,
+                snap,
+                trigger,
+                started,
+                "Failed",
+                Some(message.clone()),
+                &sync::Outcome::default(),
+            )
+            .await;
+            set_status(
+                &ctx.client,
+                ns,
+                name,
+                json!({"sync": {"status": "Failed", "revision": snap.commit},
+                "operationState": {"phase": "Failed", "message": message, "startedAt": started,
+                    "finishedAt": finished}}),
+            )
+            .await;
+            Err(())
+        }
+    }
+}
+
+/// Runs the Application controller until `stop` resolves.
+pub async fn run(client: Client, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+    let controller =
+        crate::runtime::Controller::new(client.clone(), kind("applications")).workers(2);
+    let ctx = Arc::new(Context::new(client, controller.queue()));
+    controller.run(reconcile, ctx, stop).await;
+}

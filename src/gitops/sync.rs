@@ -1,0 +1,278 @@
+//! Applying a commit, all or nothing: every object is first checked by the API server (server-side apply with
+//! `dryRun=All`), and only if all pass are they applied, in dependency order, with server-side apply as field manager
+//! `capstan-gitops`. Objects the app applied before and the commit no longer has are pruned (unless annotated
+//! `capstan.io/prune: "false"`). Drift is what the repository sets that the live object no longer has.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{json, Value};
+
+use super::render::{order_key, Desired};
+use crate::api::registry::{self, KindInfo};
+use crate::client::Client;
+
+pub const MANAGER: &str = "capstan-gitops";
+/// Label on every object an app applied (value: the app's name) ...
+pub const APP_LABEL: &str = "capstan.io/app";
+/// ... and the annotation that says which app exactly (`namespace/name`).
+pub const APP_ANNOTATION: &str = "capstan.io/app-instance";
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub pruned: Vec<String>,
+}
+
+fn ssa_path(kind: &KindInfo, ns: Option<&str>, name: &str, dry: bool) -> String {
+    format!(
+        "{}?fieldManager={MANAGER}&fieldValidation=Strict&force=true{}",
+        crate::client::resource_path(kind, ns, Some(name)),
+        if dry { "&dryRun=All" } else { "" }
+    )
+}
+
+async fn ssa(
+    client: &Client,
+    d: &Desired,
+    obj: &Value,
+    dry: bool,
+) -> Result<Value, crate::client::Error> {
+    client
+        .request(
+            reqwest::Method::PATCH,
+            &ssa_path(d.kind, d.namespace(), d.name(), dry),
+            Some(("application/apply-patch+yaml", obj.to_string().into_bytes())),
+            None,
+        )
+        .await
+}
+
+/// The object as applied: the repository's content plus the app's label and annotation.
+pub fn stamped(d: &Desired, app_ns: &str, app: &str) -> Value {
+    let mut obj = d.object.clone();
+    obj["metadata"]["labels"][APP_LABEL] = json!(app);
+    obj["metadata"]["annotations"][APP_ANNOTATION] = json!(format!("{app_ns}/{app}"));
+    obj
+}
+
+/// Checks every object with the API server without changing anything; all problems, each naming file and line.
+pub async fn validate(
+    client: &Client,
+    desired: &[Desired],
+    app_ns: &str,
+    app: &str,
+) -> Result<(), Vec<String>> {
+    let new_namespaces: BTreeSet<&str> = desired
+        .iter()
+        .filter(|d| d.kind.kind == "Namespace")
+        .map(|d| d.name())
+        .collect();
+    let mut errors = Vec::new();
+    for d in desired {
+        // Objects in a namespace this same commit creates cannot be checked before it exists.
+        if d.namespace().is_some_and(|ns| new_namespaces.contains(ns)) {
+            let exists = match registry::lookup("namespaces") {
+                Some(k) => client
+                    .get(k, None, d.namespace().unwrap_or(""))
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            if !exists {
+                continue;
+            }
+        }
+        if let Err(e) = ssa(client, d, &stamped(d, app_ns, app), true).await {
+            errors.push(format!("{}: {}: {e}", d.at(), d.id()));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Kinds an app may own (everything served but the cluster's own bookkeeping).
+fn kinds() -> impl Iterator<Item = &'static KindInfo> {
+    registry::KINDS.iter().filter(|k| {
+        !matches!(
+            k.kind,
+            "Event"
+                | "Lease"
+                | "SyncRecord"
+                | "Application"
+                | "Node"
+                | "EndpointSlice"
+                | "Endpoints"
+        )
+    })
+}
+
+fn id_of(kind: &KindInfo, v: &Value) -> String {
+    let name = v["metadata"]["name"].as_str().unwrap_or("");
+    match v["metadata"]["namespace"]
+        .as_str()
+        .filter(|_| kind.namespaced)
+    {
+        Some(ns) => format!("{}/{ns}/{name}", kind.kind),
+        None => format!("{}/{name}", kind.kind),
+    }
+}
+
+/// Every live object the app applied: id -> (kind, object).
+pub async fn inventory(
+    client: &Client,
+    app_ns: &str,
+    app: &str,
+) -> Result<HashMap<String, (&'static KindInfo, Value)>, crate::client::Error> {
+    let mut out = HashMap::new();
+    let instance = format!("{app_ns}/{app}");
+    for k in kinds() {
+        let list = client
+            .list(k, None, &format!("labelSelector={APP_LABEL}%3D{app}"))
+            .await?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            if item["metadata"]["annotations"][APP_ANNOTATION] == instance.as_str() {
+                out.insert(id_of(k, item), (k, item.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Applies a validated commit in order, then prunes. Stops at the first failure (already validated, so this is rare).
+pub async fn apply(
+    client: &Client,
+    desired: &[Desired],
+    app_ns: &str,
+    app: &str,
+    prune: bool,
+) -> Result<Outcome, String> {
+    let before = inventory(client, app_ns, app)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut ordered: Vec<&Desired> = desired.iter().collect();
+    ordered.sort_by_key(|d| order_key(d));
+    let mut outcome = Outcome::default();
+    for d in ordered {
+        let id = d.id();
+        let old_rv = before
+            .get(&id)
+            .map(|(_, v)| v["metadata"]["resourceVersion"].clone());
+        let live = ssa(client, d, &stamped(d, app_ns, app), false)
+            .await
+            .map_err(|e| format!("{}: {id}: {e}", d.at()))?;
+        match old_rv {
+            None => outcome.created.push(id),
+            Some(rv) if rv != live["metadata"]["resourceVersion"] => outcome.updated.push(id),
+            Some(_) => {}
+        }
+    }
+    if prune {
+        let wanted: BTreeSet<String> = desired.iter().map(Desired::id).collect();
+        let mut doomed: Vec<(&String, &(&'static KindInfo, Value))> = before
+            .iter()
+            .filter(|(id, _)| !wanted.contains(*id))
+            .collect();
+        // Workloads before their namespaces.
+        doomed.sort_by_key(|(_, (k, _))| if k.kind == "Namespace" { 1 } else { 0 });
+        for (id, (kind, v)) in doomed {
+            if v["metadata"]["annotations"]["capstan.io/prune"] == "false" {
+                continue;
+            }
+            let ns = v["metadata"]["namespace"]
+                .as_str()
+                .filter(|_| kind.namespaced);
+            let name = v["metadata"]["name"].as_str().unwrap_or("");
+            match client.delete(kind, ns, name, "Background").await {
+                Ok(_) => outcome.pruned.push(id.clone()),
+                Err(e) if e.code() == Some(404) => {}
+                Err(e) => return Err(format!("pruning {id}: {e}")),
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn same_scalar(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
+            n.to_string() == *s
+        }
+        _ => a == b,
+    }
+}
+
+fn subset(want: &Value, have: &Value, path: &str, out: &mut Vec<String>) {
+    match (want, have) {
+        (Value::Null, _) => {}
+        (Value::Object(w), Value::Object(h)) => {
+            for (k, v) in w {
+                subset(
+                    v,
+                    h.get(k).unwrap_or(&Value::Null),
+                    &format!("{path}.{k}"),
+                    out,
+                );
+            }
+        }
+        (Value::Object(w), _) if w.is_empty() => {}
+        (Value::Array(w), Value::Array(h)) if w.len() == h.len() => {
+            for (i, (a, b)) in w.iter().zip(h).enumerate() {
+                subset(a, b, &format!("{path}[{i}]"), out);
+            }
+        }
+        (w, h) => {
+            if !same_scalar(w, h) {
+                out.push(path.trim_start_matches('.').to_string());
+            }
+        }
+    }
+}
+
+/// Fields the repository sets that the live object does not have (as the repository has them): empty when in sync.
+/// What the server adds (status, defaults, uid, managedFields, ...) is not drift.
+pub fn drift(desired: &Value, live: &Value) -> Vec<String> {
+    let mut want = desired.clone();
+    if let Some(m) = want.as_object_mut() {
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    if let Some(meta) = want.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, _| k == "labels" || k == "annotations");
+    }
+    let mut out = Vec::new();
+    subset(&want, live, "", &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_ignores_what_the_server_adds() {
+        let desired = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "labels": {"app": "d"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "x",
+                "ports": [{"containerPort": 8080}]}]}}}});
+        let mut live = desired.clone();
+        live["metadata"]["uid"] = json!("u");
+        live["metadata"]["resourceVersion"] = json!("7");
+        live["spec"]["strategy"] = json!({"type": "RollingUpdate"});
+        live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
+        live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
+        live["status"] = json!({"replicas": 2});
+        assert!(drift(&desired, &live).is_empty());
+        live["spec"]["replicas"] = json!(5);
+        live["spec"]["template"]["spec"]["containers"][0]["image"] = json!("y");
+        assert_eq!(
+            drift(&desired, &live),
+            vec!["spec.replicas", "spec.template.spec.containers[0].image"]
+        );
+    }
+}
