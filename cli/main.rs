@@ -1,6 +1,7 @@
 //! The `capstan` binary: process commands (`server`, `up`, `agent`) and client commands (`get`, `apply`, `create`,
 //! `delete`, `describe`, `logs`) that talk to a server through the kubeconfig it wrote.
 
+mod app;
 mod commands;
 mod demo;
 mod output;
@@ -74,6 +75,8 @@ enum Command {
         #[arg(long)]
         stop_pods_on_exit: bool,
     },
+    /// GitOps Applications: list, get, history, diff, sync, rollback, wait.
+    App(app::AppArgs),
     /// Print a container's logs (like kubectl logs).
     Logs(commands::LogsArgs),
     /// Internal: supervises one container for the process runtime.
@@ -193,6 +196,7 @@ fn main() -> Result<()> {
                     Command::Delete(a) => commands::delete(&client, a).await,
                     Command::Describe(a) => commands::describe(&client, a).await,
                     Command::Logs(a) => commands::logs(&client, a).await,
+                    Command::App(a) => app::run(&client, a).await,
                     Command::Server { .. }
                     | Command::Up { .. }
                     | Command::DemoApp { .. }

@@ -335,13 +335,11 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         .to_string();
     let trigger = match &memo {
         None => Some("startup"),
-        Some(m) if m.revision != snap.commit => Some(
-            if app["metadata"]["annotations"]["capstan.io/rollback-of"].is_string() {
-                "rollback"
-            } else {
-                "push"
-            },
-        ),
+        Some(m) if m.revision != snap.commit => Some(if snap.message.starts_with("Roll back ") {
+            "rollback"
+        } else {
+            "push"
+        }),
         Some(m) if m.generation != generation => Some("manual"),
         Some(m) if m.sync_request != sync_request => Some("manual"),
         _ => None,

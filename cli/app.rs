@@ -1,0 +1,271 @@
+//! `capstan app ...`: Applications from the command line - list, get, history, diff, sync, rollback, wait.
+//! Rollback and diff read the repository directly (it is local to this machine), the rest goes through the API.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use capstan::api::registry::{self, KindInfo};
+use capstan::client::Client;
+use capstan::gitops::{render, source, sync};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct AppArgs {
+    #[command(subcommand)]
+    pub command: AppCommand,
+    /// The Applications' namespace.
+    #[arg(short, long, global = true, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Applications with their sync and health.
+    List,
+    /// One Application: source, sync, health, objects.
+    Get { name: String },
+    /// Every sync attempt, newest first.
+    History { name: String },
+    /// What differs between git (the synced commit, or --revision) and the cluster.
+    Diff {
+        name: String,
+        #[arg(long)]
+        revision: Option<String>,
+    },
+    /// Sync now, even without a new commit.
+    Sync { name: String },
+    /// Write a revert commit restoring the app's path as it was at --to (default: the last commit that synced
+    /// Healthy before the deployed one).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Wait until the app is Synced and has the given health.
+    Wait {
+        name: String,
+        #[arg(long, default_value = "Healthy")]
+        health: String,
+        /// Seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+fn kind(plural: &str) -> &'static KindInfo {
+    registry::lookup(plural).expect("registered kind")
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+async fn records(client: &Client, ns: &str, app: &str) -> Result<Vec<Value>> {
+    let list = client
+        .list(
+            kind("syncrecords"),
+            Some(ns),
+            &format!("labelSelector=capstan.io/application%3D{app}"),
+        )
+        .await?;
+    let mut items = list["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|r| -r["spec"]["sequence"].as_i64().unwrap_or(0));
+    Ok(items)
+}
+
+pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
+    let ns = a.namespace.as_str();
+    let apps = kind("applications");
+    match a.command {
+        AppCommand::List => {
+            let list = client.list(apps, None, "").await?;
+            println!(
+                "{:<12} {:<20} {:<10} {:<12} {:<8} REPO",
+                "NAMESPACE", "NAME", "SYNC", "HEALTH", "REVISION"
+            );
+            for app in list["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<12} {:<20} {:<10} {:<12} {:<8} {}",
+                    s(app, "/metadata/namespace"),
+                    s(app, "/metadata/name"),
+                    s(app, "/status/sync/status"),
+                    s(app, "/status/health/status"),
+                    short(s(app, "/status/sync/revision")),
+                    s(app, "/spec/source/repoURL")
+                );
+            }
+        }
+        AppCommand::Get { name } => {
+            let app = client.get(apps, Some(ns), &name).await?;
+            println!("Name:        {ns}/{name}");
+            println!("Repository:  {}", s(&app, "/spec/source/repoURL"));
+            println!("Path:        {}", s(&app, "/spec/source/path"));
+            println!("Revision:    {}", s(&app, "/status/sync/revision"));
+            println!("Sync:        {}", s(&app, "/status/sync/status"));
+            println!(
+                "Health:      {} {}",
+                s(&app, "/status/health/status"),
+                s(&app, "/status/health/message")
+            );
+            println!(
+                "Operation:   {} {}",
+                s(&app, "/status/operationState/phase"),
+                s(&app, "/status/operationState/message")
+            );
+            println!("Objects:");
+            for r in app["status"]["resources"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<12} {:<40} {:<10} {}",
+                    s(r, "/kind"),
+                    format!("{}/{}", s(r, "/namespace"), s(r, "/name")),
+                    s(r, "/status"),
+                    s(r, "/health/status")
+                );
+            }
+        }
+        AppCommand::History { name } => {
+            println!(
+                "{:<4} {:<8} {:<10} {:<10} {:<12} {:<21} {:<18} MESSAGE",
+                "SEQ", "REVISION", "TRIGGER", "RESULT", "HEALTH", "FINISHED", "CHANGES"
+            );
+            for r in records(client, ns, &name).await? {
+                let n = |f: &str| r["spec"][f].as_array().map_or(0, Vec::len);
+                println!(
+                    "{:<4} {:<8} {:<10} {:<10} {:<12} {:<21} {:<18} {}",
+                    r["spec"]["sequence"],
+                    short(s(&r, "/spec/revision")),
+                    s(&r, "/spec/trigger"),
+                    s(&r, "/spec/result"),
+                    s(&r, "/spec/health"),
+                    s(&r, "/spec/finishedAt"),
+                    format!("+{} ~{} -{}", n("created"), n("updated"), n("pruned")),
+                    s(&r, "/spec/message")
+                );
+                if let Some(e) = r["spec"]["error"].as_str() {
+                    for l in e.lines() {
+                        println!("     {l}");
+                    }
+                }
+            }
+        }
+        AppCommand::Diff { name, revision } => {
+            let app = client.get(apps, Some(ns), &name).await?;
+            let rev = revision.unwrap_or_else(|| s(&app, "/status/lastSyncedRevision").to_string());
+            let src = source::open(
+                s(&app, "/spec/source/repoURL"),
+                app["spec"]["source"]["path"].as_str(),
+            )?;
+            let oid = src.resolve(Some(&rev).filter(|r| !r.is_empty()).map(String::as_str))?;
+            let snap = src.snapshot(oid)?;
+            let default_ns = app["spec"]["destination"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            let desired = render::render(&snap, default_ns).map_err(|e| anyhow!(e.join("\n")))?;
+            let mut differs = 0;
+            for d in &desired {
+                match client.get(d.kind, d.namespace(), d.name()).await {
+                    Ok(live) => {
+                        let fields = sync::drift(&d.object, &live);
+                        for f in &fields {
+                            differs += 1;
+                            let ptr = format!(
+                                "/{}",
+                                f.replace('.', "/").replace('[', "/").replace(']', "")
+                            );
+                            println!(
+                                "{} {f}: git {} | live {}",
+                                d.id(),
+                                d.object.pointer(&ptr).unwrap_or(&Value::Null),
+                                live.pointer(&ptr).unwrap_or(&Value::Null)
+                            );
+                        }
+                    }
+                    Err(_) => {
+                        differs += 1;
+                        println!("{} is in git ({}) but not in the cluster", d.id(), d.at());
+                    }
+                }
+            }
+            if differs == 0 {
+                eprintln!("no differences with {}", short(&snap.commit));
+            }
+        }
+        AppCommand::Sync { name } => {
+            let patch = json!({"metadata": {"annotations": {"capstan.io/sync-requested":
+                capstan::api::meta::format_time(&capstan::api::meta::now())}}});
+            client
+                .patch(
+                    apps,
+                    Some(ns),
+                    &name,
+                    "application/merge-patch+json",
+                    &patch,
+                )
+                .await?;
+            println!("application.gitops.capstan.io/{name} sync requested");
+        }
+        AppCommand::Rollback { name, to } => {
+            let app = client.get(apps, Some(ns), &name).await?;
+            let current = s(&app, "/status/lastSyncedRevision").to_string();
+            let to = match to {
+                Some(t) => t,
+                None => records(client, ns, &name)
+                    .await?
+                    .into_iter()
+                    .find(|r| {
+                        r["spec"]["result"] == "Succeeded"
+                            && r["spec"]["health"] == "Healthy"
+                            && r["spec"]["revision"] != current.as_str()
+                    })
+                    .and_then(|r| r["spec"]["revision"].as_str().map(String::from))
+                    .ok_or_else(|| {
+                        anyhow!("no earlier revision of {name} synced Healthy; pass --to SHA")
+                    })?,
+            };
+            let why = format!(
+                "Requested with `capstan app rollback` while {} was deployed.",
+                short(&current)
+            );
+            let commit = capstan::gitops::write_rollback(&app, &to, &why).await?;
+            println!(
+                "wrote {} reverting {name} to {}; the cluster follows it like any commit",
+                short(&commit),
+                short(&to)
+            );
+        }
+        AppCommand::Wait {
+            name,
+            health,
+            timeout,
+        } => {
+            let deadline = Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let app = client.get(apps, Some(ns), &name).await?;
+                let (sync_status, h) = (
+                    s(&app, "/status/sync/status"),
+                    s(&app, "/status/health/status"),
+                );
+                if sync_status == "Synced" && h == health {
+                    println!(
+                        "{name}: Synced, {h} at {}",
+                        short(s(&app, "/status/sync/revision"))
+                    );
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "timed out after {timeout}s: {name} is {sync_status}, {h} {}",
+                        s(&app, "/status/health/message")
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! GitOps end to end: real git repositories (made with the real `git`), a real `capstan up`, Applications created
+//! through the API, and the user's tools - kubectl and `capstan app`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ok, within, Server};
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(60);
+
+struct Repo {
+    dir: PathBuf,
+}
+
+impl Repo {
+    fn new(root: &Path) -> Repo {
+        let dir = root.join("repo");
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        let r = Repo { dir };
+        r.git(&["init", "-q", "-b", "main"]);
+        r
+    }
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .output()
+            .expect("git");
+        ok(&out)
+    }
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.dir.join("app").join(file), text).unwrap();
+    }
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.dir.join("app").join(file)).unwrap();
+    }
+    fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+}
+
+fn deployment(version: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 3
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: none
+        command: ["sleep", "600"]
+        env:
+        - {{name: VERSION, value: "{version}"}}
+{extra}"#
+    )
+}
+
+fn application(s: &Server, repo: &Repo, policy: Value) {
+    let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": "default"},
+        "spec": {"source": {"repoURL": repo.dir.display().to_string(), "path": "app"},
+                 "destination": {"namespace": "default"}, "syncPolicy": policy}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+        "application/json",
+        &app.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+}
+
+fn get(s: &Server, path: &str) -> Value {
+    s.call("GET", path, "", "").1
+}
+
+fn app(s: &Server) -> Value {
+    get(
+        s,
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications/shop",
+    )
+}
+
+fn template_version(s: &Server) -> Option<String> {
+    let d = get(s, "/apis/apps/v1/namespaces/default/deployments/web");
+    d.pointer("/spec/template/spec/containers/0/env/0/value")
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+fn history(s: &Server) -> Vec<Value> {
+    let list = get(
+        s,
+        "/apis/gitops.capstan.io/v1/namespaces/default/syncrecords?labelSelector=capstan.io/application%3Dshop",
+    );
+    let mut items = list["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|r| r["spec"]["sequence"].as_i64().unwrap_or(0));
+    items
+}
+
+fn available(s: &Server) -> bool {
+    let a = app(s);
+    a["status"]["sync"]["status"] == "Synced" && a["status"]["health"]["status"] == "Healthy"
+}
+
+#[test]
+fn commits_apply_roll_and_prune_and_annotated_objects_survive() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write("web.yaml", &deployment("v1", ""));
+    repo.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  COLOR: blue\n",
+    );
+    repo.write(
+        "keep.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\n  annotations:\n    capstan.io/prune: \"false\"\ndata: {}\n",
+    );
+    let first = repo.commit("first");
+    application(&s, &repo, json!({}));
+    within(LONG, "the first commit Synced and Healthy", || {
+        available(&s).then_some(())
+    });
+    assert_eq!(app(&s)["status"]["sync"]["revision"], first.as_str());
+    assert_eq!(template_version(&s).as_deref(), Some("v1"));
+    // An edit rolls the Deployment.
+    repo.write("web.yaml", &deployment("v2", ""));
+    let second = repo.commit("v2");
+    within(LONG, "v2 rolled out", || {
+        (template_version(&s).as_deref() == Some("v2") && available(&s)).then_some(())
+    });
+    assert_eq!(app(&s)["status"]["sync"]["revision"], second.as_str());
+    // Removing files prunes what they held, except what is annotated to stay.
+    repo.remove("settings.yaml");
+    repo.remove("keep.yaml");
+    repo.commit("drop config");
+    within(LONG, "settings pruned", || {
+        let (code, _) = s.call(
+            "GET",
+            "/api/v1/namespaces/default/configmaps/settings",
+            "",
+            "",
+        );
+        (code == 404).then_some(())
+    });
+    let (code, _) = s.call("GET", "/api/v1/namespaces/default/configmaps/keep", "", "");
+    assert_eq!(code, 200, "the annotated ConfigMap survives");
+    let h = within(LONG, "three records", || {
+        let h = history(&s);
+        (h.len() >= 3).then_some(h)
+    });
+    let triggers: Vec<&str> = h
+        .iter()
+        .map(|r| r["spec"]["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(&triggers[..3], ["startup", "push", "push"]);
+    assert_eq!(h[1]["spec"]["message"], "v2");
+    assert!(
+        h[1]["spec"]["updated"]
+            .to_string()
+            .contains("Deployment/default/web"),
+        "{}",
+        h[1]
+    );
+    assert!(
+        h[2]["spec"]["pruned"]
+            .to_string()
+            .contains("ConfigMap/default/settings"),
+        "{}",
+        h[2]
+    );
+    assert_eq!(h[0]["spec"]["author"], "Test <test@example.com>");
+}
+
+#[test]
+fn a_bad_commit_applies_nothing_and_the_next_good_one_does() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write("web.yaml", &deployment("v1", ""));
+    repo.commit("good");
+    application(&s, &repo, json!({}));
+    within(LONG, "Synced", || available(&s).then_some(()));
+    // A valid new object next to an invalid one: neither is applied.
+    repo.write(
+        "extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  A: \"1\"\n",
+    );
+    repo.write(
+        "web.yaml",
+        &deployment("v2", "      restartPolicy: Sometimes\n"),
+    );
+    repo.commit("bad field");
+    let a = within(LONG, "Failed", || {
+        let a = app(&s);
+        (a["status"]["sync"]["status"] == "Failed").then_some(a)
+    });
+    let msg = a["status"]["operationState"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("app/web.yaml:1") && msg.contains("restartPolicy"),
+        "{msg}"
+    );
+    let (code, _) = s.call("GET", "/api/v1/namespaces/default/configmaps/extra", "", "");
+    assert_eq!(code, 404, "nothing of a failed commit is applied");
+    assert_eq!(
+        template_version(&s).as_deref(),
+        Some("v1"),
+        "the last good state keeps running"
+    );
+    // Broken YAML: the same.
+    repo.write(
+        "web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec: [\n",
+    );
+    repo.commit("broken yaml");
+    within(LONG, "Failed naming the file and line", || {
+        let a = app(&s);
+        let m = a["status"]["operationState"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        (a["status"]["sync"]["status"] == "Failed"
+            && m.contains("app/web.yaml")
+            && m.contains("line"))
+        .then_some(())
+    });
+    // The next good commit applies.
+    repo.write("web.yaml", &deployment("v3", ""));
+    repo.commit("fixed");
+    within(LONG, "v3 and extra applied", || {
+        let (code, _) = s.call("GET", "/api/v1/namespaces/default/configmaps/extra", "", "");
+        (code == 200 && template_version(&s).as_deref() == Some("v3") && available(&s))
+            .then_some(())
+    });
+    let results: Vec<String> = history(&s)
+        .iter()
+        .map(|r| r["spec"]["result"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        &results[..4],
+        ["Succeeded", "Failed", "Failed", "Succeeded"]
+    );
+}
+
+#[test]
+fn self_heal_reverts_a_kubectl_scale_and_records_it() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write("web.yaml", &deployment("v1", ""));
+    repo.commit("first");
+    application(&s, &repo, json!({}));
+    within(LONG, "Synced", || available(&s).then_some(()));
+    ok(&s.kubectl(&k, &["scale", "deployment/web", "--replicas=3"]));
+    within(LONG, "replicas back to 1", || {
+        let d = get(&s, "/apis/apps/v1/namespaces/default/deployments/web");
+        (d["spec"]["replicas"] == 1).then_some(())
+    });
+    let heal = within(LONG, "a self-heal record", || {
+        history(&s)
+            .into_iter()
+            .find(|r| r["spec"]["trigger"] == "self-heal")
+    });
+    assert!(
+        heal["spec"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("spec.replicas"),
+        "{heal}"
+    );
+}
+
+#[test]
+fn rollback_is_a_revert_commit_and_auto_rollback_reverts_a_degraded_commit() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write("web.yaml", &deployment("v1", ""));
+    let v1 = repo.commit("v1");
+    application(&s, &repo, json!({"autoRollback": true}));
+    within(LONG, "v1 Healthy", || {
+        (available(&s) && history(&s).iter().any(|r| r["spec"]["health"] == "Healthy"))
+            .then_some(())
+    });
+    repo.write("web.yaml", &deployment("v2", ""));
+    repo.commit("v2");
+    within(LONG, "v2 Healthy", || {
+        let h = history(&s);
+        (template_version(&s).as_deref() == Some("v2")
+            && available(&s)
+            && h.last().is_some_and(|r| r["spec"]["health"] == "Healthy"))
+        .then_some(())
+    });
+    // A user's rollback: a new commit restoring v1's content.
+    let out = s.capstan(&["app", "rollback", "shop"]);
+    let text = ok(&out);
+    assert!(text.contains(&v1[..7]), "{text}");
+    let log = repo.git(&["log", "--format=%s", "-1"]);
+    assert!(log.starts_with("Roll back shop to"), "{log}");
+    within(LONG, "back on v1", || {
+        (template_version(&s).as_deref() == Some("v1") && available(&s)).then_some(())
+    });
+    assert!(history(&s)
+        .iter()
+        .any(|r| r["spec"]["trigger"] == "rollback"));
+    // autoRollback: a commit whose readiness never passes goes Degraded at its progress deadline and is reverted.
+    repo.write(
+        "web.yaml",
+        &deployment(
+            "broken",
+            "        readinessProbe:\n          exec:\n            command: [\"false\"]\n          periodSeconds: 1\n",
+        ),
+    );
+    repo.commit("broken readiness");
+    within(Duration::from_secs(90), "reverted automatically", || {
+        let log = repo.git(&["log", "--format=%s%n%b", "-1"]);
+        (log.starts_with("Roll back shop to") && log.contains("Automatic rollback")).then_some(())
+    });
+    within(LONG, "healthy again without the broken template", || {
+        (template_version(&s).as_deref() == Some("v1") && available(&s)).then_some(())
+    });
+    // Once only: the history shows one automatic revert after the broken commit.
+    let out = ok(&s.capstan(&["app", "history", "shop"]));
+    assert!(out.contains("rollback"), "{out}");
+}
