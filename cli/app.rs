@@ -173,10 +173,7 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
                         let fields = sync::drift(&d.object, &live);
                         for f in &fields {
                             differs += 1;
-                            let ptr = format!(
-                                "/{}",
-                                f.replace('.', "/").replace('[', "/").replace(']', "")
-                            );
+                            let ptr = format!("/{}", f.replace(['.', '['], "/").replace(']', ""));
                             println!(
                                 "{} {f}: git {} | live {}",
                                 d.id(),
