@@ -5,6 +5,8 @@
 //! - `startup`: `capstan up`; create-to-Running latency of pods on the process runtime, one pod at a time.
 //! - `rollout`: `capstan up`; wall time of a 10-replica rolling update of the demo app (readiness probe every second).
 //! - `idle`: `capstan up examples/repo`; RSS of the capstan process once the demo Deployment is available.
+//! - `gitops`: `capstan up`, an Application on a local repository; commit-to-applied latency of 50 commits, then the
+//!   time to sync one commit of 1,000 objects.
 //!
 //! Run: `cargo bench --bench cluster` (all), or `cargo bench --bench cluster -- scheduler` (one);
 //! `CAPSTAN_BENCH_QUICK=1` shrinks the loads.
@@ -433,6 +435,147 @@ async fn idle(_quick: bool) {
     stop(c).await;
 }
 
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Bench",
+            "-c",
+            "user.email=bench@example.com",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn gitops(quick: bool) {
+    let c = up(&[]).await;
+    let repo = tempfile::tempdir().unwrap();
+    let app_dir = repo.path().join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    let cm = |v: usize| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bench\ndata:\n  V: \"{v}\"\n")
+    };
+    std::fs::write(app_dir.join("cm.yaml"), cm(0)).unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "0"]);
+    let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "bench", "namespace": "default"},
+        "spec": {"source": {"repoURL": repo.path().display().to_string(), "path": "app"}}});
+    assert_eq!(
+        post(
+            &c,
+            "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+            &app
+        )
+        .await,
+        201
+    );
+    while get(
+        &c,
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications/bench",
+    )
+    .await["status"]["sync"]["status"]
+        != "Synced"
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let w = conn(&c);
+    let watcher = tokio::spawn(async move {
+        watch(
+            &w,
+            "/api/v1/namespaces/default/configmaps?watch=true&fieldSelector=metadata.name%3Dbench",
+            |_, o| {
+                if let Some(v) = o["data"]["V"].as_str() {
+                    let _ = tx.send((v.to_string(), Instant::now()));
+                }
+                true
+            },
+        )
+        .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rounds = if quick { 10 } else { 50 };
+    let mut lat = Vec::new();
+    for i in 1..=rounds {
+        std::fs::write(app_dir.join("cm.yaml"), cm(i)).unwrap();
+        git(repo.path(), &["add", "-A"]);
+        // From starting `git commit` (so git's own few milliseconds are included) to the change in the cluster.
+        let t = Instant::now();
+        git(repo.path(), &["commit", "-q", "-m", &i.to_string()]);
+        loop {
+            let (v, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("applied within 30 s")
+                .unwrap();
+            if v == i.to_string() {
+                lat.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watcher.abort();
+    println!(
+        "gitops commit-to-applied, local repository, {rounds} commits: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat.clone(), 0.99),
+        pct(&mut lat, 1.0)
+    );
+    // One commit of 1,000 objects.
+    let n = if quick { 200 } else { 1000 };
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: many-{i:04}\ndata:\n  I: \"{i}\"\n"));
+    }
+    std::fs::write(app_dir.join("many.yaml"), text).unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "many"]);
+    let t = Instant::now();
+    let head = String::from_utf8(
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    loop {
+        let a = get(
+            &c,
+            "/apis/gitops.capstan.io/v1/namespaces/default/applications/bench",
+        )
+        .await;
+        if a["status"]["lastSyncedRevision"] == head.trim() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "not synced: {}",
+            a["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "gitops: one commit of {} objects synced (checked, applied) in {:.2} s; server RSS {:.1} MB",
+        n + 1,
+        t.elapsed().as_secs_f64(),
+        rss_kb(c.pid) as f64 / 1024.0
+    );
+    stop(c).await;
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
@@ -446,6 +589,9 @@ async fn main() {
     }
     if want("startup") {
         startup(quick).await;
+    }
+    if want("gitops") {
+        gitops(quick).await;
     }
     if want("rollout") {
         rollout(quick).await;
