@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use capstan::api::registry::{self, KindInfo};
 use capstan::client::Client;
-use capstan::gitops::{render, source, sync};
+use capstan::gitops::{render, sync};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -156,10 +156,11 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
         AppCommand::Diff { name, revision } => {
             let app = client.get(apps, Some(ns), &name).await?;
             let rev = revision.unwrap_or_else(|| s(&app, "/status/lastSyncedRevision").to_string());
-            let src = source::open(
-                s(&app, "/spec/source/repoURL"),
-                app["spec"]["source"]["path"].as_str(),
-            )?;
+            let scratch = tempfile::tempdir()?;
+            let src = capstan::gitops::open_source(&app, scratch.path())?;
+            if src.remote.is_some() {
+                src.fetch()?;
+            }
             let oid = src.resolve(Some(&rev).filter(|r| !r.is_empty()).map(String::as_str))?;
             let snap = src.snapshot(oid)?;
             let default_ns = app["spec"]["destination"]["namespace"]

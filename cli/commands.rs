@@ -23,8 +23,9 @@ pub async fn server(
     node: Option<(NodeArgs, bool)>,
     cluster_cidr: &str,
 ) -> Result<()> {
-    let settings = capstan::controllers::Settings::with_cluster_cidr(cluster_cidr)
+    let mut settings = capstan::controllers::Settings::with_cluster_cidr(cluster_cidr)
         .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
+    settings.gitops_cache = data_dir.join("gitops");
     let started = Instant::now();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;

@@ -338,3 +338,111 @@ fn rollback_is_a_revert_commit_and_auto_rollback_reverts_a_degraded_commit() {
     let out = ok(&s.capstan(&["app", "history", "shop"]));
     assert!(out.contains("rollback"), "{out}");
 }
+
+#[test]
+fn a_remote_follows_signed_webhooks_and_rollback_pushes_its_commit() {
+    let s = Server::up(&[]);
+    let root = s.dir.path();
+    let upstream = root.join("upstream.git");
+    let st = Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&upstream)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let repo = Repo::new(root);
+    repo.write("web.yaml", &deployment("v1", ""));
+    let v1 = repo.commit("v1");
+    repo.git(&["remote", "add", "origin", upstream.to_str().unwrap()]);
+    repo.git(&["push", "-q", "origin", "main"]);
+    // A webhook secret makes signatures mandatory.
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "capstan-webhook"},
+        "stringData": {"secret": "s3cret"}});
+    let (code, v) = s.call(
+        "POST",
+        "/api/v1/namespaces/kube-system/secrets",
+        "application/json",
+        &secret.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    let url = format!("file://{}", upstream.display());
+    let app_obj = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": "default"},
+        "spec": {"source": {"repoURL": url, "path": "app"}, "interval": "1h"}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+        "application/json",
+        &app_obj.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    within(LONG, "v1 synced from the remote", || {
+        (available(&s) && app(&s)["status"]["sync"]["revision"] == v1.as_str()).then_some(())
+    });
+    repo.write("web.yaml", &deployment("v2", ""));
+    let v2 = repo.commit("v2");
+    repo.git(&["push", "-q", "origin", "main"]);
+    let http = s.http();
+    let hook = |body: &str, sig: &str| {
+        let r = http
+            .post(format!("{}/hooks/git", s.url))
+            .header("Content-Type", "application/json")
+            .header("X-Hub-Signature-256", sig)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.text().unwrap_or_default())
+    };
+    let body = json!({"repository": {"clone_url": format!("{url}.git")}}).to_string();
+    let (code, text) = hook(
+        &body,
+        &capstan::gitops::webhook::sign(body.as_bytes(), b"wrong"),
+    );
+    assert_eq!(code, 401, "{text}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        template_version(&s).as_deref(),
+        Some("v1"),
+        "a refused webhook triggers nothing"
+    );
+    let (code, text) = hook(
+        &body,
+        &capstan::gitops::webhook::sign(body.as_bytes(), b"s3cret"),
+    );
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("default/shop"), "{text}");
+    within(LONG, "v2 synced after the webhook", || {
+        (template_version(&s).as_deref() == Some("v2")
+            && app(&s)["status"]["sync"]["revision"] == v2.as_str())
+        .then_some(())
+    });
+    assert!(history(&s)
+        .iter()
+        .any(|r| r["spec"]["trigger"] == "webhook"));
+    // Rollback against a remote: the revert commit is pushed there.
+    within(LONG, "v2 Healthy", || {
+        history(&s)
+            .last()
+            .is_some_and(|r| r["spec"]["health"] == "Healthy")
+            .then_some(())
+    });
+    let out = ok(&s.capstan(&["app", "rollback", "shop"]));
+    assert!(out.contains(&v1[..7]), "{out}");
+    let pushed = Command::new("git")
+        .arg("--git-dir")
+        .arg(&upstream)
+        .args(["log", "-1", "--format=%s"])
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&pushed.stdout).to_string();
+    assert!(subject.starts_with("Roll back shop to"), "{subject}");
+    let (code, _) = hook(
+        &body,
+        &capstan::gitops::webhook::sign(body.as_bytes(), b"s3cret"),
+    );
+    assert_eq!(code, 200);
+    within(LONG, "back on v1", || {
+        (template_version(&s).as_deref() == Some("v1")).then_some(())
+    });
+}

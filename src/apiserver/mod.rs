@@ -6,6 +6,7 @@
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod hooks;
 pub mod logs;
 pub mod patch;
 pub mod table;
@@ -186,6 +187,15 @@ async fn dispatch(State(server): State<Server>, req: Request) -> Response {
             return json_response(StatusCode::OK, &discovery::version(), &[])
         }
         _ => {}
+    }
+    if path == "/hooks/git" && method == Method::POST {
+        let Some(bytes) = read_body(body).await else {
+            return ApiError::too_large().into_response();
+        };
+        return match server.git_webhook(&parts.headers, &bytes).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
     }
     if !authorized(&server, &parts.headers) {
         return ApiError::unauthorized().into_response();

@@ -21,12 +21,15 @@ use crate::runtime::Controller;
 pub struct Settings {
     /// The cluster CIDR (a /16) that node IPAM splits into one /24 per node.
     pub cluster_cidr: std::net::Ipv4Addr,
+    /// Where GitOps keeps mirrors of remote repositories.
+    pub gitops_cache: std::path::PathBuf,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             cluster_cidr: std::net::Ipv4Addr::new(10, 244, 0, 0),
+            gitops_cache: std::env::temp_dir().join("capstan-gitops"),
         }
     }
 }
@@ -40,7 +43,10 @@ impl Settings {
                 "cluster CIDR {cidr}: must be a /16 (one /24 per node)"
             ));
         }
-        Ok(Settings { cluster_cidr: net })
+        Ok(Settings {
+            cluster_cidr: net,
+            ..Settings::default()
+        })
     }
 }
 
@@ -150,7 +156,11 @@ async fn controllers(
             .run(node_ipam::reconcile, ipam_ctx, stopper()),
     ));
     // GitOps: Applications follow their repositories.
-    tasks.push(tokio::spawn(crate::gitops::run(client.clone(), stopper())));
+    tasks.push(tokio::spawn(crate::gitops::run(
+        client.clone(),
+        settings.gitops_cache.clone(),
+        stopper(),
+    )));
     // The scheduler runs under the same lease for now.
     tasks.push(tokio::spawn(crate::scheduler::run(
         client.clone(),

@@ -8,6 +8,7 @@ pub mod health;
 pub mod render;
 pub mod source;
 pub mod sync;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,9 @@ struct Memo {
     /// The revision autoRollback already reverted (never twice).
     auto_rolled: String,
     failed: bool,
+    /// Remotes: when the mirror was last fetched, and the last refresh request (webhook) seen.
+    fetched: Option<std::time::Instant>,
+    refresh: String,
 }
 
 pub struct Context {
@@ -52,16 +56,19 @@ pub struct Context {
     memos: Mutex<HashMap<String, Memo>>,
     /// How often health and drift are looked at (2 s).
     pub resync: Duration,
+    /// Where mirrors of remote repositories are kept.
+    pub cache: std::path::PathBuf,
 }
 
 impl Context {
-    pub fn new(client: Client, queue: WorkQueue) -> Self {
+    pub fn new(client: Client, queue: WorkQueue, cache: std::path::PathBuf) -> Self {
         Context {
             client,
             queue,
             watchers: Mutex::default(),
             memos: Mutex::default(),
             resync: Duration::from_secs(2),
+            cache,
         }
     }
 
@@ -111,21 +118,54 @@ fn policy(app: &Value, field: &str, default: bool) -> bool {
         .unwrap_or(default)
 }
 
-/// Reads the commit to deploy (on a blocking thread: libgit2 is synchronous).
-async fn read_commit(app: &Value) -> Result<(source::Snapshot, std::path::PathBuf), Error> {
-    let url = s(app, "/spec/source/repoURL").to_string();
-    let path = app["spec"]["source"]["path"].as_str().map(String::from);
-    let rev = app["spec"]["source"]["targetRevision"]
-        .as_str()
-        .map(String::from);
+/// Opens an app's source: a local repository in place, a remote through its mirror under `cache`.
+pub fn open_source(app: &Value, cache: &std::path::Path) -> Result<source::Source, source::Error> {
+    let url = s(app, "/spec/source/repoURL");
+    let path = app["spec"]["source"]["path"].as_str();
+    if source::is_remote(url) {
+        source::open_remote(url, path, cache)
+    } else {
+        source::open(url, path)
+    }
+}
+
+/// Reads the commit to deploy (on a blocking thread: libgit2 is synchronous), fetching a remote first when asked.
+async fn read_commit(
+    app: &Value,
+    cache: &std::path::Path,
+    fetch: bool,
+) -> Result<(source::Snapshot, std::path::PathBuf, bool), Error> {
+    let app = app.clone();
+    let cache = cache.to_path_buf();
     let r = tokio::task::spawn_blocking(move || -> Result<_, source::Error> {
-        let src = source::open(&url, path.as_deref())?;
-        let oid = src.resolve(rev.as_deref())?;
-        Ok((src.snapshot(oid)?, src.git_dir.clone()))
+        let src = open_source(&app, &cache)?;
+        if fetch && src.remote.is_some() {
+            src.fetch()?;
+        }
+        let rev = app["spec"]["source"]["targetRevision"].as_str();
+        let oid = src.resolve(rev)?;
+        Ok((
+            src.snapshot(oid)?,
+            src.git_dir.clone(),
+            src.remote.is_some(),
+        ))
     })
     .await
     .map_err(|e| Error::Join(e.to_string()))?;
     Ok(r?)
+}
+
+/// `spec.interval` ("30s", "2m", "1h"; default 30 s).
+fn interval(app: &Value) -> Duration {
+    let v = app["spec"]["interval"].as_str().unwrap_or("30s");
+    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = num.parse().unwrap_or(30);
+    Duration::from_secs(match unit {
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => n,
+    })
+    .max(Duration::from_secs(1))
 }
 
 /// Records one sync attempt as a SyncRecord named `<app>-<sequence>`; returns its name.
@@ -276,22 +316,32 @@ async fn last_healthy(client: &Client, ns: &str, app: &str, current: &str) -> Op
         .and_then(|r| r["spec"]["revision"].as_str().map(String::from))
 }
 
-/// Writes the revert commit for a rollback (blocking git work on its own thread).
+/// Writes the revert commit for a rollback (blocking git work on its own thread); for a remote, in a fresh mirror
+/// that pushes it.
 pub async fn write_rollback(app: &Value, to: &str, why: &str) -> Result<String, Error> {
-    let url = s(app, "/spec/source/repoURL").to_string();
-    let path = app["spec"]["source"]["path"].as_str().map(String::from);
+    let app = app.clone();
     let to = to.to_string();
-    let name = s(app, "/metadata/name").to_string();
     let why = why.to_string();
     let r = tokio::task::spawn_blocking(move || -> Result<String, source::Error> {
-        let src = source::open(&url, path.as_deref())?;
+        let scratch = tempfile::tempdir()
+            .map_err(|e| source::Error::Refused(format!("a scratch directory for the rollback: {e}")))?;
+        let src = open_source(&app, scratch.path())?;
+        if src.remote.is_some() {
+            src.fetch()?;
+        }
         let target = src.resolve(Some(&to))?;
+        let name = s(&app, "/metadata/name");
         let short: String = to.chars().take(7).collect();
         let msg = format!(
             "Roll back {name} to {short}\n\n{why}\n\nThe content of {} is restored as it was at {to}.\n",
             if src.path.is_empty() { "the repository" } else { &src.path }
         );
-        Ok(src.revert_to(target, &msg)?.to_string())
+        let oid = if src.remote.is_some() {
+            src.revert_remote(app["spec"]["source"]["targetRevision"].as_str(), target, &msg)?
+        } else {
+            src.revert_to(target, &msg)?
+        };
+        Ok(oid.to_string())
     })
     .await
     .map_err(|e| Error::Join(e.to_string()))?;
@@ -319,7 +369,12 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         .get(&key)
         .cloned();
     let started = format_time(&now());
-    let (snap, git_dir) = match read_commit(&app).await {
+    let refresh = s(&app, "/metadata/annotations/capstan.io~1refresh").to_string();
+    let webhook = memo.as_ref().is_some_and(|m| m.refresh != refresh);
+    let poll = memo
+        .as_ref()
+        .is_none_or(|m| m.fetched.is_none_or(|t| t.elapsed() >= interval(&app)));
+    let (snap, git_dir, remote) = match read_commit(&app, &ctx.cache, webhook || poll).await {
         Ok(r) => r,
         Err(e) => {
             set_status(&ctx.client, &ns, &name, json!({"sync": {"status": "Unknown"},
@@ -328,7 +383,9 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
     };
-    ctx.watch(&key, &git_dir);
+    if !remote {
+        ctx.watch(&key, &git_dir);
+    }
     let default_ns = app["spec"]["destination"]["namespace"]
         .as_str()
         .unwrap_or("default")
@@ -337,6 +394,10 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         None => Some("startup"),
         Some(m) if m.revision != snap.commit => Some(if snap.message.starts_with("Roll back ") {
             "rollback"
+        } else if webhook {
+            "webhook"
+        } else if remote {
+            "poll"
         } else {
             "push"
         }),
@@ -346,6 +407,16 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
     };
     let automated = policy(&app, "automated", true);
     let mut memo = memo.unwrap_or_default();
+    memo.refresh = refresh;
+    if remote && (webhook || poll) {
+        memo.fetched = Some(std::time::Instant::now());
+    }
+    if trigger.is_none() {
+        ctx.memos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), memo.clone());
+    }
     if let Some(trigger) = trigger.filter(|t| automated || *t == "manual") {
         let result = sync_commit(&ctx, &app, &snap, &default_ns, trigger, &started).await;
         memo.revision = snap.commit.clone();
@@ -532,9 +603,13 @@ async fn sync_commit(
 }
 
 /// Runs the Application controller until `stop` resolves.
-pub async fn run(client: Client, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    client: Client,
+    cache: std::path::PathBuf,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let controller =
         crate::runtime::Controller::new(client.clone(), kind("applications")).workers(2);
-    let ctx = Arc::new(Context::new(client, controller.queue()));
+    let ctx = Arc::new(Context::new(client, controller.queue(), cache));
     controller.run(reconcile, ctx, stop).await;
 }

@@ -20,7 +20,7 @@ pub enum Error {
     Git(String, git2::Error),
     #[error("{0}")]
     Refused(String),
-    #[error("repository URL {0:?}: only local paths and file:// URLs are supported so far (https and ssh come with remote sources)")]
+    #[error("repository URL {0:?} is a remote; it is fetched into a mirror, not opened in place")]
     Unsupported(String),
 }
 
@@ -33,6 +33,48 @@ pub struct Source {
     pub path: String,
     /// Where to watch for changes (the repository's git directory).
     pub git_dir: PathBuf,
+    /// For a remote: its URL (the repository above is a local mirror fetched from it).
+    pub remote: Option<String>,
+}
+
+/// Whether a repoURL names a remote (fetched into a mirror) rather than a local repository (watched in place).
+pub fn is_remote(url: &str) -> bool {
+    url.contains("://") || url.starts_with("git@")
+}
+
+/// Opens (creating it if needed) the local mirror of remote `url` under `cache`.
+pub fn open_remote(url: &str, path: Option<&str>, cache: &Path) -> Result<Source> {
+    let tail: String = url
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("repo")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = cache.join(format!("{tail}-{:08x}", crc32fast::hash(url.as_bytes())));
+    let repo = match Repository::open_bare(&dir) {
+        Ok(r) => r,
+        Err(_) => {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Error::Refused(format!("creating the mirror {}: {e}", dir.display()))
+            })?;
+            let r = Repository::init_bare(&dir).map_err(|e| Error::Open(url.into(), e))?;
+            r.remote("origin", url)
+                .map_err(|e| Error::Open(url.into(), e))?;
+            r
+        }
+    };
+    let path = path
+        .filter(|p| !p.is_empty() && *p != ".")
+        .unwrap_or("")
+        .trim_matches('/')
+        .to_string();
+    Ok(Source {
+        git_dir: dir,
+        repo,
+        path,
+        remote: Some(url.to_string()),
+    })
 }
 
 /// A file of the app at one commit.
@@ -52,16 +94,13 @@ pub struct Snapshot {
     pub files: Vec<File>,
 }
 
-/// Opens `repo_url` (a path or `file://` URL); `path` (from the Application) is joined to whatever directory inside
-/// the repository the URL names.
+/// Opens a local repository at `repo_url` (a path); `path` (from the Application) is joined to whatever directory
+/// inside the repository the URL names.
 pub fn open(repo_url: &str, path: Option<&str>) -> Result<Source> {
-    let local = if let Some(p) = repo_url.strip_prefix("file://") {
-        PathBuf::from(p)
-    } else if repo_url.contains("://") || repo_url.starts_with("git@") {
+    if is_remote(repo_url) {
         return Err(Error::Unsupported(repo_url.into()));
-    } else {
-        PathBuf::from(repo_url)
-    };
+    }
+    let local = PathBuf::from(repo_url);
     let repo = Repository::discover(&local).map_err(|e| Error::Open(repo_url.into(), e))?;
     let root = repo
         .workdir()
@@ -82,13 +121,24 @@ pub fn open(repo_url: &str, path: Option<&str>) -> Result<Source> {
         repo,
         path: full.to_string_lossy().trim_matches('/').to_string(),
         git_dir,
+        remote: None,
     })
 }
 
 impl Source {
     /// The commit `rev` names (branch, tag or commit); the current HEAD when none is given.
     pub fn resolve(&self, rev: Option<&str>) -> Result<Oid> {
-        let spec = rev.filter(|r| !r.is_empty()).unwrap_or("HEAD");
+        let rev = rev.filter(|r| !r.is_empty());
+        if self.remote.is_some() {
+            // Branches of a remote live under refs/remotes/origin in the mirror; its default branch is origin/HEAD.
+            let branch = format!("refs/remotes/origin/{}", rev.unwrap_or("HEAD"));
+            if let Ok(r) = self.repo.find_reference(&branch) {
+                if let Ok(c) = r.resolve().and_then(|r| r.peel_to_commit()) {
+                    return Ok(c.id());
+                }
+            }
+        }
+        let spec = rev.unwrap_or("HEAD");
         let obj = self
             .repo
             .revparse_single(spec)
@@ -164,6 +214,89 @@ impl Source {
         })
     }
 
+    /// Fetches every branch and tag of the remote into the mirror, and notes its default branch as origin/HEAD.
+    pub fn fetch(&self) -> Result<()> {
+        let mut remote = self.git(self.repo.find_remote("origin"))?;
+        self.git(remote.fetch(
+            &[
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ],
+            None,
+            None,
+        ))?;
+        self.git(remote.connect(git2::Direction::Fetch))?;
+        let default = remote
+            .default_branch()
+            .ok()
+            .and_then(|b| b.as_str().map(String::from));
+        let _ = remote.disconnect();
+        if let Some(b) = default {
+            let short = b.trim_start_matches("refs/heads/");
+            let target = format!("refs/remotes/origin/{short}");
+            self.git(self.repo.reference_symbolic(
+                "refs/remotes/origin/HEAD",
+                &target,
+                true,
+                "default branch",
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// The remote's branch `rev` names (or its default branch).
+    fn remote_branch(&self, rev: Option<&str>) -> Result<String> {
+        if let Some(b) = rev.filter(|r| !r.is_empty()) {
+            if self
+                .repo
+                .find_reference(&format!("refs/remotes/origin/{b}"))
+                .is_ok()
+            {
+                return Ok(b.to_string());
+            }
+            return Err(Error::Refused(format!(
+                "{b:?} is not a branch of the remote; a rollback needs one"
+            )));
+        }
+        let head = self.git(self.repo.find_reference("refs/remotes/origin/HEAD"))?;
+        let target = head
+            .symbolic_target()
+            .ok_or_else(|| Error::Refused("the remote's default branch is unknown".into()))?;
+        Ok(target
+            .trim_start_matches("refs/remotes/origin/")
+            .to_string())
+    }
+
+    /// For a remote: writes the rollback commit on top of the branch and pushes it (a rejected push changes
+    /// nothing on the remote and fails).
+    pub fn revert_remote(&self, branch: Option<&str>, target: Oid, message: &str) -> Result<Oid> {
+        let branch = self.remote_branch(branch)?;
+        let tip = self.resolve(Some(&branch))?;
+        let head = self.git(self.repo.find_commit(tip))?;
+        let oid = self.revert_commit(&head, target, message, None)?;
+        let mut remote = self.git(self.repo.find_remote("origin"))?;
+        let refspec = format!("{oid}:refs/heads/{branch}");
+        let rejected = std::cell::RefCell::new(None);
+        let mut cb = git2::RemoteCallbacks::new();
+        cb.push_update_reference(|r, status| {
+            if let Some(s) = status {
+                *rejected.borrow_mut() = Some(format!("{r}: {s}"));
+            }
+            Ok(())
+        });
+        let mut opts = git2::PushOptions::new();
+        opts.remote_callbacks(cb);
+        self.git(remote.push(&[refspec.as_str()], Some(&mut opts)))?;
+        drop(opts);
+        if let Some(why) = rejected.into_inner() {
+            return Err(Error::Refused(format!(
+                "the remote refused the rollback commit: {why}"
+            )));
+        }
+        self.fetch()?;
+        Ok(oid)
+    }
+
     /// Commits reachable from `head`, newest first (at most `limit`).
     pub fn log(&self, head: Oid, limit: usize) -> Result<Vec<Oid>> {
         let mut walk = self.git(self.repo.revwalk())?;
@@ -198,6 +331,23 @@ impl Source {
             }
         }
         let head = self.git(head_ref.peel_to_commit())?;
+        let oid = self.revert_commit(&head, target, message, Some("HEAD"))?;
+        if !self.repo.is_bare() {
+            let mut co = git2::build::CheckoutBuilder::new();
+            co.force();
+            self.git(self.repo.checkout_head(Some(&mut co)))?;
+        }
+        Ok(oid)
+    }
+
+    /// A commit on top of `head` whose app path holds what it held at `target`; `update_ref` moves that ref to it.
+    fn revert_commit(
+        &self,
+        head: &git2::Commit,
+        target: Oid,
+        message: &str,
+        update_ref: Option<&str>,
+    ) -> Result<Oid> {
         let target_commit = self.git(self.repo.find_commit(target))?;
         let head_tree = self.git(head.tree())?;
         let target_tree = self.git(target_commit.tree())?;
@@ -216,17 +366,10 @@ impl Source {
             .signature()
             .or_else(|_| Signature::now("Capstan", "capstan@localhost"))
             .map_err(|e| Error::Git(self.git_dir.display().to_string(), e))?;
-        let oid =
-            self.git(
-                self.repo
-                    .commit(Some("HEAD"), &sig, &sig, message, &new_tree, &[&head]),
-            )?;
-        if !self.repo.is_bare() {
-            let mut co = git2::build::CheckoutBuilder::new();
-            co.force();
-            self.git(self.repo.checkout_head(Some(&mut co)))?;
-        }
-        Ok(oid)
+        self.git(
+            self.repo
+                .commit(update_ref, &sig, &sig, message, &new_tree, &[head]),
+        )
     }
 
     /// A copy of `tree` with the subtree at `path` replaced by `with` (removed when None).
