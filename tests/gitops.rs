@@ -446,3 +446,154 @@ fn a_remote_follows_signed_webhooks_and_rollback_pushes_its_commit() {
         (template_version(&s).as_deref() == Some("v1")).then_some(())
     });
 }
+
+/// Files of the documentation corpus Kubernetes itself refuses although MALFORMED.txt does not list them (see
+/// tests/corpus.rs).
+const CORPUS_ALSO_INVALID: &[&str] = &[
+    "application/job/job-tmpl.yaml",
+    "secret/tls-auth-secret.yaml",
+    "service/networking/dual-stack-ipv6-svc.yaml",
+    "service/networking/dual-stack-ipv6-lb-svc.yaml",
+];
+
+#[test]
+fn a_repository_of_the_documentation_examples_syncs_and_bad_files_fail_the_commit() {
+    // The control plane only (no node agent): the examples' containers are not run on this machine.
+    let s = Server::start();
+    let corpus = common::corpus();
+    let malformed: Vec<String> = std::fs::read_to_string(corpus.join("MALFORMED.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .collect();
+    let repo = Repo::new(s.dir.path());
+    let mut files = Vec::new();
+    let mut stack = vec![corpus.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut taken = std::collections::BTreeSet::new();
+    let mut namespaces = std::collections::BTreeSet::new();
+    let mut unsupported = None;
+    let mut copied = 0;
+    for f in &files {
+        let rel = f
+            .strip_prefix(&corpus)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if malformed.contains(&rel) || CORPUS_ALSO_INVALID.contains(&rel.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        let docs = match capstan::api::manifest::parse(&rel, &text) {
+            Ok(d) => d,
+            Err(e) => {
+                if unsupported.is_none() && e.to_string().contains("is not served by Capstan") {
+                    unsupported = Some((rel.clone(), text.clone()));
+                }
+                continue;
+            }
+        };
+        // One definition per object: a file that would redefine one already taken is left out whole.
+        let ids: Vec<String> = docs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}/{}/{}",
+                    d.kind.kind,
+                    d.namespace().unwrap_or("default"),
+                    d.name()
+                )
+            })
+            .collect();
+        if docs
+            .iter()
+            .any(|d| d.name().is_empty() || d.kind.kind == "Namespace")
+            || ids.iter().any(|i| taken.contains(i))
+        {
+            continue;
+        }
+        taken.extend(ids);
+        namespaces.extend(docs.iter().filter_map(|d| d.namespace().map(String::from)));
+        let dest = repo.dir.join("app").join(&rel);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, text).unwrap();
+        copied += docs.len();
+    }
+    let ns_yaml: String = namespaces
+        .iter()
+        .filter(|n| !["default", "kube-system", "kube-public"].contains(&n.as_str()))
+        .map(|n| format!("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {n}\n"))
+        .collect();
+    repo.write("namespaces.yaml", &ns_yaml);
+    let good = repo.commit("the documentation's examples");
+    assert!(copied > 150, "only {copied} documents");
+    application(&s, &repo, json!({}));
+    within(Duration::from_secs(120), "the examples synced", || {
+        let a = app(&s);
+        (a["status"]["sync"]["revision"] == good.as_str()
+            && a["status"]["lastSyncedRevision"] == good.as_str())
+        .then_some(())
+    });
+    let records = history(&s);
+    let created = records[0]["spec"]["created"].as_array().map_or(0, Vec::len);
+    assert!(
+        created >= copied,
+        "created {created} of {copied} ({:?})",
+        records[0]["spec"]["error"]
+    );
+    // An unsupported kind fails the whole commit, naming the file and the kind.
+    let (file, text) = unsupported.expect("the corpus has a kind Capstan does not serve");
+    repo.write("unsupported.yaml", &text);
+    repo.commit("unsupported kind");
+    let msg = within(LONG, "Failed", || {
+        let a = app(&s);
+        (a["status"]["sync"]["status"] == "Failed").then(|| {
+            a["status"]["operationState"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+    });
+    assert!(
+        msg.contains("app/unsupported.yaml") && msg.contains("is not served by Capstan"),
+        "{file}: {msg}"
+    );
+    // So does each malformed file.
+    repo.remove("unsupported.yaml");
+    for m in &malformed {
+        let text = std::fs::read_to_string(corpus.join(m)).unwrap();
+        repo.write("malformed.yaml", &text);
+        let sha = repo.commit(&format!("malformed {m}"));
+        let msg = within(LONG, "Failed", || {
+            let a = app(&s);
+            (a["status"]["lastAttemptedRevision"] == sha.as_str()
+                && a["status"]["operationState"]["phase"] == "Failed")
+                .then(|| {
+                    a["status"]["operationState"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+        });
+        assert!(msg.contains("app/malformed.yaml"), "{m}: {msg}");
+        assert_eq!(
+            app(&s)["status"]["lastSyncedRevision"],
+            good.as_str(),
+            "{m}: nothing applied"
+        );
+    }
+}

@@ -105,6 +105,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
                     message: format!("document {}: {loc}{e}", i + 1),
                 }
             })?;
+            let mut v = v;
+            octal_modes(&mut v);
             values.push(v);
         }
     }
@@ -243,5 +245,48 @@ mod line_tests {
         let t = "---\na: 1\n---\nb: 2\n";
         assert_eq!(super::doc_line(t, 1), 2);
         assert_eq!(super::doc_line(t, 2), 4);
+    }
+}
+
+/// File modes written the YAML 1.1 way (`defaultMode: 0644`, `mode: 01777`) are octal integers to kubectl's YAML
+/// reader (go-yaml); this YAML 1.2 reader sees strings. Mode fields holding such a plain octal string become the
+/// integer kubectl would send.
+fn octal_modes(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if k == "defaultMode" || k == "mode" {
+                    if let Some(s) = x.as_str() {
+                        let digits = s.strip_prefix('0').unwrap_or("");
+                        if !digits.is_empty() && digits.chars().all(|c| ('0'..='7').contains(&c)) {
+                            if let Ok(n) = i64::from_str_radix(digits, 8) {
+                                *x = Value::from(n);
+                                continue;
+                            }
+                        }
+                    }
+                }
+                octal_modes(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod octal_tests {
+    #[test]
+    fn file_modes_read_like_kubectl() {
+        let docs = super::parse(
+            "p.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes:\n  - name: a\n    emptyDir: {mode: 01777}\n  - name: b\n    configMap: {name: c, defaultMode: 0644, items: [{key: k, path: k, mode: 0400}]}\n  - name: d\n    secret: {secretName: s, defaultMode: 420}\n",
+        )
+        .unwrap();
+        let v = &docs[0].object["spec"]["volumes"];
+        assert_eq!(v[0]["emptyDir"]["mode"], 1023);
+        assert_eq!(v[1]["configMap"]["defaultMode"], 420);
+        assert_eq!(v[1]["configMap"]["items"][0]["mode"], 256);
+        assert_eq!(v[2]["secret"]["defaultMode"], 420);
     }
 }

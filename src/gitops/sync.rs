@@ -50,10 +50,28 @@ async fn ssa(
 }
 
 /// The object as applied: the repository's content plus the app's label and annotation.
+/// (Labels or annotations that are not a mapping are left as they are, for the server to refuse with its message.)
 pub fn stamped(d: &Desired, app_ns: &str, app: &str) -> Value {
     let mut obj = d.object.clone();
-    obj["metadata"]["labels"][APP_LABEL] = json!(app);
-    obj["metadata"]["annotations"][APP_ANNOTATION] = json!(format!("{app_ns}/{app}"));
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return obj;
+    };
+    for (field, key, value) in [
+        ("labels", APP_LABEL, json!(app)),
+        (
+            "annotations",
+            APP_ANNOTATION,
+            json!(format!("{app_ns}/{app}")),
+        ),
+    ] {
+        let slot = meta.entry(field).or_insert_with(|| json!({}));
+        if slot.is_null() {
+            *slot = json!({});
+        }
+        if let Some(m) = slot.as_object_mut() {
+            m.insert(key.to_string(), value);
+        }
+    }
     obj
 }
 

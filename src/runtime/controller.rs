@@ -316,9 +316,20 @@ async fn worker<K, C, F, Fut, E>(
                 continue;
             }
         };
-        let result = reconcile(Arc::new(typed), ctx.clone())
-            .instrument(span.clone())
-            .await;
+        // A panicking reconcile is a bug, but it must not take the worker (and the key) down with it.
+        let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            reconcile(Arc::new(typed), ctx.clone()).instrument(span.clone()),
+        ))
+        .await;
+        let result = match result {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(parent: &span, "reconcile panicked; retrying with backoff");
+                queue.add_rate_limited(&key);
+                queue.done(&key);
+                continue;
+            }
+        };
         match result {
             Ok(Action::AwaitChange) => queue.forget(&key),
             Ok(Action::Requeue(after)) => {
