@@ -33,6 +33,12 @@ pub enum Error {
     Join(String),
 }
 
+/// A watched repository and the apps that follow it.
+struct RepoWatch {
+    _watcher: notify::RecommendedWatcher,
+    apps: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
+
 /// What an app last did, kept in memory between reconciles.
 #[derive(Default, Clone)]
 struct Memo {
@@ -52,7 +58,8 @@ struct Memo {
 pub struct Context {
     pub client: Client,
     pub queue: WorkQueue,
-    watchers: Mutex<HashMap<String, (std::path::PathBuf, notify::RecommendedWatcher)>>,
+    /// One watcher per repository, shared by every app that follows it: git dir -> (watcher, app keys).
+    watchers: Mutex<HashMap<std::path::PathBuf, RepoWatch>>,
     memos: Mutex<HashMap<String, Memo>>,
     /// How often health and drift are looked at (2 s).
     pub resync: Duration,
@@ -72,35 +79,71 @@ impl Context {
         }
     }
 
-    /// Watches the repository's git directory; any change there queues the app.
+    /// Watches the repository's HEAD, packed-refs and refs (not its objects: few inotify watches per repository,
+    /// one watcher per repository however many apps follow it); any change there queues the apps.
     fn watch(&self, key: &str, git_dir: &std::path::Path) {
         let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        if w.get(key).is_some_and(|(p, _)| p == git_dir) {
+        for (dir, rw) in w.iter() {
+            if dir != git_dir {
+                rw.apps
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(key);
+            }
+        }
+        if let Some(rw) = w.get(git_dir) {
+            rw.apps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_string());
             return;
         }
+        let apps: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+        apps.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string());
         let queue = self.queue.clone();
-        let k = key.to_string();
+        let followers = apps.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
-                // Index and object writes come with every commit; refs and HEAD say which commit is current.
                 let relevant = ev.paths.iter().any(|p| {
                     let s = p.to_string_lossy();
-                    !s.contains("/objects/") && !s.ends_with(".lock") && !s.ends_with("/index")
+                    !s.ends_with(".lock") && !s.ends_with("/index")
                 });
                 if relevant {
-                    queue.add(&k);
+                    for k in followers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                        queue.add(k);
+                    }
                 }
             }
         });
-        match watcher {
-            Ok(mut watcher) => match watcher.watch(git_dir, notify::RecursiveMode::Recursive) {
-                Ok(()) => {
-                    w.insert(key.to_string(), (git_dir.to_path_buf(), watcher));
-                }
-                Err(e) => tracing::warn!(app = key, "watching {}: {e}", git_dir.display()),
-            },
+        let started = watcher.and_then(|mut watcher| {
+            watcher.watch(git_dir, notify::RecursiveMode::NonRecursive)?;
+            watcher.watch(&git_dir.join("refs"), notify::RecursiveMode::Recursive)?;
+            Ok(watcher)
+        });
+        match started {
+            Ok(watcher) => {
+                w.insert(
+                    git_dir.to_path_buf(),
+                    RepoWatch {
+                        _watcher: watcher,
+                        apps,
+                    },
+                );
+            }
             Err(e) => tracing::warn!(app = key, "watching {}: {e}", git_dir.display()),
         }
+    }
+
+    /// Stops following for a deleted app (and drops watchers nobody needs).
+    fn unwatch(&self, key: &str) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        w.retain(|_, rw| {
+            let mut apps = rw.apps.lock().unwrap_or_else(|e| e.into_inner());
+            apps.remove(key);
+            !apps.is_empty()
+        });
     }
 }
 
@@ -354,10 +397,7 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
     let name = s(&app, "/metadata/name").to_string();
     let key = format!("{ns}/{name}");
     if app["metadata"]["deletionTimestamp"].is_string() {
-        ctx.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        ctx.unwatch(&key);
         return Ok(Action::await_change());
     }
     let generation = app["metadata"]["generation"].as_i64().unwrap_or(0);
