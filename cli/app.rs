@@ -137,7 +137,7 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
                 let n = |f: &str| r["spec"][f].as_array().map_or(0, Vec::len);
                 println!(
                     "{:<4} {:<8} {:<10} {:<10} {:<12} {:<21} {:<18} {}",
-                    r["spec"]["sequence"],
+                    r["spec"]["sequence"].as_i64().unwrap_or(0),
                     short(s(&r, "/spec/revision")),
                     s(&r, "/spec/trigger"),
                     s(&r, "/spec/result"),

@@ -179,6 +179,10 @@ fn main() -> Result<()> {
                 .await
             }
             other => {
+                // Client commands end quietly when their output is cut short (`capstan app history x | head`), like
+                // other Unix tools. (Servers keep SIGPIPE ignored: a closed connection is an error to handle there.)
+                // SAFETY: resetting a signal disposition to its default before any output.
+                unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
                 let kc = capstan::client::config::resolve(
                     cli.kubeconfig.as_deref(),
                     cli.data_dir.as_deref(),
