@@ -195,7 +195,7 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
         }
         AppCommand::Sync { name } => {
             let patch = json!({"metadata": {"annotations": {"capstan.io/sync-requested":
-                capstan::api::meta::format_time(&capstan::api::meta::now())}}});
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)}}});
             client
                 .patch(
                     apps,
