@@ -27,7 +27,8 @@ pub struct Context {
     /// The cluster CIDR's network address; /16 split into /24s.
     pub cluster: Ipv4Addr,
     /// Blocks handed out by this controller that the cache does not show yet.
-    pub allocated: std::sync::Mutex<HashSet<String>>,
+    /// node name -> block, until the cache shows it.
+    pub allocated: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Context {
@@ -74,25 +75,39 @@ pub async fn reconcile(node: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Er
     {
         let mut allocated = ctx.allocated.lock().unwrap_or_else(|e| e.into_inner());
         // Once the cache shows a block, the cache alone accounts for it (and frees it with its node).
-        allocated.retain(|c| !taken.contains(c));
-        taken.extend(allocated.iter().cloned());
+        allocated.retain(|_, c| !taken.contains(c));
+        if allocated.contains_key(name) {
+            // Given already; the cache has not caught up. Never a second block for one node.
+            return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+        }
+        taken.extend(allocated.values().cloned());
     }
     let cidr = next_free(ctx.cluster, &taken)
         .ok_or_else(|| Error::Exhausted(format!("{}/16", ctx.cluster)))?;
     let nodes = registry::lookup("nodes").expect("nodes");
-    ctx.client
+    let patched = ctx
+        .client
         .patch(
             nodes,
             None,
             name,
             "application/merge-patch+json",
-            &json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
+            // Conditional on the version read: a node that changed meanwhile (say, got its block) is a conflict.
+            &json!({"metadata": {"resourceVersion": node.pointer("/metadata/resourceVersion")},
+                "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
         )
-        .await?;
+        .await;
+    match patched {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(409) => {
+            return Ok(Action::requeue(std::time::Duration::from_millis(100)))
+        }
+        Err(e) => return Err(e.into()),
+    }
     ctx.allocated
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(cidr.clone());
+        .insert(name.to_string(), cidr.clone());
     tracing::info!(node = name, %cidr, "allocated pod CIDR");
     Ok(Action::await_change())
 }
