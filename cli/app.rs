@@ -66,16 +66,7 @@ fn short(sha: &str) -> &str {
 }
 
 async fn records(client: &Client, ns: &str, app: &str) -> Result<Vec<Value>> {
-    let list = client
-        .list(
-            kind("syncrecords"),
-            Some(ns),
-            &format!("labelSelector=capstan.io/application%3D{app}"),
-        )
-        .await?;
-    let mut items = list["items"].as_array().cloned().unwrap_or_default();
-    items.sort_by_key(|r| -r["spec"]["sequence"].as_i64().unwrap_or(0));
-    Ok(items)
+    Ok(capstan::gitops::history(client, ns, app).await?)
 }
 
 pub async fn run(client: &Client, a: AppArgs) -> Result<()> {

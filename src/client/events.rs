@@ -48,3 +48,16 @@ pub async fn record(
         tracing::debug!(reason, error = %e, "recording an event failed");
     }
 }
+
+/// [`record`] in the background: for controllers that must not wait on an Event.
+pub fn spawn_record(
+    client: &Client,
+    obj: Value,
+    component: &'static str,
+    ty: &'static str,
+    reason: &'static str,
+    message: String,
+) {
+    let client = client.clone();
+    tokio::spawn(async move { record(&client, &obj, component, ty, reason, &message).await });
+}

@@ -264,22 +264,13 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
             match ctx.client.create(rs_kind, Some(&ns), &rs).await {
                 Ok(v) => {
                     if initial > 0 {
-                        let client = ctx.client.clone();
-                        let me = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                            "metadata": {"name": name, "namespace": ns, "uid": uid}});
-                        let msg =
-                            format!("Scaled up replica set {name}-{hash} from 0 to {initial}");
-                        tokio::spawn(async move {
-                            crate::client::events::record(
-                                &client,
-                                &me,
-                                "deployment-controller",
-                                "Normal",
-                                "ScalingReplicaSet",
-                                &msg,
-                            )
-                            .await
-                        });
+                        scaling_event(
+                            &ctx.client,
+                            &name,
+                            &ns,
+                            &uid,
+                            format!("Scaled up replica set {name}-{hash} from 0 to {initial}"),
+                        );
                     }
                     v
                 }
@@ -308,8 +299,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
             let mut anns = annotations(revision_of(rs));
             anns[REVISION] = json!(revision_of(rs).to_string());
             let from = i(rs, "/spec/replicas");
-            let me = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": ns, "uid": uid}});
+            let (name, uid) = (name.clone(), uid.clone());
             async move {
                 let patch = json!({"spec": {"replicas": n}, "metadata": {"annotations": anns}});
                 let r = client
@@ -323,18 +313,13 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
                     .await;
                 if r.is_ok() {
                     let dir = if n > from { "up" } else { "down" };
-                    let msg = format!("Scaled {dir} replica set {rs_name} from {from} to {n}");
-                    tokio::spawn(async move {
-                        crate::client::events::record(
-                            &client,
-                            &me,
-                            "deployment-controller",
-                            "Normal",
-                            "ScalingReplicaSet",
-                            &msg,
-                        )
-                        .await
-                    });
+                    scaling_event(
+                        &client,
+                        &name,
+                        &ns,
+                        &uid,
+                        format!("Scaled {dir} replica set {rs_name} from {from} to {n}"),
+                    );
                 }
                 r
             }
@@ -535,6 +520,20 @@ async fn sync_status(
         )));
     }
     Ok(Action::await_change())
+}
+
+/// A ScalingReplicaSet Event on the Deployment, in the background.
+fn scaling_event(client: &Client, name: &str, ns: &str, uid: &str, message: String) {
+    let me = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "uid": uid}});
+    crate::client::events::spawn_record(
+        client,
+        me,
+        "deployment-controller",
+        "Normal",
+        "ScalingReplicaSet",
+        message,
+    );
 }
 
 #[cfg(test)]

@@ -452,12 +452,14 @@ fn pod_events(
         "replication-controller"
     };
     for n in names {
-        let client = client.clone();
-        let me = me.clone();
-        let msg = format!("{verb} pod: {n}");
-        tokio::spawn(async move {
-            crate::client::events::record(&client, &me, component, "Normal", reason, &msg).await
-        });
+        crate::client::events::spawn_record(
+            client,
+            me.clone(),
+            component,
+            "Normal",
+            reason,
+            format!("{verb} pod: {n}"),
+        );
     }
 }
 

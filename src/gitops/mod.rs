@@ -211,6 +211,24 @@ fn interval(app: &Value) -> Duration {
     .max(Duration::from_secs(1))
 }
 
+/// An app's SyncRecords, newest first.
+pub async fn history(
+    client: &Client,
+    ns: &str,
+    app: &str,
+) -> Result<Vec<Value>, crate::client::Error> {
+    let list = client
+        .list(
+            kind("syncrecords"),
+            Some(ns),
+            &format!("labelSelector=capstan.io/application%3D{app}"),
+        )
+        .await?;
+    let mut items = list["items"].as_array().cloned().unwrap_or_default();
+    items.sort_by_key(|r| -r["spec"]["sequence"].as_i64().unwrap_or(0));
+    Ok(items)
+}
+
 /// Records one sync attempt as a SyncRecord named `<app>-<sequence>`; returns its name.
 #[allow(clippy::too_many_arguments)]
 async fn record(
@@ -225,19 +243,10 @@ async fn record(
     outcome: &sync::Outcome,
 ) -> Result<String, Error> {
     let records = kind("syncrecords");
-    let existing = client
-        .list(
-            records,
-            Some(ns),
-            &format!("labelSelector=capstan.io/application%3D{app}"),
-        )
-        .await?;
-    let seq = existing["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["spec"]["sequence"].as_i64())
-        .max()
+    let seq = history(client, ns, app)
+        .await?
+        .first()
+        .and_then(|r| r["spec"]["sequence"].as_i64())
         .unwrap_or(0)
         + 1;
     let name = format!("{app}-{seq}");
@@ -254,21 +263,10 @@ async fn record(
 /// The newest record's health, once it is known.
 async fn record_health(client: &Client, ns: &str, app: &str, health: &str) {
     let records = kind("syncrecords");
-    let Ok(list) = client
-        .list(
-            records,
-            Some(ns),
-            &format!("labelSelector=capstan.io/application%3D{app}"),
-        )
-        .await
-    else {
+    let Ok(list) = history(client, ns, app).await else {
         return;
     };
-    let newest = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .max_by_key(|r| r["spec"]["sequence"].as_i64().unwrap_or(0));
+    let newest = list.first();
     if let Some(r) = newest {
         if r["spec"]["result"] == "Succeeded" && r["spec"]["health"] != health {
             let name = r["metadata"]["name"].as_str().unwrap_or("");
@@ -339,16 +337,7 @@ async fn observe(
 
 /// The newest commit of the app's history that synced and was Healthy, other than `current`.
 async fn last_healthy(client: &Client, ns: &str, app: &str, current: &str) -> Option<String> {
-    let list = client
-        .list(
-            kind("syncrecords"),
-            Some(ns),
-            &format!("labelSelector=capstan.io/application%3D{app}"),
-        )
-        .await
-        .ok()?;
-    let mut items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
-    items.sort_by_key(|r| -r["spec"]["sequence"].as_i64().unwrap_or(0));
+    let items = history(client, ns, app).await.ok()?;
     items
         .into_iter()
         .find(|r| {
