@@ -41,6 +41,9 @@ fn pods_spread_avoid_cordoned_nodes_and_explain_when_nothing_fits() {
     let s = Server::start();
     add_node(&s, "node-a");
     add_node(&s, "node-b");
+    // Nodes and pods reach the scheduler on separate watches; give the nodes a moment to arrive first, as they would
+    // in a cluster whose nodes registered before its workloads.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web"},
         "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "demo",
