@@ -37,6 +37,12 @@ impl Repo {
     fn write(&self, file: &str, text: &str) {
         std::fs::write(self.dir.join("app").join(file), text).unwrap();
     }
+    /// Writes a file anywhere in the repository (outside the app's directory too).
+    fn write_at(&self, path: &str, text: &str) {
+        let p = self.dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
     fn remove(&self, file: &str) {
         std::fs::remove_file(self.dir.join("app").join(file)).unwrap();
     }
@@ -596,4 +602,95 @@ fn a_repository_of_the_documentation_examples_syncs_and_bad_files_fail_the_commi
             "{m}: nothing applied"
         );
     }
+}
+
+#[test]
+fn a_kustomize_overlay_on_a_base_elsewhere_in_the_repository_syncs_and_rolls_on_a_generator_change()
+{
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write_at(
+        "base/kustomization.yaml",
+        "resources:\n- web.yaml\nconfigMapGenerator:\n- name: settings\n  literals: [COLOR=blue]\n",
+    );
+    repo.write_at(
+        "base/web.yaml",
+        &deployment(
+            "v1",
+            "        envFrom:\n        - configMapRef: {name: settings}\n",
+        ),
+    );
+    let overlay = |color: &str, extra: &str| {
+        format!("resources:\n- ../base\nnamePrefix: prod-\ncommonLabels:\n  env: prod\nconfigMapGenerator:\n- name: settings\n  behavior: merge\n  literals: [COLOR={color}]\n{extra}")
+    };
+    repo.write("kustomization.yaml", &overlay("green", ""));
+    repo.commit("kustomized");
+    application(&s, &repo, json!({}));
+    let deployment_of = || get(&s, "/apis/apps/v1/namespaces/default/deployments/prod-web");
+    let config_of = |d: &Value| {
+        d.pointer("/spec/template/spec/containers/0/envFrom/0/configMapRef/name")
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let first = within(LONG, "the overlay Synced and Healthy", || {
+        let d = deployment_of();
+        (available(&s) && d["metadata"]["labels"]["env"] == "prod")
+            .then(|| config_of(&d))
+            .flatten()
+    });
+    assert!(first.starts_with("prod-settings-"), "{first}");
+    let cm = get(
+        &s,
+        &format!("/api/v1/namespaces/default/configmaps/{first}"),
+    );
+    assert_eq!(cm["data"]["COLOR"], "green", "{cm}");
+    let d = deployment_of();
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["env"], "prod");
+
+    // A changed literal is a new ConfigMap name, so the Deployment rolls and the old ConfigMap is pruned.
+    repo.write("kustomization.yaml", &overlay("red", ""));
+    repo.commit("red");
+    let second = within(LONG, "the new ConfigMap rolled out", || {
+        let d = deployment_of();
+        config_of(&d).filter(|c| *c != first && available(&s))
+    });
+    let cm = get(
+        &s,
+        &format!("/api/v1/namespaces/default/configmaps/{second}"),
+    );
+    assert_eq!(cm["data"]["COLOR"], "red");
+    within(LONG, "the old ConfigMap pruned", || {
+        let (code, _) = s.call(
+            "GET",
+            &format!("/api/v1/namespaces/default/configmaps/{first}"),
+            "",
+            "",
+        );
+        (code == 404).then_some(())
+    });
+
+    // A field Capstan's kustomize does not carry out fails the commit, naming file, line and field; nothing changes.
+    repo.write(
+        "kustomization.yaml",
+        &overlay("black", "patches:\n- path: fix.yaml\n"),
+    );
+    repo.commit("with a patch");
+    let message = within(LONG, "the commit failed", || {
+        let a = app(&s);
+        (a["status"]["sync"]["status"] == "Failed")
+            .then(|| {
+                a["status"]["operationState"]["message"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .flatten()
+    });
+    assert!(
+        message.contains("app/kustomization.yaml:10: patches: not supported"),
+        "{message}"
+    );
+    assert_eq!(
+        config_of(&deployment_of()).as_deref(),
+        Some(second.as_str())
+    );
 }

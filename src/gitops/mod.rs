@@ -5,6 +5,7 @@
 //! talks to the cluster only through the client.
 
 pub mod health;
+pub mod kustomize;
 pub mod render;
 pub mod source;
 pub mod sync;

@@ -1,8 +1,9 @@
-//! Rendering: every manifest of a snapshot becomes a desired object, named by file and line for errors. A
-//! `kustomization.yaml` is reported as unsupported (never silently ignored) until kustomize support lands.
+//! Rendering: every manifest of a snapshot becomes a desired object, named by file and line for errors; directories
+//! with a `kustomization.yaml` are built by [`super::kustomize`].
 
 use serde_json::Value;
 
+use super::kustomize;
 use super::source::Snapshot;
 use crate::api::manifest;
 use crate::api::registry::KindInfo;
@@ -41,17 +42,55 @@ impl Desired {
 }
 
 /// Every object of the snapshot, with namespaces filled in; or every problem found (all files are read, so a commit
-/// reports all its errors at once).
+/// reports all its errors at once). A directory holding a kustomization is built with kustomize (its files are its
+/// own, not read as plain manifests); every other file is a plain manifest.
 pub fn render(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<String>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let inside = |p: &str| snap.root.is_empty() || p.starts_with(&format!("{}/", snap.root));
+    let mut kdirs: Vec<String> = Vec::new();
+    for f in snap.files.iter().chain(&snap.others) {
+        let (dir, base) = f.path.rsplit_once('/').unwrap_or(("", &f.path));
+        if inside(&f.path) && kustomize::FILE_NAMES.contains(&base) {
+            kdirs.push(dir.to_string());
+        }
+    }
+    kdirs.sort();
+    // Only the outermost: a kustomization below another is the outer one's business (or nobody's).
+    let mut outer: Vec<String> = Vec::new();
+    for d in kdirs {
+        if !outer.iter().any(|o| under(&d, o)) {
+            outer.push(d);
+        }
+    }
+    if !outer.is_empty() {
+        let tree: kustomize::Tree = snap
+            .files
+            .iter()
+            .chain(&snap.others)
+            .map(|f| (f.path.clone(), f.content.clone()))
+            .collect();
+        for dir in &outer {
+            match kustomize::build(&tree, dir) {
+                Ok(built) => {
+                    for r in built {
+                        push(
+                            &mut out,
+                            &mut errors,
+                            default_ns,
+                            r.file,
+                            r.line,
+                            r.kind,
+                            r.object,
+                        );
+                    }
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+    }
     for f in &snap.files {
-        let base = f.path.rsplit('/').next().unwrap_or("");
-        if base == "kustomization.yaml" || base == "kustomization.yml" {
-            errors.push(format!(
-                "{}: kustomize is not supported yet; the directory must hold plain manifests",
-                f.path
-            ));
+        if outer.iter().any(|o| under(&f.path, o)) {
             continue;
         }
         let text = match std::str::from_utf8(&f.content) {
@@ -64,24 +103,16 @@ pub fn render(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<Str
         match manifest::parse(&f.path, text) {
             Ok(docs) => {
                 for d in docs {
-                    let mut object = d.object;
-                    if d.kind.namespaced && object["metadata"]["namespace"].as_str().is_none() {
-                        object["metadata"]["namespace"] = Value::String(default_ns.to_string());
-                    }
                     let line = manifest::doc_line(text, d.index);
-                    if object["metadata"]["name"]
-                        .as_str()
-                        .is_none_or(str::is_empty)
-                    {
-                        errors.push(format!("{}:{line}: metadata.name is required", f.path));
-                        continue;
-                    }
-                    out.push(Desired {
-                        file: f.path.clone(),
+                    push(
+                        &mut out,
+                        &mut errors,
+                        default_ns,
+                        f.path.clone(),
                         line,
-                        kind: d.kind,
-                        object,
-                    });
+                        d.kind,
+                        d.object,
+                    );
                 }
             }
             Err(manifest::Error::Document { file, doc, message }) => {
@@ -105,6 +136,39 @@ pub fn render(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<Str
     } else {
         Err(errors)
     }
+}
+
+/// Whether `path` is `dir` or below it (every path is below the root, "").
+fn under(path: &str, dir: &str) -> bool {
+    dir.is_empty() || path == dir || path.starts_with(&format!("{dir}/"))
+}
+
+/// Adds one rendered object, its namespace defaulted; a nameless object is an error at its line.
+fn push(
+    out: &mut Vec<Desired>,
+    errors: &mut Vec<String>,
+    default_ns: &str,
+    file: String,
+    line: usize,
+    kind: &'static KindInfo,
+    mut object: Value,
+) {
+    if kind.namespaced && object["metadata"]["namespace"].as_str().is_none() {
+        object["metadata"]["namespace"] = Value::String(default_ns.to_string());
+    }
+    if object["metadata"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        errors.push(format!("{file}:{line}: metadata.name is required"));
+        return;
+    }
+    out.push(Desired {
+        file,
+        line,
+        kind,
+        object,
+    });
 }
 
 /// Apply order: an explicit `capstan.io/sync-wave` first, then Namespaces, then configuration and storage, then
@@ -137,27 +201,32 @@ mod tests {
     use super::super::source::File;
     use super::*;
 
-    fn snap(files: &[(&str, &str)]) -> Snapshot {
+    fn files(list: &[(&str, &str)]) -> Vec<File> {
+        list.iter()
+            .map(|(p, c)| File {
+                path: p.to_string(),
+                content: c.as_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    fn snap(root: &str, list: &[(&str, &str)], others: &[(&str, &str)]) -> Snapshot {
         Snapshot {
             commit: "c".into(),
             author: "a".into(),
             message: "m".into(),
-            files: files
-                .iter()
-                .map(|(p, c)| File {
-                    path: p.to_string(),
-                    content: c.as_bytes().to_vec(),
-                })
-                .collect(),
+            root: root.into(),
+            files: files(list),
+            others: files(others),
         }
     }
 
     #[test]
     fn renders_orders_and_reports_every_problem() {
-        let ok = snap(&[
+        let ok = snap("app", &[
             ("app/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n"),
             ("app/b.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, annotations: {capstan.io/sync-wave: \"-1\"}}\n"),
-        ]);
+        ], &[]);
         let mut docs = render(&ok, "shop").unwrap();
         assert_eq!(docs[0].namespace(), Some("shop"));
         assert_eq!(docs[1].namespace(), None);
@@ -166,20 +235,70 @@ mod tests {
         let order: Vec<&str> = docs.iter().map(|d| d.kind.kind).collect();
         assert_eq!(order, ["Deployment", "Namespace", "ConfigMap"]);
 
-        let bad = snap(&[
-            ("x/kustomization.yaml", "resources: []\n"),
+        let bad = snap("x", &[
             ("x/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v9\nkind: Widget\nmetadata: {name: w}\n"),
             ("x/b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"),
             ("x/c.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"),
-        ]);
+        ], &[]);
         let errs = render(&bad, "default").unwrap_err();
-        assert!(errs[0].contains("kustomize is not supported"), "{errs:?}");
         assert!(
-            errs[1].starts_with("x/a.yaml:5: document 2:") && errs[1].contains("Widget"),
+            errs[0].starts_with("x/a.yaml:5: document 2:") && errs[0].contains("Widget"),
             "{errs:?}"
         );
         assert!(
-            errs[2].contains("x/c.yaml:1: ConfigMap/default/c is also defined at x/b.yaml:1"),
+            errs[1].contains("x/c.yaml:1: ConfigMap/default/c is also defined at x/b.yaml:1"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn kustomized_directories_are_built_and_the_rest_read_plain() {
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        let s = snap(
+            "env",
+            &[
+                ("env/plain/cm.yaml", cm),
+                (
+                    "env/prod/kustomization.yaml",
+                    "resources: [../../base, extra.yaml]\nnamePrefix: prod-\n",
+                ),
+                ("env/prod/extra.yaml", cm),
+                (
+                    "env/prod/nested/kustomization.yaml",
+                    "resources: [nothing.yaml]\n",
+                ),
+            ],
+            &[
+                (
+                    "base/kustomization.yaml",
+                    "resources: [cm.yaml]\nnamespace: base\n",
+                ),
+                (
+                    "base/cm.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n",
+                ),
+            ],
+        );
+        let docs = render(&s, "team").unwrap();
+        let ids: Vec<String> = docs.iter().map(Desired::id).collect();
+        assert_eq!(
+            ids,
+            [
+                "ConfigMap/base/prod-b",
+                "ConfigMap/team/prod-c",
+                "ConfigMap/team/c"
+            ]
+        );
+        assert_eq!(docs[0].at(), "base/cm.yaml:1");
+
+        let s = snap(
+            "",
+            &[("kustomization.yaml", "resources: [gone.yaml]\n")],
+            &[],
+        );
+        let errs = render(&s, "default").unwrap_err();
+        assert!(
+            errs[0].contains("kustomization.yaml:1: resources: gone.yaml: no such file"),
             "{errs:?}"
         );
     }

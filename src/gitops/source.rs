@@ -91,7 +91,12 @@ pub struct Snapshot {
     pub commit: String,
     pub author: String,
     pub message: String,
+    /// The app's directory, relative to the repository root ("" for the root).
+    pub root: String,
     pub files: Vec<File>,
+    /// When a kustomization is under the app's path: every other file of the commit (up to 1 MiB each), for the
+    /// bases, generator files and env files it may name anywhere in the repository.
+    pub others: Vec<File>,
 }
 
 /// Opens a local repository at `repo_url` (a path); `path` (from the Application) is joined to whatever directory
@@ -165,19 +170,53 @@ impl Source {
         let c = self.git(self.repo.find_commit(commit))?;
         let tree = self.git(c.tree())?;
         let sub = if self.path.is_empty() {
-            tree
+            tree.clone()
         } else {
             let entry = self.git(tree.get_path(Path::new(&self.path)))?;
             self.git(self.git(entry.to_object(&self.repo))?.peel_to_tree())?
         };
         let mut files = Vec::new();
         let mut failure = None;
+        let mut kustomized = false;
+        self.git(sub.walk(TreeWalkMode::PreOrder, |_, entry| {
+            if entry
+                .name()
+                .is_some_and(|n| super::kustomize::FILE_NAMES.contains(&n))
+            {
+                kustomized = true;
+                return TreeWalkResult::Abort;
+            }
+            TreeWalkResult::Ok
+        }))
+        .or_else(|e| if kustomized { Ok(()) } else { Err(e) })?;
+        let mut others = Vec::new();
+        if kustomized {
+            self.git(tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+                if entry.kind() != Some(ObjectType::Blob) {
+                    return TreeWalkResult::Ok;
+                }
+                let path = format!("{dir}{}", entry.name().unwrap_or(""));
+                let inside = self.path.is_empty() || path.starts_with(&format!("{}/", self.path));
+                if inside && manifest_name(&path) {
+                    return TreeWalkResult::Ok;
+                }
+                if let Ok(b) = entry.to_object(&self.repo).and_then(|o| o.peel_to_blob()) {
+                    if b.size() <= 1 << 20 {
+                        others.push(File {
+                            path,
+                            content: b.content().to_vec(),
+                        });
+                    }
+                }
+                TreeWalkResult::Ok
+            }))?;
+        }
         self.git(sub.walk(TreeWalkMode::PreOrder, |dir, entry| {
             if entry.kind() != Some(ObjectType::Blob) {
                 return TreeWalkResult::Ok;
             }
             let name = entry.name().unwrap_or("");
-            if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
+            if !manifest_name(name) {
                 return TreeWalkResult::Ok;
             }
             let rel = if self.path.is_empty() {
@@ -210,7 +249,9 @@ impl Source {
                 author.email().unwrap_or("")
             ),
             message: c.summary().unwrap_or("").to_string(),
+            root: self.path.clone(),
             files,
+            others,
         })
     }
 
@@ -402,4 +443,9 @@ impl Source {
         }
         self.git(builder.write())
     }
+}
+
+/// Whether a file name is one the app reads as manifests.
+fn manifest_name(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
 }
