@@ -148,7 +148,8 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
             let app = client.get(apps, Some(ns), &name).await?;
             let rev = revision.unwrap_or_else(|| s(&app, "/status/lastSyncedRevision").to_string());
             let scratch = tempfile::tempdir()?;
-            let src = capstan::gitops::open_source(&app, scratch.path())?;
+            let creds = capstan::gitops::credentials(client, &app).await?;
+            let src = capstan::gitops::open_source(&app, scratch.path(), creds)?;
             if src.remote.is_some() {
                 src.fetch()?;
             }
@@ -220,7 +221,7 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
                 "Requested with `capstan app rollback` while {} was deployed.",
                 short(&current)
             );
-            let commit = capstan::gitops::write_rollback(&app, &to, &why).await?;
+            let commit = capstan::gitops::write_rollback(client, &app, &to, &why).await?;
             println!(
                 "wrote {} reverting {name} to {}; the cluster follows it like any commit",
                 short(&commit),

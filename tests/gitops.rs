@@ -2,6 +2,8 @@
 //! through the API, and the user's tools - kubectl and `capstan app`.
 
 mod common;
+#[path = "common/githttp.rs"]
+mod githttp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +53,27 @@ impl Repo {
         self.git(&["commit", "-q", "-m", message]);
         self.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
+}
+
+/// Makes an empty bare repository (an "upstream") at `dir`, default branch main.
+fn bare(dir: &Path) {
+    let st = Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The subject of the newest commit of a bare repository.
+fn last_subject(git_dir: &Path) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["log", "-1", "--format=%s"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn deployment(version: &str, extra: &str) -> String {
@@ -350,12 +373,7 @@ fn a_remote_follows_signed_webhooks_and_rollback_pushes_its_commit() {
     let s = Server::up(&[]);
     let root = s.dir.path();
     let upstream = root.join("upstream.git");
-    let st = Command::new("git")
-        .args(["init", "-q", "--bare", "-b", "main"])
-        .arg(&upstream)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    bare(&upstream);
     let repo = Repo::new(root);
     repo.write("web.yaml", &deployment("v1", ""));
     let v1 = repo.commit("v1");
@@ -435,13 +453,7 @@ fn a_remote_follows_signed_webhooks_and_rollback_pushes_its_commit() {
     });
     let out = ok(&s.capstan(&["app", "rollback", "shop"]));
     assert!(out.contains(&v1[..7]), "{out}");
-    let pushed = Command::new("git")
-        .arg("--git-dir")
-        .arg(&upstream)
-        .args(["log", "-1", "--format=%s"])
-        .output()
-        .unwrap();
-    let subject = String::from_utf8_lossy(&pushed.stdout).to_string();
+    let subject = last_subject(&upstream);
     assert!(subject.starts_with("Roll back shop to"), "{subject}");
     let (code, _) = hook(
         &body,
@@ -693,4 +705,258 @@ fn a_kustomize_overlay_on_a_base_elsewhere_in_the_repository_syncs_and_rolls_on_
         config_of(&deployment_of()).as_deref(),
         Some(second.as_str())
     );
+}
+
+/// Creates the Application "shop" following `url` (path app, polled every second) with credentials from `secret`.
+fn remote_application(s: &Server, url: &str, secret: &str) {
+    let app_obj = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": "default"},
+        "spec": {"source": {"repoURL": url, "path": "app", "secretRef": {"name": secret}},
+                 "interval": "1s"}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+        "application/json",
+        &app_obj.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+}
+
+/// Waits for the app's last operation to have failed with a message containing `want`; returns the message.
+fn sync_failure(s: &Server, want: &str) -> String {
+    within(LONG, want, || {
+        let m = app(s)["status"]["operationState"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        m.contains(want).then_some(m)
+    })
+}
+
+/// A remote served over smart HTTP (the real `git http-backend`) that wants a password: the Application's
+/// secretRef supplies it, a missing or wrong one is a clear failure that applies nothing, and a rollback pushes with it.
+fn remote_with_credentials(tls: bool) {
+    let s = Server::up(&[]);
+    let root = s.dir.path();
+    let srv_root = root.join("srv");
+    std::fs::create_dir_all(&srv_root).unwrap();
+    let upstream = srv_root.join("shop.git");
+    bare(&upstream);
+    // Pushes over smart HTTP need this on the server side.
+    let st = Command::new("git")
+        .arg("--git-dir")
+        .arg(&upstream)
+        .args(["config", "http.receivepack", "true"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let repo = Repo::new(root);
+    repo.write("web.yaml", &deployment("v1", ""));
+    let v1 = repo.commit("v1");
+    repo.git(&["remote", "add", "origin", upstream.to_str().unwrap()]);
+    repo.git(&["push", "-q", "origin", "main"]);
+
+    let material = tls.then(|| {
+        let dir = root.join("srv-tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        capstan::apiserver::tls::load_or_create(&dir).unwrap()
+    });
+    let server = githttp::GitHttp::start(
+        &srv_root,
+        "deployer",
+        "t0ken",
+        material
+            .as_ref()
+            .map(|m| (m.cert_pem.clone(), m.key_pem.clone())),
+    );
+    let url = format!("{}/shop.git", server.url);
+    remote_application(&s, &url, "git-creds");
+    let failure = |want: &str| sync_failure(&s, want);
+    let m = failure("secret default/git-creds (spec.source.secretRef) does not exist");
+    assert!(m.contains(&url), "{m}");
+    let put_secret = |password: &str, method: &str, path: &str| {
+        let mut data = json!({"username": "deployer", "password": password});
+        if let Some(m) = &material {
+            data["ca.crt"] = json!(m.ca_pem);
+        }
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "git-creds", "namespace": "default"}, "stringData": data});
+        let (code, v) = s.call(method, path, "application/json", &secret.to_string());
+        assert!(code == 200 || code == 201, "{v}");
+    };
+    put_secret("wrong", "POST", "/api/v1/namespaces/default/secrets");
+    failure("the remote refused the credentials (credentials: secret default/git-creds)");
+    assert_eq!(
+        template_version(&s),
+        None,
+        "nothing is applied without the repository"
+    );
+    put_secret(
+        "t0ken",
+        "PUT",
+        "/api/v1/namespaces/default/secrets/git-creds",
+    );
+    within(LONG, "v1 synced through the authenticated remote", || {
+        (available(&s) && app(&s)["status"]["sync"]["revision"] == v1.as_str()).then_some(())
+    });
+    repo.write("web.yaml", &deployment("v2", ""));
+    let v2 = repo.commit("v2");
+    repo.git(&["push", "-q", "origin", "main"]);
+    within(LONG, "v2 polled and synced", || {
+        (template_version(&s).as_deref() == Some("v2")
+            && available(&s)
+            && app(&s)["status"]["sync"]["revision"] == v2.as_str())
+        .then_some(())
+    });
+    within(LONG, "v2 recorded Healthy", || {
+        history(&s)
+            .last()
+            .is_some_and(|r| r["spec"]["health"] == "Healthy")
+            .then_some(())
+    });
+    // The rollback commit is pushed over the same authenticated transport.
+    let out = ok(&s.capstan(&["app", "rollback", "shop"]));
+    assert!(out.contains(&v1[..7]), "{out}");
+    let subject = last_subject(&upstream);
+    assert!(subject.starts_with("Roll back shop to"), "{subject}");
+    within(LONG, "back on v1", || {
+        (template_version(&s).as_deref() == Some("v1")).then_some(())
+    });
+}
+
+#[test]
+fn a_remote_over_http_authenticates_with_its_secret_and_rollback_pushes_with_it() {
+    remote_with_credentials(false);
+}
+
+#[cfg(feature = "https")]
+#[test]
+fn a_remote_over_https_with_a_private_ca_authenticates_with_its_secret() {
+    remote_with_credentials(true);
+}
+
+/// A real OpenSSH server on 127.0.0.1 for git over ssh: its own host key and config in a temp dir, one authorized
+/// key. It needs root (sshd drops privileges) and the sshd binary.
+#[cfg(feature = "ssh")]
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+}
+
+#[cfg(feature = "ssh")]
+impl Sshd {
+    fn start(dir: &Path, authorized: &str) -> Option<Sshd> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !sshd.exists() || !root {
+            assert!(
+                !common::required(),
+                "the ssh test needs root and /usr/sbin/sshd (CAPSTAN_REQUIRE_EXTERNAL=1)"
+            );
+            eprintln!("SKIP: the ssh test needs root and /usr/sbin/sshd");
+            return None;
+        }
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let host_key = dir.join("host_ed25519");
+        ok(&Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .output()
+            .unwrap());
+        let keys = dir.join("authorized_keys");
+        std::fs::write(&keys, authorized).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PermitRootLogin prohibit-password\nPidFile {}\n",
+                host_key.display(),
+                keys.display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .spawn()
+            .unwrap();
+        within(Duration::from_secs(10), "sshd listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Some(Sshd { child, port })
+    }
+}
+
+#[cfg(feature = "ssh")]
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "ssh")]
+#[test]
+fn a_remote_over_ssh_uses_the_key_and_known_hosts_of_its_secret() {
+    let s = Server::up(&[]);
+    let root = s.dir.path();
+    let keys = root.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let client_key = keys.join("id_ed25519");
+    ok(&Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&client_key)
+        .output()
+        .unwrap());
+    let public = std::fs::read_to_string(keys.join("id_ed25519.pub")).unwrap();
+    let Some(sshd) = Sshd::start(&keys, &public) else {
+        return;
+    };
+    let upstream = root.join("shop.git");
+    bare(&upstream);
+    let repo = Repo::new(root);
+    repo.write("web.yaml", &deployment("v1", ""));
+    let v1 = repo.commit("v1");
+    repo.git(&["remote", "add", "origin", upstream.to_str().unwrap()]);
+    repo.git(&["push", "-q", "origin", "main"]);
+
+    let host_pub = std::fs::read_to_string(keys.join("host_ed25519.pub")).unwrap();
+    let host_line = |key: &str| format!("[127.0.0.1]:{} {}", sshd.port, key.trim());
+    let put_secret = |known_hosts: &str, method: &str, path: &str| {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "git-ssh", "namespace": "default"},
+            "stringData": {"identity": std::fs::read_to_string(&client_key).unwrap(),
+                           "identity.pub": public, "known_hosts": known_hosts}});
+        let (code, v) = s.call(method, path, "application/json", &secret.to_string());
+        assert!(code == 200 || code == 201, "{v}");
+    };
+    // A known_hosts that lists another key for the host: refused before any credential is sent.
+    let other = std::fs::read_to_string(keys.join("id_ed25519.pub")).unwrap();
+    let other_key: Vec<&str> = other.split_whitespace().take(2).collect();
+    put_secret(
+        &host_line(&other_key.join(" ")),
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+    );
+    let url = format!("ssh://root@127.0.0.1:{}{}", sshd.port, upstream.display());
+    remote_application(&s, &url, "git-ssh");
+    sync_failure(&s, "does not match known_hosts");
+    let host_key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+    put_secret(
+        &host_line(&host_key.join(" ")),
+        "PUT",
+        "/api/v1/namespaces/default/secrets/git-ssh",
+    );
+    within(LONG, "v1 synced over ssh", || {
+        (available(&s) && app(&s)["status"]["sync"]["revision"] == v1.as_str()).then_some(())
+    });
 }

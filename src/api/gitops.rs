@@ -33,6 +33,13 @@ object!(ApplicationSource {
     pub target_revision: Option<String>,
     /// A directory in the repository (default: its root).
     pub path: Option<String>,
+    /// A Secret in the Application's namespace with what a remote needs: `username`/`password` (https),
+    /// `identity`/`identity.pub`/`passphrase`/`known_hosts` (ssh), `ca.crt` (a private https CA).
+    pub secret_ref: Option<SecretReference>,
+});
+
+object!(SecretReference {
+    pub name: String,
 });
 
 object!(ApplicationDestination {

@@ -162,27 +162,85 @@ fn policy(app: &Value, field: &str, default: bool) -> bool {
         .unwrap_or(default)
 }
 
-/// Opens an app's source: a local repository in place, a remote through its mirror under `cache`.
-pub fn open_source(app: &Value, cache: &std::path::Path) -> Result<source::Source, source::Error> {
+/// Opens an app's source: a local repository in place, a remote through its mirror under `cache` (with the
+/// credentials of its secretRef).
+pub fn open_source(
+    app: &Value,
+    cache: &std::path::Path,
+    credentials: Option<source::Credentials>,
+) -> Result<source::Source, source::Error> {
     let url = s(app, "/spec/source/repoURL");
     let path = app["spec"]["source"]["path"].as_str();
     if source::is_remote(url) {
-        source::open_remote(url, path, cache)
+        let mut src = source::open_remote(url, path, cache)?;
+        src.credentials = credentials;
+        Ok(src)
     } else {
         source::open(url, path)
     }
 }
 
+/// The credentials of an app's `spec.source.secretRef` (a Secret in the app's namespace), if it names one.
+pub async fn credentials(
+    client: &Client,
+    app: &Value,
+) -> Result<Option<source::Credentials>, Error> {
+    use base64::Engine;
+    let Some(secret) = app["spec"]["source"]["secretRef"]["name"].as_str() else {
+        return Ok(None);
+    };
+    let ns = s(app, "/metadata/namespace");
+    let origin = format!("secret {ns}/{secret}");
+    let obj = match client.get(kind("secrets"), Some(ns), secret).await {
+        Ok(o) => o,
+        Err(e) if e.code() == Some(404) => {
+            return Err(Error::Source(source::Error::Refused(format!(
+                "{}: {origin} (spec.source.secretRef) does not exist",
+                s(app, "/spec/source/repoURL")
+            ))));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = |key: &str| -> Option<Vec<u8>> {
+        obj["data"][key]
+            .as_str()
+            .and_then(|v| b64.decode(v).ok())
+            .or_else(|| {
+                obj["stringData"][key]
+                    .as_str()
+                    .map(|v| v.as_bytes().to_vec())
+            })
+    };
+    let text = |key: &str| bytes(key).map(|b| String::from_utf8_lossy(&b).into_owned());
+    Ok(Some(source::Credentials {
+        origin,
+        username: text("username"),
+        password: text("password"),
+        identity: text("identity"),
+        identity_pub: text("identity.pub"),
+        passphrase: text("passphrase"),
+        known_hosts: text("known_hosts"),
+        ca_cert: bytes("ca.crt"),
+    }))
+}
+
 /// Reads the commit to deploy (on a blocking thread: libgit2 is synchronous), fetching a remote first when asked.
 async fn read_commit(
+    client: &Client,
     app: &Value,
     cache: &std::path::Path,
     fetch: bool,
 ) -> Result<(source::Snapshot, std::path::PathBuf, bool), Error> {
+    let creds = if fetch {
+        credentials(client, app).await?
+    } else {
+        None
+    };
     let app = app.clone();
     let cache = cache.to_path_buf();
     let r = tokio::task::spawn_blocking(move || -> Result<_, source::Error> {
-        let src = open_source(&app, &cache)?;
+        let src = open_source(&app, &cache, creds)?;
         if fetch && src.remote.is_some() {
             src.fetch()?;
         }
@@ -351,14 +409,20 @@ async fn last_healthy(client: &Client, ns: &str, app: &str, current: &str) -> Op
 
 /// Writes the revert commit for a rollback (blocking git work on its own thread); for a remote, in a fresh mirror
 /// that pushes it.
-pub async fn write_rollback(app: &Value, to: &str, why: &str) -> Result<String, Error> {
+pub async fn write_rollback(
+    client: &Client,
+    app: &Value,
+    to: &str,
+    why: &str,
+) -> Result<String, Error> {
+    let creds = credentials(client, app).await?;
     let app = app.clone();
     let to = to.to_string();
     let why = why.to_string();
     let r = tokio::task::spawn_blocking(move || -> Result<String, source::Error> {
         let scratch = tempfile::tempdir()
             .map_err(|e| source::Error::Refused(format!("a scratch directory for the rollback: {e}")))?;
-        let src = open_source(&app, scratch.path())?;
+        let src = open_source(&app, scratch.path(), creds)?;
         if src.remote.is_some() {
             src.fetch()?;
         }
@@ -404,7 +468,9 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
     let poll = memo
         .as_ref()
         .is_none_or(|m| m.fetched.is_none_or(|t| t.elapsed() >= interval(&app)));
-    let (snap, git_dir, remote) = match read_commit(&app, &ctx.cache, webhook || poll).await {
+    let (snap, git_dir, remote) = match read_commit(&ctx.client, &app, &ctx.cache, webhook || poll)
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             set_status(&ctx.client, &ns, &name, json!({"sync": {"status": "Unknown"},
@@ -533,7 +599,7 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(key.clone(), memo.clone());
                 let why = format!("Automatic rollback: {message}");
-                match write_rollback(&app, &to, &why).await {
+                match write_rollback(&ctx.client, &app, &to, &why).await {
                     Ok(c) => {
                         tracing::info!(app = %key, commit = %c, to = %to, "rolled back automatically")
                     }

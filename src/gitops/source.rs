@@ -26,6 +26,30 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a remote asks of us to let us in, from the Secret an Application names in `spec.source.secretRef` (keys as
+/// Flux names them): `username` and `password` (a token works as the password) for https; `identity` (a private key,
+/// PEM or OpenSSH), optional `identity.pub` and `passphrase`, and `known_hosts` (required: the host key is checked)
+/// for ssh; `ca.crt` to trust an https server's private certificate authority.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// Where they came from (`namespace/name`), for error messages.
+    pub origin: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub identity: Option<String>,
+    pub identity_pub: Option<String>,
+    pub passphrase: Option<String>,
+    pub known_hosts: Option<String>,
+    pub ca_cert: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret values themselves.
+        write!(f, "Credentials({})", self.origin)
+    }
+}
+
 /// An opened source: the repository and the path of the app inside it.
 pub struct Source {
     pub repo: Repository,
@@ -35,6 +59,8 @@ pub struct Source {
     pub git_dir: PathBuf,
     /// For a remote: its URL (the repository above is a local mirror fetched from it).
     pub remote: Option<String>,
+    /// For a remote: what to authenticate with and which servers to trust.
+    pub credentials: Option<Credentials>,
 }
 
 /// Whether a repoURL names a remote (fetched into a mirror) rather than a local repository (watched in place).
@@ -74,6 +100,7 @@ pub fn open_remote(url: &str, path: Option<&str>, cache: &Path) -> Result<Source
         repo,
         path,
         remote: Some(url.to_string()),
+        credentials: None,
     })
 }
 
@@ -127,6 +154,7 @@ pub fn open(repo_url: &str, path: Option<&str>) -> Result<Source> {
         path: full.to_string_lossy().trim_matches('/').to_string(),
         git_dir,
         remote: None,
+        credentials: None,
     })
 }
 
@@ -255,23 +283,130 @@ impl Source {
         })
     }
 
+    /// Callbacks for talking to the remote: credentials from the Secret (one try each: a refused credential is an
+    /// error, not a loop), host keys checked against `known_hosts`, a private CA trusted for https, and a push whose
+    /// reference the remote rejects noted. What went wrong is left in `failure` for [`Source::explain`].
+    fn callbacks<'a>(
+        &'a self,
+        failure: &'a std::cell::RefCell<Option<String>>,
+    ) -> git2::RemoteCallbacks<'a> {
+        let mut cb = git2::RemoteCallbacks::new();
+        let creds = self.credentials.clone().unwrap_or_default();
+        let tried = std::cell::Cell::new(0u32);
+        let origin = if creds.origin.is_empty() {
+            "none: the Application names no secretRef".to_string()
+        } else {
+            creds.origin.clone()
+        };
+        let for_creds = creds.clone();
+        let origin_c = origin.clone();
+        cb.credentials(move |_url, user_from_url, allowed| {
+            tried.set(tried.get() + 1);
+            let c = &for_creds;
+            let refused = |what: &str| {
+                failure.replace(Some(format!(
+                    "the remote refused {what} (credentials: {origin_c})"
+                )));
+                git2::Error::from_str("authentication failed")
+            };
+            if tried.get() > 2 {
+                return Err(refused("the credentials"));
+            }
+            let user = c.username.as_deref().or(user_from_url).unwrap_or("git");
+            if allowed.contains(git2::CredentialType::SSH_KEY) {
+                if let Some(key) = &c.identity {
+                    return git2::Cred::ssh_key_from_memory(
+                        user,
+                        c.identity_pub.as_deref(),
+                        key,
+                        c.passphrase.as_deref(),
+                    );
+                }
+                return Err(refused(
+                    "us: it asks for an ssh key and the secret has no identity",
+                ));
+            }
+            if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                if let (Some(u), Some(p)) = (&c.username, &c.password) {
+                    return git2::Cred::userpass_plaintext(u, p);
+                }
+                return Err(refused(
+                    "us: it asks for a username and password and the secret has none",
+                ));
+            }
+            if allowed.contains(git2::CredentialType::USERNAME) {
+                return git2::Cred::username(user);
+            }
+            Err(refused("every kind of credential we can offer"))
+        });
+        cb.certificate_check(move |cert, host| {
+            if let Some(key) = cert.as_hostkey() {
+                return check_host_key(&creds, host, key).map_err(|why| {
+                    failure.replace(Some(why.clone()));
+                    git2::Error::from_str(&why)
+                });
+            }
+            if let (Some(x509), Some(ca)) = (cert.as_x509(), creds.ca_cert.as_deref()) {
+                return check_x509(ca, host, x509.data()).map_err(|why| {
+                    failure.replace(Some(why.clone()));
+                    git2::Error::from_str(&why)
+                });
+            }
+            Ok(git2::CertificateCheckStatus::CertificatePassthrough)
+        });
+        cb.push_update_reference(move |r, status| {
+            if let Some(s) = status {
+                failure.replace(Some(format!(
+                    "the remote refused the rollback commit: {r}: {s}"
+                )));
+                return Err(git2::Error::from_str("push rejected"));
+            }
+            Ok(())
+        });
+        cb
+    }
+
+    /// A git result, its error replaced by what the callbacks found out when they know better.
+    fn explain<T>(
+        &self,
+        r: std::result::Result<T, git2::Error>,
+        failure: &std::cell::RefCell<Option<String>>,
+    ) -> Result<T> {
+        let why = failure.borrow_mut().take();
+        match (r, why) {
+            (Ok(v), None) => Ok(v),
+            (_, Some(why)) => Err(Error::Refused(format!(
+                "{}: {why}",
+                self.remote.as_deref().unwrap_or("remote")
+            ))),
+            (Err(e), None) => Err(Error::Git(
+                self.remote.as_deref().unwrap_or("remote").to_string(),
+                e,
+            )),
+        }
+    }
+
     /// Fetches every branch and tag of the remote into the mirror, and notes its default branch as origin/HEAD.
     pub fn fetch(&self) -> Result<()> {
         let mut remote = self.git(self.repo.find_remote("origin"))?;
-        self.git(remote.fetch(
+        let failure = std::cell::RefCell::new(None);
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(self.callbacks(&failure));
+        let fetched = remote.fetch(
             &[
                 "+refs/heads/*:refs/remotes/origin/*",
                 "+refs/tags/*:refs/tags/*",
             ],
+            Some(&mut opts),
             None,
-            None,
-        ))?;
-        self.git(remote.connect(git2::Direction::Fetch))?;
+        );
+        drop(opts);
+        self.explain(fetched, &failure)?;
+        // The advertised HEAD stays known after the fetch's connection closes.
         let default = remote
             .default_branch()
             .ok()
             .and_then(|b| b.as_str().map(String::from));
-        let _ = remote.disconnect();
         if let Some(b) = default {
             let short = b.trim_start_matches("refs/heads/");
             let target = format!("refs/remotes/origin/{short}");
@@ -317,23 +452,13 @@ impl Source {
         let oid = self.revert_commit(&head, target, message, None)?;
         let mut remote = self.git(self.repo.find_remote("origin"))?;
         let refspec = format!("{oid}:refs/heads/{branch}");
-        let rejected = std::cell::RefCell::new(None);
-        let mut cb = git2::RemoteCallbacks::new();
-        cb.push_update_reference(|r, status| {
-            if let Some(s) = status {
-                *rejected.borrow_mut() = Some(format!("{r}: {s}"));
-            }
-            Ok(())
-        });
+        let failure = std::cell::RefCell::new(None);
         let mut opts = git2::PushOptions::new();
-        opts.remote_callbacks(cb);
-        self.git(remote.push(&[refspec.as_str()], Some(&mut opts)))?;
+        opts.remote_callbacks(self.callbacks(&failure));
+        let pushed = remote.push(&[refspec.as_str()], Some(&mut opts));
         drop(opts);
-        if let Some(why) = rejected.into_inner() {
-            return Err(Error::Refused(format!(
-                "the remote refused the rollback commit: {why}"
-            )));
-        }
+        self.explain(pushed, &failure)?;
+
         self.fetch()?;
         Ok(oid)
     }
@@ -443,6 +568,105 @@ impl Source {
         }
         self.git(builder.write())
     }
+}
+
+/// Checks an ssh server's host key against the `known_hosts` of the credentials (plain and hashed host entries).
+fn check_host_key(
+    creds: &Credentials,
+    host: &str,
+    key: &git2::cert::CertHostkey<'_>,
+) -> std::result::Result<git2::CertificateCheckStatus, String> {
+    use base64::Engine;
+    let Some(known) = creds.known_hosts.as_deref() else {
+        return Err(format!(
+            "ssh to {host} needs known_hosts in the secret ({}) so the server's key can be checked",
+            if creds.origin.is_empty() {
+                "no secretRef"
+            } else {
+                &creds.origin
+            }
+        ));
+    };
+    let Some(raw) = key.hostkey() else {
+        return Err(format!("{host} offered no host key"));
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut host_listed = false;
+    for line in known.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(hosts), Some(_kind), Some(k)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if hosts.starts_with('#') || !hosts_match(hosts, host) {
+            continue;
+        }
+        host_listed = true;
+        if b64.decode(k).is_ok_and(|k| k == raw) {
+            return Ok(git2::CertificateCheckStatus::CertificateOk);
+        }
+    }
+    Err(if host_listed {
+        format!("the host key of {host} does not match known_hosts: refusing to connect")
+    } else {
+        format!("{host} is not in known_hosts")
+    })
+}
+
+/// Whether a known_hosts host field (`a,b`, `[a]:2222`, `|1|salt|hash`) names `host`.
+fn hosts_match(field: &str, host: &str) -> bool {
+    use base64::Engine;
+    field.split(',').any(|pattern| {
+        if let Some(hashed) = pattern.strip_prefix("|1|") {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let Some((salt, hash)) = hashed.split_once('|') else {
+                return false;
+            };
+            let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+                return false;
+            };
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt);
+            return ring::hmac::verify(&key, host.as_bytes(), &hash).is_ok();
+        }
+        let name = pattern
+            .strip_prefix('[')
+            .and_then(|p| p.split_once("]:"))
+            .map_or(pattern, |(h, _)| h);
+        name == host
+    })
+}
+
+/// Checks an https server's certificate against the private CA of the credentials (webpki, through rustls).
+fn check_x509(
+    ca_pem: &[u8],
+    host: &str,
+    der: &[u8],
+) -> std::result::Result<git2::CertificateCheckStatus, String> {
+    use rustls::client::danger::ServerCertVerifier;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        let cert = cert.map_err(|e| format!("ca.crt: {e}"))?;
+        roots.add(cert).map_err(|e| format!("ca.crt: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("ca.crt holds no PEM certificate".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .map_err(|e| format!("ca.crt: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host}: {e}"))?;
+    verifier
+        .verify_server_cert(
+            &rustls::pki_types::CertificateDer::from(der.to_vec()),
+            &[],
+            &name,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| git2::CertificateCheckStatus::CertificateOk)
+        .map_err(|e| format!("the certificate of {host} is not trusted by ca.crt: {e}"))
 }
 
 /// Whether a file name is one the app reads as manifests.
