@@ -15,16 +15,28 @@ use serde_json::Value;
 
 use crate::output;
 
+/// Settings of the control plane's controllers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControlArgs {
+    /// The pod address range (an IPv4 /16; each node gets a /24 of it).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// First delay before a Job replaces a failed pod, in seconds (Kubernetes: 10), doubling up to 6 minutes.
+    #[arg(long, default_value_t = 10.0)]
+    pub job_backoff: f64,
+}
+
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
 pub async fn server(
     data_dir: &Path,
     listen: SocketAddr,
     repo: Option<PathBuf>,
     node: Option<(NodeArgs, bool)>,
-    cluster_cidr: &str,
+    control: &ControlArgs,
 ) -> Result<()> {
-    let mut settings = capstan::controllers::Settings::with_cluster_cidr(cluster_cidr)
+    let mut settings = capstan::controllers::Settings::with_cluster_cidr(&control.cluster_cidr)
         .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
+    settings.job_backoff = secs(control.job_backoff, "--job-backoff")?;
     settings.gitops_cache = data_dir.join("gitops");
     let started = Instant::now();
     std::fs::create_dir_all(data_dir)
@@ -674,10 +686,6 @@ impl NodeArgs {
         cfg.cpu = self.cpu.clone();
         cfg.memory = self.memory.clone();
         cfg.max_pods = self.max_pods;
-        let secs = |s: f64, flag: &str| {
-            std::time::Duration::try_from_secs_f64(s)
-                .map_err(|_| anyhow!("{flag}: {s} is not a duration in seconds"))
-        };
         cfg.backoff_base = secs(self.crashloop_backoff, "--crashloop-backoff")?;
         cfg.backoff_max = secs(self.crashloop_backoff_max, "--crashloop-backoff-max")?;
         for l in &self.labels {
@@ -871,4 +879,10 @@ fn application_for(repo: &Path) -> Result<Value> {
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"source": {"repoURL": abs.display().to_string()}, "destination": {"namespace": "default"}}}),
     )
+}
+
+/// A flag's seconds as a Duration (a clear error for negative or absurd values).
+fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow!("{flag}: {s} is not a duration in seconds"))
 }

@@ -36,9 +36,8 @@ enum Command {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
-        /// The pod address range (an IPv4 /16; each node gets a /24 of it).
-        #[arg(long, default_value = "10.244.0.0/16")]
-        cluster_cidr: String,
+        #[command(flatten)]
+        control: commands::ControlArgs,
     },
     /// Run Capstan on its embedded defaults - control plane and one node - following a git repository of manifests.
     Up {
@@ -46,9 +45,8 @@ enum Command {
         repo: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
-        /// The pod address range (an IPv4 /16; each node gets a /24 of it).
-        #[arg(long, default_value = "10.244.0.0/16")]
-        cluster_cidr: String,
+        #[command(flatten)]
+        control: commands::ControlArgs,
         #[command(flatten)]
         node: commands::NodeArgs,
         /// Leave this node's containers running when `capstan up` exits (they are adopted on the next start).
@@ -124,10 +122,9 @@ fn main() -> Result<()> {
             .clone()
             .unwrap_or_else(capstan::client::config::default_data_dir);
         match cli.command {
-            Command::Server {
-                listen,
-                cluster_cidr,
-            } => commands::server(&data_dir, listen, None, None, &cluster_cidr).await,
+            Command::Server { listen, control } => {
+                commands::server(&data_dir, listen, None, None, &control).await
+            }
             Command::DemoApp { listen } => {
                 let listen = match listen {
                     Some(l) => l,
@@ -144,7 +141,7 @@ fn main() -> Result<()> {
             Command::Up {
                 repo,
                 listen,
-                cluster_cidr,
+                control,
                 node,
                 keep_pods,
                 no_repo,
@@ -152,14 +149,7 @@ fn main() -> Result<()> {
                 let repo = repo
                     .or_else(|| Some(PathBuf::from("examples/repo")).filter(|p| p.is_dir()))
                     .filter(|_| !no_repo);
-                commands::server(
-                    &data_dir,
-                    listen,
-                    repo,
-                    Some((node, !keep_pods)),
-                    &cluster_cidr,
-                )
-                .await
+                commands::server(&data_dir, listen, repo, Some((node, !keep_pods)), &control).await
             }
             Command::Agent {
                 server,

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,23 +47,7 @@ spec:
 }
 
 fn apply(s: &Server, k: &std::path::Path, yaml: &str) {
-    let mut child = Command::new(k)
-        .env("KUBECONFIG", s.kubeconfig())
-        .arg("--cache-dir")
-        .arg(s.dir.path().join("kubectl-cache"))
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    ok(&child.wait_with_output().unwrap());
+    s.kubectl_apply(k, yaml);
 }
 
 fn pods(s: &Server, selector: &str) -> Vec<Value> {

@@ -7,6 +7,7 @@ use serde_with::skip_serializing_none;
 use super::core::{kind, object, PodTemplateSpec};
 use super::meta::{Condition, LabelSelector, ObjectMeta, Time};
 use super::Opaque;
+use chrono::{DateTime, TimeZone, Utc};
 
 kind!(Job { pub spec: Option<JobSpec>, pub status: Option<JobStatus>, });
 object!(JobSpec {
@@ -58,3 +59,144 @@ object!(CronJobStatus {
     pub last_schedule_time: Option<Time>,
     pub last_successful_time: Option<Time>,
 });
+
+/// A parsed schedule in its time zone.
+#[derive(Debug)]
+pub struct Schedule {
+    cron: croner::Cron,
+    tz: chrono_tz::Tz,
+}
+
+/// Parses a CronJob's `schedule` (five fields or a macro) and `timeZone`; the error says which is wrong and why.
+pub fn parse_schedule(schedule: &str, time_zone: Option<&str>) -> Result<Schedule, String> {
+    let tz = match time_zone {
+        None | Some("") => chrono_tz::UTC,
+        Some(name) => name
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| format!("unknown time zone {name:?}"))?,
+    };
+    let trimmed = schedule.trim();
+    if trimmed.starts_with("TZ=") || trimmed.starts_with("CRON_TZ=") {
+        return Err("TZ and CRON_TZ are not supported in the schedule; use spec.timeZone".into());
+    }
+    if !trimmed.starts_with('@') && trimmed.split_whitespace().count() != 5 {
+        return Err(format!(
+            "{schedule:?}: expected exactly 5 fields (minute hour day-of-month month day-of-week) or a macro like @hourly"
+        ));
+    }
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(trimmed)
+        .map_err(|e| format!("{schedule:?}: {e}"))?;
+    Ok(Schedule { cron, tz })
+}
+
+impl Schedule {
+    /// The first scheduled time strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&t.with_timezone(&self.tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The latest scheduled time in `(after, until]` and how many there are (counting stops at `cap`).
+    pub fn latest_between(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cap: usize,
+    ) -> (Option<DateTime<Utc>>, usize) {
+        let mut count = 0;
+        let mut latest = None;
+        let mut t = after;
+        while let Some(n) = self.next_after(t) {
+            if n > until {
+                break;
+            }
+            count += 1;
+            latest = Some(n);
+            t = n;
+            if count >= cap {
+                // Too many to walk: the latest is the last one at or before `until`.
+                latest = self
+                    .cron
+                    .find_previous_occurrence(&until.with_timezone(&self.tz), true)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc));
+                break;
+            }
+        }
+        (latest, count)
+    }
+
+    /// `t` as RFC 3339 in the schedule's time zone.
+    pub fn local(&self, t: DateTime<Utc>) -> String {
+        self.tz
+            .from_utc_datetime(&t.naive_utc())
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_schedule as parse;
+    use super::*;
+
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn schedules_parse_like_cron_and_errors_say_why() {
+        let every5 = parse("*/5 * * * *", None).unwrap();
+        assert_eq!(
+            every5.next_after(at("2026-01-01T10:02:30Z")),
+            Some(at("2026-01-01T10:05:00Z"))
+        );
+        let hourly = parse("@hourly", None).unwrap();
+        assert_eq!(
+            hourly.next_after(at("2026-01-01T10:02:30Z")),
+            Some(at("2026-01-01T11:00:00Z"))
+        );
+        // Day of month OR day of week, as Vixie cron: the 13th, and every Friday.
+        let either = parse("0 0 13 * 5", None).unwrap();
+        assert_eq!(
+            either.next_after(at("2026-02-01T00:00:00Z")),
+            Some(at("2026-02-06T00:00:00Z"))
+        );
+        assert_eq!(
+            either.next_after(at("2026-02-12T00:00:00Z")),
+            Some(at("2026-02-13T00:00:00Z"))
+        );
+        assert!(parse("* * * *", None)
+            .unwrap_err()
+            .contains("exactly 5 fields"));
+        assert!(parse("0 * * * * *", None)
+            .unwrap_err()
+            .contains("exactly 5 fields"));
+        assert!(parse("61 * * * *", None).is_err());
+        assert!(parse("TZ=UTC 0 * * * *", None)
+            .unwrap_err()
+            .contains("spec.timeZone"));
+        assert!(parse("0 * * * *", Some("Mars/Olympus"))
+            .unwrap_err()
+            .contains("unknown time zone"));
+    }
+
+    #[test]
+    fn time_zones_move_the_hour() {
+        // 09:00 in New York is 14:00 UTC in winter.
+        let ny = parse("0 9 * * *", Some("America/New_York")).unwrap();
+        assert_eq!(
+            ny.next_after(at("2026-01-05T00:00:00Z")),
+            Some(at("2026-01-05T14:00:00Z"))
+        );
+        assert_eq!(
+            ny.local(at("2026-01-05T14:00:00Z")),
+            "2026-01-05T09:00:00-05:00"
+        );
+    }
+}

@@ -406,10 +406,19 @@ pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
             match str_at(obj, "spec.schedule") {
                 Some(s) => {
                     if let Err(e) = check_cron(s) {
-                        errs.push(err("spec.schedule", Reason::Invalid, format!("{s:?}: {e}")));
+                        errs.push(err("spec.schedule", Reason::Invalid, e));
                     }
                 }
                 None => errs.push(err("spec.schedule", Reason::Required, "")),
+            }
+            if let Some(tz) = str_at(obj, "spec.timeZone") {
+                if tz.parse::<chrono_tz::Tz>().is_err() {
+                    errs.push(err(
+                        "spec.timeZone",
+                        Reason::Invalid,
+                        format!("{tz:?}: unknown time zone"),
+                    ));
+                }
             }
             enum_field(
                 obj,
@@ -774,73 +783,7 @@ fn job(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
 
 /// Checks a cron schedule: five fields or an `@` macro.
 pub fn check_cron(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    let s = match s.strip_prefix("TZ=").or_else(|| s.strip_prefix("CRON_TZ=")) {
-        Some(rest) => {
-            return Err(format!(
-                "time zones in the schedule are not allowed, use spec.timeZone ({rest})"
-            ))
-        }
-        None => s,
-    };
-    if s.starts_with('@') {
-        return match s {
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
-            | "@hourly" => Ok(()),
-            _ => Err(format!("unknown macro {s}")),
-        };
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!("expected exactly 5 fields, found {}", fields.len()));
-    }
-    let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
-    for (f, (lo, hi)) in fields.iter().zip(ranges) {
-        for part in f.split(',') {
-            let (range, step) = match part.split_once('/') {
-                Some((r, st)) => (r, Some(st)),
-                None => (part, None),
-            };
-            if let Some(st) = step {
-                if st.parse::<u32>().map_or(true, |n| n == 0) {
-                    return Err(format!("invalid step in {part:?}"));
-                }
-            }
-            if range == "*" || range == "?" {
-                continue;
-            }
-            let names = |x: &str| -> Option<u32> {
-                const MONTHS: [&str; 12] = [
-                    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
-                    "dec",
-                ];
-                const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-                let l = x.to_ascii_lowercase();
-                x.parse().ok().or_else(|| {
-                    MONTHS
-                        .iter()
-                        .position(|m| *m == l)
-                        .map(|i| i as u32 + 1)
-                        .filter(|_| hi == 12)
-                        .or_else(|| {
-                            DAYS.iter()
-                                .position(|d| *d == l)
-                                .map(|i| i as u32)
-                                .filter(|_| hi == 7)
-                        })
-                })
-            };
-            let (a, b) = match range.split_once('-') {
-                Some((a, b)) => (names(a), names(b)),
-                None => (names(range), names(range)),
-            };
-            match (a, b) {
-                (Some(a), Some(b)) if a >= lo && b <= hi && a <= b => {}
-                _ => return Err(format!("{part:?} is out of range {lo}-{hi}")),
-            }
-        }
-    }
-    Ok(())
+    super::batch::parse_schedule(s, None).map(|_| ())
 }
 
 fn port_name(name: &str) -> Result<(), String> {

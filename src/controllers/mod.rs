@@ -2,8 +2,10 @@
 //! controller runtime, all run by [`run`] while this process holds the `capstan-controller-manager` Lease. They talk
 //! to the cluster only through the client.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod gc;
+pub mod job;
 pub mod node_ipam;
 pub mod replicaset;
 
@@ -23,6 +25,8 @@ pub struct Settings {
     pub cluster_cidr: std::net::Ipv4Addr,
     /// Where GitOps keeps mirrors of remote repositories.
     pub gitops_cache: std::path::PathBuf,
+    /// The Job controller's first delay before replacing a failed pod (Kubernetes: 10 s, doubling).
+    pub job_backoff: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -30,6 +34,7 @@ impl Default for Settings {
         Settings {
             cluster_cidr: std::net::Ipv4Addr::new(10, 244, 0, 0),
             gitops_cache: std::env::temp_dir().join("capstan-gitops"),
+            job_backoff: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -146,6 +151,30 @@ async fn controllers(
             .workers(4)
             .run(replicaset::reconcile, rs_ctx, stopper()),
     ));
+    let job_ctx = Arc::new(job::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        expectations: replicaset::Expectations::default(),
+        backoff: settings.job_backoff,
+    });
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("jobs"))
+            .primary_shared(&informers["jobs"])
+            .owns_shared(pods)
+            .workers(2)
+            .run(job::reconcile, job_ctx, stopper()),
+    ));
+    let cron_ctx = Arc::new(cronjob::Context {
+        client: client.clone(),
+        jobs: informers["jobs"].cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("cronjobs"))
+            .primary_shared(&informers["cronjobs"])
+            .owns_shared(&informers["jobs"])
+            .workers(1)
+            .run(cronjob::reconcile, cron_ctx, stopper()),
+    ));
     let mut ipam = node_ipam::Context::new(client.clone(), informers["nodes"].cache.clone());
     ipam.cluster = settings.cluster_cidr;
     let ipam_ctx = Arc::new(ipam);
@@ -186,6 +215,25 @@ async fn controllers(
         let _ = t.await;
     }
     drop(informers);
+}
+
+/// Deletes the named objects (background propagation); ones already gone are not an error. Returns the names it
+/// deleted.
+pub(crate) async fn delete_all(
+    client: &Client,
+    kind: &crate::api::registry::KindInfo,
+    ns: &str,
+    names: &[String],
+) -> Result<Vec<String>, crate::client::Error> {
+    let mut done = Vec::new();
+    for n in names {
+        match client.delete(kind, Some(ns), n, "Background").await {
+            Ok(_) => done.push(n.clone()),
+            Err(e) if e.code() == Some(404) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 fn kind(plural: &str) -> &'static crate::api::registry::KindInfo {

@@ -43,7 +43,7 @@ struct Pending {
 const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Expectations {
-    fn satisfied(&self, key: &str, pods: &Cache, ns: &str) -> bool {
+    pub(crate) fn satisfied(&self, key: &str, pods: &Cache, ns: &str) -> bool {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(p) = m.get_mut(key) else { return true };
         p.adds.retain(|n| pods.get(ns, n).is_none());
@@ -58,7 +58,7 @@ impl Expectations {
         false
     }
 
-    fn expect(&self, key: &str, adds: Vec<String>, deletes: Vec<String>) {
+    pub(crate) fn expect(&self, key: &str, adds: Vec<String>, deletes: Vec<String>) {
         if adds.is_empty() && deletes.is_empty() {
             return;
         }
@@ -81,7 +81,7 @@ pub struct Context {
     pub expectations: Expectations,
 }
 
-fn controller_uid(pod: &Value) -> Option<&str> {
+pub(crate) fn controller_uid(pod: &Value) -> Option<&str> {
     pod.pointer("/metadata/ownerReferences")?
         .as_array()?
         .iter()
@@ -89,7 +89,7 @@ fn controller_uid(pod: &Value) -> Option<&str> {
         .and_then(|o| o["uid"].as_str())
 }
 
-fn is_ready(pod: &Value) -> bool {
+pub(crate) fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()
@@ -378,17 +378,7 @@ async fn sync(rs: &ReplicaSet, owner_plural: &str, ctx: Arc<Context>) -> Result<
             }
         } else if active.len() > replicas {
             let doomed = pods_to_delete(active.clone(), active.len() - replicas);
-            for d in &doomed {
-                match ctx
-                    .client
-                    .delete(pod_kind, Some(&ns), d, "Background")
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.code() == Some(404) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            super::delete_all(&ctx.client, pod_kind, &ns, &doomed).await?;
             tracing::info!(deleted = doomed.len(), "deleted pods");
             pod_events(
                 &ctx.client,

@@ -61,8 +61,8 @@ impl Server {
         Self::launch(dir, &["server"])
     }
 
-    /// `capstan up` (control plane and one node agent, named `node-a`) following no repository, a short
-    /// crash-loop backoff, and `extra` arguments.
+    /// `capstan up` (control plane and one node agent, named `node-a`) following no repository, short crash-loop
+    /// and Job backoffs, and `extra` arguments.
     pub fn up(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut args = vec![
@@ -74,6 +74,8 @@ impl Server {
             "0.5",
             "--crashloop-backoff-max",
             "2",
+            "--job-backoff",
+            "0.2",
         ];
         args.extend_from_slice(extra);
         Self::launch(dir, &args)
@@ -214,6 +216,28 @@ impl Server {
             .args(args)
             .output()
             .expect("run kubectl")
+    }
+
+    /// `kubectl apply -f -` of a YAML text; panics with kubectl's output when it fails.
+    pub fn kubectl_apply(&self, kubectl: &Path, yaml: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(kubectl)
+            .env("KUBECONFIG", self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kubectl-cache"))
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl apply");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        ok(&child.wait_with_output().unwrap())
     }
 
     /// Runs `capstan` client commands against this server.

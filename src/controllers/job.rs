@@ -1,0 +1,698 @@
+//! The Job controller: runs pods of the template to completion. `completions` and `parallelism` (NonIndexed, and
+//! Indexed with `JOB_COMPLETION_INDEX` and the completion-index annotation and label), failures counted against
+//! `backoffLimit` (failed pods, and container restarts under `restartPolicy: OnFailure`) with an exponential delay
+//! before each replacement, `activeDeadlineSeconds`, `podFailurePolicy` rules (FailJob, Ignore, Count on exit codes
+//! and pod conditions), `suspend`, and `ttlSecondsAfterFinished`. Status carries what `kubectl get/describe/wait`
+//! read: active, ready, succeeded, failed, terminating, startTime, completionTime, completedIndexes and the
+//! Complete/SuccessCriteriaMet, Failed/FailureTarget and Suspended conditions, with Kubernetes' reasons.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::replicaset::{controller_uid, is_ready, Expectations};
+use crate::api::meta::{format_time, now, Time};
+use crate::api::registry;
+use crate::client::informer::Cache;
+use crate::client::Client;
+use crate::runtime::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(#[from] crate::client::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The annotation (and label) holding an Indexed Job pod's completion index.
+pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
+/// The longest delay between a failure and its replacement pod, as in Kubernetes.
+const MAX_BACKOFF: Duration = Duration::from_secs(360);
+
+/// What the Job controller works with.
+pub struct Context {
+    pub client: Client,
+    pub pods: Cache,
+    pub expectations: Expectations,
+    /// The delay before the first replacement of a failed pod (doubling per failure; Kubernetes uses 10 s).
+    pub backoff: Duration,
+}
+
+fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn time_at(v: &Value, pointer: &str) -> Option<Time> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+fn phase(pod: &Value) -> &str {
+    s(pod, "/status/phase")
+}
+
+fn index_of(pod: &Value) -> Option<i64> {
+    pod.pointer("/metadata/annotations")
+        .and_then(|a| a.get(INDEX_KEY))
+        .and_then(Value::as_str)
+        .and_then(|i| i.parse().ok())
+}
+
+fn condition_true(job: &Value, ty: &str) -> bool {
+    job.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == ty && c["status"] == "True")
+}
+
+/// When a pod ended (its last container's finish, else its last condition change).
+fn finished_at(pod: &Value) -> Option<Time> {
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array);
+    statuses
+        .into_iter()
+        .flatten()
+        .filter_map(|c| time_at(c, "/state/terminated/finishedAt"))
+        .max()
+        .or_else(|| {
+            pod.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| time_at(c, "/lastTransitionTime"))
+                .max()
+        })
+}
+
+/// What a podFailurePolicy makes of a failed pod.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Count,
+    Ignore,
+    FailJob(String),
+}
+
+/// Applies the first matching rule of `spec.podFailurePolicy` to a failed pod (no rule: it counts).
+fn judge(policy: &Value, pod: &Value) -> Verdict {
+    let Some(rules) = policy["rules"].as_array() else {
+        return Verdict::Count;
+    };
+    let pod_name = format!(
+        "{}/{}",
+        s(pod, "/metadata/namespace"),
+        s(pod, "/metadata/name")
+    );
+    for (i, rule) in rules.iter().enumerate() {
+        let mut matched = None;
+        if let Some(on) = rule.get("onExitCodes") {
+            let values: Vec<i64> = on["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_i64)
+                .collect();
+            let only = on["containerName"].as_str();
+            let not_in = on["operator"] == "NotIn";
+            let containers = pod
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for c in containers {
+                if only.is_some_and(|n| c["name"] != n) {
+                    continue;
+                }
+                let Some(code) = c
+                    .pointer("/state/terminated/exitCode")
+                    .and_then(Value::as_i64)
+                else {
+                    continue;
+                };
+                if code != 0 && values.contains(&code) != not_in {
+                    matched = Some(format!(
+                        "Container {} for pod {pod_name} failed with exit code {code} matching {} rule at index {i}",
+                        s(c, "/name"),
+                        s(rule, "/action")
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(patterns) = rule["onPodConditions"].as_array() {
+            let conditions = pod
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for p in patterns {
+                let want = p["status"].as_str().unwrap_or("True");
+                if conditions
+                    .iter()
+                    .any(|c| c["type"] == p["type"] && c["status"] == want)
+                {
+                    matched = Some(format!(
+                        "Pod {pod_name} has condition {} matching {} rule at index {i}",
+                        s(p, "/type"),
+                        s(rule, "/action")
+                    ));
+                }
+            }
+        }
+        if let Some(message) = matched {
+            return match rule["action"].as_str() {
+                Some("Ignore") => Verdict::Ignore,
+                Some("FailJob") => Verdict::FailJob(message),
+                _ => Verdict::Count,
+            };
+        }
+    }
+    Verdict::Count
+}
+
+/// Compresses sorted indexes into Kubernetes' interval form: `0-2,5,7-8`.
+pub fn intervals(indexes: &BTreeSet<i64>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(i64, i64)> = None;
+    for &i in indexes {
+        run = match run {
+            Some((a, b)) if i == b + 1 => Some((a, i)),
+            Some((a, b)) => {
+                out.push(if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                });
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some((a, b)) = run {
+        out.push(if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        });
+    }
+    out.join(",")
+}
+
+fn condition(ty: &str, reason: &str, message: &str, at: &str) -> Value {
+    json!({"type": ty, "status": "True", "reason": reason, "message": message,
+        "lastProbeTime": at, "lastTransitionTime": at})
+}
+
+/// One reconcile of one Job.
+pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
+    if job.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = s(&job, "/metadata/namespace").to_string();
+    let name = s(&job, "/metadata/name").to_string();
+    let uid = s(&job, "/metadata/uid").to_string();
+    let key = format!("jobs/{ns}/{name}");
+    let spec = &job["spec"];
+    let job_kind = registry::lookup("jobs").expect("jobs kind");
+    let pod_kind = registry::lookup("pods").expect("pods kind");
+    let now_t = now();
+    let at = format_time(&now_t);
+    let me = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": ns, "uid": uid}});
+    let event = |ty: &'static str, reason: &'static str, message: String| {
+        crate::client::events::spawn_record(
+            &ctx.client,
+            me.clone(),
+            "job-controller",
+            ty,
+            reason,
+            message,
+        );
+    };
+
+    let pods: Vec<Arc<Value>> = ctx
+        .pods
+        .list()
+        .into_iter()
+        .filter(|p| s(p, "/metadata/namespace") == ns && controller_uid(p) == Some(uid.as_str()))
+        .collect();
+    let active: Vec<&Value> = pods
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| {
+            p.pointer("/metadata/deletionTimestamp").is_none()
+                && !matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .collect();
+    let terminating = pods
+        .iter()
+        .filter(|p| {
+            p.pointer("/metadata/deletionTimestamp").is_some()
+                && !matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .count();
+    let succeeded_pods: Vec<&Value> = pods
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| phase(p) == "Succeeded")
+        .collect();
+    let policy = &spec["podFailurePolicy"];
+    let mut failed = 0i64;
+    let mut fail_job = None;
+    let mut last_failure: Option<Time> = None;
+    for p in pods.iter().filter(|p| phase(p) == "Failed") {
+        match judge(policy, p) {
+            Verdict::Ignore => continue,
+            Verdict::FailJob(m) => fail_job = fail_job.or(Some(m)),
+            Verdict::Count => {}
+        }
+        failed += 1;
+        last_failure = last_failure.max(finished_at(p));
+    }
+    let on_failure = s(spec, "/template/spec/restartPolicy") == "OnFailure";
+    let restarts: i64 = if on_failure {
+        active
+            .iter()
+            .flat_map(|p| {
+                p.pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|c| c["restartCount"].as_i64())
+            .sum()
+    } else {
+        0
+    };
+    let prev = &job["status"];
+    // Counts never go back (a finished pod removed by hand still happened).
+    let succeeded = (succeeded_pods.len() as i64).max(prev["succeeded"].as_i64().unwrap_or(0));
+    let failed = failed.max(prev["failed"].as_i64().unwrap_or(0));
+    let indexed = s(spec, "/completionMode") == "Indexed";
+    let completions = spec["completions"].as_i64();
+    let parallelism = spec["parallelism"].as_i64().unwrap_or(1).max(0);
+    let backoff_limit = spec["backoffLimit"].as_i64().unwrap_or(6);
+    let done_indexes: BTreeSet<i64> = succeeded_pods.iter().filter_map(|p| index_of(p)).collect();
+
+    let mut status = json!({
+        "active": active.len(), "ready": active.iter().filter(|p| is_ready(p)).count(),
+        "succeeded": succeeded, "failed": failed, "terminating": terminating,
+    });
+    if let Some(t) = prev.get("startTime").filter(|t| t.is_string()) {
+        status["startTime"] = t.clone();
+    }
+    if indexed {
+        status["completedIndexes"] = json!(intervals(&done_indexes));
+    }
+    let mut conditions: Vec<Value> = prev["conditions"].as_array().cloned().unwrap_or_default();
+    let mut after: Option<Duration> = None;
+    let finished = condition_true(&job, "Complete") || condition_true(&job, "Failed");
+
+    if finished {
+        // Leftovers of a failed Job are stopped; a finished Job with a TTL goes away when it runs out.
+        delete_pods(&ctx, &ns, &active).await?;
+        if let Some(ttl) = spec["ttlSecondsAfterFinished"].as_i64() {
+            let end = time_at(&job, "/status/completionTime").or_else(|| {
+                job.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c["type"] == "Failed")
+                    .find_map(|c| time_at(c, "/lastTransitionTime"))
+            });
+            if let Some(end) = end {
+                let due = end + chrono::Duration::seconds(ttl);
+                if now_t >= due {
+                    match ctx
+                        .client
+                        .delete_with(
+                            job_kind,
+                            Some(&ns),
+                            &name,
+                            &json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                                "propagationPolicy": "Background", "preconditions": {"uid": uid}}),
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(job = %key, "deleted after ttlSecondsAfterFinished")
+                        }
+                        Err(e) if e.code() == Some(404) || e.code() == Some(409) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    return Ok(Action::await_change());
+                }
+                after = Some((due - now_t).to_std().unwrap_or_default());
+            }
+        }
+        // Only the counts move now.
+        status["startTime"] = prev["startTime"].clone();
+        status["completionTime"] = prev["completionTime"].clone();
+        status["conditions"] = json!(conditions);
+        write_status(&ctx, job_kind, &job, status).await?;
+        return Ok(after.map_or(Action::await_change(), Action::requeue));
+    }
+
+    let suspended = spec["suspend"].as_bool() == Some(true);
+    if suspended {
+        delete_pods(&ctx, &ns, &active).await?;
+        status["active"] = json!(0);
+        status
+            .as_object_mut()
+            .expect("status object")
+            .remove("startTime");
+        if !condition_true(&job, "Suspended") {
+            conditions.retain(|c| c["type"] != "Suspended");
+            conditions.push(condition("Suspended", "JobSuspended", "Job suspended", &at));
+            event("Normal", "Suspended", "Job suspended".into());
+        }
+        status["conditions"] = json!(conditions);
+        write_status(&ctx, job_kind, &job, status).await?;
+        return Ok(Action::await_change());
+    }
+    if condition_true(&job, "Suspended") {
+        for c in conditions.iter_mut().filter(|c| c["type"] == "Suspended") {
+            *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed",
+                "message": "Job resumed", "lastProbeTime": at, "lastTransitionTime": at});
+        }
+        event("Normal", "Resumed", "Job resumed".into());
+    }
+    if status.get("startTime").is_none() {
+        status["startTime"] = json!(at);
+    }
+    let started = time_at(&status, "/startTime").unwrap_or(now_t);
+
+    // Failure: a FailJob rule, too many failures, or past the deadline.
+    let deadline = spec["activeDeadlineSeconds"].as_i64();
+    let failure = if let Some(m) = fail_job {
+        Some(("PodFailurePolicy", m))
+    } else if failed + restarts > backoff_limit {
+        Some((
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit".to_string(),
+        ))
+    } else if deadline.is_some_and(|d| now_t >= started + chrono::Duration::seconds(d)) {
+        Some((
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline".to_string(),
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, message)) = failure {
+        delete_pods(&ctx, &ns, &active).await?;
+        conditions.retain(|c| c["type"] != "FailureTarget" && c["type"] != "Failed");
+        conditions.push(condition("FailureTarget", reason, &message, &at));
+        conditions.push(condition("Failed", reason, &message, &at));
+        status["conditions"] = json!(conditions);
+        status["active"] = json!(0);
+        tracing::info!(job = %key, reason, "job failed");
+        event("Warning", reason, message);
+        write_status(&ctx, job_kind, &job, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    // Success: every completion (every index) done; a work queue when one pod succeeded and none is left running.
+    let complete = match completions {
+        Some(c) if indexed => (0..c).all(|i| done_indexes.contains(&i)),
+        Some(c) => succeeded >= c,
+        None => succeeded > 0 && active.is_empty(),
+    };
+    if complete {
+        delete_pods(&ctx, &ns, &active).await?;
+        let message = "Reached expected number of succeeded pods";
+        conditions.push(condition(
+            "SuccessCriteriaMet",
+            "CompletionsReached",
+            message,
+            &at,
+        ));
+        conditions.push(condition("Complete", "CompletionsReached", message, &at));
+        status["conditions"] = json!(conditions);
+        status["completionTime"] = json!(at);
+        status["active"] = json!(0);
+        tracing::info!(job = %key, "job completed");
+        event("Normal", "Completed", "Job completed".into());
+        write_status(&ctx, job_kind, &job, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if let Some(d) = deadline {
+        let due = started + chrono::Duration::seconds(d);
+        after = Some((due - now_t).to_std().unwrap_or_default());
+    }
+
+    // Run more pods, or fewer.
+    if ctx.expectations.satisfied(&key, &ctx.pods, &ns) {
+        let wanted = match completions {
+            Some(c) if indexed => {
+                let running: BTreeSet<i64> = active.iter().filter_map(|p| index_of(p)).collect();
+                let pending: Vec<i64> = (0..c)
+                    .filter(|i| !done_indexes.contains(i) && !running.contains(i))
+                    .collect();
+                let room = (parallelism - active.len() as i64).max(0) as usize;
+                Plan::Indexes(pending.into_iter().take(room).collect())
+            }
+            Some(c) => Plan::Count((parallelism.min(c - succeeded) - active.len() as i64).max(0)),
+            None if succeeded > 0 => Plan::Count(0),
+            None => Plan::Count((parallelism - active.len() as i64).max(0)),
+        };
+        let surplus = active.len() as i64 - parallelism;
+        let wait = (failed + restarts > 0)
+            .then(|| {
+                let exp = (failed + restarts - 1).clamp(0, 16) as u32;
+                let delay = ctx
+                    .backoff
+                    .saturating_mul(2u32.saturating_pow(exp))
+                    .min(MAX_BACKOFF);
+                last_failure.map(|t| {
+                    let due = t + chrono::Duration::from_std(delay).unwrap_or_default();
+                    (due - now_t).to_std().unwrap_or_default()
+                })
+            })
+            .flatten()
+            .filter(|d| !d.is_zero());
+        if surplus > 0 {
+            let doomed = super::replicaset::pods_to_delete(active.clone(), surplus as usize);
+            super::delete_all(&ctx.client, pod_kind, &ns, &doomed).await?;
+            ctx.expectations.expect(&key, Vec::new(), doomed);
+        } else if !wanted.is_empty() {
+            if let Some(w) = wait {
+                // Wait out the backoff before replacing failed pods.
+                after = Some(after.map_or(w, |a| a.min(w)));
+            } else {
+                let made = create_pods(&ctx, &job, &wanted).await;
+                let names: Vec<String> = made
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok().cloned())
+                    .collect();
+                for n in &names {
+                    event("Normal", "SuccessfulCreate", format!("Created pod: {n}"));
+                }
+                ctx.expectations.expect(&key, names, Vec::new());
+                if let Some(Err(e)) = made.into_iter().find(|r| r.is_err()) {
+                    write_status(&ctx, job_kind, &job, status).await?;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    status["conditions"] = json!(conditions);
+    write_status(&ctx, job_kind, &job, status).await?;
+    Ok(after.map_or(Action::await_change(), |a| {
+        Action::requeue(a.max(Duration::from_millis(100)))
+    }))
+}
+
+/// Which pods to start.
+enum Plan {
+    Count(i64),
+    Indexes(Vec<i64>),
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        match self {
+            Plan::Count(n) => *n <= 0,
+            Plan::Indexes(v) => v.is_empty(),
+        }
+    }
+}
+
+/// The pod for one run of the Job (for Indexed Jobs: of one index).
+fn pod_for(job: &Value, index: Option<i64>) -> Value {
+    let name = s(job, "/metadata/name");
+    let template = &job["spec"]["template"];
+    let mut meta = template["metadata"].clone();
+    if !meta.is_object() {
+        meta = json!({});
+    }
+    let mut spec = template["spec"].clone();
+    meta["namespace"] = job["metadata"]["namespace"].clone();
+    meta["generateName"] = json!(match index {
+        Some(i) => format!("{name}-{i}-"),
+        None => format!("{name}-"),
+    });
+    meta["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+        "uid": job["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
+    if let Some(i) = index {
+        for key in ["annotations", "labels"] {
+            if !meta[key].is_object() {
+                meta[key] = json!({});
+            }
+            meta[key][INDEX_KEY] = json!(i.to_string());
+        }
+        if spec["hostname"].is_null() {
+            spec["hostname"] = json!(format!("{name}-{i}"));
+        }
+        for list in ["initContainers", "containers"] {
+            if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                for c in cs {
+                    let env = c
+                        .as_object_mut()
+                        .map(|o| o.entry("env").or_insert_with(|| json!([])));
+                    if let Some(Value::Array(env)) = env {
+                        env.retain(|e| e["name"] != "JOB_COMPLETION_INDEX");
+                        env.insert(
+                            0,
+                            json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef":
+                                {"fieldPath": format!("metadata.annotations['{INDEX_KEY}']")}}}),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+}
+
+async fn create_pods(
+    ctx: &Context,
+    job: &Value,
+    plan: &Plan,
+) -> Vec<crate::client::Result<String>> {
+    let pod_kind = registry::lookup("pods").expect("pods kind");
+    let ns = s(job, "/metadata/namespace");
+    let pods: Vec<Value> = match plan {
+        Plan::Count(n) => (0..*n).map(|_| pod_for(job, None)).collect(),
+        Plan::Indexes(v) => v.iter().map(|i| pod_for(job, Some(*i))).collect(),
+    };
+    futures::future::join_all(pods.iter().map(|p| async move {
+        ctx.client
+            .create(pod_kind, Some(ns), p)
+            .await
+            .map(|made| s(&made, "/metadata/name").to_string())
+    }))
+    .await
+}
+
+async fn delete_pods(ctx: &Context, ns: &str, pods: &[&Value]) -> Result<()> {
+    let pod_kind = registry::lookup("pods").expect("pods kind");
+    let names: Vec<String> = pods
+        .iter()
+        .map(|p| s(p, "/metadata/name").to_string())
+        .collect();
+    super::delete_all(&ctx.client, pod_kind, ns, &names).await?;
+    Ok(())
+}
+
+/// Writes the status when it differs from what the Job shows.
+async fn write_status(
+    ctx: &Context,
+    kind: &'static registry::KindInfo,
+    job: &Value,
+    mut status: Value,
+) -> Result<()> {
+    if let Some(m) = status.as_object_mut() {
+        m.retain(|_, v| !v.is_null());
+    }
+    let current = &job["status"];
+    let changed = status
+        .as_object()
+        .into_iter()
+        .flatten()
+        .any(|(k, v)| current.get(k) != Some(v))
+        || current.get("startTime").is_some() && status.get("startTime").is_none();
+    if !changed {
+        return Ok(());
+    }
+    let mut patch = status;
+    if current.get("startTime").is_some() && patch.get("startTime").is_none() {
+        patch["startTime"] = Value::Null;
+    }
+    ctx.client
+        .patch_status(
+            kind,
+            job["metadata"]["namespace"].as_str(),
+            s(job, "/metadata/name"),
+            &patch,
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_compress_into_intervals() {
+        let set: BTreeSet<i64> = [0, 1, 2, 5, 7, 8].into_iter().collect();
+        assert_eq!(intervals(&set), "0-2,5,7-8");
+        assert_eq!(intervals(&BTreeSet::new()), "");
+        assert_eq!(intervals(&[4].into_iter().collect()), "4");
+    }
+
+    #[test]
+    fn pod_failure_policy_rules_match_exit_codes_and_conditions_in_order() {
+        let pod = |code: i64, cond: Option<&str>| {
+            json!({"metadata": {"name": "p", "namespace": "n"}, "status": {"phase": "Failed",
+                "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": code}}}],
+                "conditions": cond.map(|c| vec![json!({"type": c, "status": "True"})]).unwrap_or_default()}})
+        };
+        let policy = json!({"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1]}}]});
+        match judge(&policy, &pod(42, None)) {
+            Verdict::FailJob(m) => assert_eq!(
+                m,
+                "Container main for pod n/p failed with exit code 42 matching FailJob rule at index 0"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            judge(&policy, &pod(1, Some("DisruptionTarget"))),
+            Verdict::Ignore
+        );
+        assert_eq!(judge(&policy, &pod(3, None)), Verdict::Count);
+        assert_eq!(judge(&Value::Null, &pod(42, None)), Verdict::Count);
+    }
+
+    #[test]
+    fn an_indexed_pod_carries_its_index() {
+        let job = json!({"metadata": {"name": "work", "namespace": "n", "uid": "u"},
+            "spec": {"template": {"metadata": {"labels": {"job-name": "work"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "env": [{"name": "A", "value": "1"}]}]}}}});
+        let p = pod_for(&job, Some(3));
+        assert_eq!(p["metadata"]["generateName"], "work-3-");
+        assert_eq!(p["metadata"]["annotations"][INDEX_KEY], "3");
+        assert_eq!(p["metadata"]["labels"][INDEX_KEY], "3");
+        assert_eq!(p["metadata"]["labels"]["job-name"], "work");
+        assert_eq!(p["spec"]["hostname"], "work-3");
+        assert_eq!(
+            p["spec"]["containers"][0]["env"][0]["name"],
+            "JOB_COMPLETION_INDEX"
+        );
+        assert_eq!(p["spec"]["containers"][0]["env"][1]["name"], "A");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], "u");
+        let plain = pod_for(&job, None);
+        assert_eq!(plain["metadata"]["generateName"], "work-");
+        assert!(plain["metadata"]["annotations"].get(INDEX_KEY).is_none());
+    }
+}
