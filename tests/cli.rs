@@ -107,7 +107,7 @@ fn up_runs_the_example_repository_and_stops_its_pods_on_exit() {
     // The demo Deployment of examples/repo comes up: two Ready pods serving the ConfigMap's message.
     let deadline = Instant::now() + Duration::from_secs(60);
     let pods = loop {
-        let out = capstan(&["get", "pods", "-n", "demo", "-o", "json"]);
+        let out = capstan(&["get", "pods", "-n", "demo", "-l", "app=hello", "-o", "json"]);
         if out.status.success() {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             let items = v["items"].as_array().cloned().unwrap_or_default();

@@ -579,7 +579,12 @@ impl Worker {
     /// Resolves the container's spec for the runtime (environment, command line, paths).
     async fn build_spec(&self, c: &Value, restart: u32) -> Result<ContainerSpec, String> {
         let name = c["name"].as_str().unwrap_or("");
-        let mut base = vec![("HOSTNAME".to_string(), self.name().to_string())];
+        // The pod's host name: spec.hostname when set (Indexed Jobs, StatefulSets), else its name.
+        let hostname = self.pod["spec"]["hostname"]
+            .as_str()
+            .filter(|h| !h.is_empty())
+            .unwrap_or(self.name());
+        let mut base = vec![("HOSTNAME".to_string(), hostname.to_string())];
         // On the process runtime pods share the host's network: tell them the address that is theirs.
         if self.shared.runtime.name() == "process" {
             base.extend([
