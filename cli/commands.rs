@@ -92,14 +92,17 @@ pub async fn server(
         .enable_all()
         .build()
         .context("starting the controller manager's runtime")?;
-    std::thread::Builder::new()
+    let (cm_stop_tx, cm_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller_thread = std::thread::Builder::new()
         .name("capstan-controller-manager".into())
         .spawn(move || {
             controllers.block_on(capstan::controllers::run(
                 controller_client,
                 identity,
                 settings,
-                std::future::pending::<()>(),
+                async move {
+                    let _ = cm_stop_rx.await;
+                },
             ))
         })
         .context("starting the controller manager")?;
@@ -143,6 +146,15 @@ pub async fn server(
     };
     let shutdown = async move {
         terminated().await;
+        // Controllers first (nothing reacts to the node going away), then the node's pods, then the API server.
+        let _ = cm_stop_tx.send(());
+        let joined = tokio::task::spawn_blocking(move || controller_thread.join());
+        if tokio::time::timeout(std::time::Duration::from_secs(5), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the controller manager did not stop within 5 s");
+        }
         let _ = stop_tx.send(true);
         if let Some(a) = agent {
             let _ = a.await;

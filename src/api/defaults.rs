@@ -76,11 +76,7 @@ pub fn apply(kind: &str, v: &mut Value) {
                 set(spec, "replicas", json!(1));
                 set(spec, "podManagementPolicy", json!("OrderedReady"));
                 set(spec, "revisionHistoryLimit", json!(10));
-                set(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                );
+                rolling_strategy(spec, json!({"partition": 0}));
                 set(
                     spec,
                     "persistentVolumeClaimRetentionPolicy",
@@ -102,12 +98,7 @@ pub fn apply(kind: &str, v: &mut Value) {
         "DaemonSet" => {
             if let Some(spec) = obj(v, "spec") {
                 set(spec, "revisionHistoryLimit", json!(10));
-                set(
-                    spec,
-                    "updateStrategy",
-                    json!({"type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-                );
+                rolling_strategy(spec, json!({"maxUnavailable": 1, "maxSurge": 0}));
                 template(spec);
             }
         }
@@ -215,6 +206,22 @@ pub fn apply(kind: &str, v: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// `updateStrategy` defaulted field by field: type RollingUpdate, and under it the given `rollingUpdate` fields.
+fn rolling_strategy(spec: &mut Map<String, Value>, rolling: Value) {
+    let us = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    let Some(us) = us.as_object_mut() else { return };
+    set(us, "type", json!("RollingUpdate"));
+    if us.get("type") != Some(&json!("RollingUpdate")) {
+        return;
+    }
+    let ru = us.entry("rollingUpdate").or_insert_with(|| json!({}));
+    if let Some(ru) = ru.as_object_mut() {
+        for (k, v) in rolling.as_object().into_iter().flatten() {
+            set(ru, k, v.clone());
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! to the cluster only through the client.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod gc;
 pub mod job;
@@ -163,6 +164,24 @@ async fn controllers(
             .owns_shared(pods)
             .workers(2)
             .run(job::reconcile, job_ctx, stopper()),
+    ));
+    let ds_ctx = Arc::new(daemonset::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        nodes: informers["nodes"].cache.clone(),
+        revisions: informers["controllerrevisions"].cache.clone(),
+        expectations: replicaset::Expectations::default(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("daemonsets"))
+            .primary_shared(&informers["daemonsets"])
+            .owns_shared(pods)
+            .watches_shared(
+                &informers["nodes"],
+                daemonset::node_mapper(informers["daemonsets"].cache.clone()),
+            )
+            .workers(2)
+            .run(daemonset::reconcile, ds_ctx, stopper()),
     ));
     let cron_ctx = Arc::new(cronjob::Context {
         client: client.clone(),

@@ -355,7 +355,7 @@ async fn set_status(client: &Client, ns: &str, name: &str, status: Value) {
 async fn observe(
     client: &Client,
     desired: &[render::Desired],
-) -> (String, String, Vec<Value>, Vec<String>) {
+) -> Result<(String, String, Vec<Value>, Vec<String>), crate::client::Error> {
     let mut worst = "Healthy";
     let mut message = String::new();
     let mut resources = Vec::new();
@@ -375,10 +375,12 @@ async fn observe(
                 }
                 (h, m, state)
             }
-            Err(_) => {
+            Err(e) if e.code() == Some(404) => {
                 drifted.push(format!("{}: missing", d.id()));
                 ("Missing", "not found".to_string(), "OutOfSync")
             }
+            // Not knowing is not drift: no self-heal on an unreachable or failing API server.
+            Err(e) => return Err(e),
         };
         if health::rank(health) > health::rank(worst) {
             worst = health;
@@ -391,7 +393,7 @@ async fn observe(
             "health": {"status": health, "message": msg}}),
         );
     }
-    (worst.to_string(), message, resources, drifted)
+    Ok((worst.to_string(), message, resources, drifted))
 }
 
 /// The newest commit of the app's history that synced and was Healthy, other than `current`.
@@ -542,7 +544,14 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
     }
     // Observe health and drift of the last good sync.
     if !memo.failed || !memo.desired.is_empty() {
-        let (health, message, resources, drifted) = observe(&ctx.client, &memo.desired).await;
+        let (health, message, resources, drifted) = match observe(&ctx.client, &memo.desired).await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(app = %key, "cannot observe the app's objects: {e}");
+                return Ok(Action::requeue(ctx.resync));
+            }
+        };
         let self_heal = policy(&app, "selfHeal", true);
         if !drifted.is_empty() && self_heal && !memo.failed && automated {
             tracing::info!(app = %key, drift = ?drifted, "reverting drift from git");

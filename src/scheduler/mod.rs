@@ -256,12 +256,27 @@ impl PodInfo {
         }
     }
 
+    /// Whether a daemon pod belongs on `n` (the DaemonSet controller's test): its taints are tolerated and its labels
+    /// match the node selector and required node affinity. Capacity and readiness are the scheduler's business.
+    pub fn daemon_fits(&self, n: &NodeInfo) -> Result<(), String> {
+        if let Some((k, v, e)) = n.taints.iter().find(|(k, v, e)| !self.tolerates(k, v, e)) {
+            return Err(format!("untolerated taint {{{k}: {v}}} ({e})"));
+        }
+        if !self.affinity_matches(n) {
+            return Err("node selector or affinity does not match".into());
+        }
+        Ok(())
+    }
+
     /// Why the pod cannot go to `n` (empty: it can).
     fn unfit(&self, n: &NodeInfo, st: &NodeState) -> Vec<String> {
         let mut why = Vec::new();
-        if !n.ready {
+        // Kubernetes taints not-ready and cordoned nodes; pods that tolerate those taints (daemon pods) still go.
+        if !n.ready && !self.tolerates("node.kubernetes.io/not-ready", "", "NoSchedule") {
             why.push("node(s) were not ready".into());
-        } else if n.unschedulable {
+        } else if n.unschedulable
+            && !self.tolerates("node.kubernetes.io/unschedulable", "", "NoSchedule")
+        {
             why.push("node(s) were unschedulable".into());
         } else if let Some((k, v, _)) = n.taints.iter().find(|(k, v, e)| !self.tolerates(k, v, e)) {
             why.push(format!("node(s) had untolerated taint {{{k}: {v}}}"));
