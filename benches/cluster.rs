@@ -6,7 +6,8 @@
 //! - `rollout`: `capstan up`; wall time of a 10-replica rolling update of the demo app (readiness probe every second).
 //! - `idle`: `capstan up examples/repo`; RSS of the capstan process once the demo Deployment is available.
 //! - `gitops`: `capstan up`, an Application on a local repository; commit-to-applied latency of 50 commits, then the
-//!   time to sync one commit of 1,000 objects.
+//!   time to sync one commit of 1,000 objects; webhook-to-applied latency for a remote; memory and idle CPU with 100
+//!   Applications.
 //!
 //! Run: `cargo bench --bench cluster` (all), or `cargo bench --bench cluster -- scheduler` (one);
 //! `CAPSTAN_BENCH_QUICK=1` shrinks the loads.
@@ -576,6 +577,194 @@ async fn gitops(quick: bool) {
     stop(c).await;
 }
 
+/// Waits until the Application `name` in default reports `revision` (or any revision, when empty) synced.
+async fn synced(c: &Capstan, name: &str, revision: &str) {
+    let t = Instant::now();
+    loop {
+        let a = get(
+            c,
+            &format!("/apis/gitops.capstan.io/v1/namespaces/default/applications/{name}"),
+        )
+        .await;
+        let rev = a["status"]["lastSyncedRevision"].as_str().unwrap_or("");
+        if !rev.is_empty() && (revision.is_empty() || rev == revision) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "{name} not synced: {}",
+            a["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// A remote (a bare repository reached by `file://`, polled only hourly) driven by push webhooks: from the webhook
+/// POST to the change in the cluster.
+async fn gitops_remote(quick: bool) {
+    let c = up(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let upstream = root.path().join("upstream.git");
+    git(
+        root.path(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            upstream.to_str().unwrap(),
+        ],
+    );
+    let work = root.path().join("work");
+    std::fs::create_dir_all(work.join("app")).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(
+        &work,
+        &["remote", "add", "origin", upstream.to_str().unwrap()],
+    );
+    let cm = |v: usize| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote\ndata:\n  V: \"{v}\"\n")
+    };
+    std::fs::write(work.join("app/cm.yaml"), cm(0)).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "0"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let url = format!("file://{}", upstream.display());
+    let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "remote", "namespace": "default"},
+        "spec": {"source": {"repoURL": url, "path": "app"}, "interval": "1h"}});
+    assert_eq!(
+        post(
+            &c,
+            "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+            &app
+        )
+        .await,
+        201
+    );
+    synced(&c, "remote", "").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let w = conn(&c);
+    let watcher = tokio::spawn(async move {
+        watch(
+            &w,
+            "/api/v1/namespaces/default/configmaps?watch=true&fieldSelector=metadata.name%3Dremote",
+            |_, o| {
+                if let Some(v) = o["data"]["V"].as_str() {
+                    let _ = tx.send((v.to_string(), Instant::now()));
+                }
+                true
+            },
+        )
+        .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rounds = if quick { 10 } else { 30 };
+    let mut lat = Vec::new();
+    let hook = json!({"repoURL": url});
+    for i in 1..=rounds {
+        std::fs::write(work.join("app/cm.yaml"), cm(i)).unwrap();
+        git(&work, &["commit", "-q", "-am", &i.to_string()]);
+        git(&work, &["push", "-q", "origin", "main"]);
+        let t = Instant::now();
+        assert_eq!(post(&c, "/hooks/git", &hook).await, 200);
+        loop {
+            let (v, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("applied within 30 s")
+                .unwrap();
+            if v == i.to_string() {
+                lat.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watcher.abort();
+    println!(
+        "gitops webhook-to-applied, remote (file://, fetched on the webhook), {rounds} pushes: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat.clone(), 0.99),
+        pct(&mut lat, 1.0)
+    );
+    stop(c).await;
+}
+
+/// 100 Applications, each following its own local repository (a ConfigMap and a Deployment of one `sleep` pod):
+/// the server's memory once all are synced and idle, and the CPU the idle apps cost.
+async fn gitops_apps(quick: bool) {
+    let c = up(&[]).await;
+    let root = tempfile::tempdir().unwrap();
+    let n = if quick { 20 } else { 100 };
+    let rss_before = rss_kb(c.pid);
+    for i in 0..n {
+        let dir = root.path().join(format!("repo-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(
+            dir.join("app.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-{i}\ndata:\n  I: \"{i}\"\n---\n\
+                 apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\nspec:\n  replicas: 1\n  \
+                 selector:\n    matchLabels: {{app: app-{i}}}\n  template:\n    metadata:\n      labels: {{app: app-{i}}}\n    \
+                 spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: none\n        \
+                 command: [\"sleep\", \"3600\"]\n"
+            ),
+        )
+        .unwrap();
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "first"]);
+        let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+            "metadata": {"name": format!("app-{i}"), "namespace": "default"},
+            "spec": {"source": {"repoURL": dir.display().to_string()}}});
+        assert_eq!(
+            post(
+                &c,
+                "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+                &app
+            )
+            .await,
+            201
+        );
+    }
+    let t = Instant::now();
+    for i in 0..n {
+        synced(&c, &format!("app-{i}"), "").await;
+    }
+    let all_synced = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu0 = cpu_seconds(c.pid);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let cpu = (cpu_seconds(c.pid) - cpu0) / 20.0 * 100.0;
+    println!(
+        "gitops with {n} applications ({n} repositories, {n} Deployments running): all synced {all_synced:.2} s after the last was created; \
+         server RSS {:.1} MB (before them: {:.1} MB); idle CPU {cpu:.1}% of one core",
+        rss_kb(c.pid) as f64 / 1024.0,
+        rss_before as f64 / 1024.0,
+    );
+    stop(c).await;
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
@@ -592,6 +781,10 @@ async fn main() {
     }
     if want("gitops") {
         gitops(quick).await;
+        gitops_remote(quick).await;
+    }
+    if want("gitops") || want("apps") {
+        gitops_apps(quick).await;
     }
     if want("rollout") {
         rollout(quick).await;

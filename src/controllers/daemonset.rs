@@ -31,7 +31,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The label naming the ControllerRevision a pod was made from.
-pub const REVISION_LABEL: &str = "controller-revision-hash";
+pub use super::revisions::REVISION_LABEL;
 
 /// What the DaemonSet controller works with.
 pub struct Context {
@@ -162,7 +162,22 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let spec = &ds["spec"];
     let template = with_tolerations(&spec["template"]);
     let hash = template_hash(&spec["template"]);
-    sync_revisions(&ctx, &ds, &hash).await?;
+    let in_use: Vec<String> = ctx
+        .pods
+        .list()
+        .iter()
+        .filter(|p| controller_uid(p) == Some(uid.as_str()))
+        .map(|p| s(p, &format!("/metadata/labels/{REVISION_LABEL}")).to_string())
+        .collect();
+    super::revisions::sync(
+        &ctx.client,
+        &ctx.revisions,
+        &ds,
+        "DaemonSet",
+        &hash,
+        &in_use,
+    )
+    .await?;
 
     // Which nodes should run it.
     let probe = PodInfo::new(&json!({"spec": template["spec"]}));
@@ -359,75 +374,6 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())
-}
-
-/// Keeps the ControllerRevisions: the current template's revision is the newest (created, or renumbered when an old
-/// template comes back), and unused old ones beyond `revisionHistoryLimit` are deleted.
-async fn sync_revisions(ctx: &Context, ds: &Value, hash: &str) -> Result<()> {
-    let ns = s(ds, "/metadata/namespace");
-    let name = s(ds, "/metadata/name");
-    let uid = s(ds, "/metadata/uid");
-    let kind = registry::lookup("controllerrevisions").expect("controllerrevisions kind");
-    let mut revisions: Vec<Arc<Value>> = ctx
-        .revisions
-        .list()
-        .into_iter()
-        .filter(|r| s(r, "/metadata/namespace") == ns && controller_uid(r) == Some(uid))
-        .collect();
-    revisions.sort_by_key(|r| r["revision"].as_i64().unwrap_or(0));
-    let newest = revisions
-        .last()
-        .and_then(|r| r["revision"].as_i64())
-        .unwrap_or(0);
-    let mine = revisions
-        .iter()
-        .find(|r| s(r, &format!("/metadata/labels/{REVISION_LABEL}")) == hash);
-    match mine {
-        Some(r) if r["revision"].as_i64() == Some(newest) => {}
-        Some(r) => {
-            ctx.client
-                .patch(
-                    kind,
-                    Some(ns),
-                    s(r, "/metadata/name"),
-                    "application/merge-patch+json",
-                    &json!({"revision": newest + 1}),
-                )
-                .await?;
-        }
-        None => {
-            let mut template = ds["spec"]["template"].clone();
-            template["$patch"] = json!("replace");
-            let mut labels = ds["spec"]["template"]["metadata"]["labels"].clone();
-            if !labels.is_object() {
-                labels = json!({});
-            }
-            labels[REVISION_LABEL] = json!(hash);
-            let rev = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
-                "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": labels,
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name, "uid": uid,
-                        "controller": true, "blockOwnerDeletion": true}]},
-                "data": {"spec": {"template": template}}, "revision": newest + 1});
-            match ctx.client.create(kind, Some(ns), &rev).await {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(409) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    // History beyond the limit, oldest first, never the current one.
-    let limit = ds["spec"]["revisionHistoryLimit"]
-        .as_i64()
-        .unwrap_or(10)
-        .max(0) as usize;
-    let old: Vec<String> = revisions
-        .iter()
-        .filter(|r| s(r, &format!("/metadata/labels/{REVISION_LABEL}")) != hash)
-        .map(|r| s(r, "/metadata/name").to_string())
-        .collect();
-    let excess = old.len().saturating_sub(limit);
-    super::delete_all(&ctx.client, kind, ns, &old[..excess]).await?;
-    Ok(())
 }
 
 /// Maps any node change to every DaemonSet (a node joining, leaving or changing labels or taints concerns them all).

@@ -30,6 +30,7 @@ const DEPENDENTS: &[&str] = &[
     "jobs",
     "controllerrevisions",
     "endpointslices",
+    "persistentvolumeclaims",
 ];
 
 // Passes look at every object, so these read fields by index (no allocation), not by JSON pointer.

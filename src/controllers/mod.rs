@@ -9,6 +9,8 @@ pub mod gc;
 pub mod job;
 pub mod node_ipam;
 pub mod replicaset;
+pub mod revisions;
+pub mod statefulset;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -182,6 +184,19 @@ async fn controllers(
             )
             .workers(2)
             .run(daemonset::reconcile, ds_ctx, stopper()),
+    ));
+    let sts_ctx = Arc::new(statefulset::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        claims: informers["persistentvolumeclaims"].cache.clone(),
+        revisions: informers["controllerrevisions"].cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("statefulsets"))
+            .primary_shared(&informers["statefulsets"])
+            .owns_shared(pods)
+            .workers(2)
+            .run(statefulset::reconcile, sts_ctx, stopper()),
     ));
     let cron_ctx = Arc::new(cronjob::Context {
         client: client.clone(),

@@ -54,6 +54,10 @@ struct Memo {
     /// Remotes: when the mirror was last fetched, and the last refresh request (webhook) seen.
     fetched: Option<std::time::Instant>,
     refresh: String,
+    /// The commit last read (so an unchanged branch costs one lookup, not a read of every file).
+    snap: Option<Arc<source::Snapshot>>,
+    /// The health last recorded in the history.
+    health: String,
 }
 
 pub struct Context {
@@ -107,10 +111,21 @@ impl Context {
         let followers = apps.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
-                let relevant = ev.paths.iter().any(|p| {
-                    let s = p.to_string_lossy();
-                    !s.ends_with(".lock") && !s.ends_with("/index")
-                });
+                // Only writes move a branch. Reads (our own, of HEAD and refs) must not wake us: that would loop.
+                let writes = matches!(
+                    ev.kind,
+                    notify::EventKind::Create(_)
+                        | notify::EventKind::Modify(_)
+                        | notify::EventKind::Remove(_)
+                        | notify::EventKind::Access(notify::event::AccessKind::Close(
+                            notify::event::AccessMode::Write
+                        ))
+                );
+                let relevant = writes
+                    && ev.paths.iter().any(|p| {
+                        let s = p.to_string_lossy();
+                        !s.ends_with(".lock") && !s.ends_with("/index")
+                    });
                 if relevant {
                     for k in followers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                         queue.add(k);
@@ -231,7 +246,8 @@ async fn read_commit(
     app: &Value,
     cache: &std::path::Path,
     fetch: bool,
-) -> Result<(source::Snapshot, std::path::PathBuf, bool), Error> {
+    known: Option<Arc<source::Snapshot>>,
+) -> Result<(Arc<source::Snapshot>, std::path::PathBuf, bool), Error> {
     let creds = if fetch {
         credentials(client, app).await?
     } else {
@@ -246,11 +262,11 @@ async fn read_commit(
         }
         let rev = app["spec"]["source"]["targetRevision"].as_str();
         let oid = src.resolve(rev)?;
-        Ok((
-            src.snapshot(oid)?,
-            src.git_dir.clone(),
-            src.remote.is_some(),
-        ))
+        let snap = match known.filter(|k| k.commit == oid.to_string()) {
+            Some(k) => k,
+            None => Arc::new(src.snapshot(oid)?),
+        };
+        Ok((snap, src.git_dir.clone(), src.remote.is_some()))
     })
     .await
     .map_err(|e| Error::Join(e.to_string()))?;
@@ -339,6 +355,16 @@ async fn record_health(client: &Client, ns: &str, app: &str, health: &str) {
                 )
                 .await;
         }
+    }
+}
+
+/// Whether every field of `part` is in `whole` with the same value (objects compared key by key).
+fn is_subset(part: &Value, whole: &Value) -> bool {
+    match (part, whole) {
+        (Value::Object(p), Value::Object(w)) => p.iter().all(|(k, v)| {
+            w.get(k).is_some_and(|wv| is_subset(v, wv)) || v.is_null() && !w.contains_key(k)
+        }),
+        _ => part == whole,
     }
 }
 
@@ -470,8 +496,15 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
     let poll = memo
         .as_ref()
         .is_none_or(|m| m.fetched.is_none_or(|t| t.elapsed() >= interval(&app)));
-    let (snap, git_dir, remote) = match read_commit(&ctx.client, &app, &ctx.cache, webhook || poll)
-        .await
+    let known = memo.as_ref().and_then(|m| m.snap.clone());
+    let (snap, git_dir, remote) = match read_commit(
+        &ctx.client,
+        &app,
+        &ctx.cache,
+        webhook || poll,
+        known,
+    )
+    .await
     {
         Ok(r) => r,
         Err(e) => {
@@ -506,6 +539,7 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
     let automated = policy(&app, "automated", true);
     let mut memo = memo.unwrap_or_default();
     memo.refresh = refresh;
+    memo.snap = Some(snap.clone());
     if remote && (webhook || poll) {
         memo.fetched = Some(std::time::Instant::now());
     }
@@ -519,6 +553,8 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         let result = sync_commit(&ctx, &app, &snap, &default_ns, trigger, &started).await;
         memo.revision = snap.commit.clone();
         memo.generation = generation;
+        // A new history entry: its health is recorded afresh.
+        memo.health.clear();
         memo.sync_request = sync_request.clone();
         match result {
             Ok(desired) => {
@@ -577,6 +613,14 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
                 }
                 Err(e) => tracing::warn!(app = %key, "self-heal failed: {e}"),
             }
+            if let Some(m) = ctx
+                .memos
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&key)
+            {
+                m.health.clear();
+            }
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
         let sync_status = if memo.failed {
@@ -592,9 +636,17 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         if !memo.failed {
             status["lastSyncedRevision"] = json!(memo.revision);
         }
-        set_status(&ctx.client, &ns, &name, status).await;
-        if !memo.failed {
+        // Only real changes are written (an unchanged app costs no write and wakes no watcher).
+        if !is_subset(&status, &app["status"]) {
+            set_status(&ctx.client, &ns, &name, status).await;
+        }
+        if !memo.failed && memo.health != health {
             record_health(&ctx.client, &ns, &name, &health).await;
+            memo.health = health.clone();
+            ctx.memos
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), memo.clone());
         }
         // autoRollback: a commit that made the app Degraded is reverted once, by a commit.
         if health == "Degraded"
