@@ -21,6 +21,9 @@ pub struct ControlArgs {
     /// The pod address range (an IPv4 /16; each node gets a /24 of it).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// The Service ClusterIP range.
+    #[arg(long, default_value = capstan::apiserver::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
     /// First delay before a Job replaces a failed pod, in seconds (Kubernetes: 10), doubling up to 6 minutes.
     #[arg(long, default_value_t = 10.0)]
     pub job_backoff: f64,
@@ -44,10 +47,14 @@ pub async fn server(
     let store = capstan::store::embedded::Embedded::open(&data_dir.join("store.redb"))
         .context("opening the store")?;
     let token = capstan::apiserver::load_or_create_token(data_dir)?;
-    let server = capstan::apiserver::Server {
-        store: Arc::new(store),
-        token: token.clone().into(),
-    };
+    let mut server = capstan::apiserver::Server::new(Arc::new(store), &token);
+    server.services = Arc::new(
+        capstan::apiserver::services::Allocator::new(
+            &control.service_cidr,
+            capstan::apiserver::NODE_PORTS,
+        )
+        .map_err(|e| anyhow!("--service-cidr: {e}"))?,
+    );
     server
         .bootstrap()
         .await

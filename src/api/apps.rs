@@ -68,8 +68,19 @@ object!(StatefulSetSpec {
     pub volume_claim_templates: Option<Vec<PersistentVolumeClaim>>,
     pub revision_history_limit: Option<i32>,
     pub min_ready_seconds: Option<i32>,
-    pub persistent_volume_claim_retention_policy: Option<Opaque>,
-    pub ordinals: Option<Opaque>,
+    pub persistent_volume_claim_retention_policy:
+        Option<StatefulSetPersistentVolumeClaimRetentionPolicy>,
+    pub ordinals: Option<StatefulSetOrdinals>,
+});
+object!(StatefulSetPersistentVolumeClaimRetentionPolicy {
+    /// Retain or Delete: what happens to the claims when the StatefulSet is deleted.
+    pub when_deleted: Option<String>,
+    /// Retain or Delete: what happens to the claims of ordinals scaled away.
+    pub when_scaled: Option<String>,
+});
+object!(StatefulSetOrdinals {
+    /// The first ordinal (default 0).
+    pub start: Option<i32>,
 });
 object!(StatefulSetUpdateStrategy {
     #[serde(rename = "type")]

@@ -23,7 +23,7 @@ object!(JobSpec {
     pub template: PodTemplateSpec,
     pub ttl_seconds_after_finished: Option<i32>,
     pub suspend: Option<bool>,
-    pub pod_failure_policy: Option<Opaque>,
+    pub pod_failure_policy: Option<PodFailurePolicy>,
     pub success_policy: Option<Opaque>,
     pub pod_replacement_policy: Option<String>,
     pub managed_by: Option<String>,
@@ -40,6 +40,25 @@ object!(JobStatus {
     pub completed_indexes: Option<String>,
     pub failed_indexes: Option<String>,
     pub uncounted_terminated_pods: Option<Opaque>,
+});
+
+object!(PodFailurePolicy { pub rules: Vec<PodFailurePolicyRule>, });
+object!(PodFailurePolicyRule {
+    /// FailJob, FailIndex, Ignore or Count.
+    pub action: String,
+    pub on_exit_codes: Option<PodFailurePolicyOnExitCodesRequirement>,
+    pub on_pod_conditions: Option<Vec<PodFailurePolicyOnPodConditionsPattern>>,
+});
+object!(PodFailurePolicyOnExitCodesRequirement {
+    pub container_name: Option<String>,
+    /// In or NotIn.
+    pub operator: String,
+    pub values: Vec<i32>,
+});
+object!(PodFailurePolicyOnPodConditionsPattern {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: Option<String>,
 });
 
 kind!(CronJob { pub spec: Option<CronJobSpec>, pub status: Option<CronJobStatus>, });

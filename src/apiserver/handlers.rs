@@ -628,6 +628,22 @@ impl Server {
         if !errs.is_empty() {
             return Err(ApiError::invalid(kind.kind, kind.group, &name, &errs));
         }
+        // Services get their addresses here, under a lock held until they are stored.
+        let _allocating = if kind.kind == "Service" && !status_sub {
+            let guard = self.services.lock.lock().await;
+            let (items, _, _, _) = self.list_objects(kind, None, &Query::new()).await?;
+            let me = meta_str(&obj, "uid").unwrap_or("").to_string();
+            let others: Vec<Value> = items
+                .into_iter()
+                .filter(|o| meta_str(o, "uid") != Some(me.as_str()))
+                .collect();
+            self.services
+                .allocate(&mut obj, old.map(|(p, _)| p), &others)
+                .map_err(|e| ApiError::invalid(kind.kind, kind.group, &name, &[e]))?;
+            Some(guard)
+        } else {
+            None
+        };
         // Field ownership for non-apply writes.
         if opts.manager != APPLY_MARKER {
             let mut owners = patch::owners(old.map(|(p, _)| p).unwrap_or(&Value::Null));
@@ -1634,10 +1650,7 @@ mod timing {
     async fn create_handler_cost() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::embedded::Embedded::open(&dir.path().join("db")).unwrap();
-        let server = Server {
-            store: std::sync::Arc::new(store),
-            token: "t".into(),
-        };
+        let server = Server::new(std::sync::Arc::new(store), "t");
         server.bootstrap().await.unwrap();
         let kind = registry::lookup("configmaps").unwrap();
         let t = Target {

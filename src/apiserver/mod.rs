@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod logs;
 pub mod patch;
+pub mod services;
 pub mod table;
 pub mod tls;
 pub mod watch;
@@ -37,7 +38,28 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub struct Server {
     pub store: DynStore,
     pub token: Arc<str>,
+    /// ClusterIPs and node ports of Services.
+    pub services: Arc<services::Allocator>,
 }
+
+impl Server {
+    /// A server on `store` with the default service CIDR (10.96.0.0/16) and node ports (30000-32767).
+    pub fn new(store: DynStore, token: &str) -> Self {
+        Server {
+            store,
+            token: token.into(),
+            services: Arc::new(
+                services::Allocator::new(DEFAULT_SERVICE_CIDR, NODE_PORTS)
+                    .expect("default service CIDR"),
+            ),
+        }
+    }
+}
+
+/// The default range of Service ClusterIPs.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The range of node ports.
+pub const NODE_PORTS: (u16, u16) = (30000, 32767);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -5,6 +5,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod node_ipam;
@@ -98,7 +99,7 @@ async fn controllers(
 ) {
     // One informer per kind, shared by every controller that reads it.
     let mut plurals = gc::kinds();
-    plurals.push("nodes");
+    plurals.extend(["nodes", "services", "endpoints"]);
     let informers: HashMap<&'static str, Informer> = plurals
         .into_iter()
         .map(|p| {
@@ -197,6 +198,24 @@ async fn controllers(
             .owns_shared(pods)
             .workers(2)
             .run(statefulset::reconcile, sts_ctx, stopper()),
+    ));
+    let ep_ctx = Arc::new(endpoints::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        endpoints: informers["endpoints"].cache.clone(),
+        slices: informers["endpointslices"].cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("services"))
+            .primary_shared(&informers["services"])
+            .watches_shared(
+                pods,
+                endpoints::pod_mapper(informers["services"].cache.clone()),
+            )
+            .watches_shared(&informers["endpoints"], endpoints::owner_mapper())
+            .watches_shared(&informers["endpointslices"], endpoints::owner_mapper())
+            .workers(2)
+            .run(endpoints::reconcile, ep_ctx, stopper()),
     ));
     let cron_ctx = Arc::new(cronjob::Context {
         client: client.clone(),

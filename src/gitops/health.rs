@@ -60,7 +60,14 @@ pub fn of(kind: &str, v: &Value) -> (&'static str, String) {
             } else {
                 (i("/status/updatedReplicas"), i("/status/availableReplicas"))
             };
-            if kind != "ReplicaSet" && updated < want {
+            // A StatefulSet updates only ordinals from its partition up (and nothing by itself with OnDelete).
+            let want_updated = match kind {
+                "ReplicaSet" => 0,
+                "StatefulSet" if v["spec"]["updateStrategy"]["type"] == "OnDelete" => 0,
+                "StatefulSet" => want - i("/spec/updateStrategy/rollingUpdate/partition"),
+                _ => want,
+            };
+            if updated < want_updated {
                 return (
                     "Progressing",
                     format!("{updated} of {want} replicas updated"),
