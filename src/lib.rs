@@ -26,6 +26,7 @@ pub mod client;
 pub mod controllers;
 pub mod gitops;
 pub mod node;
+pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;

@@ -43,7 +43,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on `store` with the default service CIDR (10.96.0.0/16) and node ports (30000-32767).
+    /// A server on `store` with the default service CIDR and node ports (30000-32767).
     pub fn new(store: DynStore, token: &str) -> Self {
         Server {
             store,
@@ -56,8 +56,9 @@ impl Server {
     }
 }
 
-/// The default range of Service ClusterIPs.
-pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The default range of Service ClusterIPs: like the host pod network (pod CIDR 10.244.x.0/24 served as
+/// 127.244.x.0/24), a loopback range, so every ClusterIP is reachable on the machine without privileges.
+pub const DEFAULT_SERVICE_CIDR: &str = "127.96.0.0/16";
 /// The range of node ports.
 pub const NODE_PORTS: (u16, u16) = (30000, 32767);
 

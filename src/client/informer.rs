@@ -42,6 +42,20 @@ fn cache_key(v: &Value) -> String {
 }
 
 impl Cache {
+    /// A cache holding fixed objects, already synced (for tests of code that reads caches).
+    pub fn of(objects: impl IntoIterator<Item = Value>) -> Cache {
+        let map = objects
+            .into_iter()
+            .map(|o| (cache_key(&o), Arc::new(o)))
+            .collect();
+        let (tx, synced) = tokio::sync::watch::channel(true);
+        drop(tx);
+        Cache {
+            inner: Arc::new(RwLock::new(map)),
+            synced,
+        }
+    }
+
     /// The object `ns/name` (shared: the cache never copies objects out).
     pub fn get(&self, ns: &str, name: &str) -> Option<Arc<Value>> {
         self.inner

@@ -107,6 +107,8 @@ pub struct Shared {
     pub pods_dir: PathBuf,
     pub pods_kind: &'static KindInfo,
     pub pods: Cache,
+    /// Every Service (for the service environment variables of new containers).
+    pub services: Cache,
 }
 
 #[async_trait]
@@ -324,6 +326,14 @@ pub async fn run(
         None,
         format!("fieldSelector=spec.nodeName%3D{}", cfg.node_name),
     );
+    let services = Informer::start(client.clone(), kind("services"), None, String::new());
+    let slices = Informer::start(client.clone(), kind("endpointslices"), None, String::new());
+    let proxy = tokio::spawn(crate::proxy::run(
+        crate::proxy::Tables::new(services.cache.clone(), slices.cache.clone()),
+        services.changes.clone(),
+        slices.changes.clone(),
+        cfg.address,
+    ));
     crate::apiserver::tls::init_crypto();
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -340,6 +350,7 @@ pub async fn run(
         pods_dir: pods_dir.clone(),
         pods_kind,
         pods: informer.cache.clone(),
+        services: services.cache.clone(),
     });
     let srv = tokio::spawn(server::serve(listener, shared.clone()));
     let mut changes = informer.changes.subscribe();
@@ -417,6 +428,7 @@ pub async fn run(
         }
     }
     hb.abort();
+    proxy.abort();
     srv.abort();
     if cfg.stop_pods_on_exit {
         tracing::info!(node = %cfg.node_name, pods = workers.len(), "stopping this node's pods");

@@ -585,6 +585,12 @@ impl Worker {
             .filter(|h| !h.is_empty())
             .unwrap_or(self.name());
         let mut base = vec![("HOSTNAME".to_string(), hostname.to_string())];
+        if self.pod["spec"]["enableServiceLinks"].as_bool() != Some(false) {
+            base.extend(super::env::service_links(
+                self.ns(),
+                &self.shared.services.list(),
+            ));
+        }
         // On the process runtime pods share the host's network: tell them the address that is theirs.
         if self.shared.runtime.name() == "process" {
             base.extend([

@@ -1,0 +1,419 @@
+//! The service proxy (kube-proxy's role), a userspace proxy in every node agent: it listens on each Service's
+//! ClusterIP:port and, for NodePort and LoadBalancer Services, on the node's address at each node port, and forwards
+//! TCP connections and UDP datagrams to the Service's endpoints (from its EndpointSlices: ready endpoints, or serving
+//! terminating ones when none is ready), round robin, or by client address with `sessionAffinity: ClientIP`.
+//! Endpoints are looked up per connection, so a change is followed as soon as the informer has it; connections to an
+//! endpoint that went away are left to finish (draining). Listeners follow Services being added, changed and
+//! removed. A ClusterIP that is not a local address is added to the loopback device when running as root; without
+//! root only node ports (and ClusterIPs in 127.0.0.0/8) can be served, which is logged once per address.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::client::informer::{Cache, Change};
+
+fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Which Service port a listener serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Target {
+    ns: String,
+    service: String,
+    port_name: String,
+    protocol: String,
+    /// ClientIP session affinity timeout.
+    affinity: Option<Duration>,
+}
+
+/// What the proxy knows: Services and EndpointSlices (shared informer caches), and its round-robin and affinity state.
+pub struct Tables {
+    services: Cache,
+    slices: Cache,
+    next: Mutex<HashMap<Target, usize>>,
+    sticky: Mutex<HashMap<(Target, IpAddr), (SocketAddr, Instant)>>,
+}
+
+impl Tables {
+    pub fn new(services: Cache, slices: Cache) -> Arc<Self> {
+        Arc::new(Tables {
+            services,
+            slices,
+            next: Mutex::default(),
+            sticky: Mutex::default(),
+        })
+    }
+
+    /// The endpoints of a Service port now: ready ones, else serving terminating ones.
+    fn endpoints(&self, t: &Target) -> Vec<SocketAddr> {
+        let mut ready = Vec::new();
+        let mut serving = Vec::new();
+        for slice in self.slices.list() {
+            if s(&slice, "/metadata/namespace") != t.ns
+                || s(&slice, "/metadata/labels/kubernetes.io~1service-name") != t.service
+            {
+                continue;
+            }
+            let Some(port) = slice["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| {
+                    p["name"].as_str().unwrap_or("") == t.port_name
+                        && p["protocol"].as_str().unwrap_or("TCP") == t.protocol
+                })
+                .and_then(|p| p["port"].as_u64())
+            else {
+                continue;
+            };
+            for e in slice["endpoints"].as_array().into_iter().flatten() {
+                let Some(ip) = e["addresses"][0]
+                    .as_str()
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+                else {
+                    continue;
+                };
+                let addr = SocketAddr::new(ip, port as u16);
+                let c = &e["conditions"];
+                if c["ready"].as_bool() != Some(false) {
+                    ready.push(addr);
+                } else if c["serving"] == true && c["terminating"] == true {
+                    serving.push(addr);
+                }
+            }
+        }
+        let mut out = if ready.is_empty() { serving } else { ready };
+        out.sort();
+        out
+    }
+
+    /// The endpoint for a new connection (or datagram flow) from `client`.
+    fn pick(&self, t: &Target, client: IpAddr) -> Option<SocketAddr> {
+        let eps = self.endpoints(t);
+        if eps.is_empty() {
+            return None;
+        }
+        if let Some(timeout) = t.affinity {
+            let mut sticky = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (t.clone(), client);
+            if let Some((addr, at)) = sticky.get(&key) {
+                if at.elapsed() < timeout && eps.contains(addr) {
+                    let addr = *addr;
+                    sticky.insert(key, (addr, Instant::now()));
+                    return Some(addr);
+                }
+            }
+            let addr = self.round_robin(t, &eps);
+            sticky.insert(key, (addr, Instant::now()));
+            return Some(addr);
+        }
+        Some(self.round_robin(t, &eps))
+    }
+
+    fn round_robin(&self, t: &Target, eps: &[SocketAddr]) -> SocketAddr {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let i = next.entry(t.clone()).or_insert(0);
+        let addr = eps[*i % eps.len()];
+        *i = i.wrapping_add(1);
+        addr
+    }
+
+    /// Every (address, protocol) -> Service port the proxy should serve, given the Services now.
+    fn wanted(&self, node_ip: IpAddr) -> HashMap<(SocketAddr, String), Target> {
+        let mut out = HashMap::new();
+        for svc in self.services.list() {
+            let ty = s(&svc, "/spec/type");
+            let ip = s(&svc, "/spec/clusterIP");
+            if ty == "ExternalName" {
+                continue;
+            }
+            let affinity = (s(&svc, "/spec/sessionAffinity") == "ClientIP").then(|| {
+                Duration::from_secs(
+                    svc.pointer("/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(10800),
+                )
+            });
+            for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
+                let protocol = p["protocol"].as_str().unwrap_or("TCP").to_string();
+                if protocol != "TCP" && protocol != "UDP" {
+                    continue;
+                }
+                let target = Target {
+                    ns: s(&svc, "/metadata/namespace").to_string(),
+                    service: s(&svc, "/metadata/name").to_string(),
+                    port_name: s(p, "/name").to_string(),
+                    protocol: protocol.clone(),
+                    affinity,
+                };
+                if let (Ok(addr), Some(port)) = (ip.parse::<IpAddr>(), p["port"].as_u64()) {
+                    out.insert(
+                        (SocketAddr::new(addr, port as u16), protocol.clone()),
+                        target.clone(),
+                    );
+                }
+                if let Some(np) = p["nodePort"]
+                    .as_u64()
+                    .filter(|_| ty == "NodePort" || ty == "LoadBalancer")
+                {
+                    out.insert(
+                        (SocketAddr::new(node_ip, np as u16), protocol.clone()),
+                        target.clone(),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Makes `ip` a local address if it is not one (root only: added to the loopback device).
+fn ensure_local(ip: IpAddr) -> Result<(), String> {
+    if ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(format!(
+            "{ip} is not a local address and adding it needs root"
+        ));
+    }
+    let out = std::process::Command::new("ip")
+        .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+        .output()
+        .map_err(|e| format!("running ip: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || err.contains("File exists") {
+        Ok(())
+    } else {
+        Err(format!("ip addr add {ip}/32 dev lo: {}", err.trim()))
+    }
+}
+
+/// Runs the proxy until its informers stop: listeners follow the Services.
+pub async fn run(
+    tables: Arc<Tables>,
+    services: broadcast::Sender<Change>,
+    _slices: broadcast::Sender<Change>,
+    node_ip: IpAddr,
+) {
+    let mut changes = services.subscribe();
+    tables.services.wait_synced().await;
+    let mut running: HashMap<(SocketAddr, String), (Target, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    let mut failed: HashSet<(SocketAddr, String)> = HashSet::new();
+    loop {
+        let wanted = tables.wanted(node_ip);
+        running.retain(|key, (target, task)| {
+            let keep = wanted.get(key) == Some(target);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, target) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let (addr, proto) = key.clone();
+            if let Err(why) = ensure_local(addr.ip()) {
+                if failed.insert(key.clone()) {
+                    tracing::warn!(service = %format!("{}/{}", target.ns, target.service), %addr, "cannot serve: {why}");
+                }
+                continue;
+            }
+            let task = match proto.as_str() {
+                "UDP" => match tokio::net::UdpSocket::bind(addr).await {
+                    Ok(sock) => tokio::spawn(udp(Arc::new(sock), tables.clone(), target.clone())),
+                    Err(e) => {
+                        if failed.insert(key.clone()) {
+                            tracing::info!(%addr, "not serving UDP here: {e}");
+                        }
+                        continue;
+                    }
+                },
+                _ => match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => tokio::spawn(tcp(l, tables.clone(), target.clone())),
+                    Err(e) => {
+                        // Another node agent on this machine may serve it already.
+                        if failed.insert(key.clone()) {
+                            tracing::info!(%addr, "not serving TCP here: {e}");
+                        }
+                        continue;
+                    }
+                },
+            };
+            failed.remove(&key);
+            tracing::debug!(%addr, %proto, service = %target.service, "proxying");
+            running.insert(key, (target, task));
+        }
+        // Wait for a Service change (a burst is handled at once); retry failed addresses now and then.
+        match tokio::time::timeout(Duration::from_secs(10), changes.recv()).await {
+            Ok(Err(broadcast::error::RecvError::Closed)) => break,
+            _ => while changes.try_recv().is_ok() {},
+        }
+    }
+    for (_, (_, task)) in running {
+        task.abort();
+    }
+}
+
+async fn tcp(listener: tokio::net::TcpListener, tables: Arc<Tables>, target: Target) {
+    loop {
+        let Ok((mut inbound, client)) = listener.accept().await else {
+            continue;
+        };
+        let tables = tables.clone();
+        let target = target.clone();
+        tokio::spawn(async move {
+            // Try a few endpoints: one that just went away should not fail the client.
+            for _ in 0..3 {
+                let Some(ep) = tables.pick(&target, client.ip()) else {
+                    return;
+                };
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(ep),
+                )
+                .await
+                {
+                    Ok(Ok(mut outbound)) => {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                    _ => {
+                        tracing::debug!(endpoint = %ep, service = %target.service, "endpoint refused a connection")
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// UDP flows by client: the upstream socket and when it was last used.
+type Flows = Arc<Mutex<HashMap<SocketAddr, (Arc<tokio::net::UdpSocket>, Instant)>>>;
+
+async fn udp(sock: Arc<tokio::net::UdpSocket>, tables: Arc<Tables>, target: Target) {
+    // One upstream socket per client flow; flows idle for a minute are closed.
+    let flows: Flows = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, client)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let existing = flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&client)
+            .map(|(u, _)| u.clone());
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let Some(ep) = tables.pick(&target, client.ip()) else {
+                    continue;
+                };
+                let bind: SocketAddr = if ep.is_ipv4() {
+                    "0.0.0.0:0".parse().expect("address")
+                } else {
+                    "[::]:0".parse().expect("address")
+                };
+                let Ok(u) = tokio::net::UdpSocket::bind(bind).await else {
+                    continue;
+                };
+                if u.connect(ep).await.is_err() {
+                    continue;
+                }
+                let u = Arc::new(u);
+                let (reply_to, back, flows2) = (sock.clone(), u.clone(), flows.clone());
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 65536];
+                    while let Ok(Ok(m)) =
+                        tokio::time::timeout(Duration::from_secs(60), back.recv(&mut b)).await
+                    {
+                        let _ = reply_to.send_to(&b[..m], client).await;
+                    }
+                    flows2
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&client);
+                });
+                u
+            }
+        };
+        flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(client, (upstream.clone(), Instant::now()));
+        let _ = upstream.send(&buf[..n]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_listeners_cover_cluster_ips_and_node_ports() {
+        let services = Cache::of([
+            serde_json::json!({"metadata": {"name": "web", "namespace": "n", "resourceVersion": "1"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.5", "sessionAffinity": "ClientIP",
+                "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"},
+                          {"name": "dns", "port": 53, "protocol": "UDP"}]}}),
+            serde_json::json!({"metadata": {"name": "headless", "namespace": "n", "resourceVersion": "1"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+        ]);
+        let t = Tables::new(services, Cache::of([]));
+        let w = t.wanted("127.0.0.1".parse().unwrap());
+        let keys: HashSet<String> = w.keys().map(|(a, p)| format!("{a}/{p}")).collect();
+        let want: HashSet<String> = [
+            "10.96.0.5:80/TCP",
+            "127.0.0.1:30080/TCP",
+            "10.96.0.5:53/UDP",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(keys, want);
+        let target = &w[&("10.96.0.5:80".parse().unwrap(), "TCP".to_string())];
+        assert_eq!(target.affinity, Some(Duration::from_secs(10800)));
+    }
+
+    #[test]
+    fn picks_rotate_and_stick_with_affinity() {
+        let slices = Cache::of([
+            serde_json::json!({"metadata": {"name": "web-0", "namespace": "n", "resourceVersion": "1",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["127.0.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["127.0.0.3"], "conditions": {"ready": true}},
+                {"addresses": ["127.0.0.4"], "conditions": {"ready": false, "serving": true, "terminating": true}}]}),
+        ]);
+        let t = Tables::new(Cache::of([]), slices);
+        let mut target = Target {
+            ns: "n".into(),
+            service: "web".into(),
+            port_name: "http".into(),
+            protocol: "TCP".into(),
+            affinity: None,
+        };
+        let client: IpAddr = "127.0.0.9".parse().unwrap();
+        let picks: HashSet<SocketAddr> = (0..4).filter_map(|_| t.pick(&target, client)).collect();
+        assert_eq!(
+            picks.len(),
+            2,
+            "round robin over the ready endpoints only: {picks:?}"
+        );
+        target.affinity = Some(Duration::from_secs(60));
+        let first = t.pick(&target, client).unwrap();
+        assert!((0..5).all(|_| t.pick(&target, client) == Some(first)));
+    }
+}

@@ -1,0 +1,176 @@
+//! Services end to end on a real `capstan up`: ClusterIP and NodePort allocation, Endpoints and EndpointSlices that
+//! follow the ready pods, the node's proxy answering on both addresses and spreading the load, service environment
+//! variables in a pod that reaches the Service through them - all with the real kubectl.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{fails, ok, within, Server};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn web(replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: capstan/demo-app
+        command: ["capstan", "demo-app"]
+        ports:
+        - {{name: http, containerPort: 8080}}
+        readinessProbe:
+          httpGet: {{path: /healthz, port: http}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports:
+  - name: http
+    port: 80
+    targetPort: http
+"#
+    )
+}
+
+/// The pod names answering `url` over `n` requests.
+fn answering(url: &str, n: usize) -> BTreeSet<String> {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    (0..n)
+        .filter_map(|_| http.get(url).send().ok()?.json::<Value>().ok())
+        .filter_map(|v| v["pod"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_service_answers_on_its_cluster_ip_and_node_port_and_follows_its_pods() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    s.kubectl_apply(&k, &web(3));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    ));
+    let svc = s
+        .call("GET", "/api/v1/namespaces/default/services/web", "", "")
+        .1;
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert!(ip.starts_with("127.96."), "{svc}");
+    assert!((30000..=32767).contains(&node_port), "{svc}");
+    let out = ok(&s.kubectl(&k, &["get", "svc", "web"]));
+    assert!(
+        out.contains(&ip) && out.contains(&format!("80:{node_port}/TCP")),
+        "{out}"
+    );
+
+    // Endpoints: the three ready pods on their named port.
+    within(LONG, "three endpoints", || {
+        let ep = s
+            .call("GET", "/api/v1/namespaces/default/endpoints/web", "", "")
+            .1;
+        let addrs = ep["subsets"][0]["addresses"].as_array().map_or(0, Vec::len);
+        (addrs == 3 && ep["subsets"][0]["ports"][0]["port"] == 8080).then_some(())
+    });
+    let out = ok(&s.kubectl(
+        &k,
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ],
+    ));
+    assert!(out.contains("8080"), "{out}");
+
+    // The proxy: every replica answers through the ClusterIP and through the node port.
+    let cluster_url = format!("http://{ip}:80/");
+    let node_url = format!("http://127.0.0.1:{node_port}/");
+    let pods = within(LONG, "all three pods answer on the ClusterIP", || {
+        let seen = answering(&cluster_url, 12);
+        (seen.len() == 3).then_some(seen)
+    });
+    within(LONG, "all three pods answer on the node port", || {
+        (answering(&node_url, 12) == pods).then_some(())
+    });
+
+    // A pod reaches the Service through the environment Kubernetes gives it.
+    s.kubectl_apply(
+        &k,
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: client
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: client
+        image: none
+        command: ["bash", "-c", "exec 3<>/dev/tcp/$WEB_SERVICE_HOST/$WEB_SERVICE_PORT_HTTP && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3"]
+"#,
+    );
+    ok(&s.kubectl(
+        &k,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/client",
+            "--timeout=60s",
+        ],
+    ));
+    let log = ok(&s.kubectl(&k, &["logs", "job/client"]));
+    assert!(
+        log.contains("200 OK") && log.contains("\"pod\":\"web-"),
+        "{log}"
+    );
+
+    // Scaled to one, the Service follows within a moment.
+    ok(&s.kubectl(&k, &["scale", "deployment/web", "--replicas=1"]));
+    within(LONG, "one pod answering", || {
+        (answering(&node_url, 6).len() == 1).then_some(())
+    });
+
+    // A requested ClusterIP that is taken is refused, naming the field.
+    let clash = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: clash\nspec:\n  clusterIP: {ip}\n  selector: {{app: web}}\n  ports: [{{port: 81}}]\n"
+    );
+    std::fs::write(s.dir.path().join("clash.yaml"), clash).unwrap();
+    let err = fails(&s.kubectl(
+        &k,
+        &[
+            "apply",
+            "-f",
+            s.dir.path().join("clash.yaml").to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        err.contains("spec.clusterIPs") && err.contains("already allocated"),
+        "{err}"
+    );
+}
