@@ -41,6 +41,7 @@ pub async fn server(
         .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
     settings.job_backoff = secs(control.job_backoff, "--job-backoff")?;
     settings.gitops_cache = data_dir.join("gitops");
+    settings.storage_dir = data_dir.join("storage");
     let started = Instant::now();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -853,6 +854,9 @@ pub struct ShimArgs {
     max_log_files: u32,
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// A JSON file of bind mounts to set up in the container's own mount namespace.
+    #[arg(long)]
+    mounts: Option<PathBuf>,
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -864,6 +868,7 @@ pub fn shim(a: ShimArgs) -> i32 {
         max_log_bytes: a.max_log_bytes,
         max_log_files: a.max_log_files,
         workdir: a.workdir,
+        mounts: a.mounts,
         command: a.command,
     })
 }

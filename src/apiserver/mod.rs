@@ -122,6 +122,28 @@ impl Server {
                 Err(e) => return Err(e),
             }
         }
+        // The built-in StorageClass (a directory per claim on the node's disk), the default one.
+        let sc = registry::by_resource("storage.k8s.io", "v1", "storageclasses")
+            .expect("storageclasses kind");
+        let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "local-path",
+                "annotations": {crate::controllers::volumes::DEFAULT_CLASS: "true"}},
+            "provisioner": crate::controllers::volumes::LOCAL_PATH, "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate"});
+        let opts = handlers::WriteOpts {
+            dry_run: false,
+            validation: "Strict".into(),
+            manager: "capstan".into(),
+            subresource: String::new(),
+        };
+        match self
+            .write(sc, None, class, None, &opts, &mut Vec::new())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(e),
+        }
         let (items, _, _, _) = self.list_objects(nk, None, &Query::new()).await?;
         for ns in items {
             if ns.pointer("/metadata/deletionTimestamp").is_some() {

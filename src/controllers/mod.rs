@@ -12,6 +12,7 @@ pub mod node_ipam;
 pub mod replicaset;
 pub mod revisions;
 pub mod statefulset;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Settings {
     pub gitops_cache: std::path::PathBuf,
     /// The Job controller's first delay before replacing a failed pod (Kubernetes: 10 s, doubling).
     pub job_backoff: std::time::Duration,
+    /// Where the `local-path` StorageClass provisions volumes.
+    pub storage_dir: std::path::PathBuf,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             cluster_cidr: std::net::Ipv4Addr::new(10, 244, 0, 0),
             gitops_cache: std::env::temp_dir().join("capstan-gitops"),
             job_backoff: std::time::Duration::from_secs(10),
+            storage_dir: std::env::temp_dir().join("capstan-storage"),
         }
     }
 }
@@ -99,7 +103,13 @@ async fn controllers(
 ) {
     // One informer per kind, shared by every controller that reads it.
     let mut plurals = gc::kinds();
-    plurals.extend(["nodes", "services", "endpoints"]);
+    plurals.extend([
+        "nodes",
+        "services",
+        "endpoints",
+        "persistentvolumes",
+        "storageclasses",
+    ]);
     let informers: HashMap<&'static str, Informer> = plurals
         .into_iter()
         .map(|p| {
@@ -216,6 +226,30 @@ async fn controllers(
             .watches_shared(&informers["endpointslices"], endpoints::owner_mapper())
             .workers(2)
             .run(endpoints::reconcile, ep_ctx, stopper()),
+    ));
+    let vol_ctx = Arc::new(volumes::Context {
+        client: client.clone(),
+        volumes: informers["persistentvolumes"].cache.clone(),
+        classes: informers["storageclasses"].cache.clone(),
+        claims: informers["persistentvolumeclaims"].cache.clone(),
+        storage: settings.storage_dir.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("persistentvolumeclaims"))
+            .primary_shared(&informers["persistentvolumeclaims"])
+            .watches_shared(&informers["persistentvolumes"], volumes::claim_mapper())
+            .workers(1)
+            .run(volumes::reconcile, vol_ctx.clone(), stopper()),
+    ));
+    tasks.push(tokio::spawn(
+        Controller::new(client.clone(), kind("persistentvolumes"))
+            .primary_shared(&informers["persistentvolumes"])
+            .watches_shared(
+                &informers["persistentvolumeclaims"],
+                volumes::volume_mapper(informers["persistentvolumes"].cache.clone()),
+            )
+            .workers(1)
+            .run(volumes::reconcile_volume, vol_ctx, stopper()),
     ));
     let cron_ctx = Arc::new(cronjob::Context {
         client: client.clone(),

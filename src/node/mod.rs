@@ -10,6 +10,7 @@ pub mod pod;
 pub mod probe;
 pub mod runtime;
 pub mod server;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -353,6 +354,7 @@ pub async fn run(
         services: services.cache.clone(),
     });
     let srv = tokio::spawn(server::serve(listener, shared.clone()));
+    let refresher = tokio::spawn(volumes::refresh(shared.clone()));
     let mut changes = informer.changes.subscribe();
     informer.cache.wait_synced().await;
     clean_orphans(&shared);
@@ -429,6 +431,7 @@ pub async fn run(
     }
     hb.abort();
     proxy.abort();
+    refresher.abort();
     srv.abort();
     if cfg.stop_pods_on_exit {
         tracing::info!(node = %cfg.node_name, pods = workers.len(), "stopping this node's pods");
@@ -479,6 +482,7 @@ fn clean_orphans(shared: &Shared) {
                 }
             }
         }
+        volumes::release(&e.path());
         let _ = std::fs::remove_dir_all(e.path());
     }
 }

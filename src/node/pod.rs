@@ -607,6 +607,8 @@ impl Worker {
         pod["status"]["podIP"] = json!(self.state.ip);
         pod["status"]["hostIP"] = json!(self.shared.node_ip);
         let env = super::env::resolve(&pod, c, self.shared.as_ref(), &base).await?;
+        let volumes = super::volumes::prepare(&self.shared, &self.pod).await?;
+        let mounts = super::volumes::mounts_for(c, &volumes, &self.pod)?;
         let command = super::env::command_line(c, &env);
         let command = if c.get("command").is_some() {
             command
@@ -625,6 +627,7 @@ impl Worker {
                 .map(PathBuf::from),
             log_path: super::logs::log_path(&self.dir, name, restart),
             state_dir: self.dir.join("run").join(name).join(restart.to_string()),
+            mounts,
         })
     }
 
@@ -1003,6 +1006,7 @@ impl Worker {
             }
         }
         self.shared.network.teardown(&self.uid);
+        super::volumes::release(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         tracing::info!(pod = %self.key(), "pod cleaned up");
         true

@@ -39,6 +39,8 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     /// A directory the runtime may keep this instance's state in.
     pub state_dir: PathBuf,
+    /// Volumes bind-mounted into the container.
+    pub mounts: Vec<crate::node::volumes::Mount>,
 }
 
 /// A started container, recorded on disk by the agent so a restarted agent can adopt it.

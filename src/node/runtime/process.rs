@@ -136,6 +136,11 @@ impl ContainerRuntime for ProcessRuntime {
         if let Some(dir) = &spec.working_dir {
             cmd.arg("--workdir").arg(dir);
         }
+        if !spec.mounts.is_empty() {
+            let file = spec.state_dir.join("mounts.json");
+            std::fs::write(&file, serde_json::to_vec(&spec.mounts).unwrap_or_default())?;
+            cmd.arg("--mounts").arg(&file);
+        }
         cmd.arg("--").arg(self.resolve(program));
         cmd.args(&spec.command[1..]);
         self.command_env(&mut cmd, spec);

@@ -26,6 +26,8 @@ pub struct ShimArgs {
     pub max_log_bytes: u64,
     pub max_log_files: u32,
     pub workdir: Option<PathBuf>,
+    /// A JSON file of [`crate::node::volumes::Mount`]s.
+    pub mounts: Option<PathBuf>,
     pub command: Vec<String>,
 }
 
@@ -62,6 +64,21 @@ pub fn run(args: ShimArgs) -> i32 {
         .process_group(0);
     if let Some(dir) = &args.workdir {
         cmd.current_dir(dir);
+    }
+    if let Some(file) = &args.mounts {
+        match mount_plan(file) {
+            Ok(plan) => {
+                // SAFETY: the closure makes only system calls (unshare, mount, open/write) on data prepared before
+                // the fork; it allocates nothing.
+                unsafe {
+                    cmd.pre_exec(move || plan.apply());
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(handshake, "failed volume mounts: {}", e.replace('\n', " "));
+                return 2;
+            }
+        }
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -183,4 +200,132 @@ pub fn write_exit(path: &Path, record: &ExitRecord) -> std::io::Result<()> {
 
 pub fn read_exit(path: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Bind mounts made ready before the fork: paths as C strings, targets created on the host.
+struct MountPlan {
+    mounts: Vec<(std::ffi::CString, std::ffi::CString, bool)>,
+    root: bool,
+    uid_map: std::ffi::CString,
+    gid_map: std::ffi::CString,
+}
+
+fn mount_plan(file: &Path) -> Result<MountPlan, String> {
+    let mounts: Vec<crate::node::volumes::Mount> = serde_json::from_slice(
+        &std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?,
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mut out = Vec::new();
+    for m in mounts {
+        // The target must exist to mount on: a directory, or a file for a file source.
+        if !m.target.exists() {
+            let made = if m.source.is_dir() {
+                std::fs::create_dir_all(&m.target)
+            } else {
+                m.target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::File::create(&m.target).map(|_| ()))
+            };
+            made.map_err(|e| {
+                format!(
+                    "mountPath {}: {e}{}",
+                    m.target.display(),
+                    if uid == 0 {
+                        ""
+                    } else {
+                        " (creating it needs root; or mount at an existing directory)"
+                    }
+                )
+            })?;
+        }
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())
+        };
+        out.push((c(&m.source)?, c(&m.target)?, m.read_only));
+    }
+    Ok(MountPlan {
+        mounts: out,
+        root: uid == 0,
+        uid_map: std::ffi::CString::new(format!("{uid} {uid} 1")).map_err(|e| e.to_string())?,
+        gid_map: std::ffi::CString::new(format!("{gid} {gid} 1")).map_err(|e| e.to_string())?,
+    })
+}
+
+impl MountPlan {
+    /// Runs in the child between fork and exec: a mount namespace of its own (inside a user namespace that maps
+    /// only the caller when not root), then the bind mounts.
+    fn apply(&self) -> std::io::Result<()> {
+        let err = std::io::Error::last_os_error;
+        // SAFETY: plain system calls on valid NUL-terminated strings owned by `self`.
+        unsafe {
+            if self.root {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(err());
+                }
+            } else {
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                    return Err(err());
+                }
+                write_proc(c"/proc/self/setgroups", c"deny")?;
+                write_proc(c"/proc/self/uid_map", &self.uid_map)?;
+                write_proc(c"/proc/self/gid_map", &self.gid_map)?;
+            }
+            let none = std::ptr::null();
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(err());
+            }
+            for (src, dst, ro) in &self.mounts {
+                if libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(err());
+                }
+                if *ro
+                    && libc::mount(
+                        none,
+                        dst.as_ptr(),
+                        none,
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(err());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a small text to a /proc file, without allocating (for use between fork and exec).
+unsafe fn write_proc(path: &std::ffi::CStr, text: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: the caller passes valid C strings; the descriptor is closed before returning.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let bytes = text.to_bytes();
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,216 @@
+//! Volumes end to end on a real `capstan up`: a ConfigMap mounted as files that change when the ConfigMap does, an
+//! emptyDir shared by two containers, and a StatefulSet whose pods keep their data in claims provisioned by the
+//! built-in `local-path` class - surviving the pod's deletion - with the real kubectl.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ok, within, Server};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn logs(s: &Server, k: &std::path::Path, pod: &str, container: &str) -> String {
+    let out = s.kubectl(k, &["logs", pod, "-c", container]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn configmap_files_follow_their_configmap_and_an_empty_dir_is_shared() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    // Mount points inside the test's own directory: nothing is created elsewhere on the machine.
+    let mnt = s.dir.path().join("mnt");
+    let (cfg, shared) = (mnt.join("config"), mnt.join("shared"));
+    s.kubectl_apply(
+        &k,
+        &format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: greeting
+data:
+  greeting: hello
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: cfg
+    configMap:
+      name: greeting
+  - name: scratch
+    emptyDir: {{}}
+  containers:
+  - name: reader
+    image: none
+    command: ["sh", "-c", "while true; do echo \"says $(cat {cfg}/greeting)\"; sleep 0.3; done"]
+    volumeMounts:
+    - {{name: cfg, mountPath: "{cfg}", readOnly: true}}
+  - name: writer
+    image: none
+    command: ["sh", "-c", "echo from-writer > {shared}/note; sleep 600"]
+    volumeMounts:
+    - {{name: scratch, mountPath: "{shared}"}}
+  - name: peer
+    image: none
+    command: ["sh", "-c", "while ! cat {shared}/note; do sleep 0.2; done; sleep 600"]
+    volumeMounts:
+    - {{name: scratch, mountPath: "{shared}"}}
+"#,
+            cfg = cfg.display(),
+            shared = shared.display()
+        ),
+    );
+    within(LONG, "the reader sees the ConfigMap", || {
+        logs(&s, &k, "reader", "reader")
+            .contains("says hello")
+            .then_some(())
+    });
+    within(LONG, "the peer reads what the writer wrote", || {
+        logs(&s, &k, "reader", "peer")
+            .contains("from-writer")
+            .then_some(())
+    });
+    // The mounts are the containers' own: the machine's directories stay empty.
+    assert!(
+        std::fs::read_dir(&cfg).map(|d| d.count()).unwrap_or(0) == 0,
+        "the host sees no projected files"
+    );
+    // A change to the ConfigMap reaches the running container.
+    ok(&s.kubectl(
+        &k,
+        &[
+            "patch",
+            "configmap",
+            "greeting",
+            "-p",
+            r#"{"data":{"greeting":"bonjour"}}"#,
+        ],
+    ));
+    within(LONG, "the reader sees the change", || {
+        logs(&s, &k, "reader", "reader")
+            .contains("says bonjour")
+            .then_some(())
+    });
+    // Read-only means read-only.
+    let pod = s
+        .call("GET", "/api/v1/namespaces/default/pods/reader", "", "")
+        .1;
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+}
+
+fn claims(s: &Server) -> Vec<Value> {
+    let (_, list) = s.call(
+        "GET",
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        "",
+        "",
+    );
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn statefulset_pods_keep_their_data_in_provisioned_claims() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    let data = s.dir.path().join("mnt").join("data");
+    s.kubectl_apply(
+        &k,
+        &format!(
+            r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  replicas: 3
+  serviceName: web
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: none
+        command: ["sh", "-c", "[ -f {d}/ordinal ] || echo $HOSTNAME > {d}/ordinal; echo boot >> {d}/boots; sleep 600"]
+        volumeMounts:
+        - {{name: data, mountPath: "{d}"}}
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: ["ReadWriteOnce"]
+      resources:
+        requests:
+          storage: 1Gi
+"#,
+            d = data.display()
+        ),
+    );
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "statefulset/web", "--timeout=60s"],
+    ));
+    let bound = within(LONG, "three Bound claims", || {
+        let c = claims(&s);
+        (c.len() == 3 && c.iter().all(|c| c["status"]["phase"] == "Bound")).then_some(c)
+    });
+    let volume_of = |claim: &str| -> std::path::PathBuf {
+        let c = bound
+            .iter()
+            .find(|c| c["metadata"]["name"] == claim)
+            .unwrap();
+        let pv_name = c["spec"]["volumeName"].as_str().unwrap();
+        let pv = s
+            .call(
+                "GET",
+                &format!("/api/v1/persistentvolumes/{pv_name}"),
+                "",
+                "",
+            )
+            .1;
+        assert_eq!(pv["spec"]["storageClassName"], "local-path", "{pv}");
+        std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().unwrap())
+    };
+    let dir1 = volume_of("data-web-1");
+    let read =
+        |p: &std::path::Path, f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+    within(LONG, "web-1 wrote its ordinal", || {
+        (read(&dir1, "ordinal").trim() == "web-1").then_some(())
+    });
+    assert_eq!(read(&volume_of("data-web-2"), "ordinal").trim(), "web-2");
+
+    // web-1 comes back with its own data.
+    ok(&s.kubectl(&k, &["delete", "pod", "web-1"]));
+    within(LONG, "web-1 booted twice on the same claim", || {
+        (read(&dir1, "boots").lines().count() == 2).then_some(())
+    });
+    assert_eq!(read(&dir1, "ordinal").trim(), "web-1");
+
+    // Scaling down keeps the claims; deleting them (reclaim policy Delete) removes the volumes and their data.
+    ok(&s.kubectl(&k, &["scale", "statefulset/web", "--replicas=0"]));
+    within(LONG, "no pods", || {
+        let (_, list) = s.call(
+            "GET",
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+            "",
+            "",
+        );
+        list["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    });
+    assert_eq!(claims(&s).len(), 3);
+    ok(&s.kubectl(&k, &["delete", "pvc", "data-web-1"]));
+    within(LONG, "the volume reclaimed", || {
+        (!dir1.exists()).then_some(())
+    });
+}
