@@ -360,3 +360,91 @@ spec:
     let out = ok(&s.kubectl(&k, &["get", "cronjob", "tick"]));
     assert!(out.contains("* * * * *"), "{out}");
 }
+
+#[test]
+fn forbid_skips_a_run_while_one_is_active_and_history_limits_prune_old_jobs() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    s.kubectl_apply(
+        &k,
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: slow
+spec:
+  schedule: "* * * * *"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 1
+          containers:
+          - {name: slow, image: none, command: ["sleep", "600"]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: quick
+spec:
+  schedule: "* * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - {name: quick, image: none, command: ["true"]}
+"#,
+    );
+    let jobs_of = |cj: &str| -> Vec<Value> {
+        let list = get(&s, "/apis/batch/v1/namespaces/default/jobs");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == cj)
+            .cloned()
+            .collect()
+    };
+    // The first minute: one Job each.
+    let first = within(Duration::from_secs(75), "the first scheduled runs", || {
+        let (slow, quick) = (jobs_of("slow"), jobs_of("quick"));
+        (slow.len() == 1 && quick.len() == 1)
+            .then(|| quick[0]["metadata"]["name"].as_str().unwrap().to_string())
+    });
+    // The next minute: the slow one is still running, so Forbid skips it; the quick one runs again and only the
+    // newest finished Job is kept.
+    let second = within(
+        Duration::from_secs(75),
+        "the quick CronJob's second run",
+        || {
+            let quick = jobs_of("quick");
+            quick
+                .iter()
+                .find(|j| j["metadata"]["name"] != first.as_str())
+                .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+        },
+    );
+    within(LONG, "the first quick Job pruned", || {
+        let names: Vec<String> = jobs_of("quick")
+            .iter()
+            .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        (names == [second.clone()]).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        jobs_of("slow").len(),
+        1,
+        "Forbid: no second Job while the first runs"
+    );
+    let cj = get(&s, "/apis/batch/v1/namespaces/default/cronjobs/slow");
+    assert_eq!(
+        cj["status"]["active"].as_array().map_or(0, Vec::len),
+        1,
+        "{cj}"
+    );
+}
