@@ -24,6 +24,9 @@ pub struct ControlArgs {
     /// The Service ClusterIP range.
     #[arg(long, default_value = capstan::apiserver::DEFAULT_SERVICE_CIDR)]
     pub service_cidr: String,
+    /// The addresses LoadBalancer Services get (the built-in `local` cloud provider).
+    #[arg(long, default_value = capstan::controllers::DEFAULT_LOAD_BALANCER_POOL)]
+    pub load_balancer_pool: String,
     /// First delay before a Job replaces a failed pod, in seconds (Kubernetes: 10), doubling up to 6 minutes.
     #[arg(long, default_value_t = 10.0)]
     pub job_backoff: f64,
@@ -42,6 +45,9 @@ pub async fn server(
     settings.job_backoff = secs(control.job_backoff, "--job-backoff")?;
     settings.gitops_cache = data_dir.join("gitops");
     settings.storage_dir = data_dir.join("storage");
+    capstan::cloud::LocalPool::new(&control.load_balancer_pool)
+        .map_err(|e| anyhow!("--load-balancer-pool: {e}"))?;
+    settings.load_balancer_pool = control.load_balancer_pool.clone();
     let started = Instant::now();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;

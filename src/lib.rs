@@ -23,6 +23,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod client;
+pub mod cloud;
 pub mod controllers;
 pub mod gitops;
 pub mod node;

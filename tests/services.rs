@@ -46,7 +46,7 @@ spec:
   selector: {{app: web}}
   ports:
   - name: http
-    port: 80
+    port: 8080
     targetPort: http
 "#
     )
@@ -107,7 +107,7 @@ fn a_service_answers_on_its_cluster_ip_and_node_port_and_follows_its_pods() {
     assert!(out.contains("8080"), "{out}");
 
     // The proxy: every replica answers through the ClusterIP and through the node port.
-    let cluster_url = format!("http://{ip}:80/");
+    let cluster_url = format!("http://{ip}:8080/");
     let node_url = format!("http://127.0.0.1:{node_port}/");
     let pods = within(LONG, "all three pods answer on the ClusterIP", || {
         let seen = answering(&cluster_url, 12);
@@ -116,6 +116,89 @@ fn a_service_answers_on_its_cluster_ip_and_node_port_and_follows_its_pods() {
     within(LONG, "all three pods answer on the node port", || {
         (answering(&node_url, 12) == pods).then_some(())
     });
+
+    // Each replica serves a fair share of 300 requests.
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut share = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..300 {
+        let v: Value = http.get(&cluster_url).send().unwrap().json().unwrap();
+        *share
+            .entry(v["pod"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(share.len(), 3, "{share:?}");
+    assert!(
+        share.values().all(|n| *n >= 60),
+        "each at least 20%: {share:?}"
+    );
+
+    // A rolling update behind the Service: a client loop sees no failure (readiness, graceful termination and the
+    // proxy following the endpoints).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = {
+        let (stop, url) = (stop.clone(), node_url.clone());
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http.get(&url).send().and_then(|r| r.error_for_status()) {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    ok(&s.kubectl(&k, &["set", "env", "deployment/web", "VERSION=v2"]));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=90s"],
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (served, failed) = looping.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rollout: {:?}",
+        failed.len(),
+        served + failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(served > 20, "the loop ran: {served}");
+
+    // A LoadBalancer gets an address from the local pool and answers on it.
+    ok(&s.kubectl(
+        &k,
+        &[
+            "patch",
+            "service",
+            "web",
+            "-p",
+            r#"{"spec":{"type":"LoadBalancer"}}"#,
+        ],
+    ));
+    let lb = within(LONG, "a load balancer address", || {
+        let svc = s
+            .call("GET", "/api/v1/namespaces/default/services/web", "", "")
+            .1;
+        svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .map(String::from)
+    });
+    assert!(lb.starts_with("127.97.0."), "{lb}");
+    within(LONG, "the load balancer answers", || {
+        (!answering(&format!("http://{lb}:8080/"), 3).is_empty()).then_some(())
+    });
+    let out = ok(&s.kubectl(&k, &["get", "svc", "web"]));
+    assert!(out.contains(&lb), "EXTERNAL-IP shows the address: {out}");
 
     // A pod reaches the Service through the environment Kubernetes gives it.
     s.kubectl_apply(

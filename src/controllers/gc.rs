@@ -3,7 +3,7 @@
 //! to it removed; one being deleted with `foregroundDeletion` waits until its dependents are gone. It runs full passes
 //! over its informers' caches, woken by any change (and every 30 s), so it is level triggered like every controller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ const OWNERS: &[&str] = &[
     "jobs",
     "cronjobs",
     "replicationcontrollers",
+    "services",
 ];
 /// Kinds that are owned.
 const DEPENDENTS: &[&str] = &[
@@ -81,11 +82,26 @@ pub fn plan(owners: &[(&str, Vec<Arc<Value>>)], dependents: &[(&str, Vec<Arc<Val
             by_uid.insert(uid(o), (kind, o));
         }
     }
+    // Only owners of kinds the collector watches can be judged gone; references to other kinds are left alone.
+    let tracked: HashSet<&str> = owners
+        .iter()
+        .chain(dependents.iter())
+        .filter_map(|(plural, _)| crate::api::registry::lookup(plural).map(|k| k.kind))
+        .collect();
     let mut p = Plan::default();
     let mut waiting: HashMap<String, usize> = HashMap::new();
     for (kind, objs) in dependents {
         for d in objs {
-            let rs = refs(d);
+            let all_refs = refs(d);
+            let rs: Vec<&Value> = all_refs
+                .iter()
+                .filter(|r| tracked.contains(r["kind"].as_str().unwrap_or("")))
+                .collect();
+            let untracked: Vec<Value> = all_refs
+                .iter()
+                .filter(|r| !tracked.contains(r["kind"].as_str().unwrap_or("")))
+                .cloned()
+                .collect();
             if rs.is_empty() {
                 continue;
             }
@@ -104,15 +120,16 @@ pub fn plan(owners: &[(&str, Vec<Arc<Value>>)], dependents: &[(&str, Vec<Arc<Val
                 continue;
             }
             let (ns, name) = ident(d);
-            if live == 0 {
+            if live == 0 && untracked.is_empty() {
                 if !deleting(d) {
                     p.delete.push((kind.to_string(), ns, name));
                 }
                 continue;
             }
-            let mut kept = Vec::new();
+            let mut kept = untracked;
             let mut changed = live != rs.len();
             for r in rs {
+                let r = r.clone();
                 let Some((_, owner)) = by_uid.get(r["uid"].as_str().unwrap_or("")) else {
                     continue;
                 };
@@ -322,6 +339,15 @@ mod tests {
             .map(|u| json!({"uid": u, "kind": "ReplicaSet", "name": "o", "controller": true}))
             .collect();
         json!({"metadata": {"name": name, "namespace": "ns", "uid": uid, "ownerReferences": refs}})
+    }
+
+    #[test]
+    fn owners_of_kinds_not_watched_are_never_judged_gone() {
+        let mut d = obj("p", "d1", &[]);
+        d["metadata"]["ownerReferences"] =
+            json!([{"uid": "w1", "kind": "Widget", "name": "w", "controller": true}]);
+        let p = plan(&[("replicasets", vec![])], &[("pods", vec![Arc::new(d)])]);
+        assert_eq!(p, Plan::default());
     }
 
     #[test]

@@ -34,7 +34,12 @@ pub struct Settings {
     pub job_backoff: std::time::Duration,
     /// Where the `local-path` StorageClass provisions volumes.
     pub storage_dir: std::path::PathBuf,
+    /// The `local` cloud provider's pool of load balancer addresses.
+    pub load_balancer_pool: String,
 }
+
+/// The default pool of LoadBalancer addresses (loopback: served by the node proxies without privileges).
+pub const DEFAULT_LOAD_BALANCER_POOL: &str = "127.97.0.0/24";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -43,6 +48,7 @@ impl Default for Settings {
             gitops_cache: std::env::temp_dir().join("capstan-gitops"),
             job_backoff: std::time::Duration::from_secs(10),
             storage_dir: std::env::temp_dir().join("capstan-storage"),
+            load_balancer_pool: DEFAULT_LOAD_BALANCER_POOL.into(),
         }
     }
 }
@@ -251,6 +257,23 @@ async fn controllers(
             .workers(1)
             .run(volumes::reconcile_volume, vol_ctx, stopper()),
     ));
+    // The cloud controller manager's service controller, with the built-in `local` provider.
+    match crate::cloud::LocalPool::new(&settings.load_balancer_pool) {
+        Ok(pool) => {
+            let lb_ctx = Arc::new(crate::cloud::Context {
+                client: client.clone(),
+                services: informers["services"].cache.clone(),
+                provider: Arc::new(pool),
+            });
+            tasks.push(tokio::spawn(
+                Controller::new(client.clone(), kind("services"))
+                    .primary_shared(&informers["services"])
+                    .workers(1)
+                    .run(crate::cloud::reconcile, lb_ctx, stopper()),
+            ));
+        }
+        Err(e) => tracing::error!("no load balancers: {e}"),
+    }
     let cron_ctx = Arc::new(cronjob::Context {
         client: client.clone(),
         jobs: informers["jobs"].cache.clone(),

@@ -1,5 +1,6 @@
 //! The service proxy (kube-proxy's role), a userspace proxy in every node agent: it listens on each Service's
-//! ClusterIP:port and, for NodePort and LoadBalancer Services, on the node's address at each node port, and forwards
+//! ClusterIP:port, on its load balancer addresses, and for NodePort and LoadBalancer Services on the node's address at
+//! each node port, and forwards
 //! TCP connections and UDP datagrams to the Service's endpoints (from its EndpointSlices: ready endpoints, or serving
 //! terminating ones when none is ready), round robin, or by client address with `sessionAffinity: ClientIP`.
 //! Endpoints are looked up per connection, so a change is followed as soon as the informer has it; connections to an
@@ -158,6 +159,21 @@ impl Tables {
                         target.clone(),
                     );
                 }
+                if ty == "LoadBalancer" {
+                    let ingress = svc["status"]["loadBalancer"]["ingress"].as_array();
+                    for addr in ingress
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|i| i["ip"].as_str()?.parse::<IpAddr>().ok())
+                    {
+                        if let Some(port) = p["port"].as_u64() {
+                            out.insert(
+                                (SocketAddr::new(addr, port as u16), protocol.clone()),
+                                target.clone(),
+                            );
+                        }
+                    }
+                }
                 if let Some(np) = p["nodePort"]
                     .as_u64()
                     .filter(|_| ty == "NodePort" || ty == "LoadBalancer")
@@ -275,6 +291,7 @@ async fn tcp(listener: tokio::net::TcpListener, tables: Arc<Tables>, target: Tar
             // Try a few endpoints: one that just went away should not fail the client.
             for _ in 0..3 {
                 let Some(ep) = tables.pick(&target, client.ip()) else {
+                    tracing::debug!(service = %target.service, "no endpoints: connection closed");
                     return;
                 };
                 match tokio::time::timeout(
@@ -286,7 +303,11 @@ async fn tcp(listener: tokio::net::TcpListener, tables: Arc<Tables>, target: Tar
                     Ok(Ok(mut outbound)) => {
                         let _ = inbound.set_nodelay(true);
                         let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Err(e) =
+                            tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await
+                        {
+                            tracing::debug!(endpoint = %ep, "connection ended: {e}");
+                        }
                         return;
                     }
                     _ => {
