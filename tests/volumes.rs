@@ -214,3 +214,104 @@ spec:
         (!dir1.exists()).then_some(())
     });
 }
+
+#[test]
+fn retained_volumes_outlive_their_claims_and_secret_values_stay_out_of_events() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    let mnt = s.dir.path().join("mnt");
+    s.kubectl_apply(
+        &k,
+        &format!(
+            r#"apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: keep
+provisioner: capstan.io/local-path
+reclaimPolicy: Retain
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: kept
+spec:
+  storageClassName: keep
+  accessModes: ["ReadWriteOnce"]
+  resources:
+    requests:
+      storage: 100Mi
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: token
+stringData:
+  token: s3cr3t-value-42
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: writer
+spec:
+  restartPolicy: Never
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: kept}}}}
+  - {{name: token, secret: {{secretName: token}}}}
+  containers:
+  - name: writer
+    image: none
+    command: ["sh", "-c", "cp {m}/token/token {m}/data/copy && echo written"]
+    volumeMounts:
+    - {{name: data, mountPath: "{m}/data"}}
+    - {{name: token, mountPath: "{m}/token", readOnly: true}}
+"#,
+            m = mnt.display()
+        ),
+    );
+    within(LONG, "the writer finished", || {
+        let p = s
+            .call("GET", "/api/v1/namespaces/default/pods/writer", "", "")
+            .1;
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let claim = s
+        .call(
+            "GET",
+            "/api/v1/namespaces/default/persistentvolumeclaims/kept",
+            "",
+            "",
+        )
+        .1;
+    let pv_name = claim["spec"]["volumeName"].as_str().unwrap().to_string();
+    let pv = s
+        .call(
+            "GET",
+            &format!("/api/v1/persistentvolumes/{pv_name}"),
+            "",
+            "",
+        )
+        .1;
+    let dir = std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("copy")).unwrap(),
+        "s3cr3t-value-42"
+    );
+    // Retain: the claim goes, the volume is Released and the data stays.
+    ok(&s.kubectl(&k, &["delete", "pod", "writer"]));
+    ok(&s.kubectl(&k, &["delete", "pvc", "kept"]));
+    within(LONG, "the volume Released", || {
+        let pv = s
+            .call(
+                "GET",
+                &format!("/api/v1/persistentvolumes/{pv_name}"),
+                "",
+                "",
+            )
+            .1;
+        (pv["status"]["phase"] == "Released").then_some(())
+    });
+    assert!(dir.join("copy").exists(), "Retain keeps the data");
+    // The secret's value is in no event and no log line of the writer.
+    let events = ok(&s.kubectl(&k, &["get", "events", "-o", "json"]));
+    assert!(!events.contains("s3cr3t-value-42"));
+}
