@@ -5,6 +5,8 @@
 //! - `startup`: `capstan up`; create-to-Running latency of pods on the process runtime, one pod at a time.
 //! - `rollout`: `capstan up`; wall time of a 10-replica rolling update of the demo app (readiness probe every second).
 //! - `idle`: `capstan up examples/repo`; RSS of the capstan process once the demo Deployment is available.
+//! - `proxy`: `capstan up`, one demo-app pod behind a Service: latency and throughput through the ClusterIP against
+//!   a direct connection, and the time from a pod turning Ready to its first request through the Service.
 //! - `gitops`: `capstan up`, an Application on a local repository; commit-to-applied latency of 50 commits, then the
 //!   time to sync one commit of 1,000 objects; webhook-to-applied latency for a remote; memory and idle CPU with 100
 //!   Applications.
@@ -765,6 +767,209 @@ async fn gitops_apps(quick: bool) {
     stop(c).await;
 }
 
+/// HTTP GETs of `url` by `clients` concurrent keep-alive clients for `secs`: requests per second.
+async fn http_rate(url: &str, clients: usize, secs: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                if http
+                    .get(&url)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .is_ok()
+                {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / secs as f64
+}
+
+/// Latencies (ms) of `n` sequential GETs of `url`, each on a new connection.
+async fn http_latency(url: &str, n: usize) -> Vec<f64> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        http.get(url).send().await.unwrap().bytes().await.unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out
+}
+
+/// The service proxy against a direct connection to the pod, and how soon a pod that turns Ready gets traffic.
+async fn proxy(quick: bool) {
+    let c = up(&[]).await;
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "web", "image": "demo", "command": ["capstan", "demo-app"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}]}}}});
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}});
+    assert_eq!(
+        post(&c, "/apis/apps/v1/namespaces/default/deployments", &deploy).await,
+        201
+    );
+    assert_eq!(
+        post(&c, "/api/v1/namespaces/default/services", &svc).await,
+        201
+    );
+    let ready = |items: &Value| -> Vec<(String, String)> {
+        items["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                }) && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let first = loop {
+        let r = ready(
+            &get(
+                &c,
+                "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+            )
+            .await,
+        );
+        if let Some(p) = r.into_iter().next() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ip = get(&c, "/api/v1/namespaces/default/services/web").await["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let direct = format!("http://{}:8080/", first.1);
+    let proxied = format!("http://{ip}:8080/");
+    while reqwest::get(&proxied).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let n = if quick { 200 } else { 1000 };
+    let mut d = http_latency(&direct, n).await;
+    let mut p = http_latency(&proxied, n).await;
+    let (d50, p50) = (pct(&mut d, 0.5), pct(&mut p, 0.5));
+    println!(
+        "proxy latency, {n} requests each on a new connection: direct p50 {d50:.3} ms p99 {:.3} ms; through the ClusterIP p50 {p50:.3} ms p99 {:.3} ms (+{:.3} ms, x{:.2})",
+        pct(&mut d, 0.99),
+        pct(&mut p, 0.99),
+        p50 - d50,
+        p50 / d50
+    );
+    let secs = if quick { 2 } else { 5 };
+    let rd = http_rate(&direct, 16, secs).await;
+    let rp = http_rate(&proxied, 16, secs).await;
+    println!(
+        "proxy throughput, 16 keep-alive clients for {secs} s: direct {rd:.0} req/s, through the ClusterIP {rp:.0} req/s (ratio {:.2})",
+        rp / rd
+    );
+    // Ready to traffic: scale up by one, see the new pod Ready, then request through the Service until it answers.
+    let rounds = if quick { 3 } else { 10 };
+    let mut lat = Vec::new();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for round in 0..rounds {
+        let scale = json!({"spec": {"replicas": 2}});
+        c.client
+            .patch(format!(
+                "{}/apis/apps/v1/namespaces/default/deployments/web",
+                c.url
+            ))
+            .header("Authorization", &c.auth)
+            .header("Content-Type", "application/merge-patch+json")
+            .body(scale.to_string())
+            .send()
+            .await
+            .unwrap();
+        let (newcomer, seen) = loop {
+            let r = ready(
+                &get(
+                    &c,
+                    "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+                )
+                .await,
+            );
+            if let Some(p) = r.into_iter().find(|p| p.0 != first.0) {
+                break (p.0, Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        loop {
+            if let Ok(r) = http.get(&proxied).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["pod"] == newcomer.as_str() {
+                        break;
+                    }
+                }
+            }
+            assert!(
+                seen.elapsed() < Duration::from_secs(30),
+                "round {round}: no traffic"
+            );
+        }
+        lat.push(seen.elapsed().as_secs_f64() * 1000.0);
+        // Back to one: delete the newcomer's ReplicaSet replica by scaling down.
+        let scale = json!({"spec": {"replicas": 1}});
+        c.client
+            .patch(format!(
+                "{}/apis/apps/v1/namespaces/default/deployments/web",
+                c.url
+            ))
+            .header("Authorization", &c.auth)
+            .header("Content-Type", "application/merge-patch+json")
+            .body(scale.to_string())
+            .send()
+            .await
+            .unwrap();
+        loop {
+            let pods = get(
+                &c,
+                "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+            )
+            .await;
+            if pods["items"].as_array().map_or(0, Vec::len) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "pod Ready (seen by a watcher) to its first request through the Service, {rounds} rounds: p50 {:.1} ms, max {:.1} ms",
+        pct(&mut lat.clone(), 0.5),
+        pct(&mut lat, 1.0)
+    );
+    stop(c).await;
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
@@ -788,6 +993,9 @@ async fn main() {
     }
     if want("rollout") {
         rollout(quick).await;
+    }
+    if want("proxy") {
+        proxy(quick).await;
     }
     if want("placement") {
         placement();
