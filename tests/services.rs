@@ -257,3 +257,117 @@ spec:
         "{err}"
     );
 }
+
+#[test]
+fn pods_resolve_services_and_statefulset_pods_through_cluster_dns() {
+    let Some(k) = common::kubectl() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !common::required(),
+            "cluster DNS needs root (port 53) and CAPSTAN_REQUIRE_EXTERNAL=1 is set"
+        );
+        eprintln!("SKIP: cluster DNS needs root (port 53)");
+        return;
+    }
+    let s = Server::up(&[]);
+    s.kubectl_apply(
+        &k,
+        &format!(
+            "{}---\n{}",
+            web(1),
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  replicas: 2
+  serviceName: db
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: db, image: none, command: ["sleep", "600"]}
+"#
+        ),
+    );
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "statefulset/db", "--timeout=60s"],
+    ));
+    let web_ip = s
+        .call("GET", "/api/v1/namespaces/default/services/web", "", "")
+        .1["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let db1 = s
+        .call("GET", "/api/v1/namespaces/default/pods/db-1", "", "")
+        .1["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    within(LONG, "db-1 in the endpoints", || {
+        let ep = s
+            .call("GET", "/api/v1/namespaces/default/endpoints/db", "", "")
+            .1;
+        (ep.to_string().contains(&db1)).then_some(())
+    });
+    s.kubectl_apply(
+        &k,
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: resolver
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: resolver
+        image: none
+        command: ["bash", "-c", "getent hosts web.default.svc.cluster.local && getent hosts db-1.db && exec 3<>/dev/tcp/web/8080 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3"]
+"#,
+    );
+    let done = s.kubectl(
+        &k,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/resolver",
+            "--timeout=60s",
+        ],
+    );
+    let log = ok(&s.kubectl(&k, &["logs", "job/resolver"]));
+    assert!(done.status.success(), "{log}");
+    assert!(
+        log.contains(&web_ip),
+        "the Service's name gives its ClusterIP: {log}"
+    );
+    assert!(
+        log.contains(&db1),
+        "a StatefulSet pod's name gives its address: {log}"
+    );
+    assert!(
+        log.contains("200 OK"),
+        "and the Service answers by name: {log}"
+    );
+}

@@ -110,6 +110,8 @@ pub struct Shared {
     pub pods: Cache,
     /// Every Service (for the service environment variables of new containers).
     pub services: Cache,
+    /// Where this node serves cluster DNS (None when it cannot bind port 53).
+    pub dns: Option<std::net::Ipv4Addr>,
 }
 
 #[async_trait]
@@ -329,12 +331,27 @@ pub async fn run(
     );
     let services = Informer::start(client.clone(), kind("services"), None, String::new());
     let slices = Informer::start(client.clone(), kind("endpointslices"), None, String::new());
+    let tables = crate::proxy::Tables::new(services.cache.clone(), slices.cache.clone());
     let proxy = tokio::spawn(crate::proxy::run(
-        crate::proxy::Tables::new(services.cache.clone(), slices.cache.clone()),
+        tables.clone(),
         services.changes.clone(),
         slices.changes.clone(),
         cfg.address,
     ));
+    let dns_ip = net.gateway();
+    let (dns, dns_task) = match tokio::net::UdpSocket::bind((dns_ip, 53)).await {
+        Ok(sock) => {
+            tracing::info!(address = %dns_ip, "serving cluster DNS");
+            (
+                Some(dns_ip),
+                Some(tokio::spawn(crate::proxy::dns::serve(sock, tables.clone()))),
+            )
+        }
+        Err(e) => {
+            tracing::info!(address = %dns_ip, "not serving cluster DNS: {e} (port 53 needs root); pods use the machine's resolver");
+            (None, None)
+        }
+    };
     crate::apiserver::tls::init_crypto();
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -352,6 +369,7 @@ pub async fn run(
         pods_kind,
         pods: informer.cache.clone(),
         services: services.cache.clone(),
+        dns,
     });
     let srv = tokio::spawn(server::serve(listener, shared.clone()));
     let refresher = tokio::spawn(volumes::refresh(shared.clone()));
@@ -431,6 +449,9 @@ pub async fn run(
     }
     hb.abort();
     proxy.abort();
+    if let Some(t) = dns_task {
+        t.abort();
+    }
     refresher.abort();
     srv.abort();
     if cfg.stop_pods_on_exit {

@@ -576,6 +576,50 @@ impl Worker {
         }
     }
 
+    /// The pod's resolv.conf per its dnsPolicy (ClusterFirst: the node's cluster DNS and the search path; None: its
+    /// dnsConfig; Default: the machine's own, so nothing to mount).
+    fn resolv_conf(&self) -> Result<Option<PathBuf>, String> {
+        let spec = &self.pod["spec"];
+        let policy = spec["dnsPolicy"].as_str().unwrap_or("ClusterFirst");
+        let mut text = match (policy, self.shared.dns) {
+            ("ClusterFirst" | "ClusterFirstWithHostNet", Some(ip)) => {
+                crate::proxy::dns::resolv_conf(ip, self.ns())
+            }
+            ("None", _) => String::new(),
+            _ => return Ok(None),
+        };
+        let cfg = &spec["dnsConfig"];
+        let list = |k: &str| -> Vec<String> {
+            cfg[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        for n in list("nameservers") {
+            text.push_str(&format!("nameserver {n}\n"));
+        }
+        if !list("searches").is_empty() {
+            text.push_str(&format!("search {}\n", list("searches").join(" ")));
+        }
+        for o in cfg["options"].as_array().into_iter().flatten() {
+            match o["value"].as_str() {
+                Some(v) => text.push_str(&format!(
+                    "options {}:{v}\n",
+                    o["name"].as_str().unwrap_or("")
+                )),
+                None => text.push_str(&format!("options {}\n", o["name"].as_str().unwrap_or(""))),
+            }
+        }
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let path = self.dir.join("resolv.conf");
+        std::fs::write(&path, text).map_err(|e| format!("writing resolv.conf: {e}"))?;
+        Ok(Some(path))
+    }
+
     /// Resolves the container's spec for the runtime (environment, command line, paths).
     async fn build_spec(&self, c: &Value, restart: u32) -> Result<ContainerSpec, String> {
         let name = c["name"].as_str().unwrap_or("");
@@ -608,7 +652,14 @@ impl Worker {
         pod["status"]["hostIP"] = json!(self.shared.node_ip);
         let env = super::env::resolve(&pod, c, self.shared.as_ref(), &base).await?;
         let volumes = super::volumes::prepare(&self.shared, &self.pod).await?;
-        let mounts = super::volumes::mounts_for(c, &volumes, &self.pod)?;
+        let mut mounts = super::volumes::mounts_for(c, &volumes, &self.pod)?;
+        if let Some(conf) = self.resolv_conf()? {
+            mounts.push(super::volumes::Mount {
+                source: conf,
+                target: PathBuf::from("/etc/resolv.conf"),
+                read_only: true,
+            });
+        }
         let command = super::env::command_line(c, &env);
         let command = if c.get("command").is_some() {
             command

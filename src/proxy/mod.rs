@@ -18,6 +18,8 @@ use tokio::sync::broadcast;
 
 use crate::client::informer::{Cache, Change};
 
+pub mod dns;
+
 fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }

@@ -30,6 +30,11 @@ impl HostNetwork {
     pub fn cidr(&self) -> &str {
         &self.cidr
     }
+
+    /// The node's own address in its pod range (`.1`, never given to a pod): where it serves cluster DNS.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + 1)
+    }
 }
 
 impl PodNetwork for HostNetwork {
