@@ -42,6 +42,27 @@ pub fn unique_cluster_cidr() -> String {
     format!("10.{b}.0.0/16")
 }
 
+/// The address ranges of one test server: its own pod CIDR and, for `server`/`up`, a service CIDR and a load
+/// balancer pool inside the matching 127.x.0.0/16, so parallel tests never serve each other's ClusterIPs.
+fn ranges(args: &[&str]) -> Vec<String> {
+    let cidr = unique_cluster_cidr();
+    let b = cidr.split('.').nth(1).unwrap_or("1").to_string();
+    let mut out = vec!["--cluster-cidr".to_string(), cidr];
+    if matches!(args.first(), Some(&"server") | Some(&"up")) {
+        out.extend([
+            "--service-cidr".to_string(),
+            format!("127.{b}.200.0/24"),
+            "--load-balancer-pool".to_string(),
+            format!("127.{b}.201.0/24"),
+        ]);
+    }
+    // `up`'s node gets an address of its own too: node ports are per node address.
+    if args.first() == Some(&"up") && !args.contains(&"--node-ip") {
+        out.extend(["--node-ip".to_string(), format!("127.{b}.202.1")]);
+    }
+    out
+}
+
 /// A running `capstan server`.
 pub struct Server {
     pub dir: tempfile::TempDir,
@@ -87,12 +108,8 @@ impl Server {
             .args(["--data-dir"])
             .arg(dir.path())
             .args(args)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--cluster-cidr",
-                &unique_cluster_cidr(),
-            ])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(ranges(args))
             .env("CAPSTAN_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
