@@ -102,25 +102,30 @@ pub fn load_or_create_token(dir: &Path) -> std::result::Result<String, StartErro
 }
 
 impl Server {
+    /// Creates a built-in object unless it exists.
+    async fn create_if_missing(&self, kind: &'static registry::KindInfo, obj: Value) -> Result<()> {
+        let opts = handlers::WriteOpts {
+            dry_run: false,
+            validation: "Strict".into(),
+            manager: "capstan".into(),
+            subresource: String::new(),
+        };
+        match self
+            .write(kind, None, obj, None, &opts, &mut Vec::new())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates the built-in namespaces and resumes unfinished namespace deletions.
     pub async fn bootstrap(&self) -> Result<()> {
         let nk = registry::by_resource("", "v1", "namespaces").expect("namespaces kind");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            let opts = handlers::WriteOpts {
-                dry_run: false,
-                validation: "Strict".into(),
-                manager: "capstan".into(),
-                subresource: String::new(),
-            };
-            match self
-                .write(nk, None, obj, None, &opts, &mut Vec::new())
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code == 409 => {}
-                Err(e) => return Err(e),
-            }
+            self.create_if_missing(nk, obj).await?;
         }
         // The built-in StorageClass (a directory per claim on the node's disk), the default one.
         let sc = registry::by_resource("storage.k8s.io", "v1", "storageclasses")
@@ -130,20 +135,7 @@ impl Server {
                 "annotations": {crate::controllers::volumes::DEFAULT_CLASS: "true"}},
             "provisioner": crate::controllers::volumes::LOCAL_PATH, "reclaimPolicy": "Delete",
             "volumeBindingMode": "Immediate"});
-        let opts = handlers::WriteOpts {
-            dry_run: false,
-            validation: "Strict".into(),
-            manager: "capstan".into(),
-            subresource: String::new(),
-        };
-        match self
-            .write(sc, None, class, None, &opts, &mut Vec::new())
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+        self.create_if_missing(sc, class).await?;
         let (items, _, _, _) = self.list_objects(nk, None, &Query::new()).await?;
         for ns in items {
             if ns.pointer("/metadata/deletionTimestamp").is_some() {

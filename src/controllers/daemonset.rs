@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::deployment::template_hash;
-use super::replicaset::{controller_uid, is_ready, Expectations};
+use super::replicaset::{available, controller_uid, is_ready, Expectations};
 use crate::api::registry;
 use crate::api::IntOrString;
 use crate::client::informer::Cache;
@@ -93,20 +93,6 @@ fn node_of(pod: &Value) -> Option<String> {
     pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0/values/0")
         .and_then(Value::as_str)
         .map(String::from)
-}
-
-fn available(pod: &Value, min_ready: i64, now: chrono::DateTime<chrono::Utc>) -> bool {
-    if !is_ready(pod) || pod["metadata"]["deletionTimestamp"].is_string() {
-        return false;
-    }
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .and_then(|c| c["lastTransitionTime"].as_str())
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .is_none_or(|t| now - t.with_timezone(&chrono::Utc) >= chrono::Duration::seconds(min_ready))
 }
 
 /// The pod for `node`.

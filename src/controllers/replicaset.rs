@@ -97,6 +97,21 @@ pub(crate) fn is_ready(pod: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
+/// Whether a pod is available: Ready (and not being deleted) for at least `min_ready` seconds.
+pub(crate) fn available(pod: &Value, min_ready: i64, now: chrono::DateTime<chrono::Utc>) -> bool {
+    if !is_ready(pod) || pod["metadata"]["deletionTimestamp"].is_string() {
+        return false;
+    }
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_none_or(|t| now - t.with_timezone(&chrono::Utc) >= chrono::Duration::seconds(min_ready))
+}
+
 fn ready_since(pod: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
     pod.pointer("/status/conditions")?
         .as_array()?

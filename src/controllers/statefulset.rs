@@ -390,19 +390,7 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let ready = live.iter().filter(|p| is_ready(p)).count();
     let available = live
         .iter()
-        .filter(|p| {
-            is_ready(p)
-                && p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|c| c["type"] == "Ready")
-                    .and_then(|c| c["lastTransitionTime"].as_str())
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .is_none_or(|t| {
-                        now - t.with_timezone(&chrono::Utc) >= chrono::Duration::seconds(min_ready)
-                    })
-        })
+        .filter(|p| super::replicaset::available(p, min_ready, now))
         .count();
     let updated = live
         .iter()
