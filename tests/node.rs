@@ -114,7 +114,18 @@ fn up_runs_a_deployment_to_ready_and_rollout_status_succeeds() {
         assert_eq!(p["status"]["phase"], "Running", "{p}");
         assert!(is_ready(p), "{p}");
         assert_eq!(p["spec"]["nodeName"], "node-a");
-        assert_eq!(p["status"]["hostIP"], "127.0.0.1");
+        let node = s.call("GET", "/api/v1/nodes/node-a", "", "").1;
+        let internal = node["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["type"] == "InternalIP")
+            .map(|a| a["address"].clone());
+        assert_eq!(
+            Some(p["status"]["hostIP"].clone()),
+            internal,
+            "hostIP is the node's address"
+        );
         let cs = &p["status"]["containerStatuses"][0];
         assert_eq!(cs["ready"], true);
         assert_eq!(cs["started"], true);
