@@ -78,9 +78,19 @@ pub async fn run(listen: SocketAddr) -> Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "demo app listening");
     eprintln!("demo-app: listening on http://{}", listener.local_addr()?);
-    // SIGTERM (a pod being stopped) ends the server cleanly, like a well-behaved workload.
+    // SIGTERM (a pod being stopped) ends the server cleanly, like a well-behaved workload: it keeps serving for
+    // SHUTDOWN_DELAY_SECONDS (default 1) while the endpoints and proxies stop sending it traffic, then finishes what
+    // it has in flight.
+    let delay: f64 = std::env::var("SHUTDOWN_DELAY_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
     axum::serve(listener, router)
-        .with_graceful_shutdown(crate::commands::terminated())
+        .with_graceful_shutdown(async move {
+            crate::commands::terminated().await;
+            eprintln!("demo-app: terminating; serving {delay} s more while traffic moves away");
+            tokio::time::sleep(std::time::Duration::from_secs_f64(delay.max(0.0))).await;
+        })
         .await?;
     eprintln!("demo-app: stopped");
     Ok(())
