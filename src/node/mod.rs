@@ -335,7 +335,6 @@ pub async fn run(
     let proxy = tokio::spawn(crate::proxy::run(
         tables.clone(),
         services.changes.clone(),
-        slices.changes.clone(),
         cfg.address,
     ));
     let dns_ip = net.gateway();

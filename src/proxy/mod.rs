@@ -215,12 +215,7 @@ fn ensure_local(ip: IpAddr) -> Result<(), String> {
 }
 
 /// Runs the proxy until its informers stop: listeners follow the Services.
-pub async fn run(
-    tables: Arc<Tables>,
-    services: broadcast::Sender<Change>,
-    _slices: broadcast::Sender<Change>,
-    node_ip: IpAddr,
-) {
+pub async fn run(tables: Arc<Tables>, services: broadcast::Sender<Change>, node_ip: IpAddr) {
     let mut changes = services.subscribe();
     tables.services.wait_synced().await;
     let mut running: HashMap<(SocketAddr, String), (Target, tokio::task::JoinHandle<()>)> =
