@@ -21,9 +21,10 @@ pub struct ControlArgs {
     /// The pod address range (an IPv4 /16; each node gets a /24 of it).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
-    /// The Service ClusterIP range.
-    #[arg(long, default_value = capstan::apiserver::DEFAULT_SERVICE_CIDR)]
-    pub service_cidr: String,
+    /// The Service ClusterIP range (default: 10.96.0.0/16 as root, where pods reach it from their own network
+    /// namespaces; else 127.96.0.0/16, on loopback).
+    #[arg(long)]
+    pub service_cidr: Option<String>,
     /// The addresses LoadBalancer Services get (the built-in `local` cloud provider).
     #[arg(long, default_value = capstan::controllers::DEFAULT_LOAD_BALANCER_POOL)]
     pub load_balancer_pool: String,
@@ -57,7 +58,10 @@ pub async fn server(
     let mut server = capstan::apiserver::Server::new(Arc::new(store), &token);
     server.services = Arc::new(
         capstan::apiserver::services::Allocator::new(
-            &control.service_cidr,
+            control
+                .service_cidr
+                .as_deref()
+                .unwrap_or_else(|| capstan::apiserver::default_service_cidr()),
             capstan::apiserver::NODE_PORTS,
         )
         .map_err(|e| anyhow!("--service-cidr: {e}"))?,
@@ -699,6 +703,10 @@ pub struct NodeArgs {
     /// Extra node labels, KEY=VALUE (repeatable).
     #[arg(long = "node-label")]
     pub labels: Vec<String>,
+    /// The pod network: `bridge` (a network namespace per pod on a bridge; root, Linux), `host` (pods share the
+    /// host's network, each with its own 127.x address), or `auto` (bridge as root, else host).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub network: capstan::node::network::Mode,
 }
 
 impl NodeArgs {
@@ -712,6 +720,7 @@ impl NodeArgs {
         cfg.cpu = self.cpu.clone();
         cfg.memory = self.memory.clone();
         cfg.max_pods = self.max_pods;
+        cfg.network = self.network;
         cfg.backoff_base = secs(self.crashloop_backoff, "--crashloop-backoff")?;
         cfg.backoff_max = secs(self.crashloop_backoff_max, "--crashloop-backoff-max")?;
         for l in &self.labels {
@@ -863,6 +872,9 @@ pub struct ShimArgs {
     /// A JSON file of bind mounts to set up in the container's own mount namespace.
     #[arg(long)]
     mounts: Option<PathBuf>,
+    /// The pod's network namespace (a bind-mounted namespace file) to run the container in.
+    #[arg(long)]
+    netns: Option<PathBuf>,
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -875,6 +887,7 @@ pub fn shim(a: ShimArgs) -> i32 {
         max_log_files: a.max_log_files,
         workdir: a.workdir,
         mounts: a.mounts,
+        netns: a.netns,
         command: a.command,
     })
 }

@@ -78,6 +78,8 @@ fn cli_applies_gets_and_deletes() {
 
 #[test]
 fn up_runs_the_example_repository_and_stops_its_pods_on_exit() {
+    // reqwest is built without a default TLS provider; this test may run alone (nextest).
+    capstan::apiserver::tls::init_crypto();
     let dir = tempfile::tempdir().unwrap();
     let cidr = common::unique_cluster_cidr();
     let mut child = Command::new(common::BIN)
@@ -147,6 +149,12 @@ fn up_runs_the_example_repository_and_stops_its_pods_on_exit() {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "pod process {pid} still runs"
         );
+    }
+    // As root the pods had network namespaces of their own (the bridge network): gone with them.
+    for p in &pods {
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        let ns = std::path::Path::new("/run/capstan/netns").join(uid);
+        assert!(!ns.exists(), "{} left behind", ns.display());
     }
 }
 

@@ -56,9 +56,21 @@ impl Server {
     }
 }
 
-/// The default range of Service ClusterIPs: like the host pod network (pod CIDR 10.244.x.0/24 served as
+/// The range of Service ClusterIPs without root: like the host pod network (pod CIDR 10.244.x.0/24 served as
 /// 127.244.x.0/24), a loopback range, so every ClusterIP is reachable on the machine without privileges.
 pub const DEFAULT_SERVICE_CIDR: &str = "127.96.0.0/16";
+/// The range of Service ClusterIPs as root, where pods have network namespaces of their own (the bridge network)
+/// and reach ClusterIPs through their gateway: Kubernetes' usual range.
+pub const ROOT_SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// The service CIDR when none is given: [`ROOT_SERVICE_CIDR`] as root, else [`DEFAULT_SERVICE_CIDR`].
+pub fn default_service_cidr() -> &'static str {
+    if crate::node::network::is_root() {
+        ROOT_SERVICE_CIDR
+    } else {
+        DEFAULT_SERVICE_CIDR
+    }
+}
 /// The range of node ports.
 pub const NODE_PORTS: (u16, u16) = (30000, 32767);
 

@@ -63,6 +63,8 @@ pub struct Config {
     /// The token the API server presents when it asks for logs.
     pub token: String,
     pub labels: Vec<(String, String)>,
+    /// The pod network (`auto`: bridge as root on Linux, else host).
+    pub network: network::Mode,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             stop_pods_on_exit: false,
             token: token.to_string(),
             labels: Vec::new(),
+            network: network::Mode::Auto,
         }
     }
 
@@ -320,8 +323,8 @@ pub async fn run(
     register(&client, &cfg, port, runtime.name()).await?;
     let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), port, runtime.name()));
     let cidr = pod_cidr(&client, &cfg.node_name).await;
-    let net = network::host::HostNetwork::new(&cidr)?;
-    tracing::info!(node = %cfg.node_name, pod_cidr = %cidr, addresses = %net.cidr(), "pod network: host");
+    let net = network::open(cfg.network, &cidr).await?;
+    tracing::info!(node = %cfg.node_name, pod_cidr = %cidr, network = net.name(), addresses = %net.cidr(), "pod network ready");
     let pods_kind = kind("pods");
     let informer = Informer::start(
         client.clone(),
@@ -360,7 +363,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         client: client.clone(),
         runtime,
-        network: Arc::new(net),
+        network: net,
         node_ip: cfg.address.to_string(),
         config: cfg.clone(),
         http,
@@ -374,7 +377,7 @@ pub async fn run(
     let refresher = tokio::spawn(volumes::refresh(shared.clone()));
     let mut changes = informer.changes.subscribe();
     informer.cache.wait_synced().await;
-    clean_orphans(&shared);
+    clean_orphans(&shared).await;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u64)>();
     let mut workers: HashMap<String, (u64, mpsc::UnboundedSender<pod::Msg>)> = HashMap::new();
     let mut generation = 0u64;
@@ -467,12 +470,16 @@ pub async fn run(
                 _ => break,
             }
         }
+        if workers.is_empty() {
+            shared.network.shutdown().await;
+        }
+        tables.release_addresses().await;
     }
     Ok(())
 }
 
 /// Stops and forgets containers of pods that are no longer bound to this node (deleted while the agent was away).
-fn clean_orphans(shared: &Shared) {
+async fn clean_orphans(shared: &Shared) {
     let known: std::collections::HashSet<String> = shared
         .pods
         .list()
@@ -505,4 +512,5 @@ fn clean_orphans(shared: &Shared) {
         volumes::release(&e.path());
         let _ = std::fs::remove_dir_all(e.path());
     }
+    shared.network.clean(&known).await;
 }

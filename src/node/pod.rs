@@ -5,6 +5,7 @@
 //! restarts adopts running containers instead of starting them again. It never schedules and never creates pods.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::network::Attachment;
 use super::probe::{self, Probe};
 use super::runtime::{ContainerSpec, ExitRecord, Handle, RuntimeError};
 use super::Shared;
@@ -138,6 +140,8 @@ pub struct Worker {
     shutdown: bool,
     backoff_event: BTreeMap<String, u32>,
     retry_report: Option<Instant>,
+    /// The pod's network namespace (bridge network), which its containers join.
+    netns: Option<PathBuf>,
 }
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
@@ -170,6 +174,7 @@ impl Worker {
             shutdown: false,
             backoff_event: BTreeMap::new(),
             retry_report: None,
+            netns: None,
         }
     }
 
@@ -201,7 +206,9 @@ impl Worker {
             return;
         };
         if let Ok(ip) = st.ip.parse() {
-            self.shared.network.adopt(&self.uid, ip);
+            if !self.host_network() {
+                self.netns = self.shared.network.adopt(&self.uid, ip).netns;
+            }
         }
         for (name, saved) in &st.containers {
             let mut live = Live::default();
@@ -679,7 +686,13 @@ impl Worker {
             log_path: super::logs::log_path(&self.dir, name, restart),
             state_dir: self.dir.join("run").join(name).join(restart.to_string()),
             mounts,
+            netns: self.netns.clone(),
         })
+    }
+
+    /// `spec.hostNetwork`: the pod uses the node's network and address.
+    fn host_network(&self) -> bool {
+        self.pod["spec"]["hostNetwork"].as_bool() == Some(true)
     }
 
     /// Starts container `c` (a new instance); failures become its waiting/terminated state.
@@ -824,9 +837,24 @@ impl Worker {
             return false;
         }
         if self.state.ip.is_empty() {
-            match self.shared.network.setup(&self.uid) {
-                Ok(ip) => {
-                    self.state.ip = ip.to_string();
+            let attached = if self.host_network() {
+                Ok(Attachment {
+                    ip: self
+                        .shared
+                        .config
+                        .address
+                        .to_string()
+                        .parse()
+                        .unwrap_or(Ipv4Addr::LOCALHOST),
+                    netns: None,
+                })
+            } else {
+                self.shared.network.setup(&self.uid).await
+            };
+            match attached {
+                Ok(a) => {
+                    self.state.ip = a.ip.to_string();
+                    self.netns = a.netns;
                     self.state.namespace = self.ns().to_string();
                     self.state.name = self.name().to_string();
                     self.state.start_time = format_time(&now());
@@ -1034,6 +1062,13 @@ impl Worker {
             return false;
         }
         if self.shutdown && !deleting && !self.removed {
+            // The node stops with its pods (`capstan up`): the pod's network goes too, and comes back when it
+            // starts again.
+            if !self.host_network() && !self.state.ip.is_empty() {
+                self.shared.network.teardown(&self.uid).await;
+                self.state.ip.clear();
+                self.netns = None;
+            }
             self.save();
             return true;
         }
@@ -1056,7 +1091,9 @@ impl Worker {
                 }
             }
         }
-        self.shared.network.teardown(&self.uid);
+        if !self.host_network() {
+            self.shared.network.teardown(&self.uid).await;
+        }
         super::volumes::release(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         tracing::info!(pod = %self.key(), "pod cleaned up");

@@ -41,6 +41,8 @@ pub struct Tables {
     slices: Cache,
     next: Mutex<HashMap<Target, usize>>,
     sticky: Mutex<HashMap<(Target, IpAddr), (SocketAddr, Instant)>>,
+    /// Addresses the proxy added to the loopback device (root), removed when no Service uses them.
+    added: Mutex<HashSet<IpAddr>>,
 }
 
 impl Tables {
@@ -50,7 +52,22 @@ impl Tables {
             slices,
             next: Mutex::default(),
             sticky: Mutex::default(),
+            added: Mutex::default(),
         })
+    }
+
+    /// Removes the addresses the proxy added to the loopback device (the node stops; another node agent on the
+    /// machine that serves the same Services adds them again).
+    pub async fn release_addresses(&self) {
+        let added: Vec<IpAddr> = self
+            .added
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for ip in added {
+            remove_local(ip).await;
+        }
     }
 
     /// The endpoints of a Service port now: ready ones, else serving terminating ones.
@@ -191,26 +208,34 @@ impl Tables {
     }
 }
 
-/// Makes `ip` a local address if it is not one (root only: added to the loopback device).
-fn ensure_local(ip: IpAddr) -> Result<(), String> {
+/// Makes `ip` a local address if it is not one (root only: added to the loopback device). Returns whether it was
+/// added (and so is to be removed when no longer served).
+async fn ensure_local(ip: IpAddr) -> Result<bool, String> {
     if ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok() {
-        return Ok(());
+        return Ok(false);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::node::network::is_root() {
         return Err(format!(
             "{ip} is not a local address and adding it needs root"
         ));
     }
-    let out = std::process::Command::new("ip")
-        .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
-        .output()
-        .map_err(|e| format!("running ip: {e}"))?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || err.contains("File exists") {
-        Ok(())
-    } else {
-        Err(format!("ip addr add {ip}/32 dev lo: {}", err.trim()))
+    #[cfg(target_os = "linux")]
+    {
+        crate::node::network::bridge::add_local(ip)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(format!("{ip} is not a local address"))
+    }
+}
+
+async fn remove_local(ip: IpAddr) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = crate::node::network::bridge::remove_local(ip).await {
+        tracing::debug!(%ip, "removing a service address: {e}");
     }
 }
 
@@ -230,16 +255,41 @@ pub async fn run(tables: Arc<Tables>, services: broadcast::Sender<Change>, node_
             }
             keep
         });
+        // Addresses this proxy added and no Service uses any more go again.
+        let in_use: HashSet<IpAddr> = wanted.keys().map(|(a, _)| a.ip()).collect();
+        let unused: Vec<IpAddr> = {
+            let mut added = tables.added.lock().unwrap_or_else(|e| e.into_inner());
+            let unused = added
+                .iter()
+                .filter(|ip| !in_use.contains(ip))
+                .copied()
+                .collect();
+            added.retain(|ip| in_use.contains(ip));
+            unused
+        };
+        for ip in unused {
+            remove_local(ip).await;
+        }
         for (key, target) in wanted {
             if running.contains_key(&key) {
                 continue;
             }
             let (addr, proto) = key.clone();
-            if let Err(why) = ensure_local(addr.ip()) {
-                if failed.insert(key.clone()) {
-                    tracing::warn!(service = %format!("{}/{}", target.ns, target.service), %addr, "cannot serve: {why}");
+            match ensure_local(addr.ip()).await {
+                Ok(true) => {
+                    tables
+                        .added
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(addr.ip());
                 }
-                continue;
+                Ok(false) => {}
+                Err(why) => {
+                    if failed.insert(key.clone()) {
+                        tracing::warn!(service = %format!("{}/{}", target.ns, target.service), %addr, "cannot serve: {why}");
+                    }
+                    continue;
+                }
             }
             let task = match proto.as_str() {
                 "UDP" => match tokio::net::UdpSocket::bind(addr).await {

@@ -49,9 +49,17 @@ fn ranges(args: &[&str]) -> Vec<String> {
     let b = cidr.split('.').nth(1).unwrap_or("1").to_string();
     let mut out = vec!["--cluster-cidr".to_string(), cidr];
     if matches!(args.first(), Some(&"server") | Some(&"up")) {
+        // Pods in network namespaces of their own (the bridge network, as root) reach ClusterIPs through their
+        // gateway, not on loopback: then the range is the /24 at .200 of the test's 10.b/16 (nodes take /24s from
+        // the bottom of it).
+        let service = if bridge_network(args) {
+            format!("10.{b}.200.0/24")
+        } else {
+            format!("127.{b}.200.0/24")
+        };
         out.extend([
             "--service-cidr".to_string(),
-            format!("127.{b}.200.0/24"),
+            service,
             "--load-balancer-pool".to_string(),
             format!("127.{b}.201.0/24"),
         ]);
@@ -61,6 +69,16 @@ fn ranges(args: &[&str]) -> Vec<String> {
         out.extend(["--node-ip".to_string(), format!("127.{b}.202.1")]);
     }
     out
+}
+
+/// Whether a node started with `args` uses the bridge pod network (`--network auto` as root, or asked for).
+pub fn bridge_network(args: &[&str]) -> bool {
+    let asked = args.windows(2).find(|w| w[0] == "--network").map(|w| w[1]);
+    match asked {
+        Some(m) => m == "bridge",
+        // SAFETY: geteuid has no preconditions.
+        None => unsafe { libc::geteuid() == 0 },
+    }
 }
 
 /// A running `capstan server`.
@@ -110,7 +128,10 @@ impl Server {
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .args(ranges(args))
-            .env("CAPSTAN_LOG", "warn")
+            .env(
+                "CAPSTAN_LOG",
+                std::env::var("TEST_CAPSTAN_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

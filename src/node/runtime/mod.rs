@@ -41,6 +41,8 @@ pub struct ContainerSpec {
     pub state_dir: PathBuf,
     /// Volumes bind-mounted into the container.
     pub mounts: Vec<crate::node::volumes::Mount>,
+    /// The pod's network namespace to join (none: the host's).
+    pub netns: Option<PathBuf>,
 }
 
 /// A started container, recorded on disk by the agent so a restarted agent can adopt it.

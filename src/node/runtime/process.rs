@@ -141,6 +141,9 @@ impl ContainerRuntime for ProcessRuntime {
             std::fs::write(&file, serde_json::to_vec(&spec.mounts).unwrap_or_default())?;
             cmd.arg("--mounts").arg(&file);
         }
+        if let Some(ns) = &spec.netns {
+            cmd.arg("--netns").arg(ns);
+        }
         cmd.arg("--").arg(self.resolve(program));
         cmd.args(&spec.command[1..]);
         self.command_env(&mut cmd, spec);
@@ -233,6 +236,9 @@ impl ContainerRuntime for ProcessRuntime {
         let mut cmd = tokio::process::Command::new(self.resolve(program));
         cmd.args(&command[1..]);
         self.command_env(&mut cmd, spec);
+        if let Some(ns) = &spec.netns {
+            super::shim::join_netns(cmd.as_std_mut(), ns).map_err(RuntimeError::Start)?;
+        }
         if let Some(dir) = &spec.working_dir {
             cmd.current_dir(dir);
         }

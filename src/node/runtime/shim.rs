@@ -28,6 +28,8 @@ pub struct ShimArgs {
     pub workdir: Option<PathBuf>,
     /// A JSON file of [`crate::node::volumes::Mount`]s.
     pub mounts: Option<PathBuf>,
+    /// The pod's network namespace to join.
+    pub netns: Option<PathBuf>,
     pub command: Vec<String>,
 }
 
@@ -64,6 +66,12 @@ pub fn run(args: ShimArgs) -> i32 {
         .process_group(0);
     if let Some(dir) = &args.workdir {
         cmd.current_dir(dir);
+    }
+    if let Some(path) = &args.netns {
+        if let Err(e) = join_netns(&mut cmd, path) {
+            let _ = writeln!(handshake, "failed {}", e.replace('\n', " "));
+            return 2;
+        }
     }
     if let Some(file) = &args.mounts {
         match mount_plan(file) {
@@ -200,6 +208,28 @@ pub fn write_exit(path: &Path, record: &ExitRecord) -> std::io::Result<()> {
 
 pub fn read_exit(path: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Makes `cmd` join the network namespace at `path` (a pod's, under the bridge network) before it runs.
+pub fn join_netns(cmd: &mut Command, path: &Path) -> Result<(), String> {
+    let ns = std::fs::File::open(path).map_err(|e| {
+        format!(
+            "opening the pod's network namespace {}: {e}",
+            path.display()
+        )
+    })?;
+    // SAFETY: setns is a single system call on a descriptor opened before the fork; the file is moved into the
+    // closure, so it stays open until the exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            use std::os::fd::AsRawFd;
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Bind mounts made ready before the fork: paths as C strings, targets created on the host.
