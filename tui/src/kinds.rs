@@ -1,0 +1,933 @@
+//! The kinds the TUI lists: their names and short names for `:` command mode, and the columns of their tables,
+//! each a function from an object (and the store, for lookups across kinds) to a cell. Columns follow what
+//! `kubectl get` shows, plus a progress bar for rollouts.
+
+use serde_json::Value;
+
+use crate::state::{str_at, Store};
+
+/// How a cell should look; drawing maps tones to colours (or to nothing on terminals without them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    Good,
+    Busy,
+    Bad,
+    Dim,
+}
+
+pub struct Cell {
+    pub text: String,
+    pub tone: Tone,
+}
+
+impl Cell {
+    pub fn plain(text: impl Into<String>) -> Cell {
+        Cell {
+            text: text.into(),
+            tone: Tone::Plain,
+        }
+    }
+    fn tone(text: impl Into<String>, tone: Tone) -> Cell {
+        Cell {
+            text: text.into(),
+            tone,
+        }
+    }
+}
+
+/// What cells are computed from.
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Secrets' values shown (otherwise counted only).
+    pub reveal: bool,
+}
+
+pub struct Column {
+    pub name: &'static str,
+    pub width: u16,
+    pub cell: fn(&Value, &Ctx) -> Cell,
+}
+
+pub struct Kind {
+    /// The plural resource name, as the API and the store know it.
+    pub resource: &'static str,
+    pub title: &'static str,
+    /// What `:` accepts besides the resource name.
+    pub aliases: &'static [&'static str],
+    pub namespaced: bool,
+    pub columns: &'static [Column],
+}
+
+/// "5s", "3m", "2h", "4d" like kubectl.
+pub fn age(ts: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "-".into();
+    };
+    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn int(v: &Value, p: &str) -> i64 {
+    v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn name(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/metadata/name"))
+}
+fn namespace(v: &Value, _: &Ctx) -> Cell {
+    Cell::tone(str_at(v, "/metadata/namespace"), Tone::Dim)
+}
+fn created(v: &Value, c: &Ctx) -> Cell {
+    Cell::tone(
+        age(str_at(v, "/metadata/creationTimestamp"), c.now),
+        Tone::Dim,
+    )
+}
+
+/// `[██████░░░░]` for `done` of `want`.
+pub fn bar(done: i64, want: i64, width: usize) -> String {
+    let filled = if want <= 0 {
+        width
+    } else {
+        ((done.clamp(0, want) as usize) * width) / want as usize
+    };
+    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+}
+
+fn condition<'a>(v: &'a Value, ty: &str) -> Option<&'a Value> {
+    v.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)
+}
+
+// Applications.
+fn app_sync(v: &Value, _: &Ctx) -> Cell {
+    let s = str_at(v, "/status/sync/status");
+    let tone = match s {
+        "Synced" => Tone::Good,
+        "OutOfSync" | "Unknown" => Tone::Busy,
+        _ => Tone::Bad,
+    };
+    Cell::tone(if s.is_empty() { "-" } else { s }, tone)
+}
+pub fn health_tone(s: &str) -> Tone {
+    match s {
+        "Healthy" => Tone::Good,
+        "Progressing" | "Suspended" => Tone::Busy,
+        "" | "Unknown" => Tone::Dim,
+        _ => Tone::Bad,
+    }
+}
+fn app_health(v: &Value, _: &Ctx) -> Cell {
+    let s = str_at(v, "/status/health/status");
+    Cell::tone(if s.is_empty() { "-" } else { s }, health_tone(s))
+}
+pub fn short_sha(s: &str) -> String {
+    s.chars().take(7).collect()
+}
+fn app_revision(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(short_sha(str_at(v, "/status/sync/revision")))
+}
+fn app_last_sync(v: &Value, c: &Ctx) -> Cell {
+    let t = str_at(v, "/status/operationState/finishedAt");
+    Cell::tone(
+        if t.is_empty() {
+            "-".into()
+        } else {
+            age(t, c.now)
+        },
+        Tone::Dim,
+    )
+}
+fn app_repo(v: &Value, _: &Ctx) -> Cell {
+    Cell::tone(str_at(v, "/spec/source/repoURL"), Tone::Dim)
+}
+
+// SyncRecords: the history of an Application.
+fn rec_seq(v: &Value, _: &Ctx) -> Cell {
+    Cell::tone(int(v, "/spec/sequence").to_string(), Tone::Dim)
+}
+fn rec_commit(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(short_sha(str_at(v, "/spec/revision")))
+}
+fn rec_author(v: &Value, _: &Ctx) -> Cell {
+    let a = str_at(v, "/spec/author");
+    Cell::plain(a.split(" <").next().unwrap_or(a))
+}
+fn rec_message(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/spec/message").lines().next().unwrap_or(""))
+}
+fn rec_age(v: &Value, c: &Ctx) -> Cell {
+    let t = str_at(v, "/spec/finishedAt");
+    let t = if t.is_empty() {
+        str_at(v, "/metadata/creationTimestamp")
+    } else {
+        t
+    };
+    Cell::tone(age(t, c.now), Tone::Dim)
+}
+fn rec_trigger(v: &Value, _: &Ctx) -> Cell {
+    let t = str_at(v, "/spec/trigger");
+    let tone = if t.contains("drift") || t.contains("heal") || t.contains("rollback") {
+        Tone::Busy
+    } else {
+        Tone::Plain
+    };
+    Cell::tone(t, tone)
+}
+fn rec_result(v: &Value, _: &Ctx) -> Cell {
+    let r = str_at(v, "/spec/result");
+    let tone = match r {
+        "Succeeded" => Tone::Good,
+        "Running" | "" => Tone::Busy,
+        _ => Tone::Bad,
+    };
+    Cell::tone(r, tone)
+}
+fn rec_health(v: &Value, _: &Ctx) -> Cell {
+    let h = str_at(v, "/spec/health");
+    Cell::tone(if h.is_empty() { "-" } else { h }, health_tone(h))
+}
+fn rec_changes(v: &Value, _: &Ctx) -> Cell {
+    let n = |f: &str| {
+        v.pointer(&format!("/spec/{f}"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
+    Cell::plain(format!(
+        "+{} ~{} -{}",
+        n("created"),
+        n("updated"),
+        n("pruned")
+    ))
+}
+
+// Deployments.
+fn dep_ready(v: &Value, _: &Ctx) -> Cell {
+    let want = int(v, "/spec/replicas");
+    let ready = int(v, "/status/readyReplicas");
+    let tone = if ready >= want {
+        Tone::Good
+    } else {
+        Tone::Busy
+    };
+    Cell::tone(format!("{ready}/{want}"), tone)
+}
+fn dep_updated(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(int(v, "/status/updatedReplicas").to_string())
+}
+fn dep_available(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(int(v, "/status/availableReplicas").to_string())
+}
+fn dep_progress(v: &Value, _: &Ctx) -> Cell {
+    let want = int(v, "/spec/replicas");
+    let updated = int(v, "/status/updatedReplicas");
+    let available = int(v, "/status/availableReplicas");
+    let total = int(v, "/status/replicas");
+    let done = updated.min(available);
+    let stalled =
+        condition(v, "Progressing").is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded");
+    let complete = done >= want
+        && total <= want
+        && int(v, "/status/observedGeneration") >= int(v, "/metadata/generation");
+    let tone = if stalled {
+        Tone::Bad
+    } else if complete {
+        Tone::Good
+    } else {
+        Tone::Busy
+    };
+    Cell::tone(format!("{} {done}/{want}", bar(done, want, 10)), tone)
+}
+fn dep_revision(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(
+        v,
+        "/metadata/annotations/deployment.kubernetes.io~1revision",
+    ))
+}
+fn dep_status(v: &Value, _: &Ctx) -> Cell {
+    if let Some(c) = condition(v, "Progressing") {
+        let reason = c["reason"].as_str().unwrap_or("");
+        let tone = match reason {
+            "ProgressDeadlineExceeded" => Tone::Bad,
+            "NewReplicaSetAvailable" => Tone::Good,
+            _ => Tone::Busy,
+        };
+        return Cell::tone(reason, tone);
+    }
+    Cell::tone("-", Tone::Dim)
+}
+
+// ReplicaSets.
+fn rs_desired(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(int(v, "/spec/replicas").to_string())
+}
+fn rs_current(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(int(v, "/status/replicas").to_string())
+}
+fn rs_ready(v: &Value, _: &Ctx) -> Cell {
+    let (r, w) = (int(v, "/status/readyReplicas"), int(v, "/spec/replicas"));
+    Cell::tone(r.to_string(), if r >= w { Tone::Good } else { Tone::Busy })
+}
+fn rs_owner(v: &Value, _: &Ctx) -> Cell {
+    Cell::tone(str_at(v, "/metadata/ownerReferences/0/name"), Tone::Dim)
+}
+
+// Pods.
+fn statuses(v: &Value) -> Vec<&Value> {
+    v.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+fn pod_ready(v: &Value, _: &Ctx) -> Cell {
+    let total = v
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let ready = statuses(v).iter().filter(|s| s["ready"] == true).count();
+    Cell::tone(
+        format!("{ready}/{total}"),
+        if ready == total && total > 0 {
+            Tone::Good
+        } else {
+            Tone::Busy
+        },
+    )
+}
+/// The STATUS column as kubectl computes it: a waiting or terminated reason wins over the phase.
+pub fn pod_status(v: &Value) -> String {
+    if !str_at(v, "/metadata/deletionTimestamp").is_empty() {
+        return "Terminating".into();
+    }
+    let init = v
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for s in &init {
+        if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            if r != "PodInitializing" {
+                return format!("Init:{r}");
+            }
+        }
+    }
+    for s in statuses(v) {
+        if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            return r.to_string();
+        }
+        if let Some(r) = s
+            .pointer("/state/terminated/reason")
+            .and_then(Value::as_str)
+        {
+            return r.to_string();
+        }
+    }
+    let phase = str_at(v, "/status/phase");
+    if phase.is_empty() {
+        "Pending".into()
+    } else {
+        phase.into()
+    }
+}
+fn pod_status_cell(v: &Value, _: &Ctx) -> Cell {
+    let s = pod_status(v);
+    let tone = match s.as_str() {
+        "Running" | "Succeeded" | "Completed" => Tone::Good,
+        "Pending" | "ContainerCreating" | "Terminating" | "PodInitializing" => Tone::Busy,
+        _ => Tone::Bad,
+    };
+    Cell::tone(s, tone)
+}
+fn pod_restarts(v: &Value, _: &Ctx) -> Cell {
+    let n: i64 = statuses(v)
+        .iter()
+        .map(|s| s["restartCount"].as_i64().unwrap_or(0))
+        .sum();
+    Cell::tone(n.to_string(), if n > 0 { Tone::Busy } else { Tone::Plain })
+}
+fn pod_node(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/spec/nodeName"))
+}
+fn pod_ip(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/status/podIP"))
+}
+
+// Services.
+fn svc_type(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/spec/type"))
+}
+fn svc_ip(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/spec/clusterIP"))
+}
+fn svc_external(v: &Value, _: &Ctx) -> Cell {
+    let ips: Vec<&str> = v
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|i| i["ip"].as_str()).collect())
+        .unwrap_or_default();
+    Cell::plain(if ips.is_empty() {
+        "<none>".to_string()
+    } else {
+        ips.join(",")
+    })
+}
+fn svc_ports(v: &Value, _: &Ctx) -> Cell {
+    let ports: Vec<String> = v
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let proto = p["protocol"].as_str().unwrap_or("TCP");
+                    match p["nodePort"].as_i64() {
+                        Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                        None => format!("{}/{proto}", p["port"]),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Cell::plain(ports.join(","))
+}
+
+// Nodes.
+fn node_status(v: &Value, _: &Ctx) -> Cell {
+    let ready = condition(v, "Ready").is_some_and(|c| c["status"] == "True");
+    let mut s = if ready { "Ready" } else { "NotReady" }.to_string();
+    if v.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
+        s.push_str(",SchedulingDisabled");
+    }
+    Cell::tone(s, if ready { Tone::Good } else { Tone::Bad })
+}
+/// Millicores of a CPU quantity.
+pub fn millicores(q: &str) -> i64 {
+    if let Some(m) = q.strip_suffix('m') {
+        m.parse().unwrap_or(0)
+    } else {
+        q.parse::<f64>().map(|c| (c * 1000.0) as i64).unwrap_or(0)
+    }
+}
+/// Bytes of a memory quantity.
+pub fn bytes(q: &str) -> i64 {
+    let units = [
+        ("Ki", 1i64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    for (u, m) in units {
+        if let Some(n) = q.strip_suffix(u) {
+            return n.parse::<f64>().map(|n| (n * m as f64) as i64).unwrap_or(0);
+        }
+    }
+    q.parse().unwrap_or(0)
+}
+fn node_requests(store: &Store, node: &str) -> (i64, i64, usize) {
+    let (mut cpu, mut mem, mut pods) = (0, 0, 0);
+    for p in store.objects("pods") {
+        if str_at(p, "/spec/nodeName") != node {
+            continue;
+        }
+        let phase = str_at(p, "/status/phase");
+        if phase == "Succeeded" || phase == "Failed" {
+            continue;
+        }
+        pods += 1;
+        for c in p
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            cpu += millicores(str_at(c, "/resources/requests/cpu"));
+            mem += bytes(str_at(c, "/resources/requests/memory"));
+        }
+    }
+    (cpu, mem, pods)
+}
+fn node_cpu(v: &Value, c: &Ctx) -> Cell {
+    let cap = millicores(str_at(v, "/status/allocatable/cpu"));
+    let (used, _, _) = node_requests(c.store, str_at(v, "/metadata/name"));
+    Cell::plain(format!("{used}m/{}", cap))
+}
+fn node_memory(v: &Value, c: &Ctx) -> Cell {
+    let cap = bytes(str_at(v, "/status/allocatable/memory"));
+    let (_, used, _) = node_requests(c.store, str_at(v, "/metadata/name"));
+    Cell::plain(format!("{}Mi/{}Mi", used >> 20, cap >> 20))
+}
+fn node_pods(v: &Value, c: &Ctx) -> Cell {
+    let (_, _, n) = node_requests(c.store, str_at(v, "/metadata/name"));
+    Cell::plain(format!("{n}/{}", str_at(v, "/status/allocatable/pods")))
+}
+fn node_conditions(v: &Value, _: &Ctx) -> Cell {
+    let bad: Vec<&str> = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["type"] != "Ready" && c["status"] == "True")
+                .filter_map(|c| c["type"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if bad.is_empty() {
+        Cell::tone("-", Tone::Dim)
+    } else {
+        Cell::tone(bad.join(","), Tone::Bad)
+    }
+}
+
+// Events.
+fn ev_last(v: &Value, c: &Ctx) -> Cell {
+    let t = [
+        "/lastTimestamp",
+        "/eventTime",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .map(|p| str_at(v, p))
+    .find(|t| !t.is_empty())
+    .unwrap_or("");
+    Cell::tone(age(t, c.now), Tone::Dim)
+}
+fn ev_type(v: &Value, _: &Ctx) -> Cell {
+    let t = str_at(v, "/type");
+    Cell::tone(
+        t,
+        if t == "Warning" {
+            Tone::Bad
+        } else {
+            Tone::Plain
+        },
+    )
+}
+fn ev_reason(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/reason"))
+}
+fn ev_object(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(format!(
+        "{}/{}",
+        str_at(v, "/involvedObject/kind").to_lowercase(),
+        str_at(v, "/involvedObject/name")
+    ))
+}
+fn ev_message(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/message"))
+}
+
+// Jobs and CronJobs.
+fn job_completions(v: &Value, _: &Ctx) -> Cell {
+    let want = v
+        .pointer("/spec/completions")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let done = int(v, "/status/succeeded");
+    Cell::tone(
+        format!("{done}/{want}"),
+        if done >= want { Tone::Good } else { Tone::Busy },
+    )
+}
+fn job_status(v: &Value, _: &Ctx) -> Cell {
+    for (ty, tone) in [
+        ("Complete", Tone::Good),
+        ("Failed", Tone::Bad),
+        ("Suspended", Tone::Busy),
+    ] {
+        if condition(v, ty).is_some_and(|c| c["status"] == "True") {
+            return Cell::tone(ty, tone);
+        }
+    }
+    Cell::tone("Running", Tone::Busy)
+}
+fn job_duration(v: &Value, c: &Ctx) -> Cell {
+    let start = str_at(v, "/status/startTime");
+    let end = str_at(v, "/status/completionTime");
+    let (Ok(s), e) = (
+        chrono::DateTime::parse_from_rfc3339(start),
+        chrono::DateTime::parse_from_rfc3339(end),
+    ) else {
+        return Cell::tone("-", Tone::Dim);
+    };
+    let end = e.map(|e| e.with_timezone(&chrono::Utc)).unwrap_or(c.now);
+    let secs = (end - s.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    Cell::plain(if secs < 120 {
+        format!("{secs}s")
+    } else {
+        format!("{}m", secs / 60)
+    })
+}
+fn cj_schedule(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/spec/schedule"))
+}
+fn cj_suspend(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(if v.pointer("/spec/suspend") == Some(&Value::Bool(true)) {
+        "True"
+    } else {
+        "False"
+    })
+}
+fn cj_active(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(
+        v.pointer("/status/active")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+            .to_string(),
+    )
+}
+fn cj_last(v: &Value, c: &Ctx) -> Cell {
+    let t = str_at(v, "/status/lastScheduleTime");
+    Cell::tone(
+        if t.is_empty() {
+            "<none>".into()
+        } else {
+            age(t, c.now)
+        },
+        Tone::Dim,
+    )
+}
+
+// ConfigMaps and Secrets.
+fn data_count(v: &Value, _: &Ctx) -> Cell {
+    let n = |f: &str| v.get(f).and_then(Value::as_object).map_or(0, |m| m.len());
+    Cell::plain((n("data") + n("binaryData") + n("stringData")).to_string())
+}
+fn secret_type(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/type"))
+}
+fn secret_keys(v: &Value, c: &Ctx) -> Cell {
+    let keys: Vec<String> = v
+        .get("data")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, val)| {
+                    if c.reveal {
+                        use base64::Engine;
+                        let raw = base64::engine::general_purpose::STANDARD
+                            .decode(val.as_str().unwrap_or(""))
+                            .unwrap_or_default();
+                        format!("{k}={}", String::from_utf8_lossy(&raw))
+                    } else {
+                        format!("{k}=••••")
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Cell::tone(keys.join(" "), Tone::Dim)
+}
+
+// StatefulSets and DaemonSets.
+fn sts_ready(v: &Value, _: &Ctx) -> Cell {
+    let (r, w) = (int(v, "/status/readyReplicas"), int(v, "/spec/replicas"));
+    Cell::tone(
+        format!("{r}/{w}"),
+        if r >= w { Tone::Good } else { Tone::Busy },
+    )
+}
+fn ds_desired(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(int(v, "/status/desiredNumberScheduled").to_string())
+}
+fn ds_ready(v: &Value, _: &Ctx) -> Cell {
+    let (r, w) = (
+        int(v, "/status/numberReady"),
+        int(v, "/status/desiredNumberScheduled"),
+    );
+    Cell::tone(r.to_string(), if r >= w { Tone::Good } else { Tone::Busy })
+}
+fn ds_updated(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(int(v, "/status/updatedNumberScheduled").to_string())
+}
+fn ns_status(v: &Value, _: &Ctx) -> Cell {
+    Cell::plain(str_at(v, "/status/phase"))
+}
+
+macro_rules! col {
+    ($name:expr, $w:expr, $f:expr) => {
+        Column {
+            name: $name,
+            width: $w,
+            cell: $f,
+        }
+    };
+}
+
+pub static KINDS: &[Kind] = &[
+    Kind {
+        resource: "applications",
+        title: "Applications",
+        aliases: &["apps", "app", "application"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 16, name),
+            col!("SYNC", 10, app_sync),
+            col!("HEALTH", 11, app_health),
+            col!("REVISION", 8, app_revision),
+            col!("LAST SYNC", 9, app_last_sync),
+            col!("REPO", 30, app_repo),
+        ],
+    },
+    Kind {
+        resource: "syncrecords",
+        title: "History",
+        aliases: &["history", "hist", "syncrecord"],
+        namespaced: true,
+        columns: &[
+            col!("#", 3, rec_seq),
+            col!("COMMIT", 7, rec_commit),
+            col!("AUTHOR", 12, rec_author),
+            col!("MESSAGE", 28, rec_message),
+            col!("AGE", 4, rec_age),
+            col!("TRIGGER", 9, rec_trigger),
+            col!("RESULT", 9, rec_result),
+            col!("HEALTH", 11, rec_health),
+            col!("CHANGES", 9, rec_changes),
+        ],
+    },
+    Kind {
+        resource: "deployments",
+        title: "Deployments",
+        aliases: &["deploy", "deployment", "dp"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 18, name),
+            col!("READY", 6, dep_ready),
+            col!("UP-TO-DATE", 10, dep_updated),
+            col!("AVAILABLE", 9, dep_available),
+            col!("ROLLOUT", 16, dep_progress),
+            col!("REV", 3, dep_revision),
+            col!("STATUS", 24, dep_status),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "replicasets",
+        title: "ReplicaSets",
+        aliases: &["rs", "replicaset"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 24, name),
+            col!("DESIRED", 7, rs_desired),
+            col!("CURRENT", 7, rs_current),
+            col!("READY", 5, rs_ready),
+            col!("OWNER", 16, rs_owner),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "pods",
+        title: "Pods",
+        aliases: &["po", "pod"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 28, name),
+            col!("READY", 5, pod_ready),
+            col!("STATUS", 17, pod_status_cell),
+            col!("RESTARTS", 8, pod_restarts),
+            col!("NODE", 10, pod_node),
+            col!("IP", 15, pod_ip),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "services",
+        title: "Services",
+        aliases: &["svc", "service"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 18, name),
+            col!("TYPE", 12, svc_type),
+            col!("CLUSTER-IP", 15, svc_ip),
+            col!("EXTERNAL-IP", 15, svc_external),
+            col!("PORTS", 20, svc_ports),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "nodes",
+        title: "Nodes",
+        aliases: &["no", "node"],
+        namespaced: false,
+        columns: &[
+            col!("NAME", 14, name),
+            col!("STATUS", 12, node_status),
+            col!("CPU REQ/ALLOC", 14, node_cpu),
+            col!("MEM REQ/ALLOC", 16, node_memory),
+            col!("PODS", 7, node_pods),
+            col!("PRESSURE", 14, node_conditions),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "events",
+        title: "Events",
+        aliases: &["ev", "event"],
+        namespaced: true,
+        columns: &[
+            col!("LAST", 4, ev_last),
+            col!("TYPE", 7, ev_type),
+            col!("REASON", 17, ev_reason),
+            col!("OBJECT", 28, ev_object),
+            col!("MESSAGE", 40, ev_message),
+        ],
+    },
+    Kind {
+        resource: "jobs",
+        title: "Jobs",
+        aliases: &["job"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 24, name),
+            col!("STATUS", 9, job_status),
+            col!("COMPLETIONS", 11, job_completions),
+            col!("DURATION", 8, job_duration),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "cronjobs",
+        title: "CronJobs",
+        aliases: &["cj", "cronjob"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 18, name),
+            col!("SCHEDULE", 14, cj_schedule),
+            col!("SUSPEND", 7, cj_suspend),
+            col!("ACTIVE", 6, cj_active),
+            col!("LAST SCHEDULE", 13, cj_last),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "statefulsets",
+        title: "StatefulSets",
+        aliases: &["sts", "statefulset"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 20, name),
+            col!("READY", 6, sts_ready),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "daemonsets",
+        title: "DaemonSets",
+        aliases: &["ds", "daemonset"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 20, name),
+            col!("DESIRED", 7, ds_desired),
+            col!("READY", 5, ds_ready),
+            col!("UP-TO-DATE", 10, ds_updated),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "configmaps",
+        title: "ConfigMaps",
+        aliases: &["cm", "configmap"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 28, name),
+            col!("DATA", 4, data_count),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "secrets",
+        title: "Secrets",
+        aliases: &["secret", "sec"],
+        namespaced: true,
+        columns: &[
+            col!("NAMESPACE", 10, namespace),
+            col!("NAME", 20, name),
+            col!("TYPE", 20, secret_type),
+            col!("DATA", 4, data_count),
+            col!("VALUES", 30, secret_keys),
+            col!("AGE", 4, created),
+        ],
+    },
+    Kind {
+        resource: "namespaces",
+        title: "Namespaces",
+        aliases: &["ns", "namespace"],
+        namespaced: false,
+        columns: &[
+            col!("NAME", 24, name),
+            col!("STATUS", 10, ns_status),
+            col!("AGE", 4, created),
+        ],
+    },
+];
+
+/// The kind `word` names (resource, short name or singular), if any.
+pub fn lookup(word: &str) -> Option<&'static Kind> {
+    let w = word.trim().to_lowercase();
+    KINDS
+        .iter()
+        .find(|k| k.resource == w || k.aliases.contains(&w.as_str()))
+}
+
+pub fn by_resource(resource: &str) -> &'static Kind {
+    KINDS
+        .iter()
+        .find(|k| k.resource == resource)
+        .unwrap_or(&KINDS[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn short_names_resolve_like_kubectl() {
+        assert_eq!(lookup("deploy").unwrap().resource, "deployments");
+        assert_eq!(lookup("po").unwrap().resource, "pods");
+        assert_eq!(lookup("apps").unwrap().resource, "applications");
+        assert_eq!(lookup(" SVC ").unwrap().resource, "services");
+        assert!(lookup("nonsense").is_none());
+    }
+
+    #[test]
+    fn pod_status_prefers_the_waiting_reason_and_ages_read_like_kubectl() {
+        let p = json!({"status": {"phase": "Running", "containerStatuses": [
+            {"ready": false, "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(pod_status(&p), "CrashLoopBackOff");
+        assert_eq!(
+            pod_status(&json!({"metadata": {"deletionTimestamp": "x"}})),
+            "Terminating"
+        );
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(age("2026-01-01T11:59:30Z", now), "30s");
+        assert_eq!(age("2026-01-01T11:00:00Z", now), "60m");
+        assert_eq!(age("2025-12-30T12:00:00Z", now), "2d");
+        assert_eq!(bar(1, 4, 8), "██░░░░░░");
+        assert_eq!(millicores("250m") + millicores("1.5"), 1750);
+        assert_eq!(bytes("64Mi"), 64 << 20);
+    }
+}
