@@ -5,6 +5,7 @@ mod app;
 mod commands;
 mod demo;
 mod output;
+mod tui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ enum Command {
     },
     /// GitOps Applications: list, get, history, diff, sync, rollback, wait.
     App(app::AppArgs),
+    /// The terminal UI: live views of the cluster and the git history of its Applications; roll back by revert.
+    Tui(tui::TuiArgs),
     /// Print a container's logs (like kubectl logs).
     Logs(commands::LogsArgs),
     /// Internal: supervises one container for the process runtime.
@@ -104,6 +107,14 @@ fn main() -> Result<()> {
     if let Command::Shim(a) = cli.command {
         std::process::exit(commands::shim(a));
     }
+    // The terminal UI owns the screen: no log lines on it.
+    if !matches!(cli.command, Command::Tui(_)) {
+        init_logging();
+    }
+    run(cli)
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
@@ -112,6 +123,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -191,6 +205,7 @@ fn main() -> Result<()> {
                     Command::Describe(a) => commands::describe(&client, a).await,
                     Command::Logs(a) => commands::logs(&client, a).await,
                     Command::App(a) => app::run(&client, a).await,
+                    Command::Tui(a) => tui::run(client, a).await,
                     Command::Server { .. }
                     | Command::Up { .. }
                     | Command::DemoApp { .. }

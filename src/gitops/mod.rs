@@ -437,6 +437,54 @@ async fn last_healthy(client: &Client, ns: &str, app: &str, current: &str) -> Op
 
 /// Writes the revert commit for a rollback (blocking git work on its own thread); for a remote, in a fresh mirror
 /// that pushes it.
+/// Runs `f` on an app's source (fetched first when remote) on a blocking thread.
+async fn with_source<T: Send + 'static>(
+    client: &Client,
+    app: &Value,
+    f: impl FnOnce(&source::Source) -> Result<T, source::Error> + Send + 'static,
+) -> Result<T, Error> {
+    let creds = credentials(client, app).await?;
+    let app = app.clone();
+    let r = tokio::task::spawn_blocking(move || -> Result<T, source::Error> {
+        let scratch = tempfile::tempdir()
+            .map_err(|e| source::Error::Refused(format!("a scratch directory: {e}")))?;
+        let src = open_source(&app, scratch.path(), creds)?;
+        if src.remote.is_some() {
+            src.fetch()?;
+        }
+        f(&src)
+    })
+    .await
+    .map_err(|e| Error::Join(e.to_string()))?;
+    Ok(r?)
+}
+
+/// What commit `rev` changed under an app's path: its header and unified diff (`git show`).
+pub async fn commit_diff(client: &Client, app: &Value, rev: &str) -> Result<String, Error> {
+    let rev = rev.to_string();
+    with_source(client, app, move |src| {
+        let oid = src.resolve(Some(&rev))?;
+        src.show(oid)
+    })
+    .await
+}
+
+/// What rolling an app back to `to` would change: the unified diff from its branch's head to `to` under the app's
+/// path - the content of the revert commit [`write_rollback`] writes.
+pub async fn rollback_diff(client: &Client, app: &Value, to: &str) -> Result<String, Error> {
+    let to = to.to_string();
+    let branch = app["spec"]["source"]["targetRevision"]
+        .as_str()
+        .filter(|b| !b.is_empty() && *b != "HEAD")
+        .map(String::from);
+    with_source(client, app, move |src| {
+        let head = src.resolve(branch.as_deref())?;
+        let target = src.resolve(Some(&to))?;
+        src.diff(Some(head), target)
+    })
+    .await
+}
+
 pub async fn write_rollback(
     client: &Client,
     app: &Value,

@@ -463,6 +463,67 @@ impl Source {
         Ok(oid)
     }
 
+    /// A unified diff of the app's path from `from` (none: an empty tree) to `to`.
+    pub fn diff(&self, from: Option<Oid>, to: Oid) -> Result<String> {
+        let tree_of = |oid: Oid| -> Result<git2::Tree<'_>> {
+            let c = self.git(self.repo.find_commit(oid))?;
+            self.git(c.tree())
+        };
+        let old = from.map(tree_of).transpose()?;
+        let new = tree_of(to)?;
+        let mut opts = git2::DiffOptions::new();
+        if !self.path.is_empty() {
+            opts.pathspec(&self.path);
+        }
+        let diff = self.git(self.repo.diff_tree_to_tree(
+            old.as_ref(),
+            Some(&new),
+            Some(&mut opts),
+        ))?;
+        let mut out = String::new();
+        self.git(diff.print(git2::DiffFormat::Patch, |_, _, line| {
+            let text = String::from_utf8_lossy(line.content());
+            match line.origin() {
+                c @ ('+' | '-' | ' ') => {
+                    out.push(c);
+                    out.push_str(&text);
+                }
+                _ => out.push_str(&text),
+            }
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            true
+        }))?;
+        Ok(out)
+    }
+
+    /// A commit's header (`commit`, `Author`, `Date`, message) and what it changed in the app's path against its
+    /// first parent.
+    pub fn show(&self, rev: Oid) -> Result<String> {
+        let c = self.git(self.repo.find_commit(rev))?;
+        let parent = c.parent_ids().next();
+        let author = c.author();
+        let when = chrono::DateTime::from_timestamp(author.when().seconds(), 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        let mut out = format!(
+            "commit {rev}\nAuthor: {} <{}>\nDate:   {when}\n\n",
+            author.name().unwrap_or(""),
+            author.email().unwrap_or("")
+        );
+        for l in c.message().unwrap_or("").lines() {
+            out.push_str(&format!("    {l}\n"));
+        }
+        out.push('\n');
+        let diff = self.diff(parent, rev)?;
+        if diff.is_empty() {
+            out.push_str("(no change under the application's path)\n");
+        }
+        out.push_str(&diff);
+        Ok(out)
+    }
+
     /// Commits reachable from `head`, newest first (at most `limit`).
     pub fn log(&self, head: Oid, limit: usize) -> Result<Vec<Oid>> {
         let mut walk = self.git(self.repo.revwalk())?;

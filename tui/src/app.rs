@@ -605,12 +605,9 @@ impl App {
                 });
             }
             Id::History => {
-                if let Some((_, app)) = self.selection() {
+                if let Some((namespace, app)) = self.current_app() {
                     self.pages.push(Page::Table(TablePage {
-                        scope: Scope::AppHistory {
-                            namespace: str_at(&app, "/metadata/namespace").into(),
-                            app: str_at(&app, "/metadata/name").into(),
-                        },
+                        scope: Scope::AppHistory { namespace, app },
                         ..TablePage::new(kinds::by_resource("syncrecords"))
                     }));
                 }

@@ -361,10 +361,7 @@ fn draw_app_panel(f: &mut Frame, app: &App, theme: Theme, area: Rect, namespace:
             Span::styled(kinds::bar(done, want, 20), theme.tone(tone)),
             Span::raw(format!(
                 " {updated}/{want} updated  {ready} ready  {available} available  rev {}",
-                str_at(
-                    d,
-                    "/metadata/annotations/deployment.kubernetes.io~1revision"
-                )
+                kinds::deployment_revision(&app.store, d)
             )),
         ]));
     }

@@ -247,11 +247,37 @@ fn dep_progress(v: &Value, _: &Ctx) -> Cell {
     };
     Cell::tone(format!("{} {done}/{want}", bar(done, want, 10)), tone)
 }
-fn dep_revision(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(str_at(
-        v,
+/// A Deployment's revision: its annotation, else the highest of its ReplicaSets' (what `rollout history` lists).
+pub fn deployment_revision(store: &Store, d: &Value) -> String {
+    let own = str_at(
+        d,
         "/metadata/annotations/deployment.kubernetes.io~1revision",
-    ))
+    );
+    if !own.is_empty() {
+        return own.to_string();
+    }
+    let uid = str_at(d, "/metadata/uid");
+    store
+        .objects("replicasets")
+        .filter(|rs| {
+            rs.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|o| o.iter().any(|r| r["uid"] == uid))
+        })
+        .filter_map(|rs| {
+            str_at(
+                rs,
+                "/metadata/annotations/deployment.kubernetes.io~1revision",
+            )
+            .parse::<i64>()
+            .ok()
+        })
+        .max()
+        .map(|r| r.to_string())
+        .unwrap_or_default()
+}
+fn dep_revision(v: &Value, c: &Ctx) -> Cell {
+    Cell::plain(deployment_revision(c.store, v))
 }
 fn dep_status(v: &Value, _: &Ctx) -> Cell {
     if let Some(c) = condition(v, "Progressing") {
