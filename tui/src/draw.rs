@@ -212,6 +212,16 @@ fn draw_table(f: &mut Frame, app: &App, t: &TablePage, theme: Theme, area: Rect)
             !(c.name == "NAMESPACE" && app.namespace.is_some() && matches!(t.scope, Scope::All))
         })
         .collect();
+    // On narrow terminals the least telling columns go first, so the rest keep their width.
+    let mut show = show;
+    let avail = area.width.saturating_sub(2) as usize;
+    let need = |cols: &[&kinds::Column]| cols.iter().map(|c| c.width as usize + 1).sum::<usize>();
+    for name in DROPPABLE {
+        if need(&show) <= avail {
+            break;
+        }
+        show.retain(|c| c.name != *name);
+    }
     let height = area.height.saturating_sub(3) as usize;
     let offset = if selected < height {
         0
@@ -282,6 +292,24 @@ fn draw_table(f: &mut Frame, app: &App, t: &TablePage, theme: Theme, area: Rect)
         );
     }
 }
+
+/// Columns dropped, in this order, when a table does not fit.
+const DROPPABLE: &[&str] = &[
+    "REPO",
+    "OWNER",
+    "CURRENT",
+    "UP-TO-DATE",
+    "AVAILABLE",
+    "EXTERNAL-IP",
+    "PRESSURE",
+    "DURATION",
+    "LAST SCHEDULE",
+    "NODE",
+    "LAST SYNC",
+    "TYPE",
+    "REV",
+    "AUTHOR",
+];
 
 fn app_deployments<'a>(app: &'a App, namespace: &str, name: &str) -> Vec<&'a serde_json::Value> {
     let Some(a) = app.store.get("applications", namespace, name) else {
