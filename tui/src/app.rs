@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::actions::{self, Id, KeyMap, Scope as ActionScope};
 use crate::kinds::{self, Kind};
-use crate::state::{str_at, Event, Request, Store};
+use crate::state::{at, str_at, Event, Request, Store};
 
 /// Which objects of a kind a table shows beyond the namespace and the filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,19 +288,19 @@ impl App {
     /// The rows of a table page, in display order.
     pub fn rows(&self, t: &TablePage) -> Vec<Arc<Value>> {
         let filter = t.filter.to_lowercase();
+        // Object names are lowercase already; only free text (messages) is lowered, and only when the name misses.
         let matches_filter = |v: &Value| {
             filter.is_empty()
-                || str_at(v, "/metadata/name").to_lowercase().contains(&filter)
-                || str_at(v, "/name").to_lowercase().contains(&filter)
-                || str_at(v, "/spec/message").to_lowercase().contains(&filter)
-                || str_at(v, "/message").to_lowercase().contains(&filter)
+                || str_at(v, "/metadata/name").contains(&filter)
+                || str_at(v, "/name").contains(&filter)
+                || contains_lower(str_at(v, "/spec/message"), &filter)
+                || contains_lower(str_at(v, "/message"), &filter)
         };
         if let Scope::AppObjects { namespace, app } = &t.scope {
             let Some(a) = self.store.get("applications", namespace, app) else {
                 return Vec::new();
             };
-            return a
-                .pointer("/status/resources")
+            return at(a, "/status/resources")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -316,46 +316,44 @@ impl App {
         let owner_uids: Vec<String> = match &t.scope {
             Scope::DeploymentPods { uid, .. } => self
                 .store
-                .objects("replicasets")
-                .filter(|rs| owned_by(rs, uid))
-                .map(|rs| str_at(rs, "/metadata/uid").to_string())
+                .entries("replicasets")
+                .filter(|rs| rs.meta.owners.iter().any(|o| o == uid))
+                .map(|rs| str_at(&rs.object, "/metadata/uid").to_string())
                 .collect(),
             _ => Vec::new(),
         };
         let mut rows: Vec<Arc<Value>> = self
             .store
-            .objects(t.kind.resource)
-            .filter(|v| ns.is_none_or(|n| str_at(v, "/metadata/namespace") == n))
-            .filter(|v| match &t.scope {
-                Scope::All | Scope::AppObjects { .. } => true,
-                Scope::AppHistory { namespace, app } => {
-                    str_at(v, "/metadata/namespace") == namespace
-                        && str_at(v, "/spec/application") == app
-                }
-                Scope::OwnedBy { uid, .. } => owned_by(v, uid),
-                Scope::DeploymentPods { .. } => owner_uids.iter().any(|u| owned_by(v, u)),
-                Scope::Selector {
-                    namespace, labels, ..
-                } => {
-                    str_at(v, "/metadata/namespace") == namespace
-                        && labels.iter().all(|(k, val)| {
-                            v.pointer("/metadata/labels")
-                                .and_then(|l| l.get(k))
-                                .and_then(Value::as_str)
-                                == Some(val.as_str())
-                        })
-                }
-                Scope::Node(n) => str_at(v, "/spec/nodeName") == n,
+            .entries(t.kind.resource)
+            .filter(|e| {
+                let m = &e.meta;
+                ns.is_none_or(|n| m.namespace == n)
+                    && match &t.scope {
+                        Scope::All | Scope::AppObjects { .. } => true,
+                        Scope::AppHistory { namespace, app } => {
+                            m.namespace == *namespace
+                                && str_at(&e.object, "/spec/application") == app
+                        }
+                        Scope::OwnedBy { uid, .. } => m.owners.iter().any(|o| o == uid),
+                        Scope::DeploymentPods { .. } => {
+                            m.owners.iter().any(|o| owner_uids.contains(o))
+                        }
+                        Scope::Selector {
+                            namespace, labels, ..
+                        } => {
+                            m.namespace == *namespace
+                                && labels.iter().all(|(k, v)| m.label(k) == Some(v.as_str()))
+                        }
+                        Scope::Node(n) => m.node == *n,
+                    }
+                    && (filter.is_empty() || m.name.contains(&filter) || m.text.contains(&filter))
             })
-            .filter(|v| matches_filter(v))
-            .cloned()
+            .map(|e| e.object.clone())
             .collect();
         match t.kind.resource {
-            "syncrecords" => rows.sort_by_key(|r| {
-                -r.pointer("/spec/sequence")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-            }),
+            "syncrecords" => {
+                rows.sort_by_key(|r| -at(r, "/spec/sequence").and_then(Value::as_i64).unwrap_or(0))
+            }
             "events" => rows.sort_by(|a, b| event_time(b).cmp(event_time(a))),
             _ => {}
         }
@@ -631,8 +629,7 @@ impl App {
             Id::Scale => {
                 if let Some((_, v)) = self.selection() {
                     if let Some((kind, ns, name)) = self.target(&v) {
-                        let current = v
-                            .pointer("/spec/replicas")
+                        let current = at(&v, "/spec/replicas")
                             .and_then(Value::as_i64)
                             .unwrap_or(1);
                         self.mode = Mode::Input {
@@ -914,8 +911,7 @@ impl App {
             }
             "cronjobs" => page("jobs", Scope::OwnedBy { uid, what }),
             "services" => {
-                let labels: Vec<(String, String)> = obj
-                    .pointer("/spec/selector")
+                let labels: Vec<(String, String)> = at(&obj, "/spec/selector")
                     .and_then(Value::as_object)
                     .map(|m| {
                         m.iter()
@@ -950,8 +946,7 @@ impl App {
     }
 
     fn open_logs(&mut self, pod: &Value, previous: bool) {
-        let container = pod
-            .pointer("/spec/containers/0/name")
+        let container = at(pod, "/spec/containers/0/name")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
@@ -1050,11 +1045,34 @@ impl TablePage {
 /// The index of the selected row: the remembered object if still there, else the last index (clamped).
 pub fn select_index(t: &TablePage, rows: &[Arc<Value>]) -> usize {
     if let Some(key) = &t.selected {
-        if let Some(i) = rows.iter().position(|r| &row_key(r) == key) {
+        // Look near the last index first: the selection rarely moves far between frames.
+        let near = t.index.min(rows.len().saturating_sub(1));
+        let hit = |r: &Arc<Value>| is_row(r, key);
+        if rows.get(near).is_some_and(hit) {
+            return near;
+        }
+        if let Some(i) = rows.iter().position(hit) {
             return i;
         }
     }
     t.index.min(rows.len().saturating_sub(1))
+}
+
+/// Whether `v` is the row `row_key` gave `key`, without building its key.
+fn is_row(v: &Value, key: &str) -> bool {
+    let name = str_at(v, "/metadata/name");
+    if !name.is_empty() {
+        let ns = str_at(v, "/metadata/namespace");
+        return key.len() == ns.len() + 1 + name.len()
+            && key.starts_with(ns)
+            && key.ends_with(name)
+            && key.as_bytes()[ns.len()] == b'/';
+    }
+    row_key(v) == key
+}
+
+fn contains_lower(text: &str, lower_needle: &str) -> bool {
+    !text.is_empty() && text.to_lowercase().contains(lower_needle)
 }
 
 fn row_key(v: &Value) -> String {
@@ -1068,12 +1086,6 @@ fn row_key(v: &Value) -> String {
             str_at(v, "/name")
         )
     }
-}
-
-fn owned_by(v: &Value, uid: &str) -> bool {
-    v.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
 }
 
 fn event_time(v: &Value) -> &str {
@@ -1135,7 +1147,7 @@ pub fn describe(obj: &Value, store: &Store, reveal: bool) -> Vec<String> {
     field("Kind", str_at(obj, "/kind").into());
     field("Created", str_at(obj, "/metadata/creationTimestamp").into());
     let map = |p: &str| -> String {
-        obj.pointer(p)
+        at(obj, p)
             .and_then(Value::as_object)
             .map(|m| {
                 m.iter()
@@ -1148,7 +1160,7 @@ pub fn describe(obj: &Value, store: &Store, reveal: bool) -> Vec<String> {
     };
     field("Labels", map("/metadata/labels"));
     field("Annotations", map("/metadata/annotations"));
-    if let Some(owner) = obj.pointer("/metadata/ownerReferences/0") {
+    if let Some(owner) = at(obj, "/metadata/ownerReferences/0") {
         field(
             "Controlled By",
             format!("{}/{}", str_at(owner, "/kind"), str_at(owner, "/name")),
@@ -1167,7 +1179,7 @@ pub fn describe(obj: &Value, store: &Store, reveal: bool) -> Vec<String> {
         ("Health", "/status/health/status"),
         ("Revision", "/status/sync/revision"),
     ] {
-        if let Some(v) = obj.pointer(p) {
+        if let Some(v) = at(obj, p) {
             let s = v
                 .as_str()
                 .map(String::from)
@@ -1195,7 +1207,7 @@ pub fn describe(obj: &Value, store: &Store, reveal: bool) -> Vec<String> {
             }
         }
     }
-    if let Some(conds) = obj.pointer("/status/conditions").and_then(Value::as_array) {
+    if let Some(conds) = at(obj, "/status/conditions").and_then(Value::as_array) {
         out.push("Conditions:".into());
         out.push(format!(
             "  {:<22}{:<8}{:<28}MESSAGE",
@@ -1211,10 +1223,7 @@ pub fn describe(obj: &Value, store: &Store, reveal: bool) -> Vec<String> {
             ));
         }
     }
-    if let Some(cs) = obj
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-    {
+    if let Some(cs) = at(obj, "/status/containerStatuses").and_then(Value::as_array) {
         out.push("Containers:".into());
         for c in cs {
             let state = c["state"]

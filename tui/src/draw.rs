@@ -12,7 +12,7 @@ use ratatui::Frame;
 use crate::actions::ACTIONS;
 use crate::app::{select_index, App, Mode, Page, Scope, TablePage};
 use crate::kinds::{self, Ctx, Tone};
-use crate::state::str_at;
+use crate::state::{at, str_at};
 
 /// Colours on or off (`NO_COLOR`, `TERM=dumb`).
 #[derive(Debug, Clone, Copy)]
@@ -194,11 +194,7 @@ fn draw_table(f: &mut Frame, app: &App, t: &TablePage, theme: Theme, area: Rect)
     };
     let rows = app.rows(t);
     let selected = select_index(t, &rows);
-    let ctx = Ctx {
-        store: &app.store,
-        now: app.now(),
-        reveal: app.reveal,
-    };
+    let ctx = Ctx::new(&app.store, app.now(), app.reveal);
     let app_objects = matches!(t.scope, Scope::AppObjects { .. });
     let columns: &[kinds::Column] = if app_objects {
         &APP_OBJECT_COLUMNS
@@ -315,7 +311,7 @@ fn app_deployments<'a>(app: &'a App, namespace: &str, name: &str) -> Vec<&'a ser
     let Some(a) = app.store.get("applications", namespace, name) else {
         return Vec::new();
     };
-    a.pointer("/status/resources")
+    at(a, "/status/resources")
         .and_then(serde_json::Value::as_array)
         .into_iter()
         .flatten()
@@ -369,11 +365,7 @@ fn draw_app_panel(f: &mut Frame, app: &App, theme: Theme, area: Rect, namespace:
         None => lines.push(Line::from(format!("{name}: not found"))),
     }
     for d in app_deployments(app, namespace, name).into_iter().take(4) {
-        let int = |p: &str| {
-            d.pointer(p)
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(0)
-        };
+        let int = |p: &str| at(d, p).and_then(serde_json::Value::as_i64).unwrap_or(0);
         let want = int("/spec/replicas");
         let updated = int("/status/updatedReplicas");
         let ready = int("/status/readyReplicas");
@@ -562,11 +554,7 @@ fn ao_live(v: &serde_json::Value, c: &Ctx) -> kinds::Cell {
     let Some(o) = obj else {
         return kinds::Cell::plain("");
     };
-    let int = |p: &str| {
-        o.pointer(p)
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0)
-    };
+    let int = |p: &str| at(o, p).and_then(serde_json::Value::as_i64).unwrap_or(0);
     let text = match kind {
         "Deployment" | "StatefulSet" | "ReplicaSet" => {
             format!(

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::state::{str_at, Store};
+use crate::state::{at, str_at, Store};
 
 /// How a cell should look; drawing maps tones to colours (or to nothing on terminals without them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,12 @@ pub struct Ctx<'a> {
     pub reveal: bool,
 }
 
+impl<'a> Ctx<'a> {
+    pub fn new(store: &'a Store, now: chrono::DateTime<chrono::Utc>, reveal: bool) -> Self {
+        Ctx { store, now, reveal }
+    }
+}
+
 pub struct Column {
     pub name: &'static str,
     pub width: u16,
@@ -75,7 +81,7 @@ pub fn age(ts: &str, now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 fn int(v: &Value, p: &str) -> i64 {
-    v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
+    at(v, p).and_then(Value::as_i64).unwrap_or(0)
 }
 
 fn name(v: &Value, _: &Ctx) -> Cell {
@@ -102,7 +108,7 @@ pub fn bar(done: i64, want: i64, width: usize) -> String {
 }
 
 fn condition<'a>(v: &'a Value, ty: &str) -> Option<&'a Value> {
-    v.pointer("/status/conditions")?
+    at(v, "/status/conditions")?
         .as_array()?
         .iter()
         .find(|c| c["type"] == ty)
@@ -198,7 +204,7 @@ fn rec_health(v: &Value, _: &Ctx) -> Cell {
 }
 fn rec_changes(v: &Value, _: &Ctx) -> Cell {
     let n = |f: &str| {
-        v.pointer(&format!("/spec/{f}"))
+        at(v, &format!("/spec/{f}"))
             .and_then(Value::as_array)
             .map_or(0, Vec::len)
     };
@@ -260,7 +266,7 @@ pub fn deployment_revision(store: &Store, d: &Value) -> String {
     store
         .objects("replicasets")
         .filter(|rs| {
-            rs.pointer("/metadata/ownerReferences")
+            at(rs, "/metadata/ownerReferences")
                 .and_then(Value::as_array)
                 .is_some_and(|o| o.iter().any(|r| r["uid"] == uid))
         })
@@ -309,14 +315,13 @@ fn rs_owner(v: &Value, _: &Ctx) -> Cell {
 
 // Pods.
 fn statuses(v: &Value) -> Vec<&Value> {
-    v.pointer("/status/containerStatuses")
+    at(v, "/status/containerStatuses")
         .and_then(Value::as_array)
         .map(|a| a.iter().collect())
         .unwrap_or_default()
 }
 fn pod_ready(v: &Value, _: &Ctx) -> Cell {
-    let total = v
-        .pointer("/spec/containers")
+    let total = at(v, "/spec/containers")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
     let ready = statuses(v).iter().filter(|s| s["ready"] == true).count();
@@ -334,26 +339,22 @@ pub fn pod_status(v: &Value) -> String {
     if !str_at(v, "/metadata/deletionTimestamp").is_empty() {
         return "Terminating".into();
     }
-    let init = v
-        .pointer("/status/initContainerStatuses")
+    let init = at(v, "/status/initContainerStatuses")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     for s in &init {
-        if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
+        if let Some(r) = at(s, "/state/waiting/reason").and_then(Value::as_str) {
             if r != "PodInitializing" {
                 return format!("Init:{r}");
             }
         }
     }
     for s in statuses(v) {
-        if let Some(r) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
+        if let Some(r) = at(s, "/state/waiting/reason").and_then(Value::as_str) {
             return r.to_string();
         }
-        if let Some(r) = s
-            .pointer("/state/terminated/reason")
-            .and_then(Value::as_str)
-        {
+        if let Some(r) = at(s, "/state/terminated/reason").and_then(Value::as_str) {
             return r.to_string();
         }
     }
@@ -395,8 +396,7 @@ fn svc_ip(v: &Value, _: &Ctx) -> Cell {
     Cell::plain(str_at(v, "/spec/clusterIP"))
 }
 fn svc_external(v: &Value, _: &Ctx) -> Cell {
-    let ips: Vec<&str> = v
-        .pointer("/status/loadBalancer/ingress")
+    let ips: Vec<&str> = at(v, "/status/loadBalancer/ingress")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|i| i["ip"].as_str()).collect())
         .unwrap_or_default();
@@ -407,8 +407,7 @@ fn svc_external(v: &Value, _: &Ctx) -> Cell {
     })
 }
 fn svc_ports(v: &Value, _: &Ctx) -> Cell {
-    let ports: Vec<String> = v
-        .pointer("/spec/ports")
+    let ports: Vec<String> = at(v, "/spec/ports")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -429,7 +428,7 @@ fn svc_ports(v: &Value, _: &Ctx) -> Cell {
 fn node_status(v: &Value, _: &Ctx) -> Cell {
     let ready = condition(v, "Ready").is_some_and(|c| c["status"] == "True");
     let mut s = if ready { "Ready" } else { "NotReady" }.to_string();
-    if v.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
+    if at(v, "/spec/unschedulable") == Some(&Value::Bool(true)) {
         s.push_str(",SchedulingDisabled");
     }
     Cell::tone(s, if ready { Tone::Good } else { Tone::Bad })
@@ -460,46 +459,26 @@ pub fn bytes(q: &str) -> i64 {
     }
     q.parse().unwrap_or(0)
 }
-fn node_requests(store: &Store, node: &str) -> (i64, i64, usize) {
-    let (mut cpu, mut mem, mut pods) = (0, 0, 0);
-    for p in store.objects("pods") {
-        if str_at(p, "/spec/nodeName") != node {
-            continue;
-        }
-        let phase = str_at(p, "/status/phase");
-        if phase == "Succeeded" || phase == "Failed" {
-            continue;
-        }
-        pods += 1;
-        for c in p
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            cpu += millicores(str_at(c, "/resources/requests/cpu"));
-            mem += bytes(str_at(c, "/resources/requests/memory"));
-        }
-    }
-    (cpu, mem, pods)
+fn node_requests(c: &Ctx, node: &str) -> (i64, i64, usize) {
+    let u = c.store.usage(node);
+    (u.cpu, u.memory, u.pods)
 }
 fn node_cpu(v: &Value, c: &Ctx) -> Cell {
     let cap = millicores(str_at(v, "/status/allocatable/cpu"));
-    let (used, _, _) = node_requests(c.store, str_at(v, "/metadata/name"));
+    let (used, _, _) = node_requests(c, str_at(v, "/metadata/name"));
     Cell::plain(format!("{used}m/{}", cap))
 }
 fn node_memory(v: &Value, c: &Ctx) -> Cell {
     let cap = bytes(str_at(v, "/status/allocatable/memory"));
-    let (_, used, _) = node_requests(c.store, str_at(v, "/metadata/name"));
+    let (_, used, _) = node_requests(c, str_at(v, "/metadata/name"));
     Cell::plain(format!("{}Mi/{}Mi", used >> 20, cap >> 20))
 }
 fn node_pods(v: &Value, c: &Ctx) -> Cell {
-    let (_, _, n) = node_requests(c.store, str_at(v, "/metadata/name"));
+    let (_, _, n) = node_requests(c, str_at(v, "/metadata/name"));
     Cell::plain(format!("{n}/{}", str_at(v, "/status/allocatable/pods")))
 }
 fn node_conditions(v: &Value, _: &Ctx) -> Cell {
-    let bad: Vec<&str> = v
-        .pointer("/status/conditions")
+    let bad: Vec<&str> = at(v, "/status/conditions")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
@@ -555,8 +534,7 @@ fn ev_message(v: &Value, _: &Ctx) -> Cell {
 
 // Jobs and CronJobs.
 fn job_completions(v: &Value, _: &Ctx) -> Cell {
-    let want = v
-        .pointer("/spec/completions")
+    let want = at(v, "/spec/completions")
         .and_then(Value::as_i64)
         .unwrap_or(1);
     let done = int(v, "/status/succeeded");
@@ -598,7 +576,7 @@ fn cj_schedule(v: &Value, _: &Ctx) -> Cell {
     Cell::plain(str_at(v, "/spec/schedule"))
 }
 fn cj_suspend(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(if v.pointer("/spec/suspend") == Some(&Value::Bool(true)) {
+    Cell::plain(if at(v, "/spec/suspend") == Some(&Value::Bool(true)) {
         "True"
     } else {
         "False"
@@ -606,7 +584,7 @@ fn cj_suspend(v: &Value, _: &Ctx) -> Cell {
 }
 fn cj_active(v: &Value, _: &Ctx) -> Cell {
     Cell::plain(
-        v.pointer("/status/active")
+        at(v, "/status/active")
             .and_then(Value::as_array)
             .map_or(0, Vec::len)
             .to_string(),
