@@ -26,6 +26,7 @@ pub enum Id {
     Yaml,
     Logs,
     Previous,
+    Container,
     Follow,
     Reveal,
     History,
@@ -266,6 +267,16 @@ pub static ACTIONS: &[Action] = &[
         "p",
         "previous",
         "Logs of the previous container instance",
+        false,
+        Scope::Logs,
+        true
+    ),
+    action!(
+        Container,
+        "container",
+        "c",
+        "container",
+        "Logs of the pod's next container",
         false,
         Scope::Logs,
         true

@@ -133,6 +133,8 @@ pub struct App {
     pub page_rows: usize,
     outbox: Vec<Request>,
     next_stream: u64,
+    /// Lines to put above a text page when it arrives, by its title (what a sync changed, above its commit's diff).
+    preface: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// Most lines kept of a log.
@@ -157,6 +159,7 @@ impl App {
             page_rows: 10,
             outbox: Vec::new(),
             next_stream: 1,
+            preface: Default::default(),
         }
     }
 
@@ -251,9 +254,11 @@ impl App {
                 true
             }
             Event::Text { title, body } => {
+                let mut lines = self.preface.remove(&title).unwrap_or_default();
+                lines.extend(body.lines().map(String::from));
                 self.pages.push(Page::Text(TextPage {
                     title,
-                    lines: body.lines().map(String::from).collect(),
+                    lines,
                     scroll: 0,
                 }));
                 true
@@ -579,11 +584,31 @@ impl App {
                     self.open_logs(&pod, false);
                 }
             }
-            Id::Previous => {
+            Id::Previous | Id::Container => {
                 if let Page::Logs(l) = self.page() {
+                    // The same pod's log again: the other instance, or the next container.
+                    let mut names: Vec<String> = self
+                        .store
+                        .get("pods", &l.namespace, &l.pod)
+                        .and_then(|p| at(p, "/spec/containers"))
+                        .and_then(Value::as_array)
+                        .map(|cs| {
+                            cs.iter()
+                                .filter_map(|c| c["name"].as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if names.is_empty() {
+                        names.push(l.container.clone());
+                    }
+                    let (container, previous) = if id == Id::Previous {
+                        (l.container.clone(), !l.previous)
+                    } else {
+                        let i = names.iter().position(|n| *n == l.container).unwrap_or(0);
+                        (names[(i + 1) % names.len()].clone(), l.previous)
+                    };
                     let pod = json!({"metadata": {"namespace": l.namespace, "name": l.pod},
-                        "spec": {"containers": [{"name": l.container}]}});
-                    let previous = !l.previous;
+                        "spec": {"containers": [{"name": container}]}});
                     self.back();
                     self.open_logs(&pod, previous);
                 }
@@ -875,10 +900,15 @@ impl App {
         };
         if t.kind.resource == "syncrecords" {
             if let Some((ns, app)) = self.current_app() {
+                let revision = str_at(&row, "/spec/revision").to_string();
+                self.preface.insert(
+                    format!("commit {}", kinds::short_sha(&revision)),
+                    sync_summary(&row),
+                );
                 self.outbox.push(Request::CommitDiff {
                     namespace: ns,
                     app,
-                    revision: str_at(&row, "/spec/revision").into(),
+                    revision,
                 });
             }
             return;
@@ -1086,6 +1116,47 @@ fn row_key(v: &Value) -> String {
             str_at(v, "/name")
         )
     }
+}
+
+/// What a sync of a commit did, from its SyncRecord: when, why, the outcome and the objects it changed.
+fn sync_summary(rec: &Value) -> Vec<String> {
+    let mut out = vec![format!(
+        "sync #{} ({}) {} at {}, health {}",
+        at(rec, "/spec/sequence")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+        str_at(rec, "/spec/trigger"),
+        str_at(rec, "/spec/result"),
+        str_at(rec, "/spec/finishedAt"),
+        str_at(rec, "/spec/health"),
+    )];
+    if let Some(e) = at(rec, "/spec/error").and_then(Value::as_str) {
+        out.extend(e.lines().map(|l| format!("  error: {l}")));
+    }
+    let mut any = false;
+    for (field, mark) in [
+        ("created", "created"),
+        ("updated", "updated"),
+        ("pruned", "pruned "),
+    ] {
+        for id in at(rec, &format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !any {
+                out.push("objects this sync changed:".into());
+                any = true;
+            }
+            out.push(format!("  {mark}  {id}"));
+        }
+    }
+    if !any {
+        out.push("objects this sync changed: none".into());
+    }
+    out.push(String::new());
+    out
 }
 
 fn event_time(v: &Value) -> &str {

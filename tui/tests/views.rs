@@ -312,6 +312,17 @@ fn history_with_the_rollout_panel_and_a_rollback_confirmation() {
         app.take_requests().as_slice(),
         [Request::Rollback { revision, .. }] if revision == "a1b2c3d4e5f6a7b8"
     ));
+    // Enter on a commit: what its sync changed, then the commit's diff as the binary sends it.
+    key(&mut app, KeyCode::Enter);
+    assert!(matches!(
+        app.take_requests().as_slice(),
+        [Request::CommitDiff { revision, .. }] if revision == "a1b2c3d4e5f6a7b8"
+    ));
+    app.handle_event(Event::Text {
+        title: "commit a1b2c3d".into(),
+        body: "commit a1b2c3d4e5f6a7b8\nAuthor: Ada Lovelace <ada@example.com>\n\n    initial manifests\n\ndiff --git a/deploy/hello.yaml b/deploy/hello.yaml\n+kind: Deployment".into(),
+    });
+    snap!("commit_diff", render(&mut app, 90, 18, true));
 }
 
 #[test]
