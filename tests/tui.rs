@@ -42,6 +42,8 @@ metadata:
   namespace: default
 spec:
   replicas: 2
+  # Each new pod counts as available a second after it is ready: the rollout stays on screen long enough to see.
+  minReadySeconds: 1
   selector:
     matchLabels: {{app: hello}}
   template:
