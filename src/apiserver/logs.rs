@@ -68,15 +68,8 @@ pub fn pick_container(pod: &Value, asked: Option<&str>) -> Result<String> {
 }
 
 impl Server {
-    pub async fn pod_log(&self, ns: &str, name: &str, q: &Query) -> Result<Response> {
-        let pods = registry::lookup("pods").expect("pods");
-        let (pod, _) = self.get_object(pods, Some(ns), name).await?;
-        let container = pick_container(&pod, q.get("container").map(String::as_str))?;
-        let Some(node_name) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
-            return Err(ApiError::bad_request(format!(
-                "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
-            )));
-        };
+    /// `host:port` of the agent of node `node_name` (its InternalIP and the endpoint it published).
+    pub(crate) async fn agent_address(&self, node_name: &str) -> Result<String> {
         let nodes = registry::lookup("nodes").expect("nodes");
         let (node, _) = self.get_object(nodes, None, node_name).await?;
         let addr = node
@@ -94,16 +87,28 @@ impl Server {
             return Err(ApiError::new(
                 503,
                 "ServiceUnavailable",
-                format!("node {node_name} has no agent endpoint to read logs from"),
+                format!("node {node_name} has no agent endpoint (it has not registered one yet)"),
             ));
         };
-        let host = if addr.contains(':') {
-            format!("[{addr}]")
+        Ok(if addr.contains(':') {
+            format!("[{addr}]:{port}")
         } else {
-            addr
+            format!("{addr}:{port}")
+        })
+    }
+
+    pub async fn pod_log(&self, ns: &str, name: &str, q: &Query) -> Result<Response> {
+        let pods = registry::lookup("pods").expect("pods");
+        let (pod, _) = self.get_object(pods, Some(ns), name).await?;
+        let container = pick_container(&pod, q.get("container").map(String::as_str))?;
+        let Some(node_name) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+            return Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
+            )));
         };
+        let host = self.agent_address(node_name).await?;
         let mut url = url::Url::parse(&format!(
-            "http://{host}:{port}/containerLogs/{ns}/{name}/{container}"
+            "http://{host}/containerLogs/{ns}/{name}/{container}"
         ))
         .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
         for k in [

@@ -5,6 +5,7 @@
 
 pub mod discovery;
 pub mod error;
+pub mod exec;
 pub mod handlers;
 pub mod hooks;
 pub mod logs;
@@ -248,6 +249,14 @@ async fn dispatch(State(server): State<Server>, req: Request) -> Response {
     }
     if !authorized(&server, &parts.headers) {
         return ApiError::unauthorized().into_response();
+    }
+    if let Some((ns, name)) = exec::exec_target(&path) {
+        if method == Method::GET || method == Method::POST {
+            return match server.pod_exec(parts, ns, name).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+        }
     }
     let bytes = match read_body(body).await {
         Some(b) => b,

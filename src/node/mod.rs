@@ -4,6 +4,7 @@
 //! through the API server; it never schedules pods and never changes their specs.
 
 pub mod env;
+pub mod exec;
 pub mod logs;
 pub mod network;
 pub mod pod;

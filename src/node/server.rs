@@ -185,6 +185,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", get(super::exec::handler))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("node agent endpoint stopped: {e}");

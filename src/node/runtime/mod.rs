@@ -57,6 +57,28 @@ pub struct Handle {
     pub exit_file: PathBuf,
 }
 
+/// An interactive command in a running container (`kubectl exec`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    /// A terminal: stdin, stdout and stderr are one pseudo-terminal.
+    pub tty: bool,
+}
+
+pub type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+pub type Writer = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// A started exec: its process and streams (with a terminal, stdout carries everything and stderr is none).
+pub struct ExecSession {
+    pub child: tokio::process::Child,
+    pub stdin: Option<Writer>,
+    pub stdout: Option<Reader>,
+    pub stderr: Option<Reader>,
+    /// Resizes the terminal (columns, rows).
+    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
+}
+
 /// The result of an exec probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecResult {
@@ -75,6 +97,9 @@ pub trait ContainerRuntime: Send + Sync {
     fn alive(&self, handle: &Handle) -> bool;
     /// Sends a signal to every process of the container.
     fn signal(&self, handle: &Handle, signal: i32);
+    /// Starts an interactive command in the running container `handle`.
+    fn exec_session(&self, handle: &Handle, req: &ExecRequest)
+        -> Result<ExecSession, RuntimeError>;
     /// Runs a command "in" the container (its environment and working directory), with a timeout.
     async fn exec(
         &self,

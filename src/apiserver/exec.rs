@@ -1,0 +1,196 @@
+//! `pods/exec` (`kubectl exec`, `kubectl cp`): the API server checks the request against the pod (which container,
+//! whether it runs), opens a WebSocket to the agent of the pod's node with the same remote-command subprotocol, then
+//! upgrades the client's connection and relays messages both ways unchanged. The channel protocol itself is spoken
+//! by the agent ([`crate::node::exec`]). WebSocket only: kubectl 1.30 and later try it first; SPDY is refused with a
+//! message saying so.
+
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+use super::error::ApiError;
+use super::logs::pick_container;
+use super::Server;
+use crate::api::registry;
+use crate::node::exec::{Options, PROTOCOLS};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Whether `path` names a pod's exec subresource; returns (namespace, pod).
+pub fn exec_target(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let mut parts = rest.trim_end_matches('/').split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(ns), Some("pods"), Some(name), Some("exec"), None) => Some((ns, name)),
+        _ => None,
+    }
+}
+
+impl Server {
+    pub async fn pod_exec(&self, mut parts: Parts, ns: &str, name: &str) -> Result<Response> {
+        let mut opts =
+            Options::parse(parts.uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
+        let pods = registry::lookup("pods").expect("pods");
+        let (pod, _) = self.get_object(pods, Some(ns), name).await?;
+        let container = pick_container(&pod, opts.container.as_deref())?;
+        opts.container = Some(container.clone());
+        let Some(node_name) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+            return Err(ApiError::bad_request(format!(
+                "unable to upgrade connection: pod {name} is not scheduled yet"
+            )));
+        };
+        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "pods/exec is served over WebSocket ({} or {}); SPDY upgrades are not supported",
+                    PROTOCOLS[0], PROTOCOLS[1]
+                ))
+            })?;
+        let asked: Vec<String> = parts
+            .headers
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+            .filter(|p| PROTOCOLS.contains(&p.as_str()))
+            .collect();
+        if asked.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pods/exec: none of the requested subprotocols is spoken here (want {} or {})",
+                PROTOCOLS[0], PROTOCOLS[1]
+            )));
+        }
+        let host = self.agent_address(node_name).await?;
+        let url = format!("ws://{host}/exec/{ns}/{name}/{container}?{}", opts.query());
+        let mut req = url
+            .into_client_request()
+            .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
+        let h = req.headers_mut();
+        h.insert(
+            "authorization",
+            format!("Bearer {}", self.token)
+                .parse()
+                .map_err(|_| ApiError::new(500, "InternalError", "bad token"))?,
+        );
+        h.insert(
+            "sec-websocket-protocol",
+            asked
+                .join(", ")
+                .parse()
+                .map_err(|_| ApiError::new(500, "InternalError", "bad subprotocol"))?,
+        );
+        let (agent, resp) = match tokio_tungstenite::connect_async(req).await {
+            Ok(ok) => ok,
+            Err(tungstenite::Error::Http(r)) => {
+                let body = r
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let code = r.status().as_u16();
+                return Err(ApiError::new(
+                    if code == 404 { 404 } else { 400 },
+                    if code == 404 {
+                        "NotFound"
+                    } else {
+                        "BadRequest"
+                    },
+                    format!("unable to upgrade connection: {}", body.trim()),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!("reaching the agent of node {node_name}: {e}"),
+                ))
+            }
+        };
+        let chosen = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(PROTOCOLS[1])
+            .to_string();
+        Ok(ws
+            .protocols([chosen])
+            .on_upgrade(move |client| relay(client, agent))
+            .into_response())
+    }
+}
+
+/// Copies messages between kubectl and the agent until either side closes.
+async fn relay(
+    client: axum::extract::ws::WebSocket,
+    agent: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    let (mut c_tx, mut c_rx) = client.split();
+    let (mut a_tx, mut a_rx) = agent.split();
+    let up = async {
+        while let Some(Ok(m)) = c_rx.next().await {
+            let m = match m {
+                Message::Binary(b) => tungstenite::Message::Binary(b),
+                Message::Text(t) => tungstenite::Message::Text(t.as_str().into()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if a_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = a_tx.close().await;
+    };
+    let down = async {
+        while let Some(Ok(m)) = a_rx.next().await {
+            let m = match m {
+                tungstenite::Message::Binary(b) => Message::Binary(b),
+                tungstenite::Message::Text(t) => Message::Text(t.as_str().into()),
+                tungstenite::Message::Close(_) => break,
+                _ => continue,
+            };
+            if c_tx.send(m).await.is_err() {
+                break;
+            }
+        }
+        // A normal closure (1000): kubectl reads anything else as the stream failing.
+        let _ = c_tx
+            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            })))
+            .await;
+    };
+    // The command's end (the agent closing) ends the session; so does kubectl going away.
+    tokio::select! {
+        _ = down => {}
+        _ = up => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_paths_are_recognised() {
+        assert_eq!(
+            exec_target("/api/v1/namespaces/demo/pods/web-0/exec"),
+            Some(("demo", "web-0"))
+        );
+        assert_eq!(exec_target("/api/v1/namespaces/demo/pods/web-0/log"), None);
+        assert_eq!(exec_target("/api/v1/namespaces/demo/pods/web-0"), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! `exec` on the agent's endpoint (`/exec/{namespace}/{pod}/{container}`): the API server relays kubectl's
+//! WebSocket here, speaking Kubernetes' remote-command channel protocol (`v5.channel.k8s.io`, `v4.channel.k8s.io`):
+//! every binary message starts with a channel byte - 0 stdin, 1 stdout, 2 stderr, 3 the final status, 4 terminal
+//! resize, and (v5) 255 to close a stream. The command runs in the container through the runtime
+//! ([`super::runtime::ContainerRuntime::exec_session`]); its exit becomes a `Status` on channel 3, which is how
+//! kubectl learns the exit code.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::pod::PodState;
+use super::runtime::ExecRequest;
+use super::Shared;
+
+/// The subprotocols spoken, preferred first.
+pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const ERROR: u8 = 3;
+pub const RESIZE: u8 = 4;
+pub const CLOSE: u8 = 255;
+
+/// The exec options of a query string (`command` repeats).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    pub command: Vec<String>,
+    pub container: Option<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl Options {
+    pub fn parse(query: &str) -> Result<Options, String> {
+        let mut o = Options::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let flag = v == "true" || v == "1";
+            match k.as_ref() {
+                "command" => o.command.push(v.into_owned()),
+                "container" => o.container = Some(v.into_owned()),
+                "stdin" => o.stdin = flag,
+                "stdout" => o.stdout = flag,
+                "stderr" => o.stderr = flag,
+                "tty" => o.tty = flag,
+                _ => {}
+            }
+        }
+        if o.command.is_empty() {
+            return Err("you must specify at least one command for the container".into());
+        }
+        if !(o.stdin || o.stdout || o.stderr) {
+            return Err("you must specify at least one of stdin, stdout, stderr".into());
+        }
+        Ok(o)
+    }
+
+    pub fn query(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for c in &self.command {
+            q.append_pair("command", c);
+        }
+        for (k, v) in [
+            ("stdin", self.stdin),
+            ("stdout", self.stdout),
+            ("stderr", self.stderr),
+            ("tty", self.tty),
+        ] {
+            if v {
+                q.append_pair(k, "true");
+            }
+        }
+        q.finish()
+    }
+}
+
+/// The Status sent on channel 3 when the command ends: Success, or the exit code the way kubectl reads it.
+pub fn exit_status(code: i32) -> Value {
+    if code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({"metadata": {}, "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: error executing command, exit status {code}"),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+}
+
+fn failure(message: &str) -> Value {
+    json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"})
+}
+
+fn error(code: StatusCode, message: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain")], message).into_response()
+}
+
+pub async fn handler(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if auth.strip_prefix("Bearer ") != Some(shared.config.token.as_str()) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+    }
+    let opts = match Options::parse(uri.query().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(p) = shared.pods.get(&ns, &pod) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pod \"{pod}\" not found on node {}",
+                shared.config.node_name
+            ),
+        );
+    };
+    let uid = p
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let running = PodState::load(&shared.pods_dir.join(uid))
+        .and_then(|s| s.containers.get(&container).cloned())
+        .and_then(|c| c.running);
+    let Some(instance) = running.filter(|i| shared.runtime.alive(&i.handle)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("container \"{container}\" in pod \"{pod}\" is not running"),
+        );
+    };
+    let req = ExecRequest {
+        command: opts.command.clone(),
+        stdin: opts.stdin,
+        tty: opts.tty,
+    };
+    let runtime = shared.runtime.clone();
+    ws.protocols(PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let v5 = socket
+                .protocol()
+                .is_some_and(|p| p.as_bytes() == PROTOCOLS[0].as_bytes());
+            match runtime.exec_session(&instance.handle, &req) {
+                Ok(session) => run(socket, session, opts, v5).await,
+                Err(e) => {
+                    let mut socket = socket;
+                    let _ = send(
+                        &mut socket,
+                        ERROR,
+                        failure(&e.to_string()).to_string().as_bytes(),
+                    )
+                    .await;
+                    let _ = socket.send(normal_close()).await;
+                }
+            }
+        })
+        .into_response()
+}
+
+/// A close with status 1000: kubectl reads anything else as the stream failing.
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    }))
+}
+
+async fn send(socket: &mut WebSocket, channel: u8, data: &[u8]) -> Result<(), axum::Error> {
+    let mut frame = Vec::with_capacity(data.len() + 1);
+    frame.push(channel);
+    frame.extend_from_slice(data);
+    socket.send(Message::Binary(frame.into())).await
+}
+
+/// Output of the command, by channel.
+enum Out {
+    Data(u8, Vec<u8>),
+    Exited(i32),
+}
+
+async fn run(mut socket: WebSocket, session: super::runtime::ExecSession, opts: Options, v5: bool) {
+    let super::runtime::ExecSession {
+        mut child,
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    } = session;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Out>(64);
+    let mut readers = Vec::new();
+    for (channel, stream, wanted) in [(STDOUT, stdout, opts.stdout), (STDERR, stderr, opts.stderr)]
+    {
+        let Some(mut stream) = stream else { continue };
+        let tx = tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) if wanted => {
+                        if tx
+                            .send(Out::Data(channel, buf[..n].to_vec()))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }));
+    }
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9))
+                }
+                Err(_) => 1,
+            };
+            // Let the output readers drain first.
+            for r in readers {
+                let _ = r.await;
+            }
+            let _ = tx.send(Out::Exited(code)).await;
+        });
+    }
+    drop(tx);
+    let mut stdin = stdin;
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Data(ch, data)) => {
+                    if send(&mut socket, ch, &data).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Exited(code)) => {
+                    let _ = send(&mut socket, ERROR, exit_status(code).to_string().as_bytes()).await;
+                    let _ = socket.send(normal_close()).await;
+                    break;
+                }
+                None => break,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                    STDIN => {
+                        if let Some(w) = stdin.as_mut() {
+                            if w.write_all(&b[1..]).await.is_err() || w.flush().await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    RESIZE => {
+                        if let (Some(r), Ok(size)) = (&resize, serde_json::from_slice::<Value>(&b[1..])) {
+                            let w = size["Width"].as_u64().unwrap_or(80) as u16;
+                            let h = size["Height"].as_u64().unwrap_or(24) as u16;
+                            r(w, h);
+                        }
+                    }
+                    CLOSE if v5 && b.get(1) == Some(&STDIN) => {
+                        stdin = None;
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_repeated_commands_and_refuse_what_kubernetes_refuses() {
+        let o =
+            Options::parse("command=sh&command=-c&command=echo+hi&stdout=true&stderr=1&tty=false")
+                .unwrap();
+        assert_eq!(o.command, vec!["sh", "-c", "echo hi"]);
+        assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
+        assert_eq!(Options::parse(&o.query()).unwrap(), o);
+        assert!(Options::parse("stdout=true")
+            .unwrap_err()
+            .contains("at least one command"));
+        assert!(Options::parse("command=ls")
+            .unwrap_err()
+            .contains("stdin, stdout, stderr"));
+        assert_eq!(exit_status(0)["status"], "Success");
+        assert_eq!(exit_status(3)["details"]["causes"][0]["message"], "3");
+    }
+}

@@ -1,0 +1,232 @@
+//! `kubectl exec` and `kubectl cp` against a real `capstan up`: the real kubectl speaks WebSocket
+//! (`v5.channel.k8s.io`) to the API server, which relays to the node agent running the command in the container -
+//! its environment, working directory and (as root) its network and mount namespaces. An interactive shell runs in
+//! a real pseudo-terminal.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ok, Server};
+use serde_json::Value;
+
+fn pod_yaml() -> &'static str {
+    r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: box
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: capstan/demo-app
+    command: ["capstan", "demo-app"]
+    workingDir: /tmp
+    env:
+    - {name: GREETING, value: "hello from the container"}
+    readinessProbe:
+      httpGet: {path: /healthz, port: 8080}
+      periodSeconds: 1
+  - name: idle
+    image: none
+    command: ["sleep", "600"]
+"#
+}
+
+fn running(s: &Server, k: &std::path::Path) -> Value {
+    s.kubectl_apply(k, pod_yaml());
+    ok(&s.kubectl(
+        k,
+        &["wait", "--for=condition=Ready", "pod/box", "--timeout=60s"],
+    ));
+    s.call("GET", "/api/v1/namespaces/default/pods/box", "", "")
+        .1
+}
+
+#[test]
+fn kubectl_exec_runs_commands_in_the_container_with_streams_and_exit_codes() {
+    let Some(k) = common::kubectl() else { return };
+    capstan::apiserver::tls::init_crypto();
+    let s = Server::up(&[]);
+    let pod = running(&s, &k);
+
+    // stdout and stderr apart, the container's environment and working directory.
+    let out = s.kubectl(
+        &k,
+        &[
+            "exec",
+            "box",
+            "-c",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$GREETING\"; pwd; echo oops >&2",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the container\n/tmp\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+    // The exit code comes back.
+    let out = s.kubectl(
+        &k,
+        &["exec", "box", "-c", "web", "--", "sh", "-c", "exit 3"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit code 3"));
+
+    // stdin.
+    let mut child = Command::new(&k)
+        .args(["--cache-dir"])
+        .arg(s.dir.path().join("kubectl-cache"))
+        .args(["exec", "-i", "box", "-c", "web", "--", "tr", "a-z", "A-Z"])
+        .env("KUBECONFIG", s.kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+
+    // The command shares the container's network namespace (its own one under the bridge network, as root).
+    let ip = pod["status"]["podIP"].as_str().unwrap();
+    let hello: Value = reqwest::blocking::get(format!("http://{ip}:8080/"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let main_ns = std::fs::read_link(format!("/proc/{}/ns/net", hello["pid"]))
+        .unwrap()
+        .display()
+        .to_string();
+    let out = ok(&s.kubectl(
+        &k,
+        &[
+            "exec",
+            "box",
+            "-c",
+            "web",
+            "--",
+            "readlink",
+            "/proc/self/ns/net",
+        ],
+    ));
+    assert_eq!(out.trim(), main_ns);
+
+    // kubectl cp rides on exec (tar through stdin/stdout), both ways.
+    let local = s.dir.path().join("note.txt");
+    std::fs::write(&local, "copied in\n").unwrap();
+    let target = format!("/tmp/capstan-cp-{}.txt", std::process::id());
+    ok(&s.kubectl(
+        &k,
+        &[
+            "cp",
+            local.to_str().unwrap(),
+            &format!("box:{target}"),
+            "-c",
+            "web",
+        ],
+    ));
+    let out = ok(&s.kubectl(&k, &["exec", "box", "-c", "web", "--", "cat", &target]));
+    assert_eq!(out, "copied in\n");
+    let back = s.dir.path().join("back.txt");
+    ok(&s.kubectl(
+        &k,
+        &[
+            "cp",
+            &format!("box:{target}"),
+            back.to_str().unwrap(),
+            "-c",
+            "web",
+        ],
+    ));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+    let _ = std::fs::remove_file(&target);
+
+    // Errors name what is wrong.
+    let out = s.kubectl(&k, &["exec", "box", "-c", "nope", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope"),
+        "{out:?}"
+    );
+    let out = s.kubectl(&k, &["exec", "box", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "the first container by default: {out:?}"
+    );
+}
+
+#[test]
+fn kubectl_exec_it_gets_an_interactive_shell_in_a_terminal() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    running(&s, &k);
+    let pair = portable_pty::native_pty_system()
+        .openpty(portable_pty::PtySize {
+            rows: 30,
+            cols: 100,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = portable_pty::CommandBuilder::new(&k);
+    cmd.arg("--cache-dir");
+    cmd.arg(s.dir.path().join("kubectl-cache"));
+    cmd.args(["exec", "-it", "box", "-c", "idle", "--", "sh"]);
+    cmd.env("KUBECONFIG", s.kubeconfig());
+    cmd.env("TERM", "xterm");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    let mut writer = pair.master.take_writer().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !seen.lock().unwrap().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in: {}",
+                seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // A terminal of the size kubectl's own terminal has, and arithmetic only the shell can do.
+    writer
+        .write_all(b"stty size; echo sum-$((40+2)); tty\r")
+        .unwrap();
+    wait_for("sum-42");
+    wait_for("30 100");
+    wait_for("/dev/pts/");
+    writer.write_all(b"exit 4\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the shell did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.exit_code(), 4);
+}
