@@ -4,6 +4,7 @@
 mod app;
 mod commands;
 mod demo;
+mod exec;
 mod output;
 mod tui;
 
@@ -78,6 +79,8 @@ enum Command {
     App(app::AppArgs),
     /// The terminal UI: live views of the cluster and the git history of its Applications; roll back by revert.
     Tui(tui::TuiArgs),
+    /// Run a command in a container (like kubectl exec): `capstan exec POD -it -- sh`.
+    Exec(exec::ExecArgs),
     /// Print a container's logs (like kubectl logs).
     Logs(commands::LogsArgs),
     /// Internal: supervises one container for the process runtime.
@@ -206,6 +209,13 @@ fn run(cli: Cli) -> Result<()> {
                     Command::Logs(a) => commands::logs(&client, a).await,
                     Command::App(a) => app::run(&client, a).await,
                     Command::Tui(a) => tui::run(client, a).await,
+                    Command::Exec(a) => {
+                        let code = exec::run(&client, a).await?;
+                        if code != 0 {
+                            std::process::exit(code);
+                        }
+                        Ok(())
+                    }
                     Command::Server { .. }
                     | Command::Up { .. }
                     | Command::DemoApp { .. }

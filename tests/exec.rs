@@ -230,3 +230,48 @@ fn kubectl_exec_it_gets_an_interactive_shell_in_a_terminal() {
     };
     assert_eq!(status.exit_code(), 4);
 }
+
+#[test]
+fn capstan_exec_speaks_the_same_protocol() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    running(&s, &k);
+    let out = s.capstan(&[
+        "exec",
+        "box",
+        "-c",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$GREETING\"; echo oops >&2; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the container\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    let mut child = Command::new(common::BIN)
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .args(["exec", "-i", "box", "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"quiet\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the first container by default: {out:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "QUIET\n");
+    let out = s.capstan(&["exec", "ghost", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pods \"ghost\" not found"),
+        "{out:?}"
+    );
+}

@@ -48,7 +48,12 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    tls: std::sync::Arc<rustls::ClientConfig>,
 }
+
+/// A WebSocket to the API server (`pods/exec`).
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// Where a request points.
 pub fn resource_path(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> String {
@@ -90,14 +95,85 @@ impl Client {
             .with_no_client_auth();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .tls_backend_preconfigured(tls)
+            .tls_backend_preconfigured(tls.clone())
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            tls: std::sync::Arc::new(tls),
         })
+    }
+
+    /// Opens a WebSocket to `path` (with its query) offering `protocols`; returns it and the protocol chosen.
+    pub async fn websocket(&self, path: &str, protocols: &[&str]) -> Result<(WebSocket, String)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{path}", self.base)
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1);
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::Config(format!("{url}: {e}")))?;
+        let h = req.headers_mut();
+        let bad = |e: reqwest::header::InvalidHeaderValue| Error::Config(e.to_string());
+        h.insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().map_err(bad)?,
+        );
+        h.insert(
+            "sec-websocket-protocol",
+            protocols.join(", ").parse().map_err(bad)?,
+        );
+        let parsed = url::Url::parse(&url).map_err(|e| Error::Config(format!("{url}: {e}")))?;
+        if parsed.scheme() != "wss" {
+            return Err(Error::Config(format!(
+                "{}: WebSockets to the API server need https",
+                self.base
+            )));
+        }
+        let host = parsed.host_str().unwrap_or("").to_string();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let unreachable =
+            |e: std::io::Error| Error::Config(format!("cannot reach {}: {e}", self.base));
+        let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(unreachable)?;
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .map_err(|e| Error::Config(format!("{host}: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(unreachable)?;
+        let (ws, resp) = tokio_tungstenite::client_async(req, tls)
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(r) => {
+                    let body = r
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default();
+                    let status = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null);
+                    let message = status["message"].as_str().map(String::from).unwrap_or(body);
+                    Error::Api {
+                        code: r.status().as_u16(),
+                        reason: status["reason"].as_str().unwrap_or("").to_string(),
+                        message,
+                        status,
+                    }
+                }
+                other => Error::Config(format!("{url}: {other}")),
+            })?;
+        let chosen = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok((ws, chosen))
     }
 
     /// From a kubeconfig file.
