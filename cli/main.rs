@@ -5,6 +5,7 @@ mod app;
 mod commands;
 mod demo;
 mod exec;
+mod image;
 mod output;
 mod tui;
 
@@ -79,6 +80,8 @@ enum Command {
     App(app::AppArgs),
     /// The terminal UI: live views of the cluster and the git history of its Applications; roll back by revert.
     Tui(tui::TuiArgs),
+    /// Images without a registry: build an OCI image tarball from files, inspect one.
+    Image(image::ImageArgs),
     /// Run a command in a container (like kubectl exec): `capstan exec POD -it -- sh`.
     Exec(exec::ExecArgs),
     /// Print a container's logs (like kubectl logs).
@@ -109,6 +112,10 @@ fn main() -> Result<()> {
     // The shim is small and synchronous: no async runtime, no logging set-up.
     if let Command::Shim(a) = cli.command {
         std::process::exit(commands::shim(a));
+    }
+    // Image building is local and synchronous.
+    if let Command::Image(a) = cli.command {
+        return image::run(a);
     }
     // The terminal UI owns the screen: no log lines on it.
     if !matches!(cli.command, Command::Tui(_)) {
@@ -220,7 +227,8 @@ fn run(cli: Cli) -> Result<()> {
                     | Command::Up { .. }
                     | Command::DemoApp { .. }
                     | Command::Agent { .. }
-                    | Command::Shim(_) => {
+                    | Command::Shim(_)
+                    | Command::Image(_) => {
                         unreachable!("handled above")
                     }
                 }

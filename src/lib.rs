@@ -26,6 +26,7 @@ pub mod client;
 pub mod cloud;
 pub mod controllers;
 pub mod gitops;
+pub mod image;
 pub mod node;
 pub mod proxy;
 pub mod runtime;
