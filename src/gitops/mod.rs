@@ -491,34 +491,27 @@ pub async fn write_rollback(
     to: &str,
     why: &str,
 ) -> Result<String, Error> {
-    let creds = credentials(client, app).await?;
-    let app = app.clone();
     let to = to.to_string();
     let why = why.to_string();
-    let r = tokio::task::spawn_blocking(move || -> Result<String, source::Error> {
-        let scratch = tempfile::tempdir()
-            .map_err(|e| source::Error::Refused(format!("a scratch directory for the rollback: {e}")))?;
-        let src = open_source(&app, scratch.path(), creds)?;
-        if src.remote.is_some() {
-            src.fetch()?;
-        }
+    let name = s(app, "/metadata/name").to_string();
+    let branch = app["spec"]["source"]["targetRevision"]
+        .as_str()
+        .map(String::from);
+    with_source(client, app, move |src| {
         let target = src.resolve(Some(&to))?;
-        let name = s(&app, "/metadata/name");
         let short: String = to.chars().take(7).collect();
         let msg = format!(
             "Roll back {name} to {short}\n\n{why}\n\nThe content of {} is restored as it was at {to}.\n",
             if src.path.is_empty() { "the repository" } else { &src.path }
         );
         let oid = if src.remote.is_some() {
-            src.revert_remote(app["spec"]["source"]["targetRevision"].as_str(), target, &msg)?
+            src.revert_remote(branch.as_deref(), target, &msg)?
         } else {
             src.revert_to(target, &msg)?
         };
         Ok(oid.to_string())
     })
     .await
-    .map_err(|e| Error::Join(e.to_string()))?;
-    Ok(r?)
 }
 
 /// Reconciles one Application: sync a new commit (or a requested sync, or drift), then observe health.

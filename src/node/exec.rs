@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::pod::PodState;
 use super::runtime::ExecRequest;
+use super::server::error;
 use super::Shared;
 
 /// The subprotocols spoken, preferred first.
@@ -97,10 +98,6 @@ fn failure(message: &str) -> Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"})
 }
 
-fn error(code: StatusCode, message: String) -> Response {
-    (code, [(header::CONTENT_TYPE, "text/plain")], message).into_response()
-}
-
 pub async fn handler(
     State(shared): State<Arc<Shared>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
@@ -108,31 +105,18 @@ pub async fn handler(
     uri: axum::http::Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if auth.strip_prefix("Bearer ") != Some(shared.config.token.as_str()) {
+    if !super::server::authorized(&shared, &headers) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
     }
     let opts = match Options::parse(uri.query().unwrap_or("")) {
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let Some(p) = shared.pods.get(&ns, &pod) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "pod \"{pod}\" not found on node {}",
-                shared.config.node_name
-            ),
-        );
+    let dir = match super::server::pod_dir(&shared, &ns, &pod) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
     };
-    let uid = p
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let running = PodState::load(&shared.pods_dir.join(uid))
+    let running = PodState::load(&dir)
         .and_then(|s| s.containers.get(&container).cloned())
         .and_then(|c| c.running);
     let Some(instance) = running.filter(|i| shared.runtime.alive(&i.handle)) else {

@@ -18,7 +18,7 @@ use super::logs::{self, Options};
 use super::pod::PodState;
 use super::Shared;
 
-fn error(code: StatusCode, message: String) -> Response {
+pub(super) fn error(code: StatusCode, message: String) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain")], message).into_response()
 }
 
@@ -66,37 +66,47 @@ pub fn options(q: &HashMap<String, String>) -> Result<(Options, bool, bool), Str
     ))
 }
 
+/// Whether a request carries the cluster's bearer token.
+pub(super) fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    auth.strip_prefix("Bearer ") == Some(shared.config.token.as_str())
+}
+
+/// The state directory of pod `ns/pod` on this node, or why there is none (a 404).
+pub(super) fn pod_dir(shared: &Shared, ns: &str, pod: &str) -> Result<std::path::PathBuf, String> {
+    let p = shared.pods.get(ns, pod).ok_or_else(|| {
+        format!(
+            "pod \"{pod}\" not found on node {}",
+            shared.config.node_name
+        )
+    })?;
+    let uid = p
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Ok(shared.pods_dir.join(uid))
+}
+
 async fn container_logs(
     State(shared): State<Arc<Shared>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if auth.strip_prefix("Bearer ") != Some(shared.config.token.as_str()) {
+    if !authorized(&shared, &headers) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
     }
     let (opts, follow, previous) = match options(&q) {
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let Some(p) = shared.pods.get(&ns, &pod) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "pod \"{pod}\" not found on node {}",
-                shared.config.node_name
-            ),
-        );
+    let dir = match pod_dir(&shared, &ns, &pod) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::NOT_FOUND, e),
     };
-    let uid = p
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let dir = shared.pods_dir.join(uid);
     let saved = PodState::load(&dir).and_then(|s| s.containers.get(&container).cloned());
     let Some(saved) = saved.filter(|s| s.started_once) else {
         return error(
