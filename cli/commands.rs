@@ -149,13 +149,14 @@ pub async fn server(
         Some((args, stop_pods)) => {
             let mut cfg = args.config(data_dir, &token)?;
             cfg.stop_pods_on_exit = stop_pods;
+            let runtime = args.runtime(&cfg).await?;
             let client = Client::new(&url, &token, Some(&tls.ca_pem))?;
             let mut rx = stop_rx.clone();
             Some(tokio::spawn(async move {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                if let Err(e) = run_agent(client, cfg, stop).await {
+                if let Err(e) = run_agent(client, cfg, runtime, stop).await {
                     tracing::error!("node agent failed: {e:#}");
                 }
             }))
@@ -707,9 +708,58 @@ pub struct NodeArgs {
     /// host's network, each with its own 127.x address), or `auto` (bridge as root, else host).
     #[arg(long, value_enum, default_value = "auto")]
     pub network: capstan::node::network::Mode,
+    /// The container runtime: `process` (each container's command run as host processes; images are not used) or
+    /// `containerd` (images run as real containers; needs the `containerd` cargo feature and a running containerd).
+    #[arg(long, value_enum, default_value = "process")]
+    pub runtime: RuntimeKind,
+    /// containerd's socket (with --runtime containerd).
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd_socket: PathBuf,
+    /// The containerd namespace Capstan's images and containers live in.
+    #[arg(long, default_value = "capstan")]
+    pub containerd_namespace: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Process,
+    Containerd,
 }
 
 impl NodeArgs {
+    /// Opens the chosen container runtime (for containerd: connects, and makes sure the image of this binary that
+    /// the examples run is there).
+    async fn runtime(
+        &self,
+        cfg: &capstan::node::Config,
+    ) -> Result<Arc<dyn capstan::node::runtime::ContainerRuntime>> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        match self.runtime {
+            RuntimeKind::Process => {
+                let runtime = capstan::node::runtime::process::ProcessRuntime::new(&cfg.data_dir)
+                    .with_context(|| format!("preparing {}", cfg.data_dir.display()))?;
+                Ok(Arc::new(runtime))
+            }
+            #[cfg(feature = "containerd")]
+            RuntimeKind::Containerd => {
+                let runtime = capstan::node::runtime::containerd::ContainerdRuntime::new(
+                    &self.containerd_socket,
+                    &self.containerd_namespace,
+                    Arc::new(capstan::image::registry::HttpRegistry::default()),
+                )
+                .await?;
+                crate::image::ensure_self_image(&runtime.client, &cfg.data_dir).await?;
+                Ok(Arc::new(runtime))
+            }
+            #[cfg(not(feature = "containerd"))]
+            RuntimeKind::Containerd => Err(anyhow!(
+                "--runtime containerd: this capstan was built without containerd support; \
+                 build it with `cargo build --release --features containerd` (needs protoc)"
+            )),
+        }
+    }
+
     fn config(&self, data_dir: &Path, token: &str) -> Result<capstan::node::Config> {
         let name = self
             .node_name
@@ -736,12 +786,10 @@ impl NodeArgs {
 async fn run_agent(
     client: Client,
     cfg: capstan::node::Config,
+    runtime: Arc<dyn capstan::node::runtime::ContainerRuntime>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<()> {
-    let runtime = capstan::node::runtime::process::ProcessRuntime::new(&cfg.data_dir)
-        .with_context(|| format!("preparing {}", cfg.data_dir.display()))?;
-    std::fs::create_dir_all(&cfg.data_dir)?;
-    capstan::node::run(client, cfg, Arc::new(runtime), stop).await?;
+    capstan::node::run(client, cfg, runtime, stop).await?;
     Ok(())
 }
 
@@ -776,8 +824,9 @@ pub async fn agent(
     let client = Client::new(server, token, Some(&ca_pem))?;
     let mut cfg = node.config(data_dir, token)?;
     cfg.stop_pods_on_exit = stop_pods_on_exit;
+    let runtime = node.runtime(&cfg).await?;
     eprintln!("capstan: node agent {} joining {server}", cfg.node_name);
-    run_agent(client, cfg, terminated()).await
+    run_agent(client, cfg, runtime, terminated()).await
 }
 
 #[derive(Args)]

@@ -1,4 +1,5 @@
-//! `capstan image build` and `capstan image inspect`: images without a registry (see `capstan::image`).
+//! `capstan image build`, `inspect` and `import`: images without a registry (see `capstan::image`), and the image of
+//! this very binary that the containerd runtime puts in place for the examples.
 
 use std::path::PathBuf;
 
@@ -39,6 +40,17 @@ pub enum ImageCommand {
     },
     /// Check an image tarball's digests and show what it holds.
     Inspect { file: PathBuf },
+    /// Load an image tarball (OCI layout or Docker archive) into this node's containerd, unpacked and ready to run
+    /// (the containerd runtime; needs the `containerd` feature).
+    Import {
+        file: PathBuf,
+        /// containerd's socket.
+        #[arg(long, default_value = "/run/containerd/containerd.sock")]
+        containerd_socket: PathBuf,
+        /// The containerd namespace the node agent uses.
+        #[arg(long, default_value = "capstan")]
+        containerd_namespace: String,
+    },
 }
 
 pub fn run(a: ImageArgs) -> Result<()> {
@@ -112,6 +124,70 @@ pub fn run(a: ImageArgs) -> Result<()> {
             println!("env:        {}", config["config"]["Env"]);
             println!("layers:     {}", config["rootfs"]["diff_ids"]);
         }
+        ImageCommand::Import {
+            file,
+            containerd_socket,
+            containerd_namespace,
+        } => import(&file, &containerd_socket, &containerd_namespace)?,
     }
+    Ok(())
+}
+
+#[cfg(not(feature = "containerd"))]
+fn import(_: &std::path::Path, _: &std::path::Path, _: &str) -> Result<()> {
+    Err(anyhow!(
+        "image import loads images into containerd: build capstan with `--features containerd` (needs protoc)"
+    ))
+}
+
+#[cfg(feature = "containerd")]
+fn import(file: &std::path::Path, socket: &std::path::Path, namespace: &str) -> Result<()> {
+    use capstan::node::runtime::containerd::Containerd;
+    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let loaded = capstan::image::read_archive(&data)
+        .and_then(capstan::image::load)
+        .with_context(|| format!("{} is not an image archive", file.display()))?;
+    drop(data);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let c = Containerd::connect(socket, namespace).await?;
+        for image in c.store(&loaded).await? {
+            println!("{} {} imported", image.name, image.digest);
+        }
+        Ok(())
+    })
+}
+
+/// Makes sure containerd has [`capstan::image::SELF_IMAGE`]: this executable and the shared libraries it runs with,
+/// so `command: ["capstan", "demo-app"]` runs as a real container. Rebuilt when the executable changes.
+#[cfg(feature = "containerd")]
+pub async fn ensure_self_image(
+    c: &capstan::node::runtime::containerd::Containerd,
+    data_dir: &std::path::Path,
+) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let meta = std::fs::metadata(&exe)?;
+    let stamp = format!("{} {} {:?}", exe.display(), meta.len(), meta.modified()?);
+    let marker = data_dir.join("self-image");
+    let name = capstan::image::normalize(capstan::image::SELF_IMAGE);
+    if let Some((saved, digest)) = std::fs::read_to_string(&marker)
+        .ok()
+        .as_deref()
+        .and_then(|t| t.split_once('\n'))
+    {
+        if saved == stamp && c.image_digest(&name).await?.map(|d| d.0).as_deref() == Some(digest) {
+            return Ok(());
+        }
+    }
+    tracing::info!(image = capstan::image::SELF_IMAGE, exe = %exe.display(), "importing this binary's image into containerd");
+    let spec = capstan::image::self_spec()?;
+    let mut tar = Vec::new();
+    let built = capstan::image::build(&spec, &mut tar)?;
+    let loaded = capstan::image::read_archive(&tar).and_then(capstan::image::load)?;
+    drop(tar);
+    c.store(&loaded).await?;
+    std::fs::write(&marker, format!("{stamp}\n{}", built.manifest))?;
     Ok(())
 }

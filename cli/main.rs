@@ -89,6 +89,9 @@ enum Command {
     /// Internal: supervises one container for the process runtime.
     #[command(hide = true)]
     Shim(commands::ShimArgs),
+    /// Internal: the log driver containerd's shim starts for each container (output on descriptors 3 and 4).
+    #[command(hide = true)]
+    ContainerLog { log: PathBuf },
     /// Show objects as tables (like kubectl get).
     Get(commands::GetArgs),
     /// Create or update objects from files with server-side apply.
@@ -112,6 +115,9 @@ fn main() -> Result<()> {
     // The shim is small and synchronous: no async runtime, no logging set-up.
     if let Command::Shim(a) = cli.command {
         std::process::exit(commands::shim(a));
+    }
+    if let Command::ContainerLog { log } = &cli.command {
+        std::process::exit(capstan::node::runtime::shim::container_log(log, 10 << 20, 5));
     }
     // Image building is local and synchronous.
     if let Command::Image(a) = cli.command {
@@ -228,6 +234,7 @@ fn run(cli: Cli) -> Result<()> {
                     | Command::DemoApp { .. }
                     | Command::Agent { .. }
                     | Command::Shim(_)
+                    | Command::ContainerLog { .. }
                     | Command::Image(_) => {
                         unreachable!("handled above")
                     }

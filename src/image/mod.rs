@@ -3,6 +3,8 @@
 //! that also carries a Docker-archive `manifest.json`, so containerd's import and `docker load` both take it. The
 //! layer is an uncompressed tar with owners and times zeroed, so the same input always gives the same digests.
 
+pub mod registry;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -373,6 +375,211 @@ pub fn verify(files: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<Val
     }
     let config = blob(manifest["config"]["digest"].as_str().unwrap_or(""))?;
     serde_json::from_slice(config).map_err(|e| ImageError::Invalid(format!("config: {e}")))
+}
+
+/// The image of the running binary (see [`self_spec`]), which the examples run on the containerd runtime.
+pub const SELF_IMAGE: &str = concat!("capstan.local/capstan:", env!("CARGO_PKG_VERSION"));
+
+/// What goes into [`SELF_IMAGE`]: this executable at `/usr/local/bin/capstan` and every shared library it has
+/// loaded (read from `/proc/self/maps`), at the same paths, with the dynamic loader also where the executable's
+/// interpreter path expects it.
+pub fn self_spec() -> Result<BuildSpec, ImageError> {
+    let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(io(Path::new("/proc/self/maps")))?;
+    let mut add = vec![(exe.clone(), "/usr/local/bin/capstan".to_string())];
+    let mut seen = std::collections::BTreeSet::new();
+    for line in maps.lines() {
+        let Some(path) = line.split_whitespace().nth(5) else {
+            continue;
+        };
+        let file = Path::new(path);
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !path.starts_with('/') || !name.contains(".so") || !seen.insert(path.to_string()) {
+            continue;
+        }
+        add.push((file.to_path_buf(), path.to_string()));
+        if name.starts_with("ld-linux") {
+            for dir in ["/lib64", "/lib"] {
+                if Path::new(dir).join(name).exists() {
+                    add.push((file.to_path_buf(), format!("{dir}/{name}")));
+                }
+            }
+        }
+    }
+    Ok(BuildSpec {
+        reference: SELF_IMAGE.to_string(),
+        add,
+        entrypoint: vec!["/usr/local/bin/capstan".into()],
+        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        ..Default::default()
+    })
+}
+
+/// Blobs by digest (`sha256:...`) and the images they make up: (name, manifest digest). What an import or a
+/// registry pull hands to a runtime's image store.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub blobs: std::collections::BTreeMap<String, Vec<u8>>,
+    pub images: Vec<(String, String)>,
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Whether a manifest's media type is an index (a list of per-platform manifests).
+pub fn is_index(media_type: &str, body: &Value) -> bool {
+    media_type == OCI_INDEX
+        || media_type == DOCKER_LIST
+        || (media_type.is_empty() && body.get("manifests").is_some())
+}
+
+/// The digest of this machine's platform in an index, if it has one.
+pub fn pick_platform(index: &Value) -> Option<String> {
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| {
+            let p = &m["platform"];
+            p.is_null() || (p["os"] == "linux" && p["architecture"] == oci_arch())
+        })
+        .and_then(|m| m["digest"].as_str().map(String::from))
+}
+
+/// A reference as containerd and Docker store it: `busybox` is `docker.io/library/busybox:latest`, a name without a
+/// registry host is on docker.io, and a missing tag is `latest`.
+pub fn normalize(reference: &str) -> String {
+    let (name, digest) = match reference.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (reference, None),
+    };
+    let (name, tag) = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => (&name[..i], Some(&name[i + 1..])),
+        _ => (name, None),
+    };
+    let first = name.split('/').next().unwrap_or("");
+    let has_host = name.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let name = if has_host {
+        name.to_string()
+    } else if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{name}")
+    };
+    match (tag, digest) {
+        (_, Some(d)) => format!("{name}@{d}"),
+        (Some(t), None) => format!("{name}:{t}"),
+        (None, None) => format!("{name}:latest"),
+    }
+}
+
+/// Reads an image archive - an OCI image layout (what `capstan image build`, `docker save` of Docker 25+ and
+/// `ctr export` write) or a Docker archive (`manifest.json` with `RepoTags`, older `docker save`) - into blobs and
+/// named images. Every blob is checked against its digest.
+pub fn load(files: std::collections::BTreeMap<String, Vec<u8>>) -> Result<Loaded, ImageError> {
+    let mut out = Loaded::default();
+    for (path, data) in &files {
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            if sha256(data) != hex {
+                return Err(ImageError::Invalid(format!(
+                    "{path} does not match its digest"
+                )));
+            }
+            out.blobs.insert(format!("sha256:{hex}"), data.clone());
+        }
+    }
+    let docker: Option<Value> = files
+        .get("manifest.json")
+        .map(|d| serde_json::from_slice(d))
+        .transpose()
+        .map_err(|e| ImageError::Invalid(format!("manifest.json: {e}")))?;
+    if let Some(index) = files.get("index.json") {
+        let index: Value = serde_json::from_slice(index)
+            .map_err(|e| ImageError::Invalid(format!("index.json: {e}")))?;
+        for (i, m) in index["manifests"].as_array().into_iter().flatten().enumerate() {
+            let mut digest = m["digest"].as_str().unwrap_or("").to_string();
+            let body = out.blobs.get(&digest).ok_or_else(|| {
+                ImageError::Invalid(format!("index.json names blob {digest}, which is missing"))
+            })?;
+            let body: Value = serde_json::from_slice(body)
+                .map_err(|e| ImageError::Invalid(format!("manifest {digest}: {e}")))?;
+            if is_index(m["mediaType"].as_str().unwrap_or(""), &body) {
+                digest = pick_platform(&body).ok_or_else(|| {
+                    ImageError::Invalid(format!(
+                        "image index {digest} has no manifest for linux/{}",
+                        oci_arch()
+                    ))
+                })?;
+            }
+            let annotations = &m["annotations"];
+            let name = annotations["io.containerd.image.name"]
+                .as_str()
+                .map(String::from)
+                .or_else(|| {
+                    // A Docker archive beside the layout names the same images in the same order.
+                    docker.as_ref()?[i]["RepoTags"][0].as_str().map(String::from)
+                })
+                .or_else(|| {
+                    annotations["org.opencontainers.image.ref.name"]
+                        .as_str()
+                        .filter(|r| r.contains('/') || r.contains(':'))
+                        .map(String::from)
+                })
+                .ok_or_else(|| {
+                    ImageError::Invalid(format!(
+                        "index.json entry {i} has no image name (annotation io.containerd.image.name)"
+                    ))
+                })?;
+            out.images.push((normalize(&name), digest));
+        }
+    } else if let Some(docker) = docker {
+        for (i, entry) in docker.as_array().into_iter().flatten().enumerate() {
+            let blob = |path: &str| -> Result<(String, &Vec<u8>), ImageError> {
+                let data = files.get(path).ok_or_else(|| {
+                    ImageError::Invalid(format!("manifest.json entry {i}: {path} is missing"))
+                })?;
+                Ok((format!("sha256:{}", sha256(data)), data))
+            };
+            let (config_digest, config) = blob(entry["Config"].as_str().unwrap_or(""))?;
+            let mut layers = Vec::new();
+            for l in entry["Layers"].as_array().into_iter().flatten() {
+                let (digest, data) = blob(l.as_str().unwrap_or(""))?;
+                let media = if data.starts_with(&[0x1f, 0x8b]) {
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip"
+                } else {
+                    "application/vnd.docker.image.rootfs.diff.tar"
+                };
+                layers.push(json!({"mediaType": media, "digest": digest, "size": data.len()}));
+                out.blobs.insert(digest, data.clone());
+            }
+            let manifest = serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": DOCKER_MANIFEST,
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                    "digest": config_digest, "size": config.len()},
+                "layers": layers,
+            }))
+            .expect("JSON");
+            out.blobs.insert(config_digest, config.clone());
+            let digest = format!("sha256:{}", sha256(&manifest));
+            out.blobs.insert(digest.clone(), manifest);
+            for tag in entry["RepoTags"].as_array().into_iter().flatten() {
+                if let Some(t) = tag.as_str() {
+                    out.images.push((normalize(t), digest.clone()));
+                }
+            }
+        }
+    } else {
+        return Err(ImageError::Invalid(
+            "neither index.json nor manifest.json: not an OCI image layout or Docker archive".into(),
+        ));
+    }
+    if out.images.is_empty() {
+        return Err(ImageError::Invalid("the archive names no image".into()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

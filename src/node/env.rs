@@ -293,16 +293,19 @@ pub async fn resolve(
 
 /// The command line: `command` then `args`, with `$(VAR)` expanded from the environment.
 pub fn command_line(container: &Value, env: &[(String, String)]) -> Vec<String> {
+    let mut line = expanded(container, "command", env);
+    line.extend(expanded(container, "args", env));
+    line
+}
+
+/// One of the container's string lists (`command`, `args`) with `$(VAR)` references expanded.
+pub fn expanded(container: &Value, field: &str, env: &[(String, String)]) -> Vec<String> {
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
-    ["command", "args"]
-        .iter()
-        .flat_map(|f| {
-            container
-                .get(*f)
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
+    container
+        .get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
         .filter_map(|s| s.as_str().map(|s| expand(s, &vars)))
         .collect()
 }

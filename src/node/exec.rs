@@ -119,7 +119,11 @@ pub async fn handler(
     let running = PodState::load(&dir)
         .and_then(|s| s.containers.get(&container).cloned())
         .and_then(|c| c.running);
-    let Some(instance) = running.filter(|i| shared.runtime.alive(&i.handle)) else {
+    let alive = match &running {
+        Some(i) => shared.runtime.alive(&i.handle).await,
+        None => false,
+    };
+    let Some(instance) = running.filter(|_| alive) else {
         return error(
             StatusCode::BAD_REQUEST,
             format!("container \"{container}\" in pod \"{pod}\" is not running"),

@@ -502,10 +502,10 @@ async fn clean_orphans(shared: &Shared) {
         if let Some(st) = pod::PodState::load(&e.path()) {
             for (name, c) in &st.containers {
                 if let Some(inst) = &c.running {
-                    if shared.runtime.alive(&inst.handle) {
+                    if shared.runtime.alive(&inst.handle).await {
                         tracing::info!(pod = %format!("{}/{}", st.namespace, st.name), container = %name,
                             "stopping a container of a pod that no longer exists");
-                        shared.runtime.signal(&inst.handle, libc::SIGKILL);
+                        shared.runtime.remove(&inst.handle).await;
                     }
                 }
             }

@@ -108,6 +108,10 @@ struct Live {
     next_start: Option<Instant>,
     /// A config error is retried after this.
     retry_config: Option<Instant>,
+    /// A failed image pull: when to try again, how many times it failed in a row, and why.
+    retry_pull: Option<Instant>,
+    pull_failures: u32,
+    pull_error: String,
     probes: Vec<tokio::task::JoinHandle<()>>,
     counts: HashMap<probe::Kind, (u32, u32)>,
     /// We asked it to stop (liveness failure or deletion), and when to escalate to SIGKILL.
@@ -201,7 +205,7 @@ impl Worker {
     }
 
     /// Loads what an earlier agent recorded and adopts containers that still run.
-    fn restore(&mut self) {
+    async fn restore(&mut self) {
         let Some(st) = PodState::load(&self.dir) else {
             return;
         };
@@ -214,7 +218,7 @@ impl Worker {
             let mut live = Live::default();
             live.saved = saved.clone();
             if let Some(inst) = saved.running.clone() {
-                if self.shared.runtime.alive(&inst.handle) {
+                if self.shared.runtime.alive(&inst.handle).await {
                     tracing::info!(pod = %self.key(), container = %name, pid = inst.handle.pid, "adopted running container");
                     self.watch_exit(name, &inst);
                     // Probes restart from scratch; a container without a readiness probe is ready again at once.
@@ -244,7 +248,7 @@ impl Worker {
 
     /// Runs the pod until it is gone.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        self.restore();
+        self.restore().await;
         let phase = s(&self.pod, "/status/phase");
         if self.state.ip.is_empty() && (phase == "Succeeded" || phase == "Failed") {
             self.frozen = true;
@@ -291,7 +295,7 @@ impl Worker {
             wake = wake.min(t);
         }
         for l in self.live.values() {
-            for t in [l.next_start, l.retry_config, l.stopping]
+            for t in [l.next_start, l.retry_config, l.retry_pull, l.stopping]
                 .into_iter()
                 .flatten()
             {
@@ -339,10 +343,10 @@ impl Worker {
         l.ready = false;
         l.started = false;
         l.stopping = None;
-        let reason = if exit.exit_code == 0 {
-            "Completed"
-        } else {
-            "Error"
+        let reason = match &exit.reason {
+            Some(r) => r.as_str(),
+            None if exit.exit_code == 0 => "Completed",
+            None => "Error",
         };
         let ran = chrono::DateTime::parse_from_rfc3339(&inst.started_at)
             .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
@@ -667,16 +671,30 @@ impl Worker {
                 read_only: true,
             });
         }
-        let command = super::env::command_line(c, &env);
-        let command = if c.get("command").is_some() {
-            command
-        } else {
-            Vec::new()
+        let command = super::env::expanded(c, "command", &env);
+        let args = super::env::expanded(c, "args", &env);
+        // The container's securityContext wins over the pod's.
+        let security = |field: &str| {
+            c.pointer(&format!("/securityContext/{field}"))
+                .or_else(|| self.pod.pointer(&format!("/spec/securityContext/{field}")))
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let millis = |path: &str| {
+            c.pointer(path)
+                .and_then(Value::as_str)
+                .and_then(crate::api::parse_quantity_millis)
+                .and_then(|m| u64::try_from(m).ok())
         };
         Ok(ContainerSpec {
             id: format!("{}/{name}/{restart}", self.uid),
             image: c["image"].as_str().unwrap_or("").to_string(),
+            pull_policy: c["imagePullPolicy"]
+                .as_str()
+                .unwrap_or("IfNotPresent")
+                .to_string(),
             command,
+            args,
             env,
             working_dir: c
                 .get("workingDir")
@@ -687,6 +705,12 @@ impl Worker {
             state_dir: self.dir.join("run").join(name).join(restart.to_string()),
             mounts,
             netns: self.netns.clone(),
+            hostname: hostname.to_string(),
+            run_as_user: security("runAsUser"),
+            run_as_group: security("runAsGroup"),
+            memory_limit: millis("/resources/limits/memory").map(|m| m / 1000),
+            cpu_request: millis("/resources/requests/cpu"),
+            cpu_limit: millis("/resources/limits/cpu"),
         })
     }
 
@@ -756,12 +780,41 @@ impl Worker {
                     l.waiting = None;
                     l.next_start = None;
                     l.retry_config = None;
+                    l.retry_pull = None;
+                    l.pull_failures = 0;
                     l.spec = Some(spec);
                 }
                 self.save();
                 self.watch_exit(&name, &inst);
                 self.start_probes(&name, &inst).await;
                 self.event("Normal", "Started", &format!("Started container {name}"))
+                    .await;
+            }
+            Err(e @ (RuntimeError::Pull(_) | RuntimeError::NeverPull(_))) => {
+                let reason = if matches!(e, RuntimeError::NeverPull(_)) {
+                    "ErrImageNeverPull"
+                } else {
+                    "ErrImagePull"
+                };
+                let msg = e.to_string();
+                let delay;
+                {
+                    let l = self.live.entry(name.clone()).or_default();
+                    // Pulls back off from the first failure on: 10 s, doubling up to the maximum.
+                    delay = self
+                        .shared
+                        .config
+                        .backoff_delay(l.pull_failures.saturating_add(1).min(16));
+                    l.pull_failures = l.pull_failures.saturating_add(1);
+                    l.retry_pull = Some(Instant::now() + delay);
+                    l.pull_error = msg.clone();
+                    l.waiting = Some((reason.into(), msg.clone()));
+                }
+                if reason == "ErrImagePull" {
+                    self.event("Warning", "Failed", &format!("Failed to pull image \"{}\": {msg}", spec.image))
+                        .await;
+                }
+                self.event("Warning", "Failed", &format!("Error: {reason}"))
                     .await;
             }
             Err(RuntimeError::Create(msg)) => {
@@ -917,6 +970,10 @@ impl Worker {
 
     /// Whether a container may be (re)started now; otherwise it is in crash-loop backoff or waiting for config.
     fn due(&mut self, name: &str) -> bool {
+        let image = self
+            .container_spec(name)
+            .and_then(|c| c["image"].as_str().map(String::from))
+            .unwrap_or_default();
         let Some(l) = self.live.get_mut(name) else {
             return true;
         };
@@ -926,6 +983,15 @@ impl Worker {
         }
         if let Some(t) = l.retry_config {
             if now_i < t {
+                return false;
+            }
+        }
+        if let Some(t) = l.retry_pull {
+            if now_i < t {
+                l.waiting = Some((
+                    "ImagePullBackOff".into(),
+                    format!("Back-off pulling image \"{image}\": ErrImagePull: {}", l.pull_error),
+                ));
                 return false;
             }
         }

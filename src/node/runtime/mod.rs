@@ -1,8 +1,12 @@
 //! The container runtime boundary (the CRI's role): the node agent asks a [`ContainerRuntime`] to start, signal,
 //! wait for and probe containers, and never touches processes itself. `process` (the default) runs each container's
-//! command as host processes under a shim; `containerd` comes with its own feature. Runtimes know nothing of pods'
-//! API objects - the agent hands them a resolved [`ContainerSpec`].
+//! command as host processes under a shim; `containerd` (cargo feature `containerd`) runs images as real containers
+//! through containerd's API. Runtimes know nothing of pods' API objects - the agent hands them a resolved
+//! [`ContainerSpec`].
 
+#[cfg(feature = "containerd")]
+pub mod containerd;
+pub mod enter;
 pub mod process;
 pub mod shim;
 
@@ -22,6 +26,12 @@ pub enum RuntimeError {
     /// The command could not be started (Kubernetes reports StartError, exit code 128).
     #[error("{0}")]
     Start(String),
+    /// The image cannot be had (Kubernetes' ErrImagePull, then ImagePullBackOff).
+    #[error("{0}")]
+    Pull(String),
+    /// The image is not on the node and the pull policy is Never (ErrImageNeverPull).
+    #[error("{0}")]
+    NeverPull(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -32,7 +42,12 @@ pub struct ContainerSpec {
     /// Unique per instance: `<pod uid>/<container>/<restart count>`.
     pub id: String,
     pub image: String,
+    /// `imagePullPolicy`: Always, IfNotPresent or Never.
+    pub pull_policy: String,
+    /// The container's `command` with `$(VAR)`s expanded (empty: the image's entrypoint).
     pub command: Vec<String>,
+    /// The container's `args`, expanded (empty: the image's cmd, when `command` is empty too).
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     /// The CRI log file for this instance.
@@ -43,6 +58,23 @@ pub struct ContainerSpec {
     pub mounts: Vec<crate::node::volumes::Mount>,
     /// The pod's network namespace to join (none: the host's).
     pub netns: Option<PathBuf>,
+    /// The pod's host name (its own UTS namespace where the runtime gives one).
+    pub hostname: String,
+    /// `securityContext.runAsUser`/`runAsGroup` (the container's over the pod's).
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    /// `resources.limits.memory` in bytes.
+    pub memory_limit: Option<u64>,
+    /// `resources.requests.cpu` and `limits.cpu` in millicores.
+    pub cpu_request: Option<u64>,
+    pub cpu_limit: Option<u64>,
+}
+
+impl ContainerSpec {
+    /// The command line as the process runtime runs it: `command` then `args`.
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
 }
 
 /// A started container, recorded on disk by the agent so a restarted agent can adopt it.
@@ -55,6 +87,9 @@ pub struct Handle {
     pub shim_pid: i32,
     pub shim_start: u64,
     pub exit_file: PathBuf,
+    /// The runtime's own name for the container (containerd's container id).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
 }
 
 /// An interactive command in a running container (`kubectl exec`).
@@ -93,8 +128,12 @@ pub trait ContainerRuntime: Send + Sync {
     async fn start(&self, spec: &ContainerSpec) -> Result<Handle, RuntimeError>;
     /// Resolves when the container has exited.
     async fn wait(&self, handle: &Handle) -> ExitRecord;
-    /// Whether the container of an earlier agent is still there to adopt.
-    fn alive(&self, handle: &Handle) -> bool;
+    /// Whether the container of an earlier agent is still there to adopt (running, or exited and not yet reaped).
+    async fn alive(&self, handle: &Handle) -> bool;
+    /// Kills and forgets a container nobody wants any more (its pod is gone).
+    async fn remove(&self, handle: &Handle) {
+        self.signal(handle, libc::SIGKILL);
+    }
     /// Sends a signal to every process of the container.
     fn signal(&self, handle: &Handle, signal: i32);
     /// Starts an interactive command in the running container `handle`.

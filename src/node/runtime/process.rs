@@ -106,82 +106,6 @@ async fn wait_pid(pid: i32) {
     }
 }
 
-/// What an exec into the process of `pid` starts from: its environment, its working directory, and (as root) its
-/// network and mount namespaces, entered like `nsenter` does.
-struct Context {
-    env: Vec<(String, String)>,
-    cwd: std::ffi::CString,
-    namespaces: Vec<std::fs::File>,
-}
-
-fn context_of(pid: i32) -> Result<Context, RuntimeError> {
-    let gone =
-        |e: std::io::Error| RuntimeError::Start(format!("the container's process {pid}: {e}"));
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).map_err(gone)?;
-    let env = raw
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = String::from_utf8_lossy(kv);
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| PathBuf::from("/"));
-    let cwd = std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())
-        .map_err(|e| RuntimeError::Start(e.to_string()))?;
-    let mut namespaces = Vec::new();
-    if crate::node::network::is_root() {
-        for ns in ["net", "mnt"] {
-            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
-            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
-            if theirs.is_some() && theirs != ours {
-                namespaces.push(std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).map_err(gone)?);
-            }
-        }
-    }
-    Ok(Context {
-        env,
-        cwd,
-        namespaces,
-    })
-}
-
-/// Opens a pseudo-terminal: (controller, terminal).
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let (mut controller, mut terminal) = (0, 0);
-    // SAFETY: openpty writes two descriptors into the integers given; the name, termios and size are optional.
-    let r = unsafe {
-        libc::openpty(
-            &mut controller,
-            &mut terminal,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just opened and are owned by nobody else.
-    Ok(unsafe {
-        (
-            OwnedFd::from_raw_fd(controller),
-            OwnedFd::from_raw_fd(terminal),
-        )
-    })
-}
-
-fn set_size(fd: i32, cols: u16, rows: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ on a terminal descriptor with a valid winsize.
-    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
-}
-
 #[async_trait]
 impl ContainerRuntime for ProcessRuntime {
     fn name(&self) -> &'static str {
@@ -189,7 +113,8 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Handle, RuntimeError> {
-        let Some(program) = spec.command.first() else {
+        let argv = spec.argv();
+        let Some(program) = argv.first().filter(|_| !spec.command.is_empty()) else {
             return Err(RuntimeError::Create(format!(
                 "the process runtime runs a container's command and args and does not interpret images: \
                  set command for image {:?}",
@@ -221,7 +146,7 @@ impl ContainerRuntime for ProcessRuntime {
             cmd.arg("--netns").arg(ns);
         }
         cmd.arg("--").arg(self.resolve(program));
-        cmd.args(&spec.command[1..]);
+        cmd.args(&argv[1..]);
         self.command_env(&mut cmd, spec);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -258,6 +183,7 @@ impl ContainerRuntime for ProcessRuntime {
                 shim_pid,
                 shim_start,
                 exit_file,
+                id: String::new(),
             })
         } else if let Some(msg) = line.strip_prefix("failed ") {
             Err(RuntimeError::Start(msg.to_string()))
@@ -285,10 +211,11 @@ impl ContainerRuntime for ProcessRuntime {
             exit_code: 137,
             signal: Some(libc::SIGKILL),
             finished_at: crate::api::meta::format_time(&crate::api::meta::now()),
+            reason: None,
         }
     }
 
-    fn alive(&self, h: &Handle) -> bool {
+    async fn alive(&self, h: &Handle) -> bool {
         start_ticks(h.shim_pid) == Some(h.shim_start)
             || super::shim::read_exit(&h.exit_file).is_some()
     }
@@ -305,81 +232,7 @@ impl ContainerRuntime for ProcessRuntime {
         h: &Handle,
         req: &super::ExecRequest,
     ) -> Result<super::ExecSession, RuntimeError> {
-        let Some(program) = req.command.first() else {
-            return Err(RuntimeError::Create("empty exec command".into()));
-        };
-        let ctx = context_of(h.pid)?;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&req.command[1..])
-            .env_clear()
-            .envs(ctx.env.iter().cloned())
-            .kill_on_drop(true);
-        let pty = if req.tty {
-            let (controller, terminal) = open_pty()?;
-            set_size(std::os::fd::AsRawFd::as_raw_fd(&controller), 80, 24);
-            cmd.stdin(Stdio::from(terminal.try_clone()?))
-                .stdout(Stdio::from(terminal.try_clone()?))
-                .stderr(Stdio::from(terminal));
-            Some(controller)
-        } else {
-            cmd.stdin(if req.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            None
-        };
-        let tty = req.tty;
-        let fds: Vec<i32> = ctx
-            .namespaces
-            .iter()
-            .map(std::os::fd::AsRawFd::as_raw_fd)
-            .collect();
-        let cwd = ctx.cwd.clone();
-        // SAFETY: the closure makes only system calls (setsid, ioctl, setns, chdir) on data prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if tty {
-                    libc::setsid();
-                    libc::ioctl(0, libc::TIOCSCTTY, 0);
-                }
-                for fd in &fds {
-                    if libc::setns(*fd, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                libc::chdir(cwd.as_ptr());
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| RuntimeError::Start(format!("exec: \"{program}\": {e}")))?;
-        drop(ctx);
-        drop(cmd);
-        match pty {
-            Some(controller) => {
-                let raw = std::os::fd::AsRawFd::as_raw_fd(&controller);
-                let reader = std::fs::File::from(controller.try_clone()?);
-                let writer = std::fs::File::from(controller);
-                Ok(super::ExecSession {
-                    child,
-                    stdin: Some(Box::new(tokio::fs::File::from_std(writer))),
-                    stdout: Some(Box::new(tokio::fs::File::from_std(reader))),
-                    stderr: None,
-                    resize: Some(Box::new(move |cols, rows| set_size(raw, cols, rows))),
-                })
-            }
-            None => Ok(super::ExecSession {
-                stdin: child.stdin.take().map(|w| Box::new(w) as super::Writer),
-                stdout: child.stdout.take().map(|r| Box::new(r) as super::Reader),
-                stderr: child.stderr.take().map(|r| Box::new(r) as super::Reader),
-                child,
-                resize: None,
-            }),
-        }
+        super::enter::session(h.pid, req, super::enter::Depth::Process)
     }
 
     async fn exec(

@@ -41,6 +41,9 @@ pub struct ExitRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     pub finished_at: String,
+    /// Why, when the runtime knows better than the exit code (`OOMKilled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Runs the shim: prints `started <pid>` (or `failed <reason>`) on stdout for the agent, then waits for the
@@ -150,8 +153,43 @@ pub fn run(args: ShimArgs) -> i32 {
         exit_code,
         signal,
         finished_at: crate::api::meta::format_time(&crate::api::meta::now()),
+        reason: None,
     };
     let _ = write_exit(&args.exit_file, &record);
+    0
+}
+
+/// `capstan container-log LOG`: the log driver containerd's shim starts beside each container (a `binary://` log
+/// URI). The container's stdout and stderr arrive on descriptors 3 and 4; closing descriptor 5 tells the shim we are
+/// ready. Lines go to `LOG` in the CRI format the logs API reads, rotated like the process runtime's. The driver
+/// lives as long as the container - not the agent - and ends when both streams do.
+pub fn container_log(log: &Path, max_log_bytes: u64, max_log_files: u32) -> i32 {
+    use std::os::fd::FromRawFd;
+    // The shim asks us to stop (SIGTERM) when the task goes; by then the streams have ended or are about to, and
+    // what is still in the pipes is worth writing.
+    // SAFETY: ignoring a signal has no preconditions.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    let writer = match LogWriter::open(log, max_log_bytes, max_log_files) {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            eprintln!("opening log {}: {e}", log.display());
+            return 2;
+        }
+    };
+    let mut threads = Vec::new();
+    for (fd, stream) in [(3, "stdout"), (4, "stderr")] {
+        // SAFETY: descriptors 3 and 4 are the pipes the shim hands us, owned by nothing else in this process.
+        let pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+        let w = writer.clone();
+        threads.push(std::thread::spawn(move || {
+            copy_lines(stream, Box::new(pipe), &w)
+        }));
+    }
+    // SAFETY: descriptor 5 is the shim's readiness pipe; closing it is the signal.
+    unsafe { libc::close(5) };
+    for t in threads {
+        let _ = t.join();
+    }
     0
 }
 
