@@ -720,6 +720,9 @@ pub struct NodeArgs {
     pub containerd_namespace: String,
 }
 
+type Runtime = Arc<dyn capstan::node::runtime::ContainerRuntime>;
+type Preparation = Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>>;
+
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 pub enum RuntimeKind {
     Process,
@@ -727,19 +730,16 @@ pub enum RuntimeKind {
 }
 
 impl NodeArgs {
-    /// Opens the chosen container runtime (for containerd: connects, and makes sure the image of this binary that
-    /// the examples run is there).
-    async fn runtime(
-        &self,
-        cfg: &capstan::node::Config,
-    ) -> Result<Arc<dyn capstan::node::runtime::ContainerRuntime>> {
+    /// Opens the chosen container runtime. For containerd it connects, and returns the work still to do before
+    /// pods start: making sure the image of this binary that the examples run is there.
+    async fn runtime(&self, cfg: &capstan::node::Config) -> Result<(Runtime, Preparation)> {
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
         match self.runtime {
             RuntimeKind::Process => {
                 let runtime = capstan::node::runtime::process::ProcessRuntime::new(&cfg.data_dir)
                     .with_context(|| format!("preparing {}", cfg.data_dir.display()))?;
-                Ok(Arc::new(runtime))
+                Ok((Arc::new(runtime), None))
             }
             #[cfg(feature = "containerd")]
             RuntimeKind::Containerd => {
@@ -749,8 +749,11 @@ impl NodeArgs {
                     Arc::new(capstan::image::registry::HttpRegistry::default()),
                 )
                 .await?;
-                crate::image::ensure_self_image(&runtime.client, &cfg.data_dir).await?;
-                Ok(Arc::new(runtime))
+                let (client, dir) = (runtime.client.clone(), cfg.data_dir.clone());
+                let prepare: Preparation = Some(Box::pin(async move {
+                    crate::image::ensure_self_image(&client, &dir).await
+                }));
+                Ok((Arc::new(runtime), prepare))
             }
             #[cfg(not(feature = "containerd"))]
             RuntimeKind::Containerd => Err(anyhow!(
@@ -786,9 +789,12 @@ impl NodeArgs {
 async fn run_agent(
     client: Client,
     cfg: capstan::node::Config,
-    runtime: Arc<dyn capstan::node::runtime::ContainerRuntime>,
+    (runtime, prepare): (Runtime, Preparation),
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Result<()> {
+    if let Some(p) = prepare {
+        p.await?;
+    }
     capstan::node::run(client, cfg, runtime, stop).await?;
     Ok(())
 }

@@ -182,11 +182,15 @@ pub async fn ensure_self_image(
         }
     }
     tracing::info!(image = capstan::image::SELF_IMAGE, exe = %exe.display(), "importing this binary's image into containerd");
-    let spec = capstan::image::self_spec()?;
-    let mut tar = Vec::new();
-    let built = capstan::image::build(&spec, &mut tar)?;
-    let loaded = capstan::image::read_archive(&tar).and_then(capstan::image::load)?;
-    drop(tar);
+    // Packing and hashing a binary of tens of megabytes is CPU work: off the async threads the API server uses.
+    let (built, loaded) = tokio::task::spawn_blocking(|| -> Result<_> {
+        let spec = capstan::image::self_spec()?;
+        let mut tar = Vec::new();
+        let built = capstan::image::build(&spec, &mut tar)?;
+        let loaded = capstan::image::read_archive(&tar).and_then(capstan::image::load)?;
+        Ok((built, loaded))
+    })
+    .await??;
     c.store(&loaded).await?;
     std::fs::write(&marker, format!("{stamp}\n{}", built.manifest))?;
     Ok(())

@@ -107,6 +107,9 @@ enum Command {
         /// Address to serve on (default: $POD_IP, else 127.0.0.1, on $PORT, else 8080).
         #[arg(long, env = "LISTEN")]
         listen: Option<SocketAddr>,
+        /// Print `report from HOST at HH:MM:SS: MESSAGE` and exit, instead of serving (the example CronJob).
+        #[arg(long, value_name = "MESSAGE")]
+        report: Option<String>,
     },
 }
 
@@ -155,7 +158,20 @@ fn run(cli: Cli) -> Result<()> {
             Command::Server { listen, control } => {
                 commands::server(&data_dir, listen, None, None, &control).await
             }
-            Command::DemoApp { listen } => {
+            Command::DemoApp {
+                report: Some(message),
+                ..
+            } => {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| capstan::node::hostname());
+                let at = chrono::Utc::now().format("%H:%M:%S");
+                let mut out = std::io::stdout();
+                std::io::Write::write_all(
+                    &mut out,
+                    format!("report from {host} at {at}: {message}\n").as_bytes(),
+                )?;
+                Ok(())
+            }
+            Command::DemoApp { listen, .. } => {
                 let listen = match listen {
                     Some(l) => l,
                     None => {
