@@ -120,7 +120,11 @@ fn main() -> Result<()> {
         std::process::exit(commands::shim(a));
     }
     if let Command::ContainerLog { log } = &cli.command {
-        std::process::exit(capstan::node::runtime::shim::container_log(log, 10 << 20, 5));
+        std::process::exit(capstan::node::runtime::shim::container_log(
+            log,
+            10 << 20,
+            5,
+        ));
     }
     // Image building is local and synchronous.
     if let Command::Image(a) = cli.command {

@@ -385,7 +385,8 @@ pub const SELF_IMAGE: &str = concat!("capstan.local/capstan:", env!("CARGO_PKG_V
 /// interpreter path expects it.
 pub fn self_spec() -> Result<BuildSpec, ImageError> {
     let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(io(Path::new("/proc/self/maps")))?;
+    let maps =
+        std::fs::read_to_string("/proc/self/maps").map_err(io(Path::new("/proc/self/maps")))?;
     let mut add = vec![(exe.clone(), "/usr/local/bin/capstan".to_string())];
     let mut seen = std::collections::BTreeSet::new();
     for line in maps.lines() {
@@ -398,6 +399,18 @@ pub fn self_spec() -> Result<BuildSpec, ImageError> {
             continue;
         }
         add.push((file.to_path_buf(), path.to_string()));
+        // The loader asks for sonames (libz.so.1), which are links to the files mapped (libz.so.1.2.13).
+        if let (Some(dir), Ok(real)) = (file.parent(), file.canonicalize()) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let link = entry.path();
+                if link != file
+                    && link.is_symlink()
+                    && link.canonicalize().ok().as_ref() == Some(&real)
+                {
+                    add.push((link.clone(), link.display().to_string()));
+                }
+            }
+        }
         if name.starts_with("ld-linux") {
             for dir in ["/lib64", "/lib"] {
                 if Path::new(dir).join(name).exists() {
@@ -459,8 +472,8 @@ pub fn normalize(reference: &str) -> String {
         _ => (name, None),
     };
     let first = name.split('/').next().unwrap_or("");
-    let has_host = name.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_host =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let name = if has_host {
         name.to_string()
     } else if name.contains('/') {
@@ -498,7 +511,12 @@ pub fn load(files: std::collections::BTreeMap<String, Vec<u8>>) -> Result<Loaded
     if let Some(index) = files.get("index.json") {
         let index: Value = serde_json::from_slice(index)
             .map_err(|e| ImageError::Invalid(format!("index.json: {e}")))?;
-        for (i, m) in index["manifests"].as_array().into_iter().flatten().enumerate() {
+        for (i, m) in index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let mut digest = m["digest"].as_str().unwrap_or("").to_string();
             let body = out.blobs.get(&digest).ok_or_else(|| {
                 ImageError::Invalid(format!("index.json names blob {digest}, which is missing"))
@@ -573,7 +591,8 @@ pub fn load(files: std::collections::BTreeMap<String, Vec<u8>>) -> Result<Loaded
         }
     } else {
         return Err(ImageError::Invalid(
-            "neither index.json nor manifest.json: not an OCI image layout or Docker archive".into(),
+            "neither index.json nor manifest.json: not an OCI image layout or Docker archive"
+                .into(),
         ));
     }
     if out.images.is_empty() {

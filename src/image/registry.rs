@@ -55,7 +55,9 @@ fn split(reference: &str) -> Result<(String, String, String), ImageError> {
 
 fn plain_http(host: &str) -> bool {
     let h = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-    h == "localhost" || h.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+    h == "localhost"
+        || h.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 /// `Bearer realm="...",service="...",scope="..."` into its parameters.
@@ -189,7 +191,9 @@ impl Registry for HttpRegistry {
                 .map_err(|e| ImageError::Invalid(format!("manifest {digest}: {e}")))?;
         }
         let manifest_digest = digest_of(&body);
-        if object.starts_with("sha256:") && !is_index(&media, &manifest) && object != manifest_digest
+        if object.starts_with("sha256:")
+            && !is_index(&media, &manifest)
+            && object != manifest_digest
         {
             return Err(ImageError::Invalid(format!(
                 "{reference}: the registry sent a manifest with digest {manifest_digest}"
@@ -231,7 +235,11 @@ mod tests {
         );
         assert_eq!(
             split("127.0.0.1:5000/team/app@sha256:ab").unwrap(),
-            ("127.0.0.1:5000".into(), "team/app".into(), "sha256:ab".into())
+            (
+                "127.0.0.1:5000".into(),
+                "team/app".into(),
+                "sha256:ab".into()
+            )
         );
         assert!(plain_http("127.0.0.1:5000"));
         assert!(plain_http("localhost"));
@@ -268,7 +276,10 @@ mod tests {
             files
                 .iter()
                 .filter_map(|(p, d)| {
-                    Some((format!("sha256:{}", p.strip_prefix("blobs/sha256/")?), d.clone()))
+                    Some((
+                        format!("sha256:{}", p.strip_prefix("blobs/sha256/")?),
+                        d.clone(),
+                    ))
                 })
                 .collect(),
         );
@@ -277,25 +288,24 @@ mod tests {
         let app = axum::Router::new()
             .route(
                 "/v2/team/app/manifests/{object}",
-                axum::routing::get(|State((b, m)): State<S>, Path(o): Path<String>| async move {
-                    let key = if o == "v1" { m } else { o };
-                    match b.get(&key) {
-                        Some(d) => (
-                            [("content-type", crate::image::OCI_MANIFEST)],
-                            d.clone(),
-                        )
-                            .into_response(),
-                        None => axum::http::StatusCode::NOT_FOUND.into_response(),
-                    }
-                }),
+                axum::routing::get(
+                    |State((b, m)): State<S>, Path(o): Path<String>| async move {
+                        let key = if o == "v1" { m } else { o };
+                        match b.get(&key) {
+                            Some(d) => ([("content-type", crate::image::OCI_MANIFEST)], d.clone())
+                                .into_response(),
+                            None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                        }
+                    },
+                ),
             )
             .route(
                 "/v2/team/app/blobs/{digest}",
-                axum::routing::get(|State((b, _)): State<S>, Path(d): Path<String>| async move {
-                    b.get(&d)
-                        .cloned()
-                        .ok_or(axum::http::StatusCode::NOT_FOUND)
-                }),
+                axum::routing::get(
+                    |State((b, _)): State<S>, Path(d): Path<String>| async move {
+                        b.get(&d).cloned().ok_or(axum::http::StatusCode::NOT_FOUND)
+                    },
+                ),
             )
             .with_state((blobs, manifest.clone()));
         use axum::response::IntoResponse;
@@ -320,6 +330,9 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(missing.contains("team/app/manifests/v2") && missing.contains("404"), "{missing}");
+        assert!(
+            missing.contains("team/app/manifests/v2") && missing.contains("404"),
+            "{missing}"
+        );
     }
 }

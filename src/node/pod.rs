@@ -110,6 +110,8 @@ struct Live {
     retry_config: Option<Instant>,
     /// A failed image pull: when to try again, how many times it failed in a row, and why.
     retry_pull: Option<Instant>,
+    /// When a failed pull's ErrImagePull turns into ImagePullBackOff (halfway to the retry).
+    pull_backoff_at: Option<Instant>,
     pull_failures: u32,
     pull_error: String,
     probes: Vec<tokio::task::JoinHandle<()>>,
@@ -298,6 +300,13 @@ impl Worker {
             for t in [l.next_start, l.retry_config, l.retry_pull, l.stopping]
                 .into_iter()
                 .flatten()
+            {
+                wake = wake.min(t);
+            }
+            // A failed pull is reported as ErrImagePull, then as ImagePullBackOff while it waits to be retried.
+            if let Some(t) = l
+                .pull_backoff_at
+                .filter(|_| l.waiting.as_ref().is_some_and(|w| w.0 == "ErrImagePull"))
             {
                 wake = wake.min(t);
             }
@@ -807,12 +816,17 @@ impl Worker {
                         .backoff_delay(l.pull_failures.saturating_add(1).min(16));
                     l.pull_failures = l.pull_failures.saturating_add(1);
                     l.retry_pull = Some(Instant::now() + delay);
+                    l.pull_backoff_at = Some(Instant::now() + delay / 2);
                     l.pull_error = msg.clone();
                     l.waiting = Some((reason.into(), msg.clone()));
                 }
                 if reason == "ErrImagePull" {
-                    self.event("Warning", "Failed", &format!("Failed to pull image \"{}\": {msg}", spec.image))
-                        .await;
+                    self.event(
+                        "Warning",
+                        "Failed",
+                        &format!("Failed to pull image \"{}\": {msg}", spec.image),
+                    )
+                    .await;
                 }
                 self.event("Warning", "Failed", &format!("Error: {reason}"))
                     .await;
@@ -988,9 +1002,15 @@ impl Worker {
         }
         if let Some(t) = l.retry_pull {
             if now_i < t {
+                if l.pull_backoff_at.is_some_and(|b| now_i < b) {
+                    return false;
+                }
                 l.waiting = Some((
                     "ImagePullBackOff".into(),
-                    format!("Back-off pulling image \"{image}\": ErrImagePull: {}", l.pull_error),
+                    format!(
+                        "Back-off pulling image \"{image}\": ErrImagePull: {}",
+                        l.pull_error
+                    ),
                 ));
                 return false;
             }

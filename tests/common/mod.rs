@@ -44,7 +44,7 @@ pub fn unique_cluster_cidr() -> String {
 
 /// The address ranges of one test server: its own pod CIDR and, for `server`/`up`, a service CIDR and a load
 /// balancer pool inside the matching 127.x.0.0/16, so parallel tests never serve each other's ClusterIPs.
-fn ranges(args: &[&str]) -> Vec<String> {
+pub fn ranges(args: &[&str]) -> Vec<String> {
     let cidr = unique_cluster_cidr();
     let b = cidr.split('.').nth(1).unwrap_or("1").to_string();
     let mut out = vec!["--cluster-cidr".to_string(), cidr];

@@ -45,7 +45,11 @@ fn sha256(data: &[u8]) -> String {
 /// The chain ids of an image's layers (OCI image spec: `chain(n) = sha256(chain(n-1) + " " + diff_id(n))`).
 pub fn chain_ids(config: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for diff in config["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
+    for diff in config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let diff = diff.as_str().unwrap_or("");
         let next = match out.last() {
             None => diff.to_string(),
@@ -157,22 +161,35 @@ impl Containerd {
             data: Vec::new(),
             labels,
         });
-        let result = ContentClient::new(self.channel.clone())
-            .write(self.leased(tokio_stream::iter(msgs), lease))
-            .await;
-        let mut responses = match result {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
-            Err(s) => return Err(failed(format!("writing {digest}"))(s)),
-        };
+        // Another writer of the same blob (a parallel import) holds its ref for a while: wait for it to finish.
+        let mut attempts = 0;
         loop {
-            match responses.message().await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(()),
+            match self.write_once(msgs.clone(), lease).await {
+                Ok(()) => return Ok(()),
                 Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
+                Err(s) if s.code() == Code::Unavailable && attempts < 600 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if self.has_blob(digest).await {
+                        return Ok(());
+                    }
+                }
                 Err(s) => return Err(failed(format!("writing {digest}"))(s)),
             }
         }
+    }
+
+    async fn write_once(
+        &self,
+        msgs: Vec<WriteContentRequest>,
+        lease: &str,
+    ) -> Result<(), containerd_client::tonic::Status> {
+        let mut responses = ContentClient::new(self.channel.clone())
+            .write(self.leased(tokio_stream::iter(msgs), lease))
+            .await?
+            .into_inner();
+        while responses.message().await?.is_some() {}
+        Ok(())
     }
 
     async fn snapshot_exists(&self, key: &str) -> bool {
@@ -302,7 +319,12 @@ impl Containerd {
                 "containerd.io/gc.ref.content.config".to_string(),
                 config_digest.to_string(),
             )]);
-            for (i, l) in manifest["layers"].as_array().into_iter().flatten().enumerate() {
+            for (i, l) in manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let d = l["digest"].as_str().unwrap_or("");
                 manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), d.into());
                 if !self.has_blob(d).await {
@@ -386,7 +408,10 @@ impl Containerd {
     /// it if the snapshot went).
     async fn open(&self, name: &str, digest: &str, media: &str) -> Result<Resolved, RuntimeError> {
         let mut digest = digest.to_string();
-        let mut manifest = parse(&format!("manifest {digest}"), &self.read_blob(&digest).await?)?;
+        let mut manifest = parse(
+            &format!("manifest {digest}"),
+            &self.read_blob(&digest).await?,
+        )?;
         if crate::image::is_index(media, &manifest) {
             digest = crate::image::pick_platform(&manifest).ok_or_else(|| {
                 RuntimeError::Pull(format!(
@@ -394,7 +419,10 @@ impl Containerd {
                     crate::image::oci_arch()
                 ))
             })?;
-            manifest = parse(&format!("manifest {digest}"), &self.read_blob(&digest).await?)?;
+            manifest = parse(
+                &format!("manifest {digest}"),
+                &self.read_blob(&digest).await?,
+            )?;
         }
         let config_digest = manifest["config"]["digest"].as_str().unwrap_or("");
         let config = parse(
@@ -441,15 +469,12 @@ impl ContainerdRuntime {
             }
         }
         let loaded = self.registry.pull(&name).await.map_err(|e| {
-            RuntimeError::Pull(format!(
-                "failed to pull and unpack image \"{name}\": {e}"
-            ))
+            RuntimeError::Pull(format!("failed to pull and unpack image \"{name}\": {e}"))
         })?;
-        let stored = self
-            .client
-            .store(&loaded)
-            .await
-            .map_err(|e| RuntimeError::Pull(format!("failed to unpack image \"{name}\": {e}")))?;
+        let stored =
+            self.client.store(&loaded).await.map_err(|e| {
+                RuntimeError::Pull(format!("failed to unpack image \"{name}\": {e}"))
+            })?;
         let image = stored
             .into_iter()
             .next()

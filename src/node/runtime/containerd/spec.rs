@@ -257,7 +257,10 @@ mod tests {
     #[test]
     fn users_come_from_the_security_context_or_a_numeric_image_user() {
         let mut s = spec();
-        assert_eq!(user(&s, &json!({"User": "1000:2000"})).unwrap(), (1000, 2000));
+        assert_eq!(
+            user(&s, &json!({"User": "1000:2000"})).unwrap(),
+            (1000, 2000)
+        );
         assert_eq!(user(&s, &json!({})).unwrap(), (0, 0));
         assert!(user(&s, &json!({"User": "nobody"}))
             .unwrap_err()

@@ -1,0 +1,680 @@
+//! The containerd runtime against a real containerd (root; Debian's containerd 1.6 and runc in CI): images built by
+//! `capstan image build` from Debian's static busybox and imported with `capstan image import`, the image of the
+//! capstan binary the agent imports itself, a registry served on loopback, and the real kubectl. The same scenarios
+//! as on the process runtime - a Deployment behind a Service with probes, a rolling update, exec and logs - plus what
+//! only real containers have: an image's root filesystem, PID 1, OOMKilled, image pulls and their back-off, and
+//! containers outliving the agent.
+#![cfg(feature = "containerd")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ok, within, Agent, Server};
+use serde_json::Value;
+
+const SELF_IMAGE: &str = capstan::image::SELF_IMAGE;
+const BUSYBOX: &str = "capstan.local/busybox:test";
+
+/// Whether containerd can be used here (root, its socket, Debian's static busybox); with
+/// CAPSTAN_REQUIRE_EXTERNAL=1 a missing piece fails the test instead of skipping it.
+fn available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() == 0 };
+    let socket = Path::new("/run/containerd/containerd.sock").exists();
+    let busybox = Path::new("/bin/busybox").exists();
+    if root && socket && busybox {
+        return true;
+    }
+    let why = format!(
+        "containerd tests need root ({root}), a running containerd ({socket}) and /bin/busybox from busybox-static ({busybox})"
+    );
+    assert!(!common::required(), "{why} (CAPSTAN_REQUIRE_EXTERNAL=1)");
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// Builds a busybox image from the host's static busybox (`sh` and the applets used here as links) and imports it.
+fn import_busybox(dir: &Path) {
+    let tar = dir.join("busybox.tar");
+    let mut args = vec![
+        "image".to_string(),
+        "build".into(),
+        "--tag".into(),
+        BUSYBOX.into(),
+        "-o".into(),
+        tar.display().to_string(),
+        "--add".into(),
+        "/bin/busybox:/bin/busybox".into(),
+    ];
+    for applet in [
+        "sh", "echo", "sleep", "cat", "ls", "tail", "id", "hostname", "stty", "test",
+    ] {
+        args.extend(["--add".into(), format!("/bin/busybox:/bin/{applet}")]);
+    }
+    args.extend(["--".into(), "/bin/sh".into()]);
+    ok(&Command::new(common::BIN).args(&args).output().unwrap());
+    let out = ok(&Command::new(common::BIN)
+        .args(["image", "import"])
+        .arg(&tar)
+        .output()
+        .unwrap());
+    assert!(out.contains("capstan.local/busybox:test"), "{out}");
+}
+
+fn containerd_up(extra: &[&str]) -> Server {
+    let mut args = vec!["--runtime", "containerd"];
+    args.extend_from_slice(extra);
+    let s = Server::up(&args);
+    import_busybox(s.dir.path());
+    s
+}
+
+fn pod(s: &Server, ns: &str, name: &str) -> Value {
+    s.call(
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/pods/{name}"),
+        "",
+        "",
+    )
+    .1
+}
+
+/// The tasks containerd runs in Capstan's namespace: (container id, pid, status).
+fn tasks() -> Vec<(String, String, String)> {
+    let out = ok(&Command::new("ctr")
+        .args(["-n", "capstan", "tasks", "ls"])
+        .output()
+        .expect("ctr (from the containerd package)"));
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+fn tasks_of(uid: &str) -> Vec<(String, String, String)> {
+    tasks()
+        .into_iter()
+        .filter(|t| t.0.starts_with(uid))
+        .collect()
+}
+
+fn get_json(url: &str) -> Option<Value> {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?
+        .get(url)
+        .send()
+        .ok()?
+        .json()
+        .ok()
+}
+
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: IMAGE
+        command: ["capstan", "demo-app"]
+        env:
+        - {name: VERSION, value: "v1"}
+        - name: POD_IP
+          valueFrom: {fieldRef: {fieldPath: status.podIP}}
+        ports:
+        - {containerPort: 8080, name: http}
+        readinessProbe:
+          httpGet: {path: /healthz, port: http}
+          periodSeconds: 1
+        livenessProbe:
+          exec:
+            command: ["capstan", "demo-app", "--report", "alive"]
+          periodSeconds: 2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - {port: 80, targetPort: http}
+"#;
+
+const SHELL: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: capstan.local/busybox:test
+    command: ["sh", "-c", "echo started in $(hostname) as $(id -u); while true; do sleep 1; done"]
+    workingDir: /bin
+    env:
+    - {name: GREETING, value: "hello from the container"}
+"#;
+
+#[test]
+fn deployment_service_probes_rollout_exec_and_logs_on_containerd() {
+    if !available() {
+        return;
+    }
+    let Some(k) = common::kubectl() else { return };
+    capstan::apiserver::tls::init_crypto();
+    let s = containerd_up(&[]);
+    s.kubectl_apply(&k, &WEB.replace("IMAGE", SELF_IMAGE));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+    ));
+
+    // Three real containers: each is PID 1 of its own PID namespace, on its own pod address, ready through its
+    // HTTP probe and kept alive by an exec probe run inside it.
+    let pods: Value = serde_json::from_str(&ok(
+        &s.kubectl(&k, &["get", "pods", "-l", "app=web", "-o", "json"])
+    ))
+    .unwrap();
+    let items = pods["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    for p in items {
+        let ip = p["status"]["podIP"].as_str().unwrap();
+        let answer = within(Duration::from_secs(10), "the pod answers", || {
+            get_json(&format!("http://{ip}:8080/"))
+        });
+        assert_eq!(answer["pid"], 1, "{answer}");
+        assert_eq!(answer["version"], "v1");
+        let cs = &p["status"]["containerStatuses"][0];
+        assert!(
+            cs["containerID"]
+                .as_str()
+                .unwrap()
+                .starts_with("containerd://"),
+            "{cs}"
+        );
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        assert_eq!(tasks_of(uid).len(), 1, "one task per container");
+    }
+    // The liveness probe passes (an exec in each container), so nothing restarts.
+    std::thread::sleep(Duration::from_secs(5));
+    let pods: Value = serde_json::from_str(&ok(
+        &s.kubectl(&k, &["get", "pods", "-l", "app=web", "-o", "json"])
+    ))
+    .unwrap();
+    for p in pods["items"].as_array().unwrap() {
+        assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    }
+
+    // The Service spreads requests over the pods.
+    let svc = s
+        .call("GET", "/api/v1/namespaces/default/services/web", "", "")
+        .1;
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let a = get_json(&format!("http://{ip}:80/")).expect("the Service answers");
+        seen.insert(a["podIP"].as_str().unwrap().to_string());
+    }
+    assert!(seen.len() >= 2, "requests reached only {seen:?}");
+
+    // A rolling update replaces every container with the new version.
+    ok(&s.kubectl(&k, &["set", "env", "deployment/web", "VERSION=v2"]));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=120s"],
+    ));
+    within(Duration::from_secs(20), "all answers are v2", || {
+        (0..10)
+            .all(|_| get_json(&format!("http://{ip}:80/")).is_some_and(|a| a["version"] == "v2"))
+            .then_some(())
+    });
+
+    // exec and logs in a busybox container: its own root filesystem, environment, working directory and host name.
+    s.kubectl_apply(&k, SHELL);
+    ok(&s.kubectl(
+        &k,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/shell",
+            "--timeout=60s",
+        ],
+    ));
+    let out = ok(&s.kubectl(&k, &["exec", "shell", "--", "sh", "-c", "echo hi"]));
+    assert_eq!(out, "hi\n");
+    let out = ok(&s.kubectl(
+        &k,
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; pwd; hostname; ls /",
+        ],
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hello from the container");
+    assert_eq!(lines[1], "/bin");
+    assert_eq!(lines[2], "shell");
+    assert!(
+        !out.contains("usr") && !out.contains("home"),
+        "the image's root only:\n{out}"
+    );
+    let failed = s.kubectl(&k, &["exec", "shell", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(failed.status.code(), Some(3));
+    let logs = ok(&s.kubectl(&k, &["logs", "shell"]));
+    assert_eq!(logs, "started in shell as 0\n");
+    exec_it(&s, &k);
+}
+
+/// `kubectl exec -it` gets an interactive shell in a terminal inside the container.
+fn exec_it(s: &Server, k: &Path) {
+    let pair = portable_pty::native_pty_system()
+        .openpty(portable_pty::PtySize {
+            rows: 30,
+            cols: 100,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = portable_pty::CommandBuilder::new(k);
+    cmd.arg("--cache-dir");
+    cmd.arg(s.dir.path().join("kubectl-cache"));
+    cmd.args(["exec", "-it", "shell", "--", "sh"]);
+    cmd.env("KUBECONFIG", s.kubeconfig());
+    cmd.env("TERM", "xterm");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    let mut writer = pair.master.take_writer().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_for = |what: &str| {
+        within(Duration::from_secs(30), what, || {
+            seen.lock().unwrap().contains(what).then_some(())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    writer
+        .write_all(b"stty size; echo sum-$((40+2)) in $(hostname)\r")
+        .unwrap();
+    wait_for("sum-42 in shell");
+    wait_for("30 100");
+    writer.write_all(b"exit 4\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the shell did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.exit_code(), 4);
+}
+
+#[test]
+fn a_container_past_its_memory_limit_is_oom_killed_and_restarted_per_policy() {
+    if !available() {
+        return;
+    }
+    let Some(k) = common::kubectl() else { return };
+    let s = containerd_up(&[]);
+    // `tail` of an endless line keeps all of it in memory.
+    let hog = |name: &str, policy: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {policy}
+  containers:
+  - name: hog
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo eating; tail /dev/zero"]
+    resources:
+      limits: {{memory: 32Mi}}
+"#
+        )
+    };
+    s.kubectl_apply(&k, &hog("hog", "Always"));
+    s.kubectl_apply(&k, &hog("hog-once", "Never"));
+    let cs = within(
+        Duration::from_secs(60),
+        "hog OOMKilled and restarted",
+        || {
+            let p = pod(&s, "default", "hog");
+            let cs = p["status"]["containerStatuses"][0].clone();
+            (cs["restartCount"].as_i64() >= Some(1)
+                && cs["lastState"]["terminated"]["reason"] == "OOMKilled")
+                .then_some(cs)
+        },
+    );
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 137, "{cs}");
+    let p = within(Duration::from_secs(60), "hog-once Failed", || {
+        let p = pod(&s, "default", "hog-once");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    let term = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["reason"], "OOMKilled", "{p}");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+}
+
+#[test]
+fn a_missing_image_gives_err_image_pull_then_image_pull_back_off() {
+    if !available() {
+        return;
+    }
+    let Some(k) = common::kubectl() else { return };
+    let s = containerd_up(&[]);
+    // A registry address on loopback where nothing listens: the pull fails at once, without leaving the machine.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let image = format!("127.0.0.1:{port}/team/missing:v1");
+    s.kubectl_apply(
+        &k,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: missing}}\nspec:\n  containers:\n  - {{name: app, image: \"{image}\"}}\n"
+        ),
+    );
+    let mut reasons = Vec::new();
+    within(
+        Duration::from_secs(30),
+        "ErrImagePull then ImagePullBackOff",
+        || {
+            let p = pod(&s, "default", "missing");
+            let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+            if let Some(r) = w["reason"].as_str() {
+                assert!(
+                    w["message"].as_str().unwrap_or("").contains(&image),
+                    "the message names the image: {w}"
+                );
+                if reasons.last().map(String::as_str) != Some(r) {
+                    reasons.push(r.to_string());
+                }
+            }
+            (reasons.contains(&"ErrImagePull".to_string())
+                && reasons.contains(&"ImagePullBackOff".to_string()))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        reasons[..2],
+        ["ErrImagePull", "ImagePullBackOff"],
+        "{reasons:?}"
+    );
+    let events = ok(&s.kubectl(
+        &k,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=missing",
+        ],
+    ));
+    assert!(
+        events.contains(&format!("Failed to pull image \"{image}\"")),
+        "{events}"
+    );
+
+    // imagePullPolicy: Never and the image is not here.
+    s.kubectl_apply(
+        &k,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: never}\nspec:\n  containers:\n  - {name: app, image: capstan.local/not-here:v1, imagePullPolicy: Never}\n",
+    );
+    let w = within(Duration::from_secs(30), "ErrImageNeverPull", || {
+        let p = pod(&s, "default", "never");
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ErrImageNeverPull").then_some(w)
+    });
+    assert!(
+        w["message"]
+            .as_str()
+            .unwrap()
+            .contains("capstan.local/not-here:v1"),
+        "{w}"
+    );
+}
+
+/// Serves the image in `tar` as a registry on 127.0.0.1 (OCI distribution API: manifests by tag and digest,
+/// blobs); returns its port.
+fn serve_registry(tar: PathBuf, repo: &'static str, tag: &'static str) -> u16 {
+    use axum::extract::{Path as P, State};
+    use axum::response::IntoResponse;
+    let data = std::fs::read(tar).unwrap();
+    let files = capstan::image::read_archive(&data).unwrap();
+    let loaded = capstan::image::load(files).unwrap();
+    let manifest = loaded.images[0].1.clone();
+    let blobs = std::sync::Arc::new(loaded.blobs);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            type St = (
+                std::sync::Arc<std::collections::BTreeMap<String, Vec<u8>>>,
+                String,
+            );
+            let app = axum::Router::new()
+                .route(
+                    &format!("/v2/{repo}/manifests/{{object}}"),
+                    axum::routing::get(
+                        move |State((b, m)): State<St>, P(o): P<String>| async move {
+                            let key = if o == tag { m } else { o };
+                            match b.get(&key) {
+                                Some(d) => {
+                                    ([("content-type", capstan::image::OCI_MANIFEST)], d.clone())
+                                        .into_response()
+                                }
+                                None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                            }
+                        },
+                    ),
+                )
+                .route(
+                    &format!("/v2/{repo}/blobs/{{digest}}"),
+                    axum::routing::get(|State((b, _)): State<St>, P(d): P<String>| async move {
+                        b.get(&d).cloned().ok_or(axum::http::StatusCode::NOT_FOUND)
+                    }),
+                )
+                .with_state((blobs, manifest));
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    port
+}
+
+#[test]
+fn an_image_is_pulled_from_a_registry_and_run() {
+    if !available() {
+        return;
+    }
+    let Some(k) = common::kubectl() else { return };
+    let s = containerd_up(&[]);
+    // A second image, only in the registry.
+    let tar = s.dir.path().join("pulled.tar");
+    ok(&Command::new(common::BIN)
+        .args(["image", "build", "--tag", "team/pulled:v1", "-o"])
+        .arg(&tar)
+        .args([
+            "--add",
+            "/bin/busybox:/bin/busybox",
+            "--add",
+            "/bin/busybox:/bin/sh",
+            "--env",
+            "FROM_IMAGE=yes",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo pulled image, FROM_IMAGE=$FROM_IMAGE",
+        ])
+        .output()
+        .unwrap());
+    let port = serve_registry(tar, "team/pulled", "v1");
+    s.kubectl_apply(
+        &k,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pulled}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: app, image: \"127.0.0.1:{port}/team/pulled:v1\"}}\n"
+        ),
+    );
+    within(Duration::from_secs(60), "the pulled image ran", || {
+        (pod(&s, "default", "pulled")["status"]["phase"] == "Succeeded").then_some(())
+    });
+    // The image's entrypoint and environment were used (no command in the pod).
+    let logs = ok(&s.kubectl(&k, &["logs", "pulled"]));
+    assert_eq!(logs, "pulled image, FROM_IMAGE=yes\n");
+}
+
+#[test]
+fn a_killed_agent_leaves_containers_running_and_a_new_one_adopts_them() {
+    if !available() {
+        return;
+    }
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    let mut agent = Agent::start(&s, "node-c", &["--runtime", "containerd"]);
+    import_busybox(s.dir.path());
+    s.kubectl_apply(&k, SHELL);
+    ok(&s.kubectl(
+        &k,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/shell",
+            "--timeout=90s",
+        ],
+    ));
+    let before = pod(&s, "default", "shell");
+    let uid = before["metadata"]["uid"].as_str().unwrap().to_string();
+    let id = before["status"]["containerStatuses"][0]["containerID"].clone();
+    let task = tasks_of(&uid);
+    assert_eq!(task.len(), 1);
+
+    agent.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        tasks_of(&uid),
+        task,
+        "the container runs on without its agent"
+    );
+
+    let again = Agent::start(&s, "node-c", &["--runtime", "containerd"]);
+    // The new agent reports the same container: same id, no restart, one task with the same pid.
+    within(Duration::from_secs(60), "the container adopted", || {
+        let p = pod(&s, "default", "shell");
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["ready"] == true && cs["containerID"] == id).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let p = pod(&s, "default", "shell");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(
+        tasks_of(&uid),
+        task,
+        "nothing duplicated, nothing restarted"
+    );
+    let out = ok(&s.kubectl(&k, &["exec", "shell", "--", "echo", "still here"]));
+    assert_eq!(out, "still here\n");
+
+    ok(&s.kubectl(&k, &["delete", "pod", "shell", "--wait=true"]));
+    within(Duration::from_secs(30), "the task is gone", || {
+        tasks_of(&uid).is_empty().then_some(())
+    });
+    drop(again);
+}
+
+#[test]
+fn up_runs_the_example_repository_on_containerd() {
+    if !available() {
+        return;
+    }
+    capstan::apiserver::tls::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo");
+    let mut child = Command::new(common::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["up", repo.to_str().unwrap(), "--runtime", "containerd"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(common::ranges(&["up"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let kc = dir.path().join("kubeconfig");
+    within(Duration::from_secs(20), "the kubeconfig", || {
+        kc.exists().then_some(())
+    });
+    let pods = within(Duration::from_secs(120), "two Ready demo pods", || {
+        let out = Command::new(common::BIN)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["get", "pods", "-n", "demo", "-l", "app=hello", "-o", "json"])
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let items = v["items"].as_array()?.clone();
+        let ready = items
+            .iter()
+            .filter(|p| p["status"]["containerStatuses"][0]["ready"] == true)
+            .count();
+        (ready == 2).then_some(items)
+    });
+    let mut uids = Vec::new();
+    for p in &pods {
+        let ip = p["status"]["podIP"].as_str().unwrap();
+        let answer = within(Duration::from_secs(10), "the demo answers", || {
+            get_json(&format!("http://{ip}:8080/"))
+        });
+        assert_eq!(answer["message"], "Hello from Capstan");
+        assert_eq!(answer["pid"], 1, "a container of its own: {answer}");
+        let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+        assert_eq!(tasks_of(&uid).len(), 1);
+        uids.push(uid);
+    }
+    // Ctrl-C stops the containers before capstan exits.
+    common::terminate(&mut child, Duration::from_secs(30));
+    for uid in uids {
+        assert!(
+            tasks_of(&uid).is_empty(),
+            "containers of {uid} left running"
+        );
+    }
+}
