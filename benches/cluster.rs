@@ -3,6 +3,8 @@
 //! - `scheduler`: `capstan server` with 1,000 and 5,000 Node objects (no agents) and 10,000 pods; pods bound per second.
 //! - `placement`: the scheduler's decision alone (filters, sampling, scores) for 10,000 pods on 1,000 and 5,000 nodes.
 //! - `startup`: `capstan up`; create-to-Running latency of pods on the process runtime, one pod at a time.
+//! - `startup-containerd`: the same on the containerd runtime (real containers of the image of this binary; needs
+//!   root, a running containerd and `--features containerd`).
 //! - `rollout`: `capstan up`; wall time of a 10-replica rolling update of the demo app (readiness probe every second).
 //! - `idle`: `capstan up examples/repo`; RSS of the capstan process once the demo Deployment is available.
 //! - `proxy`: `capstan up`, one demo-app pod behind a Service: latency and throughput through the ClusterIP against
@@ -242,10 +244,24 @@ async fn up(extra: &[&str]) -> Capstan {
     c
 }
 
-async fn startup(quick: bool) {
-    let n = if quick { 30 } else { 200 };
+async fn startup(quick: bool, containerd: bool) {
+    let n = match (quick, containerd) {
+        (true, _) => 30,
+        (false, false) => 200,
+        (false, true) => 100,
+    };
     // More pods than the default 110 per node.
-    let c = up(&["--max-pods", "1000"]).await;
+    let c = if containerd {
+        up(&["--max-pods", "1000", "--runtime", "containerd"]).await
+    } else {
+        up(&["--max-pods", "1000"]).await
+    };
+    let container = if containerd {
+        json!({"name": "c", "image": "capstan.local/capstan:0.1.0", "command": ["capstan", "demo-app"]})
+    } else {
+        json!({"name": "c", "image": "x", "command": ["sleep", "3600"]})
+    };
+    let runtime = if containerd { "containerd" } else { "process" };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let w = conn(&c);
@@ -267,8 +283,7 @@ async fn startup(quick: bool) {
     for i in 0..n {
         let name = format!("s{i:04}");
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "c", "image": "x", "command": ["sleep", "3600"]}]}});
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [container.clone()]}});
         let t = Instant::now();
         assert_eq!(post(&c, "/api/v1/namespaces/default/pods", &pod).await, 201);
         loop {
@@ -284,7 +299,7 @@ async fn startup(quick: bool) {
     }
     watcher.abort();
     println!(
-        "create-to-Running on the process runtime, {n} pods one at a time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "create-to-Running on the {runtime} runtime, {n} pods one at a time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         pct(&mut lat.clone(), 0.5),
         pct(&mut lat.clone(), 0.99),
         pct(&mut lat, 1.0)
@@ -982,7 +997,10 @@ async fn main() {
         idle(quick).await;
     }
     if want("startup") {
-        startup(quick).await;
+        startup(quick, false).await;
+    }
+    if which.iter().any(|w| w == "startup-containerd") {
+        startup(quick, true).await;
     }
     if want("gitops") {
         gitops(quick).await;
