@@ -51,7 +51,8 @@ fn import_busybox(dir: &Path) {
         "/bin/busybox:/bin/busybox".into(),
     ];
     for applet in [
-        "sh", "echo", "sleep", "cat", "ls", "tail", "id", "hostname", "stty", "test",
+        "sh", "echo", "sleep", "cat", "ls", "tail", "id", "hostname", "stty", "test", "tar",
+        "nslookup",
     ] {
         args.extend(["--add".into(), format!("/bin/busybox:/bin/{applet}")]);
     }
@@ -281,10 +282,38 @@ fn deployment_service_probes_rollout_exec_and_logs_on_containerd() {
         !out.contains("usr") && !out.contains("home"),
         "the image's root only:\n{out}"
     );
+    // The exec'd command is in the container's PID namespace (PID 1 is the container's command) and cgroups.
+    let out = ok(&s.kubectl(&k, &["exec", "shell", "--", "cat", "/proc/1/cmdline"]));
+    assert!(out.contains("started in"), "{out}");
+    let id = pod(&s, "default", "shell")["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("containerd://")
+        .to_string();
+    let out = ok(&s.kubectl(&k, &["exec", "shell", "--", "cat", "/proc/self/cgroup"]));
+    assert!(out.contains(&format!("/capstan/{id}")), "{out}");
     let failed = s.kubectl(&k, &["exec", "shell", "--", "sh", "-c", "exit 3"]);
     assert_eq!(failed.status.code(), Some(3));
     let logs = ok(&s.kubectl(&k, &["logs", "shell"]));
     assert_eq!(logs, "started in shell as 0\n");
+    // kubectl cp rides on exec (tar in the container).
+    let local = s.dir.path().join("note.txt");
+    std::fs::write(&local, "copied in\n").unwrap();
+    ok(&s.kubectl(&k, &["cp", local.to_str().unwrap(), "shell:/note.txt"]));
+    let out = ok(&s.kubectl(&k, &["exec", "shell", "--", "cat", "/note.txt"]));
+    assert_eq!(out, "copied in\n");
+    // The pod's resolv.conf points at cluster DNS: the Service resolves to its ClusterIP inside the container.
+    let out = ok(&s.kubectl(
+        &k,
+        &[
+            "exec",
+            "shell",
+            "--",
+            "nslookup",
+            "web.default.svc.cluster.local",
+        ],
+    ));
+    assert!(out.contains(&ip), "{out}");
     exec_it(&s, &k);
 }
 

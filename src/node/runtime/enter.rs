@@ -1,10 +1,13 @@
 //! Entering a running container to run a command in it, the way `nsenter` does: the new process takes the
 //! environment, working directory and namespaces of the container's main process. The process runtime shares the
 //! host's filesystem, so only its network and mount namespaces (as root) are entered; a real container (containerd)
-//! is entered whole - mount (its root filesystem), network, IPC and UTS namespaces - and as its user and groups.
+//! is entered whole - mount (its root filesystem), network, IPC, UTS and PID namespaces, its cgroups (so its limits
+//! hold for what runs there too) - and as its user and groups. A PID namespace takes one more fork: a small
+//! process outside waits for the command inside and ends with its status.
 //! Used by `kubectl exec` ([`session`]) and exec probes ([`run`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -27,6 +30,10 @@ struct Context {
     namespaces: Vec<std::fs::File>,
     /// (uid, gid, supplementary groups) to switch to; none: stay who we are.
     ids: Option<(u32, u32, Vec<u32>)>,
+    /// The target's `cgroup.procs` files, opened for writing: the new process moves itself in.
+    cgroups: Vec<std::fs::File>,
+    /// The target's PID namespace, when it has one of its own.
+    pid_ns: Option<std::fs::File>,
 }
 
 fn context_of(pid: i32, depth: Depth) -> Result<Context, RuntimeError> {
@@ -57,16 +64,81 @@ fn context_of(pid: i32, depth: Depth) -> Result<Context, RuntimeError> {
             }
         }
     }
-    let ids = match depth {
-        Depth::Process => None,
-        Depth::Container => Some(ids_of(pid).map_err(gone)?),
+    let (ids, cgroups) = match depth {
+        Depth::Process => (None, Vec::new()),
+        Depth::Container => (Some(ids_of(pid).map_err(gone)?), cgroups_of(pid)),
+    };
+    let pid_ns = match depth {
+        Depth::Container if crate::node::network::is_root() => {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+            let ours = std::fs::read_link("/proc/self/ns/pid").ok();
+            if theirs.is_some() && theirs != ours {
+                Some(std::fs::File::open(format!("/proc/{pid}/ns/pid")).map_err(gone)?)
+            } else {
+                None
+            }
+        }
+        _ => None,
     };
     Ok(Context {
         env,
         cwd,
         namespaces,
         ids,
+        cgroups,
+        pid_ns,
     })
+}
+
+/// The `cgroup.procs` files of process `pid`'s cgroups (v1 hierarchies by controller, or the v2 one), open for
+/// writing.
+fn cgroups_of(pid: i32) -> Vec<std::fs::File> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return Vec::new();
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        if controllers.is_empty() {
+            dirs.insert(format!("/sys/fs/cgroup{path}"));
+            dirs.insert(format!("/sys/fs/cgroup/unified{path}"));
+        } else {
+            for c in controllers.split(',') {
+                let c = c.strip_prefix("name=").unwrap_or(c);
+                dirs.insert(format!("/sys/fs/cgroup/{c}{path}"));
+            }
+            dirs.insert(format!("/sys/fs/cgroup/{controllers}{path}"));
+        }
+    }
+    dirs.into_iter()
+        .filter_map(|d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(Path::new(&d).join("cgroup.procs"))
+                .ok()
+        })
+        .collect()
+}
+
+/// Writes `pid` in decimal to `fd` without allocating (after a fork).
+fn write_pid(fd: i32, pid: i32) {
+    let mut buf = [0u8; 12];
+    let mut n = pid.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: writes initialized bytes of a stack buffer to a descriptor we own.
+    unsafe { libc::write(fd, buf[i..].as_ptr().cast(), buf.len() - i) };
 }
 
 /// The real uid, gid and supplementary groups of process `pid`.
@@ -156,18 +228,50 @@ pub fn session(pid: i32, req: &ExecRequest, depth: Depth) -> Result<ExecSession,
     let fds: Vec<i32> = ctx.namespaces.iter().map(AsRawFd::as_raw_fd).collect();
     let cwd = ctx.cwd.as_raw_fd();
     let ids = ctx.ids.clone();
-    // SAFETY: the closure makes only system calls (setsid, ioctl, setns, fchdir, setgroups, setgid, setuid) on data
-    // prepared before the fork.
+    let cgroups: Vec<i32> = ctx.cgroups.iter().map(AsRawFd::as_raw_fd).collect();
+    let pid_ns = ctx.pid_ns.as_ref().map(AsRawFd::as_raw_fd);
+    // SAFETY: the closure makes only system calls (getpid, write, setns, fork, close_range, waitpid, _exit, prctl,
+    // setsid, ioctl, fchdir, setgroups, setgid, setuid) on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if tty {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
+            let me = libc::getpid();
+            for fd in &cgroups {
+                write_pid(*fd, me);
             }
             for fd in &fds {
                 if libc::setns(*fd, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if let Some(ns) = pid_ns {
+                // A PID namespace is entered by children only: fork once more. This process stays outside, waits
+                // for the command and ends as it ends; the command dies with it.
+                if libc::setns(ns, libc::CLONE_NEWPID) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let command = libc::fork();
+                if command < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if command > 0 {
+                    // Hold nothing: not the streams, not the pipe the spawner reads exec errors from.
+                    libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                    let mut status = 0;
+                    while libc::waitpid(command, &mut status, 0) < 0 {
+                        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                            libc::_exit(127);
+                        }
+                    }
+                    if libc::WIFEXITED(status) {
+                        libc::_exit(libc::WEXITSTATUS(status));
+                    }
+                    libc::_exit(128 + libc::WTERMSIG(status));
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            }
+            if tty {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
             }
             libc::fchdir(cwd);
             if let Some((uid, gid, groups)) = &ids {
