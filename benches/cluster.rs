@@ -251,11 +251,13 @@ async fn startup(quick: bool, containerd: bool) {
         (false, true) => 100,
     };
     // More pods than the default 110 per node.
-    let c = if containerd {
-        up(&["--max-pods", "1000", "--runtime", "containerd"]).await
-    } else {
-        up(&["--max-pods", "1000"]).await
-    };
+    // CAPSTAN_BENCH_NETWORK=host|bridge picks the pod network (default: bridge as root, else host).
+    let network = std::env::var("CAPSTAN_BENCH_NETWORK").unwrap_or_else(|_| "auto".into());
+    let mut args = vec!["--max-pods", "1000", "--network", &network];
+    if containerd {
+        args.extend(["--runtime", "containerd"]);
+    }
+    let c = up(&args).await;
     let container = if containerd {
         json!({"name": "c", "image": "capstan.local/capstan:0.1.0", "command": ["capstan", "demo-app"]})
     } else {
