@@ -610,6 +610,11 @@ fn a_killed_agent_leaves_containers_running_and_a_new_one_adopts_them() {
             "--timeout=90s",
         ],
     ));
+    let node = s.call("GET", "/api/v1/nodes/node-c", "", "").1;
+    let version = node["status"]["nodeInfo"]["containerRuntimeVersion"]
+        .as_str()
+        .unwrap();
+    assert!(version.starts_with("containerd://1."), "{version}");
     let before = pod(&s, "default", "shell");
     let uid = before["metadata"]["uid"].as_str().unwrap().to_string();
     let id = before["status"]["containerStatuses"][0]["containerID"].clone();

@@ -205,7 +205,7 @@ fn node_status(cfg: &Config, port: u16, runtime: &str) -> Value {
         "nodeInfo": {"machineID": machine_id, "systemUUID": machine_id, "bootID": boot_id,
             "kernelVersion": kernel, "osImage": "Linux", "operatingSystem": "linux",
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-            "containerRuntimeVersion": format!("{runtime}://{}", crate::VERSION),
+            "containerRuntimeVersion": runtime,
             "kubeletVersion": format!("v{}.{}.0-capstan.{}", crate::KUBE_VERSION.0, crate::KUBE_VERSION.1, crate::VERSION),
             "kubeProxyVersion": ""},
     })
@@ -265,7 +265,7 @@ fn micro_time() -> String {
 }
 
 /// Renews the node's Lease and refreshes its Ready heartbeat; re-registers a Node that was deleted.
-async fn heartbeat(client: Client, cfg: Config, port: u16, runtime: &'static str) {
+async fn heartbeat(client: Client, cfg: Config, port: u16, runtime: String) {
     let leases = kind("leases");
     let renew = (cfg.lease_duration / 4).max(Duration::from_millis(200));
     let mut last_status = tokio::time::Instant::now();
@@ -289,7 +289,7 @@ async fn heartbeat(client: Client, cfg: Config, port: u16, runtime: &'static str
         }
         if last_status.elapsed() >= Duration::from_secs(60) {
             last_status = tokio::time::Instant::now();
-            if let Err(e) = register(&client, &cfg, port, runtime).await {
+            if let Err(e) = register(&client, &cfg, port, &runtime).await {
                 tracing::warn!("node heartbeat failed: {e}");
             }
         }
@@ -321,8 +321,15 @@ pub async fn run(
     std::fs::create_dir_all(&pods_dir)?;
     let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port)).await?;
     let port = listener.local_addr()?.port();
-    register(&client, &cfg, port, runtime.name()).await?;
-    let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), port, runtime.name()));
+    // `containerRuntimeVersion`, as the kubelet reports it: `containerd://1.6.20`.
+    let runtime_version = format!("{}://{}", runtime.name(), runtime.version());
+    register(&client, &cfg, port, &runtime_version).await?;
+    let hb = tokio::spawn(heartbeat(
+        client.clone(),
+        cfg.clone(),
+        port,
+        runtime_version,
+    ));
     let cidr = pod_cidr(&client, &cfg.node_name).await;
     let net = network::open(cfg.network, &cidr).await?;
     tracing::info!(node = %cfg.node_name, pod_cidr = %cidr, network = net.name(), addresses = %net.cidr(), "pod network ready");

@@ -124,6 +124,10 @@ pub struct ExecResult {
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
     fn name(&self) -> &'static str;
+    /// The runtime's version, for the Node's `containerRuntimeVersion` (default: Capstan's own).
+    fn version(&self) -> String {
+        crate::VERSION.to_string()
+    }
     /// Starts a container; returns once its process runs (or could not be started).
     async fn start(&self, spec: &ContainerSpec) -> Result<Handle, RuntimeError>;
     /// Resolves when the container has exited.

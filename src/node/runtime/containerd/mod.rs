@@ -49,6 +49,8 @@ pub struct Containerd {
     channel: Channel,
     namespace: String,
     snapshotter: String,
+    /// containerd's version, as it reports it.
+    pub version: String,
 }
 
 /// Maps a gRPC failure to a runtime error that says what was being done.
@@ -65,16 +67,19 @@ impl Containerd {
                 socket.display()
             ))
         })?;
-        let c = Containerd {
+        let version =
+            containerd_client::services::v1::version_client::VersionClient::new(channel.clone())
+                .version(Request::new(()))
+                .await
+                .map_err(failed(format!("version at {}", socket.display())))?
+                .into_inner()
+                .version;
+        Ok(Containerd {
             channel,
             namespace: namespace.to_string(),
             snapshotter: "overlayfs".into(),
-        };
-        containerd_client::services::v1::version_client::VersionClient::new(c.channel.clone())
-            .version(Request::new(()))
-            .await
-            .map_err(failed(format!("version at {}", socket.display())))?;
-        Ok(c)
+            version,
+        })
     }
 
     /// A request in our namespace.
@@ -268,6 +273,10 @@ impl ContainerdRuntime {
 impl ContainerRuntime for ContainerdRuntime {
     fn name(&self) -> &'static str {
         "containerd"
+    }
+
+    fn version(&self) -> String {
+        self.client.version.clone()
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Handle, RuntimeError> {
