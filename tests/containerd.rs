@@ -250,8 +250,16 @@ fn deployment_service_probes_rollout_exec_and_logs_on_containerd() {
             .then_some(())
     });
 
-    // exec and logs in a busybox container: its own root filesystem, environment, working directory and host name.
-    s.kubectl_apply(&k, SHELL);
+    // exec and logs in a busybox container: its own root filesystem, environment, working directory and host name;
+    // a ConfigMap volume and an emptyDir mounted in it.
+    s.kubectl_apply(
+        &k,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n",
+    );
+    let with_volumes = format!(
+        "{SHELL}    volumeMounts:\n    - {{name: settings, mountPath: /etc/settings, readOnly: true}}\n    - {{name: scratch, mountPath: /scratch}}\n  volumes:\n  - name: settings\n    configMap: {{name: settings}}\n  - name: scratch\n    emptyDir: {{}}\n"
+    );
+    s.kubectl_apply(&k, &with_volumes);
     ok(&s.kubectl(
         &k,
         &[
@@ -292,6 +300,18 @@ fn deployment_service_probes_rollout_exec_and_logs_on_containerd() {
         .to_string();
     let out = ok(&s.kubectl(&k, &["exec", "shell", "--", "cat", "/proc/self/cgroup"]));
     assert!(out.contains(&format!("/capstan/{id}")), "{out}");
+    let out = ok(&s.kubectl(
+        &k,
+        &[
+            "exec",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/settings/mode; echo; echo kept > /scratch/f && cat /scratch/f; echo x > /etc/settings/y || echo read-only",
+        ],
+    ));
+    assert_eq!(out, "fast\nkept\nread-only\n");
     let failed = s.kubectl(&k, &["exec", "shell", "--", "sh", "-c", "exit 3"]);
     assert_eq!(failed.status.code(), Some(3));
     let logs = ok(&s.kubectl(&k, &["logs", "shell"]));
