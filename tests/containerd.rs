@@ -521,8 +521,8 @@ fn a_missing_image_gives_err_image_pull_then_image_pull_back_off() {
 }
 
 /// Serves the image in `tar` as a registry on 127.0.0.1 (OCI distribution API: manifests by tag and digest,
-/// blobs); returns its port.
-fn serve_registry(tar: PathBuf, repo: &'static str, tag: &'static str) -> u16 {
+/// blobs) that wants HTTP basic authentication as `login`; returns its port.
+fn serve_registry(tar: PathBuf, repo: &'static str, tag: &'static str, login: &'static str) -> u16 {
     use axum::extract::{Path as P, State};
     use axum::response::IntoResponse;
     let data = std::fs::read(tar).unwrap();
@@ -563,6 +563,32 @@ fn serve_registry(tar: PathBuf, repo: &'static str, tag: &'static str) -> u16 {
                     }),
                 )
                 .with_state((blobs, manifest));
+            let expected = {
+                use base64::Engine;
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(login)
+                )
+            };
+            let app = app.layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let authorized = req
+                        .headers()
+                        .get("authorization")
+                        .is_some_and(|h| h.as_bytes() == expected.as_bytes());
+                    async move {
+                        if authorized {
+                            next.run(req).await
+                        } else {
+                            (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                [("www-authenticate", "Basic realm=\"capstan-test\"")],
+                            )
+                                .into_response()
+                        }
+                    }
+                },
+            ));
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
@@ -571,7 +597,7 @@ fn serve_registry(tar: PathBuf, repo: &'static str, tag: &'static str) -> u16 {
 }
 
 #[test]
-fn an_image_is_pulled_from_a_registry_and_run() {
+fn an_image_is_pulled_from_a_registry_with_a_login_and_run() {
     if !available() {
         return;
     }
@@ -596,11 +622,45 @@ fn an_image_is_pulled_from_a_registry_and_run() {
         ])
         .output()
         .unwrap());
-    let port = serve_registry(tar, "team/pulled", "v1");
+    let port = serve_registry(tar, "team/pulled", "v1", "puller:s3cret");
+    let image = format!("127.0.0.1:{port}/team/pulled:v1");
+    // Without a login the registry refuses.
     s.kubectl_apply(
         &k,
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pulled}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: app, image: \"127.0.0.1:{port}/team/pulled:v1\"}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: refused}}\nspec:\n  containers:\n  - {{name: app, image: \"{image}\"}}\n"
+        ),
+    );
+    let w = within(
+        Duration::from_secs(30),
+        "ErrImagePull for want of a login",
+        || {
+            let p = pod(&s, "default", "refused");
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("401"))
+                .then_some(w)
+        },
+    );
+    assert!(w["message"].as_str().unwrap().contains(&image), "{w}");
+    // With the login in a docker-registry Secret (made by kubectl) named in imagePullSecrets, it pulls.
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server=127.0.0.1:{port}"),
+            "--docker-username=puller",
+            "--docker-password=s3cret",
+        ],
+    ));
+    s.kubectl_apply(
+        &k,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pulled}}\nspec:\n  restartPolicy: Never\n  imagePullSecrets: [{{name: regcred}}]\n  containers:\n  - {{name: app, image: \"{image}\"}}\n"
         ),
     );
     within(Duration::from_secs(60), "the pulled image ran", || {

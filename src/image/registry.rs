@@ -2,7 +2,8 @@
 //! through, and [`HttpRegistry`], which speaks the API over HTTP(S) with anonymous bearer tokens. It fetches the
 //! manifest (picking this machine's platform from an index), the config and the layers, checks every digest, and
 //! hands back a [`Loaded`] set of blobs - the same shape an imported archive has. Like Docker, registries on
-//! `localhost` and 127.0.0.0/8 are spoken to over plain HTTP.
+//! `localhost` and 127.0.0.0/8 are spoken to over plain HTTP. Credentials come from a pod's `imagePullSecrets`
+//! (Docker config secrets, [`credentials_from_secret`]) and answer basic or bearer-token challenges.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -11,8 +12,94 @@ use super::{is_index, pick_platform, ImageError, Loaded};
 
 #[async_trait]
 pub trait Registry: Send + Sync {
-    /// Fetches `reference` (normalized, `host/repository:tag` or `@sha256:...`) for this machine's platform.
-    async fn pull(&self, reference: &str) -> Result<Loaded, ImageError>;
+    /// Fetches `reference` (normalized, `host/repository:tag` or `@sha256:...`) for this machine's platform, with
+    /// `credentials` when the registry asks for them.
+    async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Loaded, ImageError>;
+}
+
+/// A registry login.
+#[derive(Clone, Default, PartialEq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <password>)", self.username)
+    }
+}
+
+/// The registry host a Docker config key names (`https://index.docker.io/v1/` is `docker.io`).
+fn config_host(key: &str) -> String {
+    let key = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = key.split('/').next().unwrap_or(key);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".into()
+        }
+        h => h.to_string(),
+    }
+}
+
+/// The logins in a `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`: `{"auths": {HOST: ...}}`) or
+/// `kubernetes.io/dockercfg` (`.dockercfg`: `{HOST: ...}`) Secret, by registry host; each entry has `username` and
+/// `password`, or `auth` (base64 of `username:password`).
+pub fn credentials_from_secret(secret: &Value) -> Vec<(String, Credentials)> {
+    use base64::Engine;
+    let decode = |key: &str| -> Option<Value> {
+        let b64 = secret["data"][key].as_str()?;
+        let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        serde_json::from_slice(&raw).ok()
+    };
+    let entries = match decode(".dockerconfigjson") {
+        Some(v) => v["auths"].clone(),
+        None => decode(".dockercfg").unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    for (key, e) in entries.as_object().into_iter().flatten() {
+        let (mut username, mut password) = (
+            e["username"].as_str().unwrap_or("").to_string(),
+            e["password"].as_str().unwrap_or("").to_string(),
+        );
+        if username.is_empty() {
+            let pair = e["auth"]
+                .as_str()
+                .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
+                .and_then(|a| String::from_utf8(a).ok())
+                .unwrap_or_default();
+            if let Some((u, p)) = pair.split_once(':') {
+                (username, password) = (u.to_string(), p.to_string());
+            }
+        }
+        if !username.is_empty() {
+            out.push((config_host(key), Credentials { username, password }));
+        }
+    }
+    out
+}
+
+/// The login for the registry of `reference` (normalized) among `logins`.
+pub fn credentials_for<'a>(
+    reference: &str,
+    logins: &'a [(String, Credentials)],
+) -> Option<&'a Credentials> {
+    let host = reference.split('/').next().unwrap_or("");
+    logins.iter().find(|(h, _)| h == host).map(|(_, c)| c)
+}
+
+/// How requests to a registry authenticate, as learned from its challenge.
+#[derive(PartialEq)]
+enum Auth {
+    Anonymous,
+    Bearer(String),
+    Basic,
 }
 
 /// A registry client over HTTP.
@@ -84,25 +171,38 @@ impl HttpRegistry {
     async fn get(
         &self,
         url: &str,
-        token: &mut Option<String>,
+        auth: &mut Auth,
+        credentials: Option<&Credentials>,
     ) -> Result<(String, Vec<u8>), ImageError> {
         let failed = ImageError::Invalid;
         for _ in 0..2 {
             let mut req = self.client.get(url).header("Accept", ACCEPT);
-            if let Some(t) = token.as_ref() {
-                req = req.bearer_auth(t);
+            match (&*auth, credentials) {
+                (Auth::Bearer(t), _) => req = req.bearer_auth(t),
+                (Auth::Basic, Some(c)) => req = req.basic_auth(&c.username, Some(&c.password)),
+                _ => {}
             }
             let resp = req
                 .send()
                 .await
                 .map_err(|e| failed(format!("GET {url}: {}", cause(&e))))?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && token.is_none() {
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && *auth == Auth::Anonymous {
                 let header = resp
                     .headers()
                     .get("www-authenticate")
                     .and_then(|h| h.to_str().ok())
-                    .unwrap_or("");
-                let params = challenge(header)
+                    .unwrap_or("")
+                    .to_string();
+                if header.starts_with("Basic") {
+                    if credentials.is_none() {
+                        return Err(failed(format!(
+                            "GET {url}: 401 Unauthorized (the registry wants a login: imagePullSecrets)"
+                        )));
+                    }
+                    *auth = Auth::Basic;
+                    continue;
+                }
+                let params = challenge(&header)
                     .ok_or_else(|| failed(format!("{url}: unauthorized ({header})")))?;
                 let realm = params
                     .iter()
@@ -112,9 +212,11 @@ impl HttpRegistry {
                 let query: Vec<_> = params.into_iter().filter(|(k, _)| k != "realm").collect();
                 let token_url = url::Url::parse_with_params(&realm, &query)
                     .map_err(|e| failed(format!("token realm {realm:?}: {e}")))?;
-                let body: Value = self
-                    .client
-                    .get(token_url)
+                let mut token_req = self.client.get(token_url);
+                if let Some(c) = credentials {
+                    token_req = token_req.basic_auth(&c.username, Some(&c.password));
+                }
+                let body: Value = token_req
                     .send()
                     .await
                     .and_then(|r| r.error_for_status())
@@ -122,10 +224,11 @@ impl HttpRegistry {
                     .json()
                     .await
                     .map_err(|e| failed(format!("token from {realm}: {e}")))?;
-                *token = body["token"]
+                let token = body["token"]
                     .as_str()
                     .or(body["access_token"].as_str())
-                    .map(String::from);
+                    .ok_or_else(|| failed(format!("token from {realm}: no token in the answer")))?;
+                *auth = Auth::Bearer(token.to_string());
                 continue;
             }
             let status = resp.status();
@@ -165,14 +268,22 @@ fn digest_of(data: &[u8]) -> String {
 
 #[async_trait]
 impl Registry for HttpRegistry {
-    async fn pull(&self, reference: &str) -> Result<Loaded, ImageError> {
+    async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Loaded, ImageError> {
         let (host, repo, object) = split(reference)?;
         let scheme = if plain_http(&host) { "http" } else { "https" };
         let base = format!("{scheme}://{host}/v2/{repo}");
-        let mut token = None;
+        let mut auth = Auth::Anonymous;
         let mut out = Loaded::default();
         let (media, mut body) = self
-            .get(&format!("{base}/manifests/{object}"), &mut token)
+            .get(
+                &format!("{base}/manifests/{object}"),
+                &mut auth,
+                credentials,
+            )
             .await?;
         let mut manifest: Value = serde_json::from_slice(&body)
             .map_err(|e| ImageError::Invalid(format!("manifest of {reference}: {e}")))?;
@@ -184,7 +295,11 @@ impl Registry for HttpRegistry {
                 ))
             })?;
             body = self
-                .get(&format!("{base}/manifests/{digest}"), &mut token)
+                .get(
+                    &format!("{base}/manifests/{digest}"),
+                    &mut auth,
+                    credentials,
+                )
                 .await?
                 .1;
             manifest = serde_json::from_slice(&body)
@@ -205,7 +320,7 @@ impl Registry for HttpRegistry {
         for d in wanted {
             let digest = d["digest"].as_str().unwrap_or("").to_string();
             let (_, data) = self
-                .get(&format!("{base}/blobs/{digest}"), &mut token)
+                .get(&format!("{base}/blobs/{digest}"), &mut auth, credentials)
                 .await?;
             if digest_of(&data) != digest {
                 return Err(ImageError::Invalid(format!(
@@ -222,6 +337,32 @@ impl Registry for HttpRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logins_come_from_docker_config_secrets() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let json = r#"{"auths": {"127.0.0.1:5000": {"username": "u", "password": "p"},
+            "https://index.docker.io/v1/": {"auth": "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="}}}"#;
+        let secret = serde_json::json!({"type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": b64(json)}});
+        let logins = credentials_from_secret(&secret);
+        let local = credentials_for("127.0.0.1:5000/team/app:v1", &logins).unwrap();
+        assert_eq!(
+            (local.username.as_str(), local.password.as_str()),
+            ("u", "p")
+        );
+        let hub = credentials_for("docker.io/library/busybox:latest", &logins).unwrap();
+        assert_eq!(hub.username, "Aladdin");
+        assert_eq!(hub.password, "open sesame");
+        assert!(credentials_for("other.example/app:v1", &logins).is_none());
+        assert!(
+            !format!("{hub:?}").contains("sesame"),
+            "passwords stay out of logs"
+        );
+        let old = serde_json::json!({"data": {".dockercfg": b64(r#"{"reg.example": {"username": "a", "password": "b"}}"#)}});
+        assert_eq!(credentials_from_secret(&old)[0].0, "reg.example");
+    }
 
     #[test]
     fn references_split_into_host_repository_and_object() {
@@ -314,19 +455,19 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let registry = HttpRegistry::default();
         let loaded = registry
-            .pull(&format!("127.0.0.1:{port}/team/app:v1"))
+            .pull(&format!("127.0.0.1:{port}/team/app:v1"), None)
             .await
             .unwrap();
         assert_eq!(loaded.images[0].1, manifest);
         assert!(loaded.blobs.contains_key(&built.layer));
         assert!(loaded.blobs.contains_key(&built.config));
         let by_digest = registry
-            .pull(&format!("127.0.0.1:{port}/team/app@{manifest}"))
+            .pull(&format!("127.0.0.1:{port}/team/app@{manifest}"), None)
             .await
             .unwrap();
         assert_eq!(by_digest.images[0].1, manifest);
         let missing = registry
-            .pull(&format!("127.0.0.1:{port}/team/app:v2"))
+            .pull(&format!("127.0.0.1:{port}/team/app:v2"), None)
             .await
             .unwrap_err()
             .to_string();

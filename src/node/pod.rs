@@ -695,8 +695,27 @@ impl Worker {
                 .and_then(crate::api::parse_quantity_millis)
                 .and_then(|m| u64::try_from(m).ok())
         };
+        // Registry logins for runtimes that pull images; a secret that cannot be read is skipped, like the kubelet.
+        let mut pull_secrets = Vec::new();
+        if self.shared.runtime.name() != "process" {
+            let names = self.pod["spec"]["imagePullSecrets"].as_array().cloned();
+            for n in names.into_iter().flatten() {
+                let n = n["name"].as_str().unwrap_or("");
+                match super::env::Lookup::get(self.shared.as_ref(), "Secret", self.ns(), n).await {
+                    Ok(Some(secret)) => pull_secrets
+                        .extend(crate::image::registry::credentials_from_secret(&secret)),
+                    Ok(None) => {
+                        tracing::warn!(pod = %self.key(), secret = n, "image pull secret not found")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod = %self.key(), secret = n, "image pull secret: {e}")
+                    }
+                }
+            }
+        }
         Ok(ContainerSpec {
             id: format!("{}/{name}/{restart}", self.uid),
+            pull_secrets,
             image: c["image"].as_str().unwrap_or("").to_string(),
             pull_policy: c["imagePullPolicy"]
                 .as_str()

@@ -44,6 +44,8 @@ pub struct ContainerSpec {
     pub image: String,
     /// `imagePullPolicy`: Always, IfNotPresent or Never.
     pub pull_policy: String,
+    /// Registry logins from the pod's `imagePullSecrets`, by registry host.
+    pub pull_secrets: Vec<(String, crate::image::registry::Credentials)>,
     /// The container's `command` with `$(VAR)`s expanded (empty: the image's entrypoint).
     pub command: Vec<String>,
     /// The container's `args`, expanded (empty: the image's cmd, when `command` is empty too).

@@ -450,7 +450,12 @@ impl Containerd {
 impl ContainerdRuntime {
     /// The image a container runs, by `imagePullPolicy`: `Always` pulls; `IfNotPresent` pulls when containerd does
     /// not have it; `Never` never pulls.
-    pub async fn resolve(&self, reference: &str, policy: &str) -> Result<Resolved, RuntimeError> {
+    pub async fn resolve(
+        &self,
+        reference: &str,
+        policy: &str,
+        logins: &[(String, crate::image::registry::Credentials)],
+    ) -> Result<Resolved, RuntimeError> {
         let name = crate::image::normalize(reference);
         let mut cache = self.images.lock().await;
         if policy != "Always" {
@@ -468,7 +473,8 @@ impl ContainerdRuntime {
                 )));
             }
         }
-        let loaded = self.registry.pull(&name).await.map_err(|e| {
+        let login = crate::image::registry::credentials_for(&name, logins);
+        let loaded = self.registry.pull(&name, login).await.map_err(|e| {
             RuntimeError::Pull(format!("failed to pull and unpack image \"{name}\": {e}"))
         })?;
         let stored =

@@ -204,7 +204,9 @@ impl ContainerdRuntime {
     }
 
     async fn create(&self, id: &str, spec: &ContainerSpec) -> Result<u32, RuntimeError> {
-        let image = self.resolve(&spec.image, &spec.pull_policy).await?;
+        let image = self
+            .resolve(&spec.image, &spec.pull_policy, &spec.pull_secrets)
+            .await?;
         let oci = spec::build(id, spec, &image.config["config"]).map_err(RuntimeError::Create)?;
         if let Some(parent) = spec.log_path.parent() {
             std::fs::create_dir_all(parent)?;
