@@ -675,4 +675,90 @@ mod tests {
         )
         .is_err());
     }
+
+    #[test]
+    fn references_normalize_like_docker() {
+        assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(normalize("busybox:1.36"), "docker.io/library/busybox:1.36");
+        assert_eq!(normalize("team/app"), "docker.io/team/app:latest");
+        assert_eq!(
+            normalize("capstan.local/capstan:0.1.0"),
+            "capstan.local/capstan:0.1.0"
+        );
+        assert_eq!(normalize("localhost/app"), "localhost/app:latest");
+        assert_eq!(normalize("127.0.0.1:5000/a/b:v1"), "127.0.0.1:5000/a/b:v1");
+        assert_eq!(
+            normalize("app@sha256:abc"),
+            "docker.io/library/app@sha256:abc"
+        );
+    }
+
+    fn sample() -> (Vec<u8>, Built) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let mut tar = Vec::new();
+        let built = build(
+            &BuildSpec {
+                reference: "team/app:v1".into(),
+                add: vec![(dir.path().join("f"), "/f".into())],
+                entrypoint: vec!["/f".into()],
+                ..Default::default()
+            },
+            &mut tar,
+        )
+        .unwrap();
+        (tar, built)
+    }
+
+    #[test]
+    fn archives_load_as_oci_layouts_and_as_docker_archives() {
+        let (tar, built) = sample();
+        let files = read_archive(&tar).unwrap();
+        // The OCI layout: the image named by its annotation, normalized.
+        let oci = load(files.clone()).unwrap();
+        assert_eq!(
+            oci.images,
+            [("docker.io/team/app:v1".to_string(), built.manifest.clone())]
+        );
+        // The same archive without index.json is a Docker archive: a manifest is made for it over the same blobs.
+        let mut docker = files.clone();
+        docker.remove("index.json");
+        let d = load(docker).unwrap();
+        assert_eq!(d.images[0].0, "docker.io/team/app:v1");
+        let manifest: Value = serde_json::from_slice(&d.blobs[&d.images[0].1]).unwrap();
+        assert_eq!(manifest["mediaType"], DOCKER_MANIFEST);
+        assert_eq!(manifest["layers"][0]["digest"], built.layer.as_str());
+        assert_eq!(manifest["config"]["digest"], built.config.as_str());
+        // A tampered blob and a missing name are refused.
+        let mut bad = files.clone();
+        bad.insert(format!("blobs/sha256/{}", &built.layer[7..]), b"x".to_vec());
+        assert!(load(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("does not match"));
+        let mut unnamed = files;
+        unnamed.insert(
+            "index.json".into(),
+            serde_json::to_vec(&json!({"manifests": [{"digest": built.manifest,
+                "mediaType": OCI_MANIFEST}]}))
+            .unwrap(),
+        );
+        unnamed.remove("manifest.json");
+        assert!(load(unnamed)
+            .unwrap_err()
+            .to_string()
+            .contains("no image name"));
+    }
+
+    #[test]
+    fn an_index_resolves_to_this_platform() {
+        let index = json!({"manifests": [
+            {"digest": "sha256:other", "platform": {"os": "linux", "architecture": "s390x-not-this"}},
+            {"digest": "sha256:mine", "platform": {"os": "linux", "architecture": oci_arch()}},
+        ]});
+        assert_eq!(pick_platform(&index).as_deref(), Some("sha256:mine"));
+        assert!(is_index(OCI_INDEX, &index));
+        assert!(is_index("", &index));
+        assert!(!is_index(OCI_MANIFEST, &json!({"layers": []})));
+    }
 }

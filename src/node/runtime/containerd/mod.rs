@@ -62,8 +62,13 @@ impl Containerd {
     /// Connects to containerd's socket and checks that it answers.
     pub async fn connect(socket: &Path, namespace: &str) -> Result<Containerd, RuntimeError> {
         let channel = containerd_client::connect(socket).await.map_err(|e| {
+            // The transport error's innermost cause says why: no such file, permission denied.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
             RuntimeError::Start(format!(
-                "cannot reach containerd at {}: {e} (is containerd running?)",
+                "cannot reach containerd at {}: {cause} (is containerd running, and are you root?)",
                 socket.display()
             ))
         })?;
