@@ -701,6 +701,12 @@ fn a_killed_agent_leaves_containers_running_and_a_new_one_adopts_them() {
     let task = tasks_of(&uid);
     assert_eq!(task.len(), 1);
 
+    let port = |s: &Server| {
+        s.call("GET", "/api/v1/nodes/node-c", "", "").1["status"]["daemonEndpoints"]
+            ["kubeletEndpoint"]["Port"]
+            .clone()
+    };
+    let old_port = port(&s);
     agent.kill9();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
@@ -708,8 +714,15 @@ fn a_killed_agent_leaves_containers_running_and_a_new_one_adopts_them() {
         task,
         "the container runs on without its agent"
     );
+    // With the agent gone, exec says why it cannot work (and kubectl's SPDY fallback does not hide it).
+    let gone = common::fails(&s.kubectl(&k, &["exec", "shell", "--", "echo", "x"]));
+    assert!(gone.contains("reaching the agent of node node-c"), "{gone}");
 
     let again = Agent::start(&s, "node-c", &["--runtime", "containerd"]);
+    // The new agent has registered (its endpoint replaced the old one's).
+    within(Duration::from_secs(60), "the new agent registered", || {
+        (port(&s) != old_port).then_some(())
+    });
     // The new agent reports the same container: same id, no restart, one task with the same pid.
     within(Duration::from_secs(60), "the container adopted", || {
         let p = pod(&s, "default", "shell");

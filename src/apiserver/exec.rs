@@ -37,6 +37,44 @@ pub fn exec_target(path: &str) -> Option<(&str, &str)> {
 }
 
 impl Server {
+    /// Why an exec into `container` of `pod` cannot work now, if it cannot: the container is not running (by the
+    /// pod's status), or its node's agent cannot be reached.
+    async fn exec_trouble(&self, pod: &Value, container: &str, node: &str) -> Option<ApiError> {
+        let running = pod
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == container && c["state"].get("running").is_some());
+        if !running {
+            return Some(ApiError::bad_request(format!(
+                "container {container} is not running (pods/exec needs a running container)"
+            )));
+        }
+        let host = match self.agent_address(node).await {
+            Ok(h) => h,
+            Err(e) => return Some(e),
+        };
+        let reached = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&host),
+        )
+        .await;
+        match reached {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("reaching the agent of node {node} at {host}: {e}"),
+            )),
+            Err(_) => Some(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("reaching the agent of node {node} at {host}: timed out"),
+            )),
+        }
+    }
+
     pub async fn pod_exec(&self, mut parts: Parts, ns: &str, name: &str) -> Result<Response> {
         let mut opts =
             Options::parse(parts.uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
@@ -49,14 +87,20 @@ impl Server {
                 "unable to upgrade connection: pod {name} is not scheduled yet"
             )));
         };
-        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &())
-            .await
-            .map_err(|_| {
-                ApiError::bad_request(format!(
+        let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => ws,
+            Err(_) => {
+                // kubectl falls back to SPDY when its WebSocket attempt fails, whatever the reason: say what is
+                // wrong with the pod or its node first, so the real cause is not hidden behind the refusal.
+                if let Some(e) = self.exec_trouble(&pod, &container, node_name).await {
+                    return Err(e);
+                }
+                return Err(ApiError::bad_request(format!(
                     "pods/exec is served over WebSocket ({} or {}); SPDY upgrades are not supported",
                     PROTOCOLS[0], PROTOCOLS[1]
-                ))
-            })?;
+                )));
+            }
+        };
         let asked: Vec<String> = parts
             .headers
             .get_all("sec-websocket-protocol")
