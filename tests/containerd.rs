@@ -737,8 +737,15 @@ fn a_killed_agent_leaves_containers_running_and_a_new_one_adopts_them() {
         task,
         "nothing duplicated, nothing restarted"
     );
-    let out = ok(&s.kubectl(&k, &["exec", "shell", "--", "echo", "still here"]));
-    assert_eq!(out, "still here\n");
+    // exec reaches the adopted container through the new agent (once its pod worker has taken the pod up).
+    within(
+        Duration::from_secs(30),
+        "exec through the new agent",
+        || {
+            let out = s.kubectl(&k, &["exec", "shell", "--", "echo", "still here"]);
+            (out.status.success() && out.stdout == b"still here\n").then_some(())
+        },
+    );
 
     ok(&s.kubectl(&k, &["delete", "pod", "shell", "--wait=true"]));
     within(Duration::from_secs(30), "the task is gone", || {
