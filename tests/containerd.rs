@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{ok, within, Agent, Server};
 use serde_json::Value;
@@ -339,58 +338,12 @@ fn deployment_service_probes_rollout_exec_and_logs_on_containerd() {
 
 /// `kubectl exec -it` gets an interactive shell in a terminal inside the container.
 fn exec_it(s: &Server, k: &Path) {
-    let pair = portable_pty::native_pty_system()
-        .openpty(portable_pty::PtySize {
-            rows: 30,
-            cols: 100,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .unwrap();
-    let mut cmd = portable_pty::CommandBuilder::new(k);
-    cmd.arg("--cache-dir");
-    cmd.arg(s.dir.path().join("kubectl-cache"));
-    cmd.args(["exec", "-it", "shell", "--", "sh"]);
-    cmd.env("KUBECONFIG", s.kubeconfig());
-    cmd.env("TERM", "xterm");
-    let mut child = pair.slave.spawn_command(cmd).unwrap();
-    drop(pair.slave);
-    let mut reader = pair.master.try_clone_reader().unwrap();
-    let mut writer = pair.master.take_writer().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let wait_for = |what: &str| {
-        within(Duration::from_secs(30), what, || {
-            seen.lock().unwrap().contains(what).then_some(())
-        })
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    writer
-        .write_all(b"stty size; echo sum-$((40+2)) in $(hostname)\r")
-        .unwrap();
-    wait_for("sum-42 in shell");
-    wait_for("30 100");
-    writer.write_all(b"exit 4\r").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the shell did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.exit_code(), 4);
+    let mut t = common::Terminal::kubectl(s, k, &["exec", "-it", "shell", "--", "sh"]);
+    t.send("stty size; echo sum-$((40+2)) in $(hostname)\r");
+    t.wait_for("sum-42 in shell");
+    t.wait_for("30 100");
+    t.send("exit 4\r");
+    assert_eq!(t.exit_code(), 4);
 }
 
 #[test]

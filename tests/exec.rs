@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{ok, Server};
 use serde_json::Value;
@@ -169,66 +168,15 @@ fn kubectl_exec_it_gets_an_interactive_shell_in_a_terminal() {
     let Some(k) = common::kubectl() else { return };
     let s = Server::up(&[]);
     running(&s, &k);
-    let pair = portable_pty::native_pty_system()
-        .openpty(portable_pty::PtySize {
-            rows: 30,
-            cols: 100,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .unwrap();
-    let mut cmd = portable_pty::CommandBuilder::new(&k);
-    cmd.arg("--cache-dir");
-    cmd.arg(s.dir.path().join("kubectl-cache"));
-    cmd.args(["exec", "-it", "box", "-c", "idle", "--", "sh"]);
-    cmd.env("KUBECONFIG", s.kubeconfig());
-    cmd.env("TERM", "xterm");
-    let mut child = pair.slave.spawn_command(cmd).unwrap();
-    drop(pair.slave);
-    let mut reader = pair.master.try_clone_reader().unwrap();
-    let mut writer = pair.master.take_writer().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let wait_for = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !seen.lock().unwrap().contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} in: {}",
-                seen.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    std::thread::sleep(Duration::from_millis(500));
+    let mut t =
+        common::Terminal::kubectl(&s, &k, &["exec", "-it", "box", "-c", "idle", "--", "sh"]);
     // A terminal of the size kubectl's own terminal has, and arithmetic only the shell can do.
-    writer
-        .write_all(b"stty size; echo sum-$((40+2)); tty\r")
-        .unwrap();
-    wait_for("sum-42");
-    wait_for("30 100");
-    wait_for("/dev/pts/");
-    writer.write_all(b"exit 4\r").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the shell did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.exit_code(), 4);
+    t.send("stty size; echo sum-$((40+2)); tty\r");
+    t.wait_for("sum-42");
+    t.wait_for("30 100");
+    t.wait_for("/dev/pts/");
+    t.send("exit 4\r");
+    assert_eq!(t.exit_code(), 4);
 }
 
 #[test]

@@ -109,6 +109,11 @@ fn sha256(data: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The OCI digest of `data`: `sha256:<hex>`.
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", sha256(data))
+}
+
 /// The architecture as OCI names it.
 pub fn oci_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -558,7 +563,7 @@ pub fn load(files: std::collections::BTreeMap<String, Vec<u8>>) -> Result<Loaded
                 let data = files.get(path).ok_or_else(|| {
                     ImageError::Invalid(format!("manifest.json entry {i}: {path} is missing"))
                 })?;
-                Ok((format!("sha256:{}", sha256(data)), data))
+                Ok((digest(data), data))
             };
             let (config_digest, config) = blob(entry["Config"].as_str().unwrap_or(""))?;
             let mut layers = Vec::new();
@@ -581,11 +586,11 @@ pub fn load(files: std::collections::BTreeMap<String, Vec<u8>>) -> Result<Loaded
             }))
             .expect("JSON");
             out.blobs.insert(config_digest, config.clone());
-            let digest = format!("sha256:{}", sha256(&manifest));
-            out.blobs.insert(digest.clone(), manifest);
+            let manifest_digest = digest(&manifest);
+            out.blobs.insert(manifest_digest.clone(), manifest);
             for tag in entry["RepoTags"].as_array().into_iter().flatten() {
                 if let Some(t) = tag.as_str() {
-                    out.images.push((normalize(t), digest.clone()));
+                    out.images.push((normalize(t), manifest_digest.clone()));
                 }
             }
         }

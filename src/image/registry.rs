@@ -252,18 +252,12 @@ impl HttpRegistry {
 }
 
 /// The innermost cause of an error: "connection refused" rather than "error sending request".
-fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut inner = e;
     while let Some(next) = inner.source() {
         inner = next;
     }
     inner.to_string()
-}
-
-fn digest_of(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
 }
 
 #[async_trait]
@@ -305,7 +299,7 @@ impl Registry for HttpRegistry {
             manifest = serde_json::from_slice(&body)
                 .map_err(|e| ImageError::Invalid(format!("manifest {digest}: {e}")))?;
         }
-        let manifest_digest = digest_of(&body);
+        let manifest_digest = super::digest(&body);
         if object.starts_with("sha256:")
             && !is_index(&media, &manifest)
             && object != manifest_digest
@@ -322,7 +316,7 @@ impl Registry for HttpRegistry {
             let (_, data) = self
                 .get(&format!("{base}/blobs/{digest}"), &mut auth, credentials)
                 .await?;
-            if digest_of(&data) != digest {
+            if super::digest(&data) != digest {
                 return Err(ImageError::Invalid(format!(
                     "{reference}: blob {digest} does not match its digest"
                 )));

@@ -113,7 +113,8 @@ struct Live {
     /// When a failed pull's ErrImagePull turns into ImagePullBackOff (halfway to the retry).
     pull_backoff_at: Option<Instant>,
     pull_failures: u32,
-    pull_error: String,
+    /// What ImagePullBackOff says while it waits.
+    pull_backoff: String,
     probes: Vec<tokio::task::JoinHandle<()>>,
     counts: HashMap<probe::Kind, (u32, u32)>,
     /// We asked it to stop (liveness failure or deletion), and when to escalate to SIGKILL.
@@ -836,7 +837,10 @@ impl Worker {
                     l.pull_failures = l.pull_failures.saturating_add(1);
                     l.retry_pull = Some(Instant::now() + delay);
                     l.pull_backoff_at = Some(Instant::now() + delay / 2);
-                    l.pull_error = msg.clone();
+                    l.pull_backoff = format!(
+                        "Back-off pulling image \"{}\": ErrImagePull: {msg}",
+                        spec.image
+                    );
                     l.waiting = Some((reason.into(), msg.clone()));
                 }
                 if reason == "ErrImagePull" {
@@ -1003,10 +1007,6 @@ impl Worker {
 
     /// Whether a container may be (re)started now; otherwise it is in crash-loop backoff or waiting for config.
     fn due(&mut self, name: &str) -> bool {
-        let image = self
-            .container_spec(name)
-            .and_then(|c| c["image"].as_str().map(String::from))
-            .unwrap_or_default();
         let Some(l) = self.live.get_mut(name) else {
             return true;
         };
@@ -1024,13 +1024,7 @@ impl Worker {
                 if l.pull_backoff_at.is_some_and(|b| now_i < b) {
                     return false;
                 }
-                l.waiting = Some((
-                    "ImagePullBackOff".into(),
-                    format!(
-                        "Back-off pulling image \"{image}\": ErrImagePull: {}",
-                        l.pull_error
-                    ),
-                ));
+                l.waiting = Some(("ImagePullBackOff".into(), l.pull_backoff.clone()));
                 return false;
             }
         }

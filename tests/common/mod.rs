@@ -2,7 +2,7 @@
 //! over real HTTPS, and run the real kubectl against it (with the kubeconfig it wrote and a private cache dir).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -413,5 +413,85 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kubectl ARGS` against `s` in a real 100x30 pseudo-terminal (for `exec -it`), with what it prints collected.
+pub struct Terminal {
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    writer: Box<dyn std::io::Write + Send>,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Terminal {
+    pub fn kubectl(s: &Server, kubectl: &Path, args: &[&str]) -> Terminal {
+        let pair = portable_pty::native_pty_system()
+            .openpty(portable_pty::PtySize {
+                rows: 30,
+                cols: 100,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .unwrap();
+        let mut cmd = portable_pty::CommandBuilder::new(kubectl);
+        cmd.arg("--cache-dir");
+        cmd.arg(s.dir.path().join("kubectl-cache"));
+        cmd.args(args);
+        cmd.env("KUBECONFIG", s.kubeconfig());
+        cmd.env("TERM", "xterm");
+        let child = pair.slave.spawn_command(cmd).unwrap();
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        // Let the remote side set the terminal up before typing.
+        std::thread::sleep(Duration::from_millis(500));
+        Terminal {
+            child,
+            writer,
+            seen,
+        }
+    }
+
+    /// Types `text`.
+    pub fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Waits (30 s at most) until the terminal has shown `what`.
+    pub fn wait_for(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.lock().unwrap().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in: {}",
+                self.seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (20 s at most) for kubectl to exit; its exit code.
+    pub fn exit_code(&mut self) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.exit_code();
+            }
+            assert!(Instant::now() < deadline, "kubectl did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -36,12 +36,6 @@ pub struct Resolved {
     pub config: Value,
 }
 
-fn sha256(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
 /// The chain ids of an image's layers (OCI image spec: `chain(n) = sha256(chain(n-1) + " " + diff_id(n))`).
 pub fn chain_ids(config: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -53,7 +47,7 @@ pub fn chain_ids(config: &Value) -> Vec<String> {
         let diff = diff.as_str().unwrap_or("");
         let next = match out.last() {
             None => diff.to_string(),
-            Some(parent) => sha256(format!("{parent} {diff}").as_bytes()),
+            Some(parent) => crate::image::digest(format!("{parent} {diff}").as_bytes()),
         };
         out.push(next);
     }
@@ -499,6 +493,6 @@ mod tests {
         let config = serde_json::json!({"rootfs": {"diff_ids": ["sha256:a", "sha256:b"]}});
         let ids = chain_ids(&config);
         assert_eq!(ids[0], "sha256:a");
-        assert_eq!(ids[1], sha256(b"sha256:a sha256:b"));
+        assert_eq!(ids[1], crate::image::digest(b"sha256:a sha256:b"));
     }
 }

@@ -63,13 +63,10 @@ impl Containerd {
     pub async fn connect(socket: &Path, namespace: &str) -> Result<Containerd, RuntimeError> {
         let channel = containerd_client::connect(socket).await.map_err(|e| {
             // The transport error's innermost cause says why: no such file, permission denied.
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
             RuntimeError::Start(format!(
-                "cannot reach containerd at {}: {cause} (is containerd running, and are you root?)",
-                socket.display()
+                "cannot reach containerd at {}: {} (is containerd running, and are you root?)",
+                socket.display(),
+                crate::image::registry::cause(&e)
             ))
         })?;
         let version =
