@@ -114,7 +114,7 @@ pub async fn server(
     let controller_thread = std::thread::Builder::new()
         .name("capstan-controller-manager".into())
         .spawn(move || {
-            controllers.block_on(capstan::controllers::run(
+            controllers.block_on(capstan::daemons::controller_manager::run(
                 controller_client,
                 identity,
                 settings,

@@ -25,6 +25,7 @@ pub mod apiserver;
 pub mod client;
 pub mod cloud;
 pub mod controllers;
+pub mod daemons;
 pub mod gitops;
 pub mod image;
 pub mod node;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use capstan::api::core::ConfigMap;
 use capstan::api::registry;
-use capstan::client::Client;
+use capstan::client::{Api, Client};
 use capstan::runtime::leader::Elector;
 use capstan::runtime::{Action, Backoff, Controller};
 use common::Server;
@@ -42,15 +42,14 @@ async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Ctx>) -> Result<Action, Failed> 
         ctx.attempts.fetch_add(1, Ordering::SeqCst);
         return Err(Failed("flaky on purpose".into()));
     }
-    let kind = registry::lookup("cm").unwrap();
     let ns = cm.metadata.namespace.clone().unwrap_or_default();
     let name = format!("{}-copy", cm.metadata.name());
     let copy = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": ns, "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
             "name": cm.metadata.name(), "uid": cm.metadata.uid, "controller": true}]},
         "data": cm.data});
-    ctx.client
-        .apply(kind, Some(&ns), &name, &copy, "mirror", true)
+    Api::<ConfigMap>::namespaced(&ctx.client, &ns)
+        .apply(&name, &copy, "mirror", true)
         .await
         .map_err(|e| Failed(e.to_string()))?;
     Ok(Action::await_change())
@@ -74,14 +73,13 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 async fn controller_reconciles_primaries_and_owned_objects() {
     let s = Arc::new(tokio::task::spawn_blocking(Server::start).await.unwrap());
     let client = Client::from_kubeconfig(&s.kubeconfig()).unwrap();
-    let cm = registry::lookup("cm").unwrap();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         attempts: AtomicUsize::new(0),
     });
-    let controller = Controller::new(client.clone(), cm)
+    let controller = Controller::<ConfigMap>::new(client.clone())
         .namespace("default")
-        .owns(cm)
+        .owns::<ConfigMap>()
         .backoff(Backoff {
             base: Duration::from_millis(20),
             max: Duration::from_secs(1),

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod other;
 pub mod protobuf;
 pub mod registry;
+pub mod resource;
 pub mod selector;
 pub mod validation;
 
@@ -23,6 +24,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 pub use meta::{ObjectMeta, TypeMeta};
+pub use resource::{HasMetadata, Object, Resource};
 
 /// A part of an object that Capstan stores exactly as given but does not model field by field (yet), such as a
 /// container's `securityContext`. Its schema is an open object, so any content is accepted and kept. The registry

@@ -9,6 +9,8 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
 
 use super::columns::{self, Columns};
+use super::meta::ObjectMeta;
+use super::resource::Resource;
 use super::{apps, batch, core, gitops, other};
 
 /// Everything the server needs to know about one kind.
@@ -64,22 +66,47 @@ fn s<T: JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
     g.subschema_for::<T>()
 }
 
-macro_rules! entry {
-    ($g:expr, $v:expr, $ty:ty, $plural:expr, $singular:expr, [$($short:expr),*], $ns:expr, [$($cat:expr),*], $status:expr, $scale:expr, $cols:expr) => {
-        KindInfo {
-            group: $g,
-            version: $v,
-            kind: stringify!($ty),
-            plural: $plural,
-            singular: $singular,
-            short_names: &[$($short),*],
-            namespaced: $ns,
-            categories: &[$($cat),*],
-            status: $status,
-            scale: $scale,
-            columns: $cols,
-            schema: s::<$ty>,
-        }
+/// Declares the table of kinds and, for each kind's type, its [`Resource`] implementation - so the table is the only
+/// place a kind's group, version and plural are written.
+macro_rules! kinds {
+    ($(($g:expr, $v:expr, $ty:ident, $plural:expr, $singular:expr, [$($short:expr),*], $ns:expr, [$($cat:expr),*], $status:expr, $scale:expr, $cols:expr)),* $(,)?) => {
+        /// The table. Order is the order of discovery documents.
+        pub static KINDS: &[KindInfo] = &[$(
+            KindInfo {
+                group: $g,
+                version: $v,
+                kind: stringify!($ty),
+                plural: $plural,
+                singular: $singular,
+                short_names: &[$($short),*],
+                namespaced: $ns,
+                categories: &[$($cat),*],
+                status: $status,
+                scale: $scale,
+                columns: $cols,
+                schema: s::<$ty>,
+            }
+        ),*];
+
+        $(
+            impl Resource for $ty {
+                fn info() -> &'static KindInfo {
+                    static INFO: OnceLock<&'static KindInfo> = OnceLock::new();
+                    INFO.get_or_init(|| {
+                        KINDS
+                            .iter()
+                            .find(|k| k.kind == stringify!($ty))
+                            .expect("every kind of the table is in the table")
+                    })
+                }
+                fn meta(&self) -> &ObjectMeta {
+                    &self.metadata
+                }
+                fn meta_mut(&mut self) -> &mut ObjectMeta {
+                    &mut self.metadata
+                }
+            }
+        )*
     };
 }
 
@@ -89,9 +116,8 @@ use core::*;
 use gitops::*;
 use other::*;
 
-/// The table. Order is the order of discovery documents.
-pub static KINDS: &[KindInfo] = &[
-    entry!(
+kinds![
+    (
         "",
         "v1",
         Namespace,
@@ -104,7 +130,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::NAMESPACE
     ),
-    entry!(
+    (
         "",
         "v1",
         Pod,
@@ -117,7 +143,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::POD
     ),
-    entry!(
+    (
         "",
         "v1",
         Node,
@@ -130,7 +156,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::NODE
     ),
-    entry!(
+    (
         "",
         "v1",
         Service,
@@ -143,7 +169,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::SERVICE
     ),
-    entry!(
+    (
         "",
         "v1",
         Endpoints,
@@ -156,7 +182,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::ENDPOINTS
     ),
-    entry!(
+    (
         "",
         "v1",
         ConfigMap,
@@ -169,7 +195,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::CONFIGMAP
     ),
-    entry!(
+    (
         "",
         "v1",
         Secret,
@@ -182,7 +208,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::SECRET
     ),
-    entry!(
+    (
         "",
         "v1",
         ServiceAccount,
@@ -195,7 +221,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::SERVICEACCOUNT
     ),
-    entry!(
+    (
         "",
         "v1",
         Event,
@@ -208,7 +234,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::EVENT
     ),
-    entry!(
+    (
         "",
         "v1",
         PersistentVolume,
@@ -221,7 +247,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::PV
     ),
-    entry!(
+    (
         "",
         "v1",
         PersistentVolumeClaim,
@@ -234,7 +260,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::PVC
     ),
-    entry!(
+    (
         "",
         "v1",
         ReplicationController,
@@ -247,7 +273,7 @@ pub static KINDS: &[KindInfo] = &[
         true,
         columns::REPLICASET
     ),
-    entry!(
+    (
         "apps",
         "v1",
         Deployment,
@@ -260,7 +286,7 @@ pub static KINDS: &[KindInfo] = &[
         true,
         columns::DEPLOYMENT
     ),
-    entry!(
+    (
         "apps",
         "v1",
         ReplicaSet,
@@ -273,7 +299,7 @@ pub static KINDS: &[KindInfo] = &[
         true,
         columns::REPLICASET
     ),
-    entry!(
+    (
         "apps",
         "v1",
         StatefulSet,
@@ -286,7 +312,7 @@ pub static KINDS: &[KindInfo] = &[
         true,
         columns::STATEFULSET
     ),
-    entry!(
+    (
         "apps",
         "v1",
         DaemonSet,
@@ -299,7 +325,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::DAEMONSET
     ),
-    entry!(
+    (
         "apps",
         "v1",
         ControllerRevision,
@@ -312,7 +338,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::CONTROLLERREVISION
     ),
-    entry!(
+    (
         "batch",
         "v1",
         Job,
@@ -325,7 +351,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::JOB
     ),
-    entry!(
+    (
         "batch",
         "v1",
         CronJob,
@@ -338,7 +364,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::CRONJOB
     ),
-    entry!(
+    (
         "coordination.k8s.io",
         "v1",
         Lease,
@@ -351,7 +377,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::LEASE
     ),
-    entry!(
+    (
         "discovery.k8s.io",
         "v1",
         EndpointSlice,
@@ -364,7 +390,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::ENDPOINTSLICE
     ),
-    entry!(
+    (
         "storage.k8s.io",
         "v1",
         StorageClass,
@@ -377,7 +403,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::STORAGECLASS
     ),
-    entry!(
+    (
         "gitops.capstan.io",
         "v1",
         Application,
@@ -390,7 +416,7 @@ pub static KINDS: &[KindInfo] = &[
         false,
         columns::APPLICATION
     ),
-    entry!(
+    (
         "gitops.capstan.io",
         "v1",
         SyncRecord,

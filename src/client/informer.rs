@@ -1,6 +1,7 @@
 //! The watcher and informer cache: list, then watch from the list's resourceVersion; on a dropped connection resume
 //! from the last resourceVersion seen (bookmarks included); on 410 Expired relist. The cache has one writer (the
-//! informer task) and cheap cloneable readers.
+//! informer task) and cheap cloneable readers. Objects are decoded once, on arrival: an `Informer<Pod>` hands out
+//! `Arc<Pod>`; an `Informer<Value>` (for components that are generic over kinds) keeps JSON.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -12,42 +13,46 @@ use tokio::sync::broadcast;
 
 use super::Client;
 use crate::api::registry::KindInfo;
+use crate::api::{Object, Resource};
 
 /// What changed in the cache.
-#[derive(Clone, Debug)]
-pub enum Change {
-    Applied(Arc<Value>),
-    Deleted(Arc<Value>),
+#[derive(Debug)]
+pub enum Change<K = Value> {
+    Applied(Arc<K>),
+    Deleted(Arc<K>),
     /// The cache was rebuilt from a full list.
     Resynced,
 }
 
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Applied(o) => Change::Applied(o.clone()),
+            Change::Deleted(o) => Change::Deleted(o.clone()),
+            Change::Resynced => Change::Resynced,
+        }
+    }
+}
+
 /// A read handle on the cache: `namespace/name` -> object.
-#[derive(Clone)]
-pub struct Cache {
-    inner: Arc<RwLock<BTreeMap<String, Arc<Value>>>>,
+pub struct Cache<K = Value> {
+    inner: Arc<RwLock<BTreeMap<String, Arc<K>>>>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
 
-fn cache_key(v: &Value) -> String {
-    let ns = v
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let name = v
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    format!("{ns}/{name}")
+impl<K> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: self.inner.clone(),
+            synced: self.synced.clone(),
+        }
+    }
 }
 
-impl Cache {
+impl<K: Object> Cache<K> {
     /// A cache holding fixed objects, already synced (for tests of code that reads caches).
-    pub fn of(objects: impl IntoIterator<Item = Value>) -> Cache {
-        let map = objects
-            .into_iter()
-            .map(|o| (cache_key(&o), Arc::new(o)))
-            .collect();
+    pub fn of(objects: impl IntoIterator<Item = K>) -> Cache<K> {
+        let map = objects.into_iter().map(|o| (o.key(), Arc::new(o))).collect();
         let (tx, synced) = tokio::sync::watch::channel(true);
         drop(tx);
         Cache {
@@ -57,7 +62,7 @@ impl Cache {
     }
 
     /// The object `ns/name` (shared: the cache never copies objects out).
-    pub fn get(&self, ns: &str, name: &str) -> Option<Arc<Value>> {
+    pub fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -65,12 +70,23 @@ impl Cache {
             .cloned()
     }
     /// Every object (shared handles, cheap to take even for thousands of objects).
-    pub fn list(&self) -> Vec<Arc<Value>> {
+    pub fn list(&self) -> Vec<Arc<K>> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
+            .collect()
+    }
+    /// The objects of one namespace.
+    pub fn list_namespace(&self, ns: &str) -> Vec<Arc<K>> {
+        let prefix = format!("{ns}/");
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
             .collect()
     }
     pub fn len(&self) -> usize {
@@ -91,26 +107,34 @@ impl Cache {
 }
 
 /// A cloneable view of a running informer - its cache and its change feed - for components that share one.
-#[derive(Clone)]
-pub struct Shared {
-    pub cache: Cache,
-    pub changes: broadcast::Sender<Change>,
+pub struct Shared<K = Value> {
+    pub cache: Cache<K>,
+    pub changes: broadcast::Sender<Change<K>>,
+}
+
+impl<K> Clone for Shared<K> {
+    fn clone(&self) -> Self {
+        Shared {
+            cache: self.cache.clone(),
+            changes: self.changes.clone(),
+        }
+    }
 }
 
 /// Runs a list+watch loop for one kind, keeping `cache` current and announcing changes.
-pub struct Informer {
-    pub cache: Cache,
-    pub changes: broadcast::Sender<Change>,
+pub struct Informer<K = Value> {
+    pub cache: Cache<K>,
+    pub changes: broadcast::Sender<Change<K>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Informer {
+impl<K> Drop for Informer<K> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Shared {
+impl<K: Object> Shared<K> {
     /// Wakes `wake` on every change (and on a lagged feed) until the informer stops.
     pub fn notify_on_change(
         &self,
@@ -128,16 +152,60 @@ impl Shared {
     }
 }
 
-impl Informer {
+impl Informer<Value> {
+    /// An informer of any kind, holding JSON (for components that are generic over kinds).
+    pub fn start(
+        client: Client,
+        kind: &'static KindInfo,
+        namespace: Option<String>,
+        query: String,
+    ) -> Self {
+        Self::start_kind(client, kind, namespace, query)
+    }
+}
+
+impl<K: Resource> Informer<K> {
+    /// An informer of `K` in every namespace.
+    pub fn all(client: &Client) -> Self {
+        Self::start_kind(client.clone(), K::info(), None, String::new())
+    }
+
+    /// An informer of `K`, limited to a namespace and/or by a selector query (`labelSelector=...`).
+    pub fn scoped(client: &Client, namespace: Option<&str>, query: &str) -> Self {
+        Self::start_kind(
+            client.clone(),
+            K::info(),
+            namespace.map(String::from),
+            query.to_string(),
+        )
+    }
+}
+
+impl<K: Object> Informer<K> {
     /// A view to hand to other components; the informer keeps running while this `Informer` lives.
-    pub fn shared(&self) -> Shared {
+    pub fn shared(&self) -> Shared<K> {
         Shared {
             cache: self.cache.clone(),
             changes: self.changes.clone(),
         }
     }
 
-    pub fn start(
+    /// An informer of objects of `kind`, decoded as `K`.
+    pub fn for_kind(
+        client: &Client,
+        kind: &'static KindInfo,
+        namespace: Option<&str>,
+        query: &str,
+    ) -> Self {
+        Self::start_kind(
+            client.clone(),
+            kind,
+            namespace.map(String::from),
+            query.to_string(),
+        )
+    }
+
+    fn start_kind(
         client: Client,
         kind: &'static KindInfo,
         namespace: Option<String>,
@@ -157,12 +225,21 @@ impl Informer {
                 if rv.is_empty() {
                     match client.list(kind, namespace.as_deref(), &query).await {
                         Ok(list) => {
+                            let mut list = list;
                             let mut map = BTreeMap::new();
-                            for item in list["items"].as_array().into_iter().flatten() {
-                                let mut item = item.clone();
-                                item["apiVersion"] = Value::String(kind.api_version());
-                                item["kind"] = Value::String(kind.kind.to_string());
-                                map.insert(cache_key(&item), Arc::new(item));
+                            let items = match list["items"].take() {
+                                Value::Array(items) => items,
+                                _ => Vec::new(),
+                            };
+                            for item in items {
+                                match K::decode(item, kind) {
+                                    Ok(obj) => {
+                                        map.insert(obj.key(), Arc::new(obj));
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, kind = kind.kind, "cannot decode a listed object; skipping it")
+                                    }
+                                }
                             }
                             *c.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
                             rv = list
@@ -203,21 +280,29 @@ impl Informer {
                             rv = v.to_string();
                         }
                     }
+                    let decode = |obj: Value| match K::decode(obj, kind) {
+                        Ok(o) => Some(Arc::new(o)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, kind = kind.kind, "cannot decode a watched object; skipping it");
+                            None
+                        }
+                    };
                     match ty.as_str() {
                         "ADDED" | "MODIFIED" => {
-                            let obj = Arc::new(obj);
+                            let Some(obj) = decode(obj) else { continue };
                             c.inner
                                 .write()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .insert(cache_key(&obj), obj.clone());
+                                .insert(obj.key(), obj.clone());
                             let _ = tx.send(Change::Applied(obj));
                         }
                         "DELETED" => {
+                            let Some(obj) = decode(obj) else { continue };
                             c.inner
                                 .write()
                                 .unwrap_or_else(|e| e.into_inner())
-                                .remove(&cache_key(&obj));
-                            let _ = tx.send(Change::Deleted(Arc::new(obj)));
+                                .remove(&obj.key());
+                            let _ = tx.send(Change::Deleted(obj));
                         }
                         "BOOKMARK" => {}
                         "ERROR" => {

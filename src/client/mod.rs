@@ -2,6 +2,7 @@
 //! (reqwest), the kubeconfig it reads, a watcher that resumes from the last resourceVersion and relists on 410, and an
 //! informer cache. It must not reach into the store.
 
+pub mod api;
 pub mod config;
 pub mod events;
 pub mod informer;
@@ -13,6 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::registry::KindInfo;
+
+pub use api::{Api, Patch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

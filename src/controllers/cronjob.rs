@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::replicaset::controller_uid;
+use crate::api::Object;
 use crate::api::batch::parse_schedule as parse;
 use crate::api::meta::{format_time, now};
 use crate::api::registry;
@@ -72,6 +72,7 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let uid = s(&cj, "/metadata/uid").to_string();
     let cj_kind = registry::lookup("cronjobs").expect("cronjobs kind");
     let job_kind = registry::lookup("jobs").expect("jobs kind");
+    let jobs_api = crate::client::Api::<crate::api::batch::Job>::namespaced(&ctx.client, &ns);
     let spec = &cj["spec"];
     let me = json!({"apiVersion": "batch/v1", "kind": "CronJob",
         "metadata": {"name": name, "namespace": ns, "uid": uid}});
@@ -89,9 +90,13 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     // The Jobs it owns: running ones are `active`; finished ones feed lastSuccessfulTime and the history limits.
     let mut jobs: Vec<Arc<Value>> = ctx
         .jobs
-        .list()
+        .list_namespace(&ns)
         .into_iter()
-        .filter(|j| s(j, "/metadata/namespace") == ns && controller_uid(j) == Some(uid.as_str()))
+        .filter(|j| {
+            j.object_meta()
+                .controller()
+                .is_some_and(|o| o.uid == uid)
+        })
         .collect();
     jobs.sort_by_key(|j| {
         (
@@ -126,7 +131,7 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             .collect();
         let old = done.iter().take(done.len().saturating_sub(limit));
         let names: Vec<String> = old.map(|j| s(j, "/metadata/name").to_string()).collect();
-        for jn in super::delete_all(&ctx.client, job_kind, &ns, &names).await? {
+        for jn in jobs_api.delete_all(&names).await? {
             event("Normal", "SuccessfulDelete", format!("Deleted job {jn}"));
         }
     }
@@ -198,7 +203,7 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
                 .iter()
                 .map(|j| s(j, "/metadata/name").to_string())
                 .collect();
-            for jn in super::delete_all(&ctx.client, job_kind, &ns, &names).await? {
+            for jn in jobs_api.delete_all(&names).await? {
                 event("Normal", "SuccessfulDelete", format!("Deleted job {jn}"));
             }
             active.clear();

@@ -14,7 +14,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::deployment::template_hash;
-use super::replicaset::{available, controller_uid, is_ready, Expectations};
+use super::pods::{available, controller_uid, is_ready, phase, Expectations};
+use crate::api::core::Pod;
+use crate::api::Resource;
+use crate::client::Api;
 use crate::api::registry;
 use crate::api::IntOrString;
 use crate::client::informer::Cache;
@@ -36,9 +39,9 @@ pub use super::revisions::REVISION_LABEL;
 /// What the DaemonSet controller works with.
 pub struct Context {
     pub client: Client,
-    pub pods: Cache,
+    pub pods: Cache<Pod>,
     pub nodes: Cache,
-    pub revisions: Cache,
+    pub revisions: Cache<crate::api::apps::ControllerRevision>,
     pub expectations: Expectations,
 }
 
@@ -86,13 +89,38 @@ fn with_tolerations(template: &Value) -> Value {
 }
 
 /// The node a daemon pod is for: where it is bound, else the node its affinity pins it to.
-fn node_of(pod: &Value) -> Option<String> {
-    if let Some(n) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+fn node_of(pod: &Pod) -> Option<String> {
+    if let Some(n) = super::pods::node_name(pod) {
         return Some(n.to_string());
     }
-    pod.pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0/values/0")
-        .and_then(Value::as_str)
-        .map(String::from)
+    let required = pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?;
+    required
+        .node_selector_terms
+        .first()?
+        .match_fields
+        .as_ref()?
+        .first()?
+        .values
+        .as_ref()?
+        .first()
+        .cloned()
+}
+
+/// The ControllerRevision hash a pod was made from.
+fn revision_of(pod: &Pod) -> &str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .map_or("", String::as_str)
 }
 
 /// The pod for `node`.
@@ -132,7 +160,6 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let uid = s(&ds, "/metadata/uid").to_string();
     let key = format!("daemonsets/{ns}/{name}");
     let ds_kind = registry::lookup("daemonsets").expect("daemonsets kind");
-    let pod_kind = registry::lookup("pods").expect("pods kind");
     let me = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": name, "namespace": ns, "uid": uid}});
     let event = |reason: &'static str, message: String| {
@@ -150,10 +177,10 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let hash = template_hash(&spec["template"]);
     let in_use: Vec<String> = ctx
         .pods
-        .list()
+        .list_namespace(&ns)
         .iter()
-        .filter(|p| controller_uid(p) == Some(uid.as_str()))
-        .map(|p| s(p, &format!("/metadata/labels/{REVISION_LABEL}")).to_string())
+        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
+        .map(|p| revision_of(p).to_string())
         .collect();
     super::revisions::sync(
         &ctx.client,
@@ -172,18 +199,18 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         let info = NodeInfo::new(&n);
         eligible.insert(info.name.clone(), probe.daemon_fits(&info).is_ok());
     }
-    let mut by_node: BTreeMap<String, Vec<Arc<Value>>> = BTreeMap::new();
+    let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     let mut orphaned: Vec<String> = Vec::new();
-    for p in ctx.pods.list() {
-        if s(&p, "/metadata/namespace") != ns || controller_uid(&p) != Some(uid.as_str()) {
+    for p in ctx.pods.list_namespace(&ns) {
+        if controller_uid(&p.metadata) != Some(uid.as_str()) {
             continue;
         }
-        if p["metadata"]["deletionTimestamp"].is_string() {
+        if p.metadata.deletion_timestamp.is_some() {
             continue;
         }
         match node_of(&p) {
             Some(n) if eligible.get(&n) == Some(&true) => by_node.entry(n).or_default().push(p),
-            _ => orphaned.push(s(&p, "/metadata/name").to_string()),
+            _ => orphaned.push(p.metadata.name().to_string()),
         }
     }
     let min_ready = spec["minReadySeconds"].as_i64().unwrap_or(0);
@@ -195,13 +222,13 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     // Finished pods are replaced; a node with two (a surge aside) keeps the oldest.
     for pods in by_node.values_mut() {
         pods.retain(|p| {
-            let done = matches!(s(p, "/status/phase"), "Succeeded" | "Failed");
+            let done = matches!(phase(p), "Succeeded" | "Failed");
             if done {
-                delete.push(s(p, "/metadata/name").to_string());
+                delete.push(p.metadata.name().to_string());
             }
             !done
         });
-        pods.sort_by_key(|p| s(p, "/metadata/creationTimestamp").to_string());
+        pods.sort_by_key(|p| p.metadata.creation_timestamp);
     }
     for (node, ok) in &eligible {
         if *ok && by_node.get(node).is_none_or(Vec::is_empty) {
@@ -221,7 +248,7 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         intstr("maxUnavailable", 1).max(1)
     };
-    let is_new = |p: &Value| s(p, &format!("/metadata/labels/{REVISION_LABEL}")) == hash;
+    let is_new = |p: &Pod| revision_of(p) == hash;
     let mut unavailable = desired
         - by_node
             .values()
@@ -229,22 +256,22 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             .count() as i64;
     let mut surging = by_node.values().filter(|pods| pods.len() > 1).count() as i64;
     for (node, pods) in &by_node {
-        let news: Vec<&Arc<Value>> = pods.iter().filter(|p| is_new(p)).collect();
-        let olds: Vec<&Arc<Value>> = pods.iter().filter(|p| !is_new(p)).collect();
+        let news: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_new(p)).collect();
+        let olds: Vec<&Arc<Pod>> = pods.iter().filter(|p| !is_new(p)).collect();
         // Duplicates of one revision: keep the oldest.
         for extra in news.iter().skip(1) {
-            delete.push(s(extra, "/metadata/name").to_string());
+            delete.push(extra.metadata.name().to_string());
         }
         if olds.len() > 1 {
             for extra in olds.iter().skip(1) {
-                delete.push(s(extra, "/metadata/name").to_string());
+                delete.push(extra.metadata.name().to_string());
             }
         }
         let Some(old) = olds.first() else { continue };
         if !rolling {
             continue;
         }
-        let old_name = s(old, "/metadata/name").to_string();
+        let old_name = old.metadata.name().to_string();
         match news.first() {
             // Surge: the new pod is up; the old one goes once the new one is available.
             Some(new) => {
@@ -281,7 +308,7 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             let ns = ns.clone();
             async move {
                 client
-                    .create(pod_kind, Some(&ns), &pod)
+                    .create(Pod::info(), Some(&ns), &pod)
                     .await
                     .map(|p| s(&p, "/metadata/name").to_string())
             }
@@ -298,7 +325,9 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         for n in &names {
             event("SuccessfulCreate", format!("Created pod: {n}"));
         }
-        let gone = super::delete_all(&ctx.client, pod_kind, &ns, &delete).await?;
+        let gone = Api::<Pod>::namespaced(&ctx.client, &ns)
+            .delete_all(&delete)
+            .await?;
         for n in &gone {
             event("SuccessfulDelete", format!("Deleted pod: {n}"));
         }
@@ -309,17 +338,14 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     // Status, from what the nodes run now.
-    let scheduled: Vec<&Arc<Value>> = by_node.values().filter_map(|pods| pods.first()).collect();
+    let scheduled: Vec<&Arc<Pod>> = by_node.values().filter_map(|pods| pods.first()).collect();
     let misscheduled = ctx
         .pods
-        .list()
+        .list_namespace(&ns)
         .iter()
         .filter(|p| {
-            s(p, "/metadata/namespace") == ns
-                && controller_uid(p) == Some(uid.as_str())
-                && p["spec"]["nodeName"]
-                    .as_str()
-                    .is_some_and(|n| eligible.get(n) != Some(&true))
+            controller_uid(&p.metadata) == Some(uid.as_str())
+                && super::pods::node_name(p).is_some_and(|n| eligible.get(n) != Some(&true))
         })
         .count();
     let ready = by_node
@@ -368,7 +394,7 @@ pub fn node_mapper(daemonsets: Cache) -> crate::runtime::controller::Mapper {
         daemonsets
             .list()
             .iter()
-            .map(|d| crate::runtime::key_of(d))
+            .map(|d| crate::runtime::key_of(d.as_ref()))
             .collect()
     })
 }
@@ -384,7 +410,8 @@ mod tests {
                 "spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c"}]}}}});
         let t = with_tolerations(&ds["spec"]["template"]);
         let p = pod_for(&ds, &t, "abc", "node-b");
-        assert_eq!(node_of(&p).as_deref(), Some("node-b"));
+        let typed: Pod = serde_json::from_value(p.clone()).unwrap();
+        assert_eq!(node_of(&typed).as_deref(), Some("node-b"));
         assert_eq!(p["metadata"]["labels"][REVISION_LABEL], "abc");
         assert_eq!(p["metadata"]["labels"]["app"], "agent");
         let tols = p["spec"]["tolerations"].as_array().unwrap();

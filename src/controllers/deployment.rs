@@ -7,14 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
-use crate::api::apps::Deployment;
-use crate::api::meta::{format_time, now};
-use crate::api::registry;
-use crate::api::IntOrString;
+use super::pods::Recorder;
+use crate::api::apps::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use crate::api::meta::{now, Condition, ObjectMeta};
+use crate::api::{IntOrString, Resource};
 use crate::client::informer::Cache;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -32,7 +34,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct Context {
     pub client: Client,
-    pub replicasets: Cache,
+    pub replicasets: Cache<ReplicaSet>,
 }
 
 /// A stable short hash of a pod template (FNV-1a over its JSON), spelled with Kubernetes' safe alphabet.
@@ -62,14 +64,27 @@ pub fn template_hash(template: &Value) -> String {
     out
 }
 
-fn i(v: &Value, p: &str) -> i64 {
-    v.pointer(p).and_then(Value::as_i64).unwrap_or(0)
+/// `spec.replicas` of a ReplicaSet.
+fn spec_replicas(rs: &ReplicaSet) -> i64 {
+    i64::from(rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
 }
 
-fn revision_of(rs: &Value) -> i64 {
-    rs.pointer("/metadata/annotations")
+/// `status.replicas` and `status.availableReplicas` of a ReplicaSet.
+fn status_counts(rs: &ReplicaSet) -> (i64, i64, i64) {
+    rs.status.as_ref().map_or((0, 0, 0), |s| {
+        (
+            i64::from(s.replicas),
+            i64::from(s.ready_replicas.unwrap_or(0)),
+            i64::from(s.available_replicas.unwrap_or(0)),
+        )
+    })
+}
+
+fn revision_of(rs: &ReplicaSet) -> i64 {
+    rs.metadata
+        .annotations
+        .as_ref()
         .and_then(|a| a.get(REVISION))
-        .and_then(Value::as_str)
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
 }
@@ -144,8 +159,8 @@ pub fn rolling_step(
     }
 }
 
-fn cond(conds: &[Value], t: &str) -> Option<Value> {
-    conds.iter().find(|c| c["type"] == t).cloned()
+fn cond<'a>(conds: &'a [Condition], t: &str) -> Option<&'a Condition> {
+    conds.iter().find(|c| c.type_ == t)
 }
 
 /// One reconcile of one Deployment.
@@ -157,31 +172,26 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
     let ns = d.metadata.namespace().to_string();
     let name = d.metadata.name().to_string();
     let uid = d.metadata.uid.clone().unwrap_or_default();
-    let rs_kind = registry::lookup("replicasets").expect("replicasets");
+    let api = Api::<ReplicaSet>::namespaced(&ctx.client, &ns);
+    let recorder = Recorder::new(&ctx.client, "deployment-controller");
     let desired = i64::from(spec.replicas.unwrap_or(1));
     let template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
     let hash = template_hash(&template);
 
-    let mut rss: Vec<Value> = ctx
+    let mut rss: Vec<ReplicaSet> = ctx
         .replicasets
-        .list()
+        .list_namespace(&ns)
         .into_iter()
-        .filter(|r| r.pointer("/metadata/namespace").and_then(Value::as_str) == Some(&ns))
-        .filter(|r| {
-            r.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|o| {
-                    o.iter()
-                        .any(|o| o["uid"] == uid.as_str() && o["controller"] == true)
-                })
-        })
-        .map(|r| Value::clone(&r))
+        .filter(|r| super::pods::controller_uid(&r.metadata) == Some(uid.as_str()))
+        .map(|r| ReplicaSet::clone(&r))
         .collect();
     rss.sort_by_key(revision_of);
     let max_revision = rss.iter().map(revision_of).max().unwrap_or(0);
     let new_idx = rss.iter().position(|r| {
-        r.pointer(&format!("/metadata/labels/{HASH_LABEL}"))
-            .and_then(Value::as_str)
+        r.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL))
             == Some(&hash)
     });
     let paused = spec.paused.unwrap_or(false);
@@ -203,38 +213,37 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
         .unwrap_or(IntOrString::String("25%".into()))
         .scaled(desired, false)
         .unwrap_or(0);
-    let annotations = |revision: i64| -> Value {
-        let mut a = json!({REVISION: revision.to_string(),
-            "deployment.kubernetes.io/desired-replicas": desired.to_string(),
-            "deployment.kubernetes.io/max-replicas": (desired + surge).to_string()});
+    let annotations = |revision: i64| -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([
+            (REVISION.to_string(), revision.to_string()),
+            (
+                "deployment.kubernetes.io/desired-replicas".to_string(),
+                desired.to_string(),
+            ),
+            (
+                "deployment.kubernetes.io/max-replicas".to_string(),
+                (desired + surge).to_string(),
+            ),
+        ]);
         if let Some(cause) = d
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get("kubernetes.io/change-cause"))
         {
-            a["kubernetes.io/change-cause"] = json!(cause);
+            a.insert("kubernetes.io/change-cause".into(), cause.clone());
         }
         a
     };
 
     // The ReplicaSet of the current template: create it, or make it the newest revision again (a rollback).
-    let new_rs: Value = match new_idx {
+    let new_rs: ReplicaSet = match new_idx {
         Some(idx) => {
             let rs = rss.remove(idx);
             if revision_of(&rs) < max_revision && !paused {
                 let patch = json!({"metadata": {"annotations": annotations(max_revision + 1)}});
                 changed = true;
-                ctx.client
-                    .patch(
-                        rs_kind,
-                        Some(&ns),
-                        rs.pointer("/metadata/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                        "application/merge-patch+json",
-                        &patch,
-                    )
+                api.patch(rs.metadata.name(), &Patch::Merge(patch))
                     .await?
             } else {
                 rs
@@ -242,33 +251,50 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
         }
         None if paused => return sync_status(&d, &ctx, None, &rss, desired, unavail, false).await,
         None => {
-            let mut t = template.clone();
-            t["metadata"]["labels"][HASH_LABEL] = json!(hash);
-            let mut selector = serde_json::to_value(&spec.selector).unwrap_or(json!({}));
-            selector["matchLabels"][HASH_LABEL] = json!(hash);
-            let old_total: i64 = rss.iter().map(|r| i(r, "/spec/replicas")).sum();
+            let mut t = spec.template.clone();
+            let meta = t.metadata.get_or_insert_with(Default::default);
+            meta.labels
+                .get_or_insert_with(Default::default)
+                .insert(HASH_LABEL.into(), hash.clone());
+            let labels = meta.labels.clone();
+            let mut selector = spec.selector.clone();
+            selector
+                .match_labels
+                .get_or_insert_with(Default::default)
+                .insert(HASH_LABEL.into(), hash.clone());
+            let old_total: i64 = rss.iter().map(spec_replicas).sum();
             let initial = if recreate {
                 0
             } else {
                 desired.min((desired + surge - old_total).max(0))
             };
-            let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": t["metadata"]["labels"],
-                    "annotations": annotations(max_revision + 1),
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid,
-                        "controller": true, "blockOwnerDeletion": true}]},
-                "spec": {"replicas": initial, "minReadySeconds": spec.min_ready_seconds.unwrap_or(0),
-                    "selector": selector, "template": t}});
+            let rs = ReplicaSet {
+                api_version: ReplicaSet::api_version(),
+                kind: "ReplicaSet".into(),
+                metadata: ObjectMeta {
+                    name: Some(format!("{name}-{hash}")),
+                    namespace: Some(ns.clone()),
+                    labels,
+                    annotations: Some(annotations(max_revision + 1)),
+                    owner_references: Some(vec![d.controller_ref()]),
+                    ..Default::default()
+                },
+                spec: Some(ReplicaSetSpec {
+                    replicas: Some(initial as i32),
+                    min_ready_seconds: Some(spec.min_ready_seconds.unwrap_or(0)),
+                    selector,
+                    template: Some(t),
+                }),
+                status: None,
+            };
             changed = true;
             tracing::info!(replicaset = %format!("{name}-{hash}"), replicas = initial, "created ReplicaSet");
-            match ctx.client.create(rs_kind, Some(&ns), &rs).await {
+            match api.create(&rs).await {
                 Ok(v) => {
                     if initial > 0 {
-                        scaling_event(
-                            &ctx.client,
-                            &name,
-                            &ns,
-                            &uid,
+                        recorder.normal(
+                            d.as_ref(),
+                            "ScalingReplicaSet",
                             format!("Scaled up replica set {name}-{hash} from 0 to {initial}"),
                         );
                     }
@@ -281,43 +307,25 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
             }
         }
     };
-    let new_name = new_rs
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let new_name = new_rs.metadata.name().to_string();
 
     if !paused {
-        let scale = |rs: &Value, n: i64| {
-            let rs_name = rs
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let client = ctx.client.clone();
-            let ns = ns.clone();
+        let scale = |rs: &ReplicaSet, n: i64| {
+            let rs_name = rs.metadata.name().to_string();
+            let api = api.clone();
+            let recorder = recorder.clone();
             let mut anns = annotations(revision_of(rs));
-            anns[REVISION] = json!(revision_of(rs).to_string());
-            let from = i(rs, "/spec/replicas");
-            let (name, uid) = (name.clone(), uid.clone());
+            anns.insert(REVISION.into(), revision_of(rs).to_string());
+            let from = spec_replicas(rs);
+            let d = d.clone();
             async move {
                 let patch = json!({"spec": {"replicas": n}, "metadata": {"annotations": anns}});
-                let r = client
-                    .patch(
-                        rs_kind,
-                        Some(&ns),
-                        &rs_name,
-                        "application/merge-patch+json",
-                        &patch,
-                    )
-                    .await;
+                let r = api.patch(&rs_name, &Patch::Merge(patch)).await;
                 if r.is_ok() {
                     let dir = if n > from { "up" } else { "down" };
-                    scaling_event(
-                        &client,
-                        &name,
-                        &ns,
-                        &uid,
+                    recorder.normal(
+                        d.as_ref(),
+                        "ScalingReplicaSet",
                         format!("Scaled {dir} replica set {rs_name} from {from} to {n}"),
                     );
                 }
@@ -327,38 +335,35 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
         if recreate {
             let old_active: i64 = rss
                 .iter()
-                .map(|r| i(r, "/spec/replicas") + i(r, "/status/replicas"))
+                .map(|r| spec_replicas(r) + status_counts(r).0)
                 .sum();
-            for r in rss.iter().filter(|r| i(r, "/spec/replicas") > 0) {
+            for r in rss.iter().filter(|r| spec_replicas(r) > 0) {
                 scale(r, 0).await?;
                 changed = true;
             }
-            if old_active == 0 && i(&new_rs, "/spec/replicas") != desired {
+            if old_active == 0 && spec_replicas(&new_rs) != desired {
                 scale(&new_rs, desired).await?;
                 changed = true;
             }
         } else {
             let olds: Vec<(i64, i64)> = rss
                 .iter()
-                .map(|r| (i(r, "/spec/replicas"), i(r, "/status/availableReplicas")))
+                .map(|r| (spec_replicas(r), status_counts(r).2))
                 .collect();
             let step = rolling_step(
                 desired,
                 surge,
                 unavail,
-                (
-                    i(&new_rs, "/spec/replicas"),
-                    i(&new_rs, "/status/availableReplicas"),
-                ),
+                (spec_replicas(&new_rs), status_counts(&new_rs).2),
                 &olds,
             );
-            if step.new_replicas != i(&new_rs, "/spec/replicas") {
+            if step.new_replicas != spec_replicas(&new_rs) {
                 tracing::info!(replicaset = %new_name, replicas = step.new_replicas, "scaling new ReplicaSet");
                 scale(&new_rs, step.new_replicas).await?;
                 changed = true;
             }
             for (r, target) in rss.iter().zip(&step.old_replicas) {
-                if *target != i(r, "/spec/replicas") {
+                if *target != spec_replicas(r) {
                     scale(r, *target).await?;
                     changed = true;
                 }
@@ -366,62 +371,73 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
         }
         // Old ReplicaSets beyond the history limit, oldest first, once scaled to zero.
         let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-        let idle: Vec<&Value> = rss
+        let idle: Vec<&ReplicaSet> = rss
             .iter()
-            .filter(|r| i(r, "/spec/replicas") == 0 && i(r, "/status/replicas") == 0)
+            .filter(|r| spec_replicas(r) == 0 && status_counts(r).0 == 0)
             .collect();
         if idle.len() > limit {
             for r in &idle[..idle.len() - limit] {
-                let n = r
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let _ = ctx.client.delete(rs_kind, Some(&ns), n, "Background").await;
+                let _ = api.delete(r.metadata.name(), "Background").await;
             }
         }
     }
     sync_status(&d, &ctx, Some(&new_rs), &rss, desired, unavail, changed).await
 }
 
+/// A condition of `type_` that keeps `prev`'s transition time while its status stays the same.
+fn condition(type_: &str, status: &str, reason: &str, message: String) -> Condition {
+    let t = now();
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_update_time: Some(t),
+        last_transition_time: Some(t),
+        ..Default::default()
+    }
+}
+
 async fn sync_status(
     d: &Deployment,
     ctx: &Context,
-    new_rs: Option<&Value>,
-    old: &[Value],
+    new_rs: Option<&ReplicaSet>,
+    old: &[ReplicaSet],
     desired: i64,
     unavail: i64,
     progressed: bool,
 ) -> Result<Action> {
-    let dep_kind = registry::lookup("deployments").expect("deployments");
-    let ns = d.metadata.namespace();
-    let name = d.metadata.name();
-    let all: Vec<&Value> = new_rs.into_iter().chain(old.iter()).collect();
-    let replicas: i64 = all.iter().map(|r| i(r, "/status/replicas")).sum();
-    let ready: i64 = all.iter().map(|r| i(r, "/status/readyReplicas")).sum();
-    let available: i64 = all.iter().map(|r| i(r, "/status/availableReplicas")).sum();
-    let updated = new_rs.map(|r| i(r, "/status/replicas")).unwrap_or(0);
-    let new_available = new_rs
-        .map(|r| i(r, "/status/availableReplicas"))
-        .unwrap_or(0);
-    let current = serde_json::to_value(&d.status).unwrap_or(Value::Null);
-    let conds: Vec<Value> = current
-        .get("conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let t = format_time(&now());
+    let all: Vec<&ReplicaSet> = new_rs.into_iter().chain(old.iter()).collect();
+    let sum = |f: fn((i64, i64, i64)) -> i64| -> i64 { all.iter().map(|r| f(status_counts(r))).sum() };
+    let replicas = sum(|c| c.0);
+    let ready = sum(|c| c.1);
+    let available = sum(|c| c.2);
+    let updated = new_rs.map(|r| status_counts(r).0).unwrap_or(0);
+    let current = d.status.clone().unwrap_or_default();
+    let conds: Vec<Condition> = current.conditions.clone().unwrap_or_default();
     let complete =
         updated == desired && replicas == desired && available >= desired && new_rs.is_some();
     let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     let avail_ok = available >= desired - unavail;
-    let mut available_cond = json!({"type": "Available", "status": if avail_ok { "True" } else { "False" },
-        "reason": if avail_ok { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
-        "message": if avail_ok { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." },
-        "lastUpdateTime": t, "lastTransitionTime": t});
+    let mut available_cond = if avail_ok {
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        )
+    } else {
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        )
+    };
     if let Some(prev) = cond(&conds, "Available") {
-        if prev["status"] == available_cond["status"] {
-            available_cond["lastTransitionTime"] = prev["lastTransitionTime"].clone();
-            available_cond["lastUpdateTime"] = prev["lastUpdateTime"].clone();
+        if prev.status == available_cond.status {
+            available_cond.last_transition_time = prev.last_transition_time;
+            available_cond.last_update_time = prev.last_update_time;
         }
     }
     let prev_prog = cond(&conds, "Progressing");
@@ -430,16 +446,8 @@ async fn sync_status(
         .as_ref()
         .and_then(|s| s.progress_deadline_seconds)
         .unwrap_or(600) as i64;
-    let new_rs_name = new_rs
-        .and_then(|r| r.pointer("/metadata/name"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let _ = new_available;
-    let more_available = current
-        .get("availableReplicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
-        < available;
+    let new_rs_name = new_rs.map(|r| r.metadata.name()).unwrap_or("");
+    let more_available = i64::from(current.available_replicas.unwrap_or(0)) < available;
     let (status, reason, message) = if paused {
         (
             "Unknown",
@@ -453,17 +461,12 @@ async fn sync_status(
             format!("ReplicaSet \"{new_rs_name}\" has successfully progressed."),
         )
     } else {
-        let last = prev_prog
-            .as_ref()
-            .and_then(|p| p["lastUpdateTime"].as_str())
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&chrono::Utc));
+        let last = prev_prog.and_then(|p| p.last_update_time);
         let stalled = !progressed
             && !more_available
             && last.is_some_and(|l| (now() - l).num_seconds() > deadline);
-        let already_failed = prev_prog
-            .as_ref()
-            .is_some_and(|p| p["reason"] == "ProgressDeadlineExceeded");
+        let already_failed =
+            prev_prog.is_some_and(|p| p.reason.as_deref() == Some("ProgressDeadlineExceeded"));
         if stalled || (already_failed && !progressed && !more_available) {
             (
                 "False",
@@ -478,39 +481,41 @@ async fn sync_status(
             )
         }
     };
-    let mut prog = json!({"type": "Progressing", "status": status, "reason": reason, "message": message,
-        "lastUpdateTime": t, "lastTransitionTime": t});
-    if let Some(prev) = &prev_prog {
-        if prev["status"] == prog["status"] {
-            prog["lastTransitionTime"] = prev["lastTransitionTime"].clone();
+    let mut prog = condition("Progressing", status, reason, message);
+    if let Some(prev) = prev_prog {
+        if prev.status == prog.status {
+            prog.last_transition_time = prev.last_transition_time;
         }
         // The update time moves only with progress (or a change of reason).
-        if prev["reason"] == prog["reason"] && !progressed && !more_available {
-            prog["lastUpdateTime"] = prev["lastUpdateTime"].clone();
+        if prev.reason == prog.reason && !progressed && !more_available {
+            prog.last_update_time = prev.last_update_time;
         }
     }
-    let status = json!({"observedGeneration": d.metadata.generation.unwrap_or(0), "replicas": replicas,
-        "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": available,
-        "unavailableReplicas": (desired - available).max(0), "conditions": [available_cond, prog]});
-    let same = [
-        "observedGeneration",
-        "replicas",
-        "updatedReplicas",
-        "readyReplicas",
-        "availableReplicas",
-        "unavailableReplicas",
-    ]
-    .iter()
-    .all(|f| {
-        current.get(*f).and_then(Value::as_i64).unwrap_or(0) == status[*f].as_i64().unwrap_or(0)
-    }) && conds.len() == 2
-        && conds
-            .iter()
-            .zip(status["conditions"].as_array().into_iter().flatten())
-            .all(|(a, b)| a == b);
+    let status = DeploymentStatus {
+        observed_generation: Some(d.metadata.generation.unwrap_or(0)),
+        replicas: Some(replicas as i32),
+        updated_replicas: Some(updated as i32),
+        ready_replicas: Some(ready as i32),
+        available_replicas: Some(available as i32),
+        unavailable_replicas: Some((desired - available).max(0) as i32),
+        conditions: Some(vec![available_cond, prog]),
+        ..Default::default()
+    };
+    let counts = |s: &DeploymentStatus| {
+        (
+            s.observed_generation.unwrap_or(0),
+            s.replicas.unwrap_or(0),
+            s.updated_replicas.unwrap_or(0),
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0),
+            s.unavailable_replicas.unwrap_or(0),
+        )
+    };
+    let same = counts(&current) == counts(&status)
+        && Some(&conds) == status.conditions.as_ref();
     if !same {
-        ctx.client
-            .patch_status(dep_kind, Some(ns), name, &status)
+        Api::<Deployment>::beside(&ctx.client, d)
+            .patch_status(d.metadata.name(), &Patch::Strategic(json!({"status": status})))
             .await?;
     }
     if !complete && !paused && reason != "ProgressDeadlineExceeded" {
@@ -520,20 +525,6 @@ async fn sync_status(
         )));
     }
     Ok(Action::await_change())
-}
-
-/// A ScalingReplicaSet Event on the Deployment, in the background.
-fn scaling_event(client: &Client, name: &str, ns: &str, uid: &str, message: String) {
-    let me = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "uid": uid}});
-    crate::client::events::spawn_record(
-        client,
-        me,
-        "deployment-controller",
-        "Normal",
-        "ScalingReplicaSet",
-        message,
-    );
 }
 
 #[cfg(test)]

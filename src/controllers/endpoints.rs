@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::replicaset::is_ready;
+use super::pods::{is_ready, phase};
+use crate::api::core::Pod;
+use crate::client::Api;
 use crate::api::registry;
-use crate::api::selector::{labels_of, Selector};
+use crate::api::selector::Selector;
 use crate::client::informer::Cache;
 use crate::client::Client;
 use crate::runtime::Action;
@@ -33,7 +35,7 @@ const MANAGER: &str = "capstan-endpoints";
 
 pub struct Context {
     pub client: Client,
-    pub pods: Cache,
+    pub pods: Cache<Pod>,
     pub endpoints: Cache,
     pub slices: Cache,
 }
@@ -54,22 +56,23 @@ fn selector_of(svc: &Value) -> Option<Selector> {
 }
 
 /// The pod's port for a Service port's `targetPort` (defaulting to `port`), or None when a named port is missing.
-pub fn resolve_port(svc_port: &Value, pod: &Value) -> Option<i64> {
+pub fn resolve_port(svc_port: &Value, pod: &Pod) -> Option<i64> {
     match &svc_port["targetPort"] {
         Value::Number(n) => n.as_i64(),
         Value::String(name) => match name.parse::<i64>() {
             Ok(n) => Some(n),
-            Err(_) => pod["spec"]["containers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            Err(_) => pod
+                .spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
                 .find(|p| {
-                    p["name"] == name.as_str()
-                        && p["protocol"].as_str().unwrap_or("TCP")
+                    p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP")
                             == svc_port["protocol"].as_str().unwrap_or("TCP")
                 })
-                .and_then(|p| p["containerPort"].as_i64()),
+                .map(|p| i64::from(p.container_port)),
         },
         _ => svc_port["port"].as_i64(),
     }
@@ -77,7 +80,7 @@ pub fn resolve_port(svc_port: &Value, pod: &Value) -> Option<i64> {
 
 /// One pod as an endpoint.
 struct Member<'p> {
-    pod: &'p Value,
+    pod: &'p Pod,
     ready: bool,
     terminating: bool,
 }
@@ -85,14 +88,12 @@ struct Member<'p> {
 /// Pods grouped by how the Service's ports resolve on them.
 fn groups<'p>(
     svc: &Value,
-    pods: &'p [Arc<Value>],
+    pods: &'p [Arc<Pod>],
 ) -> BTreeMap<Vec<(String, i64, String)>, Vec<Member<'p>>> {
     let ports: Vec<Value> = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
     let mut out: BTreeMap<Vec<(String, i64, String)>, Vec<Member<'p>>> = BTreeMap::new();
     for pod in pods {
-        if s(pod, "/status/podIP").is_empty()
-            || matches!(s(pod, "/status/phase"), "Succeeded" | "Failed")
-        {
+        if pod_ip(pod).is_none() || matches!(phase(pod), "Succeeded" | "Failed") {
             continue;
         }
         let resolved: Vec<(String, i64, String)> = ports
@@ -114,25 +115,34 @@ fn groups<'p>(
         out.entry(resolved).or_default().push(Member {
             pod,
             ready: is_ready(pod),
-            terminating: pod["metadata"]["deletionTimestamp"].is_string(),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
         });
     }
     out
 }
 
-fn target_ref(pod: &Value) -> Value {
-    json!({"kind": "Pod", "namespace": pod["metadata"]["namespace"], "name": pod["metadata"]["name"],
-        "uid": pod["metadata"]["uid"]})
+fn pod_ip(pod: &Pod) -> Option<&str> {
+    pod.status
+        .as_ref()?
+        .pod_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty())
+}
+
+fn target_ref(pod: &Pod) -> Value {
+    json!({"kind": "Pod", "namespace": pod.metadata.namespace, "name": pod.metadata.name,
+        "uid": pod.metadata.uid})
 }
 
 /// The pod's DNS host name under this Service (hostname and subdomain set, subdomain naming the Service).
-fn hostname_for(svc: &Value, pod: &Value) -> Option<String> {
-    let h = pod["spec"]["hostname"].as_str().filter(|h| !h.is_empty())?;
-    (pod["spec"]["subdomain"] == svc["metadata"]["name"]).then(|| h.to_string())
+fn hostname_for(svc: &Value, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let h = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
+    (spec.subdomain.as_deref() == svc["metadata"]["name"].as_str()).then(|| h.to_string())
 }
 
 /// The Endpoints object for a Service.
-pub fn endpoints_for(svc: &Value, pods: &[Arc<Value>]) -> Value {
+pub fn endpoints_for(svc: &Value, pods: &[Arc<Pod>]) -> Value {
     let publish_all = svc["spec"]["publishNotReadyAddresses"].as_bool() == Some(true);
     let mut subsets = Vec::new();
     for (ports, members) in groups(svc, pods) {
@@ -142,8 +152,8 @@ pub fn endpoints_for(svc: &Value, pods: &[Arc<Value>]) -> Value {
             if m.terminating && !publish_all {
                 continue;
             }
-            let mut a = json!({"ip": m.pod["status"]["podIP"], "targetRef": target_ref(m.pod)});
-            if let Some(n) = m.pod["spec"]["nodeName"].as_str() {
+            let mut a = json!({"ip": pod_ip(m.pod), "targetRef": target_ref(m.pod)});
+            if let Some(n) = super::pods::node_name(m.pod) {
                 a["nodeName"] = json!(n);
             }
             if let Some(h) = hostname_for(svc, m.pod) {
@@ -187,7 +197,7 @@ pub fn endpoints_for(svc: &Value, pods: &[Arc<Value>]) -> Value {
 }
 
 /// The EndpointSlices for a Service (one per distinct port set), named `<service>-<n>`.
-pub fn slices_for(svc: &Value, pods: &[Arc<Value>]) -> Vec<Value> {
+pub fn slices_for(svc: &Value, pods: &[Arc<Pod>]) -> Vec<Value> {
     let name = s(svc, "/metadata/name");
     let mut out = Vec::new();
     let mut all = groups(svc, pods);
@@ -199,10 +209,10 @@ pub fn slices_for(svc: &Value, pods: &[Arc<Value>]) -> Vec<Value> {
         let mut endpoints: Vec<Value> = members
             .iter()
             .map(|m| {
-                let mut e = json!({"addresses": [m.pod["status"]["podIP"]],
+                let mut e = json!({"addresses": [pod_ip(m.pod)],
                     "conditions": {"ready": m.ready && !m.terminating, "serving": m.ready, "terminating": m.terminating},
                     "targetRef": target_ref(m.pod)});
-                if let Some(n) = m.pod["spec"]["nodeName"].as_str() {
+                if let Some(n) = super::pods::node_name(m.pod) {
                     e["nodeName"] = json!(n);
                 }
                 if let Some(h) = hostname_for(svc, m.pod) {
@@ -239,11 +249,11 @@ pub async fn reconcile(svc: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     }
     let ns = s(&svc, "/metadata/namespace").to_string();
     let name = s(&svc, "/metadata/name").to_string();
-    let pods: Vec<Arc<Value>> = ctx
+    let pods: Vec<Arc<Pod>> = ctx
         .pods
-        .list()
+        .list_namespace(&ns)
         .into_iter()
-        .filter(|p| s(p, "/metadata/namespace") == ns && selector.matches(&labels_of(p)))
+        .filter(|p| selector.matches(&p.metadata.labels()))
         .collect();
     let ep_kind = registry::lookup("endpoints").expect("endpoints kind");
     let slice_kind = registry::lookup("endpointslices").expect("endpointslices kind");
@@ -286,22 +296,22 @@ pub async fn reconcile(svc: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         })
         .map(|sl| s(sl, "/metadata/name").to_string())
         .collect();
-    super::delete_all(&ctx.client, slice_kind, &ns, &stale).await?;
+    Api::<crate::api::other::EndpointSlice>::namespaced(&ctx.client, &ns)
+        .delete_all(&stale)
+        .await?;
     Ok(Action::await_change())
 }
 
 /// Maps a pod to the Services of its namespace whose selector matches it (now, or - when it changed labels - the
 /// ones that list it).
-pub fn pod_mapper(services: Cache) -> crate::runtime::controller::Mapper {
-    Arc::new(move |pod: &Value| {
-        let ns = s(pod, "/metadata/namespace");
-        let labels = labels_of(pod);
+pub fn pod_mapper(services: Cache) -> crate::runtime::controller::Mapper<Pod> {
+    Arc::new(move |pod: &Pod| {
+        let labels = pod.metadata.labels();
         services
-            .list()
+            .list_namespace(pod.metadata.namespace())
             .iter()
-            .filter(|svc| s(svc, "/metadata/namespace") == ns)
             .filter(|svc| selector_of(svc).is_some_and(|sel| sel.matches(&labels)))
-            .map(|svc| crate::runtime::key_of(svc))
+            .map(|svc| crate::runtime::key_of(svc.as_ref()))
             .collect()
     })
 }
@@ -326,13 +336,13 @@ pub fn owner_mapper() -> crate::runtime::controller::Mapper {
 mod tests {
     use super::*;
 
-    fn pod(name: &str, ip: &str, ready: bool, port_name: &str, port: i64) -> Arc<Value> {
-        Arc::new(
+    fn pod(name: &str, ip: &str, ready: bool, port_name: &str, port: i64) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(
             json!({"metadata": {"name": name, "namespace": "n", "uid": format!("u-{name}"), "labels": {"app": "a"}},
             "spec": {"nodeName": "node-a", "containers": [{"name": "c", "ports": [{"name": port_name, "containerPort": port}]}]},
             "status": {"phase": "Running", "podIP": ip,
                 "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}}),
-        )
+        ).unwrap())
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! to it removed; one being deleted with `foregroundDeletion` waits until its dependents are gone. It runs full passes
 //! over its informers' caches, woken by any change (and every 30 s), so it is level triggered like every controller.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::api::meta::{ObjectMeta, OwnerReference};
 use crate::api::registry::{self, KindInfo};
-use crate::client::informer::{Cache, Shared};
+use crate::api::{HasMetadata, Object};
+use crate::client::informer::Shared;
 use crate::client::Client;
 
 /// Kinds that own others here.
@@ -34,33 +37,24 @@ const DEPENDENTS: &[&str] = &[
     "persistentvolumeclaims",
 ];
 
-// Passes look at every object, so these read fields by index (no allocation), not by JSON pointer.
-fn uid(v: &Value) -> &str {
-    v["metadata"]["uid"].as_str().unwrap_or("")
+fn uid(m: &ObjectMeta) -> &str {
+    m.uid.as_deref().unwrap_or("")
 }
 
-fn refs(v: &Value) -> &[Value] {
-    v["metadata"]["ownerReferences"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+fn refs(m: &ObjectMeta) -> &[OwnerReference] {
+    m.owner_references.as_deref().unwrap_or(&[])
 }
 
-fn has_finalizer(v: &Value, f: &str) -> bool {
-    v["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|x| x == f))
+fn has_finalizer(m: &ObjectMeta, f: &str) -> bool {
+    m.finalizers.as_ref().is_some_and(|a| a.iter().any(|x| x == f))
 }
 
-fn deleting(v: &Value) -> bool {
-    !v["metadata"]["deletionTimestamp"].is_null()
+fn deleting(m: &ObjectMeta) -> bool {
+    m.deletion_timestamp.is_some()
 }
 
-fn ident(v: &Value) -> (Option<String>, String) {
-    (
-        v["metadata"]["namespace"].as_str().map(String::from),
-        v["metadata"]["name"].as_str().unwrap_or("").to_string(),
-    )
+fn ident(m: &ObjectMeta) -> (Option<String>, String) {
+    (m.namespace.clone(), m.name().to_string())
 }
 
 /// What one pass decides, separated from doing it (so it can be tested without a cluster).
@@ -69,17 +63,33 @@ pub struct Plan {
     /// Dependents to delete: (kind plural, namespace, name).
     pub delete: Vec<(String, Option<String>, String)>,
     /// Dependents whose ownerReferences become this list.
-    pub rewrite_refs: Vec<(String, Option<String>, String, Vec<Value>)>,
+    pub rewrite_refs: Vec<(String, Option<String>, String, Vec<OwnerReference>)>,
     /// Owners whose finalizer can go: (kind plural, namespace, name, finalizer).
     pub release: Vec<(String, Option<String>, String, String)>,
 }
 
+/// Objects of one kind (plural), seen through their metadata.
+pub type Objects = Vec<Arc<dyn HasMetadata>>;
+
 /// Plans one pass over owners and dependents (each as (kind plural, objects)).
-pub fn plan(owners: &[(&str, Vec<Arc<Value>>)], dependents: &[(&str, Vec<Arc<Value>>)]) -> Plan {
-    let mut by_uid: HashMap<&str, (&str, &Value)> = HashMap::new();
+pub fn plan(owners: &[(&str, Objects)], dependents: &[(&str, Objects)]) -> Plan {
+    // Typed caches lend their metadata; nothing is copied per pass.
+    plan_metas(&metas(owners), &metas(dependents))
+}
+
+fn metas<'a>(list: &'a [(&str, Objects)]) -> Vec<(String, Vec<Cow<'a, ObjectMeta>>)> {
+    list.iter()
+        .map(|(k, objs)| (k.to_string(), objs.iter().map(|o| o.metadata()).collect()))
+        .collect()
+}
+
+type Metas<'a> = [(String, Vec<Cow<'a, ObjectMeta>>)];
+
+fn plan_metas(owners: &Metas<'_>, dependents: &Metas<'_>) -> Plan {
+    let mut by_uid: HashMap<&str, (&str, &ObjectMeta)> = HashMap::new();
     for (kind, objs) in owners.iter().chain(dependents.iter()) {
         for o in objs {
-            by_uid.insert(uid(o), (kind, o));
+            by_uid.insert(uid(o), (kind, o.as_ref()));
         }
     }
     // Only owners of kinds the collector watches can be judged gone; references to other kinds are left alone.
@@ -93,13 +103,13 @@ pub fn plan(owners: &[(&str, Vec<Arc<Value>>)], dependents: &[(&str, Vec<Arc<Val
     for (kind, objs) in dependents {
         for d in objs {
             let all_refs = refs(d);
-            let rs: Vec<&Value> = all_refs
+            let rs: Vec<&OwnerReference> = all_refs
                 .iter()
-                .filter(|r| tracked.contains(r["kind"].as_str().unwrap_or("")))
+                .filter(|r| tracked.contains(r.kind.as_str()))
                 .collect();
-            let untracked: Vec<Value> = all_refs
+            let untracked: Vec<OwnerReference> = all_refs
                 .iter()
-                .filter(|r| !tracked.contains(r["kind"].as_str().unwrap_or("")))
+                .filter(|r| !tracked.contains(r.kind.as_str()))
                 .cloned()
                 .collect();
             if rs.is_empty() {
@@ -107,13 +117,13 @@ pub fn plan(owners: &[(&str, Vec<Arc<Value>>)], dependents: &[(&str, Vec<Arc<Val
             }
             let live = rs
                 .iter()
-                .filter(|r| by_uid.contains_key(r["uid"].as_str().unwrap_or("")))
+                .filter(|r| by_uid.contains_key(r.uid.as_str()))
                 .count();
             // The common case: every owner is there and none is being deleted - nothing to do.
             if live == rs.len()
                 && rs.iter().all(|r| {
                     by_uid
-                        .get(r["uid"].as_str().unwrap_or(""))
+                        .get(r.uid.as_str())
                         .is_some_and(|(_, o)| !deleting(o))
                 })
             {
@@ -129,8 +139,7 @@ pub fn plan(owners: &[(&str, Vec<Arc<Value>>)], dependents: &[(&str, Vec<Arc<Val
             let mut kept = untracked;
             let mut changed = live != rs.len();
             for r in rs {
-                let r = r.clone();
-                let Some((_, owner)) = by_uid.get(r["uid"].as_str().unwrap_or("")) else {
+                let Some((_, owner)) = by_uid.get(r.uid.as_str()) else {
                     continue;
                 };
                 let owner_deleting = deleting(owner);
@@ -168,7 +177,7 @@ pub fn plan(owners: &[(&str, Vec<Arc<Value>>)], dependents: &[(&str, Vec<Arc<Val
                 // points at it any more).
                 let all_rewritten = dependents.iter().all(|(k, ds)| {
                     ds.iter()
-                        .filter(|d| refs(d).iter().any(|r| r["uid"] == uid(o)))
+                        .filter(|d| refs(d).iter().any(|r| r.uid == uid(o)))
                         .all(|d| {
                             let (dns, dname) = ident(d);
                             p.rewrite_refs
@@ -220,14 +229,47 @@ async fn merge_patch(
     }
 }
 
-async fn execute(client: &Client, caches: &HashMap<&'static str, Cache>, p: Plan) {
+/// One kind's cache, seen through metadata: what the collector reads (of any informer, typed or not).
+#[derive(Clone)]
+pub struct Source {
+    list: Arc<dyn Fn() -> Objects + Send + Sync>,
+    get: Arc<dyn Fn(&str, &str) -> Option<Arc<dyn HasMetadata>> + Send + Sync>,
+    synced: Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+    wake: Arc<dyn Fn(Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()> + Send + Sync>,
+}
+
+impl<K: Object> From<Shared<K>> for Source {
+    fn from(shared: Shared<K>) -> Self {
+        let (c1, c2, c3) = (
+            shared.cache.clone(),
+            shared.cache.clone(),
+            shared.cache.clone(),
+        );
+        Source {
+            list: Arc::new(move || {
+                c1.list()
+                    .into_iter()
+                    .map(|o| o as Arc<dyn HasMetadata>)
+                    .collect()
+            }),
+            get: Arc::new(move |ns, name| c2.get(ns, name).map(|o| o as Arc<dyn HasMetadata>)),
+            synced: Arc::new(move || {
+                let c = c3.clone();
+                Box::pin(async move { c.wait_synced().await })
+            }),
+            wake: Arc::new(move |n| shared.notify_on_change(n)),
+        }
+    }
+}
+
+async fn execute(client: &Client, sources: &HashMap<&'static str, Source>, p: Plan) {
+    let current = |k: &str, ns: &Option<String>, name: &str| {
+        sources
+            .get(k)
+            .and_then(|s| (s.get)(ns.as_deref().unwrap_or(""), name))
+    };
     for (k, ns, name, new_refs) in p.rewrite_refs {
-        let cur = caches
-            .get(k.as_str())
-            .and_then(|c| c.get(ns.as_deref().unwrap_or(""), &name));
-        let rv = cur
-            .as_ref()
-            .and_then(|c| c.pointer("/metadata/resourceVersion").cloned());
+        let rv = current(&k, &ns, &name).and_then(|c| c.metadata().resource_version.clone());
         let patch = json!({"metadata": {"ownerReferences": new_refs, "resourceVersion": rv}});
         merge_patch(
             client,
@@ -252,19 +294,18 @@ async fn execute(client: &Client, caches: &HashMap<&'static str, Cache>, p: Plan
         }
     }
     for (k, ns, name, finalizer) in p.release {
-        let cur = caches
-            .get(k.as_str())
-            .and_then(|c| c.get(ns.as_deref().unwrap_or(""), &name));
-        let Some(cur) = cur else { continue };
-        let kept: Vec<Value> = cur
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .into_iter()
+        let Some(cur) = current(&k, &ns, &name) else {
+            continue;
+        };
+        let meta = cur.metadata();
+        let kept: Vec<&String> = meta
+            .finalizers
+            .iter()
             .flatten()
-            .filter(|f| **f != finalizer.as_str())
-            .cloned()
+            .filter(|f| **f != finalizer)
             .collect();
-        let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": cur.pointer("/metadata/resourceVersion")}});
+        let patch =
+            json!({"metadata": {"finalizers": kept, "resourceVersion": meta.resource_version}});
         merge_patch(
             client,
             &k,
@@ -277,7 +318,6 @@ async fn execute(client: &Client, caches: &HashMap<&'static str, Cache>, p: Plan
     }
 }
 
-/// Runs the garbage collector until `stop` resolves.
 /// The kinds the garbage collector reads.
 pub fn kinds() -> Vec<&'static str> {
     let mut plurals: Vec<&'static str> = OWNERS.iter().chain(DEPENDENTS.iter()).copied().collect();
@@ -289,30 +329,28 @@ pub fn kinds() -> Vec<&'static str> {
 /// Runs the garbage collector on shared informers (one per plural of [`kinds`]) until `stop` resolves.
 pub async fn run(
     client: Client,
-    informers: HashMap<&'static str, Shared>,
+    sources: HashMap<&'static str, Source>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
-    let caches: HashMap<&'static str, Cache> = informers
-        .iter()
-        .map(|(p, i)| (*p, i.cache.clone()))
-        .collect();
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut forwarders = Vec::new();
-    for inf in informers.values() {
-        forwarders.push(inf.notify_on_change(wake.clone()));
+    for s in sources.values() {
+        forwarders.push((s.wake)(wake.clone()));
     }
-    for c in caches.values() {
-        c.wait_synced().await;
+    for s in sources.values() {
+        (s.synced)().await;
     }
     let work = async {
         loop {
-            let owners: Vec<(&str, Vec<Arc<Value>>)> =
-                OWNERS.iter().map(|p| (*p, caches[p].list())).collect();
-            let dependents: Vec<(&str, Vec<Arc<Value>>)> =
-                DEPENDENTS.iter().map(|p| (*p, caches[p].list())).collect();
-            let p = plan(&owners, &dependents);
+            let snapshot = |plurals: &[&'static str]| -> Vec<(&'static str, Objects)> {
+                plurals
+                    .iter()
+                    .map(|p| (*p, sources.get(p).map(|s| (s.list)()).unwrap_or_default()))
+                    .collect()
+            };
+            let p = plan(&snapshot(OWNERS), &snapshot(DEPENDENTS));
             if p != Plan::default() {
-                execute(&client, &caches, p).await;
+                execute(&client, &sources, p).await;
             }
             tokio::select! {
                 _ = wake.notified() => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -333,10 +371,14 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    fn a(v: Value) -> Arc<dyn HasMetadata> {
+        Arc::new(v)
+    }
+
     fn obj(name: &str, uid: &str, owners: &[&str]) -> Value {
         let refs: Vec<Value> = owners
             .iter()
-            .map(|u| json!({"uid": u, "kind": "ReplicaSet", "name": "o", "controller": true}))
+            .map(|u| json!({"apiVersion": "apps/v1", "uid": u, "kind": "ReplicaSet", "name": "o", "controller": true}))
             .collect();
         json!({"metadata": {"name": name, "namespace": "ns", "uid": uid, "ownerReferences": refs}})
     }
@@ -346,7 +388,7 @@ mod tests {
         let mut d = obj("p", "d1", &[]);
         d["metadata"]["ownerReferences"] =
             json!([{"uid": "w1", "kind": "Widget", "name": "w", "controller": true}]);
-        let p = plan(&[("replicasets", vec![])], &[("pods", vec![Arc::new(d)])]);
+        let p = plan(&[("replicasets", vec![])], &[("pods", vec![a(d)])]);
         assert_eq!(p, Plan::default());
     }
 
@@ -354,7 +396,7 @@ mod tests {
     fn dependents_of_gone_owners_are_deleted() {
         let p = plan(
             &[("replicasets", vec![])],
-            &[("pods", vec![Arc::new(obj("p", "p1", &["gone"]))])],
+            &[("pods", vec![a(obj("p", "p1", &["gone"]))])],
         );
         assert_eq!(
             p.delete,
@@ -365,8 +407,8 @@ mod tests {
     #[test]
     fn live_owners_keep_their_dependents() {
         let p = plan(
-            &[("replicasets", vec![Arc::new(obj("o", "o1", &[]))])],
-            &[("pods", vec![Arc::new(obj("p", "p1", &["o1"]))])],
+            &[("replicasets", vec![a(obj("o", "o1", &[]))])],
+            &[("pods", vec![a(obj("p", "p1", &["o1"]))])],
         );
         assert_eq!(p, Plan::default());
     }
@@ -377,8 +419,8 @@ mod tests {
         owner["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
         owner["metadata"]["finalizers"] = json!(["orphan"]);
         let p = plan(
-            &[("replicasets", vec![Arc::new(owner.clone())])],
-            &[("pods", vec![Arc::new(obj("p", "p1", &["o1"]))])],
+            &[("replicasets", vec![a(owner.clone())])],
+            &[("pods", vec![a(obj("p", "p1", &["o1"]))])],
         );
         assert!(p.delete.is_empty());
         assert_eq!(p.rewrite_refs.len(), 1);
@@ -392,13 +434,13 @@ mod tests {
         owner["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
         owner["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
         let p = plan(
-            &[("replicasets", vec![Arc::new(owner.clone())])],
-            &[("pods", vec![Arc::new(obj("p", "p1", &["o1"]))])],
+            &[("replicasets", vec![a(owner.clone())])],
+            &[("pods", vec![a(obj("p", "p1", &["o1"]))])],
         );
         assert_eq!(p.delete.len(), 1, "the dependent is deleted");
         assert!(p.release.is_empty(), "the owner waits");
         let p = plan(
-            &[("replicasets", vec![Arc::new(owner)])],
+            &[("replicasets", vec![a(owner)])],
             &[("pods", vec![])],
         );
         assert_eq!(p.release[0].3, "foregroundDeletion");

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::replicaset::{controller_uid, is_ready, Expectations};
+use super::pods::{controller_uid, is_ready, phase, Expectations, Recorder};
+use crate::api::batch::Job;
+use crate::api::core::Pod;
 use crate::api::meta::{format_time, now, Time};
-use crate::api::registry;
+use crate::api::Resource;
 use crate::client::informer::Cache;
-use crate::client::Client;
+use crate::client::{Api, Client};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(360);
 /// What the Job controller works with.
 pub struct Context {
     pub client: Client,
-    pub pods: Cache,
+    pub pods: Cache<Pod>,
     pub expectations: Expectations,
     /// The delay before the first replacement of a failed pod (doubling per failure; Kubernetes uses 10 s).
     pub backoff: Duration,
@@ -52,14 +54,11 @@ fn time_at(v: &Value, pointer: &str) -> Option<Time> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
-fn phase(pod: &Value) -> &str {
-    s(pod, "/status/phase")
-}
-
-fn index_of(pod: &Value) -> Option<i64> {
-    pod.pointer("/metadata/annotations")
+fn index_of(pod: &Pod) -> Option<i64> {
+    pod.metadata
+        .annotations
+        .as_ref()
         .and_then(|a| a.get(INDEX_KEY))
-        .and_then(Value::as_str)
         .and_then(|i| i.parse().ok())
 }
 
@@ -72,21 +71,20 @@ fn condition_true(job: &Value, ty: &str) -> bool {
 }
 
 /// When a pod ended (its last container's finish, else its last condition change).
-fn finished_at(pod: &Value) -> Option<Time> {
-    let statuses = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array);
-    statuses
-        .into_iter()
+fn finished_at(pod: &Pod) -> Option<Time> {
+    let status = pod.status.as_ref()?;
+    status
+        .container_statuses
+        .iter()
         .flatten()
-        .filter_map(|c| time_at(c, "/state/terminated/finishedAt"))
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at)
         .max()
         .or_else(|| {
-            pod.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .into_iter()
+            status
+                .conditions
+                .iter()
                 .flatten()
-                .filter_map(|c| time_at(c, "/lastTransitionTime"))
+                .filter_map(|c| c.last_transition_time)
                 .max()
         })
 }
@@ -100,15 +98,12 @@ enum Verdict {
 }
 
 /// Applies the first matching rule of `spec.podFailurePolicy` to a failed pod (no rule: it counts).
-fn judge(policy: &Value, pod: &Value) -> Verdict {
+fn judge(policy: &Value, pod: &Pod) -> Verdict {
     let Some(rules) = policy["rules"].as_array() else {
         return Verdict::Count;
     };
-    let pod_name = format!(
-        "{}/{}",
-        s(pod, "/metadata/namespace"),
-        s(pod, "/metadata/name")
-    );
+    let pod_name = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name());
+    let status = pod.status.clone().unwrap_or_default();
     for (i, rule) in rules.iter().enumerate() {
         let mut matched = None;
         if let Some(on) = rule.get("onExitCodes") {
@@ -120,25 +115,22 @@ fn judge(policy: &Value, pod: &Value) -> Verdict {
                 .collect();
             let only = on["containerName"].as_str();
             let not_in = on["operator"] == "NotIn";
-            let containers = pod
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten();
-            for c in containers {
-                if only.is_some_and(|n| c["name"] != n) {
+            for c in status.container_statuses.iter().flatten() {
+                if only.is_some_and(|n| c.name != n) {
                     continue;
                 }
                 let Some(code) = c
-                    .pointer("/state/terminated/exitCode")
-                    .and_then(Value::as_i64)
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| i64::from(t.exit_code))
                 else {
                     continue;
                 };
                 if code != 0 && values.contains(&code) != not_in {
                     matched = Some(format!(
                         "Container {} for pod {pod_name} failed with exit code {code} matching {} rule at index {i}",
-                        s(c, "/name"),
+                        c.name,
                         s(rule, "/action")
                     ));
                     break;
@@ -146,16 +138,12 @@ fn judge(policy: &Value, pod: &Value) -> Verdict {
             }
         }
         if let Some(patterns) = rule["onPodConditions"].as_array() {
-            let conditions = pod
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let conditions = status.conditions.clone().unwrap_or_default();
             for p in patterns {
                 let want = p["status"].as_str().unwrap_or("True");
                 if conditions
                     .iter()
-                    .any(|c| c["type"] == p["type"] && c["status"] == want)
+                    .any(|c| p["type"] == c.type_.as_str() && c.status == want)
                 {
                     matched = Some(format!(
                         "Pod {pod_name} has condition {} matching {} rule at index {i}",
@@ -219,45 +207,40 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let uid = s(&job, "/metadata/uid").to_string();
     let key = format!("jobs/{ns}/{name}");
     let spec = &job["spec"];
-    let job_kind = registry::lookup("jobs").expect("jobs kind");
-    let pod_kind = registry::lookup("pods").expect("pods kind");
+    let job_kind = Job::info();
     let now_t = now();
     let at = format_time(&now_t);
-    let me = json!({"apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": ns, "uid": uid}});
+    let about = crate::api::meta::ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(ns.clone()),
+        uid: Some(uid.clone()),
+        ..Default::default()
+    };
+    let recorder = Recorder::new(&ctx.client, "job-controller");
     let event = |ty: &'static str, reason: &'static str, message: String| {
-        crate::client::events::spawn_record(
-            &ctx.client,
-            me.clone(),
-            "job-controller",
-            ty,
-            reason,
-            message,
-        );
+        recorder.publish(job_kind, &about, ty, reason, message);
     };
 
-    let pods: Vec<Arc<Value>> = ctx
+    let pods: Vec<Arc<Pod>> = ctx
         .pods
-        .list()
+        .list_namespace(&ns)
         .into_iter()
-        .filter(|p| s(p, "/metadata/namespace") == ns && controller_uid(p) == Some(uid.as_str()))
+        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
         .collect();
-    let active: Vec<&Value> = pods
+    let active: Vec<&Pod> = pods
         .iter()
         .map(|p| p.as_ref())
         .filter(|p| {
-            p.pointer("/metadata/deletionTimestamp").is_none()
-                && !matches!(phase(p), "Succeeded" | "Failed")
+            p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed")
         })
         .collect();
     let terminating = pods
         .iter()
         .filter(|p| {
-            p.pointer("/metadata/deletionTimestamp").is_some()
-                && !matches!(phase(p), "Succeeded" | "Failed")
+            p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), "Succeeded" | "Failed")
         })
         .count();
-    let succeeded_pods: Vec<&Value> = pods
+    let succeeded_pods: Vec<&Pod> = pods
         .iter()
         .map(|p| p.as_ref())
         .filter(|p| phase(p) == "Succeeded")
@@ -279,13 +262,9 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let restarts: i64 = if on_failure {
         active
             .iter()
-            .flat_map(|p| {
-                p.pointer("/status/containerStatuses")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter_map(|c| c["restartCount"].as_i64())
+            .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+            .flatten()
+            .map(|c| i64::from(c.restart_count))
             .sum()
     } else {
         0
@@ -478,8 +457,10 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             .flatten()
             .filter(|d| !d.is_zero());
         if surplus > 0 {
-            let doomed = super::replicaset::pods_to_delete(active.clone(), surplus as usize);
-            super::delete_all(&ctx.client, pod_kind, &ns, &doomed).await?;
+            let doomed = super::pods::pods_to_delete(active.clone(), surplus as usize);
+            Api::<Pod>::namespaced(&ctx.client, &ns)
+                .delete_all(&doomed)
+                .await?;
             ctx.expectations.expect(&key, Vec::new(), doomed);
         } else if !wanted.is_empty() {
             if let Some(w) = wait {
@@ -576,7 +557,6 @@ async fn create_pods(
     job: &Value,
     plan: &Plan,
 ) -> Vec<crate::client::Result<String>> {
-    let pod_kind = registry::lookup("pods").expect("pods kind");
     let ns = s(job, "/metadata/namespace");
     let pods: Vec<Value> = match plan {
         Plan::Count(n) => (0..*n).map(|_| pod_for(job, None)).collect(),
@@ -584,27 +564,28 @@ async fn create_pods(
     };
     futures::future::join_all(pods.iter().map(|p| async move {
         ctx.client
-            .create(pod_kind, Some(ns), p)
+            .create(Pod::info(), Some(ns), p)
             .await
             .map(|made| s(&made, "/metadata/name").to_string())
     }))
     .await
 }
 
-async fn delete_pods(ctx: &Context, ns: &str, pods: &[&Value]) -> Result<()> {
-    let pod_kind = registry::lookup("pods").expect("pods kind");
+async fn delete_pods(ctx: &Context, ns: &str, pods: &[&Pod]) -> Result<()> {
     let names: Vec<String> = pods
         .iter()
-        .map(|p| s(p, "/metadata/name").to_string())
+        .map(|p| p.metadata.name().to_string())
         .collect();
-    super::delete_all(&ctx.client, pod_kind, ns, &names).await?;
+    Api::<Pod>::namespaced(&ctx.client, ns)
+        .delete_all(&names)
+        .await?;
     Ok(())
 }
 
 /// Writes the status when it differs from what the Job shows.
 async fn write_status(
     ctx: &Context,
-    kind: &'static registry::KindInfo,
+    kind: &'static crate::api::registry::KindInfo,
     job: &Value,
     mut status: Value,
 ) -> Result<()> {
@@ -650,10 +631,13 @@ mod tests {
 
     #[test]
     fn pod_failure_policy_rules_match_exit_codes_and_conditions_in_order() {
-        let pod = |code: i64, cond: Option<&str>| {
-            json!({"metadata": {"name": "p", "namespace": "n"}, "status": {"phase": "Failed",
-                "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": code}}}],
-                "conditions": cond.map(|c| vec![json!({"type": c, "status": "True"})]).unwrap_or_default()}})
+        let pod = |code: i64, cond: Option<&str>| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "n"}, "spec": {"containers": []},
+                "status": {"phase": "Failed",
+                "containerStatuses": [{"name": "main", "image": "", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": code}}}],
+                "conditions": cond.map(|c| vec![json!({"type": c, "status": "True"})]).unwrap_or_default()}}))
+            .unwrap()
         };
         let policy = json!({"rules": [
             {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::replicaset::controller_uid;
-use crate::api::registry;
+use crate::api::Resource;
+
+use super::pods::controller_uid;
+use crate::api::apps::ControllerRevision;
 use crate::client::informer::Cache;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 
 /// The label naming the ControllerRevision a pod was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -19,9 +21,20 @@ fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The revision's `controller-revision-hash` label.
+pub fn hash_of(revision: &ControllerRevision) -> &str {
+    revision
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .map_or("", String::as_str)
+}
+
 /// The template a revision holds.
-pub fn template_of(revision: &Value) -> Value {
-    let mut t = revision["data"]["spec"]["template"].clone();
+pub fn template_of(revision: &ControllerRevision) -> Value {
+    let data = revision.data.as_ref().map(|d| &d.0);
+    let mut t = data.map_or(Value::Null, |d| d["spec"]["template"].clone());
     if let Some(m) = t.as_object_mut() {
         m.remove("$patch");
     }
@@ -33,41 +46,32 @@ pub fn template_of(revision: &Value) -> Value {
 /// (as the cache had them, oldest first).
 pub async fn sync(
     client: &Client,
-    cache: &Cache,
+    cache: &Cache<ControllerRevision>,
     owner: &Value,
     owner_kind: &str,
     hash: &str,
     in_use: &[String],
-) -> Result<Vec<Arc<Value>>, crate::client::Error> {
+) -> Result<Vec<Arc<ControllerRevision>>, crate::client::Error> {
     let ns = s(owner, "/metadata/namespace");
     let name = s(owner, "/metadata/name");
     let uid = s(owner, "/metadata/uid");
-    let kind = registry::lookup("controllerrevisions").expect("controllerrevisions kind");
-    let mut revisions: Vec<Arc<Value>> = cache
-        .list()
+    let api = Api::<ControllerRevision>::namespaced(client, ns);
+    let mut revisions: Vec<Arc<ControllerRevision>> = cache
+        .list_namespace(ns)
         .into_iter()
-        .filter(|r| s(r, "/metadata/namespace") == ns && controller_uid(r) == Some(uid))
+        .filter(|r| controller_uid(&r.metadata) == Some(uid))
         .collect();
-    revisions.sort_by_key(|r| r["revision"].as_i64().unwrap_or(0));
-    let newest = revisions
-        .last()
-        .and_then(|r| r["revision"].as_i64())
-        .unwrap_or(0);
-    let mine = revisions
-        .iter()
-        .find(|r| s(r, &format!("/metadata/labels/{REVISION_LABEL}")) == hash);
+    revisions.sort_by_key(|r| r.revision);
+    let newest = revisions.last().map_or(0, |r| r.revision);
+    let mine = revisions.iter().find(|r| hash_of(r) == hash);
     match mine {
-        Some(r) if r["revision"].as_i64() == Some(newest) => {}
+        Some(r) if r.revision == newest => {}
         Some(r) => {
-            client
-                .patch(
-                    kind,
-                    Some(ns),
-                    s(r, "/metadata/name"),
-                    "application/merge-patch+json",
-                    &json!({"revision": newest + 1}),
-                )
-                .await?;
+            api.patch(
+                r.metadata.name(),
+                &Patch::Merge(json!({"revision": newest + 1})),
+            )
+            .await?;
         }
         None => {
             let mut template = owner["spec"]["template"].clone();
@@ -82,7 +86,10 @@ pub async fn sync(
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": name, "uid": uid,
                         "controller": true, "blockOwnerDeletion": true}]},
                 "data": {"spec": {"template": template}}, "revision": newest + 1});
-            match client.create(kind, Some(ns), &rev).await {
+            match client
+                .create(ControllerRevision::info(), Some(ns), &rev)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(409) => {}
                 Err(e) => return Err(e),
@@ -97,13 +104,13 @@ pub async fn sync(
     let old: Vec<String> = revisions
         .iter()
         .filter(|r| {
-            let h = s(r, &format!("/metadata/labels/{REVISION_LABEL}"));
+            let h = hash_of(r);
             h != hash && !in_use.iter().any(|u| u == h)
         })
-        .map(|r| s(r, "/metadata/name").to_string())
+        .map(|r| r.metadata.name().to_string())
         .collect();
     let excess = old.len().saturating_sub(limit);
-    super::delete_all(client, kind, ns, &old[..excess]).await?;
-    revisions.retain(|r| !old[..excess].iter().any(|o| o == s(r, "/metadata/name")));
+    api.delete_all(&old[..excess]).await?;
+    revisions.retain(|r| !old[..excess].iter().any(|o| o == r.metadata.name()));
     Ok(revisions)
 }

@@ -16,7 +16,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::deployment::template_hash;
-use super::replicaset::{controller_uid, is_ready};
+use super::pods::{available, controller_uid, is_ready, phase};
+use crate::api::core::Pod;
+use crate::api::Resource;
+use crate::client::Api;
 use super::revisions::{template_of, REVISION_LABEL};
 use crate::api::registry;
 use crate::client::informer::Cache;
@@ -39,9 +42,9 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 /// What the StatefulSet controller works with.
 pub struct Context {
     pub client: Client,
-    pub pods: Cache,
+    pub pods: Cache<Pod>,
     pub claims: Cache,
-    pub revisions: Cache,
+    pub revisions: Cache<crate::api::apps::ControllerRevision>,
 }
 
 fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
@@ -58,10 +61,17 @@ pub fn claim_name(template: &str, set: &str, ordinal: i64) -> String {
     format!("{template}-{set}-{ordinal}")
 }
 
-fn running_and_ready(pod: &Value) -> bool {
-    s(pod, "/status/phase") == "Running"
-        && is_ready(pod)
-        && pod["metadata"]["deletionTimestamp"].is_null()
+fn running_and_ready(pod: &Pod) -> bool {
+    phase(pod) == "Running" && is_ready(pod) && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// The ControllerRevision hash a pod was made from.
+fn revision_of(pod: &Pod) -> &str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .map_or("", String::as_str)
 }
 
 /// The pod of `ordinal` from `template` (the revision it belongs to is `hash`).
@@ -163,8 +173,8 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let name = s(&set, "/metadata/name").to_string();
     let uid = s(&set, "/metadata/uid").to_string();
     let sts_kind = registry::lookup("statefulsets").expect("statefulsets kind");
-    let pod_kind = registry::lookup("pods").expect("pods kind");
     let pvc_kind = registry::lookup("persistentvolumeclaims").expect("pvc kind");
+    let pods_api = Api::<Pod>::namespaced(&ctx.client, &ns);
     let me = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": name, "namespace": ns, "uid": uid}});
     let event = |ty: &'static str, reason: &'static str, message: String| {
@@ -188,19 +198,19 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     let min_ready = spec["minReadySeconds"].as_i64().unwrap_or(0);
 
     // Pods by ordinal (ours by controller reference; a pod of another owner with our name blocks its ordinal).
-    let mut pods: BTreeMap<i64, Arc<Value>> = BTreeMap::new();
-    for p in ctx.pods.list() {
-        if s(&p, "/metadata/namespace") != ns || controller_uid(&p) != Some(uid.as_str()) {
+    let mut pods: BTreeMap<i64, Arc<Pod>> = BTreeMap::new();
+    for p in ctx.pods.list_namespace(&ns) {
+        if controller_uid(&p.metadata) != Some(uid.as_str()) {
             continue;
         }
-        if let Some(o) = ordinal_of(&name, s(&p, "/metadata/name")) {
+        if let Some(o) = ordinal_of(&name, p.metadata.name()) {
             pods.insert(o, p);
         }
     }
     let update_hash = template_hash(&spec["template"]);
     let in_use: Vec<String> = pods
         .values()
-        .map(|p| s(p, &format!("/metadata/labels/{REVISION_LABEL}")).to_string())
+        .map(|p| revision_of(p).to_string())
         .collect();
     let revisions = super::revisions::sync(
         &ctx.client,
@@ -219,45 +229,38 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     if current_hash.is_empty()
         || !revisions
             .iter()
-            .any(|r| s(r, &format!("/metadata/labels/{REVISION_LABEL}")) == current_hash)
+            .any(|r| super::revisions::hash_of(r) == current_hash)
     {
         current_hash = update_hash.clone();
     }
     let current_template = revisions
         .iter()
-        .find(|r| s(r, &format!("/metadata/labels/{REVISION_LABEL}")) == current_hash)
+        .find(|r| super::revisions::hash_of(r) == current_hash)
         .map(|r| template_of(r))
         .unwrap_or_else(|| spec["template"].clone());
-    let revision_of = |p: &Value| s(p, &format!("/metadata/labels/{REVISION_LABEL}")).to_string();
     let wanted = start..start + replicas;
     let mut waiting = false;
 
     // Create what is missing, in order; replace failed pods.
     for ordinal in wanted.clone() {
         match pods.get(&ordinal) {
-            Some(p) if p["metadata"]["deletionTimestamp"].is_string() => {
+            Some(p) if p.metadata.deletion_timestamp.is_some() => {
                 // Its successor waits until it is gone: never two pods with one ordinal.
                 waiting = true;
                 if !parallel {
                     break;
                 }
             }
-            Some(p)
-                if s(p, "/status/phase") == "Failed" || s(p, "/status/phase") == "Succeeded" =>
-            {
-                super::delete_all(
-                    &ctx.client,
-                    pod_kind,
-                    &ns,
-                    &[s(p, "/metadata/name").to_string()],
-                )
-                .await?;
+            Some(p) if matches!(phase(p), "Failed" | "Succeeded") => {
+                pods_api
+                    .delete_all(&[p.metadata.name().to_string()])
+                    .await?;
                 event(
                     "Normal",
                     "SuccessfulDelete",
                     format!(
                         "delete Pod {} in StatefulSet {name} successful",
-                        s(p, "/metadata/name")
+                        p.metadata.name()
                     ),
                 );
                 waiting = true;
@@ -290,7 +293,7 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
                     (&spec["template"], &update_hash)
                 };
                 let pod = pod_for(&set, template, hash, ordinal);
-                match ctx.client.create(pod_kind, Some(&ns), &pod).await {
+                match ctx.client.create(Pod::info(), Some(&ns), &pod).await {
                     Ok(_) => event(
                         "Normal",
                         "SuccessfulCreate",
@@ -311,7 +314,7 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     // Scale down: the highest ordinal first, one at a time unless Parallel, once the rest are Running and Ready.
-    let condemned: Vec<&Arc<Value>> = pods
+    let condemned: Vec<&Arc<Pod>> = pods
         .iter()
         .filter(|(o, _)| !wanted.contains(o))
         .map(|(_, p)| p)
@@ -323,7 +326,7 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             .filter(|(o, _)| wanted.contains(o))
             .all(|(_, p)| running_and_ready(p));
         for p in condemned {
-            if p["metadata"]["deletionTimestamp"].is_string() {
+            if p.metadata.deletion_timestamp.is_some() {
                 if !parallel {
                     break;
                 }
@@ -332,8 +335,8 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             if !parallel && !all_ready {
                 break;
             }
-            let pname = s(p, "/metadata/name").to_string();
-            super::delete_all(&ctx.client, pod_kind, &ns, std::slice::from_ref(&pname)).await?;
+            let pname = p.metadata.name().to_string();
+            pods_api.delete_all(std::slice::from_ref(&pname)).await?;
             event(
                 "Normal",
                 "SuccessfulDelete",
@@ -347,7 +350,9 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
                     .flatten()
                     .map(|v| claim_name(s(v, "/metadata/name"), &name, ordinal))
                     .collect();
-                super::delete_all(&ctx.client, pvc_kind, &ns, &claims).await?;
+                Api::<crate::api::core::PersistentVolumeClaim>::namespaced(&ctx.client, &ns)
+                    .delete_all(&claims)
+                    .await?;
             }
             waiting = true;
             if !parallel {
@@ -369,8 +374,8 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
                 .filter(|(o, _)| wanted.contains(o) && **o >= partition)
                 .find(|(_, p)| revision_of(p) != update_hash)
             {
-                let pname = s(stale, "/metadata/name").to_string();
-                super::delete_all(&ctx.client, pod_kind, &ns, std::slice::from_ref(&pname)).await?;
+                let pname = stale.metadata.name().to_string();
+                pods_api.delete_all(std::slice::from_ref(&pname)).await?;
                 event(
                     "Normal",
                     "SuccessfulDelete",
@@ -381,16 +386,16 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     // Status.
-    let live: Vec<&Arc<Value>> = pods
+    let live: Vec<&Arc<Pod>> = pods
         .iter()
-        .filter(|(o, p)| wanted.contains(o) && p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|(o, p)| wanted.contains(o) && p.metadata.deletion_timestamp.is_none())
         .map(|(_, p)| p)
         .collect();
     let now = chrono::Utc::now();
     let ready = live.iter().filter(|p| is_ready(p)).count();
     let available = live
         .iter()
-        .filter(|p| super::replicaset::available(p, min_ready, now))
+        .filter(|p| available(p, min_ready, now))
         .count();
     let updated = live
         .iter()
@@ -406,7 +411,7 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         current = updated;
     }
     let status = json!({
-        "replicas": pods.values().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).count(),
+        "replicas": pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).count(),
         "readyReplicas": ready,
         "availableReplicas": available,
         "currentReplicas": current,

@@ -282,7 +282,9 @@ pub async fn reconcile_volume(pv: Arc<Value>, ctx: Arc<Context>) -> Result<Actio
                     let _ = std::fs::remove_dir_all(&path);
                 }
             }
-            super::delete_all(&ctx.client, pv_kind, "", std::slice::from_ref(&name)).await?;
+            crate::client::Api::<crate::api::core::PersistentVolume>::all(&ctx.client)
+                .delete_all(std::slice::from_ref(&name))
+                .await?;
             tracing::info!(volume = %name, "claim gone: volume deleted (reclaim policy Delete)");
         }
         _ => {

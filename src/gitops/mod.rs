@@ -807,7 +807,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let controller =
-        crate::runtime::Controller::new(client.clone(), kind("applications")).workers(2);
+        crate::runtime::Controller::dynamic(client.clone(), kind("applications")).workers(2);
     let ctx = Arc::new(Context::new(client, controller.queue(), cache));
     controller.run(reconcile, ctx, stop).await;
 }

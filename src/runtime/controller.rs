@@ -7,13 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::Instrument;
 
 use super::queue::{Backoff, WorkQueue};
 use crate::api::registry::KindInfo;
-use crate::client::informer::{Cache, Change, Informer};
+use crate::api::{Object, Resource};
+use crate::client::informer::{Cache, Change, Informer, Shared};
 use crate::client::Client;
 
 /// What a reconcile asks for next.
@@ -35,47 +35,90 @@ impl Action {
 }
 
 /// Maps an object of a secondary kind to the keys of primary objects to reconcile.
-pub type Mapper = Arc<dyn Fn(&Value) -> Vec<String> + Send + Sync>;
+pub type Mapper<S = Value> = Arc<dyn Fn(&S) -> Vec<String> + Send + Sync>;
 
 /// The key of an object: `namespace/name` (`/name` when cluster-scoped).
-pub fn key_of(obj: &Value) -> String {
-    let ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    format!("{ns}/{name}")
+pub fn key_of(obj: &impl Object) -> String {
+    obj.key()
 }
 
-/// A controller for one primary kind.
-pub struct Controller {
+/// A source of keys for the queue: an informer (the controller's own or a shared one) and how its objects map to
+/// primary keys. Type-erased, so one controller can watch secondaries of several kinds.
+struct Feed {
+    start: Box<dyn FnOnce(&Client, Option<&str>, WorkQueue) -> Started + Send>,
+}
+
+/// A running feed: its task, a future that resolves once its cache has listed, and the informer it owns (if any).
+struct Started {
+    task: tokio::task::JoinHandle<()>,
+    synced: futures::future::BoxFuture<'static, ()>,
+    _informer: Option<Box<dyn Send>>,
+}
+
+impl Feed {
+    fn shared<S: Object>(shared: Shared<S>, mapper: Mapper<S>) -> Feed {
+        Feed {
+            start: Box::new(move |_, _, queue| {
+                let cache = shared.cache.clone();
+                Started {
+                    task: feed(
+                        shared.cache.clone(),
+                        shared.changes.subscribe(),
+                        mapper,
+                        queue,
+                    ),
+                    synced: Box::pin(async move { cache.wait_synced().await }),
+                    _informer: None,
+                }
+            }),
+        }
+    }
+
+    fn own<S: Resource>(mapper: Mapper<S>) -> Feed {
+        Feed {
+            start: Box::new(move |client, ns, queue| {
+                let inf = Informer::<S>::scoped(client, ns, "");
+                let mut started = (Feed::shared(inf.shared(), mapper).start)(client, ns, queue);
+                started._informer = Some(Box::new(inf));
+                started
+            }),
+        }
+    }
+}
+
+/// A controller for one primary kind `K` (a typed kind, or `Value` with the kind given at run time).
+pub struct Controller<K: Object> {
     client: Client,
     kind: &'static KindInfo,
     namespace: Option<String>,
     queue: WorkQueue,
-    secondary: Vec<(Source, Mapper)>,
-    primary: Option<(Cache, tokio::sync::broadcast::Sender<Change>)>,
+    primary: Option<Shared<K>>,
+    secondary: Vec<Feed>,
     workers: usize,
 }
 
-/// Where a secondary kind's changes come from: an informer of the controller's own, or one shared with others.
-enum Source {
-    Kind(&'static KindInfo),
-    Shared(Cache, tokio::sync::broadcast::Sender<Change>),
+impl<K: Resource> Controller<K> {
+    pub fn new(client: Client) -> Self {
+        Self::for_kind(client, K::info())
+    }
 }
 
-impl Controller {
-    pub fn new(client: Client, kind: &'static KindInfo) -> Self {
+impl Controller<Value> {
+    /// A controller whose primary objects are kept as JSON (for a kind without a Rust type of its own yet).
+    pub fn dynamic(client: Client, kind: &'static KindInfo) -> Self {
+        Self::for_kind(client, kind)
+    }
+}
+
+impl<K: Object> Controller<K> {
+    fn for_kind(client: Client, kind: &'static KindInfo) -> Self {
         Controller {
             client,
             kind,
             namespace: None,
             queue: WorkQueue::new(Backoff::default()),
-            secondary: Vec::new(),
             primary: None,
+            secondary: Vec::new(),
             workers: 2,
         }
     }
@@ -96,43 +139,36 @@ impl Controller {
         self
     }
 
-    /// Reconciles the owner when an object of `child` whose controller ownerReference names the primary kind
-    /// changes.
-    pub fn owns(self, child: &'static KindInfo) -> Self {
-        let owner_kind = self.kind.kind;
-        let mapper: Mapper = Arc::new(move |obj: &Value| owner_keys(obj, owner_kind));
-        self.watches(child, mapper)
+    /// Reconciles the owner when an object of kind `C` whose controller ownerReference names the primary kind
+    /// changes (with an informer of its own).
+    pub fn owns<C: Resource>(mut self) -> Self {
+        self.secondary.push(Feed::own::<C>(owner_mapper(self.kind)));
+        self
     }
 
-    /// Reconciles the primary objects `mapper` names whenever an object of `kind` changes.
-    pub fn watches(mut self, kind: &'static KindInfo, mapper: Mapper) -> Self {
-        self.secondary.push((Source::Kind(kind), mapper));
+    /// Reconciles the primary objects `mapper` names whenever an object of kind `S` changes (with an informer of
+    /// its own).
+    pub fn watches<S: Resource>(mut self, mapper: Mapper<S>) -> Self {
+        self.secondary.push(Feed::own(mapper));
         self
     }
 
     /// Uses an informer the caller shares for the primary kind (instead of starting one).
-    pub fn primary_shared(mut self, informer: &Informer) -> Self {
-        self.primary = Some((informer.cache.clone(), informer.changes.clone()));
+    pub fn primary_shared(mut self, informer: &Informer<K>) -> Self {
+        self.primary = Some(informer.shared());
         self
     }
 
     /// Reconciles the primary objects `mapper` names whenever an object of a shared informer's kind changes.
-    pub fn watches_shared(mut self, informer: &Informer, mapper: Mapper) -> Self {
-        self.secondary.push((
-            Source::Shared(informer.cache.clone(), informer.changes.clone()),
-            mapper,
-        ));
+    pub fn watches_shared<S: Object>(mut self, informer: &Informer<S>, mapper: Mapper<S>) -> Self {
+        self.secondary.push(Feed::shared(informer.shared(), mapper));
         self
     }
 
     /// Like [`owns`](Self::owns), fed by an informer the caller shares (and can read from in reconcile).
-    pub fn owns_shared(mut self, informer: &Informer) -> Self {
-        let owner_kind = self.kind.kind;
-        let mapper: Mapper = Arc::new(move |obj: &Value| owner_keys(obj, owner_kind));
-        self.secondary.push((
-            Source::Shared(informer.cache.clone(), informer.changes.clone()),
-            mapper,
-        ));
+    pub fn owns_shared<C: Object>(mut self, informer: &Informer<C>) -> Self {
+        self.secondary
+            .push(Feed::shared(informer.shared(), owner_mapper(self.kind)));
         self
     }
 
@@ -142,81 +178,43 @@ impl Controller {
     }
 
     /// Runs until `shutdown` resolves.
-    pub async fn run<K, C, F, Fut, E>(
+    pub async fn run<C, F, Fut, E>(
         self,
         reconcile: F,
         ctx: Arc<C>,
         shutdown: impl Future<Output = ()>,
     ) where
-        K: DeserializeOwned + Send + Sync + 'static,
         C: Send + Sync + 'static,
         F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let mut tasks = Vec::new();
-        let own: Mapper = Arc::new(|obj: &Value| vec![key_of(obj)]);
-        let mut informers = Vec::new();
-        let cache = match self.primary {
-            Some((cache, changes)) => {
-                tasks.push(feed(
-                    cache.clone(),
-                    changes.subscribe(),
-                    own,
-                    self.queue.clone(),
-                ));
-                cache
-            }
+        let ns = self.namespace.as_deref();
+        let own_primary;
+        let primary = match self.primary {
+            Some(shared) => shared,
             None => {
-                let primary = Informer::start(
-                    self.client.clone(),
-                    self.kind,
-                    self.namespace.clone(),
-                    String::new(),
-                );
-                tasks.push(feed(
-                    primary.cache.clone(),
-                    primary.changes.subscribe(),
-                    own,
-                    self.queue.clone(),
-                ));
-                let cache = primary.cache.clone();
-                informers.push(primary);
-                cache
+                own_primary = Informer::<K>::for_kind(&self.client, self.kind, ns, "");
+                own_primary.shared()
             }
         };
-        let mut shared: Vec<Cache> = Vec::new();
-        for (source, mapper) in self.secondary {
-            match source {
-                Source::Kind(kind) => {
-                    let inf = Informer::start(
-                        self.client.clone(),
-                        kind,
-                        self.namespace.clone(),
-                        String::new(),
-                    );
-                    tasks.push(feed(
-                        inf.cache.clone(),
-                        inf.changes.subscribe(),
-                        mapper,
-                        self.queue.clone(),
-                    ));
-                    informers.push(inf);
-                }
-                Source::Shared(cache, changes) => {
-                    shared.push(cache.clone());
-                    tasks.push(feed(cache, changes.subscribe(), mapper, self.queue.clone()));
-                }
-            }
+        let own: Mapper<K> = Arc::new(|obj: &K| vec![obj.key()]);
+        let cache = primary.cache.clone();
+        let mut started = vec![(Feed::shared(primary, own).start)(
+            &self.client,
+            ns,
+            self.queue.clone(),
+        )];
+        for feed in self.secondary {
+            started.push((feed.start)(&self.client, ns, self.queue.clone()));
         }
         // Act only on a complete picture: every informer has listed once.
-        for c in informers
-            .iter()
-            .map(|i| i.cache.clone())
-            .chain(shared.iter().cloned())
-            .chain([cache.clone()])
-        {
-            c.wait_synced().await;
+        let mut tasks = Vec::new();
+        let mut informers = Vec::new();
+        for s in started {
+            s.synced.await;
+            tasks.push(s.task);
+            informers.push(s._informer);
         }
         let reconcile = Arc::new(reconcile);
         for _ in 0..self.workers {
@@ -237,31 +235,29 @@ impl Controller {
     }
 }
 
+/// Maps an object of kind `C` to the key of its controller when that controller is of kind `owner`.
+fn owner_mapper<C: Object>(owner: &'static KindInfo) -> Mapper<C> {
+    let owner_kind = owner.kind;
+    Arc::new(move |obj: &C| owner_keys(obj, owner_kind))
+}
+
 /// The keys of the owners of kind `owner_kind` named by an object's controller ownerReference.
-pub fn owner_keys(obj: &Value, owner_kind: &str) -> Vec<String> {
-    let ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    obj.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|o| o["controller"] == true && o["kind"] == owner_kind)
-        .filter_map(|o| o["name"].as_str().map(|n| format!("{ns}/{n}")))
-        .collect()
+pub fn owner_keys(obj: &impl Object, owner_kind: &str) -> Vec<String> {
+    match obj.controller_owner() {
+        Some((kind, name)) if kind == owner_kind => vec![format!("{}/{name}", obj.namespace())],
+        _ => Vec::new(),
+    }
 }
 
 /// Forwards an informer's changes into the queue as keys.
-fn feed(
-    cache: Cache,
-    mut changes: tokio::sync::broadcast::Receiver<Change>,
-    mapper: Mapper,
+fn feed<S: Object>(
+    cache: Cache<S>,
+    mut changes: tokio::sync::broadcast::Receiver<Change<S>>,
+    mapper: Mapper<S>,
     queue: WorkQueue,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let all = |cache: &Cache| {
+        let all = |cache: &Cache<S>| {
             for obj in cache.list() {
                 for k in mapper(&obj) {
                     queue.add(&k);
@@ -273,7 +269,7 @@ fn feed(
             match changes.recv().await {
                 Ok(Change::Applied(obj)) | Ok(Change::Deleted(obj)) => {
                     let keys = mapper(&obj);
-                    tracing::trace!(object = %key_of(&obj), ?keys, "change mapped");
+                    tracing::trace!(object = %obj.key(), ?keys, "change mapped");
                     for k in keys {
                         queue.add(&k);
                     }
@@ -289,12 +285,12 @@ fn feed(
 
 async fn worker<K, C, F, Fut, E>(
     queue: WorkQueue,
-    cache: Cache,
+    cache: Cache<K>,
     kind: &'static KindInfo,
     reconcile: Arc<F>,
     ctx: Arc<C>,
 ) where
-    K: DeserializeOwned + Send + Sync + 'static,
+    K: Object,
     F: Fn(Arc<K>, Arc<C>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
@@ -307,18 +303,11 @@ async fn worker<K, C, F, Fut, E>(
             queue.done(&key);
             continue;
         };
-        let span = tracing::info_span!("reconcile", kind = kind.kind, namespace = ns, name = name);
-        let typed: K = match K::deserialize(obj.as_ref()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(parent: &span, error = %e, "cannot decode object; not retrying");
-                queue.done(&key);
-                continue;
-            }
-        };
+        let span =
+            tracing::info_span!("reconcile", kind = kind.kind, namespace = ns, name = name);
         // A panicking reconcile is a bug, but it must not take the worker (and the key) down with it.
         let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-            reconcile(Arc::new(typed), ctx.clone()).instrument(span.clone()),
+            reconcile(obj, ctx.clone()).instrument(span.clone()),
         ))
         .await;
         let result = match result {

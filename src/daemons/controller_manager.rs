@@ -1,0 +1,294 @@
+//! The controller manager process part: campaigns for the `capstan-controller-manager` Lease and, while it leads,
+//! starts one informer per kind (shared by every loop that reads that kind) and the loops on them - the workload
+//! controllers, endpoints, volumes, node IPAM, the cloud controller manager's service controller, GitOps, the
+//! scheduler and the garbage collector. Losing the lease stops them all; regaining it starts them afresh.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::apps::{ControllerRevision, Deployment, ReplicaSet};
+use crate::api::core::{Pod, ReplicationController};
+use crate::api::registry::{self, KindInfo};
+use crate::client::informer::Informer;
+use crate::client::Client;
+use crate::controllers::{
+    cronjob, daemonset, deployment, endpoints, gc, job, node_ipam, pods, replicaset, statefulset,
+    volumes, Settings,
+};
+use crate::runtime::leader::Elector;
+use crate::runtime::Controller;
+
+/// Runs the control loops while this process is the elected leader, until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    identity: String,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
+    let elector = Elector::new("kube-system", "capstan-controller-manager", &identity);
+    let campaign = tokio::spawn(elector.run(client.clone(), leading_tx));
+    let work = async {
+        loop {
+            if leading.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            tracing::info!(%identity, "leading the controller manager");
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let running = tokio::spawn(loops(client.clone(), settings.clone(), async {
+                let _ = stop_rx.await;
+            }));
+            let _ = leading.wait_for(|l| !*l).await;
+            tracing::warn!(%identity, "lost the controller-manager lease; stopping controllers");
+            let _ = stop_tx.send(());
+            let _ = running.await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = work => {}
+    }
+    campaign.abort();
+}
+
+/// The kinds still read as JSON by the loops that use them (they move to typed informers as their loops do).
+const DYNAMIC: &[&str] = &[
+    "daemonsets",
+    "statefulsets",
+    "jobs",
+    "cronjobs",
+    "services",
+    "endpoints",
+    "endpointslices",
+    "nodes",
+    "persistentvolumes",
+    "persistentvolumeclaims",
+    "storageclasses",
+];
+
+fn kind(plural: &str) -> &'static KindInfo {
+    registry::KINDS
+        .iter()
+        .find(|k| k.plural == plural)
+        .unwrap_or_else(|| panic!("{plural} is not in the kind registry"))
+}
+
+/// Starts every loop on shared informers; stops them when `stop` resolves.
+async fn loops(client: Client, settings: Settings, stop: impl Future<Output = ()> + Send + 'static) {
+    let pods = Informer::<Pod>::all(&client);
+    let replicasets = Informer::<ReplicaSet>::all(&client);
+    let deployments = Informer::<Deployment>::all(&client);
+    let rcs = Informer::<ReplicationController>::all(&client);
+    let revisions = Informer::<ControllerRevision>::all(&client);
+    let dynamic: HashMap<&'static str, Informer<Value>> = DYNAMIC
+        .iter()
+        .map(|p| (*p, Informer::start(client.clone(), kind(p), None, String::new())))
+        .collect();
+    let d = |p: &str| &dynamic[p];
+
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    let mut stopper = || {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stops.push(tx);
+        async move {
+            let _ = rx.await;
+        }
+    };
+
+    let dep_ctx = Arc::new(deployment::Context {
+        client: client.clone(),
+        replicasets: replicasets.cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::<Deployment>::new(client.clone())
+            .primary_shared(&deployments)
+            .owns_shared(&replicasets)
+            .workers(2)
+            .run(deployment::reconcile, dep_ctx, stopper()),
+    ));
+    let rs_ctx = Arc::new(replicaset::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        expectations: pods::Expectations::default(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::<ReplicationController>::new(client.clone())
+            .primary_shared(&rcs)
+            .owns_shared(&pods)
+            .watches_shared(
+                &pods,
+                replicaset::orphan_mapper(rcs.cache.clone(), replicaset::rc_selector),
+            )
+            .workers(2)
+            .run(replicaset::reconcile_rc, rs_ctx.clone(), stopper()),
+    ));
+    tasks.push(tokio::spawn(
+        Controller::<ReplicaSet>::new(client.clone())
+            .primary_shared(&replicasets)
+            .owns_shared(&pods)
+            .watches_shared(
+                &pods,
+                replicaset::orphan_mapper(replicasets.cache.clone(), replicaset::rs_selector),
+            )
+            .workers(4)
+            .run(replicaset::reconcile, rs_ctx, stopper()),
+    ));
+    let job_ctx = Arc::new(job::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        expectations: pods::Expectations::default(),
+        backoff: settings.job_backoff,
+    });
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("jobs"))
+            .primary_shared(d("jobs"))
+            .owns_shared(&pods)
+            .workers(2)
+            .run(job::reconcile, job_ctx, stopper()),
+    ));
+    let ds_ctx = Arc::new(daemonset::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        nodes: d("nodes").cache.clone(),
+        revisions: revisions.cache.clone(),
+        expectations: pods::Expectations::default(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("daemonsets"))
+            .primary_shared(d("daemonsets"))
+            .owns_shared(&pods)
+            .watches_shared(
+                d("nodes"),
+                daemonset::node_mapper(d("daemonsets").cache.clone()),
+            )
+            .workers(2)
+            .run(daemonset::reconcile, ds_ctx, stopper()),
+    ));
+    let sts_ctx = Arc::new(statefulset::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        claims: d("persistentvolumeclaims").cache.clone(),
+        revisions: revisions.cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("statefulsets"))
+            .primary_shared(d("statefulsets"))
+            .owns_shared(&pods)
+            .workers(2)
+            .run(statefulset::reconcile, sts_ctx, stopper()),
+    ));
+    let ep_ctx = Arc::new(endpoints::Context {
+        client: client.clone(),
+        pods: pods.cache.clone(),
+        endpoints: d("endpoints").cache.clone(),
+        slices: d("endpointslices").cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("services"))
+            .primary_shared(d("services"))
+            .watches_shared(&pods, endpoints::pod_mapper(d("services").cache.clone()))
+            .watches_shared(d("endpoints"), endpoints::owner_mapper())
+            .watches_shared(d("endpointslices"), endpoints::owner_mapper())
+            .workers(2)
+            .run(endpoints::reconcile, ep_ctx, stopper()),
+    ));
+    let vol_ctx = Arc::new(volumes::Context {
+        client: client.clone(),
+        volumes: d("persistentvolumes").cache.clone(),
+        classes: d("storageclasses").cache.clone(),
+        claims: d("persistentvolumeclaims").cache.clone(),
+        storage: settings.storage_dir.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("persistentvolumeclaims"))
+            .primary_shared(d("persistentvolumeclaims"))
+            .watches_shared(d("persistentvolumes"), volumes::claim_mapper())
+            .workers(1)
+            .run(volumes::reconcile, vol_ctx.clone(), stopper()),
+    ));
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("persistentvolumes"))
+            .primary_shared(d("persistentvolumes"))
+            .watches_shared(
+                d("persistentvolumeclaims"),
+                volumes::volume_mapper(d("persistentvolumes").cache.clone()),
+            )
+            .workers(1)
+            .run(volumes::reconcile_volume, vol_ctx, stopper()),
+    ));
+    // The cloud controller manager's service controller, with the built-in `local` provider.
+    match crate::cloud::LocalPool::new(&settings.load_balancer_pool) {
+        Ok(pool) => {
+            let lb_ctx = Arc::new(crate::cloud::Context {
+                client: client.clone(),
+                services: d("services").cache.clone(),
+                provider: Arc::new(pool),
+            });
+            tasks.push(tokio::spawn(
+                Controller::dynamic(client.clone(), kind("services"))
+                    .primary_shared(d("services"))
+                    .workers(1)
+                    .run(crate::cloud::reconcile, lb_ctx, stopper()),
+            ));
+        }
+        Err(e) => tracing::error!("no load balancers: {e}"),
+    }
+    let cron_ctx = Arc::new(cronjob::Context {
+        client: client.clone(),
+        jobs: d("jobs").cache.clone(),
+    });
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("cronjobs"))
+            .primary_shared(d("cronjobs"))
+            .owns_shared(d("jobs"))
+            .workers(1)
+            .run(cronjob::reconcile, cron_ctx, stopper()),
+    ));
+    let mut ipam = node_ipam::Context::new(client.clone(), d("nodes").cache.clone());
+    ipam.cluster = settings.cluster_cidr;
+    tasks.push(tokio::spawn(
+        Controller::dynamic(client.clone(), kind("nodes"))
+            .primary_shared(d("nodes"))
+            .workers(1)
+            .run(node_ipam::reconcile, Arc::new(ipam), stopper()),
+    ));
+    // GitOps: Applications follow their repositories.
+    tasks.push(tokio::spawn(crate::gitops::run(
+        client.clone(),
+        settings.gitops_cache.clone(),
+        stopper(),
+    )));
+    // The scheduler runs under the same lease, on its own pod informer until it reads typed pods.
+    let scheduler_pods = Informer::start(client.clone(), <Pod as crate::api::Resource>::info(), None, String::new());
+    tasks.push(tokio::spawn(crate::scheduler::run(
+        client.clone(),
+        scheduler_pods.shared(),
+        d("nodes").shared(),
+        stopper(),
+    )));
+    let mut gc_sources: HashMap<&'static str, gc::Source> = HashMap::new();
+    gc_sources.insert("pods", pods.shared().into());
+    gc_sources.insert("replicasets", replicasets.shared().into());
+    gc_sources.insert("deployments", deployments.shared().into());
+    gc_sources.insert("replicationcontrollers", rcs.shared().into());
+    gc_sources.insert("controllerrevisions", revisions.shared().into());
+    for p in gc::kinds() {
+        if let Some(inf) = dynamic.get(p) {
+            gc_sources.insert(p, inf.shared().into());
+        }
+    }
+    tasks.push(tokio::spawn(gc::run(client.clone(), gc_sources, stopper())));
+
+    stop.await;
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(scheduler_pods);
+}
