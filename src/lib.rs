@@ -33,6 +33,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod sys;
 
 /// The Kubernetes version Capstan's API reports (what kubectl compares its own version with).
 pub const KUBE_VERSION: (&str, &str) = ("1", "32");

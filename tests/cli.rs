@@ -79,7 +79,7 @@ fn cli_applies_gets_and_deletes() {
 #[test]
 fn up_runs_the_example_repository_and_stops_its_pods_on_exit() {
     // reqwest is built without a default TLS provider; this test may run alone (nextest).
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let dir = tempfile::tempdir().unwrap();
     let cidr = common::unique_cluster_cidr();
     let mut child = Command::new(common::BIN)
@@ -173,7 +173,7 @@ fn demo_app_serves_version_health_and_can_fail() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let http = reqwest::blocking::Client::new();
     let get = |path: &str| -> Option<(u16, String)> {
         let r = http

@@ -181,7 +181,7 @@ fn deployment_service_probes_rollout_exec_and_logs_on_containerd() {
         return;
     }
     let Some(k) = common::kubectl() else { return };
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let s = containerd_up(&[]);
     s.kubectl_apply(&k, &WEB.replace("IMAGE", SELF_IMAGE));
     ok(&s.kubectl(
@@ -712,7 +712,7 @@ fn up_runs_the_example_repository_on_containerd() {
     if !available() {
         return;
     }
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let dir = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/repo");
     let mut child = Command::new(common::BIN)

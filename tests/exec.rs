@@ -47,7 +47,7 @@ fn running(s: &Server, k: &std::path::Path) -> Value {
 #[test]
 fn kubectl_exec_runs_commands_in_the_container_with_streams_and_exit_codes() {
     let Some(k) = common::kubectl() else { return };
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let s = Server::up(&[]);
     let pod = running(&s, &k);
 

@@ -15,7 +15,7 @@ use kube::api::{
 use kube::runtime::watcher;
 
 async fn client(s: &Server) -> kube::Client {
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let kc = kube::config::Kubeconfig::read_from(s.kubeconfig()).expect("kubeconfig");
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await

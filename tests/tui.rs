@@ -192,7 +192,7 @@ fn pods_answer(s: &Server, version: &str) -> bool {
 
 #[test]
 fn watch_a_rollout_and_roll_back_from_the_history_in_a_real_terminal() {
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let tmp = tempfile::tempdir().unwrap();
     let repo = Repo {
         dir: tmp.path().join("repo"),

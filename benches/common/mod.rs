@@ -35,7 +35,7 @@ pub fn rss_kb(pid: u32) -> u64 {
 }
 
 pub fn http(ca: &str) -> reqwest::Client {
-    capstan::apiserver::tls::init_crypto();
+    capstan::sys::init_crypto();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
         roots.add(c.unwrap()).unwrap();

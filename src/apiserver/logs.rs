@@ -20,7 +20,7 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 fn http() -> &'static reqwest::Client {
     static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
     HTTP.get_or_init(|| {
-        super::tls::init_crypto();
+        crate::sys::init_crypto();
         reqwest::Client::builder()
             .build()
             .expect("building the agent client")

@@ -66,7 +66,7 @@ pub const ROOT_SERVICE_CIDR: &str = "10.96.0.0/16";
 
 /// The service CIDR when none is given: [`ROOT_SERVICE_CIDR`] as root, else [`DEFAULT_SERVICE_CIDR`].
 pub fn default_service_cidr() -> &'static str {
-    if crate::node::network::is_root() {
+    if crate::sys::is_root() {
         ROOT_SERVICE_CIDR
     } else {
         DEFAULT_SERVICE_CIDR

@@ -21,9 +21,7 @@ pub struct Material {
 }
 
 /// Installs the process-wide crypto provider (ring). Safe to call many times.
-pub fn init_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+use crate::sys::init_crypto;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StartError + '_ {
     move |e| StartError::DataDir(path.to_path_buf(), e)

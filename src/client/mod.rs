@@ -82,7 +82,7 @@ pub fn resource_path(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> S
 impl Client {
     /// A client for `base`, trusting `ca_pem` (PEM certificates) for HTTPS.
     pub fn new(base: &str, token: &str, ca_pem: Option<&str>) -> Result<Self> {
-        crate::apiserver::tls::init_crypto();
+        crate::sys::init_crypto();
         let mut roots = rustls::RootCertStore::empty();
         if let Some(pem) = ca_pem {
             for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {

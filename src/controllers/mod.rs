@@ -50,7 +50,7 @@ impl Default for Settings {
 impl Settings {
     /// Parses a cluster CIDR, which must be an IPv4 /16.
     pub fn with_cluster_cidr(cidr: &str) -> Result<Self, String> {
-        let (net, len) = crate::node::network::parse_cidr(cidr).map_err(|e| e.to_string())?;
+        let (net, len) = crate::sys::parse_cidr(cidr).map_err(|e| e.to_string())?;
         if len != 16 {
             return Err(format!(
                 "cluster CIDR {cidr}: must be a /16 (one /24 per node)"

@@ -110,7 +110,7 @@ pub struct HttpRegistry {
 
 impl Default for HttpRegistry {
     fn default() -> Self {
-        crate::apiserver::tls::init_crypto();
+        crate::sys::init_crypto();
         HttpRegistry {
             client: reqwest::Client::new(),
         }

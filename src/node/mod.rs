@@ -362,7 +362,7 @@ pub async fn run(
             (None, None)
         }
     };
-    crate::apiserver::tls::init_crypto();
+    crate::sys::init_crypto();
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .redirect(reqwest::redirect::Policy::limited(10))

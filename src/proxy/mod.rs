@@ -214,7 +214,7 @@ async fn ensure_local(ip: IpAddr) -> Result<bool, String> {
     if ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok() {
         return Ok(false);
     }
-    if !crate::node::network::is_root() {
+    if !crate::sys::is_root() {
         return Err(format!(
             "{ip} is not a local address and adding it needs root"
         ));

@@ -202,7 +202,7 @@ impl Server {
 
     /// A blocking HTTP client that trusts the server's CA (no token).
     pub fn http(&self) -> reqwest::blocking::Client {
-        capstan::apiserver::tls::init_crypto();
+        capstan::sys::init_crypto();
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut self.ca().as_bytes()) {
             roots.add(c.expect("ca pem")).expect("add ca");

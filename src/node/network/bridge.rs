@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::{parse_cidr, Attachment, Ipam, NetworkError, PodNetwork};
+use crate::sys::parse_cidr;
+
+use super::{Attachment, Ipam, NetworkError, PodNetwork};
 
 /// Where pods' network namespaces are bind-mounted.
 pub const NETNS_DIR: &str = "/run/capstan/netns";

@@ -6,7 +6,9 @@ use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 
-use super::{parse_cidr, Attachment, Ipam, NetworkError, PodNetwork};
+use crate::sys::parse_cidr;
+
+use super::{Attachment, Ipam, NetworkError, PodNetwork};
 
 pub struct HostNetwork {
     ipam: Ipam,

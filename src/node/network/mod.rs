@@ -22,8 +22,8 @@ use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    #[error("pod CIDR {0:?} is not an IPv4 /8-/30 network")]
-    BadCidr(String),
+    #[error("pod CIDR: {0}")]
+    BadCidr(#[from] crate::sys::BadCidr),
     #[error("no free address left in {0}")]
     Exhausted(String),
     #[error("{0}")]
@@ -62,10 +62,8 @@ impl Mode {
     }
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+pub use crate::sys::is_root;
+
 
 /// A pod's place on the network.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,18 +118,6 @@ pub async fn open(
     }
 }
 
-/// Parses `a.b.c.d/len` into (network, prefix length).
-pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8), NetworkError> {
-    let bad = || NetworkError::BadCidr(cidr.to_string());
-    let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if !(8..=30).contains(&len) {
-        return Err(bad());
-    }
-    let mask = u32::MAX << (32 - len);
-    Ok((Ipv4Addr::from(u32::from(ip) & mask), len))
-}
 
 /// Address management for one range: `.0` is the network, `.1` the gateway, the last the broadcast address; pods
 /// get the rest, the next free one after the last handed out (like CNI's host-local IPAM), so a released address is
@@ -219,7 +205,7 @@ mod tests {
 
     #[test]
     fn ipam_moves_on_before_reusing_an_address_and_never_gives_out_the_gateway() {
-        let (net, len) = parse_cidr("10.1.1.7/29").unwrap();
+        let (net, len) = crate::sys::parse_cidr("10.1.1.7/29").unwrap();
         assert_eq!(net, Ipv4Addr::new(10, 1, 1, 0));
         let ipam = Ipam::new(net, len);
         assert_eq!(ipam.gateway(), Ipv4Addr::new(10, 1, 1, 1));

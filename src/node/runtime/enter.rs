@@ -55,7 +55,7 @@ fn context_of(pid: i32, depth: Depth) -> Result<Context, RuntimeError> {
         // The mount namespace goes last: after it, /proc is the container's.
         Depth::Container => &["ipc", "uts", "net", "mnt"],
     };
-    if crate::node::network::is_root() {
+    if crate::sys::is_root() {
         for ns in kinds {
             let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
             let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
@@ -69,7 +69,7 @@ fn context_of(pid: i32, depth: Depth) -> Result<Context, RuntimeError> {
         Depth::Container => (Some(ids_of(pid).map_err(gone)?), cgroups_of(pid)),
     };
     let pid_ns = match depth {
-        Depth::Container if crate::node::network::is_root() => {
+        Depth::Container if crate::sys::is_root() => {
             let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
             let ours = std::fs::read_link("/proc/self/ns/pid").ok();
             if theirs.is_some() && theirs != ours {

@@ -1,0 +1,50 @@
+//! Small helpers every component may use, so none has to reach into another for them: the process-wide TLS
+//! crypto provider, whether this process runs as root, and IPv4 CIDR parsing. Nothing here knows about objects,
+//! the store or HTTP.
+
+use std::net::Ipv4Addr;
+
+/// A CIDR that is not `a.b.c.d/len` with `len` in 8..=30.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad CIDR {0:?}: want a.b.c.d/len with len between 8 and 30")]
+pub struct BadCidr(pub String);
+
+/// Installs rustls' process-wide crypto provider (ring); idempotent, so every TLS user calls it first.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Whether this process runs as root (bridge networking, port 53, service VIPs on interfaces).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Parses an IPv4 CIDR, returning its network address (host bits cleared) and prefix length.
+pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8), BadCidr> {
+    let bad = || BadCidr(cidr.to_string());
+    let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - len);
+    Ok((Ipv4Addr::from(u32::from(ip) & mask), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_to_their_network() {
+        assert_eq!(
+            parse_cidr("10.1.1.7/29").unwrap(),
+            (Ipv4Addr::new(10, 1, 1, 0), 29)
+        );
+        assert!(parse_cidr("10.1.1.0").is_err());
+        assert!(parse_cidr("10.1.1.0/31").is_err());
+        assert!(parse_cidr("300.1.1.0/24").is_err());
+    }
+}
