@@ -52,7 +52,10 @@ impl<K> Clone for Cache<K> {
 impl<K: Object> Cache<K> {
     /// A cache holding fixed objects, already synced (for tests of code that reads caches).
     pub fn of(objects: impl IntoIterator<Item = K>) -> Cache<K> {
-        let map = objects.into_iter().map(|o| (o.key(), Arc::new(o))).collect();
+        let map = objects
+            .into_iter()
+            .map(|o| (o.key(), Arc::new(o)))
+            .collect();
         let (tx, synced) = tokio::sync::watch::channel(true);
         drop(tx);
         Cache {

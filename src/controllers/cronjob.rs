@@ -12,10 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::api::Object;
 use crate::api::batch::parse_schedule as parse;
 use crate::api::meta::{format_time, now};
 use crate::api::registry;
+use crate::api::Object;
 use crate::client::informer::Cache;
 use crate::client::Client;
 use crate::runtime::Action;
@@ -92,11 +92,7 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         .jobs
         .list_namespace(&ns)
         .into_iter()
-        .filter(|j| {
-            j.object_meta()
-                .controller()
-                .is_some_and(|o| o.uid == uid)
-        })
+        .filter(|j| j.object_meta().controller().is_some_and(|o| o.uid == uid))
         .collect();
     jobs.sort_by_key(|j| {
         (

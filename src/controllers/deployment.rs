@@ -187,13 +187,9 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
         .collect();
     rss.sort_by_key(revision_of);
     let max_revision = rss.iter().map(revision_of).max().unwrap_or(0);
-    let new_idx = rss.iter().position(|r| {
-        r.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(HASH_LABEL))
-            == Some(&hash)
-    });
+    let new_idx = rss
+        .iter()
+        .position(|r| r.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash));
     let paused = spec.paused.unwrap_or(false);
     let mut changed = false;
 
@@ -243,8 +239,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
             if revision_of(&rs) < max_revision && !paused {
                 let patch = json!({"metadata": {"annotations": annotations(max_revision + 1)}});
                 changed = true;
-                api.patch(rs.metadata.name(), &Patch::Merge(patch))
-                    .await?
+                api.patch(rs.metadata.name(), &Patch::Merge(patch)).await?
             } else {
                 rs
             }
@@ -408,7 +403,8 @@ async fn sync_status(
     progressed: bool,
 ) -> Result<Action> {
     let all: Vec<&ReplicaSet> = new_rs.into_iter().chain(old.iter()).collect();
-    let sum = |f: fn((i64, i64, i64)) -> i64| -> i64 { all.iter().map(|r| f(status_counts(r))).sum() };
+    let sum =
+        |f: fn((i64, i64, i64)) -> i64| -> i64 { all.iter().map(|r| f(status_counts(r))).sum() };
     let replicas = sum(|c| c.0);
     let ready = sum(|c| c.1);
     let available = sum(|c| c.2);
@@ -511,11 +507,13 @@ async fn sync_status(
             s.unavailable_replicas.unwrap_or(0),
         )
     };
-    let same = counts(&current) == counts(&status)
-        && Some(&conds) == status.conditions.as_ref();
+    let same = counts(&current) == counts(&status) && Some(&conds) == status.conditions.as_ref();
     if !same {
         Api::<Deployment>::beside(&ctx.client, d)
-            .patch_status(d.metadata.name(), &Patch::Strategic(json!({"status": status})))
+            .patch_status(
+                d.metadata.name(),
+                &Patch::Strategic(json!({"status": status})),
+            )
             .await?;
     }
     if !complete && !paused && reason != "ProgressDeadlineExceeded" {

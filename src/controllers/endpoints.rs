@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 
 use super::pods::{is_ready, phase};
 use crate::api::core::Pod;
-use crate::client::Api;
 use crate::api::registry;
 use crate::api::selector::Selector;
 use crate::client::informer::Cache;
+use crate::client::Api;
 use crate::client::Client;
 use crate::runtime::Action;
 

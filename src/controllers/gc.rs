@@ -46,7 +46,9 @@ fn refs(m: &ObjectMeta) -> &[OwnerReference] {
 }
 
 fn has_finalizer(m: &ObjectMeta, f: &str) -> bool {
-    m.finalizers.as_ref().is_some_and(|a| a.iter().any(|x| x == f))
+    m.finalizers
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|x| x == f))
 }
 
 fn deleting(m: &ObjectMeta) -> bool {
@@ -229,11 +231,14 @@ async fn merge_patch(
     }
 }
 
+/// Looks an object up by namespace and name.
+type Lookup = dyn Fn(&str, &str) -> Option<Arc<dyn HasMetadata>> + Send + Sync;
+
 /// One kind's cache, seen through metadata: what the collector reads (of any informer, typed or not).
 #[derive(Clone)]
 pub struct Source {
     list: Arc<dyn Fn() -> Objects + Send + Sync>,
-    get: Arc<dyn Fn(&str, &str) -> Option<Arc<dyn HasMetadata>> + Send + Sync>,
+    get: Arc<Lookup>,
     synced: Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
     wake: Arc<dyn Fn(Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()> + Send + Sync>,
 }
@@ -439,10 +444,7 @@ mod tests {
         );
         assert_eq!(p.delete.len(), 1, "the dependent is deleted");
         assert!(p.release.is_empty(), "the owner waits");
-        let p = plan(
-            &[("replicasets", vec![a(owner)])],
-            &[("pods", vec![])],
-        );
+        let p = plan(&[("replicasets", vec![a(owner)])], &[("pods", vec![])]);
         assert_eq!(p.release[0].3, "foregroundDeletion");
     }
 }

@@ -572,10 +572,7 @@ async fn create_pods(
 }
 
 async fn delete_pods(ctx: &Context, ns: &str, pods: &[&Pod]) -> Result<()> {
-    let names: Vec<String> = pods
-        .iter()
-        .map(|p| p.metadata.name().to_string())
-        .collect();
+    let names: Vec<String> = pods.iter().map(|p| p.metadata.name().to_string()).collect();
     Api::<Pod>::namespaced(&ctx.client, ns)
         .delete_all(&names)
         .await?;

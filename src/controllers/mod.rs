@@ -16,7 +16,6 @@ pub mod revisions;
 pub mod statefulset;
 pub mod volumes;
 
-
 /// Cluster-wide settings the controllers need.
 #[derive(Clone, Debug)]
 pub struct Settings {

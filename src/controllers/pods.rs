@@ -223,7 +223,14 @@ impl Recorder {
         if kind.namespaced {
             about["metadata"]["namespace"] = json!(meta.namespace);
         }
-        crate::client::events::spawn_record(&self.client, about, self.component, ty, reason, message);
+        crate::client::events::spawn_record(
+            &self.client,
+            about,
+            self.component,
+            ty,
+            reason,
+            message,
+        );
     }
 }
 
@@ -247,14 +254,26 @@ mod tests {
     fn surplus_pods_go_unscheduled_first_then_pending_then_unready_then_newest() {
         let t1 = "2024-01-01T00:00:00Z";
         let a = pod("ready-old", Some("n"), "Running", true, t1);
-        let b = pod("ready-new", Some("n"), "Running", true, "2024-01-02T00:00:00Z");
+        let b = pod(
+            "ready-new",
+            Some("n"),
+            "Running",
+            true,
+            "2024-01-02T00:00:00Z",
+        );
         let c = pod("unready", Some("n"), "Running", false, t1);
         let d = pod("pending", Some("n"), "Pending", false, t1);
         let e = pod("unscheduled", None, "Pending", false, t1);
         let all = vec![&a, &b, &c, &d, &e];
         assert_eq!(
             pods_to_delete(all.clone(), 5),
-            ["unscheduled", "pending", "unready", "ready-new", "ready-old"]
+            [
+                "unscheduled",
+                "pending",
+                "unready",
+                "ready-new",
+                "ready-old"
+            ]
         );
         assert_eq!(pods_to_delete(all, 1), ["unscheduled"]);
     }
@@ -268,7 +287,10 @@ mod tests {
         assert!(available(&p, 3, now));
         assert!(!available(&p, 10, now));
         p.metadata.deletion_timestamp = Some(now);
-        assert!(!available(&p, 0, now), "a pod being deleted is not available");
+        assert!(
+            !available(&p, 0, now),
+            "a pod being deleted is not available"
+        );
     }
 
     #[test]
@@ -276,7 +298,10 @@ mod tests {
         let e = Expectations::default();
         let empty = Cache::<Pod>::of([]);
         e.expect("rs/ns/a", vec!["a-1".into()], vec![]);
-        assert!(!e.satisfied("rs/ns/a", &empty, "ns"), "the create is not seen yet");
+        assert!(
+            !e.satisfied("rs/ns/a", &empty, "ns"),
+            "the create is not seen yet"
+        );
         let mut seen = pod("a-1", None, "Pending", false, "2024-01-01T00:00:00Z");
         seen.metadata.namespace = Some("ns".into());
         assert!(e.satisfied("rs/ns/a", &Cache::of([seen]), "ns"));
@@ -285,9 +310,10 @@ mod tests {
 
     #[test]
     fn template_pods_are_owned_and_labelled() {
-        let t: PodTemplateSpec = serde_json::from_value(json!({"metadata": {"labels": {"app": "w"}},
+        let t: PodTemplateSpec =
+            serde_json::from_value(json!({"metadata": {"labels": {"app": "w"}},
             "spec": {"containers": [{"name": "c"}]}}))
-        .unwrap();
+            .unwrap();
         let owner = OwnerReference {
             kind: "ReplicaSet".into(),
             name: "w-1".into(),

@@ -125,10 +125,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action>
 
 /// One reconcile of one ReplicationController: the same work, with a map selector (defaulting to the template's
 /// labels).
-pub async fn reconcile_rc(
-    rc: Arc<ReplicationController>,
-    ctx: Arc<Context>,
-) -> Result<Action> {
+pub async fn reconcile_rc(rc: Arc<ReplicationController>, ctx: Arc<Context>) -> Result<Action> {
     let spec = rc.spec.clone().ok_or(Error::NoSpec)?;
     let labels = spec
         .template
@@ -289,7 +286,8 @@ mod tests {
         let mut p = json!({"metadata": {"name": name, "labels": labels}, "spec": {"containers": []},
             "status": {"phase": "Running"}});
         if let Some(t) = ready_at {
-            p["status"]["conditions"] = json!([{"type": "Ready", "status": "True", "lastTransitionTime": t}]);
+            p["status"]["conditions"] =
+                json!([{"type": "Ready", "status": "True", "lastTransitionTime": t}]);
         }
         if deleting {
             p["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
@@ -324,7 +322,11 @@ mod tests {
                 "spec": {"selector": {"matchLabels": {"app": app}}}}))
             .unwrap()
         };
-        let owners = Cache::of([rs("web", "a", "web"), rs("db", "a", "db"), rs("web", "b", "web")]);
+        let owners = Cache::of([
+            rs("web", "a", "web"),
+            rs("db", "a", "db"),
+            rs("web", "b", "web"),
+        ]);
         let map = orphan_mapper(owners, rs_selector);
         let mut orphan = pod("p", json!({"app": "web"}), None, false);
         orphan.metadata.namespace = Some("a".into());
@@ -334,6 +336,9 @@ mod tests {
             uid: "x".into(),
             ..Default::default()
         }]);
-        assert!(map(&orphan).is_empty(), "a pod with a controller is nobody's orphan");
+        assert!(
+            map(&orphan).is_empty(),
+            "a pod with a controller is nobody's orphan"
+        );
     }
 }

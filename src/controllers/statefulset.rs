@@ -17,12 +17,12 @@ use serde_json::{json, Value};
 
 use super::deployment::template_hash;
 use super::pods::{available, controller_uid, is_ready, phase};
-use crate::api::core::Pod;
-use crate::api::Resource;
-use crate::client::Api;
 use super::revisions::{template_of, REVISION_LABEL};
+use crate::api::core::Pod;
 use crate::api::registry;
+use crate::api::Resource;
 use crate::client::informer::Cache;
+use crate::client::Api;
 use crate::client::Client;
 use crate::runtime::Action;
 
@@ -208,10 +208,7 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         }
     }
     let update_hash = template_hash(&spec["template"]);
-    let in_use: Vec<String> = pods
-        .values()
-        .map(|p| revision_of(p).to_string())
-        .collect();
+    let in_use: Vec<String> = pods.values().map(|p| revision_of(p).to_string()).collect();
     let revisions = super::revisions::sync(
         &ctx.client,
         &ctx.revisions,
@@ -393,10 +390,7 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         .collect();
     let now = chrono::Utc::now();
     let ready = live.iter().filter(|p| is_ready(p)).count();
-    let available = live
-        .iter()
-        .filter(|p| available(p, min_ready, now))
-        .count();
+    let available = live.iter().filter(|p| available(p, min_ready, now)).count();
     let updated = live
         .iter()
         .filter(|p| revision_of(p) == update_hash)

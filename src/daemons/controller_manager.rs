@@ -77,7 +77,11 @@ fn kind(plural: &str) -> &'static KindInfo {
 }
 
 /// Starts every loop on shared informers; stops them when `stop` resolves.
-async fn loops(client: Client, settings: Settings, stop: impl Future<Output = ()> + Send + 'static) {
+async fn loops(
+    client: Client,
+    settings: Settings,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
     let pods = Informer::<Pod>::all(&client);
     let replicasets = Informer::<ReplicaSet>::all(&client);
     let deployments = Informer::<Deployment>::all(&client);
@@ -85,7 +89,12 @@ async fn loops(client: Client, settings: Settings, stop: impl Future<Output = ()
     let revisions = Informer::<ControllerRevision>::all(&client);
     let dynamic: HashMap<&'static str, Informer<Value>> = DYNAMIC
         .iter()
-        .map(|p| (*p, Informer::start(client.clone(), kind(p), None, String::new())))
+        .map(|p| {
+            (
+                *p,
+                Informer::start(client.clone(), kind(p), None, String::new()),
+            )
+        })
         .collect();
     let d = |p: &str| &dynamic[p];
 
@@ -263,7 +272,12 @@ async fn loops(client: Client, settings: Settings, stop: impl Future<Output = ()
         stopper(),
     )));
     // The scheduler runs under the same lease, on its own pod informer until it reads typed pods.
-    let scheduler_pods = Informer::start(client.clone(), <Pod as crate::api::Resource>::info(), None, String::new());
+    let scheduler_pods = Informer::start(
+        client.clone(),
+        <Pod as crate::api::Resource>::info(),
+        None,
+        String::new(),
+    );
     tasks.push(tokio::spawn(crate::scheduler::run(
         client.clone(),
         scheduler_pods.shared(),

@@ -45,8 +45,11 @@ pub fn key_of(obj: &impl Object) -> String {
 /// A source of keys for the queue: an informer (the controller's own or a shared one) and how its objects map to
 /// primary keys. Type-erased, so one controller can watch secondaries of several kinds.
 struct Feed {
-    start: Box<dyn FnOnce(&Client, Option<&str>, WorkQueue) -> Started + Send>,
+    start: Box<StartFeed>,
 }
+
+/// Starts a feed with the controller's client, namespace and queue.
+type StartFeed = dyn FnOnce(&Client, Option<&str>, WorkQueue) -> Started + Send;
 
 /// A running feed: its task, a future that resolves once its cache has listed, and the informer it owns (if any).
 struct Started {
@@ -303,8 +306,7 @@ async fn worker<K, C, F, Fut, E>(
             queue.done(&key);
             continue;
         };
-        let span =
-            tracing::info_span!("reconcile", kind = kind.kind, namespace = ns, name = name);
+        let span = tracing::info_span!("reconcile", kind = kind.kind, namespace = ns, name = name);
         // A panicking reconcile is a bug, but it must not take the worker (and the key) down with it.
         let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
             reconcile(obj, ctx.clone()).instrument(span.clone()),

@@ -64,7 +64,6 @@ impl Mode {
 
 pub use crate::sys::is_root;
 
-
 /// A pod's place on the network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attachment {
@@ -117,7 +116,6 @@ pub async fn open(
         _ => Ok(std::sync::Arc::new(host::HostNetwork::new(pod_cidr)?)),
     }
 }
-
 
 /// Address management for one range: `.0` is the network, `.1` the gateway, the last the broadcast address; pods
 /// get the rest, the next free one after the last handed out (like CNI's host-local IPAM), so a released address is
