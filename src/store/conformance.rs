@@ -1,5 +1,5 @@
-//! The backend-agnostic conformance suite: every backend must pass it (the embedded one in its unit tests, etcd in
-//! the integration tests). It checks etcd's semantics, not an implementation.
+//! The backend-agnostic conformance suite: every backend must pass it (the embedded one runs it in its unit tests).
+//! It checks etcd's semantics, not an implementation.
 
 use std::time::Duration;
 
