@@ -114,14 +114,7 @@ fn node_of(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
-/// The ControllerRevision hash a pod was made from.
-fn revision_of(pod: &Pod) -> &str {
-    pod.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(REVISION_LABEL))
-        .map_or("", String::as_str)
-}
+use super::revisions::pod_revision as revision_of;
 
 /// The pod for `node`.
 fn pod_for(ds: &Value, template: &Value, hash: &str, node: &str) -> Value {

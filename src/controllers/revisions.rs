@@ -21,6 +21,15 @@ fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The ControllerRevision hash a pod was made from (its `controller-revision-hash` label).
+pub fn pod_revision(pod: &crate::api::core::Pod) -> &str {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REVISION_LABEL))
+        .map_or("", String::as_str)
+}
+
 /// The revision's `controller-revision-hash` label.
 pub fn hash_of(revision: &ControllerRevision) -> &str {
     revision

@@ -65,14 +65,7 @@ fn running_and_ready(pod: &Pod) -> bool {
     phase(pod) == "Running" && is_ready(pod) && pod.metadata.deletion_timestamp.is_none()
 }
 
-/// The ControllerRevision hash a pod was made from.
-fn revision_of(pod: &Pod) -> &str {
-    pod.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(REVISION_LABEL))
-        .map_or("", String::as_str)
-}
+use super::revisions::pod_revision as revision_of;
 
 /// The pod of `ordinal` from `template` (the revision it belongs to is `hash`).
 fn pod_for(set: &Value, template: &Value, hash: &str, ordinal: i64) -> Value {
