@@ -198,9 +198,9 @@ fn placement() {
     for nodes in [1_000usize, 5_000] {
         let infos: Vec<NodeInfo> = (0..nodes)
             .map(|i| {
-                NodeInfo::new(&json!({"metadata": {"name": format!("sim-{i:05}"), "labels": {"zone": format!("z{}", i % 3)}},
+                NodeInfo::new(&serde_json::from_value(json!({"metadata": {"name": format!("sim-{i:05}"), "labels": {"zone": format!("z{}", i % 3)}},
                     "status": {"allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
-                               "conditions": [{"type": "Ready", "status": "True"}]}}))
+                               "conditions": [{"type": "Ready", "status": "True"}]}})).unwrap())
             })
             .collect();
         let mut state: HashMap<String, NodeState> = HashMap::new();
@@ -208,8 +208,11 @@ fn placement() {
         let pods = 10_000;
         let t = Instant::now();
         for i in 0..pods {
-            let pod = json!({"metadata": {"name": format!("p{i}"), "ownerReferences": [{"uid": format!("rs{}", i % 50), "controller": true}]},
-                "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}});
+            let pod: capstan::api::core::Pod = serde_json::from_value(json!({"metadata": {"name": format!("p{i}"),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs",
+                        "uid": format!("rs{}", i % 50), "controller": true}]},
+                "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}))
+            .unwrap();
             let node = place_info(&PodInfo::new(&pod), &infos, &state, &mut start).unwrap();
             account(state.entry(node).or_default(), &pod);
         }

@@ -5,8 +5,9 @@
 use serde_json::{json, Value};
 
 use super::Client;
-use crate::api::meta::{format_time, now};
-use crate::api::registry;
+use crate::api::meta::{format_time, now, ObjectMeta};
+use crate::api::registry::{self, KindInfo};
+use crate::api::Resource;
 
 /// Records an Event about `obj` (any namespaced or cluster-scoped object with apiVersion/kind set, or a Pod).
 pub async fn record(
@@ -60,4 +61,49 @@ pub fn spawn_record(
 ) {
     let client = client.clone();
     tokio::spawn(async move { record(&client, &obj, component, ty, reason, &message).await });
+}
+
+/// Records Events for one component, in the background (a controller never waits on an Event, and a failed one
+/// never fails its work).
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    component: &'static str,
+}
+
+impl Recorder {
+    pub fn new(client: &Client, component: &'static str) -> Self {
+        Recorder {
+            client: client.clone(),
+            component,
+        }
+    }
+
+    /// A `Normal` Event about `obj`.
+    pub fn normal<K: Resource>(&self, obj: &K, reason: &'static str, message: String) {
+        self.publish(K::info(), obj.meta(), "Normal", reason, message)
+    }
+
+    /// A `Warning` Event about `obj`.
+    pub fn warning<K: Resource>(&self, obj: &K, reason: &'static str, message: String) {
+        self.publish(K::info(), obj.meta(), "Warning", reason, message)
+    }
+
+    /// An Event about the object of kind `kind` described by `meta` (for a controller that works on one kind in the
+    /// form of another, as the ReplicaSet controller does for ReplicationControllers).
+    pub fn publish(
+        &self,
+        kind: &KindInfo,
+        meta: &ObjectMeta,
+        ty: &'static str,
+        reason: &'static str,
+        message: String,
+    ) {
+        let mut about = json!({"apiVersion": kind.api_version(), "kind": kind.kind,
+            "metadata": {"name": meta.name, "uid": meta.uid, "resourceVersion": meta.resource_version}});
+        if kind.namespaced {
+            about["metadata"]["namespace"] = json!(meta.namespace);
+        }
+        spawn_record(&self.client, about, self.component, ty, reason, message);
+    }
 }

@@ -40,7 +40,7 @@ pub use super::revisions::REVISION_LABEL;
 pub struct Context {
     pub client: Client,
     pub pods: Cache<Pod>,
-    pub nodes: Cache,
+    pub nodes: Cache<crate::api::core::Node>,
     pub revisions: Cache<crate::api::apps::ControllerRevision>,
     pub expectations: Expectations,
 }
@@ -186,7 +186,10 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     .await?;
 
     // Which nodes should run it.
-    let probe = PodInfo::new(&json!({"spec": template["spec"]}));
+    let probe = PodInfo::new(&Pod {
+        spec: serde_json::from_value(template["spec"].clone()).ok(),
+        ..Default::default()
+    });
     let mut eligible: BTreeMap<String, bool> = BTreeMap::new();
     for n in ctx.nodes.list() {
         let info = NodeInfo::new(&n);
@@ -382,8 +385,10 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// Maps any node change to every DaemonSet (a node joining, leaving or changing labels or taints concerns them all).
-pub fn node_mapper(daemonsets: Cache) -> crate::runtime::controller::Mapper {
-    Arc::new(move |_node: &Value| {
+pub fn node_mapper(
+    daemonsets: Cache,
+) -> crate::runtime::controller::Mapper<crate::api::core::Node> {
+    Arc::new(move |_node| {
         daemonsets
             .list()
             .iter()
@@ -416,11 +421,14 @@ mod tests {
             .iter()
             .any(|t| t["key"] == "node.kubernetes.io/network-unavailable"));
 
-        let info = PodInfo::new(&json!({"spec": t["spec"]}));
+        let info = PodInfo::new(&serde_json::from_value(json!({"spec": t["spec"]})).unwrap());
         let node = |taints: Value, labels: Value| {
             NodeInfo::new(
-                &json!({"metadata": {"name": "n", "labels": labels}, "spec": {"taints": taints},
+                &serde_json::from_value(
+                    json!({"metadata": {"name": "n", "labels": labels}, "spec": {"taints": taints},
                 "status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+                )
+                .unwrap(),
             )
         };
         assert!(info.daemon_fits(&node(json!([]), json!({}))).is_ok());

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::pods::Recorder;
 use crate::api::apps::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use crate::api::meta::{now, Condition, ObjectMeta};
 use crate::api::{IntOrString, Resource};
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;

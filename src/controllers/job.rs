@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::pods::{controller_uid, is_ready, phase, Expectations, Recorder};
+use super::pods::{controller_uid, is_ready, phase, Expectations};
 use crate::api::batch::Job;
 use crate::api::core::Pod;
 use crate::api::meta::{format_time, now, Time};
 use crate::api::Resource;
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
 use crate::client::{Api, Client};
 use crate::runtime::Action;

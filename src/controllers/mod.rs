@@ -1,6 +1,6 @@
 //! The controllers (kube-controller-manager's role): one file per controller, each a `reconcile` on the controller
-//! runtime with its tests beside it, plus what several share ([`pods`]: readiness, expectations, the event
-//! recorder). They talk to the cluster only through the client. Which controllers run, on which informers and under
+//! runtime with its tests beside it, plus what several share ([`pods`]: readiness, expectations, pods from
+//! templates; events go through `client::events::Recorder`). They talk to the cluster only through the client. Which controllers run, on which informers and under
 //! which lease is decided in one place: [`crate::daemons::controller_manager`].
 
 pub mod cronjob;

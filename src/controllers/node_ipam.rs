@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::registry;
+use crate::api::core::Node;
 use crate::client::informer::Cache;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +23,7 @@ pub enum Error {
 
 pub struct Context {
     pub client: Client,
-    pub nodes: Cache,
+    pub nodes: Cache<Node>,
     /// The cluster CIDR's network address; /16 split into /24s.
     pub cluster: Ipv4Addr,
     /// Blocks handed out by this controller that the cache does not show yet.
@@ -32,7 +32,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, nodes: Cache) -> Self {
+    pub fn new(client: Client, nodes: Cache<Node>) -> Self {
         Context {
             client,
             nodes,
@@ -50,27 +50,21 @@ pub fn next_free(cluster: Ipv4Addr, taken: &HashSet<String>) -> Option<String> {
         .find(|cidr| !taken.contains(cidr))
 }
 
-pub async fn reconcile(node: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if node
-        .pointer("/spec/podCIDR")
-        .and_then(Value::as_str)
-        .is_some()
-    {
+/// The node's `spec.podCIDR`, if it has one.
+fn pod_cidr(node: &Node) -> Option<&str> {
+    node.spec.as_ref()?.pod_cidr.as_deref()
+}
+
+pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if pod_cidr(&node).is_some() {
         return Ok(Action::await_change());
     }
-    let name = node
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let name = node.metadata.name();
     let mut taken: HashSet<String> = ctx
         .nodes
         .list()
         .iter()
-        .filter_map(|n| {
-            n.pointer("/spec/podCIDR")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
+        .filter_map(|n| pod_cidr(n).map(String::from))
         .collect();
     {
         let mut allocated = ctx.allocated.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,18 +78,11 @@ pub async fn reconcile(node: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Er
     }
     let cidr = next_free(ctx.cluster, &taken)
         .ok_or_else(|| Error::Exhausted(format!("{}/16", ctx.cluster)))?;
-    let nodes = registry::lookup("nodes").expect("nodes");
-    let patched = ctx
-        .client
-        .patch(
-            nodes,
-            None,
-            name,
-            "application/merge-patch+json",
-            // Conditional on the version read: a node that changed meanwhile (say, got its block) is a conflict.
-            &json!({"metadata": {"resourceVersion": node.pointer("/metadata/resourceVersion")},
-                "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}}),
-        )
+    // Conditional on the version read: a node that changed meanwhile (say, got its block) is a conflict.
+    let patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version},
+        "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+    let patched = Api::<Node>::all(&ctx.client)
+        .patch(name, &Patch::Merge(patch))
         .await;
     match patched {
         Ok(_) => {}

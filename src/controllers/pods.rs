@@ -12,8 +12,6 @@ use serde_json::json;
 
 use crate::api::core::{Pod, PodTemplateSpec};
 use crate::api::meta::{ObjectMeta, OwnerReference};
-use crate::api::registry::KindInfo;
-use crate::api::Resource;
 use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 
@@ -179,58 +177,6 @@ impl Expectations {
         p.adds.extend(adds);
         p.deletes.extend(deletes);
         p.since = Instant::now();
-    }
-}
-
-/// Records Events for one component, in the background (a controller never waits on an Event, and a failed one
-/// never fails its work).
-#[derive(Clone)]
-pub struct Recorder {
-    client: Client,
-    component: &'static str,
-}
-
-impl Recorder {
-    pub fn new(client: &Client, component: &'static str) -> Self {
-        Recorder {
-            client: client.clone(),
-            component,
-        }
-    }
-
-    /// A `Normal` Event about `obj`.
-    pub fn normal<K: Resource>(&self, obj: &K, reason: &'static str, message: String) {
-        self.publish(K::info(), obj.meta(), "Normal", reason, message)
-    }
-
-    /// A `Warning` Event about `obj`.
-    pub fn warning<K: Resource>(&self, obj: &K, reason: &'static str, message: String) {
-        self.publish(K::info(), obj.meta(), "Warning", reason, message)
-    }
-
-    /// An Event about the object of kind `kind` described by `meta` (for a controller that works on one kind in the
-    /// form of another, as the ReplicaSet controller does for ReplicationControllers).
-    pub fn publish(
-        &self,
-        kind: &KindInfo,
-        meta: &ObjectMeta,
-        ty: &'static str,
-        reason: &'static str,
-        message: String,
-    ) {
-        let mut about = json!({"apiVersion": kind.api_version(), "kind": kind.kind,
-            "metadata": {"name": meta.name, "uid": meta.uid, "resourceVersion": meta.resource_version}});
-        if kind.namespaced {
-            about["metadata"]["namespace"] = json!(meta.namespace);
-        }
-        crate::client::events::spawn_record(
-            &self.client,
-            about,
-            self.component,
-            ty,
-            reason,
-            message,
-        );
     }
 }
 

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::pods::{self, controller_uid, is_active, is_ready, ready_since, Expectations, Recorder};
+use super::pods::{self, controller_uid, is_active, is_ready, ready_since, Expectations};
 use crate::api::apps::{ReplicaSet, ReplicaSetStatus};
 use crate::api::core::{Pod, ReplicationController};
 use crate::api::registry::KindInfo;
 use crate::api::selector::Selector;
 use crate::api::{Object, Resource};
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
 use crate::client::{Api, Client};
 use crate::runtime::Action;

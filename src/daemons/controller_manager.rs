@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::api::apps::{ControllerRevision, Deployment, ReplicaSet};
-use crate::api::core::{Pod, ReplicationController};
+use crate::api::core::{Node, Pod, ReplicationController};
 use crate::api::registry::{self, KindInfo};
 use crate::client::informer::Informer;
 use crate::client::Client;
@@ -63,7 +63,6 @@ const DYNAMIC: &[&str] = &[
     "services",
     "endpoints",
     "endpointslices",
-    "nodes",
     "persistentvolumes",
     "persistentvolumeclaims",
     "storageclasses",
@@ -87,6 +86,7 @@ async fn loops(
     let deployments = Informer::<Deployment>::all(&client);
     let rcs = Informer::<ReplicationController>::all(&client);
     let revisions = Informer::<ControllerRevision>::all(&client);
+    let nodes = Informer::<Node>::all(&client);
     let dynamic: HashMap<&'static str, Informer<Value>> = DYNAMIC
         .iter()
         .map(|p| {
@@ -162,7 +162,7 @@ async fn loops(
     let ds_ctx = Arc::new(daemonset::Context {
         client: client.clone(),
         pods: pods.cache.clone(),
-        nodes: d("nodes").cache.clone(),
+        nodes: nodes.cache.clone(),
         revisions: revisions.cache.clone(),
         expectations: pods::Expectations::default(),
     });
@@ -171,7 +171,7 @@ async fn loops(
             .primary_shared(d("daemonsets"))
             .owns_shared(&pods)
             .watches_shared(
-                d("nodes"),
+                &nodes,
                 daemonset::node_mapper(d("daemonsets").cache.clone()),
             )
             .workers(2)
@@ -257,11 +257,11 @@ async fn loops(
             .workers(1)
             .run(cronjob::reconcile, cron_ctx, stopper()),
     ));
-    let mut ipam = node_ipam::Context::new(client.clone(), d("nodes").cache.clone());
+    let mut ipam = node_ipam::Context::new(client.clone(), nodes.cache.clone());
     ipam.cluster = settings.cluster_cidr;
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("nodes"))
-            .primary_shared(d("nodes"))
+        Controller::<Node>::new(client.clone())
+            .primary_shared(&nodes)
             .workers(1)
             .run(node_ipam::reconcile, Arc::new(ipam), stopper()),
     ));
@@ -271,17 +271,11 @@ async fn loops(
         settings.gitops_cache.clone(),
         stopper(),
     )));
-    // The scheduler runs under the same lease, on its own pod informer until it reads typed pods.
-    let scheduler_pods = Informer::start(
-        client.clone(),
-        <Pod as crate::api::Resource>::info(),
-        None,
-        String::new(),
-    );
+    // The scheduler runs under the same lease, on the same pod and node informers.
     tasks.push(tokio::spawn(crate::scheduler::run(
         client.clone(),
-        scheduler_pods.shared(),
-        d("nodes").shared(),
+        pods.shared(),
+        nodes.shared(),
         stopper(),
     )));
     let mut gc_sources: HashMap<&'static str, gc::Source> = HashMap::new();
@@ -304,5 +298,4 @@ async fn loops(
     for t in tasks {
         let _ = t.await;
     }
-    drop(scheduler_pods);
 }

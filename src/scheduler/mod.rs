@@ -9,14 +9,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::core::{NodeSelectorRequirement, NodeSelectorTerm};
-use crate::api::meta::{format_time, now};
-use crate::api::registry;
-use crate::api::selector::labels_of;
-use crate::client::informer::{Change, Shared};
-use crate::client::Client;
+use crate::api::core::{
+    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
+};
+use crate::api::meta::{format_time, now, Time};
+use crate::api::{Object, Quantity, Resource};
+use crate::client::events::Recorder;
+use crate::client::informer::{Cache, Change, Shared};
+use crate::client::{Api, Client, Patch};
 use tokio::sync::broadcast;
 
 /// Requested resources in milli-units.
@@ -27,28 +29,16 @@ pub struct Usage {
     pub pods: i128,
 }
 
-fn quantity(v: Option<&Value>) -> i128 {
-    match v {
-        Some(Value::String(s)) => crate::api::parse_quantity_millis(s).unwrap_or(0),
-        Some(Value::Number(n)) => crate::api::parse_quantity_millis(&n.to_string()).unwrap_or(0),
-        _ => 0,
-    }
+fn quantity(q: Option<&Quantity>) -> i128 {
+    q.and_then(Quantity::millis).unwrap_or(0)
 }
 
 /// What a pod asks for: the sum of its containers' requests (or init containers' maximum, if larger).
-pub fn requests(pod: &Value) -> Usage {
-    let sum = |list: &str| -> (i128, i128, i128, i128) {
-        let mut cpu = 0;
-        let mut mem = 0;
-        let mut max_cpu = 0;
-        let mut max_mem = 0;
-        for c in pod
-            .pointer(&format!("/spec/{list}"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let r = c.pointer("/resources/requests");
+pub fn requests(pod: &Pod) -> Usage {
+    let sum = |list: Option<&Vec<Container>>| -> (i128, i128, i128, i128) {
+        let (mut cpu, mut mem, mut max_cpu, mut max_mem) = (0, 0, 0, 0);
+        for c in list.into_iter().flatten() {
+            let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
             let c_cpu = quantity(r.and_then(|r| r.get("cpu")));
             let c_mem = quantity(r.and_then(|r| r.get("memory")));
             cpu += c_cpu;
@@ -58,8 +48,9 @@ pub fn requests(pod: &Value) -> Usage {
         }
         (cpu, mem, max_cpu, max_mem)
     };
-    let (cpu, mem, _, _) = sum("containers");
-    let (_, _, icpu, imem) = sum("initContainers");
+    let spec = pod.spec.as_ref();
+    let (cpu, mem, _, _) = sum(spec.map(|s| &s.containers));
+    let (_, _, icpu, imem) = sum(spec.and_then(|s| s.init_containers.as_ref()));
     Usage {
         cpu: cpu.max(icpu),
         memory: mem.max(imem),
@@ -67,8 +58,8 @@ pub fn requests(pod: &Value) -> Usage {
     }
 }
 
-fn allocatable(node: &Value) -> Usage {
-    let a = node.pointer("/status/allocatable");
+fn allocatable(node: &Node) -> Usage {
+    let a = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
     Usage {
         cpu: quantity(a.and_then(|a| a.get("cpu"))),
         memory: quantity(a.and_then(|a| a.get("memory"))),
@@ -76,12 +67,13 @@ fn allocatable(node: &Value) -> Usage {
     }
 }
 
-fn node_ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
+fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn requirement_matches(r: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
@@ -109,26 +101,23 @@ fn requirement_matches(r: &NodeSelectorRequirement, labels: &BTreeMap<String, St
     }
 }
 
-fn host_ports(pod: &Value) -> Vec<(i64, String)> {
-    pod.pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+fn host_ports(pod: &Pod) -> Vec<(i64, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
-            let hp = p["hostPort"].as_i64().filter(|h| *h > 0)?;
-            Some((hp, p["protocol"].as_str().unwrap_or("TCP").to_string()))
+            let hp = p.host_port.filter(|h| *h > 0)?;
+            Some((
+                i64::from(hp),
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            ))
         })
         .collect()
 }
 
-fn owner_uid(pod: &Value) -> Option<String> {
-    pod.pointer("/metadata/ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|o| o["controller"] == true)
-        .and_then(|o| o["uid"].as_str())
-        .map(String::from)
+fn owner_uid(pod: &Pod) -> Option<String> {
+    pod.metadata.controller().map(|o| o.uid.clone())
 }
 
 /// Per-node state for one pass.
@@ -152,30 +141,26 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    pub fn new(n: &Value) -> Self {
+    pub fn new(n: &Node) -> Self {
+        let spec = n.spec.as_ref();
         NodeInfo {
-            name: n
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            name: n.metadata.name().to_string(),
             ready: node_ready(n),
-            unschedulable: n.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
-            taints: n
-                .pointer("/spec/taints")
-                .and_then(Value::as_array)
+            unschedulable: spec.and_then(|s| s.unschedulable) == Some(true),
+            taints: spec
+                .and_then(|s| s.taints.as_ref())
                 .into_iter()
                 .flatten()
-                .filter(|t| t["effect"] != "PreferNoSchedule")
+                .filter(|t| t.effect != "PreferNoSchedule")
                 .map(|t| {
                     (
-                        t["key"].as_str().unwrap_or("").to_string(),
-                        t["value"].as_str().unwrap_or("").to_string(),
-                        t["effect"].as_str().unwrap_or("").to_string(),
+                        t.key.clone(),
+                        t.value.clone().unwrap_or_default(),
+                        t.effect.clone(),
                     )
                 })
                 .collect(),
-            labels: labels_of(n),
+            labels: n.metadata.labels(),
             alloc: allocatable(n),
         }
     }
@@ -186,46 +171,45 @@ pub struct PodInfo {
     want: Usage,
     ports: Vec<(i64, String)>,
     owner: Option<String>,
-    tolerations: Vec<Value>,
+    tolerations: Vec<Toleration>,
     node_selector: Vec<(String, String)>,
     terms: Option<Vec<NodeSelectorTerm>>,
 }
 
 impl PodInfo {
-    pub fn new(pod: &Value) -> Self {
+    pub fn new(pod: &Pod) -> Self {
+        let spec = pod.spec.as_ref();
         PodInfo {
             want: requests(pod),
             ports: host_ports(pod),
             owner: owner_uid(pod),
-            tolerations: pod
-                .pointer("/spec/tolerations")
-                .and_then(Value::as_array)
-                .cloned()
+            tolerations: spec.and_then(|s| s.tolerations.clone()).unwrap_or_default(),
+            node_selector: spec
+                .and_then(|s| s.node_selector.as_ref())
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default(),
-            node_selector: pod
-                .pointer("/spec/nodeSelector")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                        .collect()
+            terms: spec
+                .and_then(|s| s.affinity.as_ref())
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|a| {
+                    a.required_during_scheduling_ignored_during_execution
+                        .as_ref()
                 })
-                .unwrap_or_default(),
-            terms: pod
-                .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-                .and_then(|t| serde_json::from_value(t.clone()).ok()),
+                .map(|r| r.node_selector_terms.clone()),
         }
     }
 
     fn tolerates(&self, key: &str, value: &str, effect: &str) -> bool {
         self.tolerations.iter().any(|tol| {
-            let op = tol["operator"].as_str().unwrap_or("Equal");
-            let key_ok = tol["key"]
-                .as_str()
+            let op = tol.operator.as_deref().unwrap_or("Equal");
+            let key_ok = tol
+                .key
+                .as_deref()
                 .is_none_or(|k| k.is_empty() && op == "Exists" || k == key);
-            let value_ok = op == "Exists" || tol["value"].as_str().unwrap_or("") == value;
-            let effect_ok = tol["effect"]
-                .as_str()
+            let value_ok = op == "Exists" || tol.value.as_deref().unwrap_or("") == value;
+            let effect_ok = tol
+                .effect
+                .as_deref()
                 .is_none_or(|e| e.is_empty() || e == effect);
             key_ok && value_ok && effect_ok
         })
@@ -384,8 +368,8 @@ pub fn place_info(
 
 /// [`place_info`] on raw objects, searching from the first node.
 pub fn place(
-    pod: &Value,
-    nodes: &[Value],
+    pod: &Pod,
+    nodes: &[Node],
     state: &HashMap<String, NodeState>,
 ) -> Result<String, String> {
     let infos: Vec<NodeInfo> = nodes.iter().map(NodeInfo::new).collect();
@@ -393,20 +377,13 @@ pub fn place(
 }
 
 /// Totals what is bound to each node.
-pub fn node_states(pods: &[Arc<Value>]) -> HashMap<String, NodeState> {
+pub fn node_states(pods: &[Arc<Pod>]) -> HashMap<String, NodeState> {
     let mut out: HashMap<String, NodeState> = HashMap::new();
     for p in pods {
-        let Some(node) = p
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        else {
+        let Some(node) = bound_node(p) else {
             continue;
         };
-        if matches!(
-            p.pointer("/status/phase").and_then(Value::as_str),
-            Some("Succeeded" | "Failed")
-        ) {
+        if finished(p) {
             continue;
         }
         account(out.entry(node.to_string()).or_default(), p);
@@ -415,7 +392,7 @@ pub fn node_states(pods: &[Arc<Value>]) -> HashMap<String, NodeState> {
 }
 
 /// Counts a pod bound to the node `st` describes.
-pub fn account(st: &mut NodeState, pod: &Value) {
+pub fn account(st: &mut NodeState, pod: &Pod) {
     let r = requests(pod);
     st.used.cpu += r.cpu;
     st.used.memory += r.memory;
@@ -426,11 +403,20 @@ pub fn account(st: &mut NodeState, pod: &Value) {
     }
 }
 
-fn pod_key(p: &Value) -> String {
-    format!(
-        "{}/{}",
-        p["metadata"]["namespace"].as_str().unwrap_or(""),
-        p["metadata"]["name"].as_str().unwrap_or("")
+/// The node a pod is bound to.
+fn bound_node(p: &Pod) -> Option<&str> {
+    p.spec
+        .as_ref()?
+        .node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+}
+
+/// Succeeded or Failed: it holds nothing on its node any more.
+fn finished(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
     )
 }
 
@@ -444,7 +430,7 @@ struct Placed {
 }
 
 impl Placed {
-    fn new(pod: &Value, node: &str) -> Self {
+    fn new(pod: &Pod, node: &str) -> Self {
         Placed {
             node: node.to_string(),
             usage: requests(pod),
@@ -462,9 +448,9 @@ struct Book {
     placed: HashMap<String, Placed>,
     nodes: HashMap<String, NodeState>,
     /// Waiting pods, oldest first: (creationTimestamp, key) -> pod.
-    active: BTreeMap<(String, String), Arc<Value>>,
-    parked: BTreeMap<(String, String), Arc<Value>>,
-    waiting_since: HashMap<String, String>,
+    active: BTreeMap<(Option<Time>, String), Arc<Pod>>,
+    parked: BTreeMap<(Option<Time>, String), Arc<Pod>>,
+    waiting_since: HashMap<String, Option<Time>>,
 }
 
 impl Book {
@@ -513,14 +499,10 @@ impl Book {
     }
 
     /// Takes in the newest version of a pod. Returns true when capacity was freed.
-    fn apply(&mut self, pod: Arc<Value>) -> bool {
-        let key = pod_key(&pod);
-        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-        let terminal = matches!(
-            pod["status"]["phase"].as_str(),
-            Some("Succeeded" | "Failed")
-        );
-        if !node.is_empty() {
+    fn apply(&mut self, pod: Arc<Pod>) -> bool {
+        let key = pod.key();
+        let terminal = finished(&pod);
+        if let Some(node) = bound_node(&pod) {
             self.unqueue(&key);
             if terminal {
                 return self.release(&key);
@@ -538,15 +520,14 @@ impl Book {
         if self.placed.contains_key(&key) {
             return false;
         }
-        let ours = pod["spec"]["schedulerName"]
-            .as_str()
+        let ours = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
             .is_none_or(|s| s == "default-scheduler");
-        if pod["metadata"]["deletionTimestamp"].is_null() && ours && !terminal {
-            let ts = pod["metadata"]["creationTimestamp"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            let k = (ts.clone(), key.clone());
+        if pod.metadata.deletion_timestamp.is_none() && ours && !terminal {
+            let ts = pod.metadata.creation_timestamp;
+            let k = (ts, key.clone());
             match self.parked.get_mut(&k) {
                 Some(slot) => *slot = pod,
                 None => {
@@ -560,14 +541,14 @@ impl Book {
         false
     }
 
-    fn remove(&mut self, pod: &Value) -> bool {
-        let key = pod_key(pod);
+    fn remove(&mut self, pod: &Pod) -> bool {
+        let key = pod.key();
         self.unqueue(&key);
         self.release(&key)
     }
 
     /// A binding failed: the pod is no longer assumed, and waits again if it still exists unbound.
-    fn retry(&mut self, key: &str, cache: &crate::client::informer::Cache) {
+    fn retry(&mut self, key: &str, cache: &Cache<Pod>) {
         self.release(key);
         let (ns, name) = key.split_once('/').unwrap_or(("", key));
         if let Some(p) = cache.get(ns, name) {
@@ -580,7 +561,7 @@ impl Book {
         self.active.extend(parked);
     }
 
-    fn rebuild(&mut self, pods: &[Arc<Value>]) {
+    fn rebuild(&mut self, pods: &[Arc<Pod>]) {
         *self = Book::default();
         for p in pods {
             self.apply(p.clone());
@@ -596,15 +577,16 @@ const IN_FLIGHT: usize = 64;
 /// ("assumed", as in kube-scheduler) while the binding is written concurrently.
 pub async fn run(
     client: Client,
-    pods: Shared,
-    nodes: Shared,
+    pods: Shared<Pod>,
+    nodes: Shared<Node>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
     let mut pod_rx = pods.changes.subscribe();
     let mut node_rx = nodes.changes.subscribe();
     pods.cache.wait_synced().await;
     nodes.cache.wait_synced().await;
-    let pod_kind = registry::lookup("pods").expect("pods");
+    let pod_kind = Pod::info();
+    let recorder = Recorder::new(&client, "default-scheduler");
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     // Bindings that failed come back here to be retried.
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -628,7 +610,7 @@ pub async fn run(
                 match pod_rx.try_recv() {
                     Ok(Change::Applied(p)) => freed |= book.apply(p),
                     Ok(Change::Deleted(p)) => {
-                        reported.remove(&pod_key(&p));
+                        reported.remove(&p.key());
                         freed |= book.remove(&p);
                     }
                     Ok(Change::Resynced) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
@@ -659,17 +641,15 @@ pub async fn run(
             let round = std::time::Instant::now();
             let queued = queue.len();
             for ((ts, key), pod) in queue {
-                let ns = pod["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+                let ns = pod.metadata.namespace().to_string();
+                let name = pod.metadata.name().to_string();
                 match place_info(&PodInfo::new(&pod), &node_infos, &book.nodes, &mut start) {
                     Ok(node) => {
                         book.waiting_since.remove(&key);
                         book.add(&key, Placed::new(&pod, &node));
                         reported.remove(&key);
                         let client = client.clone();
+                        let recorder = recorder.clone();
                         let failed = failed_tx.clone();
                         let permits = in_flight.clone();
                         tokio::spawn(async move {
@@ -693,15 +673,11 @@ pub async fn run(
                                 Ok(_) => {
                                     tracing::debug!(pod = %key, %node, "bound");
                                     drop(permit);
-                                    crate::client::events::record(
-                                        &client,
-                                        &pod,
-                                        "default-scheduler",
-                                        "Normal",
+                                    recorder.normal(
+                                        pod.as_ref(),
                                         "Scheduled",
-                                        &format!("Successfully assigned {key} to {node}"),
-                                    )
-                                    .await;
+                                        format!("Successfully assigned {key} to {node}"),
+                                    );
                                 }
                                 Err(e) => {
                                     tracing::debug!(pod = %key, error = %e, "binding failed");
@@ -717,23 +693,16 @@ pub async fn run(
                         }
                         tracing::info!(pod = %key, %message, "unschedulable");
                         reported.insert(key, message.clone());
-                        let client = client.clone();
+                        let api = Api::<Pod>::namespaced(&client, &ns);
+                        let recorder = recorder.clone();
                         let permits = in_flight.clone();
                         tokio::spawn(async move {
                             let _permit = permits.acquire().await;
-                            let cond = json!({"conditions": [{"type": "PodScheduled", "status": "False",
-                                "reason": "Unschedulable", "message": message,
-                                "lastTransitionTime": format_time(&now())}]});
-                            let _ = client.patch_status(pod_kind, Some(&ns), &name, &cond).await;
-                            crate::client::events::record(
-                                &client,
-                                &pod,
-                                "default-scheduler",
-                                "Warning",
-                                "FailedScheduling",
-                                &message,
-                            )
-                            .await;
+                            let cond = json!({"status": {"conditions": [{"type": "PodScheduled",
+                                "status": "False", "reason": "Unschedulable", "message": message,
+                                "lastTransitionTime": format_time(&now())}]}});
+                            let _ = api.patch_status(&name, &Patch::Strategic(cond)).await;
+                            recorder.warning(pod.as_ref(), "FailedScheduling", message);
                         });
                     }
                 }
@@ -750,7 +719,7 @@ pub async fn run(
                 r = pod_rx.recv() => match r {
                     Ok(Change::Applied(p)) => { book.apply(p); }
                     Ok(Change::Deleted(p)) => {
-                        reported.remove(&pod_key(&p));
+                        reported.remove(&p.key());
                         if book.remove(&p) { book.unpark(); }
                     }
                     Ok(Change::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -777,6 +746,16 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    /// A typed object from test JSON.
+    fn t<T: serde::de::DeserializeOwned>(v: &Value) -> T {
+        serde_json::from_value(v.clone()).unwrap()
+    }
+
+    fn typed_nodes(nodes: &[Value]) -> Vec<Node> {
+        nodes.iter().map(t).collect()
+    }
 
     fn node(name: &str, cpu: &str, extra: Value) -> Value {
         let mut n = json!({"metadata": {"name": name, "labels": {"zone": "a"}},
@@ -791,7 +770,8 @@ mod tests {
     }
 
     fn pod(cpu: &str) -> Value {
-        json!({"metadata": {"name": "p", "ownerReferences": [{"uid": "rs1", "controller": true}]},
+        json!({"metadata": {"name": "p", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "rs", "uid": "rs1", "controller": true}]},
             "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}})
     }
 
@@ -806,12 +786,12 @@ mod tests {
                 json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}),
             ),
         ];
-        let err = place(&pod("2"), &nodes, &HashMap::new()).unwrap_err();
+        let err = place(&t(&pod("2")), &typed_nodes(&nodes), &HashMap::new()).unwrap_err();
         assert_eq!(err, "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {gpu: yes}, 1 node(s) were unschedulable.");
         let mut tolerating = pod("2");
         tolerating["spec"]["tolerations"] = json!([{"key": "gpu", "operator": "Exists"}]);
         assert_eq!(
-            place(&tolerating, &nodes, &HashMap::new()).unwrap(),
+            place(&t(&tolerating), &typed_nodes(&nodes), &HashMap::new()).unwrap(),
             "tainted"
         );
     }
@@ -819,7 +799,7 @@ mod tests {
     #[test]
     fn without_nodes_the_reason_says_so() {
         assert_eq!(
-            place(&pod("1"), &[], &HashMap::new()).unwrap_err(),
+            place(&t(&pod("1")), &typed_nodes(&[]), &HashMap::new()).unwrap_err(),
             "no nodes available to schedule pods"
         );
     }
@@ -828,13 +808,13 @@ mod tests {
     fn replicas_spread_and_usage_counts() {
         let nodes = vec![node("a", "4", json!({})), node("b", "4", json!({}))];
         let mut state = HashMap::new();
-        let first = place(&pod("1"), &nodes, &state).unwrap();
+        let first = place(&t(&pod("1")), &typed_nodes(&nodes), &state).unwrap();
         let mut bound = pod("1");
         bound["spec"]["nodeName"] = json!(first.clone());
-        account(state.entry(first.clone()).or_default(), &bound);
-        let second = place(&pod("1"), &nodes, &state).unwrap();
+        account(state.entry(first.clone()).or_default(), &t(&bound));
+        let second = place(&t(&pod("1")), &typed_nodes(&nodes), &state).unwrap();
         assert_ne!(first, second, "siblings spread");
-        assert_eq!(node_states(&[Arc::new(bound)])[&first].used.cpu, 1000);
+        assert_eq!(node_states(&[Arc::new(t(&bound))])[&first].used.cpu, 1000);
     }
 
     #[test]
@@ -842,13 +822,16 @@ mod tests {
         let nodes = vec![node("a", "4", json!({}))];
         let mut p = pod("0");
         p["spec"]["nodeSelector"] = json!({"zone": "b"});
-        assert!(place(&p, &nodes, &HashMap::new())
+        assert!(place(&t(&p), &typed_nodes(&nodes), &HashMap::new())
             .unwrap_err()
             .contains("didn't match Pod's node affinity/selector"));
         let mut q = pod("0");
         q["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}});
-        assert_eq!(place(&q, &nodes, &HashMap::new()).unwrap(), "a");
+        assert_eq!(
+            place(&t(&q), &typed_nodes(&nodes), &HashMap::new()).unwrap(),
+            "a"
+        );
     }
 
     #[test]
@@ -858,10 +841,10 @@ mod tests {
         assert_eq!(nodes_to_score(5000), 500);
         assert_eq!(nodes_to_score(100_000), 5000);
         let nodes: Vec<NodeInfo> = (0..1000)
-            .map(|i| NodeInfo::new(&node(&format!("n{i:04}"), "4", json!({}))))
+            .map(|i| NodeInfo::new(&t(&node(&format!("n{i:04}"), "4", json!({})))))
             .collect();
         let mut start = 0;
-        let p = PodInfo::new(&pod("1"));
+        let p = PodInfo::new(&t(&pod("1")));
         let first = place_info(&p, &nodes, &HashMap::new(), &mut start).unwrap();
         assert_eq!(
             start, 420,
@@ -870,7 +853,7 @@ mod tests {
         let second = place_info(&p, &nodes, &HashMap::new(), &mut start).unwrap();
         assert_ne!(first, second);
         // A pod that fits nowhere is checked against every node, for a complete reason.
-        let big = PodInfo::new(&pod("64"));
+        let big = PodInfo::new(&t(&pod("64")));
         let err = place_info(&big, &nodes, &HashMap::new(), &mut start).unwrap_err();
         assert_eq!(err, "0/1000 nodes are available: 1000 Insufficient cpu.");
     }
@@ -881,23 +864,23 @@ mod tests {
         let mut p = pod("500m");
         p["metadata"]["namespace"] = json!("ns");
         p["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert!(!book.apply(Arc::new(p.clone())));
+        assert!(!book.apply(Arc::new(t(&p))));
         assert_eq!(book.active.len(), 1, "unbound pods wait");
         // Assumed onto a node: counted there, and no longer waiting even if an unbound version arrives.
         book.active.clear();
         book.waiting_since.clear();
-        book.add("ns/p", Placed::new(&p, "a"));
-        book.apply(Arc::new(p.clone()));
+        book.add("ns/p", Placed::new(&t(&p), "a"));
+        book.apply(Arc::new(t(&p)));
         assert!(book.active.is_empty());
         assert_eq!(book.nodes["a"].used.cpu, 500);
         // The bound version changes nothing; finishing frees the capacity.
         p["spec"]["nodeName"] = json!("a");
-        book.apply(Arc::new(p.clone()));
+        book.apply(Arc::new(t(&p)));
         assert_eq!(book.nodes["a"].used.cpu, 500);
         p["status"]["phase"] = json!("Succeeded");
-        assert!(book.apply(Arc::new(p.clone())));
+        assert!(book.apply(Arc::new(t(&p))));
         assert_eq!(book.nodes["a"].used.cpu, 0);
         assert!(book.nodes["a"].owners.is_empty());
-        assert!(!book.remove(&p), "already released");
+        assert!(!book.remove(&t(&p)), "already released");
     }
 }
