@@ -10,18 +10,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::batch::parse_schedule as parse;
-use crate::api::meta::{format_time, now};
-use crate::api::registry;
-use crate::api::Object;
+use crate::api::batch::{parse_schedule as parse, CronJob, CronJobStatus, Job};
+use crate::api::core::ObjectReference;
+use crate::api::meta::{now, ObjectMeta};
+use crate::api::Resource;
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("CronJob has no spec")]
+    NoSpec,
     #[error(transparent)]
     Client(#[from] crate::client::Error),
 }
@@ -34,124 +37,106 @@ pub const SCHEDULED_KEY: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp
 /// What the CronJob controller works with.
 pub struct Context {
     pub client: Client,
-    pub jobs: Cache,
+    pub jobs: Cache<Job>,
 }
 
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+/// `Complete` or `Failed` once the Job has finished.
+fn finished(job: &Job) -> Option<&'static str> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    conditions
+        .iter()
+        .filter(|c| c.status == "True")
+        .find_map(|c| match c.type_.as_str() {
+            "Complete" => Some("Complete"),
+            "Failed" => Some("Failed"),
+            _ => None,
+        })
 }
 
-fn time_at(v: &Value, pointer: &str) -> Option<DateTime<Utc>> {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn finished(job: &Value) -> Option<&'static str> {
-    let conditions = job
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)?;
-    for c in conditions {
-        if c["status"] == "True" {
-            if c["type"] == "Complete" {
-                return Some("Complete");
-            }
-            if c["type"] == "Failed" {
-                return Some("Failed");
-            }
-        }
+fn reference(j: &Job) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Job::api_version()),
+        kind: Some("Job".into()),
+        name: j.metadata.name.clone(),
+        namespace: j.metadata.namespace.clone(),
+        uid: j.metadata.uid.clone(),
+        resource_version: j.metadata.resource_version.clone(),
+        field_path: None,
     }
-    None
 }
 
 /// One reconcile of one CronJob.
-pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = s(&cj, "/metadata/namespace").to_string();
-    let name = s(&cj, "/metadata/name").to_string();
-    let uid = s(&cj, "/metadata/uid").to_string();
-    let cj_kind = registry::lookup("cronjobs").expect("cronjobs kind");
-    let job_kind = registry::lookup("jobs").expect("jobs kind");
-    let jobs_api = crate::client::Api::<crate::api::batch::Job>::namespaced(&ctx.client, &ns);
-    let spec = &cj["spec"];
-    let me = json!({"apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": name, "namespace": ns, "uid": uid}});
-    let event = |ty: &'static str, reason: &'static str, message: String| {
-        crate::client::events::spawn_record(
-            &ctx.client,
-            me.clone(),
-            "cronjob-controller",
-            ty,
-            reason,
-            message,
-        );
+pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
+    let spec = cj.spec.as_ref().ok_or(Error::NoSpec)?;
+    let ns = cj.metadata.namespace().to_string();
+    let name = cj.metadata.name().to_string();
+    let uid = cj.metadata.uid.clone().unwrap_or_default();
+    let jobs_api = Api::<Job>::namespaced(&ctx.client, &ns);
+    let recorder = Recorder::new(&ctx.client, "cronjob-controller");
+    let event = |ty: &'static str, reason: &'static str, message: String| match ty {
+        "Warning" => recorder.warning(cj.as_ref(), reason, message),
+        _ => recorder.normal(cj.as_ref(), reason, message),
     };
 
     // The Jobs it owns: running ones are `active`; finished ones feed lastSuccessfulTime and the history limits.
-    let mut jobs: Vec<Arc<Value>> = ctx
+    let mut jobs: Vec<Arc<Job>> = ctx
         .jobs
         .list_namespace(&ns)
         .into_iter()
-        .filter(|j| j.object_meta().controller().is_some_and(|o| o.uid == uid))
+        .filter(|j| super::pods::controller_uid(&j.metadata) == Some(uid.as_str()))
         .collect();
     jobs.sort_by_key(|j| {
         (
-            time_at(j, "/status/startTime").or_else(|| time_at(j, "/metadata/creationTimestamp")),
-            s(j, "/metadata/name").to_string(),
+            j.status
+                .as_ref()
+                .and_then(|s| s.start_time)
+                .or(j.metadata.creation_timestamp),
+            j.metadata.name().to_string(),
         )
     });
-    let running: Vec<&Arc<Value>> = jobs
+    let running: Vec<&Arc<Job>> = jobs
         .iter()
-        .filter(|j| finished(j).is_none() && j.pointer("/metadata/deletionTimestamp").is_none())
+        .filter(|j| finished(j).is_none() && j.metadata.deletion_timestamp.is_none())
         .collect();
-    let prev = &cj["status"];
-    let mut last_success = time_at(prev, "/lastSuccessfulTime");
+    let prev = cj.status.clone().unwrap_or_default();
+    let mut last_success = prev.last_successful_time;
     for j in &jobs {
         if finished(j) == Some("Complete") {
-            let done = time_at(j, "/status/completionTime");
+            let done = j.status.as_ref().and_then(|s| s.completion_time);
             if done > last_success {
                 last_success = done;
             }
         }
     }
-    for (state, field, default) in [
-        ("Complete", "successfulJobsHistoryLimit", 3),
-        ("Failed", "failedJobsHistoryLimit", 1),
+    for (state, limit) in [
+        ("Complete", spec.successful_jobs_history_limit.unwrap_or(3)),
+        ("Failed", spec.failed_jobs_history_limit.unwrap_or(1)),
     ] {
-        let limit = spec[field].as_i64().unwrap_or(default).max(0) as usize;
-        let done: Vec<&Arc<Value>> = jobs
+        let limit = limit.max(0) as usize;
+        let done: Vec<&Arc<Job>> = jobs
             .iter()
-            .filter(|j| {
-                finished(j) == Some(state) && j.pointer("/metadata/deletionTimestamp").is_none()
-            })
+            .filter(|j| finished(j) == Some(state) && j.metadata.deletion_timestamp.is_none())
             .collect();
         let old = done.iter().take(done.len().saturating_sub(limit));
-        let names: Vec<String> = old.map(|j| s(j, "/metadata/name").to_string()).collect();
+        let names: Vec<String> = old.map(|j| j.metadata.name().to_string()).collect();
         for jn in jobs_api.delete_all(&names).await? {
             event("Normal", "SuccessfulDelete", format!("Deleted job {jn}"));
         }
     }
-    let reference = |j: &Value| {
-        json!({"apiVersion": "batch/v1", "kind": "Job", "name": j["metadata"]["name"],
-            "namespace": ns, "uid": j["metadata"]["uid"], "resourceVersion": j["metadata"]["resourceVersion"]})
+    let mut status = CronJobStatus {
+        active: Some(running.iter().map(|j| reference(j)).collect()),
+        last_schedule_time: prev.last_schedule_time,
+        last_successful_time: last_success,
     };
-    let mut active: Vec<Value> = running.iter().map(|j| reference(j)).collect();
-    let mut status = json!({"active": active});
-    if let Some(t) = prev.get("lastScheduleTime").filter(|t| t.is_string()) {
-        status["lastScheduleTime"] = t.clone();
-    }
-    if let Some(t) = last_success {
-        status["lastSuccessfulTime"] = json!(format_time(&t));
-    }
 
-    if cj.pointer("/metadata/deletionTimestamp").is_some() {
+    if cj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let schedule = match parse(s(spec, "/schedule"), spec["timeZone"].as_str()) {
+    let schedule = match parse(&spec.schedule, spec.time_zone.as_deref()) {
         Ok(sc) => sc,
         Err(why) => {
             event("Warning", "UnparseableSchedule", why);
-            write_status(&ctx, cj_kind, &cj, status).await?;
+            write_status(&ctx, &cj, status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -163,21 +148,21 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         // A little past the minute, so the next reconcile finds it due.
         Action::requeue((next - now_t).to_std().unwrap_or_default() + Duration::from_millis(100))
     };
-    if spec["suspend"].as_bool() == Some(true) {
-        write_status(&ctx, cj_kind, &cj, status).await?;
+    if spec.suspend == Some(true) {
+        write_status(&ctx, &cj, status).await?;
         return Ok(Action::await_change());
     }
 
-    let mut earliest = time_at(prev, "/lastScheduleTime")
-        .or_else(|| time_at(&cj, "/metadata/creationTimestamp"))
+    let mut earliest = prev
+        .last_schedule_time
+        .or(cj.metadata.creation_timestamp)
         .unwrap_or(now_t);
-    let deadline = spec["startingDeadlineSeconds"].as_i64();
-    if let Some(d) = deadline {
+    if let Some(d) = spec.starting_deadline_seconds {
         earliest = earliest.max(now_t - chrono::Duration::seconds(d));
     }
     let (due, missed) = schedule.latest_between(earliest, now_t, 100);
     let Some(due) = due else {
-        write_status(&ctx, cj_kind, &cj, status).await?;
+        write_status(&ctx, &cj, status).await?;
         return Ok(wait_next(now_t));
     };
     if missed >= 100 {
@@ -187,17 +172,18 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             "too many missed start times: 100 or more; only the most recent runs. Set or decrease .spec.startingDeadlineSeconds or check clock skew".into(),
         );
     }
-    match s(spec, "/concurrencyPolicy") {
+    let active = status.active.get_or_insert_with(Vec::new);
+    match spec.concurrency_policy.as_deref().unwrap_or("Allow") {
         "Forbid" if !running.is_empty() => {
             // Skipped while a Job runs; looked at again when it finishes or at the next time.
             tracing::debug!(cronjob = %name, "a job is still running; this run is skipped (Forbid)");
-            write_status(&ctx, cj_kind, &cj, status).await?;
+            write_status(&ctx, &cj, status).await?;
             return Ok(wait_next(now_t));
         }
         "Replace" => {
             let names: Vec<String> = running
                 .iter()
-                .map(|j| s(j, "/metadata/name").to_string())
+                .map(|j| j.metadata.name().to_string())
                 .collect();
             for jn in jobs_api.delete_all(&names).await? {
                 event("Normal", "SuccessfulDelete", format!("Deleted job {jn}"));
@@ -207,28 +193,31 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         _ => {}
     }
     let job_name = format!("{name}-{}", due.timestamp() / 60);
-    let template = &spec["jobTemplate"];
-    let mut meta = template["metadata"].clone();
-    if !meta.is_object() {
-        meta = json!({});
-    }
-    meta["name"] = json!(job_name);
-    meta["namespace"] = json!(ns);
-    if !meta["annotations"].is_object() {
-        meta["annotations"] = json!({});
-    }
-    meta["annotations"][SCHEDULED_KEY] = json!(schedule.local(due));
-    meta["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": name, "uid": uid,
-        "controller": true, "blockOwnerDeletion": true}]);
-    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": template["spec"]});
-    match ctx.client.create(job_kind, Some(&ns), &job).await {
+    let template = &spec.job_template;
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(SCHEDULED_KEY.into(), schedule.local(due));
+    let job = Job {
+        api_version: Job::api_version(),
+        kind: "Job".into(),
+        metadata: ObjectMeta {
+            name: Some(job_name.clone()),
+            namespace: Some(ns.clone()),
+            owner_references: Some(vec![cj.controller_ref()]),
+            ..meta
+        },
+        spec: template.spec.clone(),
+        status: None,
+    };
+    match jobs_api.create(&job).await {
         Ok(made) => {
             event(
                 "Normal",
                 "SuccessfulCreate",
                 format!("Created job {job_name}"),
             );
-            tracing::info!(cronjob = %name, job = %job_name, scheduled = %format_time(&due), "created job");
+            tracing::info!(cronjob = %name, job = %job_name, scheduled = %crate::api::meta::format_time(&due), "created job");
             active.push(reference(&made));
         }
         Err(e) if e.code() == Some(409) => {}
@@ -241,55 +230,29 @@ pub async fn reconcile(cj: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             return Err(e.into());
         }
     }
-    status["active"] = json!(active);
-    status["lastScheduleTime"] = json!(format_time(&due));
-    write_status(&ctx, cj_kind, &cj, status).await?;
+    status.last_schedule_time = Some(due);
+    write_status(&ctx, &cj, status).await?;
     Ok(wait_next(now_t))
 }
 
-/// Writes the status when it differs from what the CronJob shows.
-async fn write_status(
-    ctx: &Context,
-    kind: &'static registry::KindInfo,
-    cj: &Value,
-    status: Value,
-) -> Result<()> {
-    let current = &cj["status"];
-    let same = |k: &str| {
-        let a = current.get(k).filter(|v| !v.is_null());
-        let b = status.get(k).filter(|v| !v.is_null());
-        match k {
-            // References compare by name.
-            "active" => {
-                let names = |v: Option<&Value>| -> Vec<String> {
-                    v.and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .map(|r| s(r, "/name").to_string())
-                        .collect()
-                };
-                names(a) == names(b)
-            }
-            _ => a == b,
-        }
+/// Writes the status when it differs from what the CronJob shows (active Jobs compare by name).
+async fn write_status(ctx: &Context, cj: &CronJob, status: CronJobStatus) -> Result<()> {
+    let current = cj.status.clone().unwrap_or_default();
+    let names = |s: &CronJobStatus| -> Vec<Option<String>> {
+        s.active.iter().flatten().map(|r| r.name.clone()).collect()
     };
-    if ["active", "lastScheduleTime", "lastSuccessfulTime"]
-        .iter()
-        .all(|k| same(k))
+    if names(&current) == names(&status)
+        && current.last_schedule_time == status.last_schedule_time
+        && current.last_successful_time == status.last_successful_time
     {
         return Ok(());
     }
-    let mut patch = status;
-    if patch["active"].as_array().is_some_and(Vec::is_empty) {
-        patch["active"] = Value::Null;
-    }
-    ctx.client
-        .patch_status(
-            kind,
-            cj["metadata"]["namespace"].as_str(),
-            s(cj, "/metadata/name"),
-            &patch,
-        )
+    // An empty list is written as null, which clears `active`.
+    let active = status.active.as_ref().filter(|a| !a.is_empty());
+    let patch = json!({"status": {"active": active, "lastScheduleTime": status.last_schedule_time,
+        "lastSuccessfulTime": status.last_successful_time}});
+    Api::<CronJob>::beside(&ctx.client, cj)
+        .patch_status(cj.metadata.name(), &Patch::Strategic(patch))
         .await?;
     Ok(())
 }

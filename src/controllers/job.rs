@@ -13,17 +13,19 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::pods::{controller_uid, is_ready, phase, Expectations};
-use crate::api::batch::Job;
-use crate::api::core::Pod;
-use crate::api::meta::{format_time, now, Time};
+use crate::api::batch::{Job, JobStatus, PodFailurePolicy};
+use crate::api::core::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
+use crate::api::meta::{now, Condition, Time};
 use crate::api::Resource;
 use crate::client::events::Recorder;
 use crate::client::informer::Cache;
-use crate::client::{Api, Client};
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("Job has no spec")]
+    NoSpec,
     #[error(transparent)]
     Client(#[from] crate::client::Error),
 }
@@ -44,17 +46,6 @@ pub struct Context {
     pub backoff: Duration,
 }
 
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-fn time_at(v: &Value, pointer: &str) -> Option<Time> {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&chrono::Utc))
-}
-
 fn index_of(pod: &Pod) -> Option<i64> {
     pod.metadata
         .annotations
@@ -63,12 +54,13 @@ fn index_of(pod: &Pod) -> Option<i64> {
         .and_then(|i| i.parse().ok())
 }
 
-fn condition_true(job: &Value, ty: &str) -> bool {
-    job.pointer("/status/conditions")
-        .and_then(Value::as_array)
+fn condition_true(job: &Job, ty: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .any(|c| c["type"] == ty && c["status"] == "True")
+        .any(|c| c.type_ == ty && c.status == "True")
 }
 
 /// When a pod ended (its last container's finish, else its last condition change).
@@ -99,65 +91,55 @@ enum Verdict {
 }
 
 /// Applies the first matching rule of `spec.podFailurePolicy` to a failed pod (no rule: it counts).
-fn judge(policy: &Value, pod: &Pod) -> Verdict {
-    let Some(rules) = policy["rules"].as_array() else {
+fn judge(policy: Option<&PodFailurePolicy>, pod: &Pod) -> Verdict {
+    let Some(policy) = policy else {
         return Verdict::Count;
     };
     let pod_name = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name());
     let status = pod.status.clone().unwrap_or_default();
-    for (i, rule) in rules.iter().enumerate() {
+    for (i, rule) in policy.rules.iter().enumerate() {
         let mut matched = None;
-        if let Some(on) = rule.get("onExitCodes") {
-            let values: Vec<i64> = on["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_i64)
-                .collect();
-            let only = on["containerName"].as_str();
-            let not_in = on["operator"] == "NotIn";
+        if let Some(on) = &rule.on_exit_codes {
+            let not_in = on.operator == "NotIn";
             for c in status.container_statuses.iter().flatten() {
-                if only.is_some_and(|n| c.name != n) {
+                if on.container_name.as_ref().is_some_and(|n| c.name != *n) {
                     continue;
                 }
                 let Some(code) = c
                     .state
                     .as_ref()
                     .and_then(|s| s.terminated.as_ref())
-                    .map(|t| i64::from(t.exit_code))
+                    .map(|t| t.exit_code)
                 else {
                     continue;
                 };
-                if code != 0 && values.contains(&code) != not_in {
+                if code != 0 && on.values.contains(&code) != not_in {
                     matched = Some(format!(
                         "Container {} for pod {pod_name} failed with exit code {code} matching {} rule at index {i}",
-                        c.name,
-                        s(rule, "/action")
+                        c.name, rule.action
                     ));
                     break;
                 }
             }
         }
-        if let Some(patterns) = rule["onPodConditions"].as_array() {
-            let conditions = status.conditions.clone().unwrap_or_default();
-            for p in patterns {
-                let want = p["status"].as_str().unwrap_or("True");
-                if conditions
-                    .iter()
-                    .any(|c| p["type"] == c.type_.as_str() && c.status == want)
-                {
-                    matched = Some(format!(
-                        "Pod {pod_name} has condition {} matching {} rule at index {i}",
-                        s(p, "/type"),
-                        s(rule, "/action")
-                    ));
-                }
+        for p in rule.on_pod_conditions.iter().flatten() {
+            let want = p.status.as_deref().unwrap_or("True");
+            if status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == p.type_ && c.status == want)
+            {
+                matched = Some(format!(
+                    "Pod {pod_name} has condition {} matching {} rule at index {i}",
+                    p.type_, rule.action
+                ));
             }
         }
         if let Some(message) = matched {
-            return match rule["action"].as_str() {
-                Some("Ignore") => Verdict::Ignore,
-                Some("FailJob") => Verdict::FailJob(message),
+            return match rule.action.as_str() {
+                "Ignore" => Verdict::Ignore,
+                "FailJob" => Verdict::FailJob(message),
                 _ => Verdict::Count,
             };
         }
@@ -193,33 +175,33 @@ pub fn intervals(indexes: &BTreeSet<i64>) -> String {
     out.join(",")
 }
 
-fn condition(ty: &str, reason: &str, message: &str, at: &str) -> Value {
-    json!({"type": ty, "status": "True", "reason": reason, "message": message,
-        "lastProbeTime": at, "lastTransitionTime": at})
+fn condition(ty: &str, reason: &str, message: &str, at: Time) -> Condition {
+    Condition {
+        type_: ty.into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_probe_time: Some(at),
+        last_transition_time: Some(at),
+        ..Default::default()
+    }
 }
 
 /// One reconcile of one Job.
-pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
-    if job.pointer("/metadata/deletionTimestamp").is_some() {
+pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
+    if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = s(&job, "/metadata/namespace").to_string();
-    let name = s(&job, "/metadata/name").to_string();
-    let uid = s(&job, "/metadata/uid").to_string();
+    let spec = job.spec.as_ref().ok_or(Error::NoSpec)?;
+    let ns = job.metadata.namespace().to_string();
+    let name = job.metadata.name().to_string();
+    let uid = job.metadata.uid.clone().unwrap_or_default();
     let key = format!("jobs/{ns}/{name}");
-    let spec = &job["spec"];
-    let job_kind = Job::info();
     let now_t = now();
-    let at = format_time(&now_t);
-    let about = crate::api::meta::ObjectMeta {
-        name: Some(name.clone()),
-        namespace: Some(ns.clone()),
-        uid: Some(uid.clone()),
-        ..Default::default()
-    };
     let recorder = Recorder::new(&ctx.client, "job-controller");
-    let event = |ty: &'static str, reason: &'static str, message: String| {
-        recorder.publish(job_kind, &about, ty, reason, message);
+    let event = |ty: &'static str, reason: &'static str, message: String| match ty {
+        "Warning" => recorder.warning(job.as_ref(), reason, message),
+        _ => recorder.normal(job.as_ref(), reason, message),
     };
 
     let pods: Vec<Arc<Pod>> = ctx
@@ -246,12 +228,11 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         .map(|p| p.as_ref())
         .filter(|p| phase(p) == "Succeeded")
         .collect();
-    let policy = &spec["podFailurePolicy"];
     let mut failed = 0i64;
     let mut fail_job = None;
     let mut last_failure: Option<Time> = None;
     for p in pods.iter().filter(|p| phase(p) == "Failed") {
-        match judge(policy, p) {
+        match judge(spec.pod_failure_policy.as_ref(), p) {
             Verdict::Ignore => continue,
             Verdict::FailJob(m) => fail_job = fail_job.or(Some(m)),
             Verdict::Count => {}
@@ -259,7 +240,12 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         failed += 1;
         last_failure = last_failure.max(finished_at(p));
     }
-    let on_failure = s(spec, "/template/spec/restartPolicy") == "OnFailure";
+    let on_failure = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure");
     let restarts: i64 = if on_failure {
         active
             .iter()
@@ -270,54 +256,47 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         0
     };
-    let prev = &job["status"];
+    let prev = job.status.clone().unwrap_or_default();
     // Counts never go back (a finished pod removed by hand still happened).
-    let succeeded = (succeeded_pods.len() as i64).max(prev["succeeded"].as_i64().unwrap_or(0));
-    let failed = failed.max(prev["failed"].as_i64().unwrap_or(0));
-    let indexed = s(spec, "/completionMode") == "Indexed";
-    let completions = spec["completions"].as_i64();
-    let parallelism = spec["parallelism"].as_i64().unwrap_or(1).max(0);
-    let backoff_limit = spec["backoffLimit"].as_i64().unwrap_or(6);
+    let succeeded = (succeeded_pods.len() as i64).max(i64::from(prev.succeeded.unwrap_or(0)));
+    let failed = failed.max(i64::from(prev.failed.unwrap_or(0)));
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let completions = spec.completions.map(i64::from);
+    let parallelism = i64::from(spec.parallelism.unwrap_or(1).max(0));
+    let backoff_limit = i64::from(spec.backoff_limit.unwrap_or(6));
     let done_indexes: BTreeSet<i64> = succeeded_pods.iter().filter_map(|p| index_of(p)).collect();
 
-    let mut status = json!({
-        "active": active.len(), "ready": active.iter().filter(|p| is_ready(p)).count(),
-        "succeeded": succeeded, "failed": failed, "terminating": terminating,
-    });
-    if let Some(t) = prev.get("startTime").filter(|t| t.is_string()) {
-        status["startTime"] = t.clone();
-    }
-    if indexed {
-        status["completedIndexes"] = json!(intervals(&done_indexes));
-    }
-    let mut conditions: Vec<Value> = prev["conditions"].as_array().cloned().unwrap_or_default();
+    let mut status = JobStatus {
+        active: Some(active.len() as i32),
+        ready: Some(active.iter().filter(|p| is_ready(p)).count() as i32),
+        succeeded: Some(succeeded as i32),
+        failed: Some(failed as i32),
+        terminating: Some(terminating as i32),
+        start_time: prev.start_time,
+        completed_indexes: indexed.then(|| intervals(&done_indexes)),
+        ..Default::default()
+    };
+    let mut conditions: Vec<Condition> = prev.conditions.clone().unwrap_or_default();
     let mut after: Option<Duration> = None;
     let finished = condition_true(&job, "Complete") || condition_true(&job, "Failed");
 
     if finished {
         // Leftovers of a failed Job are stopped; a finished Job with a TTL goes away when it runs out.
         delete_pods(&ctx, &ns, &active).await?;
-        if let Some(ttl) = spec["ttlSecondsAfterFinished"].as_i64() {
-            let end = time_at(&job, "/status/completionTime").or_else(|| {
-                job.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter(|c| c["type"] == "Failed")
-                    .find_map(|c| time_at(c, "/lastTransitionTime"))
+        if let Some(ttl) = spec.ttl_seconds_after_finished {
+            let end = prev.completion_time.or_else(|| {
+                conditions
+                    .iter()
+                    .filter(|c| c.type_ == "Failed")
+                    .find_map(|c| c.last_transition_time)
             });
             if let Some(end) = end {
-                let due = end + chrono::Duration::seconds(ttl);
+                let due = end + chrono::Duration::seconds(i64::from(ttl));
                 if now_t >= due {
-                    match ctx
-                        .client
-                        .delete_with(
-                            job_kind,
-                            Some(&ns),
-                            &name,
-                            &json!({"kind": "DeleteOptions", "apiVersion": "v1",
-                                "propagationPolicy": "Background", "preconditions": {"uid": uid}}),
-                        )
+                    let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                        "propagationPolicy": "Background", "preconditions": {"uid": uid}});
+                    match Api::<Job>::namespaced(&ctx.client, &ns)
+                        .delete_with(&name, &options)
                         .await
                     {
                         Ok(_) => {
@@ -332,44 +311,43 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             }
         }
         // Only the counts move now.
-        status["startTime"] = prev["startTime"].clone();
-        status["completionTime"] = prev["completionTime"].clone();
-        status["conditions"] = json!(conditions);
-        write_status(&ctx, job_kind, &job, status).await?;
+        status.completion_time = prev.completion_time;
+        status.conditions = Some(conditions);
+        write_status(&ctx, &job, status).await?;
         return Ok(after.map_or(Action::await_change(), Action::requeue));
     }
 
-    let suspended = spec["suspend"].as_bool() == Some(true);
-    if suspended {
+    if spec.suspend == Some(true) {
         delete_pods(&ctx, &ns, &active).await?;
-        status["active"] = json!(0);
-        status
-            .as_object_mut()
-            .expect("status object")
-            .remove("startTime");
+        status.active = Some(0);
+        status.start_time = None;
         if !condition_true(&job, "Suspended") {
-            conditions.retain(|c| c["type"] != "Suspended");
-            conditions.push(condition("Suspended", "JobSuspended", "Job suspended", &at));
+            conditions.retain(|c| c.type_ != "Suspended");
+            conditions.push(condition(
+                "Suspended",
+                "JobSuspended",
+                "Job suspended",
+                now_t,
+            ));
             event("Normal", "Suspended", "Job suspended".into());
         }
-        status["conditions"] = json!(conditions);
-        write_status(&ctx, job_kind, &job, status).await?;
+        status.conditions = Some(conditions);
+        write_status(&ctx, &job, status).await?;
         return Ok(Action::await_change());
     }
     if condition_true(&job, "Suspended") {
-        for c in conditions.iter_mut().filter(|c| c["type"] == "Suspended") {
-            *c = json!({"type": "Suspended", "status": "False", "reason": "JobResumed",
-                "message": "Job resumed", "lastProbeTime": at, "lastTransitionTime": at});
+        for c in conditions.iter_mut().filter(|c| c.type_ == "Suspended") {
+            *c = Condition {
+                status: "False".into(),
+                ..condition("Suspended", "JobResumed", "Job resumed", now_t)
+            };
         }
         event("Normal", "Resumed", "Job resumed".into());
     }
-    if status.get("startTime").is_none() {
-        status["startTime"] = json!(at);
-    }
-    let started = time_at(&status, "/startTime").unwrap_or(now_t);
+    let started = *status.start_time.get_or_insert(now_t);
 
     // Failure: a FailJob rule, too many failures, or past the deadline.
-    let deadline = spec["activeDeadlineSeconds"].as_i64();
+    let deadline = spec.active_deadline_seconds;
     let failure = if let Some(m) = fail_job {
         Some(("PodFailurePolicy", m))
     } else if failed + restarts > backoff_limit {
@@ -387,14 +365,14 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     };
     if let Some((reason, message)) = failure {
         delete_pods(&ctx, &ns, &active).await?;
-        conditions.retain(|c| c["type"] != "FailureTarget" && c["type"] != "Failed");
-        conditions.push(condition("FailureTarget", reason, &message, &at));
-        conditions.push(condition("Failed", reason, &message, &at));
-        status["conditions"] = json!(conditions);
-        status["active"] = json!(0);
+        conditions.retain(|c| c.type_ != "FailureTarget" && c.type_ != "Failed");
+        conditions.push(condition("FailureTarget", reason, &message, now_t));
+        conditions.push(condition("Failed", reason, &message, now_t));
+        status.conditions = Some(conditions);
+        status.active = Some(0);
         tracing::info!(job = %key, reason, "job failed");
         event("Warning", reason, message);
-        write_status(&ctx, job_kind, &job, status).await?;
+        write_status(&ctx, &job, status).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
@@ -411,15 +389,15 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             "SuccessCriteriaMet",
             "CompletionsReached",
             message,
-            &at,
+            now_t,
         ));
-        conditions.push(condition("Complete", "CompletionsReached", message, &at));
-        status["conditions"] = json!(conditions);
-        status["completionTime"] = json!(at);
-        status["active"] = json!(0);
+        conditions.push(condition("Complete", "CompletionsReached", message, now_t));
+        status.conditions = Some(conditions);
+        status.completion_time = Some(now_t);
+        status.active = Some(0);
         tracing::info!(job = %key, "job completed");
         event("Normal", "Completed", "Job completed".into());
-        write_status(&ctx, job_kind, &job, status).await?;
+        write_status(&ctx, &job, status).await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     if let Some(d) = deadline {
@@ -478,14 +456,15 @@ pub async fn reconcile(job: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
                 }
                 ctx.expectations.expect(&key, names, Vec::new());
                 if let Some(Err(e)) = made.into_iter().find(|r| r.is_err()) {
-                    write_status(&ctx, job_kind, &job, status).await?;
+                    status.conditions = Some(conditions);
+                    write_status(&ctx, &job, status).await?;
                     return Err(e.into());
                 }
             }
         }
     }
-    status["conditions"] = json!(conditions);
-    write_status(&ctx, job_kind, &job, status).await?;
+    status.conditions = Some(conditions);
+    write_status(&ctx, &job, status).await?;
     Ok(after.map_or(Action::await_change(), |a| {
         Action::requeue(a.max(Duration::from_millis(100)))
     }))
@@ -507,67 +486,71 @@ impl Plan {
 }
 
 /// The pod for one run of the Job (for Indexed Jobs: of one index).
-fn pod_for(job: &Value, index: Option<i64>) -> Value {
-    let name = s(job, "/metadata/name");
-    let template = &job["spec"]["template"];
-    let mut meta = template["metadata"].clone();
-    if !meta.is_object() {
-        meta = json!({});
-    }
-    let mut spec = template["spec"].clone();
-    meta["namespace"] = job["metadata"]["namespace"].clone();
-    meta["generateName"] = json!(match index {
+fn pod_for(job: &Job, index: Option<i64>) -> Pod {
+    let name = job.metadata.name();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let mut meta = template.metadata.unwrap_or_default();
+    let mut spec = template.spec.unwrap_or_default();
+    meta.namespace = job.metadata.namespace.clone();
+    meta.generate_name = Some(match index {
         Some(i) => format!("{name}-{i}-"),
         None => format!("{name}-"),
     });
-    meta["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": name,
-        "uid": job["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
+    meta.owner_references = Some(vec![job.controller_ref()]);
     if let Some(i) = index {
-        for key in ["annotations", "labels"] {
-            if !meta[key].is_object() {
-                meta[key] = json!({});
-            }
-            meta[key][INDEX_KEY] = json!(i.to_string());
+        for map in [&mut meta.annotations, &mut meta.labels] {
+            map.get_or_insert_with(Default::default)
+                .insert(INDEX_KEY.into(), i.to_string());
         }
-        if spec["hostname"].is_null() {
-            spec["hostname"] = json!(format!("{name}-{i}"));
-        }
-        for list in ["initContainers", "containers"] {
-            if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
-                for c in cs {
-                    let env = c
-                        .as_object_mut()
-                        .map(|o| o.entry("env").or_insert_with(|| json!([])));
-                    if let Some(Value::Array(env)) = env {
-                        env.retain(|e| e["name"] != "JOB_COMPLETION_INDEX");
-                        env.insert(
-                            0,
-                            json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef":
-                                {"fieldPath": format!("metadata.annotations['{INDEX_KEY}']")}}}),
-                        );
-                    }
-                }
-            }
+        spec.hostname.get_or_insert_with(|| format!("{name}-{i}"));
+        let index_env = EnvVar {
+            name: "JOB_COMPLETION_INDEX".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: format!("metadata.annotations['{INDEX_KEY}']"),
+                }),
+                ..Default::default()
+            }),
+        };
+        let containers = spec
+            .init_containers
+            .iter_mut()
+            .flatten()
+            .chain(spec.containers.iter_mut());
+        for c in containers {
+            let env = c.env.get_or_insert_with(Vec::new);
+            env.retain(|e| e.name != "JOB_COMPLETION_INDEX");
+            env.insert(0, index_env.clone());
         }
     }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+    Pod {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        metadata: meta,
+        spec: Some(spec),
+        status: None,
+    }
 }
 
-async fn create_pods(
-    ctx: &Context,
-    job: &Value,
-    plan: &Plan,
-) -> Vec<crate::client::Result<String>> {
-    let ns = s(job, "/metadata/namespace");
-    let pods: Vec<Value> = match plan {
+async fn create_pods(ctx: &Context, job: &Job, plan: &Plan) -> Vec<crate::client::Result<String>> {
+    let api = Api::<Pod>::beside(&ctx.client, job);
+    let pods: Vec<Pod> = match plan {
         Plan::Count(n) => (0..*n).map(|_| pod_for(job, None)).collect(),
         Plan::Indexes(v) => v.iter().map(|i| pod_for(job, Some(*i))).collect(),
     };
-    futures::future::join_all(pods.iter().map(|p| async move {
-        ctx.client
-            .create(Pod::info(), Some(ns), p)
-            .await
-            .map(|made| s(&made, "/metadata/name").to_string())
+    futures::future::join_all(pods.iter().map(|p| {
+        let api = api.clone();
+        async move {
+            api.create(p)
+                .await
+                .map(|made| made.metadata.name().to_string())
+        }
     }))
     .await
 }
@@ -580,36 +563,27 @@ async fn delete_pods(ctx: &Context, ns: &str, pods: &[&Pod]) -> Result<()> {
     Ok(())
 }
 
-/// Writes the status when it differs from what the Job shows.
-async fn write_status(
-    ctx: &Context,
-    kind: &'static crate::api::registry::KindInfo,
-    job: &Value,
-    mut status: Value,
-) -> Result<()> {
-    if let Some(m) = status.as_object_mut() {
-        m.retain(|_, v| !v.is_null());
-    }
-    let current = &job["status"];
-    let changed = status
+/// Writes the status when it differs from what the Job shows (a removed `startTime` is written as null).
+async fn write_status(ctx: &Context, job: &Job, status: JobStatus) -> Result<()> {
+    let current = serde_json::to_value(job.status.clone().unwrap_or_default()).unwrap_or_default();
+    let mut patch = serde_json::to_value(&status).unwrap_or_default();
+    let drops_start = current.get("startTime").is_some() && patch.get("startTime").is_none();
+    let changed = patch
         .as_object()
         .into_iter()
         .flatten()
         .any(|(k, v)| current.get(k) != Some(v))
-        || current.get("startTime").is_some() && status.get("startTime").is_none();
+        || drops_start;
     if !changed {
         return Ok(());
     }
-    let mut patch = status;
-    if current.get("startTime").is_some() && patch.get("startTime").is_none() {
+    if drops_start {
         patch["startTime"] = Value::Null;
     }
-    ctx.client
+    Api::<Job>::beside(&ctx.client, job)
         .patch_status(
-            kind,
-            job["metadata"]["namespace"].as_str(),
-            s(job, "/metadata/name"),
-            &patch,
+            job.metadata.name(),
+            &Patch::Strategic(json!({"status": patch})),
         )
         .await?;
     Ok(())
@@ -641,7 +615,9 @@ mod tests {
             {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1]}}]});
-        match judge(&policy, &pod(42, None)) {
+        let policy: PodFailurePolicy = serde_json::from_value(policy).unwrap();
+        let policy = Some(&policy);
+        match judge(policy, &pod(42, None)) {
             Verdict::FailJob(m) => assert_eq!(
                 m,
                 "Container main for pod n/p failed with exit code 42 matching FailJob rule at index 0"
@@ -649,11 +625,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            judge(&policy, &pod(1, Some("DisruptionTarget"))),
+            judge(policy, &pod(1, Some("DisruptionTarget"))),
             Verdict::Ignore
         );
-        assert_eq!(judge(&policy, &pod(3, None)), Verdict::Count);
-        assert_eq!(judge(&Value::Null, &pod(42, None)), Verdict::Count);
+        assert_eq!(judge(policy, &pod(3, None)), Verdict::Count);
+        assert_eq!(judge(None, &pod(42, None)), Verdict::Count);
     }
 
     #[test]
@@ -661,7 +637,8 @@ mod tests {
         let job = json!({"metadata": {"name": "work", "namespace": "n", "uid": "u"},
             "spec": {"template": {"metadata": {"labels": {"job-name": "work"}},
                 "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "env": [{"name": "A", "value": "1"}]}]}}}});
-        let p = pod_for(&job, Some(3));
+        let job: Job = serde_json::from_value(job).unwrap();
+        let p = serde_json::to_value(pod_for(&job, Some(3))).unwrap();
         assert_eq!(p["metadata"]["generateName"], "work-3-");
         assert_eq!(p["metadata"]["annotations"][INDEX_KEY], "3");
         assert_eq!(p["metadata"]["labels"][INDEX_KEY], "3");
@@ -673,7 +650,7 @@ mod tests {
         );
         assert_eq!(p["spec"]["containers"][0]["env"][1]["name"], "A");
         assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], "u");
-        let plain = pod_for(&job, None);
+        let plain = serde_json::to_value(pod_for(&job, None)).unwrap();
         assert_eq!(plain["metadata"]["generateName"], "work-");
         assert!(plain["metadata"]["annotations"].get(INDEX_KEY).is_none());
     }

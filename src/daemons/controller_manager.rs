@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::api::apps::{ControllerRevision, Deployment, ReplicaSet};
+use crate::api::batch::{CronJob, Job};
 use crate::api::core::{Node, Pod, ReplicationController};
 use crate::api::registry::{self, KindInfo};
 use crate::client::informer::Informer;
@@ -58,8 +59,6 @@ pub async fn run(
 const DYNAMIC: &[&str] = &[
     "daemonsets",
     "statefulsets",
-    "jobs",
-    "cronjobs",
     "services",
     "endpoints",
     "endpointslices",
@@ -87,6 +86,8 @@ async fn loops(
     let rcs = Informer::<ReplicationController>::all(&client);
     let revisions = Informer::<ControllerRevision>::all(&client);
     let nodes = Informer::<Node>::all(&client);
+    let jobs = Informer::<Job>::all(&client);
+    let cronjobs = Informer::<CronJob>::all(&client);
     let dynamic: HashMap<&'static str, Informer<Value>> = DYNAMIC
         .iter()
         .map(|p| {
@@ -153,8 +154,8 @@ async fn loops(
         backoff: settings.job_backoff,
     });
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("jobs"))
-            .primary_shared(d("jobs"))
+        Controller::<Job>::new(client.clone())
+            .primary_shared(&jobs)
             .owns_shared(&pods)
             .workers(2)
             .run(job::reconcile, job_ctx, stopper()),
@@ -248,12 +249,12 @@ async fn loops(
     }
     let cron_ctx = Arc::new(cronjob::Context {
         client: client.clone(),
-        jobs: d("jobs").cache.clone(),
+        jobs: jobs.cache.clone(),
     });
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("cronjobs"))
-            .primary_shared(d("cronjobs"))
-            .owns_shared(d("jobs"))
+        Controller::<CronJob>::new(client.clone())
+            .primary_shared(&cronjobs)
+            .owns_shared(&jobs)
             .workers(1)
             .run(cronjob::reconcile, cron_ctx, stopper()),
     ));
@@ -284,6 +285,8 @@ async fn loops(
     gc_sources.insert("deployments", deployments.shared().into());
     gc_sources.insert("replicationcontrollers", rcs.shared().into());
     gc_sources.insert("controllerrevisions", revisions.shared().into());
+    gc_sources.insert("jobs", jobs.shared().into());
+    gc_sources.insert("cronjobs", cronjobs.shared().into());
     for p in gc::kinds() {
         if let Some(inf) = dynamic.get(p) {
             gc_sources.insert(p, inf.shared().into());
