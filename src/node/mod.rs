@@ -11,6 +11,9 @@ pub mod pod;
 pub mod probe;
 pub mod runtime;
 pub mod server;
+pub mod status;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod volumes;
 
 use std::collections::HashMap;
@@ -104,6 +107,8 @@ impl Config {
 /// What the agent's pod workers share.
 pub struct Shared {
     pub client: Client,
+    /// Where pod workers report status, Events and final deletes.
+    pub api: Arc<dyn status::PodApi>,
     pub runtime: Arc<dyn runtime::ContainerRuntime>,
     pub network: Arc<dyn network::PodNetwork>,
     pub config: Config,
@@ -370,6 +375,7 @@ pub async fn run(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let shared = Arc::new(Shared {
         client: client.clone(),
+        api: Arc::new(status::ClientPodApi(client.clone())),
         runtime,
         network: net,
         node_ip: cfg.address.to_string(),

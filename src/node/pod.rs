@@ -508,15 +508,7 @@ impl Worker {
     }
 
     async fn event(&self, ty: &str, reason: &str, message: &str) {
-        crate::client::events::record(
-            &self.shared.client,
-            &self.pod,
-            "kubelet",
-            ty,
-            reason,
-            message,
-        )
-        .await;
+        self.shared.api.event(&self.pod, ty, reason, message).await;
     }
 
     fn watch_exit(&self, name: &str, inst: &Instance) {
@@ -1173,13 +1165,10 @@ impl Worker {
         }
         if deleting && !self.removed {
             self.report().await;
-            let pods = self.shared.pods_kind;
-            let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": self.uid}});
             match self
                 .shared
-                .client
-                .delete_with(pods, Some(self.ns()), self.name(), &body)
+                .api
+                .delete_now(self.ns(), self.name(), &self.uid)
                 .await
             {
                 Ok(_) => {}
@@ -1368,11 +1357,10 @@ impl Worker {
         if status == self.reported {
             return;
         }
-        let pods = self.shared.pods_kind;
         match self
             .shared
-            .client
-            .patch_status(pods, Some(self.ns()), self.name(), &status)
+            .api
+            .patch_status(self.ns(), self.name(), &status)
             .await
         {
             Ok(_) => {
@@ -1386,3 +1374,7 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pod_tests.rs"]
+mod tests;
