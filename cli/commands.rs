@@ -67,7 +67,7 @@ pub async fn server(
         .map_err(|e| anyhow!("--service-cidr: {e}"))?,
     );
     server
-        .bootstrap()
+        .bootstrap(&capstan::daemons::bootstrap::objects())
         .await
         .map_err(|e| anyhow!("bootstrapping namespaces: {e}"))?;
     let tls = capstan::apiserver::tls::load_or_create(data_dir)?;

@@ -564,6 +564,45 @@ fn finalizers_hold_deletion_and_namespaces_take_their_content() {
     }
     let (_, left) = s.call("GET", "/api/v1/namespaces/team/configmaps", "", "");
     assert_eq!(left["items"].as_array().unwrap().len(), 0);
+
+    // Another finalizer in spec.finalizers holds an emptied namespace until its owner finalizes it.
+    s.call(
+        "POST",
+        "/api/v1/namespaces",
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"held"},
+            "spec":{"finalizers":["example.com/vault","kubernetes"]}}"#,
+    );
+    s.call("DELETE", "/api/v1/namespaces/held", "", "");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, ns) = s.call("GET", "/api/v1/namespaces/held", "", "");
+        if ns["spec"]["finalizers"] == serde_json::json!(["example.com/vault"]) {
+            assert_eq!(ns["status"]["phase"], "Terminating");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the namespace controller never removed its finalizer: {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, bad) = s.call(
+        "PUT",
+        "/api/v1/namespaces/held/finalize",
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"held"},"spec":{"finalizers":"no"}}"#,
+    );
+    assert_eq!(code, 400, "{bad}");
+    let (code, _) = s.call(
+        "PUT",
+        "/api/v1/namespaces/held/finalize",
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"held"},"spec":{"finalizers":[]}}"#,
+    );
+    assert_eq!(code, 200);
+    let (code, _) = s.call("GET", "/api/v1/namespaces/held", "", "");
+    assert_eq!(code, 404, "finalized: the namespace is gone");
 }
 
 #[test]

@@ -56,7 +56,6 @@ fn allowed(module: &str) -> &'static [&'static str] {
 const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
     ("apiserver", "node::exec"),
     ("apiserver", "gitops::webhook"),
-    ("apiserver", "controllers::volumes"),
     ("proxy", "node::network"),
 ];
 

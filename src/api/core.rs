@@ -43,6 +43,9 @@ pub(crate) use object;
 
 pub type ResourceList = BTreeMap<String, Quantity>;
 
+/// The finalizer a Namespace carries in `spec.finalizers` until the namespace controller has emptied it.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
 kind!(Namespace { pub spec: Option<NamespaceSpec>, pub status: Option<NamespaceStatus>, });
 object!(NamespaceSpec { pub finalizers: Option<Vec<String>>, });
 object!(NamespaceStatus { pub phase: Option<String>, pub conditions: Option<Vec<Condition>>, });

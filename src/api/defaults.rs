@@ -176,7 +176,11 @@ pub fn apply(kind: &str, v: &mut Value) {
         }
         "Namespace" => {
             if let Some(spec) = obj(v, "spec") {
-                set(spec, "finalizers", json!(["kubernetes"]));
+                set(
+                    spec,
+                    "finalizers",
+                    json!([super::core::NAMESPACE_FINALIZER]),
+                );
             }
             if let Some(status) = obj(v, "status") {
                 set(status, "phase", json!("Active"));

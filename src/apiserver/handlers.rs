@@ -674,7 +674,7 @@ impl Server {
                     .and_then(Value::as_i64)
                     .unwrap_or(0)
                     > 0)
-            && kind.kind != "Namespace";
+            && (kind.kind != "Namespace" || super::namespaces::finalized(&obj));
         if let Some((prev, rev)) = old {
             // A write that changes nothing is not a write: no new resourceVersion, no watch event (controllers that
             // re-apply the same state must not wake themselves up forever).
@@ -1064,6 +1064,10 @@ impl Server {
                 }
                 if kind.kind == "Namespace" {
                     cur["status"] = json!({"phase": "Terminating"});
+                    // The namespace controller empties it and then removes this finalizer (`.../finalize`).
+                    if cur["spec"]["finalizers"].is_null() {
+                        cur["spec"]["finalizers"] = json!([super::namespaces::FINALIZER]);
+                    }
                 }
                 if dry_run {
                     return Ok(cur);
@@ -1078,9 +1082,6 @@ impl Server {
                 {
                     Ok(r) => {
                         set_meta(&mut cur, "resourceVersion", json!(r.to_string()));
-                        if kind.kind == "Namespace" {
-                            self.spawn_namespace_cleanup(name.to_string());
-                        }
                         return Ok(cur);
                     }
                     Err(crate::store::Error::Conflict { .. }) => continue,
@@ -1322,51 +1323,7 @@ impl Server {
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         )
     }
-
-    /// Deletes everything in a terminating namespace, then the namespace itself.
-    pub fn spawn_namespace_cleanup(&self, ns: String) {
-        let server = self.clone();
-        tokio::spawn(async move {
-            // Like Kubernetes' namespace controller, start a moment later: a client deleting a namespace together
-            // with its content (`kubectl delete -f`) gets to delete each object itself first.
-            tokio::time::sleep(NAMESPACE_CLEANUP_DELAY).await;
-            for _ in 0..3600 {
-                let mut left = 0;
-                for kind in registry::KINDS.iter().filter(|k| k.namespaced) {
-                    let q = Query::new();
-                    let Ok((items, _, _, _)) = server.list_objects(kind, Some(&ns), &q).await
-                    else {
-                        continue;
-                    };
-                    for item in items {
-                        left += 1;
-                        let name = meta_str(&item, "name").unwrap_or("").to_string();
-                        let t = Target {
-                            kind,
-                            namespace: Some(ns.clone()),
-                            name: Some(name),
-                            sub: None,
-                        };
-                        let _ = server.delete(&t, b"", &q).await;
-                    }
-                }
-                if left == 0 {
-                    let nk =
-                        registry::by_resource("", "v1", "namespaces").expect("namespaces kind");
-                    if let Ok((_, rev)) = server.get_object(nk, None, &ns).await {
-                        let _ = server.store.delete(&key(nk, None, Some(&ns)), rev).await;
-                    }
-                    tracing::info!(namespace = %ns, "namespace deleted");
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-        });
-    }
 }
-
-/// How long a terminating namespace waits before its content is deleted.
-const NAMESPACE_CLEANUP_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A marker manager name: the write's ownership was already computed by server-side apply.
 const APPLY_MARKER: &str = "\u{0}apply";
@@ -1651,7 +1608,12 @@ mod timing {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::embedded::Embedded::open(&dir.path().join("db")).unwrap();
         let server = Server::new(std::sync::Arc::new(store), "t");
-        server.bootstrap().await.unwrap();
+        server
+            .bootstrap(&[
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+            ])
+            .await
+            .unwrap();
         let kind = registry::lookup("configmaps").unwrap();
         let t = Target {
             kind,

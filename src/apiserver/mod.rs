@@ -9,6 +9,7 @@ pub mod exec;
 pub mod handlers;
 pub mod hooks;
 pub mod logs;
+pub mod namespaces;
 pub mod patch;
 pub mod services;
 pub mod table;
@@ -133,29 +134,17 @@ impl Server {
         }
     }
 
-    /// Creates the built-in namespaces and resumes unfinished namespace deletions.
-    pub async fn bootstrap(&self) -> Result<()> {
-        let nk = registry::by_resource("", "v1", "namespaces").expect("namespaces kind");
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            self.create_if_missing(nk, obj).await?;
-        }
-        // The built-in StorageClass (a directory per claim on the node's disk), the default one.
-        let sc = registry::by_resource("storage.k8s.io", "v1", "storageclasses")
-            .expect("storageclasses kind");
-        let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": "local-path",
-                "annotations": {crate::controllers::volumes::DEFAULT_CLASS: "true"}},
-            "provisioner": crate::controllers::volumes::LOCAL_PATH, "reclaimPolicy": "Delete",
-            "volumeBindingMode": "Immediate"});
-        self.create_if_missing(sc, class).await?;
-        let (items, _, _, _) = self.list_objects(nk, None, &Query::new()).await?;
-        for ns in items {
-            if ns.pointer("/metadata/deletionTimestamp").is_some() {
-                if let Some(n) = ns.pointer("/metadata/name").and_then(Value::as_str) {
-                    self.spawn_namespace_cleanup(n.to_string());
-                }
-            }
+    /// Creates the objects every cluster starts with (`daemons::bootstrap::objects`) where they are missing.
+    pub async fn bootstrap(&self, objects: &[Value]) -> Result<()> {
+        for obj in objects {
+            let api_version = obj["apiVersion"].as_str().unwrap_or("");
+            let kind_name = obj["kind"].as_str().unwrap_or("");
+            let kind = registry::by_kind(api_version, kind_name).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "bootstrap object of unknown kind {api_version} {kind_name}"
+                ))
+            })?;
+            self.create_if_missing(kind, obj.clone()).await?;
         }
         Ok(())
     }
@@ -485,6 +474,11 @@ async fn route(
                 &server.bind(&t, b).await?,
                 &[],
             ))
+        }
+        (Method::PUT, true, Some("finalize")) if t.kind.kind == "Namespace" => {
+            let obj = handlers::parse_object(&body, &content_type, t.kind)?;
+            let v = server.finalize_namespace(&t, obj, q, &mut warnings).await?;
+            Ok(respond(StatusCode::OK, v, &warnings, t.kind))
         }
         (Method::GET, true, Some("log")) if t.kind.kind == "Pod" => {
             server

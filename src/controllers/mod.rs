@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod job;
+pub mod namespace;
 pub mod node_ipam;
 pub mod pods;
 pub mod replicaset;

@@ -11,13 +11,13 @@ use serde_json::Value;
 
 use crate::api::apps::{ControllerRevision, Deployment, ReplicaSet};
 use crate::api::batch::{CronJob, Job};
-use crate::api::core::{Node, Pod, ReplicationController};
+use crate::api::core::{Namespace, Node, Pod, ReplicationController};
 use crate::api::registry::{self, KindInfo};
 use crate::client::informer::Informer;
 use crate::client::Client;
 use crate::controllers::{
-    cronjob, daemonset, deployment, endpoints, gc, job, node_ipam, pods, replicaset, statefulset,
-    volumes, Settings,
+    cronjob, daemonset, deployment, endpoints, gc, job, namespace, node_ipam, pods, replicaset,
+    statefulset, volumes, Settings,
 };
 use crate::runtime::leader::Elector;
 use crate::runtime::Controller;
@@ -265,6 +265,13 @@ async fn loops(
             .primary_shared(&nodes)
             .workers(1)
             .run(node_ipam::reconcile, Arc::new(ipam), stopper()),
+    ));
+    tasks.push(tokio::spawn(
+        Controller::<Namespace>::new(client.clone()).workers(1).run(
+            namespace::reconcile,
+            Arc::new(namespace::Context::new(client.clone())),
+            stopper(),
+        ),
     ));
     // GitOps: Applications follow their repositories.
     tasks.push(tokio::spawn(crate::gitops::run(

@@ -7,4 +7,5 @@
 //! node agent and the proxy are still started by the `capstan` binary (`cli/commands.rs`); moving them here is the
 //! next step of the same seam.
 
+pub mod bootstrap;
 pub mod controller_manager;
