@@ -11,22 +11,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::deployment::template_hash;
 use super::pods::{available, controller_uid, is_ready, phase, Expectations};
-use crate::api::core::Pod;
-use crate::api::registry;
-use crate::api::IntOrString;
+use crate::api::apps::{DaemonSet, DaemonSetStatus};
+use crate::api::core::{
+    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodTemplateSpec, Toleration,
+};
 use crate::api::Resource;
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
-use crate::client::Api;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 use crate::scheduler::{NodeInfo, PodInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("DaemonSet has no spec")]
+    NoSpec,
     #[error(transparent)]
     Client(#[from] crate::client::Error),
 }
@@ -45,45 +48,43 @@ pub struct Context {
     pub expectations: Expectations,
 }
 
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
 /// The tolerations Kubernetes gives every daemon pod, so it runs where ordinary pods are kept away.
-pub fn daemon_tolerations(host_network: bool) -> Vec<Value> {
+pub fn daemon_tolerations(host_network: bool) -> Vec<Toleration> {
+    let exists = |key: &str, effect: &str| Toleration {
+        key: Some(key.into()),
+        operator: Some("Exists".into()),
+        effect: Some(effect.into()),
+        ..Default::default()
+    };
     let mut t = vec![
-        json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}),
-        json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}),
-        json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}),
-        json!({"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"}),
-        json!({"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"}),
-        json!({"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"}),
-        json!({"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}),
+        exists("node.kubernetes.io/not-ready", "NoExecute"),
+        exists("node.kubernetes.io/unreachable", "NoExecute"),
+        exists("node.kubernetes.io/not-ready", "NoSchedule"),
+        exists("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        exists("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        exists("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        exists("node.kubernetes.io/unschedulable", "NoSchedule"),
     ];
     if host_network {
-        t.push(
-            json!({"key": "node.kubernetes.io/network-unavailable", "operator": "Exists",
-            "effect": "NoSchedule"}),
-        );
+        t.push(exists(
+            "node.kubernetes.io/network-unavailable",
+            "NoSchedule",
+        ));
     }
     t
 }
 
 /// The template with the daemon tolerations added (those it already has kept).
-fn with_tolerations(template: &Value) -> Value {
+fn with_tolerations(template: &PodTemplateSpec) -> PodTemplateSpec {
     let mut t = template.clone();
-    let host = t["spec"]["hostNetwork"].as_bool() == Some(true);
-    let mut list = t["spec"]["tolerations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for tol in daemon_tolerations(host) {
-        if !list.contains(&tol) {
-            list.push(tol);
+    if let Some(spec) = t.spec.as_mut() {
+        let host = spec.host_network == Some(true);
+        let list = spec.tolerations.get_or_insert_with(Vec::new);
+        for tol in daemon_tolerations(host) {
+            if !list.contains(&tol) {
+                list.push(tol);
+            }
         }
-    }
-    if t["spec"].is_object() {
-        t["spec"]["tolerations"] = json!(list);
     }
     t
 }
@@ -117,57 +118,54 @@ fn node_of(pod: &Pod) -> Option<String> {
 use super::revisions::pod_revision as revision_of;
 
 /// The pod for `node`.
-fn pod_for(ds: &Value, template: &Value, hash: &str, node: &str) -> Value {
-    let name = s(ds, "/metadata/name");
-    let mut meta = template["metadata"].clone();
-    if !meta.is_object() {
-        meta = json!({});
+fn pod_for(ds: &DaemonSet, template: &PodTemplateSpec, hash: &str, node: &str) -> Pod {
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(REVISION_LABEL.into(), hash.into());
+    meta.generate_name = Some(format!("{}-", ds.metadata.name()));
+    meta.namespace = ds.metadata.namespace.clone();
+    meta.owner_references = Some(vec![ds.controller_ref()]);
+    let mut spec = template.spec.clone().unwrap_or_default();
+    let pin = NodeSelector {
+        node_selector_terms: vec![NodeSelectorTerm {
+            match_expressions: None,
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".into(),
+                operator: "In".into(),
+                values: Some(vec![node.to_string()]),
+            }]),
+        }],
+    };
+    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
+    affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default)
+        .required_during_scheduling_ignored_during_execution = Some(pin);
+    Pod {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        metadata: meta,
+        spec: Some(spec),
+        status: None,
     }
-    if !meta["labels"].is_object() {
-        meta["labels"] = json!({});
-    }
-    meta["labels"][REVISION_LABEL] = json!(hash);
-    meta["generateName"] = json!(format!("{name}-"));
-    meta["namespace"] = ds["metadata"]["namespace"].clone();
-    meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name,
-        "uid": ds["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
-    let mut spec = template["spec"].clone();
-    if !spec["affinity"].is_object() {
-        spec["affinity"] = json!({});
-    }
-    if !spec["affinity"]["nodeAffinity"].is_object() {
-        spec["affinity"]["nodeAffinity"] = json!({});
-    }
-    spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = json!({
-        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]});
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
 }
 
 /// One reconcile of one DaemonSet.
-pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
-    if ds["metadata"]["deletionTimestamp"].is_string() {
+pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> {
+    if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = s(&ds, "/metadata/namespace").to_string();
-    let name = s(&ds, "/metadata/name").to_string();
-    let uid = s(&ds, "/metadata/uid").to_string();
+    let spec = ds.spec.as_ref().ok_or(Error::NoSpec)?;
+    let ns = ds.metadata.namespace().to_string();
+    let name = ds.metadata.name().to_string();
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
     let key = format!("daemonsets/{ns}/{name}");
-    let ds_kind = registry::lookup("daemonsets").expect("daemonsets kind");
-    let me = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": name, "namespace": ns, "uid": uid}});
+    let recorder = Recorder::new(&ctx.client, "daemonset-controller");
     let event = |reason: &'static str, message: String| {
-        crate::client::events::spawn_record(
-            &ctx.client,
-            me.clone(),
-            "daemonset-controller",
-            "Normal",
-            reason,
-            message,
-        );
+        recorder.normal(ds.as_ref(), reason, message);
     };
-    let spec = &ds["spec"];
-    let template = with_tolerations(&spec["template"]);
-    let hash = template_hash(&spec["template"]);
+    let template = with_tolerations(&spec.template);
     let in_use: Vec<String> = ctx
         .pods
         .list_namespace(&ns)
@@ -175,19 +173,17 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
         .map(|p| revision_of(p).to_string())
         .collect();
-    super::revisions::sync(
-        &ctx.client,
-        &ctx.revisions,
-        &ds,
-        "DaemonSet",
-        &hash,
-        &in_use,
-    )
-    .await?;
+    let owner = super::revisions::Owner {
+        kind: DaemonSet::info(),
+        meta: &ds.metadata,
+        template: &spec.template,
+        history_limit: spec.revision_history_limit,
+    };
+    let (hash, _) = super::revisions::sync(&ctx.client, &ctx.revisions, owner, &in_use).await?;
 
     // Which nodes should run it.
     let probe = PodInfo::new(&Pod {
-        spec: serde_json::from_value(template["spec"].clone()).ok(),
+        spec: template.spec.clone(),
         ..Default::default()
     });
     let mut eligible: BTreeMap<String, bool> = BTreeMap::new();
@@ -209,7 +205,7 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             _ => orphaned.push(p.metadata.name().to_string()),
         }
     }
-    let min_ready = spec["minReadySeconds"].as_i64().unwrap_or(0);
+    let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
     let now = chrono::Utc::now();
     let desired = eligible.values().filter(|e| **e).count() as i64;
     let mut create: Vec<String> = Vec::new();
@@ -231,18 +227,21 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             create.push(node.clone());
         }
     }
-    let rolling = s(spec, "/updateStrategy/type") != "OnDelete";
-    let intstr = |field: &str, default: i64| -> i64 {
-        spec.pointer(&format!("/updateStrategy/rollingUpdate/{field}"))
-            .and_then(|v| serde_json::from_value::<IntOrString>(v.clone()).ok())
-            .and_then(|v| v.scaled(desired, field == "maxUnavailable"))
+    let strategy = spec.update_strategy.as_ref();
+    let rolling = strategy.and_then(|s| s.type_.as_deref()) != Some("OnDelete");
+    let rolling_update = strategy.and_then(|s| s.rolling_update.as_ref());
+    let surge = rolling_update.and_then(|r| r.max_surge.as_ref());
+    let unavailable_limit = rolling_update.and_then(|r| r.max_unavailable.as_ref());
+    let max_surge = surge.and_then(|v| v.scaled(desired, false)).unwrap_or(0);
+    let unavailable_or = |default: i64| {
+        unavailable_limit
+            .and_then(|v| v.scaled(desired, true))
             .unwrap_or(default)
     };
-    let max_surge = intstr("maxSurge", 0);
     let max_unavailable = if max_surge > 0 {
-        intstr("maxUnavailable", 0)
+        unavailable_or(0)
     } else {
-        intstr("maxUnavailable", 1).max(1)
+        unavailable_or(1).max(1)
     };
     let is_new = |p: &Pod| revision_of(p) == hash;
     let mut unavailable = desired
@@ -300,13 +299,11 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     if ctx.expectations.satisfied(&key, &ctx.pods, &ns) {
         let made = futures::future::join_all(create.iter().map(|node| {
             let pod = pod_for(&ds, &template, &hash, node);
-            let client = ctx.client.clone();
-            let ns = ns.clone();
+            let api = Api::<Pod>::namespaced(&ctx.client, &ns);
             async move {
-                client
-                    .create(Pod::info(), Some(&ns), &pod)
+                api.create(&pod)
                     .await
-                    .map(|p| s(&p, "/metadata/name").to_string())
+                    .map(|p| p.metadata.name().to_string())
             }
         }))
         .await;
@@ -356,25 +353,34 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         .values()
         .filter(|pods| pods.iter().any(|p| is_new(p)))
         .count();
-    let status = json!({
-        "currentNumberScheduled": scheduled.len(),
-        "numberMisscheduled": misscheduled,
-        "desiredNumberScheduled": desired,
-        "numberReady": ready,
-        "updatedNumberScheduled": updated,
-        "numberAvailable": available_n,
-        "numberUnavailable": (desired - available_n).max(0),
-        "observedGeneration": ds["metadata"]["generation"],
-    });
-    let current = &ds["status"];
-    let changed = status
-        .as_object()
-        .into_iter()
-        .flatten()
-        .any(|(k, v)| current.get(k).unwrap_or(&json!(0)) != v);
-    if changed {
-        ctx.client
-            .patch_status(ds_kind, Some(&ns), &name, &status)
+    let status = DaemonSetStatus {
+        current_number_scheduled: scheduled.len() as i32,
+        number_misscheduled: misscheduled as i32,
+        desired_number_scheduled: desired as i32,
+        number_ready: ready as i32,
+        updated_number_scheduled: Some(updated as i32),
+        number_available: Some(available_n as i32),
+        number_unavailable: Some((desired - available_n).max(0) as i32),
+        observed_generation: Some(ds.metadata.generation.unwrap_or(0)),
+        collision_count: None,
+        conditions: None,
+    };
+    let current = ds.status.clone().unwrap_or_default();
+    let counts = |s: &DaemonSetStatus| {
+        (
+            s.current_number_scheduled,
+            s.number_misscheduled,
+            s.desired_number_scheduled,
+            s.number_ready,
+            s.updated_number_scheduled.unwrap_or(0),
+            s.number_available.unwrap_or(0),
+            s.number_unavailable.unwrap_or(0),
+            s.observed_generation.unwrap_or(0),
+        )
+    };
+    if counts(&current) != counts(&status) {
+        Api::<DaemonSet>::beside(&ctx.client, ds.as_ref())
+            .patch_status(&name, &Patch::Strategic(json!({"status": status})))
             .await?;
     }
     // Pods becoming available after minReadySeconds change nothing by themselves.
@@ -386,7 +392,7 @@ pub async fn reconcile(ds: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
 
 /// Maps any node change to every DaemonSet (a node joining, leaving or changing labels or taints concerns them all).
 pub fn node_mapper(
-    daemonsets: Cache,
+    daemonsets: Cache<DaemonSet>,
 ) -> crate::runtime::controller::Mapper<crate::api::core::Node> {
     Arc::new(move |_node| {
         daemonsets
@@ -403,13 +409,14 @@ mod tests {
 
     #[test]
     fn a_daemon_pod_is_pinned_to_its_node_and_tolerates_what_kubernetes_daemons_do() {
-        let ds = json!({"metadata": {"name": "agent", "namespace": "kube-system", "uid": "u"},
-            "spec": {"template": {"metadata": {"labels": {"app": "agent"}},
-                "spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c"}]}}}});
-        let t = with_tolerations(&ds["spec"]["template"]);
-        let p = pod_for(&ds, &t, "abc", "node-b");
-        let typed: Pod = serde_json::from_value(p.clone()).unwrap();
+        let ds: DaemonSet = serde_json::from_value(json!({"metadata": {"name": "agent", "namespace": "kube-system", "uid": "u"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"metadata": {"labels": {"app": "agent"}},
+                "spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c"}]}}}}))
+        .unwrap();
+        let t = with_tolerations(&ds.spec.as_ref().unwrap().template);
+        let typed = pod_for(&ds, &t, "abc", "node-b");
         assert_eq!(node_of(&typed).as_deref(), Some("node-b"));
+        let p = serde_json::to_value(&typed).unwrap();
         assert_eq!(p["metadata"]["labels"][REVISION_LABEL], "abc");
         assert_eq!(p["metadata"]["labels"]["app"], "agent");
         let tols = p["spec"]["tolerations"].as_array().unwrap();
@@ -421,8 +428,11 @@ mod tests {
             .iter()
             .any(|t| t["key"] == "node.kubernetes.io/network-unavailable"));
 
-        let info = PodInfo::new(&serde_json::from_value(json!({"spec": t["spec"]})).unwrap());
-        let node = |taints: Value, labels: Value| {
+        let info = PodInfo::new(&Pod {
+            spec: t.spec.clone(),
+            ..Default::default()
+        });
+        let node = |taints: serde_json::Value, labels: serde_json::Value| {
             NodeInfo::new(
                 &serde_json::from_value(
                     json!({"metadata": {"name": "n", "labels": labels}, "spec": {"taints": taints},

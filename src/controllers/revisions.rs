@@ -11,15 +11,12 @@ use crate::api::Resource;
 
 use super::pods::controller_uid;
 use crate::api::apps::ControllerRevision;
+use crate::api::core::PodTemplateSpec;
 use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 
 /// The label naming the ControllerRevision a pod was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
-
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
 
 /// The ControllerRevision hash a pod was made from (its `controller-revision-hash` label).
 pub fn pod_revision(pod: &crate::api::core::Pod) -> &str {
@@ -50,20 +47,29 @@ pub fn template_of(revision: &ControllerRevision) -> Value {
     t
 }
 
-/// Keeps an owner's ControllerRevisions: the current template's revision is the newest (created, or renumbered when an old
-/// template comes back), and old ones beyond `revisionHistoryLimit` that no pod (`in_use`) runs are deleted. Returns the owner's revisions
-/// (as the cache had them, oldest first).
+/// What [`sync`] keeps revisions for: the owning object (its kind and metadata), its current template and its
+/// `revisionHistoryLimit`.
+pub struct Owner<'a> {
+    pub kind: &'static crate::api::registry::KindInfo,
+    pub meta: &'a crate::api::meta::ObjectMeta,
+    pub template: &'a PodTemplateSpec,
+    pub history_limit: Option<i32>,
+}
+
+/// Keeps an owner's ControllerRevisions: the current template's revision is the newest (created, or renumbered when
+/// an old template comes back), and old ones beyond `revisionHistoryLimit` that no pod (`in_use`) runs are deleted.
+/// A revision holding the same template (compared as content, whatever its key order) is the current one, so its
+/// hash stays the pods' hash. Returns that hash and the owner's revisions (as the cache had them, oldest first).
 pub async fn sync(
     client: &Client,
     cache: &Cache<ControllerRevision>,
-    owner: &Value,
-    owner_kind: &str,
-    hash: &str,
+    owner: Owner<'_>,
     in_use: &[String],
-) -> Result<Vec<Arc<ControllerRevision>>, crate::client::Error> {
-    let ns = s(owner, "/metadata/namespace");
-    let name = s(owner, "/metadata/name");
-    let uid = s(owner, "/metadata/uid");
+) -> Result<(String, Vec<Arc<ControllerRevision>>), crate::client::Error> {
+    let ns = owner.meta.namespace();
+    let name = owner.meta.name();
+    let uid = owner.meta.uid.as_deref().unwrap_or("");
+    let template = serde_json::to_value(owner.template).unwrap_or(Value::Null);
     let api = Api::<ControllerRevision>::namespaced(client, ns);
     let mut revisions: Vec<Arc<ControllerRevision>> = cache
         .list_namespace(ns)
@@ -72,7 +78,11 @@ pub async fn sync(
         .collect();
     revisions.sort_by_key(|r| r.revision);
     let newest = revisions.last().map_or(0, |r| r.revision);
-    let mine = revisions.iter().find(|r| hash_of(r) == hash);
+    let mine = revisions.iter().find(|r| template_of(r) == template);
+    let hash = match mine {
+        Some(r) => hash_of(r).to_string(),
+        None => super::deployment::template_hash(&template),
+    };
     match mine {
         Some(r) if r.revision == newest => {}
         Some(r) => {
@@ -83,18 +93,20 @@ pub async fn sync(
             .await?;
         }
         None => {
-            let mut template = owner["spec"]["template"].clone();
-            template["$patch"] = json!("replace");
-            let mut labels = owner["spec"]["template"]["metadata"]["labels"].clone();
-            if !labels.is_object() {
-                labels = json!({});
-            }
-            labels[REVISION_LABEL] = json!(hash);
-            let rev = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+            let mut stored = template.clone();
+            stored["$patch"] = json!("replace");
+            let mut labels = owner
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            labels.insert(REVISION_LABEL.into(), hash.clone());
+            let rev = json!({"apiVersion": ControllerRevision::api_version(), "kind": "ControllerRevision",
                 "metadata": {"name": format!("{name}-{hash}"), "namespace": ns, "labels": labels,
-                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": name, "uid": uid,
-                        "controller": true, "blockOwnerDeletion": true}]},
-                "data": {"spec": {"template": template}}, "revision": newest + 1});
+                    "ownerReferences": [{"apiVersion": owner.kind.api_version(), "kind": owner.kind.kind,
+                        "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+                "data": {"spec": {"template": stored}}, "revision": newest + 1});
             match client
                 .create(ControllerRevision::info(), Some(ns), &rev)
                 .await
@@ -106,10 +118,7 @@ pub async fn sync(
         }
     }
     // History beyond the limit, oldest first, never the current one nor one that pods still run.
-    let limit = owner["spec"]["revisionHistoryLimit"]
-        .as_i64()
-        .unwrap_or(10)
-        .max(0) as usize;
+    let limit = owner.history_limit.unwrap_or(10).max(0) as usize;
     let old: Vec<String> = revisions
         .iter()
         .filter(|r| {
@@ -121,5 +130,32 @@ pub async fn sync(
     let excess = old.len().saturating_sub(limit);
     api.delete_all(&old[..excess]).await?;
     revisions.retain(|r| !old[..excess].iter().any(|o| o == r.metadata.name()));
-    Ok(revisions)
+    Ok((hash, revisions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revision_matches_its_template_whatever_the_key_order_it_was_stored_in() {
+        // Stored by an earlier version straight from the client's JSON: keys in the client's order.
+        let rev: ControllerRevision = serde_json::from_str(
+            r#"{"metadata": {"name": "web-abc", "labels": {"controller-revision-hash": "abc"}}, "revision": 1,
+                "data": {"spec": {"template": {"$patch": "replace",
+                    "spec": {"containers": [{"image": "nginx", "name": "c"}]},
+                    "metadata": {"labels": {"app": "web"}}}}}}"#,
+        )
+        .unwrap();
+        let template: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))
+        .unwrap();
+        let typed = serde_json::to_value(&template).unwrap();
+        assert_eq!(template_of(&rev), typed);
+        assert_eq!(hash_of(&rev), "abc");
+        let other: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}))
+        .unwrap();
+        assert_ne!(template_of(&rev), serde_json::to_value(&other).unwrap());
+    }
 }

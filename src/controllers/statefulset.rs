@@ -13,21 +13,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::deployment::template_hash;
 use super::pods::{available, controller_uid, is_ready, phase};
 use super::revisions::{template_of, REVISION_LABEL};
-use crate::api::core::Pod;
-use crate::api::registry;
+use crate::api::apps::{StatefulSet, StatefulSetStatus};
+use crate::api::core::{PersistentVolumeClaim, Pod, PodTemplateSpec, PvcVolumeSource, Volume};
+use crate::api::meta::ObjectMeta;
 use crate::api::Resource;
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
-use crate::client::Api;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("StatefulSet has no spec")]
+    NoSpec,
     #[error(transparent)]
     Client(#[from] crate::client::Error),
 }
@@ -43,12 +45,8 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 pub struct Context {
     pub client: Client,
     pub pods: Cache<Pod>,
-    pub claims: Cache,
+    pub claims: Cache<PersistentVolumeClaim>,
     pub revisions: Cache<crate::api::apps::ControllerRevision>,
-}
-
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The ordinal of a pod named `<set>-<n>`.
@@ -67,128 +65,140 @@ fn running_and_ready(pod: &Pod) -> bool {
 
 use super::revisions::pod_revision as revision_of;
 
+fn claim_templates(set: &StatefulSet) -> &[PersistentVolumeClaim] {
+    set.spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.as_deref())
+        .unwrap_or(&[])
+}
+
 /// The pod of `ordinal` from `template` (the revision it belongs to is `hash`).
-fn pod_for(set: &Value, template: &Value, hash: &str, ordinal: i64) -> Value {
-    let name = s(set, "/metadata/name");
+fn pod_for(set: &StatefulSet, template: &PodTemplateSpec, hash: &str, ordinal: i64) -> Pod {
+    let name = set.metadata.name();
     let pod_name = format!("{name}-{ordinal}");
-    let mut meta = template["metadata"].clone();
-    if !meta.is_object() {
-        meta = json!({});
-    }
-    if !meta["labels"].is_object() {
-        meta["labels"] = json!({});
-    }
-    meta["labels"][REVISION_LABEL] = json!(hash);
-    meta["labels"][POD_NAME_LABEL] = json!(pod_name);
-    meta["labels"][POD_INDEX_LABEL] = json!(ordinal.to_string());
-    meta["name"] = json!(pod_name);
-    meta["namespace"] = set["metadata"]["namespace"].clone();
-    meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
-        "uid": set["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
-    let mut spec = template["spec"].clone();
-    spec["hostname"] = json!(pod_name);
-    if let Some(svc) = set["spec"]["serviceName"]
-        .as_str()
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    let labels = meta.labels.get_or_insert_with(Default::default);
+    labels.insert(REVISION_LABEL.into(), hash.into());
+    labels.insert(POD_NAME_LABEL.into(), pod_name.clone());
+    labels.insert(POD_INDEX_LABEL.into(), ordinal.to_string());
+    meta.name = Some(pod_name.clone());
+    meta.namespace = set.metadata.namespace.clone();
+    meta.owner_references = Some(vec![set.controller_ref()]);
+    let mut spec = template.spec.clone().unwrap_or_default();
+    spec.hostname = Some(pod_name);
+    if let Some(svc) = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_name.as_deref())
         .filter(|s| !s.is_empty())
     {
-        spec["subdomain"] = json!(svc);
+        spec.subdomain = Some(svc.to_string());
     }
     // Each volume template becomes this ordinal's claim, replacing a template volume of the same name.
-    let mut volumes: Vec<Value> = spec["volumes"].as_array().cloned().unwrap_or_default();
-    for vct in set["spec"]["volumeClaimTemplates"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let vname = s(vct, "/metadata/name");
-        volumes.retain(|v| v["name"] != vname);
-        volumes.push(json!({"name": vname,
-            "persistentVolumeClaim": {"claimName": claim_name(vname, name, ordinal)}}));
+    let mut volumes = spec.volumes.take().unwrap_or_default();
+    for vct in claim_templates(set) {
+        let vname = vct.metadata.name();
+        volumes.retain(|v| v.name != vname);
+        volumes.push(Volume {
+            name: vname.to_string(),
+            persistent_volume_claim: Some(PvcVolumeSource {
+                claim_name: claim_name(vname, name, ordinal),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
     }
     if !volumes.is_empty() {
-        spec["volumes"] = json!(volumes);
+        spec.volumes = Some(volumes);
     }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+    Pod {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        metadata: meta,
+        spec: Some(spec),
+        status: None,
+    }
 }
 
 /// The claims of `ordinal` that do not exist yet.
-fn missing_claims(set: &Value, claims: &Cache, ordinal: i64) -> Vec<Value> {
-    let name = s(set, "/metadata/name");
-    let ns = s(set, "/metadata/namespace");
+fn missing_claims(
+    set: &StatefulSet,
+    claims: &Cache<PersistentVolumeClaim>,
+    ordinal: i64,
+) -> Vec<PersistentVolumeClaim> {
+    let name = set.metadata.name();
+    let ns = set.metadata.namespace();
+    let spec = set.spec.as_ref();
+    let delete_with_set = spec
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+        .and_then(|p| p.when_deleted.as_deref())
+        == Some("Delete");
     let mut out = Vec::new();
-    for vct in set["spec"]["volumeClaimTemplates"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let cname = claim_name(s(vct, "/metadata/name"), name, ordinal);
+    for vct in claim_templates(set) {
+        let cname = claim_name(vct.metadata.name(), name, ordinal);
         if claims.get(ns, &cname).is_some() {
             continue;
         }
-        let mut meta = vct["metadata"].clone();
-        if !meta.is_object() {
-            meta = json!({});
-        }
-        if !meta["labels"].is_object() {
-            meta["labels"] = json!({});
-        }
-        for (k, v) in set["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-        {
-            meta["labels"][k] = v.clone();
-        }
-        meta["name"] = json!(cname);
-        meta["namespace"] = json!(ns);
-        if s(
-            set,
-            "/spec/persistentVolumeClaimRetentionPolicy/whenDeleted",
-        ) == "Delete"
-        {
-            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name,
-                "uid": set["metadata"]["uid"], "blockOwnerDeletion": true}]);
-        }
-        out.push(
-            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta,
-            "spec": vct["spec"]}),
+        let mut labels = vct.metadata.labels.clone().unwrap_or_default();
+        labels.extend(
+            spec.and_then(|s| s.selector.match_labels.clone())
+                .unwrap_or_default(),
         );
+        let owner = crate::api::meta::OwnerReference {
+            controller: None,
+            ..set.controller_ref()
+        };
+        out.push(PersistentVolumeClaim {
+            api_version: "v1".into(),
+            kind: "PersistentVolumeClaim".into(),
+            metadata: ObjectMeta {
+                name: Some(cname),
+                namespace: Some(ns.to_string()),
+                labels: Some(labels),
+                owner_references: delete_with_set.then(|| vec![owner]),
+                ..vct.metadata.clone()
+            },
+            spec: vct.spec.clone(),
+            status: None,
+        });
     }
     out
 }
 
 /// One reconcile of one StatefulSet.
-pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
-    if set["metadata"]["deletionTimestamp"].is_string() {
+pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action> {
+    if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = s(&set, "/metadata/namespace").to_string();
-    let name = s(&set, "/metadata/name").to_string();
-    let uid = s(&set, "/metadata/uid").to_string();
-    let sts_kind = registry::lookup("statefulsets").expect("statefulsets kind");
-    let pvc_kind = registry::lookup("persistentvolumeclaims").expect("pvc kind");
+    let spec = set.spec.as_ref().ok_or(Error::NoSpec)?;
+    let ns = set.metadata.namespace().to_string();
+    let name = set.metadata.name().to_string();
+    let uid = set.metadata.uid.clone().unwrap_or_default();
     let pods_api = Api::<Pod>::namespaced(&ctx.client, &ns);
-    let me = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": name, "namespace": ns, "uid": uid}});
-    let event = |ty: &'static str, reason: &'static str, message: String| {
-        crate::client::events::spawn_record(
-            &ctx.client,
-            me.clone(),
-            "statefulset-controller",
-            ty,
-            reason,
-            message,
-        );
+    let claims_api = Api::<PersistentVolumeClaim>::namespaced(&ctx.client, &ns);
+    let recorder = Recorder::new(&ctx.client, "statefulset-controller");
+    let event = |ty: &'static str, reason: &'static str, message: String| match ty {
+        "Warning" => recorder.warning(set.as_ref(), reason, message),
+        _ => recorder.normal(set.as_ref(), reason, message),
     };
-    let spec = &set["spec"];
-    let replicas = spec["replicas"].as_i64().unwrap_or(1).max(0);
-    let start = spec["ordinals"]["start"].as_i64().unwrap_or(0).max(0);
-    let parallel = s(spec, "/podManagementPolicy") == "Parallel";
-    let on_delete = s(spec, "/updateStrategy/type") == "OnDelete";
-    let partition = spec["updateStrategy"]["rollingUpdate"]["partition"]
-        .as_i64()
-        .unwrap_or(0);
-    let min_ready = spec["minReadySeconds"].as_i64().unwrap_or(0);
+    let replicas = i64::from(spec.replicas.unwrap_or(1).max(0));
+    let start = i64::from(
+        spec.ordinals
+            .as_ref()
+            .and_then(|o| o.start)
+            .unwrap_or(0)
+            .max(0),
+    );
+    let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
+    let strategy = spec.update_strategy.as_ref();
+    let on_delete = strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete");
+    let partition = i64::from(
+        strategy
+            .and_then(|s| s.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0),
+    );
+    let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
 
     // Pods by ordinal (ours by controller reference; a pod of another owner with our name blocks its ordinal).
     let mut pods: BTreeMap<i64, Arc<Pod>> = BTreeMap::new();
@@ -200,20 +210,21 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             pods.insert(o, p);
         }
     }
-    let update_hash = template_hash(&spec["template"]);
     let in_use: Vec<String> = pods.values().map(|p| revision_of(p).to_string()).collect();
-    let revisions = super::revisions::sync(
-        &ctx.client,
-        &ctx.revisions,
-        &set,
-        "StatefulSet",
-        &update_hash,
-        &in_use,
-    )
-    .await?;
+    let owner = super::revisions::Owner {
+        kind: StatefulSet::info(),
+        meta: &set.metadata,
+        template: &spec.template,
+        history_limit: spec.revision_history_limit,
+    };
+    let (update_hash, revisions) =
+        super::revisions::sync(&ctx.client, &ctx.revisions, owner, &in_use).await?;
     // The current revision: what status says, while pods still run it; else the update revision.
-    let mut current_hash = s(&set, "/status/currentRevision")
-        .strip_prefix(&format!("{name}-"))
+    let mut current_hash = set
+        .status
+        .as_ref()
+        .and_then(|s| s.current_revision.as_deref())
+        .and_then(|r| r.strip_prefix(&format!("{name}-")))
         .unwrap_or("")
         .to_string();
     if current_hash.is_empty()
@@ -223,11 +234,11 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
     {
         current_hash = update_hash.clone();
     }
-    let current_template = revisions
+    let current_template: PodTemplateSpec = revisions
         .iter()
         .find(|r| super::revisions::hash_of(r) == current_hash)
-        .map(|r| template_of(r))
-        .unwrap_or_else(|| spec["template"].clone());
+        .and_then(|r| serde_json::from_value(template_of(r)).ok())
+        .unwrap_or_else(|| spec.template.clone());
     let wanted = start..start + replicas;
     let mut waiting = false;
 
@@ -266,8 +277,8 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             }
             None => {
                 for claim in missing_claims(&set, &ctx.claims, ordinal) {
-                    let cname = s(&claim, "/metadata/name").to_string();
-                    match ctx.client.create(pvc_kind, Some(&ns), &claim).await {
+                    let cname = claim.metadata.name().to_string();
+                    match claims_api.create(&claim).await {
                         Ok(_) => event("Normal", "SuccessfulCreate", format!("create Claim {cname} Pod {name}-{ordinal} in StatefulSet {name} success")),
                         Err(e) if e.code() == Some(409) => {}
                         Err(e) => {
@@ -280,10 +291,10 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
                 let (template, hash) = if ordinal < partition && current_hash != update_hash {
                     (&current_template, &current_hash)
                 } else {
-                    (&spec["template"], &update_hash)
+                    (&spec.template, &update_hash)
                 };
                 let pod = pod_for(&set, template, hash, ordinal);
-                match ctx.client.create(Pod::info(), Some(&ns), &pod).await {
+                match pods_api.create(&pod).await {
                     Ok(_) => event(
                         "Normal",
                         "SuccessfulCreate",
@@ -315,6 +326,11 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             .iter()
             .filter(|(o, _)| wanted.contains(o))
             .all(|(_, p)| running_and_ready(p));
+        let delete_scaled = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .and_then(|p| p.when_scaled.as_deref())
+            == Some("Delete");
         for p in condemned {
             if p.metadata.deletion_timestamp.is_some() {
                 if !parallel {
@@ -332,17 +348,13 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
                 "SuccessfulDelete",
                 format!("delete Pod {pname} in StatefulSet {name} successful"),
             );
-            if s(spec, "/persistentVolumeClaimRetentionPolicy/whenScaled") == "Delete" {
+            if delete_scaled {
                 let ordinal = ordinal_of(&name, &pname).unwrap_or(-1);
-                let claims: Vec<String> = spec["volumeClaimTemplates"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|v| claim_name(s(v, "/metadata/name"), &name, ordinal))
+                let claims: Vec<String> = claim_templates(&set)
+                    .iter()
+                    .map(|v| claim_name(v.metadata.name(), &name, ordinal))
                     .collect();
-                Api::<crate::api::core::PersistentVolumeClaim>::namespaced(&ctx.client, &ns)
-                    .delete_all(&claims)
-                    .await?;
+                claims_api.delete_all(&claims).await?;
             }
             waiting = true;
             if !parallel {
@@ -382,41 +394,53 @@ pub async fn reconcile(set: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
         .map(|(_, p)| p)
         .collect();
     let now = chrono::Utc::now();
-    let ready = live.iter().filter(|p| is_ready(p)).count();
-    let available = live.iter().filter(|p| available(p, min_ready, now)).count();
+    let ready = live.iter().filter(|p| is_ready(p)).count() as i32;
+    let available = live.iter().filter(|p| available(p, min_ready, now)).count() as i32;
     let updated = live
         .iter()
         .filter(|p| revision_of(p) == update_hash)
-        .count();
+        .count() as i32;
     let mut current = live
         .iter()
         .filter(|p| revision_of(p) == current_hash)
-        .count();
+        .count() as i32;
     // Every pod updated: the update revision becomes the current one.
-    if updated as i64 == replicas && live.len() as i64 == replicas {
+    if i64::from(updated) == replicas && live.len() as i64 == replicas {
         current_hash = update_hash.clone();
         current = updated;
     }
-    let status = json!({
-        "replicas": pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).count(),
-        "readyReplicas": ready,
-        "availableReplicas": available,
-        "currentReplicas": current,
-        "updatedReplicas": updated,
-        "currentRevision": format!("{name}-{current_hash}"),
-        "updateRevision": format!("{name}-{update_hash}"),
-        "observedGeneration": set["metadata"]["generation"],
-        "collisionCount": 0,
-    });
-    let prev = &set["status"];
-    if status
-        .as_object()
-        .into_iter()
-        .flatten()
-        .any(|(k, v)| prev.get(k).unwrap_or(&json!(0)) != v)
-    {
-        ctx.client
-            .patch_status(sts_kind, Some(&ns), &name, &status)
+    let status = StatefulSetStatus {
+        replicas: pods
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count() as i32,
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        current_replicas: Some(current),
+        updated_replicas: Some(updated),
+        current_revision: Some(format!("{name}-{current_hash}")),
+        update_revision: Some(format!("{name}-{update_hash}")),
+        observed_generation: Some(set.metadata.generation.unwrap_or(0)),
+        collision_count: Some(0),
+        conditions: None,
+    };
+    let prev = set.status.clone().unwrap_or_default();
+    let comparable = |s: &StatefulSetStatus| {
+        (
+            s.replicas,
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0),
+            s.current_replicas.unwrap_or(0),
+            s.updated_replicas.unwrap_or(0),
+            s.current_revision.clone(),
+            s.update_revision.clone(),
+            s.observed_generation.unwrap_or(0),
+            s.collision_count.unwrap_or(0),
+        )
+    };
+    if comparable(&prev) != comparable(&status) {
+        Api::<StatefulSet>::beside(&ctx.client, set.as_ref())
+            .patch_status(&name, &Patch::Strategic(json!({"status": status})))
             .await?;
     }
     if min_ready > 0 && available < ready {
@@ -442,7 +466,9 @@ mod tests {
                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                     "volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}],
                     "containers": [{"name": "c"}]}}}});
-        let p = pod_for(&set, &set["spec"]["template"], "h1", 2);
+        let set: StatefulSet = serde_json::from_value(set).unwrap();
+        let p = serde_json::to_value(pod_for(&set, &set.spec.as_ref().unwrap().template, "h1", 2))
+            .unwrap();
         assert_eq!(p["metadata"]["name"], "web-2");
         assert_eq!(p["spec"]["hostname"], "web-2");
         assert_eq!(p["spec"]["subdomain"], "web");

@@ -8,12 +8,18 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::parse_quantity_millis;
-use crate::api::registry;
+use crate::api::core::{
+    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec,
+};
+use crate::api::meta::ObjectMeta;
+use crate::api::other::StorageClass;
+use crate::api::Quantity;
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,111 +40,127 @@ const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 
 pub struct Context {
     pub client: Client,
-    pub volumes: Cache,
-    pub classes: Cache,
-    pub claims: Cache,
+    pub volumes: Cache<PersistentVolume>,
+    pub classes: Cache<StorageClass>,
+    pub claims: Cache<PersistentVolumeClaim>,
     /// Where `local-path` volumes live (one directory per claim).
     pub storage: PathBuf,
 }
 
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+fn bytes(q: Option<&Quantity>) -> i128 {
+    q.and_then(Quantity::millis).unwrap_or(0) / 1000
 }
 
-fn bytes(v: &Value) -> i128 {
-    v.as_str().and_then(parse_quantity_millis).unwrap_or(0) / 1000
+fn requested(claim: &PersistentVolumeClaim) -> Option<&Quantity> {
+    claim
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
 }
 
-fn modes(v: &Value, pointer: &str) -> Vec<String> {
-    v.pointer(pointer)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str().map(String::from))
-        .collect()
+fn capacity(pv: &PersistentVolume) -> Option<&Quantity> {
+    pv.spec.as_ref()?.capacity.as_ref()?.get("storage")
+}
+
+fn claim_ref(pv: &PersistentVolume) -> Option<&ObjectReference> {
+    pv.spec.as_ref()?.claim_ref.as_ref()
+}
+
+fn pv_phase(pv: &PersistentVolume) -> &str {
+    pv.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// The class a claim asks for: its own, or the default class when it names none (`""` names none on purpose).
-fn class_of(claim: &Value, classes: &Cache) -> String {
-    match claim["spec"]["storageClassName"].as_str() {
+fn class_of(claim: &PersistentVolumeClaim, classes: &Cache<StorageClass>) -> String {
+    match claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+    {
         Some(c) => c.to_string(),
         None => classes
             .list()
             .iter()
             .find(|c| {
-                s(
-                    c,
-                    &format!("/metadata/annotations/{}", DEFAULT_CLASS.replace('/', "~1")),
-                ) == "true"
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS))
+                    .is_some_and(|v| v == "true")
             })
-            .map(|c| s(c, "/metadata/name").to_string())
+            .map(|c| c.metadata.name().to_string())
             .unwrap_or_default(),
     }
 }
 
 /// Whether a volume can serve a claim.
-pub fn fits(pv: &Value, claim: &Value, class: &str) -> bool {
-    let want = bytes(&claim["spec"]["resources"]["requests"]["storage"]);
-    let have = bytes(&pv["spec"]["capacity"]["storage"]);
-    let pv_modes = modes(pv, "/spec/accessModes");
-    s(pv, "/spec/storageClassName") == class
-        && have >= want
-        && modes(claim, "/spec/accessModes")
-            .iter()
-            .all(|m| pv_modes.contains(m))
+pub fn fits(pv: &PersistentVolume, claim: &PersistentVolumeClaim, class: &str) -> bool {
+    let Some(spec) = pv.spec.as_ref() else {
+        return false;
+    };
+    let pv_modes = spec.access_modes.clone().unwrap_or_default();
+    let claim_modes = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.access_modes.clone())
+        .unwrap_or_default();
+    spec.storage_class_name.as_deref().unwrap_or("") == class
+        && bytes(capacity(pv)) >= bytes(requested(claim))
+        && claim_modes.iter().all(|m| pv_modes.contains(m))
 }
 
 /// One reconcile of one claim.
-pub async fn reconcile(claim: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = s(&claim, "/metadata/namespace").to_string();
-    let name = s(&claim, "/metadata/name").to_string();
-    let uid = s(&claim, "/metadata/uid").to_string();
-    let pv_kind = registry::lookup("persistentvolumes").expect("pv kind");
-    let pvc_kind = registry::lookup("persistentvolumeclaims").expect("pvc kind");
-    if claim["metadata"]["deletionTimestamp"].is_string() || s(&claim, "/status/phase") == "Bound" {
+pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = claim.metadata.namespace().to_string();
+    let name = claim.metadata.name().to_string();
+    let uid = claim.metadata.uid.clone().unwrap_or_default();
+    let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    if claim.metadata.deletion_timestamp.is_some() || bound {
         return Ok(Action::await_change());
     }
+    let pvs = Api::<PersistentVolume>::all(&ctx.client);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(&ctx.client, &ns);
+    let recorder = Recorder::new(&ctx.client, "persistentvolume-controller");
     let class = class_of(&claim, &ctx.classes);
-    let me = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": ns, "uid": uid}});
+    let spec = claim.spec.clone().unwrap_or_default();
     // The volume: named by the claim, already reserved for it, or the smallest that fits.
-    let wanted = claim["spec"]["volumeName"]
-        .as_str()
-        .filter(|v| !v.is_empty());
-    let mut candidates: Vec<Arc<Value>> = ctx
+    let wanted = spec.volume_name.as_deref().filter(|v| !v.is_empty());
+    let mut candidates: Vec<Arc<PersistentVolume>> = ctx
         .volumes
         .list()
         .into_iter()
         .filter(|pv| {
-            let reserved = s(pv, "/spec/claimRef/uid") == uid
-                || (s(pv, "/spec/claimRef/name") == name
-                    && s(pv, "/spec/claimRef/namespace") == ns);
+            let r = claim_ref(pv);
+            let reserved = r.is_some_and(|r| {
+                r.uid.as_deref() == Some(uid.as_str())
+                    || (r.name.as_deref() == Some(name.as_str())
+                        && r.namespace.as_deref() == Some(ns.as_str()))
+            });
             match wanted {
-                Some(w) => s(pv, "/metadata/name") == w,
+                Some(w) => pv.metadata.name() == w,
                 None => {
                     reserved
-                        || pv["spec"]["claimRef"].is_null()
-                            && s(pv, "/status/phase") != "Released"
-                            && fits(pv, &claim, &class)
+                        || r.is_none() && pv_phase(pv) != "Released" && fits(pv, &claim, &class)
                 }
             }
         })
         .collect();
-    candidates.sort_by_key(|pv| bytes(&pv["spec"]["capacity"]["storage"]));
+    candidates.sort_by_key(|pv| bytes(capacity(pv)));
     let pv = match candidates.into_iter().next() {
         Some(pv) => pv.as_ref().clone(),
         None => {
-            let provisioner = ctx
-                .classes
-                .get("", &class)
-                .map(|c| s(&c, "/provisioner").to_string())
-                .unwrap_or_default();
+            let sc = ctx.classes.get("", &class);
+            let provisioner = sc.as_ref().map(|c| c.provisioner.as_str()).unwrap_or("");
             if wanted.is_some() || provisioner != LOCAL_PATH {
-                crate::client::events::spawn_record(
-                    &ctx.client,
-                    me,
-                    "persistentvolume-controller",
-                    "Normal",
+                recorder.normal(
+                    claim.as_ref(),
                     "FailedBinding",
                     if class.is_empty() {
                         "no persistent volumes available for this claim and no storage class is set"
@@ -151,147 +173,156 @@ pub async fn reconcile(claim: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
             }
             let dir = ctx.storage.join(format!("pvc-{uid}"));
             std::fs::create_dir_all(&dir).map_err(|e| Error::Provision(dir.clone(), e))?;
-            let reclaim = ctx
-                .classes
-                .get("", &class)
-                .and_then(|c| c["reclaimPolicy"].as_str().map(String::from))
+            let reclaim = sc
+                .and_then(|c| c.reclaim_policy.clone())
                 .unwrap_or_else(|| "Delete".into());
-            let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": format!("pvc-{uid}"), "annotations": {PROVISIONED_BY: LOCAL_PATH}},
-                "spec": {"capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
-                    "accessModes": claim["spec"]["accessModes"], "storageClassName": class,
-                    "persistentVolumeReclaimPolicy": reclaim, "hostPath": {"path": dir.display().to_string()},
-                    "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name, "uid": uid}}});
-            let made = match ctx.client.create(pv_kind, None, &pv).await {
+            let pv = PersistentVolume {
+                api_version: "v1".into(),
+                kind: "PersistentVolume".into(),
+                metadata: ObjectMeta {
+                    name: Some(format!("pvc-{uid}")),
+                    annotations: Some(
+                        [(PROVISIONED_BY.to_string(), LOCAL_PATH.to_string())].into(),
+                    ),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeSpec {
+                    capacity: requested(&claim)
+                        .map(|q| [("storage".to_string(), q.clone())].into()),
+                    access_modes: spec.access_modes.clone(),
+                    storage_class_name: Some(class.clone()),
+                    persistent_volume_reclaim_policy: Some(reclaim),
+                    host_path: Some(HostPathVolumeSource {
+                        path: dir.display().to_string(),
+                        type_: None,
+                    }),
+                    claim_ref: Some(reference_to(&claim)),
+                    ..Default::default()
+                }),
+                status: None,
+            };
+            let made = match pvs.create(&pv).await {
                 Ok(v) => v,
-                Err(e) if e.code() == Some(409) => {
-                    ctx.client
-                        .get(pv_kind, None, s(&pv, "/metadata/name"))
-                        .await?
-                }
+                Err(e) if e.code() == Some(409) => pvs.get(pv.metadata.name()).await?,
                 Err(e) => return Err(e.into()),
             };
-            crate::client::events::spawn_record(
-                &ctx.client,
-                me.clone(),
-                "persistentvolume-controller",
-                "Normal",
+            recorder.normal(
+                claim.as_ref(),
                 "ProvisioningSucceeded",
                 format!(
                     "Successfully provisioned volume {} using {LOCAL_PATH}",
-                    s(&made, "/metadata/name")
+                    made.metadata.name()
                 ),
             );
             made
         }
     };
     // Bind both ways: the volume's claimRef and phase, then the claim's volumeName and status.
-    let pv_name = s(&pv, "/metadata/name").to_string();
-    if s(&pv, "/spec/claimRef/uid") != uid {
-        ctx.client
-            .patch(pv_kind, None, &pv_name, "application/merge-patch+json",
-                &json!({"metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]},
-                    "spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name, "uid": uid}}}))
-            .await?;
+    let pv_name = pv.metadata.name().to_string();
+    if claim_ref(&pv).and_then(|r| r.uid.as_deref()) != Some(uid.as_str()) {
+        let patch = json!({"metadata": {"resourceVersion": pv.metadata.resource_version},
+            "spec": {"claimRef": reference_to(&claim)}});
+        pvs.patch(&pv_name, &Patch::Merge(patch)).await?;
     }
-    ctx.client
-        .patch_status(pv_kind, None, &pv_name, &json!({"phase": "Bound"}))
-        .await?;
-    if s(&claim, "/spec/volumeName") != pv_name {
+    pvs.patch_status(
+        &pv_name,
+        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+    )
+    .await?;
+    if spec.volume_name.as_deref() != Some(pv_name.as_str()) {
         let mut patch = json!({"spec": {"volumeName": pv_name}});
-        if claim["spec"]["storageClassName"].is_null() && !class.is_empty() {
+        if spec.storage_class_name.is_none() && !class.is_empty() {
             patch["spec"]["storageClassName"] = json!(class);
         }
-        ctx.client
-            .patch(
-                pvc_kind,
-                Some(&ns),
-                &name,
-                "application/merge-patch+json",
-                &patch,
-            )
-            .await?;
+        claims.patch(&name, &Patch::Merge(patch)).await?;
     }
-    ctx.client
-        .patch_status(
-            pvc_kind,
-            Some(&ns),
-            &name,
-            &json!({"phase": "Bound",
-            "accessModes": pv["spec"]["accessModes"], "capacity": pv["spec"]["capacity"]}),
-        )
+    let pv_spec = pv.spec.clone().unwrap_or_default();
+    let status = json!({"status": {"phase": "Bound", "accessModes": pv_spec.access_modes,
+        "capacity": pv_spec.capacity}});
+    claims
+        .patch_status(&name, &Patch::Strategic(status))
         .await?;
     Ok(Action::await_change())
 }
 
+/// The reference a volume keeps to the claim it is bound to.
+fn reference_to(claim: &PersistentVolumeClaim) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        namespace: claim.metadata.namespace.clone(),
+        name: claim.metadata.name.clone(),
+        uid: claim.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
 /// One reconcile of one volume: Available when free, Released when its claim is gone, then reclaimed.
-pub async fn reconcile_volume(pv: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
-    let name = s(&pv, "/metadata/name").to_string();
-    let pv_kind = registry::lookup("persistentvolumes").expect("pv kind");
-    if pv["metadata"]["deletionTimestamp"].is_string() {
+pub async fn reconcile_volume(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
+    let name = pv.metadata.name().to_string();
+    let pvs = Api::<PersistentVolume>::all(&ctx.client);
+    if pv.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let claim_ref = &pv["spec"]["claimRef"];
-    let phase = s(&pv, "/status/phase");
-    if claim_ref.is_null() {
+    let phase = pv_phase(&pv);
+    let set_phase = |p: &'static str| {
+        let pvs = pvs.clone();
+        let name = name.clone();
+        async move {
+            pvs.patch_status(&name, &Patch::Merge(json!({"status": {"phase": p}})))
+                .await
+        }
+    };
+    let Some(r) = claim_ref(&pv) else {
         if phase != "Available" {
-            ctx.client
-                .patch_status(pv_kind, None, &name, &json!({"phase": "Available"}))
-                .await?;
+            set_phase("Available").await?;
         }
         return Ok(Action::await_change());
-    }
-    let claim = ctx
-        .claims
-        .get(s(claim_ref, "/namespace"), s(claim_ref, "/name"));
-    let gone = match &claim {
+    };
+    let (claim_ns, claim_name) = (
+        r.namespace.as_deref().unwrap_or(""),
+        r.name.as_deref().unwrap_or(""),
+    );
+    let ref_uid = r.uid.as_deref().unwrap_or("");
+    let gone = match ctx.claims.get(claim_ns, claim_name) {
         None => true,
-        Some(c) => {
-            !s(claim_ref, "/uid").is_empty() && s(c, "/metadata/uid") != s(claim_ref, "/uid")
-        }
+        Some(c) => !ref_uid.is_empty() && c.metadata.uid.as_deref() != Some(ref_uid),
     };
     if !gone {
         return Ok(Action::await_change());
     }
     // Only after the claim is truly gone (the cache could be behind): ask the server.
-    if let Ok(c) = ctx
-        .client
-        .get(
-            registry::lookup("persistentvolumeclaims").expect("pvc kind"),
-            Some(s(claim_ref, "/namespace")),
-            s(claim_ref, "/name"),
-        )
+    if let Ok(c) = Api::<PersistentVolumeClaim>::namespaced(&ctx.client, claim_ns)
+        .get(claim_name)
         .await
     {
-        if s(&c, "/metadata/uid") == s(claim_ref, "/uid") {
+        if c.metadata.uid.as_deref() == Some(ref_uid) {
             return Ok(Action::await_change());
         }
     }
-    match s(&pv, "/spec/persistentVolumeReclaimPolicy") {
-        "Delete" => {
-            if s(
-                &pv,
-                &format!(
-                    "/metadata/annotations/{}",
-                    PROVISIONED_BY.replace('/', "~1")
-                ),
-            ) == LOCAL_PATH
-            {
-                let path = PathBuf::from(s(&pv, "/spec/hostPath/path"));
-                if path.starts_with(&ctx.storage) {
-                    let _ = std::fs::remove_dir_all(&path);
+    let spec = pv.spec.clone().unwrap_or_default();
+    match spec.persistent_volume_reclaim_policy.as_deref() {
+        Some("Delete") => {
+            let provisioned_here = pv
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(PROVISIONED_BY))
+                .is_some_and(|p| p == LOCAL_PATH);
+            if provisioned_here {
+                if let Some(hp) = &spec.host_path {
+                    let path = PathBuf::from(&hp.path);
+                    if path.starts_with(&ctx.storage) {
+                        let _ = std::fs::remove_dir_all(&path);
+                    }
                 }
             }
-            crate::client::Api::<crate::api::core::PersistentVolume>::all(&ctx.client)
-                .delete_all(std::slice::from_ref(&name))
-                .await?;
+            pvs.delete_all(std::slice::from_ref(&name)).await?;
             tracing::info!(volume = %name, "claim gone: volume deleted (reclaim policy Delete)");
         }
         _ => {
             if phase != "Released" {
-                ctx.client
-                    .patch_status(pv_kind, None, &name, &json!({"phase": "Released"}))
-                    .await?;
+                set_phase("Released").await?;
             }
         }
     }
@@ -299,29 +330,31 @@ pub async fn reconcile_volume(pv: Arc<Value>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// Maps a volume to the claim it is reserved for (so binding continues when the volume changes).
-pub fn claim_mapper() -> crate::runtime::controller::Mapper {
-    Arc::new(|pv: &Value| {
-        let ns = s(pv, "/spec/claimRef/namespace");
-        let name = s(pv, "/spec/claimRef/name");
-        if name.is_empty() {
-            Vec::new()
-        } else {
-            vec![format!("{ns}/{name}")]
-        }
+pub fn claim_mapper() -> crate::runtime::controller::Mapper<PersistentVolume> {
+    Arc::new(|pv: &PersistentVolume| match claim_ref(pv) {
+        Some(ObjectReference {
+            namespace,
+            name: Some(name),
+            ..
+        }) if !name.is_empty() => vec![format!("{}/{name}", namespace.as_deref().unwrap_or(""))],
+        _ => Vec::new(),
     })
 }
 
 /// Maps a claim to the volume reserved for it (so a deleted claim releases its volume).
-pub fn volume_mapper(volumes: Cache) -> crate::runtime::controller::Mapper {
-    Arc::new(move |claim: &Value| {
-        let (ns, name) = (s(claim, "/metadata/namespace"), s(claim, "/metadata/name"));
+pub fn volume_mapper(
+    volumes: Cache<PersistentVolume>,
+) -> crate::runtime::controller::Mapper<PersistentVolumeClaim> {
+    Arc::new(move |claim: &PersistentVolumeClaim| {
         volumes
             .list()
             .iter()
             .filter(|pv| {
-                s(pv, "/spec/claimRef/namespace") == ns && s(pv, "/spec/claimRef/name") == name
+                claim_ref(pv).is_some_and(|r| {
+                    r.namespace == claim.metadata.namespace && r.name == claim.metadata.name
+                })
             })
-            .map(|pv| format!("/{}", s(pv, "/metadata/name")))
+            .map(|pv| format!("/{}", pv.metadata.name()))
             .collect()
     })
 }
@@ -330,21 +363,36 @@ pub fn volume_mapper(volumes: Cache) -> crate::runtime::controller::Mapper {
 mod tests {
     use super::*;
 
+    fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn a_volume_fits_by_class_size_and_modes() {
-        let pv = json!({"spec": {"storageClassName": "fast", "capacity": {"storage": "2Gi"},
-            "accessModes": ["ReadWriteOnce", "ReadOnlyMany"]}});
-        let claim = |size: &str, mode: &str| json!({"spec": {"resources": {"requests": {"storage": size}}, "accessModes": [mode]}});
+        let pv: PersistentVolume = typed(
+            json!({"spec": {"storageClassName": "fast", "capacity": {"storage": "2Gi"},
+            "accessModes": ["ReadWriteOnce", "ReadOnlyMany"]}}),
+        );
+        let claim = |size: &str, mode: &str| -> PersistentVolumeClaim {
+            typed(
+                json!({"spec": {"resources": {"requests": {"storage": size}}, "accessModes": [mode]}}),
+            )
+        };
         assert!(fits(&pv, &claim("1Gi", "ReadWriteOnce"), "fast"));
         assert!(fits(&pv, &claim("2048Mi", "ReadOnlyMany"), "fast"));
         assert!(!fits(&pv, &claim("3Gi", "ReadWriteOnce"), "fast"));
         assert!(!fits(&pv, &claim("1Gi", "ReadWriteMany"), "fast"));
         assert!(!fits(&pv, &claim("1Gi", "ReadWriteOnce"), "slow"));
-        let classes = Cache::of([json!({"metadata": {"name": "local-path",
-            "annotations": {DEFAULT_CLASS: "true"}}, "provisioner": LOCAL_PATH})]);
-        assert_eq!(class_of(&json!({"spec": {}}), &classes), "local-path");
+        let classes = Cache::of([typed::<StorageClass>(
+            json!({"metadata": {"name": "local-path",
+            "annotations": {DEFAULT_CLASS: "true"}}, "provisioner": LOCAL_PATH}),
+        )]);
         assert_eq!(
-            class_of(&json!({"spec": {"storageClassName": ""}}), &classes),
+            class_of(&typed(json!({"spec": {}})), &classes),
+            "local-path"
+        );
+        assert_eq!(
+            class_of(&typed(json!({"spec": {"storageClassName": ""}})), &classes),
             ""
         );
     }

@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::api::apps::{ControllerRevision, Deployment, ReplicaSet};
+use crate::api::apps::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use crate::api::batch::{CronJob, Job};
-use crate::api::core::{Namespace, Node, Pod, ReplicationController};
+use crate::api::core::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+};
+use crate::api::other::StorageClass;
 use crate::api::registry::{self, KindInfo};
 use crate::client::informer::Informer;
 use crate::client::Client;
@@ -56,16 +59,7 @@ pub async fn run(
 }
 
 /// The kinds still read as JSON by the loops that use them (they move to typed informers as their loops do).
-const DYNAMIC: &[&str] = &[
-    "daemonsets",
-    "statefulsets",
-    "services",
-    "endpoints",
-    "endpointslices",
-    "persistentvolumes",
-    "persistentvolumeclaims",
-    "storageclasses",
-];
+const DYNAMIC: &[&str] = &["services", "endpoints", "endpointslices"];
 
 fn kind(plural: &str) -> &'static KindInfo {
     registry::KINDS
@@ -88,6 +82,11 @@ async fn loops(
     let nodes = Informer::<Node>::all(&client);
     let jobs = Informer::<Job>::all(&client);
     let cronjobs = Informer::<CronJob>::all(&client);
+    let daemonsets = Informer::<DaemonSet>::all(&client);
+    let statefulsets = Informer::<StatefulSet>::all(&client);
+    let pvs = Informer::<PersistentVolume>::all(&client);
+    let claims = Informer::<PersistentVolumeClaim>::all(&client);
+    let classes = Informer::<StorageClass>::all(&client);
     let dynamic: HashMap<&'static str, Informer<Value>> = DYNAMIC
         .iter()
         .map(|p| {
@@ -168,25 +167,22 @@ async fn loops(
         expectations: pods::Expectations::default(),
     });
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("daemonsets"))
-            .primary_shared(d("daemonsets"))
+        Controller::<DaemonSet>::new(client.clone())
+            .primary_shared(&daemonsets)
             .owns_shared(&pods)
-            .watches_shared(
-                &nodes,
-                daemonset::node_mapper(d("daemonsets").cache.clone()),
-            )
+            .watches_shared(&nodes, daemonset::node_mapper(daemonsets.cache.clone()))
             .workers(2)
             .run(daemonset::reconcile, ds_ctx, stopper()),
     ));
     let sts_ctx = Arc::new(statefulset::Context {
         client: client.clone(),
         pods: pods.cache.clone(),
-        claims: d("persistentvolumeclaims").cache.clone(),
+        claims: claims.cache.clone(),
         revisions: revisions.cache.clone(),
     });
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("statefulsets"))
-            .primary_shared(d("statefulsets"))
+        Controller::<StatefulSet>::new(client.clone())
+            .primary_shared(&statefulsets)
             .owns_shared(&pods)
             .workers(2)
             .run(statefulset::reconcile, sts_ctx, stopper()),
@@ -208,25 +204,22 @@ async fn loops(
     ));
     let vol_ctx = Arc::new(volumes::Context {
         client: client.clone(),
-        volumes: d("persistentvolumes").cache.clone(),
-        classes: d("storageclasses").cache.clone(),
-        claims: d("persistentvolumeclaims").cache.clone(),
+        volumes: pvs.cache.clone(),
+        classes: classes.cache.clone(),
+        claims: claims.cache.clone(),
         storage: settings.storage_dir.clone(),
     });
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("persistentvolumeclaims"))
-            .primary_shared(d("persistentvolumeclaims"))
-            .watches_shared(d("persistentvolumes"), volumes::claim_mapper())
+        Controller::<PersistentVolumeClaim>::new(client.clone())
+            .primary_shared(&claims)
+            .watches_shared(&pvs, volumes::claim_mapper())
             .workers(1)
             .run(volumes::reconcile, vol_ctx.clone(), stopper()),
     ));
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("persistentvolumes"))
-            .primary_shared(d("persistentvolumes"))
-            .watches_shared(
-                d("persistentvolumeclaims"),
-                volumes::volume_mapper(d("persistentvolumes").cache.clone()),
-            )
+        Controller::<PersistentVolume>::new(client.clone())
+            .primary_shared(&pvs)
+            .watches_shared(&claims, volumes::volume_mapper(pvs.cache.clone()))
             .workers(1)
             .run(volumes::reconcile_volume, vol_ctx, stopper()),
     ));
@@ -294,6 +287,9 @@ async fn loops(
     gc_sources.insert("controllerrevisions", revisions.shared().into());
     gc_sources.insert("jobs", jobs.shared().into());
     gc_sources.insert("cronjobs", cronjobs.shared().into());
+    gc_sources.insert("daemonsets", daemonsets.shared().into());
+    gc_sources.insert("statefulsets", statefulsets.shared().into());
+    gc_sources.insert("persistentvolumeclaims", claims.shared().into());
     for p in gc::kinds() {
         if let Some(inf) = dynamic.get(p) {
             gc_sources.insert(p, inf.shared().into());
