@@ -9,11 +9,12 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::registry;
+use crate::api::core::Service;
+use crate::client::events::Recorder;
 use crate::client::informer::Cache;
-use crate::client::Client;
+use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,20 @@ pub enum Error {
 pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
     /// An address for `svc`, given the addresses other Services hold; `Err` says why none can be given.
-    fn assign(&self, svc: &Value, taken: &HashSet<String>) -> Result<String, String>;
+    fn assign(&self, svc: &Service, taken: &HashSet<String>) -> Result<String, String>;
+}
+
+/// The first address in `status.loadBalancer.ingress`, if any.
+fn ingress_ip(svc: &Service) -> Option<&str> {
+    svc.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .as_deref()
 }
 
 /// The `local` provider: an IPv4 pool.
@@ -63,13 +77,15 @@ impl Provider for LocalPool {
         "local"
     }
 
-    fn assign(&self, svc: &Value, taken: &HashSet<String>) -> Result<String, String> {
+    fn assign(&self, svc: &Service, taken: &HashSet<String>) -> Result<String, String> {
         let in_pool = |ip: &str| {
             ip.parse::<Ipv4Addr>()
                 .is_ok_and(|a| u32::from(a).wrapping_sub(self.net) < self.size)
         };
-        if let Some(want) = svc["spec"]["loadBalancerIP"]
-            .as_str()
+        if let Some(want) = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.load_balancer_ip.as_deref())
             .filter(|w| !w.is_empty())
         {
             if !in_pool(want) {
@@ -84,7 +100,7 @@ impl Provider for LocalPool {
             return Ok(want.to_string());
         }
         // Keep what it has.
-        if let Some(have) = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str() {
+        if let Some(have) = ingress_ip(svc) {
             if in_pool(have) && !taken.contains(have) {
                 return Ok(have.to_string());
             }
@@ -98,79 +114,62 @@ impl Provider for LocalPool {
 
 pub struct Context {
     pub client: Client,
-    pub services: Cache,
+    pub services: Cache<Service>,
     pub provider: Arc<dyn Provider>,
 }
 
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+fn is_load_balancer(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
 }
 
 /// One reconcile of one Service.
-pub async fn reconcile(svc: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let kind = registry::lookup("services").expect("services kind");
-    let ns = s(&svc, "/metadata/namespace").to_string();
-    let name = s(&svc, "/metadata/name").to_string();
-    let has = svc["status"]["loadBalancer"]["ingress"]
-        .as_array()
-        .is_some_and(|i| !i.is_empty());
-    let ours = s(&svc, "/spec/type") == "LoadBalancer"
-        && svc["spec"]["loadBalancerClass"].is_null()
-        && svc["metadata"]["deletionTimestamp"].is_null();
+pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api = Api::<Service>::beside(&ctx.client, svc.as_ref());
+    let name = svc.metadata.name();
+    let write = |lb: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.patch_status(name, &Patch::Merge(json!({"status": {"loadBalancer": lb}})))
+                .await
+        }
+    };
+    let has = ingress_ip(&svc).is_some();
+    let other_class = svc
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.load_balancer_class.is_some());
+    let ours = is_load_balancer(&svc) && !other_class && svc.metadata.deletion_timestamp.is_none();
     if !ours {
-        if has && svc["spec"]["loadBalancerClass"].is_null() {
-            ctx.client
-                .patch_status(kind, Some(&ns), &name, &json!({"loadBalancer": {}}))
-                .await?;
+        if has && !other_class {
+            write(json!({"ingress": null})).await?;
         }
         return Ok(Action::await_change());
     }
-    let uid = s(&svc, "/metadata/uid");
+    let uid = svc.metadata.uid.as_deref();
     let taken: HashSet<String> = ctx
         .services
         .list()
         .iter()
-        .filter(|o| s(o, "/metadata/uid") != uid && s(o, "/spec/type") == "LoadBalancer")
-        .flat_map(|o| {
-            o["status"]["loadBalancer"]["ingress"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|i| i["ip"].as_str().map(String::from))
+        .filter(|o| o.metadata.uid.as_deref() != uid && is_load_balancer(o))
+        .filter_map(|o| ingress_ip(o).map(String::from))
         .collect();
-    let me = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "uid": uid}});
+    let recorder = Recorder::new(&ctx.client, "service-controller");
     match ctx.provider.assign(&svc, &taken) {
         Ok(ip) => {
-            if svc["status"]["loadBalancer"]["ingress"][0]["ip"] != ip.as_str() {
-                ctx.client
-                    .patch_status(
-                        kind,
-                        Some(&ns),
-                        &name,
-                        &json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}),
-                    )
-                    .await?;
-                crate::client::events::spawn_record(
-                    &ctx.client,
-                    me,
-                    "service-controller",
-                    "Normal",
+            if ingress_ip(&svc) != Some(ip.as_str()) {
+                write(json!({"ingress": [{"ip": ip, "ipMode": "VIP"}]})).await?;
+                recorder.normal(
+                    svc.as_ref(),
                     "EnsuredLoadBalancer",
                     format!("Ensured load balancer {ip} ({})", ctx.provider.name()),
                 );
             }
         }
-        Err(why) => {
-            crate::client::events::spawn_record(
-                &ctx.client,
-                me,
-                "service-controller",
-                "Warning",
-                "SyncLoadBalancerFailed",
-                format!("Error syncing load balancer: {why}"),
-            );
-        }
+        Err(why) => recorder.warning(
+            svc.as_ref(),
+            "SyncLoadBalancerFailed",
+            format!("Error syncing load balancer: {why}"),
+        ),
     }
     Ok(Action::await_change())
 }
@@ -190,7 +189,7 @@ mod tests {
             if let Some(ip) = have {
                 v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
             }
-            v
+            serde_json::from_value::<Service>(v).unwrap()
         };
         let none = HashSet::new();
         assert_eq!(pool.assign(&svc(None, None), &none).unwrap(), "127.97.0.1");

@@ -9,15 +9,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-
 use super::pods::{is_ready, phase};
-use crate::api::core::Pod;
-use crate::api::registry;
+use crate::api::core::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    ServicePort,
+};
+use crate::api::meta::ObjectMeta;
+use crate::api::other::{Endpoint, EndpointConditions, EndpointSlice, EndpointSlicePort};
 use crate::api::selector::Selector;
+use crate::api::{IntOrString, Resource};
 use crate::client::informer::Cache;
-use crate::client::Api;
-use crate::client::Client;
+use crate::client::{Api, Client};
 use crate::runtime::Action;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,36 +32,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 const MANAGER: &str = "capstan-endpoints";
 
 pub struct Context {
     pub client: Client,
     pub pods: Cache<Pod>,
-    pub endpoints: Cache,
-    pub slices: Cache,
+    pub endpoints: Cache<Endpoints>,
+    pub slices: Cache<EndpointSlice>,
 }
 
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-fn selector_of(svc: &Value) -> Option<Selector> {
-    let m = svc["spec"]["selector"]
-        .as_object()
+fn selector_of(svc: &Service) -> Option<Selector> {
+    let m = svc
+        .spec
+        .as_ref()?
+        .selector
+        .as_ref()
         .filter(|m| !m.is_empty())?;
-    let labels: BTreeMap<String, String> = m
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-        .collect();
-    Some(Selector::from_map(&labels))
+    Some(Selector::from_map(m))
 }
 
 /// The pod's port for a Service port's `targetPort` (defaulting to `port`), or None when a named port is missing.
-pub fn resolve_port(svc_port: &Value, pod: &Pod) -> Option<i64> {
-    match &svc_port["targetPort"] {
-        Value::Number(n) => n.as_i64(),
-        Value::String(name) => match name.parse::<i64>() {
+pub fn resolve_port(svc_port: &ServicePort, pod: &Pod) -> Option<i64> {
+    match &svc_port.target_port {
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(name)) => match name.parse::<i64>() {
             Ok(n) => Some(n),
             Err(_) => pod
                 .spec
@@ -70,11 +68,11 @@ pub fn resolve_port(svc_port: &Value, pod: &Pod) -> Option<i64> {
                 .find(|p| {
                     p.name.as_deref() == Some(name.as_str())
                         && p.protocol.as_deref().unwrap_or("TCP")
-                            == svc_port["protocol"].as_str().unwrap_or("TCP")
+                            == svc_port.protocol.as_deref().unwrap_or("TCP")
                 })
                 .map(|p| i64::from(p.container_port)),
         },
-        _ => svc_port["port"].as_i64(),
+        None => Some(i64::from(svc_port.port)),
     }
 }
 
@@ -85,25 +83,29 @@ struct Member<'p> {
     terminating: bool,
 }
 
+/// A resolved port: (name, number, protocol).
+type PortSet = Vec<(String, i64, String)>;
+
 /// Pods grouped by how the Service's ports resolve on them.
-fn groups<'p>(
-    svc: &Value,
-    pods: &'p [Arc<Pod>],
-) -> BTreeMap<Vec<(String, i64, String)>, Vec<Member<'p>>> {
-    let ports: Vec<Value> = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
-    let mut out: BTreeMap<Vec<(String, i64, String)>, Vec<Member<'p>>> = BTreeMap::new();
+fn groups<'p>(svc: &Service, pods: &'p [Arc<Pod>]) -> BTreeMap<PortSet, Vec<Member<'p>>> {
+    let ports: &[ServicePort] = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or(&[]);
+    let mut out: BTreeMap<PortSet, Vec<Member<'p>>> = BTreeMap::new();
     for pod in pods {
         if pod_ip(pod).is_none() || matches!(phase(pod), "Succeeded" | "Failed") {
             continue;
         }
-        let resolved: Vec<(String, i64, String)> = ports
+        let resolved: PortSet = ports
             .iter()
             .filter_map(|p| {
                 resolve_port(p, pod).map(|n| {
                     (
-                        s(p, "/name").to_string(),
+                        p.name.clone().unwrap_or_default(),
                         n,
-                        p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                        p.protocol.clone().unwrap_or_else(|| "TCP".into()),
                     )
                 })
             })
@@ -129,21 +131,30 @@ fn pod_ip(pod: &Pod) -> Option<&str> {
         .filter(|ip| !ip.is_empty())
 }
 
-fn target_ref(pod: &Pod) -> Value {
-    json!({"kind": "Pod", "namespace": pod.metadata.namespace, "name": pod.metadata.name,
-        "uid": pod.metadata.uid})
+fn target_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
 }
 
 /// The pod's DNS host name under this Service (hostname and subdomain set, subdomain naming the Service).
-fn hostname_for(svc: &Value, pod: &Pod) -> Option<String> {
+fn hostname_for(svc: &Service, pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     let h = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
-    (spec.subdomain.as_deref() == svc["metadata"]["name"].as_str()).then(|| h.to_string())
+    (spec.subdomain.as_deref() == svc.metadata.name.as_deref()).then(|| h.to_string())
 }
 
 /// The Endpoints object for a Service.
-pub fn endpoints_for(svc: &Value, pods: &[Arc<Pod>]) -> Value {
-    let publish_all = svc["spec"]["publishNotReadyAddresses"].as_bool() == Some(true);
+pub fn endpoints_for(svc: &Service, pods: &[Arc<Pod>]) -> Endpoints {
+    let publish_all = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        == Some(true);
     let mut subsets = Vec::new();
     for (ports, members) in groups(svc, pods) {
         let mut ready = Vec::new();
@@ -152,13 +163,12 @@ pub fn endpoints_for(svc: &Value, pods: &[Arc<Pod>]) -> Value {
             if m.terminating && !publish_all {
                 continue;
             }
-            let mut a = json!({"ip": pod_ip(m.pod), "targetRef": target_ref(m.pod)});
-            if let Some(n) = super::pods::node_name(m.pod) {
-                a["nodeName"] = json!(n);
-            }
-            if let Some(h) = hostname_for(svc, m.pod) {
-                a["hostname"] = json!(h);
-            }
+            let a = EndpointAddress {
+                ip: pod_ip(m.pod).unwrap_or("").to_string(),
+                hostname: hostname_for(svc, m.pod),
+                node_name: super::pods::node_name(m.pod).map(String::from),
+                target_ref: Some(target_ref(m.pod)),
+            };
             if m.ready || publish_all {
                 ready.push(a);
             } else {
@@ -168,37 +178,40 @@ pub fn endpoints_for(svc: &Value, pods: &[Arc<Pod>]) -> Value {
         if ready.is_empty() && not_ready.is_empty() {
             continue;
         }
-        let sort = |v: &mut Vec<Value>| v.sort_by(|a, b| s(a, "/ip").cmp(s(b, "/ip")));
-        sort(&mut ready);
-        sort(&mut not_ready);
-        let mut subset = json!({"ports": ports.iter().map(|(n, p, proto)| {
-            let mut port = json!({"port": p, "protocol": proto});
-            if !n.is_empty() { port["name"] = json!(n); }
-            port
-        }).collect::<Vec<_>>()});
-        if !ready.is_empty() {
-            subset["addresses"] = json!(ready);
-        }
-        if !not_ready.is_empty() {
-            subset["notReadyAddresses"] = json!(not_ready);
-        }
-        subsets.push(subset);
+        ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+        not_ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+        subsets.push(EndpointSubset {
+            addresses: (!ready.is_empty()).then_some(ready),
+            not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p, proto)| EndpointPort {
+                        name: (!n.is_empty()).then(|| n.clone()),
+                        port: *p as i32,
+                        protocol: Some(proto.clone()),
+                        app_protocol: None,
+                    })
+                    .collect(),
+            ),
+        });
     }
-    let mut labels = svc["metadata"]["labels"].clone();
-    if !labels.is_object() {
-        labels = json!({});
+    Endpoints {
+        api_version: "v1".into(),
+        kind: "Endpoints".into(),
+        metadata: ObjectMeta {
+            name: svc.metadata.name.clone(),
+            namespace: svc.metadata.namespace.clone(),
+            labels: Some(svc.metadata.labels()),
+            ..Default::default()
+        },
+        subsets: (!subsets.is_empty()).then_some(subsets),
     }
-    let mut ep = json!({"apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": svc["metadata"]["name"], "namespace": svc["metadata"]["namespace"], "labels": labels}});
-    if !subsets.is_empty() {
-        ep["subsets"] = json!(subsets);
-    }
-    ep
 }
 
 /// The EndpointSlices for a Service (one per distinct port set), named `<service>-<n>`.
-pub fn slices_for(svc: &Value, pods: &[Arc<Pod>]) -> Vec<Value> {
-    let name = s(svc, "/metadata/name");
+pub fn slices_for(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSlice> {
+    let name = svc.metadata.name();
     let mut out = Vec::new();
     let mut all = groups(svc, pods);
     if all.is_empty() {
@@ -206,105 +219,115 @@ pub fn slices_for(svc: &Value, pods: &[Arc<Pod>]) -> Vec<Value> {
         all.insert(Vec::new(), Vec::new());
     }
     for (i, (ports, members)) in all.into_iter().enumerate() {
-        let mut endpoints: Vec<Value> = members
+        let mut endpoints: Vec<Endpoint> = members
             .iter()
-            .map(|m| {
-                let mut e = json!({"addresses": [pod_ip(m.pod)],
-                    "conditions": {"ready": m.ready && !m.terminating, "serving": m.ready, "terminating": m.terminating},
-                    "targetRef": target_ref(m.pod)});
-                if let Some(n) = super::pods::node_name(m.pod) {
-                    e["nodeName"] = json!(n);
-                }
-                if let Some(h) = hostname_for(svc, m.pod) {
-                    e["hostname"] = json!(h);
-                }
-                e
+            .map(|m| Endpoint {
+                addresses: vec![pod_ip(m.pod).unwrap_or("").to_string()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(m.ready && !m.terminating),
+                    serving: Some(m.ready),
+                    terminating: Some(m.terminating),
+                }),
+                hostname: hostname_for(svc, m.pod),
+                node_name: super::pods::node_name(m.pod).map(String::from),
+                target_ref: Some(target_ref(m.pod)),
+                zone: None,
+                hints: None,
             })
             .collect();
-        endpoints.sort_by(|a, b| s(a, "/addresses/0").cmp(s(b, "/addresses/0")));
-        out.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{name}-{i}"), "namespace": svc["metadata"]["namespace"],
-                "labels": {SERVICE_NAME_LABEL: name, "endpointslice.kubernetes.io/managed-by": MANAGED_BY},
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": name,
-                    "uid": svc["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]},
-            "addressType": "IPv4",
-            "endpoints": endpoints,
-            "ports": ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect::<Vec<_>>()}));
+        endpoints.sort_by(|a, b| a.addresses.cmp(&b.addresses));
+        let labels = BTreeMap::from([
+            (SERVICE_NAME_LABEL.to_string(), name.to_string()),
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        ]);
+        out.push(EndpointSlice {
+            api_version: EndpointSlice::api_version(),
+            kind: "EndpointSlice".into(),
+            metadata: ObjectMeta {
+                name: Some(format!("{name}-{i}")),
+                namespace: svc.metadata.namespace.clone(),
+                labels: Some(labels),
+                owner_references: Some(vec![svc.controller_ref()]),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints,
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p, proto)| EndpointSlicePort {
+                        name: Some(n.clone()),
+                        port: Some(*p as i32),
+                        protocol: Some(proto.clone()),
+                        app_protocol: None,
+                    })
+                    .collect(),
+            ),
+        });
     }
     out
 }
 
-/// Whether `live` already says what `want` says (the fields this controller writes).
-fn same(want: &Value, live: Option<&Value>, fields: &[&str]) -> bool {
-    live.is_some_and(|l| fields.iter().all(|f| want.get(*f) == l.get(*f)))
+fn label<'a>(meta: &'a ObjectMeta, key: &str) -> &'a str {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map_or("", String::as_str)
 }
 
 /// One reconcile of one Service.
-pub async fn reconcile(svc: Arc<Value>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action> {
     let Some(selector) = selector_of(&svc) else {
         return Ok(Action::await_change());
     };
-    if svc["metadata"]["deletionTimestamp"].is_string() {
+    if svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = s(&svc, "/metadata/namespace").to_string();
-    let name = s(&svc, "/metadata/name").to_string();
+    let ns = svc.metadata.namespace().to_string();
+    let name = svc.metadata.name().to_string();
     let pods: Vec<Arc<Pod>> = ctx
         .pods
         .list_namespace(&ns)
         .into_iter()
         .filter(|p| selector.matches(&p.metadata.labels()))
         .collect();
-    let ep_kind = registry::lookup("endpoints").expect("endpoints kind");
-    let slice_kind = registry::lookup("endpointslices").expect("endpointslices kind");
 
     let ep = endpoints_for(&svc, &pods);
     let live = ctx.endpoints.get(&ns, &name);
-    if !same(&ep, live.as_deref(), &["subsets"]) {
-        ctx.client
-            .apply(ep_kind, Some(&ns), &name, &ep, MANAGER, true)
+    if live.is_none_or(|l| l.subsets != ep.subsets) {
+        Api::<Endpoints>::namespaced(&ctx.client, &ns)
+            .apply(&name, &ep, MANAGER, true)
             .await?;
     }
-    let slices = slices_for(&svc, &pods);
+    let slices_api = Api::<EndpointSlice>::namespaced(&ctx.client, &ns);
     let mut keep = Vec::new();
-    for sl in &slices {
-        let sn = s(sl, "/metadata/name").to_string();
+    for sl in slices_for(&svc, &pods) {
+        let sn = sl.metadata.name().to_string();
         let live = ctx.slices.get(&ns, &sn);
-        if !same(sl, live.as_deref(), &["endpoints", "ports"]) {
-            ctx.client
-                .apply(slice_kind, Some(&ns), &sn, sl, MANAGER, true)
-                .await?;
+        if live.is_none_or(|l| l.endpoints != sl.endpoints || l.ports != sl.ports) {
+            slices_api.apply(&sn, &sl, MANAGER, true).await?;
         }
         keep.push(sn);
     }
     // Slices of port sets that no longer exist.
     let stale: Vec<String> = ctx
         .slices
-        .list()
+        .list_namespace(&ns)
         .iter()
         .filter(|sl| {
-            s(sl, "/metadata/namespace") == ns
-                && s(
-                    sl,
-                    &format!("/metadata/labels/{}", SERVICE_NAME_LABEL.replace('/', "~1")),
-                ) == name
-                && s(
-                    sl,
-                    "/metadata/labels/endpointslice.kubernetes.io~1managed-by",
-                ) == MANAGED_BY
-                && !keep.iter().any(|k| k == s(sl, "/metadata/name"))
+            label(&sl.metadata, SERVICE_NAME_LABEL) == name
+                && label(&sl.metadata, MANAGED_BY_LABEL) == MANAGED_BY
+                && !keep.iter().any(|k| k == sl.metadata.name())
         })
-        .map(|sl| s(sl, "/metadata/name").to_string())
+        .map(|sl| sl.metadata.name().to_string())
         .collect();
-    Api::<crate::api::other::EndpointSlice>::namespaced(&ctx.client, &ns)
-        .delete_all(&stale)
-        .await?;
+    slices_api.delete_all(&stale).await?;
     Ok(Action::await_change())
 }
 
 /// Maps a pod to the Services of its namespace whose selector matches it (now, or - when it changed labels - the
 /// ones that list it).
-pub fn pod_mapper(services: Cache) -> crate::runtime::controller::Mapper<Pod> {
+pub fn pod_mapper(services: Cache<Service>) -> crate::runtime::controller::Mapper<Pod> {
     Arc::new(move |pod: &Pod| {
         let labels = pod.metadata.labels();
         services
@@ -316,18 +339,19 @@ pub fn pod_mapper(services: Cache) -> crate::runtime::controller::Mapper<Pod> {
     })
 }
 
-/// Maps an Endpoints or EndpointSlice to its Service (so a hand edit is put right).
-pub fn owner_mapper() -> crate::runtime::controller::Mapper {
-    Arc::new(|obj: &Value| {
-        let ns = s(obj, "/metadata/namespace");
-        let name = match s(obj, "/kind") {
-            "EndpointSlice" => s(obj, "/metadata/labels/kubernetes.io~1service-name"),
-            _ => s(obj, "/metadata/name"),
-        };
-        if name.is_empty() {
+/// Maps an Endpoints object to its Service (so a hand edit is put right).
+pub fn endpoints_owner() -> crate::runtime::controller::Mapper<Endpoints> {
+    Arc::new(|ep: &Endpoints| vec![crate::runtime::key_of(ep)])
+}
+
+/// Maps an EndpointSlice to its Service (so a hand edit is put right).
+pub fn slice_owner() -> crate::runtime::controller::Mapper<EndpointSlice> {
+    Arc::new(|sl: &EndpointSlice| {
+        let service = label(&sl.metadata, SERVICE_NAME_LABEL);
+        if service.is_empty() {
             Vec::new()
         } else {
-            vec![format!("{ns}/{name}")]
+            vec![format!("{}/{service}", sl.metadata.namespace())]
         }
     })
 }
@@ -335,6 +359,7 @@ pub fn owner_mapper() -> crate::runtime::controller::Mapper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pod(name: &str, ip: &str, ready: bool, port_name: &str, port: i64) -> Arc<Pod> {
         Arc::new(serde_json::from_value(
@@ -347,15 +372,16 @@ mod tests {
 
     #[test]
     fn endpoints_resolve_named_ports_per_pod_and_split_by_readiness() {
-        let svc = json!({"metadata": {"name": "web", "namespace": "n", "uid": "s"},
-            "spec": {"selector": {"app": "a"}, "ports": [{"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"}]}});
+        let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "n", "uid": "s"},
+            "spec": {"selector": {"app": "a"}, "ports": [{"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"}]}}))
+        .unwrap();
         let pods = vec![
             pod("a", "10.0.0.2", true, "web", 8080),
             pod("b", "10.0.0.1", false, "web", 8080),
             pod("c", "10.0.0.3", true, "web", 9090),
             pod("d", "10.0.0.4", true, "other", 1),
         ];
-        let ep = endpoints_for(&svc, &pods);
+        let ep = serde_json::to_value(endpoints_for(&svc, &pods)).unwrap();
         let subsets = ep["subsets"].as_array().unwrap();
         assert_eq!(subsets.len(), 2, "{ep}");
         assert_eq!(
@@ -365,14 +391,16 @@ mod tests {
         assert_eq!(subsets[0]["addresses"][0]["ip"], "10.0.0.2");
         assert_eq!(subsets[0]["notReadyAddresses"][0]["ip"], "10.0.0.1");
         assert_eq!(subsets[1]["addresses"][0]["targetRef"]["name"], "c");
-        let slices = slices_for(&svc, &pods);
+        let slices = serde_json::to_value(slices_for(&svc, &pods)).unwrap();
+        let slices = slices.as_array().unwrap();
         assert_eq!(slices.len(), 2);
         assert_eq!(slices[0]["metadata"]["labels"][SERVICE_NAME_LABEL], "web");
         assert_eq!(slices[0]["endpoints"][0]["conditions"]["ready"], false);
         assert_eq!(slices[0]["endpoints"][1]["conditions"]["ready"], true);
-        assert_eq!(resolve_port(&json!({"port": 80}), &pods[0]), Some(80));
+        let port = |v: serde_json::Value| -> ServicePort { serde_json::from_value(v).unwrap() };
+        assert_eq!(resolve_port(&port(json!({"port": 80})), &pods[0]), Some(80));
         assert_eq!(
-            resolve_port(&json!({"port": 80, "targetPort": 8081}), &pods[0]),
+            resolve_port(&port(json!({"port": 80, "targetPort": 8081})), &pods[0]),
             Some(8081)
         );
     }

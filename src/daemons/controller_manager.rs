@@ -7,15 +7,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::api::apps::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use crate::api::batch::{CronJob, Job};
 use crate::api::core::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+    Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+    ReplicationController, Service,
 };
-use crate::api::other::StorageClass;
-use crate::api::registry::{self, KindInfo};
+use crate::api::other::{EndpointSlice, StorageClass};
 use crate::client::informer::Informer;
 use crate::client::Client;
 use crate::controllers::{
@@ -58,16 +56,6 @@ pub async fn run(
     campaign.abort();
 }
 
-/// The kinds still read as JSON by the loops that use them (they move to typed informers as their loops do).
-const DYNAMIC: &[&str] = &["services", "endpoints", "endpointslices"];
-
-fn kind(plural: &str) -> &'static KindInfo {
-    registry::KINDS
-        .iter()
-        .find(|k| k.plural == plural)
-        .unwrap_or_else(|| panic!("{plural} is not in the kind registry"))
-}
-
 /// Starts every loop on shared informers; stops them when `stop` resolves.
 async fn loops(
     client: Client,
@@ -87,16 +75,9 @@ async fn loops(
     let pvs = Informer::<PersistentVolume>::all(&client);
     let claims = Informer::<PersistentVolumeClaim>::all(&client);
     let classes = Informer::<StorageClass>::all(&client);
-    let dynamic: HashMap<&'static str, Informer<Value>> = DYNAMIC
-        .iter()
-        .map(|p| {
-            (
-                *p,
-                Informer::start(client.clone(), kind(p), None, String::new()),
-            )
-        })
-        .collect();
-    let d = |p: &str| &dynamic[p];
+    let services = Informer::<Service>::all(&client);
+    let endpoints_informer = Informer::<Endpoints>::all(&client);
+    let slices = Informer::<EndpointSlice>::all(&client);
 
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
@@ -190,15 +171,15 @@ async fn loops(
     let ep_ctx = Arc::new(endpoints::Context {
         client: client.clone(),
         pods: pods.cache.clone(),
-        endpoints: d("endpoints").cache.clone(),
-        slices: d("endpointslices").cache.clone(),
+        endpoints: endpoints_informer.cache.clone(),
+        slices: slices.cache.clone(),
     });
     tasks.push(tokio::spawn(
-        Controller::dynamic(client.clone(), kind("services"))
-            .primary_shared(d("services"))
-            .watches_shared(&pods, endpoints::pod_mapper(d("services").cache.clone()))
-            .watches_shared(d("endpoints"), endpoints::owner_mapper())
-            .watches_shared(d("endpointslices"), endpoints::owner_mapper())
+        Controller::<Service>::new(client.clone())
+            .primary_shared(&services)
+            .watches_shared(&pods, endpoints::pod_mapper(services.cache.clone()))
+            .watches_shared(&endpoints_informer, endpoints::endpoints_owner())
+            .watches_shared(&slices, endpoints::slice_owner())
             .workers(2)
             .run(endpoints::reconcile, ep_ctx, stopper()),
     ));
@@ -228,12 +209,12 @@ async fn loops(
         Ok(pool) => {
             let lb_ctx = Arc::new(crate::cloud::Context {
                 client: client.clone(),
-                services: d("services").cache.clone(),
+                services: services.cache.clone(),
                 provider: Arc::new(pool),
             });
             tasks.push(tokio::spawn(
-                Controller::dynamic(client.clone(), kind("services"))
-                    .primary_shared(d("services"))
+                Controller::<Service>::new(client.clone())
+                    .primary_shared(&services)
                     .workers(1)
                     .run(crate::cloud::reconcile, lb_ctx, stopper()),
             ));
@@ -290,9 +271,14 @@ async fn loops(
     gc_sources.insert("daemonsets", daemonsets.shared().into());
     gc_sources.insert("statefulsets", statefulsets.shared().into());
     gc_sources.insert("persistentvolumeclaims", claims.shared().into());
+    gc_sources.insert("services", services.shared().into());
+    gc_sources.insert("endpointslices", slices.shared().into());
     for p in gc::kinds() {
-        if let Some(inf) = dynamic.get(p) {
-            gc_sources.insert(p, inf.shared().into());
+        if !gc_sources.contains_key(p) {
+            tracing::error!(
+                kind = p,
+                "the garbage collector has no informer for this kind"
+            );
         }
     }
     tasks.push(tokio::spawn(gc::run(client.clone(), gc_sources, stopper())));
