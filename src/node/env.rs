@@ -313,50 +313,53 @@ pub fn expanded(container: &Value, field: &str, env: &[(String, String)]) -> Vec
 /// The service environment variables Kubernetes gives every container (Docker-links style): for each Service of the
 /// pod's namespace with a cluster IP, `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT` (and `_<PORTNAME>`), `<NAME>_PORT`
 /// and `<NAME>_PORT_<port>_<PROTO>` with its `_PROTO`, `_PORT` and `_ADDR`.
-pub fn service_links(ns: &str, services: &[std::sync::Arc<Value>]) -> Vec<(String, String)> {
+pub fn service_links(
+    ns: &str,
+    services: &[std::sync::Arc<crate::api::core::Service>],
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut sorted: Vec<&Value> = services
+    let mut sorted: Vec<&crate::api::core::Service> = services
         .iter()
         .map(|s| s.as_ref())
-        .filter(|s| s["metadata"]["namespace"] == ns)
+        .filter(|s| s.metadata.namespace() == ns)
         .collect();
-    sorted.sort_by_key(|s| s["metadata"]["name"].as_str().unwrap_or("").to_string());
+    sorted.sort_by_key(|s| s.metadata.name().to_string());
     for svc in sorted {
-        let ip = svc["spec"]["clusterIP"].as_str().unwrap_or("");
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or("");
         if ip.is_empty() || ip == "None" {
             continue;
         }
-        let prefix = svc["metadata"]["name"]
-            .as_str()
-            .unwrap_or("")
-            .to_ascii_uppercase()
-            .replace('-', "_");
-        let ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
+        let prefix = svc.metadata.name().to_ascii_uppercase().replace('-', "_");
+        let ports = spec.ports.clone().unwrap_or_default();
         let Some(first) = ports.first() else { continue };
         out.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
-        out.push((format!("{prefix}_SERVICE_PORT"), first["port"].to_string()));
+        out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
         for p in &ports {
-            if let Some(name) = p["name"].as_str().filter(|n| !n.is_empty()) {
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
                 out.push((
                     format!(
                         "{prefix}_SERVICE_PORT_{}",
                         name.to_ascii_uppercase().replace('-', "_")
                     ),
-                    p["port"].to_string(),
+                    p.port.to_string(),
                 ));
             }
         }
-        let proto = |p: &Value| p["protocol"].as_str().unwrap_or("TCP").to_string();
+        let proto =
+            |p: &crate::api::core::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
         out.push((
             format!("{prefix}_PORT"),
             format!(
                 "{}://{ip}:{}",
                 proto(first).to_ascii_lowercase(),
-                first["port"]
+                first.port
             ),
         ));
         for p in &ports {
-            let (port, pr) = (p["port"].to_string(), proto(p));
+            let (port, pr) = (p.port.to_string(), proto(p));
             let base = format!("{prefix}_PORT_{port}_{pr}");
             out.push((
                 base.clone(),
@@ -458,14 +461,16 @@ mod tests {
 
     #[test]
     fn service_links_follow_kubernetes_names() {
-        let svc = std::sync::Arc::new(
+        let typed = |v: Value| -> std::sync::Arc<crate::api::core::Service> {
+            std::sync::Arc::new(serde_json::from_value(v).unwrap())
+        };
+        let svc = typed(
             json!({"metadata": {"name": "redis-primary", "namespace": "n"},
             "spec": {"clusterIP": "10.96.0.11", "ports": [{"name": "redis", "port": 6379, "protocol": "TCP"}]}}),
         );
-        let other =
-            std::sync::Arc::new(json!({"metadata": {"name": "x", "namespace": "elsewhere"},
+        let other = typed(json!({"metadata": {"name": "x", "namespace": "elsewhere"},
             "spec": {"clusterIP": "10.96.0.12", "ports": [{"port": 1}]}}));
-        let headless = std::sync::Arc::new(json!({"metadata": {"name": "h", "namespace": "n"},
+        let headless = typed(json!({"metadata": {"name": "h", "namespace": "n"},
             "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}));
         let env: std::collections::BTreeMap<String, String> =
             service_links("n", &[svc, other, headless])

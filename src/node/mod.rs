@@ -118,7 +118,7 @@ pub struct Shared {
     pub pods_kind: &'static KindInfo,
     pub pods: Cache,
     /// Every Service (for the service environment variables of new containers).
-    pub services: Cache,
+    pub services: Cache<crate::api::core::Service>,
     /// Where this node serves cluster DNS (None when it cannot bind port 53).
     pub dns: Option<std::net::Ipv4Addr>,
 }
@@ -345,8 +345,8 @@ pub async fn run(
         None,
         format!("fieldSelector=spec.nodeName%3D{}", cfg.node_name),
     );
-    let services = Informer::start(client.clone(), kind("services"), None, String::new());
-    let slices = Informer::start(client.clone(), kind("endpointslices"), None, String::new());
+    let services = Informer::<crate::api::core::Service>::all(&client);
+    let slices = Informer::<crate::api::other::EndpointSlice>::all(&client);
     let tables = crate::proxy::Tables::new(services.cache.clone(), slices.cache.clone());
     let proxy = tokio::spawn(crate::proxy::run(
         tables.clone(),

@@ -10,20 +10,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{service_of, Tables};
+use crate::api::core::Service;
+use crate::api::other::{Endpoint, EndpointSlice};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use serde_json::Value;
-
-use super::Tables;
 
 /// The cluster domain.
 pub const DOMAIN: &str = "cluster.local";
 const TTL: u32 = 5;
-
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
 
 /// What a cluster name resolves to.
 #[derive(Debug, PartialEq)]
@@ -66,39 +62,40 @@ impl Tables {
         }
     }
 
-    fn find_service(&self, ns: &str, svc: &str) -> Option<Arc<Value>> {
+    fn find_service(&self, ns: &str, svc: &str) -> Option<Arc<Service>> {
         self.services.get(ns, svc)
     }
 
-    fn slices_of(&self, ns: &str, svc: &str) -> Vec<Arc<Value>> {
+    fn slices_of(&self, ns: &str, svc: &str) -> Vec<Arc<EndpointSlice>> {
         self.slices
-            .list()
+            .list_namespace(ns)
             .into_iter()
-            .filter(|sl| {
-                s(sl, "/metadata/namespace") == ns
-                    && s(sl, "/metadata/labels/kubernetes.io~1service-name") == svc
-            })
+            .filter(|sl| service_of(sl) == svc)
             .collect()
     }
 
-    fn ready_endpoints(&self, ns: &str, svc: &str) -> Vec<Value> {
+    fn ready_endpoints(&self, ns: &str, svc: &str) -> Vec<Endpoint> {
         self.slices_of(ns, svc)
             .iter()
-            .flat_map(|sl| sl["endpoints"].as_array().cloned().unwrap_or_default())
-            .filter(|e| e["conditions"]["ready"].as_bool() != Some(false))
+            .flat_map(|sl| sl.endpoints.clone())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
             .collect()
     }
 
     fn service(&self, ns: &str, svc: &str) -> Option<Answer> {
         let service = self.find_service(ns, svc)?;
-        let ip = s(&service, "/spec/clusterIP");
+        let ip = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .unwrap_or("");
         if let Ok(a) = ip.parse::<Ipv4Addr>() {
             return Some(Answer::A(vec![a]));
         }
         let mut ips: Vec<Ipv4Addr> = self
             .ready_endpoints(ns, svc)
             .iter()
-            .filter_map(|e| e["addresses"][0].as_str()?.parse().ok())
+            .filter_map(|e| e.addresses.first()?.parse().ok())
             .collect();
         ips.sort();
         ips.dedup();
@@ -110,24 +107,24 @@ impl Tables {
         let ips: Vec<Ipv4Addr> = self
             .slices_of(ns, svc)
             .iter()
-            .flat_map(|sl| sl["endpoints"].as_array().cloned().unwrap_or_default())
-            .filter(|e| e["hostname"] == host)
-            .filter_map(|e| e["addresses"][0].as_str()?.parse().ok())
+            .flat_map(|sl| sl.endpoints.clone())
+            .filter(|e| e.hostname.as_deref() == Some(host))
+            .filter_map(|e| e.addresses.first()?.parse().ok())
             .collect();
         (!ips.is_empty()).then_some(Answer::A(ips))
     }
 
     fn srv(&self, ns: &str, svc: &str, port: &str, proto: &str) -> Option<Answer> {
         let service = self.find_service(ns, svc)?;
-        let p = service["spec"]["ports"].as_array()?.iter().find(|p| {
-            s(p, "/name") == port
-                && p["protocol"]
-                    .as_str()
+        let p = service.spec.as_ref()?.ports.as_ref()?.iter().find(|p| {
+            p.name.as_deref().unwrap_or("") == port
+                && p.protocol
+                    .as_deref()
                     .unwrap_or("TCP")
                     .eq_ignore_ascii_case(proto)
         })?;
         Some(Answer::Srv(vec![(
-            p["port"].as_u64().unwrap_or(0) as u16,
+            p.port as u16,
             format!("{svc}.{ns}.svc.{DOMAIN}."),
         )]))
     }
@@ -240,17 +237,24 @@ mod tests {
     use serde_json::json;
 
     fn tables() -> Arc<Tables> {
-        let services = Cache::of([
-            json!({"metadata": {"name": "web", "namespace": "shop"},
-                "spec": {"clusterIP": "127.96.0.7", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
-            json!({"metadata": {"name": "db", "namespace": "shop"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}),
+        let typed = |v: serde_json::Value| serde_json::from_value(v).unwrap();
+        let services: Cache<Service> = Cache::of([
+            typed(json!({"metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"clusterIP": "127.96.0.7", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})),
+            typed(
+                json!({"metadata": {"name": "db", "namespace": "shop"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}),
+            ),
         ]);
-        let slices = Cache::of([json!({"metadata": {"name": "db-0", "namespace": "shop",
-                "labels": {"kubernetes.io/service-name": "db"}},
+        let typed_slice =
+            |v: serde_json::Value| -> EndpointSlice { serde_json::from_value(v).unwrap() };
+        let slices = Cache::of([typed_slice(
+            json!({"metadata": {"name": "db-0", "namespace": "shop",
+                "labels": {"kubernetes.io/service-name": "db"}}, "addressType": "IPv4",
             "endpoints": [
                 {"addresses": ["127.244.0.3"], "hostname": "db-0", "conditions": {"ready": true}},
                 {"addresses": ["127.244.0.2"], "hostname": "db-1", "conditions": {"ready": true}},
-                {"addresses": ["127.244.0.9"], "conditions": {"ready": false}}]})]);
+                {"addresses": ["127.244.0.9"], "conditions": {"ready": false}}]}),
+        )]);
         Tables::new(services, slices)
     }
 

@@ -13,15 +13,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::broadcast;
 
+use crate::api::core::Service;
+use crate::api::other::EndpointSlice;
 use crate::client::informer::{Cache, Change};
 
 pub mod dns;
 
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn service_of(slice: &EndpointSlice) -> &str {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/service-name"))
+        .map_or("", String::as_str)
 }
 
 /// Which Service port a listener serves.
@@ -37,8 +44,8 @@ struct Target {
 
 /// What the proxy knows: Services and EndpointSlices (shared informer caches), and its round-robin and affinity state.
 pub struct Tables {
-    services: Cache,
-    slices: Cache,
+    services: Cache<Service>,
+    slices: Cache<EndpointSlice>,
     next: Mutex<HashMap<Target, usize>>,
     sticky: Mutex<HashMap<(Target, IpAddr), (SocketAddr, Instant)>>,
     /// Addresses the proxy added to the loopback device (root), removed when no Service uses them.
@@ -46,7 +53,7 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub fn new(services: Cache, slices: Cache) -> Arc<Self> {
+    pub fn new(services: Cache<Service>, slices: Cache<EndpointSlice>) -> Arc<Self> {
         Arc::new(Tables {
             services,
             slices,
@@ -74,36 +81,31 @@ impl Tables {
     fn endpoints(&self, t: &Target) -> Vec<SocketAddr> {
         let mut ready = Vec::new();
         let mut serving = Vec::new();
-        for slice in self.slices.list() {
-            if s(&slice, "/metadata/namespace") != t.ns
-                || s(&slice, "/metadata/labels/kubernetes.io~1service-name") != t.service
-            {
+        for slice in self.slices.list_namespace(&t.ns) {
+            if service_of(&slice) != t.service {
                 continue;
             }
-            let Some(port) = slice["ports"]
-                .as_array()
-                .into_iter()
+            let Some(port) = slice
+                .ports
+                .iter()
                 .flatten()
                 .find(|p| {
-                    p["name"].as_str().unwrap_or("") == t.port_name
-                        && p["protocol"].as_str().unwrap_or("TCP") == t.protocol
+                    p.name.as_deref().unwrap_or("") == t.port_name
+                        && p.protocol.as_deref().unwrap_or("TCP") == t.protocol
                 })
-                .and_then(|p| p["port"].as_u64())
+                .and_then(|p| p.port)
             else {
                 continue;
             };
-            for e in slice["endpoints"].as_array().into_iter().flatten() {
-                let Some(ip) = e["addresses"][0]
-                    .as_str()
-                    .and_then(|a| a.parse::<IpAddr>().ok())
-                else {
+            for e in &slice.endpoints {
+                let Some(ip) = e.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
                     continue;
                 };
                 let addr = SocketAddr::new(ip, port as u16);
-                let c = &e["conditions"];
-                if c["ready"].as_bool() != Some(false) {
+                let c = e.conditions.clone().unwrap_or_default();
+                if c.ready != Some(false) {
                     ready.push(addr);
-                } else if c["serving"] == true && c["terminating"] == true {
+                } else if c.serving == Some(true) && c.terminating == Some(true) {
                     serving.push(addr);
                 }
             }
@@ -148,53 +150,60 @@ impl Tables {
     fn wanted(&self, node_ip: IpAddr) -> HashMap<(SocketAddr, String), Target> {
         let mut out = HashMap::new();
         for svc in self.services.list() {
-            let ty = s(&svc, "/spec/type");
-            let ip = s(&svc, "/spec/clusterIP");
+            let Some(spec) = svc.spec.as_ref() else {
+                continue;
+            };
+            let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
             if ty == "ExternalName" {
                 continue;
             }
-            let affinity = (s(&svc, "/spec/sessionAffinity") == "ClientIP").then(|| {
+            let ip = spec.cluster_ip.as_deref().unwrap_or("");
+            let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+                let config = spec.session_affinity_config.as_ref().map(|c| &c.0);
                 Duration::from_secs(
-                    svc.pointer("/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
-                        .and_then(Value::as_u64)
+                    config
+                        .and_then(|c| c["clientIP"]["timeoutSeconds"].as_u64())
                         .unwrap_or(10800),
                 )
             });
-            for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
-                let protocol = p["protocol"].as_str().unwrap_or("TCP").to_string();
+            let lb_ips: Vec<IpAddr> = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect();
+            for p in spec.ports.iter().flatten() {
+                let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
                 if protocol != "TCP" && protocol != "UDP" {
                     continue;
                 }
                 let target = Target {
-                    ns: s(&svc, "/metadata/namespace").to_string(),
-                    service: s(&svc, "/metadata/name").to_string(),
-                    port_name: s(p, "/name").to_string(),
+                    ns: svc.metadata.namespace().to_string(),
+                    service: svc.metadata.name().to_string(),
+                    port_name: p.name.clone().unwrap_or_default(),
                     protocol: protocol.clone(),
                     affinity,
                 };
-                if let (Ok(addr), Some(port)) = (ip.parse::<IpAddr>(), p["port"].as_u64()) {
+                let port = p.port as u16;
+                if let Ok(addr) = ip.parse::<IpAddr>() {
                     out.insert(
-                        (SocketAddr::new(addr, port as u16), protocol.clone()),
+                        (SocketAddr::new(addr, port), protocol.clone()),
                         target.clone(),
                     );
                 }
                 if ty == "LoadBalancer" {
-                    let ingress = svc["status"]["loadBalancer"]["ingress"].as_array();
-                    for addr in ingress
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|i| i["ip"].as_str()?.parse::<IpAddr>().ok())
-                    {
-                        if let Some(port) = p["port"].as_u64() {
-                            out.insert(
-                                (SocketAddr::new(addr, port as u16), protocol.clone()),
-                                target.clone(),
-                            );
-                        }
+                    for addr in &lb_ips {
+                        out.insert(
+                            (SocketAddr::new(*addr, port), protocol.clone()),
+                            target.clone(),
+                        );
                     }
                 }
-                if let Some(np) = p["nodePort"]
-                    .as_u64()
+                if let Some(np) = p
+                    .node_port
                     .filter(|_| ty == "NodePort" || ty == "LoadBalancer")
                 {
                     out.insert(
@@ -240,7 +249,11 @@ async fn remove_local(ip: IpAddr) {
 }
 
 /// Runs the proxy until its informers stop: listeners follow the Services.
-pub async fn run(tables: Arc<Tables>, services: broadcast::Sender<Change>, node_ip: IpAddr) {
+pub async fn run(
+    tables: Arc<Tables>,
+    services: broadcast::Sender<Change<Service>>,
+    node_ip: IpAddr,
+) {
     let mut changes = services.subscribe();
     tables.services.wait_synced().await;
     let mut running: HashMap<(SocketAddr, String), (Target, tokio::task::JoinHandle<()>)> =
@@ -428,15 +441,23 @@ async fn udp(sock: Arc<tokio::net::UdpSocket>, tables: Arc<Tables>, target: Targ
 mod tests {
     use super::*;
 
+    fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn wanted_listeners_cover_cluster_ips_and_node_ports() {
         let services = Cache::of([
-            serde_json::json!({"metadata": {"name": "web", "namespace": "n", "resourceVersion": "1"},
+            typed(
+                serde_json::json!({"metadata": {"name": "web", "namespace": "n", "resourceVersion": "1"},
             "spec": {"type": "NodePort", "clusterIP": "10.96.0.5", "sessionAffinity": "ClientIP",
                 "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"},
                           {"name": "dns", "port": 53, "protocol": "UDP"}]}}),
-            serde_json::json!({"metadata": {"name": "headless", "namespace": "n", "resourceVersion": "1"},
+            ),
+            typed(
+                serde_json::json!({"metadata": {"name": "headless", "namespace": "n", "resourceVersion": "1"},
             "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+            ),
         ]);
         let t = Tables::new(services, Cache::of([]));
         let w = t.wanted("127.0.0.1".parse().unwrap());
@@ -456,15 +477,15 @@ mod tests {
 
     #[test]
     fn picks_rotate_and_stick_with_affinity() {
-        let slices = Cache::of([
+        let slices = Cache::of([typed(
             serde_json::json!({"metadata": {"name": "web-0", "namespace": "n", "resourceVersion": "1",
-                "labels": {"kubernetes.io/service-name": "web"}},
+                "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [
                 {"addresses": ["127.0.0.2"], "conditions": {"ready": true}},
                 {"addresses": ["127.0.0.3"], "conditions": {"ready": true}},
                 {"addresses": ["127.0.0.4"], "conditions": {"ready": false, "serving": true, "terminating": true}}]}),
-        ]);
+        )]);
         let t = Tables::new(Cache::of([]), slices);
         let mut target = Target {
             ns: "n".into(),
