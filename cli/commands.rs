@@ -795,7 +795,7 @@ async fn run_agent(
     if let Some(p) = prepare {
         p.await?;
     }
-    capstan::node::run(client, cfg, runtime, stop).await?;
+    capstan::daemons::agent::run(client, cfg, runtime, stop).await?;
     Ok(())
 }
 

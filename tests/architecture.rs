@@ -33,7 +33,7 @@ fn allowed(module: &str) -> &'static [&'static str] {
         "controllers" => &["api", "client", "runtime", "sys", "scheduler"],
         "scheduler" | "cloud" | "gitops" => &["api", "client", "runtime", "sys"],
         "proxy" => &["api", "client", "runtime", "sys"],
-        "node" => &["api", "client", "runtime", "image", "sys", "proxy"],
+        "node" => &["api", "client", "runtime", "image", "sys"],
         "daemons" => &[
             "api",
             "client",

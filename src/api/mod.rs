@@ -25,6 +25,9 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 pub use meta::{ObjectMeta, TypeMeta};
+
+/// The cluster's DNS domain (`<svc>.<ns>.svc.cluster.local`), shared by the DNS server and the pods' resolv.conf.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 pub use resource::{HasMetadata, Object, Resource};
 
 /// A part of an object that Capstan stores exactly as given but does not model field by field (yet), such as a

@@ -2,10 +2,14 @@
 //! informers, under which lease, and how they stop. Components themselves (controllers, scheduler, gitops, cloud)
 //! never start each other; they are started from here.
 //!
-//! Today [`controller_manager`] holds the control loops that run under the `capstan-controller-manager` Lease: the
-//! controllers, the cloud controller manager's service controller, GitOps and the scheduler. The API server, the
-//! node agent and the proxy are still started by the `capstan` binary (`cli/commands.rs`); moving them here is the
-//! next step of the same seam.
+//! - [`controller_manager`]: the control loops under the `capstan-controller-manager` Lease (controllers, the cloud
+//!   controller manager's service controller, GitOps, the scheduler, garbage collection) on shared typed informers.
+//! - [`agent`]: a node - the node agent, the service proxy and cluster DNS.
+//! - [`bootstrap`]: the objects a new cluster starts with.
+//!
+//! The API server and its store are still opened by the `capstan` binary (`cli/commands.rs`); moving them here is
+//! the next step of the same seam.
 
+pub mod agent;
 pub mod bootstrap;
 pub mod controller_manager;

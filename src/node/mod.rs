@@ -315,29 +315,92 @@ async fn pod_cidr(client: &Client, node: &str) -> String {
     }
 }
 
-/// Runs the agent until `shutdown` resolves.
-pub async fn run(
+/// A node registered with the cluster, its pod network open: what is known before pods run. The process wiring
+/// (`daemons::agent`) starts the service proxy and cluster DNS beside it (DNS on [`Agent::gateway`]), then
+/// [`Agent::run`]s it.
+pub struct Agent {
     client: Client,
     cfg: Config,
     runtime: Arc<dyn runtime::ContainerRuntime>,
+    net: Arc<dyn network::PodNetwork>,
+    listener: tokio::net::TcpListener,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    /// Registers the node (and keeps its heartbeat), waits for its pod CIDR and opens the pod network.
+    pub async fn prepare(
+        client: Client,
+        cfg: Config,
+        runtime: Arc<dyn runtime::ContainerRuntime>,
+    ) -> Result<Agent, Error> {
+        std::fs::create_dir_all(cfg.data_dir.join("pods"))?;
+        let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port)).await?;
+        let port = listener.local_addr()?.port();
+        // `containerRuntimeVersion`, as the kubelet reports it: `containerd://1.6.20`.
+        let runtime_version = format!("{}://{}", runtime.name(), runtime.version());
+        register(&client, &cfg, port, &runtime_version).await?;
+        let heartbeat = tokio::spawn(heartbeat(
+            client.clone(),
+            cfg.clone(),
+            port,
+            runtime_version,
+        ));
+        let cidr = pod_cidr(&client, &cfg.node_name).await;
+        let net = network::open(cfg.network, &cidr).await?;
+        tracing::info!(node = %cfg.node_name, pod_cidr = %cidr, network = net.name(), addresses = %net.cidr(), "pod network ready");
+        Ok(Agent {
+            client,
+            cfg,
+            runtime,
+            net,
+            listener,
+            heartbeat,
+        })
+    }
+
+    /// The pod network's gateway: where pods reach this node (and its cluster DNS).
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        self.net.gateway()
+    }
+
+    /// Runs the node's pods until `shutdown` resolves. `services` feeds the containers' service variables; `dns` is
+    /// the cluster DNS server pods are given (None: the machine's resolver).
+    pub async fn run(
+        self,
+        services: Cache<crate::api::core::Service>,
+        dns: Option<std::net::Ipv4Addr>,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let Agent {
+            client,
+            cfg,
+            runtime,
+            net,
+            listener,
+            heartbeat: hb,
+        } = self;
+        run_pods(
+            client, cfg, runtime, net, listener, services, dns, hb, shutdown,
+        )
+        .await
+    }
+}
+
+/// The pod loop: one worker per pod bound to this node, fed by the pod informer.
+#[allow(clippy::too_many_arguments)] // the parts of an `Agent`, handed over by `Agent::run` alone
+async fn run_pods(
+    client: Client,
+    cfg: Config,
+    runtime: Arc<dyn runtime::ContainerRuntime>,
+    net: Arc<dyn network::PodNetwork>,
+    listener: tokio::net::TcpListener,
+    services: Cache<crate::api::core::Service>,
+    dns: Option<std::net::Ipv4Addr>,
+    hb: tokio::task::JoinHandle<()>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let pods_dir = cfg.data_dir.join("pods");
-    std::fs::create_dir_all(&pods_dir)?;
-    let listener = tokio::net::TcpListener::bind((cfg.address, cfg.port)).await?;
-    let port = listener.local_addr()?.port();
-    // `containerRuntimeVersion`, as the kubelet reports it: `containerd://1.6.20`.
-    let runtime_version = format!("{}://{}", runtime.name(), runtime.version());
-    register(&client, &cfg, port, &runtime_version).await?;
-    let hb = tokio::spawn(heartbeat(
-        client.clone(),
-        cfg.clone(),
-        port,
-        runtime_version,
-    ));
-    let cidr = pod_cidr(&client, &cfg.node_name).await;
-    let net = network::open(cfg.network, &cidr).await?;
-    tracing::info!(node = %cfg.node_name, pod_cidr = %cidr, network = net.name(), addresses = %net.cidr(), "pod network ready");
     let pods_kind = kind("pods");
     let informer = Informer::start(
         client.clone(),
@@ -345,28 +408,6 @@ pub async fn run(
         None,
         format!("fieldSelector=spec.nodeName%3D{}", cfg.node_name),
     );
-    let services = Informer::<crate::api::core::Service>::all(&client);
-    let slices = Informer::<crate::api::other::EndpointSlice>::all(&client);
-    let tables = crate::proxy::Tables::new(services.cache.clone(), slices.cache.clone());
-    let proxy = tokio::spawn(crate::proxy::run(
-        tables.clone(),
-        services.changes.clone(),
-        cfg.address,
-    ));
-    let dns_ip = net.gateway();
-    let (dns, dns_task) = match tokio::net::UdpSocket::bind((dns_ip, 53)).await {
-        Ok(sock) => {
-            tracing::info!(address = %dns_ip, "serving cluster DNS");
-            (
-                Some(dns_ip),
-                Some(tokio::spawn(crate::proxy::dns::serve(sock, tables.clone()))),
-            )
-        }
-        Err(e) => {
-            tracing::info!(address = %dns_ip, "not serving cluster DNS: {e} (port 53 needs root); pods use the machine's resolver");
-            (None, None)
-        }
-    };
     crate::sys::init_crypto();
     let http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -384,7 +425,7 @@ pub async fn run(
         pods_dir: pods_dir.clone(),
         pods_kind,
         pods: informer.cache.clone(),
-        services: services.cache.clone(),
+        services,
         dns,
     });
     let srv = tokio::spawn(server::serve(listener, shared.clone()));
@@ -464,10 +505,6 @@ pub async fn run(
         }
     }
     hb.abort();
-    proxy.abort();
-    if let Some(t) = dns_task {
-        t.abort();
-    }
     refresher.abort();
     srv.abort();
     if cfg.stop_pods_on_exit {
@@ -487,7 +524,6 @@ pub async fn run(
         if workers.is_empty() {
             shared.network.shutdown().await;
         }
-        tables.release_addresses().await;
     }
     Ok(())
 }

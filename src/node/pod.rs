@@ -21,6 +21,12 @@ use super::runtime::{ContainerSpec, ExitRecord, Handle, RuntimeError};
 use super::Shared;
 use crate::api::meta::{format_time, now};
 
+/// The `resolv.conf` of a pod that uses cluster DNS: the node's server, Kubernetes' search path and `ndots:5`.
+pub fn resolv_conf(nameserver: Ipv4Addr, ns: &str) -> String {
+    let domain = crate::api::CLUSTER_DOMAIN;
+    format!("nameserver {nameserver}\nsearch {ns}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n")
+}
+
 /// What a pod worker is told.
 #[derive(Debug)]
 pub enum Msg {
@@ -595,9 +601,7 @@ impl Worker {
         let spec = &self.pod["spec"];
         let policy = spec["dnsPolicy"].as_str().unwrap_or("ClusterFirst");
         let mut text = match (policy, self.shared.dns) {
-            ("ClusterFirst" | "ClusterFirstWithHostNet", Some(ip)) => {
-                crate::proxy::dns::resolv_conf(ip, self.ns())
-            }
+            ("ClusterFirst" | "ClusterFirstWithHostNet", Some(ip)) => resolv_conf(ip, self.ns()),
             ("None", _) => String::new(),
             _ => return Ok(None),
         };

@@ -237,3 +237,11 @@ async fn a_restarted_agent_adopts_the_running_container_instead_of_starting_anot
     );
     w.task.abort();
 }
+
+#[test]
+fn cluster_dns_pods_get_kubernetes_search_path() {
+    assert_eq!(
+        super::resolv_conf("127.244.0.1".parse().unwrap(), "shop"),
+        "nameserver 127.244.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+    );
+}

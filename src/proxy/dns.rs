@@ -18,7 +18,7 @@ use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// The cluster domain.
-pub const DOMAIN: &str = "cluster.local";
+pub use crate::api::CLUSTER_DOMAIN as DOMAIN;
 const TTL: u32 = 5;
 
 /// What a cluster name resolves to.
@@ -138,13 +138,6 @@ pub fn upstream() -> Option<SocketAddr> {
         .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
         .next()
-}
-
-/// The resolv.conf a pod in `ns` gets with `dnsPolicy: ClusterFirst`.
-pub fn resolv_conf(nameserver: Ipv4Addr, ns: &str) -> String {
-    format!(
-        "nameserver {nameserver}\nsearch {ns}.svc.{DOMAIN} svc.{DOMAIN} {DOMAIN}\noptions ndots:5\n"
-    )
 }
 
 /// Answers one query message (None: forward it as it is).
@@ -319,7 +312,5 @@ mod tests {
             RecordType::A,
         ));
         assert!(answer(&t, &q2.to_vec().unwrap()).is_none());
-        assert_eq!(resolv_conf("127.244.0.1".parse().unwrap(), "shop"),
-            "nameserver 127.244.0.1\nsearch shop.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n");
     }
 }
