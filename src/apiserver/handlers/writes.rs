@@ -1,0 +1,711 @@
+//! Writes: create, update (PUT), patch (merge, JSON, strategic, server-side apply) - all through [`Server::write`], which
+//! validates, defaults, tracks field managers and commits with compare-and-swap.
+
+use super::*;
+
+/// Options shared by writes.
+#[derive(Clone, Debug)]
+pub struct WriteOpts {
+    pub dry_run: bool,
+    pub validation: String,
+    pub manager: String,
+    pub subresource: String,
+}
+
+impl WriteOpts {
+    pub fn from_query(q: &Query, default_manager: &str, sub: Option<&str>) -> Result<Self> {
+        let validation = q
+            .get("fieldValidation")
+            .cloned()
+            .unwrap_or_else(|| "Warn".into());
+        if !["Strict", "Warn", "Ignore"].contains(&validation.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {validation:?}: supported values are Strict, Warn, Ignore"
+            )));
+        }
+        if let Some(d) = q.get("dryRun") {
+            if d != "All" {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run value {d:?}: only \"All\" is supported"
+                )));
+            }
+        }
+        Ok(WriteOpts {
+            dry_run: q.get("dryRun").is_some(),
+            validation,
+            manager: q
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or_else(|| default_manager.into()),
+            subresource: sub.unwrap_or("").to_string(),
+        })
+    }
+}
+
+impl Server {
+    /// Validates, defaults and commits an object. `old` is the current object and its revision (None = create).
+    pub async fn write(
+        &self,
+        kind: &'static KindInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        old: Option<(&Value, i64)>,
+        opts: &WriteOpts,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
+        let name = meta_str(&obj, "name").unwrap_or("").to_string();
+        // Structure: types and unknown fields.
+        let s = validation::structural(kind, &obj);
+        if !s.errors.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {}",
+                kind.kind,
+                kind.version,
+                kind.kind,
+                s.errors.join("; ")
+            )));
+        }
+        if !s.unknown.is_empty() {
+            match opts.validation.as_str() {
+                "Strict" => {
+                    let list: Vec<String> = s
+                        .unknown
+                        .iter()
+                        .map(|u| format!("unknown field \"{u}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                        kind.kind,
+                        kind.version,
+                        kind.kind,
+                        list.join(", ")
+                    )));
+                }
+                "Warn" => {
+                    warnings.extend(s.unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+                }
+                _ => {}
+            }
+            for u in &s.unknown {
+                remove_json_path(&mut obj, u);
+            }
+        }
+        for o in s.opaque.iter().filter(|p| {
+            !p.starts_with("status") && !p.starts_with("metadata") && !empty_at(&obj, p)
+        }) {
+            warnings.push(format!("{o}: stored but not acted on by Capstan yet"));
+        }
+        let status_sub = opts.subresource == "status";
+        let time = format_time(&now());
+        let api_version = kind.api_version();
+        obj["apiVersion"] = json!(api_version);
+        obj["kind"] = json!(kind.kind);
+        match old {
+            None => {
+                set_meta(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
+                set_meta(&mut obj, "creationTimestamp", json!(time));
+                set_meta(&mut obj, "resourceVersion", Value::Null);
+                set_meta(&mut obj, "deletionTimestamp", Value::Null);
+                set_meta(&mut obj, "selfLink", Value::Null);
+                if kind.namespaced {
+                    set_meta(&mut obj, "namespace", json!(ns.unwrap_or("default")));
+                } else {
+                    set_meta(&mut obj, "namespace", Value::Null);
+                }
+                if kind.status && !matches!(kind.kind, "Node" | "Pod") {
+                    if let Some(m) = obj.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+                if obj.get("spec").is_some() {
+                    set_meta(&mut obj, "generation", json!(1));
+                }
+                create_hooks(kind, &mut obj);
+            }
+            Some((prev, _)) => {
+                for f in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                ] {
+                    set_meta(
+                        &mut obj,
+                        f,
+                        prev.pointer(&format!("/metadata/{f}"))
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    );
+                }
+                set_meta(
+                    &mut obj,
+                    "namespace",
+                    prev.pointer("/metadata/namespace")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
+                if meta_str(&obj, "name") != meta_str(prev, "name") {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({}) does not match the name on the URL ({})",
+                        meta_str(&obj, "name").unwrap_or(""),
+                        meta_str(prev, "name").unwrap_or("")
+                    )));
+                }
+                if status_sub {
+                    let status = obj.get("status").cloned();
+                    let mut next = prev.clone();
+                    match status {
+                        Some(s) => next["status"] = s,
+                        None => {
+                            if let Some(m) = next.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                    obj = next;
+                } else if kind.status && opts.subresource != "binding" {
+                    match prev.get("status") {
+                        Some(s) => obj["status"] = s.clone(),
+                        None => {
+                            if let Some(m) = obj.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+                if spec_part(&obj) != spec_part(prev) {
+                    let g = prev
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    if prev.get("spec").is_some() || obj.get("spec").is_some() {
+                        set_meta(&mut obj, "generation", json!(g + 1));
+                    }
+                }
+            }
+        }
+        defaults::apply(kind.kind, &mut obj);
+        let errs = validation::semantic(kind, &obj);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(kind.kind, kind.group, &name, &errs));
+        }
+        // Services get their addresses here, under a lock held until they are stored.
+        let _allocating = if kind.kind == "Service" && !status_sub {
+            let guard = self.services.lock.lock().await;
+            let (items, _, _, _) = self.list_objects(kind, None, &Query::new()).await?;
+            let me = meta_str(&obj, "uid").unwrap_or("").to_string();
+            let others: Vec<Value> = items
+                .into_iter()
+                .filter(|o| meta_str(o, "uid") != Some(me.as_str()))
+                .collect();
+            self.services
+                .allocate(&mut obj, old.map(|(p, _)| p), &others)
+                .map_err(|e| ApiError::invalid(kind.kind, kind.group, &name, &[e]))?;
+            Some(guard)
+        } else {
+            None
+        };
+        // Field ownership for non-apply writes.
+        if opts.manager != APPLY_MARKER {
+            let mut owners = patch::owners(old.map(|(p, _)| p).unwrap_or(&Value::Null));
+            let before = patch::tracked(old.map(|(p, _)| p).unwrap_or(&Value::Null), status_sub);
+            let after = patch::tracked(&obj, status_sub);
+            let changed = patch::changed(&before, &after);
+            patch::record_update(
+                &mut owners,
+                &opts.manager,
+                &opts.subresource,
+                &api_version,
+                &changed,
+                &time,
+            );
+            patch::set_owners(&mut obj, &owners);
+        }
+        let name = meta_str(&obj, "name").unwrap_or("").to_string();
+        let k = key(kind, ns, Some(&name));
+        let finished_deleting = obj.pointer("/metadata/deletionTimestamp").is_some()
+            && obj
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty())
+            && !(kind.kind == "Pod"
+                && obj.pointer("/spec/nodeName").is_some()
+                && obj
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    > 0)
+            && (kind.kind != "Namespace" || crate::apiserver::namespaces::finalized(&obj));
+        if let Some((prev, rev)) = old {
+            // A write that changes nothing is not a write: no new resourceVersion, no watch event (controllers that
+            // re-apply the same state must not wake themselves up forever).
+            if !finished_deleting && unchanged(prev, &obj) {
+                let mut same = prev.clone();
+                set_meta(&mut same, "resourceVersion", json!(rev.to_string()));
+                return Ok(same);
+            }
+        }
+        if opts.dry_run {
+            if let Some((_, rev)) = old {
+                set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
+            }
+            return Ok(obj);
+        }
+        set_meta(&mut obj, "resourceVersion", Value::Null);
+        let bytes = to_stored(&obj)?;
+        let rev = match old {
+            None => self.store.create(&k, bytes).await.map_err(|e| match e {
+                crate::store::Error::AlreadyExists(_) => {
+                    ApiError::already_exists(&kind.qualified(), &name)
+                }
+                other => other.into(),
+            })?,
+            Some((_, prev_rev)) if finished_deleting => {
+                self.store
+                    .delete(&k, prev_rev)
+                    .await
+                    .map_err(|e| conflict_or(e, kind, &name))?
+                    .0
+            }
+            Some((_, prev_rev)) => self
+                .store
+                .update(&k, bytes, prev_rev)
+                .await
+                .map_err(|e| conflict_or(e, kind, &name))?,
+        };
+        set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
+        Ok(obj)
+    }
+
+    /// POST to a collection.
+    pub async fn create(
+        &self,
+        t: &Target,
+        mut body: Value,
+        q: &Query,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
+        let kind = t.kind;
+        check_type(kind, &body)?;
+        if let (Some(url_ns), Some(body_ns)) =
+            (t.namespace.as_deref(), meta_str(&body, "namespace"))
+        {
+            if url_ns != body_ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+        if meta_str(&body, "name").is_none_or(str::is_empty) {
+            match meta_str(&body, "generateName") {
+                Some(g) if !g.is_empty() => {
+                    let n = format!("{}{}", g, rand_suffix());
+                    set_meta(&mut body, "name", json!(n));
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        kind.kind,
+                        kind.group,
+                        "",
+                        &[validation::FieldError {
+                            field: "metadata.name".into(),
+                            reason: validation::Reason::Required,
+                            detail: "name or generateName is required".into(),
+                        }],
+                    ))
+                }
+            }
+        }
+        if kind.namespaced {
+            let ns = t.namespace.as_deref().unwrap_or("default");
+            self.namespace_usable(ns).await?;
+        }
+        let opts = WriteOpts::from_query(q, "unknown", None)?;
+        self.write(kind, t.namespace.as_deref(), body, None, &opts, warnings)
+            .await
+    }
+
+    /// PUT to an object (or its status).
+    pub async fn update(
+        &self,
+        t: &Target,
+        body: Value,
+        q: &Query,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
+        let kind = t.kind;
+        let name = t.name.as_deref().unwrap_or("");
+        check_type(kind, &body)?;
+        if meta_str(&body, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta_str(&body, "name").unwrap_or("")
+            )));
+        }
+        let opts = WriteOpts::from_query(q, "unknown", t.sub.as_deref())?;
+        let (current, rev) = match self.get_object(kind, t.namespace.as_deref(), name).await {
+            Ok(c) => c,
+            Err(e) if e.code == 404 && t.sub.is_none() => {
+                // PUT creates when the object does not exist (like Kubernetes for most kinds).
+                let mut b = body;
+                set_meta(&mut b, "name", json!(name));
+                return self
+                    .create(
+                        &Target {
+                            name: None,
+                            ..t.clone()
+                        },
+                        b,
+                        q,
+                        warnings,
+                    )
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(want) = meta_str(&body, "resourceVersion") {
+            if want != rev.to_string() {
+                return Err(ApiError::conflict(
+                    &kind.qualified(),
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+        }
+        let mut body = body;
+        // managedFields may be written by clients (kubectl migrates client-side apply ownership this way).
+        if body.pointer("/metadata/managedFields").is_none() {
+            if let Some(mf) = current.pointer("/metadata/managedFields") {
+                set_meta(&mut body, "managedFields", mf.clone());
+            }
+        }
+        self.write(
+            kind,
+            t.namespace.as_deref(),
+            body,
+            Some((&current, rev)),
+            &opts,
+            warnings,
+        )
+        .await
+    }
+
+    /// PATCH an object (or its status), retrying internal races.
+    pub async fn patch(
+        &self,
+        t: &Target,
+        body: &[u8],
+        content_type: &str,
+        q: &Query,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
+        let kind = t.kind;
+        let name = t.name.as_deref().unwrap_or("");
+        let ct = content_type.split(';').next().unwrap_or("").trim();
+        let patch_doc = match ct {
+            "application/json-patch+json"
+            | "application/merge-patch+json"
+            | "application/strategic-merge-patch+json" => parse_body(body, "json")?,
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                parse_body(body, "yaml")?
+            }
+            other => return Err(ApiError::unsupported_media(other)),
+        };
+        let apply = ct == "application/apply-patch+yaml";
+        let default_manager = if apply { "" } else { "unknown" };
+        let mut opts = WriteOpts::from_query(q, default_manager, t.sub.as_deref())?;
+        if apply && opts.manager.is_empty() {
+            return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+        }
+        for _attempt in 0..8 {
+            let current = self.get_object(kind, t.namespace.as_deref(), name).await;
+            let (cur, rev) = match current {
+                Ok(c) => (Some(c.0), c.1),
+                Err(e) if e.code == 404 && apply && t.sub.is_none() => (None, 0),
+                Err(e) => return Err(e),
+            };
+            let mut next = cur.clone().unwrap_or(Value::Null);
+            if apply {
+                check_type(kind, &patch_doc)?;
+                if meta_str(&patch_doc, "name").is_some_and(|n| n != name) {
+                    return Err(ApiError::bad_request(
+                        "the name of the object does not match the name on the URL",
+                    ));
+                }
+                let time = format_time(&now());
+                let force = flag(q, "force");
+                next = patch::apply(
+                    &next,
+                    &patch_doc,
+                    &opts.manager,
+                    &kind.api_version(),
+                    force,
+                    opts.subresource == "status",
+                    &time,
+                )
+                .map_err(|e| match e {
+                    patch::Error::Conflicts(m) => ApiError::new(409, "Conflict", m),
+                    other => ApiError::bad_request(other.to_string()),
+                })?;
+                if cur.is_none() {
+                    set_meta(&mut next, "name", json!(name));
+                    if kind.namespaced {
+                        self.namespace_usable(t.namespace.as_deref().unwrap_or("default"))
+                            .await?;
+                    }
+                }
+            } else {
+                let base = next.clone();
+                match ct {
+                    "application/json-patch+json" => patch::json_patch(&mut next, &patch_doc)
+                        .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+                    "application/merge-patch+json" => patch::merge_patch(&mut next, &patch_doc),
+                    _ => patch::strategic_merge(&mut next, &patch_doc)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                }
+                if next == base {
+                    // Nothing changes: answer with the current object without a write.
+                    if let Some(c) = cur {
+                        return Ok(c);
+                    }
+                }
+                if let Some(want) = next
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                {
+                    if want != rev.to_string() {
+                        return Err(ApiError::conflict(&kind.qualified(), name, "the object has been modified; please apply your changes to the latest version and try again"));
+                    }
+                }
+            }
+            let saved_manager = opts.manager.clone();
+            if apply {
+                opts.manager = APPLY_MARKER.into();
+            }
+            let res = match &cur {
+                Some(c) => {
+                    self.write(
+                        kind,
+                        t.namespace.as_deref(),
+                        next,
+                        Some((c, rev)),
+                        &opts,
+                        warnings,
+                    )
+                    .await
+                }
+                None => {
+                    self.write(kind, t.namespace.as_deref(), next, None, &opts, warnings)
+                        .await
+                }
+            };
+            opts.manager = saved_manager;
+            match res {
+                Err(e)
+                    if e.code == 409
+                        && e.reason == "Conflict"
+                        && e.message.contains("has been modified") =>
+                {
+                    continue
+                }
+                Err(e) if e.code == 409 && e.reason == "AlreadyExists" && apply => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(
+            &kind.qualified(),
+            name,
+            "too many concurrent writes; try again",
+        ))
+    }
+}
+
+/// Everything but metadata and status: a change here bumps `generation`.
+pub(super) fn spec_part(v: &Value) -> Value {
+    let mut c = v.clone();
+    if let Some(m) = c.as_object_mut() {
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+    }
+    c
+}
+
+pub(super) fn rand_suffix() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut r = rand::rng();
+    (0..5)
+        .map(|_| CHARS[r.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// The QoS class of a pod spec: Guaranteed when every container's requests equal its limits for cpu and memory,
+/// BestEffort when none sets any, Burstable otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|l| spec.get(*l).and_then(Value::as_array).into_iter().flatten())
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let req = c.pointer("/resources/requests");
+        let lim = c.pointer("/resources/limits");
+        for r in ["cpu", "memory"] {
+            let q = req.and_then(|x| x.get(r));
+            let l = lim.and_then(|x| x.get(r));
+            if q.is_some() || l.is_some() {
+                any = true;
+            }
+            // Requests default to limits when only limits are set.
+            match (q, l) {
+                (Some(q), Some(l)) if q == l => {}
+                (None, Some(_)) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Kind-specific work on create: a pod starts Pending with its QoS class; a Job's selector and labels are derived
+/// from its uid, like Kubernetes does.
+pub(super) fn create_hooks(kind: &KindInfo, obj: &mut Value) {
+    if kind.kind == "Pod" && obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
+        let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
+    if kind.kind == "Job"
+        && obj.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true)
+    {
+        let uid = meta_str(obj, "uid").unwrap_or("").to_string();
+        let name = meta_str(obj, "name").unwrap_or("").to_string();
+        let labels = json!({"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+            "batch.kubernetes.io/job-name": name, "job-name": name});
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert(
+                "selector".into(),
+                json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+            );
+            let t = spec.entry("template").or_insert_with(|| json!({}));
+            if !t.get("metadata").is_some_and(Value::is_object) {
+                t["metadata"] = json!({});
+            }
+            let l = t["metadata"]
+                .as_object_mut()
+                .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+            if let Some(Value::Object(l)) = l {
+                for (k, v) in labels.as_object().into_iter().flatten() {
+                    l.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Whether the value at a path like `spec.containers[0].foo` is absent or empty.
+pub(super) fn empty_at(v: &Value, path: &str) -> bool {
+    let mut probe = v.clone();
+    let before = probe.clone();
+    remove_json_path(&mut probe, path);
+    if probe == before {
+        return true;
+    }
+    // Compare by reading the value: walk the same segments.
+    let mut cur = v;
+    for seg in path.split('.') {
+        let mut s = seg;
+        let name_end = s.find('[').unwrap_or(s.len());
+        if name_end > 0 {
+            match cur.get(&s[..name_end]) {
+                Some(n) => cur = n,
+                None => return true,
+            }
+        }
+        s = &s[name_end..];
+        while let Some(rest) = s.strip_prefix('[') {
+            let end = rest.find(']').unwrap_or(rest.len());
+            match rest[..end].parse::<usize>().ok().and_then(|i| cur.get(i)) {
+                Some(n) => cur = n,
+                None => return true,
+            }
+            s = &rest[(end + 1).min(rest.len())..];
+        }
+    }
+    match cur {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Removes a field given a path like `spec.containers[0].foo`.
+pub(super) fn remove_json_path(v: &mut Value, path: &str) {
+    let mut parts: Vec<String> = Vec::new();
+    for seg in path.split('.') {
+        let mut s = seg;
+        while let Some(i) = s.find('[') {
+            if i > 0 {
+                parts.push(s[..i].to_string());
+            }
+            let end = s[i..].find(']').map(|e| i + e).unwrap_or(s.len());
+            parts.push(format!("#{}", &s[i + 1..end]));
+            s = &s[(end + 1).min(s.len())..];
+        }
+        if !s.is_empty() {
+            parts.push(s.to_string());
+        }
+    }
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for p in parents {
+        let next = match p.strip_prefix('#') {
+            Some(i) => i.parse::<usize>().ok().and_then(|i| cur.get_mut(i)),
+            None => cur.get_mut(p.as_str()),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_classes() {
+        let c = |r: Value| json!({"containers": [{"name": "c", "resources": r}]});
+        assert_eq!(qos_class(&c(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&c(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&c(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+    }
+
+    #[test]
+    fn removes_nested_unknown_fields() {
+        let mut v = json!({"spec": {"containers": [{"name": "a", "bogus": 1}]}});
+        remove_json_path(&mut v, "spec.containers[0].bogus");
+        assert_eq!(v, json!({"spec": {"containers": [{"name": "a"}]}}));
+    }
+}
