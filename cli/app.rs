@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use capstan::api::gitops::Application;
 use capstan::api::registry::{self, KindInfo};
-use capstan::client::Client;
+use capstan::client::{Api, Client};
 use capstan::gitops::{render, sync};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -59,6 +60,14 @@ fn kind(plural: &str) -> &'static KindInfo {
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The revision an app last synced (empty when it never did).
+fn last_synced(app: &Application) -> String {
+    app.status
+        .as_ref()
+        .and_then(|s| s.last_synced_revision.clone())
+        .unwrap_or_default()
 }
 
 fn short(sha: &str) -> &str {
@@ -145,8 +154,10 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
             }
         }
         AppCommand::Diff { name, revision } => {
-            let app = client.get(apps, Some(ns), &name).await?;
-            let rev = revision.unwrap_or_else(|| s(&app, "/status/lastSyncedRevision").to_string());
+            let app = Api::<Application>::namespaced(client, ns)
+                .get(&name)
+                .await?;
+            let rev = revision.unwrap_or_else(|| last_synced(&app));
             let scratch = tempfile::tempdir()?;
             let creds = capstan::gitops::credentials(client, &app).await?;
             let src = capstan::gitops::open_source(&app, scratch.path(), creds)?;
@@ -155,8 +166,11 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
             }
             let oid = src.resolve(Some(&rev).filter(|r| !r.is_empty()).map(String::as_str))?;
             let snap = src.snapshot(oid)?;
-            let default_ns = app["spec"]["destination"]["namespace"]
-                .as_str()
+            let default_ns = app
+                .spec
+                .as_ref()
+                .and_then(|s| s.destination.as_ref())
+                .and_then(|d| d.namespace.as_deref())
                 .unwrap_or("default");
             let desired = render::render(&snap, default_ns).map_err(|e| anyhow!(e.join("\n")))?;
             let mut differs = 0;
@@ -200,8 +214,10 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
             println!("application.gitops.capstan.io/{name} sync requested");
         }
         AppCommand::Rollback { name, to } => {
-            let app = client.get(apps, Some(ns), &name).await?;
-            let current = s(&app, "/status/lastSyncedRevision").to_string();
+            let app = Api::<Application>::namespaced(client, ns)
+                .get(&name)
+                .await?;
+            let current = last_synced(&app);
             let to = match to {
                 Some(t) => t,
                 None => records(client, ns, &name)

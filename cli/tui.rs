@@ -13,7 +13,7 @@ use capstan::client::informer::{Change, Informer};
 use capstan::client::Client;
 use capstan_tui::{Event, Request};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 #[derive(clap::Args)]
@@ -250,8 +250,14 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
 }
 
-async fn application(client: &Client, ns: &str, app: &str) -> Result<Value> {
-    Ok(client.get(kind("applications")?, Some(ns), app).await?)
+async fn application(
+    client: &Client,
+    ns: &str,
+    app: &str,
+) -> Result<capstan::api::gitops::Application> {
+    Ok(capstan::client::Api::namespaced(client, ns)
+        .get(app)
+        .await?)
 }
 
 async fn carry_out(client: &Client, r: Request) -> Result<Event> {
@@ -358,7 +364,11 @@ async fn carry_out(client: &Client, r: Request) -> Result<Event> {
             revision,
         } => {
             let a = application(client, &namespace, &app).await?;
-            let current = a["status"]["lastSyncedRevision"].as_str().unwrap_or("");
+            let current = a
+                .status
+                .as_ref()
+                .and_then(|s| s.last_synced_revision.as_deref())
+                .unwrap_or("");
             let why = format!(
                 "Requested from `capstan tui` while {} was deployed.",
                 short(current)

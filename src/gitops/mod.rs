@@ -18,9 +18,11 @@ use std::time::Duration;
 use notify::Watcher;
 use serde_json::{json, Value};
 
+use crate::api::core::Secret;
+use crate::api::gitops::{Application, ApplicationSource, SyncPolicy};
 use crate::api::meta::{format_time, now};
 use crate::api::registry::{self, KindInfo};
-use crate::client::Client;
+use crate::client::{Api, Client};
 use crate::runtime::queue::WorkQueue;
 use crate::runtime::Action;
 
@@ -167,25 +169,31 @@ fn kind(plural: &str) -> &'static KindInfo {
     registry::lookup(plural).expect("registered kind")
 }
 
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+/// The app's sync policy.
+fn sync_policy(app: &Application) -> SyncPolicy {
+    app.spec
+        .as_ref()
+        .and_then(|s| s.sync_policy.clone())
+        .unwrap_or_default()
 }
 
-fn policy(app: &Value, field: &str, default: bool) -> bool {
-    app["spec"]["syncPolicy"][field]
-        .as_bool()
-        .unwrap_or(default)
+/// The app's source (empty when it has no spec: validation makes that impossible for stored apps).
+fn source_of(app: &Application) -> ApplicationSource {
+    app.spec
+        .as_ref()
+        .map(|s| s.source.clone())
+        .unwrap_or_default()
 }
 
 /// Opens an app's source: a local repository in place, a remote through its mirror under `cache` (with the
 /// credentials of its secretRef).
 pub fn open_source(
-    app: &Value,
+    app: &Application,
     cache: &std::path::Path,
     credentials: Option<source::Credentials>,
 ) -> Result<source::Source, source::Error> {
-    let url = s(app, "/spec/source/repoURL");
-    let path = app["spec"]["source"]["path"].as_str();
+    let src = source_of(app);
+    let (url, path) = (src.repo_url.as_str(), src.path.as_deref());
     if source::is_remote(url) {
         let mut src = source::open_remote(url, path, cache)?;
         src.credentials = credentials;
@@ -198,32 +206,35 @@ pub fn open_source(
 /// The credentials of an app's `spec.source.secretRef` (a Secret in the app's namespace), if it names one.
 pub async fn credentials(
     client: &Client,
-    app: &Value,
+    app: &Application,
 ) -> Result<Option<source::Credentials>, Error> {
     use base64::Engine;
-    let Some(secret) = app["spec"]["source"]["secretRef"]["name"].as_str() else {
+    let src = source_of(app);
+    let Some(secret) = src.secret_ref.as_ref().map(|r| r.name.as_str()) else {
         return Ok(None);
     };
-    let ns = s(app, "/metadata/namespace");
+    let ns = app.metadata.namespace();
     let origin = format!("secret {ns}/{secret}");
-    let obj = match client.get(kind("secrets"), Some(ns), secret).await {
+    let obj = match Api::<Secret>::namespaced(client, ns).get(secret).await {
         Ok(o) => o,
         Err(e) if e.code() == Some(404) => {
             return Err(Error::Source(source::Error::Refused(format!(
                 "{}: {origin} (spec.source.secretRef) does not exist",
-                s(app, "/spec/source/repoURL")
+                src.repo_url
             ))));
         }
         Err(e) => return Err(e.into()),
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     let bytes = |key: &str| -> Option<Vec<u8>> {
-        obj["data"][key]
-            .as_str()
+        obj.data
+            .as_ref()
+            .and_then(|d| d.get(key))
             .and_then(|v| b64.decode(v).ok())
             .or_else(|| {
-                obj["stringData"][key]
-                    .as_str()
+                obj.string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
                     .map(|v| v.as_bytes().to_vec())
             })
     };
@@ -243,7 +254,7 @@ pub async fn credentials(
 /// Reads the commit to deploy (on a blocking thread: libgit2 is synchronous), fetching a remote first when asked.
 async fn read_commit(
     client: &Client,
-    app: &Value,
+    app: &Application,
     cache: &std::path::Path,
     fetch: bool,
     known: Option<Arc<source::Snapshot>>,
@@ -260,8 +271,8 @@ async fn read_commit(
         if fetch && src.remote.is_some() {
             src.fetch()?;
         }
-        let rev = app["spec"]["source"]["targetRevision"].as_str();
-        let oid = src.resolve(rev)?;
+        let rev = source_of(&app).target_revision;
+        let oid = src.resolve(rev.as_deref())?;
         let snap = match known.filter(|k| k.commit == oid.to_string()) {
             Some(k) => k,
             None => Arc::new(src.snapshot(oid)?),
@@ -274,8 +285,12 @@ async fn read_commit(
 }
 
 /// `spec.interval` ("30s", "2m", "1h"; default 30 s).
-fn interval(app: &Value) -> Duration {
-    let v = app["spec"]["interval"].as_str().unwrap_or("30s");
+fn interval(app: &Application) -> Duration {
+    let v = app
+        .spec
+        .as_ref()
+        .and_then(|s| s.interval.as_deref())
+        .unwrap_or("30s");
     let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
     let n: u64 = num.parse().unwrap_or(30);
     Duration::from_secs(match unit {
@@ -440,7 +455,7 @@ async fn last_healthy(client: &Client, ns: &str, app: &str, current: &str) -> Op
 /// Runs `f` on an app's source (fetched first when remote) on a blocking thread.
 async fn with_source<T: Send + 'static>(
     client: &Client,
-    app: &Value,
+    app: &Application,
     f: impl FnOnce(&source::Source) -> Result<T, source::Error> + Send + 'static,
 ) -> Result<T, Error> {
     let creds = credentials(client, app).await?;
@@ -460,7 +475,7 @@ async fn with_source<T: Send + 'static>(
 }
 
 /// What commit `rev` changed under an app's path: its header and unified diff (`git show`).
-pub async fn commit_diff(client: &Client, app: &Value, rev: &str) -> Result<String, Error> {
+pub async fn commit_diff(client: &Client, app: &Application, rev: &str) -> Result<String, Error> {
     let rev = rev.to_string();
     with_source(client, app, move |src| {
         let oid = src.resolve(Some(&rev))?;
@@ -471,12 +486,11 @@ pub async fn commit_diff(client: &Client, app: &Value, rev: &str) -> Result<Stri
 
 /// What rolling an app back to `to` would change: the unified diff from its branch's head to `to` under the app's
 /// path - the content of the revert commit [`write_rollback`] writes.
-pub async fn rollback_diff(client: &Client, app: &Value, to: &str) -> Result<String, Error> {
+pub async fn rollback_diff(client: &Client, app: &Application, to: &str) -> Result<String, Error> {
     let to = to.to_string();
-    let branch = app["spec"]["source"]["targetRevision"]
-        .as_str()
-        .filter(|b| !b.is_empty() && *b != "HEAD")
-        .map(String::from);
+    let branch = source_of(app)
+        .target_revision
+        .filter(|b| !b.is_empty() && b != "HEAD");
     with_source(client, app, move |src| {
         let head = src.resolve(branch.as_deref())?;
         let target = src.resolve(Some(&to))?;
@@ -487,16 +501,14 @@ pub async fn rollback_diff(client: &Client, app: &Value, to: &str) -> Result<Str
 
 pub async fn write_rollback(
     client: &Client,
-    app: &Value,
+    app: &Application,
     to: &str,
     why: &str,
 ) -> Result<String, Error> {
     let to = to.to_string();
     let why = why.to_string();
-    let name = s(app, "/metadata/name").to_string();
-    let branch = app["spec"]["source"]["targetRevision"]
-        .as_str()
-        .map(String::from);
+    let name = app.metadata.name().to_string();
+    let branch = source_of(app).target_revision;
     with_source(client, app, move |src| {
         let target = src.resolve(Some(&to))?;
         let short: String = to.chars().take(7).collect();
@@ -515,16 +527,24 @@ pub async fn write_rollback(
 }
 
 /// Reconciles one Application: sync a new commit (or a requested sync, or drift), then observe health.
-pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = s(&app, "/metadata/namespace").to_string();
-    let name = s(&app, "/metadata/name").to_string();
+pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = app.metadata.namespace().to_string();
+    let name = app.metadata.name().to_string();
     let key = format!("{ns}/{name}");
-    if app["metadata"]["deletionTimestamp"].is_string() {
+    if app.metadata.deletion_timestamp.is_some() {
         ctx.unwatch(&key);
         return Ok(Action::await_change());
     }
-    let generation = app["metadata"]["generation"].as_i64().unwrap_or(0);
-    let sync_request = s(&app, "/metadata/annotations/capstan.io~1sync-requested").to_string();
+    let generation = app.metadata.generation.unwrap_or(0);
+    let annotation = |k: &str| -> String {
+        app.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let sync_request = annotation("capstan.io/sync-requested");
     let memo = ctx
         .memos
         .lock()
@@ -532,7 +552,7 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         .get(&key)
         .cloned();
     let started = format_time(&now());
-    let refresh = s(&app, "/metadata/annotations/capstan.io~1refresh").to_string();
+    let refresh = annotation("capstan.io/refresh");
     let webhook = memo.as_ref().is_some_and(|m| m.refresh != refresh);
     let poll = memo
         .as_ref()
@@ -558,10 +578,13 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
     if !remote {
         ctx.watch(&key, &git_dir);
     }
-    let default_ns = app["spec"]["destination"]["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        .to_string();
+    let default_ns = app
+        .spec
+        .as_ref()
+        .and_then(|s| s.destination.as_ref())
+        .and_then(|d| d.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let policy = sync_policy(&app);
     let trigger = match &memo {
         None => Some("startup"),
         Some(m) if m.revision != snap.commit => Some(if snap.message.starts_with("Roll back ") {
@@ -577,7 +600,7 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         Some(m) if m.sync_request != sync_request => Some("manual"),
         _ => None,
     };
-    let automated = policy(&app, "automated", true);
+    let automated = policy.automated.unwrap_or(true);
     let mut memo = memo.unwrap_or_default();
     memo.refresh = refresh;
     memo.snap = Some(snap.clone());
@@ -629,7 +652,7 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
                 return Ok(Action::requeue(ctx.resync));
             }
         };
-        let self_heal = policy(&app, "selfHeal", true);
+        let self_heal = policy.self_heal.unwrap_or(true);
         if !drifted.is_empty() && self_heal && !memo.failed && automated {
             tracing::info!(app = %key, drift = ?drifted, "reverting drift from git");
             let started = format_time(&now());
@@ -678,7 +701,8 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
             status["lastSyncedRevision"] = json!(memo.revision);
         }
         // Only real changes are written (an unchanged app costs no write and wakes no watcher).
-        if !is_subset(&status, &app["status"]) {
+        let current = serde_json::to_value(&app.status).unwrap_or(Value::Null);
+        if !is_subset(&status, &current) {
             set_status(&ctx.client, &ns, &name, status).await;
         }
         if !memo.failed && memo.health != health {
@@ -691,7 +715,7 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
         }
         // autoRollback: a commit that made the app Degraded is reverted once, by a commit.
         if health == "Degraded"
-            && policy(&app, "autoRollback", false)
+            && policy.auto_rollback.unwrap_or(false)
             && memo.auto_rolled != memo.revision
         {
             if let Some(to) = last_healthy(&ctx.client, &ns, &name, &memo.revision).await {
@@ -718,15 +742,15 @@ pub async fn reconcile(app: Arc<Value>, ctx: Arc<Context>) -> Result<Action, Err
 /// when the sync succeeded.
 async fn sync_commit(
     ctx: &Context,
-    app: &Value,
+    app: &Application,
     snap: &source::Snapshot,
     default_ns: &str,
     trigger: &str,
     started: &str,
 ) -> Result<Vec<render::Desired>, ()> {
-    let ns = s(app, "/metadata/namespace");
-    let name = s(app, "/metadata/name");
-    let prune = policy(app, "prune", true);
+    let ns = app.metadata.namespace();
+    let name = app.metadata.name();
+    let prune = sync_policy(app).prune.unwrap_or(true);
     set_status(
         &ctx.client,
         ns,
@@ -806,8 +830,7 @@ pub async fn run(
     cache: std::path::PathBuf,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let controller =
-        crate::runtime::Controller::dynamic(client.clone(), kind("applications")).workers(2);
+    let controller = crate::runtime::Controller::<Application>::new(client.clone()).workers(2);
     let ctx = Arc::new(Context::new(client, controller.queue(), cache));
     controller.run(reconcile, ctx, stop).await;
 }
