@@ -74,50 +74,8 @@ fn name(v: &Value) -> Value {
     json!(s(v, "metadata.name"))
 }
 
-/// Kubernetes' short human duration: `45s`, `5m`, `3h20m`, `4d`, `2y`.
-pub fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    if secs < 120 {
-        return format!("{secs}s");
-    }
-    let mins = secs / 60;
-    if mins < 10 {
-        let s = secs % 60;
-        return if s == 0 {
-            format!("{mins}m")
-        } else {
-            format!("{mins}m{s}s")
-        };
-    }
-    if mins < 180 {
-        return format!("{mins}m");
-    }
-    let hours = mins / 60;
-    if hours < 8 {
-        let m = mins % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    let days = hours / 24;
-    if days < 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{days}d")
-        } else {
-            format!("{days}d{h}h")
-        };
-    }
-    if days < 365 * 2 {
-        return format!("{days}d");
-    }
-    format!("{}y", days / 365)
-}
+/// Kubernetes' short human duration: `45s`, `5m`, `3h20m`, `4d`, `2y` (shared with the terminal UI).
+pub use capstan_units::human_duration;
 
 /// Age of a timestamp field, or `<unknown>`.
 pub fn age_of(v: &Value, path: &str) -> String {

@@ -132,59 +132,8 @@ impl Quantity {
     }
 }
 
-/// Parses a Kubernetes quantity into milli-units.
-pub fn parse_quantity_millis(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    if num.is_empty() {
-        return None;
-    }
-    let (mult_num, mult_den): (i128, i128) = match suffix {
-        "" => (1000, 1),
-        "m" => (1, 1),
-        "u" => (1, 1000),
-        "n" => (1, 1_000_000),
-        "k" => (1000 * 1000, 1),
-        "M" => (1000 * 1_000_000, 1),
-        "G" => (1000 * 1_000_000_000, 1),
-        "T" => (1000 * 1_000_000_000_000, 1),
-        "Ki" => (1000 * 1024, 1),
-        "Mi" => (1000 * 1024 * 1024, 1),
-        "Gi" => (1000 * 1024 * 1024 * 1024, 1),
-        "Ti" => (1000 * 1024i128.pow(4), 1),
-        "Pi" => (1000 * 1024i128.pow(5), 1),
-        "Ei" => (1000 * 1024i128.pow(6), 1),
-        s if s.starts_with('e') || s.starts_with('E') => {
-            let exp: u32 = s[1..].parse().ok()?;
-            (1000 * 10i128.checked_pow(exp)?, 1)
-        }
-        _ => return None,
-    };
-    if let Some((int, frac)) = num.split_once('.') {
-        let int: i128 = if int.is_empty() || int == "-" || int == "+" {
-            0
-        } else {
-            int.parse().ok()?
-        };
-        let frac_digits = frac.len() as u32;
-        let frac_v: i128 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().ok()?
-        };
-        let scale = 10i128.checked_pow(frac_digits)?;
-        let neg = num.starts_with('-');
-        let total = int.abs() * scale + frac_v;
-        let v = total * mult_num / mult_den / scale;
-        Some(if neg { -v } else { v })
-    } else {
-        let n: i128 = num.parse().ok()?;
-        Some(n * mult_num / mult_den)
-    }
-}
+/// Parses a Kubernetes quantity into milli-units (one implementation, shared with the terminal UI).
+pub use capstan_units::parse_quantity_millis;
 
 #[cfg(test)]
 mod tests {

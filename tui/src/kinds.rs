@@ -66,18 +66,12 @@ pub struct Kind {
     pub columns: &'static [Column],
 }
 
-/// "5s", "3m", "2h", "4d" like kubectl.
+/// The age of a timestamp as kubectl prints it (`45s`, `3h20m`, `4d`): the same function as the API server's tables.
 pub fn age(ts: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
         return "-".into();
     };
-    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
+    capstan_units::human_duration((now - t.with_timezone(&chrono::Utc)).num_seconds())
 }
 
 fn int(v: &Value, p: &str) -> i64 {
@@ -433,32 +427,7 @@ fn node_status(v: &Value, _: &Ctx) -> Cell {
     }
     Cell::tone(s, if ready { Tone::Good } else { Tone::Bad })
 }
-/// Millicores of a CPU quantity.
-pub fn millicores(q: &str) -> i64 {
-    if let Some(m) = q.strip_suffix('m') {
-        m.parse().unwrap_or(0)
-    } else {
-        q.parse::<f64>().map(|c| (c * 1000.0) as i64).unwrap_or(0)
-    }
-}
-/// Bytes of a memory quantity.
-pub fn bytes(q: &str) -> i64 {
-    let units = [
-        ("Ki", 1i64 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-    ];
-    for (u, m) in units {
-        if let Some(n) = q.strip_suffix(u) {
-            return n.parse::<f64>().map(|n| (n * m as f64) as i64).unwrap_or(0);
-        }
-    }
-    q.parse().unwrap_or(0)
-}
+pub use capstan_units::{bytes, millicores};
 fn node_requests(c: &Ctx, node: &str) -> (i64, i64, usize) {
     let u = c.store.usage(node);
     (u.cpu, u.memory, u.pods)
