@@ -21,15 +21,7 @@ use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("CronJob has no spec")]
-    NoSpec,
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::{Error, Result};
 
 /// The annotation naming the time a Job was scheduled for.
 pub const SCHEDULED_KEY: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -67,7 +59,7 @@ fn reference(j: &Job) -> ObjectReference {
 
 /// One reconcile of one CronJob.
 pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
-    let spec = cj.spec.as_ref().ok_or(Error::NoSpec)?;
+    let spec = cj.spec.as_ref().ok_or(Error::NoSpec("CronJob"))?;
     let ns = cj.metadata.namespace().to_string();
     let name = cj.metadata.name().to_string();
     let uid = cj.metadata.uid.clone().unwrap_or_default();

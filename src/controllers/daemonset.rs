@@ -26,15 +26,7 @@ use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 use crate::scheduler::{NodeInfo, PodInfo};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("DaemonSet has no spec")]
-    NoSpec,
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::{Error, Result};
 
 /// The label naming the ControllerRevision a pod was made from.
 pub use super::revisions::REVISION_LABEL;
@@ -156,7 +148,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> 
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let spec = ds.spec.as_ref().ok_or(Error::NoSpec)?;
+    let spec = ds.spec.as_ref().ok_or(Error::NoSpec("DaemonSet"))?;
     let ns = ds.metadata.namespace().to_string();
     let name = ds.metadata.name().to_string();
     let uid = ds.metadata.uid.clone().unwrap_or_default();

@@ -22,15 +22,7 @@ use crate::runtime::Action;
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const HASH_LABEL: &str = "pod-template-hash";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Deployment has no spec")]
-    NoSpec,
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::{Error, Result};
 
 pub struct Context {
     pub client: Client,
@@ -168,7 +160,7 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> 
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let spec = d.spec.clone().ok_or(Error::NoSpec)?;
+    let spec = d.spec.clone().ok_or(Error::NoSpec("Deployment"))?;
     let ns = d.metadata.namespace().to_string();
     let name = d.metadata.name().to_string();
     let uid = d.metadata.uid.clone().unwrap_or_default();

@@ -22,13 +22,7 @@ use crate::client::informer::Cache;
 use crate::client::{Api, Client};
 use crate::runtime::Action;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::Result;
 
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

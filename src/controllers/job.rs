@@ -22,15 +22,7 @@ use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Job has no spec")]
-    NoSpec,
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::{Error, Result};
 
 /// The annotation (and label) holding an Indexed Job pod's completion index.
 pub const INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
@@ -192,7 +184,7 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let spec = job.spec.as_ref().ok_or(Error::NoSpec)?;
+    let spec = job.spec.as_ref().ok_or(Error::NoSpec("Job"))?;
     let ns = job.metadata.namespace().to_string();
     let name = job.metadata.name().to_string();
     let uid = job.metadata.uid.clone().unwrap_or_default();

@@ -17,6 +17,24 @@ pub mod revisions;
 pub mod statefulset;
 pub mod volumes;
 
+/// What a reconcile can fail with (one type for every controller here; the runtime retries with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object has no `spec` (validation makes that rare: an object written before a field became required).
+    #[error("{0} has no spec")]
+    NoSpec(&'static str),
+    #[error("invalid selector: {0}")]
+    Selector(#[from] crate::api::selector::Error),
+    #[error(transparent)]
+    Client(#[from] crate::client::Error),
+    #[error("provisioning {0}: {1}")]
+    Provision(std::path::PathBuf, std::io::Error),
+    #[error("the cluster CIDR {0} has no free /24 left")]
+    Exhausted(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Cluster-wide settings the controllers need.
 #[derive(Clone, Debug)]
 pub struct Settings {

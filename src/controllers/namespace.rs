@@ -18,11 +18,7 @@ use crate::runtime::Action;
 
 use crate::api::core::NAMESPACE_FINALIZER as FINALIZER;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
+use super::Result;
 
 pub struct Context {
     pub client: Client,
@@ -50,7 +46,7 @@ fn ours(ns: &Namespace) -> bool {
 }
 
 /// One reconcile of one Namespace.
-pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     let Some(deleted_at) = ns.metadata.deletion_timestamp else {
         return Ok(Action::await_change());
     };

@@ -13,13 +13,7 @@ use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("the cluster CIDR {0} has no free /24 left")]
-    Exhausted(String),
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
+use super::{Error, Result};
 
 pub struct Context {
     pub client: Client,
@@ -55,7 +49,7 @@ fn pod_cidr(node: &Node) -> Option<&str> {
     node.spec.as_ref()?.pod_cidr.as_deref()
 }
 
-pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
     if pod_cidr(&node).is_some() {
         return Ok(Action::await_change());
     }

@@ -17,17 +17,7 @@ use crate::client::informer::Cache;
 use crate::client::{Api, Client};
 use crate::runtime::Action;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("ReplicaSet has no spec")]
-    NoSpec,
-    #[error("invalid selector: {0}")]
-    Selector(#[from] crate::api::selector::Error),
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::{Error, Result};
 
 /// What the ReplicaSet controller works with.
 pub struct Context {
@@ -127,7 +117,10 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action>
 /// One reconcile of one ReplicationController: the same work, with a map selector (defaulting to the template's
 /// labels).
 pub async fn reconcile_rc(rc: Arc<ReplicationController>, ctx: Arc<Context>) -> Result<Action> {
-    let spec = rc.spec.clone().ok_or(Error::NoSpec)?;
+    let spec = rc
+        .spec
+        .clone()
+        .ok_or(Error::NoSpec("ReplicationController"))?;
     let labels = spec
         .template
         .as_ref()
@@ -165,7 +158,7 @@ async fn sync(rs: &ReplicaSet, owner: &'static KindInfo, ctx: Arc<Context>) -> R
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let spec = rs.spec.as_ref().ok_or(Error::NoSpec)?;
+    let spec = rs.spec.as_ref().ok_or(Error::NoSpec("ReplicaSet"))?;
     let ns = rs.metadata.namespace().to_string();
     let name = rs.metadata.name().to_string();
     let uid = rs.metadata.uid.clone().unwrap_or_default();

@@ -26,15 +26,7 @@ use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("StatefulSet has no spec")]
-    NoSpec,
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::{Error, Result};
 
 /// The label with a StatefulSet pod's name (what a per-pod Service selects).
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -170,7 +162,7 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let spec = set.spec.as_ref().ok_or(Error::NoSpec)?;
+    let spec = set.spec.as_ref().ok_or(Error::NoSpec("StatefulSet"))?;
     let ns = set.metadata.namespace().to_string();
     let name = set.metadata.name().to_string();
     let uid = set.metadata.uid.clone().unwrap_or_default();

@@ -22,15 +22,7 @@ use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Client(#[from] crate::client::Error),
-    #[error("provisioning {0}: {1}")]
-    Provision(PathBuf, std::io::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::{Error, Result};
 
 /// The provisioner name of Capstan's built-in class.
 pub const LOCAL_PATH: &str = "capstan.io/local-path";
