@@ -527,7 +527,7 @@ async fn apply_docs(
 pub async fn apply(client: &Client, a: ApplyArgs, server_side: bool) -> Result<()> {
     let mut docs = Vec::new();
     for f in &a.files {
-        docs.extend(manifest::read(f)?);
+        docs.extend(crate::manifests::read(f)?);
     }
     let manager = if server_side {
         "capstan"
@@ -569,7 +569,7 @@ pub async fn delete(client: &Client, a: DeleteArgs) -> Result<()> {
     };
     let mut targets: Vec<(&'static KindInfo, Option<String>, String)> = Vec::new();
     for f in &a.files {
-        for d in manifest::read(f)? {
+        for d in crate::manifests::read(f)? {
             let n = if d.kind.namespaced {
                 Some(d.namespace().unwrap_or(&ns).to_string())
             } else {

@@ -6,6 +6,7 @@ mod commands;
 mod demo;
 mod exec;
 mod image;
+mod manifests;
 mod output;
 mod tui;
 

@@ -1,8 +1,6 @@
-//! Reading manifests: multi-document YAML and JSON files (and directories of them), each document mapped to its kind
-//! in the registry. Errors name the file, the document and the line, and every document is read before anything is
+//! Parsing manifests: the multi-document YAML and JSON texts of files (read by their callers), each document mapped
+//! to its kind in the registry. Errors name the file, the document and the line, and every document is read before anything is
 //! sent, so a bad file never leaves a half-applied set.
-
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -18,8 +16,6 @@ pub enum Error {
         doc: usize,
         message: String,
     },
-    #[error("{0}: {1}")]
-    Io(String, std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,39 +41,6 @@ impl Document {
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
     }
-}
-
-/// Files under a path: the file itself, or every `*.yaml`, `*.yml` and `*.json` below a directory, sorted.
-pub fn files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::Io(dir.display().to_string(), e))?;
-            let p = entry.path();
-            if p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'))
-            {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else if matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml" | "json")
-            ) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Parses the documents of one file's text.
@@ -162,17 +125,6 @@ fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Stri
         kind: info,
         object: v,
     })
-}
-
-/// Reads every document under `path`.
-pub fn read(path: &Path) -> Result<Vec<Document>> {
-    let mut out = Vec::new();
-    for f in files(path)? {
-        let text =
-            std::fs::read_to_string(&f).map_err(|e| Error::Io(f.display().to_string(), e))?;
-        out.extend(parse(&f.display().to_string(), &text)?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

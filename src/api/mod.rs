@@ -1,7 +1,6 @@
 //! The object model: Kubernetes kinds as serde types with Kubernetes' exact JSON names, JSON Schemas derived with
 //! schemars, the kind registry that drives discovery, routing and tables, selectors, defaulting and validation.
-//! This module is data and rules: it must not do network I/O or touch the store (`manifest` alone reads manifest
-//! files from disk).
+//! This module is pure data and rules: it must not do I/O.
 
 pub mod apps;
 pub mod batch;
