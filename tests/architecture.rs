@@ -56,7 +56,6 @@ fn allowed(module: &str) -> &'static [&'static str] {
 const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
     ("apiserver", "node::exec"),
     ("apiserver", "gitops::webhook"),
-    ("proxy", "node::network"),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

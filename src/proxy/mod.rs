@@ -230,7 +230,7 @@ async fn ensure_local(ip: IpAddr) -> Result<bool, String> {
     }
     #[cfg(target_os = "linux")]
     {
-        crate::node::network::bridge::add_local(ip)
+        crate::sys::netlink::add_local(ip)
             .await
             .map(|()| true)
             .map_err(|e| e.to_string())
@@ -243,7 +243,7 @@ async fn ensure_local(ip: IpAddr) -> Result<bool, String> {
 
 async fn remove_local(ip: IpAddr) {
     #[cfg(target_os = "linux")]
-    if let Err(e) = crate::node::network::bridge::remove_local(ip).await {
+    if let Err(e) = crate::sys::netlink::remove_local(ip).await {
         tracing::debug!(%ip, "removing a service address: {e}");
     }
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use crate::sys::netlink::{errno, link_index};
 use crate::sys::parse_cidr;
 
 use super::{Attachment, Ipam, NetworkError, PodNetwork};
@@ -43,32 +44,12 @@ fn netns_path(uid: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(uid)
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error(),
-        _ => None,
-    }
-}
-
 fn sys(what: &str) -> impl FnOnce(rtnetlink::Error) -> NetworkError + '_ {
     move |e| NetworkError::system(what, e)
 }
 
-async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
-    let mut links = handle.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(Some(l)) => Ok(Some(l.header.index)),
-        Ok(None) => Ok(None),
-        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 fn connect() -> Result<Handle, NetworkError> {
-    let (conn, handle, _) = rtnetlink::new_connection()
-        .map_err(|e| NetworkError::system("opening a netlink socket", e))?;
-    tokio::spawn(conn);
-    Ok(handle)
+    crate::sys::netlink::connect().map_err(|e| NetworkError::system("opening a netlink socket", e))
 }
 
 impl BridgeNetwork {
@@ -405,37 +386,6 @@ impl PodNetwork for BridgeNetwork {
             }
         }
     }
-}
-
-/// Adds `ip/32` to the loopback device (root): how the service proxy serves ClusterIPs and load balancer
-/// addresses that are not local yet. An address already there is fine.
-pub async fn add_local(ip: IpAddr) -> Result<(), NetworkError> {
-    let handle = connect()?;
-    let lo = link_index(&handle, "lo")
-        .await
-        .map_err(sys("finding lo"))?
-        .ok_or_else(|| NetworkError::system("finding lo", "no loopback device"))?;
-    let len = if ip.is_ipv4() { 32 } else { 128 };
-    match handle.address().add(lo, ip, len).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
-        Err(e) => Err(NetworkError::system(format!("adding {ip} to lo"), e)),
-    }
-}
-
-/// Removes an address [`add_local`] added.
-pub async fn remove_local(ip: IpAddr) -> Result<(), NetworkError> {
-    let handle = connect()?;
-    let mut found = handle.address().get().set_address_filter(ip).execute();
-    while let Some(msg) = found.try_next().await.map_err(sys("listing addresses"))? {
-        handle
-            .address()
-            .del(msg)
-            .execute()
-            .await
-            .map_err(sys("removing an address"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! Small helpers every component may use, so none has to reach into another for them: the process-wide TLS
-//! crypto provider, whether this process runs as root, and IPv4 CIDR parsing. Nothing here knows about objects,
-//! the store or HTTP.
+//! crypto provider, whether this process runs as root, IPv4 CIDR parsing, and (Linux) netlink: links and the
+//! addresses of the loopback device. Nothing here knows about objects, the store or HTTP.
+
+#[cfg(target_os = "linux")]
+pub mod netlink;
 
 use std::net::Ipv4Addr;
 
