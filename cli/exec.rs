@@ -3,8 +3,8 @@
 //! close 255). With `-t` the local terminal goes raw and its size follows the window. Exits with the command's code.
 
 use anyhow::{anyhow, Result};
+use capstan::api::exec::{Options, CLOSE, ERROR, PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT};
 use capstan::client::Client;
-use capstan::node::exec::{Options, CLOSE, ERROR, PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};

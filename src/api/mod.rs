@@ -7,6 +7,7 @@ pub mod batch;
 pub mod columns;
 pub mod core;
 pub mod defaults;
+pub mod exec;
 pub mod gitops;
 pub mod manifest;
 pub mod meta;

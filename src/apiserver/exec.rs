@@ -1,7 +1,7 @@
 //! `pods/exec` (`kubectl exec`, `kubectl cp`): the API server checks the request against the pod (which container,
 //! whether it runs), opens a WebSocket to the agent of the pod's node with the same remote-command subprotocol, then
 //! upgrades the client's connection and relays messages both ways unchanged. The channel protocol itself is spoken
-//! by the agent ([`crate::node::exec`]). WebSocket only: kubectl 1.30 and later try it first; SPDY is refused with a
+//! by the agent (`node::exec`). WebSocket only: kubectl 1.30 and later try it first; SPDY is refused with a
 //! message saying so.
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -15,8 +15,8 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 use super::error::ApiError;
 use super::logs::pick_container;
 use super::Server;
+use crate::api::exec::{Options, PROTOCOLS};
 use crate::api::registry;
-use crate::node::exec::{Options, PROTOCOLS};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
