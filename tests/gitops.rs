@@ -421,7 +421,7 @@ fn a_remote_follows_signed_webhooks_and_rollback_pushes_its_commit() {
     let body = json!({"repository": {"clone_url": format!("{url}.git")}}).to_string();
     let (code, text) = hook(
         &body,
-        &capstan::gitops::webhook::sign(body.as_bytes(), b"wrong"),
+        &capstan::apiserver::webhook::sign(body.as_bytes(), b"wrong"),
     );
     assert_eq!(code, 401, "{text}");
     std::thread::sleep(Duration::from_secs(2));
@@ -432,7 +432,7 @@ fn a_remote_follows_signed_webhooks_and_rollback_pushes_its_commit() {
     );
     let (code, text) = hook(
         &body,
-        &capstan::gitops::webhook::sign(body.as_bytes(), b"s3cret"),
+        &capstan::apiserver::webhook::sign(body.as_bytes(), b"s3cret"),
     );
     assert_eq!(code, 200, "{text}");
     assert!(text.contains("default/shop"), "{text}");
@@ -457,7 +457,7 @@ fn a_remote_follows_signed_webhooks_and_rollback_pushes_its_commit() {
     assert!(subject.starts_with("Roll back shop to"), "{subject}");
     let (code, _) = hook(
         &body,
-        &capstan::gitops::webhook::sign(body.as_bytes(), b"s3cret"),
+        &capstan::apiserver::webhook::sign(body.as_bytes(), b"s3cret"),
     );
     assert_eq!(code, 200);
     within(LONG, "back on v1", || {

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, Result};
 use super::handlers::{Query, Target};
+use super::webhook;
 use super::{json_response, Server};
 use crate::api::registry;
-use crate::gitops::webhook;
 
 impl Server {
     pub async fn git_webhook(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response> {

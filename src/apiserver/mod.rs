@@ -15,6 +15,7 @@ pub mod services;
 pub mod table;
 pub mod tls;
 pub mod watch;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -9,7 +9,6 @@ pub mod kustomize;
 pub mod render;
 pub mod source;
 pub mod sync;
-pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
