@@ -26,7 +26,8 @@ const MODULES: &[&str] = &[
 fn allowed(module: &str) -> &'static [&'static str] {
     match module {
         "sys" => &[],
-        "api" | "store" | "image" => &["sys"],
+        "api" | "store" => &["sys"],
+        "image" => &["api", "sys"],
         "apiserver" => &["api", "store", "sys"],
         "client" => &["api", "sys"],
         "runtime" => &["api", "client", "sys"],
@@ -46,6 +47,8 @@ fn allowed(module: &str) -> &'static [&'static str] {
             "node",
             "proxy",
             "image",
+            "apiserver",
+            "store",
         ],
         other => panic!("no rule for module {other}"),
     }

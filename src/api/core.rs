@@ -62,7 +62,7 @@ object!(PodSpec {
     pub affinity: Option<Affinity>,
     pub automount_service_account_token: Option<bool>,
     pub containers: Vec<Container>,
-    pub dns_config: Option<Opaque>,
+    pub dns_config: Option<PodDnsConfig>,
     pub dns_policy: Option<String>,
     pub enable_service_links: Option<bool>,
     pub ephemeral_containers: Option<Vec<Opaque>>,
@@ -91,7 +91,7 @@ object!(PodSpec {
     pub runtime_class_name: Option<String>,
     pub scheduler_name: Option<String>,
     pub scheduling_gates: Option<Vec<Opaque>>,
-    pub security_context: Option<Opaque>,
+    pub security_context: Option<PodSecurityContext>,
     pub service_account: Option<String>,
     pub service_account_name: Option<String>,
     #[serde(rename = "setHostnameAsFQDN")]
@@ -103,6 +103,54 @@ object!(PodSpec {
     pub topology_spread_constraints: Option<Vec<Opaque>>,
     pub volumes: Option<Vec<Volume>>,
 });
+
+object!(PodDnsConfig {
+    pub nameservers: Option<Vec<String>>,
+    pub options: Option<Vec<PodDnsConfigOption>>,
+    pub searches: Option<Vec<String>>,
+});
+object!(PodDnsConfigOption { pub name: Option<String>, pub value: Option<String>, });
+
+object!(
+    /// Security settings for every container of a pod (a container's own `securityContext` wins).
+    PodSecurityContext {
+        pub app_armor_profile: Option<Opaque>,
+        pub fs_group: Option<i64>,
+        pub fs_group_change_policy: Option<String>,
+        pub run_as_group: Option<i64>,
+        pub run_as_non_root: Option<bool>,
+        pub run_as_user: Option<i64>,
+        #[serde(rename = "seLinuxChangePolicy")]
+        pub se_linux_change_policy: Option<String>,
+        #[serde(rename = "seLinuxOptions")]
+        pub se_linux_options: Option<Opaque>,
+        pub seccomp_profile: Option<Opaque>,
+        pub supplemental_groups: Option<Vec<i64>>,
+        pub supplemental_groups_policy: Option<String>,
+        pub sysctls: Option<Vec<Opaque>>,
+        pub windows_options: Option<Opaque>,
+    }
+);
+
+object!(
+    /// Security settings of one container.
+    SecurityContext {
+        pub allow_privilege_escalation: Option<bool>,
+        pub app_armor_profile: Option<Opaque>,
+        pub capabilities: Option<Opaque>,
+        pub cgroup_options: Option<Opaque>,
+        pub privileged: Option<bool>,
+        pub proc_mount: Option<String>,
+        pub read_only_root_filesystem: Option<bool>,
+        pub run_as_group: Option<i64>,
+        pub run_as_non_root: Option<bool>,
+        pub run_as_user: Option<i64>,
+        #[serde(rename = "seLinuxOptions")]
+        pub se_linux_options: Option<Opaque>,
+        pub seccomp_profile: Option<Opaque>,
+        pub windows_options: Option<Opaque>,
+    }
+);
 
 object!(HostAlias { pub ip: String, pub hostnames: Option<Vec<String>>, });
 object!(LocalObjectReference { pub name: Option<String>, });
@@ -129,7 +177,7 @@ object!(Container {
     pub lifecycle: Option<Opaque>,
     pub termination_message_path: Option<String>,
     pub termination_message_policy: Option<String>,
-    pub security_context: Option<Opaque>,
+    pub security_context: Option<SecurityContext>,
     pub stdin: Option<bool>,
     pub stdin_once: Option<bool>,
     pub tty: Option<bool>,

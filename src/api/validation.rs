@@ -1116,7 +1116,7 @@ mod tests {
         let obj = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
             "spec": {"replicas": "three", "selector": {"matchLabels": {"a": "b"}}, "bogus": 1,
               "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagePullPolice": "x",
-                 "securityContext": {"anything": true},
+                 "lifecycle": {"anything": true}, "securityContext": {"runAsUser": "root"},
                  "resources": {"limits": {"cpu": "lots"}}}]}}}});
         let s = structural(k, &obj);
         assert!(
@@ -1139,7 +1139,14 @@ mod tests {
             .contains(&"spec.template.spec.containers[0].imagePullPolice".to_string()));
         assert_eq!(
             s.opaque,
-            vec!["spec.template.spec.containers[0].securityContext".to_string()]
+            vec!["spec.template.spec.containers[0].lifecycle".to_string()]
+        );
+        assert!(
+            s.errors.iter().any(|e| e.starts_with(
+                "spec.template.spec.containers[0].securityContext.runAsUser: expected integer"
+            )),
+            "{:?}",
+            s.errors
         );
     }
 

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod logs;
 pub mod namespaces;
 pub mod patch;
+mod routes;
 pub mod services;
 pub mod table;
 pub mod tls;
@@ -20,18 +21,15 @@ pub mod webhook;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::api::openapi;
 use crate::api::registry;
 use crate::store::DynStore;
 use error::{ApiError, Result};
-use handlers::{flag, parse_body, Query};
+use handlers::Query;
 
 /// The largest request body accepted (Kubernetes' limit).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -150,9 +148,9 @@ impl Server {
         Ok(())
     }
 
-    /// The axum router.
+    /// The axum router ([`routes`]).
     pub fn router(self) -> Router {
-        Router::new().fallback(dispatch).with_state(self)
+        routes::router(self)
     }
 }
 
@@ -195,307 +193,6 @@ fn authorized(server: &Server, headers: &HeaderMap) -> bool {
     let a = t.trim().as_bytes();
     let b = server.token.as_bytes();
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Reads a request body up to [`MAX_BODY`]. A larger body is read to its end (and dropped) before the 413 is sent,
-/// so the client sees the answer instead of a reset connection - up to a hard cap, past which the connection goes.
-async fn read_body(body: Body) -> Option<Bytes> {
-    use futures::StreamExt;
-    const DRAIN_CAP: usize = 64 * 1024 * 1024;
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
-        seen += chunk.len();
-        if seen <= MAX_BODY {
-            buf.extend_from_slice(&chunk);
-        } else if seen > DRAIN_CAP {
-            return None;
-        }
-    }
-    (seen <= MAX_BODY).then(|| Bytes::from(buf))
-}
-
-async fn dispatch(State(server): State<Server>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path().to_string();
-    let method = parts.method.clone();
-    match path.as_str() {
-        "/healthz" | "/livez" | "/readyz" => return (StatusCode::OK, "ok").into_response(),
-        "/version" | "/version/" => {
-            return json_response(StatusCode::OK, &discovery::version(), &[])
-        }
-        _ => {}
-    }
-    if path == "/hooks/git" && method == Method::POST {
-        let Some(bytes) = read_body(body).await else {
-            return ApiError::too_large().into_response();
-        };
-        return match server.git_webhook(&parts.headers, &bytes).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
-    }
-    if !authorized(&server, &parts.headers) {
-        return ApiError::unauthorized().into_response();
-    }
-    if let Some((ns, name)) = exec::exec_target(&path) {
-        if method == Method::GET || method == Method::POST {
-            return match server.pod_exec(parts, ns, name).await {
-                Ok(r) => r,
-                Err(e) => e.into_response(),
-            };
-        }
-    }
-    let bytes = match read_body(body).await {
-        Some(b) => b,
-        None => return ApiError::too_large().into_response(),
-    };
-    let q = query_of(&parts.uri);
-    match route(&server, &method, &path, &parts.headers, &q, bytes).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(%method, %path, code = e.code, message = %e.message, "request failed");
-            e.into_response()
-        }
-    }
-}
-
-async fn route(
-    server: &Server,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    q: &Query,
-    body: Bytes,
-) -> Result<Response> {
-    let ok = |v: Value| json_response(StatusCode::OK, &v, &[]);
-    let trimmed = path.trim_end_matches('/');
-    if method == Method::GET {
-        match trimmed {
-            "/api" => return Ok(ok(discovery::api_versions())),
-            "/apis" => return Ok(ok(discovery::api_groups())),
-            "/openapi/v3" => return Ok(ok(openapi::index())),
-            "/openapi/v2" => {
-                let mut resp = (StatusCode::OK, openapi::v2_protobuf()).into_response();
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                    ),
-                );
-                return Ok(resp);
-            }
-            _ => {}
-        }
-        if let Some(gv) = trimmed.strip_prefix("/openapi/v3/") {
-            let (g, v) = match gv.split('/').collect::<Vec<_>>().as_slice() {
-                ["api", v] => ("", *v),
-                ["apis", g, v] => (*g, *v),
-                _ => {
-                    return Err(ApiError::new(
-                        404,
-                        "NotFound",
-                        format!("no OpenAPI document at {path}"),
-                    ))
-                }
-            };
-            if !registry::group_versions().contains(&(g, v)) {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("no OpenAPI document for {gv}"),
-                ));
-            }
-            return Ok(ok(openapi::document(g, v)));
-        }
-        let segs: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
-        match segs.as_slice() {
-            ["api", v] => {
-                return discovery::resource_list("", v)
-                    .map(ok)
-                    .ok_or_else(|| ApiError::new(404, "NotFound", "no such version"))
-            }
-            ["apis", g] => {
-                return discovery::api_group(g)
-                    .map(ok)
-                    .ok_or_else(|| ApiError::new(404, "NotFound", "no such group"))
-            }
-            ["apis", g, v] => {
-                return discovery::resource_list(g, v)
-                    .map(ok)
-                    .ok_or_else(|| ApiError::new(404, "NotFound", "no such group version"))
-            }
-            _ => {}
-        }
-    }
-    let t = handlers::parse_path(trimmed)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
-    let mut warnings = Vec::new();
-    let table = table::wants_table(headers);
-    let include = q
-        .get("includeObject")
-        .cloned()
-        .unwrap_or_else(|| "Metadata".into());
-    let sub = t.sub.clone();
-    let respond = |code: StatusCode, v: Value, warnings: &[String], kind: &registry::KindInfo| {
-        if table && v.get("kind").and_then(Value::as_str) == Some(kind.kind) {
-            let meta = json!({"resourceVersion": v.pointer("/metadata/resourceVersion")});
-            json_response(
-                code,
-                &table::table(kind, &[v], meta, &include, true),
-                warnings,
-            )
-        } else {
-            json_response(code, &v, warnings)
-        }
-    };
-    match (method.clone(), t.name.is_some(), sub.as_deref()) {
-        (Method::GET, false, None) => {
-            if flag(q, "watch") {
-                return watch::watch(server.clone(), t, q.clone(), headers).await;
-            }
-            let (kvs, rev, cont, remaining) =
-                server.list_kvs(t.kind, t.namespace.as_deref(), q).await?;
-            let mut meta = json!({"resourceVersion": rev.to_string()});
-            if let Some(c) = cont {
-                meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(remaining);
-            }
-            if table {
-                let items: Vec<Value> = kvs.iter().map(handlers::decode).collect();
-                return Ok(ok(table::table(t.kind, &items, meta, &include, true)));
-            }
-            // The list is assembled from the stored bytes, without parsing each object.
-            let mut out =
-                Vec::with_capacity(kvs.iter().map(|k| k.value.len() + 32).sum::<usize>() + 256);
-            let head = format!(
-                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
-                t.kind.kind,
-                t.kind.api_version()
-            );
-            out.extend_from_slice(head.as_bytes());
-            for (i, kv) in kvs.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&handlers::raw(kv));
-            }
-            out.extend_from_slice(b"]}");
-            Ok((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                out,
-            )
-                .into_response())
-        }
-        (Method::POST, false, None) => {
-            let obj = handlers::parse_object(&body, &content_type, t.kind)?;
-            let v = server.create(&t, obj, q, &mut warnings).await?;
-            Ok(respond(StatusCode::CREATED, v, &warnings, t.kind))
-        }
-        (Method::DELETE, false, None) => Ok(ok(server.delete_collection(&t, &body, q).await?)),
-        (Method::GET, true, None | Some("status")) => {
-            let (v, _) = server
-                .get_object(
-                    t.kind,
-                    t.namespace.as_deref(),
-                    t.name.as_deref().unwrap_or(""),
-                )
-                .await?;
-            Ok(respond(StatusCode::OK, v, &[], t.kind))
-        }
-        (Method::PUT, true, None | Some("status")) => {
-            if sub.as_deref() == Some("status") && !t.kind.status {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("{} has no status subresource", t.kind.plural),
-                ));
-            }
-            let obj = handlers::parse_object(&body, &content_type, t.kind)?;
-            let v = server.update(&t, obj, q, &mut warnings).await?;
-            Ok(respond(StatusCode::OK, v, &warnings, t.kind))
-        }
-        (Method::PATCH, true, None | Some("status")) => {
-            if sub.as_deref() == Some("status") && !t.kind.status {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("{} has no status subresource", t.kind.plural),
-                ));
-            }
-            let existed = server
-                .get_object(
-                    t.kind,
-                    t.namespace.as_deref(),
-                    t.name.as_deref().unwrap_or(""),
-                )
-                .await
-                .is_ok();
-            let v = server
-                .patch(&t, &body, &content_type, q, &mut warnings)
-                .await?;
-            let code = if existed {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            Ok(respond(code, v, &warnings, t.kind))
-        }
-        (Method::DELETE, true, None) => {
-            let v = server.delete(&t, &body, q).await?;
-            Ok(respond(StatusCode::OK, v, &[], t.kind))
-        }
-        (Method::GET, true, Some("scale")) if t.kind.scale => {
-            let (v, _) = server
-                .get_object(
-                    t.kind,
-                    t.namespace.as_deref(),
-                    t.name.as_deref().unwrap_or(""),
-                )
-                .await?;
-            Ok(ok(Server::scale_of(t.kind, &v)))
-        }
-        (Method::PUT, true, Some("scale")) if t.kind.scale => Ok(ok(server
-            .write_scale(&t, &body, None, q, &mut warnings)
-            .await?)),
-        (Method::PATCH, true, Some("scale")) if t.kind.scale => Ok(ok(server
-            .write_scale(&t, &body, Some(&content_type), q, &mut warnings)
-            .await?)),
-        (Method::POST, true, Some("binding")) if t.kind.kind == "Pod" => {
-            let b = parse_body(&body, &content_type)?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &server.bind(&t, b).await?,
-                &[],
-            ))
-        }
-        (Method::PUT, true, Some("finalize")) if t.kind.kind == "Namespace" => {
-            let obj = handlers::parse_object(&body, &content_type, t.kind)?;
-            let v = server.finalize_namespace(&t, obj, q, &mut warnings).await?;
-            Ok(respond(StatusCode::OK, v, &warnings, t.kind))
-        }
-        (Method::GET, true, Some("log")) if t.kind.kind == "Pod" => {
-            server
-                .pod_log(
-                    t.namespace.as_deref().unwrap_or("default"),
-                    t.name.as_deref().unwrap_or(""),
-                    q,
-                )
-                .await
-        }
-        (m, _, s) => Err(ApiError::method_not_allowed(&format!(
-            "{m} {}{}",
-            t.kind.plural,
-            s.map(|s| format!("/{s}")).unwrap_or_default()
-        ))),
-    }
 }
 
 /// Serves HTTPS until `shutdown` resolves. The listener is bound by the caller (tests bind port 0).

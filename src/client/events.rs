@@ -2,65 +2,71 @@
 //! about, a reason from Kubernetes' vocabulary (Scheduled, Started, Killing, BackOff, ScalingReplicaSet, ...) and the
 //! reporting component. Recording is best effort: a failed Event never fails the work it describes.
 
-use serde_json::{json, Value};
-
-use super::Client;
-use crate::api::meta::{format_time, now, ObjectMeta};
-use crate::api::registry::{self, KindInfo};
+use super::{Api, Client};
+use crate::api::core::{Event, EventSource, ObjectReference};
+use crate::api::meta::{now, ObjectMeta};
+use crate::api::registry::KindInfo;
 use crate::api::Resource;
 
-/// Records an Event about `obj` (any namespaced or cluster-scoped object with apiVersion/kind set, or a Pod).
+/// The Event Kubernetes components write about the object of kind `kind` described by `meta`.
+pub fn event_about(
+    kind: &KindInfo,
+    meta: &ObjectMeta,
+    component: &str,
+    ty: &str,
+    reason: &str,
+    message: &str,
+) -> Event {
+    let ns = match meta.namespace() {
+        "" => "default",
+        ns => ns,
+    };
+    let t = now();
+    Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", meta.name())),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(kind.api_version()),
+            kind: Some(kind.kind.to_string()),
+            name: Some(meta.name().to_string()),
+            namespace: kind.namespaced.then(|| ns.to_string()),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            field_path: None,
+        },
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        type_: Some(ty.to_string()),
+        source: Some(EventSource {
+            component: Some(component.to_string()),
+            host: None,
+        }),
+        first_timestamp: Some(t),
+        last_timestamp: Some(t),
+        count: Some(1),
+        reporting_component: Some(component.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Records an Event about the object of kind `kind` described by `meta`; a failure is logged, never returned.
 pub async fn record(
     client: &Client,
-    obj: &Value,
+    kind: &KindInfo,
+    meta: &ObjectMeta,
     component: &str,
     ty: &str,
     reason: &str,
     message: &str,
 ) {
-    let Some(events) = registry::lookup("events") else {
-        return;
-    };
-    let ns = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("Pod");
-    let api_version = obj
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("v1");
-    let t = format_time(&now());
-    let mut involved = json!({"apiVersion": api_version, "kind": kind, "name": name,
-        "uid": obj.pointer("/metadata/uid"), "resourceVersion": obj.pointer("/metadata/resourceVersion")});
-    if obj.pointer("/metadata/namespace").is_some() {
-        involved["namespace"] = json!(ns);
-    }
-    let ev = json!({"apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": involved,
-        "reason": reason, "message": message, "type": ty, "source": {"component": component},
-        "firstTimestamp": t, "lastTimestamp": t, "count": 1, "reportingComponent": component});
-    if let Err(e) = client.create(events, Some(ns), &ev).await {
+    let ev = event_about(kind, meta, component, ty, reason, message);
+    let ns = ev.metadata.namespace().to_string();
+    if let Err(e) = Api::<Event>::namespaced(client, &ns).create(&ev).await {
         tracing::debug!(reason, error = %e, "recording an event failed");
     }
-}
-
-/// [`record`] in the background: for controllers that must not wait on an Event.
-pub fn spawn_record(
-    client: &Client,
-    obj: Value,
-    component: &'static str,
-    ty: &'static str,
-    reason: &'static str,
-    message: String,
-) {
-    let client = client.clone();
-    tokio::spawn(async move { record(&client, &obj, component, ty, reason, &message).await });
 }
 
 /// Records Events for one component, in the background (a controller never waits on an Event, and a failed one
@@ -93,17 +99,24 @@ impl Recorder {
     /// form of another, as the ReplicaSet controller does for ReplicationControllers).
     pub fn publish(
         &self,
-        kind: &KindInfo,
+        kind: &'static KindInfo,
         meta: &ObjectMeta,
         ty: &'static str,
         reason: &'static str,
         message: String,
     ) {
-        let mut about = json!({"apiVersion": kind.api_version(), "kind": kind.kind,
-            "metadata": {"name": meta.name, "uid": meta.uid, "resourceVersion": meta.resource_version}});
-        if kind.namespaced {
-            about["metadata"]["namespace"] = json!(meta.namespace);
-        }
-        spawn_record(&self.client, about, self.component, ty, reason, message);
+        let client = self.client.clone();
+        let component = self.component;
+        // Only what the Event names: a copy of the whole metadata (managedFields, annotations) would be waste.
+        let meta = ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            ..Default::default()
+        };
+        tokio::spawn(
+            async move { record(&client, kind, &meta, component, ty, reason, &message).await },
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::pods::{available, controller_uid, is_ready, phase, Expectations};
-use crate::api::apps::{DaemonSet, DaemonSetStatus};
+use crate::api::apps::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use crate::api::core::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec, Toleration,
@@ -143,37 +143,32 @@ fn pod_for(ds: &DaemonSet, template: &PodTemplateSpec, hash: &str, node: &str) -
     }
 }
 
-/// One reconcile of one DaemonSet.
-pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> {
-    if ds.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let spec = ds.spec.as_ref().ok_or(Error::NoSpec("DaemonSet"))?;
-    let ns = ds.metadata.namespace().to_string();
-    let name = ds.metadata.name().to_string();
-    let uid = ds.metadata.uid.clone().unwrap_or_default();
-    let key = format!("daemonsets/{ns}/{name}");
-    let recorder = Recorder::new(&ctx.client, "daemonset-controller");
-    let event = |reason: &'static str, message: String| {
-        recorder.normal(ds.as_ref(), reason, message);
-    };
-    let template = with_tolerations(&spec.template);
-    let in_use: Vec<String> = ctx
-        .pods
-        .list_namespace(&ns)
-        .iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
-        .map(|p| revision_of(p).to_string())
-        .collect();
-    let owner = super::revisions::Owner {
-        kind: DaemonSet::info(),
-        meta: &ds.metadata,
-        template: &spec.template,
-        history_limit: spec.revision_history_limit,
-    };
-    let (hash, _) = super::revisions::sync(&ctx.client, &ctx.revisions, owner, &in_use).await?;
+/// Where a DaemonSet's pods run: which nodes should run one, and its live pods by node (oldest first).
+struct Placement {
+    eligible: BTreeMap<String, bool>,
+    by_node: BTreeMap<String, Vec<Arc<Pod>>>,
+    /// Pods on nodes that should not run one.
+    orphaned: Vec<String>,
+    /// Finished pods (replaced).
+    finished: Vec<String>,
+}
 
-    // Which nodes should run it.
+impl Placement {
+    fn desired(&self) -> i64 {
+        self.eligible.values().filter(|e| **e).count() as i64
+    }
+
+    /// Nodes with at least one pod that satisfies `f`.
+    fn nodes_with(&self, f: impl Fn(&Pod) -> bool) -> i64 {
+        self.by_node
+            .values()
+            .filter(|pods| pods.iter().any(|p| f(p)))
+            .count() as i64
+    }
+}
+
+fn place(ds: &DaemonSet, template: &PodTemplateSpec, ctx: &Context) -> Placement {
+    let uid = ds.metadata.uid.as_deref().unwrap_or("");
     let probe = PodInfo::new(&Pod {
         spec: template.spec.clone(),
         ..Default::default()
@@ -185,11 +180,13 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> 
     }
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     let mut orphaned: Vec<String> = Vec::new();
-    for p in ctx.pods.list_namespace(&ns) {
-        if controller_uid(&p.metadata) != Some(uid.as_str()) {
+    let mut finished = Vec::new();
+    for p in ctx.pods.list_namespace(ds.metadata.namespace()) {
+        if controller_uid(&p.metadata) != Some(uid) || p.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        if p.metadata.deletion_timestamp.is_some() {
+        if matches!(phase(&p), "Succeeded" | "Failed") {
+            finished.push(p.metadata.name().to_string());
             continue;
         }
         match node_of(&p) {
@@ -197,36 +194,45 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> 
             _ => orphaned.push(p.metadata.name().to_string()),
         }
     }
-    let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
-    let now = chrono::Utc::now();
-    let desired = eligible.values().filter(|e| **e).count() as i64;
-    let mut create: Vec<String> = Vec::new();
-    let mut delete: Vec<String> = orphaned.clone();
-
-    // Finished pods are replaced; a node with two (a surge aside) keeps the oldest.
     for pods in by_node.values_mut() {
-        pods.retain(|p| {
-            let done = matches!(phase(p), "Succeeded" | "Failed");
-            if done {
-                delete.push(p.metadata.name().to_string());
-            }
-            !done
-        });
         pods.sort_by_key(|p| p.metadata.creation_timestamp);
     }
-    for (node, ok) in &eligible {
-        if *ok && by_node.get(node).is_none_or(Vec::is_empty) {
-            create.push(node.clone());
-        }
+    Placement {
+        eligible,
+        by_node,
+        orphaned,
+        finished,
     }
+}
+
+/// What to change: nodes to create a pod on, and pods to delete. Finished pods are replaced; a node with two (a
+/// surge aside) keeps the oldest; a rolling update replaces old pods within maxUnavailable or maxSurge.
+fn plan(spec: &DaemonSetSpec, place: &Placement, hash: &str) -> (Vec<String>, Vec<String>) {
+    let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
+    let now = chrono::Utc::now();
+    let desired = place.desired();
+    let mut delete: Vec<String> = place
+        .orphaned
+        .iter()
+        .chain(&place.finished)
+        .cloned()
+        .collect();
+    let mut create: Vec<String> = place
+        .eligible
+        .iter()
+        .filter(|(node, ok)| **ok && place.by_node.get(*node).is_none_or(Vec::is_empty))
+        .map(|(node, _)| node.clone())
+        .collect();
     let strategy = spec.update_strategy.as_ref();
     let rolling = strategy.and_then(|s| s.type_.as_deref()) != Some("OnDelete");
     let rolling_update = strategy.and_then(|s| s.rolling_update.as_ref());
-    let surge = rolling_update.and_then(|r| r.max_surge.as_ref());
-    let unavailable_limit = rolling_update.and_then(|r| r.max_unavailable.as_ref());
-    let max_surge = surge.and_then(|v| v.scaled(desired, false)).unwrap_or(0);
+    let max_surge = rolling_update
+        .and_then(|r| r.max_surge.as_ref())
+        .and_then(|v| v.scaled(desired, false))
+        .unwrap_or(0);
     let unavailable_or = |default: i64| {
-        unavailable_limit
+        rolling_update
+            .and_then(|r| r.max_unavailable.as_ref())
             .and_then(|v| v.scaled(desired, true))
             .unwrap_or(default)
     };
@@ -236,23 +242,15 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> 
         unavailable_or(1).max(1)
     };
     let is_new = |p: &Pod| revision_of(p) == hash;
-    let mut unavailable = desired
-        - by_node
-            .values()
-            .filter(|pods| pods.iter().any(|p| available(p, min_ready, now)))
-            .count() as i64;
-    let mut surging = by_node.values().filter(|pods| pods.len() > 1).count() as i64;
-    for (node, pods) in &by_node {
+    let ready = |p: &Pod| available(p, min_ready, now);
+    let mut unavailable = desired - place.nodes_with(ready);
+    let mut surging = place.by_node.values().filter(|pods| pods.len() > 1).count() as i64;
+    for (node, pods) in &place.by_node {
         let news: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_new(p)).collect();
         let olds: Vec<&Arc<Pod>> = pods.iter().filter(|p| !is_new(p)).collect();
         // Duplicates of one revision: keep the oldest.
-        for extra in news.iter().skip(1) {
+        for extra in news.iter().skip(1).chain(olds.iter().skip(1)) {
             delete.push(extra.metadata.name().to_string());
-        }
-        if olds.len() > 1 {
-            for extra in olds.iter().skip(1) {
-                delete.push(extra.metadata.name().to_string());
-            }
         }
         let Some(old) = olds.first() else { continue };
         if !rolling {
@@ -262,23 +260,20 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> 
         match news.first() {
             // Surge: the new pod is up; the old one goes once the new one is available.
             Some(new) => {
-                if available(new, min_ready, now) || !available(old, min_ready, now) {
+                if ready(new) || !ready(old) {
                     delete.push(old_name);
                 }
             }
+            None if !ready(old) => delete.push(old_name),
             None if max_surge > 0 => {
-                if !available(old, min_ready, now) {
-                    delete.push(old_name);
-                } else if surging < max_surge {
+                if surging < max_surge {
                     surging += 1;
                     create.push(node.clone());
                 }
             }
+            // Available old pods go within maxUnavailable.
             None => {
-                // Unavailable old pods go freely; available ones within maxUnavailable.
-                if !available(old, min_ready, now) {
-                    delete.push(old_name);
-                } else if unavailable < max_unavailable {
+                if unavailable < max_unavailable {
                     unavailable += 1;
                     delete.push(old_name);
                 }
@@ -287,96 +282,146 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> 
     }
     delete.sort();
     delete.dedup();
+    (create, delete)
+}
 
-    if ctx.expectations.satisfied(&key, &ctx.pods, &ns) {
-        let made = futures::future::join_all(create.iter().map(|node| {
-            let pod = pod_for(&ds, &template, &hash, node);
-            let api = Api::<Pod>::namespaced(&ctx.client, &ns);
-            async move {
-                api.create(&pod)
-                    .await
-                    .map(|p| p.metadata.name().to_string())
-            }
-        }))
-        .await;
-        let mut names = Vec::new();
-        let mut failure = None;
-        for r in made {
-            match r {
-                Ok(n) => names.push(n),
-                Err(e) => failure = Some(e),
-            }
+/// Creates and deletes what the plan says, recording what it expects to see.
+async fn carry_out(
+    ds: &DaemonSet,
+    ctx: &Context,
+    template: &PodTemplateSpec,
+    hash: &str,
+    (create, delete): (Vec<String>, Vec<String>),
+) -> Result<()> {
+    let ns = ds.metadata.namespace();
+    let key = format!("daemonsets/{ns}/{}", ds.metadata.name());
+    if !ctx.expectations.satisfied(&key, &ctx.pods, ns) {
+        return Ok(());
+    }
+    let recorder = Recorder::new(&ctx.client, "daemonset-controller");
+    let api = Api::<Pod>::namespaced(&ctx.client, ns);
+    let made = futures::future::join_all(create.iter().map(|node| {
+        let pod = pod_for(ds, template, hash, node);
+        let api = api.clone();
+        async move {
+            api.create(&pod)
+                .await
+                .map(|p| p.metadata.name().to_string())
         }
-        for n in &names {
-            event("SuccessfulCreate", format!("Created pod: {n}"));
-        }
-        let gone = Api::<Pod>::namespaced(&ctx.client, &ns)
-            .delete_all(&delete)
-            .await?;
-        for n in &gone {
-            event("SuccessfulDelete", format!("Deleted pod: {n}"));
-        }
-        ctx.expectations.expect(&key, names, gone);
-        if let Some(e) = failure {
-            return Err(e.into());
+    }))
+    .await;
+    let mut names = Vec::new();
+    let mut failure = None;
+    for r in made {
+        match r {
+            Ok(n) => names.push(n),
+            Err(e) => failure = Some(e),
         }
     }
+    for n in &names {
+        recorder.normal(ds, "SuccessfulCreate", format!("Created pod: {n}"));
+    }
+    let gone = api.delete_all(&delete).await?;
+    for n in &gone {
+        recorder.normal(ds, "SuccessfulDelete", format!("Deleted pod: {n}"));
+    }
+    ctx.expectations.expect(&key, names, gone);
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
 
-    // Status, from what the nodes run now.
-    let scheduled: Vec<&Arc<Pod>> = by_node.values().filter_map(|pods| pods.first()).collect();
+/// The status, from what the nodes run now.
+fn status_of(ds: &DaemonSet, ctx: &Context, place: &Placement, hash: &str) -> DaemonSetStatus {
+    let min_ready = i64::from(
+        ds.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0),
+    );
+    let now = chrono::Utc::now();
+    let uid = ds.metadata.uid.as_deref().unwrap_or("");
+    let desired = place.desired();
     let misscheduled = ctx
         .pods
-        .list_namespace(&ns)
+        .list_namespace(ds.metadata.namespace())
         .iter()
         .filter(|p| {
-            controller_uid(&p.metadata) == Some(uid.as_str())
-                && super::pods::node_name(p).is_some_and(|n| eligible.get(n) != Some(&true))
+            controller_uid(&p.metadata) == Some(uid)
+                && super::pods::node_name(p).is_some_and(|n| place.eligible.get(n) != Some(&true))
         })
         .count();
-    let ready = by_node
-        .values()
-        .filter(|pods| pods.iter().any(|p| is_ready(p)))
-        .count() as i64;
-    let available_n = by_node
-        .values()
-        .filter(|pods| pods.iter().any(|p| available(p, min_ready, now)))
-        .count() as i64;
-    let updated = by_node
-        .values()
-        .filter(|pods| pods.iter().any(|p| is_new(p)))
-        .count();
-    let status = DaemonSetStatus {
-        current_number_scheduled: scheduled.len() as i32,
+    let available_n = place.nodes_with(|p| available(p, min_ready, now));
+    DaemonSetStatus {
+        current_number_scheduled: place
+            .by_node
+            .values()
+            .filter(|pods| !pods.is_empty())
+            .count() as i32,
         number_misscheduled: misscheduled as i32,
         desired_number_scheduled: desired as i32,
-        number_ready: ready as i32,
-        updated_number_scheduled: Some(updated as i32),
+        number_ready: place.nodes_with(is_ready) as i32,
+        updated_number_scheduled: Some(place.nodes_with(|p| revision_of(p) == hash) as i32),
         number_available: Some(available_n as i32),
         number_unavailable: Some((desired - available_n).max(0) as i32),
         observed_generation: Some(ds.metadata.generation.unwrap_or(0)),
         collision_count: None,
         conditions: None,
+    }
+}
+
+/// The counts a status write must change.
+fn counts(s: &DaemonSetStatus) -> impl PartialEq {
+    (
+        s.current_number_scheduled,
+        s.number_misscheduled,
+        s.desired_number_scheduled,
+        s.number_ready,
+        s.updated_number_scheduled.unwrap_or(0),
+        s.number_available.unwrap_or(0),
+        s.number_unavailable.unwrap_or(0),
+        s.observed_generation.unwrap_or(0),
+    )
+}
+
+/// One reconcile of one DaemonSet.
+pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> {
+    if ds.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let spec = ds.spec.as_ref().ok_or(Error::NoSpec("DaemonSet"))?;
+    let uid = ds.metadata.uid.clone().unwrap_or_default();
+    let template = with_tolerations(&spec.template);
+    let in_use: Vec<String> = ctx
+        .pods
+        .list_namespace(ds.metadata.namespace())
+        .iter()
+        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
+        .map(|p| revision_of(p).to_string())
+        .collect();
+    let owner = super::revisions::Owner {
+        kind: DaemonSet::info(),
+        meta: &ds.metadata,
+        template: &spec.template,
+        history_limit: spec.revision_history_limit,
     };
-    let current = ds.status.clone().unwrap_or_default();
-    let counts = |s: &DaemonSetStatus| {
-        (
-            s.current_number_scheduled,
-            s.number_misscheduled,
-            s.desired_number_scheduled,
-            s.number_ready,
-            s.updated_number_scheduled.unwrap_or(0),
-            s.number_available.unwrap_or(0),
-            s.number_unavailable.unwrap_or(0),
-            s.observed_generation.unwrap_or(0),
-        )
-    };
-    if counts(&current) != counts(&status) {
+    let (hash, _) = super::revisions::sync(&ctx.client, &ctx.revisions, owner, &in_use).await?;
+    let placement = place(&ds, &template, &ctx);
+    let changes = plan(spec, &placement, &hash);
+    carry_out(&ds, &ctx, &template, &hash, changes).await?;
+    let status = status_of(&ds, &ctx, &placement, &hash);
+    if counts(&ds.status.clone().unwrap_or_default()) != counts(&status) {
         Api::<DaemonSet>::beside(&ctx.client, ds.as_ref())
-            .patch_status(&name, &Patch::Strategic(json!({"status": status})))
+            .patch_status(
+                ds.metadata.name(),
+                &Patch::Strategic(json!({"status": status})),
+            )
             .await?;
     }
     // Pods becoming available after minReadySeconds change nothing by themselves.
-    if min_ready > 0 && available_n < ready {
+    let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
+    if min_ready > 0 && status.number_available.unwrap_or(0) < status.number_ready {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())

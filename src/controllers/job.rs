@@ -179,41 +179,30 @@ fn condition(ty: &str, reason: &str, message: &str, at: Time) -> Condition {
     }
 }
 
-/// One reconcile of one Job.
-pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
-    if job.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let spec = job.spec.as_ref().ok_or(Error::NoSpec("Job"))?;
-    let ns = job.metadata.namespace().to_string();
-    let name = job.metadata.name().to_string();
-    let uid = job.metadata.uid.clone().unwrap_or_default();
-    let key = format!("jobs/{ns}/{name}");
-    let now_t = now();
-    let recorder = Recorder::new(&ctx.client, "job-controller");
-    let event = |ty: &'static str, reason: &'static str, message: String| match ty {
-        "Warning" => recorder.warning(job.as_ref(), reason, message),
-        _ => recorder.normal(job.as_ref(), reason, message),
-    };
+/// What a Job's pods add up to.
+struct Observed<'p> {
+    active: Vec<&'p Pod>,
+    terminating: usize,
+    succeeded: i64,
+    failed: i64,
+    /// Container restarts of active pods (they count as failures under `restartPolicy: OnFailure`).
+    restarts: i64,
+    done_indexes: BTreeSet<i64>,
+    /// The message of a FailJob rule of the pod failure policy that matched.
+    fail_job: Option<String>,
+    last_failure: Option<Time>,
+}
 
-    let pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .list_namespace(&ns)
-        .into_iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
-        .collect();
+fn observe<'p>(job: &Job, spec: &crate::api::batch::JobSpec, pods: &'p [Arc<Pod>]) -> Observed<'p> {
+    let finished = |p: &Pod| matches!(phase(p), "Succeeded" | "Failed");
     let active: Vec<&Pod> = pods
         .iter()
         .map(|p| p.as_ref())
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed")
-        })
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !finished(p))
         .collect();
     let terminating = pods
         .iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_some() && !matches!(phase(p), "Succeeded" | "Failed")
-        })
+        .filter(|p| p.metadata.deletion_timestamp.is_some() && !finished(p))
         .count();
     let succeeded_pods: Vec<&Pod> = pods
         .iter()
@@ -249,214 +238,340 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
         0
     };
     let prev = job.status.clone().unwrap_or_default();
-    // Counts never go back (a finished pod removed by hand still happened).
-    let succeeded = (succeeded_pods.len() as i64).max(i64::from(prev.succeeded.unwrap_or(0)));
-    let failed = failed.max(i64::from(prev.failed.unwrap_or(0)));
-    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
-    let completions = spec.completions.map(i64::from);
-    let parallelism = i64::from(spec.parallelism.unwrap_or(1).max(0));
-    let backoff_limit = i64::from(spec.backoff_limit.unwrap_or(6));
-    let done_indexes: BTreeSet<i64> = succeeded_pods.iter().filter_map(|p| index_of(p)).collect();
+    Observed {
+        // Counts never go back (a finished pod removed by hand still happened).
+        succeeded: (succeeded_pods.len() as i64).max(i64::from(prev.succeeded.unwrap_or(0))),
+        failed: failed.max(i64::from(prev.failed.unwrap_or(0))),
+        done_indexes: succeeded_pods.iter().filter_map(|p| index_of(p)).collect(),
+        active,
+        terminating,
+        restarts,
+        fail_job,
+        last_failure,
+    }
+}
 
-    let mut status = JobStatus {
-        active: Some(active.len() as i32),
-        ready: Some(active.iter().filter(|p| is_ready(p)).count() as i32),
-        succeeded: Some(succeeded as i32),
-        failed: Some(failed as i32),
-        terminating: Some(terminating as i32),
-        start_time: prev.start_time,
-        completed_indexes: indexed.then(|| intervals(&done_indexes)),
-        ..Default::default()
-    };
-    let mut conditions: Vec<Condition> = prev.conditions.clone().unwrap_or_default();
-    let mut after: Option<Duration> = None;
-    let finished = condition_true(&job, "Complete") || condition_true(&job, "Failed");
+/// One pass over one Job, with what it observed.
+struct Pass<'a> {
+    job: &'a Job,
+    spec: &'a crate::api::batch::JobSpec,
+    ctx: &'a Context,
+    ns: String,
+    key: String,
+    now: Time,
+    recorder: Recorder,
+    seen: Observed<'a>,
+    status: JobStatus,
+    conditions: Vec<Condition>,
+}
 
-    if finished {
-        // Leftovers of a failed Job are stopped; a finished Job with a TTL goes away when it runs out.
-        delete_pods(&ctx, &ns, &active).await?;
-        if let Some(ttl) = spec.ttl_seconds_after_finished {
+impl Pass<'_> {
+    fn normal(&self, reason: &'static str, message: String) {
+        self.recorder.normal(self.job, reason, message)
+    }
+
+    /// Writes the status with the conditions so far.
+    async fn write(mut self) -> Result<()> {
+        self.status.conditions = Some(self.conditions);
+        write_status(self.ctx, self.job, self.status).await
+    }
+
+    /// A finished Job: leftovers stop, and a Job with a TTL goes away when it runs out.
+    async fn finished(mut self) -> Result<Action> {
+        delete_pods(self.ctx, &self.ns, &self.seen.active).await?;
+        let prev = self.job.status.clone().unwrap_or_default();
+        let mut after = None;
+        if let Some(ttl) = self.spec.ttl_seconds_after_finished {
             let end = prev.completion_time.or_else(|| {
-                conditions
+                self.conditions
                     .iter()
                     .filter(|c| c.type_ == "Failed")
                     .find_map(|c| c.last_transition_time)
             });
             if let Some(end) = end {
                 let due = end + chrono::Duration::seconds(i64::from(ttl));
-                if now_t >= due {
-                    let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
-                        "propagationPolicy": "Background", "preconditions": {"uid": uid}});
-                    match Api::<Job>::namespaced(&ctx.client, &ns)
-                        .delete_with(&name, &options)
-                        .await
-                    {
-                        Ok(_) => {
-                            tracing::info!(job = %key, "deleted after ttlSecondsAfterFinished")
-                        }
-                        Err(e) if e.code() == Some(404) || e.code() == Some(409) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                if self.now >= due {
+                    self.expire().await?;
                     return Ok(Action::await_change());
                 }
-                after = Some((due - now_t).to_std().unwrap_or_default());
+                after = Some((due - self.now).to_std().unwrap_or_default());
             }
         }
         // Only the counts move now.
-        status.completion_time = prev.completion_time;
-        status.conditions = Some(conditions);
-        write_status(&ctx, &job, status).await?;
-        return Ok(after.map_or(Action::await_change(), Action::requeue));
+        self.status.completion_time = prev.completion_time;
+        self.write().await?;
+        Ok(after.map_or(Action::await_change(), Action::requeue))
     }
 
-    if spec.suspend == Some(true) {
-        delete_pods(&ctx, &ns, &active).await?;
-        status.active = Some(0);
-        status.start_time = None;
-        if !condition_true(&job, "Suspended") {
-            conditions.retain(|c| c.type_ != "Suspended");
-            conditions.push(condition(
+    /// Deletes the Job whose `ttlSecondsAfterFinished` ran out (only if it is still this Job).
+    async fn expire(&self) -> Result<()> {
+        let uid = self.job.metadata.uid.clone().unwrap_or_default();
+        let options = json!({"kind": "DeleteOptions", "apiVersion": "v1",
+            "propagationPolicy": "Background", "preconditions": {"uid": uid}});
+        match Api::<Job>::namespaced(&self.ctx.client, &self.ns)
+            .delete_with(self.job.metadata.name(), &options)
+            .await
+        {
+            Ok(_) => tracing::info!(job = %self.key, "deleted after ttlSecondsAfterFinished"),
+            Err(e) if e.code() == Some(404) || e.code() == Some(409) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// A suspended Job runs nothing.
+    async fn suspended(mut self) -> Result<Action> {
+        delete_pods(self.ctx, &self.ns, &self.seen.active).await?;
+        self.status.active = Some(0);
+        self.status.start_time = None;
+        if !condition_true(self.job, "Suspended") {
+            self.conditions.retain(|c| c.type_ != "Suspended");
+            self.conditions.push(condition(
                 "Suspended",
                 "JobSuspended",
                 "Job suspended",
-                now_t,
+                self.now,
             ));
-            event("Normal", "Suspended", "Job suspended".into());
+            self.normal("Suspended", "Job suspended".into());
         }
-        status.conditions = Some(conditions);
-        write_status(&ctx, &job, status).await?;
-        return Ok(Action::await_change());
-    }
-    if condition_true(&job, "Suspended") {
-        for c in conditions.iter_mut().filter(|c| c.type_ == "Suspended") {
-            *c = Condition {
-                status: "False".into(),
-                ..condition("Suspended", "JobResumed", "Job resumed", now_t)
-            };
-        }
-        event("Normal", "Resumed", "Job resumed".into());
-    }
-    let started = *status.start_time.get_or_insert(now_t);
-
-    // Failure: a FailJob rule, too many failures, or past the deadline.
-    let deadline = spec.active_deadline_seconds;
-    let failure = if let Some(m) = fail_job {
-        Some(("PodFailurePolicy", m))
-    } else if failed + restarts > backoff_limit {
-        Some((
-            "BackoffLimitExceeded",
-            "Job has reached the specified backoff limit".to_string(),
-        ))
-    } else if deadline.is_some_and(|d| now_t >= started + chrono::Duration::seconds(d)) {
-        Some((
-            "DeadlineExceeded",
-            "Job was active longer than specified deadline".to_string(),
-        ))
-    } else {
-        None
-    };
-    if let Some((reason, message)) = failure {
-        delete_pods(&ctx, &ns, &active).await?;
-        conditions.retain(|c| c.type_ != "FailureTarget" && c.type_ != "Failed");
-        conditions.push(condition("FailureTarget", reason, &message, now_t));
-        conditions.push(condition("Failed", reason, &message, now_t));
-        status.conditions = Some(conditions);
-        status.active = Some(0);
-        tracing::info!(job = %key, reason, "job failed");
-        event("Warning", reason, message);
-        write_status(&ctx, &job, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        self.write().await?;
+        Ok(Action::await_change())
     }
 
-    // Success: every completion (every index) done; a work queue when one pod succeeded and none is left running.
-    let complete = match completions {
-        Some(c) if indexed => (0..c).all(|i| done_indexes.contains(&i)),
-        Some(c) => succeeded >= c,
-        None => succeeded > 0 && active.is_empty(),
-    };
-    if complete {
-        delete_pods(&ctx, &ns, &active).await?;
+    /// Why the Job fails now, if it does: a FailJob rule, too many failures, or past the deadline.
+    fn failure(&self, started: Time) -> Option<(&'static str, String)> {
+        let backoff_limit = i64::from(self.spec.backoff_limit.unwrap_or(6));
+        let deadline = self.spec.active_deadline_seconds;
+        if let Some(m) = &self.seen.fail_job {
+            Some(("PodFailurePolicy", m.clone()))
+        } else if self.seen.failed + self.seen.restarts > backoff_limit {
+            Some((
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit".to_string(),
+            ))
+        } else if deadline.is_some_and(|d| self.now >= started + chrono::Duration::seconds(d)) {
+            Some((
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline".to_string(),
+            ))
+        } else {
+            None
+        }
+    }
+
+    async fn fail(mut self, reason: &'static str, message: String) -> Result<Action> {
+        delete_pods(self.ctx, &self.ns, &self.seen.active).await?;
+        self.conditions
+            .retain(|c| c.type_ != "FailureTarget" && c.type_ != "Failed");
+        self.conditions
+            .push(condition("FailureTarget", reason, &message, self.now));
+        self.conditions
+            .push(condition("Failed", reason, &message, self.now));
+        self.status.active = Some(0);
+        tracing::info!(job = %self.key, reason, "job failed");
+        self.recorder.warning(self.job, reason, message);
+        self.write().await?;
+        Ok(Action::requeue(Duration::from_secs(1)))
+    }
+
+    /// Every completion (every index) done; for a work queue, one pod succeeded and none is left running.
+    fn complete(&self) -> bool {
+        let indexed = self.spec.completion_mode.as_deref() == Some("Indexed");
+        match self.spec.completions.map(i64::from) {
+            Some(c) if indexed => (0..c).all(|i| self.seen.done_indexes.contains(&i)),
+            Some(c) => self.seen.succeeded >= c,
+            None => self.seen.succeeded > 0 && self.seen.active.is_empty(),
+        }
+    }
+
+    async fn completed(mut self) -> Result<Action> {
+        delete_pods(self.ctx, &self.ns, &self.seen.active).await?;
         let message = "Reached expected number of succeeded pods";
-        conditions.push(condition(
+        self.conditions.push(condition(
             "SuccessCriteriaMet",
             "CompletionsReached",
             message,
-            now_t,
+            self.now,
         ));
-        conditions.push(condition("Complete", "CompletionsReached", message, now_t));
-        status.conditions = Some(conditions);
-        status.completion_time = Some(now_t);
-        status.active = Some(0);
-        tracing::info!(job = %key, "job completed");
-        event("Normal", "Completed", "Job completed".into());
-        write_status(&ctx, &job, status).await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    if let Some(d) = deadline {
-        let due = started + chrono::Duration::seconds(d);
-        after = Some((due - now_t).to_std().unwrap_or_default());
+        self.conditions.push(condition(
+            "Complete",
+            "CompletionsReached",
+            message,
+            self.now,
+        ));
+        self.status.completion_time = Some(self.now);
+        self.status.active = Some(0);
+        tracing::info!(job = %self.key, "job completed");
+        self.normal("Completed", "Job completed".into());
+        self.write().await?;
+        Ok(Action::requeue(Duration::from_secs(1)))
     }
 
-    // Run more pods, or fewer.
-    if ctx.expectations.satisfied(&key, &ctx.pods, &ns) {
-        let wanted = match completions {
+    /// Which pods to start now.
+    fn plan(&self) -> Plan {
+        let parallelism = i64::from(self.spec.parallelism.unwrap_or(1).max(0));
+        let active = self.seen.active.len() as i64;
+        let indexed = self.spec.completion_mode.as_deref() == Some("Indexed");
+        match self.spec.completions.map(i64::from) {
             Some(c) if indexed => {
-                let running: BTreeSet<i64> = active.iter().filter_map(|p| index_of(p)).collect();
-                let pending: Vec<i64> = (0..c)
-                    .filter(|i| !done_indexes.contains(i) && !running.contains(i))
-                    .collect();
-                let room = (parallelism - active.len() as i64).max(0) as usize;
-                Plan::Indexes(pending.into_iter().take(room).collect())
-            }
-            Some(c) => Plan::Count((parallelism.min(c - succeeded) - active.len() as i64).max(0)),
-            None if succeeded > 0 => Plan::Count(0),
-            None => Plan::Count((parallelism - active.len() as i64).max(0)),
-        };
-        let surplus = active.len() as i64 - parallelism;
-        let wait = (failed + restarts > 0)
-            .then(|| {
-                let exp = (failed + restarts - 1).clamp(0, 16) as u32;
-                let delay = ctx
-                    .backoff
-                    .saturating_mul(2u32.saturating_pow(exp))
-                    .min(MAX_BACKOFF);
-                last_failure.map(|t| {
-                    let due = t + chrono::Duration::from_std(delay).unwrap_or_default();
-                    (due - now_t).to_std().unwrap_or_default()
-                })
-            })
-            .flatten()
-            .filter(|d| !d.is_zero());
-        if surplus > 0 {
-            let doomed = super::pods::pods_to_delete(active.clone(), surplus as usize);
-            Api::<Pod>::namespaced(&ctx.client, &ns)
-                .delete_all(&doomed)
-                .await?;
-            ctx.expectations.expect(&key, Vec::new(), doomed);
-        } else if !wanted.is_empty() {
-            if let Some(w) = wait {
-                // Wait out the backoff before replacing failed pods.
-                after = Some(after.map_or(w, |a| a.min(w)));
-            } else {
-                let made = create_pods(&ctx, &job, &wanted).await;
-                let names: Vec<String> = made
+                let running: BTreeSet<i64> = self
+                    .seen
+                    .active
                     .iter()
-                    .filter_map(|r| r.as_ref().ok().cloned())
+                    .filter_map(|p| index_of(p))
                     .collect();
-                for n in &names {
-                    event("Normal", "SuccessfulCreate", format!("Created pod: {n}"));
-                }
-                ctx.expectations.expect(&key, names, Vec::new());
-                if let Some(Err(e)) = made.into_iter().find(|r| r.is_err()) {
-                    status.conditions = Some(conditions);
-                    write_status(&ctx, &job, status).await?;
-                    return Err(e.into());
-                }
+                let pending =
+                    (0..c).filter(|i| !self.seen.done_indexes.contains(i) && !running.contains(i));
+                let room = (parallelism - active).max(0) as usize;
+                Plan::Indexes(pending.take(room).collect())
             }
+            Some(c) => Plan::Count((parallelism.min(c - self.seen.succeeded) - active).max(0)),
+            None if self.seen.succeeded > 0 => Plan::Count(0),
+            None => Plan::Count((parallelism - active).max(0)),
         }
     }
-    status.conditions = Some(conditions);
-    write_status(&ctx, &job, status).await?;
+
+    /// How long failed pods still wait before they are replaced (exponential backoff from the last failure).
+    fn backoff_left(&self) -> Option<Duration> {
+        let failures = self.seen.failed + self.seen.restarts;
+        if failures == 0 {
+            return None;
+        }
+        let exp = (failures - 1).clamp(0, 16) as u32;
+        let delay = self
+            .ctx
+            .backoff
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(MAX_BACKOFF);
+        let t = self.seen.last_failure?;
+        let due = t + chrono::Duration::from_std(delay).unwrap_or_default();
+        Some((due - self.now).to_std().unwrap_or_default()).filter(|d| !d.is_zero())
+    }
+
+    /// Runs more pods, or fewer; returns how long to wait before looking again (backoff), if at all.
+    async fn scale(&mut self) -> Result<Option<Duration>> {
+        if !self
+            .ctx
+            .expectations
+            .satisfied(&self.key, &self.ctx.pods, &self.ns)
+        {
+            return Ok(None);
+        }
+        let parallelism = i64::from(self.spec.parallelism.unwrap_or(1).max(0));
+        let surplus = self.seen.active.len() as i64 - parallelism;
+        let wanted = self.plan();
+        if surplus > 0 {
+            let doomed = super::pods::pods_to_delete(self.seen.active.clone(), surplus as usize);
+            Api::<Pod>::namespaced(&self.ctx.client, &self.ns)
+                .delete_all(&doomed)
+                .await?;
+            self.ctx.expectations.expect(&self.key, Vec::new(), doomed);
+            return Ok(None);
+        }
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        if let Some(w) = self.backoff_left() {
+            // Wait out the backoff before replacing failed pods.
+            return Ok(Some(w));
+        }
+        let made = create_pods(self.ctx, self.job, &wanted).await;
+        let names: Vec<String> = made
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        for n in &names {
+            self.normal("SuccessfulCreate", format!("Created pod: {n}"));
+        }
+        self.ctx.expectations.expect(&self.key, names, Vec::new());
+        match made.into_iter().find_map(|r| r.err()) {
+            Some(e) => Err(e.into()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One reconcile of one Job.
+pub async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action> {
+    if job.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let spec = job.spec.as_ref().ok_or(Error::NoSpec("Job"))?;
+    let ns = job.metadata.namespace().to_string();
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .list_namespace(&ns)
+        .into_iter()
+        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
+        .collect();
+    let seen = observe(&job, spec, &pods);
+    let prev = job.status.clone().unwrap_or_default();
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let status = JobStatus {
+        active: Some(seen.active.len() as i32),
+        ready: Some(seen.active.iter().filter(|p| is_ready(p)).count() as i32),
+        succeeded: Some(seen.succeeded as i32),
+        failed: Some(seen.failed as i32),
+        terminating: Some(seen.terminating as i32),
+        start_time: prev.start_time,
+        completed_indexes: indexed.then(|| intervals(&seen.done_indexes)),
+        ..Default::default()
+    };
+    let mut pass = Pass {
+        job: &job,
+        spec,
+        ctx: &ctx,
+        key: format!("jobs/{ns}/{}", job.metadata.name()),
+        ns,
+        now: now(),
+        recorder: Recorder::new(&ctx.client, "job-controller"),
+        seen,
+        status,
+        conditions: prev.conditions.clone().unwrap_or_default(),
+    };
+    if condition_true(&job, "Complete") || condition_true(&job, "Failed") {
+        return pass.finished().await;
+    }
+    if spec.suspend == Some(true) {
+        return pass.suspended().await;
+    }
+    if condition_true(&job, "Suspended") {
+        for c in pass
+            .conditions
+            .iter_mut()
+            .filter(|c| c.type_ == "Suspended")
+        {
+            *c = Condition {
+                status: "False".into(),
+                ..condition("Suspended", "JobResumed", "Job resumed", pass.now)
+            };
+        }
+        pass.normal("Resumed", "Job resumed".into());
+    }
+    let started = *pass.status.start_time.get_or_insert(pass.now);
+    if let Some((reason, message)) = pass.failure(started) {
+        return pass.fail(reason, message).await;
+    }
+    if pass.complete() {
+        return pass.completed().await;
+    }
+    let mut after = spec.active_deadline_seconds.map(|d| {
+        let due = started + chrono::Duration::seconds(d);
+        (due - pass.now).to_std().unwrap_or_default()
+    });
+    let scaled = pass.scale().await;
+    let backoff = match scaled {
+        Ok(b) => b,
+        Err(e) => {
+            pass.write().await?;
+            return Err(e);
+        }
+    };
+    if let Some(w) = backoff {
+        after = Some(after.map_or(w, |a| a.min(w)));
+    }
+    pass.write().await?;
     Ok(after.map_or(Action::await_change(), |a| {
         Action::requeue(a.max(Duration::from_millis(100)))
     }))

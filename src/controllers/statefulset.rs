@@ -157,22 +157,274 @@ fn missing_claims(
     out
 }
 
+/// One pass over one StatefulSet: what it wants, the pods it has by ordinal, and its revisions.
+struct Pass<'a> {
+    set: &'a StatefulSet,
+    spec: &'a crate::api::apps::StatefulSetSpec,
+    ctx: &'a Context,
+    name: String,
+    pods_api: Api<Pod>,
+    claims_api: Api<PersistentVolumeClaim>,
+    recorder: Recorder,
+    /// Ours, by ordinal (a pod of another owner with our name blocks its ordinal).
+    pods: BTreeMap<i64, Arc<Pod>>,
+    wanted: std::ops::Range<i64>,
+    parallel: bool,
+    partition: i64,
+    update_hash: String,
+    current_hash: String,
+    current_template: PodTemplateSpec,
+}
+
+impl Pass<'_> {
+    fn normal(&self, reason: &'static str, message: String) {
+        self.recorder.normal(self.set, reason, message)
+    }
+    fn warning(&self, reason: &'static str, message: String) {
+        self.recorder.warning(self.set, reason, message)
+    }
+
+    /// Whether every wanted pod that exists is Running and Ready.
+    fn all_ready(&self) -> bool {
+        self.pods
+            .iter()
+            .filter(|(o, _)| self.wanted.contains(o))
+            .all(|(_, p)| running_and_ready(p))
+    }
+
+    async fn delete_pod(&self, pname: &str) -> Result<()> {
+        self.pods_api.delete_all(&[pname.to_string()]).await?;
+        let name = &self.name;
+        self.normal(
+            "SuccessfulDelete",
+            format!("delete Pod {pname} in StatefulSet {name} successful"),
+        );
+        Ok(())
+    }
+
+    /// Creates the claims and the pod of `ordinal`.
+    async fn create(&self, ordinal: i64) -> Result<()> {
+        let name = &self.name;
+        for claim in missing_claims(self.set, &self.ctx.claims, ordinal) {
+            let cname = claim.metadata.name().to_string();
+            match self.claims_api.create(&claim).await {
+                Ok(_) => self.normal(
+                    "SuccessfulCreate",
+                    format!(
+                        "create Claim {cname} Pod {name}-{ordinal} in StatefulSet {name} success"
+                    ),
+                ),
+                Err(e) if e.code() == Some(409) => {}
+                Err(e) => {
+                    self.warning("FailedCreate", format!("create Claim {cname} for Pod {name}-{ordinal} in StatefulSet {name} failed error: {e}"));
+                    return Err(e.into());
+                }
+            }
+        }
+        // Below the partition a new pod gets the current revision; from it up, the update revision.
+        let (template, hash) = if ordinal < self.partition && self.current_hash != self.update_hash
+        {
+            (&self.current_template, &self.current_hash)
+        } else {
+            (&self.spec.template, &self.update_hash)
+        };
+        let pod = pod_for(self.set, template, hash, ordinal);
+        match self.pods_api.create(&pod).await {
+            Ok(_) => self.normal(
+                "SuccessfulCreate",
+                format!("create Pod {name}-{ordinal} in StatefulSet {name} successful"),
+            ),
+            Err(e) if e.code() == Some(409) => {}
+            Err(e) => {
+                self.warning(
+                    "FailedCreate",
+                    format!("create Pod {name}-{ordinal} in StatefulSet {name} failed error: {e}"),
+                );
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates what is missing, in order, and replaces failed pods. Returns whether it must wait for pods to change.
+    async fn fill(&self) -> Result<bool> {
+        let mut waiting = false;
+        for ordinal in self.wanted.clone() {
+            match self.pods.get(&ordinal) {
+                // Its successor waits until it is gone: never two pods with one ordinal.
+                Some(p) if p.metadata.deletion_timestamp.is_some() => waiting = true,
+                Some(p) if matches!(phase(p), "Failed" | "Succeeded") => {
+                    self.delete_pod(p.metadata.name()).await?;
+                    waiting = true;
+                }
+                Some(p) => {
+                    if !self.parallel && !running_and_ready(p) {
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                None => {
+                    self.create(ordinal).await?;
+                    waiting = true;
+                }
+            }
+            if !self.parallel {
+                break;
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Scale down: the highest ordinal first, one at a time unless Parallel, once the rest are Running and Ready.
+    async fn scale_down(&self) -> Result<bool> {
+        let condemned: Vec<&Arc<Pod>> = self
+            .pods
+            .iter()
+            .filter(|(o, _)| !self.wanted.contains(o))
+            .map(|(_, p)| p)
+            .rev()
+            .collect();
+        let all_ready = self.all_ready();
+        let delete_scaled = self
+            .spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .and_then(|p| p.when_scaled.as_deref())
+            == Some("Delete");
+        let mut waiting = false;
+        for p in condemned {
+            if p.metadata.deletion_timestamp.is_some() {
+                if !self.parallel {
+                    break;
+                }
+                continue;
+            }
+            if !self.parallel && !all_ready {
+                break;
+            }
+            let pname = p.metadata.name();
+            self.delete_pod(pname).await?;
+            if delete_scaled {
+                let ordinal = ordinal_of(&self.name, pname).unwrap_or(-1);
+                let claims: Vec<String> = claim_templates(self.set)
+                    .iter()
+                    .map(|v| claim_name(v.metadata.name(), &self.name, ordinal))
+                    .collect();
+                self.claims_api.delete_all(&claims).await?;
+            }
+            waiting = true;
+            if !self.parallel {
+                break;
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Rolling update: from the highest ordinal down to the partition, one pod at a time, each Ready first.
+    async fn roll(&self) -> Result<()> {
+        if !self.all_ready() {
+            return Ok(());
+        }
+        let stale = self
+            .pods
+            .iter()
+            .rev()
+            .filter(|(o, _)| self.wanted.contains(o) && **o >= self.partition)
+            .find(|(_, p)| revision_of(p) != self.update_hash);
+        if let Some((_, stale)) = stale {
+            self.delete_pod(stale.metadata.name()).await?;
+        }
+        Ok(())
+    }
+
+    /// The status the pods add up to.
+    fn status(&self, min_ready: i64) -> StatefulSetStatus {
+        let live: Vec<&Arc<Pod>> = self
+            .pods
+            .iter()
+            .filter(|(o, p)| self.wanted.contains(o) && p.metadata.deletion_timestamp.is_none())
+            .map(|(_, p)| p)
+            .collect();
+        let now = chrono::Utc::now();
+        let count = |f: &dyn Fn(&Pod) -> bool| live.iter().filter(|p| f(p)).count() as i32;
+        let updated = count(&|p| revision_of(p) == self.update_hash);
+        let mut current_hash = self.current_hash.clone();
+        let mut current = count(&|p| revision_of(p) == current_hash);
+        // Every pod updated: the update revision becomes the current one.
+        let replicas = self.wanted.end - self.wanted.start;
+        if i64::from(updated) == replicas && live.len() as i64 == replicas {
+            current_hash = self.update_hash.clone();
+            current = updated;
+        }
+        let name = &self.name;
+        StatefulSetStatus {
+            replicas: self
+                .pods
+                .values()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .count() as i32,
+            ready_replicas: Some(count(&|p| is_ready(p))),
+            available_replicas: Some(count(&|p| available(p, min_ready, now))),
+            current_replicas: Some(current),
+            updated_replicas: Some(updated),
+            current_revision: Some(format!("{name}-{current_hash}")),
+            update_revision: Some(format!("{name}-{}", self.update_hash)),
+            observed_generation: Some(self.set.metadata.generation.unwrap_or(0)),
+            collision_count: Some(0),
+            conditions: None,
+        }
+    }
+}
+
+/// The fields of a status that a write must change (a patch of identical numbers is skipped).
+fn comparable(s: &StatefulSetStatus) -> impl PartialEq {
+    (
+        s.replicas,
+        s.ready_replicas.unwrap_or(0),
+        s.available_replicas.unwrap_or(0),
+        s.current_replicas.unwrap_or(0),
+        s.updated_replicas.unwrap_or(0),
+        s.current_revision.clone(),
+        s.update_revision.clone(),
+        s.observed_generation.unwrap_or(0),
+        s.collision_count.unwrap_or(0),
+    )
+}
+
+/// The current revision: what status says, while pods still run it; else the update revision.
+fn current_revision(
+    set: &StatefulSet,
+    revisions: &[Arc<crate::api::apps::ControllerRevision>],
+    update_hash: &str,
+) -> (String, Option<PodTemplateSpec>) {
+    let name = set.metadata.name();
+    let said = set
+        .status
+        .as_ref()
+        .and_then(|s| s.current_revision.as_deref())
+        .and_then(|r| r.strip_prefix(&format!("{name}-")))
+        .unwrap_or("");
+    let found = revisions
+        .iter()
+        .find(|r| !said.is_empty() && super::revisions::hash_of(r) == said);
+    match found {
+        Some(r) => (
+            said.to_string(),
+            serde_json::from_value(template_of(r)).ok(),
+        ),
+        None => (update_hash.to_string(), None),
+    }
+}
+
 /// One reconcile of one StatefulSet.
 pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action> {
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let spec = set.spec.as_ref().ok_or(Error::NoSpec("StatefulSet"))?;
-    let ns = set.metadata.namespace().to_string();
+    let ns = set.metadata.namespace();
     let name = set.metadata.name().to_string();
     let uid = set.metadata.uid.clone().unwrap_or_default();
-    let pods_api = Api::<Pod>::namespaced(&ctx.client, &ns);
-    let claims_api = Api::<PersistentVolumeClaim>::namespaced(&ctx.client, &ns);
-    let recorder = Recorder::new(&ctx.client, "statefulset-controller");
-    let event = |ty: &'static str, reason: &'static str, message: String| match ty {
-        "Warning" => recorder.warning(set.as_ref(), reason, message),
-        _ => recorder.normal(set.as_ref(), reason, message),
-    };
     let replicas = i64::from(spec.replicas.unwrap_or(1).max(0));
     let start = i64::from(
         spec.ordinals
@@ -181,20 +433,15 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
             .unwrap_or(0)
             .max(0),
     );
-    let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
     let strategy = spec.update_strategy.as_ref();
     let on_delete = strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete");
-    let partition = i64::from(
-        strategy
-            .and_then(|s| s.rolling_update.as_ref())
-            .and_then(|r| r.partition)
-            .unwrap_or(0),
-    );
+    let partition = strategy
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.partition)
+        .unwrap_or(0);
     let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
-
-    // Pods by ordinal (ours by controller reference; a pod of another owner with our name blocks its ordinal).
     let mut pods: BTreeMap<i64, Arc<Pod>> = BTreeMap::new();
-    for p in ctx.pods.list_namespace(&ns) {
+    for p in ctx.pods.list_namespace(ns) {
         if controller_uid(&p.metadata) != Some(uid.as_str()) {
             continue;
         }
@@ -211,230 +458,41 @@ pub async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
     };
     let (update_hash, revisions) =
         super::revisions::sync(&ctx.client, &ctx.revisions, owner, &in_use).await?;
-    // The current revision: what status says, while pods still run it; else the update revision.
-    let mut current_hash = set
-        .status
-        .as_ref()
-        .and_then(|s| s.current_revision.as_deref())
-        .and_then(|r| r.strip_prefix(&format!("{name}-")))
-        .unwrap_or("")
-        .to_string();
-    if current_hash.is_empty()
-        || !revisions
-            .iter()
-            .any(|r| super::revisions::hash_of(r) == current_hash)
-    {
-        current_hash = update_hash.clone();
+    let (current_hash, current_template) = current_revision(&set, &revisions, &update_hash);
+    let pass = Pass {
+        set: &set,
+        spec,
+        ctx: &ctx,
+        pods_api: Api::namespaced(&ctx.client, ns),
+        claims_api: Api::namespaced(&ctx.client, ns),
+        recorder: Recorder::new(&ctx.client, "statefulset-controller"),
+        pods,
+        wanted: start..start + replicas,
+        parallel: spec.pod_management_policy.as_deref() == Some("Parallel"),
+        partition: i64::from(partition),
+        current_template: current_template.unwrap_or_else(|| spec.template.clone()),
+        current_hash,
+        update_hash,
+        name,
+    };
+    let mut waiting = pass.fill().await?;
+    if pass.parallel || !waiting {
+        waiting |= pass.scale_down().await?;
     }
-    let current_template: PodTemplateSpec = revisions
-        .iter()
-        .find(|r| super::revisions::hash_of(r) == current_hash)
-        .and_then(|r| serde_json::from_value(template_of(r)).ok())
-        .unwrap_or_else(|| spec.template.clone());
-    let wanted = start..start + replicas;
-    let mut waiting = false;
-
-    // Create what is missing, in order; replace failed pods.
-    for ordinal in wanted.clone() {
-        match pods.get(&ordinal) {
-            Some(p) if p.metadata.deletion_timestamp.is_some() => {
-                // Its successor waits until it is gone: never two pods with one ordinal.
-                waiting = true;
-                if !parallel {
-                    break;
-                }
-            }
-            Some(p) if matches!(phase(p), "Failed" | "Succeeded") => {
-                pods_api
-                    .delete_all(&[p.metadata.name().to_string()])
-                    .await?;
-                event(
-                    "Normal",
-                    "SuccessfulDelete",
-                    format!(
-                        "delete Pod {} in StatefulSet {name} successful",
-                        p.metadata.name()
-                    ),
-                );
-                waiting = true;
-                if !parallel {
-                    break;
-                }
-            }
-            Some(p) => {
-                if !parallel && !running_and_ready(p) {
-                    waiting = true;
-                    break;
-                }
-            }
-            None => {
-                for claim in missing_claims(&set, &ctx.claims, ordinal) {
-                    let cname = claim.metadata.name().to_string();
-                    match claims_api.create(&claim).await {
-                        Ok(_) => event("Normal", "SuccessfulCreate", format!("create Claim {cname} Pod {name}-{ordinal} in StatefulSet {name} success")),
-                        Err(e) if e.code() == Some(409) => {}
-                        Err(e) => {
-                            event("Warning", "FailedCreate", format!("create Claim {cname} for Pod {name}-{ordinal} in StatefulSet {name} failed error: {e}"));
-                            return Err(e.into());
-                        }
-                    }
-                }
-                // Below the partition a new pod gets the current revision; from it up, the update revision.
-                let (template, hash) = if ordinal < partition && current_hash != update_hash {
-                    (&current_template, &current_hash)
-                } else {
-                    (&spec.template, &update_hash)
-                };
-                let pod = pod_for(&set, template, hash, ordinal);
-                match pods_api.create(&pod).await {
-                    Ok(_) => event(
-                        "Normal",
-                        "SuccessfulCreate",
-                        format!("create Pod {name}-{ordinal} in StatefulSet {name} successful"),
-                    ),
-                    Err(e) if e.code() == Some(409) => {}
-                    Err(e) => {
-                        event("Warning", "FailedCreate", format!("create Pod {name}-{ordinal} in StatefulSet {name} failed error: {e}"));
-                        return Err(e.into());
-                    }
-                }
-                waiting = true;
-                if !parallel {
-                    break;
-                }
-            }
-        }
-    }
-
-    // Scale down: the highest ordinal first, one at a time unless Parallel, once the rest are Running and Ready.
-    let condemned: Vec<&Arc<Pod>> = pods
-        .iter()
-        .filter(|(o, _)| !wanted.contains(o))
-        .map(|(_, p)| p)
-        .rev()
-        .collect();
-    if !condemned.is_empty() && (parallel || !waiting) {
-        let all_ready = pods
-            .iter()
-            .filter(|(o, _)| wanted.contains(o))
-            .all(|(_, p)| running_and_ready(p));
-        let delete_scaled = spec
-            .persistent_volume_claim_retention_policy
-            .as_ref()
-            .and_then(|p| p.when_scaled.as_deref())
-            == Some("Delete");
-        for p in condemned {
-            if p.metadata.deletion_timestamp.is_some() {
-                if !parallel {
-                    break;
-                }
-                continue;
-            }
-            if !parallel && !all_ready {
-                break;
-            }
-            let pname = p.metadata.name().to_string();
-            pods_api.delete_all(std::slice::from_ref(&pname)).await?;
-            event(
-                "Normal",
-                "SuccessfulDelete",
-                format!("delete Pod {pname} in StatefulSet {name} successful"),
-            );
-            if delete_scaled {
-                let ordinal = ordinal_of(&name, &pname).unwrap_or(-1);
-                let claims: Vec<String> = claim_templates(&set)
-                    .iter()
-                    .map(|v| claim_name(v.metadata.name(), &name, ordinal))
-                    .collect();
-                claims_api.delete_all(&claims).await?;
-            }
-            waiting = true;
-            if !parallel {
-                break;
-            }
-        }
-    }
-
-    // Rolling update: from the highest ordinal down to the partition, one pod at a time, each Ready first.
     if !on_delete && !waiting {
-        let all_ready = pods
-            .iter()
-            .filter(|(o, _)| wanted.contains(o))
-            .all(|(_, p)| running_and_ready(p));
-        if all_ready {
-            if let Some((_, stale)) = pods
-                .iter()
-                .rev()
-                .filter(|(o, _)| wanted.contains(o) && **o >= partition)
-                .find(|(_, p)| revision_of(p) != update_hash)
-            {
-                let pname = stale.metadata.name().to_string();
-                pods_api.delete_all(std::slice::from_ref(&pname)).await?;
-                event(
-                    "Normal",
-                    "SuccessfulDelete",
-                    format!("delete Pod {pname} in StatefulSet {name} successful"),
-                );
-            }
-        }
+        pass.roll().await?;
     }
-
-    // Status.
-    let live: Vec<&Arc<Pod>> = pods
-        .iter()
-        .filter(|(o, p)| wanted.contains(o) && p.metadata.deletion_timestamp.is_none())
-        .map(|(_, p)| p)
-        .collect();
-    let now = chrono::Utc::now();
-    let ready = live.iter().filter(|p| is_ready(p)).count() as i32;
-    let available = live.iter().filter(|p| available(p, min_ready, now)).count() as i32;
-    let updated = live
-        .iter()
-        .filter(|p| revision_of(p) == update_hash)
-        .count() as i32;
-    let mut current = live
-        .iter()
-        .filter(|p| revision_of(p) == current_hash)
-        .count() as i32;
-    // Every pod updated: the update revision becomes the current one.
-    if i64::from(updated) == replicas && live.len() as i64 == replicas {
-        current_hash = update_hash.clone();
-        current = updated;
-    }
-    let status = StatefulSetStatus {
-        replicas: pods
-            .values()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .count() as i32,
-        ready_replicas: Some(ready),
-        available_replicas: Some(available),
-        current_replicas: Some(current),
-        updated_replicas: Some(updated),
-        current_revision: Some(format!("{name}-{current_hash}")),
-        update_revision: Some(format!("{name}-{update_hash}")),
-        observed_generation: Some(set.metadata.generation.unwrap_or(0)),
-        collision_count: Some(0),
-        conditions: None,
-    };
+    let status = pass.status(min_ready);
     let prev = set.status.clone().unwrap_or_default();
-    let comparable = |s: &StatefulSetStatus| {
-        (
-            s.replicas,
-            s.ready_replicas.unwrap_or(0),
-            s.available_replicas.unwrap_or(0),
-            s.current_replicas.unwrap_or(0),
-            s.updated_replicas.unwrap_or(0),
-            s.current_revision.clone(),
-            s.update_revision.clone(),
-            s.observed_generation.unwrap_or(0),
-            s.collision_count.unwrap_or(0),
-        )
-    };
     if comparable(&prev) != comparable(&status) {
         Api::<StatefulSet>::beside(&ctx.client, set.as_ref())
-            .patch_status(&name, &Patch::Strategic(json!({"status": status})))
+            .patch_status(&pass.name, &Patch::Strategic(json!({"status": status})))
             .await?;
     }
+    let (ready, available) = (
+        status.ready_replicas.unwrap_or(0),
+        status.available_replicas.unwrap_or(0),
+    );
     if min_ready > 0 && available < ready {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }

@@ -5,11 +5,13 @@
 //! - [`controller_manager`]: the control loops under the `capstan-controller-manager` Lease (controllers, the cloud
 //!   controller manager's service controller, GitOps, the scheduler, garbage collection) on shared typed informers.
 //! - [`agent`]: a node - the node agent, the service proxy and cluster DNS.
+//! - [`server`]: the control plane - store, credentials, API server, and the controller manager on threads of its
+//!   own (with a node beside it for `capstan up`).
 //! - [`bootstrap`]: the objects a new cluster starts with.
 //!
-//! The API server and its store are still opened by the `capstan` binary (`cli/commands.rs`); moving them here is
-//! the next step of the same seam.
+//! The `capstan` binary only parses flags and calls these.
 
 pub mod agent;
 pub mod bootstrap;
 pub mod controller_manager;
+pub mod server;

@@ -51,10 +51,10 @@ fn config_host(key: &str) -> String {
 /// The logins in a `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`: `{"auths": {HOST: ...}}`) or
 /// `kubernetes.io/dockercfg` (`.dockercfg`: `{HOST: ...}`) Secret, by registry host; each entry has `username` and
 /// `password`, or `auth` (base64 of `username:password`).
-pub fn credentials_from_secret(secret: &Value) -> Vec<(String, Credentials)> {
+pub fn credentials_from_secret(secret: &crate::api::core::Secret) -> Vec<(String, Credentials)> {
     use base64::Engine;
     let decode = |key: &str| -> Option<Value> {
-        let b64 = secret["data"][key].as_str()?;
+        let b64 = secret.data.as_ref()?.get(key)?;
         let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
         serde_json::from_slice(&raw).ok()
     };
@@ -340,7 +340,10 @@ mod tests {
             "https://index.docker.io/v1/": {"auth": "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="}}}"#;
         let secret = serde_json::json!({"type": "kubernetes.io/dockerconfigjson",
             "data": {".dockerconfigjson": b64(json)}});
-        let logins = credentials_from_secret(&secret);
+        let typed = |v: serde_json::Value| -> crate::api::core::Secret {
+            serde_json::from_value(v).unwrap()
+        };
+        let logins = credentials_from_secret(&typed(secret));
         let local = credentials_for("127.0.0.1:5000/team/app:v1", &logins).unwrap();
         assert_eq!(
             (local.username.as_str(), local.password.as_str()),
@@ -355,7 +358,7 @@ mod tests {
             "passwords stay out of logs"
         );
         let old = serde_json::json!({"data": {".dockercfg": b64(r#"{"reg.example": {"username": "a", "password": "b"}}"#)}});
-        assert_eq!(credentials_from_secret(&old)[0].0, "reg.example");
+        assert_eq!(credentials_from_secret(&typed(old))[0].0, "reg.example");
     }
 
     #[test]

@@ -7,13 +7,17 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use base64::Engine;
-use serde_json::Value;
+
+use super::ConfigError;
+use crate::api::core::{ConfigMap, Container, EnvVar, Pod, ResourceFieldSelector, Secret};
 
 /// Where ConfigMaps and Secrets come from (the API server in the agent; a map in unit tests).
 #[async_trait]
 pub trait Lookup: Send + Sync {
-    /// The object, `Ok(None)` when it does not exist.
-    async fn get(&self, kind: &str, ns: &str, name: &str) -> Result<Option<Value>, String>;
+    /// The ConfigMap, `Ok(None)` when it does not exist.
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError>;
+    /// The Secret, `Ok(None)` when it does not exist.
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, ConfigError>;
 }
 
 /// Expands `$(NAME)` with known variables; `$$(NAME)` escapes to the literal `$(NAME)`; unknown references stay.
@@ -54,116 +58,106 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn data_of(kind: &str, obj: &Value) -> BTreeMap<String, String> {
+/// Text entries as they are, base64 entries decoded: the bytes an object's keys stand for.
+fn payload(
+    text: Option<&BTreeMap<String, String>>,
+    base64: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, Vec<u8>>, ConfigError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = BTreeMap::new();
-    if let Some(m) = obj.get("data").and_then(Value::as_object) {
-        for (k, v) in m {
-            let s = v.as_str().unwrap_or("");
-            let val = if kind == "Secret" {
-                base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default()
-            } else {
-                s.to_string()
-            };
-            out.insert(k.clone(), val);
-        }
+    for (k, v) in base64.into_iter().flatten() {
+        let bytes = b64
+            .decode(v)
+            .map_err(|e| ConfigError::Invalid(format!("key {k}: not base64: {e}")))?;
+        out.insert(k.clone(), bytes);
     }
-    if let Some(m) = obj.get("binaryData").and_then(Value::as_object) {
-        for (k, v) in m {
-            let b = base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap_or(""))
-                .unwrap_or_default();
-            out.insert(k.clone(), String::from_utf8_lossy(&b).into_owned());
-        }
+    for (k, v) in text.into_iter().flatten() {
+        out.insert(k.clone(), v.as_bytes().to_vec());
     }
-    if kind == "Secret" {
-        if let Some(m) = obj.get("stringData").and_then(Value::as_object) {
-            for (k, v) in m {
-                out.insert(k.clone(), v.as_str().unwrap_or("").to_string());
-            }
-        }
-    }
-    out
+    Ok(out)
 }
 
-fn lower(kind: &str) -> &'static str {
-    if kind == "Secret" {
-        "secret"
-    } else {
-        "configmap"
-    }
+/// A ConfigMap's keys: `data` as text, `binaryData` decoded.
+pub fn config_map_bytes(cm: &ConfigMap) -> Result<BTreeMap<String, Vec<u8>>, ConfigError> {
+    payload(cm.data.as_ref(), cm.binary_data.as_ref())
+}
+
+/// A Secret's keys: `data` decoded, `stringData` (when a writer left it) as text.
+pub fn secret_bytes(secret: &Secret) -> Result<BTreeMap<String, Vec<u8>>, ConfigError> {
+    payload(secret.string_data.as_ref(), secret.data.as_ref())
+}
+
+fn strings(bytes: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+    bytes
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
 }
 
 /// A downward API field of the pod.
-pub fn field_ref(pod: &Value, path: &str) -> Result<String, String> {
-    let s = |p: &str| {
-        pod.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
+pub fn field_ref(pod: &Pod, path: &str) -> Result<String, ConfigError> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let map_key = |map: Option<&BTreeMap<String, String>>, prefix: &str| -> String {
+        path.strip_prefix(prefix)
+            .and_then(|k| k.strip_prefix("['"))
+            .and_then(|k| k.strip_suffix("']"))
+            .and_then(|k| map.and_then(|m| m.get(k)))
+            .cloned()
+            .unwrap_or_default()
     };
-    let map_key = |prefix: &str, map: &str| -> Option<String> {
-        let key = path
-            .strip_prefix(prefix)?
-            .strip_prefix("['")?
-            .strip_suffix("']")?;
-        Some(
-            pod.pointer(&format!("/metadata/{map}"))
-                .and_then(|m| m.get(key))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        )
-    };
+    let opt = |v: Option<&String>| v.cloned().unwrap_or_default();
     Ok(match path {
-        "metadata.name" => s("/metadata/name"),
-        "metadata.namespace" => s("/metadata/namespace"),
-        "metadata.uid" => s("/metadata/uid"),
-        "spec.nodeName" => s("/spec/nodeName"),
-        "spec.serviceAccountName" => s("/spec/serviceAccountName"),
-        "status.podIP" | "status.podIPs" => s("/status/podIP"),
-        "status.hostIP" | "status.hostIPs" => s("/status/hostIP"),
-        p if p.starts_with("metadata.labels[") => {
-            map_key("metadata.labels", "labels").unwrap_or_default()
-        }
+        "metadata.name" => meta.name().to_string(),
+        "metadata.namespace" => meta.namespace().to_string(),
+        "metadata.uid" => opt(meta.uid.as_ref()),
+        "spec.nodeName" => opt(spec.and_then(|s| s.node_name.as_ref())),
+        "spec.serviceAccountName" => opt(spec.and_then(|s| s.service_account_name.as_ref())),
+        "status.podIP" | "status.podIPs" => opt(status.and_then(|s| s.pod_ip.as_ref())),
+        "status.hostIP" | "status.hostIPs" => opt(status.and_then(|s| s.host_ip.as_ref())),
+        p if p.starts_with("metadata.labels[") => map_key(meta.labels.as_ref(), "metadata.labels"),
         p if p.starts_with("metadata.annotations[") => {
-            map_key("metadata.annotations", "annotations").unwrap_or_default()
+            map_key(meta.annotations.as_ref(), "metadata.annotations")
         }
-        other => return Err(format!("unsupported fieldRef fieldPath {other:?}")),
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "unsupported fieldRef fieldPath {other:?}"
+            )))
+        }
     })
 }
 
 /// A resourceFieldRef value (limits/requests of a container), in units of `divisor` (default 1).
-fn resource_ref(pod: &Value, container: &Value, r: &Value) -> Result<String, String> {
-    let res = r.get("resource").and_then(Value::as_str).unwrap_or("");
-    let target = match r
-        .get("containerName")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
+fn resource_ref(
+    pod: &Pod,
+    container: &Container,
+    r: &ResourceFieldSelector,
+) -> Result<String, ConfigError> {
+    let target = match r.container_name.as_deref().filter(|s| !s.is_empty()) {
         Some(name) => pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == name)
-            .cloned()
-            .unwrap_or(Value::Null),
-        None => container.clone(),
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == name)),
+        None => Some(container),
     };
-    let (section, name) = res
-        .split_once('.')
-        .ok_or_else(|| format!("unsupported resourceFieldRef resource {res:?}"))?;
-    let q = target
-        .pointer(&format!("/resources/{section}/{name}"))
-        .and_then(Value::as_str)
-        .unwrap_or("0");
-    let bad = |q: &str| format!("resourceFieldRef: {q:?} is not a quantity");
+    let (section, name) = r.resource.split_once('.').ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "unsupported resourceFieldRef resource {:?}",
+            r.resource
+        ))
+    })?;
+    let resources = target.and_then(|c| c.resources.as_ref());
+    let list = match section {
+        "limits" => resources.and_then(|r| r.limits.as_ref()),
+        "requests" => resources.and_then(|r| r.requests.as_ref()),
+        _ => None,
+    };
+    let q = list.and_then(|l| l.get(name)).map_or("0", |q| q.0.as_str());
+    let bad = |q: &str| ConfigError::Invalid(format!("resourceFieldRef: {q:?} is not a quantity"));
     let value = crate::api::parse_quantity_millis(q).ok_or_else(|| bad(q))?;
-    let divisor = match r.get("divisor").and_then(Value::as_str) {
-        Some(d) => crate::api::parse_quantity_millis(d).ok_or_else(|| bad(d))?,
+    let divisor = match &r.divisor {
+        Some(d) => d.millis().ok_or_else(|| bad(&d.0))?,
         None => 1000,
     };
     if divisor <= 0 {
@@ -173,140 +167,202 @@ fn resource_ref(pod: &Value, container: &Value, r: &Value) -> Result<String, Str
     Ok(((value + divisor - 1) / divisor).to_string())
 }
 
+/// Which kind of object a reference names, for fetching and for messages.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    ConfigMap,
+    Secret,
+}
+
+impl Source {
+    fn kind(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "ConfigMap",
+            Source::Secret => "Secret",
+        }
+    }
+    /// The lower-case word of Kubernetes' "not found" message.
+    fn lower(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "configmap",
+            Source::Secret => "secret",
+        }
+    }
+}
+
+/// ConfigMaps and Secrets a container refers to, each fetched once.
+struct Fetched<'a> {
+    lookup: &'a dyn Lookup,
+    ns: &'a str,
+    seen: BTreeMap<(Source, String), Option<BTreeMap<String, String>>>,
+}
+
+impl Fetched<'_> {
+    async fn get(
+        &mut self,
+        source: Source,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, ConfigError> {
+        let key = (source, name.to_string());
+        if let Some(v) = self.seen.get(&key) {
+            return Ok(v.clone());
+        }
+        let got = match source {
+            Source::ConfigMap => match self.lookup.config_map(self.ns, name).await? {
+                Some(cm) => Some(strings(config_map_bytes(&cm)?)),
+                None => None,
+            },
+            Source::Secret => match self.lookup.secret(self.ns, name).await? {
+                Some(s) => Some(strings(secret_bytes(&s)?)),
+                None => None,
+            },
+        };
+        self.seen.insert(key, got.clone());
+        Ok(got)
+    }
+}
+
+/// The variables of the environment so far, in the order they were first set.
+#[derive(Default)]
+struct Vars {
+    order: Vec<String>,
+    values: BTreeMap<String, String>,
+}
+
+impl Vars {
+    fn set(&mut self, k: String, v: String) {
+        if self.values.insert(k.clone(), v).is_none() {
+            self.order.push(k);
+        }
+    }
+    fn into_list(mut self) -> Vec<(String, String)> {
+        self.order
+            .into_iter()
+            .map(|k| {
+                let v = self.values.remove(&k).unwrap_or_default();
+                (k, v)
+            })
+            .collect()
+    }
+}
+
+/// The value of one `env` entry; `None` for an optional reference that is absent (the variable is left out).
+async fn value_of(
+    e: &EnvVar,
+    pod: &Pod,
+    container: &Container,
+    vars: &Vars,
+    fetched: &mut Fetched<'_>,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(v) = &e.value {
+        return Ok(Some(expand(v, &vars.values)));
+    }
+    let Some(from) = &e.value_from else {
+        return Ok(Some(String::new()));
+    };
+    if let Some(f) = &from.field_ref {
+        return field_ref(pod, &f.field_path).map(Some);
+    }
+    if let Some(r) = &from.resource_field_ref {
+        return resource_ref(pod, container, r).map(Some);
+    }
+    let (source, r) = match (&from.secret_key_ref, &from.config_map_key_ref) {
+        (Some(r), _) => (Source::Secret, r),
+        (None, Some(r)) => (Source::ConfigMap, r),
+        (None, None) => {
+            return Err(ConfigError::Invalid(format!(
+                "env {}: valueFrom names no source the agent supports",
+                e.name
+            )))
+        }
+    };
+    let obj_name = r.name.as_deref().unwrap_or("");
+    let optional = r.optional.unwrap_or(false);
+    match fetched.get(source, obj_name).await? {
+        Some(data) => match data.get(&r.key) {
+            Some(v) => Ok(Some(v.clone())),
+            None if optional => Ok(None),
+            None => Err(ConfigError::MissingKey {
+                key: r.key.clone(),
+                kind: source.kind(),
+                namespace: fetched.ns.to_string(),
+                name: obj_name.to_string(),
+            }),
+        },
+        None if optional => Ok(None),
+        None => Err(ConfigError::NotFound {
+            kind: source.lower(),
+            name: obj_name.to_string(),
+        }),
+    }
+}
+
 /// Builds the container's environment (in order), given variables set before it (e.g. POD_IP on the process runtime).
 pub async fn resolve(
-    pod: &Value,
-    container: &Value,
+    pod: &Pod,
+    container: &Container,
     lookup: &dyn Lookup,
     base: &[(String, String)],
-) -> Result<Vec<(String, String)>, String> {
-    let ns = pod
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let mut order: Vec<String> = Vec::new();
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    let set =
-        |order: &mut Vec<String>, vars: &mut BTreeMap<String, String>, k: String, v: String| {
-            if vars.insert(k.clone(), v).is_none() {
-                order.push(k);
-            }
-        };
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let ns = match pod.metadata.namespace() {
+        "" => "default",
+        ns => ns,
+    };
+    let mut vars = Vars::default();
     for (k, v) in base {
-        set(&mut order, &mut vars, k.clone(), v.clone());
+        vars.set(k.clone(), v.clone());
     }
-    let mut cache: BTreeMap<(String, String), Option<BTreeMap<String, String>>> = BTreeMap::new();
-    let mut fetch =
-        async |kind: &str, name: &str| -> Result<Option<BTreeMap<String, String>>, String> {
-            let key = (kind.to_string(), name.to_string());
-            if let Some(v) = cache.get(&key) {
-                return Ok(v.clone());
-            }
-            let got = lookup.get(kind, ns, name).await?.map(|o| data_of(kind, &o));
-            cache.insert(key, got.clone());
-            Ok(got)
-        };
-    for from in container
-        .get("envFrom")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let prefix = from.get("prefix").and_then(Value::as_str).unwrap_or("");
-        for (field, kind) in [("configMapRef", "ConfigMap"), ("secretRef", "Secret")] {
-            let Some(r) = from.get(field) else { continue };
-            let name = r.get("name").and_then(Value::as_str).unwrap_or("");
-            let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
-            match fetch(kind, name).await? {
+    let mut fetched = Fetched {
+        lookup,
+        ns,
+        seen: BTreeMap::new(),
+    };
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.as_deref().unwrap_or("");
+        let refs = [
+            (Source::ConfigMap, &from.config_map_ref),
+            (Source::Secret, &from.secret_ref),
+        ];
+        for (source, r) in refs {
+            let Some(r) = r else { continue };
+            let name = r.name.as_deref().unwrap_or("");
+            match fetched.get(source, name).await? {
                 Some(data) => {
                     for (k, v) in data {
-                        set(&mut order, &mut vars, format!("{prefix}{k}"), v);
+                        vars.set(format!("{prefix}{k}"), v);
                     }
                 }
-                None if optional => {}
-                None => return Err(format!("{} \"{name}\" not found", lower(kind))),
+                None if r.optional.unwrap_or(false) => {}
+                None => {
+                    return Err(ConfigError::NotFound {
+                        kind: source.lower(),
+                        name: name.to_string(),
+                    })
+                }
             }
         }
     }
-    for e in container
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = e
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let value = if let Some(v) = e.get("value").and_then(Value::as_str) {
-            expand(v, &vars)
-        } else if let Some(from) = e.get("valueFrom") {
-            if let Some(f) = from.get("fieldRef") {
-                field_ref(
-                    pod,
-                    f.get("fieldPath").and_then(Value::as_str).unwrap_or(""),
-                )?
-            } else if let Some(r) = from.get("resourceFieldRef") {
-                resource_ref(pod, container, r)?
-            } else {
-                let (field, kind) = if from.get("secretKeyRef").is_some() {
-                    ("secretKeyRef", "Secret")
-                } else {
-                    ("configMapKeyRef", "ConfigMap")
-                };
-                let Some(r) = from.get(field) else {
-                    return Err(format!(
-                        "env {name}: valueFrom names no source the agent supports"
-                    ));
-                };
-                let obj_name = r.get("name").and_then(Value::as_str).unwrap_or("");
-                let key = r.get("key").and_then(Value::as_str).unwrap_or("");
-                let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
-                match fetch(kind, obj_name).await? {
-                    Some(data) => match data.get(key) {
-                        Some(v) => v.clone(),
-                        None if optional => continue,
-                        None => {
-                            return Err(format!(
-                                "couldn't find key {key} in {kind} {ns}/{obj_name}"
-                            ))
-                        }
-                    },
-                    None if optional => continue,
-                    None => return Err(format!("{} \"{obj_name}\" not found", lower(kind))),
-                }
-            }
-        } else {
-            String::new()
-        };
-        set(&mut order, &mut vars, name, value);
+    for e in container.env.iter().flatten() {
+        if let Some(value) = value_of(e, pod, container, &vars, &mut fetched).await? {
+            vars.set(e.name.clone(), value);
+        }
     }
-    Ok(order
-        .into_iter()
-        .map(|k| {
-            let v = vars.remove(&k).unwrap_or_default();
-            (k, v)
-        })
-        .collect())
+    Ok(vars.into_list())
 }
 
 /// The command line: `command` then `args`, with `$(VAR)` expanded from the environment.
-pub fn command_line(container: &Value, env: &[(String, String)]) -> Vec<String> {
-    let mut line = expanded(container, "command", env);
-    line.extend(expanded(container, "args", env));
+pub fn command_line(container: &Container, env: &[(String, String)]) -> Vec<String> {
+    let mut line = expanded(container.command.as_deref(), env);
+    line.extend(expanded(container.args.as_deref(), env));
     line
 }
 
 /// One of the container's string lists (`command`, `args`) with `$(VAR)` references expanded.
-pub fn expanded(container: &Value, field: &str, env: &[(String, String)]) -> Vec<String> {
+pub fn expanded(list: Option<&[String]>, env: &[(String, String)]) -> Vec<String> {
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
-    container
-        .get(field)
-        .and_then(Value::as_array)
-        .into_iter()
+    list.into_iter()
         .flatten()
-        .filter_map(|s| s.as_str().map(|s| expand(s, &vars)))
+        .map(|s| expand(s, &vars))
         .collect()
 }
 
@@ -376,15 +432,29 @@ pub fn service_links(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     struct Objects(BTreeMap<(String, String), Value>);
 
+    impl Objects {
+        fn find<T: serde::de::DeserializeOwned>(&self, kind: &str, name: &str) -> Option<T> {
+            let v = self.0.get(&(kind.to_string(), name.to_string()))?;
+            Some(serde_json::from_value(v.clone()).expect("a valid object"))
+        }
+    }
+
     #[async_trait]
     impl Lookup for Objects {
-        async fn get(&self, kind: &str, _ns: &str, name: &str) -> Result<Option<Value>, String> {
-            Ok(self.0.get(&(kind.to_string(), name.to_string())).cloned())
+        async fn config_map(&self, _: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
+            Ok(self.find("ConfigMap", name))
         }
+        async fn secret(&self, _: &str, name: &str) -> Result<Option<Secret>, ConfigError> {
+            Ok(self.find("Secret", name))
+        }
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).expect("a valid object")
     }
 
     fn objects() -> Objects {
@@ -403,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn builds_env_like_the_kubelet() {
         let pod = json!({"metadata": {"name": "web-1", "namespace": "shop", "labels": {"app": "web"}},
-            "spec": {"nodeName": "n1"}, "status": {"podIP": "127.244.0.9"}});
+            "spec": {"nodeName": "n1", "containers": []}, "status": {"podIP": "127.244.0.9"}});
         let c = json!({"name": "c",
             "resources": {"limits": {"memory": "64Mi"}},
             "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
@@ -416,6 +486,7 @@ mod tests {
                 {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k", "optional": true}}}
             ],
             "command": ["echo", "$(ME)"], "args": ["$(GREETING)"]});
+        let (pod, c): (Pod, Container) = (typed(pod), typed(c));
         let env = resolve(
             &pod,
             &c,
@@ -441,20 +512,27 @@ mod tests {
 
     #[tokio::test]
     async fn missing_references_are_config_errors() {
-        let pod = json!({"metadata": {"name": "p", "namespace": "shop"}});
-        let c = json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}]});
+        let pod: Pod = typed(json!({"metadata": {"name": "p", "namespace": "shop"}}));
+        let error = |c: Value| {
+            let c: Container = typed(c);
+            let pod = pod.clone();
+            async move {
+                resolve(&pod, &c, &objects(), &[])
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
+        };
         assert_eq!(
-            resolve(&pod, &c, &objects(), &[]).await.unwrap_err(),
+            error(json!({"name": "c", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "gone", "key": "k"}}}]})).await,
             "configmap \"gone\" not found"
         );
-        let c = json!({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]});
         assert_eq!(
-            resolve(&pod, &c, &objects(), &[]).await.unwrap_err(),
+            error(json!({"name": "c", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]})).await,
             "couldn't find key k in ConfigMap shop/cfg"
         );
-        let c = json!({"envFrom": [{"secretRef": {"name": "nope"}}]});
         assert_eq!(
-            resolve(&pod, &c, &objects(), &[]).await.unwrap_err(),
+            error(json!({"name": "c", "envFrom": [{"secretRef": {"name": "nope"}}]})).await,
             "secret \"nope\" not found"
         );
     }

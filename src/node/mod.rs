@@ -9,6 +9,7 @@ pub mod logs;
 pub mod network;
 pub mod pod;
 pub mod probe;
+mod register;
 pub mod runtime;
 pub mod server;
 pub mod status;
@@ -23,12 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::registry::{self, KindInfo};
+use crate::api::core::{ConfigMap, Pod, Secret, Service};
 use crate::client::informer::{Cache, Change, Informer};
-use crate::client::Client;
+use crate::client::{Api, Client};
+pub use register::hostname;
+use register::{heartbeat, pod_cidr, register};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +43,49 @@ pub enum Error {
     },
     #[error("pod network: {0}")]
     Network(#[from] network::NetworkError),
+}
+
+/// Why a container's configuration cannot be built yet: the container waits in `CreateContainerConfigError` with
+/// this message (Kubernetes' wording), and the worker tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A referenced object does not exist (`configmap "cfg" not found`).
+    #[error("{kind} \"{name}\" not found")]
+    NotFound { kind: &'static str, name: String },
+    /// A referenced key is not in the object.
+    #[error("couldn't find key {key} in {kind} {namespace}/{name}")]
+    MissingKey {
+        key: String,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    /// A field the agent cannot act on, named with why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The API server could not be asked.
+    #[error("{0}")]
+    Api(Box<crate::client::Error>),
+    /// The node could not prepare something on disk.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<crate::client::Error> for ConfigError {
+    fn from(e: crate::client::Error) -> Self {
+        ConfigError::Api(Box::new(e))
+    }
+}
+
+impl ConfigError {
+    /// An I/O error while preparing `what`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ConfigError {
+        let what = what.into();
+        move |source| ConfigError::Io { what, source }
+    }
 }
 
 /// The agent's settings; durations default to Kubernetes' and tests shorten them.
@@ -115,203 +160,25 @@ pub struct Shared {
     pub node_ip: String,
     pub http: reqwest::Client,
     pub pods_dir: PathBuf,
-    pub pods_kind: &'static KindInfo,
-    pub pods: Cache,
+    /// The pods bound to this node.
+    pub pods: Cache<Pod>,
     /// Every Service (for the service environment variables of new containers).
-    pub services: Cache<crate::api::core::Service>,
+    pub services: Cache<Service>,
     /// Where this node serves cluster DNS (None when it cannot bind port 53).
     pub dns: Option<std::net::Ipv4Addr>,
 }
 
 #[async_trait]
 impl env::Lookup for Shared {
-    async fn get(&self, kind: &str, ns: &str, name: &str) -> Result<Option<Value>, String> {
-        let k = registry::KINDS
-            .iter()
-            .find(|k| k.kind == kind && k.group.is_empty())
-            .ok_or_else(|| format!("unknown kind {kind}"))?;
-        match self.client.get(k, Some(ns), name).await {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.code() == Some(404) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
+        Ok(Api::<ConfigMap>::namespaced(&self.client, ns)
+            .get_opt(name)
+            .await?)
     }
-}
-
-fn kind(plural: &str) -> &'static KindInfo {
-    registry::lookup(plural).expect("registered kind")
-}
-
-/// Reads cpu count, memory and disk from the machine.
-fn machine_capacity(cfg: &Config) -> Value {
-    let cpu = cfg.cpu.clone().unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .to_string()
-    });
-    let memory = cfg.memory.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1).map(|k| format!("{k}Ki")))
-            })
-            .unwrap_or_else(|| "1Gi".into())
-    });
-    let disk = {
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let path = std::ffi::CString::new(cfg.data_dir.display().to_string()).unwrap_or_default();
-        // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0 {
-            format!("{}Ki", (st.f_blocks as u64 * st.f_frsize as u64) / 1024)
-        } else {
-            "10Gi".into()
-        }
-    };
-    json!({"cpu": cpu, "memory": memory, "pods": cfg.max_pods.to_string(), "ephemeral-storage": disk})
-}
-
-/// This machine's host name (the default node name).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-fn node_status(cfg: &Config, port: u16, runtime: &str) -> Value {
-    let now = crate::api::meta::format_time(&crate::api::meta::now());
-    let capacity = machine_capacity(cfg);
-    let cond = |ty: &str, status: &str, reason: &str, msg: &str| {
-        json!({"type": ty, "status": status, "reason": reason, "message": msg,
-            "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let machine_id = std::fs::read_to_string("/etc/machine-id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    json!({
-        "capacity": capacity, "allocatable": capacity,
-        "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
-        "addresses": [{"type": "InternalIP", "address": cfg.address.to_string()},
-                      {"type": "Hostname", "address": cfg.node_name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
-        "nodeInfo": {"machineID": machine_id, "systemUUID": machine_id, "bootID": boot_id,
-            "kernelVersion": kernel, "osImage": "Linux", "operatingSystem": "linux",
-            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-            "containerRuntimeVersion": runtime,
-            "kubeletVersion": format!("v{}.{}.0-capstan.{}", crate::KUBE_VERSION.0, crate::KUBE_VERSION.1, crate::VERSION),
-            "kubeProxyVersion": ""},
-    })
-}
-
-/// Creates the Node (or takes over an existing one) and writes its status.
-async fn register(client: &Client, cfg: &Config, port: u16, runtime: &str) -> Result<Value, Error> {
-    let nodes = kind("nodes");
-    let err = |source| Error::Register {
-        node: cfg.node_name.clone(),
-        source,
-    };
-    let mut labels = serde_json::Map::new();
-    labels.insert("kubernetes.io/hostname".into(), json!(cfg.node_name));
-    labels.insert("kubernetes.io/os".into(), json!("linux"));
-    labels.insert(
-        "kubernetes.io/arch".into(),
-        json!(std::env::consts::ARCH
-            .replace("x86_64", "amd64")
-            .replace("aarch64", "arm64")),
-    );
-    for (k, v) in &cfg.labels {
-        labels.insert(k.clone(), json!(v));
-    }
-    let node = json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": cfg.node_name, "labels": labels}, "spec": {}});
-    match client.create(nodes, None, &node).await {
-        Ok(_) => tracing::info!(node = %cfg.node_name, "registered node"),
-        Err(e) if e.code() == Some(409) => {
-            client
-                .patch(
-                    nodes,
-                    None,
-                    &cfg.node_name,
-                    "application/merge-patch+json",
-                    &json!({"metadata": {"labels": labels}}),
-                )
-                .await
-                .map_err(err)?;
-            tracing::info!(node = %cfg.node_name, "node already registered; taking it over");
-        }
-        Err(e) => return Err(err(e)),
-    }
-    client
-        .patch_status(
-            nodes,
-            None,
-            &cfg.node_name,
-            &node_status(cfg, port, runtime),
-        )
-        .await
-        .map_err(err)
-}
-
-fn micro_time() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// Renews the node's Lease and refreshes its Ready heartbeat; re-registers a Node that was deleted.
-async fn heartbeat(client: Client, cfg: Config, port: u16, runtime: String) {
-    let leases = kind("leases");
-    let renew = (cfg.lease_duration / 4).max(Duration::from_millis(200));
-    let mut last_status = tokio::time::Instant::now();
-    loop {
-        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": cfg.node_name, "namespace": "kube-node-lease"},
-            "spec": {"holderIdentity": cfg.node_name, "leaseDurationSeconds": cfg.lease_duration.as_secs().max(1),
-                     "renewTime": micro_time()}});
-        if let Err(e) = client
-            .apply(
-                leases,
-                Some("kube-node-lease"),
-                &cfg.node_name,
-                &lease,
-                "capstan-agent",
-                true,
-            )
-            .await
-        {
-            tracing::debug!("renewing the node lease failed: {e}");
-        }
-        if last_status.elapsed() >= Duration::from_secs(60) {
-            last_status = tokio::time::Instant::now();
-            if let Err(e) = register(&client, &cfg, port, &runtime).await {
-                tracing::warn!("node heartbeat failed: {e}");
-            }
-        }
-        tokio::time::sleep(renew).await;
-    }
-}
-
-/// Waits for the control plane to give the node its pod CIDR.
-async fn pod_cidr(client: &Client, node: &str) -> String {
-    let nodes = kind("nodes");
-    loop {
-        if let Ok(n) = client.get(nodes, None, node).await {
-            if let Some(c) = n.pointer("/spec/podCIDR").and_then(Value::as_str) {
-                return c.to_string();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, ConfigError> {
+        Ok(Api::<Secret>::namespaced(&self.client, ns)
+            .get_opt(name)
+            .await?)
     }
 }
 
@@ -368,7 +235,7 @@ impl Agent {
     /// the cluster DNS server pods are given (None: the machine's resolver).
     pub async fn run(
         self,
-        services: Cache<crate::api::core::Service>,
+        services: Cache<Service>,
         dns: Option<std::net::Ipv4Addr>,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), Error> {
@@ -395,18 +262,16 @@ async fn run_pods(
     runtime: Arc<dyn runtime::ContainerRuntime>,
     net: Arc<dyn network::PodNetwork>,
     listener: tokio::net::TcpListener,
-    services: Cache<crate::api::core::Service>,
+    services: Cache<Service>,
     dns: Option<std::net::Ipv4Addr>,
     hb: tokio::task::JoinHandle<()>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let pods_dir = cfg.data_dir.join("pods");
-    let pods_kind = kind("pods");
-    let informer = Informer::start(
-        client.clone(),
-        pods_kind,
+    let informer = Informer::<Pod>::scoped(
+        &client,
         None,
-        format!("fieldSelector=spec.nodeName%3D{}", cfg.node_name),
+        &format!("fieldSelector=spec.nodeName%3D{}", cfg.node_name),
     );
     crate::sys::init_crypto();
     let http = reqwest::Client::builder()
@@ -423,7 +288,6 @@ async fn run_pods(
         config: cfg.clone(),
         http,
         pods_dir: pods_dir.clone(),
-        pods_kind,
         pods: informer.cache.clone(),
         services,
         dns,
@@ -437,12 +301,8 @@ async fn run_pods(
     let mut workers: HashMap<String, (u64, mpsc::UnboundedSender<pod::Msg>)> = HashMap::new();
     let mut generation = 0u64;
     let mut dispatch =
-        |pod: Value, workers: &mut HashMap<String, (u64, mpsc::UnboundedSender<pod::Msg>)>| {
-            let uid = pod
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+        |pod: Arc<Pod>, workers: &mut HashMap<String, (u64, mpsc::UnboundedSender<pod::Msg>)>| {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
             if uid.is_empty() {
                 return;
             }
@@ -464,7 +324,7 @@ async fn run_pods(
             workers.insert(uid, (id, tx));
         };
     for p in informer.cache.list() {
-        dispatch(Value::clone(&p), &mut workers);
+        dispatch(p.clone(), &mut workers);
     }
     tracing::info!(node = %cfg.node_name, pods = workers.len(), "node agent running");
     tokio::pin!(shutdown);
@@ -477,11 +337,11 @@ async fn run_pods(
                 }
             }
             ev = changes.recv() => match ev {
-                Ok(Change::Applied(p)) => dispatch(Value::clone(&p), &mut workers),
+                Ok(Change::Applied(p)) => dispatch(p.clone(), &mut workers),
                 Ok(Change::Deleted(p)) => {
-                    let uid = p.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+                    let uid = p.metadata.uid.as_deref().unwrap_or("");
                     if let Some((_, tx)) = workers.get(uid) {
-                        let _ = tx.send(pod::Msg::Update(Value::clone(&p)));
+                        let _ = tx.send(pod::Msg::Update(p.clone()));
                         let _ = tx.send(pod::Msg::Removed);
                     }
                 }
@@ -489,7 +349,7 @@ async fn run_pods(
                     let current = informer.cache.list();
                     let uids: std::collections::HashSet<String> = current
                         .iter()
-                        .filter_map(|p| p.pointer("/metadata/uid").and_then(Value::as_str).map(String::from))
+                        .filter_map(|p| p.metadata.uid.clone())
                         .collect();
                     for (uid, (_, tx)) in &workers {
                         if !uids.contains(uid) {
@@ -497,7 +357,7 @@ async fn run_pods(
                         }
                     }
                     for p in current {
-                        dispatch(Value::clone(&p), &mut workers);
+                        dispatch(p.clone(), &mut workers);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -534,11 +394,7 @@ async fn clean_orphans(shared: &Shared) {
         .pods
         .list()
         .iter()
-        .filter_map(|p| {
-            p.pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
+        .filter_map(|p| p.metadata.uid.clone())
         .collect();
     let Ok(entries) = std::fs::read_dir(&shared.pods_dir) else {
         return;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::runtime::{ContainerRuntime, ContainerSpec};
+use crate::api::core::{self as api, Container};
+use crate::api::IntOrString;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -60,106 +60,89 @@ pub struct Probe {
     pub termination_grace: Option<i64>,
 }
 
-fn secs(v: &Value, field: &str, default: u64) -> u64 {
-    v.get(field).and_then(Value::as_u64).unwrap_or(default)
-}
-
 /// Resolves a port that may be a number or the name of one of the container's ports.
-fn port_of(port: &Value, container: &Value) -> Result<u16, String> {
-    if let Some(n) = port.as_u64() {
-        return u16::try_from(n).map_err(|_| format!("port {n} out of range"));
-    }
-    let name = port.as_str().unwrap_or("");
+fn port_of(port: &IntOrString, container: &Container) -> Result<u16, String> {
+    let name = match port {
+        IntOrString::Int(n) => {
+            return u16::try_from(*n).map_err(|_| format!("port {n} out of range"))
+        }
+        IntOrString::String(s) => s.as_str(),
+    };
     if let Ok(n) = name.parse::<u16>() {
         return Ok(n);
     }
     container
-        .get("ports")
-        .and_then(Value::as_array)
-        .into_iter()
+        .ports
+        .iter()
         .flatten()
-        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-        .and_then(|p| p.get("containerPort").and_then(Value::as_u64))
-        .and_then(|n| u16::try_from(n).ok())
+        .find(|p| p.name.as_deref() == Some(name))
+        .and_then(|p| u16::try_from(p.container_port).ok())
         .ok_or_else(|| format!("couldn't find port {name:?} in the container's ports"))
 }
 
+/// A host that defaults to the pod's address.
+fn host_or(host: &Option<String>, pod_ip: &str) -> String {
+    host.as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(pod_ip)
+        .to_string()
+}
+
+fn handler(
+    p: &api::Probe,
+    kind: Kind,
+    container: &Container,
+    pod_ip: &str,
+) -> Result<Handler, String> {
+    if let Some(e) = &p.exec {
+        return Ok(Handler::Exec(e.command.clone().unwrap_or_default()));
+    }
+    if let Some(h) = &p.http_get {
+        return Ok(Handler::Http {
+            scheme: h.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase(),
+            host: host_or(&h.host, pod_ip),
+            port: port_of(&h.port, container)?,
+            path: h.path.clone().unwrap_or_else(|| "/".into()),
+            headers: h
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect(),
+        });
+    }
+    if let Some(t) = &p.tcp_socket {
+        return Ok(Handler::Tcp {
+            host: host_or(&t.host, pod_ip),
+            port: port_of(&t.port, container)?,
+        });
+    }
+    Err(format!(
+        "{} has no handler the node agent supports (exec, httpGet, tcpSocket)",
+        kind.field()
+    ))
+}
+
 impl Probe {
-    /// Parses `container[kind]`; `None` when the container has no such probe.
-    pub fn parse(container: &Value, kind: Kind, pod_ip: &str) -> Option<Result<Probe, String>> {
-        let p = container.get(kind.field())?;
-        let handler = (|| {
-            if let Some(e) = p.get("exec") {
-                let cmd: Vec<String> = e
-                    .get("command")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect();
-                return Ok(Handler::Exec(cmd));
-            }
-            if let Some(h) = p.get("httpGet") {
-                let host = h
-                    .get("host")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(pod_ip);
-                return Ok(Handler::Http {
-                    scheme: h
-                        .get("scheme")
-                        .and_then(Value::as_str)
-                        .unwrap_or("HTTP")
-                        .to_ascii_lowercase(),
-                    host: host.to_string(),
-                    port: port_of(h.get("port").unwrap_or(&Value::Null), container)?,
-                    path: h
-                        .get("path")
-                        .and_then(Value::as_str)
-                        .unwrap_or("/")
-                        .to_string(),
-                    headers: h
-                        .get("httpHeaders")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .map(|x| {
-                            (
-                                x["name"].as_str().unwrap_or("").to_string(),
-                                x["value"].as_str().unwrap_or("").to_string(),
-                            )
-                        })
-                        .collect(),
-                });
-            }
-            if let Some(t) = p.get("tcpSocket") {
-                let host = t
-                    .get("host")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(pod_ip);
-                return Ok(Handler::Tcp {
-                    host: host.to_string(),
-                    port: port_of(t.get("port").unwrap_or(&Value::Null), container)?,
-                });
-            }
-            Err(format!(
-                "{} has no handler the node agent supports (exec, httpGet, tcpSocket)",
-                kind.field()
-            ))
-        })();
-        Some(handler.map(|handler| {
-            Probe {
-                handler,
-                initial_delay: Duration::from_secs(secs(p, "initialDelaySeconds", 0)),
-                period: Duration::from_secs(secs(p, "periodSeconds", 10).max(1)),
-                timeout: Duration::from_secs(secs(p, "timeoutSeconds", 1).max(1)),
-                success_threshold: secs(p, "successThreshold", 1).max(1) as u32,
-                failure_threshold: secs(p, "failureThreshold", 3).max(1) as u32,
-                termination_grace: p
-                    .get("terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64),
-            }
+    /// Parses the container's probe of `kind`; `None` when the container has no such probe.
+    pub fn parse(container: &Container, kind: Kind, pod_ip: &str) -> Option<Result<Probe, String>> {
+        let p = match kind {
+            Kind::Liveness => container.liveness_probe.as_ref(),
+            Kind::Readiness => container.readiness_probe.as_ref(),
+            Kind::Startup => container.startup_probe.as_ref(),
+        }?;
+        let secs = |v: Option<i32>, default: i32, min: i32| {
+            Duration::from_secs(v.unwrap_or(default).max(min) as u64)
+        };
+        let count = |v: Option<i32>, default: i32| v.unwrap_or(default).max(1) as u32;
+        Some(handler(p, kind, container, pod_ip).map(|handler| Probe {
+            handler,
+            initial_delay: secs(p.initial_delay_seconds, 0, 0),
+            period: secs(p.period_seconds, 10, 1),
+            timeout: secs(p.timeout_seconds, 1, 1),
+            success_threshold: count(p.success_threshold, 1),
+            failure_threshold: count(p.failure_threshold, 3),
+            termination_grace: p.termination_grace_period_seconds,
         }))
     }
 
@@ -222,10 +205,13 @@ mod tests {
 
     #[test]
     fn parses_handlers_defaults_and_named_ports() {
-        let c = json!({"ports": [{"name": "http", "containerPort": 8080}],
+        let c: Container = serde_json::from_value(
+            json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}],
             "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 2},
             "livenessProbe": {"tcpSocket": {"port": 9000}, "failureThreshold": 5},
-            "startupProbe": {"exec": {"command": ["true"]}}});
+            "startupProbe": {"exec": {"command": ["true"]}}}),
+        )
+        .unwrap();
         let r = Probe::parse(&c, Kind::Readiness, "127.244.0.2")
             .unwrap()
             .unwrap();
@@ -248,8 +234,11 @@ mod tests {
         assert!(matches!(l.handler, Handler::Tcp { port: 9000, .. }));
         let s = Probe::parse(&c, Kind::Startup, "ip").unwrap().unwrap();
         assert_eq!(s.handler, Handler::Exec(vec!["true".into()]));
-        assert!(Probe::parse(&json!({}), Kind::Startup, "ip").is_none());
-        let bad = json!({"readinessProbe": {"httpGet": {"port": "nope"}}});
+        assert!(Probe::parse(&Container::default(), Kind::Startup, "ip").is_none());
+        let bad: Container = serde_json::from_value(
+            json!({"name": "c", "readinessProbe": {"httpGet": {"port": "nope"}}}),
+        )
+        .unwrap();
         assert!(Probe::parse(&bad, Kind::Readiness, "ip").unwrap().is_err());
     }
 }

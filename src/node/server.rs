@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::Value;
 
 use super::logs::{self, Options};
 use super::pod::PodState;
@@ -83,11 +82,9 @@ pub(super) fn pod_dir(shared: &Shared, ns: &str, pod: &str) -> Result<std::path:
             shared.config.node_name
         )
     })?;
-    let uid = p
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    Ok(shared.pods_dir.join(uid))
+    Ok(shared
+        .pods_dir
+        .join(p.metadata.uid.as_deref().unwrap_or("")))
 }
 
 async fn container_logs(

@@ -287,14 +287,20 @@ impl RecordingApi {
 
 #[async_trait]
 impl PodApi for RecordingApi {
-    async fn patch_status(&self, _: &str, _: &str, status: &Value) -> crate::client::Result<()> {
+    async fn patch_status(
+        &self,
+        _: &str,
+        _: &str,
+        status: &crate::api::core::PodStatus,
+    ) -> crate::client::Result<()> {
+        let status = serde_json::to_value(status).expect("a status serializes");
         self.statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(status.clone());
+            .push(status);
         Ok(())
     }
-    async fn event(&self, _: &Value, _: &str, reason: &str, message: &str) {
+    async fn event(&self, _: &crate::api::core::Pod, _: &str, reason: &str, message: &str) {
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -325,7 +331,6 @@ pub fn shared(runtime: Arc<FakeRuntime>, api: Arc<RecordingApi>, dir: &Path) -> 
         node_ip: "127.0.0.1".into(),
         http: reqwest::Client::new(),
         pods_dir: dir.join("pods"),
-        pods_kind: crate::api::registry::lookup("pods").expect("pods"),
         pods: crate::client::informer::Cache::of([]),
         services: crate::client::informer::Cache::of([]),
         dns: None,

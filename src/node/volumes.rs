@@ -8,12 +8,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::Shared;
-use crate::api::registry;
+use super::env::{config_map_bytes, secret_bytes, Lookup};
+use super::{ConfigError, Shared};
+use crate::api::core::{
+    Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Volume,
+};
+use crate::client::Api;
 
 /// One bind mount for a container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,14 +27,6 @@ pub struct Mount {
 
 /// Projected files: relative path -> (content, mode if not the default).
 pub type Files = BTreeMap<String, (Vec<u8>, Option<u32>)>;
-
-fn s<'v>(v: &'v Value, pointer: &str) -> &'v str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-fn kind(plural: &str) -> &'static registry::KindInfo {
-    registry::lookup(plural).expect("registered kind")
-}
 
 /// Where a pod's volumes of one type live on the node.
 fn volume_dir(shared: &Shared, uid: &str, ty: &str, name: &str) -> PathBuf {
@@ -46,79 +40,103 @@ fn volume_dir(shared: &Shared, uid: &str, ty: &str, name: &str) -> PathBuf {
 
 /// Makes every volume of the pod ready on the node; returns volume name -> host path. An error names the volume and
 /// why (a missing ConfigMap, an unbound claim, a hostPath of the wrong type), and the container waits.
-pub async fn prepare(shared: &Shared, pod: &Value) -> Result<BTreeMap<String, PathBuf>, String> {
-    let uid = s(pod, "/metadata/uid");
-    let ns = s(pod, "/metadata/namespace");
+pub async fn prepare(shared: &Shared, pod: &Pod) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
     let mut out = BTreeMap::new();
-    for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
-        let name = s(v, "/name").to_string();
-        let path = if let Some(e) = v.get("emptyDir") {
-            let dir = volume_dir(shared, uid, "empty-dir", &name);
-            if !dir.exists() {
-                std::fs::create_dir_all(&dir).map_err(|e| format!("volume {name:?}: {e}"))?;
-                if e["medium"] == "Memory" {
-                    mount_tmpfs(&dir, e["sizeLimit"].as_str());
-                }
-            }
-            dir
-        } else if let Some(h) = v.get("hostPath") {
-            host_path(&name, s(h, "/path"), s(h, "/type"))?
-        } else if let Some(c) = v.get("configMap") {
-            let obj = lookup(shared, "configmaps", ns, s(c, "/name")).await?;
-            let dir = volume_dir(shared, uid, "configmap", &name);
-            match obj {
-                Some(o) => project(&dir, &files_of(&o, c, false)?, mode_of(c))?,
-                None if c["optional"] == true => project(&dir, &BTreeMap::new(), mode_of(c))?,
-                None => return Err(format!("configmap \"{}\" not found", s(c, "/name"))),
-            }
-            dir
-        } else if let Some(sec) = v.get("secret") {
-            let obj = lookup(shared, "secrets", ns, s(sec, "/secretName")).await?;
-            let dir = volume_dir(shared, uid, "secret", &name);
-            match obj {
-                Some(o) => project(&dir, &files_of(&o, sec, true)?, mode_of(sec))?,
-                None if sec["optional"] == true => project(&dir, &BTreeMap::new(), mode_of(sec))?,
-                None => return Err(format!("secret \"{}\" not found", s(sec, "/secretName"))),
-            }
-            dir
-        } else if let Some(pvc) = v.get("persistentVolumeClaim") {
-            claim_path(shared, ns, s(pvc, "/claimName")).await?
-        } else {
-            // Other volume types are stored, not mounted (the API server warned when they were set).
-            continue;
-        };
-        out.insert(name, path);
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if let Some(path) = prepare_one(shared, pod, v).await? {
+            out.insert(v.name.clone(), path);
+        }
     }
     Ok(out)
 }
 
+/// One volume's host path; `None` for types that are stored, not mounted (the API server warned when they were set).
+async fn prepare_one(
+    shared: &Shared,
+    pod: &Pod,
+    v: &Volume,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or("");
+    let ns = pod.metadata.namespace();
+    let name = &v.name;
+    let path = if let Some(e) = &v.empty_dir {
+        let dir = volume_dir(shared, uid, "empty-dir", name);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(ConfigError::io(format!("volume {name:?}")))?;
+            if e.medium.as_deref() == Some("Memory") {
+                mount_tmpfs(&dir, e.size_limit.as_ref().map(|q| q.0.as_str()));
+            }
+        }
+        dir
+    } else if let Some(h) = &v.host_path {
+        host_path(name, &h.path, h.type_.as_deref().unwrap_or(""))?
+    } else if let Some(c) = &v.config_map {
+        let cm_name = c.name.as_deref().unwrap_or("");
+        let data = match shared.config_map(ns, cm_name).await? {
+            Some(cm) => Some(config_map_bytes(&cm)?),
+            None => None,
+        };
+        let source = Projected {
+            kind: "configmap",
+            name: cm_name,
+            items: c.items.as_deref(),
+            optional: c.optional.unwrap_or(false),
+            default_mode: c.default_mode,
+        };
+        let dir = volume_dir(shared, uid, "configmap", name);
+        source.write(&dir, data)?;
+        dir
+    } else if let Some(sec) = &v.secret {
+        let secret_name = sec.secret_name.as_deref().unwrap_or("");
+        let data = match shared.secret(ns, secret_name).await? {
+            Some(s) => Some(secret_bytes(&s)?),
+            None => None,
+        };
+        let source = Projected {
+            kind: "secret",
+            name: secret_name,
+            items: sec.items.as_deref(),
+            optional: sec.optional.unwrap_or(false),
+            default_mode: sec.default_mode,
+        };
+        let dir = volume_dir(shared, uid, "secret", name);
+        source.write(&dir, data)?;
+        dir
+    } else if let Some(pvc) = &v.persistent_volume_claim {
+        claim_path(shared, ns, &pvc.claim_name).await?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(path))
+}
+
 /// The bind mounts of one container, from its volumeMounts and the prepared volumes.
 pub fn mounts_for(
-    container: &Value,
+    container: &Container,
     volumes: &BTreeMap<String, PathBuf>,
-    pod: &Value,
-) -> Result<Vec<Mount>, String> {
+    pod: &Pod,
+) -> Result<Vec<Mount>, ConfigError> {
     let mut out = Vec::new();
-    for m in container["volumeMounts"].as_array().into_iter().flatten() {
-        let name = s(m, "/name");
+    for m in container.volume_mounts.iter().flatten() {
+        let name = &m.name;
         let Some(base) = volumes.get(name) else {
-            let declared = pod["spec"]["volumes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|v| v["name"] == name);
+            let declared = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| &v.name == name);
             if declared {
                 continue;
             }
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "volumeMount {name:?}: no volume of that name in the pod"
-            ));
+            )));
         };
-        let sub = s(m, "/subPath");
+        let sub = m.sub_path.as_deref().unwrap_or("");
         if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "volumeMount {name:?}: subPath {sub:?} must be a relative path inside the volume"
-            ));
+            )));
         }
         let source = if sub.is_empty() {
             base.clone()
@@ -126,49 +144,37 @@ pub fn mounts_for(
             base.join(sub)
         };
         if !sub.is_empty() && !source.exists() {
-            std::fs::create_dir_all(&source).map_err(|e| format!("subPath {sub:?}: {e}"))?;
+            std::fs::create_dir_all(&source)
+                .map_err(ConfigError::io(format!("subPath {sub:?}")))?;
         }
         out.push(Mount {
             source,
-            target: PathBuf::from(s(m, "/mountPath")),
-            read_only: m["readOnly"] == true,
+            target: PathBuf::from(&m.mount_path),
+            read_only: m.read_only == Some(true),
         });
     }
     Ok(out)
 }
 
-async fn lookup(
-    shared: &Shared,
-    plural: &str,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Value>, String> {
-    match shared.client.get(kind(plural), Some(ns), name).await {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.code() == Some(404) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn host_path(name: &str, path: &str, ty: &str) -> Result<PathBuf, String> {
+fn host_path(name: &str, path: &str, ty: &str) -> Result<PathBuf, ConfigError> {
     let p = PathBuf::from(path);
     let meta = std::fs::metadata(&p).ok();
     let bad = |what: &str| {
-        Err(format!(
+        Err(ConfigError::Invalid(format!(
             "volume {name:?}: hostPath type check failed: {path} is not {what}"
-        ))
+        )))
     };
     match ty {
         "DirectoryOrCreate" if meta.is_none() => {
             std::fs::create_dir_all(&p)
-                .map_err(|e| format!("volume {name:?}: creating {path}: {e}"))?;
+                .map_err(ConfigError::io(format!("volume {name:?}: creating {path}")))?;
         }
         "FileOrCreate" if meta.is_none() => {
             if let Some(parent) = p.parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
             std::fs::File::create(&p)
-                .map_err(|e| format!("volume {name:?}: creating {path}: {e}"))?;
+                .map_err(ConfigError::io(format!("volume {name:?}: creating {path}")))?;
         }
         "Directory" | "DirectoryOrCreate" if !meta.as_ref().is_some_and(|m| m.is_dir()) => {
             return bad("a directory")
@@ -193,83 +199,111 @@ fn host_path(name: &str, path: &str, ty: &str) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-async fn claim_path(shared: &Shared, ns: &str, claim: &str) -> Result<PathBuf, String> {
-    let pvc = lookup(shared, "persistentvolumeclaims", ns, claim)
+async fn claim_path(shared: &Shared, ns: &str, claim: &str) -> Result<PathBuf, ConfigError> {
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(&shared.client, ns)
+        .get_opt(claim)
         .await?
-        .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
-    let volume = s(&pvc, "/spec/volumeName");
-    if s(&pvc, "/status/phase") != "Bound" || volume.is_empty() {
-        return Err(format!("persistentvolumeclaim \"{claim}\" is not bound"));
-    }
-    let pv = match shared
-        .client
-        .get(kind("persistentvolumes"), None, volume)
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => return Err(format!("persistentvolume \"{volume}\": {e}")),
-    };
-    let path = [s(&pv, "/spec/hostPath/path"), s(&pv, "/spec/local/path")]
-        .into_iter()
-        .find(|p| !p.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "persistentvolume \"{volume}\" has no hostPath or local path this node can mount"
-            )
+        .ok_or_else(|| ConfigError::NotFound {
+            kind: "persistentvolumeclaim",
+            name: claim.to_string(),
         })?;
+    let volume = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .unwrap_or("");
+    let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    if !bound || volume.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "persistentvolumeclaim \"{claim}\" is not bound"
+        )));
+    }
+    let pv = Api::<PersistentVolume>::all(&shared.client)
+        .get(volume)
+        .await
+        .map_err(|e| ConfigError::Invalid(format!("persistentvolume \"{volume}\": {e}")))?;
+    let spec = pv.spec.as_ref();
+    let path = [
+        spec.and_then(|s| s.host_path.as_ref())
+            .map(|h| h.path.as_str()),
+        spec.and_then(|s| s.local.as_ref())
+            .and_then(|l| l.0.get("path"))
+            .and_then(|p| p.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| !p.is_empty())
+    .ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "persistentvolume \"{volume}\" has no hostPath or local path this node can mount"
+        ))
+    })?;
     let p = PathBuf::from(path);
     if !p.exists() {
-        std::fs::create_dir_all(&p)
-            .map_err(|e| format!("persistentvolume \"{volume}\": {path}: {e}"))?;
+        std::fs::create_dir_all(&p).map_err(ConfigError::io(format!(
+            "persistentvolume \"{volume}\": {path}"
+        )))?;
     }
     Ok(p)
 }
 
-fn mode_of(source: &Value) -> u32 {
-    source["defaultMode"].as_u64().map_or(0o644, |m| m as u32)
+/// A ConfigMap or Secret volume: which object, which keys, and how the files are written.
+struct Projected<'a> {
+    /// `configmap` or `secret`, as messages name them.
+    kind: &'static str,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
+    optional: bool,
+    default_mode: Option<i32>,
 }
 
-/// The files a ConfigMap or Secret projects: every key, or only `items` (key -> path, optional mode).
-fn files_of(obj: &Value, source: &Value, secret: bool) -> Result<Files, String> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut all: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let text_field = if secret { "stringData" } else { "data" };
-    for (k, v) in obj[text_field].as_object().into_iter().flatten() {
-        all.insert(k.clone(), v.as_str().unwrap_or("").as_bytes().to_vec());
-    }
-    let binary_field = if secret { "data" } else { "binaryData" };
-    for (k, v) in obj[binary_field].as_object().into_iter().flatten() {
-        let bytes = b64
-            .decode(v.as_str().unwrap_or(""))
-            .map_err(|e| format!("key {k}: not base64: {e}"))?;
-        all.insert(k.clone(), bytes);
-    }
-    let Some(items) = source["items"].as_array() else {
-        return Ok(all.into_iter().map(|(k, v)| (k, (v, None))).collect());
-    };
-    let mut out = BTreeMap::new();
-    for item in items {
-        let key = s(item, "/key");
-        let path = s(item, "/path");
-        let Some(bytes) = all.get(key) else {
-            if source["optional"] == true {
-                continue;
+impl Projected<'_> {
+    /// Projects the object's keys (`data`: None when the object does not exist) into `dir`.
+    fn write(
+        &self,
+        dir: &Path,
+        data: Option<BTreeMap<String, Vec<u8>>>,
+    ) -> Result<(), ConfigError> {
+        let mode = self.default_mode.map_or(0o644, |m| m as u32);
+        let files = match data {
+            Some(d) => self.files(d)?,
+            None if self.optional => Files::new(),
+            None => {
+                return Err(ConfigError::NotFound {
+                    kind: self.kind,
+                    name: self.name.to_string(),
+                })
             }
-            return Err(format!(
-                "key {key:?} not found in {} \"{}\"",
-                if secret { "secret" } else { "configmap" },
-                s(obj, "/metadata/name")
-            ));
         };
-        if path.split('/').any(|p| p == "..") || path.starts_with('/') {
-            return Err(format!("items path {path:?} must be relative, without .."));
-        }
-        out.insert(
-            path.to_string(),
-            (bytes.clone(), item["mode"].as_u64().map(|m| m as u32)),
-        );
+        project(dir, &files, mode).map_err(ConfigError::Invalid)
     }
-    Ok(out)
+
+    /// The files the object projects: every key, or only `items` (key -> path, optional mode).
+    fn files(&self, all: BTreeMap<String, Vec<u8>>) -> Result<Files, ConfigError> {
+        let Some(items) = self.items else {
+            return Ok(all.into_iter().map(|(k, v)| (k, (v, None))).collect());
+        };
+        let mut out = BTreeMap::new();
+        for item in items {
+            let Some(bytes) = all.get(&item.key) else {
+                if self.optional {
+                    continue;
+                }
+                return Err(ConfigError::Invalid(format!(
+                    "key {:?} not found in {} \"{}\"",
+                    item.key, self.kind, self.name
+                )));
+            };
+            let path = &item.path;
+            if path.split('/').any(|p| p == "..") || path.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "items path {path:?} must be relative, without .."
+                )));
+            }
+            out.insert(path.clone(), (bytes.clone(), item.mode.map(|m| m as u32)));
+        }
+        Ok(out)
+    }
 }
 
 /// Writes projected files the way the kubelet does, so a running container sees a change all at once: the files go
@@ -407,17 +441,17 @@ pub async fn refresh(shared: std::sync::Arc<Shared>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         for pod in shared.pods.list() {
-            if s(&pod, "/status/phase") != "Running" {
+            if pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
                 continue;
             }
-            let has = pod["spec"]["volumes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|v| v.get("configMap").is_some() || v.get("secret").is_some());
-            if has {
+            let projects = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| v.config_map.is_some() || v.secret.is_some());
+            if projects {
                 if let Err(e) = prepare(&shared, &pod).await {
-                    tracing::debug!(pod = %s(&pod, "/metadata/name"), "refreshing volumes: {e}");
+                    tracing::debug!(pod = %pod.metadata.name(), "refreshing volumes: {e}");
                 }
             }
         }
@@ -466,28 +500,38 @@ mod tests {
 
     #[test]
     fn items_pick_keys_and_secrets_decode() {
-        let cm = serde_json::json!({"metadata": {"name": "c"}, "data": {"k1": "v1", "k2": "v2"}});
-        let all = files_of(&cm, &serde_json::json!({}), false).unwrap();
-        assert_eq!(all.len(), 2);
-        let some = files_of(
-            &cm,
-            &serde_json::json!({"items": [{"key": "k2", "path": "dir/two", "mode": 256}]}),
-            false,
+        let cm: crate::api::core::ConfigMap = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "c"}, "data": {"k1": "v1", "k2": "v2"}}),
         )
         .unwrap();
+        let data = config_map_bytes(&cm).unwrap();
+        let source = |items: Option<&'static [KeyToPath]>| Projected {
+            kind: "configmap",
+            name: "c",
+            items,
+            optional: false,
+            default_mode: None,
+        };
+        assert_eq!(source(None).files(data.clone()).unwrap().len(), 2);
+        let two: &'static [KeyToPath] = Box::leak(Box::new([KeyToPath {
+            key: "k2".into(),
+            path: "dir/two".into(),
+            mode: Some(256),
+        }]));
+        let some = source(Some(two)).files(data.clone()).unwrap();
         assert_eq!(some.keys().collect::<Vec<_>>(), ["dir/two"]);
         assert_eq!(some["dir/two"], (b"v2".to_vec(), Some(256)));
-        assert!(files_of(
-            &cm,
-            &serde_json::json!({"items": [{"key": "nope", "path": "x"}]}),
-            false
+        let nope: &'static [KeyToPath] = Box::leak(Box::new([KeyToPath {
+            key: "nope".into(),
+            path: "x".into(),
+            mode: None,
+        }]));
+        assert!(source(Some(nope)).files(data).is_err());
+        let secret: crate::api::core::Secret = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "s"}, "data": {"token": "c2VjcmV0"}}),
         )
-        .is_err());
-        let secret = serde_json::json!({"metadata": {"name": "s"}, "data": {"token": "c2VjcmV0"}});
-        assert_eq!(
-            files_of(&secret, &serde_json::json!({}), true).unwrap()["token"].0,
-            b"secret"
-        );
+        .unwrap();
+        assert_eq!(secret_bytes(&secret).unwrap()["token"], b"secret");
     }
 
     #[test]
@@ -495,16 +539,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vols: BTreeMap<String, PathBuf> =
             [("data".to_string(), dir.path().to_path_buf())].into();
-        let pod = serde_json::json!({"spec": {"volumes": [{"name": "data"}]}});
-        let c = serde_json::json!({"volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "app", "readOnly": true}]});
+        let typed = |v: serde_json::Value| -> Container { serde_json::from_value(v).unwrap() };
+        let pod: Pod = serde_json::from_value(
+            serde_json::json!({"spec": {"containers": [], "volumes": [{"name": "data"}]}}),
+        )
+        .unwrap();
+        let c = typed(
+            serde_json::json!({"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/data", "subPath": "app", "readOnly": true}]}),
+        );
         let m = mounts_for(&c, &vols, &pod).unwrap();
         assert_eq!(m[0].source, dir.path().join("app"));
         assert!(m[0].read_only);
-        let bad = serde_json::json!({"volumeMounts": [{"name": "data", "mountPath": "/x", "subPath": "../etc"}]});
+        let bad = typed(
+            serde_json::json!({"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/x", "subPath": "../etc"}]}),
+        );
         assert!(mounts_for(&bad, &vols, &pod).is_err());
-        let missing = serde_json::json!({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]});
+        let missing = typed(
+            serde_json::json!({"name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}),
+        );
         assert!(mounts_for(&missing, &vols, &pod)
             .unwrap_err()
+            .to_string()
             .contains("no volume"));
     }
 }

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::api::registry;
-use crate::client::Client;
+use crate::api::meta::ObjectMeta;
+use crate::api::other::{Lease, LeaseSpec};
+use crate::client::{Api, Client};
 
 /// Settings of one candidate.
 #[derive(Clone, Debug)]
@@ -38,60 +38,57 @@ impl Elector {
 
     /// One round: acquire or renew. Returns whether this candidate leads now.
     pub async fn try_acquire(&self, client: &Client) -> bool {
-        let kind = registry::lookup("leases").expect("leases kind");
+        let leases = Api::<Lease>::namespaced(client, &self.namespace);
         let now = chrono::Utc::now();
-        let secs = self.lease_duration.as_secs().max(1) as i64;
-        match client.get(kind, Some(&self.namespace), &self.name).await {
-            Err(e) if e.code() == Some(404) => {
-                let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": secs,
-                             "acquireTime": micro_time(now), "renewTime": micro_time(now), "leaseTransitions": 0}});
-                client
-                    .create(kind, Some(&self.namespace), &lease)
-                    .await
-                    .is_ok()
+        let secs = self.lease_duration.as_secs().clamp(1, i32::MAX as u64) as i32;
+        match leases.get_opt(&self.name).await {
+            Ok(None) => {
+                let lease = Lease {
+                    api_version: "coordination.k8s.io/v1".into(),
+                    kind: "Lease".into(),
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        namespace: Some(self.namespace.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.identity.clone()),
+                        lease_duration_seconds: Some(secs),
+                        acquire_time: Some(micro_time(now)),
+                        renew_time: Some(micro_time(now)),
+                        lease_transitions: Some(0),
+                        ..Default::default()
+                    }),
+                };
+                leases.create(&lease).await.is_ok()
             }
             Err(e) => {
                 tracing::debug!(error = %e, "reading the lease failed");
                 false
             }
-            Ok(mut lease) => {
-                let holder = lease
-                    .pointer("/spec/holderIdentity")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let renewed = lease
-                    .pointer("/spec/renewTime")
-                    .and_then(Value::as_str)
+            Ok(Some(mut lease)) => {
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                let holder = spec.holder_identity.clone().unwrap_or_default();
+                let renewed = spec
+                    .renew_time
+                    .as_deref()
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .map(|t| t.with_timezone(&chrono::Utc));
-                let duration = lease
-                    .pointer("/spec/leaseDurationSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(secs);
-                let expired = renewed.is_none_or(|r| now > r + chrono::Duration::seconds(duration));
+                let duration = spec.lease_duration_seconds.unwrap_or(secs);
+                let expired =
+                    renewed.is_none_or(|r| now > r + chrono::Duration::seconds(duration.into()));
                 if holder != self.identity && !holder.is_empty() && !expired {
                     return false;
                 }
-                let spec = &mut lease["spec"];
                 if holder != self.identity {
-                    spec["acquireTime"] = json!(micro_time(now));
-                    let t = spec
-                        .get("leaseTransitions")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
-                    spec["leaseTransitions"] = json!(t + 1);
-                    spec["holderIdentity"] = json!(self.identity);
+                    spec.acquire_time = Some(micro_time(now));
+                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                    spec.holder_identity = Some(self.identity.clone());
                 }
-                spec["renewTime"] = json!(micro_time(now));
-                spec["leaseDurationSeconds"] = json!(secs);
+                spec.renew_time = Some(micro_time(now));
+                spec.lease_duration_seconds = Some(secs);
                 // The resourceVersion read above makes this a compare-and-swap.
-                client
-                    .replace(kind, Some(&self.namespace), &self.name, &lease)
-                    .await
-                    .is_ok()
+                leases.replace(&self.name, &lease).await.is_ok()
             }
         }
     }

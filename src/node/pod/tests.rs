@@ -39,6 +39,7 @@ fn start_with(pod: Value, prepare: impl FnOnce(&FakeRuntime, &std::path::Path)) 
     prepare(&runtime, dir.path());
     let shared = shared(runtime.clone(), api.clone(), dir.path());
     let (tx, rx) = mpsc::unbounded_channel();
+    let pod = Arc::new(serde_json::from_value(pod).expect("a valid pod"));
     let worker = Worker::new(shared, pod, tx.clone());
     let task = tokio::spawn(worker.run(rx));
     Running {
@@ -160,7 +161,8 @@ async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period_then_removes
     w.runtime.ignore_term();
     p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
     p["metadata"]["deletionGracePeriodSeconds"] = json!(5);
-    w.tx.send(Msg::Update(p)).unwrap();
+    w.tx.send(Msg::Update(Arc::new(serde_json::from_value(p).unwrap())))
+        .unwrap();
     w.runtime.until("SIGKILL", signalled(libc::SIGKILL)).await;
     let signals: Vec<(Instant, i32)> = w
         .runtime

@@ -1,0 +1,160 @@
+//! `capstan agent`: a node joining a cluster - the node's flags, its container runtime, and running it until a signal.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use capstan::client::Client;
+use clap::Args;
+
+use super::*;
+
+/// Settings of the node agent that `up` and `agent` run.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's address: where its agent listens and what it reports as InternalIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: std::net::IpAddr,
+    /// CPU capacity to report (default: the machine's).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory capacity to report, as a quantity (default: the machine's).
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+    /// First crash-loop backoff, in seconds (Kubernetes: 10), doubling up to --crashloop-backoff-max.
+    #[arg(long, default_value_t = 10.0)]
+    pub crashloop_backoff: f64,
+    #[arg(long, default_value_t = 300.0)]
+    pub crashloop_backoff_max: f64,
+    /// Extra node labels, KEY=VALUE (repeatable).
+    #[arg(long = "node-label")]
+    pub labels: Vec<String>,
+    /// The pod network: `bridge` (a network namespace per pod on a bridge; root, Linux), `host` (pods share the
+    /// host's network, each with its own 127.x address), or `auto` (bridge as root, else host).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub network: capstan::node::network::Mode,
+    /// The container runtime: `process` (each container's command run as host processes; images are not used) or
+    /// `containerd` (images run as real containers; needs the `containerd` cargo feature and a running containerd).
+    #[arg(long, value_enum, default_value = "process")]
+    pub runtime: RuntimeKind,
+    /// containerd's socket (with --runtime containerd).
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd_socket: PathBuf,
+    /// The containerd namespace Capstan's images and containers live in.
+    #[arg(long, default_value = "capstan")]
+    pub containerd_namespace: String,
+}
+
+pub(crate) type Runtime = Arc<dyn capstan::node::runtime::ContainerRuntime>;
+pub(crate) type Preparation =
+    Option<std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Process,
+    Containerd,
+}
+
+impl NodeArgs {
+    /// Opens the chosen container runtime. For containerd it connects, and returns the work still to do before
+    /// pods start: making sure the image of this binary that the examples run is there.
+    pub(crate) async fn runtime(
+        &self,
+        cfg: &capstan::node::Config,
+    ) -> Result<(Runtime, Preparation)> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        match self.runtime {
+            RuntimeKind::Process => {
+                let runtime = capstan::node::runtime::process::ProcessRuntime::new(&cfg.data_dir)
+                    .with_context(|| format!("preparing {}", cfg.data_dir.display()))?;
+                Ok((Arc::new(runtime), None))
+            }
+            #[cfg(feature = "containerd")]
+            RuntimeKind::Containerd => {
+                let runtime = capstan::node::runtime::containerd::ContainerdRuntime::new(
+                    &self.containerd_socket,
+                    &self.containerd_namespace,
+                    Arc::new(capstan::image::registry::HttpRegistry::default()),
+                )
+                .await?;
+                let (client, dir) = (runtime.client.clone(), cfg.data_dir.clone());
+                let prepare: Preparation = Some(Box::pin(async move {
+                    crate::image::ensure_self_image(&client, &dir).await
+                }));
+                Ok((Arc::new(runtime), prepare))
+            }
+            #[cfg(not(feature = "containerd"))]
+            RuntimeKind::Containerd => Err(anyhow!(
+                "--runtime containerd: this capstan was built without containerd support; \
+                 build it with `cargo build --release --features containerd` (needs protoc)"
+            )),
+        }
+    }
+
+    pub(crate) fn config(&self, data_dir: &Path, token: &str) -> Result<capstan::node::Config> {
+        let name = self
+            .node_name
+            .clone()
+            .unwrap_or_else(capstan::node::hostname);
+        let mut cfg = capstan::node::Config::new(&name, data_dir.join("nodes").join(&name), token);
+        cfg.address = self.node_ip;
+        cfg.cpu = self.cpu.clone();
+        cfg.memory = self.memory.clone();
+        cfg.max_pods = self.max_pods;
+        cfg.network = self.network;
+        cfg.backoff_base = secs(self.crashloop_backoff, "--crashloop-backoff")?;
+        cfg.backoff_max = secs(self.crashloop_backoff_max, "--crashloop-backoff-max")?;
+        for l in &self.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--node-label {l:?}: expected KEY=VALUE"))?;
+            cfg.labels.push((k.to_string(), v.to_string()));
+        }
+        Ok(cfg)
+    }
+}
+
+async fn run_agent(
+    client: Client,
+    cfg: capstan::node::Config,
+    (runtime, prepare): (Runtime, Preparation),
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Result<()> {
+    if let Some(p) = prepare {
+        p.await?;
+    }
+    capstan::daemons::agent::run(client, cfg, runtime, stop).await?;
+    Ok(())
+}
+
+/// `capstan agent`: one node joining the cluster at `server`.
+pub async fn agent(
+    data_dir: &Path,
+    server: &str,
+    token: &str,
+    ca: Option<&Path>,
+    node: NodeArgs,
+    stop_pods_on_exit: bool,
+) -> Result<()> {
+    let ca_path = ca
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| capstan::client::config::default_data_dir().join("ca.crt"));
+    let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
+        format!(
+            "reading the API server's certificate authority {} (pass --certificate-authority)",
+            ca_path.display()
+        )
+    })?;
+    let client = Client::new(server, token, Some(&ca_pem))?;
+    let mut cfg = node.config(data_dir, token)?;
+    cfg.stop_pods_on_exit = stop_pods_on_exit;
+    let runtime = node.runtime(&cfg).await?;
+    eprintln!("capstan: node agent {} joining {server}", cfg.node_name);
+    run_agent(client, cfg, runtime, terminated()).await
+}

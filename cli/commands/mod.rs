@@ -1,0 +1,66 @@
+//! The commands behind the CLI, one file per verb; what several verbs share (kind names, signals) is here.
+
+use anyhow::{anyhow, bail, Result};
+use capstan::api::registry::{self, KindInfo};
+
+mod agent;
+mod apply;
+mod delete;
+mod describe;
+mod get;
+mod logs;
+mod server;
+mod shim;
+
+pub use agent::*;
+pub use apply::*;
+pub use delete::*;
+pub use describe::*;
+pub use get::*;
+pub use logs::*;
+pub use server::*;
+pub use shim::*;
+
+fn resolve_kind(name: &str) -> Result<&'static KindInfo> {
+    if name == "all" {
+        bail!("internal: 'all' is expanded by the caller");
+    }
+    registry::lookup(name)
+        .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{name}\""))
+}
+
+fn expand(kinds: &str) -> Result<Vec<&'static KindInfo>> {
+    let mut out = Vec::new();
+    for k in kinds.split(',').filter(|k| !k.is_empty()) {
+        if k == "all" {
+            out.extend(
+                registry::KINDS
+                    .iter()
+                    .filter(|k| k.categories.contains(&"all")),
+            );
+        } else {
+            out.push(resolve_kind(k)?);
+        }
+    }
+    Ok(out)
+}
+
+fn url_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// A flag's seconds as a Duration (a clear error for negative or absurd values).
+pub(crate) fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(s)
+        .map_err(|_| anyhow!("{flag}: {s} is not a duration in seconds"))
+}

@@ -1,0 +1,141 @@
+//! `capstan server` and `capstan up`: flags of the control plane, and following a repository at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use capstan::api::registry::{self};
+use capstan::client::Client;
+use capstan::daemons::server::{ControlPlane, LocalNode, Options};
+use serde_json::Value;
+
+use super::*;
+
+/// Settings of the control plane's controllers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControlArgs {
+    /// The pod address range (an IPv4 /16; each node gets a /24 of it).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// The Service ClusterIP range (default: 10.96.0.0/16 as root, where pods reach it from their own network
+    /// namespaces; else 127.96.0.0/16, on loopback).
+    #[arg(long)]
+    pub service_cidr: Option<String>,
+    /// The addresses LoadBalancer Services get (the built-in `local` cloud provider).
+    #[arg(long, default_value = capstan::controllers::DEFAULT_LOAD_BALANCER_POOL)]
+    pub load_balancer_pool: String,
+    /// First delay before a Job replaces a failed pod, in seconds (Kubernetes: 10), doubling up to 6 minutes.
+    #[arg(long, default_value_t = 10.0)]
+    pub job_backoff: f64,
+}
+
+/// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
+pub async fn server(
+    data_dir: &Path,
+    listen: SocketAddr,
+    repo: Option<PathBuf>,
+    node: Option<(NodeArgs, bool)>,
+    control: &ControlArgs,
+) -> Result<()> {
+    let mut settings = capstan::controllers::Settings::with_cluster_cidr(&control.cluster_cidr)
+        .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
+    settings.job_backoff = secs(control.job_backoff, "--job-backoff")?;
+    settings.gitops_cache = data_dir.join("gitops");
+    settings.storage_dir = data_dir.join("storage");
+    capstan::cloud::LocalPool::new(&control.load_balancer_pool)
+        .map_err(|e| anyhow!("--load-balancer-pool: {e}"))?;
+    settings.load_balancer_pool = control.load_balancer_pool.clone();
+    let started = Instant::now();
+    let plane = ControlPlane::open(Options {
+        data_dir: data_dir.to_path_buf(),
+        listen,
+        service_cidr: control.service_cidr.clone(),
+        settings,
+    })
+    .await?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "control plane open"
+    );
+    eprintln!(
+        "capstan: serving the Kubernetes API on {}\ncapstan: kubeconfig written to {}",
+        plane.url,
+        plane.kubeconfig.display()
+    );
+    if let Some(repo) = repo {
+        follow_repository(plane.client()?, repo)?;
+    }
+    // `up` runs one node agent in this process; on Ctrl-C it stops its pods before the API server goes.
+    let node = match node {
+        Some((args, stop_pods)) => {
+            let mut config = args.config(data_dir, &plane.token)?;
+            config.stop_pods_on_exit = stop_pods;
+            let (runtime, prepare) = args.runtime(&config).await?;
+            let prepare = prepare.map(|p| -> capstan::daemons::server::Preparation {
+                Box::pin(async move { p.await.map_err(|e| format!("{e:#}")) })
+            });
+            Some(LocalNode {
+                config,
+                runtime,
+                prepare,
+            })
+        }
+        None => None,
+    };
+    plane.run(node, terminated()).await?;
+    Ok(())
+}
+
+/// Registers the Application that makes the cluster follow `repo` (`capstan up REPO`).
+fn follow_repository(client: Client, repo: PathBuf) -> Result<()> {
+    let app = application_for(&repo)?;
+    tokio::spawn(async move {
+        let apps = registry::lookup("applications").expect("applications");
+        let name = app["metadata"]["name"].as_str().unwrap_or("").to_string();
+        match client
+            .apply(apps, Some("default"), &name, &app, "capstan-up", true)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(app = %name, repo = %repo.display(), "following the repository")
+            }
+            Err(e) => {
+                tracing::error!(repo = %repo.display(), "registering the application failed: {e:#}")
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The Application `capstan up REPO` registers: the repository that holds REPO (a directory inside it works), at its
+/// current branch, named after the directory.
+fn application_for(repo: &Path) -> Result<Value> {
+    let abs = repo
+        .canonicalize()
+        .with_context(|| format!("repository path {}", repo.display()))?;
+    let git = git2::Repository::discover(&abs).map_err(|e| {
+        anyhow!(
+            "{} is not inside a git repository ({e}); `git init` it and commit the manifests",
+            abs.display()
+        )
+    })?;
+    drop(git);
+    let base = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "app".into());
+    let mut name: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    name = name.trim_matches('-').chars().take(50).collect();
+    if name.is_empty() {
+        name = "app".into();
+    }
+    Ok(
+        serde_json::json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"source": {"repoURL": abs.display().to_string()}, "destination": {"namespace": "default"}}}),
+    )
+}

@@ -1,0 +1,419 @@
+//! How a request finds its handler. Fixed paths (health, version, the git webhook, pod exec) are routes on axum's
+//! router; everything else needs the bearer token and goes through [`resources`]: discovery and OpenAPI documents by
+//! path, then every resource path (`/api/v1/...`, `/apis/GROUP/VERSION/...`) through one table of verbs keyed by
+//! method, whether a name is given, and the subresource.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, Result};
+use super::handlers::{self, flag, parse_body, Query, Target};
+use super::{authorized, discovery, json_response, query_of, table, watch, Server, MAX_BODY};
+use crate::api::openapi;
+use crate::api::registry::{self, KindInfo};
+
+/// The API server's router.
+pub fn router(server: Server) -> Router {
+    let open = Router::new()
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .route("/version", get(version))
+        .route("/version/", get(version))
+        .route("/hooks/git", post(git_hook));
+    let guarded = Router::new()
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/exec",
+            get(exec).post(exec),
+        )
+        .fallback(resources)
+        .layer(middleware::from_fn_with_state(
+            server.clone(),
+            require_token,
+        ));
+    open.merge(guarded).with_state(server)
+}
+
+async fn health() -> Response {
+    (StatusCode::OK, "ok").into_response()
+}
+
+async fn version() -> Response {
+    json_response(StatusCode::OK, &discovery::version(), &[])
+}
+
+/// Answers 401 to a request without the cluster's bearer token.
+async fn require_token(State(server): State<Server>, req: Request, next: Next) -> Response {
+    if !authorized(&server, req.headers()) {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+async fn git_hook(State(server): State<Server>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(bytes) = read_body(body).await else {
+        return ApiError::too_large().into_response();
+    };
+    server
+        .git_webhook(&parts.headers, &bytes)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn exec(
+    State(server): State<Server>,
+    Path((ns, name)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    server
+        .pod_exec(parts, &ns, &name)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Reads a request body up to [`MAX_BODY`]. A larger body is read to its end (and dropped) before the 413 is sent,
+/// so the client sees the answer instead of a reset connection - up to a hard cap, past which the connection goes.
+async fn read_body(body: Body) -> Option<Bytes> {
+    use futures::StreamExt;
+    const DRAIN_CAP: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        seen += chunk.len();
+        if seen <= MAX_BODY {
+            buf.extend_from_slice(&chunk);
+        } else if seen > DRAIN_CAP {
+            return None;
+        }
+    }
+    (seen <= MAX_BODY).then(|| Bytes::from(buf))
+}
+
+/// Discovery, OpenAPI and every resource path.
+async fn resources(State(server): State<Server>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(bytes) = read_body(body).await else {
+        return ApiError::too_large().into_response();
+    };
+    let path = parts.uri.path().trim_end_matches('/').to_string();
+    let answer = match documents(&parts.method, &path) {
+        Some(answer) => answer,
+        None => resource(&server, &parts, &path, bytes).await,
+    };
+    answer.unwrap_or_else(|e| {
+        tracing::debug!(method = %parts.method, %path, code = e.code, message = %e.message, "request failed");
+        e.into_response()
+    })
+}
+
+fn ok(v: Value) -> Response {
+    json_response(StatusCode::OK, &v, &[])
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError::new(404, "NotFound", what)
+}
+
+/// Discovery and OpenAPI documents (GET only); `None` for other paths.
+fn documents(method: &Method, path: &str) -> Option<Result<Response>> {
+    if method != Method::GET {
+        return None;
+    }
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let answer = match segs.as_slice() {
+        ["api"] => Ok(ok(discovery::api_versions())),
+        ["apis"] => Ok(ok(discovery::api_groups())),
+        ["openapi", "v3"] => Ok(ok(openapi::index())),
+        ["openapi", "v2"] => {
+            let mut resp = (StatusCode::OK, openapi::v2_protobuf()).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                ),
+            );
+            Ok(resp)
+        }
+        ["openapi", "v3", "api", v] => openapi_document("", v),
+        ["openapi", "v3", "apis", g, v] => openapi_document(g, v),
+        ["openapi", "v3", ..] => Err(not_found(format!("no OpenAPI document at {path}"))),
+        ["api", v] => discovery::resource_list("", v)
+            .map(ok)
+            .ok_or_else(|| not_found("no such version".into())),
+        ["apis", g] => discovery::api_group(g)
+            .map(ok)
+            .ok_or_else(|| not_found("no such group".into())),
+        ["apis", g, v] => discovery::resource_list(g, v)
+            .map(ok)
+            .ok_or_else(|| not_found("no such group version".into())),
+        _ => return None,
+    };
+    Some(answer)
+}
+
+fn openapi_document(group: &str, version: &str) -> Result<Response> {
+    if !registry::group_versions().contains(&(group, version)) {
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        return Err(not_found(format!("no OpenAPI document for {gv}")));
+    }
+    Ok(ok(openapi::document(group, version)))
+}
+
+/// One request on a resource path, with what every verb needs to read it and answer.
+struct Call<'a> {
+    server: &'a Server,
+    target: Target,
+    headers: &'a HeaderMap,
+    query: Query,
+    body: Bytes,
+    content_type: String,
+    /// The client asked for a Table (`kubectl get`), and with which objects in it.
+    table: bool,
+    include: String,
+    warnings: Vec<String>,
+}
+
+impl Call<'_> {
+    fn kind(&self) -> &'static KindInfo {
+        self.target.kind
+    }
+
+    fn name(&self) -> &str {
+        self.target.name.as_deref().unwrap_or("")
+    }
+
+    /// An object answer, as a Table when one was asked for.
+    fn respond(&self, code: StatusCode, v: Value) -> Response {
+        let kind = self.kind();
+        if self.table && v.get("kind").and_then(Value::as_str) == Some(kind.kind) {
+            let meta = json!({"resourceVersion": v["metadata"]["resourceVersion"]});
+            let t = table::table(kind, &[v], meta, &self.include, true);
+            json_response(code, &t, &self.warnings)
+        } else {
+            json_response(code, &v, &self.warnings)
+        }
+    }
+
+    /// `status` on a kind without that subresource is a 404.
+    fn check_status(&self) -> Result<()> {
+        if self.target.sub.as_deref() == Some("status") && !self.kind().status {
+            return Err(not_found(format!(
+                "{} has no status subresource",
+                self.kind().plural
+            )));
+        }
+        Ok(())
+    }
+
+    async fn list(self) -> Result<Response> {
+        let (server, t, q) = (self.server, &self.target, &self.query);
+        if flag(q, "watch") {
+            return watch::watch(server.clone(), t.clone(), q.clone(), self.headers).await;
+        }
+        let (kvs, rev, cont, remaining) =
+            server.list_kvs(t.kind, t.namespace.as_deref(), q).await?;
+        let mut meta = json!({"resourceVersion": rev.to_string()});
+        if let Some(c) = cont {
+            meta["continue"] = json!(c);
+            meta["remainingItemCount"] = json!(remaining);
+        }
+        if self.table {
+            let items: Vec<Value> = kvs.iter().map(handlers::decode).collect();
+            return Ok(ok(table::table(t.kind, &items, meta, &self.include, true)));
+        }
+        // The list is assembled from the stored bytes, without parsing each object.
+        let mut out =
+            Vec::with_capacity(kvs.iter().map(|k| k.value.len() + 32).sum::<usize>() + 256);
+        let head = format!(
+            "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
+            t.kind.kind,
+            t.kind.api_version()
+        );
+        out.extend_from_slice(head.as_bytes());
+        for (i, kv) in kvs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&handlers::raw(kv));
+        }
+        out.extend_from_slice(b"]}");
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            out,
+        )
+            .into_response())
+    }
+
+    async fn create(mut self) -> Result<Response> {
+        let obj = handlers::parse_object(&self.body, &self.content_type, self.kind())?;
+        let v = self
+            .server
+            .create(&self.target, obj, &self.query, &mut self.warnings)
+            .await?;
+        Ok(self.respond(StatusCode::CREATED, v))
+    }
+
+    async fn get(self) -> Result<Response> {
+        let t = &self.target;
+        let (v, _) = self
+            .server
+            .get_object(t.kind, t.namespace.as_deref(), self.name())
+            .await?;
+        Ok(self.respond(StatusCode::OK, v))
+    }
+
+    async fn update(mut self) -> Result<Response> {
+        self.check_status()?;
+        let obj = handlers::parse_object(&self.body, &self.content_type, self.kind())?;
+        let v = self
+            .server
+            .update(&self.target, obj, &self.query, &mut self.warnings)
+            .await?;
+        Ok(self.respond(StatusCode::OK, v))
+    }
+
+    async fn patch(mut self) -> Result<Response> {
+        self.check_status()?;
+        let t = &self.target;
+        let existed = self
+            .server
+            .get_object(t.kind, t.namespace.as_deref(), self.name())
+            .await
+            .is_ok();
+        let v = self
+            .server
+            .patch(
+                &self.target,
+                &self.body,
+                &self.content_type,
+                &self.query,
+                &mut self.warnings,
+            )
+            .await?;
+        let code = if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok(self.respond(code, v))
+    }
+
+    async fn delete(self) -> Result<Response> {
+        let v = self
+            .server
+            .delete(&self.target, &self.body, &self.query)
+            .await?;
+        Ok(self.respond(StatusCode::OK, v))
+    }
+
+    async fn get_scale(self) -> Result<Response> {
+        let t = &self.target;
+        let (v, _) = self
+            .server
+            .get_object(t.kind, t.namespace.as_deref(), self.name())
+            .await?;
+        Ok(ok(Server::scale_of(t.kind, &v)))
+    }
+
+    /// PUT (no content type: a whole Scale) or PATCH of `scale`.
+    async fn write_scale(mut self, patch: bool) -> Result<Response> {
+        let ct = patch.then_some(self.content_type.as_str());
+        let v = self
+            .server
+            .write_scale(
+                &self.target,
+                &self.body,
+                ct,
+                &self.query,
+                &mut self.warnings,
+            )
+            .await?;
+        Ok(ok(v))
+    }
+
+    async fn bind(self) -> Result<Response> {
+        let b = parse_body(&self.body, &self.content_type)?;
+        let v = self.server.bind(&self.target, b).await?;
+        Ok(json_response(StatusCode::CREATED, &v, &[]))
+    }
+
+    async fn finalize(mut self) -> Result<Response> {
+        let obj = handlers::parse_object(&self.body, &self.content_type, self.kind())?;
+        let v = self
+            .server
+            .finalize_namespace(&self.target, obj, &self.query, &mut self.warnings)
+            .await?;
+        Ok(self.respond(StatusCode::OK, v))
+    }
+
+    async fn log(self) -> Result<Response> {
+        let ns = self.target.namespace.as_deref().unwrap_or("default");
+        self.server.pod_log(ns, self.name(), &self.query).await
+    }
+}
+
+/// The table of verbs on resource paths.
+async fn resource(server: &Server, parts: &Parts, path: &str, body: Bytes) -> Result<Response> {
+    let target = handlers::parse_path(path)?;
+    let headers = &parts.headers;
+    let query = query_of(&parts.uri);
+    let call = Call {
+        server,
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string(),
+        table: table::wants_table(headers),
+        include: query
+            .get("includeObject")
+            .cloned()
+            .unwrap_or_else(|| "Metadata".into()),
+        headers,
+        query,
+        body,
+        warnings: Vec::new(),
+        target,
+    };
+    let kind = call.kind();
+    let sub = call.target.sub.clone();
+    let named = call.target.name.is_some();
+    match (&parts.method, named, sub.as_deref()) {
+        (&Method::GET, false, None) => call.list().await,
+        (&Method::POST, false, None) => call.create().await,
+        (&Method::DELETE, false, None) => Ok(ok(server
+            .delete_collection(&call.target, &call.body, &call.query)
+            .await?)),
+        (&Method::GET, true, None | Some("status")) => call.get().await,
+        (&Method::PUT, true, None | Some("status")) => call.update().await,
+        (&Method::PATCH, true, None | Some("status")) => call.patch().await,
+        (&Method::DELETE, true, None) => call.delete().await,
+        (&Method::GET, true, Some("scale")) if kind.scale => call.get_scale().await,
+        (&Method::PUT, true, Some("scale")) if kind.scale => call.write_scale(false).await,
+        (&Method::PATCH, true, Some("scale")) if kind.scale => call.write_scale(true).await,
+        (&Method::POST, true, Some("binding")) if kind.kind == "Pod" => call.bind().await,
+        (&Method::PUT, true, Some("finalize")) if kind.kind == "Namespace" => call.finalize().await,
+        (&Method::GET, true, Some("log")) if kind.kind == "Pod" => call.log().await,
+        (m, _, s) => Err(ApiError::method_not_allowed(&format!(
+            "{m} {}{}",
+            kind.plural,
+            s.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}

@@ -1,0 +1,246 @@
+//! The control-plane process part (`capstan server`, and the control plane inside `capstan up`): it opens the store
+//! and the cluster's credentials and TLS material, seeds the bootstrap objects, binds the API server and writes the
+//! admin kubeconfig ([`ControlPlane::open`]); then it runs the controller manager on threads of its own and, for
+//! `up`, a node beside it ([`ControlPlane::run`]). Shutdown runs in reverse: the controllers first (nothing reacts
+//! to the node going away), then the node's pods, then the API server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apiserver::{self, services::Allocator, StartError};
+use crate::client::config::Kubeconfig;
+use crate::client::Client;
+use crate::controllers::Settings;
+use crate::node::runtime::ContainerRuntime;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("creating data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--service-cidr: {0}")]
+    ServiceCidr(String),
+    #[error("bootstrapping the cluster's objects: {0}")]
+    Bootstrap(String),
+    #[error("client: {0}")]
+    Client(Box<crate::client::Error>),
+    #[error("starting the controller manager: {0}")]
+    ControllerManager(std::io::Error),
+    #[error("serving the API: {0}")]
+    Serve(std::io::Error),
+}
+
+impl From<crate::client::Error> for Error {
+    fn from(e: crate::client::Error) -> Self {
+        Error::Client(Box::new(e))
+    }
+}
+
+/// Work a node finishes before its pods start.
+pub type Preparation = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// What `capstan server` is told.
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The Service ClusterIP range (None: [`apiserver::default_service_cidr`]).
+    pub service_cidr: Option<String>,
+    /// The controllers' settings.
+    pub settings: Settings,
+}
+
+/// A node to run in the same process (`capstan up`).
+pub struct LocalNode {
+    pub config: crate::node::Config,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    /// Work to finish before pods start (containerd: importing the image the examples run).
+    pub prepare: Option<Preparation>,
+}
+
+/// An opened control plane: the API server bound and its kubeconfig written, nothing serving yet.
+pub struct ControlPlane {
+    listener: tokio::net::TcpListener,
+    server: apiserver::Server,
+    tls: Arc<rustls::ServerConfig>,
+    settings: Settings,
+    /// The API server's URL (`https://127.0.0.1:6443`).
+    pub url: String,
+    /// The admin bearer token.
+    pub token: String,
+    /// The cluster CA (PEM).
+    pub ca_pem: String,
+    /// Where the admin kubeconfig was written.
+    pub kubeconfig: PathBuf,
+}
+
+/// The URL clients use for a server bound to `addr` (an unspecified address is reached on loopback).
+fn url_of(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    if addr.is_ipv6() {
+        format!("https://[{host}]:{}", addr.port())
+    } else {
+        format!("https://{host}:{}", addr.port())
+    }
+}
+
+impl ControlPlane {
+    /// Opens the store, credentials and TLS material in `data_dir`, seeds the bootstrap objects and binds.
+    pub async fn open(opts: Options) -> Result<ControlPlane, Error> {
+        let data_dir = &opts.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store = crate::store::embedded::Embedded::open(&data_dir.join("store.redb"))
+            .map_err(StartError::Store)?;
+        let token = apiserver::load_or_create_token(data_dir)?;
+        let mut server = apiserver::Server::new(Arc::new(store), &token);
+        let cidr = opts
+            .service_cidr
+            .as_deref()
+            .unwrap_or_else(|| apiserver::default_service_cidr());
+        server.services = Arc::new(
+            Allocator::new(cidr, apiserver::NODE_PORTS)
+                .map_err(|e| Error::ServiceCidr(e.to_string()))?,
+        );
+        server
+            .bootstrap(&super::bootstrap::objects())
+            .await
+            .map_err(|e| Error::Bootstrap(e.to_string()))?;
+        let material = apiserver::tls::load_or_create(data_dir)?;
+        let tls = apiserver::tls::server_config(&material)?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+        let url = url_of(addr);
+        let kubeconfig = data_dir.join("kubeconfig");
+        Kubeconfig::for_server(&url, &token, &material.ca_pem).save(&kubeconfig)?;
+        tracing::info!(%url, kubeconfig = %kubeconfig.display(), "capstan API server listening");
+        Ok(ControlPlane {
+            listener,
+            server,
+            tls,
+            settings: opts.settings,
+            url,
+            token,
+            ca_pem: material.ca_pem,
+            kubeconfig,
+        })
+    }
+
+    /// A client of this API server with the admin credentials.
+    pub fn client(&self) -> Result<Client, Error> {
+        Ok(Client::new(&self.url, &self.token, Some(&self.ca_pem))?)
+    }
+
+    /// Serves the API with the controller manager (and `node`, if any) until `shutdown` resolves.
+    pub async fn run(
+        self,
+        node: Option<LocalNode>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (cm_stop, controller_thread) = self.start_controller_manager()?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let agent = match node {
+            Some(n) => Some(tokio::spawn(run_node(self.client()?, n, stop_rx))),
+            None => None,
+        };
+        let shutdown = async move {
+            shutdown.await;
+            let _ = cm_stop.send(());
+            let joined = tokio::task::spawn_blocking(move || controller_thread.join());
+            if tokio::time::timeout(Duration::from_secs(5), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the controller manager did not stop within 5 s");
+            }
+            let _ = stop_tx.send(true);
+            if let Some(a) = agent {
+                let _ = a.await;
+            }
+        };
+        apiserver::serve(self.listener, self.server, self.tls, shutdown)
+            .await
+            .map_err(Error::Serve)
+    }
+
+    /// The controller manager (and its scheduler) gets threads of its own, so a flood of API requests cannot
+    /// starve the informers that feed it - like kube-controller-manager and kube-scheduler being their own
+    /// processes. It talks to the API server like any other client.
+    fn start_controller_manager(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::oneshot::Sender<()>,
+            std::thread::JoinHandle<()>,
+        ),
+        Error,
+    > {
+        let client = self.client()?;
+        let identity = format!("{}-{}", crate::node::hostname(), std::process::id());
+        let settings = self.settings.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("capstan-controllers")
+            .enable_all()
+            .build()
+            .map_err(Error::ControllerManager)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("capstan-controller-manager".into())
+            .spawn(move || {
+                runtime.block_on(super::controller_manager::run(
+                    client,
+                    identity,
+                    settings,
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                ))
+            })
+            .map_err(Error::ControllerManager)?;
+        Ok((stop_tx, thread))
+    }
+}
+
+/// The node inside `capstan up`, until `stop` turns true.
+async fn run_node(client: Client, node: LocalNode, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if let Some(prepare) = node.prepare {
+        if let Err(e) = prepare.await {
+            tracing::error!("node agent failed: {e}");
+            return;
+        }
+    }
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = super::agent::run(client, node.config, node.runtime, stopped).await {
+        tracing::error!("node agent failed: {e:#}");
+    }
+}
