@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::api::apps::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use crate::api::apps::{Deployment, DeploymentSpec, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use crate::api::meta::{now, Condition, ObjectMeta};
 use crate::api::{IntOrString, Resource};
 use crate::client::events::Recorder;
@@ -155,220 +155,253 @@ fn cond<'a>(conds: &'a [Condition], t: &str) -> Option<&'a Condition> {
     conds.iter().find(|c| c.type_ == t)
 }
 
+/// One pass over one Deployment: its strategy's numbers and the ReplicaSets it owns.
+struct Rollout<'a> {
+    d: &'a Arc<Deployment>,
+    spec: &'a DeploymentSpec,
+    api: Api<ReplicaSet>,
+    recorder: Recorder,
+    desired: i64,
+    surge: i64,
+    unavail: i64,
+    hash: String,
+    max_revision: i64,
+    recreate: bool,
+}
+
+impl Rollout<'_> {
+    /// The annotations a ReplicaSet of this Deployment carries at `revision`.
+    fn annotations(&self, revision: i64) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([
+            (REVISION.to_string(), revision.to_string()),
+            (
+                "deployment.kubernetes.io/desired-replicas".to_string(),
+                self.desired.to_string(),
+            ),
+            (
+                "deployment.kubernetes.io/max-replicas".to_string(),
+                (self.desired + self.surge).to_string(),
+            ),
+        ]);
+        let cause = self
+            .d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kubernetes.io/change-cause"));
+        if let Some(cause) = cause {
+            a.insert("kubernetes.io/change-cause".into(), cause.clone());
+        }
+        a
+    }
+
+    /// A new ReplicaSet for the current template; `None` when another writer created it first (look again).
+    async fn create(&self, olds: &[ReplicaSet]) -> Result<Option<ReplicaSet>> {
+        let (name, hash) = (self.d.metadata.name(), &self.hash);
+        let mut t = self.spec.template.clone();
+        let meta = t.metadata.get_or_insert_with(Default::default);
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(HASH_LABEL.into(), hash.clone());
+        let labels = meta.labels.clone();
+        let mut selector = self.spec.selector.clone();
+        selector
+            .match_labels
+            .get_or_insert_with(Default::default)
+            .insert(HASH_LABEL.into(), hash.clone());
+        let old_total: i64 = olds.iter().map(spec_replicas).sum();
+        let initial = if self.recreate {
+            0
+        } else {
+            self.desired
+                .min((self.desired + self.surge - old_total).max(0))
+        };
+        let rs = ReplicaSet {
+            api_version: ReplicaSet::api_version(),
+            kind: "ReplicaSet".into(),
+            metadata: ObjectMeta {
+                name: Some(format!("{name}-{hash}")),
+                namespace: Some(self.d.metadata.namespace().to_string()),
+                labels,
+                annotations: Some(self.annotations(self.max_revision + 1)),
+                owner_references: Some(vec![self.d.controller_ref()]),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(initial as i32),
+                min_ready_seconds: Some(self.spec.min_ready_seconds.unwrap_or(0)),
+                selector,
+                template: Some(t),
+            }),
+            status: None,
+        };
+        tracing::info!(replicaset = %format!("{name}-{hash}"), replicas = initial, "created ReplicaSet");
+        match self.api.create(&rs).await {
+            Ok(v) => {
+                if initial > 0 {
+                    let msg = format!("Scaled up replica set {name}-{hash} from 0 to {initial}");
+                    self.recorder
+                        .normal(self.d.as_ref(), "ScalingReplicaSet", msg);
+                }
+                Ok(Some(v))
+            }
+            Err(e) if e.code() == Some(409) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets a ReplicaSet's replicas (and refreshes its annotations), with the Event kubectl shows.
+    async fn scale(&self, rs: &ReplicaSet, n: i64) -> Result<()> {
+        let rs_name = rs.metadata.name();
+        let anns = self.annotations(revision_of(rs));
+        let from = spec_replicas(rs);
+        let patch = json!({"spec": {"replicas": n}, "metadata": {"annotations": anns}});
+        self.api.patch(rs_name, &Patch::Merge(patch)).await?;
+        let dir = if n > from { "up" } else { "down" };
+        let msg = format!("Scaled {dir} replica set {rs_name} from {from} to {n}");
+        self.recorder
+            .normal(self.d.as_ref(), "ScalingReplicaSet", msg);
+        Ok(())
+    }
+
+    /// Recreate: every old pod goes first, then the new ReplicaSet scales up. Returns whether anything changed.
+    async fn recreate(&self, new_rs: &ReplicaSet, olds: &[ReplicaSet]) -> Result<bool> {
+        let mut changed = false;
+        let old_active: i64 = olds
+            .iter()
+            .map(|r| spec_replicas(r) + status_counts(r).0)
+            .sum();
+        for r in olds.iter().filter(|r| spec_replicas(r) > 0) {
+            self.scale(r, 0).await?;
+            changed = true;
+        }
+        if old_active == 0 && spec_replicas(new_rs) != self.desired {
+            self.scale(new_rs, self.desired).await?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// RollingUpdate: one step within maxSurge and maxUnavailable. Returns whether anything changed.
+    async fn roll(&self, new_rs: &ReplicaSet, olds: &[ReplicaSet]) -> Result<bool> {
+        let mut changed = false;
+        let counts: Vec<(i64, i64)> = olds
+            .iter()
+            .map(|r| (spec_replicas(r), status_counts(r).2))
+            .collect();
+        let new_counts = (spec_replicas(new_rs), status_counts(new_rs).2);
+        let step = rolling_step(self.desired, self.surge, self.unavail, new_counts, &counts);
+        if step.new_replicas != spec_replicas(new_rs) {
+            tracing::info!(replicaset = %new_rs.metadata.name(), replicas = step.new_replicas, "scaling new ReplicaSet");
+            self.scale(new_rs, step.new_replicas).await?;
+            changed = true;
+        }
+        for (r, target) in olds.iter().zip(&step.old_replicas) {
+            if *target != spec_replicas(r) {
+                self.scale(r, *target).await?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Old ReplicaSets beyond the history limit, oldest first, once scaled to zero.
+    async fn prune(&self, olds: &[ReplicaSet]) {
+        let limit = self.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let idle: Vec<&ReplicaSet> = olds
+            .iter()
+            .filter(|r| spec_replicas(r) == 0 && status_counts(r).0 == 0)
+            .collect();
+        if idle.len() > limit {
+            for r in &idle[..idle.len() - limit] {
+                let _ = self.api.delete(r.metadata.name(), "Background").await;
+            }
+        }
+    }
+}
+
 /// One reconcile of one Deployment.
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> {
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let spec = d.spec.clone().ok_or(Error::NoSpec("Deployment"))?;
-    let ns = d.metadata.namespace().to_string();
-    let name = d.metadata.name().to_string();
     let uid = d.metadata.uid.clone().unwrap_or_default();
-    let api = Api::<ReplicaSet>::namespaced(&ctx.client, &ns);
-    let recorder = Recorder::new(&ctx.client, "deployment-controller");
     let desired = i64::from(spec.replicas.unwrap_or(1));
     let template = serde_json::to_value(&spec.template).unwrap_or(Value::Null);
-    let hash = template_hash(&template);
-
-    let mut rss: Vec<ReplicaSet> = ctx
+    let mut olds: Vec<ReplicaSet> = ctx
         .replicasets
-        .list_namespace(&ns)
+        .list_namespace(d.metadata.namespace())
         .into_iter()
         .filter(|r| super::pods::controller_uid(&r.metadata) == Some(uid.as_str()))
         .map(|r| ReplicaSet::clone(&r))
         .collect();
-    rss.sort_by_key(revision_of);
-    let max_revision = rss.iter().map(revision_of).max().unwrap_or(0);
-    let new_idx = rss
-        .iter()
-        .position(|r| r.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash));
-    let paused = spec.paused.unwrap_or(false);
-    let mut changed = false;
-
-    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    olds.sort_by_key(revision_of);
     let ru = spec
         .strategy
         .as_ref()
         .and_then(|s| s.rolling_update.clone())
         .unwrap_or_default();
-    let surge = ru
-        .max_surge
-        .unwrap_or(IntOrString::String("25%".into()))
-        .scaled(desired, true)
-        .unwrap_or(0);
-    let unavail = ru
-        .max_unavailable
-        .unwrap_or(IntOrString::String("25%".into()))
-        .scaled(desired, false)
-        .unwrap_or(0);
-    let annotations = |revision: i64| -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([
-            (REVISION.to_string(), revision.to_string()),
-            (
-                "deployment.kubernetes.io/desired-replicas".to_string(),
-                desired.to_string(),
-            ),
-            (
-                "deployment.kubernetes.io/max-replicas".to_string(),
-                (desired + surge).to_string(),
-            ),
-        ]);
-        if let Some(cause) = d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("kubernetes.io/change-cause"))
-        {
-            a.insert("kubernetes.io/change-cause".into(), cause.clone());
-        }
-        a
+    let quarter = || IntOrString::String("25%".into());
+    let rollout = Rollout {
+        d: &d,
+        spec: &spec,
+        api: Api::namespaced(&ctx.client, d.metadata.namespace()),
+        recorder: Recorder::new(&ctx.client, "deployment-controller"),
+        desired,
+        surge: ru
+            .max_surge
+            .unwrap_or_else(quarter)
+            .scaled(desired, true)
+            .unwrap_or(0),
+        unavail: ru
+            .max_unavailable
+            .unwrap_or_else(quarter)
+            .scaled(desired, false)
+            .unwrap_or(0),
+        hash: template_hash(&template),
+        max_revision: olds.iter().map(revision_of).max().unwrap_or(0),
+        recreate: spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate"),
     };
-
+    let paused = spec.paused.unwrap_or(false);
+    let unavail = rollout.unavail;
+    let current = olds.iter().position(|r| {
+        r.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&rollout.hash)
+    });
+    let mut changed = false;
     // The ReplicaSet of the current template: create it, or make it the newest revision again (a rollback).
-    let new_rs: ReplicaSet = match new_idx {
+    let new_rs: ReplicaSet = match current {
         Some(idx) => {
-            let rs = rss.remove(idx);
-            if revision_of(&rs) < max_revision && !paused {
-                let patch = json!({"metadata": {"annotations": annotations(max_revision + 1)}});
+            let rs = olds.remove(idx);
+            if revision_of(&rs) < rollout.max_revision && !paused {
+                let patch = json!({"metadata": {"annotations": rollout.annotations(rollout.max_revision + 1)}});
                 changed = true;
-                api.patch(rs.metadata.name(), &Patch::Merge(patch)).await?
+                rollout
+                    .api
+                    .patch(rs.metadata.name(), &Patch::Merge(patch))
+                    .await?
             } else {
                 rs
             }
         }
-        None if paused => return sync_status(&d, &ctx, None, &rss, desired, unavail, false).await,
-        None => {
-            let mut t = spec.template.clone();
-            let meta = t.metadata.get_or_insert_with(Default::default);
-            meta.labels
-                .get_or_insert_with(Default::default)
-                .insert(HASH_LABEL.into(), hash.clone());
-            let labels = meta.labels.clone();
-            let mut selector = spec.selector.clone();
-            selector
-                .match_labels
-                .get_or_insert_with(Default::default)
-                .insert(HASH_LABEL.into(), hash.clone());
-            let old_total: i64 = rss.iter().map(spec_replicas).sum();
-            let initial = if recreate {
-                0
-            } else {
-                desired.min((desired + surge - old_total).max(0))
-            };
-            let rs = ReplicaSet {
-                api_version: ReplicaSet::api_version(),
-                kind: "ReplicaSet".into(),
-                metadata: ObjectMeta {
-                    name: Some(format!("{name}-{hash}")),
-                    namespace: Some(ns.clone()),
-                    labels,
-                    annotations: Some(annotations(max_revision + 1)),
-                    owner_references: Some(vec![d.controller_ref()]),
-                    ..Default::default()
-                },
-                spec: Some(ReplicaSetSpec {
-                    replicas: Some(initial as i32),
-                    min_ready_seconds: Some(spec.min_ready_seconds.unwrap_or(0)),
-                    selector,
-                    template: Some(t),
-                }),
-                status: None,
-            };
-            changed = true;
-            tracing::info!(replicaset = %format!("{name}-{hash}"), replicas = initial, "created ReplicaSet");
-            match api.create(&rs).await {
-                Ok(v) => {
-                    if initial > 0 {
-                        recorder.normal(
-                            d.as_ref(),
-                            "ScalingReplicaSet",
-                            format!("Scaled up replica set {name}-{hash} from 0 to {initial}"),
-                        );
-                    }
-                    v
-                }
-                Err(e) if e.code() == Some(409) => {
-                    return Ok(Action::requeue(Duration::from_millis(200)))
-                }
-                Err(e) => return Err(e.into()),
+        None if paused => return sync_status(&d, &ctx, None, &olds, desired, unavail, false).await,
+        None => match rollout.create(&olds).await? {
+            Some(rs) => {
+                changed = true;
+                rs
             }
-        }
+            None => return Ok(Action::requeue(Duration::from_millis(200))),
+        },
     };
-    let new_name = new_rs.metadata.name().to_string();
-
     if !paused {
-        let scale = |rs: &ReplicaSet, n: i64| {
-            let rs_name = rs.metadata.name().to_string();
-            let api = api.clone();
-            let recorder = recorder.clone();
-            let mut anns = annotations(revision_of(rs));
-            anns.insert(REVISION.into(), revision_of(rs).to_string());
-            let from = spec_replicas(rs);
-            let d = d.clone();
-            async move {
-                let patch = json!({"spec": {"replicas": n}, "metadata": {"annotations": anns}});
-                let r = api.patch(&rs_name, &Patch::Merge(patch)).await;
-                if r.is_ok() {
-                    let dir = if n > from { "up" } else { "down" };
-                    recorder.normal(
-                        d.as_ref(),
-                        "ScalingReplicaSet",
-                        format!("Scaled {dir} replica set {rs_name} from {from} to {n}"),
-                    );
-                }
-                r
-            }
-        };
-        if recreate {
-            let old_active: i64 = rss
-                .iter()
-                .map(|r| spec_replicas(r) + status_counts(r).0)
-                .sum();
-            for r in rss.iter().filter(|r| spec_replicas(r) > 0) {
-                scale(r, 0).await?;
-                changed = true;
-            }
-            if old_active == 0 && spec_replicas(&new_rs) != desired {
-                scale(&new_rs, desired).await?;
-                changed = true;
-            }
+        changed |= if rollout.recreate {
+            rollout.recreate(&new_rs, &olds).await?
         } else {
-            let olds: Vec<(i64, i64)> = rss
-                .iter()
-                .map(|r| (spec_replicas(r), status_counts(r).2))
-                .collect();
-            let step = rolling_step(
-                desired,
-                surge,
-                unavail,
-                (spec_replicas(&new_rs), status_counts(&new_rs).2),
-                &olds,
-            );
-            if step.new_replicas != spec_replicas(&new_rs) {
-                tracing::info!(replicaset = %new_name, replicas = step.new_replicas, "scaling new ReplicaSet");
-                scale(&new_rs, step.new_replicas).await?;
-                changed = true;
-            }
-            for (r, target) in rss.iter().zip(&step.old_replicas) {
-                if *target != spec_replicas(r) {
-                    scale(r, *target).await?;
-                    changed = true;
-                }
-            }
-        }
-        // Old ReplicaSets beyond the history limit, oldest first, once scaled to zero.
-        let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-        let idle: Vec<&ReplicaSet> = rss
-            .iter()
-            .filter(|r| spec_replicas(r) == 0 && status_counts(r).0 == 0)
-            .collect();
-        if idle.len() > limit {
-            for r in &idle[..idle.len() - limit] {
-                let _ = api.delete(r.metadata.name(), "Background").await;
-            }
-        }
+            rollout.roll(&new_rs, &olds).await?
+        };
+        rollout.prune(&olds).await;
     }
-    sync_status(&d, &ctx, Some(&new_rs), &rss, desired, unavail, changed).await
+    sync_status(&d, &ctx, Some(&new_rs), &olds, desired, unavail, changed).await
 }
 
 /// A condition of `type_` that keeps `prev`'s transition time while its status stays the same.
