@@ -1,12 +1,11 @@
-//! `capstan describe`: an object's fields and the Events about it.
+//! `capstan describe`: an object's fields and the Events about it, in the same view as the terminal UI's describe
+//! page (`capstan-present`).
 
 use anyhow::{bail, Result};
 use capstan::api::registry::{self};
 use capstan::client::Client;
 use clap::Args;
 use serde_json::Value;
-
-use crate::output;
 
 use super::*;
 
@@ -31,13 +30,10 @@ pub async fn describe(client: &Client, a: DescribeArgs) -> Result<()> {
     let obj = client
         .get(kind, kind.namespaced.then_some(ns.as_str()), &name)
         .await?;
-    print!("{}", output::describe(&obj));
-    // Events about the object.
+    // Events about the object, oldest first.
+    let mut events: Vec<Value> = Vec::new();
     if let Some(ev_kind) = registry::lookup("events") {
-        let uid = obj
-            .pointer("/metadata/uid")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let uid = obj["metadata"]["uid"].as_str().unwrap_or("");
         let q = format!(
             "fieldSelector={}",
             url_encode(&format!(
@@ -48,21 +44,13 @@ pub async fn describe(client: &Client, a: DescribeArgs) -> Result<()> {
             .list(ev_kind, kind.namespaced.then_some(ns.as_str()), &q)
             .await
         {
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            if items.is_empty() {
-                println!("Events:  <none>");
-            } else {
-                println!("Events:");
-                for e in items {
-                    println!(
-                        "  {}\t{}\t{}",
-                        e["type"].as_str().unwrap_or(""),
-                        e["reason"].as_str().unwrap_or(""),
-                        e["message"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            events = list["items"].as_array().cloned().unwrap_or_default();
         }
+    }
+    events.sort_by(|a, b| capstan_present::event_time(a).cmp(capstan_present::event_time(b)));
+    let refs: Vec<&Value> = events.iter().collect();
+    for line in capstan_present::describe(&obj, &refs, false) {
+        println!("{line}");
     }
     Ok(())
 }

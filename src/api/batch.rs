@@ -86,29 +86,43 @@ pub struct Schedule {
     tz: chrono_tz::Tz,
 }
 
+/// Why a CronJob's schedule or time zone was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("unknown time zone {0:?}")]
+    TimeZone(String),
+    #[error("TZ and CRON_TZ are not supported in the schedule; use spec.timeZone")]
+    TzInSchedule,
+    #[error("{0:?}: expected exactly 5 fields (minute hour day-of-month month day-of-week) or a macro like @hourly")]
+    Fields(String),
+    #[error("{schedule:?}: {reason}")]
+    Invalid { schedule: String, reason: String },
+}
+
 /// Parses a CronJob's `schedule` (five fields or a macro) and `timeZone`; the error says which is wrong and why.
-pub fn parse_schedule(schedule: &str, time_zone: Option<&str>) -> Result<Schedule, String> {
+pub fn parse_schedule(schedule: &str, time_zone: Option<&str>) -> Result<Schedule, ScheduleError> {
     let tz = match time_zone {
         None | Some("") => chrono_tz::UTC,
         Some(name) => name
             .parse::<chrono_tz::Tz>()
-            .map_err(|_| format!("unknown time zone {name:?}"))?,
+            .map_err(|_| ScheduleError::TimeZone(name.to_string()))?,
     };
     let trimmed = schedule.trim();
     if trimmed.starts_with("TZ=") || trimmed.starts_with("CRON_TZ=") {
-        return Err("TZ and CRON_TZ are not supported in the schedule; use spec.timeZone".into());
+        return Err(ScheduleError::TzInSchedule);
     }
     if !trimmed.starts_with('@') && trimmed.split_whitespace().count() != 5 {
-        return Err(format!(
-            "{schedule:?}: expected exactly 5 fields (minute hour day-of-month month day-of-week) or a macro like @hourly"
-        ));
+        return Err(ScheduleError::Fields(schedule.to_string()));
     }
     let cron = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .year(croner::parser::Year::Disallowed)
         .build()
         .parse(trimmed)
-        .map_err(|e| format!("{schedule:?}: {e}"))?;
+        .map_err(|e| ScheduleError::Invalid {
+            schedule: schedule.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(Schedule { cron, tz })
 }
 
@@ -161,8 +175,8 @@ impl Schedule {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_schedule as parse;
     use super::*;
+    use super::{parse_schedule as parse, ScheduleError};
 
     fn at(t: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
@@ -190,19 +204,23 @@ mod tests {
             either.next_after(at("2026-02-12T00:00:00Z")),
             Some(at("2026-02-13T00:00:00Z"))
         );
-        assert!(parse("* * * *", None)
-            .unwrap_err()
-            .contains("exactly 5 fields"));
+        assert!(matches!(
+            parse("* * * *", None),
+            Err(ScheduleError::Fields(_))
+        ));
         assert!(parse("0 * * * * *", None)
             .unwrap_err()
+            .to_string()
             .contains("exactly 5 fields"));
         assert!(parse("61 * * * *", None).is_err());
         assert!(parse("TZ=UTC 0 * * * *", None)
             .unwrap_err()
+            .to_string()
             .contains("spec.timeZone"));
-        assert!(parse("0 * * * *", Some("Mars/Olympus"))
-            .unwrap_err()
-            .contains("unknown time zone"));
+        assert_eq!(
+            parse("0 * * * *", Some("Mars/Olympus")).unwrap_err(),
+            ScheduleError::TimeZone("Mars/Olympus".into())
+        );
     }
 
     #[test]

@@ -24,8 +24,17 @@ pub struct Options {
     pub tty: bool,
 }
 
+/// Why exec options were refused (kubectl's wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("you must specify at least one command for the container")]
+    NoCommand,
+    #[error("you must specify at least one of stdin, stdout, stderr")]
+    NoStream,
+}
+
 impl Options {
-    pub fn parse(query: &str) -> Result<Options, String> {
+    pub fn parse(query: &str) -> Result<Options, OptionsError> {
         let mut o = Options::default();
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             let flag = v == "true" || v == "1";
@@ -40,10 +49,10 @@ impl Options {
             }
         }
         if o.command.is_empty() {
-            return Err("you must specify at least one command for the container".into());
+            return Err(OptionsError::NoCommand);
         }
         if !(o.stdin || o.stdout || o.stderr) {
-            return Err("you must specify at least one of stdin, stdout, stderr".into());
+            return Err(OptionsError::NoStream);
         }
         Ok(o)
     }

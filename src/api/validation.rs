@@ -783,7 +783,9 @@ fn job(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
 
 /// Checks a cron schedule: five fields or an `@` macro.
 pub fn check_cron(s: &str) -> Result<(), String> {
-    super::batch::parse_schedule(s, None).map(|_| ())
+    super::batch::parse_schedule(s, None)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn port_name(name: &str) -> Result<(), String> {

@@ -76,8 +76,8 @@ impl Server {
     }
 
     pub async fn pod_exec(&self, mut parts: Parts, ns: &str, name: &str) -> Result<Response> {
-        let mut opts =
-            Options::parse(parts.uri.query().unwrap_or("")).map_err(ApiError::bad_request)?;
+        let mut opts = Options::parse(parts.uri.query().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let pods = registry::lookup("pods").expect("pods");
         let (pod, _) = self.get_object(pods, Some(ns), name).await?;
         let container = pick_container(&pod, opts.container.as_deref())?;

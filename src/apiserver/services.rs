@@ -31,18 +31,8 @@ pub struct Allocator {
 
 impl Allocator {
     /// An allocator for `cidr` (an IPv4 network of /8 to /28) and the node port range `ports`.
-    pub fn new(cidr: &str, ports: (u16, u16)) -> Result<Self, String> {
-        let (addr, len) = cidr
-            .split_once('/')
-            .ok_or_else(|| format!("service CIDR {cidr:?}: expected ADDRESS/PREFIX"))?;
-        let ip: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("service CIDR {cidr:?}: {addr:?} is not an IPv4 address"))?;
-        let prefix: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| (8..=28).contains(l))
-            .ok_or_else(|| format!("service CIDR {cidr:?}: the prefix must be 8 to 28"))?;
+    pub fn new(cidr: &str, ports: (u16, u16)) -> Result<Self, crate::sys::BadCidr> {
+        let (ip, prefix) = crate::sys::parse_cidr_in(cidr, 8, 28)?;
         let mask = u32::MAX << (32 - prefix);
         Ok(Allocator {
             net: u32::from(ip) & mask,

@@ -5,12 +5,25 @@
 
 use serde_json::Value;
 
+/// Why a webhook payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("X-Gitlab-Token does not match the webhook secret")]
+    GitlabToken,
+    #[error("the payload is not signed (X-Hub-Signature-256, X-Gitea-Signature, X-Gitlab-Token or X-Capstan-Signature)")]
+    Unsigned,
+    #[error("the signature is not hex")]
+    NotHex,
+    #[error("the signature does not match the webhook secret")]
+    Mismatch,
+}
+
 /// Checks a payload against `secret`; `header` looks a request header up by (lower-case) name.
 pub fn verify(
     header: impl Fn(&str) -> Option<String>,
     body: &[u8],
     secret: Option<&[u8]>,
-) -> Result<(), String> {
+) -> Result<(), SignatureError> {
     let Some(secret) = secret else { return Ok(()) };
     if let Some(token) = header("x-gitlab-token") {
         // Compared through HMACs of both, which ring checks in constant time.
@@ -19,20 +32,19 @@ pub fn verify(
         return if ring::hmac::verify(&key, token.as_bytes(), expected.as_ref()).is_ok() {
             Ok(())
         } else {
-            Err("X-Gitlab-Token does not match the webhook secret".into())
+            Err(SignatureError::GitlabToken)
         };
     }
     let sig = header("x-hub-signature-256")
         .or_else(|| header("x-capstan-signature"))
         .or_else(|| header("x-gitea-signature"))
-        .ok_or("the payload is not signed (X-Hub-Signature-256, X-Gitea-Signature, X-Gitlab-Token or X-Capstan-Signature)")?;
+        .ok_or(SignatureError::Unsigned)?;
     let hex = sig.trim().trim_start_matches("sha256=");
     let Some(given) = decode_hex(hex) else {
-        return Err("the signature is not hex".into());
+        return Err(SignatureError::NotHex);
     };
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    ring::hmac::verify(&key, body, &given)
-        .map_err(|_| "the signature does not match the webhook secret".into())
+    ring::hmac::verify(&key, body, &given).map_err(|_| SignatureError::Mismatch)
 }
 
 /// The signature a sender computes (for tests and for users scripting plain webhooks).

@@ -51,18 +51,9 @@ pub struct LocalPool {
 }
 
 impl LocalPool {
-    pub fn new(cidr: &str) -> Result<Self, String> {
-        let (addr, len) = cidr
-            .split_once('/')
-            .ok_or_else(|| format!("load balancer pool {cidr:?}: expected ADDRESS/PREFIX"))?;
-        let ip: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("load balancer pool {cidr:?}: {addr:?} is not an IPv4 address"))?;
-        let len: u32 = len
-            .parse()
-            .ok()
-            .filter(|l| (8..=30).contains(l))
-            .ok_or_else(|| format!("load balancer pool {cidr:?}: the prefix must be 8 to 30"))?;
+    pub fn new(cidr: &str) -> Result<Self, crate::sys::BadCidr> {
+        let (ip, len) = crate::sys::parse_cidr_in(cidr, 8, 30)?;
+        let len = u32::from(len);
         let mask = u32::MAX << (32 - len);
         Ok(LocalPool {
             net: u32::from(ip) & mask,

@@ -127,7 +127,7 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
     let schedule = match parse(&spec.schedule, spec.time_zone.as_deref()) {
         Ok(sc) => sc,
         Err(why) => {
-            event("Warning", "UnparseableSchedule", why);
+            event("Warning", "UnparseableSchedule", why.to_string());
             write_status(&ctx, &cj, status).await?;
             return Ok(Action::await_change());
         }

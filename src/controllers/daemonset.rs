@@ -491,6 +491,7 @@ mod tests {
                 json!({})
             ))
             .unwrap_err()
+            .to_string()
             .contains("dedicated"));
     }
 }

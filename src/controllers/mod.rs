@@ -67,13 +67,9 @@ impl Default for Settings {
 
 impl Settings {
     /// Parses a cluster CIDR, which must be an IPv4 /16.
-    pub fn with_cluster_cidr(cidr: &str) -> Result<Self, String> {
-        let (net, len) = crate::sys::parse_cidr(cidr).map_err(|e| e.to_string())?;
-        if len != 16 {
-            return Err(format!(
-                "cluster CIDR {cidr}: must be a /16 (one /24 per node)"
-            ));
-        }
+    pub fn with_cluster_cidr(cidr: &str) -> Result<Self, crate::sys::BadCidr> {
+        // One /24 per node.
+        let (net, _) = crate::sys::parse_cidr_in(cidr, 16, 16)?;
         Ok(Settings {
             cluster_cidr: net,
             ..Settings::default()

@@ -48,7 +48,7 @@ pub async fn handler(
     }
     let opts = match Options::parse(uri.query().unwrap_or("")) {
         Ok(o) => o,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let dir = match super::server::pod_dir(&shared, &ns, &pod) {
         Ok(d) => d,
@@ -223,11 +223,13 @@ mod tests {
         assert_eq!(o.command, vec!["sh", "-c", "echo hi"]);
         assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
         assert_eq!(Options::parse(&o.query()).unwrap(), o);
-        assert!(Options::parse("stdout=true")
-            .unwrap_err()
-            .contains("at least one command"));
+        assert_eq!(
+            Options::parse("stdout=true").unwrap_err(),
+            crate::api::exec::OptionsError::NoCommand
+        );
         assert!(Options::parse("command=ls")
             .unwrap_err()
+            .to_string()
             .contains("stdin, stdout, stderr"));
         assert_eq!(exit_status(0)["status"], "Success");
         assert_eq!(exit_status(3)["details"]["causes"][0]["message"], "3");

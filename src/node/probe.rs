@@ -60,12 +60,40 @@ pub struct Probe {
     pub termination_grace: Option<i64>,
 }
 
+/// Why a probe as written cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("port {0} out of range")]
+    PortRange(i64),
+    #[error("couldn't find port {0:?} in the container's ports")]
+    NoSuchPort(String),
+    #[error("{0} has no handler the node agent supports (exec, httpGet, tcpSocket)")]
+    NoHandler(&'static str),
+}
+
+/// Why a probe failed, in the kubelet's words (the message of the Unhealthy Event).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("command {command:?} exited with {code}: {output}")]
+    Exit {
+        command: Vec<String>,
+        code: i32,
+        output: String,
+    },
+    #[error("{0}")]
+    Exec(String),
+    #[error("HTTP probe failed with statuscode: {0}")]
+    Status(u16),
+    #[error("Get \"{url}\": {error}")]
+    Get { url: String, error: String },
+    #[error("dial tcp {addr}: {error}")]
+    Dial { addr: String, error: String },
+}
+
 /// Resolves a port that may be a number or the name of one of the container's ports.
-fn port_of(port: &IntOrString, container: &Container) -> Result<u16, String> {
+fn port_of(port: &IntOrString, container: &Container) -> Result<u16, SpecError> {
     let name = match port {
-        IntOrString::Int(n) => {
-            return u16::try_from(*n).map_err(|_| format!("port {n} out of range"))
-        }
+        IntOrString::Int(n) => return u16::try_from(*n).map_err(|_| SpecError::PortRange(*n)),
         IntOrString::String(s) => s.as_str(),
     };
     if let Ok(n) = name.parse::<u16>() {
@@ -77,7 +105,7 @@ fn port_of(port: &IntOrString, container: &Container) -> Result<u16, String> {
         .flatten()
         .find(|p| p.name.as_deref() == Some(name))
         .and_then(|p| u16::try_from(p.container_port).ok())
-        .ok_or_else(|| format!("couldn't find port {name:?} in the container's ports"))
+        .ok_or_else(|| SpecError::NoSuchPort(name.to_string()))
 }
 
 /// A host that defaults to the pod's address.
@@ -93,7 +121,7 @@ fn handler(
     kind: Kind,
     container: &Container,
     pod_ip: &str,
-) -> Result<Handler, String> {
+) -> Result<Handler, SpecError> {
     if let Some(e) = &p.exec {
         return Ok(Handler::Exec(e.command.clone().unwrap_or_default()));
     }
@@ -117,15 +145,16 @@ fn handler(
             port: port_of(&t.port, container)?,
         });
     }
-    Err(format!(
-        "{} has no handler the node agent supports (exec, httpGet, tcpSocket)",
-        kind.field()
-    ))
+    Err(SpecError::NoHandler(kind.field()))
 }
 
 impl Probe {
     /// Parses the container's probe of `kind`; `None` when the container has no such probe.
-    pub fn parse(container: &Container, kind: Kind, pod_ip: &str) -> Option<Result<Probe, String>> {
+    pub fn parse(
+        container: &Container,
+        kind: Kind,
+        pod_ip: &str,
+    ) -> Option<Result<Probe, SpecError>> {
         let p = match kind {
             Kind::Liveness => container.liveness_probe.as_ref(),
             Kind::Readiness => container.readiness_probe.as_ref(),
@@ -152,16 +181,16 @@ impl Probe {
         runtime: &dyn ContainerRuntime,
         spec: &ContainerSpec,
         http: &reqwest::Client,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         match &self.handler {
             Handler::Exec(cmd) => match runtime.exec(spec, cmd, self.timeout).await {
                 Ok(r) if r.exit_code == 0 => Ok(()),
-                Ok(r) => Err(format!(
-                    "command {cmd:?} exited with {}: {}",
-                    r.exit_code,
-                    r.output.trim()
-                )),
-                Err(e) => Err(e.to_string()),
+                Ok(r) => Err(Failure::Exit {
+                    command: cmd.clone(),
+                    code: r.exit_code,
+                    output: r.output.trim().to_string(),
+                }),
+                Err(e) => Err(Failure::Exec(e.to_string())),
             },
             Handler::Http {
                 scheme,
@@ -177,11 +206,11 @@ impl Probe {
                 }
                 match req.send().await {
                     Ok(r) if (200..400).contains(&r.status().as_u16()) => Ok(()),
-                    Ok(r) => Err(format!(
-                        "HTTP probe failed with statuscode: {}",
-                        r.status().as_u16()
-                    )),
-                    Err(e) => Err(format!("Get \"{url}\": {e}")),
+                    Ok(r) => Err(Failure::Status(r.status().as_u16())),
+                    Err(e) => Err(Failure::Get {
+                        url,
+                        error: e.to_string(),
+                    }),
                 }
             }
             Handler::Tcp { host, port } => {
@@ -190,8 +219,14 @@ impl Probe {
                     .await
                 {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
-                    Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
+                    Ok(Err(e)) => Err(Failure::Dial {
+                        addr,
+                        error: e.to_string(),
+                    }),
+                    Err(_) => Err(Failure::Dial {
+                        addr,
+                        error: "i/o timeout".into(),
+                    }),
                 }
             }
         }

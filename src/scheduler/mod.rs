@@ -242,12 +242,16 @@ impl PodInfo {
 
     /// Whether a daemon pod belongs on `n` (the DaemonSet controller's test): its taints are tolerated and its labels
     /// match the node selector and required node affinity. Capacity and readiness are the scheduler's business.
-    pub fn daemon_fits(&self, n: &NodeInfo) -> Result<(), String> {
+    pub fn daemon_fits(&self, n: &NodeInfo) -> Result<(), Misfit> {
         if let Some((k, v, e)) = n.taints.iter().find(|(k, v, e)| !self.tolerates(k, v, e)) {
-            return Err(format!("untolerated taint {{{k}: {v}}} ({e})"));
+            return Err(Misfit::Taint {
+                key: k.clone(),
+                value: v.clone(),
+                effect: e.clone(),
+            });
         }
         if !self.affinity_matches(n) {
-            return Err("node selector or affinity does not match".into());
+            return Err(Misfit::Affinity);
         }
         Ok(())
     }
@@ -295,6 +299,29 @@ pub fn nodes_to_score(total: usize) -> usize {
     (total * pct / 100).max(100)
 }
 
+/// Why a daemon pod does not belong on a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misfit {
+    #[error("untolerated taint {{{key}: {value}}} ({effect})")]
+    Taint {
+        key: String,
+        value: String,
+        effect: String,
+    },
+    #[error("node selector or affinity does not match")]
+    Affinity,
+}
+
+/// Why a pod fits no node: the FailedScheduling message, in kube-scheduler's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unschedulable {
+    #[error("no nodes available to schedule pods")]
+    NoNodes,
+    /// `summary`: each reason with the number of nodes it ruled out (`3 Insufficient cpu, 1 node(s) were not ready`).
+    #[error("0/{total} nodes are available: {summary}.")]
+    NoneFit { total: usize, summary: String },
+}
+
 /// Where a pod goes, or why it cannot go anywhere. The search starts at `*start` and moves it on, so successive
 /// pods look at different nodes first (as kube-scheduler does).
 pub fn place_info(
@@ -302,7 +329,7 @@ pub fn place_info(
     nodes: &[NodeInfo],
     state: &HashMap<String, NodeState>,
     start: &mut usize,
-) -> Result<String, String> {
+) -> Result<String, Unschedulable> {
     let empty = NodeState::default();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(i128, usize, &str)> = None;
@@ -354,14 +381,13 @@ pub fn place_info(
     }
     match best {
         Some((_, _, n)) => Ok(n.to_string()),
-        None if nodes.is_empty() => Err("no nodes available to schedule pods".into()),
+        None if nodes.is_empty() => Err(Unschedulable::NoNodes),
         None => {
             let parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
-            Err(format!(
-                "0/{} nodes are available: {}.",
-                nodes.len(),
-                parts.join(", ")
-            ))
+            Err(Unschedulable::NoneFit {
+                total: nodes.len(),
+                summary: parts.join(", "),
+            })
         }
     }
 }
@@ -371,7 +397,7 @@ pub fn place(
     pod: &Pod,
     nodes: &[Node],
     state: &HashMap<String, NodeState>,
-) -> Result<String, String> {
+) -> Result<String, Unschedulable> {
     let infos: Vec<NodeInfo> = nodes.iter().map(NodeInfo::new).collect();
     place_info(&PodInfo::new(pod), &infos, state, &mut 0)
 }
@@ -686,7 +712,8 @@ pub async fn run(
                             }
                         });
                     }
-                    Err(message) => {
+                    Err(why) => {
+                        let message = why.to_string();
                         book.parked.insert((ts, key.clone()), pod.clone());
                         if reported.get(&key) == Some(&message) {
                             continue;
@@ -787,7 +814,7 @@ mod tests {
             ),
         ];
         let err = place(&t(&pod("2")), &typed_nodes(&nodes), &HashMap::new()).unwrap_err();
-        assert_eq!(err, "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {gpu: yes}, 1 node(s) were unschedulable.");
+        assert_eq!(err.to_string(), "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {gpu: yes}, 1 node(s) were unschedulable.");
         let mut tolerating = pod("2");
         tolerating["spec"]["tolerations"] = json!([{"key": "gpu", "operator": "Exists"}]);
         assert_eq!(
@@ -800,7 +827,7 @@ mod tests {
     fn without_nodes_the_reason_says_so() {
         assert_eq!(
             place(&t(&pod("1")), &typed_nodes(&[]), &HashMap::new()).unwrap_err(),
-            "no nodes available to schedule pods"
+            Unschedulable::NoNodes
         );
     }
 
@@ -824,6 +851,7 @@ mod tests {
         p["spec"]["nodeSelector"] = json!({"zone": "b"});
         assert!(place(&t(&p), &typed_nodes(&nodes), &HashMap::new())
             .unwrap_err()
+            .to_string()
             .contains("didn't match Pod's node affinity/selector"));
         let mut q = pod("0");
         q["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -855,7 +883,10 @@ mod tests {
         // A pod that fits nowhere is checked against every node, for a complete reason.
         let big = PodInfo::new(&t(&pod("64")));
         let err = place_info(&big, &nodes, &HashMap::new(), &mut start).unwrap_err();
-        assert_eq!(err, "0/1000 nodes are available: 1000 Insufficient cpu.");
+        assert_eq!(
+            err.to_string(),
+            "0/1000 nodes are available: 1000 Insufficient cpu."
+        );
     }
 
     #[test]

@@ -7,10 +7,38 @@ pub mod netlink;
 
 use std::net::Ipv4Addr;
 
-/// A CIDR that is not `a.b.c.d/len` with `len` in 8..=30.
+/// Why a CIDR was refused: not `a.b.c.d/len`, or a prefix length outside what its user allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad CIDR {0:?}: want a.b.c.d/len with len between 8 and 30")]
-pub struct BadCidr(pub String);
+pub enum BadCidr {
+    #[error("{0:?}: expected ADDRESS/PREFIX")]
+    Format(String),
+    #[error("{cidr:?}: {address:?} is not an IPv4 address")]
+    Address { cidr: String, address: String },
+    #[error("{cidr:?}: the prefix must be {min} to {max}")]
+    Prefix { cidr: String, min: u8, max: u8 },
+}
+
+/// Parses `a.b.c.d/len` with `len` in `min..=max`; the address is masked to its network.
+pub fn parse_cidr_in(cidr: &str, min: u8, max: u8) -> Result<(Ipv4Addr, u8), BadCidr> {
+    let (addr, len) = cidr
+        .split_once('/')
+        .ok_or_else(|| BadCidr::Format(cidr.to_string()))?;
+    let ip: Ipv4Addr = addr.parse().map_err(|_| BadCidr::Address {
+        cidr: cidr.to_string(),
+        address: addr.to_string(),
+    })?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (min..=max).contains(l))
+        .ok_or_else(|| BadCidr::Prefix {
+            cidr: cidr.to_string(),
+            min,
+            max,
+        })?;
+    let mask = u32::MAX << (32 - len);
+    Ok((Ipv4Addr::from(u32::from(ip) & mask), len))
+}
 
 /// Installs rustls' process-wide crypto provider (ring); idempotent, so every TLS user calls it first.
 pub fn init_crypto() {
@@ -25,15 +53,7 @@ pub fn is_root() -> bool {
 
 /// Parses an IPv4 CIDR, returning its network address (host bits cleared) and prefix length.
 pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8), BadCidr> {
-    let bad = || BadCidr(cidr.to_string());
-    let (ip, len) = cidr.split_once('/').ok_or_else(bad)?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if !(8..=30).contains(&len) {
-        return Err(bad());
-    }
-    let mask = u32::MAX << (32 - len);
-    Ok((Ipv4Addr::from(u32::from(ip) & mask), len))
+    parse_cidr_in(cidr, 8, 30)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the [`KeyMap`] to action ids; an action changes the pages or queues a [`Request`] for the binary to carry out.
 //! Rows are computed from the [`Store`] when drawn, so every view is as live as the watches feeding it.
 
+use capstan_present::event_time;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -1159,18 +1160,6 @@ fn sync_summary(rec: &Value) -> Vec<String> {
     out
 }
 
-fn event_time(v: &Value) -> &str {
-    [
-        "/lastTimestamp",
-        "/eventTime",
-        "/metadata/creationTimestamp",
-    ]
-    .iter()
-    .map(|p| str_at(v, p))
-    .find(|t| !t.is_empty())
-    .unwrap_or("")
-}
-
 /// The plural resource of a Kind name (`Deployment` -> `deployments`), if the TUI lists it.
 fn resource_of(kind: &str) -> Option<String> {
     kinds::KINDS
@@ -1208,124 +1197,12 @@ fn mask_secret(v: &mut Value) {
 
 /// A `kubectl describe`-like text: identity, labels, the status that matters, conditions, and the object's events.
 pub fn describe(obj: &Value, store: &Store, reveal: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut field = |k: &str, v: String| out.push(format!("{:<16}{v}", format!("{k}:")));
-    field("Name", str_at(obj, "/metadata/name").into());
-    let ns = str_at(obj, "/metadata/namespace");
-    if !ns.is_empty() {
-        field("Namespace", ns.into());
-    }
-    field("Kind", str_at(obj, "/kind").into());
-    field("Created", str_at(obj, "/metadata/creationTimestamp").into());
-    let map = |p: &str| -> String {
-        at(obj, p)
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "<none>".into())
-    };
-    field("Labels", map("/metadata/labels"));
-    field("Annotations", map("/metadata/annotations"));
-    if let Some(owner) = at(obj, "/metadata/ownerReferences/0") {
-        field(
-            "Controlled By",
-            format!("{}/{}", str_at(owner, "/kind"), str_at(owner, "/name")),
-        );
-    }
-    for (label, p) in [
-        ("Replicas", "/spec/replicas"),
-        ("Node", "/spec/nodeName"),
-        ("IP", "/status/podIP"),
-        ("Phase", "/status/phase"),
-        ("Type", "/spec/type"),
-        ("Cluster IP", "/spec/clusterIP"),
-        ("Schedule", "/spec/schedule"),
-        ("Repository", "/spec/source/repoURL"),
-        ("Sync", "/status/sync/status"),
-        ("Health", "/status/health/status"),
-        ("Revision", "/status/sync/revision"),
-    ] {
-        if let Some(v) = at(obj, p) {
-            let s = v
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| v.to_string());
-            field(label, s);
-        }
-    }
-    for (label, field_name) in [("Data", "data"), ("String Data", "stringData")] {
-        if let Some(m) = obj.get(field_name).and_then(Value::as_object) {
-            out.push(format!("{label}:"));
-            let secret = str_at(obj, "/kind") == "Secret";
-            for (k, v) in m {
-                let shown = match (secret, reveal) {
-                    (true, false) => "••••".to_string(),
-                    (true, true) if field_name == "data" => {
-                        use base64::Engine;
-                        let raw = base64::engine::general_purpose::STANDARD
-                            .decode(v.as_str().unwrap_or(""))
-                            .unwrap_or_default();
-                        String::from_utf8_lossy(&raw).into_owned()
-                    }
-                    _ => v.as_str().unwrap_or("").to_string(),
-                };
-                out.push(format!("  {k}: {shown}"));
-            }
-        }
-    }
-    if let Some(conds) = at(obj, "/status/conditions").and_then(Value::as_array) {
-        out.push("Conditions:".into());
-        out.push(format!(
-            "  {:<22}{:<8}{:<28}MESSAGE",
-            "TYPE", "STATUS", "REASON"
-        ));
-        for c in conds {
-            out.push(format!(
-                "  {:<22}{:<8}{:<28}{}",
-                str_at(c, "/type"),
-                str_at(c, "/status"),
-                str_at(c, "/reason"),
-                str_at(c, "/message")
-            ));
-        }
-    }
-    if let Some(cs) = at(obj, "/status/containerStatuses").and_then(Value::as_array) {
-        out.push("Containers:".into());
-        for c in cs {
-            let state = c["state"]
-                .as_object()
-                .and_then(|m| m.keys().next().cloned())
-                .unwrap_or_default();
-            out.push(format!(
-                "  {}: {state}, ready={}, restarts={}",
-                str_at(c, "/name"),
-                c["ready"],
-                c["restartCount"]
-            ));
-        }
-    }
     let uid = str_at(obj, "/metadata/uid");
-    let mut events: Vec<&Arc<Value>> = store
+    let mut events: Vec<&Value> = store
         .objects("events")
         .filter(|e| !uid.is_empty() && str_at(e, "/involvedObject/uid") == uid)
+        .map(|e| e.as_ref())
         .collect();
     events.sort_by(|a, b| event_time(a).cmp(event_time(b)));
-    out.push("Events:".into());
-    if events.is_empty() {
-        out.push("  <none>".into());
-    }
-    for e in events {
-        out.push(format!(
-            "  {:<8}{:<20}{}",
-            str_at(e, "/type"),
-            str_at(e, "/reason"),
-            str_at(e, "/message")
-        ));
-    }
-    out
+    capstan_present::describe(obj, &events, reveal)
 }

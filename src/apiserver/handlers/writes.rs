@@ -42,6 +42,175 @@ impl WriteOpts {
     }
 }
 
+/// Types and unknown fields: a wrong type is a 400; unknown fields fail under `fieldValidation=Strict`, warn under
+/// Warn, and are dropped; fields Capstan keeps without acting on them get a warning.
+fn check_structure(
+    kind: &'static KindInfo,
+    obj: &mut Value,
+    opts: &WriteOpts,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let s = validation::structural(kind, obj);
+    let refused = |why: String| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {why}",
+            kind.kind, kind.version, kind.kind
+        ))
+    };
+    if !s.errors.is_empty() {
+        return Err(refused(s.errors.join("; ")));
+    }
+    if !s.unknown.is_empty() {
+        let named: Vec<String> = s
+            .unknown
+            .iter()
+            .map(|u| format!("unknown field \"{u}\""))
+            .collect();
+        match opts.validation.as_str() {
+            "Strict" => {
+                return Err(refused(format!(
+                    "strict decoding error: {}",
+                    named.join(", ")
+                )))
+            }
+            "Warn" => warnings.extend(named),
+            _ => {}
+        }
+        for u in &s.unknown {
+            remove_json_path(obj, u);
+        }
+    }
+    for o in s
+        .opaque
+        .iter()
+        .filter(|p| !p.starts_with("status") && !p.starts_with("metadata") && !empty_at(obj, p))
+    {
+        warnings.push(format!("{o}: stored but not acted on by Capstan yet"));
+    }
+    Ok(())
+}
+
+/// What the server sets on a new object: uid, creation time, namespace, generation; status only where a writer may
+/// set it at creation (Nodes, Pods).
+fn stamp_new(kind: &'static KindInfo, ns: Option<&str>, obj: &mut Value, time: &str) {
+    set_meta(obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
+    set_meta(obj, "creationTimestamp", json!(time));
+    set_meta(obj, "resourceVersion", Value::Null);
+    set_meta(obj, "deletionTimestamp", Value::Null);
+    set_meta(obj, "selfLink", Value::Null);
+    let namespace = if kind.namespaced {
+        json!(ns.unwrap_or("default"))
+    } else {
+        Value::Null
+    };
+    set_meta(obj, "namespace", namespace);
+    if kind.status && !matches!(kind.kind, "Node" | "Pod") {
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
+    }
+    if obj.get("spec").is_some() {
+        set_meta(obj, "generation", json!(1));
+    }
+    create_hooks(kind, obj);
+}
+
+/// An update keeps what only the server sets, takes status only through the status subresource (and only status
+/// from it), and bumps the generation when the spec changed.
+fn carry_over(
+    kind: &'static KindInfo,
+    obj: &mut Value,
+    prev: &Value,
+    opts: &WriteOpts,
+) -> Result<()> {
+    let kept = [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+    ];
+    for f in kept {
+        set_meta(
+            obj,
+            f,
+            prev["metadata"].get(f).cloned().unwrap_or(Value::Null),
+        );
+    }
+    if meta_str(obj, "name") != meta_str(prev, "name") {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({})",
+            meta_str(obj, "name").unwrap_or(""),
+            meta_str(prev, "name").unwrap_or("")
+        )));
+    }
+    let status_of = |v: &Value| v.get("status").cloned();
+    let with_status = |mut v: Value, status: Option<Value>| {
+        match status {
+            Some(s) => v["status"] = s,
+            None => {
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        v
+    };
+    if opts.subresource == "status" {
+        *obj = with_status(prev.clone(), status_of(obj));
+    } else if kind.status && opts.subresource != "binding" {
+        *obj = with_status(std::mem::take(obj), status_of(prev));
+    }
+    if spec_part(obj) != spec_part(prev)
+        && (prev.get("spec").is_some() || obj.get("spec").is_some())
+    {
+        let g = prev["metadata"]["generation"].as_i64().unwrap_or(0);
+        set_meta(obj, "generation", json!(g + 1));
+    }
+    Ok(())
+}
+
+/// Records which manager changed which fields (managedFields) for a write that is not an apply.
+fn track_fields(
+    obj: &mut Value,
+    old: Option<&Value>,
+    opts: &WriteOpts,
+    api_version: &str,
+    time: &str,
+) {
+    let status_sub = opts.subresource == "status";
+    let prev = old.unwrap_or(&Value::Null);
+    let mut owners = patch::owners(prev);
+    let changed = patch::changed(
+        &patch::tracked(prev, status_sub),
+        &patch::tracked(obj, status_sub),
+    );
+    patch::record_update(
+        &mut owners,
+        &opts.manager,
+        &opts.subresource,
+        api_version,
+        &changed,
+        time,
+    );
+    patch::set_owners(obj, &owners);
+}
+
+/// Whether this write ends a deletion: the object is marked deleted and nothing holds it any more (no finalizers;
+/// a bound Pod still terminating on its node and an unfinalized Namespace wait).
+fn finished_deleting(kind: &'static KindInfo, obj: &Value) -> bool {
+    let meta = &obj["metadata"];
+    let held = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    let pod_terminating = kind.kind == "Pod"
+        && obj.pointer("/spec/nodeName").is_some()
+        && meta["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0;
+    meta.get("deletionTimestamp").is_some()
+        && !held
+        && !pod_terminating
+        && (kind.kind != "Namespace" || crate::apiserver::namespaces::finalized(obj))
+}
+
 impl Server {
     /// Validates, defaults and commits an object. `old` is the current object and its revision (None = create).
     pub async fn write(
@@ -54,136 +223,14 @@ impl Server {
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
-        // Structure: types and unknown fields.
-        let s = validation::structural(kind, &obj);
-        if !s.errors.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "{} in version \"{}\" cannot be handled as a {}: {}",
-                kind.kind,
-                kind.version,
-                kind.kind,
-                s.errors.join("; ")
-            )));
-        }
-        if !s.unknown.is_empty() {
-            match opts.validation.as_str() {
-                "Strict" => {
-                    let list: Vec<String> = s
-                        .unknown
-                        .iter()
-                        .map(|u| format!("unknown field \"{u}\""))
-                        .collect();
-                    return Err(ApiError::bad_request(format!(
-                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-                        kind.kind,
-                        kind.version,
-                        kind.kind,
-                        list.join(", ")
-                    )));
-                }
-                "Warn" => {
-                    warnings.extend(s.unknown.iter().map(|u| format!("unknown field \"{u}\"")))
-                }
-                _ => {}
-            }
-            for u in &s.unknown {
-                remove_json_path(&mut obj, u);
-            }
-        }
-        for o in s.opaque.iter().filter(|p| {
-            !p.starts_with("status") && !p.starts_with("metadata") && !empty_at(&obj, p)
-        }) {
-            warnings.push(format!("{o}: stored but not acted on by Capstan yet"));
-        }
+        check_structure(kind, &mut obj, opts, warnings)?;
         let status_sub = opts.subresource == "status";
         let time = format_time(&now());
-        let api_version = kind.api_version();
-        obj["apiVersion"] = json!(api_version);
+        obj["apiVersion"] = json!(kind.api_version());
         obj["kind"] = json!(kind.kind);
         match old {
-            None => {
-                set_meta(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
-                set_meta(&mut obj, "creationTimestamp", json!(time));
-                set_meta(&mut obj, "resourceVersion", Value::Null);
-                set_meta(&mut obj, "deletionTimestamp", Value::Null);
-                set_meta(&mut obj, "selfLink", Value::Null);
-                if kind.namespaced {
-                    set_meta(&mut obj, "namespace", json!(ns.unwrap_or("default")));
-                } else {
-                    set_meta(&mut obj, "namespace", Value::Null);
-                }
-                if kind.status && !matches!(kind.kind, "Node" | "Pod") {
-                    if let Some(m) = obj.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-                if obj.get("spec").is_some() {
-                    set_meta(&mut obj, "generation", json!(1));
-                }
-                create_hooks(kind, &mut obj);
-            }
-            Some((prev, _)) => {
-                for f in [
-                    "uid",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                    "deletionGracePeriodSeconds",
-                    "generation",
-                ] {
-                    set_meta(
-                        &mut obj,
-                        f,
-                        prev.pointer(&format!("/metadata/{f}"))
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    );
-                }
-                set_meta(
-                    &mut obj,
-                    "namespace",
-                    prev.pointer("/metadata/namespace")
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                );
-                if meta_str(&obj, "name") != meta_str(prev, "name") {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({}) does not match the name on the URL ({})",
-                        meta_str(&obj, "name").unwrap_or(""),
-                        meta_str(prev, "name").unwrap_or("")
-                    )));
-                }
-                if status_sub {
-                    let status = obj.get("status").cloned();
-                    let mut next = prev.clone();
-                    match status {
-                        Some(s) => next["status"] = s,
-                        None => {
-                            if let Some(m) = next.as_object_mut() {
-                                m.remove("status");
-                            }
-                        }
-                    }
-                    obj = next;
-                } else if kind.status && opts.subresource != "binding" {
-                    match prev.get("status") {
-                        Some(s) => obj["status"] = s.clone(),
-                        None => {
-                            if let Some(m) = obj.as_object_mut() {
-                                m.remove("status");
-                            }
-                        }
-                    }
-                }
-                if spec_part(&obj) != spec_part(prev) {
-                    let g = prev
-                        .pointer("/metadata/generation")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
-                    if prev.get("spec").is_some() || obj.get("spec").is_some() {
-                        set_meta(&mut obj, "generation", json!(g + 1));
-                    }
-                }
-            }
+            None => stamp_new(kind, ns, &mut obj, &time),
+            Some((prev, _)) => carry_over(kind, &mut obj, prev, opts)?,
         }
         defaults::apply(kind.kind, &mut obj);
         let errs = validation::semantic(kind, &obj);
@@ -192,51 +239,61 @@ impl Server {
         }
         // Services get their addresses here, under a lock held until they are stored.
         let _allocating = if kind.kind == "Service" && !status_sub {
-            let guard = self.services.lock.lock().await;
-            let (items, _, _, _) = self.list_objects(kind, None, &Query::new()).await?;
-            let me = meta_str(&obj, "uid").unwrap_or("").to_string();
-            let others: Vec<Value> = items
-                .into_iter()
-                .filter(|o| meta_str(o, "uid") != Some(me.as_str()))
-                .collect();
-            self.services
-                .allocate(&mut obj, old.map(|(p, _)| p), &others)
-                .map_err(|e| ApiError::invalid(kind.kind, kind.group, &name, &[e]))?;
-            Some(guard)
+            Some(
+                self.allocate_service(kind, &mut obj, old.map(|(p, _)| p), &name)
+                    .await?,
+            )
         } else {
             None
         };
         // Field ownership for non-apply writes.
         if opts.manager != APPLY_MARKER {
-            let mut owners = patch::owners(old.map(|(p, _)| p).unwrap_or(&Value::Null));
-            let before = patch::tracked(old.map(|(p, _)| p).unwrap_or(&Value::Null), status_sub);
-            let after = patch::tracked(&obj, status_sub);
-            let changed = patch::changed(&before, &after);
-            patch::record_update(
-                &mut owners,
-                &opts.manager,
-                &opts.subresource,
-                &api_version,
-                &changed,
+            track_fields(
+                &mut obj,
+                old.map(|(p, _)| p),
+                opts,
+                &kind.api_version(),
                 &time,
             );
-            patch::set_owners(&mut obj, &owners);
         }
+        self.commit(kind, ns, obj, old, opts.dry_run).await
+    }
+
+    /// Gives a Service its ClusterIPs and node ports; the returned guard keeps others from allocating until it is
+    /// stored.
+    async fn allocate_service(
+        &self,
+        kind: &'static KindInfo,
+        obj: &mut Value,
+        old: Option<&Value>,
+        name: &str,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        let guard = self.services.lock.lock().await;
+        let (items, _, _, _) = self.list_objects(kind, None, &Query::new()).await?;
+        let me = meta_str(obj, "uid").unwrap_or("").to_string();
+        let others: Vec<Value> = items
+            .into_iter()
+            .filter(|o| meta_str(o, "uid") != Some(me.as_str()))
+            .collect();
+        self.services
+            .allocate(obj, old, &others)
+            .map_err(|e| ApiError::invalid(kind.kind, kind.group, name, &[e]))?;
+        Ok(guard)
+    }
+
+    /// Stores the object (create, update, or - once nothing holds it any more - the final delete of an object
+    /// being deleted) with compare-and-swap on `old`'s revision; a write that changes nothing is not stored.
+    async fn commit(
+        &self,
+        kind: &'static KindInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        old: Option<(&Value, i64)>,
+        dry_run: bool,
+    ) -> Result<Value> {
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
         let k = key(kind, ns, Some(&name));
-        let finished_deleting = obj.pointer("/metadata/deletionTimestamp").is_some()
-            && obj
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_none_or(|f| f.is_empty())
-            && !(kind.kind == "Pod"
-                && obj.pointer("/spec/nodeName").is_some()
-                && obj
-                    .pointer("/metadata/deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-                    > 0)
-            && (kind.kind != "Namespace" || crate::apiserver::namespaces::finalized(&obj));
+        let finished_deleting = finished_deleting(kind, &obj);
         if let Some((prev, rev)) = old {
             // A write that changes nothing is not a write: no new resourceVersion, no watch event (controllers that
             // re-apply the same state must not wake themselves up forever).
@@ -246,7 +303,7 @@ impl Server {
                 return Ok(same);
             }
         }
-        if opts.dry_run {
+        if dry_run {
             if let Some((_, rev)) = old {
                 set_meta(&mut obj, "resourceVersion", json!(rev.to_string()));
             }

@@ -51,7 +51,7 @@ pub enum Msg {
         container: String,
         restart: u32,
         kind: probe::Kind,
-        result: Result<(), String>,
+        result: Result<(), probe::Failure>,
     },
 }
 

@@ -11,7 +11,7 @@ impl Worker {
         name: &str,
         restart: u32,
         kind: probe::Kind,
-        result: Result<(), String>,
+        result: Result<(), probe::Failure>,
     ) {
         let pod = self.pod.clone();
         let Some(c) = super::container_of(&pod, name) else {
@@ -38,7 +38,7 @@ impl Worker {
             Err(e) => {
                 *fail += 1;
                 *succ = 0;
-                Some(e.clone())
+                Some(e.to_string())
             }
         };
         let (succ, fail) = (*succ, *fail);
