@@ -51,8 +51,8 @@ impl Allocator {
         u32::from(ip) & mask == self.net
     }
 
-    /// Fills in (or checks) the ClusterIP and node ports of `svc` against the other Services, `others` (the one
-    /// being updated excluded); `old` is its stored version on updates.
+    /// Gives a Service its ClusterIP (kept on update, checked when requested) and node ports (NodePort and
+    /// LoadBalancer types), against what `others` hold.
     pub fn allocate(
         &self,
         svc: &mut Value,
@@ -66,14 +66,13 @@ impl Allocator {
         let spec = &mut svc["spec"];
         // What was allocated stays, unless the update says otherwise.
         if let Some(prev) = old {
+            let prev_ip = prev["spec"]["clusterIP"].as_str();
             if spec["clusterIP"].as_str().is_none_or(str::is_empty) {
-                if let Some(ip) = prev["spec"]["clusterIP"].as_str() {
+                if let Some(ip) = prev_ip {
                     spec["clusterIP"] = json!(ip);
                     spec["clusterIPs"] = prev["spec"]["clusterIPs"].clone();
                 }
-            } else if prev["spec"]["clusterIP"]
-                .as_str()
-                .is_some_and(|p| Some(p) != spec["clusterIP"].as_str())
+            } else if prev_ip.is_some_and(|p| Some(p) != spec["clusterIP"].as_str())
                 && ty != "ExternalName"
             {
                 return Err(invalid("spec.clusterIPs[0]", "field is immutable"));
@@ -82,54 +81,8 @@ impl Allocator {
         if ty == "ExternalName" {
             return Ok(());
         }
-        let used_ips: HashSet<&str> = others
-            .iter()
-            .filter_map(|o| o["spec"]["clusterIP"].as_str())
-            .collect();
         let requested = spec["clusterIP"].as_str().unwrap_or("").to_string();
-        let ip = if requested == "None" {
-            "None".to_string()
-        } else if requested.is_empty() {
-            let size = 1u32 << (32 - self.prefix);
-            (1..size - 1)
-                .map(|i| Ipv4Addr::from(self.net + i).to_string())
-                .find(|c| !used_ips.contains(c.as_str()))
-                .ok_or_else(|| {
-                    invalid(
-                        "spec.clusterIPs",
-                        format!(
-                            "failed to allocate a service IP: range {} is full",
-                            self.cidr()
-                        ),
-                    )
-                })?
-        } else {
-            let parsed: Ipv4Addr = requested.parse().map_err(|_| {
-                invalid(
-                    "spec.clusterIPs[0]",
-                    format!("{requested:?}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
-                )
-            })?;
-            let offset = u32::from(parsed).wrapping_sub(self.net);
-            if !self.contains(parsed) || offset == 0 || offset == (1u32 << (32 - self.prefix)) - 1 {
-                return Err(invalid(
-                    "spec.clusterIPs",
-                    format!(
-                        "[]string{{{requested:?}}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}",
-                        self.cidr()
-                    ),
-                ));
-            }
-            if used_ips.contains(requested.as_str())
-                && old.is_none_or(|o| o["spec"]["clusterIP"] != requested.as_str())
-            {
-                return Err(invalid(
-                    "spec.clusterIPs",
-                    format!("[]string{{{requested:?}}}: failed to allocate IP {requested}: provided IP is already allocated"),
-                ));
-            }
-            requested
-        };
+        let ip = self.cluster_ip(requested, old, others)?;
         spec["clusterIP"] = json!(ip);
         spec["clusterIPs"] = json!([ip]);
         if spec["ipFamilies"].as_array().is_none_or(Vec::is_empty) {
@@ -138,12 +91,80 @@ impl Allocator {
         if spec["ipFamilyPolicy"].is_null() {
             spec["ipFamilyPolicy"] = json!("SingleStack");
         }
+        self.node_ports(spec, &ty, old, others)
+    }
 
-        // Node ports.
+    /// The ClusterIP for a request: `None` (headless), the first free address, or the requested one if it is in
+    /// range and free (or already this Service's).
+    fn cluster_ip(
+        &self,
+        requested: String,
+        old: Option<&Value>,
+        others: &[Value],
+    ) -> Result<String, FieldError> {
+        let used: HashSet<&str> = others
+            .iter()
+            .filter_map(|o| o["spec"]["clusterIP"].as_str())
+            .collect();
+        if requested == "None" {
+            return Ok(requested);
+        }
+        if requested.is_empty() {
+            let size = 1u32 << (32 - self.prefix);
+            return (1..size - 1)
+                .map(|i| Ipv4Addr::from(self.net + i).to_string())
+                .find(|c| !used.contains(c.as_str()))
+                .ok_or_else(|| {
+                    invalid(
+                        "spec.clusterIPs",
+                        format!(
+                            "failed to allocate a service IP: range {} is full",
+                            self.cidr()
+                        ),
+                    )
+                });
+        }
+        let parsed: Ipv4Addr = requested.parse().map_err(|_| {
+            invalid(
+                "spec.clusterIPs[0]",
+                format!(
+                    "{requested:?}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+                ),
+            )
+        })?;
+        let offset = u32::from(parsed).wrapping_sub(self.net);
+        if !self.contains(parsed) || offset == 0 || offset == (1u32 << (32 - self.prefix)) - 1 {
+            return Err(invalid(
+                "spec.clusterIPs",
+                format!(
+                    "[]string{{{requested:?}}}: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}",
+                    self.cidr()
+                ),
+            ));
+        }
+        if used.contains(requested.as_str())
+            && old.is_none_or(|o| o["spec"]["clusterIP"] != requested.as_str())
+        {
+            return Err(invalid(
+                "spec.clusterIPs",
+                format!("[]string{{{requested:?}}}: failed to allocate IP {requested}: provided IP is already allocated"),
+            ));
+        }
+        Ok(requested)
+    }
+
+    /// Checks requested node ports and picks the rest (an update keeps the node port of the same port).
+    fn node_ports(
+        &self,
+        spec: &mut Value,
+        ty: &str,
+        old: Option<&Value>,
+        others: &[Value],
+    ) -> Result<(), FieldError> {
         let wants_ports = ty == "NodePort"
             || ty == "LoadBalancer"
                 && spec["allocateLoadBalancerNodePorts"].as_bool() != Some(false);
-        let mut used_ports: HashSet<i64> = others
+        let mut used: HashSet<i64> = others
             .iter()
             .flat_map(|o| o["spec"]["ports"].as_array().cloned().unwrap_or_default())
             .filter_map(|p| p["nodePort"].as_i64())
@@ -154,64 +175,59 @@ impl Allocator {
         let Some(ports) = spec["ports"].as_array_mut() else {
             return Ok(());
         };
+        let range = i64::from(self.ports.0)..=i64::from(self.ports.1);
         // Requested ports first, so a dynamic pick never takes one asked for later in the list.
-        for (i, p) in ports.iter().enumerate() {
-            if let Some(n) = p["nodePort"].as_i64() {
-                if !wants_ports {
-                    if ty == "ClusterIP" {
-                        return Err(FieldError {
-                            field: format!("spec.ports[{i}].nodePort"),
-                            reason: Reason::Forbidden,
-                            detail: "may not be used when `type` is 'ClusterIP'".into(),
-                        });
-                    }
-                    continue;
+        for (i, n) in ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p["nodePort"].as_i64()?)))
+        {
+            let field = format!("spec.ports[{i}].nodePort");
+            if !wants_ports {
+                if ty == "ClusterIP" {
+                    return Err(FieldError {
+                        field,
+                        reason: Reason::Forbidden,
+                        detail: "may not be used when `type` is 'ClusterIP'".into(),
+                    });
                 }
-                let was_ours = prev_ports.iter().any(|q| q["nodePort"].as_i64() == Some(n));
-                if !(i64::from(self.ports.0)..=i64::from(self.ports.1)).contains(&n) {
-                    return Err(invalid(
-                        format!("spec.ports[{i}].nodePort"),
-                        format!(
-                            "{n}: provided port is not in the valid range. The range of valid ports is {}-{}",
-                            self.ports.0, self.ports.1
-                        ),
-                    ));
-                }
-                if !was_ours && !used_ports.insert(n) {
-                    return Err(invalid(
-                        format!("spec.ports[{i}].nodePort"),
-                        format!("{n}: provided port is already allocated"),
-                    ));
-                }
+                continue;
+            }
+            let was_ours = prev_ports.iter().any(|q| q["nodePort"].as_i64() == Some(n));
+            if !range.contains(&n) {
+                let (lo, hi) = self.ports;
+                let detail = format!("{n}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}");
+                return Err(invalid(field, detail));
+            }
+            if !was_ours && !used.insert(n) {
+                return Err(invalid(
+                    field,
+                    format!("{n}: provided port is already allocated"),
+                ));
             }
         }
         if !wants_ports {
             return Ok(());
         }
-        for p in ports.iter_mut() {
-            if p["nodePort"].as_i64().is_some() {
-                continue;
-            }
-            // An update keeps the node port of the same port.
+        for p in ports
+            .iter_mut()
+            .filter(|p| p["nodePort"].as_i64().is_none())
+        {
             let kept = prev_ports
                 .iter()
                 .find(|q| q["port"] == p["port"] && q["protocol"] == p["protocol"])
                 .and_then(|q| q["nodePort"].as_i64());
             let n = match kept {
                 Some(n) => n,
-                None => (i64::from(self.ports.0)..=i64::from(self.ports.1))
-                    .find(|n| !used_ports.contains(n))
-                    .ok_or_else(|| {
-                        invalid(
-                            "spec.ports",
-                            format!(
-                                "failed to allocate a node port: range {}-{} is full",
-                                self.ports.0, self.ports.1
-                            ),
-                        )
-                    })?,
+                None => range.clone().find(|n| !used.contains(n)).ok_or_else(|| {
+                    let (lo, hi) = self.ports;
+                    invalid(
+                        "spec.ports",
+                        format!("failed to allocate a node port: range {lo}-{hi} is full"),
+                    )
+                })?,
             };
-            used_ports.insert(n);
+            used.insert(n);
             p["nodePort"] = json!(n);
         }
         Ok(())

@@ -12,7 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::api::batch::{parse_schedule as parse, CronJob, CronJobStatus, Job};
+use crate::api::batch::{
+    parse_schedule as parse, CronJob, CronJobSpec, CronJobStatus, Job, Schedule,
+};
 use crate::api::core::ObjectReference;
 use crate::api::meta::{now, ObjectMeta};
 use crate::api::Resource;
@@ -57,77 +59,107 @@ fn reference(j: &Job) -> ObjectReference {
     }
 }
 
-/// One reconcile of one CronJob.
-pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
-    let spec = cj.spec.as_ref().ok_or(Error::NoSpec("CronJob"))?;
-    let ns = cj.metadata.namespace().to_string();
-    let name = cj.metadata.name().to_string();
-    let uid = cj.metadata.uid.clone().unwrap_or_default();
-    let jobs_api = Api::<Job>::namespaced(&ctx.client, &ns);
-    let recorder = Recorder::new(&ctx.client, "cronjob-controller");
-    let event = |ty: &'static str, reason: &'static str, message: String| match ty {
-        "Warning" => recorder.warning(cj.as_ref(), reason, message),
-        _ => recorder.normal(cj.as_ref(), reason, message),
-    };
-
-    // The Jobs it owns: running ones are `active`; finished ones feed lastSuccessfulTime and the history limits.
+/// The Jobs `cj` owns, oldest first.
+fn owned_jobs(cj: &CronJob, ctx: &Context) -> Vec<Arc<Job>> {
+    let uid = cj.metadata.uid.as_deref().unwrap_or("");
     let mut jobs: Vec<Arc<Job>> = ctx
         .jobs
-        .list_namespace(&ns)
+        .list_namespace(cj.metadata.namespace())
         .into_iter()
-        .filter(|j| super::pods::controller_uid(&j.metadata) == Some(uid.as_str()))
+        .filter(|j| super::pods::controller_uid(&j.metadata) == Some(uid))
         .collect();
     jobs.sort_by_key(|j| {
+        let started = j.status.as_ref().and_then(|s| s.start_time);
         (
-            j.status
-                .as_ref()
-                .and_then(|s| s.start_time)
-                .or(j.metadata.creation_timestamp),
+            started.or(j.metadata.creation_timestamp),
             j.metadata.name().to_string(),
         )
     });
+    jobs
+}
+
+/// Deletes finished Jobs beyond the history limits (oldest first).
+async fn prune_history(
+    cj: &CronJob,
+    spec: &CronJobSpec,
+    jobs: &[Arc<Job>],
+    api: &Api<Job>,
+    recorder: &Recorder,
+) -> Result<()> {
+    let limits = [
+        ("Complete", spec.successful_jobs_history_limit.unwrap_or(3)),
+        ("Failed", spec.failed_jobs_history_limit.unwrap_or(1)),
+    ];
+    for (state, limit) in limits {
+        let done: Vec<&Arc<Job>> = jobs
+            .iter()
+            .filter(|j| finished(j) == Some(state) && j.metadata.deletion_timestamp.is_none())
+            .collect();
+        let excess = done.len().saturating_sub(limit.max(0) as usize);
+        let names: Vec<String> = done
+            .iter()
+            .take(excess)
+            .map(|j| j.metadata.name().to_string())
+            .collect();
+        for jn in api.delete_all(&names).await? {
+            recorder.normal(cj, "SuccessfulDelete", format!("Deleted job {jn}"));
+        }
+    }
+    Ok(())
+}
+
+/// The Job of the run scheduled at `due`, named `<cronjob>-<minutes since the epoch>` as Kubernetes names it.
+fn job_for(cj: &CronJob, spec: &CronJobSpec, schedule: &Schedule, due: DateTime<Utc>) -> Job {
+    let template = &spec.job_template;
+    let mut meta = template.metadata.clone().unwrap_or_default();
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(SCHEDULED_KEY.into(), schedule.local(due));
+    Job {
+        api_version: Job::api_version(),
+        kind: "Job".into(),
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{}", cj.metadata.name(), due.timestamp() / 60)),
+            namespace: Some(cj.metadata.namespace().to_string()),
+            owner_references: Some(vec![cj.controller_ref()]),
+            ..meta
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+/// One reconcile of one CronJob.
+pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
+    let spec = cj.spec.as_ref().ok_or(Error::NoSpec("CronJob"))?;
+    let name = cj.metadata.name().to_string();
+    let jobs_api = Api::<Job>::namespaced(&ctx.client, cj.metadata.namespace());
+    let recorder = Recorder::new(&ctx.client, "cronjob-controller");
+    // The Jobs it owns: running ones are `active`; finished ones feed lastSuccessfulTime and the history limits.
+    let jobs = owned_jobs(&cj, &ctx);
     let running: Vec<&Arc<Job>> = jobs
         .iter()
         .filter(|j| finished(j).is_none() && j.metadata.deletion_timestamp.is_none())
         .collect();
     let prev = cj.status.clone().unwrap_or_default();
-    let mut last_success = prev.last_successful_time;
-    for j in &jobs {
-        if finished(j) == Some("Complete") {
-            let done = j.status.as_ref().and_then(|s| s.completion_time);
-            if done > last_success {
-                last_success = done;
-            }
-        }
-    }
-    for (state, limit) in [
-        ("Complete", spec.successful_jobs_history_limit.unwrap_or(3)),
-        ("Failed", spec.failed_jobs_history_limit.unwrap_or(1)),
-    ] {
-        let limit = limit.max(0) as usize;
-        let done: Vec<&Arc<Job>> = jobs
-            .iter()
-            .filter(|j| finished(j) == Some(state) && j.metadata.deletion_timestamp.is_none())
-            .collect();
-        let old = done.iter().take(done.len().saturating_sub(limit));
-        let names: Vec<String> = old.map(|j| j.metadata.name().to_string()).collect();
-        for jn in jobs_api.delete_all(&names).await? {
-            event("Normal", "SuccessfulDelete", format!("Deleted job {jn}"));
-        }
-    }
+    let completions = jobs
+        .iter()
+        .filter(|j| finished(j) == Some("Complete"))
+        .map(|j| j.status.as_ref().and_then(|s| s.completion_time));
+    let last_success = completions.fold(prev.last_successful_time, |a, b| a.max(b));
+    prune_history(&cj, spec, &jobs, &jobs_api, &recorder).await?;
     let mut status = CronJobStatus {
         active: Some(running.iter().map(|j| reference(j)).collect()),
         last_schedule_time: prev.last_schedule_time,
         last_successful_time: last_success,
     };
-
     if cj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let schedule = match parse(&spec.schedule, spec.time_zone.as_deref()) {
         Ok(sc) => sc,
         Err(why) => {
-            event("Warning", "UnparseableSchedule", why.to_string());
+            recorder.warning(cj.as_ref(), "UnparseableSchedule", why.to_string());
             write_status(&ctx, &cj, status).await?;
             return Ok(Action::await_change());
         }
@@ -144,7 +176,6 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
         write_status(&ctx, &cj, status).await?;
         return Ok(Action::await_change());
     }
-
     let mut earliest = prev
         .last_schedule_time
         .or(cj.metadata.creation_timestamp)
@@ -158,8 +189,8 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(wait_next(now_t));
     };
     if missed >= 100 {
-        event(
-            "Warning",
+        recorder.warning(
+            cj.as_ref(),
             "TooManyMissedTimes",
             "too many missed start times: 100 or more; only the most recent runs. Set or decrease .spec.startingDeadlineSeconds or check clock skew".into(),
         );
@@ -178,34 +209,18 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
                 .map(|j| j.metadata.name().to_string())
                 .collect();
             for jn in jobs_api.delete_all(&names).await? {
-                event("Normal", "SuccessfulDelete", format!("Deleted job {jn}"));
+                recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {jn}"));
             }
             active.clear();
         }
         _ => {}
     }
-    let job_name = format!("{name}-{}", due.timestamp() / 60);
-    let template = &spec.job_template;
-    let mut meta = template.metadata.clone().unwrap_or_default();
-    meta.annotations
-        .get_or_insert_with(Default::default)
-        .insert(SCHEDULED_KEY.into(), schedule.local(due));
-    let job = Job {
-        api_version: Job::api_version(),
-        kind: "Job".into(),
-        metadata: ObjectMeta {
-            name: Some(job_name.clone()),
-            namespace: Some(ns.clone()),
-            owner_references: Some(vec![cj.controller_ref()]),
-            ..meta
-        },
-        spec: template.spec.clone(),
-        status: None,
-    };
+    let job = job_for(&cj, spec, &schedule, due);
+    let job_name = job.metadata.name().to_string();
     match jobs_api.create(&job).await {
         Ok(made) => {
-            event(
-                "Normal",
+            recorder.normal(
+                cj.as_ref(),
                 "SuccessfulCreate",
                 format!("Created job {job_name}"),
             );
@@ -214,8 +229,8 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
         }
         Err(e) if e.code() == Some(409) => {}
         Err(e) => {
-            event(
-                "Warning",
+            recorder.warning(
+                cj.as_ref(),
                 "FailedCreate",
                 format!("Error creating job: {e}"),
             );

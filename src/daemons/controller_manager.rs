@@ -56,238 +56,283 @@ pub async fn run(
     campaign.abort();
 }
 
-/// Starts every loop on shared informers; stops them when `stop` resolves.
-async fn loops(
-    client: Client,
-    settings: Settings,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    let pods = Informer::<Pod>::all(&client);
-    let replicasets = Informer::<ReplicaSet>::all(&client);
-    let deployments = Informer::<Deployment>::all(&client);
-    let rcs = Informer::<ReplicationController>::all(&client);
-    let revisions = Informer::<ControllerRevision>::all(&client);
-    let nodes = Informer::<Node>::all(&client);
-    let jobs = Informer::<Job>::all(&client);
-    let cronjobs = Informer::<CronJob>::all(&client);
-    let daemonsets = Informer::<DaemonSet>::all(&client);
-    let statefulsets = Informer::<StatefulSet>::all(&client);
-    let pvs = Informer::<PersistentVolume>::all(&client);
-    let claims = Informer::<PersistentVolumeClaim>::all(&client);
-    let classes = Informer::<StorageClass>::all(&client);
-    let services = Informer::<Service>::all(&client);
-    let endpoints_informer = Informer::<Endpoints>::all(&client);
-    let slices = Informer::<EndpointSlice>::all(&client);
+/// One informer per kind, shared by every loop that reads it.
+struct Informers {
+    pods: Informer<Pod>,
+    replicasets: Informer<ReplicaSet>,
+    deployments: Informer<Deployment>,
+    rcs: Informer<ReplicationController>,
+    revisions: Informer<ControllerRevision>,
+    nodes: Informer<Node>,
+    jobs: Informer<Job>,
+    cronjobs: Informer<CronJob>,
+    daemonsets: Informer<DaemonSet>,
+    statefulsets: Informer<StatefulSet>,
+    pvs: Informer<PersistentVolume>,
+    claims: Informer<PersistentVolumeClaim>,
+    classes: Informer<StorageClass>,
+    services: Informer<Service>,
+    endpoints: Informer<Endpoints>,
+    slices: Informer<EndpointSlice>,
+}
 
-    let mut stops = Vec::new();
-    let mut tasks = Vec::new();
-    let mut stopper = || {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        stops.push(tx);
-        async move {
-            let _ = rx.await;
+impl Informers {
+    fn start(client: &Client) -> Self {
+        Informers {
+            pods: Informer::all(client),
+            replicasets: Informer::all(client),
+            deployments: Informer::all(client),
+            rcs: Informer::all(client),
+            revisions: Informer::all(client),
+            nodes: Informer::all(client),
+            jobs: Informer::all(client),
+            cronjobs: Informer::all(client),
+            daemonsets: Informer::all(client),
+            statefulsets: Informer::all(client),
+            pvs: Informer::all(client),
+            claims: Informer::all(client),
+            classes: Informer::all(client),
+            services: Informer::all(client),
+            endpoints: Informer::all(client),
+            slices: Informer::all(client),
         }
-    };
+    }
+}
 
+/// The running loops, each with its stop signal.
+struct Loops {
+    client: Client,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Loops {
+    /// Starts a loop, handing it the future that resolves when it must stop.
+    fn spawn<F>(
+        &mut self,
+        start: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stops.push(tx);
+        let stop = Box::pin(async move {
+            let _ = rx.await;
+        });
+        self.tasks.push(tokio::spawn(start(stop)));
+    }
+
+    async fn stop(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Deployments, ReplicaSets, ReplicationControllers, Jobs, CronJobs, DaemonSets and StatefulSets.
+fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
+    let client = l.client.clone();
     let dep_ctx = Arc::new(deployment::Context {
         client: client.clone(),
-        replicasets: replicasets.cache.clone(),
+        replicasets: i.replicasets.cache.clone(),
     });
-    tasks.push(tokio::spawn(
-        Controller::<Deployment>::new(client.clone())
-            .primary_shared(&deployments)
-            .owns_shared(&replicasets)
-            .workers(2)
-            .run(deployment::reconcile, dep_ctx, stopper()),
-    ));
+    let c = Controller::<Deployment>::new(client.clone())
+        .primary_shared(&i.deployments)
+        .owns_shared(&i.replicasets)
+        .workers(2);
+    l.spawn(|stop| c.run(deployment::reconcile, dep_ctx, stop));
     let rs_ctx = Arc::new(replicaset::Context {
         client: client.clone(),
-        pods: pods.cache.clone(),
+        pods: i.pods.cache.clone(),
         expectations: pods::Expectations::default(),
     });
-    tasks.push(tokio::spawn(
-        Controller::<ReplicationController>::new(client.clone())
-            .primary_shared(&rcs)
-            .owns_shared(&pods)
-            .watches_shared(
-                &pods,
-                replicaset::orphan_mapper(rcs.cache.clone(), replicaset::rc_selector),
-            )
-            .workers(2)
-            .run(replicaset::reconcile_rc, rs_ctx.clone(), stopper()),
-    ));
-    tasks.push(tokio::spawn(
-        Controller::<ReplicaSet>::new(client.clone())
-            .primary_shared(&replicasets)
-            .owns_shared(&pods)
-            .watches_shared(
-                &pods,
-                replicaset::orphan_mapper(replicasets.cache.clone(), replicaset::rs_selector),
-            )
-            .workers(4)
-            .run(replicaset::reconcile, rs_ctx, stopper()),
-    ));
+    let c = Controller::<ReplicationController>::new(client.clone())
+        .primary_shared(&i.rcs)
+        .owns_shared(&i.pods)
+        .watches_shared(
+            &i.pods,
+            replicaset::orphan_mapper(i.rcs.cache.clone(), replicaset::rc_selector),
+        )
+        .workers(2);
+    let ctx = rs_ctx.clone();
+    l.spawn(|stop| c.run(replicaset::reconcile_rc, ctx, stop));
+    let c = Controller::<ReplicaSet>::new(client.clone())
+        .primary_shared(&i.replicasets)
+        .owns_shared(&i.pods)
+        .watches_shared(
+            &i.pods,
+            replicaset::orphan_mapper(i.replicasets.cache.clone(), replicaset::rs_selector),
+        )
+        .workers(4);
+    l.spawn(|stop| c.run(replicaset::reconcile, rs_ctx, stop));
     let job_ctx = Arc::new(job::Context {
         client: client.clone(),
-        pods: pods.cache.clone(),
+        pods: i.pods.cache.clone(),
         expectations: pods::Expectations::default(),
         backoff: settings.job_backoff,
     });
-    tasks.push(tokio::spawn(
-        Controller::<Job>::new(client.clone())
-            .primary_shared(&jobs)
-            .owns_shared(&pods)
-            .workers(2)
-            .run(job::reconcile, job_ctx, stopper()),
-    ));
+    let c = Controller::<Job>::new(client.clone())
+        .primary_shared(&i.jobs)
+        .owns_shared(&i.pods)
+        .workers(2);
+    l.spawn(|stop| c.run(job::reconcile, job_ctx, stop));
+    let cron_ctx = Arc::new(cronjob::Context {
+        client: client.clone(),
+        jobs: i.jobs.cache.clone(),
+    });
+    let c = Controller::<CronJob>::new(client.clone())
+        .primary_shared(&i.cronjobs)
+        .owns_shared(&i.jobs)
+        .workers(1);
+    l.spawn(|stop| c.run(cronjob::reconcile, cron_ctx, stop));
     let ds_ctx = Arc::new(daemonset::Context {
         client: client.clone(),
-        pods: pods.cache.clone(),
-        nodes: nodes.cache.clone(),
-        revisions: revisions.cache.clone(),
+        pods: i.pods.cache.clone(),
+        nodes: i.nodes.cache.clone(),
+        revisions: i.revisions.cache.clone(),
         expectations: pods::Expectations::default(),
     });
-    tasks.push(tokio::spawn(
-        Controller::<DaemonSet>::new(client.clone())
-            .primary_shared(&daemonsets)
-            .owns_shared(&pods)
-            .watches_shared(&nodes, daemonset::node_mapper(daemonsets.cache.clone()))
-            .workers(2)
-            .run(daemonset::reconcile, ds_ctx, stopper()),
-    ));
+    let c = Controller::<DaemonSet>::new(client.clone())
+        .primary_shared(&i.daemonsets)
+        .owns_shared(&i.pods)
+        .watches_shared(&i.nodes, daemonset::node_mapper(i.daemonsets.cache.clone()))
+        .workers(2);
+    l.spawn(|stop| c.run(daemonset::reconcile, ds_ctx, stop));
     let sts_ctx = Arc::new(statefulset::Context {
         client: client.clone(),
-        pods: pods.cache.clone(),
-        claims: claims.cache.clone(),
-        revisions: revisions.cache.clone(),
+        pods: i.pods.cache.clone(),
+        claims: i.claims.cache.clone(),
+        revisions: i.revisions.cache.clone(),
     });
-    tasks.push(tokio::spawn(
-        Controller::<StatefulSet>::new(client.clone())
-            .primary_shared(&statefulsets)
-            .owns_shared(&pods)
-            .workers(2)
-            .run(statefulset::reconcile, sts_ctx, stopper()),
-    ));
+    let c = Controller::<StatefulSet>::new(client)
+        .primary_shared(&i.statefulsets)
+        .owns_shared(&i.pods)
+        .workers(2);
+    l.spawn(|stop| c.run(statefulset::reconcile, sts_ctx, stop));
+}
+
+/// Endpoints and EndpointSlices of Services, and the cloud controller manager's service controller (the built-in
+/// `local` load-balancer pool).
+fn services(l: &mut Loops, i: &Informers, settings: &Settings) {
+    let client = l.client.clone();
     let ep_ctx = Arc::new(endpoints::Context {
         client: client.clone(),
-        pods: pods.cache.clone(),
-        endpoints: endpoints_informer.cache.clone(),
-        slices: slices.cache.clone(),
+        pods: i.pods.cache.clone(),
+        endpoints: i.endpoints.cache.clone(),
+        slices: i.slices.cache.clone(),
     });
-    tasks.push(tokio::spawn(
-        Controller::<Service>::new(client.clone())
-            .primary_shared(&services)
-            .watches_shared(&pods, endpoints::pod_mapper(services.cache.clone()))
-            .watches_shared(&endpoints_informer, endpoints::endpoints_owner())
-            .watches_shared(&slices, endpoints::slice_owner())
-            .workers(2)
-            .run(endpoints::reconcile, ep_ctx, stopper()),
-    ));
-    let vol_ctx = Arc::new(volumes::Context {
-        client: client.clone(),
-        volumes: pvs.cache.clone(),
-        classes: classes.cache.clone(),
-        claims: claims.cache.clone(),
-        storage: settings.storage_dir.clone(),
-    });
-    tasks.push(tokio::spawn(
-        Controller::<PersistentVolumeClaim>::new(client.clone())
-            .primary_shared(&claims)
-            .watches_shared(&pvs, volumes::claim_mapper())
-            .workers(1)
-            .run(volumes::reconcile, vol_ctx.clone(), stopper()),
-    ));
-    tasks.push(tokio::spawn(
-        Controller::<PersistentVolume>::new(client.clone())
-            .primary_shared(&pvs)
-            .watches_shared(&claims, volumes::volume_mapper(pvs.cache.clone()))
-            .workers(1)
-            .run(volumes::reconcile_volume, vol_ctx, stopper()),
-    ));
-    // The cloud controller manager's service controller, with the built-in `local` provider.
+    let c = Controller::<Service>::new(client.clone())
+        .primary_shared(&i.services)
+        .watches_shared(&i.pods, endpoints::pod_mapper(i.services.cache.clone()))
+        .watches_shared(&i.endpoints, endpoints::endpoints_owner())
+        .watches_shared(&i.slices, endpoints::slice_owner())
+        .workers(2);
+    l.spawn(|stop| c.run(endpoints::reconcile, ep_ctx, stop));
     match crate::cloud::LocalPool::new(&settings.load_balancer_pool) {
         Ok(pool) => {
             let lb_ctx = Arc::new(crate::cloud::Context {
                 client: client.clone(),
-                services: services.cache.clone(),
+                services: i.services.cache.clone(),
                 provider: Arc::new(pool),
             });
-            tasks.push(tokio::spawn(
-                Controller::<Service>::new(client.clone())
-                    .primary_shared(&services)
-                    .workers(1)
-                    .run(crate::cloud::reconcile, lb_ctx, stopper()),
-            ));
+            let c = Controller::<Service>::new(client)
+                .primary_shared(&i.services)
+                .workers(1);
+            l.spawn(|stop| c.run(crate::cloud::reconcile, lb_ctx, stop));
         }
         Err(e) => tracing::error!("no load balancers: {e}"),
     }
-    let cron_ctx = Arc::new(cronjob::Context {
+}
+
+/// PersistentVolumeClaims and PersistentVolumes (binding and the local-path provisioner).
+fn storage(l: &mut Loops, i: &Informers, settings: &Settings) {
+    let client = l.client.clone();
+    let vol_ctx = Arc::new(volumes::Context {
         client: client.clone(),
-        jobs: jobs.cache.clone(),
+        volumes: i.pvs.cache.clone(),
+        classes: i.classes.cache.clone(),
+        claims: i.claims.cache.clone(),
+        storage: settings.storage_dir.clone(),
     });
-    tasks.push(tokio::spawn(
-        Controller::<CronJob>::new(client.clone())
-            .primary_shared(&cronjobs)
-            .owns_shared(&jobs)
-            .workers(1)
-            .run(cronjob::reconcile, cron_ctx, stopper()),
-    ));
-    let mut ipam = node_ipam::Context::new(client.clone(), nodes.cache.clone());
+    let c = Controller::<PersistentVolumeClaim>::new(client.clone())
+        .primary_shared(&i.claims)
+        .watches_shared(&i.pvs, volumes::claim_mapper())
+        .workers(1);
+    let ctx = vol_ctx.clone();
+    l.spawn(|stop| c.run(volumes::reconcile, ctx, stop));
+    let c = Controller::<PersistentVolume>::new(client)
+        .primary_shared(&i.pvs)
+        .watches_shared(&i.claims, volumes::volume_mapper(i.pvs.cache.clone()))
+        .workers(1);
+    l.spawn(|stop| c.run(volumes::reconcile_volume, vol_ctx, stop));
+}
+
+/// Cluster-wide loops: node IPAM, namespace deletion, GitOps, and the scheduler (under the same lease, on the same
+/// pod and node informers).
+fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
+    let client = l.client.clone();
+    let mut ipam = node_ipam::Context::new(client.clone(), i.nodes.cache.clone());
     ipam.cluster = settings.cluster_cidr;
-    tasks.push(tokio::spawn(
-        Controller::<Node>::new(client.clone())
-            .primary_shared(&nodes)
-            .workers(1)
-            .run(node_ipam::reconcile, Arc::new(ipam), stopper()),
-    ));
-    tasks.push(tokio::spawn(
-        Controller::<Namespace>::new(client.clone()).workers(1).run(
-            namespace::reconcile,
-            Arc::new(namespace::Context::new(client.clone())),
-            stopper(),
-        ),
-    ));
-    // GitOps: Applications follow their repositories.
-    tasks.push(tokio::spawn(crate::gitops::run(
-        client.clone(),
-        settings.gitops_cache.clone(),
-        stopper(),
-    )));
-    // The scheduler runs under the same lease, on the same pod and node informers.
-    tasks.push(tokio::spawn(crate::scheduler::run(
-        client.clone(),
-        pods.shared(),
-        nodes.shared(),
-        stopper(),
-    )));
-    let mut gc_sources: HashMap<&'static str, gc::Source> = HashMap::new();
-    gc_sources.insert("pods", pods.shared().into());
-    gc_sources.insert("replicasets", replicasets.shared().into());
-    gc_sources.insert("deployments", deployments.shared().into());
-    gc_sources.insert("replicationcontrollers", rcs.shared().into());
-    gc_sources.insert("controllerrevisions", revisions.shared().into());
-    gc_sources.insert("jobs", jobs.shared().into());
-    gc_sources.insert("cronjobs", cronjobs.shared().into());
-    gc_sources.insert("daemonsets", daemonsets.shared().into());
-    gc_sources.insert("statefulsets", statefulsets.shared().into());
-    gc_sources.insert("persistentvolumeclaims", claims.shared().into());
-    gc_sources.insert("services", services.shared().into());
-    gc_sources.insert("endpointslices", slices.shared().into());
+    let c = Controller::<Node>::new(client.clone())
+        .primary_shared(&i.nodes)
+        .workers(1);
+    l.spawn(|stop| c.run(node_ipam::reconcile, Arc::new(ipam), stop));
+    let ns_ctx = Arc::new(namespace::Context::new(client.clone()));
+    let c = Controller::<Namespace>::new(client.clone()).workers(1);
+    l.spawn(|stop| c.run(namespace::reconcile, ns_ctx, stop));
+    let (c, cache) = (client.clone(), settings.gitops_cache.clone());
+    l.spawn(|stop| crate::gitops::run(c, cache, stop));
+    let (pods, nodes) = (i.pods.shared(), i.nodes.shared());
+    l.spawn(|stop| crate::scheduler::run(client, pods, nodes, stop));
+}
+
+/// The garbage collector, on the informers of every kind that can be an owner or owned.
+fn garbage_collector(l: &mut Loops, i: &Informers) {
+    let mut sources: HashMap<&'static str, gc::Source> = HashMap::new();
+    sources.insert("pods", i.pods.shared().into());
+    sources.insert("replicasets", i.replicasets.shared().into());
+    sources.insert("deployments", i.deployments.shared().into());
+    sources.insert("replicationcontrollers", i.rcs.shared().into());
+    sources.insert("controllerrevisions", i.revisions.shared().into());
+    sources.insert("jobs", i.jobs.shared().into());
+    sources.insert("cronjobs", i.cronjobs.shared().into());
+    sources.insert("daemonsets", i.daemonsets.shared().into());
+    sources.insert("statefulsets", i.statefulsets.shared().into());
+    sources.insert("persistentvolumeclaims", i.claims.shared().into());
+    sources.insert("services", i.services.shared().into());
+    sources.insert("endpointslices", i.slices.shared().into());
     for p in gc::kinds() {
-        if !gc_sources.contains_key(p) {
+        if !sources.contains_key(p) {
             tracing::error!(
                 kind = p,
                 "the garbage collector has no informer for this kind"
             );
         }
     }
-    tasks.push(tokio::spawn(gc::run(client.clone(), gc_sources, stopper())));
+    let client = l.client.clone();
+    l.spawn(|stop| gc::run(client, sources, stop));
+}
 
+/// Starts every loop on shared informers; stops them when `stop` resolves.
+async fn loops(
+    client: Client,
+    settings: Settings,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let informers = Informers::start(&client);
+    let mut l = Loops {
+        client,
+        stops: Vec::new(),
+        tasks: Vec::new(),
+    };
+    workloads(&mut l, &informers, &settings);
+    services(&mut l, &informers, &settings);
+    storage(&mut l, &informers, &settings);
+    cluster(&mut l, &informers, &settings);
+    garbage_collector(&mut l, &informers);
     stop.await;
-    for s in stops {
-        let _ = s.send(());
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    l.stop().await;
 }
