@@ -2,6 +2,9 @@
 //! the two never disagree: the object's identity and labels, the fields people look for on common kinds (replicas,
 //! node, IP, phase, Service type, schedule, GitOps sync and health), data with Secret values masked unless asked
 //! for, conditions, container states, and the Events about it. It works on JSON objects, as any kind may be shown.
+//! [`columns`] holds the table columns per kind, kubectl's, for the API server's Tables and the TUI's lists.
+
+pub mod columns;
 
 use serde_json::Value;
 

@@ -4,7 +4,8 @@
 
 pub mod apps;
 pub mod batch;
-pub mod columns;
+/// Table columns per kind (kubectl's), shared with the TUI through `capstan-present`.
+pub use capstan_present::columns;
 pub mod core;
 pub mod defaults;
 pub mod exec;

@@ -23,11 +23,22 @@ pub enum Error {
     Client(#[from] crate::client::Error),
 }
 
+/// Why a provider cannot give a Service an address (the SyncLoadBalancerFailed Event says this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoAddress {
+    #[error("spec.loadBalancerIP {ip} is not in the pool {pool}")]
+    OutsidePool { ip: String, pool: String },
+    #[error("spec.loadBalancerIP {0} is already in use")]
+    InUse(String),
+    #[error("the pool {0} is exhausted")]
+    Exhausted(String),
+}
+
 /// Where load balancer addresses come from.
 pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
     /// An address for `svc`, given the addresses other Services hold; `Err` says why none can be given.
-    fn assign(&self, svc: &Service, taken: &HashSet<String>) -> Result<String, String>;
+    fn assign(&self, svc: &Service, taken: &HashSet<String>) -> Result<String, NoAddress>;
 }
 
 /// The first address in `status.loadBalancer.ingress`, if any.
@@ -68,7 +79,7 @@ impl Provider for LocalPool {
         "local"
     }
 
-    fn assign(&self, svc: &Service, taken: &HashSet<String>) -> Result<String, String> {
+    fn assign(&self, svc: &Service, taken: &HashSet<String>) -> Result<String, NoAddress> {
         let in_pool = |ip: &str| {
             ip.parse::<Ipv4Addr>()
                 .is_ok_and(|a| u32::from(a).wrapping_sub(self.net) < self.size)
@@ -80,13 +91,13 @@ impl Provider for LocalPool {
             .filter(|w| !w.is_empty())
         {
             if !in_pool(want) {
-                return Err(format!(
-                    "spec.loadBalancerIP {want} is not in the pool {}",
-                    self.cidr
-                ));
+                return Err(NoAddress::OutsidePool {
+                    ip: want.to_string(),
+                    pool: self.cidr.clone(),
+                });
             }
             if taken.contains(want) {
-                return Err(format!("spec.loadBalancerIP {want} is already in use"));
+                return Err(NoAddress::InUse(want.to_string()));
             }
             return Ok(want.to_string());
         }
@@ -99,7 +110,7 @@ impl Provider for LocalPool {
         (1..self.size - 1)
             .map(|i| Ipv4Addr::from(self.net + i).to_string())
             .find(|ip| !taken.contains(ip))
-            .ok_or_else(|| format!("the pool {} is exhausted", self.cidr))
+            .ok_or_else(|| NoAddress::Exhausted(self.cidr.clone()))
     }
 }
 
@@ -194,13 +205,15 @@ mod tests {
             pool.assign(&svc(Some("127.97.0.5"), None), &taken).unwrap(),
             "127.97.0.5"
         );
-        assert!(pool
-            .assign(&svc(Some("127.97.0.1"), None), &taken)
-            .unwrap_err()
-            .contains("in use"));
+        assert_eq!(
+            pool.assign(&svc(Some("127.97.0.1"), None), &taken)
+                .unwrap_err(),
+            NoAddress::InUse("127.97.0.1".into())
+        );
         assert!(pool
             .assign(&svc(Some("10.0.0.1"), None), &none)
             .unwrap_err()
+            .to_string()
             .contains("not in the pool"));
     }
 }

@@ -21,37 +21,52 @@ pub(super) fn error(code: StatusCode, message: String) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain")], message).into_response()
 }
 
+/// Why `pods/log` options were refused (a 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadLogOption {
+    #[error("at most one of sinceTime or sinceSeconds may be specified")]
+    TwoSinces,
+    /// A field's value, named with what is wrong with it.
+    #[error("{field}: {detail}")]
+    Field { field: String, detail: String },
+}
+
+fn bad(field: &str, detail: impl Into<String>) -> BadLogOption {
+    BadLogOption::Field {
+        field: field.to_string(),
+        detail: detail.into(),
+    }
+}
+
 /// Parses the `pods/log` options Kubernetes defines.
-pub fn options(q: &HashMap<String, String>) -> Result<(Options, bool, bool), String> {
+pub fn options(q: &HashMap<String, String>) -> Result<(Options, bool, bool), BadLogOption> {
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
-    let num = |k: &str| -> Result<Option<i64>, String> {
+    let num = |k: &str| -> Result<Option<i64>, BadLogOption> {
         q.get(k)
             .map(|v| {
                 v.parse::<i64>()
-                    .map_err(|_| format!("{k}: {v:?} is not an integer"))
+                    .map_err(|_| bad(k, format!("{v:?} is not an integer")))
             })
             .transpose()
     };
     let since = match (num("sinceSeconds")?, q.get("sinceTime")) {
-        (Some(_), Some(_)) => {
-            return Err("at most one of sinceTime or sinceSeconds may be specified".into())
-        }
-        (Some(s), None) if s < 1 => return Err("sinceSeconds: must be greater than 0".into()),
+        (Some(_), Some(_)) => return Err(BadLogOption::TwoSinces),
+        (Some(s), None) if s < 1 => return Err(bad("sinceSeconds", "must be greater than 0")),
         (Some(s), None) => Some(chrono::Utc::now() - chrono::Duration::seconds(s)),
         (None, Some(t)) => Some(
             chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|_| format!("sinceTime: {t:?} is not an RFC 3339 time"))?
+                .map_err(|_| bad("sinceTime", format!("{t:?} is not an RFC 3339 time")))?
                 .with_timezone(&chrono::Utc),
         ),
         (None, None) => None,
     };
     let tail = num("tailLines")?;
     if tail.is_some_and(|t| t < 0) {
-        return Err("tailLines: must be greater than or equal to 0".into());
+        return Err(bad("tailLines", "must be greater than or equal to 0"));
     }
     let limit = num("limitBytes")?;
     if limit.is_some_and(|l| l < 1) {
-        return Err("limitBytes: must be greater than 0".into());
+        return Err(bad("limitBytes", "must be greater than 0"));
     }
     Ok((
         Options {
@@ -98,7 +113,7 @@ async fn container_logs(
     }
     let (opts, follow, previous) = match options(&q) {
         Ok(o) => o,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let dir = match pod_dir(&shared, &ns, &pod) {
         Ok(d) => d,

@@ -275,7 +275,7 @@ impl Projected<'_> {
                 })
             }
         };
-        project(dir, &files, mode).map_err(ConfigError::Invalid)
+        project(dir, &files, mode)
     }
 
     /// The files the object projects: every key, or only `items` (key -> path, optional mode).
@@ -309,9 +309,12 @@ impl Projected<'_> {
 /// Writes projected files the way the kubelet does, so a running container sees a change all at once: the files go
 /// into a fresh `..<stamp>` directory, the `..data` link is swapped to it atomically, and each top-level name is a
 /// link through `..data`. Nothing is rewritten when nothing changed.
-pub fn project(dir: &Path, files: &Files, default_mode: u32) -> Result<(), String> {
+pub fn project(dir: &Path, files: &Files, default_mode: u32) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    let io = |what: &str, e: std::io::Error| format!("projecting {}: {what}: {e}", dir.display());
+    let io = |what: &str, source: std::io::Error| ConfigError::Io {
+        what: format!("projecting {}: {what}", dir.display()),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
     let data = dir.join("..data");
     // Unchanged?

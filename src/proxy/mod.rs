@@ -217,27 +217,36 @@ impl Tables {
     }
 }
 
+/// Why a service address could not be made local.
+#[derive(Debug, thiserror::Error)]
+pub enum NotLocal {
+    #[error("{0} is not a local address and adding it needs root")]
+    NeedsRoot(IpAddr),
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Netlink(#[from] crate::sys::netlink::Error),
+    #[cfg(not(target_os = "linux"))]
+    #[error("{0} is not a local address")]
+    Unsupported(IpAddr),
+}
+
 /// Makes `ip` a local address if it is not one (root only: added to the loopback device). Returns whether it was
 /// added (and so is to be removed when no longer served).
-async fn ensure_local(ip: IpAddr) -> Result<bool, String> {
+async fn ensure_local(ip: IpAddr) -> Result<bool, NotLocal> {
     if ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok() {
         return Ok(false);
     }
     if !crate::sys::is_root() {
-        return Err(format!(
-            "{ip} is not a local address and adding it needs root"
-        ));
+        return Err(NotLocal::NeedsRoot(ip));
     }
     #[cfg(target_os = "linux")]
     {
-        crate::sys::netlink::add_local(ip)
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        crate::sys::netlink::add_local(ip).await?;
+        Ok(true)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        Err(format!("{ip} is not a local address"))
+        Err(NotLocal::Unsupported(ip))
     }
 }
 

@@ -5,6 +5,12 @@
 use serde_json::Value;
 
 use crate::state::{at, str_at, Store};
+use capstan_present::columns;
+
+/// The text kubectl shows in `column` of `cols` for `v` (the API server's Table code).
+fn kubectl(cols: &columns::Columns, v: &Value, column: &str) -> String {
+    columns::text(cols, v, column)
+}
 
 /// How a cell should look; drawing maps tones to colours (or to nothing on terminals without them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,56 +314,17 @@ fn rs_owner(v: &Value, _: &Ctx) -> Cell {
 }
 
 // Pods.
-fn statuses(v: &Value) -> Vec<&Value> {
-    at(v, "/status/containerStatuses")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default()
-}
 fn pod_ready(v: &Value, _: &Ctx) -> Cell {
-    let total = at(v, "/spec/containers")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let ready = statuses(v).iter().filter(|s| s["ready"] == true).count();
-    Cell::tone(
-        format!("{ready}/{total}"),
-        if ready == total && total > 0 {
-            Tone::Good
-        } else {
-            Tone::Busy
-        },
-    )
+    let text = kubectl(&columns::POD, v, "Ready");
+    let all = text
+        .split_once('/')
+        .is_some_and(|(r, t)| r == t && t != "0");
+    Cell::tone(text, if all { Tone::Good } else { Tone::Busy })
 }
-/// The STATUS column as kubectl computes it: a waiting or terminated reason wins over the phase.
+/// The STATUS column as kubectl computes it (the API server's Table code: a waiting or terminated reason wins over
+/// the phase, init containers show as `Init:N/M`).
 pub fn pod_status(v: &Value) -> String {
-    if !str_at(v, "/metadata/deletionTimestamp").is_empty() {
-        return "Terminating".into();
-    }
-    let init = at(v, "/status/initContainerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for s in &init {
-        if let Some(r) = at(s, "/state/waiting/reason").and_then(Value::as_str) {
-            if r != "PodInitializing" {
-                return format!("Init:{r}");
-            }
-        }
-    }
-    for s in statuses(v) {
-        if let Some(r) = at(s, "/state/waiting/reason").and_then(Value::as_str) {
-            return r.to_string();
-        }
-        if let Some(r) = at(s, "/state/terminated/reason").and_then(Value::as_str) {
-            return r.to_string();
-        }
-    }
-    let phase = str_at(v, "/status/phase");
-    if phase.is_empty() {
-        "Pending".into()
-    } else {
-        phase.into()
-    }
+    columns::pod_status(v)
 }
 fn pod_status_cell(v: &Value, _: &Ctx) -> Cell {
     let s = pod_status(v);
@@ -369,11 +336,9 @@ fn pod_status_cell(v: &Value, _: &Ctx) -> Cell {
     Cell::tone(s, tone)
 }
 fn pod_restarts(v: &Value, _: &Ctx) -> Cell {
-    let n: i64 = statuses(v)
-        .iter()
-        .map(|s| s["restartCount"].as_i64().unwrap_or(0))
-        .sum();
-    Cell::tone(n.to_string(), if n > 0 { Tone::Busy } else { Tone::Plain })
+    let text = kubectl(&columns::POD, v, "Restarts");
+    let tone = if text != "0" { Tone::Busy } else { Tone::Plain };
+    Cell::tone(text, tone)
 }
 fn pod_node(v: &Value, _: &Ctx) -> Cell {
     Cell::plain(str_at(v, "/spec/nodeName"))
@@ -390,42 +355,21 @@ fn svc_ip(v: &Value, _: &Ctx) -> Cell {
     Cell::plain(str_at(v, "/spec/clusterIP"))
 }
 fn svc_external(v: &Value, _: &Ctx) -> Cell {
-    let ips: Vec<&str> = at(v, "/status/loadBalancer/ingress")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|i| i["ip"].as_str()).collect())
-        .unwrap_or_default();
-    Cell::plain(if ips.is_empty() {
-        "<none>".to_string()
-    } else {
-        ips.join(",")
-    })
+    Cell::plain(kubectl(&columns::SERVICE, v, "External-IP"))
 }
 fn svc_ports(v: &Value, _: &Ctx) -> Cell {
-    let ports: Vec<String> = at(v, "/spec/ports")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    let proto = p["protocol"].as_str().unwrap_or("TCP");
-                    match p["nodePort"].as_i64() {
-                        Some(np) => format!("{}:{np}/{proto}", p["port"]),
-                        None => format!("{}/{proto}", p["port"]),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Cell::plain(ports.join(","))
+    Cell::plain(kubectl(&columns::SERVICE, v, "Port(s)"))
 }
 
 // Nodes.
 fn node_status(v: &Value, _: &Ctx) -> Cell {
-    let ready = condition(v, "Ready").is_some_and(|c| c["status"] == "True");
-    let mut s = if ready { "Ready" } else { "NotReady" }.to_string();
-    if at(v, "/spec/unschedulable") == Some(&Value::Bool(true)) {
-        s.push_str(",SchedulingDisabled");
-    }
-    Cell::tone(s, if ready { Tone::Good } else { Tone::Bad })
+    let text = kubectl(&columns::NODE, v, "Status");
+    let tone = if text.starts_with("Ready") {
+        Tone::Good
+    } else {
+        Tone::Bad
+    };
+    Cell::tone(text, tone)
 }
 pub use capstan_units::{bytes, millicores};
 fn node_requests(c: &Ctx, node: &str) -> (i64, i64, usize) {

@@ -1,5 +1,6 @@
 //! Table columns per kind, as kubectl prints them (`kubectl get` asks the server for a meta.k8s.io Table). Each kind
-//! names its columns (priority 1 = only with `-o wide`) and a function from the object to its cells.
+//! names its columns (priority 1 = only with `-o wide`) and a function from the object to its cells. The API server
+//! builds its Tables from these, and the terminal UI takes its cell texts from them ([`text`]), so the two agree.
 
 use serde_json::{json, Value};
 
@@ -17,6 +18,18 @@ pub struct ColumnDef {
 pub struct Columns {
     pub defs: &'static [ColumnDef],
     pub cells: fn(&Value) -> Vec<Value>,
+}
+
+/// The text of the cell of `column` (by its kubectl name: "Ready", "Status") for `obj`; "" when there is none.
+pub fn text(cols: &Columns, obj: &Value, column: &str) -> String {
+    let Some(i) = cols.defs.iter().position(|d| d.name == column) else {
+        return String::new();
+    };
+    match (cols.cells)(obj).into_iter().nth(i) {
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
 }
 
 const fn c(name: &'static str, priority: i32) -> ColumnDef {
@@ -960,9 +973,20 @@ mod tests {
 
     #[test]
     fn every_row_has_one_cell_per_column() {
-        for k in crate::api::registry::KINDS {
-            let cells = (k.columns.cells)(&json!({"metadata": {"name": "x"}}));
-            assert_eq!(cells.len(), k.columns.defs.len(), "{}", k.kind);
+        for cols in [
+            DEFAULT, NAMESPACE, POD, NODE, SERVICE, DEPLOYMENT, JOB, CRONJOB, EVENT, PVC, SECRET,
+        ] {
+            let cells = (cols.cells)(&json!({"metadata": {"name": "x"}}));
+            assert_eq!(cells.len(), cols.defs.len());
         }
+    }
+
+    #[test]
+    fn text_finds_a_cell_by_column_name() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"containerStatuses": [{"name": "a", "ready": true, "restartCount": 3}]}});
+        assert_eq!(text(&POD, &pod, "Ready"), "1/2");
+        assert_eq!(text(&POD, &pod, "Restarts"), "3");
+        assert_eq!(text(&POD, &pod, "No Such Column"), "");
     }
 }
