@@ -31,110 +31,94 @@ pub struct GetArgs {
     pub watch: bool,
 }
 
-pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
-    let ns = if a.all_namespaces {
-        None
-    } else {
-        Some(a.namespace.clone().unwrap_or_else(|| "default".into()))
-    };
-    let mut targets: Vec<(&'static KindInfo, Option<String>)> = Vec::new();
+/// What `get` was asked for: kinds (`deploy,svc`) with optional names, or `kind/name`.
+type Targets = Vec<(&'static KindInfo, Option<String>)>;
+
+fn targets(what: &[String]) -> Result<Targets> {
+    let mut targets = Vec::new();
     let mut i = 0;
-    while i < a.what.len() {
-        let w = &a.what[i];
+    while i < what.len() {
+        let w = &what[i];
         if let Some((k, n)) = w.split_once('/') {
             targets.push((resolve_kind(k)?, Some(n.to_string())));
             i += 1;
+            continue;
+        }
+        let kinds = expand(w)?;
+        let names: Vec<String> = what[i + 1..]
+            .iter()
+            .take_while(|x| !x.contains('/'))
+            .cloned()
+            .collect();
+        i += 1 + names.len();
+        if names.is_empty() {
+            targets.extend(kinds.into_iter().map(|k| (k, None)));
         } else {
-            let kinds = expand(w)?;
-            let names: Vec<String> = a.what[i + 1..]
-                .iter()
-                .take_while(|x| !x.contains('/'))
-                .cloned()
-                .collect();
-            i += 1 + names.len();
-            if names.is_empty() {
-                targets.extend(kinds.into_iter().map(|k| (k, None)));
-            } else {
-                for k in kinds {
-                    targets.extend(names.iter().map(|n| (k, Some(n.clone()))));
-                }
+            for k in kinds {
+                targets.extend(names.iter().map(|n| (k, Some(n.clone()))));
             }
         }
     }
-    let format = a.output.as_deref().unwrap_or("");
-    let multi = targets.len() > 1;
-    let mut first = true;
-    let mut all_items = Vec::new();
-    for (kind, name) in &targets {
-        let ns_for = if kind.namespaced { ns.as_deref() } else { None };
-        let mut query = String::new();
-        if let Some(l) = &a.selector {
-            query = format!("labelSelector={}", url_encode(l));
-        }
-        match format {
-            "yaml" | "json" | "name" => match name {
-                Some(n) => all_items.push(client.get(kind, ns_for, n).await?),
-                None => {
-                    let list = client.list(kind, ns_for, &query).await?;
-                    for mut item in list["items"].as_array().cloned().unwrap_or_default() {
-                        item["apiVersion"] = Value::String(kind.api_version());
-                        item["kind"] = Value::String(kind.kind.to_string());
-                        all_items.push(item);
-                    }
-                }
-            },
-            _ => {
-                let path = match name {
-                    Some(n) => capstan::client::resource_path(kind, ns_for, Some(n)),
-                    None if query.is_empty() => capstan::client::resource_path(kind, ns_for, None),
-                    None => format!(
-                        "{}?{query}",
-                        capstan::client::resource_path(kind, ns_for, None)
-                    ),
-                };
-                let table = client
-                    .request(
-                        reqwest::Method::GET,
-                        &path,
-                        None,
-                        Some(output::TABLE_ACCEPT),
-                    )
-                    .await?;
-                let rows = table["rows"].as_array().map_or(0, Vec::len);
-                if rows == 0 && multi {
-                    continue;
-                }
-                if !first {
-                    println!();
-                }
-                first = false;
-                print!(
-                    "{}",
-                    output::render_table(
-                        &table,
-                        kind,
-                        format == "wide",
-                        a.all_namespaces && kind.namespaced,
-                        multi
-                    )
-                );
-                if rows == 0 {
-                    eprintln!(
-                        "No resources found{}.",
-                        ns_for
-                            .map(|n| format!(" in {n} namespace"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-        }
+    Ok(targets)
+}
+
+/// Prints one kind as the server's Table (kubectl's columns); returns whether it printed anything.
+async fn print_table(
+    client: &Client,
+    a: &GetArgs,
+    kind: &'static KindInfo,
+    name: Option<&str>,
+    ns: Option<&str>,
+    query: &str,
+    (multi, first): (bool, bool),
+) -> Result<bool> {
+    let base = capstan::client::resource_path(kind, ns, name);
+    let path = if name.is_none() && !query.is_empty() {
+        format!("{base}?{query}")
+    } else {
+        base
+    };
+    let table = client
+        .request(
+            reqwest::Method::GET,
+            &path,
+            None,
+            Some(output::TABLE_ACCEPT),
+        )
+        .await?;
+    let rows = table["rows"].as_array().map_or(0, Vec::len);
+    if rows == 0 && multi {
+        return Ok(false);
     }
+    if !first {
+        println!();
+    }
+    let wide = a.output.as_deref() == Some("wide");
+    print!(
+        "{}",
+        output::render_table(
+            &table,
+            kind,
+            wide,
+            a.all_namespaces && kind.namespaced,
+            multi
+        )
+    );
+    if rows == 0 {
+        let where_ = ns.map(|n| format!(" in {n} namespace")).unwrap_or_default();
+        eprintln!("No resources found{where_}.");
+    }
+    Ok(true)
+}
+
+/// Prints objects as YAML, JSON or `kind/name` lines.
+fn print_objects(format: &str, mut items: Vec<Value>, single: bool) -> Result<()> {
     match format {
         "yaml" | "json" => {
-            let out = if all_items.len() == 1 && targets.iter().all(|(_, n)| n.is_some()) {
-                all_items.remove(0)
+            let out = if items.len() == 1 && single {
+                items.remove(0)
             } else {
-                serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": all_items})
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items})
             };
             if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -142,8 +126,8 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
                 print!("{}", serde_yaml_ng::to_string(&out)?);
             }
         }
-        "name" => {
-            for item in &all_items {
+        _ => {
+            for item in &items {
                 let kind = registry::by_kind(
                     item["apiVersion"].as_str().unwrap_or(""),
                     item["kind"].as_str().unwrap_or(""),
@@ -157,46 +141,100 @@ pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
                         }
                     })
                     .unwrap_or_default();
-                println!(
-                    "{res}/{}",
-                    item.pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                );
+                println!("{res}/{}", item["metadata"]["name"].as_str().unwrap_or(""));
             }
         }
-        _ => {}
+    }
+    Ok(())
+}
+
+/// `--watch`: prints each change of the first target as a row of kubectl's cells.
+async fn watch(
+    client: &Client,
+    kind: &'static KindInfo,
+    name: Option<&str>,
+    ns: Option<&str>,
+) -> Result<()> {
+    let list = client.list(kind, ns, "limit=1").await?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let q = name
+        .map(|n| format!("fieldSelector=metadata.name%3D{n}"))
+        .unwrap_or_default();
+    let mut stream = client.watch_once(kind, ns, &q, &rv).await?;
+    while let Some(ev) = stream.next().await {
+        let (ty, obj) = ev?;
+        if ty == "BOOKMARK" {
+            continue;
+        }
+        let cells = (kind.columns.cells)(&obj);
+        let text: Vec<String> = cells
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| c.to_string())
+            })
+            .collect();
+        println!("{ty}\t{}", text.join("\t"));
+    }
+    Ok(())
+}
+
+pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
+    let ns = if a.all_namespaces {
+        None
+    } else {
+        Some(a.namespace.clone().unwrap_or_else(|| "default".into()))
+    };
+    let targets = targets(&a.what)?;
+    let format = a.output.as_deref().unwrap_or("");
+    let multi = targets.len() > 1;
+    let mut first = true;
+    let mut all_items = Vec::new();
+    let query = a
+        .selector
+        .as_ref()
+        .map(|l| format!("labelSelector={}", url_encode(l)))
+        .unwrap_or_default();
+    for (kind, name) in &targets {
+        let ns_for = if kind.namespaced { ns.as_deref() } else { None };
+        match (format, name) {
+            ("yaml" | "json" | "name", Some(n)) => {
+                all_items.push(client.get(kind, ns_for, n).await?)
+            }
+            ("yaml" | "json" | "name", None) => {
+                let list = client.list(kind, ns_for, &query).await?;
+                for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+                    item["apiVersion"] = Value::String(kind.api_version());
+                    item["kind"] = Value::String(kind.kind.to_string());
+                    all_items.push(item);
+                }
+            }
+            _ => {
+                let printed = print_table(
+                    client,
+                    &a,
+                    kind,
+                    name.as_deref(),
+                    ns_for,
+                    &query,
+                    (multi, first),
+                )
+                .await?;
+                first &= !printed;
+            }
+        }
+    }
+    if matches!(format, "yaml" | "json" | "name") {
+        print_objects(format, all_items, targets.iter().all(|(_, n)| n.is_some()))?;
     }
     if a.watch {
         let (kind, name) = targets.first().ok_or_else(|| anyhow!("nothing to watch"))?;
         let ns_for = if kind.namespaced { ns.as_deref() } else { None };
-        let list = client.list(kind, ns_for, "limit=1").await?;
-        let rv = list
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let q = name
-            .as_ref()
-            .map(|n| format!("fieldSelector=metadata.name%3D{n}"))
-            .unwrap_or_default();
-        let mut stream = client.watch_once(kind, ns_for, &q, &rv).await?;
-        while let Some(ev) = stream.next().await {
-            let (ty, obj) = ev?;
-            if ty == "BOOKMARK" {
-                continue;
-            }
-            let cells = (kind.columns.cells)(&obj);
-            let text: Vec<String> = cells
-                .iter()
-                .map(|c| {
-                    c.as_str()
-                        .map(String::from)
-                        .unwrap_or_else(|| c.to_string())
-                })
-                .collect();
-            println!("{ty}\t{}", text.join("\t"));
-        }
+        watch(client, kind, name.as_deref(), ns_for).await?;
     }
     Ok(())
 }

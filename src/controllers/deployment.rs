@@ -417,30 +417,9 @@ fn condition(type_: &str, status: &str, reason: &str, message: String) -> Condit
         ..Default::default()
     }
 }
-
-async fn sync_status(
-    d: &Deployment,
-    ctx: &Context,
-    new_rs: Option<&ReplicaSet>,
-    old: &[ReplicaSet],
-    desired: i64,
-    unavail: i64,
-    progressed: bool,
-) -> Result<Action> {
-    let all: Vec<&ReplicaSet> = new_rs.into_iter().chain(old.iter()).collect();
-    let sum =
-        |f: fn((i64, i64, i64)) -> i64| -> i64 { all.iter().map(|r| f(status_counts(r))).sum() };
-    let replicas = sum(|c| c.0);
-    let ready = sum(|c| c.1);
-    let available = sum(|c| c.2);
-    let updated = new_rs.map(|r| status_counts(r).0).unwrap_or(0);
-    let current = d.status.clone().unwrap_or_default();
-    let conds: Vec<Condition> = current.conditions.clone().unwrap_or_default();
-    let complete =
-        updated == desired && replicas == desired && available >= desired && new_rs.is_some();
-    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
-    let avail_ok = available >= desired - unavail;
-    let mut available_cond = if avail_ok {
+/// The Available condition, keeping its times while its status stays.
+fn available_condition(conds: &[Condition], ok: bool) -> Condition {
+    let mut c = if ok {
         condition(
             "Available",
             "True",
@@ -455,63 +434,114 @@ async fn sync_status(
             "Deployment does not have minimum availability.".into(),
         )
     };
-    if let Some(prev) = cond(&conds, "Available") {
-        if prev.status == available_cond.status {
-            available_cond.last_transition_time = prev.last_transition_time;
-            available_cond.last_update_time = prev.last_update_time;
-        }
+    if let Some(prev) = cond(conds, "Available").filter(|p| p.status == c.status) {
+        c.last_transition_time = prev.last_transition_time;
+        c.last_update_time = prev.last_update_time;
     }
-    let prev_prog = cond(&conds, "Progressing");
-    let deadline = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.progress_deadline_seconds)
-        .unwrap_or(600) as i64;
-    let new_rs_name = new_rs.map(|r| r.metadata.name()).unwrap_or("");
-    let more_available = i64::from(current.available_replicas.unwrap_or(0)) < available;
-    let (status, reason, message) = if paused {
+    c
+}
+
+/// Where a rollout stands, for the Progressing condition.
+struct Progress<'a> {
+    paused: bool,
+    complete: bool,
+    /// This pass changed something, or more pods became available.
+    moved: bool,
+    new_rs_name: &'a str,
+    deadline: i64,
+}
+
+/// The Progressing condition: paused, complete, progressing, or past `progressDeadlineSeconds` without progress.
+/// Its update time moves only with progress (or a change of reason).
+fn progressing_condition(conds: &[Condition], p: &Progress) -> Condition {
+    let prev = cond(conds, "Progressing");
+    let name = p.new_rs_name;
+    let (status, reason, message) = if p.paused {
         (
             "Unknown",
             "DeploymentPaused",
             "Deployment is paused".to_string(),
         )
-    } else if complete {
+    } else if p.complete {
         (
             "True",
             "NewReplicaSetAvailable",
-            format!("ReplicaSet \"{new_rs_name}\" has successfully progressed."),
+            format!("ReplicaSet \"{name}\" has successfully progressed."),
         )
     } else {
-        let last = prev_prog.and_then(|p| p.last_update_time);
-        let stalled = !progressed
-            && !more_available
-            && last.is_some_and(|l| (now() - l).num_seconds() > deadline);
+        let last = prev.and_then(|c| c.last_update_time);
+        let stalled = !p.moved && last.is_some_and(|l| (now() - l).num_seconds() > p.deadline);
         let already_failed =
-            prev_prog.is_some_and(|p| p.reason.as_deref() == Some("ProgressDeadlineExceeded"));
-        if stalled || (already_failed && !progressed && !more_available) {
+            prev.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+        if stalled || (already_failed && !p.moved) {
             (
                 "False",
                 "ProgressDeadlineExceeded",
-                format!("ReplicaSet \"{new_rs_name}\" has timed out progressing."),
+                format!("ReplicaSet \"{name}\" has timed out progressing."),
             )
         } else {
             (
                 "True",
                 "ReplicaSetUpdated",
-                format!("ReplicaSet \"{new_rs_name}\" is progressing."),
+                format!("ReplicaSet \"{name}\" is progressing."),
             )
         }
     };
-    let mut prog = condition("Progressing", status, reason, message);
-    if let Some(prev) = prev_prog {
-        if prev.status == prog.status {
-            prog.last_transition_time = prev.last_transition_time;
+    let mut c = condition("Progressing", status, reason, message);
+    if let Some(prev) = prev {
+        if prev.status == c.status {
+            c.last_transition_time = prev.last_transition_time;
         }
-        // The update time moves only with progress (or a change of reason).
-        if prev.reason == prog.reason && !progressed && !more_available {
-            prog.last_update_time = prev.last_update_time;
+        if prev.reason == c.reason && !p.moved {
+            c.last_update_time = prev.last_update_time;
         }
     }
+    c
+}
+
+/// The counts a status write must change.
+fn counts(s: &DeploymentStatus) -> impl PartialEq {
+    (
+        s.observed_generation.unwrap_or(0),
+        s.replicas.unwrap_or(0),
+        s.updated_replicas.unwrap_or(0),
+        s.ready_replicas.unwrap_or(0),
+        s.available_replicas.unwrap_or(0),
+        s.unavailable_replicas.unwrap_or(0),
+    )
+}
+
+async fn sync_status(
+    d: &Deployment,
+    ctx: &Context,
+    new_rs: Option<&ReplicaSet>,
+    old: &[ReplicaSet],
+    desired: i64,
+    unavail: i64,
+    progressed: bool,
+) -> Result<Action> {
+    let all: Vec<&ReplicaSet> = new_rs.into_iter().chain(old.iter()).collect();
+    let sum =
+        |f: fn((i64, i64, i64)) -> i64| -> i64 { all.iter().map(|r| f(status_counts(r))).sum() };
+    let (replicas, ready, available) = (sum(|c| c.0), sum(|c| c.1), sum(|c| c.2));
+    let updated = new_rs.map(|r| status_counts(r).0).unwrap_or(0);
+    let current = d.status.clone().unwrap_or_default();
+    let conds: Vec<Condition> = current.conditions.clone().unwrap_or_default();
+    let spec = d.spec.as_ref();
+    let progress = Progress {
+        paused: spec.and_then(|s| s.paused).unwrap_or(false),
+        complete: updated == desired
+            && replicas == desired
+            && available >= desired
+            && new_rs.is_some(),
+        moved: progressed || i64::from(current.available_replicas.unwrap_or(0)) < available,
+        new_rs_name: new_rs.map(|r| r.metadata.name()).unwrap_or(""),
+        deadline: spec
+            .and_then(|s| s.progress_deadline_seconds)
+            .unwrap_or(600) as i64,
+    };
+    let prog = progressing_condition(&conds, &progress);
+    let timed_out = prog.reason.as_deref() == Some("ProgressDeadlineExceeded");
     let status = DeploymentStatus {
         observed_generation: Some(d.metadata.generation.unwrap_or(0)),
         replicas: Some(replicas as i32),
@@ -519,18 +549,11 @@ async fn sync_status(
         ready_replicas: Some(ready as i32),
         available_replicas: Some(available as i32),
         unavailable_replicas: Some((desired - available).max(0) as i32),
-        conditions: Some(vec![available_cond, prog]),
+        conditions: Some(vec![
+            available_condition(&conds, available >= desired - unavail),
+            prog,
+        ]),
         ..Default::default()
-    };
-    let counts = |s: &DeploymentStatus| {
-        (
-            s.observed_generation.unwrap_or(0),
-            s.replicas.unwrap_or(0),
-            s.updated_replicas.unwrap_or(0),
-            s.ready_replicas.unwrap_or(0),
-            s.available_replicas.unwrap_or(0),
-            s.unavailable_replicas.unwrap_or(0),
-        )
     };
     let same = counts(&current) == counts(&status) && Some(&conds) == status.conditions.as_ref();
     if !same {
@@ -541,10 +564,10 @@ async fn sync_status(
             )
             .await?;
     }
-    if !complete && !paused && reason != "ProgressDeadlineExceeded" {
+    if !progress.complete && !progress.paused && !timed_out {
         // Look again when the deadline could pass.
         return Ok(Action::requeue(Duration::from_secs(
-            (deadline as u64 / 4).clamp(1, 30),
+            (progress.deadline as u64 / 4).clamp(1, 30),
         )));
     }
     Ok(Action::await_change())

@@ -297,68 +297,21 @@ async fn run_pods(
     let mut changes = informer.changes.subscribe();
     informer.cache.wait_synced().await;
     clean_orphans(&shared).await;
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u64)>();
-    let mut workers: HashMap<String, (u64, mpsc::UnboundedSender<pod::Msg>)> = HashMap::new();
-    let mut generation = 0u64;
-    let mut dispatch =
-        |pod: Arc<Pod>, workers: &mut HashMap<String, (u64, mpsc::UnboundedSender<pod::Msg>)>| {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            if uid.is_empty() {
-                return;
-            }
-            if let Some((_, tx)) = workers.get(&uid) {
-                if tx.send(pod::Msg::Update(pod.clone())).is_ok() {
-                    return;
-                }
-            }
-            generation += 1;
-            let (tx, rx) = mpsc::unbounded_channel();
-            let worker = pod::Worker::new(shared.clone(), pod, tx.clone());
-            let done = done_tx.clone();
-            let id = generation;
-            let u = uid.clone();
-            tokio::spawn(async move {
-                worker.run(rx).await;
-                let _ = done.send((u, id));
-            });
-            workers.insert(uid, (id, tx));
-        };
+    let mut pods = Workers::new(shared.clone());
     for p in informer.cache.list() {
-        dispatch(p.clone(), &mut workers);
+        pods.dispatch(p);
     }
-    tracing::info!(node = %cfg.node_name, pods = workers.len(), "node agent running");
+    tracing::info!(node = %cfg.node_name, pods = pods.live.len(), "node agent running");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some((uid, id)) = done_rx.recv() => {
-                if workers.get(&uid).map(|(g, _)| *g) == Some(id) {
-                    workers.remove(&uid);
-                }
-            }
+            Some((uid, id)) = pods.done_rx.recv() => pods.finished(&uid, id),
             ev = changes.recv() => match ev {
-                Ok(Change::Applied(p)) => dispatch(p.clone(), &mut workers),
-                Ok(Change::Deleted(p)) => {
-                    let uid = p.metadata.uid.as_deref().unwrap_or("");
-                    if let Some((_, tx)) = workers.get(uid) {
-                        let _ = tx.send(pod::Msg::Update(p.clone()));
-                        let _ = tx.send(pod::Msg::Removed);
-                    }
-                }
+                Ok(Change::Applied(p)) => pods.dispatch(p),
+                Ok(Change::Deleted(p)) => pods.removed(p),
                 Ok(Change::Resynced) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let current = informer.cache.list();
-                    let uids: std::collections::HashSet<String> = current
-                        .iter()
-                        .filter_map(|p| p.metadata.uid.clone())
-                        .collect();
-                    for (uid, (_, tx)) in &workers {
-                        if !uids.contains(uid) {
-                            let _ = tx.send(pod::Msg::Removed);
-                        }
-                    }
-                    for p in current {
-                        dispatch(p.clone(), &mut workers);
-                    }
+                    pods.resync(informer.cache.list())
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
@@ -368,24 +321,107 @@ async fn run_pods(
     refresher.abort();
     srv.abort();
     if cfg.stop_pods_on_exit {
-        tracing::info!(node = %cfg.node_name, pods = workers.len(), "stopping this node's pods");
-        for (_, tx) in workers.values() {
+        tracing::info!(node = %cfg.node_name, pods = pods.live.len(), "stopping this node's pods");
+        pods.stop_all().await;
+    }
+    Ok(())
+}
+
+/// The pod workers of this node, one per pod uid, each with a generation so a worker that ends after a newer one
+/// replaced it does not remove the newer one.
+struct Workers {
+    shared: Arc<Shared>,
+    live: HashMap<String, (u64, mpsc::UnboundedSender<pod::Msg>)>,
+    generation: u64,
+    done_tx: mpsc::UnboundedSender<(String, u64)>,
+    done_rx: mpsc::UnboundedReceiver<(String, u64)>,
+}
+
+impl Workers {
+    fn new(shared: Arc<Shared>) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Workers {
+            shared,
+            live: HashMap::new(),
+            generation: 0,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Hands the newest version of a pod to its worker, starting one if it has none.
+    fn dispatch(&mut self, pod: Arc<Pod>) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if uid.is_empty() {
+            return;
+        }
+        if let Some((_, tx)) = self.live.get(&uid) {
+            if tx.send(pod::Msg::Update(pod.clone())).is_ok() {
+                return;
+            }
+        }
+        self.generation += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = pod::Worker::new(self.shared.clone(), pod, tx.clone());
+        let done = self.done_tx.clone();
+        let (id, u) = (self.generation, uid.clone());
+        tokio::spawn(async move {
+            worker.run(rx).await;
+            let _ = done.send((u, id));
+        });
+        self.live.insert(uid, (id, tx));
+    }
+
+    /// A worker ended.
+    fn finished(&mut self, uid: &str, id: u64) {
+        if self.live.get(uid).map(|(g, _)| *g) == Some(id) {
+            self.live.remove(uid);
+        }
+    }
+
+    /// The pod is gone from the API.
+    fn removed(&mut self, pod: Arc<Pod>) {
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        if let Some((_, tx)) = self.live.get(uid) {
+            let _ = tx.send(pod::Msg::Update(pod.clone()));
+            let _ = tx.send(pod::Msg::Removed);
+        }
+    }
+
+    /// After a relist: workers of pods no longer listed stop, every listed pod is dispatched.
+    fn resync(&mut self, current: Vec<Arc<Pod>>) {
+        let uids: std::collections::HashSet<String> = current
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        for (uid, (_, tx)) in &self.live {
+            if !uids.contains(uid) {
+                let _ = tx.send(pod::Msg::Removed);
+            }
+        }
+        for p in current {
+            self.dispatch(p);
+        }
+    }
+
+    /// Stops every pod's containers (the node stops with its pods) and, once all are down, the pod network.
+    async fn stop_all(&mut self) {
+        for (_, tx) in self.live.values() {
             let _ = tx.send(pod::Msg::Shutdown);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while !workers.is_empty() {
-            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+        while !self.live.is_empty() {
+            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
                 Ok(Some((uid, _))) => {
-                    workers.remove(&uid);
+                    self.live.remove(&uid);
                 }
                 _ => break,
             }
         }
-        if workers.is_empty() {
-            shared.network.shutdown().await;
+        if self.live.is_empty() {
+            self.shared.network.shutdown().await;
         }
     }
-    Ok(())
 }
 
 /// Stops and forgets containers of pods that are no longer bound to this node (deleted while the agent was away).
