@@ -211,6 +211,45 @@ fn finished_deleting(kind: &'static KindInfo, obj: &Value) -> bool {
         && (kind.kind != "Namespace" || crate::apiserver::namespaces::finalized(obj))
 }
 
+/// Parses a PATCH body by its content type.
+fn patch_body(ct: &str, body: &[u8]) -> Result<Value> {
+    match ct {
+        "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json" => parse_body(body, "json"),
+        "application/apply-patch+yaml" | "application/apply-patch+cbor" => parse_body(body, "yaml"),
+        other => Err(ApiError::unsupported_media(other)),
+    }
+}
+
+/// A JSON, merge or strategic-merge patch of `base`: the patched object, or None when it changes nothing. A
+/// resourceVersion in the result must be the current one (optimistic concurrency).
+fn plain_patch(
+    ct: &str,
+    base: &Value,
+    doc: &Value,
+    (kind, name): (&'static KindInfo, &str),
+    rev: i64,
+) -> Result<Option<Value>> {
+    let mut next = base.clone();
+    match ct {
+        "application/json-patch+json" => patch::json_patch(&mut next, doc)
+            .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+        "application/merge-patch+json" => patch::merge_patch(&mut next, doc),
+        _ => patch::strategic_merge(&mut next, doc)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+    }
+    if next == *base && !base.is_null() {
+        return Ok(None);
+    }
+    if let Some(want) = next["metadata"]["resourceVersion"].as_str() {
+        if want != rev.to_string() {
+            return Err(ApiError::conflict(&kind.qualified(), name, "the object has been modified; please apply your changes to the latest version and try again"));
+        }
+    }
+    Ok(Some(next))
+}
+
 impl Server {
     /// Validates, defaults and commits an object. `old` is the current object and its revision (None = create).
     pub async fn write(
@@ -460,15 +499,7 @@ impl Server {
         let kind = t.kind;
         let name = t.name.as_deref().unwrap_or("");
         let ct = content_type.split(';').next().unwrap_or("").trim();
-        let patch_doc = match ct {
-            "application/json-patch+json"
-            | "application/merge-patch+json"
-            | "application/strategic-merge-patch+json" => parse_body(body, "json")?,
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                parse_body(body, "yaml")?
-            }
-            other => return Err(ApiError::unsupported_media(other)),
-        };
+        let patch_doc = patch_body(ct, body)?;
         let apply = ct == "application/apply-patch+yaml";
         let default_manager = if apply { "" } else { "unknown" };
         let mut opts = WriteOpts::from_query(q, default_manager, t.sub.as_deref())?;
@@ -482,81 +513,25 @@ impl Server {
                 Err(e) if e.code == 404 && apply && t.sub.is_none() => (None, 0),
                 Err(e) => return Err(e),
             };
-            let mut next = cur.clone().unwrap_or(Value::Null);
-            if apply {
-                check_type(kind, &patch_doc)?;
-                if meta_str(&patch_doc, "name").is_some_and(|n| n != name) {
-                    return Err(ApiError::bad_request(
-                        "the name of the object does not match the name on the URL",
-                    ));
-                }
-                let time = format_time(&now());
-                let force = flag(q, "force");
-                next = patch::apply(
-                    &next,
-                    &patch_doc,
-                    &opts.manager,
-                    &kind.api_version(),
-                    force,
-                    opts.subresource == "status",
-                    &time,
-                )
-                .map_err(|e| match e {
-                    patch::Error::Conflicts(m) => ApiError::new(409, "Conflict", m),
-                    other => ApiError::bad_request(other.to_string()),
-                })?;
-                if cur.is_none() {
-                    set_meta(&mut next, "name", json!(name));
-                    if kind.namespaced {
-                        self.namespace_usable(t.namespace.as_deref().unwrap_or("default"))
-                            .await?;
-                    }
-                }
+            let next = if apply {
+                self.server_side_apply(t, cur.as_ref(), &patch_doc, &opts, flag(q, "force"))
+                    .await?
             } else {
-                let base = next.clone();
-                match ct {
-                    "application/json-patch+json" => patch::json_patch(&mut next, &patch_doc)
-                        .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
-                    "application/merge-patch+json" => patch::merge_patch(&mut next, &patch_doc),
-                    _ => patch::strategic_merge(&mut next, &patch_doc)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
-                }
-                if next == base {
+                let base = cur.clone().unwrap_or(Value::Null);
+                match plain_patch(ct, &base, &patch_doc, (kind, name), rev)? {
+                    Some(next) => next,
                     // Nothing changes: answer with the current object without a write.
-                    if let Some(c) = cur {
-                        return Ok(c);
-                    }
+                    None => return Ok(base),
                 }
-                if let Some(want) = next
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                {
-                    if want != rev.to_string() {
-                        return Err(ApiError::conflict(&kind.qualified(), name, "the object has been modified; please apply your changes to the latest version and try again"));
-                    }
-                }
-            }
+            };
             let saved_manager = opts.manager.clone();
             if apply {
                 opts.manager = APPLY_MARKER.into();
             }
-            let res = match &cur {
-                Some(c) => {
-                    self.write(
-                        kind,
-                        t.namespace.as_deref(),
-                        next,
-                        Some((c, rev)),
-                        &opts,
-                        warnings,
-                    )
-                    .await
-                }
-                None => {
-                    self.write(kind, t.namespace.as_deref(), next, None, &opts, warnings)
-                        .await
-                }
-            };
+            let old = cur.as_ref().map(|c| (c, rev));
+            let res = self
+                .write(kind, t.namespace.as_deref(), next, old, &opts, warnings)
+                .await;
             opts.manager = saved_manager;
             match res {
                 Err(e)
@@ -575,6 +550,49 @@ impl Server {
             name,
             "too many concurrent writes; try again",
         ))
+    }
+
+    /// Server-side apply of `doc` onto the current object (None: the apply creates it).
+    async fn server_side_apply(
+        &self,
+        t: &Target,
+        cur: Option<&Value>,
+        doc: &Value,
+        opts: &WriteOpts,
+        force: bool,
+    ) -> Result<Value> {
+        let kind = t.kind;
+        let name = t.name.as_deref().unwrap_or("");
+        check_type(kind, doc)?;
+        if meta_str(doc, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        let time = format_time(&now());
+        let base = cur.cloned().unwrap_or(Value::Null);
+        let status = opts.subresource == "status";
+        let mut next = patch::apply(
+            &base,
+            doc,
+            &opts.manager,
+            &kind.api_version(),
+            force,
+            status,
+            &time,
+        )
+        .map_err(|e| match e {
+            patch::Error::Conflicts(m) => ApiError::new(409, "Conflict", m),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
+        if cur.is_none() {
+            set_meta(&mut next, "name", json!(name));
+            if kind.namespaced {
+                self.namespace_usable(t.namespace.as_deref().unwrap_or("default"))
+                    .await?;
+            }
+        }
+        Ok(next)
     }
 }
 
