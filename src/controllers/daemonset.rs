@@ -242,8 +242,8 @@ fn plan(spec: &DaemonSetSpec, place: &Placement, hash: &str) -> (Vec<String>, Ve
         unavailable_or(1).max(1)
     };
     let is_new = |p: &Pod| revision_of(p) == hash;
-    let ready = |p: &Pod| available(p, min_ready, now);
-    let mut unavailable = desired - place.nodes_with(ready);
+    let avail = |p: &Pod| available(p, min_ready, now);
+    let mut unavailable = desired - place.nodes_with(avail);
     let mut surging = place.by_node.values().filter(|pods| pods.len() > 1).count() as i64;
     for (node, pods) in &place.by_node {
         let news: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_new(p)).collect();
@@ -260,11 +260,11 @@ fn plan(spec: &DaemonSetSpec, place: &Placement, hash: &str) -> (Vec<String>, Ve
         match news.first() {
             // Surge: the new pod is up; the old one goes once the new one is available.
             Some(new) => {
-                if ready(new) || !ready(old) {
+                if avail(new) || !avail(old) {
                     delete.push(old_name);
                 }
             }
-            None if !ready(old) => delete.push(old_name),
+            None if !avail(old) => delete.push(old_name),
             None if max_surge > 0 => {
                 if surging < max_surge {
                     surging += 1;
