@@ -23,156 +23,20 @@ fn set(m: &mut Map<String, Value>, key: &str, value: Value) {
 
 /// Applies defaults for `kind` to `v` in place.
 pub fn apply(kind: &str, v: &mut Value) {
-    match kind {
+    let spec_defaults: fn(&mut Map<String, Value>) = match kind {
         "Pod" => {
             if let Some(spec) = v.get_mut("spec") {
                 pod_spec(spec);
             }
+            return;
         }
-        "Deployment" => {
-            if let Some(spec) = obj(v, "spec") {
-                set(spec, "replicas", json!(1));
-                set(spec, "revisionHistoryLimit", json!(10));
-                set(spec, "progressDeadlineSeconds", json!(600));
-                let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
-                if strategy.is_null() {
-                    *strategy = json!({});
-                }
-                if let Some(st) = strategy.as_object_mut() {
-                    set(st, "type", json!("RollingUpdate"));
-                    if st.get("type") == Some(&json!("RollingUpdate")) {
-                        let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
-                        if let Some(ru) = ru.as_object_mut() {
-                            set(ru, "maxSurge", json!("25%"));
-                            set(ru, "maxUnavailable", json!("25%"));
-                        }
-                    }
-                }
-                template(spec);
-            }
-        }
-        "ReplicaSet" => {
-            if let Some(spec) = obj(v, "spec") {
-                set(spec, "replicas", json!(1));
-                template(spec);
-            }
-        }
-        "ReplicationController" => {
-            if let Some(spec) = obj(v, "spec") {
-                set(spec, "replicas", json!(1));
-                let labels = spec
-                    .get("template")
-                    .and_then(|t| t.get("metadata"))
-                    .and_then(|m| m.get("labels"))
-                    .cloned();
-                if let Some(l) = labels {
-                    set(spec, "selector", l);
-                }
-                template(spec);
-            }
-        }
-        "StatefulSet" => {
-            if let Some(spec) = obj(v, "spec") {
-                set(spec, "replicas", json!(1));
-                set(spec, "podManagementPolicy", json!("OrderedReady"));
-                set(spec, "revisionHistoryLimit", json!(10));
-                rolling_strategy(spec, json!({"partition": 0}));
-                set(
-                    spec,
-                    "persistentVolumeClaimRetentionPolicy",
-                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-                );
-                for t in spec
-                    .get_mut("volumeClaimTemplates")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(s) = obj(t, "spec") {
-                        set(s, "volumeMode", json!("Filesystem"));
-                    }
-                }
-                template(spec);
-            }
-        }
-        "DaemonSet" => {
-            if let Some(spec) = obj(v, "spec") {
-                set(spec, "revisionHistoryLimit", json!(10));
-                rolling_strategy(spec, json!({"maxUnavailable": 1, "maxSurge": 0}));
-                template(spec);
-            }
-        }
-        "Job" => {
-            if let Some(spec) = obj(v, "spec") {
-                job_spec(spec);
-            }
-        }
-        "CronJob" => {
-            if let Some(spec) = obj(v, "spec") {
-                set(spec, "concurrencyPolicy", json!("Allow"));
-                set(spec, "suspend", json!(false));
-                set(spec, "successfulJobsHistoryLimit", json!(3));
-                set(spec, "failedJobsHistoryLimit", json!(1));
-                if let Some(jt) = spec.get_mut("jobTemplate") {
-                    if let Some(js) = obj(jt, "spec") {
-                        job_spec(js);
-                    }
-                }
-            }
-        }
-        "Service" => {
-            if let Some(spec) = obj(v, "spec") {
-                set(spec, "type", json!("ClusterIP"));
-                let external = spec.get("type") == Some(&json!("ExternalName"));
-                if !external {
-                    set(spec, "sessionAffinity", json!("None"));
-                    set(spec, "ipFamilies", json!(["IPv4"]));
-                    set(spec, "ipFamilyPolicy", json!("SingleStack"));
-                    set(spec, "internalTrafficPolicy", json!("Cluster"));
-                }
-                if matches!(
-                    spec.get("type").and_then(Value::as_str),
-                    Some("NodePort" | "LoadBalancer")
-                ) {
-                    set(spec, "externalTrafficPolicy", json!("Cluster"));
-                }
-                for p in spec
-                    .get_mut("ports")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(p) = p.as_object_mut() {
-                        set(p, "protocol", json!("TCP"));
-                        if let Some(port) = p.get("port").cloned() {
-                            set(p, "targetPort", port);
-                        }
-                    }
-                }
-            }
-        }
-        "Secret" => {
+        "Secret" => return secret(v),
+        "StorageClass" => {
             if let Some(m) = v.as_object_mut() {
-                set(m, "type", json!("Opaque"));
-                if let Some(Value::Object(sd)) = m.remove("stringData") {
-                    let data = m.entry("data").or_insert_with(|| json!({}));
-                    if data.is_null() {
-                        *data = json!({});
-                    }
-                    if let Some(data) = data.as_object_mut() {
-                        for (k, val) in sd {
-                            let text = val
-                                .as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| val.to_string());
-                            data.insert(
-                                k,
-                                json!(base64::engine::general_purpose::STANDARD.encode(text)),
-                            );
-                        }
-                    }
-                }
+                set(m, "reclaimPolicy", json!("Delete"));
+                set(m, "volumeBindingMode", json!("Immediate"));
             }
+            return;
         }
         "Namespace" => {
             if let Some(spec) = obj(v, "spec") {
@@ -182,34 +46,177 @@ pub fn apply(kind: &str, v: &mut Value) {
                     json!([super::core::NAMESPACE_FINALIZER]),
                 );
             }
-            if let Some(status) = obj(v, "status") {
-                set(status, "phase", json!("Active"));
-            }
+            status_phase(v, "Active");
+            return;
         }
         "PersistentVolumeClaim" => {
             if let Some(spec) = obj(v, "spec") {
                 set(spec, "volumeMode", json!("Filesystem"));
             }
-            if let Some(status) = obj(v, "status") {
-                set(status, "phase", json!("Pending"));
-            }
+            status_phase(v, "Pending");
+            return;
         }
         "PersistentVolume" => {
             if let Some(spec) = obj(v, "spec") {
                 set(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
                 set(spec, "volumeMode", json!("Filesystem"));
             }
-            if let Some(status) = obj(v, "status") {
-                set(status, "phase", json!("Pending"));
+            status_phase(v, "Pending");
+            return;
+        }
+        "Deployment" => deployment,
+        "ReplicaSet" => |spec| {
+            set(spec, "replicas", json!(1));
+            template(spec);
+        },
+        "ReplicationController" => replication_controller,
+        "StatefulSet" => stateful_set,
+        "DaemonSet" => |spec| {
+            set(spec, "revisionHistoryLimit", json!(10));
+            rolling_strategy(spec, json!({"maxUnavailable": 1, "maxSurge": 0}));
+            template(spec);
+        },
+        "Job" => job_spec,
+        "CronJob" => cron_job,
+        "Service" => service,
+        _ => return,
+    };
+    if let Some(spec) = obj(v, "spec") {
+        spec_defaults(spec);
+    }
+}
+
+/// The ports of a Service spec or a container.
+fn ports(m: &mut Map<String, Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
+    m.get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+}
+
+/// `status.phase`, where there is none yet.
+fn status_phase(v: &mut Value, phase: &str) {
+    if let Some(status) = obj(v, "status") {
+        set(status, "phase", json!(phase));
+    }
+}
+
+fn deployment(spec: &mut Map<String, Value>) {
+    set(spec, "replicas", json!(1));
+    set(spec, "revisionHistoryLimit", json!(10));
+    set(spec, "progressDeadlineSeconds", json!(600));
+    let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+    if strategy.is_null() {
+        *strategy = json!({});
+    }
+    if let Some(st) = strategy.as_object_mut() {
+        set(st, "type", json!("RollingUpdate"));
+        if st.get("type") == Some(&json!("RollingUpdate")) {
+            let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                set(ru, "maxSurge", json!("25%"));
+                set(ru, "maxUnavailable", json!("25%"));
             }
         }
-        "StorageClass" => {
-            if let Some(m) = v.as_object_mut() {
-                set(m, "reclaimPolicy", json!("Delete"));
-                set(m, "volumeBindingMode", json!("Immediate"));
-            }
+    }
+    template(spec);
+}
+
+/// A ReplicationController selects its template's labels unless told otherwise.
+fn replication_controller(spec: &mut Map<String, Value>) {
+    set(spec, "replicas", json!(1));
+    let labels = spec
+        .get("template")
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("labels"))
+        .cloned();
+    if let Some(l) = labels {
+        set(spec, "selector", l);
+    }
+    template(spec);
+}
+
+fn stateful_set(spec: &mut Map<String, Value>) {
+    set(spec, "replicas", json!(1));
+    set(spec, "podManagementPolicy", json!("OrderedReady"));
+    set(spec, "revisionHistoryLimit", json!(10));
+    rolling_strategy(spec, json!({"partition": 0}));
+    set(
+        spec,
+        "persistentVolumeClaimRetentionPolicy",
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+    );
+    for t in spec
+        .get_mut("volumeClaimTemplates")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(s) = obj(t, "spec") {
+            set(s, "volumeMode", json!("Filesystem"));
         }
-        _ => {}
+    }
+    template(spec);
+}
+
+fn cron_job(spec: &mut Map<String, Value>) {
+    set(spec, "concurrencyPolicy", json!("Allow"));
+    set(spec, "suspend", json!(false));
+    set(spec, "successfulJobsHistoryLimit", json!(3));
+    set(spec, "failedJobsHistoryLimit", json!(1));
+    if let Some(jt) = spec.get_mut("jobTemplate") {
+        if let Some(js) = obj(jt, "spec") {
+            job_spec(js);
+        }
+    }
+}
+
+fn service(spec: &mut Map<String, Value>) {
+    set(spec, "type", json!("ClusterIP"));
+    let external = spec.get("type") == Some(&json!("ExternalName"));
+    if !external {
+        set(spec, "sessionAffinity", json!("None"));
+        set(spec, "ipFamilies", json!(["IPv4"]));
+        set(spec, "ipFamilyPolicy", json!("SingleStack"));
+        set(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if matches!(
+        spec.get("type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    ) {
+        set(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    for p in ports(spec) {
+        set(p, "protocol", json!("TCP"));
+        if let Some(port) = p.get("port").cloned() {
+            set(p, "targetPort", port);
+        }
+    }
+}
+
+/// A Secret's type (Opaque), and its `stringData` moved into `data`, base64-encoded.
+fn secret(v: &mut Value) {
+    let Some(m) = v.as_object_mut() else { return };
+    set(m, "type", json!("Opaque"));
+    let Some(Value::Object(sd)) = m.remove("stringData") else {
+        return;
+    };
+    let data = m.entry("data").or_insert_with(|| json!({}));
+    if data.is_null() {
+        *data = json!({});
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, val) in sd {
+            let text = val
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| val.to_string());
+            data.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
     }
 }
 
@@ -304,15 +311,8 @@ pub fn pod_spec(spec: &mut Value) {
             set(c, "terminationMessagePath", json!("/dev/termination-log"));
             set(c, "terminationMessagePolicy", json!("File"));
             set(c, "resources", json!({}));
-            for p in c
-                .get_mut("ports")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(p) = p.as_object_mut() {
-                    set(p, "protocol", json!("TCP"));
-                }
+            for p in ports(c) {
+                set(p, "protocol", json!("TCP"));
             }
             for pr in ["livenessProbe", "readinessProbe", "startupProbe"] {
                 if let Some(p) = c.get_mut(pr) {

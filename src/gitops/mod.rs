@@ -74,6 +74,22 @@ pub struct Context {
 }
 
 impl Context {
+    /// What the app last did, if this process has seen it.
+    fn memo(&self, key: &str) -> Option<Memo> {
+        self.memos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, key: &str, memo: &Memo) {
+        self.memos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), memo.clone());
+    }
+
     pub fn new(client: Client, queue: WorkQueue, cache: std::path::PathBuf) -> Self {
         Context {
             client,
@@ -527,98 +543,168 @@ pub async fn write_rollback(
 
 /// Reconciles one Application: sync a new commit (or a requested sync, or drift), then observe health.
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = app.metadata.namespace().to_string();
-    let name = app.metadata.name().to_string();
-    let key = format!("{ns}/{name}");
+    let pass = Pass::new(&app, &ctx);
     if app.metadata.deletion_timestamp.is_some() {
-        ctx.unwatch(&key);
+        ctx.unwatch(&pass.key);
         return Ok(Action::await_change());
     }
-    let generation = app.metadata.generation.unwrap_or(0);
-    let annotation = |k: &str| -> String {
-        app.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(k))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let sync_request = annotation("capstan.io/sync-requested");
-    let memo = ctx
-        .memos
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .cloned();
-    let started = format_time(&now());
-    let refresh = annotation("capstan.io/refresh");
-    let webhook = memo.as_ref().is_some_and(|m| m.refresh != refresh);
-    let poll = memo
-        .as_ref()
-        .is_none_or(|m| m.fetched.is_none_or(|t| t.elapsed() >= interval(&app)));
-    let known = memo.as_ref().and_then(|m| m.snap.clone());
-    let (snap, git_dir, remote) = match read_commit(
-        &ctx.client,
-        &app,
-        &ctx.cache,
-        webhook || poll,
-        known,
-    )
-    .await
-    {
+    let memo = ctx.memo(&pass.key);
+    let (snap, remote, fetched) = match pass.fetch(memo.as_ref()).await {
         Ok(r) => r,
-        Err(e) => {
-            set_status(&ctx.client, &ns, &name, json!({"sync": {"status": "Unknown"},
-                "operationState": {"phase": "Failed", "message": e.to_string(), "startedAt": started,
-                    "finishedAt": format_time(&now())}})).await;
-            return Ok(Action::requeue(Duration::from_secs(5)));
-        }
+        Err(action) => return Ok(action),
     };
-    if !remote {
-        ctx.watch(&key, &git_dir);
-    }
-    let default_ns = app
-        .spec
-        .as_ref()
-        .and_then(|s| s.destination.as_ref())
-        .and_then(|d| d.namespace.clone())
-        .unwrap_or_else(|| "default".into());
+    let webhook = memo.as_ref().is_some_and(|m| m.refresh != pass.refresh);
+    let trigger = pass.trigger(memo.as_ref(), &snap, webhook, remote);
     let policy = sync_policy(&app);
-    let trigger = match &memo {
-        None => Some("startup"),
-        Some(m) if m.revision != snap.commit => Some(if snap.message.starts_with("Roll back ") {
-            "rollback"
-        } else if webhook {
-            "webhook"
-        } else if remote {
-            "poll"
-        } else {
-            "push"
-        }),
-        Some(m) if m.generation != generation => Some("manual"),
-        Some(m) if m.sync_request != sync_request => Some("manual"),
-        _ => None,
-    };
     let automated = policy.automated.unwrap_or(true);
     let mut memo = memo.unwrap_or_default();
-    memo.refresh = refresh;
+    memo.refresh = pass.refresh.clone();
     memo.snap = Some(snap.clone());
-    if remote && (webhook || poll) {
+    if fetched {
         memo.fetched = Some(std::time::Instant::now());
     }
-    if trigger.is_none() {
-        ctx.memos
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), memo.clone());
+    match trigger {
+        None => ctx.remember(&pass.key, &memo),
+        Some(trigger) if automated || trigger == "manual" => {
+            pass.sync(&mut memo, &snap, trigger).await;
+        }
+        Some(_) => {
+            // Not automated: show that git moved on.
+            set_status(
+                &ctx.client,
+                &pass.ns,
+                &pass.name,
+                json!({"sync": {"status": "OutOfSync", "revision": snap.commit}}),
+            )
+            .await;
+            return Ok(Action::requeue(ctx.resync));
+        }
     }
-    if let Some(trigger) = trigger.filter(|t| automated || *t == "manual") {
-        let result = sync_commit(&ctx, &app, &snap, &default_ns, trigger, &started).await;
+    // Observe health and drift of the last good sync.
+    if memo.failed && memo.desired.is_empty() {
+        return Ok(Action::requeue(ctx.resync));
+    }
+    Ok(pass.observe(&mut memo, &snap, &policy).await)
+}
+
+/// One reconcile of one Application: what it reads from the app before acting.
+struct Pass<'a> {
+    ctx: &'a Context,
+    app: &'a Application,
+    ns: String,
+    name: String,
+    /// `namespace/name`, the app's key in the queue and the memos.
+    key: String,
+    generation: i64,
+    /// The `capstan.io/sync-requested` annotation (`capstan app sync` bumps it).
+    sync_request: String,
+    /// The `capstan.io/refresh` annotation (a webhook bumps it).
+    refresh: String,
+    /// When this pass began, for the records it writes.
+    started: String,
+}
+
+impl<'a> Pass<'a> {
+    fn new(app: &'a Application, ctx: &'a Context) -> Self {
+        let ns = app.metadata.namespace().to_string();
+        let name = app.metadata.name().to_string();
+        let annotation = |k: &str| -> String {
+            app.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .cloned()
+                .unwrap_or_default()
+        };
+        Pass {
+            ctx,
+            app,
+            key: format!("{ns}/{name}"),
+            ns,
+            name,
+            generation: app.metadata.generation.unwrap_or(0),
+            sync_request: annotation("capstan.io/sync-requested"),
+            refresh: annotation("capstan.io/refresh"),
+            started: format_time(&now()),
+        }
+    }
+
+    /// Reads the commit to deploy, fetching a remote when a webhook asked or its poll interval passed, and watches a
+    /// local repository. Returns the commit, whether the repository is remote and whether it was fetched now; when it
+    /// cannot be read, the app's status says why and the pass ends.
+    async fn fetch(
+        &self,
+        memo: Option<&Memo>,
+    ) -> Result<(Arc<source::Snapshot>, bool, bool), Action> {
+        let webhook = memo.is_some_and(|m| m.refresh != self.refresh);
+        let poll = memo.is_none_or(|m| m.fetched.is_none_or(|t| t.elapsed() >= interval(self.app)));
+        let known = memo.and_then(|m| m.snap.clone());
+        let fetch = webhook || poll;
+        match read_commit(&self.ctx.client, self.app, &self.ctx.cache, fetch, known).await {
+            Ok((snap, git_dir, remote)) => {
+                if !remote {
+                    self.ctx.watch(&self.key, &git_dir);
+                }
+                Ok((snap, remote, remote && fetch))
+            }
+            Err(e) => {
+                set_status(&self.ctx.client, &self.ns, &self.name, json!({"sync": {"status": "Unknown"},
+                    "operationState": {"phase": "Failed", "message": e.to_string(), "startedAt": self.started,
+                        "finishedAt": format_time(&now())}})).await;
+                Err(Action::requeue(Duration::from_secs(5)))
+            }
+        }
+    }
+
+    /// Why this pass syncs, if it does: the first look, a new commit (named by how it came), or a manual request.
+    fn trigger(
+        &self,
+        memo: Option<&Memo>,
+        snap: &source::Snapshot,
+        webhook: bool,
+        remote: bool,
+    ) -> Option<&'static str> {
+        match memo {
+            None => Some("startup"),
+            Some(m) if m.revision != snap.commit => {
+                Some(if snap.message.starts_with("Roll back ") {
+                    "rollback"
+                } else if webhook {
+                    "webhook"
+                } else if remote {
+                    "poll"
+                } else {
+                    "push"
+                })
+            }
+            Some(m) if m.generation != self.generation => Some("manual"),
+            Some(m) if m.sync_request != self.sync_request => Some("manual"),
+            _ => None,
+        }
+    }
+
+    /// Syncs the commit and remembers the outcome: a new history entry, whose health is recorded afresh.
+    async fn sync(&self, memo: &mut Memo, snap: &source::Snapshot, trigger: &str) {
+        let default_ns = self
+            .app
+            .spec
+            .as_ref()
+            .and_then(|s| s.destination.as_ref())
+            .and_then(|d| d.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let result = sync_commit(
+            self.ctx,
+            self.app,
+            snap,
+            &default_ns,
+            trigger,
+            &self.started,
+        )
+        .await;
         memo.revision = snap.commit.clone();
-        memo.generation = generation;
-        // A new history entry: its health is recorded afresh.
+        memo.generation = self.generation;
         memo.health.clear();
-        memo.sync_request = sync_request.clone();
+        memo.sync_request = self.sync_request.clone();
         match result {
             Ok(desired) => {
                 memo.desired = desired;
@@ -626,65 +712,30 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
             }
             Err(()) => memo.failed = true,
         }
-        ctx.memos
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), memo.clone());
-    } else if trigger.is_some() {
-        // Not automated: show that git moved on.
-        set_status(
-            &ctx.client,
-            &ns,
-            &name,
-            json!({"sync": {"status": "OutOfSync", "revision": snap.commit}}),
-        )
-        .await;
-        return Ok(Action::requeue(ctx.resync));
+        self.ctx.remember(&self.key, memo);
     }
-    // Observe health and drift of the last good sync.
-    if !memo.failed || !memo.desired.is_empty() {
-        let (health, message, resources, drifted) = match observe(&ctx.client, &memo.desired).await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::debug!(app = %key, "cannot observe the app's objects: {e}");
-                return Ok(Action::requeue(ctx.resync));
-            }
-        };
-        let self_heal = policy.self_heal.unwrap_or(true);
-        if !drifted.is_empty() && self_heal && !memo.failed && automated {
-            tracing::info!(app = %key, drift = ?drifted, "reverting drift from git");
-            let started = format_time(&now());
-            match sync::apply(&ctx.client, &memo.desired, &ns, &name, false).await {
-                Ok(outcome) => {
-                    let mut outcome = outcome;
-                    if outcome.updated.is_empty() && outcome.created.is_empty() {
-                        outcome.updated = drifted.clone();
-                    }
-                    let _ = record(
-                        &ctx.client,
-                        &ns,
-                        &name,
-                        &snap,
-                        "self-heal",
-                        &started,
-                        "Succeeded",
-                        Some(format!("reverted drift: {}", drifted.join("; "))),
-                        &outcome,
-                    )
-                    .await;
+
+    /// Looks at the health and drift of what the last good sync applied: reverts drift (self-heal), writes the
+    /// app's status when it changed, records health in the history and rolls a Degraded commit back when asked.
+    async fn observe(
+        &self,
+        memo: &mut Memo,
+        snap: &source::Snapshot,
+        policy: &SyncPolicy,
+    ) -> Action {
+        let resync = Action::requeue(self.ctx.resync);
+        let (health, message, resources, drifted) =
+            match observe(&self.ctx.client, &memo.desired).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::debug!(app = %self.key, "cannot observe the app's objects: {e}");
+                    return resync;
                 }
-                Err(e) => tracing::warn!(app = %key, "self-heal failed: {e}"),
-            }
-            if let Some(m) = ctx
-                .memos
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(&key)
-            {
-                m.health.clear();
-            }
-            return Ok(Action::requeue(Duration::from_millis(200)));
+            };
+        let automated = policy.automated.unwrap_or(true);
+        if !drifted.is_empty() && policy.self_heal.unwrap_or(true) && !memo.failed && automated {
+            self.heal(memo, snap, &drifted).await;
+            return Action::requeue(Duration::from_millis(200));
         }
         let sync_status = if memo.failed {
             "Failed"
@@ -695,46 +746,81 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         };
         let mut status = json!({"sync": {"status": sync_status, "revision": snap.commit},
             "health": {"status": health, "message": message}, "resources": resources,
-            "observedGeneration": generation});
+            "observedGeneration": self.generation});
         if !memo.failed {
             status["lastSyncedRevision"] = json!(memo.revision);
         }
         // Only real changes are written (an unchanged app costs no write and wakes no watcher).
-        let current = serde_json::to_value(&app.status).unwrap_or(Value::Null);
+        let current = serde_json::to_value(&self.app.status).unwrap_or(Value::Null);
         if !is_subset(&status, &current) {
-            set_status(&ctx.client, &ns, &name, status).await;
+            set_status(&self.ctx.client, &self.ns, &self.name, status).await;
         }
         if !memo.failed && memo.health != health {
-            record_health(&ctx.client, &ns, &name, &health).await;
+            record_health(&self.ctx.client, &self.ns, &self.name, &health).await;
             memo.health = health.clone();
-            ctx.memos
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), memo.clone());
+            self.ctx.remember(&self.key, memo);
         }
-        // autoRollback: a commit that made the app Degraded is reverted once, by a commit.
         if health == "Degraded"
             && policy.auto_rollback.unwrap_or(false)
             && memo.auto_rolled != memo.revision
         {
-            if let Some(to) = last_healthy(&ctx.client, &ns, &name, &memo.revision).await {
-                memo.auto_rolled = memo.revision.clone();
-                ctx.memos
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key.clone(), memo.clone());
-                let why = format!("Automatic rollback: {message}");
-                match write_rollback(&ctx.client, &app, &to, &why).await {
-                    Ok(c) => {
-                        tracing::info!(app = %key, commit = %c, to = %to, "rolled back automatically")
-                    }
-                    Err(e) => tracing::warn!(app = %key, "automatic rollback failed: {e}"),
+            self.auto_rollback(memo, &message).await;
+        }
+        resync
+    }
+
+    /// Self-heal: applies the desired objects again over drift, and records it in the history.
+    async fn heal(&self, memo: &Memo, snap: &source::Snapshot, drifted: &[String]) {
+        tracing::info!(app = %self.key, drift = ?drifted, "reverting drift from git");
+        let started = format_time(&now());
+        match sync::apply(&self.ctx.client, &memo.desired, &self.ns, &self.name, false).await {
+            Ok(mut outcome) => {
+                if outcome.updated.is_empty() && outcome.created.is_empty() {
+                    outcome.updated = drifted.to_vec();
                 }
-                ctx.queue.add(&key);
+                let _ = record(
+                    &self.ctx.client,
+                    &self.ns,
+                    &self.name,
+                    snap,
+                    "self-heal",
+                    &started,
+                    "Succeeded",
+                    Some(format!("reverted drift: {}", drifted.join("; "))),
+                    &outcome,
+                )
+                .await;
             }
+            Err(e) => tracing::warn!(app = %self.key, "self-heal failed: {e}"),
+        }
+        if let Some(m) = self
+            .ctx
+            .memos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&self.key)
+        {
+            m.health.clear();
         }
     }
-    Ok(Action::requeue(ctx.resync))
+
+    /// autoRollback: a commit that made the app Degraded is reverted once, by a commit.
+    async fn auto_rollback(&self, memo: &mut Memo, message: &str) {
+        let client = &self.ctx.client;
+        let Some(to) = last_healthy(client, &self.ns, &self.name, &memo.revision).await else {
+            return;
+        };
+        memo.auto_rolled = memo.revision.clone();
+        self.ctx.remember(&self.key, memo);
+        let why = format!("Automatic rollback: {message}");
+        match write_rollback(client, self.app, &to, &why).await {
+            Ok(c) => {
+                tracing::info!(app = %self.key, commit = %c, to = %to, "rolled back automatically")
+            }
+            Err(e) => tracing::warn!(app = %self.key, "automatic rollback failed: {e}"),
+        }
+        self.ctx.queue.add(&self.key);
+    }
 }
 
 /// Renders, validates and applies one commit; records the attempt and the app's status. Returns the desired objects

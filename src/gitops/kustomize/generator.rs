@@ -1,0 +1,267 @@
+//! The generators: one ConfigMap or Secret from a `configMapGenerator`/`secretGenerator` entry (literals, files, env
+//! files, per-entry and shared `generatorOptions`), placed per its `behavior` among the objects the resources gave.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use super::transform::merge_into;
+use super::{resolve, string_map, strings, text_of, Res, Tree};
+use crate::api::registry;
+
+/// The fields a generator entry may have.
+const KNOWN: [&str; 10] = [
+    "name",
+    "namespace",
+    "behavior",
+    "literals",
+    "files",
+    "envs",
+    "env",
+    "type",
+    "options",
+    "immutable",
+];
+
+/// One ConfigMap or Secret from a generator entry.
+pub(super) fn generate(
+    tree: &Tree,
+    dir: &str,
+    kfile: &str,
+    kind: &str,
+    g: &Value,
+    options: &Value,
+) -> Result<Res, String> {
+    if let Some(bad) = g
+        .as_object()
+        .and_then(|m| m.keys().find(|k| !KNOWN.contains(&k.as_str())))
+    {
+        return Err(format!("{bad} is not supported in a generator"));
+    }
+    let name = g["name"].as_str().ok_or("every generator needs a name")?;
+    let mut contents = Contents::new(name);
+    contents.read(tree, dir, g)?;
+    let own = &g["options"];
+    let opt = |key: &str| {
+        if own.get(key).is_some() {
+            &own[key]
+        } else {
+            &options[key]
+        }
+    };
+    let mut object = json!({
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": metadata(name, g, options)?,
+    });
+    contents.store(&mut object, kind, g);
+    if g["immutable"].as_bool() == Some(true) || opt("immutable").as_bool() == Some(true) {
+        object["immutable"] = json!(true);
+    }
+    let info =
+        registry::by_kind("v1", kind).ok_or_else(|| format!("{kind} is not a known kind"))?;
+    Ok(Res {
+        file: kfile.to_string(),
+        line: 1,
+        kind: info,
+        object,
+        origin: name.to_string(),
+        hash: opt("disableNameSuffixHash").as_bool() != Some(true),
+    })
+}
+
+/// The name, namespace, labels and annotations (the shared options' merged with the entry's own) of a generated
+/// object.
+fn metadata(name: &str, g: &Value, options: &Value) -> Result<Value, String> {
+    let own = &g["options"];
+    let mut meta = json!({"name": name});
+    if let Some(ns) = g["namespace"].as_str() {
+        meta["namespace"] = json!(ns);
+    }
+    for key in ["labels", "annotations"] {
+        let mut merged = if options[key].is_null() {
+            Map::new()
+        } else {
+            string_map(&options[key])?
+        };
+        if !own[key].is_null() {
+            merged.extend(string_map(&own[key])?);
+        }
+        if !merged.is_empty() {
+            meta[key] = Value::Object(merged);
+        }
+    }
+    Ok(meta)
+}
+
+/// The keys of a generated object: UTF-8 values as text, anything else as binary.
+struct Contents<'n> {
+    name: &'n str,
+    data: BTreeMap<String, String>,
+    binary: BTreeMap<String, Vec<u8>>,
+}
+
+impl<'n> Contents<'n> {
+    fn new(name: &'n str) -> Self {
+        Contents {
+            name,
+            data: BTreeMap::new(),
+            binary: BTreeMap::new(),
+        }
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>, from: &str) -> Result<(), String> {
+        if self.data.contains_key(&key) || self.binary.contains_key(&key) {
+            return Err(format!("{}: key {key} is given twice ({from})", self.name));
+        }
+        match String::from_utf8(value) {
+            Ok(s) => {
+                self.data.insert(key, s);
+            }
+            Err(e) => {
+                self.binary.insert(key, e.into_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `literals`, `envs` (and the older `env`) and `files`, in kustomize's order.
+    fn read(&mut self, tree: &Tree, dir: &str, g: &Value) -> Result<(), String> {
+        for lit in strings(&g["literals"], "literals")? {
+            let (k, v) = lit
+                .split_once('=')
+                .ok_or_else(|| format!("{}: literal {lit:?} is not KEY=VALUE", self.name))?;
+            self.put(k.to_string(), unquote(v).as_bytes().to_vec(), "literals")?;
+        }
+        let mut envs = strings(&g["envs"], "envs")?;
+        if let Some(env) = g["env"].as_str() {
+            envs.push(env.to_string());
+        }
+        for env in envs {
+            let path = resolve(dir, &env).ok_or_else(|| format!("{env}: leaves the repository"))?;
+            let text = text_of(tree, &path)?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (k, v) = line
+                    .split_once('=')
+                    .ok_or_else(|| format!("{path}:{}: not KEY=VALUE", n + 1))?;
+                self.put(k.trim().to_string(), unquote(v).as_bytes().to_vec(), &path)?;
+            }
+        }
+        for file in strings(&g["files"], "files")? {
+            let (key, rel) = match file.split_once('=') {
+                Some((k, p)) => (k.to_string(), p.to_string()),
+                None => (
+                    file.rsplit('/').next().unwrap_or(&file).to_string(),
+                    file.clone(),
+                ),
+            };
+            let path = resolve(dir, &rel).ok_or_else(|| format!("{rel}: leaves the repository"))?;
+            let bytes = tree
+                .get(&path)
+                .ok_or_else(|| format!("{}: file {rel} ({path}) does not exist", self.name))?;
+            self.put(key, bytes.clone(), &path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the keys into the object: a Secret's all base64 under `data` (with its `type`), a ConfigMap's text
+    /// under `data` and the rest base64 under `binaryData`.
+    fn store(self, object: &mut Value, kind: &str, g: &Value) {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let encoded = |m: BTreeMap<String, Vec<u8>>| -> Map<String, Value> {
+            m.into_iter()
+                .map(|(k, v)| (k, json!(b64.encode(v))))
+                .collect()
+        };
+        if kind == "Secret" {
+            let mut all = encoded(
+                self.data
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect(),
+            );
+            all.extend(encoded(self.binary));
+            object["type"] = json!(g["type"].as_str().unwrap_or("Opaque"));
+            object["data"] = Value::Object(all);
+        } else {
+            object["data"] = json!(self.data);
+            if !self.binary.is_empty() {
+                object["binaryData"] = Value::Object(encoded(self.binary));
+            }
+        }
+    }
+}
+
+/// Strips one pair of matching quotes, as kustomize does for literal and env-file values.
+fn unquote(v: &str) -> &str {
+    for q in ['"', '\''] {
+        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+            return &v[1..v.len() - 1];
+        }
+    }
+    v
+}
+
+/// Adds a generated object per its `behavior`: create (the default; the name must be new), merge or replace (an
+/// object of that name must come from the resources).
+pub(super) fn place(out: &mut Vec<Res>, mut res: Res, g: &Value) -> Result<(), String> {
+    let behavior = g["behavior"].as_str().unwrap_or("create");
+    let name = res.origin.clone();
+    let ns = res.namespace().map(str::to_string);
+    let existing = out.iter_mut().find(|r| {
+        r.kind.kind == res.kind.kind
+            && (r.origin == name || r.name() == name)
+            && (ns.is_none() || r.namespace() == ns.as_deref())
+    });
+    match (behavior, existing) {
+        ("create", None) => out.push(res),
+        ("create", Some(r)) => {
+            return Err(format!(
+                "{name}: a {} of that name already comes from {} (use behavior: merge or replace)",
+                res.kind.kind, r.file
+            ));
+        }
+        ("merge", Some(r)) => {
+            for field in ["data", "binaryData"] {
+                if let Some(Value::Object(new)) = res.object.get(field).cloned() {
+                    let target = r.object.get_mut(field).and_then(Value::as_object_mut);
+                    match target {
+                        Some(t) => t.extend(new),
+                        None => r.object[field] = Value::Object(new),
+                    }
+                }
+            }
+            for key in ["labels", "annotations"] {
+                if let Some(Value::Object(m)) = res.object["metadata"].get(key).cloned() {
+                    merge_into(&mut r.object["metadata"], key, &m);
+                }
+            }
+            r.hash |= res.hash;
+        }
+        ("replace", Some(r)) => {
+            res.object["metadata"]["name"] = r.object["metadata"]["name"].clone();
+            if let Some(ns) = r.namespace() {
+                res.object["metadata"]["namespace"] = json!(ns);
+            }
+            res.origin = r.origin.clone();
+            *r = res;
+        }
+        ("merge" | "replace", None) => {
+            return Err(format!(
+                "{name}: behavior {behavior} needs a {} of that name from the resources",
+                res.kind.kind
+            ));
+        }
+        (other, _) => {
+            return Err(format!(
+                "{name}: behavior {other:?} is not one of create, merge, replace"
+            ));
+        }
+    }
+    Ok(())
+}
