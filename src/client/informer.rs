@@ -220,109 +220,149 @@ impl<K: Object> Informer<K> {
             synced,
         };
         let (changes, _) = broadcast::channel(1024);
-        let c = cache.clone();
-        let tx = changes.clone();
-        let task = tokio::spawn(async move {
-            let mut rv = String::new();
-            loop {
-                if rv.is_empty() {
-                    match client.list(kind, namespace.as_deref(), &query).await {
-                        Ok(list) => {
-                            let mut list = list;
-                            let mut map = BTreeMap::new();
-                            let items = match list["items"].take() {
-                                Value::Array(items) => items,
-                                _ => Vec::new(),
-                            };
-                            for item in items {
-                                match K::decode(item, kind) {
-                                    Ok(obj) => {
-                                        map.insert(obj.key(), Arc::new(obj));
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, kind = kind.kind, "cannot decode a listed object; skipping it")
-                                    }
-                                }
-                            }
-                            *c.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
-                            rv = list
-                                .pointer("/metadata/resourceVersion")
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_string();
-                            synced_tx.send_replace(true);
-                            let _ = tx.send(Change::Resynced);
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, kind = kind.kind, "list failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            continue;
-                        }
-                    }
-                }
-                let mut stream = match client
-                    .watch_once(kind, namespace.as_deref(), &query, &rv)
-                    .await
-                {
-                    Ok(s) => s,
-                    Err(e) => {
-                        if e.code() == Some(410) {
-                            rv.clear();
-                        }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
-                while let Some(ev) = stream.next().await {
-                    let Ok((ty, obj)) = ev else { break };
-                    if ty != "ERROR" {
-                        if let Some(v) = obj
-                            .pointer("/metadata/resourceVersion")
-                            .and_then(Value::as_str)
-                        {
-                            rv = v.to_string();
-                        }
-                    }
-                    let decode = |obj: Value| match K::decode(obj, kind) {
-                        Ok(o) => Some(Arc::new(o)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, kind = kind.kind, "cannot decode a watched object; skipping it");
-                            None
-                        }
-                    };
-                    match ty.as_str() {
-                        "ADDED" | "MODIFIED" => {
-                            let Some(obj) = decode(obj) else { continue };
-                            c.inner
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(obj.key(), obj.clone());
-                            let _ = tx.send(Change::Applied(obj));
-                        }
-                        "DELETED" => {
-                            let Some(obj) = decode(obj) else { continue };
-                            c.inner
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&obj.key());
-                            let _ = tx.send(Change::Deleted(obj));
-                        }
-                        "BOOKMARK" => {}
-                        "ERROR" => {
-                            if obj.get("code").and_then(Value::as_u64) == Some(410) {
-                                rv.clear();
-                            }
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        });
+        let feed = Feed {
+            client,
+            kind,
+            namespace,
+            query,
+            cache: cache.clone(),
+            changes: changes.clone(),
+            synced: synced_tx,
+        };
+        let task = tokio::spawn(feed.run());
         Informer {
             cache,
             changes,
             task,
         }
+    }
+}
+
+/// What keeps an informer's cache: lists, then watches from the list's resourceVersion, and lists again when the
+/// watch's history is gone (410).
+struct Feed<K> {
+    client: Client,
+    kind: &'static KindInfo,
+    namespace: Option<String>,
+    query: String,
+    cache: Cache<K>,
+    changes: broadcast::Sender<Change<K>>,
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl<K: Object> Feed<K> {
+    async fn run(self) {
+        let mut rv = String::new();
+        loop {
+            if rv.is_empty() {
+                match self.list().await {
+                    Some(v) => rv = v,
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+            let ns = self.namespace.as_deref();
+            let mut stream = match self
+                .client
+                .watch_once(self.kind, ns, &self.query, &rv)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    if e.code() == Some(410) {
+                        rv.clear();
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            while let Some(ev) = stream.next().await {
+                let Ok((ty, obj)) = ev else { break };
+                if !self.event(&ty, obj, &mut rv) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Lists into the cache (replacing it) and announces a resync; returns the list's resourceVersion.
+    async fn list(&self) -> Option<String> {
+        let mut list = match self
+            .client
+            .list(self.kind, self.namespace.as_deref(), &self.query)
+            .await
+        {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::debug!(error = %e, kind = self.kind.kind, "list failed; retrying");
+                return None;
+            }
+        };
+        let items = match list["items"].take() {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        };
+        let map: BTreeMap<String, Arc<K>> = items
+            .into_iter()
+            .filter_map(|item| self.decode(item, "listed"))
+            .map(|obj| (obj.key(), obj))
+            .collect();
+        *self.cache.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
+        self.synced.send_replace(true);
+        let _ = self.changes.send(Change::Resynced);
+        Some(
+            list.pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        )
+    }
+
+    fn decode(&self, obj: Value, how: &str) -> Option<Arc<K>> {
+        match K::decode(obj, self.kind) {
+            Ok(o) => Some(Arc::new(o)),
+            Err(e) => {
+                tracing::warn!(error = %e, kind = self.kind.kind, "cannot decode a {how} object; skipping it");
+                None
+            }
+        }
+    }
+
+    /// Applies one watch event to the cache and announces it; false when the watch must end (an ERROR event,
+    /// which clears `rv` for a new list when the history is gone).
+    fn event(&self, ty: &str, obj: Value, rv: &mut String) -> bool {
+        if ty != "ERROR" {
+            if let Some(v) = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                *rv = v.to_string();
+            }
+        }
+        let objects = || self.cache.inner.write().unwrap_or_else(|e| e.into_inner());
+        match ty {
+            "ADDED" | "MODIFIED" => {
+                if let Some(obj) = self.decode(obj, "watched") {
+                    objects().insert(obj.key(), obj.clone());
+                    let _ = self.changes.send(Change::Applied(obj));
+                }
+            }
+            "DELETED" => {
+                if let Some(obj) = self.decode(obj, "watched") {
+                    objects().remove(&obj.key());
+                    let _ = self.changes.send(Change::Deleted(obj));
+                }
+            }
+            "ERROR" => {
+                if obj.get("code").and_then(Value::as_u64) == Some(410) {
+                    rv.clear();
+                }
+                return false;
+            }
+            _ => {}
+        }
+        true
     }
 }

@@ -132,7 +132,6 @@ fn job_for(cj: &CronJob, spec: &CronJobSpec, schedule: &Schedule, due: DateTime<
 /// One reconcile of one CronJob.
 pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
     let spec = cj.spec.as_ref().ok_or(Error::NoSpec("CronJob"))?;
-    let name = cj.metadata.name().to_string();
     let jobs_api = Api::<Job>::namespaced(&ctx.client, cj.metadata.namespace());
     let recorder = Recorder::new(&ctx.client, "cronjob-controller");
     // The Jobs it owns: running ones are `active`; finished ones feed lastSuccessfulTime and the history limits.
@@ -176,70 +175,105 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action> {
         write_status(&ctx, &cj, status).await?;
         return Ok(Action::await_change());
     }
-    let mut earliest = prev
-        .last_schedule_time
+    let Some(due) = due_run(&cj, &schedule, now_t, &recorder) else {
+        write_status(&ctx, &cj, status).await?;
+        return Ok(wait_next(now_t));
+    };
+    let run = Run {
+        cj: &cj,
+        jobs_api: &jobs_api,
+        recorder: &recorder,
+    };
+    if run.start(&schedule, due, &running, &mut status).await? {
+        status.last_schedule_time = Some(due);
+    }
+    write_status(&ctx, &cj, status).await?;
+    Ok(wait_next(now_t))
+}
+
+/// The latest scheduled time not yet run, within `startingDeadlineSeconds` (warning when 100 or more were missed).
+fn due_run(
+    cj: &CronJob,
+    schedule: &Schedule,
+    now_t: DateTime<Utc>,
+    recorder: &Recorder,
+) -> Option<DateTime<Utc>> {
+    let spec = cj.spec.as_ref()?;
+    let mut earliest = cj
+        .status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time)
         .or(cj.metadata.creation_timestamp)
         .unwrap_or(now_t);
     if let Some(d) = spec.starting_deadline_seconds {
         earliest = earliest.max(now_t - chrono::Duration::seconds(d));
     }
     let (due, missed) = schedule.latest_between(earliest, now_t, 100);
-    let Some(due) = due else {
-        write_status(&ctx, &cj, status).await?;
-        return Ok(wait_next(now_t));
-    };
-    if missed >= 100 {
+    if due.is_some() && missed >= 100 {
         recorder.warning(
-            cj.as_ref(),
+            cj,
             "TooManyMissedTimes",
             "too many missed start times: 100 or more; only the most recent runs. Set or decrease .spec.startingDeadlineSeconds or check clock skew".into(),
         );
     }
-    let active = status.active.get_or_insert_with(Vec::new);
-    match spec.concurrency_policy.as_deref().unwrap_or("Allow") {
-        "Forbid" if !running.is_empty() => {
-            // Skipped while a Job runs; looked at again when it finishes or at the next time.
-            tracing::debug!(cronjob = %name, "a job is still running; this run is skipped (Forbid)");
-            write_status(&ctx, &cj, status).await?;
-            return Ok(wait_next(now_t));
-        }
-        "Replace" => {
-            let names: Vec<String> = running
-                .iter()
-                .map(|j| j.metadata.name().to_string())
-                .collect();
-            for jn in jobs_api.delete_all(&names).await? {
-                recorder.normal(cj.as_ref(), "SuccessfulDelete", format!("Deleted job {jn}"));
+    due
+}
+
+/// Starting one scheduled run of a CronJob.
+struct Run<'a> {
+    cj: &'a CronJob,
+    jobs_api: &'a Api<Job>,
+    recorder: &'a Recorder,
+}
+
+impl Run<'_> {
+    /// Starts the Job of the run due at `due`, as the concurrency policy allows (Forbid skips it while a Job runs;
+    /// Replace deletes the running ones first). Returns whether the run counts as scheduled.
+    async fn start(
+        &self,
+        schedule: &Schedule,
+        due: DateTime<Utc>,
+        running: &[&Arc<Job>],
+        status: &mut CronJobStatus,
+    ) -> Result<bool> {
+        let (cj, recorder) = (self.cj, self.recorder);
+        let spec = cj.spec.as_ref().ok_or(Error::NoSpec("CronJob"))?;
+        let name = cj.metadata.name();
+        let active = status.active.get_or_insert_with(Vec::new);
+        match spec.concurrency_policy.as_deref().unwrap_or("Allow") {
+            "Forbid" if !running.is_empty() => {
+                // Skipped while a Job runs; looked at again when it finishes or at the next time.
+                tracing::debug!(cronjob = %name, "a job is still running; this run is skipped (Forbid)");
+                return Ok(false);
             }
-            active.clear();
+            "Replace" => {
+                let names: Vec<String> = running
+                    .iter()
+                    .map(|j| j.metadata.name().to_string())
+                    .collect();
+                for jn in self.jobs_api.delete_all(&names).await? {
+                    recorder.normal(cj, "SuccessfulDelete", format!("Deleted job {jn}"));
+                }
+                active.clear();
+            }
+            _ => {}
         }
-        _ => {}
+        let job = job_for(cj, spec, schedule, due);
+        let job_name = job.metadata.name().to_string();
+        match self.jobs_api.create(&job).await {
+            Ok(made) => {
+                recorder.normal(cj, "SuccessfulCreate", format!("Created job {job_name}"));
+                tracing::info!(cronjob = %name, job = %job_name, scheduled = %crate::api::meta::format_time(&due), "created job");
+                active.push(reference(&made));
+            }
+            Err(e) if e.code() == Some(409) => {}
+            Err(e) => {
+                recorder.warning(cj, "FailedCreate", format!("Error creating job: {e}"));
+                return Err(e.into());
+            }
+        }
+        Ok(true)
     }
-    let job = job_for(&cj, spec, &schedule, due);
-    let job_name = job.metadata.name().to_string();
-    match jobs_api.create(&job).await {
-        Ok(made) => {
-            recorder.normal(
-                cj.as_ref(),
-                "SuccessfulCreate",
-                format!("Created job {job_name}"),
-            );
-            tracing::info!(cronjob = %name, job = %job_name, scheduled = %crate::api::meta::format_time(&due), "created job");
-            active.push(reference(&made));
-        }
-        Err(e) if e.code() == Some(409) => {}
-        Err(e) => {
-            recorder.warning(
-                cj.as_ref(),
-                "FailedCreate",
-                format!("Error creating job: {e}"),
-            );
-            return Err(e.into());
-        }
-    }
-    status.last_schedule_time = Some(due);
-    write_status(&ctx, &cj, status).await?;
-    Ok(wait_next(now_t))
 }
 
 /// Writes the status when it differs from what the CronJob shows (active Jobs compare by name).

@@ -88,6 +88,20 @@ fn metas<'a>(list: &'a [(&str, Objects)]) -> Vec<(String, Vec<Cow<'a, ObjectMeta
 type Metas<'a> = [(String, Vec<Cow<'a, ObjectMeta>>)];
 
 fn plan_metas(owners: &Metas<'_>, dependents: &Metas<'_>) -> Plan {
+    let mut p = Plan::default();
+    let waiting = judge_dependents(owners, dependents, &mut p);
+    release_finalizers(owners, dependents, &waiting, &mut p);
+    p
+}
+
+/// Plans what happens to each dependent whose owners are gone or going: deleted (no owner left, or a foreground
+/// owner), or its references rewritten (orphaning or vanished owners dropped). Returns, per foreground-deleting
+/// owner's uid, how many dependents it still waits for.
+fn judge_dependents(
+    owners: &Metas<'_>,
+    dependents: &Metas<'_>,
+    p: &mut Plan,
+) -> HashMap<String, usize> {
     let mut by_uid: HashMap<&str, (&str, &ObjectMeta)> = HashMap::new();
     for (kind, objs) in owners.iter().chain(dependents.iter()) {
         for o in objs {
@@ -100,7 +114,6 @@ fn plan_metas(owners: &Metas<'_>, dependents: &Metas<'_>) -> Plan {
         .chain(dependents.iter())
         .filter_map(|(plural, _)| crate::api::registry::lookup(plural).map(|k| k.kind))
         .collect();
-    let mut p = Plan::default();
     let mut waiting: HashMap<String, usize> = HashMap::new();
     for (kind, objs) in dependents {
         for d in objs {
@@ -168,6 +181,17 @@ fn plan_metas(owners: &Metas<'_>, dependents: &Metas<'_>) -> Plan {
         }
     }
     p.delete.dedup();
+    waiting
+}
+
+/// Plans which deleting owners' finalizers come off: `orphan` once every dependent's reference is rewritten,
+/// `foregroundDeletion` once no dependent is left to wait for.
+fn release_finalizers(
+    owners: &Metas<'_>,
+    dependents: &Metas<'_>,
+    waiting: &HashMap<String, usize>,
+    p: &mut Plan,
+) {
     for (kind, objs) in owners.iter().chain(dependents.iter()) {
         for o in objs {
             if !deleting(o) {
@@ -198,7 +222,6 @@ fn plan_metas(owners: &Metas<'_>, dependents: &Metas<'_>) -> Plan {
             }
         }
     }
-    p
 }
 
 fn kind(plural: &str) -> &'static KindInfo {

@@ -170,76 +170,10 @@ async fn sync(rs: &ReplicaSet, owner: &'static KindInfo, ctx: Arc<Context>) -> R
         ..rs.controller_ref()
     };
 
-    // Adopt orphans the selector matches; release owned pods it no longer matches.
-    let mut owned: Vec<Arc<Pod>> = Vec::new();
-    for pod in ctx.pods.list_namespace(&ns) {
-        let matches = selector.matches(&pod.metadata.labels());
-        let refs = pod.metadata.owner_references.clone().unwrap_or_default();
-        match controller_uid(&pod.metadata) {
-            Some(u) if u == uid && matches => owned.push(pod),
-            Some(u) if u == uid => {
-                let kept = refs.into_iter().filter(|r| r.uid != uid).collect();
-                pods::set_owners(&ctx.client, &pod, kept).await?;
-            }
-            None if matches && is_active(&pod) => {
-                let mut refs = refs;
-                refs.push(owner_ref.clone());
-                owned.push(Arc::new(pods::set_owners(&ctx.client, &pod, refs).await?));
-            }
-            _ => {}
-        }
-    }
-
-    let recorder = Recorder::new(
-        &ctx.client,
-        if owner.kind == "ReplicaSet" {
-            "replicaset-controller"
-        } else {
-            "replication-controller"
-        },
-    );
-    let events = |reason: &'static str, verb: &str, names: &[String]| {
-        for n in names {
-            // Events name the real owner kind (a ReplicationController shows as itself).
-            let message = format!("{verb} pod: {n}");
-            recorder.publish(owner, &rs.metadata, "Normal", reason, message);
-        }
-    };
-    let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
-    let active: Vec<&Pod> = owned
-        .iter()
-        .map(|p| p.as_ref())
-        .filter(|p| is_active(p))
-        .collect();
-    let pods_api = Api::<Pod>::namespaced(&ctx.client, &ns);
+    let owned = claim_pods(&ctx, &ns, &uid, &selector, &owner_ref).await?;
     if ctx.expectations.satisfied(&key, &ctx.pods, &ns) {
-        if active.len() < replicas {
-            let template = spec.template.clone().unwrap_or_default();
-            let pod = pods::from_template(&template, &format!("{name}-"), &ns, owner_ref.clone());
-            let creates = (replicas - active.len()).min(500);
-            let results =
-                futures::future::join_all((0..creates).map(|_| pods_api.create(&pod))).await;
-            let mut made = Vec::new();
-            let mut failure = None;
-            for r in results {
-                match r {
-                    Ok(p) => made.push(p.metadata.name().to_string()),
-                    Err(e) => failure = Some(e),
-                }
-            }
-            tracing::info!(created = made.len(), "created pods");
-            events("SuccessfulCreate", "Created", &made);
-            ctx.expectations.expect(&key, made, Vec::new());
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
-        } else if active.len() > replicas {
-            let doomed = pods::pods_to_delete(active.clone(), active.len() - replicas);
-            pods_api.delete_all(&doomed).await?;
-            tracing::info!(deleted = doomed.len(), "deleted pods");
-            events("SuccessfulDelete", "Deleted", &doomed);
-            ctx.expectations.expect(&key, Vec::new(), doomed);
-        }
+        let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
+        scale(&ctx, rs, owner, &key, &owned, replicas, owner_ref).await?;
     }
 
     let refs: Vec<&Pod> = owned.iter().map(|p| p.as_ref()).collect();
@@ -269,6 +203,102 @@ async fn sync(rs: &ReplicaSet, owner: &'static KindInfo, ctx: Arc<Context>) -> R
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())
+}
+
+/// Adopts the orphans `selector` matches and releases owned pods it no longer matches; returns the pods owned.
+async fn claim_pods(
+    ctx: &Context,
+    ns: &str,
+    uid: &str,
+    selector: &Selector,
+    owner_ref: &crate::api::meta::OwnerReference,
+) -> Result<Vec<Arc<Pod>>> {
+    let mut owned: Vec<Arc<Pod>> = Vec::new();
+    for pod in ctx.pods.list_namespace(ns) {
+        let matches = selector.matches(&pod.metadata.labels());
+        let refs = pod.metadata.owner_references.clone().unwrap_or_default();
+        match controller_uid(&pod.metadata) {
+            Some(u) if u == uid && matches => owned.push(pod),
+            Some(u) if u == uid => {
+                let kept = refs.into_iter().filter(|r| r.uid != uid).collect();
+                pods::set_owners(&ctx.client, &pod, kept).await?;
+            }
+            None if matches && is_active(&pod) => {
+                let mut refs = refs;
+                refs.push(owner_ref.clone());
+                owned.push(Arc::new(pods::set_owners(&ctx.client, &pod, refs).await?));
+            }
+            _ => {}
+        }
+    }
+    Ok(owned)
+}
+
+/// Creates (at most 500 at once) or deletes active pods toward `replicas`, with an event per pod and the
+/// expectations that keep the next pass from acting before the informer has seen them.
+async fn scale(
+    ctx: &Context,
+    rs: &ReplicaSet,
+    owner: &'static KindInfo,
+    key: &str,
+    owned: &[Arc<Pod>],
+    replicas: usize,
+    owner_ref: crate::api::meta::OwnerReference,
+) -> Result<()> {
+    let ns = rs.metadata.namespace();
+    let recorder = Recorder::new(
+        &ctx.client,
+        if owner.kind == "ReplicaSet" {
+            "replicaset-controller"
+        } else {
+            "replication-controller"
+        },
+    );
+    let events = |reason: &'static str, verb: &str, names: &[String]| {
+        for n in names {
+            // Events name the real owner kind (a ReplicationController shows as itself).
+            let message = format!("{verb} pod: {n}");
+            recorder.publish(owner, &rs.metadata, "Normal", reason, message);
+        }
+    };
+    let active: Vec<&Pod> = owned
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| is_active(p))
+        .collect();
+    let pods_api = Api::<Pod>::namespaced(&ctx.client, ns);
+    if active.len() < replicas {
+        let template = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default();
+        let name = rs.metadata.name();
+        let pod = pods::from_template(&template, &format!("{name}-"), ns, owner_ref);
+        let creates = (replicas - active.len()).min(500);
+        let results = futures::future::join_all((0..creates).map(|_| pods_api.create(&pod))).await;
+        let mut made = Vec::new();
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(p) => made.push(p.metadata.name().to_string()),
+                Err(e) => failure = Some(e),
+            }
+        }
+        tracing::info!(created = made.len(), "created pods");
+        events("SuccessfulCreate", "Created", &made);
+        ctx.expectations.expect(key, made, Vec::new());
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+    } else if active.len() > replicas {
+        let doomed = pods::pods_to_delete(active.clone(), active.len() - replicas);
+        pods_api.delete_all(&doomed).await?;
+        tracing::info!(deleted = doomed.len(), "deleted pods");
+        events("SuccessfulDelete", "Deleted", &doomed);
+        ctx.expectations.expect(key, Vec::new(), doomed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -110,110 +110,141 @@ pub fn fits(pv: &PersistentVolume, claim: &PersistentVolumeClaim, class: &str) -
 
 /// One reconcile of one claim.
 pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = claim.metadata.namespace().to_string();
-    let name = claim.metadata.name().to_string();
-    let uid = claim.metadata.uid.clone().unwrap_or_default();
     let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     if claim.metadata.deletion_timestamp.is_some() || bound {
         return Ok(Action::await_change());
     }
-    let pvs = Api::<PersistentVolume>::all(&ctx.client);
-    let claims = Api::<PersistentVolumeClaim>::namespaced(&ctx.client, &ns);
-    let recorder = Recorder::new(&ctx.client, "persistentvolume-controller");
     let class = class_of(&claim, &ctx.classes);
-    let spec = claim.spec.clone().unwrap_or_default();
-    // The volume: named by the claim, already reserved for it, or the smallest that fits.
-    let wanted = spec.volume_name.as_deref().filter(|v| !v.is_empty());
-    let mut candidates: Vec<Arc<PersistentVolume>> = ctx
-        .volumes
+    let pv = match matching_volume(&claim, &ctx, &class) {
+        Some(pv) => pv.as_ref().clone(),
+        None => match provision(&claim, &ctx, &class).await? {
+            Some(pv) => pv,
+            None => return Ok(Action::await_change()),
+        },
+    };
+    bind(&claim, &pv, &ctx, &class).await?;
+    Ok(Action::await_change())
+}
+
+/// The volume for a claim: the one it names, one already reserved for it, or the smallest free one that fits.
+fn matching_volume(
+    claim: &PersistentVolumeClaim,
+    ctx: &Context,
+    class: &str,
+) -> Option<Arc<PersistentVolume>> {
+    let ns = claim.metadata.namespace();
+    let name = claim.metadata.name();
+    let uid = claim.metadata.uid.as_deref().unwrap_or_default();
+    let wanted = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .filter(|v| !v.is_empty());
+    let class = class.to_string();
+    ctx.volumes
         .list()
         .into_iter()
         .filter(|pv| {
             let r = claim_ref(pv);
             let reserved = r.is_some_and(|r| {
-                r.uid.as_deref() == Some(uid.as_str())
-                    || (r.name.as_deref() == Some(name.as_str())
-                        && r.namespace.as_deref() == Some(ns.as_str()))
+                r.uid.as_deref() == Some(uid)
+                    || (r.name.as_deref() == Some(name) && r.namespace.as_deref() == Some(ns))
             });
             match wanted {
                 Some(w) => pv.metadata.name() == w,
                 None => {
-                    reserved
-                        || r.is_none() && pv_phase(pv) != "Released" && fits(pv, &claim, &class)
+                    reserved || r.is_none() && pv_phase(pv) != "Released" && fits(pv, claim, &class)
                 }
             }
         })
-        .collect();
-    candidates.sort_by_key(|pv| bytes(capacity(pv)));
-    let pv = match candidates.into_iter().next() {
-        Some(pv) => pv.as_ref().clone(),
-        None => {
-            let sc = ctx.classes.get("", &class);
-            let provisioner = sc.as_ref().map(|c| c.provisioner.as_str()).unwrap_or("");
-            if wanted.is_some() || provisioner != LOCAL_PATH {
-                recorder.normal(
-                    claim.as_ref(),
-                    "FailedBinding",
-                    if class.is_empty() {
-                        "no persistent volumes available for this claim and no storage class is set"
-                            .to_string()
-                    } else {
-                        format!("no persistent volumes available for this claim and storage class \"{class}\" provisions none here")
-                    },
-                );
-                return Ok(Action::await_change());
-            }
-            let dir = ctx.storage.join(format!("pvc-{uid}"));
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Provision(dir.clone(), e))?;
-            let reclaim = sc
-                .and_then(|c| c.reclaim_policy.clone())
-                .unwrap_or_else(|| "Delete".into());
-            let pv = PersistentVolume {
-                api_version: "v1".into(),
-                kind: "PersistentVolume".into(),
-                metadata: ObjectMeta {
-                    name: Some(format!("pvc-{uid}")),
-                    annotations: Some(
-                        [(PROVISIONED_BY.to_string(), LOCAL_PATH.to_string())].into(),
-                    ),
-                    ..Default::default()
-                },
-                spec: Some(PersistentVolumeSpec {
-                    capacity: requested(&claim)
-                        .map(|q| [("storage".to_string(), q.clone())].into()),
-                    access_modes: spec.access_modes.clone(),
-                    storage_class_name: Some(class.clone()),
-                    persistent_volume_reclaim_policy: Some(reclaim),
-                    host_path: Some(HostPathVolumeSource {
-                        path: dir.display().to_string(),
-                        type_: None,
-                    }),
-                    claim_ref: Some(reference_to(&claim)),
-                    ..Default::default()
-                }),
-                status: None,
-            };
-            let made = match pvs.create(&pv).await {
-                Ok(v) => v,
-                Err(e) if e.code() == Some(409) => pvs.get(pv.metadata.name()).await?,
-                Err(e) => return Err(e.into()),
-            };
-            recorder.normal(
-                claim.as_ref(),
-                "ProvisioningSucceeded",
-                format!(
-                    "Successfully provisioned volume {} using {LOCAL_PATH}",
-                    made.metadata.name()
-                ),
-            );
-            made
-        }
+        .min_by_key(|pv| bytes(capacity(pv)))
+}
+
+/// A new volume for the claim, when its class provisions with [`LOCAL_PATH`]: a directory under the storage root
+/// and a PersistentVolume reserved for the claim. None (with a FailedBinding event) when nothing can be provisioned.
+async fn provision(
+    claim: &PersistentVolumeClaim,
+    ctx: &Context,
+    class: &str,
+) -> Result<Option<PersistentVolume>> {
+    let recorder = Recorder::new(&ctx.client, "persistentvolume-controller");
+    let spec = claim.spec.clone().unwrap_or_default();
+    let sc = ctx.classes.get("", class);
+    let provisioner = sc.as_ref().map(|c| c.provisioner.as_str()).unwrap_or("");
+    if spec.volume_name.as_deref().is_some_and(|v| !v.is_empty()) || provisioner != LOCAL_PATH {
+        recorder.normal(
+            claim,
+            "FailedBinding",
+            if class.is_empty() {
+                "no persistent volumes available for this claim and no storage class is set"
+                    .to_string()
+            } else {
+                format!("no persistent volumes available for this claim and storage class \"{class}\" provisions none here")
+            },
+        );
+        return Ok(None);
+    }
+    let uid = claim.metadata.uid.as_deref().unwrap_or_default();
+    let dir = ctx.storage.join(format!("pvc-{uid}"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Provision(dir.clone(), e))?;
+    let reclaim = sc
+        .and_then(|c| c.reclaim_policy.clone())
+        .unwrap_or_else(|| "Delete".into());
+    let pv = PersistentVolume {
+        api_version: "v1".into(),
+        kind: "PersistentVolume".into(),
+        metadata: ObjectMeta {
+            name: Some(format!("pvc-{uid}")),
+            annotations: Some([(PROVISIONED_BY.to_string(), LOCAL_PATH.to_string())].into()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            capacity: requested(claim).map(|q| [("storage".to_string(), q.clone())].into()),
+            access_modes: spec.access_modes.clone(),
+            storage_class_name: Some(class.to_string()),
+            persistent_volume_reclaim_policy: Some(reclaim),
+            host_path: Some(HostPathVolumeSource {
+                path: dir.display().to_string(),
+                type_: None,
+            }),
+            claim_ref: Some(reference_to(claim)),
+            ..Default::default()
+        }),
+        status: None,
     };
-    // Bind both ways: the volume's claimRef and phase, then the claim's volumeName and status.
+    let pvs = Api::<PersistentVolume>::all(&ctx.client);
+    let made = match pvs.create(&pv).await {
+        Ok(v) => v,
+        Err(e) if e.code() == Some(409) => pvs.get(pv.metadata.name()).await?,
+        Err(e) => return Err(e.into()),
+    };
+    recorder.normal(
+        claim,
+        "ProvisioningSucceeded",
+        format!(
+            "Successfully provisioned volume {} using {LOCAL_PATH}",
+            made.metadata.name()
+        ),
+    );
+    Ok(Some(made))
+}
+
+/// Binds both ways: the volume's claimRef and phase, then the claim's volumeName and status.
+async fn bind(
+    claim: &PersistentVolumeClaim,
+    pv: &PersistentVolume,
+    ctx: &Context,
+    class: &str,
+) -> Result<()> {
+    let pvs = Api::<PersistentVolume>::all(&ctx.client);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(&ctx.client, claim.metadata.namespace());
+    let name = claim.metadata.name();
+    let uid = claim.metadata.uid.as_deref().unwrap_or_default();
+    let spec = claim.spec.clone().unwrap_or_default();
     let pv_name = pv.metadata.name().to_string();
-    if claim_ref(&pv).and_then(|r| r.uid.as_deref()) != Some(uid.as_str()) {
+    if claim_ref(pv).and_then(|r| r.uid.as_deref()) != Some(uid) {
         let patch = json!({"metadata": {"resourceVersion": pv.metadata.resource_version},
-            "spec": {"claimRef": reference_to(&claim)}});
+            "spec": {"claimRef": reference_to(claim)}});
         pvs.patch(&pv_name, &Patch::Merge(patch)).await?;
     }
     pvs.patch_status(
@@ -226,15 +257,13 @@ pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> 
         if spec.storage_class_name.is_none() && !class.is_empty() {
             patch["spec"]["storageClassName"] = json!(class);
         }
-        claims.patch(&name, &Patch::Merge(patch)).await?;
+        claims.patch(name, &Patch::Merge(patch)).await?;
     }
     let pv_spec = pv.spec.clone().unwrap_or_default();
     let status = json!({"status": {"phase": "Bound", "accessModes": pv_spec.access_modes,
         "capacity": pv_spec.capacity}});
-    claims
-        .patch_status(&name, &Patch::Strategic(status))
-        .await?;
-    Ok(Action::await_change())
+    claims.patch_status(name, &Patch::Strategic(status)).await?;
+    Ok(())
 }
 
 /// The reference a volume keeps to the claim it is bound to.

@@ -102,6 +102,47 @@ impl Writer {
     }
 }
 
+/// One scheduling round: places every waiting pod (binding it through `writer`), parks those that fit nowhere and
+/// reports each once per distinct reason.
+fn place_waiting(
+    book: &mut Book,
+    node_infos: &[NodeInfo],
+    start: &mut usize,
+    reported: &mut HashMap<String, String>,
+    writer: &Writer,
+) {
+    let queue = std::mem::take(&mut book.active);
+    let round = std::time::Instant::now();
+    let queued = queue.len();
+    for ((ts, key), pod) in queue {
+        match place_info(&PodInfo::new(&pod), node_infos, &book.nodes, start) {
+            Ok(node) => {
+                book.waiting_since.remove(&key);
+                book.add(&key, Placed::new(&pod, &node));
+                reported.remove(&key);
+                writer.bind(pod, key, node);
+            }
+            Err(why) => {
+                let message = why.to_string();
+                book.parked.insert((ts, key.clone()), pod.clone());
+                if reported.get(&key) == Some(&message) {
+                    continue;
+                }
+                tracing::info!(pod = %key, %message, "unschedulable");
+                reported.insert(key, message.clone());
+                writer.unschedulable(pod, message);
+            }
+        }
+    }
+    if queued > 0 {
+        tracing::debug!(
+            queued,
+            elapsed_us = round.elapsed().as_micros() as u64,
+            "scheduling round"
+        );
+    }
+}
+
 /// Runs the scheduler on shared pod and node informers until `stop` resolves. Pods are taken from the change feed
 /// into a queue; each is placed against node usage the scheduler keeps itself, counted on its node at once
 /// ("assumed", as in kube-scheduler) while the binding is written concurrently.
@@ -160,36 +201,7 @@ pub async fn run(
             if nodes_changed || freed {
                 book.unpark();
             }
-            let queue = std::mem::take(&mut book.active);
-            let round = std::time::Instant::now();
-            let queued = queue.len();
-            for ((ts, key), pod) in queue {
-                match place_info(&PodInfo::new(&pod), &node_infos, &book.nodes, &mut start) {
-                    Ok(node) => {
-                        book.waiting_since.remove(&key);
-                        book.add(&key, Placed::new(&pod, &node));
-                        reported.remove(&key);
-                        writer.bind(pod, key, node);
-                    }
-                    Err(why) => {
-                        let message = why.to_string();
-                        book.parked.insert((ts, key.clone()), pod.clone());
-                        if reported.get(&key) == Some(&message) {
-                            continue;
-                        }
-                        tracing::info!(pod = %key, %message, "unschedulable");
-                        reported.insert(key, message.clone());
-                        writer.unschedulable(pod, message);
-                    }
-                }
-            }
-            if queued > 0 {
-                tracing::debug!(
-                    queued,
-                    elapsed_us = round.elapsed().as_micros() as u64,
-                    "scheduling round"
-                );
-            }
+            place_waiting(&mut book, &node_infos, &mut start, &mut reported, &writer);
             // Wait for something to happen.
             tokio::select! {
                 r = pod_rx.recv() => match r {

@@ -238,120 +238,119 @@ fn commit(
     state: &RwLock<State>,
     publish: &std::sync::mpsc::Sender<Vec<Arc<Event>>>,
 ) {
-    {
-        // Check each op against the current state plus the effects of earlier ops in this batch.
-        let mut revision = state.read().unwrap_or_else(|e| e.into_inner()).revision;
-        let mut overlay: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
-        let mut outcomes: Vec<Result<Event>> = Vec::with_capacity(batch.len());
-        {
-            let s = state.read().unwrap_or_else(|e| e.into_inner());
-            let lookup =
-                |overlay: &BTreeMap<String, Option<KeyValue>>, k: &str| -> Option<KeyValue> {
-                    match overlay.get(k) {
-                        Some(v) => v.clone(),
-                        None => s.current.get(k).cloned(),
-                    }
-                };
-            for req in &batch {
-                let outcome = match &req.op {
-                    Op::Create(k, v) => match lookup(&overlay, k) {
-                        Some(_) => Err(Error::AlreadyExists(k.clone())),
-                        None => {
-                            revision += 1;
-                            let kv = KeyValue {
-                                key: k.clone(),
-                                value: Arc::from(v.as_slice()),
-                                create_revision: revision,
-                                mod_revision: revision,
-                            };
-                            overlay.insert(k.clone(), Some(kv.clone()));
-                            Ok(Event {
-                                kind: EventType::Put,
-                                kv,
-                                prev: None,
-                            })
-                        }
-                    },
-                    Op::Update(k, v, expected) => match guard(k, lookup(&overlay, k), *expected) {
-                        Err(e) => Err(e),
-                        Ok(prev) => {
-                            revision += 1;
-                            let kv = KeyValue {
-                                key: k.clone(),
-                                value: Arc::from(v.as_slice()),
-                                create_revision: prev.create_revision,
-                                mod_revision: revision,
-                            };
-                            overlay.insert(k.clone(), Some(kv.clone()));
-                            Ok(Event {
-                                kind: EventType::Put,
-                                kv,
-                                prev: Some(prev),
-                            })
-                        }
-                    },
-                    Op::Delete(k, expected) => match guard(k, lookup(&overlay, k), *expected) {
-                        Err(e) => Err(e),
-                        Ok(prev) => {
-                            revision += 1;
-                            let mut kv = prev.clone();
-                            kv.mod_revision = revision;
-                            overlay.insert(k.clone(), None);
-                            Ok(Event {
-                                kind: EventType::Delete,
-                                kv,
-                                prev: Some(prev),
-                            })
-                        }
-                    },
-                };
-                outcomes.push(outcome);
-            }
+    let (outcomes, revision) = check(&batch, state);
+    // Persist the successful ones with one sync.
+    if let Err(e) = db.append(outcomes.iter().flatten(), revision) {
+        tracing::error!(error = %e, "store commit failed");
+        for req in batch {
+            let _ = req.reply.send(Err(e.clone()));
         }
-        // Persist the successful ones with one sync.
-        let persisted = db.append(outcomes.iter().flatten(), revision);
-        if let Err(e) = persisted {
-            tracing::error!(error = %e, "store commit failed");
-            for req in batch {
-                let _ = req.reply.send(Err(e.clone()));
-            }
-            return;
+        return;
+    }
+    // Publish, then acknowledge.
+    let published = apply(state, &outcomes, revision);
+    if !published.is_empty() {
+        let _ = publish.send(published);
+    }
+    for (req, outcome) in batch.into_iter().zip(outcomes) {
+        let _ = req
+            .reply
+            .send(outcome.map(|ev| (ev.kv.mod_revision, ev.prev)));
+    }
+}
+
+/// Checks each write of a batch against the current state plus the effects of the earlier writes in the batch;
+/// returns each write's event (or why it fails) and the revision after the batch.
+fn check(batch: &[Request], state: &RwLock<State>) -> (Vec<Result<Event>>, i64) {
+    let s = state.read().unwrap_or_else(|e| e.into_inner());
+    let mut revision = s.revision;
+    let mut overlay: BTreeMap<String, Option<KeyValue>> = BTreeMap::new();
+    let mut outcomes: Vec<Result<Event>> = Vec::with_capacity(batch.len());
+    let lookup = |overlay: &BTreeMap<String, Option<KeyValue>>, k: &str| -> Option<KeyValue> {
+        match overlay.get(k) {
+            Some(v) => v.clone(),
+            None => s.current.get(k).cloned(),
         }
-        // Publish, then acknowledge.
-        let mut published = Vec::with_capacity(outcomes.len());
-        {
-            let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-            for ev in outcomes.iter().flatten() {
-                match ev.kind {
-                    EventType::Put => {
-                        s.current.insert(ev.kv.key.clone(), ev.kv.clone());
-                    }
-                    EventType::Delete => {
-                        s.current.remove(&ev.kv.key);
-                    }
+    };
+    for req in batch {
+        let outcome = match &req.op {
+            Op::Create(k, v) => match lookup(&overlay, k) {
+                Some(_) => Err(Error::AlreadyExists(k.clone())),
+                None => {
+                    revision += 1;
+                    let kv = KeyValue {
+                        key: k.clone(),
+                        value: Arc::from(v.as_slice()),
+                        create_revision: revision,
+                        mod_revision: revision,
+                    };
+                    overlay.insert(k.clone(), Some(kv.clone()));
+                    Ok(Event {
+                        kind: EventType::Put,
+                        kv,
+                        prev: None,
+                    })
                 }
-                let ev = Arc::new(ev.clone());
-                s.history.push_back(ev.clone());
-                published.push(ev);
-            }
-            s.revision = revision;
-            if s.history.len() > HISTORY_MAX {
-                while s.history.len() > HISTORY_KEEP {
-                    if let Some(e) = s.history.pop_front() {
-                        s.compacted = e.revision();
-                    }
+            },
+            Op::Update(k, v, expected) => guard(k, lookup(&overlay, k), *expected).map(|prev| {
+                revision += 1;
+                let kv = KeyValue {
+                    key: k.clone(),
+                    value: Arc::from(v.as_slice()),
+                    create_revision: prev.create_revision,
+                    mod_revision: revision,
+                };
+                overlay.insert(k.clone(), Some(kv.clone()));
+                Event {
+                    kind: EventType::Put,
+                    kv,
+                    prev: Some(prev),
                 }
+            }),
+            Op::Delete(k, expected) => guard(k, lookup(&overlay, k), *expected).map(|prev| {
+                revision += 1;
+                let mut kv = prev.clone();
+                kv.mod_revision = revision;
+                overlay.insert(k.clone(), None);
+                Event {
+                    kind: EventType::Delete,
+                    kv,
+                    prev: Some(prev),
+                }
+            }),
+        };
+        outcomes.push(outcome);
+    }
+    (outcomes, revision)
+}
+
+/// Applies a persisted batch to the live state and the watch history (trimmed past [`HISTORY_MAX`]); returns the
+/// events to publish.
+fn apply(state: &RwLock<State>, outcomes: &[Result<Event>], revision: i64) -> Vec<Arc<Event>> {
+    let mut published = Vec::with_capacity(outcomes.len());
+    let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+    for ev in outcomes.iter().flatten() {
+        match ev.kind {
+            EventType::Put => {
+                s.current.insert(ev.kv.key.clone(), ev.kv.clone());
+            }
+            EventType::Delete => {
+                s.current.remove(&ev.kv.key);
             }
         }
-        if !published.is_empty() {
-            let _ = publish.send(published);
-        }
-        for (req, outcome) in batch.into_iter().zip(outcomes) {
-            let _ = req
-                .reply
-                .send(outcome.map(|ev| (ev.kv.mod_revision, ev.prev)));
+        let ev = Arc::new(ev.clone());
+        s.history.push_back(ev.clone());
+        published.push(ev);
+    }
+    s.revision = revision;
+    if s.history.len() > HISTORY_MAX {
+        while s.history.len() > HISTORY_KEEP {
+            if let Some(e) = s.history.pop_front() {
+                s.compacted = e.revision();
+            }
         }
     }
+    published
 }
 
 /// How often accumulated changes are committed to redb.
