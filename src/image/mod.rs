@@ -204,9 +204,8 @@ fn add_parents(
     Ok(())
 }
 
-/// Builds the image and writes the OCI layout tarball to `out`.
-pub fn build(spec: &BuildSpec, out: impl Write) -> Result<Built, ImageError> {
-    let reference = Reference::parse(&spec.reference)?;
+/// Refuses a build with nothing to put in the image, no entrypoint, or a malformed `--env`.
+fn check_spec(spec: &BuildSpec) -> Result<(), ImageError> {
     if spec.from_dir.is_none() && spec.add.is_empty() {
         return Err(ImageError::Invalid(
             "nothing to put in the image: give --from-dir DIR or --add SRC:DEST".into(),
@@ -217,13 +216,17 @@ pub fn build(spec: &BuildSpec, out: impl Write) -> Result<Built, ImageError> {
             "the image needs an entrypoint (the command after --)".into(),
         ));
     }
-    for e in &spec.env {
-        if !e.contains('=') {
-            return Err(ImageError::Invalid(format!(
-                "--env {e:?}: expected KEY=VALUE"
-            )));
-        }
+    if let Some(e) = spec.env.iter().find(|e| !e.contains('=')) {
+        return Err(ImageError::Invalid(format!(
+            "--env {e:?}: expected KEY=VALUE"
+        )));
     }
+    Ok(())
+}
+
+/// The image's one layer, a deterministic tar: the `--from-dir` tree at the root, then each `--add` at its
+/// destination (with its parent directories).
+fn layer_of(spec: &BuildSpec) -> Result<Vec<u8>, ImageError> {
     let mut layer = tar::Builder::new(Vec::new());
     layer.mode(tar::HeaderMode::Deterministic);
     if let Some(dir) = &spec.from_dir {
@@ -249,25 +252,37 @@ pub fn build(spec: &BuildSpec, out: impl Write) -> Result<Built, ImageError> {
         add_parents(&mut layer, rel, &mut seen)?;
         add_path(&mut layer, src, rel)?;
     }
-    let layer = layer
+    layer
         .into_inner()
-        .map_err(|e| ImageError::Invalid(format!("writing the layer: {e}")))?;
-    let layer_digest = sha256(&layer);
-    let mut config_body = json!({"Env": spec.env});
+        .map_err(|e| ImageError::Invalid(format!("writing the layer: {e}")))
+}
+
+/// The image config's `config`: environment, entrypoint, command and working directory.
+fn run_config(spec: &BuildSpec) -> Value {
+    let mut body = json!({"Env": spec.env});
     if !spec.entrypoint.is_empty() {
-        config_body["Entrypoint"] = json!(spec.entrypoint);
+        body["Entrypoint"] = json!(spec.entrypoint);
     }
     if !spec.cmd.is_empty() {
-        config_body["Cmd"] = json!(spec.cmd);
+        body["Cmd"] = json!(spec.cmd);
     }
     if let Some(w) = &spec.workdir {
-        config_body["WorkingDir"] = json!(w);
+        body["WorkingDir"] = json!(w);
     }
+    body
+}
+
+/// Builds the image and writes the OCI layout tarball to `out`.
+pub fn build(spec: &BuildSpec, out: impl Write) -> Result<Built, ImageError> {
+    let reference = Reference::parse(&spec.reference)?;
+    check_spec(spec)?;
+    let layer = layer_of(spec)?;
+    let layer_digest = sha256(&layer);
     let config = serde_json::to_vec(&json!({
         "created": "1970-01-01T00:00:00Z",
         "architecture": oci_arch(),
         "os": "linux",
-        "config": config_body,
+        "config": run_config(spec),
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "capstan image build"}],
     }))
@@ -496,6 +511,8 @@ pub fn normalize(reference: &str) -> String {
 /// Reads an image archive - an OCI image layout (what `capstan image build`, `docker save` of Docker 25+ and
 /// `ctr export` write) or a Docker archive (`manifest.json` with `RepoTags`, older `docker save`) - into blobs and
 /// named images. Every blob is checked against its digest.
+// Long by design: the two archive formats are told apart and read in one pass over the files, so every blob is
+// digest-checked once whatever format refers to it.
 pub fn load(files: std::collections::BTreeMap<String, Vec<u8>>) -> Result<Loaded, ImageError> {
     let mut out = Loaded::default();
     for (path, data) in &files {

@@ -15,6 +15,8 @@ async fn next(w: &mut super::WatchStream) -> super::Event {
 }
 
 /// Runs every check against an empty store. Panics on the first violation.
+// Long by design: one scenario read top to bottom; each check builds on the keys and revisions the earlier ones left,
+// as every Store backend must replay it.
 pub async fn run(store: DynStore) {
     let base = store.revision().await.unwrap();
 

@@ -201,23 +201,7 @@ fn draw_table(f: &mut Frame, app: &App, t: &TablePage, theme: Theme, area: Rect)
     } else {
         t.kind.columns
     };
-    // Namespace columns go when one namespace is shown.
-    let show: Vec<&kinds::Column> = columns
-        .iter()
-        .filter(|c| {
-            !(c.name == "NAMESPACE" && app.namespace.is_some() && matches!(t.scope, Scope::All))
-        })
-        .collect();
-    // On narrow terminals the least telling columns go first, so the rest keep their width.
-    let mut show = show;
-    let avail = area.width.saturating_sub(2) as usize;
-    let need = |cols: &[&kinds::Column]| cols.iter().map(|c| c.width as usize + 1).sum::<usize>();
-    for name in DROPPABLE {
-        if need(&show) <= avail {
-            break;
-        }
-        show.retain(|c| c.name != *name);
-    }
+    let show = fitting_columns(app, t, columns, area.width);
     let height = area.height.saturating_sub(3) as usize;
     let offset = if selected < height {
         0
@@ -276,17 +260,47 @@ fn draw_table(f: &mut Frame, app: &App, t: &TablePage, theme: Theme, area: Rect)
         } else {
             "nothing matches"
         };
-        let inner = Rect {
-            x: area.x + 2,
-            y: area.y + 2,
-            width: area.width.saturating_sub(4),
-            height: 1.min(area.height.saturating_sub(2)),
-        };
-        f.render_widget(
-            Paragraph::new(Span::styled(msg, theme.tone(Tone::Dim))),
-            inner,
-        );
+        draw_empty(f, msg, theme, area);
     }
+}
+
+/// A dim note inside an empty table.
+fn draw_empty(f: &mut Frame, msg: &str, theme: Theme, area: Rect) {
+    let inner = Rect {
+        x: area.x + 2,
+        y: area.y + 2,
+        width: area.width.saturating_sub(4),
+        height: 1.min(area.height.saturating_sub(2)),
+    };
+    f.render_widget(
+        Paragraph::new(Span::styled(msg, theme.tone(Tone::Dim))),
+        inner,
+    );
+}
+
+/// The columns a table shows: without NAMESPACE when one namespace is shown, and on narrow terminals without the
+/// least telling columns (dropped first, so the rest keep their width).
+fn fitting_columns<'c>(
+    app: &App,
+    t: &TablePage,
+    columns: &'c [kinds::Column],
+    width: u16,
+) -> Vec<&'c kinds::Column> {
+    let mut show: Vec<&kinds::Column> = columns
+        .iter()
+        .filter(|c| {
+            !(c.name == "NAMESPACE" && app.namespace.is_some() && matches!(t.scope, Scope::All))
+        })
+        .collect();
+    let avail = width.saturating_sub(2) as usize;
+    let need = |cols: &[&kinds::Column]| cols.iter().map(|c| c.width as usize + 1).sum::<usize>();
+    for name in DROPPABLE {
+        if need(&show) <= avail {
+            break;
+        }
+        show.retain(|c| c.name != *name);
+    }
+    show
 }
 
 /// Columns dropped, in this order, when a table does not fit.

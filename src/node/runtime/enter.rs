@@ -197,6 +197,8 @@ fn set_size(fd: i32, cols: u16, rows: u16) {
 }
 
 /// Starts `req.command` inside the context of process `pid`.
+// Long by design: what runs between fork and exec must be one closure of async-signal-safe system calls on data
+// prepared before the fork; that closure and its preparation are read together.
 pub fn session(pid: i32, req: &ExecRequest, depth: Depth) -> Result<ExecSession, RuntimeError> {
     let Some(program) = req.command.first() else {
         return Err(RuntimeError::Create("empty exec command".into()));

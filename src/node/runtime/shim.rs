@@ -48,6 +48,8 @@ pub struct ExitRecord {
 
 /// Runs the shim: prints `started <pid>` (or `failed <reason>`) on stdout for the agent, then waits for the
 /// container and writes the exit record. Returns the shim's own exit code.
+// Long by design: the shim's whole life as one process, in order - handshake, start, stream copies, signals, wait,
+// exit record; each step relies on the descriptors and signal state of the one before.
 pub fn run(args: ShimArgs) -> i32 {
     let mut handshake = std::io::stdout();
     let Some((program, rest)) = args.command.split_first() else {
