@@ -73,7 +73,7 @@ pub async fn server(
             config.stop_pods_on_exit = stop_pods;
             let (runtime, prepare) = args.runtime(&config).await?;
             let prepare = prepare.map(|p| -> capstan::daemons::server::Preparation {
-                Box::pin(async move { p.await.map_err(|e| format!("{e:#}")) })
+                Box::pin(async move { p.await.map_err(Into::into) })
             });
             Some(LocalNode {
                 config,

@@ -14,8 +14,28 @@ pub enum Error {
     Document {
         file: String,
         doc: usize,
-        message: String,
+        message: Problem,
     },
+}
+
+/// What is wrong with one document of a manifest file.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("a manifest must be a mapping with apiVersion, kind and metadata")]
+    NotAMapping,
+    #[error("apiVersion not set")]
+    NoApiVersion,
+    #[error("kind not set")]
+    NoKind,
+    #[error("no kind {kind:?} is served in version {version:?}")]
+    NotInVersion { kind: String, version: String },
+    #[error("kind {kind:?} ({version}) is not served by Capstan")]
+    NotServed { kind: String, version: String },
+    #[error("metadata must be a mapping")]
+    Metadata,
+    /// A problem with one item of a `kind: List`.
+    #[error("item {0}: {1}")]
+    Item(usize, Box<Problem>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -79,19 +99,19 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
             continue;
         }
         let doc = i + 1;
-        let err = |message: String| Error::Document {
+        let err = |message: Problem| Error::Document {
             file: file.into(),
             doc,
             message,
         };
         if !v.is_object() {
-            return Err(err(
-                "a manifest must be a mapping with apiVersion, kind and metadata".into(),
-            ));
+            return Err(err(Problem::NotAMapping));
         }
         if v.get("kind").and_then(Value::as_str) == Some("List") {
             for (j, item) in v["items"].as_array().into_iter().flatten().enumerate() {
-                docs.push(one(file, doc, item.clone()).map_err(|m| err(format!("item {j}: {m}")))?);
+                docs.push(
+                    one(file, doc, item.clone()).map_err(|m| err(Problem::Item(j, Box::new(m))))?,
+                );
             }
             continue;
         }
@@ -100,24 +120,25 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
     Ok(docs)
 }
 
-fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, String> {
+fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Problem> {
     let api_version = v
         .get("apiVersion")
         .and_then(Value::as_str)
-        .ok_or("apiVersion not set")?;
+        .ok_or(Problem::NoApiVersion)?;
     let kind = v
         .get("kind")
         .and_then(Value::as_str)
-        .ok_or("kind not set")?;
+        .ok_or(Problem::NoKind)?;
     let info = registry::by_kind(api_version, kind).ok_or_else(|| {
+        let (kind, version) = (kind.to_string(), api_version.to_string());
         if registry::KINDS.iter().any(|k| k.kind == kind) {
-            format!("no kind {kind:?} is served in version {api_version:?}")
+            Problem::NotInVersion { kind, version }
         } else {
-            format!("kind {kind:?} ({api_version}) is not served by Capstan")
+            Problem::NotServed { kind, version }
         }
     })?;
     if !v.get("metadata").is_none_or(Value::is_object) {
-        return Err("metadata must be a mapping".into());
+        return Err(Problem::Metadata);
     }
     Ok(Document {
         file: file.into(),

@@ -8,9 +8,32 @@ use super::meta::LabelSelector;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
     #[error("invalid label selector {selector:?}: {reason}")]
-    Label { selector: String, reason: String },
+    Label { selector: String, reason: Invalid },
     #[error("invalid field selector {selector:?}: {reason}")]
-    Field { selector: String, reason: String },
+    Field { selector: String, reason: Invalid },
+}
+
+/// What is wrong inside a selector.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Invalid {
+    #[error("key {0:?} has an invalid prefix")]
+    Prefix(String),
+    #[error("invalid label key {0:?}")]
+    Key(String),
+    #[error("invalid label value {0:?}")]
+    Value(String),
+    #[error("expected a parenthesised value set, got {0:?}")]
+    NotASet(String),
+    #[error("a value set must not be empty")]
+    EmptySet,
+    #[error("values must be non-empty for In and NotIn")]
+    NoValues,
+    #[error("values must be empty for Exists and DoesNotExist")]
+    UnwantedValues,
+    #[error("unknown operator {0:?}")]
+    Operator(String),
+    #[error("term {0:?} has no operator")]
+    NoOperator(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,9 +85,9 @@ impl Selector {
 
     /// Parses the string syntax used in `?labelSelector=` and `-l`.
     pub fn parse(s: &str) -> Result<Self> {
-        let err = |reason: &str| Error::Label {
+        let err = |reason: Invalid| Error::Label {
             selector: s.to_string(),
-            reason: reason.to_string(),
+            reason,
         };
         let mut requirements = Vec::new();
         for term in split_terms(s) {
@@ -74,31 +97,31 @@ impl Selector {
             }
             if let Some(key) = term.strip_prefix('!') {
                 let key = key.trim();
-                check_key(key).map_err(|r| err(&r))?;
+                check_key(key).map_err(err)?;
                 requirements.push(Requirement::NotExists(key.to_string()));
             } else if let Some((k, v)) = term.split_once("!=") {
                 requirements.push(Requirement::NotEq(
-                    key_of(k).map_err(|r| err(&r))?,
-                    value_of(v).map_err(|r| err(&r))?,
+                    key_of(k).map_err(err)?,
+                    value_of(v).map_err(err)?,
                 ));
             } else if let Some((k, v)) = term.split_once("==") {
                 requirements.push(Requirement::Eq(
-                    key_of(k).map_err(|r| err(&r))?,
-                    value_of(v).map_err(|r| err(&r))?,
+                    key_of(k).map_err(err)?,
+                    value_of(v).map_err(err)?,
                 ));
             } else if let Some((k, v)) = term.split_once('=') {
                 requirements.push(Requirement::Eq(
-                    key_of(k).map_err(|r| err(&r))?,
-                    value_of(v).map_err(|r| err(&r))?,
+                    key_of(k).map_err(err)?,
+                    value_of(v).map_err(err)?,
                 ));
             } else if let Some((k, rest)) = split_set_op(term, " notin ") {
-                let vs = parse_set(rest).map_err(|r| err(&r))?;
-                requirements.push(Requirement::NotIn(key_of(k).map_err(|r| err(&r))?, vs));
+                let vs = parse_set(rest).map_err(err)?;
+                requirements.push(Requirement::NotIn(key_of(k).map_err(err)?, vs));
             } else if let Some((k, rest)) = split_set_op(term, " in ") {
-                let vs = parse_set(rest).map_err(|r| err(&r))?;
-                requirements.push(Requirement::In(key_of(k).map_err(|r| err(&r))?, vs));
+                let vs = parse_set(rest).map_err(err)?;
+                requirements.push(Requirement::In(key_of(k).map_err(err)?, vs));
             } else {
-                check_key(term).map_err(|r| err(&r))?;
+                check_key(term).map_err(err)?;
                 requirements.push(Requirement::Exists(term.to_string()));
             }
         }
@@ -116,22 +139,20 @@ impl Selector {
         }
         for e in ls.match_expressions.iter().flatten() {
             let values = e.values.clone().unwrap_or_default();
-            let bad = |reason: &str| Error::Label {
+            let bad = |reason: Invalid| Error::Label {
                 selector: format!("{e:?}"),
-                reason: reason.to_string(),
+                reason,
             };
             requirements.push(match e.operator.as_str() {
-                "In" | "NotIn" if values.is_empty() => {
-                    return Err(bad("values must be non-empty for In and NotIn"))
-                }
+                "In" | "NotIn" if values.is_empty() => return Err(bad(Invalid::NoValues)),
                 "In" => Requirement::In(e.key.clone(), values),
                 "NotIn" => Requirement::NotIn(e.key.clone(), values),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(bad("values must be empty for Exists and DoesNotExist"))
+                    return Err(bad(Invalid::UnwantedValues))
                 }
                 "Exists" => Requirement::Exists(e.key.clone()),
                 "DoesNotExist" => Requirement::NotExists(e.key.clone()),
-                other => return Err(bad(&format!("unknown operator {other:?}"))),
+                other => return Err(bad(Invalid::Operator(other.to_string()))),
             });
         }
         Ok(Selector {
@@ -194,19 +215,19 @@ fn split_set_op<'a>(term: &'a str, op: &str) -> Option<(&'a str, &'a str)> {
     Some((&term[..i], &term[i + op.len()..]))
 }
 
-fn parse_set(rest: &str) -> std::result::Result<Vec<String>, String> {
+fn parse_set(rest: &str) -> std::result::Result<Vec<String>, Invalid> {
     let rest = rest.trim();
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("expected a parenthesised value set, got {rest:?}"))?;
+        .ok_or_else(|| Invalid::NotASet(rest.to_string()))?;
     let vs: Vec<String> = inner
         .split(',')
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .collect();
     if vs.is_empty() {
-        return Err("a value set must not be empty".into());
+        return Err(Invalid::EmptySet);
     }
     for v in &vs {
         check_value(v)?;
@@ -214,23 +235,23 @@ fn parse_set(rest: &str) -> std::result::Result<Vec<String>, String> {
     Ok(vs)
 }
 
-fn key_of(k: &str) -> std::result::Result<String, String> {
+fn key_of(k: &str) -> std::result::Result<String, Invalid> {
     let k = k.trim();
     check_key(k)?;
     Ok(k.to_string())
 }
 
-fn value_of(v: &str) -> std::result::Result<String, String> {
+fn value_of(v: &str) -> std::result::Result<String, Invalid> {
     let v = v.trim();
     check_value(v)?;
     Ok(v.to_string())
 }
 
-fn check_key(k: &str) -> std::result::Result<(), String> {
+fn check_key(k: &str) -> std::result::Result<(), Invalid> {
     let name = match k.rsplit_once('/') {
         Some((prefix, name)) => {
             if prefix.is_empty() || prefix.len() > 253 {
-                return Err(format!("key {k:?} has an invalid prefix"));
+                return Err(Invalid::Prefix(k.to_string()));
             }
             name
         }
@@ -242,18 +263,18 @@ fn check_key(k: &str) -> std::result::Result<(), String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(format!("invalid label key {k:?}"));
+        return Err(Invalid::Key(k.to_string()));
     }
     Ok(())
 }
 
-fn check_value(v: &str) -> std::result::Result<(), String> {
+fn check_value(v: &str) -> std::result::Result<(), Invalid> {
     if v.len() > 63
         || !v
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        return Err(format!("invalid label value {v:?}"));
+        return Err(Invalid::Value(v.to_string()));
     }
     Ok(())
 }
@@ -289,7 +310,7 @@ impl FieldSelector {
             } else {
                 return Err(Error::Field {
                     selector: s.into(),
-                    reason: format!("term {term:?} has no operator"),
+                    reason: Invalid::NoOperator(term.to_string()),
                 });
             };
             terms.push((path.trim().to_string(), eq, value.trim().to_string()));

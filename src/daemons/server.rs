@@ -50,8 +50,9 @@ impl From<crate::client::Error> for Error {
     }
 }
 
-/// Work a node finishes before its pods start.
-pub type Preparation = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// Work a node finishes before its pods start (the binary's own error, shown with its causes).
+pub type Preparation =
+    Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
 
 /// What `capstan server` is told.
 pub struct Options {
@@ -233,7 +234,7 @@ impl ControlPlane {
 async fn run_node(client: Client, node: LocalNode, mut stop: tokio::sync::watch::Receiver<bool>) {
     if let Some(prepare) = node.prepare {
         if let Err(e) = prepare.await {
-            tracing::error!("node agent failed: {e}");
+            tracing::error!("node agent failed: {e:#}");
             return;
         }
     }

@@ -854,7 +854,7 @@ async fn sync_commit(
         Ok(desired) => sync::apply(&ctx.client, &desired, ns, name, prune)
             .await
             .map(|o| (desired, o))
-            .map_err(|e| vec![e]),
+            .map_err(|e| vec![e.to_string()]),
         Err(errors) => Err(errors),
     };
     let finished = format_time(&now());

@@ -161,6 +161,25 @@ pub async fn inventory(
     Ok(out)
 }
 
+/// Why applying a commit stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("listing what the app owns: {0}")]
+    Inventory(#[source] crate::client::Error),
+    /// An object of the commit (`at` is its file and line, `id` the object) was refused.
+    #[error("{at}: {id}: {source}")]
+    Object {
+        at: String,
+        id: String,
+        source: crate::client::Error,
+    },
+    #[error("pruning {id}: {source}")]
+    Prune {
+        id: String,
+        source: crate::client::Error,
+    },
+}
+
 /// Applies a validated commit in order, then prunes. Stops at the first failure (already validated, so this is rare).
 pub async fn apply(
     client: &Client,
@@ -168,10 +187,10 @@ pub async fn apply(
     app_ns: &str,
     app: &str,
     prune: bool,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ApplyError> {
     let before = inventory(client, app_ns, app)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ApplyError::Inventory)?;
     let mut ordered: Vec<&Desired> = desired.iter().collect();
     ordered.sort_by_key(|d| order_key(d));
     let mut outcome = Outcome::default();
@@ -182,7 +201,11 @@ pub async fn apply(
             .map(|(_, v)| v["metadata"]["resourceVersion"].clone());
         let live = ssa(client, d, &stamped(d, app_ns, app), false)
             .await
-            .map_err(|e| format!("{}: {id}: {e}", d.at()))?;
+            .map_err(|source| ApplyError::Object {
+                at: d.at(),
+                id: id.clone(),
+                source,
+            })?;
         match old_rv {
             None => outcome.created.push(id),
             Some(rv) if rv != live["metadata"]["resourceVersion"] => outcome.updated.push(id),
@@ -208,7 +231,12 @@ pub async fn apply(
             match client.delete(kind, ns, name, "Background").await {
                 Ok(_) => outcome.pruned.push(id.clone()),
                 Err(e) if e.code() == Some(404) => {}
-                Err(e) => return Err(format!("pruning {id}: {e}")),
+                Err(source) => {
+                    return Err(ApplyError::Prune {
+                        id: id.clone(),
+                        source,
+                    })
+                }
             }
         }
     }

@@ -52,7 +52,7 @@ pub async fn handler(
     };
     let dir = match super::server::pod_dir(&shared, &ns, &pod) {
         Ok(d) => d,
-        Err(e) => return error(StatusCode::NOT_FOUND, e),
+        Err(e) => return error(StatusCode::NOT_FOUND, e.to_string()),
     };
     let running = PodState::load(&dir)
         .and_then(|s| s.containers.get(&container).cloned())

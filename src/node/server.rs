@@ -89,13 +89,23 @@ pub(super) fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     auth.strip_prefix("Bearer ") == Some(shared.config.token.as_str())
 }
 
-/// The state directory of pod `ns/pod` on this node, or why there is none (a 404).
-pub(super) fn pod_dir(shared: &Shared, ns: &str, pod: &str) -> Result<std::path::PathBuf, String> {
-    let p = shared.pods.get(ns, pod).ok_or_else(|| {
-        format!(
-            "pod \"{pod}\" not found on node {}",
-            shared.config.node_name
-        )
+/// A pod this node does not run (a 404).
+#[derive(Debug, thiserror::Error)]
+#[error("pod \"{pod}\" not found on node {node}")]
+pub struct NotOnNode {
+    pub pod: String,
+    pub node: String,
+}
+
+/// The state directory of pod `ns/pod` on this node.
+pub(super) fn pod_dir(
+    shared: &Shared,
+    ns: &str,
+    pod: &str,
+) -> Result<std::path::PathBuf, NotOnNode> {
+    let p = shared.pods.get(ns, pod).ok_or_else(|| NotOnNode {
+        pod: pod.to_string(),
+        node: shared.config.node_name.clone(),
     })?;
     Ok(shared
         .pods_dir
@@ -117,7 +127,7 @@ async fn container_logs(
     };
     let dir = match pod_dir(&shared, &ns, &pod) {
         Ok(d) => d,
-        Err(e) => return error(StatusCode::NOT_FOUND, e),
+        Err(e) => return error(StatusCode::NOT_FOUND, e.to_string()),
     };
     let saved = PodState::load(&dir).and_then(|s| s.containers.get(&container).cloned());
     let Some(saved) = saved.filter(|s| s.started_once) else {

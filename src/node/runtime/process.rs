@@ -248,7 +248,8 @@ impl ContainerRuntime for ProcessRuntime {
         cmd.args(&command[1..]);
         self.command_env(&mut cmd, spec);
         if let Some(ns) = &spec.netns {
-            super::shim::join_netns(cmd.as_std_mut(), ns).map_err(RuntimeError::Start)?;
+            super::shim::join_netns(cmd.as_std_mut(), ns)
+                .map_err(|e| RuntimeError::Start(e.to_string()))?;
         }
         if let Some(dir) = &spec.working_dir {
             cmd.current_dir(dir);

@@ -74,7 +74,7 @@ pub fn run(args: ShimArgs) -> i32 {
     }
     if let Some(path) = &args.netns {
         if let Err(e) = join_netns(&mut cmd, path) {
-            let _ = writeln!(handshake, "failed {}", e.replace('\n', " "));
+            let _ = writeln!(handshake, "failed {}", e.to_string().replace('\n', " "));
             return 2;
         }
     }
@@ -88,7 +88,11 @@ pub fn run(args: ShimArgs) -> i32 {
                 }
             }
             Err(e) => {
-                let _ = writeln!(handshake, "failed volume mounts: {}", e.replace('\n', " "));
+                let _ = writeln!(
+                    handshake,
+                    "failed volume mounts: {}",
+                    e.to_string().replace('\n', " ")
+                );
                 return 2;
             }
         }
@@ -250,13 +254,39 @@ pub fn read_exit(path: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
+/// Why the shim cannot prepare what a container's process needs before it runs.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("opening the pod's network namespace {}: {source}", path.display())]
+    Netns {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    MountsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    MountsJson {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("mountPath {}: {source}{}", target.display(), if *root { "" } else { " (creating it needs root; or mount at an existing directory)" })]
+    Target {
+        target: std::path::PathBuf,
+        source: std::io::Error,
+        root: bool,
+    },
+    #[error("a path holds a NUL byte: {0}")]
+    Nul(#[from] std::ffi::NulError),
+}
+
 /// Makes `cmd` join the network namespace at `path` (a pod's, under the bridge network) before it runs.
-pub fn join_netns(cmd: &mut Command, path: &Path) -> Result<(), String> {
-    let ns = std::fs::File::open(path).map_err(|e| {
-        format!(
-            "opening the pod's network namespace {}: {e}",
-            path.display()
-        )
+pub fn join_netns(cmd: &mut Command, path: &Path) -> Result<(), PrepareError> {
+    let ns = std::fs::File::open(path).map_err(|source| PrepareError::Netns {
+        path: path.to_path_buf(),
+        source,
     })?;
     // SAFETY: setns is a single system call on a descriptor opened before the fork; the file is moved into the
     // closure, so it stays open until the exec.
@@ -280,11 +310,17 @@ struct MountPlan {
     gid_map: std::ffi::CString,
 }
 
-fn mount_plan(file: &Path) -> Result<MountPlan, String> {
-    let mounts: Vec<crate::node::volumes::Mount> = serde_json::from_slice(
-        &std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?,
-    )
-    .map_err(|e| format!("{}: {e}", file.display()))?;
+fn mount_plan(file: &Path) -> Result<MountPlan, PrepareError> {
+    let path = || file.to_path_buf();
+    let bytes = std::fs::read(file).map_err(|source| PrepareError::MountsFile {
+        path: path(),
+        source,
+    })?;
+    let mounts: Vec<crate::node::volumes::Mount> =
+        serde_json::from_slice(&bytes).map_err(|source| PrepareError::MountsJson {
+            path: path(),
+            source,
+        })?;
     // SAFETY: geteuid and getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut out = Vec::new();
@@ -299,28 +335,20 @@ fn mount_plan(file: &Path) -> Result<MountPlan, String> {
                     .map_or(Ok(()), std::fs::create_dir_all)
                     .and_then(|()| std::fs::File::create(&m.target).map(|_| ()))
             };
-            made.map_err(|e| {
-                format!(
-                    "mountPath {}: {e}{}",
-                    m.target.display(),
-                    if uid == 0 {
-                        ""
-                    } else {
-                        " (creating it needs root; or mount at an existing directory)"
-                    }
-                )
+            made.map_err(|source| PrepareError::Target {
+                target: m.target.clone(),
+                source,
+                root: uid == 0,
             })?;
         }
-        let c = |p: &Path| {
-            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())
-        };
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes());
         out.push((c(&m.source)?, c(&m.target)?, m.read_only));
     }
     Ok(MountPlan {
         mounts: out,
         root: uid == 0,
-        uid_map: std::ffi::CString::new(format!("{uid} {uid} 1")).map_err(|e| e.to_string())?,
-        gid_map: std::ffi::CString::new(format!("{gid} {gid} 1")).map_err(|e| e.to_string())?,
+        uid_map: std::ffi::CString::new(format!("{uid} {uid} 1"))?,
+        gid_map: std::ffi::CString::new(format!("{gid} {gid} 1"))?,
     })
 }
 

@@ -209,7 +209,8 @@ impl ContainerdRuntime {
         let image = self
             .resolve(&spec.image, &spec.pull_policy, &spec.pull_secrets)
             .await?;
-        let oci = spec::build(id, spec, &image.config["config"]).map_err(RuntimeError::Create)?;
+        let oci = spec::build(id, spec, &image.config["config"])
+            .map_err(|e| RuntimeError::Create(e.to_string()))?;
         if let Some(parent) = spec.log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }

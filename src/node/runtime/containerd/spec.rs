@@ -70,21 +70,29 @@ pub fn environment(spec: &ContainerSpec, image: &Value) -> Vec<String> {
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// Why a container's OCI spec cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("the image runs as {what} {value:?}, which is not numeric: set securityContext.runAsUser/runAsGroup")]
+    NotNumeric { what: &'static str, value: String },
+    #[error("no command specified: image {image:?} has no entrypoint or cmd and the container sets no command")]
+    NoCommand { image: String },
+}
+
 /// uid and gid: the container's securityContext, else the image's numeric `User` (`uid` or `uid:gid`).
-pub fn user(spec: &ContainerSpec, image: &Value) -> Result<(u32, u32), String> {
+pub fn user(spec: &ContainerSpec, image: &Value) -> Result<(u32, u32), SpecError> {
     let configured = image["User"].as_str().unwrap_or("");
     let (iu, ig) = match configured.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (configured, None),
     };
-    let number = |s: &str, what: &str| -> Result<Option<u32>, String> {
+    let number = |s: &str, what: &'static str| -> Result<Option<u32>, SpecError> {
         if s.is_empty() {
             return Ok(None);
         }
-        s.parse().map(Some).map_err(|_| {
-            format!(
-                "the image runs as {what} {s:?}, which is not numeric: set securityContext.runAsUser/runAsGroup"
-            )
+        s.parse().map(Some).map_err(|_| SpecError::NotNumeric {
+            what,
+            value: s.to_string(),
         })
     };
     let uid = match spec.run_as_user {
@@ -109,13 +117,12 @@ pub fn cgroup_path(id: &str) -> String {
 /// Builds `config.json` for container `id` from its spec and image config (the image's `config` object).
 // Long by design: one OCI config.json assembled in the runtime spec's order (process, root, mounts, linux:
 // namespaces, resources, rlimits); each part is a few lines, named by a comment.
-pub fn build(id: &str, spec: &ContainerSpec, image: &Value) -> Result<Value, String> {
+pub fn build(id: &str, spec: &ContainerSpec, image: &Value) -> Result<Value, SpecError> {
     let args = argv(spec, image);
     if args.is_empty() {
-        return Err(format!(
-            "no command specified: image {:?} has no entrypoint or cmd and the container sets no command",
-            spec.image
-        ));
+        return Err(SpecError::NoCommand {
+            image: spec.image.clone(),
+        });
     }
     let (uid, gid) = user(spec, image)?;
     let cwd = spec
@@ -244,7 +251,7 @@ mod tests {
         s.command = vec!["/bin/sh".into(), "-c".into()];
         s.args = vec!["echo hi".into()];
         assert_eq!(argv(&s, &image), ["/bin/sh", "-c", "echo hi"]);
-        let empty = build("x", &spec(), &json!({})).unwrap_err();
+        let empty = build("x", &spec(), &json!({})).unwrap_err().to_string();
         assert!(empty.contains("no command specified"), "{empty}");
     }
 
@@ -266,6 +273,7 @@ mod tests {
         assert_eq!(user(&s, &json!({})).unwrap(), (0, 0));
         assert!(user(&s, &json!({"User": "nobody"}))
             .unwrap_err()
+            .to_string()
             .contains("runAsUser"));
         s.run_as_user = Some(7);
         assert_eq!(user(&s, &json!({"User": "nobody"})).unwrap(), (7, 0));
