@@ -85,7 +85,7 @@ pub fn render(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<Str
                         );
                     }
                 }
-                Err(mut e) => errors.append(&mut e),
+                Err(e) => errors.extend(e.iter().map(ToString::to_string)),
             }
         }
     }

@@ -140,7 +140,7 @@ impl<'n> Contents<'n> {
         }
         for env in envs {
             let path = resolve(dir, &env).ok_or_else(|| format!("{env}: leaves the repository"))?;
-            let text = text_of(tree, &path)?;
+            let text = text_of(tree, &path).map_err(|e| e.to_string())?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {

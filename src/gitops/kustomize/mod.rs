@@ -67,6 +67,42 @@ impl Res {
     }
 }
 
+/// One problem found building a kustomization, with where it is: the file, the line when known, and the field of
+/// the kustomization it concerns. Shown as `file:line: field: message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    fn in_file(file: &str, message: impl std::fmt::Display) -> Self {
+        Problem {
+            file: file.to_string(),
+            line: None,
+            field: None,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for Problem {}
+
 /// A commit's files by repository-relative path.
 pub type Tree = BTreeMap<String, Vec<u8>>;
 
@@ -79,7 +115,7 @@ pub fn kustomization_in(tree: &Tree, dir: &str) -> Option<String> {
 }
 
 /// Builds the kustomization in `dir`; every problem is reported, each naming its file.
-pub fn build(tree: &Tree, dir: &str) -> Result<Vec<Res>, Vec<String>> {
+pub fn build(tree: &Tree, dir: &str) -> Result<Vec<Res>, Vec<Problem>> {
     let mut stack = Vec::new();
     let mut out = level(tree, dir, &mut stack)?;
     // Hash suffixes last, over the final content and name, and followed into every reference.
@@ -95,16 +131,17 @@ pub fn build(tree: &Tree, dir: &str) -> Result<Vec<Res>, Vec<String>> {
     Ok(out)
 }
 
-fn level(tree: &Tree, dir: &str, stack: &mut Vec<String>) -> Result<Vec<Res>, Vec<String>> {
+fn level(tree: &Tree, dir: &str, stack: &mut Vec<String>) -> Result<Vec<Res>, Vec<Problem>> {
     let Some(kfile) = kustomization_in(tree, dir) else {
-        return Err(vec![format!(
-            "{dir}: no kustomization.yaml in this directory (a directory listed in resources needs one)"
+        return Err(vec![Problem::in_file(
+            dir,
+            "no kustomization.yaml in this directory (a directory listed in resources needs one)",
         )]);
     };
     if stack.contains(&kfile) {
-        return Err(vec![format!(
-            "{kfile}: resources form a cycle: {} -> {kfile}",
-            stack.join(" -> ")
+        return Err(vec![Problem::in_file(
+            &kfile,
+            format!("resources form a cycle: {} -> {kfile}", stack.join(" -> ")),
         )]);
     }
     stack.push(kfile.clone());
@@ -123,17 +160,19 @@ struct Kustomization<'t> {
 
 impl<'t> Kustomization<'t> {
     /// Reads and parses the file, refusing fields and kinds this implementation does not carry out.
-    fn read(tree: &'t Tree, dir: &'t str, file: &'t str) -> Result<Self, Vec<String>> {
+    fn read(tree: &'t Tree, dir: &'t str, file: &'t str) -> Result<Self, Vec<Problem>> {
         let text = text_of(tree, file).map_err(|e| vec![e])?;
         let k: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(":{}", l.line()))
-                .unwrap_or_default();
-            vec![format!("{file}{at}: not valid YAML: {e}")]
+            vec![Problem {
+                line: e.location().map(|l| l.line()),
+                ..Problem::in_file(file, format!("not valid YAML: {e}"))
+            }]
         })?;
         let Some(fields) = k.as_object() else {
-            return Err(vec![format!("{file}: a kustomization must be a mapping")]);
+            return Err(vec![Problem::in_file(
+                file,
+                "a kustomization must be a mapping",
+            )]);
         };
         let this = Kustomization {
             dir,
@@ -141,7 +180,7 @@ impl<'t> Kustomization<'t> {
             text,
             k: Value::Null,
         };
-        let mut errors: Vec<String> = fields
+        let mut errors: Vec<Problem> = fields
             .keys()
             .filter(|key| !SUPPORTED.contains(&key.as_str()))
             .map(|key| {
@@ -167,12 +206,12 @@ impl<'t> Kustomization<'t> {
     }
 
     /// An error about one of its fields, with the line of that field.
-    fn err(&self, field: &str, msg: impl std::fmt::Display) -> String {
-        format!(
-            "{}:{}: {field}: {msg}",
-            self.file,
-            key_line(self.text, field)
-        )
+    fn err(&self, field: &str, msg: impl std::fmt::Display) -> Problem {
+        Problem {
+            line: Some(key_line(self.text, field)),
+            field: Some(field.to_string()),
+            ..Problem::in_file(self.file, msg)
+        }
     }
 
     /// `resources` (and the older `bases`): files read as manifests, directories built as kustomizations of their
@@ -181,8 +220,8 @@ impl<'t> Kustomization<'t> {
         &self,
         tree: &Tree,
         stack: &mut Vec<String>,
-        errors: &mut Vec<String>,
-    ) -> Result<Vec<Res>, Vec<String>> {
+        errors: &mut Vec<Problem>,
+    ) -> Result<Vec<Res>, Vec<Problem>> {
         let mut out: Vec<Res> = Vec::new();
         for field in ["bases", "resources"] {
             for entry in strings(&self.k[field], field).map_err(|e| vec![self.err(field, e)])? {
@@ -218,7 +257,7 @@ impl<'t> Kustomization<'t> {
     }
 
     /// `configMapGenerator` and `secretGenerator`: each entry adds (or merges into, or replaces) an object.
-    fn generators(&self, tree: &Tree, out: &mut Vec<Res>, errors: &mut Vec<String>) {
+    fn generators(&self, tree: &Tree, out: &mut Vec<Res>, errors: &mut Vec<Problem>) {
         let options = &self.k["generatorOptions"];
         for (field, kind) in [
             ("configMapGenerator", "ConfigMap"),
@@ -248,7 +287,7 @@ fn level_of(
     dir: &str,
     kfile: &str,
     stack: &mut Vec<String>,
-) -> Result<Vec<Res>, Vec<String>> {
+) -> Result<Vec<Res>, Vec<Problem>> {
     let k = Kustomization::read(tree, dir, kfile)?;
     let mut errors = Vec::new();
     let mut out = k.resources(tree, stack, &mut errors)?;
@@ -270,22 +309,22 @@ fn key_line(text: &str, key: &str) -> usize {
         .map_or(1, |n| n + 1)
 }
 
-pub(super) fn text_of<'t>(tree: &'t Tree, path: &str) -> Result<&'t str, String> {
+pub(super) fn text_of<'t>(tree: &'t Tree, path: &str) -> Result<&'t str, Problem> {
     let bytes = tree
         .get(path)
-        .ok_or_else(|| format!("{path}: no such file"))?;
-    std::str::from_utf8(bytes).map_err(|e| format!("{path}: not UTF-8 text: {e}"))
+        .ok_or_else(|| Problem::in_file(path, "no such file"))?;
+    std::str::from_utf8(bytes).map_err(|e| Problem::in_file(path, format!("not UTF-8 text: {e}")))
 }
 
-fn read_manifests(tree: &Tree, path: &str) -> Result<Vec<Res>, Vec<String>> {
+fn read_manifests(tree: &Tree, path: &str) -> Result<Vec<Res>, Vec<Problem>> {
     let text = text_of(tree, path).map_err(|e| vec![e])?;
     let docs = manifest::parse(path, text).map_err(|e| {
         vec![match e {
-            manifest::Error::Document { file, doc, message } => format!(
-                "{file}:{}: document {doc}: {message}",
-                manifest::doc_line(text, doc)
-            ),
-            e => e.to_string(),
+            manifest::Error::Document { file, doc, message } => Problem {
+                line: Some(manifest::doc_line(text, doc)),
+                ..Problem::in_file(&file, format!("document {doc}: {message}"))
+            },
+            manifest::Error::Parse { file, message } => Problem::in_file(&file, message),
         }]
     })?;
     Ok(docs

@@ -113,7 +113,11 @@ fn unsupported_and_wrong_input_is_named() {
     let t = tree(&[
         ("k/kustomization.yaml", "resources:\n- missing.yaml\n- https://example.invalid/x\n- ../../out\npatches:\n- path: p.yaml\n"),
     ]);
-    let errs = build(&t, "k").unwrap_err();
+    let errs: Vec<String> = build(&t, "k")
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(
         errs.iter()
             .any(|e| e.starts_with("k/kustomization.yaml:5: patches: not supported")),
@@ -123,7 +127,11 @@ fn unsupported_and_wrong_input_is_named() {
         "k/kustomization.yaml",
         "resources:\n- missing.yaml\n- https://example.invalid/x\n- ../../out\n",
     )]);
-    let errs = build(&t, "k").unwrap_err();
+    let errs: Vec<String> = build(&t, "k")
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(
         errs[0].contains("k/kustomization.yaml:1: resources: missing.yaml: no such file"),
         "{errs:?}"
@@ -141,7 +149,9 @@ fn unsupported_and_wrong_input_is_named() {
         ("a/kustomization.yaml", "resources: [../b]\n"),
         ("b/kustomization.yaml", "resources: [../a]\n"),
     ]);
-    assert!(build(&cyc, "a").unwrap_err()[0].contains("cycle"));
+    assert!(build(&cyc, "a").unwrap_err()[0]
+        .to_string()
+        .contains("cycle"));
 
     let dup = tree(&[
         (
@@ -153,9 +163,13 @@ fn unsupported_and_wrong_input_is_named() {
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
         ),
     ]);
-    assert!(build(&dup, "k").unwrap_err()[0].contains("already comes from k/cm.yaml"));
+    assert!(build(&dup, "k").unwrap_err()[0]
+        .to_string()
+        .contains("already comes from k/cm.yaml"));
     let bad_yaml = tree(&[("k/kustomization.yaml", "resources: [a\n")]);
-    assert!(build(&bad_yaml, "k").unwrap_err()[0].starts_with("k/kustomization.yaml:"));
+    assert!(build(&bad_yaml, "k").unwrap_err()[0]
+        .to_string()
+        .starts_with("k/kustomization.yaml:"));
 }
 
 #[test]

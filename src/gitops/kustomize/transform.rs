@@ -4,11 +4,11 @@
 use serde_json::{json, Map, Value};
 
 use super::refs::{follow_renames, items};
-use super::{string_map, Kustomization, Res};
+use super::{string_map, Kustomization, Problem, Res};
 
 impl Kustomization<'_> {
     /// Runs this level's transformers over its objects; the first bad field ends the build.
-    pub(super) fn transform(&self, out: &mut [Res]) -> Result<(), String> {
+    pub(super) fn transform(&self, out: &mut [Res]) -> Result<(), Problem> {
         if let Some(ns) = self.k.get("namespace") {
             let ns = ns
                 .as_str()
@@ -47,7 +47,7 @@ impl Kustomization<'_> {
     }
 
     /// `commonLabels` (also on selectors and templates) and `labels` (on selectors and templates as each entry says).
-    fn labels(&self, out: &mut [Res]) -> Result<(), String> {
+    fn labels(&self, out: &mut [Res]) -> Result<(), Problem> {
         if let Some(labels) = self.k.get("commonLabels") {
             let labels = string_map(labels).map_err(|e| self.err("commonLabels", e))?;
             for r in out.iter_mut() {
@@ -72,7 +72,7 @@ impl Kustomization<'_> {
     }
 
     /// `commonAnnotations`, on objects and their pod templates.
-    fn annotations(&self, out: &mut [Res]) -> Result<(), String> {
+    fn annotations(&self, out: &mut [Res]) -> Result<(), Problem> {
         let Some(annotations) = self.k.get("commonAnnotations") else {
             return Ok(());
         };
@@ -87,7 +87,7 @@ impl Kustomization<'_> {
     }
 
     /// `images`: new names, tags or digests for the containers that use an image.
-    fn images(&self, out: &mut [Res]) -> Result<(), String> {
+    fn images(&self, out: &mut [Res]) -> Result<(), Problem> {
         let Some(images) = self.k.get("images") else {
             return Ok(());
         };
@@ -108,7 +108,7 @@ impl Kustomization<'_> {
     }
 
     /// `replicas`: counts for workloads named by their name before or after this level's prefix and suffix.
-    fn replicas(&self, out: &mut [Res]) -> Result<(), String> {
+    fn replicas(&self, out: &mut [Res]) -> Result<(), Problem> {
         let Some(replicas) = self.k.get("replicas") else {
             return Ok(());
         };
