@@ -342,12 +342,14 @@ impl Source {
         cb.certificate_check(move |cert, host| {
             if let Some(key) = cert.as_hostkey() {
                 return check_host_key(&creds, host, key).map_err(|why| {
+                    let why = why.to_string();
                     failure.replace(Some(why.clone()));
                     git2::Error::from_str(&why)
                 });
             }
             if let (Some(x509), Some(ca)) = (cert.as_x509(), creds.ca_cert.as_deref()) {
                 return check_x509(ca, host, x509.data()).map_err(|why| {
+                    let why = why.to_string();
                     failure.replace(Some(why.clone()));
                     git2::Error::from_str(&why)
                 });
@@ -631,25 +633,46 @@ impl Source {
     }
 }
 
+/// Why a server's identity is not trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    #[error("ssh to {host} needs known_hosts in the secret ({origin}) so the server's key can be checked")]
+    NoKnownHosts { host: String, origin: String },
+    #[error("{0} offered no host key")]
+    NoHostKey(String),
+    #[error("the host key of {0} does not match known_hosts: refusing to connect")]
+    KeyMismatch(String),
+    #[error("{0} is not in known_hosts")]
+    UnknownHost(String),
+    #[error("ca.crt: {0}")]
+    BadCa(String),
+    #[error("ca.crt holds no PEM certificate")]
+    EmptyCa,
+    #[error("{host}: {reason}")]
+    BadName { host: String, reason: String },
+    #[error("the certificate of {host} is not trusted by ca.crt: {reason}")]
+    Certificate { host: String, reason: String },
+}
+
 /// Checks an ssh server's host key against the `known_hosts` of the credentials (plain and hashed host entries).
 fn check_host_key(
     creds: &Credentials,
     host: &str,
     key: &git2::cert::CertHostkey<'_>,
-) -> std::result::Result<git2::CertificateCheckStatus, String> {
+) -> std::result::Result<git2::CertificateCheckStatus, Untrusted> {
     use base64::Engine;
     let Some(known) = creds.known_hosts.as_deref() else {
-        return Err(format!(
-            "ssh to {host} needs known_hosts in the secret ({}) so the server's key can be checked",
-            if creds.origin.is_empty() {
-                "no secretRef"
+        return Err(Untrusted::NoKnownHosts {
+            host: host.to_string(),
+            origin: if creds.origin.is_empty() {
+                "no secretRef".to_string()
             } else {
-                &creds.origin
-            }
-        ));
+                creds.origin.clone()
+            },
+        });
     };
     let Some(raw) = key.hostkey() else {
-        return Err(format!("{host} offered no host key"));
+        return Err(Untrusted::NoHostKey(host.to_string()));
     };
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut host_listed = false;
@@ -667,9 +690,9 @@ fn check_host_key(
         }
     }
     Err(if host_listed {
-        format!("the host key of {host} does not match known_hosts: refusing to connect")
+        Untrusted::KeyMismatch(host.to_string())
     } else {
-        format!("{host} is not in known_hosts")
+        Untrusted::UnknownHost(host.to_string())
     })
 }
 
@@ -701,23 +724,29 @@ fn check_x509(
     ca_pem: &[u8],
     host: &str,
     der: &[u8],
-) -> std::result::Result<git2::CertificateCheckStatus, String> {
+) -> std::result::Result<git2::CertificateCheckStatus, Untrusted> {
     use rustls::client::danger::ServerCertVerifier;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        let cert = cert.map_err(|e| format!("ca.crt: {e}"))?;
-        roots.add(cert).map_err(|e| format!("ca.crt: {e}"))?;
+        let cert = cert.map_err(|e| Untrusted::BadCa(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| Untrusted::BadCa(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err("ca.crt holds no PEM certificate".into());
+        return Err(Untrusted::EmptyCa);
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let verifier =
         rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
             .build()
-            .map_err(|e| format!("ca.crt: {e}"))?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| format!("{host}: {e}"))?;
+            .map_err(|e| Untrusted::BadCa(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        Untrusted::BadName {
+            host: host.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     verifier
         .verify_server_cert(
             &rustls::pki_types::CertificateDer::from(der.to_vec()),
@@ -727,7 +756,10 @@ fn check_x509(
             rustls::pki_types::UnixTime::now(),
         )
         .map(|_| git2::CertificateCheckStatus::CertificateOk)
-        .map_err(|e| format!("the certificate of {host} is not trusted by ca.crt: {e}"))
+        .map_err(|e| Untrusted::Certificate {
+            host: host.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Whether a file name is one the app reads as manifests.

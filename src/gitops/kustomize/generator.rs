@@ -1,5 +1,7 @@
 //! The generators: one ConfigMap or Secret from a `configMapGenerator`/`secretGenerator` entry (literals, files, env
 //! files, per-entry and shared `generatorOptions`), placed per its `behavior` among the objects the resources gave.
+//! A generator's errors are message text: the caller files each as a [`super::Problem`] under the generator's field
+//! (with the kustomization's file and the field's line).
 
 use std::collections::BTreeMap;
 
