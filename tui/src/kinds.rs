@@ -216,22 +216,22 @@ fn rec_changes(v: &Value, _: &Ctx) -> Cell {
     ))
 }
 
-// Deployments.
+/// A `ready/wanted` cell: good when all are ready.
+fn ratio_cell(text: String) -> Cell {
+    let all = text.split_once('/').is_some_and(|(r, w)| r == w);
+    Cell::tone(text, if all { Tone::Good } else { Tone::Busy })
+}
+
+// Deployments. Cells kubectl also shows come from the API server's Table code (`capstan_present::columns`); the
+// rollout bar, revision and status are the TUI's own. Ages and durations use the TUI's clock (`Ctx::now`).
 fn dep_ready(v: &Value, _: &Ctx) -> Cell {
-    let want = int(v, "/spec/replicas");
-    let ready = int(v, "/status/readyReplicas");
-    let tone = if ready >= want {
-        Tone::Good
-    } else {
-        Tone::Busy
-    };
-    Cell::tone(format!("{ready}/{want}"), tone)
+    ratio_cell(kubectl(&columns::DEPLOYMENT, v, "Ready"))
 }
 fn dep_updated(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(int(v, "/status/updatedReplicas").to_string())
+    Cell::plain(kubectl(&columns::DEPLOYMENT, v, "Up-to-date"))
 }
 fn dep_available(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(int(v, "/status/availableReplicas").to_string())
+    Cell::plain(kubectl(&columns::DEPLOYMENT, v, "Available"))
 }
 fn dep_progress(v: &Value, _: &Ctx) -> Cell {
     let want = int(v, "/spec/replicas");
@@ -300,14 +300,20 @@ fn dep_status(v: &Value, _: &Ctx) -> Cell {
 
 // ReplicaSets.
 fn rs_desired(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(int(v, "/spec/replicas").to_string())
+    Cell::plain(kubectl(&columns::REPLICASET, v, "Desired"))
 }
 fn rs_current(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(int(v, "/status/replicas").to_string())
+    Cell::plain(kubectl(&columns::REPLICASET, v, "Current"))
 }
 fn rs_ready(v: &Value, _: &Ctx) -> Cell {
-    let (r, w) = (int(v, "/status/readyReplicas"), int(v, "/spec/replicas"));
-    Cell::tone(r.to_string(), if r >= w { Tone::Good } else { Tone::Busy })
+    let want = kubectl(&columns::REPLICASET, v, "Desired");
+    let ready = kubectl(&columns::REPLICASET, v, "Ready");
+    let tone = if ready == want {
+        Tone::Good
+    } else {
+        Tone::Busy
+    };
+    Cell::tone(ready, tone)
 }
 fn rs_owner(v: &Value, _: &Ctx) -> Cell {
     Cell::tone(str_at(v, "/metadata/ownerReferences/0/name"), Tone::Dim)
@@ -421,52 +427,40 @@ fn ev_last(v: &Value, c: &Ctx) -> Cell {
     Cell::tone(age(t, c.now), Tone::Dim)
 }
 fn ev_type(v: &Value, _: &Ctx) -> Cell {
-    let t = str_at(v, "/type");
-    Cell::tone(
-        t,
-        if t == "Warning" {
-            Tone::Bad
-        } else {
-            Tone::Plain
-        },
-    )
+    let t = kubectl(&columns::EVENT, v, "Type");
+    let tone = if t == "Warning" {
+        Tone::Bad
+    } else {
+        Tone::Plain
+    };
+    Cell::tone(t, tone)
 }
 fn ev_reason(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(str_at(v, "/reason"))
+    Cell::plain(kubectl(&columns::EVENT, v, "Reason"))
 }
 fn ev_object(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(format!(
-        "{}/{}",
-        str_at(v, "/involvedObject/kind").to_lowercase(),
-        str_at(v, "/involvedObject/name")
-    ))
+    Cell::plain(kubectl(&columns::EVENT, v, "Object"))
 }
 fn ev_message(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(str_at(v, "/message"))
+    Cell::plain(kubectl(&columns::EVENT, v, "Message"))
 }
 
 // Jobs and CronJobs.
 fn job_completions(v: &Value, _: &Ctx) -> Cell {
-    let want = at(v, "/spec/completions")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    let done = int(v, "/status/succeeded");
-    Cell::tone(
-        format!("{done}/{want}"),
-        if done >= want { Tone::Good } else { Tone::Busy },
-    )
+    let text = kubectl(&columns::JOB, v, "Completions");
+    let done = text
+        .split_once('/')
+        .is_some_and(|(d, w)| w.split(' ').next() == Some(d));
+    Cell::tone(text, if done { Tone::Good } else { Tone::Busy })
 }
 fn job_status(v: &Value, _: &Ctx) -> Cell {
-    for (ty, tone) in [
-        ("Complete", Tone::Good),
-        ("Failed", Tone::Bad),
-        ("Suspended", Tone::Busy),
-    ] {
-        if condition(v, ty).is_some_and(|c| c["status"] == "True") {
-            return Cell::tone(ty, tone);
-        }
-    }
-    Cell::tone("Running", Tone::Busy)
+    let text = kubectl(&columns::JOB, v, "Status");
+    let tone = match text.as_str() {
+        "Complete" => Tone::Good,
+        "Failed" => Tone::Bad,
+        _ => Tone::Busy,
+    };
+    Cell::tone(text, tone)
 }
 fn job_duration(v: &Value, c: &Ctx) -> Cell {
     let start = str_at(v, "/status/startTime");
@@ -486,22 +480,13 @@ fn job_duration(v: &Value, c: &Ctx) -> Cell {
     })
 }
 fn cj_schedule(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(str_at(v, "/spec/schedule"))
+    Cell::plain(kubectl(&columns::CRONJOB, v, "Schedule"))
 }
 fn cj_suspend(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(if at(v, "/spec/suspend") == Some(&Value::Bool(true)) {
-        "True"
-    } else {
-        "False"
-    })
+    Cell::plain(kubectl(&columns::CRONJOB, v, "Suspend"))
 }
 fn cj_active(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(
-        at(v, "/status/active")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len)
-            .to_string(),
-    )
+    Cell::plain(kubectl(&columns::CRONJOB, v, "Active"))
 }
 fn cj_last(v: &Value, c: &Ctx) -> Cell {
     let t = str_at(v, "/status/lastScheduleTime");
@@ -548,24 +533,23 @@ fn secret_keys(v: &Value, c: &Ctx) -> Cell {
 
 // StatefulSets and DaemonSets.
 fn sts_ready(v: &Value, _: &Ctx) -> Cell {
-    let (r, w) = (int(v, "/status/readyReplicas"), int(v, "/spec/replicas"));
-    Cell::tone(
-        format!("{r}/{w}"),
-        if r >= w { Tone::Good } else { Tone::Busy },
-    )
+    ratio_cell(kubectl(&columns::STATEFULSET, v, "Ready"))
 }
 fn ds_desired(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(int(v, "/status/desiredNumberScheduled").to_string())
+    Cell::plain(kubectl(&columns::DAEMONSET, v, "Desired"))
 }
 fn ds_ready(v: &Value, _: &Ctx) -> Cell {
-    let (r, w) = (
-        int(v, "/status/numberReady"),
-        int(v, "/status/desiredNumberScheduled"),
-    );
-    Cell::tone(r.to_string(), if r >= w { Tone::Good } else { Tone::Busy })
+    let want = kubectl(&columns::DAEMONSET, v, "Desired");
+    let ready = kubectl(&columns::DAEMONSET, v, "Ready");
+    let tone = if ready == want {
+        Tone::Good
+    } else {
+        Tone::Busy
+    };
+    Cell::tone(ready, tone)
 }
 fn ds_updated(v: &Value, _: &Ctx) -> Cell {
-    Cell::plain(int(v, "/status/updatedNumberScheduled").to_string())
+    Cell::plain(kubectl(&columns::DAEMONSET, v, "Up-to-date"))
 }
 fn ns_status(v: &Value, _: &Ctx) -> Cell {
     Cell::plain(str_at(v, "/status/phase"))
