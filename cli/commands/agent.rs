@@ -31,6 +31,10 @@ pub struct NodeArgs {
     pub crashloop_backoff: f64,
     #[arg(long, default_value_t = 300.0)]
     pub crashloop_backoff_max: f64,
+    /// How long the node's Lease is held; the agent renews it every quarter of this. Keep it at most the server's
+    /// --node-monitor-grace-period (both 40s by default).
+    #[arg(long, default_value = "40s")]
+    pub node_lease_duration: String,
     /// Extra node labels, KEY=VALUE (repeatable).
     #[arg(long = "node-label")]
     pub labels: Vec<String>,
@@ -110,6 +114,7 @@ impl NodeArgs {
         cfg.network = self.network;
         cfg.backoff_base = secs(self.crashloop_backoff, "--crashloop-backoff")?;
         cfg.backoff_max = secs(self.crashloop_backoff_max, "--crashloop-backoff-max")?;
+        cfg.lease_duration = duration(&self.node_lease_duration, "--node-lease-duration")?;
         for l in &self.labels {
             let (k, v) = l
                 .split_once('=')

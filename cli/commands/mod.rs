@@ -60,6 +60,30 @@ pub async fn terminated() {
 }
 
 /// A flag's seconds as a Duration (a clear error for negative or absurd values).
+/// A Kubernetes-style duration flag value: `40s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+pub(crate) fn duration(text: &str, flag: &str) -> Result<std::time::Duration> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| anyhow!("{flag}: {text:?} is not a duration (like 40s, 500ms or 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(anyhow!(
+                "{flag}: {text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    secs(seconds, flag)
+}
+
 pub(crate) fn secs(s: f64, flag: &str) -> Result<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(s)
         .map_err(|_| anyhow!("{flag}: {s} is not a duration in seconds"))

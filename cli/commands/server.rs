@@ -28,6 +28,13 @@ pub struct ControlArgs {
     /// First delay before a Job replaces a failed pod, in seconds (Kubernetes: 10), doubling up to 6 minutes.
     #[arg(long, default_value_t = 10.0)]
     pub job_backoff: f64,
+    /// How long a node may go without renewing its Lease before it is Unknown and tainted `unreachable` (its pods
+    /// are evicted when their tolerations run out: 300 s unless they say otherwise).
+    #[arg(long, default_value = "40s")]
+    pub node_monitor_grace_period: String,
+    /// Terminated pods kept before the oldest are deleted.
+    #[arg(long, default_value_t = 12_500)]
+    pub terminated_pod_gc_threshold: usize,
 }
 
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
@@ -41,6 +48,12 @@ pub async fn server(
     let mut settings = capstan::controllers::Settings::with_cluster_cidr(&control.cluster_cidr)
         .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
     settings.job_backoff = secs(control.job_backoff, "--job-backoff")?;
+    settings.node_monitor_grace = duration(
+        &control.node_monitor_grace_period,
+        "--node-monitor-grace-period",
+    )?;
+    settings.terminated_pod_threshold = control.terminated_pod_gc_threshold;
+    let grace = settings.node_monitor_grace;
     settings.gitops_cache = data_dir.join("gitops");
     settings.storage_dir = data_dir.join("storage");
     capstan::cloud::LocalPool::new(&control.load_balancer_pool)
@@ -71,6 +84,8 @@ pub async fn server(
         Some((args, stop_pods)) => {
             let mut config = args.config(data_dir, &plane.token)?;
             config.stop_pods_on_exit = stop_pods;
+            // The node of `up` renews its Lease well within this server's grace period.
+            config.lease_duration = config.lease_duration.min(grace);
             let (runtime, prepare) = args.runtime(&config).await?;
             let prepare = prepare.map(|p| -> capstan::daemons::server::Preparation {
                 Box::pin(async move { p.await.map_err(Into::into) })

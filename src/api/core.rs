@@ -298,6 +298,24 @@ object!(Toleration {
     pub toleration_seconds: Option<i64>,
 });
 
+impl Toleration {
+    /// Whether this toleration tolerates a taint `key=value:effect` (an empty key with `Exists` tolerates every
+    /// taint; an empty effect every effect).
+    pub fn tolerates(&self, key: &str, value: &str, effect: &str) -> bool {
+        let op = self.operator.as_deref().unwrap_or("Equal");
+        let key_ok = self
+            .key
+            .as_deref()
+            .is_none_or(|k| k.is_empty() && op == "Exists" || k == key);
+        let value_ok = op == "Exists" || self.value.as_deref().unwrap_or("") == value;
+        let effect_ok = self
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == effect);
+        key_ok && value_ok && effect_ok
+    }
+}
+
 object!(Affinity {
     pub node_affinity: Option<NodeAffinity>,
     pub pod_affinity: Option<Opaque>,

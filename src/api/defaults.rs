@@ -27,6 +27,7 @@ pub fn apply(kind: &str, v: &mut Value) {
         "Pod" => {
             if let Some(spec) = v.get_mut("spec") {
                 pod_spec(spec);
+                default_tolerations(spec);
             }
             return;
         }
@@ -93,6 +94,38 @@ fn ports(m: &mut Map<String, Value>) -> impl Iterator<Item = &mut Map<String, Va
         .into_iter()
         .flatten()
         .filter_map(Value::as_object_mut)
+}
+
+/// Kubernetes' DefaultTolerationSeconds admission: a pod that does not say how long it stays on a not-ready or
+/// unreachable node stays 300 s (then the node lifecycle controller evicts it).
+fn default_tolerations(spec: &mut Value) {
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
+    let list = m.entry("tolerations").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = list.iter().any(|t| {
+            let k = t["key"].as_str().unwrap_or("");
+            let effect = t["effect"].as_str().unwrap_or("");
+            (k == key || k.is_empty() && t["operator"] == "Exists")
+                && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !covered {
+            list.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": 300}),
+            );
+        }
+    }
 }
 
 /// `status.phase`, where there is none yet.

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod revisions;
@@ -48,6 +49,10 @@ pub struct Settings {
     pub storage_dir: std::path::PathBuf,
     /// The `local` cloud provider's pool of load balancer addresses.
     pub load_balancer_pool: String,
+    /// How long a node may go without a heartbeat before it is Unknown and tainted (Kubernetes: 40 s).
+    pub node_monitor_grace: std::time::Duration,
+    /// Terminated pods kept before the oldest are deleted (Kubernetes: 12,500).
+    pub terminated_pod_threshold: usize,
 }
 
 /// The default pool of LoadBalancer addresses (loopback: served by the node proxies without privileges).
@@ -61,6 +66,8 @@ impl Default for Settings {
             job_backoff: std::time::Duration::from_secs(10),
             storage_dir: std::env::temp_dir().join("capstan-storage"),
             load_balancer_pool: DEFAULT_LOAD_BALANCER_POOL.into(),
+            node_monitor_grace: std::time::Duration::from_secs(40),
+            terminated_pod_threshold: 12_500,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The controller manager process part: campaigns for the `capstan-controller-manager` Lease and, while it leads,
 //! starts one informer per kind (shared by every loop that reads that kind) and the loops on them - the workload
-//! controllers, endpoints, volumes, node IPAM, the cloud controller manager's service controller, GitOps, the
+//! controllers, endpoints, volumes, node IPAM and node lifecycle, the cloud controller manager's service controller, GitOps, the
 //! scheduler and the garbage collector. Losing the lease stops them all; regaining it starts them afresh.
 
 use std::collections::HashMap;
@@ -13,12 +13,12 @@ use crate::api::core::{
     Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
     ReplicationController, Service,
 };
-use crate::api::other::{EndpointSlice, StorageClass};
+use crate::api::other::{EndpointSlice, Lease, StorageClass};
 use crate::client::informer::Informer;
 use crate::client::Client;
 use crate::controllers::{
-    cronjob, daemonset, deployment, endpoints, gc, job, namespace, node_ipam, pods, replicaset,
-    statefulset, volumes, Settings,
+    cronjob, daemonset, deployment, endpoints, gc, job, namespace, node_ipam, node_lifecycle, pods,
+    replicaset, statefulset, volumes, Settings,
 };
 use crate::runtime::leader::Elector;
 use crate::runtime::Controller;
@@ -64,6 +64,7 @@ struct Informers {
     rcs: Informer<ReplicationController>,
     revisions: Informer<ControllerRevision>,
     nodes: Informer<Node>,
+    leases: Informer<Lease>,
     jobs: Informer<Job>,
     cronjobs: Informer<CronJob>,
     daemonsets: Informer<DaemonSet>,
@@ -85,6 +86,7 @@ impl Informers {
             rcs: Informer::all(client),
             revisions: Informer::all(client),
             nodes: Informer::all(client),
+            leases: Informer::scoped(client, Some("kube-node-lease"), ""),
             jobs: Informer::all(client),
             cronjobs: Informer::all(client),
             daemonsets: Informer::all(client),
@@ -270,8 +272,8 @@ fn storage(l: &mut Loops, i: &Informers, settings: &Settings) {
     l.spawn(|stop| c.run(volumes::reconcile_volume, vol_ctx, stop));
 }
 
-/// Cluster-wide loops: node IPAM, namespace deletion, GitOps, and the scheduler (under the same lease, on the same
-/// pod and node informers).
+/// Cluster-wide loops: node IPAM, node lifecycle, namespace deletion, GitOps, and the scheduler (under the same
+/// lease, on the same pod and node informers).
 fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
     let client = l.client.clone();
     let mut ipam = node_ipam::Context::new(client.clone(), i.nodes.cache.clone());
@@ -280,6 +282,15 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
         .primary_shared(&i.nodes)
         .workers(1);
     l.spawn(|stop| c.run(node_ipam::reconcile, Arc::new(ipam), stop));
+    let mut lifecycle = node_lifecycle::Context::new(
+        client.clone(),
+        i.nodes.cache.clone(),
+        i.leases.cache.clone(),
+        i.pods.cache.clone(),
+        settings.node_monitor_grace,
+    );
+    lifecycle.terminated_threshold = settings.terminated_pod_threshold;
+    l.spawn(|stop| node_lifecycle::run(Arc::new(lifecycle), stop));
     let ns_ctx = Arc::new(namespace::Context::new(client.clone()));
     let c = Controller::<Namespace>::new(client.clone()).workers(1);
     l.spawn(|stop| c.run(namespace::reconcile, ns_ctx, stop));

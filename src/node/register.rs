@@ -198,7 +198,8 @@ fn micro_time() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Renews the node's Lease and refreshes its Ready heartbeat; re-registers a Node that was deleted.
+/// Renews the node's Lease and refreshes its Ready heartbeat; re-registers a Node that was deleted, and reports
+/// Ready again when the node lifecycle controller marked it Unknown.
 pub(super) async fn heartbeat(client: Client, cfg: Config, port: u16, runtime: String) {
     let leases = Api::<Lease>::namespaced(&client, "kube-node-lease");
     let renew = (cfg.lease_duration / 4).max(Duration::from_millis(200));
@@ -227,7 +228,21 @@ pub(super) async fn heartbeat(client: Client, cfg: Config, port: u16, runtime: S
         {
             tracing::debug!("renewing the node lease failed: {e}");
         }
-        if last_status.elapsed() >= Duration::from_secs(60) {
+        // Status every minute, and at once when the control plane marked the node not Ready (it missed our
+        // heartbeats for a while: a partition, a stalled machine) - as the kubelet updates a status that differs.
+        let marked = || async {
+            Api::<Node>::all(&client)
+                .get(&cfg.node_name)
+                .await
+                .is_ok_and(|n| {
+                    n.status
+                        .and_then(|s| s.conditions)
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "Unknown")
+                })
+        };
+        if last_status.elapsed() >= Duration::from_secs(60) || marked().await {
             last_status = tokio::time::Instant::now();
             if let Err(e) = register(&client, &cfg, port, &runtime).await {
                 tracing::warn!("node heartbeat failed: {e}");

@@ -192,19 +192,9 @@ impl PodInfo {
     }
 
     pub(super) fn tolerates(&self, key: &str, value: &str, effect: &str) -> bool {
-        self.tolerations.iter().any(|tol| {
-            let op = tol.operator.as_deref().unwrap_or("Equal");
-            let key_ok = tol
-                .key
-                .as_deref()
-                .is_none_or(|k| k.is_empty() && op == "Exists" || k == key);
-            let value_ok = op == "Exists" || tol.value.as_deref().unwrap_or("") == value;
-            let effect_ok = tol
-                .effect
-                .as_deref()
-                .is_none_or(|e| e.is_empty() || e == effect);
-            key_ok && value_ok && effect_ok
-        })
+        self.tolerations
+            .iter()
+            .any(|tol| tol.tolerates(key, value, effect))
     }
 
     pub(super) fn affinity_matches(&self, n: &NodeInfo) -> bool {

@@ -100,6 +100,14 @@ impl Server {
         Self::launch(dir, &["server"])
     }
 
+    /// `capstan server` with `extra` arguments.
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = vec!["server"];
+        args.extend_from_slice(extra);
+        Self::launch(dir, &args)
+    }
+
     /// `capstan up` (control plane and one node agent, named `node-a`) following no repository, short crash-loop
     /// and Job backoffs, and `extra` arguments.
     pub fn up(extra: &[&str]) -> Server {

@@ -1,0 +1,254 @@
+//! The node lifecycle end to end, with a real server and real agents: an agent that dies (kill -9) leaves its Node
+//! Unknown and tainted within the grace period, Services stop sending to its pods at once, its Deployment pods are
+//! replaced elsewhere when their tolerations run out while its StatefulSet pod is not duplicated, deleting the Node
+//! removes its pods, and the agent coming back leaves no duplicates.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ok, within, Agent, Server};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn get(s: &Server, path: &str) -> Value {
+    let (code, v) = s.call("GET", path, "", "");
+    assert_eq!(code, 200, "{path}: {v}");
+    v
+}
+
+fn pods(s: &Server, selector: &str) -> Vec<Value> {
+    get(
+        s,
+        &format!("/api/v1/namespaces/default/pods?labelSelector={selector}"),
+    )["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn on(p: &Value, node: &str) -> bool {
+    p["spec"]["nodeName"] == node
+}
+
+fn terminating(p: &Value) -> bool {
+    !p["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// The node's Ready status ("" while it is not registered).
+fn ready_status(s: &Server, node: &str) -> String {
+    let (_, n) = s.call("GET", &format!("/api/v1/nodes/{node}"), "", "");
+    n["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+const WORKLOADS: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      containers:
+      - {name: c, image: none, command: [sleep, "600"]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      containers:
+      - {name: c, image: none, command: [sleep, "600"]}
+"#;
+
+#[test]
+fn a_dead_node_is_tainted_its_pods_move_and_a_statefulset_pod_waits_for_it() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start_with(&["--node-monitor-grace-period", "3s"]);
+    let lease = ["--node-lease-duration", "2s", "--cpu", "2"];
+    let _a = Agent::start(&s, "node-a", &lease);
+    let mut b = Agent::start(&s, "node-b", &lease);
+    within(LONG, "two Ready nodes", || {
+        (ready_status(&s, "node-a") == "True" && ready_status(&s, "node-b") == "True").then_some(())
+    });
+    // A pod the API server defaults gets Kubernetes' 300 s tolerations of both taints.
+    s.kubectl_apply(&k, WORKLOADS);
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "statefulset/db", "--timeout=60s"],
+    ));
+    let web = pods(&s, "app%3Dweb");
+    let on_b: Vec<String> = web
+        .iter()
+        .filter(|p| on(p, "node-b"))
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!on_b.is_empty(), "replicas spread over both nodes");
+    let db_b = pods(&s, "app%3Ddb")
+        .into_iter()
+        .find(|p| on(p, "node-b"))
+        .expect("a StatefulSet pod on node-b");
+    let db_b_name = db_b["metadata"]["name"].as_str().unwrap().to_string();
+
+    // The machine dies: no more Lease renewals.
+    b.kill9();
+    let node = within(
+        Duration::from_secs(15),
+        "node-b Unknown and tainted",
+        || {
+            let n = get(&s, "/api/v1/nodes/node-b");
+            let taints: Vec<(String, String)> = n["spec"]["taints"]
+                .as_array()?
+                .iter()
+                .map(|t| {
+                    (
+                        t["key"].as_str().unwrap_or("").to_string(),
+                        t["effect"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            let unreachable =
+                |e: &str| taints.contains(&("node.kubernetes.io/unreachable".into(), e.into()));
+            (ready_status(&s, "node-b") == "Unknown"
+                && unreachable("NoSchedule")
+                && unreachable("NoExecute"))
+            .then_some(n)
+        },
+    );
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["reason"], "NodeStatusUnknown", "{ready}");
+
+    // Services stop sending to node-b's pods at once: they are not Ready any more.
+    let ips_b: Vec<String> = web
+        .iter()
+        .filter(|p| on(p, "node-b"))
+        .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
+        .collect();
+    within(
+        Duration::from_secs(10),
+        "node-b's pods out of the Endpoints",
+        || {
+            let ep = get(&s, "/api/v1/namespaces/default/endpoints/web");
+            let ready: Vec<String> = ep["subsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|ss| ss["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a["ip"].as_str().map(String::from))
+                .collect();
+            (!ready.is_empty() && ips_b.iter().all(|ip| !ready.contains(ip))).then_some(())
+        },
+    );
+
+    // After their 2 s toleration, web's pods there are evicted and replaced on node-a.
+    within(
+        Duration::from_secs(20),
+        "web back to 4 live replicas, all on node-a",
+        || {
+            let live: Vec<Value> = pods(&s, "app%3Dweb")
+                .into_iter()
+                .filter(|p| !terminating(p))
+                .collect();
+            (live.len() == 4 && live.iter().all(|p| on(p, "node-a"))).then_some(())
+        },
+    );
+    // The StatefulSet pod of node-b is evicted too, but never duplicated while node-b might still run it.
+    within(
+        Duration::from_secs(10),
+        "db's pod on node-b Terminating",
+        || {
+            pods(&s, "app%3Ddb")
+                .iter()
+                .any(|p| p["metadata"]["name"] == db_b_name.as_str() && terminating(p))
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let same: Vec<Value> = pods(&s, "app%3Ddb")
+        .into_iter()
+        .filter(|p| p["metadata"]["name"] == db_b_name.as_str())
+        .collect();
+    assert_eq!(same.len(), 1, "one pod per ordinal");
+    assert!(
+        on(&same[0], "node-b") && terminating(&same[0]),
+        "{}",
+        same[0]
+    );
+    // New pods go elsewhere: scale web up, nothing lands on node-b.
+    ok(&s.kubectl(&k, &["scale", "deployment/web", "--replicas=5"]));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    ));
+    assert!(pods(&s, "app%3Dweb")
+        .iter()
+        .filter(|p| !terminating(p))
+        .all(|p| on(p, "node-a")));
+
+    // Deleting the Node removes its pods; the StatefulSet then recreates its pod on node-a.
+    ok(&s.kubectl(&k, &["delete", "node", "node-b"]));
+    within(
+        Duration::from_secs(20),
+        "db's ordinal running again on node-a",
+        || {
+            let db: Vec<Value> = pods(&s, "app%3Ddb");
+            (db.len() == 2
+                && db.iter().all(|p| {
+                    on(p, "node-a") && !terminating(p) && p["status"]["phase"] == "Running"
+                }))
+            .then_some(())
+        },
+    );
+    assert!(pods(&s, "app%3Dweb").iter().all(|p| on(p, "node-a")));
+
+    // The machine comes back: it registers again, and nothing is duplicated.
+    let _b = Agent::start(&s, "node-b", &lease);
+    within(LONG, "node-b Ready again without the taints", || {
+        let (_, n) = s.call("GET", "/api/v1/nodes/node-b", "", "");
+        let tainted = n["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable");
+        (ready_status(&s, "node-b") == "True" && !tainted).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pods(&s, "app%3Dweb").len(), 5);
+    assert_eq!(pods(&s, "app%3Ddb").len(), 2);
+}
