@@ -252,3 +252,126 @@ fn a_dead_node_is_tainted_its_pods_move_and_a_statefulset_pod_waits_for_it() {
     assert_eq!(pods(&s, "app%3Dweb").len(), 5);
     assert_eq!(pods(&s, "app%3Ddb").len(), 2);
 }
+
+const BUDGETED: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: none, command: [sleep, "600"]}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: api}
+spec:
+  maxUnavailable: 1
+  selector: {matchLabels: {app: api}}
+"#;
+
+#[test]
+fn kubectl_drain_evicts_within_the_disruption_budget_and_uncordon_reopens_the_node() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    let _a = Agent::start(&s, "node-a", &["--cpu", "4"]);
+    let _b = Agent::start(&s, "node-b", &["--cpu", "4"]);
+    within(LONG, "two Ready nodes", || {
+        (ready_status(&s, "node-a") == "True" && ready_status(&s, "node-b") == "True").then_some(())
+    });
+    s.kubectl_apply(&k, BUDGETED);
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/api", "--timeout=60s"],
+    ));
+    assert!(pods(&s, "app%3Dapi").iter().any(|p| on(p, "node-b")));
+    let pdb = within(
+        Duration::from_secs(20),
+        "the budget allows one disruption",
+        || {
+            let b = get(
+                &s,
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/api",
+            );
+            (b["status"]["disruptionsAllowed"] == 1 && b["status"]["expectedPods"] == 4)
+                .then_some(b)
+        },
+    );
+    assert_eq!(pdb["status"]["desiredHealthy"], 3, "{pdb}");
+    let table = ok(&s.kubectl(&k, &["get", "pdb"]));
+    assert!(
+        table.contains("ALLOWED DISRUPTIONS") && table.contains("api"),
+        "{table}"
+    );
+
+    // A budget that allows nothing: the eviction is refused (429) and drain gives up at its timeout.
+    ok(&s.kubectl(
+        &k,
+        &[
+            "patch",
+            "pdb",
+            "api",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"maxUnavailable":0}}"#,
+        ],
+    ));
+    within(Duration::from_secs(20), "the budget allows nothing", || {
+        let b = get(
+            &s,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/api",
+        );
+        (b["status"]["disruptionsAllowed"] == 0
+            && b["status"]["observedGeneration"] == b["metadata"]["generation"])
+            .then_some(())
+    });
+    let refused = common::fails(&s.kubectl(
+        &k,
+        &["drain", "node-b", "--ignore-daemonsets", "--timeout=4s"],
+    ));
+    assert!(
+        refused.contains("disruption budget"),
+        "drain names the budget: {refused}"
+    );
+
+    // One at a time: drain evicts node-b's pods as the budget allows, replacements start on node-a.
+    ok(&s.kubectl(
+        &k,
+        &[
+            "patch",
+            "pdb",
+            "api",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"maxUnavailable":1}}"#,
+        ],
+    ));
+    let out = ok(&s.kubectl(
+        &k,
+        &["drain", "node-b", "--ignore-daemonsets", "--timeout=90s"],
+    ));
+    assert!(out.contains("drained"), "{out}");
+    let node = get(&s, "/api/v1/nodes/node-b");
+    assert_eq!(node["spec"]["unschedulable"], true);
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/api", "--timeout=60s"],
+    ));
+    let live: Vec<Value> = pods(&s, "app%3Dapi")
+        .into_iter()
+        .filter(|p| !terminating(p))
+        .collect();
+    assert_eq!(live.len(), 4);
+    assert!(
+        live.iter().all(|p| on(p, "node-a")),
+        "nothing left on node-b"
+    );
+
+    ok(&s.kubectl(&k, &["uncordon", "node-b"]));
+    let node = get(&s, "/api/v1/nodes/node-b");
+    assert!(node["spec"]["unschedulable"].is_null() || node["spec"]["unschedulable"] == false);
+}

@@ -830,6 +830,30 @@ pub const CRONJOB: Columns = Columns {
     },
 };
 
+pub const PDB: Columns = Columns {
+    defs: &[
+        NAME,
+        c("Min Available", 0),
+        c("Max Unavailable", 0),
+        n("Allowed Disruptions"),
+        AGE,
+    ],
+    cells: |v| {
+        let or_na = |p: &str| match get(v, p) {
+            Value::Null => "N/A".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        vec![
+            name(v),
+            json!(or_na("spec.minAvailable")),
+            json!(or_na("spec.maxUnavailable")),
+            json!(i(v, "status.disruptionsAllowed")),
+            age(v),
+        ]
+    },
+};
+
 pub const LEASE: Columns = Columns {
     defs: &[NAME, c("Holder", 0), AGE],
     cells: |v| vec![name(v), json!(s(v, "spec.holderIdentity")), age(v)],

@@ -1,5 +1,5 @@
 //! The smaller groups: coordination.k8s.io/v1 Lease, discovery.k8s.io/v1 EndpointSlice, storage.k8s.io/v1
-//! StorageClass.
+//! StorageClass, policy/v1 PodDisruptionBudget (and the Eviction a drain posts to `pods/eviction`).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,28 @@ use super::meta::ObjectMeta;
 use super::Opaque;
 
 kind!(Lease { pub spec: Option<LeaseSpec>, });
+
+kind!(PodDisruptionBudget {
+    pub spec: Option<PodDisruptionBudgetSpec>,
+    pub status: Option<PodDisruptionBudgetStatus>,
+});
+object!(PodDisruptionBudgetSpec {
+    pub min_available: Option<super::IntOrString>,
+    pub max_unavailable: Option<super::IntOrString>,
+    pub selector: Option<super::meta::LabelSelector>,
+    pub unhealthy_pod_eviction_policy: Option<String>,
+});
+object!(PodDisruptionBudgetStatus {
+    pub observed_generation: Option<i64>,
+    /// Pods an eviction was granted for, not yet seen deleted (name -> when), so two evictions never use one
+    /// disruption.
+    pub disrupted_pods: Option<BTreeMap<String, super::meta::Time>>,
+    pub disruptions_allowed: i32,
+    pub current_healthy: i32,
+    pub desired_healthy: i32,
+    pub expected_pods: i32,
+    pub conditions: Option<Vec<super::meta::Condition>>,
+});
 object!(LeaseSpec {
     pub holder_identity: Option<String>,
     pub lease_duration_seconds: Option<i32>,

@@ -340,12 +340,15 @@ pub fn object(body: &[u8], group: &str, version: &str, kind: &str) -> Result<Val
     } else {
         kind_name
     };
-    let module = if group.is_empty() {
-        "core"
-    } else {
-        group.split('.').next().unwrap_or(group)
+    // meta.k8s.io's types (DeleteOptions) live in apimachinery; the API groups' under `api.<group>`.
+    let name = match group {
+        "" => format!("api.core.{version}.{kind_name}"),
+        "meta.k8s.io" => format!("apimachinery.pkg.apis.meta.{version}.{kind_name}"),
+        g => format!(
+            "api.{}.{version}.{kind_name}",
+            g.split('.').next().unwrap_or(g)
+        ),
     };
-    let name = format!("api.{module}.{version}.{kind_name}");
     let mut obj = message(raw.ok_or_else(|| bad("no object in the envelope"))?, &name)?;
     if let Some(m) = obj.as_object_mut() {
         let av = if api_version.is_empty() {

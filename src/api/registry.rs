@@ -378,6 +378,19 @@ kinds![
         columns::LEASE
     ),
     (
+        "policy",
+        "v1",
+        PodDisruptionBudget,
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        ["pdb"],
+        true,
+        [],
+        true,
+        false,
+        columns::PDB
+    ),
+    (
         "discovery.k8s.io",
         "v1",
         EndpointSlice,

@@ -5,6 +5,7 @@
 
 pub mod discovery;
 pub mod error;
+pub mod eviction;
 pub mod exec;
 pub mod handlers;
 pub mod hooks;

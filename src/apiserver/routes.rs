@@ -353,6 +353,20 @@ impl Call<'_> {
         Ok(json_response(StatusCode::CREATED, &v, &[]))
     }
 
+    async fn evict(self) -> Result<Response> {
+        let eviction = if self.body.starts_with(b"k8s\0") {
+            crate::api::protobuf::object(&self.body, "policy", "v1", "Eviction")
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+        } else {
+            parse_body(&self.body, &self.content_type)?
+        };
+        let v = self
+            .server
+            .evict(&self.target, eviction, &self.query)
+            .await?;
+        Ok(json_response(StatusCode::CREATED, &v, &[]))
+    }
+
     async fn finalize(mut self) -> Result<Response> {
         let obj = handlers::parse_object(&self.body, &self.content_type, self.kind())?;
         let v = self
@@ -408,6 +422,7 @@ async fn resource(server: &Server, parts: &Parts, path: &str, body: Bytes) -> Re
         (&Method::PUT, true, Some("scale")) if kind.scale => call.write_scale(false).await,
         (&Method::PATCH, true, Some("scale")) if kind.scale => call.write_scale(true).await,
         (&Method::POST, true, Some("binding")) if kind.kind == "Pod" => call.bind().await,
+        (&Method::POST, true, Some("eviction")) if kind.kind == "Pod" => call.evict().await,
         (&Method::PUT, true, Some("finalize")) if kind.kind == "Namespace" => call.finalize().await,
         (&Method::GET, true, Some("log")) if kind.kind == "Pod" => call.log().await,
         (m, _, s) => Err(ApiError::method_not_allowed(&format!(

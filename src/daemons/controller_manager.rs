@@ -13,12 +13,12 @@ use crate::api::core::{
     Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
     ReplicationController, Service,
 };
-use crate::api::other::{EndpointSlice, Lease, StorageClass};
+use crate::api::other::{EndpointSlice, Lease, PodDisruptionBudget, StorageClass};
 use crate::client::informer::Informer;
 use crate::client::Client;
 use crate::controllers::{
-    cronjob, daemonset, deployment, endpoints, gc, job, namespace, node_ipam, node_lifecycle, pods,
-    replicaset, statefulset, volumes, Settings,
+    cronjob, daemonset, deployment, disruption, endpoints, gc, job, namespace, node_ipam,
+    node_lifecycle, pods, replicaset, statefulset, volumes, Settings,
 };
 use crate::runtime::leader::Elector;
 use crate::runtime::Controller;
@@ -65,6 +65,7 @@ struct Informers {
     revisions: Informer<ControllerRevision>,
     nodes: Informer<Node>,
     leases: Informer<Lease>,
+    budgets: Informer<PodDisruptionBudget>,
     jobs: Informer<Job>,
     cronjobs: Informer<CronJob>,
     daemonsets: Informer<DaemonSet>,
@@ -87,6 +88,7 @@ impl Informers {
             revisions: Informer::all(client),
             nodes: Informer::all(client),
             leases: Informer::scoped(client, Some("kube-node-lease"), ""),
+            budgets: Informer::all(client),
             jobs: Informer::all(client),
             cronjobs: Informer::all(client),
             daemonsets: Informer::all(client),
@@ -134,7 +136,8 @@ impl Loops {
     }
 }
 
-/// Deployments, ReplicaSets, ReplicationControllers, Jobs, CronJobs, DaemonSets and StatefulSets.
+/// Deployments, ReplicaSets, ReplicationControllers, Jobs, CronJobs, DaemonSets, StatefulSets and the
+/// PodDisruptionBudgets over them.
 fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
     let client = l.client.clone();
     let dep_ctx = Arc::new(deployment::Context {
@@ -214,6 +217,19 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         .owns_shared(&i.pods)
         .workers(2);
     l.spawn(|stop| c.run(statefulset::reconcile, sts_ctx, stop));
+    let pdb_ctx = Arc::new(disruption::Context {
+        client: l.client.clone(),
+        pods: i.pods.cache.clone(),
+        replicasets: i.replicasets.cache.clone(),
+        deployments: i.deployments.cache.clone(),
+        statefulsets: i.statefulsets.cache.clone(),
+        rcs: i.rcs.cache.clone(),
+    });
+    let c = Controller::<PodDisruptionBudget>::new(l.client.clone())
+        .primary_shared(&i.budgets)
+        .watches_shared(&i.pods, disruption::pod_mapper(i.budgets.cache.clone()))
+        .workers(1);
+    l.spawn(|stop| c.run(disruption::reconcile, pdb_ctx, stop));
 }
 
 /// Endpoints and EndpointSlices of Services, and the cloud controller manager's service controller (the built-in

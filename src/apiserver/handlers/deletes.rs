@@ -16,6 +16,10 @@ impl DeleteOpts {
     fn parse(body: &[u8], q: &Query) -> Result<DeleteOpts> {
         let opts: Value = if body.iter().all(|b| b.is_ascii_whitespace()) {
             json!({})
+        } else if body.starts_with(b"k8s\0") {
+            // kubectl sends DeleteOptions as protobuf to the resources it knows.
+            crate::api::protobuf::object(body, "meta.k8s.io", "v1", "DeleteOptions")
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
         } else {
             parse_body(body, "json")?
         };
