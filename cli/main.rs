@@ -65,9 +65,14 @@ enum Command {
         /// The API server's URL.
         #[arg(long)]
         server: String,
-        /// The cluster's bearer token (the `token` file in the server's data directory).
-        #[arg(long, env = "CAPSTAN_TOKEN")]
-        token: String,
+        /// A file holding the cluster's bearer token (the `token` file in the server's data directory). Or set
+        /// CAPSTAN_TOKEN. Both keep the token out of the command line, which every local user and every pod can
+        /// read with `ps`.
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The token itself: visible in `ps`; prefer --token-file or CAPSTAN_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
         /// The API server's certificate authority (default: ca.crt in the server's default data directory).
         #[arg(long)]
         certificate_authority: Option<PathBuf>,
@@ -204,11 +209,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Command::Agent {
                 server,
+                token_file,
                 token,
                 certificate_authority,
                 node,
                 stop_pods_on_exit,
             } => {
+                let token = commands::agent_token(token_file.as_deref(), token)?;
                 commands::agent(
                     &data_dir,
                     &server,

@@ -95,6 +95,12 @@ fn a_dead_node_is_tainted_its_pods_move_and_a_statefulset_pod_waits_for_it() {
     let lease = ["--node-lease-duration", "2s", "--cpu", "2"];
     let _a = Agent::start(&s, "node-a", &lease);
     let mut b = Agent::start(&s, "node-b", &lease);
+    let cmdline = b.cmdline();
+    assert!(cmdline.contains("--token-file"), "{cmdline}");
+    assert!(
+        !cmdline.contains(&s.token()),
+        "the token is not in ps: {cmdline}"
+    );
     within(LONG, "two Ready nodes", || {
         (ready_status(&s, "node-a") == "True" && ready_status(&s, "node-b") == "True").then_some(())
     });

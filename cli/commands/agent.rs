@@ -138,6 +138,33 @@ async fn run_agent(
     Ok(())
 }
 
+/// The agent's token: from `--token-file`, from CAPSTAN_TOKEN, or (with a warning) from `--token`.
+pub fn agent_token(file: Option<&Path>, flag: Option<String>) -> Result<String> {
+    if let Some(f) = file {
+        let t =
+            std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?;
+        let t = t.trim();
+        if t.is_empty() {
+            return Err(anyhow!("--token-file {}: the file is empty", f.display()));
+        }
+        return Ok(t.to_string());
+    }
+    if let Some(t) = flag {
+        tracing::warn!(
+            "--token puts the cluster's token on the command line, where `ps` shows it to every local user and \
+             pod; use --token-file FILE or CAPSTAN_TOKEN"
+        );
+        return Ok(t);
+    }
+    match std::env::var("CAPSTAN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => Err(anyhow!(
+            "the agent needs the cluster's token: --token-file FILE (the `token` file in the server's data \
+             directory) or the CAPSTAN_TOKEN environment variable"
+        )),
+    }
+}
+
 /// `capstan agent`: one node joining the cluster at `server`.
 pub async fn agent(
     data_dir: &Path,

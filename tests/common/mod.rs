@@ -335,7 +335,8 @@ impl Agent {
         let child = Command::new(BIN)
             .arg("--data-dir")
             .arg(s.dir.path().join("agents"))
-            .args(["agent", "--server", &s.url, "--token", &s.token()])
+            .args(["agent", "--server", &s.url, "--token-file"])
+            .arg(s.dir.path().join("token"))
             .arg("--certificate-authority")
             .arg(s.dir.path().join("ca.crt"))
             .args(["--node-name", name, "--stop-pods-on-exit"])
@@ -349,6 +350,13 @@ impl Agent {
             child,
             name: name.to_string(),
         }
+    }
+
+    /// The agent's command line, as `ps` shows it to every local user.
+    pub fn cmdline(&self) -> String {
+        std::fs::read(format!("/proc/{}/cmdline", self.child.id()))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default()
     }
 
     /// Kills the agent with SIGKILL (its containers keep running).
