@@ -759,7 +759,8 @@ fn remote_with_credentials(tls: bool) {
     let material = tls.then(|| {
         let dir = root.join("srv-tls");
         std::fs::create_dir_all(&dir).unwrap();
-        capstan::apiserver::tls::load_or_create(&dir).unwrap()
+        capstan::apiserver::tls::load_or_create(&dir, &capstan::apiserver::tls::default_names())
+            .unwrap()
     });
     let server = githttp::GitHttp::start(
         &srv_root,

@@ -32,6 +32,10 @@ pub struct ControlArgs {
     /// are evicted when their tolerations run out: 300 s unless they say otherwise).
     #[arg(long, default_value = "40s")]
     pub node_monitor_grace_period: String,
+    /// An extra name or IP address for the API server's certificate (repeatable), beyond loopback, the host name
+    /// and the addresses it listens on: the address agents and kubectl use to reach it, e.g. behind NAT.
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
     /// Terminated pods kept before the oldest are deleted.
     #[arg(long, default_value_t = 12_500)]
     pub terminated_pod_gc_threshold: usize,
@@ -65,6 +69,7 @@ pub async fn server(
         listen,
         service_cidr: control.service_cidr.clone(),
         settings,
+        tls_sans: control.tls_sans.clone(),
     })
     .await?;
     tracing::info!(

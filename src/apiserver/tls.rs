@@ -1,13 +1,15 @@
-//! TLS for the API server: at first start a private CA and a serving certificate (for localhost, 127.0.0.1, ::1 and
-//! the host name) are generated into the data directory; the CA goes into the kubeconfig so kubectl and Capstan's
-//! client verify the server. (kubectl only sends a bearer token over TLS.)
+//! TLS for the API server: at first start a private CA (its key kept, 0600, to issue certificates later) and a
+//! serving certificate are generated into the data directory. The serving certificate names localhost, 127.0.0.1,
+//! ::1, the host name, every address the server listens on and each `--tls-san`; when those change it is issued
+//! again on restart. The CA goes into the kubeconfig so kubectl and Capstan's client verify the server. (kubectl
+//! only sends a bearer token over TLS.)
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use super::StartError;
@@ -45,32 +47,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), StartError> {
     f.sync_all().map_err(io(path))
 }
 
-/// Loads the certificates from `dir`, creating them at first start.
-pub fn load_or_create(dir: &Path) -> Result<Material, StartError> {
-    let (ca, crt, key) = (
-        dir.join("ca.crt"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-    );
-    if ca.exists() && crt.exists() && key.exists() {
-        return Ok(Material {
-            ca_pem: std::fs::read_to_string(&ca).map_err(io(&ca))?,
-            cert_pem: std::fs::read_to_string(&crt).map_err(io(&crt))?,
-            key_pem: std::fs::read_to_string(&key).map_err(io(&key))?,
-        });
-    }
-    let ca_key = KeyPair::generate().map_err(tls_err)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "capstan-ca");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let issuer = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err)?;
+/// The names every serving certificate carries: loopback and the host name.
+pub fn default_names() -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -82,8 +60,96 @@ pub fn load_or_create(dir: &Path) -> Result<Material, StartError> {
             names.push(h.to_string());
         }
     }
+    names
+}
+
+/// The cluster CA: its certificate, and its key when this data directory keeps it (one from before keys were kept
+/// has none, and its serving certificate cannot be re-issued).
+struct Ca {
+    pem: String,
+    issuer: Option<Issuer<'static, KeyPair>>,
+}
+
+fn ca_params() -> Result<CertificateParams, StartError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "capstan-ca");
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// Loads the CA from `dir` (ca.crt, ca.key), or creates it (the key written 0600).
+fn load_or_create_ca(dir: &Path) -> Result<Ca, StartError> {
+    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if crt.exists() {
+        let pem = std::fs::read_to_string(&crt).map_err(io(&crt))?;
+        if !key.exists() {
+            return Ok(Ca { pem, issuer: None });
+        }
+        let key_pem = std::fs::read_to_string(&key).map_err(io(&key))?;
+        let signing = KeyPair::from_pem(&key_pem).map_err(tls_err)?;
+        let issuer = Issuer::from_ca_cert_pem(&pem, signing).map_err(tls_err)?;
+        return Ok(Ca {
+            pem,
+            issuer: Some(issuer),
+        });
+    }
+    let signing = KeyPair::generate().map_err(tls_err)?;
+    let key_pem = signing.serialize_pem();
+    let certified = CertifiedIssuer::self_signed(ca_params()?, signing).map_err(tls_err)?;
+    let pem = certified.pem();
+    write_private(&key, &key_pem)?;
+    std::fs::write(&crt, &pem).map_err(io(&crt))?;
+    let signing = KeyPair::from_pem(&key_pem).map_err(tls_err)?;
+    Ok(Ca {
+        pem,
+        issuer: Some(Issuer::new(ca_params()?, signing)),
+    })
+}
+
+/// Loads the CA and a serving certificate for `names` (DNS names and IP addresses) from `dir`, creating them at
+/// first start. A serving certificate issued for other names is issued again (the names it was issued for are
+/// kept in `server.names`), so adding `--tls-san` or a listen address takes effect on restart.
+pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Material, StartError> {
+    let (crt, key, issued) = (
+        dir.join("server.crt"),
+        dir.join("server.key"),
+        dir.join("server.names"),
+    );
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    want.sort();
+    want.dedup();
+    let ca = load_or_create_ca(dir)?;
+    let have = std::fs::read_to_string(&issued).unwrap_or_default();
+    let current = crt.exists() && key.exists();
+    if current && (have == want.join("\n") || ca.issuer.is_none()) {
+        if ca.issuer.is_none() && have != want.join("\n") {
+            tracing::warn!(
+                "{} has no ca.key (made by an older Capstan): the serving certificate keeps its names",
+                dir.display()
+            );
+        }
+        return Ok(Material {
+            ca_pem: ca.pem,
+            cert_pem: std::fs::read_to_string(&crt).map_err(io(&crt))?,
+            key_pem: std::fs::read_to_string(&key).map_err(io(&key))?,
+        });
+    }
+    let issuer = ca.issuer.as_ref().ok_or_else(|| {
+        StartError::Tls("ca.key is missing: cannot issue a serving certificate".into())
+    })?;
     let server_key = KeyPair::generate().map_err(tls_err)?;
-    let mut params = CertificateParams::new(names).map_err(tls_err)?;
+    let mut params = CertificateParams::new(want.clone()).map_err(tls_err)?;
     params
         .distinguished_name
         .push(DnType::CommonName, "capstan-apiserver");
@@ -92,15 +158,18 @@ pub fn load_or_create(dir: &Path) -> Result<Material, StartError> {
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    let cert = params.signed_by(&server_key, &issuer).map_err(tls_err)?;
+    let cert = params.signed_by(&server_key, issuer).map_err(tls_err)?;
     let m = Material {
-        ca_pem: issuer.pem(),
+        ca_pem: ca.pem,
         cert_pem: cert.pem(),
         key_pem: server_key.serialize_pem(),
     };
-    std::fs::write(&ca, &m.ca_pem).map_err(io(&ca))?;
-    std::fs::write(&crt, &m.cert_pem).map_err(io(&crt))?;
     write_private(&key, &m.key_pem)?;
+    std::fs::write(&crt, &m.cert_pem).map_err(io(&crt))?;
+    std::fs::write(&issued, want.join("\n")).map_err(io(&issued))?;
+    if current {
+        tracing::info!(names = ?want, "the serving certificate was issued again for new names");
+    }
     Ok(m)
 }
 

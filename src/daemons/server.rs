@@ -62,6 +62,27 @@ pub struct Options {
     pub service_cidr: Option<String>,
     /// The controllers' settings.
     pub settings: Settings,
+    /// Extra names (DNS names or IP addresses) for the serving certificate, beyond loopback, the host name and the
+    /// addresses the server listens on (`--tls-san`).
+    pub tls_sans: Vec<String>,
+}
+
+/// The names the serving certificate must carry: loopback, the host name, the listen address (every interface's
+/// address when it is unspecified) and the extra names asked for.
+fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names = apiserver::tls::default_names();
+    if listen.ip().is_unspecified() {
+        names.extend(
+            crate::sys::local_addresses()
+                .into_iter()
+                .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+                .map(|ip| ip.to_string()),
+        );
+    } else {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    names
 }
 
 /// A node to run in the same process (`capstan up`).
@@ -126,7 +147,8 @@ impl ControlPlane {
             .bootstrap(&super::bootstrap::objects())
             .await
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
-        let material = apiserver::tls::load_or_create(data_dir)?;
+        let names = certificate_names(opts.listen, &opts.tls_sans);
+        let material = apiserver::tls::load_or_create(data_dir, &names)?;
         let tls = apiserver::tls::server_config(&material)?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await

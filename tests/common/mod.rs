@@ -102,10 +102,19 @@ impl Server {
 
     /// `capstan server` with `extra` arguments.
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_with(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// `capstan server` on the data directory `dir` with `extra` arguments.
+    pub fn start_in_with(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let mut args = vec!["server"];
         args.extend_from_slice(extra);
         Self::launch(dir, &args)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// `capstan up` (control plane and one node agent, named `node-a`) following no repository, short crash-loop
