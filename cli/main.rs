@@ -73,6 +73,14 @@ enum Command {
         /// The token itself: visible in `ps`; prefer --token-file or CAPSTAN_TOKEN.
         #[arg(long)]
         token: Option<String>,
+        /// A join token from `capstan token create` (`K10<ca-hash>::<id>.<secret>`): the agent checks the server's CA
+        /// against it and exchanges it for a token of its own node, kept in its data directory (later starts need
+        /// no join token). Or set CAPSTAN_JOIN_TOKEN, or use --join-token-file.
+        #[arg(long, conflicts_with_all = ["token", "token_file"])]
+        join_token: Option<String>,
+        /// A file holding the join token.
+        #[arg(long, conflicts_with_all = ["token", "token_file", "join_token"])]
+        join_token_file: Option<PathBuf>,
         /// The API server's certificate authority (default: ca.crt in the server's default data directory).
         #[arg(long)]
         certificate_authority: Option<PathBuf>,
@@ -84,6 +92,8 @@ enum Command {
     },
     /// GitOps Applications: list, get, history, diff, sync, rollback, wait.
     App(app::AppArgs),
+    /// Join tokens for new nodes: create (printed as K10<ca-hash>::<id>.<secret>), list, delete.
+    Token(commands::TokenArgs),
     /// The terminal UI: live views of the cluster and the git history of its Applications; roll back by revert.
     Tui(tui::TuiArgs),
     /// Images without a registry: build an OCI image tarball from files, inspect one.
@@ -211,16 +221,29 @@ fn run(cli: Cli) -> Result<()> {
                 server,
                 token_file,
                 token,
+                join_token,
+                join_token_file,
                 certificate_authority,
                 node,
                 stop_pods_on_exit,
             } => {
-                let token = commands::agent_token(token_file.as_deref(), token)?;
+                let join = commands::join_token(join_token, join_token_file.as_deref())?;
+                let (token, ca) = match join {
+                    Some(j) => {
+                        let (t, ca) = commands::joined(&data_dir, &server, &j, &node).await?;
+                        (t, Some(ca))
+                    }
+                    None => match commands::joined_before(&data_dir, &node) {
+                        Some((t, ca)) if token_file.is_none() && token.is_none() => (t, Some(ca)),
+                        _ => (commands::agent_token(token_file.as_deref(), token)?, None),
+                    },
+                };
+                let ca = ca.or(certificate_authority);
                 commands::agent(
                     &data_dir,
                     &server,
                     &token,
-                    certificate_authority.as_deref(),
+                    ca.as_deref(),
                     node,
                     stop_pods_on_exit,
                 )
@@ -249,6 +272,7 @@ fn run(cli: Cli) -> Result<()> {
                     Command::Describe(a) => commands::describe(&client, a).await,
                     Command::Logs(a) => commands::logs(&client, a).await,
                     Command::App(a) => app::run(&client, a).await,
+                    Command::Token(a) => commands::token(&client, a).await,
                     Command::Tui(a) => tui::run(client, a).await,
                     Command::Exec(a) => {
                         let code = exec::run(&client, a).await?;

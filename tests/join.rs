@@ -1,12 +1,15 @@
 //! Joining machines: the API server's certificate names what agents and kubectl dial (`--tls-san`, the listen
 //! addresses), the CA key is kept (0600) so the certificate is issued again when those names change, and the CA
-//! itself never changes.
+//! itself never changes. Join tokens (`capstan token create|list|delete`) pin the CA and are exchanged for a
+//! node's own token; a wrong pin, a deleted or expired token and a second machine claiming a node name are refused.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
-use common::Server;
+use common::{ok, within, Server, BIN};
 
 /// GET /version through `name` (resolved to the server's loopback address), trusting only the cluster CA.
 fn version_via(s: &Server, name: &str) -> Result<String, String> {
@@ -61,4 +64,125 @@ fn the_serving_certificate_names_tls_sans_and_is_reissued_when_they_change() {
     );
     let names = std::fs::read_to_string(s.data_dir().join("server.names")).unwrap();
     assert!(names.lines().any(|n| n == "other.example"), "{names}");
+}
+
+/// `capstan agent` joining with `join_token` in the environment, its data in `dir`.
+fn join_agent(s: &Server, dir: &std::path::Path, name: &str, join_token: &str) -> Child {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "agent",
+            "--server",
+            &s.url,
+            "--node-name",
+            name,
+            "--stop-pods-on-exit",
+        ])
+        .env("CAPSTAN_JOIN_TOKEN", join_token)
+        .env("CAPSTAN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn capstan agent")
+}
+
+/// Runs a joining agent that must fail; returns what it said.
+fn refused(s: &Server, dir: &std::path::Path, name: &str, join_token: &str) -> String {
+    let child = join_agent(s, dir, name, join_token);
+    let out: Output = child.wait_with_output().expect("agent exits");
+    assert!(!out.status.success(), "the agent must refuse to join");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn create_token(s: &Server, extra: &[&str]) -> String {
+    let mut args = vec!["token", "create"];
+    args.extend_from_slice(extra);
+    ok(&s.capstan(&args)).trim().to_string()
+}
+
+#[test]
+fn agents_join_with_a_token_that_pins_the_ca_and_get_their_own_credentials() {
+    let s = Server::start();
+    let token = create_token(&s, &["--ttl", "1h", "--description", "rack 3"]);
+    let (pin, bootstrap) = token
+        .strip_prefix("K10")
+        .and_then(|t| t.split_once("::"))
+        .expect("K10<hash>::<id>.<secret>");
+    assert_eq!(pin, capstan::apiserver::join::sha256_hex(s.ca().as_bytes()));
+    let id = bootstrap.split('.').next().unwrap().to_string();
+    let listed = ok(&s.capstan(&["token", "list"]));
+    assert!(
+        listed.contains(&id) && listed.contains("rack 3"),
+        "{listed}"
+    );
+
+    // A machine joins: no token on its command line, its own credential kept privately.
+    let machine = tempfile::tempdir().unwrap();
+    let mut agent = join_agent(&s, machine.path(), "node-j", &token);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", agent.id())).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(bootstrap));
+    within(Duration::from_secs(60), "node-j Ready", || {
+        let (code, n) = s.call("GET", "/api/v1/nodes/node-j", "", "");
+        (code == 200
+            && n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .then_some(())
+    });
+    let node_dir = machine.path().join("nodes").join("node-j");
+    let kept = std::fs::metadata(node_dir.join("node-token")).expect("node token kept");
+    assert_eq!(kept.permissions().mode() & 0o777, 0o600);
+    let node_token = std::fs::read_to_string(node_dir.join("node-token")).unwrap();
+    assert!(
+        node_token.starts_with("capstan-node.node-j."),
+        "{node_token}"
+    );
+    let (code, _) = s.call(
+        "GET",
+        "/api/v1/namespaces/kube-system/secrets/node-token-node-j",
+        "",
+        "",
+    );
+    assert_eq!(code, 200);
+    // The API server reaches the joined node's agent with the node's own token: logs work.
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello"},
+        "spec": {"nodeName": "node-j", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "none", "command": ["sh", "-c", "echo joined; sleep 600"]}]}});
+    let (code, v) = s.call(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        &pod.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    within(
+        Duration::from_secs(30),
+        "the pod's log through the API server",
+        || {
+            let (code, log) = s.call("GET", "/api/v1/namespaces/default/pods/hello/log", "", "");
+            (code == 200 && log.to_string().contains("joined")).then_some(())
+        },
+    );
+    // A bootstrap token is no general credential.
+    let (code, _) = s.call_as(bootstrap, "GET", "/api/v1/namespaces/kube-system/secrets");
+    assert_eq!(code, 403);
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    // A second machine claiming node-j is refused; so are a wrong CA pin, a deleted and an expired token.
+    let other = tempfile::tempdir().unwrap();
+    let said = refused(&s, other.path(), "node-j", &token);
+    assert!(said.contains("already held by another machine"), "{said}");
+    let wrong_pin = format!("K10{}::{bootstrap}", "0".repeat(64));
+    let said = refused(&s, other.path(), "node-k", &wrong_pin);
+    assert!(said.contains("does not match the join token"), "{said}");
+    ok(&s.capstan(&["token", "delete", &id]));
+    let said = refused(&s, other.path(), "node-k", &token);
+    assert!(said.contains("unknown or expired"), "{said}");
+    let short = create_token(&s, &["--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let said = refused(&s, other.path(), "node-l", &short);
+    assert!(said.contains("unknown or expired"), "{said}");
 }

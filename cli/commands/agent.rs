@@ -138,6 +138,62 @@ async fn run_agent(
     Ok(())
 }
 
+/// The join token, if one is given: `--join-token`, `--join-token-file` or CAPSTAN_JOIN_TOKEN.
+pub fn join_token(flag: Option<String>, file: Option<&Path>) -> Result<Option<String>> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("--join-token-file {}", f.display()))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    if let Some(t) = flag {
+        tracing::warn!(
+            "--join-token puts the token on the command line, where `ps` shows it; prefer --join-token-file or \
+             CAPSTAN_JOIN_TOKEN"
+        );
+        return Ok(Some(t));
+    }
+    Ok(std::env::var("CAPSTAN_JOIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
+
+/// Where a node keeps what it got when it joined (its CA, node token and node password).
+fn join_dir(data_dir: &Path, node: &NodeArgs) -> PathBuf {
+    let name = node
+        .node_name
+        .clone()
+        .unwrap_or_else(capstan::node::hostname);
+    data_dir.join("nodes").join(name)
+}
+
+/// The node's token and CA file from an earlier join, if it has them.
+pub fn joined_before(data_dir: &Path, node: &NodeArgs) -> Option<(String, PathBuf)> {
+    let dir = join_dir(data_dir, node);
+    let token = std::fs::read_to_string(dir.join("node-token")).ok()?;
+    let ca = dir.join("ca.crt");
+    (ca.exists() && !token.trim().is_empty()).then(|| (token.trim().to_string(), ca))
+}
+
+/// Joins with `join_token` (or reuses the node token of an earlier join); returns the node token and the CA file.
+pub async fn joined(
+    data_dir: &Path,
+    server: &str,
+    join_token: &str,
+    node: &NodeArgs,
+) -> Result<(String, PathBuf)> {
+    if let Some(before) = joined_before(data_dir, node) {
+        return Ok(before);
+    }
+    let dir = join_dir(data_dir, node);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let (token, _) = super::join(server, join_token, &name, &dir).await?;
+    eprintln!("capstan: node {name} joined {server} with a join token");
+    Ok((token, dir.join("ca.crt")))
+}
+
 /// The agent's token: from `--token-file`, from CAPSTAN_TOKEN, or (with a warning) from `--token`.
 pub fn agent_token(file: Option<&Path>, flag: Option<String>) -> Result<String> {
     if let Some(f) = file {

@@ -11,6 +11,7 @@ mod get;
 mod logs;
 mod server;
 mod shim;
+mod token;
 
 pub use agent::*;
 pub use apply::*;
@@ -20,6 +21,7 @@ pub use get::*;
 pub use logs::*;
 pub use server::*;
 pub use shim::*;
+pub use token::*;
 
 fn resolve_kind(name: &str) -> Result<&'static KindInfo> {
     if name == "all" {

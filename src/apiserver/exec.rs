@@ -117,13 +117,14 @@ impl Server {
         }
         let host = self.agent_address(node_name).await?;
         let url = format!("ws://{host}/exec/{ns}/{name}/{container}?{}", opts.query());
+        let token = self.token_for_node(node_name).await;
         let mut req = url
             .into_client_request()
             .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
         let h = req.headers_mut();
         h.insert(
             "authorization",
-            format!("Bearer {}", self.token)
+            format!("Bearer {token}")
                 .parse()
                 .map_err(|_| ApiError::new(500, "InternalError", "bad token"))?,
         );

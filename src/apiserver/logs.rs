@@ -126,7 +126,7 @@ impl Server {
         }
         let resp = http()
             .get(url)
-            .bearer_auth(&*self.token)
+            .bearer_auth(self.token_for_node(node_name).await)
             .send()
             .await
             .map_err(|e| {

@@ -9,6 +9,7 @@ pub mod eviction;
 pub mod exec;
 pub mod handlers;
 pub mod hooks;
+pub mod join;
 pub mod logs;
 pub mod namespaces;
 pub mod patch;
@@ -42,6 +43,9 @@ pub struct Server {
     pub token: Arc<str>,
     /// ClusterIPs and node ports of Services.
     pub services: Arc<services::Allocator>,
+    /// The cluster CA's certificate (PEM), served open at `/cacerts` for joining agents to check against their
+    /// token's pin.
+    pub ca_pem: Arc<str>,
 }
 
 impl Server {
@@ -54,6 +58,7 @@ impl Server {
                 services::Allocator::new(DEFAULT_SERVICE_CIDR, NODE_PORTS)
                     .expect("default service CIDR"),
             ),
+            ca_pem: "".into(),
         }
     }
 }
@@ -177,23 +182,11 @@ fn query_of(uri: &axum::http::Uri) -> Query {
         .collect()
 }
 
-fn authorized(server: &Server, headers: &HeaderMap) -> bool {
-    let Some(h) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(t) = h
-        .strip_prefix("Bearer ")
+/// The bearer token of a request, if it has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    h.strip_prefix("Bearer ")
         .or_else(|| h.strip_prefix("bearer "))
-    else {
-        return false;
-    };
-    // Constant-time comparison.
-    let a = t.trim().as_bytes();
-    let b = server.token.as_bytes();
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves HTTPS until `shutdown` resolves. The listener is bound by the caller (tests bind port 0).

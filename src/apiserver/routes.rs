@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, Result};
 use super::handlers::{self, flag, parse_body, Query, Target};
-use super::{authorized, discovery, json_response, query_of, table, watch, Server, MAX_BODY};
+use super::join::Identity;
+use super::{discovery, json_response, query_of, table, watch, Server, MAX_BODY};
 use crate::api::openapi;
 use crate::api::registry::{self, KindInfo};
 
@@ -27,12 +28,14 @@ pub fn router(server: Server) -> Router {
         .route("/readyz", get(health))
         .route("/version", get(version))
         .route("/version/", get(version))
-        .route("/hooks/git", post(git_hook));
+        .route("/hooks/git", post(git_hook))
+        .route("/cacerts", get(cacerts));
     let guarded = Router::new()
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             get(exec).post(exec),
         )
+        .route("/capstan/v1/join", post(join))
         .fallback(resources)
         .layer(middleware::from_fn_with_state(
             server.clone(),
@@ -49,12 +52,50 @@ async fn version() -> Response {
     json_response(StatusCode::OK, &discovery::version(), &[])
 }
 
-/// Answers 401 to a request without the cluster's bearer token.
+/// Answers 401 to a request without a known bearer token: the admin's or a joined node's. A bootstrap token only
+/// reaches `/capstan/v1/join`.
 async fn require_token(State(server): State<Server>, req: Request, next: Next) -> Response {
-    if !authorized(&server, req.headers()) {
-        return ApiError::unauthorized().into_response();
+    let who = match super::bearer(req.headers()) {
+        Some(t) => server.authenticate(t).await,
+        None => None,
+    };
+    match who {
+        Some(Identity::Admin | Identity::Node(_)) => next.run(req).await,
+        Some(Identity::Bootstrap(_)) if req.uri().path() == "/capstan/v1/join" => {
+            next.run(req).await
+        }
+        Some(Identity::Bootstrap(_)) => {
+            ApiError::forbidden("a bootstrap token may only join a node (POST /capstan/v1/join)")
+                .into_response()
+        }
+        None => ApiError::unauthorized().into_response(),
     }
-    next.run(req).await
+}
+
+/// The cluster CA's certificate, for joining agents (they check it against the pin in their join token).
+async fn cacerts(State(server): State<Server>) -> Response {
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        server.ca_pem.to_string(),
+    )
+        .into_response()
+}
+
+/// A node exchanges its bootstrap token for a token of its own.
+async fn join(State(server): State<Server>, req: Request) -> Response {
+    let (_, body) = req.into_parts();
+    let Some(bytes) = read_body(body).await else {
+        return ApiError::too_large().into_response();
+    };
+    let parsed: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return ApiError::bad_request(format!("join: {e}")).into_response(),
+    };
+    match server.join(&parsed).await {
+        Ok(v) => json_response(StatusCode::OK, &v, &[]),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn git_hook(State(server): State<Server>, req: Request) -> Response {

@@ -149,6 +149,7 @@ impl ControlPlane {
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
         let names = certificate_names(opts.listen, &opts.tls_sans);
         let material = apiserver::tls::load_or_create(data_dir, &names)?;
+        server.ca_pem = material.ca_pem.as_str().into();
         let tls = apiserver::tls::server_config(&material)?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await

@@ -296,6 +296,22 @@ impl Server {
     }
 
     /// Runs `capstan` client commands against this server.
+    /// A request with another bearer token; returns the status code and body.
+    pub fn call_as(&self, token: &str, method: &str, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http()
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .expect("request");
+        let code = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     pub fn capstan(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .arg("--kubeconfig")
