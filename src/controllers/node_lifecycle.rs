@@ -74,18 +74,15 @@ impl Context {
     /// The Ready status the node should have now: Unknown when its heartbeat is older than the grace period (by this
     /// controller's clock), else what the agent reports.
     fn health(&self, node: &Node) -> String {
+        let lease = self.leases.get("kube-node-lease", node.metadata.name());
+        self.observe(node, lease.as_deref())
+    }
+
+    /// Records the node's heartbeat as seen in `node` and `lease`; returns its Ready status by that.
+    fn observe(&self, node: &Node, lease: Option<&Lease>) -> String {
         let name = node.metadata.name();
-        let lease = self
-            .leases
-            .get("kube-node-lease", name)
-            .and_then(|l| l.spec.as_ref()?.renew_time.clone())
-            .unwrap_or_default();
         let ready = ready_condition(node);
-        let beat = ready
-            .and_then(|c| c.last_heartbeat_time)
-            .map(|t| format_time(&t))
-            .unwrap_or_default();
-        let mark = format!("{lease}|{beat}");
+        let mark = heartbeat_mark(node, lease);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let entry = seen
             .entry(name.to_string())
@@ -98,6 +95,18 @@ impl Context {
         }
         ready.map_or_else(|| "Unknown".into(), |c| c.status.clone())
     }
+}
+
+/// What changes whenever the node's agent is alive: its Lease's renewTime and its Ready heartbeat.
+fn heartbeat_mark(node: &Node, lease: Option<&Lease>) -> String {
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref()?.renew_time.clone())
+        .unwrap_or_default();
+    let beat = ready_condition(node)
+        .and_then(|c| c.last_heartbeat_time)
+        .map(|t| format_time(&t))
+        .unwrap_or_default();
+    format!("{renewed}|{beat}")
 }
 
 fn ready_condition(node: &Node) -> Option<&crate::api::meta::Condition> {
