@@ -93,7 +93,9 @@ impl Context {
         if entry.1.elapsed() > self.grace {
             return "Unknown".into();
         }
-        ready.map_or_else(|| "Unknown".into(), |c| c.status.clone())
+        // A node that has not reported Ready yet (its agent is still starting) is left alone until the grace
+        // period runs out.
+        ready.map_or_else(String::new, |c| c.status.clone())
     }
 }
 
@@ -228,6 +230,10 @@ async fn pass(ctx: &Context) {
     for node in &nodes {
         let name = node.metadata.name();
         let ready = ctx.health(node);
+        if ready.is_empty() {
+            by_node.remove(name);
+            continue;
+        }
         let on_node = by_node.remove(name).unwrap_or_default();
         if let Err(e) = tend(ctx, node, &ready, &on_node, now_t).await {
             tracing::debug!(node = name, error = %e, "node lifecycle: will retry");
@@ -279,11 +285,19 @@ async fn tend(
 
 /// The node's conditions become Unknown: the agent stopped posting its status.
 async fn mark_unknown(ctx: &Context, node: &Node, now_t: Time) -> crate::client::Result<()> {
-    let conditions: Vec<_> = node
+    let mut conditions = node
         .status
         .as_ref()
         .and_then(|s| s.conditions.clone())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if !conditions.iter().any(|c| c.type_ == "Ready") {
+        conditions.push(crate::api::meta::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+    }
+    let conditions: Vec<_> = conditions
         .into_iter()
         .map(|mut c| {
             if c.status != "Unknown" {

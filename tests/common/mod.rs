@@ -367,7 +367,10 @@ impl Agent {
             .args(["--node-name", name, "--stop-pods-on-exit"])
             .args(["--crashloop-backoff", "0.5", "--crashloop-backoff-max", "2"])
             .args(extra)
-            .env("CAPSTAN_LOG", "warn")
+            .env(
+                "CAPSTAN_LOG",
+                std::env::var("TEST_AGENT_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn capstan agent");
@@ -379,9 +382,13 @@ impl Agent {
 
     /// The agent's command line, as `ps` shows it to every local user.
     pub fn cmdline(&self) -> String {
-        std::fs::read(format!("/proc/{}/cmdline", self.child.id()))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default()
+        // Read until the exec has happened (an empty cmdline is the moment in between).
+        within(Duration::from_secs(5), "the agent's command line", || {
+            std::fs::read(format!("/proc/{}/cmdline", self.child.id()))
+                .ok()
+                .filter(|b| !b.is_empty())
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        })
     }
 
     /// Kills the agent with SIGKILL (its containers keep running).
