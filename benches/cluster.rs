@@ -13,6 +13,10 @@
 //!   time to sync one commit of 1,000 objects; webhook-to-applied latency for a remote; memory and idle CPU with 100
 //!   Applications.
 //!
+//! - `node-failure`: `capstan server` (grace period 5 s) with two real agents, a 4-replica Deployment tolerating
+//!   `unreachable` for 2 s; after `kill -9` of one agent, the time until its Node is Unknown and tainted, and until
+//!   the Deployment has 4 available replicas again, all on the live node (target: grace + toleration + < 2 s).
+//!
 //! Run: `cargo bench --bench cluster` (all), or `cargo bench --bench cluster -- scheduler` (one);
 //! `CAPSTAN_BENCH_QUICK=1` shrinks the loads.
 
@@ -990,6 +994,124 @@ async fn proxy(quick: bool) {
     stop(c).await;
 }
 
+/// Time from a node's death to its pods running elsewhere.
+async fn node_failure(_quick: bool) {
+    let c = common::start(&["server", "--node-monitor-grace-period", "5s"]).await;
+    let token_file = c.dir.path().join("token");
+    let agent = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .arg("--data-dir")
+            .arg(c.dir.path().join("agents"))
+            .args(["agent", "--server", &c.url, "--token-file"])
+            .arg(&token_file)
+            .arg("--certificate-authority")
+            .arg(c.dir.path().join("ca.crt"))
+            .args([
+                "--node-name",
+                name,
+                "--node-lease-duration",
+                "2s",
+                "--cpu",
+                "4",
+            ])
+            .env("CAPSTAN_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut a = agent("alive");
+    let mut b = agent("doomed");
+    let ready = |n: &Value| {
+        n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    loop {
+        let nodes = get(&c, "/api/v1/nodes").await;
+        let items = nodes["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 2
+            && items
+                .iter()
+                .all(|n| ready(n) && n["spec"]["podCIDR"].is_string())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "spread"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "spread"}},
+          "template": {"metadata": {"labels": {"app": "spread"}}, "spec": {"terminationGracePeriodSeconds": 1,
+            "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+              "effect": "NoExecute", "tolerationSeconds": 2}],
+            "containers": [{"name": "c", "image": "none", "command": ["sleep", "3600"]}]}}}});
+    assert_eq!(
+        post(&c, "/apis/apps/v1/namespaces/default/deployments", &deploy).await,
+        201
+    );
+    let path = "/apis/apps/v1/namespaces/default/deployments/spread";
+    while !rolled_out(&get(&c, path).await, 4) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pods = get(
+        &c,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dspread",
+    )
+    .await;
+    let on_doomed = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["spec"]["nodeName"] == "doomed")
+        .count();
+    assert!(on_doomed > 0, "the replicas must spread over both nodes");
+    let t = Instant::now();
+    let _ = b.kill();
+    let _ = b.wait();
+    let mut unknown = None;
+    loop {
+        let n = get(&c, "/api/v1/nodes/doomed").await;
+        let tainted = n["spec"]["taints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute");
+        if unknown.is_none() && tainted {
+            unknown = Some(t.elapsed());
+        }
+        let pods = get(
+            &c,
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dspread",
+        )
+        .await;
+        let live: Vec<Value> = pods["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        let moved = live.len() == 4 && live.iter().all(|p| p["spec"]["nodeName"] == "alive");
+        if unknown.is_some() && moved && rolled_out(&get(&c, path).await, 4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = t.elapsed();
+    println!(
+        "node failure (grace 5 s, toleration 2 s): node Unknown and tainted {:.2} s after kill -9; \
+         4 replicas available on the other node ({on_doomed} moved) {:.2} s after (grace + toleration + {:.2} s)",
+        unknown.unwrap_or_default().as_secs_f64(),
+        back.as_secs_f64(),
+        back.as_secs_f64() - 7.0
+    );
+    let _ = a.kill();
+    let _ = a.wait();
+    stop(c).await;
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
@@ -1025,5 +1147,8 @@ async fn main() {
     }
     if want("scheduler") {
         scheduler(quick).await;
+    }
+    if want("node-failure") {
+        node_failure(quick).await;
     }
 }
