@@ -433,6 +433,44 @@ mod tests {
         }
     }
 
+    fn node(ready: Option<&str>) -> Node {
+        let conditions: Vec<serde_json::Value> = ready
+            .map(|r| vec![json!({"type": "Ready", "status": r, "lastHeartbeatTime": "2026-01-01T00:00:00Z"})])
+            .unwrap_or_default();
+        serde_json::from_value(
+            json!({"metadata": {"name": "n"}, "status": {"conditions": conditions}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn health_waits_the_grace_period_and_never_judges_a_node_that_has_not_reported() {
+        let client = Client::new("https://127.0.0.1:9", "t", None).unwrap();
+        let ctx = Context::new(
+            client,
+            Cache::of(Vec::<Node>::new()),
+            Cache::of(Vec::<Lease>::new()),
+            Cache::of(Vec::<Pod>::new()),
+            Duration::from_millis(30),
+        );
+        // Registered but not reported Ready yet: no opinion (no taints, no Unknown) within the grace period.
+        assert_eq!(ctx.observe(&node(None), None), "");
+        // What the agent reports, while its heartbeat is fresh.
+        let reported = node(Some("False"));
+        let fresh = ctx.observe(&reported, None);
+        assert_eq!(fresh, "False");
+        // No change of heartbeat for longer than the grace period: Unknown, whatever it last said.
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(ctx.observe(&reported, None), "Unknown");
+        // A renewed Lease is a heartbeat: alive again.
+        let lease: Lease = serde_json::from_value(
+            json!({"metadata": {"name": "n", "namespace": "kube-node-lease"},
+            "spec": {"renewTime": "2026-01-01T00:00:05.000000Z"}}),
+        )
+        .unwrap();
+        assert_eq!(ctx.observe(&reported, Some(&lease)), "False");
+    }
+
     #[test]
     fn taints_follow_readiness_and_keep_the_others() {
         let cordon = taint("node.kubernetes.io/unschedulable", "NoSchedule", 0);
