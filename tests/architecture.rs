@@ -134,6 +134,30 @@ fn known_exceptions_are_still_real() {
 }
 
 #[test]
+fn the_cli_starts_processes_through_daemons_never_the_store_or_api_server() {
+    let mut files = Vec::new();
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("cli"),
+        &mut files,
+    );
+    let mut violations = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("capstan::store") || code.contains("capstan::apiserver") {
+                violations.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "cli/ uses the store or the API server directly (ARCHITECTURE.md):\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
 fn the_terminal_ui_never_touches_the_store() {
     let mut files = Vec::new();
     rust_files(

@@ -109,7 +109,7 @@ fn agents_join_with_a_token_that_pins_the_ca_and_get_their_own_credentials() {
         .strip_prefix("K10")
         .and_then(|t| t.split_once("::"))
         .expect("K10<hash>::<id>.<secret>");
-    assert_eq!(pin, capstan::apiserver::join::sha256_hex(s.ca().as_bytes()));
+    assert_eq!(pin, capstan::sys::sha256_hex(s.ca().as_bytes()));
     let id = bootstrap.split('.').next().unwrap().to_string();
     let listed = ok(&s.capstan(&["token", "list"]));
     assert!(

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use capstan::api::registry;
-use capstan::apiserver::join::{bootstrap_shape, sha256_hex, BOOTSTRAP_TOKEN_TYPE};
+use capstan::api::tokens::{bootstrap_shape, secret_data, BOOTSTRAP_TOKEN_TYPE};
 use capstan::client::Client;
+use capstan::sys::sha256_hex;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -45,12 +46,7 @@ fn random(n: usize) -> String {
 }
 
 fn field(secret: &Value, key: &str) -> String {
-    use base64::Engine;
-    secret["data"][key]
-        .as_str()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default()
+    secret_data(secret, key).unwrap_or_default()
 }
 
 /// The CA as the server serves it to joining agents (what the token pins).
@@ -211,17 +207,8 @@ pub async fn join(
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
+    capstan::sys::write_private(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

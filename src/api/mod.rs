@@ -18,6 +18,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod resource;
 pub mod selector;
+pub mod tokens;
 pub mod validation;
 
 use std::borrow::Cow;

@@ -8,7 +8,6 @@
 //! hash is kept in `kube-system/node-password-<name>`, and a different password for that name is refused (k3s's
 //! node password). The API server also presents a node's own token when it calls that node's agent (logs, exec).
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Result};
@@ -17,10 +16,9 @@ use super::Server;
 use crate::api::meta::{format_time, now};
 use crate::api::registry::{self, KindInfo};
 
-/// The Secret type of bootstrap tokens.
-pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
-/// The prefix of node tokens.
-pub const NODE_TOKEN_PREFIX: &str = "capstan-node.";
+use crate::api::tokens::secret_data as data;
+pub use crate::api::tokens::{bootstrap_shape, BOOTSTRAP_TOKEN_TYPE, NODE_TOKEN_PREFIX};
+use crate::sys::{same_secret as constant_eq, sha256_hex};
 
 /// Who a bearer token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,38 +31,8 @@ pub enum Identity {
     Node(String),
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn secrets() -> &'static KindInfo {
     registry::lookup("secrets").expect("secrets are served")
-}
-
-/// A Secret's `data[key]`, decoded.
-fn data(secret: &Value, key: &str) -> Option<String> {
-    let b64 = secret["data"][key].as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(bytes).ok()
-}
-
-/// The SHA-256 of `bytes`, in hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Whether a bootstrap token id and secret have Kubernetes' shape (`[a-z0-9]{6}.[a-z0-9]{16}`).
-pub fn bootstrap_shape(id: &str, secret: &str) -> bool {
-    let ok = |s: &str, n: usize| {
-        s.len() == n
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-    };
-    ok(id, 6) && ok(secret, 16)
 }
 
 impl Server {

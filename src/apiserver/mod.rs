@@ -103,20 +103,8 @@ pub fn load_or_create_token(dir: &Path) -> std::result::Result<String, StartErro
     let token: String = (0..40)
         .map(|_| format!("{:x}", r.random_range(0..16u8)))
         .collect();
-    let err = |e| StartError::DataDir(path.clone(), e);
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(err)?;
-        f.write_all(token.as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)?;
-    }
+    crate::sys::write_private(&path, token.as_bytes())
+        .map_err(|e| StartError::DataDir(path.clone(), e))?;
     Ok(token)
 }
 

@@ -34,17 +34,7 @@ fn tls_err(e: impl std::fmt::Display) -> StartError {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(text.as_bytes()).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    crate::sys::write_private(path, text.as_bytes()).map_err(io(path))
 }
 
 /// The names every serving certificate carries: loopback and the host name.

@@ -285,30 +285,29 @@ async fn tend(
 
 /// The node's conditions become Unknown: the agent stopped posting its status.
 async fn mark_unknown(ctx: &Context, node: &Node, now_t: Time) -> crate::client::Result<()> {
-    let mut conditions = node
+    let unknown = |mut c: crate::api::meta::Condition| {
+        if c.status != "Unknown" {
+            c.status = "Unknown".into();
+            c.reason = Some("NodeStatusUnknown".into());
+            c.message = Some("Kubelet stopped posting node status.".into());
+            c.last_transition_time = Some(now_t);
+        }
+        c
+    };
+    let mut conditions: Vec<_> = node
         .status
         .as_ref()
         .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    if !conditions.iter().any(|c| c.type_ == "Ready") {
-        conditions.push(crate::api::meta::Condition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            ..Default::default()
-        });
-    }
-    let conditions: Vec<_> = conditions
+        .unwrap_or_default()
         .into_iter()
-        .map(|mut c| {
-            if c.status != "Unknown" {
-                c.status = "Unknown".into();
-                c.reason = Some("NodeStatusUnknown".into());
-                c.message = Some("Kubelet stopped posting node status.".into());
-                c.last_transition_time = Some(now_t);
-            }
-            c
-        })
+        .map(unknown)
         .collect();
+    if !conditions.iter().any(|c| c.type_ == "Ready") {
+        conditions.push(unknown(crate::api::meta::Condition {
+            type_: "Ready".into(),
+            ..Default::default()
+        }));
+    }
     Api::<Node>::all(&ctx.client)
         .patch_status(
             node.metadata.name(),

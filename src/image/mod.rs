@@ -105,8 +105,7 @@ pub struct Built {
 }
 
 fn sha256(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::sys::sha256_hex(data)
 }
 
 /// The OCI digest of `data`: `sha256:<hex>`.
