@@ -1,13 +1,14 @@
 //! `capstan demo-app`: the small HTTP server the examples and tests run (on the process runtime `capstan` resolves
 //! to this binary). It answers `/` with its VERSION and MESSAGE, `/healthz` for probes, and can be told to turn
-//! unhealthy (`/fail`), healthy again (`/recover`) or to exit with a code (`/exit?code=N`).
+//! unhealthy (`/fail`), healthy again (`/recover`) or to exit with a code (`/exit?code=N`). `/` also names the
+//! address the request came from (`client`), which shows what NAT did on the way.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,11 +30,13 @@ pub async fn run(listen: SocketAddr) -> Result<()> {
     let router = Router::new()
         .route(
             "/",
-            get(|State(a): State<App>| async move {
-                Json(json!({"version": a.version, "message": a.message,
+            get(
+                |State(a): State<App>, ConnectInfo(client): ConnectInfo<SocketAddr>| async move {
+                    Json(json!({"version": a.version, "message": a.message,
                     "pod": std::env::var("POD_NAME").ok(), "podIP": std::env::var("POD_IP").ok(),
-                    "pid": std::process::id()}))
-            }),
+                    "pid": std::process::id(), "client": client.ip().to_string()}))
+                },
+            ),
         )
         .route(
             "/healthz",
@@ -85,13 +88,16 @@ pub async fn run(listen: SocketAddr) -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            crate::commands::terminated().await;
-            eprintln!("demo-app: terminating; serving {delay} s more while traffic moves away");
-            tokio::time::sleep(std::time::Duration::from_secs_f64(delay.max(0.0))).await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        crate::commands::terminated().await;
+        eprintln!("demo-app: terminating; serving {delay} s more while traffic moves away");
+        tokio::time::sleep(std::time::Duration::from_secs_f64(delay.max(0.0))).await;
+    })
+    .await?;
     eprintln!("demo-app: stopped");
     Ok(())
 }

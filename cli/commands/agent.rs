@@ -15,9 +15,11 @@ pub struct NodeArgs {
     /// The node's name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
-    /// The node's address: where its agent listens and what it reports as InternalIP.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub node_ip: std::net::IpAddr,
+    /// The node's address: where its agent listens and what it reports as InternalIP - the address other machines
+    /// reach it and its pods at (default: for `agent`, the address this machine reaches the server from; for `up`,
+    /// 127.0.0.1).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
     /// CPU capacity to report (default: the machine's).
     #[arg(long)]
     pub cpu: Option<String>,
@@ -107,7 +109,9 @@ impl NodeArgs {
             .clone()
             .unwrap_or_else(capstan::node::hostname);
         let mut cfg = capstan::node::Config::new(&name, data_dir.join("nodes").join(&name), token);
-        cfg.address = self.node_ip;
+        cfg.address = self
+            .node_ip
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         cfg.cpu = self.cpu.clone();
         cfg.memory = self.memory.clone();
         cfg.max_pods = self.max_pods;
@@ -136,6 +140,34 @@ async fn run_agent(
     }
     capstan::daemons::agent::run(client, cfg, runtime, stop).await?;
     Ok(())
+}
+
+/// The address this machine reaches `server` from (the source address its routes pick; nothing is sent): what
+/// other machines reach this node at, when `--node-ip` does not say.
+async fn address_toward(server: &str) -> Result<std::net::IpAddr> {
+    let url = reqwest::Url::parse(server).with_context(|| format!("--server {server}"))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow!("--server {server}: no host"))?
+        .trim_matches(['[', ']']);
+    let target = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .ok_or_else(|| anyhow!("--server {server}: {host} has no address"))?;
+    let bind: std::net::SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    sock.connect(target)
+        .await
+        .with_context(|| format!("finding a route to {target} (pass --node-ip)"))?;
+    let ip = sock.local_addr()?.ip();
+    tracing::info!(node_ip = %ip, "node address: the one this machine reaches the server from");
+    Ok(ip)
 }
 
 /// The join token, if one is given: `--join-token`, `--join-token-file` or CAPSTAN_JOIN_TOKEN.
@@ -242,6 +274,9 @@ pub async fn agent(
     let client = Client::new(server, token, Some(&ca_pem))?;
     let mut cfg = node.config(data_dir, token)?;
     cfg.stop_pods_on_exit = stop_pods_on_exit;
+    if node.node_ip.is_none() {
+        cfg.address = address_toward(server).await?;
+    }
     let runtime = node.runtime(&cfg).await?;
     eprintln!("capstan: node agent {} joining {server}", cfg.node_name);
     run_agent(client, cfg, runtime, terminated()).await

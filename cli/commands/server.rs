@@ -39,6 +39,10 @@ pub struct ControlArgs {
     /// Terminated pods kept before the oldest are deleted.
     #[arg(long, default_value_t = 12_500)]
     pub terminated_pod_gc_threshold: usize,
+    /// How pod traffic crosses machines: `vxlan` (an overlay on UDP 8472; works across subnets) or `host-gw` (a
+    /// route to each node's pod CIDR via its address; machines on one L2 segment). Announced to agents on the Nodes.
+    #[arg(long, value_enum, default_value = "vxlan")]
+    pub pod_network_backend: capstan::api::network::Backend,
 }
 
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
@@ -57,6 +61,7 @@ pub async fn server(
         "--node-monitor-grace-period",
     )?;
     settings.terminated_pod_threshold = control.terminated_pod_gc_threshold;
+    settings.pod_network_backend = control.pod_network_backend;
     let grace = settings.node_monitor_grace;
     settings.gitops_cache = data_dir.join("gitops");
     settings.storage_dir = data_dir.join("storage");

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod gitops;
 pub mod manifest;
 pub mod meta;
+pub mod network;
 pub mod openapi;
 pub mod other;
 pub mod protobuf;

@@ -54,6 +54,10 @@ pub struct Settings {
     pub node_monitor_grace: std::time::Duration,
     /// Terminated pods kept before the oldest are deleted (Kubernetes: 12,500).
     pub terminated_pod_threshold: usize,
+    /// How pod traffic crosses machines, announced to agents on their Nodes.
+    pub pod_network_backend: crate::api::network::Backend,
+    /// The Service CIDR, announced to agents (pod traffic to it is not masqueraded).
+    pub service_cidr: String,
 }
 
 /// The default pool of LoadBalancer addresses (loopback: served by the node proxies without privileges).
@@ -69,6 +73,8 @@ impl Default for Settings {
             load_balancer_pool: DEFAULT_LOAD_BALANCER_POOL.into(),
             node_monitor_grace: std::time::Duration::from_secs(40),
             terminated_pod_threshold: 12_500,
+            pod_network_backend: crate::api::network::Backend::default(),
+            service_cidr: String::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The node IPAM controller (kube-controller-manager's node-ipam): gives each Node a `spec.podCIDR` - the next free
 //! /24 of the cluster CIDR (10.244.0.0/16 by default) - so pod addresses are unique across the cluster. It never
-//! changes a CIDR once set.
+//! changes a CIDR once set. In the same write it announces the pod network on the Node (`api::network`): the
+//! backend that carries pod traffic between machines and the cluster and Service ranges, which agents read.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -9,6 +10,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::api::core::Node;
+use crate::api::network::{
+    Backend, BACKEND_ANNOTATION, CLUSTER_CIDR_ANNOTATION, SERVICE_CIDR_ANNOTATION,
+};
 use crate::client::informer::Cache;
 use crate::client::{Api, Client, Patch};
 use crate::runtime::Action;
@@ -23,6 +27,8 @@ pub struct Context {
     /// Blocks handed out by this controller that the cache does not show yet.
     /// node name -> block, until the cache shows it.
     pub allocated: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The annotations every Node carries (`api::network`).
+    pub announce: std::collections::BTreeMap<String, String>,
 }
 
 impl Context {
@@ -32,7 +38,32 @@ impl Context {
             nodes,
             cluster: Ipv4Addr::new(10, 244, 0, 0),
             allocated: Default::default(),
+            announce: Default::default(),
         }
+    }
+
+    /// Announces `backend` and the cluster and Service ranges on every Node.
+    pub fn announcing(mut self, backend: Backend, service_cidr: &str) -> Self {
+        self.announce = [
+            (BACKEND_ANNOTATION, backend.to_string()),
+            (CLUSTER_CIDR_ANNOTATION, format!("{}/16", self.cluster)),
+            (SERVICE_CIDR_ANNOTATION, service_cidr.to_string()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        self
+    }
+
+    /// The announcements `node` lacks or holds with another value.
+    fn missing(&self, node: &Node) -> serde_json::Map<String, serde_json::Value> {
+        let have = node.metadata.annotations.as_ref();
+        self.announce
+            .iter()
+            .filter(|(k, v)| have.and_then(|a| a.get(*k)) != Some(*v))
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect()
     }
 }
 
@@ -50,7 +81,14 @@ fn pod_cidr(node: &Node) -> Option<&str> {
 }
 
 pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
+    let announce = ctx.missing(&node);
     if pod_cidr(&node).is_some() {
+        if !announce.is_empty() {
+            let patch = json!({"metadata": {"annotations": announce}});
+            Api::<Node>::all(&ctx.client)
+                .patch(node.metadata.name(), &Patch::Merge(patch))
+                .await?;
+        }
         return Ok(Action::await_change());
     }
     let name = node.metadata.name();
@@ -73,7 +111,7 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
     let cidr = next_free(ctx.cluster, &taken)
         .ok_or_else(|| Error::Exhausted(format!("{}/16", ctx.cluster)))?;
     // Conditional on the version read: a node that changed meanwhile (say, got its block) is a conflict.
-    let patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version},
+    let patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version, "annotations": announce},
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
     let patched = Api::<Node>::all(&ctx.client)
         .patch(name, &Patch::Merge(patch))

@@ -294,6 +294,7 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
     let client = l.client.clone();
     let mut ipam = node_ipam::Context::new(client.clone(), i.nodes.cache.clone());
     ipam.cluster = settings.cluster_cidr;
+    let ipam = ipam.announcing(settings.pod_network_backend, &settings.service_cidr);
     let c = Controller::<Node>::new(client.clone())
         .primary_shared(&i.nodes)
         .workers(1);

@@ -169,7 +169,10 @@ impl ControlPlane {
             listener,
             server,
             tls,
-            settings: opts.settings,
+            settings: Settings {
+                service_cidr: cidr.to_string(),
+                ..opts.settings
+            },
             url,
             token,
             ca_pem: material.ca_pem,

@@ -231,6 +231,16 @@ impl Agent {
         self.net.gateway()
     }
 
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.node_name
+    }
+
+    /// The pod network.
+    pub fn network(&self) -> &Arc<dyn network::PodNetwork> {
+        &self.net
+    }
+
     /// Runs the node's pods until `shutdown` resolves. `services` feeds the containers' service variables; `dns` is
     /// the cluster DNS server pods are given (None: the machine's resolver).
     pub async fn run(

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{Config, Error};
 use crate::api::core::{Node, NodeAddress, NodeSpec, NodeStatus, NodeSystemInfo, ResourceList};
 use crate::api::meta::{now, Condition, ObjectMeta};
+use crate::api::network;
 use crate::api::other::{Lease, LeaseSpec};
 use crate::api::Quantity;
 use crate::client::{Api, Client, Patch};
@@ -169,10 +170,16 @@ pub(super) async fn register(
         ("kubernetes.io/arch".to_string(), arch()),
     ]);
     labels.extend(cfg.labels.iter().cloned());
+    // What other nodes need to reach this node's pods over VXLAN (api::network).
+    let annotations = BTreeMap::from([(
+        network::VTEP_MAC_ANNOTATION.to_string(),
+        network::format_mac(&network::vtep_mac(&cfg.node_name)),
+    )]);
     let node = Node {
         metadata: ObjectMeta {
             name: Some(cfg.node_name.clone()),
             labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
             ..Default::default()
         },
         spec: Some(NodeSpec::default()),
@@ -181,7 +188,8 @@ pub(super) async fn register(
     match nodes.create(&node).await {
         Ok(_) => tracing::info!(node = %cfg.node_name, "registered node"),
         Err(e) if e.code() == Some(409) => {
-            let patch = Patch::Merge(json!({"metadata": {"labels": labels}}));
+            let patch =
+                Patch::Merge(json!({"metadata": {"labels": labels, "annotations": annotations}}));
             nodes.patch(&cfg.node_name, &patch).await.map_err(err)?;
             tracing::info!(node = %cfg.node_name, "node already registered; taking it over");
         }

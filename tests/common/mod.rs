@@ -2,6 +2,8 @@
 //! over real HTTPS, and run the real kubectl against it (with the kubeconfig it wrote and a private cache dir).
 #![allow(dead_code)]
 
+pub mod lan;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -143,7 +145,11 @@ impl Server {
             .args(["--data-dir"])
             .arg(dir.path())
             .args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(ranges(args))
             .env(
                 "CAPSTAN_LOG",
@@ -356,6 +362,22 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Runs `cmd` (a `capstan agent` command line) as node `name`.
+    pub fn spawn(mut cmd: Command, name: &str) -> Agent {
+        let child = cmd
+            .env(
+                "CAPSTAN_LOG",
+                std::env::var("TEST_AGENT_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn capstan agent");
+        Agent {
+            child,
+            name: name.to_string(),
+        }
+    }
+
     pub fn start(s: &Server, name: &str, extra: &[&str]) -> Agent {
         let child = Command::new(BIN)
             .arg("--data-dir")

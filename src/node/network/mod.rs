@@ -7,11 +7,17 @@
 //!   the pods of other nodes on the machine.
 //!
 //! Addresses come from the node's `spec.podCIDR`, which the control plane allocates per node, so they are unique
-//! cluster-wide; [`Ipam`] hands them out and takes them back.
+//! cluster-wide; [`Ipam`] hands them out and takes them back. Between machines, `cluster` keeps routes to the other
+//! nodes' pod CIDRs (`routes`: VXLAN or host-gw) and masquerades traffic leaving the cluster (`masquerade`).
 
 #[cfg(target_os = "linux")]
 pub mod bridge;
+#[cfg(target_os = "linux")]
+pub mod cluster;
 pub mod host;
+pub mod masquerade;
+#[cfg(target_os = "linux")]
+pub mod routes;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
