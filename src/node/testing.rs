@@ -218,11 +218,13 @@ impl ContainerRuntime for FakeRuntime {
     }
 }
 
-/// A pod network handing out 127.77.0.x addresses, with no namespaces.
+/// A pod network handing out 127.77.0.x addresses, with no namespaces - except that an adopted pod's namespace is
+/// `<namespaces>/<uid>` when the directory `namespaces` exists (so a test can make one go missing).
 #[derive(Default)]
 pub struct FakeNetwork {
     next: Mutex<u8>,
     pub torn_down: Mutex<Vec<String>>,
+    pub namespaces: Option<std::path::PathBuf>,
 }
 
 #[async_trait]
@@ -250,8 +252,13 @@ impl PodNetwork for FakeNetwork {
             .unwrap_or_else(|e| e.into_inner())
             .push(uid.to_string());
     }
-    fn adopt(&self, _uid: &str, ip: Ipv4Addr) -> Attachment {
-        Attachment { ip, netns: None }
+    fn adopt(&self, uid: &str, ip: Ipv4Addr) -> Attachment {
+        let netns = self
+            .namespaces
+            .as_ref()
+            .filter(|d| d.is_dir())
+            .map(|d| d.join(uid));
+        Attachment { ip, netns }
     }
 }
 
@@ -326,7 +333,10 @@ pub fn shared(runtime: Arc<FakeRuntime>, api: Arc<RecordingApi>, dir: &Path) -> 
         client: crate::client::Client::new("https://127.0.0.1:1", "token", None).expect("a client"),
         api,
         runtime,
-        network: Arc::new(FakeNetwork::default()),
+        network: Arc::new(FakeNetwork {
+            namespaces: Some(dir.join("netns")),
+            ..Default::default()
+        }),
         config,
         node_ip: "127.0.0.1".into(),
         http: reqwest::Client::new(),

@@ -152,16 +152,37 @@ impl Worker {
         let Some(st) = PodState::load(&self.dir) else {
             return;
         };
+        let mut st = st;
         if let Ok(ip) = st.ip.parse() {
             if !self.host_network() {
                 self.netns = self.shared.network.adopt(&self.uid, ip).netns;
             }
         }
+        // The pod's network namespace is gone (the machine restarted, or someone removed it): its containers lost
+        // their network. Like the kubelet on a changed sandbox, they are killed and the pod starts again in a new one.
+        let lost = self.netns.as_ref().is_some_and(|p| !p.exists());
+        if lost {
+            tracing::warn!(pod = %self.key(), "the pod's network namespace is gone; killing its containers and starting them in a new one");
+            self.event(
+                "Normal",
+                "SandboxChanged",
+                "Pod sandbox changed, it will be killed and re-created.",
+            )
+            .await;
+            for saved in st.containers.values() {
+                if let Some(inst) = &saved.running {
+                    self.shared.runtime.signal(&inst.handle, libc::SIGKILL);
+                }
+            }
+            self.shared.network.teardown(&self.uid).await;
+            self.netns = None;
+            st.ip.clear();
+        }
         for (name, saved) in &st.containers {
             let mut live = Live::default();
             live.saved = saved.clone();
             if let Some(inst) = saved.running.clone() {
-                if self.shared.runtime.alive(&inst.handle).await {
+                if !lost && self.shared.runtime.alive(&inst.handle).await {
                     tracing::info!(pod = %self.key(), container = %name, pid = inst.handle.pid, "adopted running container");
                     self.watch_exit(name, &inst);
                     // Probes restart from scratch; a container without a readiness probe is ready again at once.

@@ -240,6 +240,65 @@ async fn a_restarted_agent_adopts_the_running_container_instead_of_starting_anot
     w.task.abort();
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_pod_whose_network_namespace_is_gone_is_killed_and_started_again_in_a_new_one() {
+    let w = start_with(pod(sleeper()), |runtime, dir| {
+        let handle = runtime.running_from_before("c", 4242);
+        let saved = Saved {
+            restart_count: 0,
+            started_once: true,
+            running: Some(Instance {
+                handle,
+                restart: 0,
+                started_at: "2026-01-01T00:00:00Z".into(),
+                container_id: "fake://c-0".into(),
+            }),
+            ..Default::default()
+        };
+        let state = PodState {
+            namespace: "demo".into(),
+            name: "web".into(),
+            ip: "127.77.0.9".into(),
+            start_time: "2026-01-01T00:00:00Z".into(),
+            containers: [("c".to_string(), saved)].into_iter().collect(),
+        };
+        let pod_dir = dir.join("pods").join(UID);
+        std::fs::create_dir_all(&pod_dir).unwrap();
+        std::fs::write(
+            pod_dir.join("state.json"),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        // Namespaces live in `netns/`, but this pod's is not there any more.
+        std::fs::create_dir_all(dir.join("netns")).unwrap();
+    });
+    w.runtime
+        .until("a start in the new sandbox", started("c", 1))
+        .await;
+    assert!(
+        w.runtime
+            .calls()
+            .iter()
+            .any(|(_, c)| matches!(c, Call::Signal { signal, .. } if *signal == libc::SIGKILL)),
+        "the old container is killed: {:?}",
+        w.runtime.calls()
+    );
+    assert!(w
+        .api
+        .event_reasons()
+        .contains(&"SandboxChanged".to_string()));
+    let st = until_status(&w.api, "the pod runs again", |st| {
+        st["containerStatuses"][0]["state"]["running"].is_object()
+    })
+    .await;
+    assert_ne!(
+        st["podIP"], "127.77.0.9",
+        "a new address in the new sandbox"
+    );
+    assert_eq!(st["containerStatuses"][0]["restartCount"], 1);
+    w.task.abort();
+}
+
 #[test]
 fn cluster_dns_pods_get_kubernetes_search_path() {
     assert_eq!(
