@@ -168,8 +168,8 @@ fn agents_join_with_a_token_that_pins_the_ca_and_get_their_own_credentials() {
     // A bootstrap token is no general credential.
     let (code, _) = s.call_as(bootstrap, "GET", "/api/v1/namespaces/kube-system/secrets");
     assert_eq!(code, 403);
-    let _ = agent.kill();
-    let _ = agent.wait();
+    // The machine leaves (stopping its pods, as --stop-pods-on-exit says).
+    common::terminate(&mut agent, Duration::from_secs(20));
 
     // A second machine claiming node-j is refused; so are a wrong CA pin, a deleted and an expired token.
     let other = tempfile::tempdir().unwrap();

@@ -97,14 +97,18 @@ pub struct Capstan {
     pub client: reqwest::Client,
 }
 
-/// Starts `capstan --data-dir TMP <args> --listen 127.0.0.1:0` and waits until it is ready.
+/// Starts `capstan --data-dir TMP <args> --listen 127.0.0.1:0` (unless `args` say where) and waits until it is ready.
 pub async fn start(args: &[&str]) -> Capstan {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
         .arg("--data-dir")
         .arg(dir.path())
         .args(args)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(if args.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        })
         .env(
             "CAPSTAN_LOG",
             std::env::var("CAPSTAN_BENCH_LOG").unwrap_or_else(|_| "warn".into()),

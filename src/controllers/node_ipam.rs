@@ -83,6 +83,12 @@ fn pod_cidr(node: &Node) -> Option<&str> {
 pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
     let announce = ctx.missing(&node);
     if pod_cidr(&node).is_some() {
+        // The cache shows this node's block: the cache alone accounts for it from now on (a node deleted and
+        // registered again gets a block anew).
+        ctx.allocated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node.metadata.name());
         if !announce.is_empty() {
             let patch = json!({"metadata": {"annotations": announce}});
             Api::<Node>::all(&ctx.client)
