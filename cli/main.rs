@@ -94,6 +94,8 @@ enum Command {
     App(app::AppArgs),
     /// Join tokens for new nodes: create (printed as K10<ca-hash>::<id>.<secret>), list, delete.
     Token(commands::TokenArgs),
+    /// Kubeconfigs for users, with client certificates of the cluster CA (on the server's machine).
+    Kubeconfig(commands::KubeconfigArgs),
     /// The terminal UI: live views of the cluster and the git history of its Applications; roll back by revert.
     Tui(tui::TuiArgs),
     /// Images without a registry: build an OCI image tarball from files, inspect one.
@@ -143,6 +145,13 @@ fn main() -> Result<()> {
         ));
     }
     // Image building is local and synchronous.
+    if let Command::Kubeconfig(a) = cli.command {
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(capstan::client::config::default_data_dir);
+        return commands::kubeconfig(&data_dir, a);
+    }
     if let Command::Image(a) = cli.command {
         return image::run(a);
     }
@@ -287,7 +296,8 @@ fn run(cli: Cli) -> Result<()> {
                     | Command::Agent { .. }
                     | Command::Shim(_)
                     | Command::ContainerLog { .. }
-                    | Command::Image(_) => {
+                    | Command::Image(_)
+                    | Command::Kubeconfig(_) => {
                         unreachable!("handled above")
                     }
                 }

@@ -146,6 +146,77 @@ fn agents_join_with_a_token_that_pins_the_ca_and_get_their_own_credentials() {
         "",
     );
     assert_eq!(code, 200);
+    // Its client certificate (system:node:node-j in system:nodes), signed through an approved
+    // CertificateSigningRequest that records the bootstrap token as its requester; the key never left the machine.
+    for f in ["node.crt", "node.key"] {
+        let m = std::fs::metadata(node_dir.join(f)).expect("the node's certificate kept");
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    let (_, csrs) = s.call(
+        "GET",
+        concat!(
+            "/",
+            "apis/certificates.k8s.io/v1/certificatesigningrequests"
+        ),
+        "",
+        "",
+    );
+    let csr = csrs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("node-csr-node-j-")
+        })
+        .expect("a CSR for node-j")
+        .clone();
+    assert_eq!(csr["spec"]["username"], format!("system:bootstrap:{id}"));
+    assert_eq!(
+        csr["spec"]["signerName"],
+        "kubernetes.io/kube-apiserver-client-kubelet"
+    );
+    assert_eq!(csr["status"]["conditions"][0]["type"], "Approved");
+    assert!(csr["status"]["certificate"].is_string());
+    let k = common::kubectl();
+    if let Some(k) = &k {
+        let listed = ok(&s.kubectl(k, &["get", "csr"]));
+        assert!(listed.contains("Approved,Issued"), "{listed}");
+    }
+    // The certificate alone is the node: whoami with it says so.
+    let kc = s.data_dir().join("node-j.kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: {}, certificate-authority: {}}}}}]\n\
+             users: [{{name: node, user: {{client-certificate: {}, client-key: {}}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: node}}}}]\ncurrent-context: c\n",
+            s.url,
+            s.data_dir().join("ca.crt").display(),
+            node_dir.join("node.crt").display(),
+            node_dir.join("node.key").display()
+        ),
+    )
+    .unwrap();
+    if let Some(k) = &k {
+        let cache = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(k)
+            .env("KUBECONFIG", &kc)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(["auth", "whoami", "-o", "json"])
+            .output()
+            .unwrap();
+        let who: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(who["status"]["userInfo"]["username"], "system:node:node-j");
+        assert!(who["status"]["userInfo"]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("system:nodes")));
+    }
     // The API server reaches the joined node's agent with the node's own token: logs work.
     let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello"},
         "spec": {"nodeName": "node-j", "terminationGracePeriodSeconds": 1,

@@ -170,6 +170,47 @@ async fn address_toward(server: &str) -> Result<std::net::IpAddr> {
     Ok(ip)
 }
 
+/// The node's certificate and key, renewed first when past two thirds of its life (the request made with the
+/// current certificate; the new one kept in place of the old).
+async fn renewed(
+    server: &str,
+    ca_pem: &str,
+    dir: &Path,
+    node: &str,
+    (cert, key): (String, String),
+) -> Result<(String, String)> {
+    use capstan::node::credentials;
+    if !credentials::due_for_renewal(&cert, std::time::SystemTime::now())? {
+        return Ok((cert, key));
+    }
+    let current = Client::with_credentials(
+        server,
+        &capstan::client::config::Credentials {
+            token: String::new(),
+            certificate: Some((cert, key)),
+        },
+        Some(ca_pem),
+    )?;
+    let (csr, new_key) = credentials::request(node)?;
+    let body = serde_json::json!({"csr": csr}).to_string();
+    let answer = current
+        .request(
+            reqwest::Method::POST,
+            "/capstan/v1/node-certificate",
+            Some(("application/json", body.into_bytes())),
+            None,
+        )
+        .await
+        .with_context(|| format!("renewing the certificate of node {node}"))?;
+    let new_cert = answer["certificate"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the server gave no certificate"))?
+        .to_string();
+    credentials::keep(dir, &new_cert, &new_key)?;
+    tracing::info!(node, "renewed the node's client certificate");
+    Ok((new_cert, new_key))
+}
+
 /// The join token, if one is given: `--join-token`, `--join-token-file` or CAPSTAN_JOIN_TOKEN.
 pub fn join_token(flag: Option<String>, file: Option<&Path>) -> Result<Option<String>> {
     if let Some(f) = file {
@@ -271,7 +312,26 @@ pub async fn agent(
             ca_path.display()
         )
     })?;
-    let client = Client::new(server, token, Some(&ca_pem))?;
+    // A node that joined has a certificate of its own: it speaks to the API server as system:node:NAME.
+    let dir = join_dir(data_dir, &node);
+    let client = match capstan::node::credentials::kept(&dir) {
+        Some(kept) => {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let certificate = renewed(server, &ca_pem, &dir, &name, kept).await?;
+            Client::with_credentials(
+                server,
+                &capstan::client::config::Credentials {
+                    token: String::new(),
+                    certificate: Some(certificate),
+                },
+                Some(&ca_pem),
+            )?
+        }
+        None => Client::new(server, token, Some(&ca_pem))?,
+    };
     let mut cfg = node.config(data_dir, token)?;
     cfg.stop_pods_on_exit = stop_pods_on_exit;
     if node.node_ip.is_none() {

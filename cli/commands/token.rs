@@ -183,7 +183,9 @@ pub async fn join(
     };
     // From here on the CA is trusted: the exchange is verified TLS.
     let client = Client::new(server, &bootstrap, Some(&ca))?;
-    let body = json!({"node": node, "password": password}).to_string();
+    // The node's own key stays here; the server signs a request for system:node:NAME.
+    let (csr, key) = capstan::node::credentials::request(node)?;
+    let body = json!({"node": node, "password": password, "csr": csr}).to_string();
     let answer = client
         .request(
             reqwest::Method::POST,
@@ -203,6 +205,10 @@ pub async fn join(
         .ok_or_else(|| anyhow!("the server gave no node token"))?
         .to_string();
     write_private(&dir.join("node-token"), &token)?;
+    let cert = answer["certificate"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the server gave no node certificate"))?;
+    capstan::node::credentials::keep(dir, cert, &key)?;
     Ok((token, ca))
 }
 

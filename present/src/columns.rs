@@ -854,6 +854,46 @@ pub const PDB: Columns = Columns {
     },
 };
 
+pub const CSR: Columns = Columns {
+    defs: &[
+        NAME,
+        AGE,
+        c("SignerName", 0),
+        c("Requestor", 0),
+        c("RequestedDuration", 0),
+        c("Condition", 0),
+    ],
+    cells: |v| {
+        let conditions: Vec<String> = get(v, "status.conditions")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| s(c, "status") == "True")
+            .map(|c| s(c, "type"))
+            .collect();
+        let duration = match get(v, "spec.expirationSeconds").as_i64() {
+            Some(secs) => human_duration(secs),
+            None => "<none>".into(),
+        };
+        let mut shown = if conditions.is_empty() {
+            vec!["Pending".to_string()]
+        } else {
+            conditions
+        };
+        if !s(v, "status.certificate").is_empty() {
+            shown.push("Issued".into());
+        }
+        vec![
+            name(v),
+            age(v),
+            json!(s(v, "spec.signerName")),
+            json!(s(v, "spec.username")),
+            json!(duration),
+            json!(shown.join(",")),
+        ]
+    },
+};
+
 pub const LEASE: Columns = Columns {
     defs: &[NAME, c("Holder", 0), AGE],
     cells: |v| vec![name(v), json!(s(v, "spec.holderIdentity")), age(v)],

@@ -1,5 +1,6 @@
 //! The smaller groups: coordination.k8s.io/v1 Lease, discovery.k8s.io/v1 EndpointSlice, storage.k8s.io/v1
-//! StorageClass, policy/v1 PodDisruptionBudget (and the Eviction a drain posts to `pods/eviction`).
+//! StorageClass, policy/v1 PodDisruptionBudget (and the Eviction a drain posts to `pods/eviction`),
+//! certificates.k8s.io/v1 CertificateSigningRequest.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,37 @@ use super::meta::ObjectMeta;
 use super::Opaque;
 
 kind!(Lease { pub spec: Option<LeaseSpec>, });
+
+kind!(CertificateSigningRequest {
+    pub spec: CertificateSigningRequestSpec,
+    pub status: Option<CertificateSigningRequestStatus>,
+});
+object!(CertificateSigningRequestSpec {
+    /// The PEM-encoded PKCS#10 request, base64-encoded in JSON.
+    pub request: String,
+    pub signer_name: String,
+    pub expiration_seconds: Option<i32>,
+    pub usages: Option<Vec<String>>,
+    /// Who asked (set by the API server from the requester's identity).
+    pub username: Option<String>,
+    pub uid: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub extra: Option<Opaque>,
+});
+object!(CertificateSigningRequestStatus {
+    pub conditions: Option<Vec<CertificateSigningRequestCondition>>,
+    /// The issued PEM certificate, base64-encoded in JSON.
+    pub certificate: Option<String>,
+});
+object!(CertificateSigningRequestCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub last_update_time: Option<String>,
+    pub last_transition_time: Option<String>,
+});
 
 kind!(PodDisruptionBudget {
     pub spec: Option<PodDisruptionBudgetSpec>,

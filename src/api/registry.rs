@@ -378,6 +378,19 @@ kinds![
         columns::LEASE
     ),
     (
+        "certificates.k8s.io",
+        "v1",
+        CertificateSigningRequest,
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        ["csr"],
+        false,
+        [],
+        true,
+        false,
+        columns::CSR
+    ),
+    (
         "policy",
         "v1",
         PodDisruptionBudget,

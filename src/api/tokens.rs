@@ -26,3 +26,8 @@ pub fn secret_data(secret: &Value, key: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     String::from_utf8(bytes).ok()
 }
+
+/// A node's user name and group, as its client certificate's CN and O carry them.
+pub fn node_subject(node: &str) -> (String, String) {
+    (format!("system:node:{node}"), "system:nodes".to_string())
+}

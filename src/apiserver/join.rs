@@ -10,6 +10,7 @@
 
 use serde_json::{json, Value};
 
+use super::authn::Identity;
 use super::error::{ApiError, Result};
 use super::handlers::WriteOpts;
 use super::Server;
@@ -20,15 +21,16 @@ use crate::api::tokens::secret_data as data;
 pub use crate::api::tokens::{bootstrap_shape, BOOTSTRAP_TOKEN_TYPE, NODE_TOKEN_PREFIX};
 use crate::sys::{same_secret as constant_eq, sha256_hex};
 
-/// Who a bearer token belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// The cluster's admin token (the kubeconfig's).
-    Admin,
-    /// A valid, unexpired bootstrap token (its id): may only join.
-    Bootstrap(String),
-    /// A joined node's own token.
-    Node(String),
+/// How long a node's client certificate is valid (Kubernetes' signing duration: a year).
+pub const NODE_CERTIFICATE_LIFE: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+fn opts(manager: &str, subresource: &str) -> WriteOpts {
+    WriteOpts {
+        dry_run: false,
+        validation: "Strict".into(),
+        manager: manager.into(),
+        subresource: subresource.into(),
+    }
 }
 
 fn secrets() -> &'static KindInfo {
@@ -36,56 +38,6 @@ fn secrets() -> &'static KindInfo {
 }
 
 impl Server {
-    /// Who `token` is, if anyone.
-    pub async fn authenticate(&self, token: &str) -> Option<Identity> {
-        let token = token.trim();
-        if constant_eq(token.as_bytes(), self.token.as_bytes()) {
-            return Some(Identity::Admin);
-        }
-        if let Some(rest) = token.strip_prefix(NODE_TOKEN_PREFIX) {
-            let (node, _) = rest.rsplit_once('.')?;
-            let (secret, _) = self
-                .get_object(
-                    secrets(),
-                    Some("kube-system"),
-                    &format!("node-token-{node}"),
-                )
-                .await
-                .ok()?;
-            let kept = data(&secret, "token")?;
-            return constant_eq(kept.as_bytes(), token.as_bytes())
-                .then(|| Identity::Node(node.to_string()));
-        }
-        let (id, secret_part) = token.split_once('.')?;
-        if !bootstrap_shape(id, secret_part) {
-            return None;
-        }
-        let (secret, _) = self
-            .get_object(
-                secrets(),
-                Some("kube-system"),
-                &format!("bootstrap-token-{id}"),
-            )
-            .await
-            .ok()?;
-        if secret["type"] != BOOTSTRAP_TOKEN_TYPE
-            || data(&secret, "usage-bootstrap-authentication").as_deref() != Some("true")
-        {
-            return None;
-        }
-        let kept = data(&secret, "token-secret")?;
-        if !constant_eq(kept.as_bytes(), secret_part.as_bytes()) {
-            return None;
-        }
-        if let Some(exp) = data(&secret, "expiration") {
-            let exp = chrono::DateTime::parse_from_rfc3339(&exp).ok()?;
-            if exp <= now() {
-                return None;
-            }
-        }
-        Some(Identity::Bootstrap(id.to_string()))
-    }
-
     /// The token the API server presents to a node's agent: the node's own, when it joined with one.
     pub async fn token_for_node(&self, node: &str) -> String {
         match self
@@ -101,8 +53,107 @@ impl Server {
         }
     }
 
-    /// `POST /capstan/v1/join` with a bootstrap token: `{"node": NAME, "password": P}` -> `{"token": T}`.
-    pub async fn join(&self, body: &Value) -> Result<Value> {
+    /// Signs a node's certificate request for `system:node:<node>` in `system:nodes`, as a CertificateSigningRequest
+    /// (`kubernetes.io/kube-apiserver-client-kubelet`) recorded with its requester, approved (a bootstrap token
+    /// joining, or the node renewing its own) and issued; returns the certificate (PEM).
+    pub async fn sign_node_request(
+        &self,
+        requester: &Identity,
+        node: &str,
+        csr_pem: &str,
+    ) -> Result<String> {
+        let allowed = match requester {
+            Identity::Bootstrap(_) | Identity::Admin => true,
+            Identity::Node(n) => n == node,
+            Identity::User { .. } => false,
+        };
+        if !allowed {
+            return Err(ApiError::forbidden(format!(
+                "{} may not request a certificate for node {node}",
+                requester.user_info().0
+            )));
+        }
+        let ca_dir = self
+            .ca_dir
+            .clone()
+            .ok_or_else(|| ApiError::internal("this API server keeps no CA key to sign with"))?;
+        let (want_cn, want_o) = crate::api::tokens::node_subject(node);
+        let parsed = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| ApiError::bad_request(format!("the certificate request: {e}")))?;
+        let dn = &parsed.params.distinguished_name;
+        let text = |t: rcgen::DnType| match dn.get(&t) {
+            Some(rcgen::DnValue::Utf8String(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        if text(rcgen::DnType::CommonName) != want_cn
+            || text(rcgen::DnType::OrganizationName) != want_o
+        {
+            return Err(ApiError::bad_request(format!(
+                "the certificate request must be for {want_cn} in {want_o} (it asks for {:?} in {:?})",
+                text(rcgen::DnType::CommonName),
+                text(rcgen::DnType::OrganizationName)
+            )));
+        }
+        use base64::Engine;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let (user, groups) = requester.user_info();
+        let suffix: String = {
+            use rand::Rng;
+            let mut r = rand::rng();
+            (0..5)
+                .map(|_| (b'a' + r.random_range(0..26u8)) as char)
+                .collect()
+        };
+        let name = format!("node-csr-{node}-{suffix}");
+        let kind = registry::lookup("certificatesigningrequests").expect("CSRs are served");
+        let created = self
+            .write(
+                kind,
+                None,
+                json!({"metadata": {"name": name},
+                    "spec": {"request": b64(csr_pem), "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                        "usages": ["digital signature", "client auth"], "username": user, "groups": groups,
+                        "expirationSeconds": NODE_CERTIFICATE_LIFE.as_secs()}}),
+                None,
+                &opts("capstan-join", ""),
+                &mut Vec::new(),
+            )
+            .await?;
+        let (cert, _) = super::tls::issue_client(
+            &ca_dir,
+            &want_cn,
+            &[want_o],
+            NODE_CERTIFICATE_LIFE,
+            Some(csr_pem),
+        )
+        .map_err(|e| ApiError::internal(format!("signing the node's certificate: {e}")))?;
+        let at = format_time(&now());
+        let mut issued = created.clone();
+        issued["status"] = json!({"conditions": [{"type": "Approved", "status": "True",
+            "reason": "AutoApproved", "message": format!("Auto approving the client certificate of node {node} ({user})"),
+            "lastUpdateTime": at, "lastTransitionTime": at}],
+            "certificate": b64(&cert)});
+        let rv = created["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse::<i64>().ok())
+            .unwrap_or(0);
+        self.write(
+            kind,
+            None,
+            issued,
+            Some((&created, rv)),
+            &opts("capstan-join", "status"),
+            &mut Vec::new(),
+        )
+        .await?;
+        tracing::info!(node, csr = %name, requester = %user, "issued a node client certificate");
+        Ok(cert)
+    }
+
+    /// `POST /capstan/v1/join` with a bootstrap token: `{"node": NAME, "password": P, "csr": PEM}` ->
+    /// `{"token": T, "certificate": PEM}` (the certificate only when a request was sent).
+    pub async fn join(&self, requester: &Identity, body: &Value) -> Result<Value> {
         let node = body["node"].as_str().unwrap_or("");
         let password = body["password"].as_str().unwrap_or("");
         if let Err(e) = crate::api::validation::dns1123_subdomain(node) {
@@ -155,7 +206,11 @@ impl Server {
         )
         .await?;
         tracing::info!(node, "a node joined with a bootstrap token");
-        Ok(json!({"token": token}))
+        let mut answer = json!({"token": token});
+        if let Some(csr) = body["csr"].as_str() {
+            answer["certificate"] = json!(self.sign_node_request(requester, node, csr).await?);
+        }
+        Ok(answer)
     }
 
     async fn put_secret(&self, name: &str, ty: &str, string_data: Value) -> Result<()> {
@@ -163,19 +218,13 @@ impl Server {
             "metadata": {"name": name, "namespace": "kube-system",
                 "annotations": {"capstan.io/issued": format_time(&now())}},
             "stringData": string_data});
-        let opts = WriteOpts {
-            dry_run: false,
-            validation: "Strict".into(),
-            manager: "capstan-join".into(),
-            subresource: String::new(),
-        };
         let mut warnings = Vec::new();
         self.write(
             secrets(),
             Some("kube-system"),
             obj,
             None,
-            &opts,
+            &opts("capstan-join", ""),
             &mut warnings,
         )
         .await?;

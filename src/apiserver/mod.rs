@@ -3,6 +3,7 @@
 //! module that touches the store. Every request except the health and version endpoints needs the bearer token.
 //! It must not run controllers: it stores and serves, and others act.
 
+pub mod authn;
 pub mod discovery;
 pub mod error;
 pub mod eviction;
@@ -46,6 +47,8 @@ pub struct Server {
     /// The cluster CA's certificate (PEM), served open at `/cacerts` for joining agents to check against their
     /// token's pin.
     pub ca_pem: Arc<str>,
+    /// Where the cluster CA's key is kept (to sign nodes' certificate requests); None: no signing.
+    pub ca_dir: Option<Arc<std::path::Path>>,
 }
 
 impl Server {
@@ -59,6 +62,7 @@ impl Server {
                     .expect("default service CIDR"),
             ),
             ca_pem: "".into(),
+            ca_dir: None,
         }
     }
 }

@@ -13,9 +13,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::authn::Identity;
 use super::error::{ApiError, Result};
 use super::handlers::{self, flag, parse_body, Query, Target};
-use super::join::Identity;
 use super::{discovery, json_response, query_of, table, watch, Server, MAX_BODY};
 use crate::api::openapi;
 use crate::api::registry::{self, KindInfo};
@@ -36,6 +36,11 @@ pub fn router(server: Server) -> Router {
             get(exec).post(exec),
         )
         .route("/capstan/v1/join", post(join))
+        .route("/capstan/v1/node-certificate", post(node_certificate))
+        .route(
+            concat!("/", "apis/authentication.k8s.io/v1/selfsubjectreviews"),
+            post(self_subject_review),
+        )
         .fallback(resources)
         .layer(middleware::from_fn_with_state(
             server.clone(),
@@ -52,22 +57,44 @@ async fn version() -> Response {
     json_response(StatusCode::OK, &discovery::version(), &[])
 }
 
-/// Answers 401 to a request without a known bearer token: the admin's or a joined node's. A bootstrap token only
-/// reaches `/capstan/v1/join`.
-async fn require_token(State(server): State<Server>, req: Request, next: Next) -> Response {
-    let who = match super::bearer(req.headers()) {
-        Some(t) => server.authenticate(t).await,
-        None => None,
-    };
+/// Who the request is: its bearer token, else its client certificate (verified by TLS against the cluster CA).
+async fn identify(
+    server: &Server,
+    token: Option<String>,
+    cert: Option<Vec<u8>>,
+) -> Option<Identity> {
+    if let Some(t) = token {
+        return server.authenticate(&t).await;
+    }
+    super::authn::from_certificate(&cert?)
+}
+
+/// Answers 401 to a request that is nobody (no known bearer token, no client certificate of the cluster CA). A
+/// bootstrap token only reaches `/capstan/v1/join`. The identity goes into the request's extensions.
+async fn require_token(State(server): State<Server>, mut req: Request, next: Next) -> Response {
+    let token = super::bearer(req.headers()).map(String::from);
+    let cert = req
+        .extensions()
+        .get::<std::sync::Arc<axum_server::tls::TlsInfo>>()
+        .and_then(|t| t.peer_certificates.first().cloned());
+    let who = identify(&server, token, cert).await;
     match who {
-        Some(Identity::Admin | Identity::Node(_)) => next.run(req).await,
-        Some(Identity::Bootstrap(_)) if req.uri().path() == "/capstan/v1/join" => {
-            next.run(req).await
-        }
-        Some(Identity::Bootstrap(_)) => {
+        Some(Identity::Bootstrap(_)) if req.uri().path() != "/capstan/v1/join" => {
             ApiError::forbidden("a bootstrap token may only join a node (POST /capstan/v1/join)")
                 .into_response()
         }
+        Some(id) => {
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        None => ApiError::unauthorized().into_response(),
+    }
+}
+
+/// `kubectl auth whoami`: the caller's user name and groups.
+async fn self_subject_review(req: Request) -> Response {
+    match req.extensions().get::<Identity>() {
+        Some(id) => json_response(StatusCode::CREATED, &id.self_subject_review(), &[]),
         None => ApiError::unauthorized().into_response(),
     }
 }
@@ -82,9 +109,12 @@ async fn cacerts(State(server): State<Server>) -> Response {
         .into_response()
 }
 
-/// A node exchanges its bootstrap token for a token of its own.
+/// A node exchanges its bootstrap token for a token and certificate of its own.
 async fn join(State(server): State<Server>, req: Request) -> Response {
-    let (_, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    let Some(who) = parts.extensions.get::<Identity>().cloned() else {
+        return ApiError::unauthorized().into_response();
+    };
     let Some(bytes) = read_body(body).await else {
         return ApiError::too_large().into_response();
     };
@@ -92,8 +122,36 @@ async fn join(State(server): State<Server>, req: Request) -> Response {
         Ok(v) => v,
         Err(e) => return ApiError::bad_request(format!("join: {e}")).into_response(),
     };
-    match server.join(&parsed).await {
+    match server.join(&who, &parsed).await {
         Ok(v) => json_response(StatusCode::OK, &v, &[]),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A joined node renews its client certificate: `{"csr": PEM}` -> `{"certificate": PEM}`.
+async fn node_certificate(State(server): State<Server>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(Identity::Node(node)) = parts.extensions.get::<Identity>().cloned() else {
+        return ApiError::forbidden("only a node renews its own certificate here").into_response();
+    };
+    let Some(bytes) = read_body(body).await else {
+        return ApiError::too_large().into_response();
+    };
+    let csr = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["csr"].as_str().map(String::from));
+    let Some(csr) = csr else {
+        return ApiError::bad_request("expected {\"csr\": PEM}").into_response();
+    };
+    match server
+        .sign_node_request(&Identity::Node(node.clone()), &node, &csr)
+        .await
+    {
+        Ok(cert) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({"certificate": cert}),
+            &[],
+        ),
         Err(e) => e.into_response(),
     }
 }

@@ -2,7 +2,8 @@
 //! serving certificate are generated into the data directory. The serving certificate names localhost, 127.0.0.1,
 //! ::1, the host name, every address the server listens on and each `--tls-san`; when those change it is issued
 //! again on restart. The CA goes into the kubeconfig so kubectl and Capstan's client verify the server. (kubectl
-//! only sends a bearer token over TLS.)
+//! only sends a bearer token over TLS.) Clients may present a certificate of the cluster CA instead of a token
+//! ([`issue_client`] makes one: `capstan kubeconfig create`, nodes at join).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -172,10 +173,84 @@ pub fn server_config(m: &Material) -> Result<Arc<rustls::ServerConfig>, StartErr
     let key = rustls_pemfile::private_key(&mut m.key_pem.as_bytes())
         .map_err(tls_err)?
         .ok_or_else(|| StartError::Tls("server.key holds no private key".into()))?;
+    // Client certificates are optional (tokens work too), but one that is presented must be the cluster CA's.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut m.ca_pem.as_bytes()) {
+        roots.add(c.map_err(tls_err)?).map_err(tls_err)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(tls_err)?;
     let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(tls_err)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// A client certificate for `user` in `groups` (CN and O), valid for `ttl`, signed by the CA kept in `dir`; returns
+/// (certificate PEM, key PEM). With `csr_pem`, the key is the requester's (its PKCS#10 request), and the subject is
+/// still the one given here.
+pub fn issue_client(
+    dir: &Path,
+    user: &str,
+    groups: &[String],
+    ttl: std::time::Duration,
+    csr_pem: Option<&str>,
+) -> Result<(String, String), StartError> {
+    if !dir.join("ca.crt").exists() {
+        return Err(StartError::Tls(format!(
+            "{} holds no cluster CA (use the server's --data-dir, on its machine)",
+            dir.display()
+        )));
+    }
+    if groups.len() > 1 {
+        // rcgen keeps one value per attribute type in a subject.
+        return Err(StartError::Tls(format!(
+            "one group per client certificate for now (asked for {})",
+            groups.join(", ")
+        )));
+    }
+    let ca = load_or_create_ca(dir)?;
+    let issuer = ca.issuer.as_ref().ok_or_else(|| {
+        StartError::Tls(format!(
+            "{} has no ca.key: cannot issue client certificates",
+            dir.display()
+        ))
+    })?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    for g in groups {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, g.as_str());
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let start = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    params.not_before = start;
+    params.not_after =
+        start + time::Duration::seconds(ttl.as_secs() as i64) + time::Duration::minutes(5);
+    match csr_pem {
+        Some(csr) => {
+            let req = rcgen::CertificateSigningRequestParams::from_pem(csr).map_err(tls_err)?;
+            let cert = rcgen::CertificateSigningRequestParams {
+                params,
+                public_key: req.public_key,
+            }
+            .signed_by(issuer)
+            .map_err(tls_err)?;
+            Ok((cert.pem(), String::new()))
+        }
+        None => {
+            let key = KeyPair::generate().map_err(tls_err)?;
+            let cert = params.signed_by(&key, issuer).map_err(tls_err)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        }
+    }
 }

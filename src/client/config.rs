@@ -47,9 +47,50 @@ pub struct NamedUser {
     pub user: User,
 }
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct User {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// A client certificate and its key (PEM, base64-encoded), signed by the cluster CA.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_certificate_data: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_key_data: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_certificate: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_key: String,
+}
+
+/// How a client proves who it is: a bearer token, a client certificate (PEM certificate and key), or both.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub token: String,
+    pub certificate: Option<(String, String)>,
+}
+
+/// The current context's server, credentials and CA.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub server: String,
+    pub credentials: Credentials,
+    pub ca: Option<String>,
+}
+
+fn pem_of(data: &str, file: &str, what: &str) -> Result<Option<String>> {
+    use base64::Engine;
+    if !data.is_empty() {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| Error::Config(format!("{what}-data: {e}")))?;
+        return Ok(Some(String::from_utf8_lossy(&raw).into_owned()));
+    }
+    if !file.is_empty() {
+        return std::fs::read_to_string(file)
+            .map(Some)
+            .map_err(|e| Error::Config(format!("{what} {file}: {e}")));
+    }
+    Ok(None)
 }
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NamedContext {
@@ -84,6 +125,7 @@ impl Kubeconfig {
                 name: "capstan-admin".into(),
                 user: User {
                     token: token.into(),
+                    ..Default::default()
                 },
             }],
             contexts: vec![NamedContext {
@@ -126,6 +168,12 @@ impl Kubeconfig {
 
     /// The server URL, token and CA (PEM) of the current context.
     pub fn current(&self) -> Result<(String, String, Option<String>)> {
+        let t = self.target()?;
+        Ok((t.server, t.credentials.token, t.ca))
+    }
+
+    /// The current context's server, credentials (token and/or client certificate) and CA.
+    pub fn target(&self) -> Result<Target> {
         let ctx = self
             .contexts
             .iter()
@@ -142,28 +190,42 @@ impl Kubeconfig {
                     ctx.name, ctx.context.cluster
                 ))
             })?;
-        let token = self
+        let user = self
             .users
             .iter()
             .find(|u| u.name == ctx.context.user)
-            .map(|u| u.user.token.clone())
+            .map(|u| u.user.clone())
             .unwrap_or_default();
-        let c = &cluster.cluster;
-        let ca = if !c.certificate_authority_data.is_empty() {
-            use base64::Engine;
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(c.certificate_authority_data.trim())
-                .map_err(|e| Error::Config(format!("certificate-authority-data: {e}")))?;
-            Some(String::from_utf8_lossy(&raw).into_owned())
-        } else if !c.certificate_authority.is_empty() {
-            Some(
-                std::fs::read_to_string(&c.certificate_authority)
-                    .map_err(|e| Error::Config(format!("{}: {e}", c.certificate_authority)))?,
-            )
-        } else {
-            None
+        let cert = pem_of(
+            &user.client_certificate_data,
+            &user.client_certificate,
+            "client-certificate",
+        )?;
+        let key = pem_of(&user.client_key_data, &user.client_key, "client-key")?;
+        let certificate = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(format!(
+                    "user {}: a client certificate needs both client-certificate and client-key",
+                    ctx.context.user
+                )))
+            }
         };
-        Ok((c.server.clone(), token, ca))
+        let c = &cluster.cluster;
+        let ca = pem_of(
+            &c.certificate_authority_data,
+            &c.certificate_authority,
+            "certificate-authority",
+        )?;
+        Ok(Target {
+            server: c.server.clone(),
+            credentials: Credentials {
+                token: user.token,
+                certificate,
+            },
+            ca,
+        })
     }
 }
 

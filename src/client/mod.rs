@@ -80,9 +80,26 @@ pub fn resource_path(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> S
 }
 
 impl Client {
-    /// A client for `base`, trusting `ca_pem` (PEM certificates) for HTTPS.
+    /// A client for `base` with a bearer token, trusting `ca_pem` (PEM certificates) for HTTPS.
     pub fn new(base: &str, token: &str, ca_pem: Option<&str>) -> Result<Self> {
+        Self::with_credentials(
+            base,
+            &config::Credentials {
+                token: token.to_string(),
+                certificate: None,
+            },
+            ca_pem,
+        )
+    }
+
+    /// A client for `base` presenting `credentials` (a bearer token and/or a client certificate).
+    pub fn with_credentials(
+        base: &str,
+        credentials: &config::Credentials,
+        ca_pem: Option<&str>,
+    ) -> Result<Self> {
         crate::sys::init_crypto();
+        let token = credentials.token.as_str();
         let mut roots = rustls::RootCertStore::empty();
         if let Some(pem) = ca_pem {
             for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
@@ -93,9 +110,21 @@ impl Client {
                     .map_err(|e| Error::Config(format!("certificate authority: {e}")))?;
             }
         }
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let tls = match &credentials.certificate {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = rustls_pemfile::certs(&mut cert.as_bytes())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Config(format!("client certificate: {e}")))?;
+                let key = rustls_pemfile::private_key(&mut key.as_bytes())
+                    .map_err(|e| Error::Config(format!("client key: {e}")))?
+                    .ok_or_else(|| Error::Config("client key: no private key in it".into()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| Error::Config(format!("client certificate: {e}")))?
+            }
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tls_backend_preconfigured(tls.clone())
@@ -121,10 +150,12 @@ impl Client {
             .map_err(|e| Error::Config(format!("{url}: {e}")))?;
         let h = req.headers_mut();
         let bad = |e: reqwest::header::InvalidHeaderValue| Error::Config(e.to_string());
-        h.insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().map_err(bad)?,
-        );
+        if !self.token.is_empty() {
+            h.insert(
+                "authorization",
+                format!("Bearer {}", self.token).parse().map_err(bad)?,
+            );
+        }
         h.insert(
             "sec-websocket-protocol",
             protocols.join(", ").parse().map_err(bad)?,
@@ -182,8 +213,8 @@ impl Client {
     /// From a kubeconfig file.
     pub fn from_kubeconfig(path: &std::path::Path) -> Result<Self> {
         let kc = config::Kubeconfig::load(path)?;
-        let (server, token, ca) = kc.current()?;
-        Self::new(&server, &token, ca.as_deref())
+        let t = kc.target()?;
+        Self::with_credentials(&t.server, &t.credentials, t.ca.as_deref())
     }
 
     pub fn base(&self) -> &str {
@@ -199,7 +230,10 @@ impl Client {
         accept: Option<&str>,
     ) -> Result<Value> {
         let url = format!("{}{}", self.base, path);
-        let mut rb = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut rb = self.http.request(method, &url);
+        if !self.token.is_empty() {
+            rb = rb.bearer_auth(&self.token);
+        }
         if let Some(a) = accept {
             rb = rb.header("Accept", a);
         }
@@ -378,16 +412,14 @@ impl Client {
     /// [`Error::Api`].
     pub async fn open(&self, path: &str) -> Result<reqwest::Response> {
         let url = format!("{}{}", self.base, path);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|source| Error::Http {
-                url: url.clone(),
-                source,
-            })?;
+        let mut rb = self.http.get(&url);
+        if !self.token.is_empty() {
+            rb = rb.bearer_auth(&self.token);
+        }
+        let resp = rb.send().await.map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
         let code = resp.status().as_u16();
         if code >= 400 {
             let bytes = resp.bytes().await.unwrap_or_default();

@@ -150,6 +150,7 @@ impl ControlPlane {
         let names = certificate_names(opts.listen, &opts.tls_sans);
         let material = apiserver::tls::load_or_create(data_dir, &names)?;
         server.ca_pem = material.ca_pem.as_str().into();
+        server.ca_dir = Some(data_dir.as_path().into());
         let tls = apiserver::tls::server_config(&material)?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
@@ -270,4 +271,18 @@ async fn run_node(client: Client, node: LocalNode, mut stop: tokio::sync::watch:
     if let Err(e) = super::agent::run(client, node.config, node.runtime, stopped).await {
         tracing::error!("node agent failed: {e:#}");
     }
+}
+
+/// A client certificate for `user` in `groups`, signed by the cluster CA kept in `data_dir`, valid for `ttl`: the
+/// (certificate, key) PEMs of `capstan kubeconfig create`. Needs the server's data directory (its `ca.key`), like
+/// `kubeadm kubeconfig user`.
+pub fn issue_client_certificate(
+    data_dir: &std::path::Path,
+    user: &str,
+    groups: &[String],
+    ttl: Duration,
+) -> Result<(String, String), Error> {
+    Ok(apiserver::tls::issue_client(
+        data_dir, user, groups, ttl, None,
+    )?)
 }

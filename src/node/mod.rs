@@ -3,6 +3,7 @@
 //! addresses from a [`network::PodNetwork`]. It serves container logs to the API server. It talks to the cluster only
 //! through the API server; it never schedules pods and never changes their specs.
 
+pub mod credentials;
 pub mod env;
 pub mod exec;
 pub mod logs;
