@@ -146,3 +146,118 @@ fn kubeconfig_create_issues_a_client_certificate_that_names_the_user_and_group()
         "{nowhere}"
     );
 }
+
+/// A reqwest client trusting the cluster CA, presenting `identity` (certificate and key PEM) if given.
+fn tls_client(ca: &str, identity: Option<(String, String)>) -> reqwest::blocking::Client {
+    capstan::sys::init_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let tls = match identity {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls_pemfile::certs(&mut cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls_pemfile::private_key(&mut key.as_bytes())
+                .unwrap()
+                .unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    reqwest::blocking::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_node_agent_speaks_https_only_and_answers_only_the_api_server() {
+    let s = Server::start();
+    let _a = common::Agent::start(&s, "node-x", &[]);
+    let node = common::within(
+        std::time::Duration::from_secs(30),
+        "node-x registered",
+        || {
+            let (code, n) = s.call("GET", "/api/v1/nodes/node-x", "", "");
+            (code == 200 && n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].is_u64())
+                .then_some(n)
+        },
+    );
+    let ip = node["status"]["addresses"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap();
+    // Plain HTTP gets no answer.
+    let plain = reqwest::blocking::Client::new()
+        .get(format!("http://{ip}:{port}/healthz"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send();
+    assert!(
+        plain.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plain HTTP is not served"
+    );
+    // TLS without a client certificate is refused in the handshake.
+    let ca = s.ca();
+    let url = format!("https://{ip}:{port}/healthz");
+    assert!(tls_client(&ca, None).get(&url).send().is_err());
+    // A client certificate of the cluster CA that is not the API server's is refused.
+    let alice = s.data_dir().join("alice.kubeconfig");
+    ok(&Command::new(BIN)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .args(["kubeconfig", "create", "--user", "alice", "-o"])
+        .arg(&alice)
+        .output()
+        .unwrap());
+    let kc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&alice).unwrap()).unwrap();
+    use base64::Engine;
+    let field = |k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(kc["users"][0]["user"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let r = tls_client(
+        &ca,
+        Some((field("client-certificate-data"), field("client-key-data"))),
+    )
+    .get(&url)
+    .send()
+    .expect("the handshake succeeds with a certificate of the cluster CA");
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.text().unwrap().contains("only the API server"));
+    // The API server itself gets through (kubectl logs relays through it).
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hi"},
+        "spec": {"nodeName": "node-x", "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": "none", "command": ["sh", "-c", "echo over-tls; sleep 600"]}]}});
+    let (code, _) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/pods"),
+        "application/json",
+        &pod.to_string(),
+    );
+    assert_eq!(code, 201);
+    common::within(
+        std::time::Duration::from_secs(30),
+        "logs through the API server",
+        || {
+            let (code, log) = s.call(
+                "GET",
+                concat!("/", "api/v1/namespaces/default/pods/hi/log"),
+                "",
+                "",
+            );
+            (code == 200 && log.to_string().contains("over-tls")).then_some(())
+        },
+    );
+}

@@ -103,12 +103,12 @@ impl NodeArgs {
         }
     }
 
-    pub(crate) fn config(&self, data_dir: &Path, token: &str) -> Result<capstan::node::Config> {
+    pub(crate) fn config(&self, data_dir: &Path) -> Result<capstan::node::Config> {
         let name = self
             .node_name
             .clone()
             .unwrap_or_else(capstan::node::hostname);
-        let mut cfg = capstan::node::Config::new(&name, data_dir.join("nodes").join(&name), token);
+        let mut cfg = capstan::node::Config::new(&name, data_dir.join("nodes").join(&name));
         cfg.address = self
             .node_ip
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
@@ -332,8 +332,9 @@ pub async fn agent(
         }
         None => Client::new(server, token, Some(&ca_pem))?,
     };
-    let mut cfg = node.config(data_dir, token)?;
+    let mut cfg = node.config(data_dir)?;
     cfg.stop_pods_on_exit = stop_pods_on_exit;
+    cfg.ca_pem = Some(ca_pem.clone());
     if node.node_ip.is_none() {
         cfg.address = address_toward(server).await?;
     }

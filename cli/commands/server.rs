@@ -92,7 +92,8 @@ pub async fn server(
     // `up` runs one node agent in this process; on Ctrl-C it stops its pods before the API server goes.
     let node = match node {
         Some((args, stop_pods)) => {
-            let mut config = args.config(data_dir, &plane.token)?;
+            let mut config = args.config(data_dir)?;
+            config.ca_pem = Some(plane.ca_pem.clone());
             config.stop_pods_on_exit = stop_pods;
             // The node of `up` renews its Lease well within this server's grace period.
             config.lease_duration = config.lease_duration.min(grace);

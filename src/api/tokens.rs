@@ -31,3 +31,7 @@ pub fn secret_data(secret: &Value, key: &str) -> Option<String> {
 pub fn node_subject(node: &str) -> (String, String) {
     (format!("system:node:{node}"), "system:nodes".to_string())
 }
+
+/// The user the API server is when it calls node agents (logs, exec), as kubeadm names it: the only client a node
+/// agent's endpoint accepts.
+pub const AGENT_CLIENT_USER: &str = "kube-apiserver-kubelet-client";

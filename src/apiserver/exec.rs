@@ -116,26 +116,39 @@ impl Server {
             )));
         }
         let host = self.agent_address(node_name).await?;
-        let url = format!("ws://{host}/exec/{ns}/{name}/{container}?{}", opts.query());
-        let token = self.token_for_node(node_name).await;
+        let url = format!("wss://{host}/exec/{ns}/{name}/{container}?{}", opts.query());
         let mut req = url
             .into_client_request()
             .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
-        let h = req.headers_mut();
-        h.insert(
-            "authorization",
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| ApiError::new(500, "InternalError", "bad token"))?,
-        );
-        h.insert(
+        req.headers_mut().insert(
             "sec-websocket-protocol",
             asked
                 .join(", ")
                 .parse()
                 .map_err(|_| ApiError::new(500, "InternalError", "bad subprotocol"))?,
         );
-        let (agent, resp) = match tokio_tungstenite::connect_async(req).await {
+        let unreachable = |e: String| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("reaching the agent of node {node_name}: {e}"),
+            )
+        };
+        let tls = self.agent_tls.clone().ok_or_else(|| {
+            ApiError::internal("this API server has no credentials for node agents")
+        })?;
+        let (h, _) = host.rsplit_once(':').unwrap_or((host.as_str(), ""));
+        let h = h.trim_matches(['[', ']']).to_string();
+        let tcp = tokio::net::TcpStream::connect(host.as_str())
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let server_name =
+            rustls::pki_types::ServerName::try_from(h).map_err(|e| unreachable(e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (agent, resp) = match tokio_tungstenite::client_async(req, stream).await {
             Ok(ok) => ok,
             Err(tungstenite::Error::Http(r)) => {
                 let body = r
@@ -154,13 +167,7 @@ impl Server {
                     format!("unable to upgrade connection: {}", body.trim()),
                 ));
             }
-            Err(e) => {
-                return Err(ApiError::new(
-                    503,
-                    "ServiceUnavailable",
-                    format!("reaching the agent of node {node_name}: {e}"),
-                ))
-            }
+            Err(e) => return Err(unreachable(e.to_string())),
         };
         let chosen = resp
             .headers()
@@ -179,7 +186,7 @@ impl Server {
 async fn relay(
     client: axum::extract::ws::WebSocket,
     agent: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     >,
 ) {
     let (mut c_tx, mut c_rx) = client.split();

@@ -6,7 +6,9 @@
 //! (`capstan-node.<name>.<secret>`, kept in `kube-system/node-token-<name>`), revoked by deleting that Secret.
 //! A node name is held by the machine that first joined with it: the join carries a per-machine password whose
 //! hash is kept in `kube-system/node-password-<name>`, and a different password for that name is refused (k3s's
-//! node password). The API server also presents a node's own token when it calls that node's agent (logs, exec).
+//! node password). With the join, the node also gets a client certificate of its own (`system:node:<name>` in
+//! `system:nodes`), issued through an approved CertificateSigningRequest; `/capstan/v1/node-certificate` renews it
+//! and issues the serving certificate of the node's agent endpoint.
 
 use serde_json::{json, Value};
 
@@ -38,21 +40,6 @@ fn secrets() -> &'static KindInfo {
 }
 
 impl Server {
-    /// The token the API server presents to a node's agent: the node's own, when it joined with one.
-    pub async fn token_for_node(&self, node: &str) -> String {
-        match self
-            .get_object(
-                secrets(),
-                Some("kube-system"),
-                &format!("node-token-{node}"),
-            )
-            .await
-        {
-            Ok((secret, _)) => data(&secret, "token").unwrap_or_else(|| self.token.to_string()),
-            Err(_) => self.token.to_string(),
-        }
-    }
-
     /// Signs a node's certificate request for `system:node:<node>` in `system:nodes`, as a CertificateSigningRequest
     /// (`kubernetes.io/kube-apiserver-client-kubelet`) recorded with its requester, approved (a bootstrap token
     /// joining, or the node renewing its own) and issued; returns the certificate (PEM).
@@ -61,6 +48,7 @@ impl Server {
         requester: &Identity,
         node: &str,
         csr_pem: &str,
+        usage: super::tls::Usage,
     ) -> Result<String> {
         let allowed = match requester {
             Identity::Bootstrap(_) | Identity::Admin => true,
@@ -95,6 +83,31 @@ impl Server {
                 text(rcgen::DnType::OrganizationName)
             )));
         }
+        // A serving certificate names the node's addresses and its name, nothing else.
+        let mut sans = Vec::new();
+        if usage == super::tls::Usage::Server {
+            for san in &parsed.params.subject_alt_names {
+                match san {
+                    rcgen::SanType::IpAddress(ip) => sans.push(ip.to_string()),
+                    rcgen::SanType::DnsName(n) if n.as_str() == node => sans.push(node.to_string()),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "a node's serving certificate may name its addresses and {node:?} only, not {other:?}"
+                        )))
+                    }
+                }
+            }
+        }
+        let (signer, usages) = match usage {
+            super::tls::Usage::Client => (
+                "kubernetes.io/kube-apiserver-client-kubelet",
+                json!(["digital signature", "client auth"]),
+            ),
+            super::tls::Usage::Server => (
+                "kubernetes.io/kubelet-serving",
+                json!(["digital signature", "server auth"]),
+            ),
+        };
         use base64::Engine;
         let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
         let (user, groups) = requester.user_info();
@@ -112,18 +125,20 @@ impl Server {
                 kind,
                 None,
                 json!({"metadata": {"name": name},
-                    "spec": {"request": b64(csr_pem), "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
-                        "usages": ["digital signature", "client auth"], "username": user, "groups": groups,
+                    "spec": {"request": b64(csr_pem), "signerName": signer,
+                        "usages": usages, "username": user, "groups": groups,
                         "expirationSeconds": NODE_CERTIFICATE_LIFE.as_secs()}}),
                 None,
                 &opts("capstan-join", ""),
                 &mut Vec::new(),
             )
             .await?;
-        let (cert, _) = super::tls::issue_client(
+        let (cert, _) = super::tls::issue(
             &ca_dir,
             &want_cn,
             &[want_o],
+            &sans,
+            usage,
             NODE_CERTIFICATE_LIFE,
             Some(csr_pem),
         )
@@ -131,7 +146,7 @@ impl Server {
         let at = format_time(&now());
         let mut issued = created.clone();
         issued["status"] = json!({"conditions": [{"type": "Approved", "status": "True",
-            "reason": "AutoApproved", "message": format!("Auto approving the client certificate of node {node} ({user})"),
+            "reason": "AutoApproved", "message": format!("Auto approving a certificate of node {node} ({user})"),
             "lastUpdateTime": at, "lastTransitionTime": at}],
             "certificate": b64(&cert)});
         let rv = created["metadata"]["resourceVersion"]
@@ -208,7 +223,10 @@ impl Server {
         tracing::info!(node, "a node joined with a bootstrap token");
         let mut answer = json!({"token": token});
         if let Some(csr) = body["csr"].as_str() {
-            answer["certificate"] = json!(self.sign_node_request(requester, node, csr).await?);
+            answer["certificate"] = json!(
+                self.sign_node_request(requester, node, csr, super::tls::Usage::Client)
+                    .await?
+            );
         }
         Ok(answer)
     }

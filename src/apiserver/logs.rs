@@ -2,8 +2,6 @@
 //! streams the answer from the node agent that runs the pod, like kube-apiserver proxying to the kubelet. The agent
 //! is found through the Node's InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`.
 
-use std::sync::OnceLock;
-
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,16 +14,6 @@ use super::Server;
 use crate::api::registry;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
-
-fn http() -> &'static reqwest::Client {
-    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
-    HTTP.get_or_init(|| {
-        crate::sys::init_crypto();
-        reqwest::Client::builder()
-            .build()
-            .expect("building the agent client")
-    })
-}
 
 /// The container a log request is for: the named one, or the only one.
 pub fn pick_container(pod: &Value, asked: Option<&str>) -> Result<String> {
@@ -108,7 +96,7 @@ impl Server {
         };
         let host = self.agent_address(node_name).await?;
         let mut url = url::Url::parse(&format!(
-            "http://{host}/containerLogs/{ns}/{name}/{container}"
+            "https://{host}/containerLogs/{ns}/{name}/{container}"
         ))
         .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
         for k in [
@@ -124,18 +112,13 @@ impl Server {
                 url.query_pairs_mut().append_pair(k, v);
             }
         }
-        let resp = http()
-            .get(url)
-            .bearer_auth(self.token_for_node(node_name).await)
-            .send()
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    503,
-                    "ServiceUnavailable",
-                    format!("reaching the agent of node {node_name}: {e}"),
-                )
-            })?;
+        let resp = self.agent_http()?.get(url).send().await.map_err(|e| {
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("reaching the agent of node {node_name}: {e}"),
+            )
+        })?;
         let code = resp.status().as_u16();
         if code >= 400 {
             let text = resp.text().await.unwrap_or_default();

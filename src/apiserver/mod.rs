@@ -49,9 +49,24 @@ pub struct Server {
     pub ca_pem: Arc<str>,
     /// Where the cluster CA's key is kept (to sign nodes' certificate requests); None: no signing.
     pub ca_dir: Option<Arc<std::path::Path>>,
+    /// How the API server calls node agents: over TLS, trusting the cluster CA, with its own client certificate
+    /// (None: not set up, as in unit tests; agent calls then fail).
+    pub agent_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Server {
+    /// An HTTPS client for node agents (their CA-signed serving certificates; the API server's client certificate).
+    pub fn agent_http(&self) -> std::result::Result<reqwest::Client, error::ApiError> {
+        let tls = self.agent_tls.clone().ok_or_else(|| {
+            error::ApiError::internal("this API server has no credentials for node agents")
+        })?;
+        reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| error::ApiError::internal(format!("the node agent client: {e}")))
+    }
+
     /// A server on `store` with the default service CIDR and node ports (30000-32767).
     pub fn new(store: DynStore, token: &str) -> Self {
         Server {
@@ -63,6 +78,7 @@ impl Server {
             ),
             ca_pem: "".into(),
             ca_dir: None,
+            agent_tls: None,
         }
     }
 }

@@ -128,25 +128,41 @@ async fn join(State(server): State<Server>, req: Request) -> Response {
     }
 }
 
-/// A joined node renews its client certificate: `{"csr": PEM}` -> `{"certificate": PEM}`.
+/// A node's certificates: `{"csr": PEM, "usage": "client"|"serving", "node": NAME}` -> `{"certificate": PEM}`. A node
+/// asks for its own (renewing its client certificate, or the serving certificate of its agent's endpoint); the admin
+/// for any node (agents started with the admin token).
 async fn node_certificate(State(server): State<Server>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let Some(Identity::Node(node)) = parts.extensions.get::<Identity>().cloned() else {
-        return ApiError::forbidden("only a node renews its own certificate here").into_response();
-    };
+    let who = parts.extensions.get::<Identity>().cloned();
     let Some(bytes) = read_body(body).await else {
         return ApiError::too_large().into_response();
     };
-    let csr = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| v["csr"].as_str().map(String::from));
-    let Some(csr) = csr else {
+    let Ok(asked) = serde_json::from_slice::<Value>(&bytes) else {
+        return ApiError::bad_request(
+            "expected {\"csr\": PEM, \"usage\": \"client\" or \"serving\"}",
+        )
+        .into_response();
+    };
+    let node = match &who {
+        Some(Identity::Node(n)) => n.clone(),
+        Some(Identity::Admin) => asked["node"].as_str().unwrap_or("").to_string(),
+        _ => {
+            return ApiError::forbidden("only a node asks for its own certificates here")
+                .into_response()
+        }
+    };
+    let usage = match asked["usage"].as_str().unwrap_or("client") {
+        "client" => super::tls::Usage::Client,
+        "serving" => super::tls::Usage::Server,
+        other => {
+            return ApiError::bad_request(format!("usage {other:?}: expected client or serving"))
+                .into_response()
+        }
+    };
+    let (Some(csr), Some(who)) = (asked["csr"].as_str(), who) else {
         return ApiError::bad_request("expected {\"csr\": PEM}").into_response();
     };
-    match server
-        .sign_node_request(&Identity::Node(node.clone()), &node, &csr)
-        .await
-    {
+    match server.sign_node_request(&who, &node, csr, usage).await {
         Ok(cert) => json_response(
             StatusCode::OK,
             &serde_json::json!({"certificate": cert}),

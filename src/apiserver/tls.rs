@@ -190,13 +190,23 @@ pub fn server_config(m: &Material) -> Result<Arc<rustls::ServerConfig>, StartErr
     Ok(Arc::new(cfg))
 }
 
-/// A client certificate for `user` in `groups` (CN and O), valid for `ttl`, signed by the CA kept in `dir`; returns
-/// (certificate PEM, key PEM). With `csr_pem`, the key is the requester's (its PKCS#10 request), and the subject is
-/// still the one given here.
-pub fn issue_client(
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Client,
+    Server,
+}
+
+/// A certificate for `cn` in `groups` (O), with subject alternative names `sans` (DNS names or IP addresses), for
+/// `usage`, valid for `ttl`, signed by the CA kept in `dir`; returns (certificate PEM, key PEM). With `csr_pem`, the
+/// key is the requester's (its PKCS#10 request) and the key PEM is empty; the subject and names are still the ones
+/// given here.
+pub fn issue(
     dir: &Path,
-    user: &str,
+    cn: &str,
     groups: &[String],
+    sans: &[String],
+    usage: Usage,
     ttl: std::time::Duration,
     csr_pem: Option<&str>,
 ) -> Result<(String, String), StartError> {
@@ -216,18 +226,21 @@ pub fn issue_client(
     let ca = load_or_create_ca(dir)?;
     let issuer = ca.issuer.as_ref().ok_or_else(|| {
         StartError::Tls(format!(
-            "{} has no ca.key: cannot issue client certificates",
+            "{} has no ca.key: cannot issue certificates",
             dir.display()
         ))
     })?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
-    params.distinguished_name.push(DnType::CommonName, user);
+    let mut params = CertificateParams::new(sans.to_vec()).map_err(tls_err)?;
+    params.distinguished_name.push(DnType::CommonName, cn);
     for g in groups {
         params
             .distinguished_name
             .push(DnType::OrganizationName, g.as_str());
     }
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![match usage {
+        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+    }];
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -253,4 +266,82 @@ pub fn issue_client(
             Ok((cert.pem(), key.serialize_pem()))
         }
     }
+}
+
+/// A client certificate for `user` in `groups` (CN and O): [`issue`] for client authentication, without names.
+pub fn issue_client(
+    dir: &Path,
+    user: &str,
+    groups: &[String],
+    ttl: std::time::Duration,
+    csr_pem: Option<&str>,
+) -> Result<(String, String), StartError> {
+    issue(dir, user, groups, &[], Usage::Client, ttl, csr_pem)
+}
+
+pub use crate::api::tokens::AGENT_CLIENT_USER;
+
+/// The TLS client configuration the API server calls node agents with: it trusts only agents whose serving
+/// certificate the cluster CA signed, and presents its own client certificate (`apiserver-kubelet-client.crt`,
+/// issued at first start and again when less than a month of it is left).
+pub fn agent_client_config(
+    dir: &Path,
+    ca_pem: &str,
+) -> Result<Arc<rustls::ClientConfig>, StartError> {
+    init_crypto();
+    let (crt, key) = (
+        dir.join("apiserver-kubelet-client.crt"),
+        dir.join("apiserver-kubelet-client.key"),
+    );
+    let fresh = std::fs::read_to_string(&crt)
+        .ok()
+        .filter(|pem| !expires_within(pem, std::time::Duration::from_secs(30 * 86_400)));
+    let (cert_pem, key_pem) = match (fresh, std::fs::read_to_string(&key).ok()) {
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            let (c, k) = issue(
+                dir,
+                AGENT_CLIENT_USER,
+                &["system:masters".to_string()],
+                &[],
+                Usage::Client,
+                std::time::Duration::from_secs(365 * 86_400),
+                None,
+            )?;
+            write_private(&key, &k)?;
+            write_private(&crt, &c)?;
+            (c, k)
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(c.map_err(tls_err)?).map_err(tls_err)?;
+    }
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(tls_err)?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(tls_err)?
+        .ok_or_else(|| StartError::Tls("apiserver-kubelet-client.key holds no key".into()))?;
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(tls_err)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Whether the PEM certificate expires within `margin` (or cannot be read).
+fn expires_within(pem: &str, margin: std::time::Duration) -> bool {
+    use x509_parser::prelude::*;
+    let Ok((_, p)) = parse_x509_pem(pem.as_bytes()) else {
+        return true;
+    };
+    let Ok(cert) = p.parse_x509() else {
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    cert.validity().not_after.timestamp() - now < margin.as_secs() as i64
 }

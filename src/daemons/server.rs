@@ -151,6 +151,10 @@ impl ControlPlane {
         let material = apiserver::tls::load_or_create(data_dir, &names)?;
         server.ca_pem = material.ca_pem.as_str().into();
         server.ca_dir = Some(data_dir.as_path().into());
+        server.agent_tls = Some(apiserver::tls::agent_client_config(
+            data_dir,
+            &material.ca_pem,
+        )?);
         let tls = apiserver::tls::server_config(&material)?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await

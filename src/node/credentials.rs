@@ -36,6 +36,68 @@ pub fn request(node: &str) -> Result<(String, String), CredentialError> {
     Ok((csr.pem().map_err(bad)?, key.serialize_pem()))
 }
 
+/// A new key and a PEM certificate request for the serving certificate of the node's agent endpoint: the node's
+/// subject, and its addresses and name as alternative names.
+pub fn serving_request(
+    node: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<(String, String), CredentialError> {
+    let bad = |e: rcgen::Error| CredentialError::Request(e.to_string());
+    let key = rcgen::KeyPair::generate().map_err(bad)?;
+    let mut names: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    names.push(node.to_string());
+    let mut params = rcgen::CertificateParams::new(names).map_err(bad)?;
+    let (cn, o) = subject(node);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, o);
+    let csr = params.serialize_request(&key).map_err(bad)?;
+    Ok((csr.pem().map_err(bad)?, key.serialize_pem()))
+}
+
+/// The TLS configuration of the agent's endpoint: its serving certificate (PEM) and key, and client certificates
+/// required, signed by the cluster CA (`ca_pem`). Which client is accepted is checked per request.
+pub fn endpoint_tls(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<std::sync::Arc<rustls::ServerConfig>, CredentialError> {
+    crate::sys::init_crypto();
+    let bad = |e: String| CredentialError::Certificate(e);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| bad("no private key".into()))?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(cfg))
+}
+
+/// The CN of a client certificate (DER), if it has one.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(String::from)
+}
+
 /// Keeps the signed certificate and its key in `dir` (0600).
 pub fn keep(dir: &Path, cert_pem: &str, key_pem: &str) -> Result<(), CredentialError> {
     for (name, text) in [("node.key", key_pem), ("node.crt", cert_pem)] {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,13 +39,9 @@ fn failure(message: &str) -> Value {
 pub async fn handler(
     State(shared): State<Arc<Shared>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
-    headers: HeaderMap,
     uri: axum::http::Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !super::server::authorized(&shared, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
-    }
     let opts = match Options::parse(uri.query().unwrap_or("")) {
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("pod network: {0}")]
     Network(#[from] network::NetworkError),
+    #[error("the agent's endpoint certificate: {0}")]
+    Endpoint(String),
 }
 
 /// Why a container's configuration cannot be built yet: the container waits in `CreateContainerConfigError` with
@@ -110,15 +112,15 @@ pub struct Config {
     /// Stop this node's containers when the agent exits (`capstan up`); a plain agent leaves them running and
     /// adopts them when it comes back, like the kubelet.
     pub stop_pods_on_exit: bool,
-    /// The token the API server presents when it asks for logs.
-    pub token: String,
     pub labels: Vec<(String, String)>,
     /// The pod network (`auto`: bridge as root on Linux, else host).
     pub network: network::Mode,
+    /// The cluster CA (PEM): the agent's endpoint accepts only the API server's client certificate signed by it.
+    pub ca_pem: Option<String>,
 }
 
 impl Config {
-    pub fn new(node_name: &str, data_dir: PathBuf, token: &str) -> Self {
+    pub fn new(node_name: &str, data_dir: PathBuf) -> Self {
         Config {
             node_name: node_name.to_string(),
             data_dir,
@@ -131,9 +133,9 @@ impl Config {
             backoff_max: Duration::from_secs(300),
             lease_duration: Duration::from_secs(40),
             stop_pods_on_exit: false,
-            token: token.to_string(),
             labels: Vec::new(),
             network: network::Mode::Auto,
+            ca_pem: None,
         }
     }
 
@@ -192,7 +194,34 @@ pub struct Agent {
     runtime: Arc<dyn runtime::ContainerRuntime>,
     net: Arc<dyn network::PodNetwork>,
     listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
     heartbeat: tokio::task::JoinHandle<()>,
+}
+
+/// The TLS configuration of the agent's endpoint: a serving certificate for the node's address and name, signed by
+/// the cluster CA on the API server's say (its key made here), requiring the API server's client certificate.
+async fn endpoint_tls(client: &Client, cfg: &Config) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let fail = |e: String| Error::Endpoint(e);
+    let ca = cfg
+        .ca_pem
+        .as_deref()
+        .ok_or_else(|| fail("the agent was given no cluster CA".into()))?;
+    let (csr, key) = credentials::serving_request(&cfg.node_name, &[cfg.address])
+        .map_err(|e| fail(e.to_string()))?;
+    let body = serde_json::json!({"csr": csr, "usage": "serving", "node": cfg.node_name});
+    let answer = client
+        .request(
+            reqwest::Method::POST,
+            "/capstan/v1/node-certificate",
+            Some(("application/json", body.to_string().into_bytes())),
+            None,
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let cert = answer["certificate"]
+        .as_str()
+        .ok_or_else(|| fail("the API server gave no certificate".into()))?;
+    credentials::endpoint_tls(cert, &key, ca).map_err(|e| fail(e.to_string()))
 }
 
 impl Agent {
@@ -208,6 +237,7 @@ impl Agent {
         // `containerRuntimeVersion`, as the kubelet reports it: `containerd://1.6.20`.
         let runtime_version = format!("{}://{}", runtime.name(), runtime.version());
         register(&client, &cfg, port, &runtime_version).await?;
+        let tls = endpoint_tls(&client, &cfg).await?;
         let heartbeat = tokio::spawn(heartbeat(
             client.clone(),
             cfg.clone(),
@@ -223,6 +253,7 @@ impl Agent {
             runtime,
             net,
             listener,
+            tls,
             heartbeat,
         })
     }
@@ -256,10 +287,19 @@ impl Agent {
             runtime,
             net,
             listener,
+            tls,
             heartbeat: hb,
         } = self;
         run_pods(
-            client, cfg, runtime, net, listener, services, dns, hb, shutdown,
+            client,
+            cfg,
+            runtime,
+            net,
+            (listener, tls),
+            services,
+            dns,
+            hb,
+            shutdown,
         )
         .await
     }
@@ -272,7 +312,7 @@ async fn run_pods(
     cfg: Config,
     runtime: Arc<dyn runtime::ContainerRuntime>,
     net: Arc<dyn network::PodNetwork>,
-    listener: tokio::net::TcpListener,
+    (listener, tls): (tokio::net::TcpListener, Arc<rustls::ServerConfig>),
     services: Cache<Service>,
     dns: Option<std::net::Ipv4Addr>,
     hb: tokio::task::JoinHandle<()>,
@@ -303,7 +343,7 @@ async fn run_pods(
         services,
         dns,
     });
-    let srv = tokio::spawn(server::serve(listener, shared.clone()));
+    let srv = tokio::spawn(server::serve(listener, tls, shared.clone()));
     let refresher = tokio::spawn(volumes::refresh(shared.clone()));
     let mut changes = informer.changes.subscribe();
     informer.cache.wait_synced().await;

@@ -1,6 +1,8 @@
 //! The agent's own HTTP endpoint (the kubelet's port 10250 role): the API server asks it for container logs
 //! (`/containerLogs/{namespace}/{pod}/{container}`, with the `pods/log` query options) and streams the answer to
-//! kubectl. Requests must carry the cluster's bearer token. It reads what the pod workers wrote; it changes nothing.
+//! kubectl, and to run commands in containers (`/exec/...`). It speaks HTTPS only, with a serving certificate the
+//! cluster CA signed, and accepts only the API server's client certificate (`kube-apiserver-kubelet-client`, signed
+//! by the same CA). It reads what the pod workers wrote; it changes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -80,15 +82,6 @@ pub fn options(q: &HashMap<String, String>) -> Result<(Options, bool, bool), Bad
     ))
 }
 
-/// Whether a request carries the cluster's bearer token.
-pub(super) fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    auth.strip_prefix("Bearer ") == Some(shared.config.token.as_str())
-}
-
 /// A pod this node does not run (a 404).
 #[derive(Debug, thiserror::Error)]
 #[error("pod \"{pod}\" not found on node {node}")]
@@ -116,11 +109,7 @@ async fn container_logs(
     State(shared): State<Arc<Shared>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorized(&shared, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
-    }
     let (opts, follow, previous) = match options(&q) {
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -212,14 +201,52 @@ async fn container_logs(
         .into_response()
 }
 
-/// Serves the agent endpoint on `listener` until aborted.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+/// Refuses every request but the API server's (its client certificate's CN; TLS already checked the CA).
+async fn only_the_api_server(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let cn = req
+        .extensions()
+        .get::<Arc<axum_server::tls::TlsInfo>>()
+        .and_then(|t| t.peer_certificates.first())
+        .and_then(|der| super::credentials::common_name(der));
+    if cn.as_deref() == Some(crate::api::tokens::AGENT_CLIENT_USER) {
+        next.run(req).await
+    } else {
+        error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "only the API server ({}) may call a node agent",
+                crate::api::tokens::AGENT_CLIENT_USER
+            ),
+        )
+    }
+}
+
+/// Serves the agent endpoint over TLS on `listener` until aborted.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", get(super::exec::handler))
+        .layer(axum::middleware::from_fn(only_the_api_server))
         .with_state(shared);
-    if let Err(e) = axum::serve(listener, app).await {
+    let served = match listener.into_std() {
+        Ok(l) => match axum_server::from_tcp_rustls(
+            l,
+            axum_server::tls_rustls::RustlsConfig::from_config(tls),
+        ) {
+            Ok(s) => s.serve(app.into_make_service()).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = served {
         tracing::error!("node agent endpoint stopped: {e}");
     }
 }

@@ -326,7 +326,7 @@ impl PodApi for RecordingApi {
 /// port nothing listens on: a worker that reached past its boundaries would fail loudly.
 pub fn shared(runtime: Arc<FakeRuntime>, api: Arc<RecordingApi>, dir: &Path) -> Arc<Shared> {
     crate::sys::init_crypto();
-    let mut config = Config::new("node-a", dir.to_path_buf(), "token");
+    let mut config = Config::new("node-a", dir.to_path_buf());
     config.backoff_base = Duration::from_secs(10);
     config.backoff_max = Duration::from_secs(300);
     Arc::new(Shared {
