@@ -27,6 +27,22 @@ fn kubectl_as(
 fn kubeconfig_create_issues_a_client_certificate_that_names_the_user_and_group() {
     let Some(k) = common::kubectl() else { return };
     let s = Server::start();
+    // The data directory is the owner's alone: the store, its log, keys, tokens and certificates.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(s.data_dir()), 0o700);
+        let files: Vec<_> = std::fs::read_dir(s.data_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.metadata().unwrap().is_file())
+            .map(|e| e.path())
+            .collect();
+        assert!(files.iter().any(|f| f.ends_with("store.redb")), "{files:?}");
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+    }
     let alice = s.data_dir().join("alice.kubeconfig");
     let out = Command::new(BIN)
         .arg("--data-dir")

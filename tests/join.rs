@@ -161,16 +161,23 @@ fn agents_join_with_a_token_that_pins_the_ca_and_get_their_own_credentials() {
         "",
         "",
     );
-    let csr = csrs["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["metadata"]["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("node-csr-node-j-")
-        })
+    let items = csrs["items"].as_array().unwrap().clone();
+    let of_node_j = |signer: &str| {
+        items
+            .iter()
+            .find(|c| {
+                c["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("node-csr-node-j-")
+                    && c["spec"]["signerName"] == signer
+            })
+            .cloned()
+    };
+    // The agent's serving certificate was asked for by the node itself, with its new client certificate.
+    let serving = of_node_j("kubernetes.io/kubelet-serving").expect("a serving CSR for node-j");
+    assert_eq!(serving["spec"]["username"], "system:node:node-j");
+    let csr = of_node_j("kubernetes.io/kube-apiserver-client-kubelet")
         .expect("a CSR for node-j")
         .clone();
     assert_eq!(csr["spec"]["username"], format!("system:bootstrap:{id}"));

@@ -186,8 +186,8 @@ async fn renewed(
     let current = Client::with_credentials(
         server,
         &capstan::client::config::Credentials {
-            token: String::new(),
             certificate: Some((cert, key)),
+            ..Default::default()
         },
         Some(ca_pem),
     )?;
@@ -209,6 +209,19 @@ async fn renewed(
     credentials::keep(dir, &new_cert, &new_key)?;
     tracing::info!(node, "renewed the node's client certificate");
     Ok((new_cert, new_key))
+}
+
+/// Looks at the node's certificate every hour and renews it when it is due.
+async fn keep_renewing(server: String, ca_pem: String, dir: PathBuf, node: String) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        let Some(kept) = capstan::node::credentials::kept(&dir) else {
+            continue;
+        };
+        if let Err(e) = renewed(&server, &ca_pem, &dir, &node, kept).await {
+            tracing::warn!(node, "renewing the node's certificate: {e:#}");
+        }
+    }
 }
 
 /// The join token, if one is given: `--join-token`, `--join-token-file` or CAPSTAN_JOIN_TOKEN.
@@ -312,7 +325,8 @@ pub async fn agent(
             ca_path.display()
         )
     })?;
-    // A node that joined has a certificate of its own: it speaks to the API server as system:node:NAME.
+    // A node that joined has a certificate of its own: it speaks to the API server as system:node:NAME, and keeps
+    // renewing the certificate past two thirds of its life (new connections pick up the renewed files).
     let dir = join_dir(data_dir, &node);
     let client = match capstan::node::credentials::kept(&dir) {
         Some(kept) => {
@@ -320,12 +334,18 @@ pub async fn agent(
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
-            let certificate = renewed(server, &ca_pem, &dir, &name, kept).await?;
+            renewed(server, &ca_pem, &dir, &name, kept).await?;
+            tokio::spawn(keep_renewing(
+                server.to_string(),
+                ca_pem.clone(),
+                dir.clone(),
+                name,
+            ));
             Client::with_credentials(
                 server,
                 &capstan::client::config::Credentials {
-                    token: String::new(),
-                    certificate: Some(certificate),
+                    certificate_files: Some((dir.join("node.crt"), dir.join("node.key"))),
+                    ..Default::default()
                 },
                 Some(&ca_pem),
             )?

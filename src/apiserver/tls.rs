@@ -96,7 +96,7 @@ fn load_or_create_ca(dir: &Path) -> Result<Ca, StartError> {
     let certified = CertifiedIssuer::self_signed(ca_params()?, signing).map_err(tls_err)?;
     let pem = certified.pem();
     write_private(&key, &key_pem)?;
-    std::fs::write(&crt, &pem).map_err(io(&crt))?;
+    write_private(&crt, &pem)?;
     let signing = KeyPair::from_pem(&key_pem).map_err(tls_err)?;
     Ok(Ca {
         pem,
@@ -156,8 +156,8 @@ pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Material, StartErr
         key_pem: server_key.serialize_pem(),
     };
     write_private(&key, &m.key_pem)?;
-    std::fs::write(&crt, &m.cert_pem).map_err(io(&crt))?;
-    std::fs::write(&issued, want.join("\n")).map_err(io(&issued))?;
+    write_private(&crt, &m.cert_pem)?;
+    write_private(&issued, &want.join("\n"))?;
     if current {
         tracing::info!(names = ?want, "the serving certificate was issued again for new names");
     }

@@ -62,11 +62,13 @@ pub struct User {
     pub client_key: String,
 }
 
-/// How a client proves who it is: a bearer token, a client certificate (PEM certificate and key), or both.
+/// How a client proves who it is: a bearer token, a client certificate (PEM certificate and key, or the files that
+/// hold them - read again when they change, so a renewed certificate is used by new connections), or both.
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     pub token: String,
     pub certificate: Option<(String, String)>,
+    pub certificate_files: Option<(PathBuf, PathBuf)>,
 }
 
 /// The current context's server, credentials and CA.
@@ -223,6 +225,7 @@ impl Kubeconfig {
             credentials: Credentials {
                 token: user.token,
                 certificate,
+                certificate_files: None,
             },
             ca,
         })

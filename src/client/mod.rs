@@ -54,6 +54,80 @@ pub struct Client {
     tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
+/// A client certificate kept in files: read at first use and again whenever the certificate file changes, so a
+/// certificate renewed on disk is presented on the next connection.
+#[derive(Debug)]
+struct FileIdentity {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: std::sync::RwLock<(
+        Option<std::time::SystemTime>,
+        std::sync::Arc<rustls::sign::CertifiedKey>,
+    )>,
+}
+
+impl FileIdentity {
+    fn open(cert: &std::path::Path, key: &std::path::Path) -> Result<Self> {
+        let loaded = Self::load(cert, key)?;
+        let modified = std::fs::metadata(cert).and_then(|m| m.modified()).ok();
+        Ok(FileIdentity {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: std::sync::RwLock::new((modified, loaded)),
+        })
+    }
+
+    fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
+        };
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        let chain = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("{}: {e}", cert.display())))?;
+        let key_der = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| Error::Config(format!("{}: {e}", key.display())))?
+            .ok_or_else(|| Error::Config(format!("{}: no private key", key.display())))?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+            .map_err(|e| Error::Config(format!("{}: {e}", key.display())))?;
+        Ok(std::sync::Arc::new(rustls::sign::CertifiedKey::new(
+            chain, signing,
+        )))
+    }
+}
+
+impl rustls::client::ResolvesClientCert for FileIdentity {
+    fn resolve(
+        &self,
+        _root_hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        let modified = std::fs::metadata(&self.cert)
+            .and_then(|m| m.modified())
+            .ok();
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == modified {
+                return Some(current.1.clone());
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        match Self::load(&self.cert, &self.key) {
+            Ok(loaded) => *current = (modified, loaded),
+            // Half-written (a renewal in progress): the one in hand stays until the files are whole.
+            Err(e) => tracing::debug!("reloading the client certificate: {e}"),
+        }
+        Some(current.1.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// A WebSocket to the API server (`pods/exec`).
 pub type WebSocket =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -86,7 +160,7 @@ impl Client {
             base,
             &config::Credentials {
                 token: token.to_string(),
-                certificate: None,
+                ..Default::default()
             },
             ca_pem,
         )
@@ -112,7 +186,11 @@ impl Client {
         }
         let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
         let tls = match &credentials.certificate {
-            None => builder.with_no_client_auth(),
+            None => match &credentials.certificate_files {
+                Some((cert, key)) => builder
+                    .with_client_cert_resolver(std::sync::Arc::new(FileIdentity::open(cert, key)?)),
+                None => builder.with_no_client_auth(),
+            },
             Some((cert, key)) => {
                 let chain = rustls_pemfile::certs(&mut cert.as_bytes())
                     .collect::<std::result::Result<Vec<_>, _>>()

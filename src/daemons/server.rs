@@ -109,6 +109,20 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
 }
 
+/// Makes the data directory the owner's alone: the directory 0700 and the files directly in it (the store, its
+/// write-ahead log, keys, tokens, certificates) 0600, including those an older Capstan left readable.
+fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// The URL clients use for a server bound to `addr` (an unspecified address is reached on loopback).
 fn url_of(addr: SocketAddr) -> String {
     let host = if addr.ip().is_unspecified() {
@@ -128,6 +142,10 @@ impl ControlPlane {
     pub async fn open(opts: Options) -> Result<ControlPlane, Error> {
         let data_dir = &opts.data_dir;
         std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        private_data_dir(data_dir).map_err(|source| Error::DataDir {
             path: data_dir.clone(),
             source,
         })?;

@@ -96,6 +96,21 @@ fn decode(key: &str, raw: &[u8]) -> Option<KeyValue> {
 impl Embedded {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        // Every stored object (Secrets included) is in this file: only its owner reads it.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(backend)?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(backend)?;
+        }
         let db = Database::create(path).map_err(backend)?;
         let mut current: BTreeMap<String, KeyValue> = BTreeMap::new();
         let mut revision = 0;
@@ -495,9 +510,11 @@ impl Durable {
     }
 
     fn create_segment(base: &Path, seq: u64) -> Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(segment_path(base, seq))
             .map_err(backend)?;
         // Make the new file's directory entry durable too.
