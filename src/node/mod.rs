@@ -194,13 +194,16 @@ pub struct Agent {
     runtime: Arc<dyn runtime::ContainerRuntime>,
     net: Arc<dyn network::PodNetwork>,
     listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: (Arc<rustls::ServerConfig>, String),
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
 /// The TLS configuration of the agent's endpoint: a serving certificate for the node's address and name, signed by
 /// the cluster CA on the API server's say (its key made here), requiring the API server's client certificate.
-async fn endpoint_tls(client: &Client, cfg: &Config) -> Result<Arc<rustls::ServerConfig>, Error> {
+async fn endpoint_tls(
+    client: &Client,
+    cfg: &Config,
+) -> Result<(Arc<rustls::ServerConfig>, String), Error> {
     let fail = |e: String| Error::Endpoint(e);
     let ca = cfg
         .ca_pem
@@ -221,7 +224,34 @@ async fn endpoint_tls(client: &Client, cfg: &Config) -> Result<Arc<rustls::Serve
     let cert = answer["certificate"]
         .as_str()
         .ok_or_else(|| fail("the API server gave no certificate".into()))?;
-    credentials::endpoint_tls(cert, &key, ca).map_err(|e| fail(e.to_string()))
+    let tls = credentials::endpoint_tls(cert, &key, ca).map_err(|e| fail(e.to_string()))?;
+    Ok((tls, cert.to_string()))
+}
+
+/// Renews the endpoint's serving certificate past two thirds of its life (looked at hourly); new connections get
+/// the new one.
+async fn keep_endpoint_certificate(
+    client: Client,
+    cfg: Config,
+    tls: axum_server::tls_rustls::RustlsConfig,
+    mut cert: String,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        if !credentials::due_for_renewal(&cert, std::time::SystemTime::now()).unwrap_or(true) {
+            continue;
+        }
+        match endpoint_tls(&client, &cfg).await {
+            Ok((config, renewed)) => {
+                tls.reload_from_config(config);
+                cert = renewed;
+                tracing::info!(node = %cfg.node_name, "renewed the agent endpoint's serving certificate");
+            }
+            Err(e) => {
+                tracing::warn!(node = %cfg.node_name, "renewing the endpoint's certificate: {e}")
+            }
+        }
+    }
 }
 
 impl Agent {
@@ -312,7 +342,7 @@ async fn run_pods(
     cfg: Config,
     runtime: Arc<dyn runtime::ContainerRuntime>,
     net: Arc<dyn network::PodNetwork>,
-    (listener, tls): (tokio::net::TcpListener, Arc<rustls::ServerConfig>),
+    (listener, (tls, cert)): (tokio::net::TcpListener, (Arc<rustls::ServerConfig>, String)),
     services: Cache<Service>,
     dns: Option<std::net::Ipv4Addr>,
     hb: tokio::task::JoinHandle<()>,
@@ -343,7 +373,14 @@ async fn run_pods(
         services,
         dns,
     });
-    let srv = tokio::spawn(server::serve(listener, tls, shared.clone()));
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    let srv = tokio::spawn(server::serve(listener, tls.clone(), shared.clone()));
+    let renewer = tokio::spawn(keep_endpoint_certificate(
+        client.clone(),
+        cfg.clone(),
+        tls,
+        cert,
+    ));
     let refresher = tokio::spawn(volumes::refresh(shared.clone()));
     let mut changes = informer.changes.subscribe();
     informer.cache.wait_synced().await;
@@ -370,6 +407,7 @@ async fn run_pods(
     }
     hb.abort();
     refresher.abort();
+    renewer.abort();
     srv.abort();
     if cfg.stop_pods_on_exit {
         tracing::info!(node = %cfg.node_name, pods = pods.live.len(), "stopping this node's pods");

@@ -227,7 +227,7 @@ async fn only_the_api_server(
 /// Serves the agent endpoint over TLS on `listener` until aborted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: axum_server::tls_rustls::RustlsConfig,
     shared: Arc<Shared>,
 ) {
     let app = Router::new()
@@ -237,10 +237,7 @@ pub async fn serve(
         .layer(axum::middleware::from_fn(only_the_api_server))
         .with_state(shared);
     let served = match listener.into_std() {
-        Ok(l) => match axum_server::from_tcp_rustls(
-            l,
-            axum_server::tls_rustls::RustlsConfig::from_config(tls),
-        ) {
+        Ok(l) => match axum_server::from_tcp_rustls(l, tls) {
             Ok(s) => s.serve(app.into_make_service()).await,
             Err(e) => Err(e),
         },

@@ -100,7 +100,7 @@ impl Embedded {
         if !path.exists() {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
-                .create(true)
+                .create_new(true)
                 .write(true)
                 .mode(0o600)
                 .open(path)
