@@ -19,7 +19,8 @@ for f in glob.glob(oa + "/**/*.rs", recursive=True):
         names.setdefault(m.group(1).lower(), m.group(1))
 
 MODULES = ["api/core/v1", "api/apps/v1", "api/batch/v1", "api/coordination/v1", "api/discovery/v1",
-           "api/storage/v1", "api/autoscaling/v1", "api/policy/v1", "apimachinery/pkg/apis/meta/v1",
+           "api/storage/v1", "api/autoscaling/v1", "api/policy/v1", "api/rbac/v1", "api/authorization/v1",
+           "api/authentication/v1", "api/certificates/v1", "apimachinery/pkg/apis/meta/v1",
            "apimachinery/pkg/runtime", "apimachinery/pkg/api/resource", "apimachinery/pkg/util/intstr"]
 
 attr = re.compile(r'#\[prost\((\w+)(?: = "([^"]+)")?(?:, (optional|repeated|required))?, tag = "(\d+)"\)\] pub (?:r#)?(\w+): (.*?),? ?(?=#\[prost|$)')

@@ -854,6 +854,55 @@ pub const PDB: Columns = Columns {
     },
 };
 
+pub const ROLE: Columns = Columns {
+    defs: &[NAME, c("Created At", 0)],
+    cells: |v| vec![name(v), json!(s(v, "metadata.creationTimestamp"))],
+};
+
+fn role_ref(v: &Value) -> String {
+    format!("{}/{}", s(v, "roleRef.kind"), s(v, "roleRef.name"))
+}
+
+fn subjects_of(v: &Value, kind: &str) -> String {
+    get(v, "subjects")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| s(x, "kind") == kind)
+        .map(|x| {
+            if kind == "ServiceAccount" {
+                format!("{}/{}", s(x, "namespace"), s(x, "name"))
+            } else {
+                s(x, "name")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub const ROLEBINDING: Columns = Columns {
+    defs: &[
+        NAME,
+        c("Role", 0),
+        AGE,
+        c("Users", 1),
+        c("Groups", 1),
+        c("ServiceAccounts", 1),
+    ],
+    cells: |v| {
+        vec![
+            name(v),
+            json!(role_ref(v)),
+            age(v),
+            json!(subjects_of(v, "User")),
+            json!(subjects_of(v, "Group")),
+            json!(subjects_of(v, "ServiceAccount")),
+        ]
+    },
+};
+
+pub const CLUSTERROLEBINDING: Columns = ROLEBINDING;
+
 pub const CSR: Columns = Columns {
     defs: &[
         NAME,

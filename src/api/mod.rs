@@ -16,6 +16,7 @@ pub mod network;
 pub mod openapi;
 pub mod other;
 pub mod protobuf;
+pub mod rbac;
 pub mod registry;
 pub mod resource;
 pub mod selector;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::columns::{self, Columns};
 use super::meta::ObjectMeta;
 use super::resource::Resource;
-use super::{apps, batch, core, gitops, other};
+use super::{apps, batch, core, gitops, other, rbac};
 
 /// Everything the server needs to know about one kind.
 pub struct KindInfo {
@@ -115,6 +115,7 @@ use batch::*;
 use core::*;
 use gitops::*;
 use other::*;
+use rbac::*;
 
 kinds![
     (
@@ -376,6 +377,58 @@ kinds![
         false,
         false,
         columns::LEASE
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        ClusterRole,
+        "clusterroles",
+        "clusterrole",
+        [],
+        false,
+        [],
+        false,
+        false,
+        columns::ROLE
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        ClusterRoleBinding,
+        "clusterrolebindings",
+        "clusterrolebinding",
+        [],
+        false,
+        [],
+        false,
+        false,
+        columns::CLUSTERROLEBINDING
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        Role,
+        "roles",
+        "role",
+        [],
+        true,
+        [],
+        false,
+        false,
+        columns::ROLE
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        RoleBinding,
+        "rolebindings",
+        "rolebinding",
+        [],
+        true,
+        [],
+        false,
+        false,
+        columns::ROLEBINDING
     ),
     (
         "certificates.k8s.io",

@@ -4,6 +4,7 @@
 //! It must not run controllers: it stores and serves, and others act.
 
 pub mod authn;
+pub mod authz;
 pub mod discovery;
 pub mod error;
 pub mod eviction;
@@ -14,6 +15,7 @@ pub mod join;
 pub mod logs;
 pub mod namespaces;
 pub mod patch;
+pub mod reviews;
 mod routes;
 pub mod services;
 pub mod table;

@@ -41,6 +41,18 @@ pub fn router(server: Server) -> Router {
             concat!("/", "apis/authentication.k8s.io/v1/selfsubjectreviews"),
             post(self_subject_review),
         )
+        .route(
+            concat!("/", "apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
+            post(|s, r| review(s, r, Review::SelfAccess)),
+        )
+        .route(
+            concat!("/", "apis/authorization.k8s.io/v1/selfsubjectrulesreviews"),
+            post(|s, r| review(s, r, Review::SelfRules)),
+        )
+        .route(
+            concat!("/", "apis/authorization.k8s.io/v1/subjectaccessreviews"),
+            post(|s, r| review(s, r, Review::Subject)),
+        )
         .fallback(resources)
         .layer(middleware::from_fn_with_state(
             server.clone(),
@@ -70,7 +82,9 @@ async fn identify(
 }
 
 /// Answers 401 to a request that is nobody (no known bearer token, no client certificate of the cluster CA). A
-/// bootstrap token only reaches `/capstan/v1/join`. The identity goes into the request's extensions.
+/// bootstrap token only reaches `/capstan/v1/join`. `Impersonate-User`/`-Group` headers act as another user when
+/// the caller may `impersonate` them. Then the request is authorized (403 in Kubernetes' words when refused), and
+/// the identity goes into the request's extensions.
 async fn require_token(State(server): State<Server>, mut req: Request, next: Next) -> Response {
     let token = super::bearer(req.headers()).map(String::from);
     let cert = req
@@ -78,16 +92,116 @@ async fn require_token(State(server): State<Server>, mut req: Request, next: Nex
         .get::<std::sync::Arc<axum_server::tls::TlsInfo>>()
         .and_then(|t| t.peer_certificates.first().cloned());
     let who = identify(&server, token, cert).await;
-    match who {
-        Some(Identity::Bootstrap(_)) if req.uri().path() != "/capstan/v1/join" => {
-            ApiError::forbidden("a bootstrap token may only join a node (POST /capstan/v1/join)")
-                .into_response()
+    let path = req.uri().path().to_string();
+    let who = match who {
+        None => return ApiError::unauthorized().into_response(),
+        Some(Identity::Bootstrap(_)) if path == "/capstan/v1/join" => {
+            req.extensions_mut().insert(who.expect("matched"));
+            return next.run(req).await;
         }
-        Some(id) => {
-            req.extensions_mut().insert(id);
-            next.run(req).await
+        Some(Identity::Bootstrap(_)) => {
+            return ApiError::forbidden(
+                "a bootstrap token may only join a node (POST /capstan/v1/join)",
+            )
+            .into_response()
         }
-        None => ApiError::unauthorized().into_response(),
+        Some(id) => id,
+    };
+    let who = match impersonated(&server, &who, req.headers()).await {
+        Ok(Some(other)) => other,
+        Ok(None) => who,
+        Err(e) => return e.into_response(),
+    };
+    // The node-certificate endpoint decides for itself (a node for its own, the admin for any).
+    if path != "/capstan/v1/node-certificate" {
+        let a = super::authz::attributes(req.method(), &path, req.uri().query().unwrap_or(""));
+        if let Err(e) = server.authorize(&who, &a).await {
+            return e.into_response();
+        }
+    }
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+/// The identity a request impersonates (`Impersonate-User`, `Impersonate-Group`), if it asks to and may.
+async fn impersonated(
+    server: &Server,
+    who: &Identity,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Identity>> {
+    let Some(user) = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+    else {
+        return Ok(None);
+    };
+    let groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(String::from))
+        .collect();
+    let ask = |resource: &str, name: &str| crate::api::rbac::Attributes {
+        verb: "impersonate".into(),
+        resource: Some(crate::api::rbac::ResourceAttributes {
+            group: String::new(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace: String::new(),
+            name: name.to_string(),
+        }),
+        path: String::new(),
+    };
+    server.authorize(who, &ask("users", &user)).await?;
+    for g in &groups {
+        server.authorize(who, &ask("groups", g)).await?;
+    }
+    Ok(Some(Identity::User { name: user, groups }))
+}
+
+enum Review {
+    SelfAccess,
+    SelfRules,
+    Subject,
+}
+
+/// `kubectl auth can-i` (and `--list`), and SubjectAccessReview for whoever may create them.
+async fn review(State(server): State<Server>, req: Request, which: Review) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(who) = parts.extensions.get::<Identity>().cloned() else {
+        return ApiError::unauthorized().into_response();
+    };
+    let Some(bytes) = read_body(body).await else {
+        return ApiError::too_large().into_response();
+    };
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let kind = match which {
+        Review::SelfAccess => "SelfSubjectAccessReview",
+        Review::SelfRules => "SelfSubjectRulesReview",
+        Review::Subject => "SubjectAccessReview",
+    };
+    let body = if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        crate::api::protobuf::object(&bytes, "authorization.k8s.io", "v1", kind)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    } else {
+        super::handlers::parse_body(&bytes, ct)
+    };
+    let body = match body {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let answer = match which {
+        Review::SelfAccess => server.self_subject_access_review(&who, &body).await,
+        Review::SelfRules => server.self_subject_rules_review(&who, &body).await,
+        Review::Subject => server.subject_access_review(&body).await,
+    };
+    match answer {
+        Ok(v) => json_response(StatusCode::CREATED, &v, &[]),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -222,6 +336,31 @@ async fn resources(State(server): State<Server>, req: Request) -> Response {
         return ApiError::too_large().into_response();
     };
     let path = parts.uri.path().trim_end_matches('/').to_string();
+    if let Some(who) = parts.extensions.get::<Identity>() {
+        let a = super::authz::attributes(&parts.method, &path, parts.uri.query().unwrap_or(""));
+        if a.resource
+            .as_ref()
+            .is_some_and(|r| r.group == "rbac.authorization.k8s.io")
+        {
+            let ct = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json");
+            let kind = a
+                .resource
+                .as_ref()
+                .and_then(|r| registry::by_resource(&r.group, "v1", &r.resource));
+            let body = match kind {
+                Some(k) => super::handlers::parse_object(&bytes, ct, k),
+                None => super::handlers::parse_body(&bytes, ct),
+            }
+            .unwrap_or(Value::Null);
+            if let Err(e) = server.check_escalation(who, &a, &body).await {
+                return e.into_response();
+            }
+        }
+    }
     let answer = match documents(&parts.method, &path) {
         Some(answer) => answer,
         None => resource(&server, &parts, &path, bytes).await,

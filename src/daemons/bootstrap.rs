@@ -1,6 +1,8 @@
 //! The objects every cluster starts with, seeded once by the process that starts the API server (before it serves):
-//! the four built-in namespaces and the default `local-path` StorageClass. Later: the `kubernetes` Service and the
-//! default RBAC roles. Request handlers never create objects on their own.
+//! the four built-in namespaces, the default `local-path` StorageClass and Kubernetes' default RBAC roles
+//! (`cluster-admin` bound to `system:masters`; `admin`, `edit` and `view` aggregated from the
+//! `system:aggregate-to-*` roles, so a ClusterRole labelled `rbac.authorization.k8s.io/aggregate-to-view: "true"`
+//! extends them). Later: the `kubernetes` Service. Request handlers never create objects on their own.
 
 use serde_json::{json, Value};
 
@@ -21,7 +23,184 @@ pub fn objects() -> Vec<Value> {
         "metadata": {"name": "local-path", "annotations": {DEFAULT_CLASS: "true"}},
         "provisioner": LOCAL_PATH, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
     );
+    out.extend(roles());
     out
+}
+
+const RBAC: &str = "rbac.authorization.k8s.io/v1";
+const BOOTSTRAP_LABEL: &str = "kubernetes.io/bootstrapping";
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
+    json!({"apiGroups": groups, "resources": resources, "verbs": verbs})
+}
+
+fn cluster_role(name: &str, labels: Value, rules: Vec<Value>) -> Value {
+    let mut labels = labels;
+    labels[BOOTSTRAP_LABEL] = json!("rbac-defaults");
+    json!({"apiVersion": RBAC, "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": labels,
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "rules": rules})
+}
+
+fn aggregated(name: &str, to: &str) -> Value {
+    json!({"apiVersion": RBAC, "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {BOOTSTRAP_LABEL: "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "aggregationRule": {"clusterRoleSelectors": [
+            {"matchLabels": {format!("rbac.authorization.k8s.io/aggregate-to-{to}"): "true"}}]},
+        "rules": []})
+}
+
+/// Kubernetes' user-facing default roles and the binding that makes `system:masters` cluster admins.
+pub fn roles() -> Vec<Value> {
+    const READ: &[&str] = &["get", "list", "watch"];
+    const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+    let core_read = [
+        "pods",
+        "pods/log",
+        "pods/status",
+        "configmaps",
+        "endpoints",
+        "persistentvolumeclaims",
+        "persistentvolumeclaims/status",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "replicationcontrollers/status",
+        "serviceaccounts",
+        "services",
+        "services/status",
+        "bindings",
+        "events",
+        "limitranges",
+        "resourcequotas",
+        "resourcequotas/status",
+        "namespaces",
+        "namespaces/status",
+    ];
+    let apps = [
+        "controllerrevisions",
+        "daemonsets",
+        "daemonsets/status",
+        "deployments",
+        "deployments/scale",
+        "deployments/status",
+        "replicasets",
+        "replicasets/scale",
+        "replicasets/status",
+        "statefulsets",
+        "statefulsets/scale",
+        "statefulsets/status",
+    ];
+    let batch = ["cronjobs", "cronjobs/status", "jobs", "jobs/status"];
+    let view = vec![
+        rule(&[""], &core_read, READ),
+        rule(&["apps"], &apps, READ),
+        rule(&["batch"], &batch, READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        rule(
+            &["policy"],
+            &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+            READ,
+        ),
+        rule(
+            &["gitops.capstan.io"],
+            &["applications", "syncrecords"],
+            READ,
+        ),
+    ];
+    let edit = vec![
+        rule(
+            &[""],
+            &[
+                "pods",
+                "pods/attach",
+                "pods/exec",
+                "pods/portforward",
+                "pods/proxy",
+                "configmaps",
+                "endpoints",
+                "events",
+                "persistentvolumeclaims",
+                "replicationcontrollers",
+                "replicationcontrollers/scale",
+                "secrets",
+                "serviceaccounts",
+                "services",
+                "services/proxy",
+            ],
+            WRITE,
+        ),
+        rule(&[""], &["secrets"], READ),
+        rule(
+            &[""],
+            &["pods/eviction", "serviceaccounts/token"],
+            &["create"],
+        ),
+        rule(&["apps"], &apps, WRITE),
+        rule(&["batch"], &batch, WRITE),
+        rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
+        rule(&["policy"], &["poddisruptionbudgets"], WRITE),
+        rule(&["gitops.capstan.io"], &["applications"], WRITE),
+    ];
+    let admin = vec![
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["roles", "rolebindings"],
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ],
+        ),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews"],
+            &["create"],
+        ),
+    ];
+    let t = json!("true");
+    vec![
+        cluster_role(
+            "cluster-admin",
+            json!({}),
+            vec![
+                rule(&["*"], &["*"], &["*"]),
+                json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
+            ],
+        ),
+        json!({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
+            "metadata": {"name": "cluster-admin", "labels": {BOOTSTRAP_LABEL: "rbac-defaults"},
+                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
+        aggregated("admin", "admin"),
+        aggregated("edit", "edit"),
+        aggregated("view", "view"),
+        cluster_role(
+            "system:aggregate-to-admin",
+            json!({"rbac.authorization.k8s.io/aggregate-to-admin": t}),
+            admin,
+        ),
+        cluster_role(
+            "system:aggregate-to-edit",
+            json!({"rbac.authorization.k8s.io/aggregate-to-admin": t,
+                "rbac.authorization.k8s.io/aggregate-to-edit": t}),
+            edit,
+        ),
+        cluster_role(
+            "system:aggregate-to-view",
+            json!({"rbac.authorization.k8s.io/aggregate-to-admin": t,
+                "rbac.authorization.k8s.io/aggregate-to-edit": t,
+                "rbac.authorization.k8s.io/aggregate-to-view": t}),
+            view,
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -28,6 +28,24 @@ pub enum NameError {
     LabelValue,
     #[error("must be no more than 15 characters, contain only lower case alphanumerics and '-', and contain at least one letter")]
     PortName,
+    #[error("may not be '.' or '..'")]
+    DotName,
+    #[error("may not contain '{0}'")]
+    PathCharacter(char),
+}
+
+/// A name that only has to be a path segment (RBAC roles and bindings, like `system:aggregate-to-view`).
+pub fn path_segment(s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s == "." || s == ".." {
+        return Err(NameError::DotName);
+    }
+    match s.chars().find(|c| *c == '/' || *c == '%') {
+        Some(c) => Err(NameError::PathCharacter(c)),
+        None => Ok(()),
+    }
 }
 
 fn lower_alnum_or_dash(s: &str) -> bool {
@@ -122,6 +140,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), NameError> {
     match kind {
         "Namespace" => dns1123_label(name),
         "Service" => dns1035_label(name),
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => path_segment(name),
         _ => dns1123_subdomain(name),
     }
 }

@@ -1,0 +1,314 @@
+//! Authorization with the real kubectl: RBAC as Kubernetes defines it (a team's RoleBinding to `edit` in its
+//! namespace, Kubernetes' 403 messages, `kubectl auth can-i` and `--list`, a ClusterRole aggregated into `view`,
+//! escalation prevention, impersonation) and the node authorizer (a node's credential cannot delete a namespace,
+//! change another Node, or read the Secret of a pod on another node).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{fails, ok, Server, BIN};
+
+/// A kubeconfig for `user` (in `group`), with a client certificate of the cluster CA.
+fn user(s: &Server, name: &str, group: Option<&str>) -> PathBuf {
+    let file = s
+        .data_dir()
+        .join(format!("{}.kubeconfig", name.replace(':', "-")));
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(s.data_dir())
+        .args(["kubeconfig", "create", "--user", name, "-o"])
+        .arg(&file);
+    if let Some(g) = group {
+        cmd.args(["--group", g]);
+    }
+    ok(&cmd.output().unwrap());
+    file
+}
+
+fn as_user(k: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    Command::new(k)
+        .env("KUBECONFIG", kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_team_works_in_its_namespace_and_is_refused_elsewhere_in_kubernetes_words() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    ok(&s.kubectl(&k, &["create", "namespace", "a"]));
+    ok(&s.kubectl(&k, &["create", "namespace", "b"]));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "rolebinding",
+            "team-a-edit",
+            "--clusterrole=edit",
+            "--group=team-a",
+            "-n",
+            "a",
+        ],
+    ));
+    let alice = user(&s, "alice", Some("team-a"));
+    ok(&as_user(
+        &k,
+        &alice,
+        &["-n", "a", "create", "deployment", "web", "--image=nginx"],
+    ));
+    ok(&as_user(
+        &k,
+        &alice,
+        &[
+            "-n",
+            "a",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=x=1",
+        ],
+    ));
+    let refused = fails(&as_user(&k, &alice, &["-n", "b", "get", "secrets"]));
+    assert!(
+        refused.contains(
+            "secrets is forbidden: User \"alice\" cannot list resource \"secrets\" in API group \"\" in the namespace \"b\""
+        ),
+        "{refused}"
+    );
+    let refused = fails(&as_user(
+        &k,
+        &alice,
+        &["-n", "b", "create", "deployment", "web", "--image=nginx"],
+    ));
+    assert!(
+        refused.contains("cannot create resource \"deployments\" in API group \"apps\""),
+        "{refused}"
+    );
+    assert_eq!(
+        ok(&as_user(
+            &k,
+            &alice,
+            &["auth", "can-i", "create", "deployments", "-n", "a"]
+        ))
+        .trim(),
+        "yes"
+    );
+    let no = as_user(&k, &alice, &["auth", "can-i", "list", "secrets", "-n", "b"]);
+    assert_eq!(String::from_utf8_lossy(&no.stdout).trim(), "no");
+    assert!(!no.status.success());
+    let list = ok(&as_user(
+        &k,
+        &alice,
+        &["auth", "can-i", "--list", "-n", "a"],
+    ));
+    assert!(
+        list.contains("deployments.apps") && list.contains("selfsubjectaccessreviews"),
+        "{list}"
+    );
+
+    // A ClusterRole labelled to aggregate into `view` extends everyone who holds `view`.
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "clusterrolebinding",
+            "bob-view",
+            "--clusterrole=view",
+            "--user=bob",
+        ],
+    ));
+    let bob = user(&s, "bob", None);
+    fails(&as_user(&k, &bob, &["get", "nodes"]));
+    s.kubectl_apply(
+        &k,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: node-reader\n  labels:\n    rbac.authorization.k8s.io/aggregate-to-view: \"true\"\nrules:\n- apiGroups: [\"\"]\n  resources: [nodes]\n  verbs: [get, list, watch]\n",
+    );
+    ok(&as_user(&k, &bob, &["get", "nodes"]));
+    ok(&as_user(&k, &bob, &["-n", "a", "get", "deployments"]));
+    fails(&as_user(
+        &k,
+        &bob,
+        &["-n", "a", "delete", "deployment", "web"],
+    ));
+
+    // Escalation: a namespace admin may bind roles, but not one that holds more than they do.
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "rolebinding",
+            "carol-admin",
+            "--clusterrole=admin",
+            "--user=carol",
+            "-n",
+            "a",
+        ],
+    ));
+    let carol = user(&s, "carol", None);
+    ok(&as_user(
+        &k,
+        &carol,
+        &[
+            "-n",
+            "a",
+            "create",
+            "rolebinding",
+            "dave-edit",
+            "--clusterrole=edit",
+            "--user=dave",
+        ],
+    ));
+    let escalating = fails(&as_user(
+        &k,
+        &carol,
+        &[
+            "-n",
+            "a",
+            "create",
+            "rolebinding",
+            "carol-root",
+            "--clusterrole=cluster-admin",
+            "--user=carol",
+        ],
+    ));
+    assert!(
+        escalating.contains("attempting to grant RBAC permissions not currently held"),
+        "{escalating}"
+    );
+    let escalating = fails(&as_user(
+        &k,
+        &carol,
+        &[
+            "-n",
+            "a",
+            "create",
+            "role",
+            "nodes-too",
+            "--verb=get",
+            "--resource=nodes",
+        ],
+    ));
+    assert!(
+        escalating.contains("attempting to grant RBAC permissions not currently held"),
+        "{escalating}"
+    );
+
+    // Impersonation: the admin may act as alice (and is then refused what alice is); alice may not act as bob.
+    let as_alice = fails(&s.kubectl(
+        &k,
+        &[
+            "--as",
+            "alice",
+            "--as-group",
+            "team-a",
+            "-n",
+            "b",
+            "get",
+            "secrets",
+        ],
+    ));
+    assert!(
+        as_alice.contains("User \"alice\" cannot list resource \"secrets\""),
+        "{as_alice}"
+    );
+    ok(&s.kubectl(
+        &k,
+        &[
+            "--as",
+            "alice",
+            "--as-group",
+            "team-a",
+            "-n",
+            "a",
+            "get",
+            "deployments",
+        ],
+    ));
+    let refused = fails(&as_user(
+        &k,
+        &alice,
+        &["--as", "bob", "get", "--raw", concat!("/", "api")],
+    ));
+    assert!(
+        refused.contains("cannot impersonate resource \"users\""),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_node_credential_reaches_only_its_own_node_and_pods() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    for n in ["m1", "m2"] {
+        s.kubectl_apply(
+            &k,
+            &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {n}\n"),
+        );
+    }
+    ok(&s.kubectl(
+        &k,
+        &["create", "secret", "generic", "mine", "--from-literal=k=1"],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "theirs",
+            "--from-literal=k=2",
+        ],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "unused",
+            "--from-literal=k=3",
+        ],
+    ));
+    for (pod, node, secret) in [("on-m1", "m1", "mine"), ("on-m2", "m2", "theirs")] {
+        s.kubectl_apply(
+            &k,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: none\n    command: [sleep, \"60\"]\n  volumes:\n  - name: s\n    secret:\n      secretName: {secret}\n"
+            ),
+        );
+    }
+    let node = user(&s, "system:node:m1", Some("system:nodes"));
+    let who = ok(&as_user(&k, &node, &["auth", "whoami"]));
+    assert!(who.contains("system:node:m1"), "{who}");
+    // What its agent needs.
+    ok(&as_user(&k, &node, &["get", "pods", "-A"]));
+    ok(&as_user(&k, &node, &["label", "node", "m1", "rack=3"]));
+    ok(&as_user(&k, &node, &["get", "secret", "mine"]));
+    // Nothing more.
+    let e = fails(&as_user(&k, &node, &["label", "node", "m2", "rack=3"]));
+    assert!(
+        e.contains("User \"system:node:m1\" cannot patch resource \"nodes\""),
+        "{e}"
+    );
+    let e = fails(&as_user(&k, &node, &["get", "secret", "theirs"]));
+    assert!(e.contains("cannot get resource \"secrets\""), "{e}");
+    fails(&as_user(&k, &node, &["get", "secret", "unused"]));
+    fails(&as_user(&k, &node, &["get", "secrets"]));
+    let e = fails(&as_user(
+        &k,
+        &node,
+        &["delete", "namespace", "default", "--wait=false"],
+    ));
+    assert!(e.contains("cannot delete resource \"namespaces\""), "{e}");
+    fails(&as_user(
+        &k,
+        &node,
+        &["delete", "pod", "on-m2", "--wait=false"],
+    ));
+}
