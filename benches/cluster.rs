@@ -708,12 +708,30 @@ async fn gitops_remote(quick: bool) {
     let rounds = if quick { 10 } else { 30 };
     let mut lat = Vec::new();
     let hook = json!({"repoURL": url});
+    // Webhooks are signed with the secret the server made at first start.
+    let secret = get(
+        &c,
+        concat!("/", "api/v1/namespaces/kube-system/secrets/capstan-webhook"),
+    )
+    .await;
+    let secret = capstan::api::tokens::secret_data(&secret, "secret").expect("the webhook secret");
+    let body = hook.to_string();
+    let signature = capstan::apiserver::webhook::sign(body.as_bytes(), secret.as_bytes());
     for i in 1..=rounds {
         std::fs::write(work.join("app/cm.yaml"), cm(i)).unwrap();
         git(&work, &["commit", "-q", "-am", &i.to_string()]);
         git(&work, &["push", "-q", "origin", "main"]);
         let t = Instant::now();
-        assert_eq!(post(&c, "/hooks/git", &hook).await, 200);
+        let sent = c
+            .client
+            .post(format!("{}/hooks/git", c.url))
+            .header("Content-Type", "application/json")
+            .header("X-Capstan-Signature", &signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status().as_u16(), 200);
         loop {
             let (v, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
                 .await

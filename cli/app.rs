@@ -43,6 +43,9 @@ pub enum AppCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Print the secret push webhooks must be signed with (the Secret kube-system/capstan-webhook, made at first
+    /// start).
+    WebhookSecret,
     /// Wait until the app is Synced and has the given health.
     Wait {
         name: String,
@@ -82,6 +85,14 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
     let ns = a.namespace.as_str();
     let apps = kind("applications");
     match a.command {
+        AppCommand::WebhookSecret => {
+            let secret = client
+                .get(kind("secrets"), Some("kube-system"), "capstan-webhook")
+                .await?;
+            let value = capstan::api::tokens::secret_data(&secret, "secret")
+                .ok_or_else(|| anyhow::anyhow!("kube-system/capstan-webhook has no data.secret"))?;
+            println!("{value}");
+        }
         AppCommand::List => {
             let list = client.list(apps, None, "").await?;
             println!(

@@ -43,6 +43,10 @@ pub struct ControlArgs {
     /// route to each node's pod CIDR via its address; machines on one L2 segment). Announced to agents on the Nodes.
     #[arg(long, value_enum, default_value = "vxlan")]
     pub pod_network_backend: capstan::api::network::Backend,
+    /// Take push webhooks (`POST /hooks/git`) without a signature when the Secret kube-system/capstan-webhook has
+    /// been deleted. By default they are refused (401).
+    #[arg(long)]
+    pub allow_unsigned_webhooks: bool,
 }
 
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
@@ -75,6 +79,7 @@ pub async fn server(
         service_cidr: control.service_cidr.clone(),
         settings,
         tls_sans: control.tls_sans.clone(),
+        allow_unsigned_webhooks: control.allow_unsigned_webhooks,
     })
     .await?;
     tracing::info!(

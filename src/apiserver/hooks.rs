@@ -36,7 +36,15 @@ impl Server {
                         })?,
                 )
             }
-            Err(e) if e.code == 404 => None,
+            Err(e) if e.code == 404 && self.allow_unsigned_webhooks => None,
+            Err(e) if e.code == 404 => {
+                return Err(ApiError::new(
+                    401,
+                    "Unauthorized",
+                    "webhook refused: no webhook secret is configured (the Secret kube-system/capstan-webhook); \
+                     payloads must be signed with it, or the server started with --allow-unsigned-webhooks",
+                ))
+            }
             Err(e) => return Err(e),
         };
         let header = |name: &str| {

@@ -54,6 +54,8 @@ pub struct Server {
     /// How the API server calls node agents: over TLS, trusting the cluster CA, with its own client certificate
     /// (None: not set up, as in unit tests; agent calls then fail).
     pub agent_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Take push webhooks without a signature when no webhook secret exists (`--allow-unsigned-webhooks`).
+    pub allow_unsigned_webhooks: bool,
 }
 
 impl Server {
@@ -81,6 +83,7 @@ impl Server {
             ca_pem: "".into(),
             ca_dir: None,
             agent_tls: None,
+            allow_unsigned_webhooks: false,
         }
     }
 }
@@ -139,8 +142,9 @@ impl Server {
             manager: "capstan".into(),
             subresource: String::new(),
         };
+        let ns = obj["metadata"]["namespace"].as_str().map(String::from);
         match self
-            .write(kind, None, obj, None, &opts, &mut Vec::new())
+            .write(kind, ns.as_deref(), obj, None, &opts, &mut Vec::new())
             .await
         {
             Ok(_) => Ok(()),

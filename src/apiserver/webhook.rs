@@ -1,7 +1,8 @@
 //! Git push webhooks (`POST /hooks/git`): which repository a GitHub, GitLab, Gitea or plain payload is about, and
 //! whether its signature is right. GitHub and Gitea sign the body with HMAC-SHA256 (`X-Hub-Signature-256:
 //! sha256=<hex>`, `X-Gitea-Signature: <hex>`); GitLab sends the secret itself (`X-Gitlab-Token`); a plain payload
-//! uses `X-Capstan-Signature: sha256=<hex>`. With no secret configured, payloads are taken unsigned.
+//! uses `X-Capstan-Signature: sha256=<hex>`. The control plane makes a secret at first start; without one, payloads
+//! are refused unless the server was told to take them unsigned.
 
 use serde_json::Value;
 

@@ -27,6 +27,18 @@ pub fn objects() -> Vec<Value> {
     out
 }
 
+/// The Secret push webhooks are signed with: a fresh random value (kept only if the Secret does not exist yet).
+pub fn webhook_secret() -> Value {
+    use rand::Rng;
+    let mut r = rand::rng();
+    let secret: String = (0..40)
+        .map(|_| format!("{:x}", r.random_range(0..16u8)))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "capstan-webhook", "namespace": "kube-system"},
+        "stringData": {"secret": secret}})
+}
+
 const RBAC: &str = "rbac.authorization.k8s.io/v1";
 const BOOTSTRAP_LABEL: &str = "kubernetes.io/bootstrapping";
 

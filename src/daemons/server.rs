@@ -65,6 +65,8 @@ pub struct Options {
     /// Extra names (DNS names or IP addresses) for the serving certificate, beyond loopback, the host name and the
     /// addresses the server listens on (`--tls-san`).
     pub tls_sans: Vec<String>,
+    /// Take unsigned push webhooks when the webhook secret is deleted.
+    pub allow_unsigned_webhooks: bool,
 }
 
 /// The names the serving certificate must carry: loopback, the host name, the listen address (every interface's
@@ -165,6 +167,12 @@ impl ControlPlane {
             .bootstrap(&super::bootstrap::objects())
             .await
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
+        // Push webhooks are signed with a secret made here once (`capstan app webhook-secret` prints it).
+        server
+            .bootstrap(&[super::bootstrap::webhook_secret()])
+            .await
+            .map_err(|e| Error::Bootstrap(e.to_string()))?;
+        server.allow_unsigned_webhooks = opts.allow_unsigned_webhooks;
         let names = certificate_names(opts.listen, &opts.tls_sans);
         let material = apiserver::tls::load_or_create(data_dir, &names)?;
         server.ca_pem = material.ca_pem.as_str().into();

@@ -1,0 +1,165 @@
+//! Authorization cost: the same requests as the admin (`system:masters`, allowed without looking at RBAC) and as
+//! a user whose rights come from a RoleBinding to `edit` (every request evaluated against the cluster's bindings),
+//! through real HTTPS against a real `capstan server`: ConfigMap creates per second at 1 and 16 clients, and the
+//! latency of GETs. Target (issue 16): RBAC costs less than 10%.
+//!
+//! Run: `cargo bench --bench authz` (`CAPSTAN_BENCH_QUICK=1` for a short run).
+
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::json;
+
+mod common;
+use common::{pct, rate};
+
+fn client_with(ca: &str, cert: &str, key: &str) -> reqwest::Client {
+    capstan::sys::init_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = rustls_pemfile::certs(&mut cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut key.as_bytes())
+        .unwrap()
+        .unwrap();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
+    let total = if quick { 1_000 } else { 5_000 };
+    let s = common::start(&["server"]).await;
+    let post = |path: String, body: serde_json::Value| {
+        let (c, url, auth) = (s.client.clone(), s.url.clone(), s.auth.clone());
+        async move {
+            let r = c
+                .post(format!("{url}{path}"))
+                .header("Authorization", auth)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    post(
+        concat!("/", "api/v1/namespaces").into(),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}),
+    )
+    .await;
+    post(
+        concat!("/", "apis/rbac.authorization.k8s.io/v1/namespaces/a/rolebindings").into(),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "team-a"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "Group", "name": "team-a", "apiGroup": "rbac.authorization.k8s.io"}]}),
+    )
+    .await;
+    // A few more bindings, as a cluster has.
+    for i in 0..20 {
+        post(
+            concat!("/", "apis/rbac.authorization.k8s.io/v1/clusterrolebindings").into(),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": format!("other-{i}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "User", "name": format!("user-{i}"), "apiGroup": "rbac.authorization.k8s.io"}]}),
+        )
+        .await;
+    }
+    let kc = s.dir.path().join("alice.kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .arg("--data-dir")
+        .arg(s.dir.path())
+        .args([
+            "kubeconfig",
+            "create",
+            "--user",
+            "alice",
+            "--group",
+            "team-a",
+            "-o",
+        ])
+        .arg(&kc)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let cfg = capstan::client::config::Kubeconfig::load(&kc)
+        .unwrap()
+        .target()
+        .unwrap();
+    let (cert, key) = cfg.credentials.certificate.unwrap();
+    let ca = std::fs::read_to_string(s.dir.path().join("ca.crt")).unwrap();
+    let alice = client_with(&ca, &cert, &key);
+
+    let mut results = Vec::new();
+    for (who, client, auth) in [
+        (
+            "admin (system:masters)",
+            s.client.clone(),
+            Some(s.auth.clone()),
+        ),
+        ("alice (RBAC: edit via a RoleBinding)", alice.clone(), None),
+    ] {
+        let mut line = Vec::new();
+        for clients in [1usize, 16] {
+            let (c, url, auth) = (client.clone(), s.url.clone(), auth.clone());
+            let tag = format!("{}-{clients}", who.len());
+            let r = rate(clients, total, move |i| {
+                let (c, url, auth, tag) = (c.clone(), url.clone(), auth.clone(), tag.clone());
+                async move {
+                    let mut req = c
+                        .post(format!("{url}/api/v1/namespaces/a/configmaps"))
+                        .json(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": format!("cm-{tag}-{i}")}, "data": {"k": "v"}}));
+                    if let Some(a) = &auth {
+                        req = req.header("Authorization", a);
+                    }
+                    let r = req.send().await.unwrap();
+                    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+                }
+            })
+            .await;
+            line.push(r);
+        }
+        let mut lat = Vec::new();
+        for _ in 0..(total / 5) {
+            let mut req = client.get(format!(
+                "{}/api/v1/namespaces/a/configmaps/cm-{}-1-0",
+                s.url,
+                who.len()
+            ));
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            let t = Instant::now();
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success());
+            r.bytes().await.unwrap();
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (p50, p99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+        println!(
+            "{who}: creates/s {:.0} (1 client), {:.0} (16 clients); GET p50 {p50:.3} ms, p99 {p99:.3} ms",
+            line[0], line[1]
+        );
+        results.push((line, p99));
+    }
+    let (admin, user) = (&results[0], &results[1]);
+    println!(
+        "RBAC cost: creates {:.1}% / {:.1}% slower at 1 / 16 clients; GET p99 {:+.1}%",
+        (1.0 - user.0[0] / admin.0[0]) * 100.0,
+        (1.0 - user.0[1] / admin.0[1]) * 100.0,
+        (user.1 / admin.1 - 1.0) * 100.0
+    );
+}
