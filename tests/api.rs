@@ -669,3 +669,41 @@ fn a_write_that_changes_nothing_keeps_the_resource_version() {
         "re-applying the same config is not a write"
     );
 }
+
+#[test]
+fn deeply_nested_bodies_are_refused_at_once_naming_the_line() {
+    let s = Server::start();
+    let half = 512 * 1024;
+    let flow = format!("{}{}", "[".repeat(half), "]".repeat(half));
+    let compact = format!("data:\n  x:\n{}y\n", "- ".repeat(half));
+    for (body, line) in [(flow, "line 1"), (compact, "line 3")] {
+        let (code, v) = s.call(
+            "POST",
+            concat!("/", "api/v1/namespaces/default/configmaps"),
+            "application/yaml",
+            &body,
+        );
+        assert_eq!(code, 400, "{v}");
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(line) && message.contains("nesting deeper than 128 levels"),
+            "{message}"
+        );
+    }
+    let json = format!("{}{}", "[".repeat(half), "]".repeat(half));
+    let (code, _) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/configmaps"),
+        "application/json",
+        &json,
+    );
+    assert_eq!(code, 400);
+    // The server is still itself.
+    let (code, _) = s.call(
+        "GET",
+        concat!("/", "api/v1/namespaces/default/configmaps"),
+        "",
+        "",
+    );
+    assert_eq!(code, 200);
+}

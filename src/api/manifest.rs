@@ -77,6 +77,12 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
         })?;
         values.push(v);
     } else {
+        if let Some(line) = yaml_too_deep(text.as_bytes(), MAX_DEPTH) {
+            return Err(Error::Parse {
+                file: file.into(),
+                message: format!("line {line}: nesting deeper than {MAX_DEPTH} levels"),
+            });
+        }
         for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
             let v = Value::deserialize(de).map_err(|e| {
                 let loc = e
@@ -261,5 +267,77 @@ mod octal_tests {
         assert_eq!(v[1]["configMap"]["defaultMode"], 420);
         assert_eq!(v[1]["configMap"]["items"][0]["mode"], 256);
         assert_eq!(v[2]["secret"]["defaultMode"], 420);
+    }
+}
+
+/// How deep a manifest or request body may nest (JSON's parser stops at the same depth).
+pub const MAX_DEPTH: usize = 128;
+
+/// The line where a YAML text first nests deeper than `max` levels - block mappings and sequences by their
+/// indentation (and `- ` or `? ` entries that open a level on the same line), flow collections by their brackets -
+/// found in one pass before parsing, so a deeply nested body is refused at once instead of keeping the parser busy
+/// (its time grows with the square of the depth).
+pub fn yaml_too_deep(text: &[u8], max: usize) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (n, line) in text.split(|b| *b == b'\n').enumerate() {
+        let indent = line.iter().take_while(|b| **b == b' ').count();
+        let rest = &line[indent..];
+        if flow == 0 && !rest.is_empty() && rest[0] != b'#' {
+            while indents.last().is_some_and(|i| *i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            let mut col = indent;
+            let mut r = rest;
+            while r.len() >= 2 && (r[0] == b'-' || r[0] == b'?') && r[1] == b' ' {
+                col += 2;
+                indents.push(col);
+                r = &r[2..];
+                while r.first() == Some(&b' ') {
+                    r = &r[1..];
+                    col += 1;
+                }
+            }
+        }
+        let mut quote: Option<u8> = None;
+        for &b in rest {
+            match (quote, b) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, b'"' | b'\'') => quote = Some(b),
+                (None, b'#') => break,
+                (None, b'[' | b'{') => flow += 1,
+                (None, b']' | b'}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            if indents.len() + flow > max {
+                return Some(n + 1);
+            }
+        }
+        if indents.len() + flow > max {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    #[test]
+    fn deep_yaml_is_found_before_parsing_and_ordinary_yaml_passes() {
+        let flow = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(yaml_too_deep(flow.as_bytes(), 128), Some(1));
+        let compact = format!("{}x\n", "- ".repeat(200));
+        assert_eq!(yaml_too_deep(compact.as_bytes(), 128), Some(1));
+        let block: String = (0..200)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(yaml_too_deep(block.as_bytes(), 128), Some(129));
+        let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web  # [not a bracket\n  labels: {app: web}\nspec:\n  template:\n    spec:\n      containers:\n      - name: c\n        command: [\"sh\", \"-c\", \"echo ]]]\"]\n        env:\n        - {name: A, value: \"[\"}\n";
+        assert_eq!(yaml_too_deep(deployment.as_bytes(), 128), None);
+        assert_eq!(yaml_too_deep(deployment.as_bytes(), 5), Some(11));
     }
 }

@@ -73,6 +73,12 @@ pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value> {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     if content_type.contains("yaml") {
+        use crate::api::manifest::{yaml_too_deep, MAX_DEPTH};
+        if let Some(line) = yaml_too_deep(body, MAX_DEPTH) {
+            return Err(ApiError::bad_request(format!(
+                "error decoding YAML body: line {line}: nesting deeper than {MAX_DEPTH} levels"
+            )));
+        }
         let v: Value = serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?;
         return Ok(v);
