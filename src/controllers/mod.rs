@@ -16,6 +16,7 @@ pub mod node_lifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod revisions;
+pub mod serviceaccounts;
 pub mod statefulset;
 pub mod volumes;
 
@@ -54,6 +55,8 @@ pub struct Settings {
     pub node_monitor_grace: std::time::Duration,
     /// Terminated pods kept before the oldest are deleted (Kubernetes: 12,500).
     pub terminated_pod_threshold: usize,
+    /// The cluster CA (PEM), published in every namespace as the ConfigMap `kube-root-ca.crt`.
+    pub ca_pem: String,
     /// How pod traffic crosses machines, announced to agents on their Nodes.
     pub pod_network_backend: crate::api::network::Backend,
     /// The Service CIDR, announced to agents (pod traffic to it is not masqueraded).
@@ -73,6 +76,7 @@ impl Default for Settings {
             load_balancer_pool: DEFAULT_LOAD_BALANCER_POOL.into(),
             node_monitor_grace: std::time::Duration::from_secs(40),
             terminated_pod_threshold: 12_500,
+            ca_pem: String::new(),
             pod_network_backend: crate::api::network::Backend::default(),
             service_cidr: String::new(),
         }

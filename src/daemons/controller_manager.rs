@@ -18,7 +18,7 @@ use crate::client::informer::Informer;
 use crate::client::Client;
 use crate::controllers::{
     cronjob, daemonset, deployment, disruption, endpoints, gc, job, namespace, node_ipam,
-    node_lifecycle, pods, replicaset, statefulset, volumes, Settings,
+    node_lifecycle, pods, replicaset, serviceaccounts, statefulset, volumes, Settings,
 };
 use crate::runtime::leader::Elector;
 use crate::runtime::Controller;
@@ -311,6 +311,12 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
     let ns_ctx = Arc::new(namespace::Context::new(client.clone()));
     let c = Controller::<Namespace>::new(client.clone()).workers(1);
     l.spawn(|stop| c.run(namespace::reconcile, ns_ctx, stop));
+    let sa_ctx = Arc::new(serviceaccounts::Context {
+        client: client.clone(),
+        ca_pem: settings.ca_pem.clone(),
+    });
+    let c = Controller::<Namespace>::new(client.clone()).workers(1);
+    l.spawn(|stop| c.run(serviceaccounts::reconcile, sa_ctx, stop));
     let (c, cache) = (client.clone(), settings.gitops_cache.clone());
     l.spawn(|stop| crate::gitops::run(c, cache, stop));
     let (pods, nodes) = (i.pods.shared(), i.nodes.shared());

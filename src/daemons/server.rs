@@ -71,8 +71,23 @@ pub struct Options {
 
 /// The names the serving certificate must carry: loopback, the host name, the listen address (every interface's
 /// address when it is unspecified) and the extra names asked for.
-fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+fn certificate_names(
+    listen: SocketAddr,
+    extra: &[String],
+    service_ip: Option<std::net::Ipv4Addr>,
+) -> Vec<String> {
     let mut names = apiserver::tls::default_names();
+    // Pods reach the API server as the `kubernetes` Service: by its ClusterIP and its DNS names.
+    names.extend(
+        [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
+        .map(String::from),
+    );
+    names.extend(service_ip.map(|ip| ip.to_string()));
     if listen.ip().is_unspecified() {
         names.extend(
             crate::sys::local_addresses()
@@ -125,6 +140,18 @@ fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The address pods reach the API server at (the `kubernetes` Service's endpoint): the one it listens on, or - when
+/// it listens on every address - the machine's first non-loopback IPv4 address.
+fn advertised(addr: SocketAddr) -> std::net::IpAddr {
+    if !addr.ip().is_unspecified() {
+        return addr.ip();
+    }
+    crate::sys::local_addresses()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
+}
+
 /// The URL clients use for a server bound to `addr` (an unspecified address is reached on loopback).
 fn url_of(addr: SocketAddr) -> String {
     let host = if addr.ip().is_unspecified() {
@@ -173,7 +200,10 @@ impl ControlPlane {
             .await
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
         server.allow_unsigned_webhooks = opts.allow_unsigned_webhooks;
-        let names = certificate_names(opts.listen, &opts.tls_sans);
+        let service_ip = crate::sys::parse_cidr(cidr)
+            .ok()
+            .map(|(net, _)| std::net::Ipv4Addr::from(u32::from(net) + 1));
+        let names = certificate_names(opts.listen, &opts.tls_sans, service_ip);
         let material = apiserver::tls::load_or_create(data_dir, &names)?;
         server.ca_pem = material.ca_pem.as_str().into();
         server.ca_dir = Some(data_dir.as_path().into());
@@ -193,6 +223,12 @@ impl ControlPlane {
             source,
         })?;
         let url = url_of(addr);
+        if let Some(ip) = service_ip {
+            server
+                .publish_kubernetes_service(ip, advertised(addr), addr.port())
+                .await
+                .map_err(|e| Error::Bootstrap(e.to_string()))?;
+        }
         let kubeconfig = data_dir.join("kubeconfig");
         Kubeconfig::for_server(&url, &token, &material.ca_pem).save(&kubeconfig)?;
         tracing::info!(%url, kubeconfig = %kubeconfig.display(), "capstan API server listening");
@@ -202,6 +238,7 @@ impl ControlPlane {
             tls,
             settings: Settings {
                 service_cidr: cidr.to_string(),
+                ca_pem: material.ca_pem.clone(),
                 ..opts.settings
             },
             url,

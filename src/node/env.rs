@@ -369,6 +369,12 @@ pub fn expanded(list: Option<&[String]>, env: &[(String, String)]) -> Vec<String
 /// The service environment variables Kubernetes gives every container (Docker-links style): for each Service of the
 /// pod's namespace with a cluster IP, `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT` (and `_<PORTNAME>`), `<NAME>_PORT`
 /// and `<NAME>_PORT_<port>_<PROTO>` with its `_PROTO`, `_PORT` and `_ADDR`.
+/// The `default/kubernetes` Service: every pod gets its variables (`KUBERNETES_SERVICE_HOST`, ...), whatever its
+/// namespace and `enableServiceLinks`.
+pub fn is_kubernetes(s: &crate::api::core::Service) -> bool {
+    s.metadata.namespace() == "default" && s.metadata.name() == "kubernetes"
+}
+
 pub fn service_links(
     ns: &str,
     services: &[std::sync::Arc<crate::api::core::Service>],
@@ -377,8 +383,14 @@ pub fn service_links(
     let mut sorted: Vec<&crate::api::core::Service> = services
         .iter()
         .map(|s| s.as_ref())
-        .filter(|s| s.metadata.namespace() == ns)
+        .filter(|s| s.metadata.namespace() == ns || is_kubernetes(s))
         .collect();
+    sorted.dedup_by_key(|s| {
+        (
+            s.metadata.namespace().to_string(),
+            s.metadata.name().to_string(),
+        )
+    });
     sorted.sort_by_key(|s| s.metadata.name().to_string());
     for svc in sorted {
         let Some(spec) = svc.spec.as_ref() else {
@@ -550,10 +562,18 @@ mod tests {
             "spec": {"clusterIP": "10.96.0.12", "ports": [{"port": 1}]}}));
         let headless = typed(json!({"metadata": {"name": "h", "namespace": "n"},
             "spec": {"clusterIP": "None", "ports": [{"port": 1}]}}));
+        let kubernetes = typed(
+            json!({"metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}),
+        );
         let env: std::collections::BTreeMap<String, String> =
-            service_links("n", &[svc, other, headless])
+            service_links("n", &[svc, other, headless, kubernetes])
                 .into_iter()
                 .collect();
+        // The API server's Service reaches every namespace.
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
         assert_eq!(env["REDIS_PRIMARY_SERVICE_HOST"], "10.96.0.11");
         assert_eq!(env["REDIS_PRIMARY_SERVICE_PORT"], "6379");
         assert_eq!(env["REDIS_PRIMARY_SERVICE_PORT_REDIS"], "6379");
@@ -562,6 +582,10 @@ mod tests {
         assert_eq!(env["REDIS_PRIMARY_PORT_6379_TCP_PROTO"], "tcp");
         assert_eq!(env["REDIS_PRIMARY_PORT_6379_TCP_PORT"], "6379");
         assert_eq!(env["REDIS_PRIMARY_PORT_6379_TCP_ADDR"], "10.96.0.11");
-        assert_eq!(env.len(), 8);
+        assert_eq!(
+            env.len(),
+            16,
+            "8 of redis-primary, 8 of kubernetes, none of other namespaces: {env:?}"
+        );
     }
 }

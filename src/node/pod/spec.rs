@@ -63,8 +63,16 @@ impl Worker {
     /// The container's environment: the agent's variables, service links, then the container's own.
     async fn environment(&self, c: &Container) -> Result<Vec<(String, String)>, ConfigError> {
         let mut base = vec![("HOSTNAME".to_string(), self.hostname().to_string())];
+        let services = self.shared.services.list();
         if self.spec().enable_service_links != Some(false) {
-            base.extend(env::service_links(self.ns(), &self.shared.services.list()));
+            base.extend(env::service_links(self.ns(), &services));
+        } else {
+            // The API server's Service is always there (KUBERNETES_SERVICE_HOST/PORT).
+            let only: Vec<_> = services
+                .into_iter()
+                .filter(|s| env::is_kubernetes(s))
+                .collect();
+            base.extend(env::service_links(self.ns(), &only));
         }
         // On the process runtime pods share the host's network: tell them the address that is theirs.
         if self.shared.runtime.name() == "process" {
