@@ -44,7 +44,7 @@ fn pods_find_the_api_server_through_the_kubernetes_service() {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let connect = if root {
-        format!("(exec 3<>/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT && echo reached) ; ")
+        "(exec 3<>/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT && echo reached) ; ".to_string()
     } else {
         String::new()
     };
