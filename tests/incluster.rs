@@ -14,19 +14,35 @@ fn pods_find_the_api_server_through_the_kubernetes_service() {
     let Some(k) = common::kubectl() else { return };
     let s = Server::up(&[]);
     let svc = within(Duration::from_secs(30), "the kubernetes Service", || {
-        let (code, v) = s.call("GET", concat!("/", "api/v1/namespaces/default/services/kubernetes"), "", "");
+        let (code, v) = s.call(
+            "GET",
+            concat!("/", "api/v1/namespaces/default/services/kubernetes"),
+            "",
+            "",
+        );
         (code == 200).then_some(v)
     });
     let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
-    assert!(ip.ends_with(".1"), "the first address of the service CIDR: {ip}");
+    assert!(
+        ip.ends_with(".1"),
+        "the first address of the service CIDR: {ip}"
+    );
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
     assert!(svc["spec"]["selector"].is_null());
     let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
-    let (_, eps) = s.call("GET", concat!("/", "api/v1/namespaces/default/endpoints/kubernetes"), "", "");
+    let (_, eps) = s.call(
+        "GET",
+        concat!("/", "api/v1/namespaces/default/endpoints/kubernetes"),
+        "",
+        "",
+    );
     assert_eq!(eps["subsets"][0]["ports"][0]["port"], port, "{eps}");
     let (code, _) = s.call(
         "GET",
-        concat!("/", "apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes"),
+        concat!(
+            "/",
+            "apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes"
+        ),
         "",
         "",
     );
@@ -34,17 +50,33 @@ fn pods_find_the_api_server_through_the_kubernetes_service() {
 
     // Every namespace gets its default ServiceAccount and the cluster CA.
     ok(&s.kubectl(&k, &["create", "namespace", "team"]));
-    within(Duration::from_secs(30), "the default ServiceAccount and kube-root-ca.crt", || {
-        let (a, _) = s.call("GET", concat!("/", "api/v1/namespaces/team/serviceaccounts/default"), "", "");
-        let (b, cm) = s.call("GET", concat!("/", "api/v1/namespaces/team/configmaps/kube-root-ca.crt"), "", "");
-        (a == 200 && b == 200 && cm["data"]["ca.crt"].as_str() == Some(s.ca().as_str())).then_some(())
-    });
+    within(
+        Duration::from_secs(30),
+        "the default ServiceAccount and kube-root-ca.crt",
+        || {
+            let (a, _) = s.call(
+                "GET",
+                concat!("/", "api/v1/namespaces/team/serviceaccounts/default"),
+                "",
+                "",
+            );
+            let (b, cm) = s.call(
+                "GET",
+                concat!("/", "api/v1/namespaces/team/configmaps/kube-root-ca.crt"),
+                "",
+                "",
+            );
+            (a == 200 && b == 200 && cm["data"]["ca.crt"].as_str() == Some(s.ca().as_str()))
+                .then_some(())
+        },
+    );
 
     // Containers are told where it is, whatever their service links; as root they reach it through the ClusterIP.
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let connect = if root {
-        "(exec 3<>/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT && echo reached) ; ".to_string()
+        "(exec 3<>/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT && echo reached) ; "
+            .to_string()
     } else {
         String::new()
     };

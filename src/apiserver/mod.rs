@@ -191,14 +191,22 @@ impl Server {
                 manager: "kube-apiserver".into(),
                 subresource: String::new(),
             };
-            match self.get_object(kind, Some("default"), "kubernetes").await {
+            let existing = match self.get_object(kind, Some("default"), "kubernetes").await {
+                // The service CIDR changed since: the Service is made again with an address of the new range.
+                Ok((old, rv))
+                    if kind.kind == "Service"
+                        && old["spec"]["clusterIP"] != obj["spec"]["clusterIP"] =>
+                {
+                    let key = handlers::key(kind, Some("default"), Some("kubernetes"));
+                    self.store.delete(&key, rv).await?;
+                    Err(ApiError::not_found("services", "kubernetes"))
+                }
+                other => other,
+            };
+            match existing {
                 Ok((old, rv)) => {
                     let mut new = obj.clone();
                     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-                    if kind.kind == "Service" {
-                        // The ClusterIP stays what it was given.
-                        new["spec"]["clusterIP"] = old["spec"]["clusterIP"].clone();
-                    }
                     self.write(
                         kind,
                         Some("default"),

@@ -27,6 +27,20 @@ pub fn objects() -> Vec<Value> {
     out
 }
 
+/// What the serviceaccounts controller keeps in every namespace, made at start for the built-in ones so they are
+/// there before anyone asks: the `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap with `ca_pem`.
+pub fn namespace_basics(ca_pem: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for ns in NAMESPACES {
+        out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": ns}}));
+        out.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": crate::controllers::serviceaccounts::ROOT_CA_CONFIGMAP, "namespace": ns},
+            "data": {"ca.crt": ca_pem}}));
+    }
+    out
+}
+
 /// The Secret push webhooks are signed with: a fresh random value (kept only if the Secret does not exist yet).
 pub fn webhook_secret() -> Value {
     use rand::Rng;

@@ -206,6 +206,10 @@ impl ControlPlane {
         let names = certificate_names(opts.listen, &opts.tls_sans, service_ip);
         let material = apiserver::tls::load_or_create(data_dir, &names)?;
         server.ca_pem = material.ca_pem.as_str().into();
+        server
+            .bootstrap(&super::bootstrap::namespace_basics(&material.ca_pem))
+            .await
+            .map_err(|e| Error::Bootstrap(e.to_string()))?;
         server.ca_dir = Some(data_dir.as_path().into());
         server.agent_tls = Some(apiserver::tls::agent_client_config(
             data_dir,
