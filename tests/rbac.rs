@@ -311,4 +311,17 @@ fn a_node_credential_reaches_only_its_own_node_and_pods() {
         &node,
         &["delete", "pod", "on-m2", "--wait=false"],
     ));
+    // It registers only itself.
+    let other = s.data_dir().join("m3.yaml");
+    std::fs::write(
+        &other,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: m3\n",
+    )
+    .unwrap();
+    let e = fails(&as_user(
+        &k,
+        &node,
+        &["create", "-f", other.to_str().unwrap()],
+    ));
+    assert!(e.contains("a node may only register itself"), "{e}");
 }

@@ -336,6 +336,35 @@ async fn resources(State(server): State<Server>, req: Request) -> Response {
         return ApiError::too_large().into_response();
     };
     let path = parts.uri.path().trim_end_matches('/').to_string();
+    if let Some(Identity::Node(node)) = parts.extensions.get::<Identity>() {
+        // NodeRestriction: a node registers only itself.
+        let a = super::authz::attributes(&parts.method, &path, parts.uri.query().unwrap_or(""));
+        let creates_node = a.verb == "create"
+            && a.resource
+                .as_ref()
+                .is_some_and(|r| r.group.is_empty() && r.resource == "nodes");
+        if creates_node {
+            let body = super::handlers::parse_object(
+                &bytes,
+                parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/json"),
+                registry::lookup("nodes").expect("served"),
+            )
+            .unwrap_or(Value::Null);
+            let named = body["metadata"]["name"].as_str().unwrap_or("");
+            if named != node {
+                return super::authz::forbidden(
+                    &format!("system:node:{node}"),
+                    &a,
+                    &format!("a node may only register itself, not {named:?}"),
+                )
+                .into_response();
+            }
+        }
+    }
     if let Some(who) = parts.extensions.get::<Identity>() {
         let a = super::authz::attributes(&parts.method, &path, parts.uri.query().unwrap_or(""));
         if a.resource
