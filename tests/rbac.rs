@@ -325,3 +325,52 @@ fn a_node_credential_reaches_only_its_own_node_and_pods() {
     ));
     assert!(e.contains("a node may only register itself"), "{e}");
 }
+
+#[test]
+fn default_roles_are_reconciled_at_start_unless_opted_out() {
+    let s = Server::start();
+    let role = |s: &Server, name: &str| {
+        s.call(
+            "GET",
+            &format!(
+                "{}/{name}",
+                concat!("/", "apis/rbac.authorization.k8s.io/v1/clusterroles")
+            ),
+            "",
+            "",
+        )
+        .1
+    };
+    let patch = |s: &Server, name: &str, body: &str| {
+        let (code, v) = s.call(
+            "PATCH",
+            &format!(
+                "{}/{name}",
+                concat!("/", "apis/rbac.authorization.k8s.io/v1/clusterroles")
+            ),
+            "application/merge-patch+json",
+            body,
+        );
+        assert_eq!(code, 200, "{v}");
+    };
+    let shipped = role(&s, "system:aggregate-to-view")["rules"].clone();
+    assert!(shipped.as_array().is_some_and(|r| !r.is_empty()));
+    patch(&s, "system:aggregate-to-view", r#"{"rules": []}"#);
+    patch(
+        &s,
+        "system:aggregate-to-edit",
+        r#"{"metadata": {"annotations": {"rbac.authorization.kubernetes.io/autoupdate": "false"}}, "rules": []}"#,
+    );
+    let dir = s.kill9();
+    let s = Server::start_in(dir);
+    assert_eq!(
+        role(&s, "system:aggregate-to-view")["rules"],
+        shipped,
+        "restored at start"
+    );
+    assert_eq!(
+        role(&s, "system:aggregate-to-edit")["rules"],
+        serde_json::json!([]),
+        "an opted-out role is left as its owner made it"
+    );
+}

@@ -238,7 +238,51 @@ impl Server {
                 ))
             })?;
             self.create_if_missing(kind, obj.clone()).await?;
+            self.reconcile_default(kind, obj).await?;
         }
+        Ok(())
+    }
+
+    /// Brings a default object marked `rbac.authorization.kubernetes.io/autoupdate: "true"` (the default roles and
+    /// bindings) back to what this version ships - its rules, aggregation, subjects - unless the stored one has set
+    /// that annotation to "false", as Kubernetes reconciles its bootstrap policy at start.
+    async fn reconcile_default(
+        &self,
+        kind: &'static registry::KindInfo,
+        want: &Value,
+    ) -> Result<()> {
+        const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+        if want["metadata"]["annotations"][AUTOUPDATE] != "true" {
+            return Ok(());
+        }
+        let name = want["metadata"]["name"].as_str().unwrap_or("");
+        let (old, rv) = self.get_object(kind, None, name).await?;
+        if old["metadata"]["annotations"][AUTOUPDATE] == "false" {
+            return Ok(());
+        }
+        let mut new = old.clone();
+        for field in ["rules", "aggregationRule", "subjects", "roleRef"] {
+            match want.get(field) {
+                Some(v) => new[field] = v.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove(field);
+                    }
+                }
+            }
+        }
+        if new == old {
+            return Ok(());
+        }
+        let opts = handlers::WriteOpts {
+            dry_run: false,
+            validation: "Strict".into(),
+            manager: "capstan".into(),
+            subresource: String::new(),
+        };
+        self.write(kind, None, new, Some((&old, rv)), &opts, &mut Vec::new())
+            .await?;
+        tracing::info!(kind = kind.kind, name, "reconciled a default RBAC object");
         Ok(())
     }
 
