@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod error;
 pub mod eviction;
 pub mod exec;
+pub mod fairness;
 pub mod handlers;
 pub mod hooks;
 pub mod join;
@@ -56,6 +57,8 @@ pub struct Server {
     pub agent_tls: Option<Arc<rustls::ClientConfig>>,
     /// Take push webhooks without a signature when no webhook secret exists (`--allow-unsigned-webhooks`).
     pub allow_unsigned_webhooks: bool,
+    /// Requests in flight per user ([`fairness`]).
+    pub in_flight: fairness::InFlight,
 }
 
 impl Server {
@@ -84,6 +87,7 @@ impl Server {
             ca_dir: None,
             agent_tls: None,
             allow_unsigned_webhooks: false,
+            in_flight: fairness::InFlight::default(),
         }
     }
 }

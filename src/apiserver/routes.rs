@@ -119,6 +119,31 @@ async fn require_token(State(server): State<Server>, mut req: Request, next: Nex
             return e.into_response();
         }
     }
+    // One user's burst waits its turn instead of taking every worker (system:masters exempt, as in Kubernetes).
+    let (user, groups) = who.user_info();
+    let _seat = if groups.iter().any(|g| g == "system:masters")
+        || super::fairness::long_running(&path, req.uri().query().unwrap_or(""))
+    {
+        None
+    } else {
+        match server.in_flight.take(&user) {
+            Some(seat) => Some(seat),
+            None => {
+                let mut resp = ApiError::new(
+                    429,
+                    "TooManyRequests",
+                    format!(
+                        "too many requests in flight from user {user:?} (at most {}); try again later",
+                        super::fairness::PER_USER
+                    ),
+                )
+                .into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+        }
+    };
     req.extensions_mut().insert(who);
     next.run(req).await
 }
