@@ -18,7 +18,27 @@ const LONG: Duration = Duration::from_secs(90);
 fn root_or_skip() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return true;
+        let missing: Vec<&str> = [("ip", "-V"), ("nsenter", "--version"), ("nft", "--version")]
+            .into_iter()
+            .filter(|(tool, flag)| {
+                !std::process::Command::new(tool)
+                    .arg(flag)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .map(|(tool, _)| tool)
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        assert!(
+            !common::required(),
+            "the multi-machine tests need {missing:?} and CAPSTAN_REQUIRE_EXTERNAL=1 is set"
+        );
+        eprintln!(
+            "SKIP: the multi-machine tests need {missing:?} (iproute2, util-linux, nftables)"
+        );
+        return false;
     }
     assert!(
         !common::required(),
