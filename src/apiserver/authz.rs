@@ -11,13 +11,20 @@
 //! A refusal is a 403 in Kubernetes' words. Writing a Role or ClusterRole with rules one does not hold, or binding a
 //! role one does not hold, is refused unless one may `escalate` or `bind` it (escalation prevention).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
 use axum::http::Method;
 use serde_json::{json, Value};
 
 use super::authn::Identity;
 use super::error::{ApiError, Result};
 use super::Server;
-use crate::api::rbac::{Attributes, ClusterRole, PolicyRule, ResourceAttributes, Role, RoleRef};
+use crate::api::rbac::{
+    Attributes, ClusterRole, ClusterRoleBinding, PolicyRule, ResourceAttributes, Role, RoleBinding,
+    RoleRef,
+};
 use crate::api::registry;
 
 /// The attributes of a request: its verb and what it addresses (a resource, or a non-resource path).
@@ -73,6 +80,112 @@ pub fn attributes(method: &Method, path: &str, query: &str) -> Attributes {
             name: t.name.unwrap_or_default(),
         }),
         path: path.to_string(),
+    }
+}
+
+/// The RBAC objects at one moment, in memory.
+#[derive(Default)]
+pub struct RbacSnapshot {
+    cluster_bindings: Vec<ClusterRoleBinding>,
+    /// namespace -> its RoleBindings.
+    bindings: HashMap<String, Vec<RoleBinding>>,
+    cluster_roles: HashMap<String, ClusterRole>,
+    /// The rules of each aggregating ClusterRole: its own and those of the ClusterRoles it selects.
+    aggregated: HashMap<String, Vec<PolicyRule>>,
+    /// (namespace, name) -> Role.
+    roles: HashMap<(String, String), Role>,
+}
+
+impl RbacSnapshot {
+    /// The rules of the role a binding refers to; a ClusterRole with an aggregationRule also holds the rules of
+    /// the ClusterRoles its selectors match.
+    pub fn role_rules(&self, role: &RoleRef, ns: &str) -> Vec<PolicyRule> {
+        match role.kind.as_str() {
+            "Role" if !ns.is_empty() => self
+                .roles
+                .get(&(ns.to_string(), role.name.clone()))
+                .and_then(|r| r.rules.clone())
+                .unwrap_or_default(),
+            "ClusterRole" => match self.aggregated.get(&role.name) {
+                Some(rules) => rules.clone(),
+                None => self
+                    .cluster_roles
+                    .get(&role.name)
+                    .and_then(|cr| cr.rules.clone())
+                    .unwrap_or_default(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a binding that names `user` or one of `groups` grants `a` in namespace `ns` (without collecting
+    /// rules: this runs on every request).
+    pub fn allows(&self, user: &str, groups: &[String], ns: &str, a: &Attributes) -> bool {
+        let grants = |role: &RoleRef, binding_ns: &str| match role.kind.as_str() {
+            "Role" => self
+                .roles
+                .get(&(binding_ns.to_string(), role.name.clone()))
+                .is_some_and(|r| r.rules.iter().flatten().any(|rule| rule.allows(a))),
+            "ClusterRole" => match self.aggregated.get(&role.name) {
+                Some(rules) => rules.iter().any(|rule| rule.allows(a)),
+                None => self
+                    .cluster_roles
+                    .get(&role.name)
+                    .is_some_and(|cr| cr.rules.iter().flatten().any(|rule| rule.allows(a))),
+            },
+            _ => false,
+        };
+        let cluster = self.cluster_bindings.iter().any(|b| {
+            b.subjects
+                .iter()
+                .flatten()
+                .any(|s| s.matches(user, groups, ""))
+                && grants(&b.role_ref, "")
+        });
+        cluster
+            || (!ns.is_empty()
+                && self.bindings.get(ns).into_iter().flatten().any(|b| {
+                    b.subjects
+                        .iter()
+                        .flatten()
+                        .any(|s| s.matches(user, groups, ns))
+                        && grants(&b.role_ref, ns)
+                }))
+    }
+
+    fn cluster_role_rules(&self, cr: &ClusterRole) -> Vec<PolicyRule> {
+        let mut rules = cr.rules.clone().unwrap_or_default();
+        if let Some(selectors) = cr
+            .aggregation_rule
+            .as_ref()
+            .and_then(|a| a.cluster_role_selectors.as_ref())
+        {
+            for other in self.cluster_roles.values() {
+                if other.metadata.name != cr.metadata.name
+                    && crate::api::rbac::selected(selectors, &other.metadata.labels())
+                {
+                    rules.extend(other.rules.clone().unwrap_or_default());
+                }
+            }
+        }
+        rules
+    }
+}
+
+/// The authorizer's cache: a snapshot of the RBAC objects and a generation that every change to one of them bumps
+/// (after it is stored), so the next request reads them again.
+#[derive(Default)]
+pub struct RbacCache {
+    generation: AtomicU64,
+    snapshot: RwLock<Option<(u64, Arc<RbacSnapshot>)>>,
+}
+
+impl RbacCache {
+    /// Notes a write to `kind`: RBAC kinds make the snapshot stale.
+    pub fn changed(&self, kind: &crate::api::registry::KindInfo) {
+        if kind.group == "rbac.authorization.k8s.io" {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -157,11 +270,71 @@ impl Server {
             .as_ref()
             .map(|r| r.namespace.clone())
             .unwrap_or_default();
-        let rules = self.rules_for(&user, &groups, &ns).await?;
-        if rules.iter().any(|r| r.allows(a)) {
+        if self.rbac_snapshot().await?.allows(&user, &groups, &ns, a) {
             return Ok(());
         }
         Err(forbidden(&user, a, ""))
+    }
+
+    /// The RBAC objects now: the cached snapshot, or a new one when an RBAC object changed since.
+    pub async fn rbac_snapshot(&self) -> Result<Arc<RbacSnapshot>> {
+        let generation = self.rbac.generation.load(Ordering::Acquire);
+        if let Some((g, snap)) = self
+            .rbac
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if *g == generation {
+                return Ok(snap.clone());
+            }
+        }
+        let list = |plural: &'static str| async move {
+            let kind = registry::lookup(plural).expect("served");
+            self.list_objects(kind, None, &Default::default())
+                .await
+                .map(|(items, _, _, _)| items)
+        };
+        let mut snap = RbacSnapshot::default();
+        for v in list("clusterrolebindings").await? {
+            if let Ok(b) = serde_json::from_value::<ClusterRoleBinding>(v) {
+                snap.cluster_bindings.push(b);
+            }
+        }
+        for v in list("rolebindings").await? {
+            if let Ok(b) = serde_json::from_value::<RoleBinding>(v) {
+                let ns = b.metadata.namespace().to_string();
+                snap.bindings.entry(ns).or_default().push(b);
+            }
+        }
+        for v in list("clusterroles").await? {
+            if let Ok(r) = serde_json::from_value::<ClusterRole>(v) {
+                snap.cluster_roles.insert(r.metadata.name().to_string(), r);
+            }
+        }
+        for v in list("roles").await? {
+            if let Ok(r) = serde_json::from_value::<Role>(v) {
+                let key = (
+                    r.metadata.namespace().to_string(),
+                    r.metadata.name().to_string(),
+                );
+                snap.roles.insert(key, r);
+            }
+        }
+        snap.aggregated = snap
+            .cluster_roles
+            .values()
+            .filter(|cr| cr.aggregation_rule.is_some())
+            .map(|cr| (cr.metadata.name().to_string(), snap.cluster_role_rules(cr)))
+            .collect();
+        let snap = Arc::new(snap);
+        *self
+            .rbac
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some((generation, snap.clone()));
+        Ok(snap)
     }
 
     /// The rules `user` (in `groups`) holds in namespace `ns` ("" for cluster-wide rules only).
@@ -171,94 +344,34 @@ impl Server {
         groups: &[String],
         ns: &str,
     ) -> Result<Vec<PolicyRule>> {
+        let snap = self.rbac_snapshot().await?;
         let mut rules = Vec::new();
-        let crbs = registry::lookup("clusterrolebindings").expect("served");
-        let (bindings, _, _, _) = self.list_objects(crbs, None, &Default::default()).await?;
-        for b in bindings {
-            let Ok(b) = serde_json::from_value::<crate::api::rbac::ClusterRoleBinding>(b) else {
-                continue;
-            };
+        for b in &snap.cluster_bindings {
             if b.subjects
                 .iter()
                 .flatten()
                 .any(|s| s.matches(user, groups, ""))
             {
-                rules.extend(self.role_rules(&b.role_ref, "").await?);
+                rules.extend(snap.role_rules(&b.role_ref, ""));
             }
         }
         if !ns.is_empty() {
-            let rbs = registry::lookup("rolebindings").expect("served");
-            let (bindings, _, _, _) = self
-                .list_objects(rbs, Some(ns), &Default::default())
-                .await?;
-            for b in bindings {
-                let Ok(b) = serde_json::from_value::<crate::api::rbac::RoleBinding>(b) else {
-                    continue;
-                };
+            for b in snap.bindings.get(ns).into_iter().flatten() {
                 if b.subjects
                     .iter()
                     .flatten()
                     .any(|s| s.matches(user, groups, ns))
                 {
-                    rules.extend(self.role_rules(&b.role_ref, ns).await?);
+                    rules.extend(snap.role_rules(&b.role_ref, ns));
                 }
             }
         }
         Ok(rules)
     }
 
-    /// The rules of the role a binding refers to (none when it does not exist); a ClusterRole with an
-    /// aggregationRule also holds the rules of the ClusterRoles it selects.
+    /// The rules of the role a binding refers to (none when it does not exist).
     pub async fn role_rules(&self, role: &RoleRef, ns: &str) -> Result<Vec<PolicyRule>> {
-        match role.kind.as_str() {
-            "Role" if !ns.is_empty() => {
-                let kind = registry::lookup("roles").expect("served");
-                Ok(match self.get_object(kind, Some(ns), &role.name).await {
-                    Ok((v, _)) => serde_json::from_value::<Role>(v)
-                        .ok()
-                        .and_then(|r| r.rules)
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                })
-            }
-            "ClusterRole" => {
-                let kind = registry::lookup("clusterroles").expect("served");
-                let Ok((v, _)) = self.get_object(kind, None, &role.name).await else {
-                    return Ok(Vec::new());
-                };
-                let Ok(cr) = serde_json::from_value::<ClusterRole>(v) else {
-                    return Ok(Vec::new());
-                };
-                self.cluster_role_rules(&cr).await
-            }
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// A ClusterRole's rules, with those of the ClusterRoles its aggregation rule selects.
-    pub async fn cluster_role_rules(&self, cr: &ClusterRole) -> Result<Vec<PolicyRule>> {
-        let mut rules = cr.rules.clone().unwrap_or_default();
-        let Some(selectors) = cr
-            .aggregation_rule
-            .as_ref()
-            .and_then(|a| a.cluster_role_selectors.clone())
-        else {
-            return Ok(rules);
-        };
-        let kind = registry::lookup("clusterroles").expect("served");
-        let (all, _, _, _) = self.list_objects(kind, None, &Default::default()).await?;
-        for v in all {
-            let Ok(other) = serde_json::from_value::<ClusterRole>(v) else {
-                continue;
-            };
-            if other.metadata.name == cr.metadata.name {
-                continue;
-            }
-            if crate::api::rbac::selected(&selectors, &other.metadata.labels()) {
-                rules.extend(other.rules.unwrap_or_default());
-            }
-        }
-        Ok(rules)
+        Ok(self.rbac_snapshot().await?.role_rules(role, ns))
     }
 
     /// Escalation prevention for RBAC writes by `who`: a Role or ClusterRole only with rules `who` holds (or the

@@ -59,6 +59,8 @@ pub struct Server {
     pub allow_unsigned_webhooks: bool,
     /// Requests in flight per user ([`fairness`]).
     pub in_flight: fairness::InFlight,
+    /// The RBAC objects as the authorizer reads them, made again after each change ([`authz::RbacCache`]).
+    pub rbac: Arc<authz::RbacCache>,
 }
 
 impl Server {
@@ -88,6 +90,7 @@ impl Server {
             agent_tls: None,
             allow_unsigned_webhooks: false,
             in_flight: fairness::InFlight::default(),
+            rbac: Arc::default(),
         }
     }
 }

@@ -147,6 +147,13 @@ fn mark_deleting(
 impl Server {
     /// DELETE an object, honouring finalizers, propagation policy and pod grace periods.
     pub async fn delete(&self, t: &Target, body: &[u8], q: &Query) -> Result<Value> {
+        let deleted = self.delete_object(t, body, q).await;
+        // Also when it failed: a part of it (a finalizer's update) may have happened.
+        self.rbac.changed(t.kind);
+        deleted
+    }
+
+    async fn delete_object(&self, t: &Target, body: &[u8], q: &Query) -> Result<Value> {
         let kind = t.kind;
         let ns = t.namespace.as_deref();
         let name = t.name.as_deref().unwrap_or("");

@@ -256,6 +256,22 @@ impl Server {
         &self,
         kind: &'static KindInfo,
         ns: Option<&str>,
+        obj: Value,
+        old: Option<(&Value, i64)>,
+        opts: &WriteOpts,
+        warnings: &mut Vec<String>,
+    ) -> Result<Value> {
+        let written = self.write_object(kind, ns, obj, old, opts, warnings).await;
+        if written.is_ok() && !opts.dry_run {
+            self.rbac.changed(kind);
+        }
+        written
+    }
+
+    async fn write_object(
+        &self,
+        kind: &'static KindInfo,
+        ns: Option<&str>,
         mut obj: Value,
         old: Option<(&Value, i64)>,
         opts: &WriteOpts,
