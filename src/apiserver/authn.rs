@@ -65,8 +65,26 @@ impl Identity {
     }
 }
 
-/// The identity of a client certificate (DER) that TLS already verified against the cluster CA.
+/// The identity of a client certificate (DER) that TLS already verified against the cluster CA; remembered by
+/// the certificate's bytes, so a client's requests do not parse its certificate each time.
 pub fn from_certificate(der: &[u8]) -> Option<Identity> {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+    static SEEN: OnceLock<RwLock<HashMap<Vec<u8>, Option<Identity>>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(id) = seen.read().unwrap_or_else(|e| e.into_inner()).get(der) {
+        return id.clone();
+    }
+    let id = parse_certificate(der);
+    let mut seen = seen.write().unwrap_or_else(|e| e.into_inner());
+    if seen.len() >= 4096 {
+        seen.clear();
+    }
+    seen.insert(der.to_vec(), id.clone());
+    id
+}
+
+fn parse_certificate(der: &[u8]) -> Option<Identity> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = cert.subject();
