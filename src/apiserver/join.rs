@@ -23,6 +23,44 @@ use crate::api::tokens::secret_data as data;
 pub use crate::api::tokens::{bootstrap_shape, BOOTSTRAP_TOKEN_TYPE, NODE_TOKEN_PREFIX};
 use crate::sys::{same_secret as constant_eq, sha256_hex};
 
+/// Checks a node's certificate request: its subject must be `system:node:<node>` in `system:nodes`, and a serving
+/// certificate may name only the node's addresses and its name. Returns the names to issue it for.
+fn checked_request(node: &str, csr_pem: &str, usage: super::tls::Usage) -> Result<Vec<String>> {
+    let (want_cn, want_o) = crate::api::tokens::node_subject(node);
+    let parsed = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| ApiError::bad_request(format!("the certificate request: {e}")))?;
+    let dn = &parsed.params.distinguished_name;
+    let text = |t: rcgen::DnType| match dn.get(&t) {
+        Some(rcgen::DnValue::Utf8String(s)) => s.clone(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    };
+    if text(rcgen::DnType::CommonName) != want_cn || text(rcgen::DnType::OrganizationName) != want_o
+    {
+        return Err(ApiError::bad_request(format!(
+            "the certificate request must be for {want_cn} in {want_o} (it asks for {:?} in {:?})",
+            text(rcgen::DnType::CommonName),
+            text(rcgen::DnType::OrganizationName)
+        )));
+    }
+    // A serving certificate names the node's addresses and its name, nothing else.
+    let mut sans = Vec::new();
+    if usage == super::tls::Usage::Server {
+        for san in &parsed.params.subject_alt_names {
+            match san {
+                rcgen::SanType::IpAddress(ip) => sans.push(ip.to_string()),
+                rcgen::SanType::DnsName(n) if n.as_str() == node => sans.push(node.to_string()),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "a node's serving certificate may name its addresses and {node:?} only, not {other:?}"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(sans)
+}
+
 /// How long a node's client certificate is valid (Kubernetes' signing duration: a year).
 pub const NODE_CERTIFICATE_LIFE: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
 
@@ -66,38 +104,7 @@ impl Server {
             .clone()
             .ok_or_else(|| ApiError::internal("this API server keeps no CA key to sign with"))?;
         let (want_cn, want_o) = crate::api::tokens::node_subject(node);
-        let parsed = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| ApiError::bad_request(format!("the certificate request: {e}")))?;
-        let dn = &parsed.params.distinguished_name;
-        let text = |t: rcgen::DnType| match dn.get(&t) {
-            Some(rcgen::DnValue::Utf8String(s)) => s.clone(),
-            Some(other) => format!("{other:?}"),
-            None => String::new(),
-        };
-        if text(rcgen::DnType::CommonName) != want_cn
-            || text(rcgen::DnType::OrganizationName) != want_o
-        {
-            return Err(ApiError::bad_request(format!(
-                "the certificate request must be for {want_cn} in {want_o} (it asks for {:?} in {:?})",
-                text(rcgen::DnType::CommonName),
-                text(rcgen::DnType::OrganizationName)
-            )));
-        }
-        // A serving certificate names the node's addresses and its name, nothing else.
-        let mut sans = Vec::new();
-        if usage == super::tls::Usage::Server {
-            for san in &parsed.params.subject_alt_names {
-                match san {
-                    rcgen::SanType::IpAddress(ip) => sans.push(ip.to_string()),
-                    rcgen::SanType::DnsName(n) if n.as_str() == node => sans.push(node.to_string()),
-                    other => {
-                        return Err(ApiError::bad_request(format!(
-                            "a node's serving certificate may name its addresses and {node:?} only, not {other:?}"
-                        )))
-                    }
-                }
-            }
-        }
+        let sans = checked_request(node, csr_pem, usage)?;
         let (signer, usages) = match usage {
             super::tls::Usage::Client => (
                 "kubernetes.io/kube-apiserver-client-kubelet",

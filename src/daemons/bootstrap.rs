@@ -79,6 +79,7 @@ fn aggregated(name: &str, to: &str) -> Value {
 }
 
 /// Kubernetes' user-facing default roles and the binding that makes `system:masters` cluster admins.
+// Long by design: a table of Kubernetes' default rules, read top to bottom like its bootstrap policy.
 pub fn roles() -> Vec<Value> {
     const READ: &[&str] = &["get", "list", "watch"];
     const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
