@@ -404,6 +404,20 @@ impl Server {
             };
             held.iter().any(|h| h.allows(&asked))
         };
+        // The first rule asked for that `who` does not hold, refused in Kubernetes' words.
+        let not_held = |asked: &[PolicyRule]| {
+            match asked.iter().find(|rule| !rule.covered_by(&held)) {
+            Some(rule) => Err(forbidden(
+                &user,
+                a,
+                &format!(
+                    "user {user:?} (groups={groups:?}) is attempting to grant RBAC permissions not currently held: {}",
+                    serde_json::to_string(rule).unwrap_or_default()
+                ),
+            )),
+            None => Ok(()),
+        }
+        };
         let name = body["metadata"]["name"]
             .as_str()
             .unwrap_or(r.name.as_str())
@@ -415,17 +429,7 @@ impl Server {
                 }
                 let asked: Vec<PolicyRule> =
                     serde_json::from_value(body["rules"].clone()).unwrap_or_default();
-                if let Some(rule) = asked.iter().find(|rule| !rule.covered_by(&held)) {
-                    return Err(forbidden(
-                        &user,
-                        a,
-                        &format!(
-                            "user {user:?} (groups={groups:?}) is attempting to grant RBAC permissions not currently held: {}",
-                            serde_json::to_string(rule).unwrap_or_default()
-                        ),
-                    ));
-                }
-                Ok(())
+                not_held(&asked)
             }
             "rolebindings" | "clusterrolebindings" => {
                 let Ok(role) = serde_json::from_value::<RoleRef>(body["roleRef"].clone()) else {
@@ -450,17 +454,7 @@ impl Server {
                     return Ok(());
                 }
                 let granted = self.role_rules(&role, &r.namespace).await?;
-                if let Some(rule) = granted.iter().find(|rule| !rule.covered_by(&held)) {
-                    return Err(forbidden(
-                        &user,
-                        a,
-                        &format!(
-                            "user {user:?} (groups={groups:?}) is attempting to grant RBAC permissions not currently held: {}",
-                            serde_json::to_string(rule).unwrap_or_default()
-                        ),
-                    ));
-                }
-                Ok(())
+                not_held(&granted)
             }
             _ => Ok(()),
         }

@@ -22,18 +22,7 @@ pub enum CredentialError {
 
 /// A new key and a PEM certificate request for `node`: (request PEM, key PEM).
 pub fn request(node: &str) -> Result<(String, String), CredentialError> {
-    let bad = |e: rcgen::Error| CredentialError::Request(e.to_string());
-    let key = rcgen::KeyPair::generate().map_err(bad)?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(bad)?;
-    let (cn, o) = subject(node);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, o);
-    let csr = params.serialize_request(&key).map_err(bad)?;
-    Ok((csr.pem().map_err(bad)?, key.serialize_pem()))
+    request_naming(node, Vec::new())
 }
 
 /// A new key and a PEM certificate request for the serving certificate of the node's agent endpoint: the node's
@@ -42,10 +31,15 @@ pub fn serving_request(
     node: &str,
     addresses: &[std::net::IpAddr],
 ) -> Result<(String, String), CredentialError> {
-    let bad = |e: rcgen::Error| CredentialError::Request(e.to_string());
-    let key = rcgen::KeyPair::generate().map_err(bad)?;
     let mut names: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
     names.push(node.to_string());
+    request_naming(node, names)
+}
+
+/// A new key and a request for the node's subject with alternative names `names`: (request PEM, key PEM).
+fn request_naming(node: &str, names: Vec<String>) -> Result<(String, String), CredentialError> {
+    let bad = |e: rcgen::Error| CredentialError::Request(e.to_string());
+    let key = rcgen::KeyPair::generate().map_err(bad)?;
     let mut params = rcgen::CertificateParams::new(names).map_err(bad)?;
     let (cn, o) = subject(node);
     params
