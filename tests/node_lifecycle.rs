@@ -126,6 +126,16 @@ fn a_dead_node_is_tainted_its_pods_move_and_a_statefulset_pod_waits_for_it() {
         .find(|p| on(p, "node-b"))
         .expect("a StatefulSet pod on node-b");
     let db_b_name = db_b["metadata"]["name"].as_str().unwrap().to_string();
+    // What node-b's agent keeps of its pods (their state, logs and the handles of their running containers).
+    let b_pods = s.dir.path().join("agents/nodes/node-b/pods");
+    let stale: Vec<std::path::PathBuf> = pods(&s, "app%3Dweb")
+        .iter()
+        .chain(std::iter::once(&db_b))
+        .filter(|p| on(p, "node-b"))
+        .map(|p| b_pods.join(p["metadata"]["uid"].as_str().unwrap()))
+        .collect();
+    assert!(stale.iter().all(|d| d.exists()), "{stale:?}");
+
     // The machine dies: no more Lease renewals.
     b.kill9();
     let node = within(
@@ -252,6 +262,10 @@ fn a_dead_node_is_tainted_its_pods_move_and_a_statefulset_pod_waits_for_it() {
             .flatten()
             .any(|t| t["key"] == "node.kubernetes.io/unreachable");
         (ready_status(&s, "node-b") == "True" && !tainted).then_some(())
+    });
+    // Its pods that were replaced meanwhile are stopped and forgotten.
+    within(LONG, "node-b's stale pods removed", || {
+        stale.iter().all(|d| !d.exists()).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pods(&s, "app%3Dweb").len(), 5);

@@ -536,12 +536,33 @@ async fn clean_orphans(shared: &Shared) {
                         tracing::info!(pod = %format!("{}/{}", st.namespace, st.name), container = %name,
                             "stopping a container of a pod that no longer exists");
                         shared.runtime.remove(&inst.handle).await;
+                        // Its shim writes the exit record into the pod's directory as the container goes: wait
+                        // for that, or the removal below races with it.
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            shared.runtime.wait(&inst.handle),
+                        )
+                        .await;
                     }
                 }
             }
         }
         volumes::release(&e.path());
-        let _ = std::fs::remove_dir_all(e.path());
+        remove_pod_dir(&e.path()).await;
     }
     shared.network.clean(&known).await;
+}
+
+/// Removes a pod's directory, retrying while something (a shim finishing its record) still writes into it.
+pub(crate) async fn remove_pod_dir(dir: &std::path::Path) {
+    for attempt in 0..10 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if attempt == 9 => {
+                tracing::warn!(dir = %dir.display(), "could not remove a pod's directory: {e}");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

@@ -611,7 +611,7 @@ impl Worker {
             self.shared.network.teardown(&self.uid).await;
         }
         super::volumes::release(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        super::remove_pod_dir(&self.dir).await;
         tracing::info!(pod = %self.key(), "pod cleaned up");
         true
     }
