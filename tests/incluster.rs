@@ -1,7 +1,8 @@
 //! The API server as pods see it: the `kubernetes` Service in `default` (the first address of the service CIDR,
 //! port 443) with endpoints to the API server, `KUBERNETES_SERVICE_HOST`/`_PORT` in every container (also with
 //! `enableServiceLinks: false`), a `default` ServiceAccount and the `kube-root-ca.crt` ConfigMap in every namespace;
-//! as root, a pod connects to the API server through the ClusterIP.
+//! as root, a pod connects to the API server through the ClusterIP, and the real kubectl inside a pod works with its
+//! ServiceAccount token (in-cluster configuration), within what RBAC grants that ServiceAccount.
 
 mod common;
 
@@ -96,4 +97,165 @@ fn pods_find_the_api_server_through_the_kubernetes_service() {
     if root {
         assert!(log.contains("reached"), "{log}");
     }
+}
+
+const READER: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: reader, namespace: team}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: read-config, namespace: team}
+rules:
+- {apiGroups: [""], resources: [configmaps], verbs: [get, list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader, namespace: team}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read-config}
+subjects:
+- {kind: ServiceAccount, name: reader, namespace: team}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: team}
+data: {colour: blue}
+"#;
+
+/// The pod that runs the real kubectl with its in-cluster configuration (no kubeconfig): the token, CA and
+/// namespace from its ServiceAccount volume, the API server from KUBERNETES_SERVICE_HOST.
+fn kubectl_pod(kubectl: &std::path::Path, name: &str, sa: &str) -> String {
+    let script = format!(
+        "export HOME=$(mktemp -d); cd /var/run/secrets/kubernetes.io/serviceaccount && \
+         echo namespace=$(cat namespace) && head -c 3 token && echo && \
+         {k} --cache-dir $HOME/cache get configmap settings -o jsonpath='colour={{.data.colour}}' && echo && \
+         ({k} --cache-dir $HOME/cache get secrets -n default 2>&1 || true) && \
+         {k} --cache-dir $HOME/cache auth whoami -o jsonpath='user={{.status.userInfo.username}}'",
+        k = kubectl.display()
+    );
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: team}}\nspec:\n  serviceAccountName: {sa}\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: none\n    command: [bash, -c, {script:?}]\n"
+    )
+}
+
+#[test]
+fn a_pod_uses_the_api_with_its_service_account_token() {
+    let Some(k) = common::kubectl() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !common::required(),
+            "pods reach the API server through the ClusterIP only as root"
+        );
+        eprintln!("SKIP: pods reach the API server through the ClusterIP only as root");
+        return;
+    }
+    let s = Server::up(&[]);
+    ok(&s.kubectl(&k, &["create", "namespace", "team"]));
+    within(
+        Duration::from_secs(30),
+        "team's default ServiceAccount",
+        || {
+            let (code, _) = s.call(
+                "GET",
+                concat!("/", "api/v1/namespaces/team/serviceaccounts/default"),
+                "",
+                "",
+            );
+            (code == 200).then_some(())
+        },
+    );
+    s.kubectl_apply(&k, READER);
+    s.kubectl_apply(&k, &kubectl_pod(&k, "inside", "reader"));
+    let (_, pod) = s.call(
+        "GET",
+        concat!("/", "api/v1/namespaces/team/pods/inside"),
+        "",
+        "",
+    );
+    let volume = pod["spec"]["volumes"][0]["name"].as_str().unwrap_or("");
+    assert!(volume.starts_with("kube-api-access-"), "{pod}");
+    let log = within(Duration::from_secs(90), "the pod's kubectl output", || {
+        let (_, p) = s.call(
+            "GET",
+            concat!("/", "api/v1/namespaces/team/pods/inside"),
+            "",
+            "",
+        );
+        let done = matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+        let out = s.kubectl(&k, &["-n", "team", "logs", "inside"]);
+        done.then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    assert!(log.contains("namespace=team"), "{log}");
+    assert!(log.contains("eyJ"), "a JWT: {log}");
+    assert!(log.contains("colour=blue"), "{log}");
+    assert!(
+        log.contains(r#"User "system:serviceaccount:team:reader" cannot list resource "secrets" in API group "" in the namespace "default""#),
+        "{log}"
+    );
+    assert!(
+        log.contains("user=system:serviceaccount:team:reader"),
+        "{log}"
+    );
+
+    // kubectl create token: a TokenRequest; TokenReview says who it is; deleting the ServiceAccount revokes it.
+    let token = ok(&s.kubectl(
+        &k,
+        &["-n", "team", "create", "token", "reader", "--duration=10m"],
+    ));
+    let token = token.trim();
+    let review = format!(
+        r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{token}"}}}}"#
+    );
+    let (code, v) = s.call(
+        "POST",
+        concat!("/", "apis/authentication.k8s.io/v1/tokenreviews"),
+        "application/json",
+        &review,
+    );
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["status"]["authenticated"], true, "{v}");
+    assert_eq!(
+        v["status"]["user"]["username"],
+        "system:serviceaccount:team:reader"
+    );
+    let (code, _) = s.call_as(
+        token,
+        "GET",
+        concat!("/", "api/v1/namespaces/team/configmaps/settings"),
+    );
+    assert_eq!(code, 200);
+    let short = common::fails(&s.kubectl(
+        &k,
+        &["-n", "team", "create", "token", "reader", "--duration=1m"],
+    ));
+    assert!(
+        short.contains("may not specify a duration less than 10 minutes"),
+        "{short}"
+    );
+    ok(&s.kubectl(&k, &["-n", "team", "delete", "serviceaccount", "reader"]));
+    let (code, _) = s.call_as(
+        token,
+        "GET",
+        concat!("/", "api/v1/namespaces/team/configmaps/settings"),
+    );
+    assert_eq!(code, 401, "a deleted ServiceAccount's token is refused");
+
+    // automountServiceAccountToken: false - no volume.
+    s.kubectl_apply(
+        &k,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bare, namespace: team}\nspec:\n  automountServiceAccountToken: false\n  containers:\n  - {name: c, image: none, command: [sleep, '60']}\n",
+    );
+    let (_, bare) = s.call(
+        "GET",
+        concat!("/", "api/v1/namespaces/team/pods/bare"),
+        "",
+        "",
+    );
+    assert!(
+        bare["spec"]["volumes"]
+            .as_array()
+            .is_none_or(|v| v.is_empty()),
+        "{bare}"
+    );
 }

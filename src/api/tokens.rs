@@ -1,9 +1,15 @@
 //! Join tokens as Kubernetes keeps them: bootstrap-token Secrets (`kube-system/bootstrap-token-<id>`, type
 //! `bootstrap.kubernetes.io/token`, `token-id`/`token-secret`/`expiration` in `data`), and the node tokens a join
-//! hands out. Shared by the API server (which authenticates them) and the CLI (which creates and lists them).
+//! hands out, and where pods find their ServiceAccount token. Shared by the API server (which authenticates them) and the CLI (which creates and lists them).
 
 use base64::Engine;
 use serde_json::Value;
+
+/// Where a pod's ServiceAccount credentials (token, `ca.crt`, `namespace`) are mounted.
+pub const SERVICE_ACCOUNT_MOUNT: &str =
+    concat!("/", "var/run/secrets/kubernetes.io/serviceaccount");
+/// The prefix of the projected volume that holds them (`kube-api-access-XXXXX`).
+pub const SERVICE_ACCOUNT_VOLUME: &str = "kube-api-access-";
 
 /// The Secret type of bootstrap tokens.
 pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";

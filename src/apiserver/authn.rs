@@ -3,6 +3,7 @@
 //! - a bearer token: the cluster's admin token, a joined node's own token (`capstan-node.<name>.<secret>`, kept in
 //!   `kube-system/node-token-<name>`), or a bootstrap token (`<id>.<secret>`, a `bootstrap.kubernetes.io/token`
 //!   Secret), which may only join;
+//! - a ServiceAccount token (a JWT the API server signed, [`super::satokens`]);
 //! - an X.509 client certificate signed by the cluster CA (checked by TLS during the handshake): the user is the
 //!   subject's CN and the groups its O values; `system:node:<name>` in `system:nodes` is that node.
 //!
@@ -119,6 +120,18 @@ impl Server {
         let token = token.trim();
         if constant_eq(token.as_bytes(), self.token.as_bytes()) {
             return Some(Identity::Admin);
+        }
+        if super::satokens::looks_like_jwt(token) {
+            return match self
+                .service_account_identity(token, &[super::satokens::ISSUER])
+                .await
+            {
+                Ok(who) => Some(who),
+                Err(why) => {
+                    tracing::debug!("a service account token was refused: {why}");
+                    None
+                }
+            };
         }
         if let Some(rest) = token.strip_prefix(NODE_TOKEN_PREFIX) {
             let (node, _) = rest.rsplit_once('.')?;

@@ -3,8 +3,8 @@
 //!
 //! - `system:masters` may do everything (the admin token, components running as the admin);
 //! - a node (`system:node:<name>`) by the node authorizer: it reads what agents read, writes only its own Node and
-//!   Lease, the status of pods bound to it and their final deletion, creates Events, and reads a Secret, ConfigMap
-//!   or PersistentVolumeClaim only when a pod bound to it uses it;
+//!   Lease, the status of pods bound to it and their final deletion, creates Events, reads a Secret, ConfigMap
+//!   or PersistentVolumeClaim only when a pod bound to it uses it, and asks for tokens of its pods' ServiceAccounts;
 //! - everyone by RBAC: the rules of the Roles and ClusterRoles bound to the user, its groups or its ServiceAccount
 //!   (a ClusterRole with an `aggregationRule` also holds the rules of the ClusterRoles its selectors match).
 //!
@@ -494,6 +494,11 @@ impl Server {
                 a.verb == "get" && self.used_by_pod_on(node, r).await
             }
             ("certificates.k8s.io", "certificatesigningrequests", "") => read || a.verb == "create",
+            // Tokens for its pods' ServiceAccounts (the handler then requires them bound to a pod of this node).
+            ("", "serviceaccounts", "token") => {
+                a.verb == "create" && self.used_by_pod_on(node, r).await
+            }
+            ("", "serviceaccounts", "") => a.verb == "get" && self.used_by_pod_on(node, r).await,
             _ => false,
         }
     }
@@ -523,8 +528,8 @@ impl Server {
     }
 }
 
-/// Whether `pod` refers to the object `name` of `resource` (secrets, configmaps, persistentvolumeclaims): volumes,
-/// projected sources, env and envFrom, image pull secrets.
+/// Whether `pod` refers to the object `name` of `resource` (secrets, configmaps, persistentvolumeclaims,
+/// serviceaccounts): volumes, projected sources, env and envFrom, image pull secrets, its ServiceAccount.
 pub fn references(pod: &Value, resource: &str, name: &str) -> bool {
     let spec = &pod["spec"];
     let is = |v: &Value| v.as_str() == Some(name);
@@ -583,6 +588,10 @@ pub fn references(pod: &Value, resource: &str, name: &str) -> bool {
         "persistentvolumeclaims" => volumes
             .clone()
             .any(|v| is(&v["persistentVolumeClaim"]["claimName"])),
+        "serviceaccounts" => match spec["serviceAccountName"].as_str() {
+            Some(sa) if !sa.is_empty() => sa == name,
+            _ => name == "default",
+        },
         _ => false,
     }
 }

@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod patch;
 pub mod reviews;
 mod routes;
+pub mod satokens;
 pub mod services;
 pub mod table;
 pub mod tls;
@@ -61,6 +62,8 @@ pub struct Server {
     pub in_flight: fairness::InFlight,
     /// The RBAC objects as the authorizer reads them, made again after each change ([`authz::RbacCache`]).
     pub rbac: Arc<authz::RbacCache>,
+    /// Signs and checks ServiceAccount tokens (None: no key, as in unit tests; TokenRequests then fail).
+    pub sa_tokens: Option<Arc<satokens::TokenSigner>>,
 }
 
 impl Server {
@@ -91,6 +94,7 @@ impl Server {
             allow_unsigned_webhooks: false,
             in_flight: fairness::InFlight::default(),
             rbac: Arc::default(),
+            sa_tokens: None,
         }
     }
 }

@@ -42,6 +42,10 @@ pub fn router(server: Server) -> Router {
             post(self_subject_review),
         )
         .route(
+            concat!("/", "apis/authentication.k8s.io/v1/tokenreviews"),
+            post(token_review),
+        )
+        .route(
             concat!("/", "apis/authorization.k8s.io/v1/selfsubjectaccessreviews"),
             post(|s, r| review(s, r, Review::SelfAccess)),
         )
@@ -226,6 +230,23 @@ async fn review(State(server): State<Server>, req: Request, which: Review) -> Re
     };
     match answer {
         Ok(v) => json_response(StatusCode::CREATED, &v, &[]),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// TokenReview: who a token is (for whoever may create tokenreviews, as webhook authenticators do).
+async fn token_review(State(server): State<Server>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(bytes) = read_body(body).await else {
+        return ApiError::too_large().into_response();
+    };
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    match super::handlers::parse_body(&bytes, ct) {
+        Ok(body) => json_response(StatusCode::CREATED, &server.token_review(&body).await, &[]),
         Err(e) => e.into_response(),
     }
 }
@@ -675,6 +696,22 @@ impl Call<'_> {
         Ok(json_response(StatusCode::CREATED, &v, &[]))
     }
 
+    /// A TokenRequest (JSON or protobuf).
+    async fn token(self, who: Option<&Identity>) -> Result<Response> {
+        let request = if self.body.starts_with(b"k8s\0") {
+            crate::api::protobuf::object(&self.body, "authentication.k8s.io", "v1", "TokenRequest")
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+        } else {
+            parse_body(&self.body, &self.content_type)?
+        };
+        let ns = self.target.namespace.as_deref().unwrap_or("default");
+        let v = self
+            .server
+            .token_request(who, ns, self.name(), &request)
+            .await?;
+        Ok(json_response(StatusCode::CREATED, &v, &[]))
+    }
+
     async fn finalize(mut self) -> Result<Response> {
         let obj = handlers::parse_object(&self.body, &self.content_type, self.kind())?;
         let v = self
@@ -731,6 +768,9 @@ async fn resource(server: &Server, parts: &Parts, path: &str, body: Bytes) -> Re
         (&Method::PATCH, true, Some("scale")) if kind.scale => call.write_scale(true).await,
         (&Method::POST, true, Some("binding")) if kind.kind == "Pod" => call.bind().await,
         (&Method::POST, true, Some("eviction")) if kind.kind == "Pod" => call.evict().await,
+        (&Method::POST, true, Some("token")) if kind.kind == "ServiceAccount" => {
+            call.token(parts.extensions.get::<Identity>()).await
+        }
         (&Method::PUT, true, Some("finalize")) if kind.kind == "Namespace" => call.finalize().await,
         (&Method::GET, true, Some("log")) if kind.kind == "Pod" => call.log().await,
         (m, _, s) => Err(ApiError::method_not_allowed(&format!(

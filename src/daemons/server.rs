@@ -42,6 +42,8 @@ pub enum Error {
     ControllerManager(std::io::Error),
     #[error("serving the API: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    ServiceAccountKey(#[from] apiserver::satokens::KeyError),
 }
 
 impl From<crate::client::Error> for Error {
@@ -211,6 +213,9 @@ impl ControlPlane {
             .await
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
         server.ca_dir = Some(data_dir.as_path().into());
+        server.sa_tokens = Some(Arc::new(apiserver::satokens::TokenSigner::load_or_create(
+            data_dir,
+        )?));
         server.agent_tls = Some(apiserver::tls::agent_client_config(
             data_dir,
             &material.ca_pem,

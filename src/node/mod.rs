@@ -16,6 +16,7 @@ pub mod server;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tokens;
 pub mod volumes;
 
 use std::collections::HashMap;
@@ -169,6 +170,8 @@ pub struct Shared {
     pub services: Cache<Service>,
     /// Where this node serves cluster DNS (None when it cannot bind port 53).
     pub dns: Option<std::net::Ipv4Addr>,
+    /// The ServiceAccount tokens of this node's pods.
+    pub tokens: tokens::PodTokens,
 }
 
 #[async_trait]
@@ -372,6 +375,7 @@ async fn run_pods(
         pods: informer.cache.clone(),
         services,
         dns,
+        tokens: Default::default(),
     });
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let srv = tokio::spawn(server::serve(listener, tls.clone(), shared.clone()));

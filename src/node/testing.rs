@@ -344,5 +344,6 @@ pub fn shared(runtime: Arc<FakeRuntime>, api: Arc<RecordingApi>, dir: &Path) -> 
         pods: crate::client::informer::Cache::of([]),
         services: crate::client::informer::Cache::of([]),
         dns: None,
+        tokens: Default::default(),
     })
 }

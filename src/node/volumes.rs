@@ -1,7 +1,9 @@
 //! Pod volumes on the node (the kubelet's volume manager): each volume of a pod becomes a directory (or file) on the
 //! node - `emptyDir` under the pod's directory (a tmpfs for `medium: Memory` when running as root), `hostPath` as
 //! given (checked or created per its `type`), `configMap` and `secret` projected as files (keys or `items`, with
-//! `defaultMode`/`mode`) and rewritten atomically when the object changes, and `persistentVolumeClaim` as the bound
+//! `defaultMode`/`mode`) and rewritten atomically when the object changes, `projected` volumes (those sources plus
+//! `downwardAPI` fields and `serviceAccountToken`s the node asks the API server for, renewed before they expire),
+//! `downwardAPI` volumes, and `persistentVolumeClaim` as the bound
 //! volume's path. Each container's `volumeMounts` then become bind mounts (with `subPath` and `readOnly`) that the
 //! runtime sets up in the container's own mount namespace.
 
@@ -23,6 +25,10 @@ pub struct Mount {
     pub source: PathBuf,
     pub target: PathBuf,
     pub read_only: bool,
+    /// Skipped (not refused) when the process runtime, without root, cannot create its target on the host: the
+    /// ServiceAccount volume every pod gets, which non-root pods then simply do not see.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// Projected files: relative path -> (content, mode if not the default).
@@ -102,12 +108,127 @@ async fn prepare_one(
         let dir = volume_dir(shared, uid, "secret", name);
         source.write(&dir, data)?;
         dir
+    } else if let Some(p) = &v.projected {
+        let dir = volume_dir(shared, uid, "projected", name);
+        let mode = p.0["defaultMode"].as_u64().map_or(0o644, |m| m as u32);
+        let mut files = Files::new();
+        for source in p.0["sources"].as_array().into_iter().flatten() {
+            files.extend(source_files(shared, pod, name, source).await?);
+        }
+        project(&dir, &files, mode)?;
+        dir
+    } else if let Some(d) = &v.downward_api {
+        let dir = volume_dir(shared, uid, "downward-api", name);
+        let mode = d.0["defaultMode"].as_u64().map_or(0o644, |m| m as u32);
+        project(&dir, &downward_files(pod, &d.0["items"])?, mode)?;
+        dir
     } else if let Some(pvc) = &v.persistent_volume_claim {
         claim_path(shared, ns, &pvc.claim_name).await?
     } else {
         return Ok(None);
     };
     Ok(Some(path))
+}
+
+/// The files one source of a projected volume contributes: a Secret's or ConfigMap's keys, downward API fields, or
+/// a ServiceAccount token.
+async fn source_files(
+    shared: &Shared,
+    pod: &Pod,
+    volume: &str,
+    source: &serde_json::Value,
+) -> Result<Files, ConfigError> {
+    let ns = pod.metadata.namespace();
+    let items = |v: &serde_json::Value| -> Result<Option<Vec<KeyToPath>>, ConfigError> {
+        serde_json::from_value(v["items"].clone())
+            .map_err(|e| ConfigError::Invalid(format!("volume {volume:?}: items: {e}")))
+    };
+    let optional = |v: &serde_json::Value| v["optional"].as_bool().unwrap_or(false);
+    if let Some(c) = source.get("configMap") {
+        let name = c["name"].as_str().unwrap_or("");
+        let data = match shared.config_map(ns, name).await? {
+            Some(cm) => Some(config_map_bytes(&cm)?),
+            None => None,
+        };
+        let items = items(c)?;
+        let src = Projected {
+            kind: "configmap",
+            name,
+            items: items.as_deref(),
+            optional: optional(c),
+            default_mode: None,
+        };
+        return src.present(data);
+    }
+    if let Some(c) = source.get("secret") {
+        let name = c["name"].as_str().unwrap_or("");
+        let data = match shared.secret(ns, name).await? {
+            Some(s) => Some(secret_bytes(&s)?),
+            None => None,
+        };
+        let items = items(c)?;
+        let src = Projected {
+            kind: "secret",
+            name,
+            items: items.as_deref(),
+            optional: optional(c),
+            default_mode: None,
+        };
+        return src.present(data);
+    }
+    if let Some(d) = source.get("downwardAPI") {
+        return downward_files(pod, &d["items"]);
+    }
+    if let Some(t) = source.get("serviceAccountToken") {
+        let path = t["path"].as_str().unwrap_or("token");
+        check_relative(path)?;
+        let token = shared.tokens.token_for(shared, pod, t).await?;
+        let mode = t["mode"].as_u64().map(|m| m as u32);
+        return Ok(Files::from([(
+            path.to_string(),
+            (token.into_bytes(), mode),
+        )]));
+    }
+    // clusterTrustBundle and podCertificate projections are not served.
+    Ok(Files::new())
+}
+
+fn check_relative(path: &str) -> Result<(), ConfigError> {
+    if path.is_empty() || path.split('/').any(|p| p == "..") || path.starts_with('/') {
+        return Err(ConfigError::Invalid(format!(
+            "items path {path:?} must be relative, without .."
+        )));
+    }
+    Ok(())
+}
+
+/// Downward API items: pod fields (`fieldRef`; all labels or annotations as `key="value"` lines) as files.
+fn downward_files(pod: &Pod, items: &serde_json::Value) -> Result<Files, ConfigError> {
+    let mut out = Files::new();
+    for item in items.as_array().into_iter().flatten() {
+        let path = item["path"].as_str().unwrap_or("");
+        check_relative(path)?;
+        let mode = item["mode"].as_u64().map(|m| m as u32);
+        let Some(field) = item["fieldRef"]["fieldPath"].as_str() else {
+            // resourceFieldRef needs a container's resources; only fieldRef is projected.
+            continue;
+        };
+        let map = match field {
+            "metadata.labels" => Some(pod.metadata.labels.as_ref()),
+            "metadata.annotations" => Some(pod.metadata.annotations.as_ref()),
+            _ => None,
+        };
+        let text = match map {
+            Some(m) => m
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v:?}\n"))
+                .collect::<String>(),
+            None => super::env::field_ref(pod, field)?,
+        };
+        out.insert(path.to_string(), (text.into_bytes(), mode));
+    }
+    Ok(out)
 }
 
 /// The bind mounts of one container, from its volumeMounts and the prepared volumes.
@@ -149,6 +270,8 @@ pub fn mounts_for(
         }
         out.push(Mount {
             source,
+            optional: name.starts_with(crate::api::tokens::SERVICE_ACCOUNT_VOLUME)
+                && m.mount_path.trim_end_matches('/') == crate::api::tokens::SERVICE_ACCOUNT_MOUNT,
             target: PathBuf::from(&m.mount_path),
             read_only: m.read_only == Some(true),
         });
@@ -265,17 +388,19 @@ impl Projected<'_> {
         data: Option<BTreeMap<String, Vec<u8>>>,
     ) -> Result<(), ConfigError> {
         let mode = self.default_mode.map_or(0o644, |m| m as u32);
-        let files = match data {
-            Some(d) => self.files(d)?,
-            None if self.optional => Files::new(),
-            None => {
-                return Err(ConfigError::NotFound {
-                    kind: self.kind,
-                    name: self.name.to_string(),
-                })
-            }
-        };
-        project(dir, &files, mode)
+        project(dir, &self.present(data)?, mode)
+    }
+
+    /// The files of the object (`data`: None when it does not exist, which only an optional source may be).
+    fn present(&self, data: Option<BTreeMap<String, Vec<u8>>>) -> Result<Files, ConfigError> {
+        match data {
+            Some(d) => self.files(d),
+            None if self.optional => Ok(Files::new()),
+            None => Err(ConfigError::NotFound {
+                kind: self.kind,
+                name: self.name.to_string(),
+            }),
+        }
     }
 
     /// The files the object projects: every key, or only `items` (key -> path, optional mode).
@@ -438,8 +563,9 @@ pub fn release(pod_dir: &Path) {
     }
 }
 
-/// Keeps the ConfigMap and Secret volumes of this node's running pods up to date (every few seconds, as the kubelet
-/// does within its sync period).
+/// Keeps the ConfigMap, Secret, projected and downward API volumes of this node's running pods up to date (every few
+/// seconds, as the kubelet does within its sync period); ServiceAccount tokens are renewed once 80% of their life
+/// has passed.
 pub async fn refresh(shared: std::sync::Arc<Shared>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -451,7 +577,12 @@ pub async fn refresh(shared: std::sync::Arc<Shared>) {
                 .spec
                 .iter()
                 .flat_map(|s| s.volumes.iter().flatten())
-                .any(|v| v.config_map.is_some() || v.secret.is_some());
+                .any(|v| {
+                    v.config_map.is_some()
+                        || v.secret.is_some()
+                        || v.projected.is_some()
+                        || v.downward_api.is_some()
+                });
             if projects {
                 if let Err(e) = prepare(&shared, &pod).await {
                     tracing::debug!(pod = %pod.metadata.name(), "refreshing volumes: {e}");

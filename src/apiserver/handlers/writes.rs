@@ -288,6 +288,10 @@ impl Server {
             Some((prev, _)) => carry_over(kind, &mut obj, prev, opts)?,
         }
         defaults::apply(kind.kind, &mut obj);
+        if kind.kind == "Pod" && old.is_none() {
+            self.admit_service_account(ns.unwrap_or("default"), &mut obj)
+                .await;
+        }
         let errs = validation::semantic(kind, &obj);
         if !errs.is_empty() {
             return Err(ApiError::invalid(kind.kind, kind.group, &name, &errs));

@@ -611,6 +611,7 @@ impl Worker {
             self.shared.network.teardown(&self.uid).await;
         }
         super::volumes::release(&self.dir);
+        self.shared.tokens.forget(&self.uid);
         super::remove_pod_dir(&self.dir).await;
         tracing::info!(pod = %self.key(), "pod cleaned up");
         true

@@ -103,6 +103,7 @@ impl Worker {
                 source: conf,
                 target: PathBuf::from("/etc/resolv.conf"),
                 read_only: true,
+                optional: false,
             });
         }
         Ok(mounts)

@@ -335,11 +335,17 @@ fn mount_plan(file: &Path) -> Result<MountPlan, PrepareError> {
                     .map_or(Ok(()), std::fs::create_dir_all)
                     .and_then(|()| std::fs::File::create(&m.target).map(|_| ()))
             };
-            made.map_err(|source| PrepareError::Target {
-                target: m.target.clone(),
-                source,
-                root: uid == 0,
-            })?;
+            match made {
+                Ok(()) => {}
+                Err(_) if m.optional && uid != 0 => continue,
+                Err(source) => {
+                    return Err(PrepareError::Target {
+                        target: m.target.clone(),
+                        source,
+                        root: uid == 0,
+                    })
+                }
+            }
         }
         let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes());
         out.push((c(&m.source)?, c(&m.target)?, m.read_only));

@@ -291,6 +291,7 @@ mod tests {
             source: "/data/x".into(),
             target: "/x".into(),
             read_only: true,
+            optional: false,
         });
         let c = build("id-1", &s, &json!({"WorkingDir": "/srv"})).unwrap();
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 64 << 20);
