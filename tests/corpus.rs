@@ -109,6 +109,16 @@ fn contained(want: &Value, have: &Value, path: &str, diffs: &mut Vec<String>) {
                     })
                     .cloned()
                     .collect()
+            } else if path.ends_with(".volumes") || path.ends_with(".volumeMounts") {
+                // And the ServiceAccount volume (Kubernetes' ServiceAccount admission) with its mounts.
+                h.iter()
+                    .filter(|v| {
+                        !v["name"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("kube-api-access-"))
+                    })
+                    .cloned()
+                    .collect()
             } else {
                 h.clone()
             };
