@@ -287,6 +287,78 @@ fn a_bad_commit_applies_nothing_and_the_next_good_one_does() {
     );
 }
 
+/// What the `deployer` ServiceAccount may do: ConfigMaps in `default`, nothing else.
+const DEPLOYER: &str = r#"{"apiVersion": "v1", "kind": "List", "items": [
+ {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "default"}},
+ {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+  "metadata": {"name": "configmaps", "namespace": "default"},
+  "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]},
+ {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+  "metadata": {"name": "deployer", "namespace": "default"},
+  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+  "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "default"}]}]}"#;
+
+#[test]
+fn an_app_with_a_service_account_may_only_apply_what_it_may_write() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    s.kubectl_apply(&k, DEPLOYER);
+    let repo = Repo::new(s.dir.path());
+    repo.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  colour: blue\n",
+    );
+    repo.commit("settings");
+    let shop = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": "default"},
+        "spec": {"source": {"repoURL": repo.dir.display().to_string(), "path": "app"},
+                 "destination": {"namespace": "default", "serviceAccountName": "deployer"}}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+        "application/json",
+        &shop.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    within(LONG, "the ConfigMap applied as deployer", || {
+        let cm = get(&s, "/api/v1/namespaces/default/configmaps/settings");
+        (cm["data"]["colour"] == "blue").then_some(())
+    });
+    // A commit that changes the ConfigMap and adds a ClusterRole: refused with the 403, nothing applied.
+    repo.write(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  colour: red\n",
+    );
+    repo.write(
+        "role.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: sneaky\nrules: []\n",
+    );
+    repo.commit("escalate");
+    let a = within(LONG, "Failed", || {
+        let a = app(&s);
+        (a["status"]["sync"]["status"] == "Failed").then_some(a)
+    });
+    let msg = a["status"]["operationState"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("app/role.yaml")
+            && msg.contains(r#"User "system:serviceaccount:default:deployer" cannot"#)
+            && msg.contains("clusterroles"),
+        "{msg}"
+    );
+    let cm = get(&s, "/api/v1/namespaces/default/configmaps/settings");
+    assert_eq!(
+        cm["data"]["colour"], "blue",
+        "nothing of the commit applied"
+    );
+    let (code, _) = s.call(
+        "GET",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/sneaky",
+        "",
+        "",
+    );
+    assert_eq!(code, 404);
+}
+
 #[test]
 fn self_heal_reverts_a_kubectl_scale_and_records_it() {
     let Some(k) = common::kubectl() else { return };

@@ -45,6 +45,9 @@ object!(SecretReference {
 object!(ApplicationDestination {
     /// The namespace for objects that name none.
     pub namespace: Option<String>,
+    /// A ServiceAccount in the Application's namespace that syncs, prunes and self-heals act as: the app can only
+    /// change what that ServiceAccount may (default: the GitOps controller's own rights).
+    pub service_account_name: Option<String>,
 });
 
 object!(SyncPolicy {

@@ -181,9 +181,25 @@ async fn impersonated(
         }),
         path: String::new(),
     };
-    server.authorize(who, &ask("users", &user)).await?;
+    // A ServiceAccount is impersonated as `serviceaccounts` in its namespace, and gets its groups.
+    let service_account = user
+        .strip_prefix(super::satokens::SERVICE_ACCOUNT_PREFIX)
+        .and_then(|rest| rest.split_once(':'));
+    match service_account {
+        Some((ns, name)) => {
+            let mut a = ask("serviceaccounts", name);
+            if let Some(r) = a.resource.as_mut() {
+                r.namespace = ns.to_string();
+            }
+            server.authorize(who, &a).await?;
+        }
+        None => server.authorize(who, &ask("users", &user)).await?,
+    }
     for g in &groups {
         server.authorize(who, &ask("groups", g)).await?;
+    }
+    if let (Some((ns, name)), true) = (service_account, groups.is_empty()) {
+        return Ok(Some(super::satokens::service_account_user(ns, name)));
     }
     Ok(Some(Identity::User { name: user, groups }))
 }

@@ -52,6 +52,8 @@ pub struct Client {
     base: String,
     token: String,
     tls: std::sync::Arc<rustls::ClientConfig>,
+    /// Acts as this user (`Impersonate-User`), as far as the client's own identity may impersonate it.
+    impersonate: Option<String>,
 }
 
 /// A client certificate kept in files: read at first use and again whenever the certificate file changes, so a
@@ -213,7 +215,17 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
             tls: std::sync::Arc::new(tls),
+            impersonate: None,
         })
+    }
+
+    /// The same connection acting as `user` (Kubernetes impersonation; a ServiceAccount's user name gets its
+    /// groups).
+    pub fn impersonating(&self, user: &str) -> Client {
+        Client {
+            impersonate: Some(user.to_string()),
+            ..self.clone()
+        }
     }
 
     /// Opens a WebSocket to `path` (with its query) offering `protocols`; returns it and the protocol chosen.
@@ -311,6 +323,9 @@ impl Client {
         let mut rb = self.http.request(method, &url);
         if !self.token.is_empty() {
             rb = rb.bearer_auth(&self.token);
+        }
+        if let Some(user) = &self.impersonate {
+            rb = rb.header("Impersonate-User", user);
         }
         if let Some(a) = accept {
             rb = rb.header("Accept", a);
@@ -493,6 +508,9 @@ impl Client {
         let mut rb = self.http.get(&url);
         if !self.token.is_empty() {
             rb = rb.bearer_auth(&self.token);
+        }
+        if let Some(user) = &self.impersonate {
+            rb = rb.header("Impersonate-User", user);
         }
         let resp = rb.send().await.map_err(|source| Error::Http {
             url: url.clone(),

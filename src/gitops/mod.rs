@@ -185,6 +185,24 @@ fn kind(plural: &str) -> &'static KindInfo {
 }
 
 /// The app's sync policy.
+/// The client an app's syncs, prunes and self-heals use: the controller's, acting as the ServiceAccount
+/// `spec.destination.serviceAccountName` (in the Application's namespace) when it names one.
+fn acting_client(client: &Client, app: &Application) -> Client {
+    let sa = app
+        .spec
+        .as_ref()
+        .and_then(|s| s.destination.as_ref())
+        .and_then(|d| d.service_account_name.as_deref())
+        .filter(|n| !n.is_empty());
+    match sa {
+        Some(sa) => client.impersonating(&format!(
+            "system:serviceaccount:{}:{sa}",
+            app.metadata.namespace()
+        )),
+        None => client.clone(),
+    }
+}
+
 fn sync_policy(app: &Application) -> SyncPolicy {
     app.spec
         .as_ref()
@@ -773,7 +791,17 @@ impl<'a> Pass<'a> {
     async fn heal(&self, memo: &Memo, snap: &source::Snapshot, drifted: &[String]) {
         tracing::info!(app = %self.key, drift = ?drifted, "reverting drift from git");
         let started = format_time(&now());
-        match sync::apply(&self.ctx.client, &memo.desired, &self.ns, &self.name, false).await {
+        let acting = acting_client(&self.ctx.client, self.app);
+        match sync::apply(
+            &self.ctx.client,
+            &acting,
+            &memo.desired,
+            &self.ns,
+            &self.name,
+            false,
+        )
+        .await
+        {
             Ok(mut outcome) => {
                 if outcome.updated.is_empty() && outcome.created.is_empty() {
                     outcome.updated = drifted.to_vec();
@@ -844,14 +872,16 @@ async fn sync_commit(
         "operationState": {"phase": "Running", "startedAt": started}}),
     )
     .await;
+    // The app's objects are written as its ServiceAccount, if it names one; its status as the controller.
+    let acting = acting_client(&ctx.client, app);
     let checked = match render::render(snap, default_ns) {
-        Ok(desired) => sync::validate(&ctx.client, &desired, ns, name)
+        Ok(desired) => sync::validate(&acting, &desired, ns, name)
             .await
             .map(|()| desired),
         Err(errors) => Err(errors),
     };
     let result = match checked {
-        Ok(desired) => sync::apply(&ctx.client, &desired, ns, name, prune)
+        Ok(desired) => sync::apply(&ctx.client, &acting, &desired, ns, name, prune)
             .await
             .map(|o| (desired, o))
             .map_err(|e| vec![e.to_string()]),

@@ -181,14 +181,17 @@ pub enum ApplyError {
 }
 
 /// Applies a validated commit in order, then prunes. Stops at the first failure (already validated, so this is rare).
+/// `reader` finds what the app owns now (the controller's own client: an app's ServiceAccount need not list every
+/// kind); `client` writes and prunes (the app's ServiceAccount, when it names one).
 pub async fn apply(
+    reader: &Client,
     client: &Client,
     desired: &[Desired],
     app_ns: &str,
     app: &str,
     prune: bool,
 ) -> Result<Outcome, ApplyError> {
-    let before = inventory(client, app_ns, app)
+    let before = inventory(reader, app_ns, app)
         .await
         .map_err(ApplyError::Inventory)?;
     let mut ordered: Vec<&Desired> = desired.iter().collect();
