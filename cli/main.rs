@@ -94,6 +94,8 @@ enum Command {
     App(app::AppArgs),
     /// Join tokens for new nodes: create (printed as K10<ca-hash>::<id>.<secret>), list, delete.
     Token(commands::TokenArgs),
+    /// Secrets at rest: `rotate-key` makes a new encryption key and re-encrypts everything under it.
+    Secrets(commands::SecretsArgs),
     /// Kubeconfigs for users, with client certificates of the cluster CA (on the server's machine).
     Kubeconfig(commands::KubeconfigArgs),
     /// The terminal UI: live views of the cluster and the git history of its Applications; roll back by revert.
@@ -282,6 +284,7 @@ fn run(cli: Cli) -> Result<()> {
                     Command::Logs(a) => commands::logs(&client, a).await,
                     Command::App(a) => app::run(&client, a).await,
                     Command::Token(a) => commands::token(&client, a).await,
+                    Command::Secrets(a) => commands::secrets(&client, a).await,
                     Command::Tui(a) => tui::run(client, a).await,
                     Command::Exec(a) => {
                         let code = exec::run(&client, a).await?;

@@ -47,6 +47,14 @@ pub struct ControlArgs {
     /// been deleted. By default they are refused (401).
     #[arg(long)]
     pub allow_unsigned_webhooks: bool,
+    /// The cipher for Secrets at rest: `secretbox` (XSalsa20-Poly1305) or `aesgcm` (AES-256-GCM). Applies to the
+    /// key made at first start and to rotations (`capstan secrets rotate-key`).
+    #[arg(long, default_value = "secretbox")]
+    pub encryption_provider: capstan::store::encrypted::Provider,
+    /// A resource whose objects are encrypted at rest (repeatable; `secrets` always is): e.g. `configmaps`, or
+    /// `PLURAL.GROUP` for other groups.
+    #[arg(long = "encrypt-resource")]
+    pub encrypt_resources: Vec<String>,
 }
 
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
@@ -80,6 +88,10 @@ pub async fn server(
         settings,
         tls_sans: control.tls_sans.clone(),
         allow_unsigned_webhooks: control.allow_unsigned_webhooks,
+        encryption_provider: control.encryption_provider,
+        encrypt_resources: std::iter::once("secrets".to_string())
+            .chain(control.encrypt_resources.iter().cloned())
+            .collect(),
     })
     .await?;
     tracing::info!(

@@ -64,6 +64,8 @@ pub struct Server {
     pub rbac: Arc<authz::RbacCache>,
     /// Signs and checks ServiceAccount tokens (None: no key, as in unit tests; TokenRequests then fail).
     pub sa_tokens: Option<Arc<satokens::TokenSigner>>,
+    /// The keys of encryption at rest (None: values are stored as they are, as in unit tests).
+    pub encryption: Option<Arc<crate::store::encrypted::Encryption>>,
 }
 
 impl Server {
@@ -95,6 +97,7 @@ impl Server {
             in_flight: fairness::InFlight::default(),
             rbac: Arc::default(),
             sa_tokens: None,
+            encryption: None,
         }
     }
 }

@@ -37,6 +37,7 @@ pub fn router(server: Server) -> Router {
         )
         .route("/capstan/v1/join", post(join))
         .route("/capstan/v1/node-certificate", post(node_certificate))
+        .route("/capstan/v1/encryption/rotate", post(rotate_encryption_key))
         .route(
             concat!("/", "apis/authentication.k8s.io/v1/selfsubjectreviews"),
             post(self_subject_review),
@@ -264,6 +265,35 @@ async fn token_review(State(server): State<Server>, req: Request) -> Response {
     match super::handlers::parse_body(&bytes, ct) {
         Ok(body) => json_response(StatusCode::CREATED, &server.token_review(&body).await, &[]),
         Err(e) => e.into_response(),
+    }
+}
+
+/// `capstan secrets rotate-key`: a new key for values at rest, everything re-encrypted under it (authorized as the
+/// non-resource path, so `system:masters` or an RBAC rule for it).
+async fn rotate_encryption_key(State(server): State<Server>, req: Request) -> Response {
+    let Some(enc) = server.encryption.clone() else {
+        return ApiError::new(404, "NotFound", "encryption at rest is not configured")
+            .into_response();
+    };
+    let Some(bytes) = read_body(req.into_body()).await else {
+        return ApiError::too_large().into_response();
+    };
+    let asked: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let provider = match asked["provider"].as_str().map(str::parse) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return ApiError::bad_request(e).into_response(),
+    };
+    match enc.rotate(provider).await {
+        Ok((key, rewritten)) => {
+            let (_, p) = enc.active();
+            json_response(
+                StatusCode::OK,
+                &json!({"key": key, "provider": p, "rewritten": rewritten}),
+                &[],
+            )
+        }
+        Err(e) => ApiError::internal(format!("rotating the encryption key: {e}")).into_response(),
     }
 }
 

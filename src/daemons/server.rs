@@ -44,6 +44,8 @@ pub enum Error {
     Serve(std::io::Error),
     #[error(transparent)]
     ServiceAccountKey(#[from] apiserver::satokens::KeyError),
+    #[error(transparent)]
+    Encryption(#[from] crate::store::encrypted::ConfigError),
 }
 
 impl From<crate::client::Error> for Error {
@@ -69,6 +71,10 @@ pub struct Options {
     pub tls_sans: Vec<String>,
     /// Take unsigned push webhooks when the webhook secret is deleted.
     pub allow_unsigned_webhooks: bool,
+    /// The cipher of a new encryption key (the first one, and rotations that name none).
+    pub encryption_provider: crate::store::encrypted::Provider,
+    /// Resources whose objects are encrypted at rest (`secrets`, `configmaps`, `PLURAL.GROUP`).
+    pub encrypt_resources: Vec<String>,
 }
 
 /// The names the serving certificate must carry: loopback, the host name, the listen address (every interface's
@@ -182,8 +188,16 @@ impl ControlPlane {
         })?;
         let store = crate::store::embedded::Embedded::open(&data_dir.join("store.redb"))
             .map_err(StartError::Store)?;
+        // Secrets (and whatever else is listed) are sealed before they reach the store.
+        let encryption = Arc::new(crate::store::encrypted::Encryption::load_or_create(
+            data_dir,
+            opts.encryption_provider,
+            &opts.encrypt_resources,
+        )?);
+        let store = encryption.wrap(Arc::new(store));
         let token = apiserver::load_or_create_token(data_dir)?;
-        let mut server = apiserver::Server::new(Arc::new(store), &token);
+        let mut server = apiserver::Server::new(store, &token);
+        server.encryption = Some(encryption);
         let cidr = opts
             .service_cidr
             .as_deref()

@@ -105,11 +105,11 @@ async fn prepare_one(
             optional: sec.optional.unwrap_or(false),
             default_mode: sec.default_mode,
         };
-        let dir = volume_dir(shared, uid, "secret", name);
+        let dir = memory_dir(volume_dir(shared, uid, "secret", name))?;
         source.write(&dir, data)?;
         dir
     } else if let Some(p) = &v.projected {
-        let dir = volume_dir(shared, uid, "projected", name);
+        let dir = memory_dir(volume_dir(shared, uid, "projected", name))?;
         let mode = p.0["defaultMode"].as_u64().map_or(0o644, |m| m as u32);
         let mut files = Files::new();
         for source in p.0["sources"].as_array().into_iter().flatten() {
@@ -516,10 +516,23 @@ fn count_files(dir: &Path) -> usize {
 }
 
 /// A tmpfs for a memory-backed emptyDir (root only; otherwise it stays a plain directory).
+/// A volume directory in memory (a tmpfs, as root), as the kubelet keeps Secret and projected volumes: their
+/// contents never reach the node's disk.
+fn memory_dir(dir: PathBuf) -> Result<PathBuf, ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(&dir).map_err(ConfigError::io(format!("volume {}", dir.display())))?;
+    // Not yet a mount point (new, or the machine restarted): its own device once mounted.
+    let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if device(&dir) == dir.parent().and_then(device) {
+        mount_tmpfs(&dir, None);
+    }
+    Ok(dir)
+}
+
 fn mount_tmpfs(dir: &Path, size: Option<&str>) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        tracing::info!(dir = %dir.display(), "emptyDir medium Memory is a plain directory without root");
+        tracing::debug!(dir = %dir.display(), "a memory-backed volume is a plain directory without root");
         return;
     }
     let bytes = size
@@ -552,13 +565,16 @@ fn mount_tmpfs(dir: &Path, size: Option<&str>) {
     }
 }
 
-/// Unmounts what a pod's volumes mounted on the node (memory-backed emptyDirs) before its directory is removed.
+/// Unmounts what a pod's volumes mounted on the node (memory-backed emptyDirs, Secret and projected volumes) before
+/// its directory is removed.
 pub fn release(pod_dir: &Path) {
-    let empty = pod_dir.join("volumes").join("empty-dir");
-    for e in std::fs::read_dir(&empty).into_iter().flatten().flatten() {
-        if let Ok(c) = std::ffi::CString::new(e.path().as_os_str().as_encoded_bytes()) {
-            // SAFETY: a valid NUL-terminated path; failure (not a mount point) is harmless.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    for ty in ["empty-dir", "secret", "projected"] {
+        let dir = pod_dir.join("volumes").join(ty);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(c) = std::ffi::CString::new(e.path().as_os_str().as_encoded_bytes()) {
+                // SAFETY: a valid NUL-terminated path; failure (not a mount point) is harmless.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
         }
     }
 }

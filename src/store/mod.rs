@@ -6,6 +6,7 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod encrypted;
 
 use std::sync::Arc;
 

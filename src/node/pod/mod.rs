@@ -588,6 +588,8 @@ impl Worker {
                 self.state.ip.clear();
                 self.netns = None;
             }
+            // Memory-backed volumes go with the node; they are mounted and filled again when it starts.
+            super::volumes::release(&self.dir);
             self.save();
             return true;
         }
