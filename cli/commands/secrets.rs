@@ -18,7 +18,7 @@ pub enum SecretsCommand {
     RotateKey {
         /// The new key's cipher: `secretbox` or `aesgcm` (default: the current key's).
         #[arg(long)]
-        provider: Option<capstan::store::encrypted::Provider>,
+        provider: Option<capstan::daemons::server::EncryptionProvider>,
     },
 }
 

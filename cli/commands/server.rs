@@ -50,7 +50,7 @@ pub struct ControlArgs {
     /// The cipher for Secrets at rest: `secretbox` (XSalsa20-Poly1305) or `aesgcm` (AES-256-GCM). Applies to the
     /// key made at first start and to rotations (`capstan secrets rotate-key`).
     #[arg(long, default_value = "secretbox")]
-    pub encryption_provider: capstan::store::encrypted::Provider,
+    pub encryption_provider: capstan::daemons::server::EncryptionProvider,
     /// A resource whose objects are encrypted at rest (repeatable; `secrets` always is): e.g. `configmaps`, or
     /// `PLURAL.GROUP` for other groups.
     #[arg(long = "encrypt-resource")]

@@ -58,6 +58,9 @@ impl From<crate::client::Error> for Error {
 pub type Preparation =
     Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
 
+/// The ciphers of encryption at rest (for the CLI's flags).
+pub use crate::store::encrypted::Provider as EncryptionProvider;
+
 /// What `capstan server` is told.
 pub struct Options {
     pub data_dir: PathBuf,
