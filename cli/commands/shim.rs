@@ -22,6 +22,9 @@ pub struct ShimArgs {
     /// The pod's network namespace (a bind-mounted namespace file) to run the container in.
     #[arg(long)]
     netns: Option<PathBuf>,
+    /// A JSON file of the container's user, groups, capabilities and read-only root.
+    #[arg(long)]
+    security: Option<PathBuf>,
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -35,6 +38,7 @@ pub fn shim(a: ShimArgs) -> i32 {
         workdir: a.workdir,
         mounts: a.mounts,
         netns: a.netns,
+        security: a.security,
         command: a.command,
     })
 }

@@ -16,6 +16,7 @@ pub mod join;
 pub mod logs;
 pub mod namespaces;
 pub mod patch;
+pub mod podsecurity;
 pub mod reviews;
 mod routes;
 pub mod satokens;
@@ -314,7 +315,8 @@ fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
     )
         .into_response();
     for w in warnings.iter().take(50) {
-        let text = format!("299 - \"{}\"", w.replace('"', "'"));
+        // A quoted-string (RFC 7230): quotes and backslashes escaped, as Kubernetes writes them.
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
         if let Ok(h) = HeaderValue::from_str(&text) {
             resp.headers_mut().append("Warning", h);
         }

@@ -72,6 +72,9 @@ async fn prepare_one(
             if e.medium.as_deref() == Some("Memory") {
                 mount_tmpfs(&dir, e.size_limit.as_ref().map(|q| q.0.as_str()));
             }
+            // Writable by whatever user the containers run as, as the kubelet makes it.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
         }
         dir
     } else if let Some(h) = &v.host_path {

@@ -292,6 +292,11 @@ impl Server {
             self.admit_service_account(ns.unwrap_or("default"), &mut obj)
                 .await;
         }
+        // Pod Security Admission: new pods, and the pod templates of workloads whenever they are written.
+        if !status_sub && (kind.kind != "Pod" || old.is_none()) {
+            self.admit_pod_security(kind.kind, ns, &obj, warnings)
+                .await?;
+        }
         let errs = validation::semantic(kind, &obj);
         if !errs.is_empty() {
             return Err(ApiError::invalid(kind.kind, kind.group, &name, &errs));

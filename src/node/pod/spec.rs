@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use super::Worker;
 use crate::api::core::{Container, PodStatus};
+use crate::node::runtime::security::Security;
 use crate::node::runtime::ContainerSpec;
 use crate::node::{env, logs, volumes, ConfigError};
 
@@ -144,6 +145,37 @@ impl Worker {
             .and_then(|v| u32::try_from(v).ok())
     }
 
+    /// The container's security settings: its securityContext over the pod's.
+    fn security(&self, c: &Container) -> Security {
+        let sc = c.security_context.as_ref();
+        let caps = sc.and_then(|s| s.capabilities.as_ref()).map(|o| &o.0);
+        let names = |key: &str| -> Vec<String> {
+            caps.and_then(|c| c[key].as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        Security {
+            run_as_user: self.run_as(c, |s| s.run_as_user, |s| s.run_as_user),
+            run_as_group: self.run_as(c, |s| s.run_as_group, |s| s.run_as_group),
+            supplemental_groups: self
+                .spec()
+                .security_context
+                .as_ref()
+                .and_then(|s| s.supplemental_groups.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|g| u32::try_from(*g).ok())
+                .collect(),
+            read_only_root: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
+            privileged: sc.and_then(|s| s.privileged) == Some(true),
+            cap_add: names("add"),
+            cap_drop: names("drop"),
+            no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
+        }
+    }
+
     /// Resolves the container's spec for the runtime (environment, command line, paths).
     pub(super) async fn build_spec(
         &self,
@@ -182,8 +214,19 @@ impl Worker {
             mounts,
             netns: self.netns.clone(),
             hostname: self.hostname().to_string(),
-            run_as_user: self.run_as(c, |s| s.run_as_user, |s| s.run_as_user),
-            run_as_group: self.run_as(c, |s| s.run_as_group, |s| s.run_as_group),
+            security: self.security(c),
+            run_as_non_root: c
+                .security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root)
+                .or_else(|| {
+                    self.spec()
+                        .security_context
+                        .as_ref()
+                        .and_then(|s| s.run_as_non_root)
+                })
+                .unwrap_or(false),
+            pod_label: format!("{}_{}({})", self.name(), self.ns(), self.uid),
             memory_limit: millis(limits, "memory").map(|m| m / 1000),
             cpu_request: millis(requests, "cpu"),
             cpu_limit: millis(limits, "cpu"),

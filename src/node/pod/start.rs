@@ -48,6 +48,9 @@ impl Worker {
             Err(e @ (RuntimeError::Pull(_) | RuntimeError::NeverPull(_))) => {
                 self.pull_failed(&name, &spec, e).await
             }
+            Err(RuntimeError::Config(msg)) => {
+                self.config_failed(&name, ConfigError::Invalid(msg)).await
+            }
             Err(RuntimeError::Create(msg)) => {
                 let l = self.live.entry(name.clone()).or_default();
                 let first = l.waiting.is_none();

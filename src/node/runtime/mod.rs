@@ -8,6 +8,7 @@
 pub mod containerd;
 pub mod enter;
 pub mod process;
+pub mod security;
 pub mod shim;
 
 use std::path::PathBuf;
@@ -32,6 +33,10 @@ pub enum RuntimeError {
     /// The image is not on the node and the pull policy is Never (ErrImageNeverPull).
     #[error("{0}")]
     NeverPull(String),
+    /// The container's configuration forbids what would run (CreateContainerConfigError: `runAsNonRoot` and
+    /// root).
+    #[error("{0}")]
+    Config(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -62,9 +67,12 @@ pub struct ContainerSpec {
     pub netns: Option<PathBuf>,
     /// The pod's host name (its own UTS namespace where the runtime gives one).
     pub hostname: String,
-    /// `securityContext.runAsUser`/`runAsGroup` (the container's over the pod's).
-    pub run_as_user: Option<u32>,
-    pub run_as_group: Option<u32>,
+    /// The securityContext: user, groups, capabilities, read-only root (the container's over the pod's).
+    pub security: security::Security,
+    /// `runAsNonRoot`, checked by the runtime once it knows the user the container runs as.
+    pub run_as_non_root: bool,
+    /// `name_namespace(uid)`, as the kubelet names a pod in its messages.
+    pub pod_label: String,
     /// `resources.limits.memory` in bytes.
     pub memory_limit: Option<u64>,
     /// `resources.requests.cpu` and `limits.cpu` in millicores.

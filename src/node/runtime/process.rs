@@ -64,6 +64,40 @@ impl ProcessRuntime {
         }
     }
 
+    /// What the process runtime can honour of a container's security settings, and the kubelet's `runAsNonRoot`
+    /// check (the container runs as `runAsUser`, else as the agent's user).
+    fn check_security(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let sec = &spec.security;
+        // SAFETY: geteuid and getegid have no preconditions.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if spec.run_as_non_root {
+            let name = spec.id.split('/').nth(1).unwrap_or("");
+            super::security::verify_non_root(
+                Some(sec.run_as_user.unwrap_or(euid)),
+                "",
+                &spec.pod_label,
+                name,
+            )
+            .map_err(RuntimeError::Config)?;
+        }
+        if let Some(c) = sec.unknown_capability() {
+            return Err(RuntimeError::Create(format!(
+                "unknown capability {c:?} in securityContext.capabilities"
+            )));
+        }
+        if euid != 0 {
+            let other_user = sec.run_as_user.is_some_and(|u| u != euid);
+            let other_group = sec.run_as_group.is_some_and(|g| g != egid);
+            if other_user || other_group || !sec.supplemental_groups.is_empty() {
+                return Err(RuntimeError::Create(format!(
+                    "the process runtime runs containers as another user or group (runAsUser {:?}, runAsGroup                      {:?}, supplementalGroups {:?}) only when the agent runs as root",
+                    sec.run_as_user, sec.run_as_group, sec.supplemental_groups
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn resolve(&self, program: &str) -> String {
         if program == "capstan" {
             self.shim.display().to_string()
@@ -121,6 +155,7 @@ impl ContainerRuntime for ProcessRuntime {
                 spec.image
             )));
         };
+        self.check_security(spec)?;
         std::fs::create_dir_all(&spec.state_dir)?;
         let exit_file = spec.state_dir.join("exit.json");
         let _ = std::fs::remove_file(&exit_file);
@@ -144,6 +179,16 @@ impl ContainerRuntime for ProcessRuntime {
         }
         if let Some(ns) = &spec.netns {
             cmd.arg("--netns").arg(ns);
+        }
+        // As root every container gets its security settings (at least the default capabilities); without root only
+        // what it asks for applies.
+        if crate::sys::is_root() || spec.security != Default::default() {
+            let file = spec.state_dir.join("security.json");
+            std::fs::write(
+                &file,
+                serde_json::to_vec(&spec.security).unwrap_or_default(),
+            )?;
+            cmd.arg("--security").arg(&file);
         }
         cmd.arg("--").arg(self.resolve(program));
         cmd.args(&argv[1..]);

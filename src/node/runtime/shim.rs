@@ -30,6 +30,8 @@ pub struct ShimArgs {
     pub mounts: Option<PathBuf>,
     /// The pod's network namespace to join.
     pub netns: Option<PathBuf>,
+    /// A JSON file of the container's [`super::security::Security`].
+    pub security: Option<PathBuf>,
     pub command: Vec<String>,
 }
 
@@ -78,8 +80,15 @@ pub fn run(args: ShimArgs) -> i32 {
             return 2;
         }
     }
-    if let Some(file) = &args.mounts {
-        match mount_plan(file) {
+    let security = match args.security.as_deref().map(load_security).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            let _ = writeln!(handshake, "failed security settings: {e}");
+            return 2;
+        }
+    };
+    if args.mounts.is_some() || security.read_only_root {
+        match mount_plan(args.mounts.as_deref(), security.read_only_root) {
             Ok(plan) => {
                 // SAFETY: the closure makes only system calls (unshare, mount, open/write) on data prepared before
                 // the fork; it allocates nothing.
@@ -95,6 +104,14 @@ pub fn run(args: ShimArgs) -> i32 {
                 );
                 return 2;
             }
+        }
+    }
+    if args.security.is_some() {
+        let identity = Identity::of(&security);
+        // SAFETY: the closure makes only system calls (prctl, setgroups, setgid, setuid) on data prepared before
+        // the fork; it allocates nothing. It runs after the mounts (which need the privileges it gives up).
+        unsafe {
+            cmd.pre_exec(move || identity.apply());
         }
     }
     let mut child = match cmd.spawn() {
@@ -302,25 +319,101 @@ pub fn join_netns(cmd: &mut Command, path: &Path) -> Result<(), PrepareError> {
     Ok(())
 }
 
+fn load_security(file: &Path) -> Result<super::security::Security, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// Who the container runs as, made ready before the fork: capabilities to drop from the bounding set (as root),
+/// `no_new_privs`, then groups, group and user.
+struct Identity {
+    drop: Vec<u32>,
+    no_new_privileges: bool,
+    groups: Vec<libc::gid_t>,
+    gid: Option<libc::gid_t>,
+    uid: Option<libc::uid_t>,
+    root: bool,
+}
+
+impl Identity {
+    fn of(s: &super::security::Security) -> Identity {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        Identity {
+            drop: s.dropped_numbers(),
+            no_new_privileges: s.no_new_privileges,
+            groups: s.supplemental_groups.clone(),
+            gid: s.run_as_group,
+            uid: s.run_as_user,
+            root,
+        }
+    }
+
+    /// Runs in the child between fork and exec.
+    fn apply(&self) -> std::io::Result<()> {
+        let err = std::io::Error::last_os_error;
+        // SAFETY: plain system calls on integers and a slice owned by `self`.
+        unsafe {
+            if self.root {
+                for cap in &self.drop {
+                    // Capabilities the kernel does not know are skipped (EINVAL).
+                    if libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) != 0
+                        && *libc::__errno_location() != libc::EINVAL
+                    {
+                        return Err(err());
+                    }
+                }
+            }
+            if self.no_new_privileges && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(err());
+            }
+            let changes_identity =
+                self.uid.is_some() || self.gid.is_some() || !self.groups.is_empty();
+            if self.root
+                && changes_identity
+                && libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0
+            {
+                return Err(err());
+            }
+            if let Some(g) = self.gid {
+                if libc::setgid(g) != 0 {
+                    return Err(err());
+                }
+            }
+            if let Some(u) = self.uid {
+                if libc::setuid(u) != 0 {
+                    return Err(err());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Bind mounts made ready before the fork: paths as C strings, targets created on the host.
 struct MountPlan {
     mounts: Vec<(std::ffi::CString, std::ffi::CString, bool)>,
+    read_only_root: bool,
     root: bool,
     uid_map: std::ffi::CString,
     gid_map: std::ffi::CString,
 }
 
-fn mount_plan(file: &Path) -> Result<MountPlan, PrepareError> {
-    let path = || file.to_path_buf();
-    let bytes = std::fs::read(file).map_err(|source| PrepareError::MountsFile {
-        path: path(),
-        source,
-    })?;
-    let mounts: Vec<crate::node::volumes::Mount> =
-        serde_json::from_slice(&bytes).map_err(|source| PrepareError::MountsJson {
-            path: path(),
-            source,
-        })?;
+fn mount_plan(file: Option<&Path>, read_only_root: bool) -> Result<MountPlan, PrepareError> {
+    let mounts: Vec<crate::node::volumes::Mount> = match file {
+        None => Vec::new(),
+        Some(file) => {
+            let path = || file.to_path_buf();
+            let bytes = std::fs::read(file).map_err(|source| PrepareError::MountsFile {
+                path: path(),
+                source,
+            })?;
+            serde_json::from_slice(&bytes).map_err(|source| PrepareError::MountsJson {
+                path: path(),
+                source,
+            })?
+        }
+    };
     // SAFETY: geteuid and getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut out = Vec::new();
@@ -352,6 +445,7 @@ fn mount_plan(file: &Path) -> Result<MountPlan, PrepareError> {
     }
     Ok(MountPlan {
         mounts: out,
+        read_only_root,
         root: uid == 0,
         uid_map: std::ffi::CString::new(format!("{uid} {uid} 1"))?,
         gid_map: std::ffi::CString::new(format!("{gid} {gid} 1"))?,
@@ -410,6 +504,18 @@ impl MountPlan {
                 {
                     return Err(err());
                 }
+            }
+            // readOnlyRootFilesystem: this namespace's root goes read-only; the volumes above stay as they are.
+            if self.read_only_root
+                && libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(err());
             }
         }
         Ok(())

@@ -209,8 +209,10 @@ impl ContainerdRuntime {
         let image = self
             .resolve(&spec.image, &spec.pull_policy, &spec.pull_secrets)
             .await?;
-        let oci = spec::build(id, spec, &image.config["config"])
-            .map_err(|e| RuntimeError::Create(e.to_string()))?;
+        let oci = spec::build(id, spec, &image.config["config"]).map_err(|e| match e {
+            spec::SpecError::NonRoot(m) => RuntimeError::Config(m),
+            other => RuntimeError::Create(other.to_string()),
+        })?;
         if let Some(parent) = spec.log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }

@@ -1,7 +1,8 @@
 //! The OCI runtime spec (runc's `config.json`) for one container, built from its [`ContainerSpec`] and its image's
 //! config the way Kubernetes combines them: `command` replaces the image's entrypoint and `args` its cmd; the
 //! container's environment overrides the image's; `workingDir` over the image's; `runAsUser`/`runAsGroup` over the
-//! image's user. The pod's network namespace is joined; mount, PID, IPC and UTS namespaces are the container's own.
+//! image's user (`runAsNonRoot` checked against the result); supplemental groups, capabilities, a read-only root
+//! and `noNewPrivileges` from the securityContext. The pod's network namespace is joined; mount, PID, IPC and UTS namespaces are the container's own.
 //! Memory and CPU limits become cgroup limits, CPU requests cgroup shares.
 
 use serde_json::{json, Value};
@@ -9,24 +10,6 @@ use serde_json::{json, Value};
 use super::super::ContainerSpec;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The capabilities a container gets (Docker's and containerd's default set).
-const CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// The command line: Kubernetes' rules for `command`/`args` against the image's `Entrypoint`/`Cmd`.
 pub fn argv(spec: &ContainerSpec, image: &Value) -> Vec<String> {
@@ -77,6 +60,11 @@ pub enum SpecError {
     NotNumeric { what: &'static str, value: String },
     #[error("no command specified: image {image:?} has no entrypoint or cmd and the container sets no command")]
     NoCommand { image: String },
+    /// `runAsNonRoot` and a root (or unverifiable) user: the kubelet's message.
+    #[error("{0}")]
+    NonRoot(String),
+    #[error("unknown capability {0:?} in securityContext.capabilities")]
+    Capability(String),
 }
 
 /// uid and gid: the container's securityContext, else the image's numeric `User` (`uid` or `uid:gid`).
@@ -95,11 +83,11 @@ pub fn user(spec: &ContainerSpec, image: &Value) -> Result<(u32, u32), SpecError
             value: s.to_string(),
         })
     };
-    let uid = match spec.run_as_user {
+    let uid = match spec.security.run_as_user {
         Some(u) => u,
         None => number(iu, "user")?.unwrap_or(0),
     };
-    let gid = match spec.run_as_group {
+    let gid = match spec.security.run_as_group {
         Some(g) => g,
         None => match ig {
             Some(g) => number(g, "group")?.unwrap_or(0),
@@ -125,6 +113,27 @@ pub fn build(id: &str, spec: &ContainerSpec, image: &Value) -> Result<Value, Spe
         });
     }
     let (uid, gid) = user(spec, image)?;
+    if spec.run_as_non_root {
+        let image_user = image["User"].as_str().unwrap_or("");
+        let numeric = spec.security.run_as_user.is_some()
+            || image_user.is_empty()
+            || image_user
+                .split(':')
+                .next()
+                .is_some_and(|u| u.parse::<u32>().is_ok());
+        let name = spec.id.split('/').nth(1).unwrap_or("");
+        super::super::security::verify_non_root(
+            numeric.then_some(uid),
+            image_user,
+            &spec.pod_label,
+            name,
+        )
+        .map_err(SpecError::NonRoot)?;
+    }
+    if let Some(c) = spec.security.unknown_capability() {
+        return Err(SpecError::Capability(c));
+    }
+    let caps = spec.security.oci_capabilities();
     let cwd = spec
         .working_dir
         .as_ref()
@@ -202,19 +211,20 @@ pub fn build(id: &str, spec: &ContainerSpec, image: &Value) -> Result<Value, Spe
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": uid, "gid": gid},
+            "user": {"uid": uid, "gid": gid, "additionalGids": spec.security.supplemental_groups},
             "args": args,
             "env": env,
             "cwd": cwd,
             "capabilities": {
-                "bounding": CAPABILITIES,
-                "effective": CAPABILITIES,
-                "permitted": CAPABILITIES,
+                "bounding": caps,
+                // A non-root user keeps none in its effective set (as without ambient capabilities).
+                "effective": if uid == 0 { caps.clone() } else { vec![] },
+                "permitted": if uid == 0 { caps.clone() } else { vec![] },
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
-            "noNewPrivileges": false,
+            "noNewPrivileges": spec.security.no_new_privileges,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": spec.security.read_only_root},
         "hostname": spec.hostname,
         "mounts": mounts,
         "linux": {
@@ -275,7 +285,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("runAsUser"));
-        s.run_as_user = Some(7);
+        s.security.run_as_user = Some(7);
         assert_eq!(user(&s, &json!({"User": "nobody"})).unwrap(), (7, 0));
     }
 
