@@ -55,6 +55,15 @@ pub struct ControlArgs {
     /// `PLURAL.GROUP` for other groups.
     #[arg(long = "encrypt-resource")]
     pub encrypt_resources: Vec<String>,
+    /// Keep an audit log in FILE: one JSON line (audit.k8s.io/v1 Event, Metadata level) per API request.
+    #[arg(long, alias = "audit-log-path", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Rotate the audit log when it passes this many megabytes.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs kept (FILE.1, FILE.2, ...).
+    #[arg(long, default_value_t = 5)]
+    pub audit_log_maxbackup: u32,
 }
 
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
@@ -89,6 +98,14 @@ pub async fn server(
         tls_sans: control.tls_sans.clone(),
         allow_unsigned_webhooks: control.allow_unsigned_webhooks,
         encryption_provider: control.encryption_provider,
+        audit: control
+            .audit_log
+            .clone()
+            .map(|path| capstan::daemons::server::AuditOptions {
+                path,
+                max_bytes: control.audit_log_maxsize.max(1) << 20,
+                max_backups: control.audit_log_maxbackup,
+            }),
         encrypt_resources: std::iter::once("secrets".to_string())
             .chain(control.encrypt_resources.iter().cloned())
             .collect(),

@@ -3,6 +3,7 @@
 //! module that touches the store. Every request except the health and version endpoints needs the bearer token.
 //! It must not run controllers: it stores and serves, and others act.
 
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod discovery;
@@ -67,6 +68,8 @@ pub struct Server {
     pub sa_tokens: Option<Arc<satokens::TokenSigner>>,
     /// The keys of encryption at rest (None: values are stored as they are, as in unit tests).
     pub encryption: Option<Arc<crate::store::encrypted::Encryption>>,
+    /// The audit log (`--audit-log`), if kept.
+    pub audit: Option<Arc<audit::AuditLog>>,
 }
 
 impl Server {
@@ -99,6 +102,7 @@ impl Server {
             rbac: Arc::default(),
             sa_tokens: None,
             encryption: None,
+            audit: None,
         }
     }
 }
@@ -355,6 +359,6 @@ pub async fn serve(
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     axum_server::from_tcp_rustls(std_listener, config)?
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
 }

@@ -86,42 +86,89 @@ async fn identify(
     super::authn::from_certificate(&cert?)
 }
 
+/// Every guarded request: [`guard`], then its audit event when the server keeps an audit log.
+async fn require_token(State(server): State<Server>, req: Request, next: Next) -> Response {
+    let Some(log) = server.audit.clone() else {
+        return guard(&server, req, next).await.0;
+    };
+    let received = chrono::Utc::now();
+    let uri = req.uri().to_string();
+    let attributes = super::authz::attributes(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+    );
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let annotations = std::cell::RefCell::new(Vec::new());
+    let ((resp, who, impersonator), annotations) = super::audit::ANNOTATIONS
+        .scope(annotations, async {
+            let out = guard(&server, req, next).await;
+            (out, super::audit::ANNOTATIONS.with(|a| a.take()))
+        })
+        .await;
+    log.record(&super::audit::Request {
+        who: who.as_ref(),
+        impersonator: impersonator.as_ref(),
+        uri: &uri,
+        attributes: &attributes,
+        source,
+        user_agent: user_agent.as_deref(),
+        received,
+        code: resp.status().as_u16(),
+        annotations,
+    });
+    resp
+}
+
 /// Answers 401 to a request that is nobody (no known bearer token, no client certificate of the cluster CA). A
 /// bootstrap token only reaches `/capstan/v1/join`. `Impersonate-User`/`-Group` headers act as another user when
 /// the caller may `impersonate` them. Then the request is authorized (403 in Kubernetes' words when refused), and
-/// the identity goes into the request's extensions.
-async fn require_token(State(server): State<Server>, mut req: Request, next: Next) -> Response {
+/// the identity goes into the request's extensions. Returns the response, who the request acted as, and who
+/// really sent it when that was someone else (impersonation).
+async fn guard(
+    server: &Server,
+    mut req: Request,
+    next: Next,
+) -> (Response, Option<Identity>, Option<Identity>) {
     let token = super::bearer(req.headers()).map(String::from);
     let cert = req
         .extensions()
         .get::<std::sync::Arc<axum_server::tls::TlsInfo>>()
         .and_then(|t| t.peer_certificates.first().cloned());
-    let who = identify(&server, token, cert).await;
+    let who = identify(server, token, cert).await;
     let path = req.uri().path().to_string();
     let who = match who {
-        None => return ApiError::unauthorized().into_response(),
-        Some(Identity::Bootstrap(_)) if path == "/capstan/v1/join" => {
-            req.extensions_mut().insert(who.expect("matched"));
-            return next.run(req).await;
+        None => return (ApiError::unauthorized().into_response(), None, None),
+        Some(id @ Identity::Bootstrap(_)) if path == "/capstan/v1/join" => {
+            req.extensions_mut().insert(id.clone());
+            return (next.run(req).await, Some(id), None);
         }
-        Some(Identity::Bootstrap(_)) => {
-            return ApiError::forbidden(
+        Some(id @ Identity::Bootstrap(_)) => {
+            let refused = ApiError::forbidden(
                 "a bootstrap token may only join a node (POST /capstan/v1/join)",
-            )
-            .into_response()
+            );
+            return (refused.into_response(), Some(id), None);
         }
         Some(id) => id,
     };
-    let who = match impersonated(&server, &who, req.headers()).await {
-        Ok(Some(other)) => other,
-        Ok(None) => who,
-        Err(e) => return e.into_response(),
+    let (who, impersonator) = match impersonated(server, &who, req.headers()).await {
+        Ok(Some(other)) => (other, Some(who)),
+        Ok(None) => (who, None),
+        Err(e) => return (e.into_response(), Some(who), None),
     };
     // The node-certificate endpoint decides for itself (a node for its own, the admin for any).
     if path != "/capstan/v1/node-certificate" {
         let a = super::authz::attributes(req.method(), &path, req.uri().query().unwrap_or(""));
         if let Err(e) = server.authorize(&who, &a).await {
-            return e.into_response();
+            return (e.into_response(), Some(who), impersonator);
         }
     }
     // One user's burst waits its turn instead of taking every worker (system:masters exempt, as in Kubernetes).
@@ -145,12 +192,12 @@ async fn require_token(State(server): State<Server>, mut req: Request, next: Nex
                 .into_response();
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
+                return (resp, Some(who), impersonator);
             }
         }
     };
-    req.extensions_mut().insert(who);
-    next.run(req).await
+    req.extensions_mut().insert(who.clone());
+    (next.run(req).await, Some(who), impersonator)
 }
 
 /// The identity a request impersonates (`Impersonate-User`, `Impersonate-Group`), if it asks to and may.

@@ -46,6 +46,11 @@ pub enum Error {
     ServiceAccountKey(#[from] apiserver::satokens::KeyError),
     #[error(transparent)]
     Encryption(#[from] crate::store::encrypted::ConfigError),
+    #[error("opening the audit log {path}: {source}")]
+    AuditLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl From<crate::client::Error> for Error {
@@ -58,6 +63,8 @@ impl From<crate::client::Error> for Error {
 pub type Preparation =
     Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
 
+/// Where the audit log goes and how it rotates (for the CLI's flags).
+pub use crate::apiserver::audit::Options as AuditOptions;
 /// The ciphers of encryption at rest (for the CLI's flags).
 pub use crate::store::encrypted::Provider as EncryptionProvider;
 
@@ -78,6 +85,8 @@ pub struct Options {
     pub encryption_provider: crate::store::encrypted::Provider,
     /// Resources whose objects are encrypted at rest (`secrets`, `configmaps`, `PLURAL.GROUP`).
     pub encrypt_resources: Vec<String>,
+    /// The audit log, if one is kept.
+    pub audit: Option<apiserver::audit::Options>,
 }
 
 /// The names the serving certificate must carry: loopback, the host name, the listen address (every interface's
@@ -219,6 +228,15 @@ impl ControlPlane {
             .await
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
         server.allow_unsigned_webhooks = opts.allow_unsigned_webhooks;
+        if let Some(audit) = &opts.audit {
+            let log = apiserver::audit::AuditLog::open(audit.clone()).map_err(|source| {
+                Error::AuditLog {
+                    path: audit.path.clone(),
+                    source,
+                }
+            })?;
+            server.audit = Some(Arc::new(log));
+        }
         let service_ip = crate::sys::parse_cidr(cidr)
             .ok()
             .map(|(net, _)| std::net::Ipv4Addr::from(u32::from(net) + 1));

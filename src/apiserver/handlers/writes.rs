@@ -294,8 +294,12 @@ impl Server {
         }
         // Pod Security Admission: new pods, and the pod templates of workloads whenever they are written.
         if !status_sub && (kind.kind != "Pod" || old.is_none()) {
-            self.admit_pod_security(kind.kind, ns, &obj, warnings)
-                .await?;
+            if let Some(v) = self
+                .admit_pod_security(kind.kind, ns, &obj, warnings)
+                .await?
+            {
+                crate::apiserver::audit::annotate("pod-security.kubernetes.io/audit-violations", v);
+            }
         }
         let errs = validation::semantic(kind, &obj);
         if !errs.is_empty() {

@@ -1,0 +1,309 @@
+//! The audit log (`capstan server --audit-log FILE`): one JSON line per request, as Kubernetes' `audit.k8s.io/v1`
+//! Event at the `Metadata` level - who (user, groups, impersonated user, source address, user agent) did what
+//! (verb, request URI, the object's resource, namespace and name) with which result (the response code), when.
+//! Bodies are never logged, so neither are Secrets' values. Lines are written by a thread of their own (a request
+//! never waits for the disk; if the writer falls 10,000 events behind, further events are counted and dropped),
+//! and the file is rotated by size (`--audit-log-maxsize` MB, `--audit-log-maxbackup` old files kept as
+//! `FILE.1`, `FILE.2`, ...).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use serde_json::{json, Value};
+
+use super::authn::Identity;
+use crate::api::rbac::Attributes;
+
+tokio::task_local! {
+    /// Annotations a request's handlers add to its audit event (a Pod Security `audit` violation).
+    pub static ANNOTATIONS: std::cell::RefCell<Vec<(String, String)>>;
+}
+
+/// Adds an annotation to the audit event of the request being served (nothing when no audit log is kept).
+pub fn annotate(key: &str, value: String) {
+    let _ = ANNOTATIONS.try_with(|a| a.borrow_mut().push((key.to_string(), value)));
+}
+
+/// Where and how the audit log is kept.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub path: PathBuf,
+    /// Rotate when the file passes this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub max_backups: u32,
+}
+
+/// The audit log's writer.
+#[derive(Debug)]
+pub struct AuditLog {
+    tx: mpsc::SyncSender<Vec<u8>>,
+    dropped: AtomicU64,
+}
+
+/// What one request was, for its audit event.
+pub struct Request<'a> {
+    pub who: Option<&'a Identity>,
+    /// The authenticated user when `who` is someone it impersonates.
+    pub impersonator: Option<&'a Identity>,
+    pub uri: &'a str,
+    pub attributes: &'a Attributes,
+    pub source: Option<std::net::IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub received: chrono::DateTime<chrono::Utc>,
+    pub code: u16,
+    /// Annotations (a Pod Security `audit` violation).
+    pub annotations: Vec<(String, String)>,
+}
+
+impl AuditLog {
+    /// Opens (appending) the log and starts its writer thread.
+    pub fn open(opts: Options) -> std::io::Result<AuditLog> {
+        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = open_private(&opts.path)?;
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(10_000);
+        std::thread::Builder::new()
+            .name("capstan-audit".into())
+            .spawn(move || write_loop(rx, file, &opts))?;
+        Ok(AuditLog {
+            tx,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Records one request.
+    pub fn record(&self, r: &Request<'_>) {
+        let mut line = serde_json::to_vec(&event(r)).unwrap_or_default();
+        line.push(b'\n');
+        if self.tx.try_send(line).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "the audit log writer is behind; events dropped"
+                );
+            }
+        }
+    }
+}
+
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn write_loop(rx: mpsc::Receiver<Vec<u8>>, file: std::fs::File, opts: &Options) {
+    let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut out = std::io::BufWriter::new(file);
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        for line in batch {
+            if size > 0 && size + line.len() as u64 > opts.max_bytes {
+                let _ = out.flush();
+                match rotate(opts) {
+                    Ok(f) => {
+                        out = std::io::BufWriter::new(f);
+                        size = 0;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %opts.path.display(), "rotating the audit log: {e}")
+                    }
+                }
+            }
+            if out.write_all(&line).is_ok() {
+                size += line.len() as u64;
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Shifts `FILE.n` to `FILE.n+1` (the oldest beyond `max_backups` goes), `FILE` to `FILE.1`; a new `FILE`.
+fn rotate(opts: &Options) -> std::io::Result<std::fs::File> {
+    let name = |i: u32| PathBuf::from(format!("{}.{i}", opts.path.display()));
+    if opts.max_backups == 0 {
+        std::fs::remove_file(&opts.path)?;
+    } else {
+        let _ = std::fs::remove_file(name(opts.max_backups));
+        for i in (1..opts.max_backups).rev() {
+            let _ = std::fs::rename(name(i), name(i + 1));
+        }
+        std::fs::rename(&opts.path, name(1))?;
+    }
+    open_private(&opts.path)
+}
+
+fn user(who: &Identity) -> Value {
+    let (name, groups) = who.user_info();
+    json!({"username": name, "groups": groups})
+}
+
+/// The `audit.k8s.io/v1` Event of one request.
+pub fn event(r: &Request<'_>) -> Value {
+    let a = r.attributes;
+    let mut e = json!({
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": uuid::Uuid::new_v4().to_string(),
+        "stage": "ResponseComplete",
+        "requestURI": r.uri,
+        "verb": a.verb,
+        "user": match (r.impersonator, r.who) {
+            (Some(real), _) => user(real),
+            (None, Some(who)) => user(who),
+            (None, None) => json!({}),
+        },
+        "sourceIPs": r.source.map(|ip| vec![ip.to_string()]).unwrap_or_default(),
+        "responseStatus": {"metadata": {}, "code": r.code},
+        "requestReceivedTimestamp": r.received.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "stageTimestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    });
+    if let (Some(_), Some(who)) = (r.impersonator, r.who) {
+        e["impersonatedUser"] = user(who);
+    }
+    if let Some(ua) = r.user_agent {
+        e["userAgent"] = json!(ua);
+    }
+    if let Some(res) = &a.resource {
+        let mut o = json!({"resource": res.resource, "apiVersion": ""});
+        if !res.group.is_empty() {
+            o["apiGroup"] = json!(res.group);
+        }
+        if !res.namespace.is_empty() {
+            o["namespace"] = json!(res.namespace);
+        }
+        if !res.name.is_empty() {
+            o["name"] = json!(res.name);
+        }
+        if !res.subresource.is_empty() {
+            o["subresource"] = json!(res.subresource);
+        }
+        // The version is the path segment after the group (or `api/`).
+        let version = r
+            .uri
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .split('/')
+            .nth(if res.group.is_empty() { 1 } else { 2 })
+            .unwrap_or("")
+            .to_string();
+        o["apiVersion"] = json!(version);
+        e["objectRef"] = o;
+    }
+    if !r.annotations.is_empty() {
+        e["annotations"] = Value::Object(
+            r.annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+        );
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rbac::ResourceAttributes;
+
+    fn request<'a>(who: &'a Identity, a: &'a Attributes, code: u16) -> Request<'a> {
+        Request {
+            who: Some(who),
+            impersonator: None,
+            uri: concat!("/", "api/v1/namespaces/b/secrets/db"),
+            attributes: a,
+            source: Some([127, 0, 0, 1].into()),
+            user_agent: Some("kubectl/v1.32.0"),
+            received: chrono::Utc::now(),
+            code,
+            annotations: vec![],
+        }
+    }
+
+    #[test]
+    fn events_name_who_what_and_the_outcome() {
+        let alice = Identity::User {
+            name: "alice".into(),
+            groups: vec!["team-a".into()],
+        };
+        let a = Attributes {
+            verb: "get".into(),
+            resource: Some(ResourceAttributes {
+                group: String::new(),
+                resource: "secrets".into(),
+                subresource: String::new(),
+                namespace: "b".into(),
+                name: "db".into(),
+            }),
+            path: String::new(),
+        };
+        let e = event(&request(&alice, &a, 403));
+        assert_eq!(e["verb"], "get");
+        assert_eq!(e["user"]["username"], "alice");
+        assert_eq!(e["objectRef"]["resource"], "secrets");
+        assert_eq!(e["objectRef"]["namespace"], "b");
+        assert_eq!(e["objectRef"]["name"], "db");
+        assert_eq!(e["objectRef"]["apiVersion"], "v1");
+        assert_eq!(e["responseStatus"]["code"], 403);
+        assert_eq!(e["sourceIPs"][0], "127.0.0.1");
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_and_keeps_its_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(Options {
+            path: path.clone(),
+            max_bytes: 2_000,
+            max_backups: 2,
+        })
+        .unwrap();
+        let who = Identity::Admin;
+        let a = Attributes {
+            verb: "list".into(),
+            resource: None,
+            path: concat!("/", "healthz").into(),
+        };
+        for _ in 0..100 {
+            log.record(&request(&who, &a, 200));
+        }
+        drop(log);
+        // The writer ends when the log is dropped; give it a moment to finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !path.with_extension("log.2").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for p in [
+            path.clone(),
+            path.with_extension("log.1"),
+            path.with_extension("log.2"),
+        ] {
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(text.len() <= 2_000, "{}: {}", p.display(), text.len());
+            for line in text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["kind"], "Event");
+            }
+        }
+        assert!(!path.with_extension("log.3").exists());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
