@@ -1,7 +1,7 @@
 //! A container's security settings as both runtimes apply them: the user, group and supplemental groups it runs
 //! as, `runAsNonRoot` (checked like the kubelet, with its messages), a read-only root filesystem, `privileged`,
-//! capabilities (containerd's default set, plus `add`, minus `drop`; `ALL` in either) and `no_new_privs` when
-//! `allowPrivilegeEscalation: false`.
+//! capabilities (containerd's default set or none after `drop: [ALL]`, plus `add`, minus what `drop` names) and
+//! `no_new_privs` when `allowPrivilegeEscalation: false`.
 
 use serde::{Deserialize, Serialize};
 
@@ -95,13 +95,16 @@ impl Security {
         }
         let add: Vec<String> = self.cap_add.iter().map(|c| bare(c)).collect();
         let drop: Vec<String> = self.cap_drop.iter().map(|c| bare(c)).collect();
+        // As containerd's CRI plugin: the default set (none after `drop: [ALL]`), plus `add` (`ALL`: every one),
+        // minus the capabilities `drop` names.
+        let drop_all = drop.iter().any(|d| d == "ALL");
         NAMES
             .iter()
             .copied()
             .filter(|n| {
-                let wanted =
-                    DEFAULT_CAPABILITIES.contains(n) || add.iter().any(|a| a == n || a == "ALL");
-                wanted && !drop.iter().any(|d| d == n || d == "ALL")
+                let base = DEFAULT_CAPABILITIES.contains(n) && !drop_all;
+                let added = add.iter().any(|a| a == n || a == "ALL");
+                (base || added) && !drop.iter().any(|d| d == n)
             })
             .collect()
     }
