@@ -118,3 +118,52 @@ fn every_request_is_audited_with_who_what_and_the_outcome() {
         0o600
     );
 }
+
+#[test]
+fn the_control_plane_components_act_as_their_own_users() {
+    let Some(k) = common::kubectl() else { return };
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("audit.log");
+    let s = Server::up(&["--audit-log", path.to_str().unwrap()]);
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=none",
+            "--",
+            "sleep",
+            "600",
+        ],
+    ));
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    ));
+    // Who wrote what: the ReplicaSet's pod by the controller manager, its binding by the scheduler, its status
+    // by the node.
+    let by = |all: &[Value], resource: &str, sub: &str, verb: &str| -> Option<String> {
+        all.iter()
+            .find(|e| {
+                e["objectRef"]["resource"] == resource
+                    && e["objectRef"]["subresource"].as_str().unwrap_or("") == sub
+                    && e["verb"] == verb
+                    && e["responseStatus"]["code"]
+                        .as_u64()
+                        .is_some_and(|c| c < 300)
+            })
+            .and_then(|e| e["user"]["username"].as_str().map(String::from))
+    };
+    let (pods, binding, status) = within(Duration::from_secs(10), "the components' writes", || {
+        let all = events(&path);
+        Some((
+            by(&all, "pods", "", "create")?,
+            by(&all, "pods", "binding", "create")?,
+            by(&all, "pods", "status", "patch").or_else(|| by(&all, "pods", "status", "update"))?,
+        ))
+    });
+    assert_eq!(pods, "system:kube-controller-manager");
+    assert_eq!(binding, "system:kube-scheduler");
+    assert_eq!(status, "system:node:node-a");
+}

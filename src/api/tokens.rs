@@ -5,6 +5,11 @@
 use base64::Engine;
 use serde_json::Value;
 
+/// The users the control plane's own components act as.
+pub const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+pub const SCHEDULER_USER: &str = "system:kube-scheduler";
+pub const GITOPS_USER: &str = "system:capstan-gitops";
+
 /// Where a pod's ServiceAccount credentials (token, `ca.crt`, `namespace`) are mounted.
 pub const SERVICE_ACCOUNT_MOUNT: &str =
     concat!("/", "var/run/secrets/kubernetes.io/serviceaccount");

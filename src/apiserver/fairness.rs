@@ -1,7 +1,8 @@
 //! A small version of Kubernetes' API Priority and Fairness: each user may have at most [`PER_USER`] requests in
 //! flight; one more is answered 429 with `Retry-After: 1`, so one client cannot take every worker from the rest.
 //! Long-running requests (watches, exec, followed logs) do not count, and `system:masters` is exempt, as
-//! Kubernetes exempts it.
+//! Kubernetes exempts it; so are the control plane's own components (the controller manager, the scheduler and
+//! GitOps), which Kubernetes gives priority levels of their own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,13 @@ impl InFlight {
             user: user.to_string(),
         })
     }
+}
+
+/// Whether a user is not limited: `system:masters`, and the control plane's components.
+pub fn exempt(user: &str, groups: &[String]) -> bool {
+    use crate::api::tokens::{CONTROLLER_MANAGER_USER, GITOPS_USER, SCHEDULER_USER};
+    groups.iter().any(|g| g == "system:masters")
+        || [CONTROLLER_MANAGER_USER, SCHEDULER_USER, GITOPS_USER].contains(&user)
 }
 
 /// Whether a request is long-running (not counted): a watch, exec, or followed logs.

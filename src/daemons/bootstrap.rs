@@ -2,7 +2,8 @@
 //! the four built-in namespaces, the default `local-path` StorageClass and Kubernetes' default RBAC roles
 //! (`cluster-admin` bound to `system:masters`; `admin`, `edit` and `view` aggregated from the
 //! `system:aggregate-to-*` roles, so a ClusterRole labelled `rbac.authorization.k8s.io/aggregate-to-view: "true"`
-//! extends them). Later: the `kubernetes` Service. Request handlers never create objects on their own.
+//! extends them), and the roles of the control plane's own identities (the controller manager, the scheduler,
+//! GitOps). Request handlers never create objects on their own.
 
 use serde_json::{json, Value};
 
@@ -24,7 +25,60 @@ pub fn objects() -> Vec<Value> {
         "provisioner": LOCAL_PATH, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
     );
     out.extend(roles());
+    out.extend(component_roles());
     out
+}
+
+/// A ClusterRoleBinding of `role` to `user`.
+fn user_binding(name: &str, role: &str, user: &str) -> Value {
+    json!({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": {BOOTSTRAP_LABEL: "rbac-defaults"},
+            "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
+}
+
+/// The roles of the control plane's own identities: the controller manager and GitOps act on every kind (the
+/// garbage collector deletes whatever has owners; an app may hold anything its ServiceAccount allows, which GitOps
+/// impersonates), the scheduler reads what placement needs and binds pods.
+pub fn component_roles() -> Vec<Value> {
+    use super::server::{CONTROLLER_MANAGER_USER, GITOPS_USER, SCHEDULER_USER};
+    const READ: &[&str] = &["get", "list", "watch"];
+    let everything = || vec![rule(&["*"], &["*"], &["*"])];
+    vec![
+        cluster_role(CONTROLLER_MANAGER_USER, json!({}), everything()),
+        user_binding(
+            CONTROLLER_MANAGER_USER,
+            CONTROLLER_MANAGER_USER,
+            CONTROLLER_MANAGER_USER,
+        ),
+        cluster_role(
+            SCHEDULER_USER,
+            json!({}),
+            vec![
+                rule(&["*"], &["*"], READ),
+                rule(&[""], &["pods/binding", "bindings"], &["create"]),
+                rule(
+                    &[""],
+                    &["pods", "pods/status"],
+                    &["update", "patch", "delete"],
+                ),
+                rule(
+                    &["", "events.k8s.io"],
+                    &["events"],
+                    &["create", "patch", "update"],
+                ),
+                rule(
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                    &["create", "update", "patch"],
+                ),
+            ],
+        ),
+        user_binding(SCHEDULER_USER, SCHEDULER_USER, SCHEDULER_USER),
+        cluster_role(GITOPS_USER, json!({}), everything()),
+        user_binding(GITOPS_USER, GITOPS_USER, GITOPS_USER),
+    ]
 }
 
 /// What the serviceaccounts controller keeps in every namespace, made at start for the built-in ones so they are

@@ -23,13 +23,34 @@ use crate::controllers::{
 use crate::runtime::leader::Elector;
 use crate::runtime::Controller;
 
+/// The identities the controller manager's parts act as, each its own user (`system:kube-controller-manager`,
+/// `system:kube-scheduler`, `system:capstan-gitops`), so RBAC and the audit log tell them apart.
+#[derive(Clone)]
+pub struct Clients {
+    pub controllers: Client,
+    pub scheduler: Client,
+    pub gitops: Client,
+}
+
+impl Clients {
+    /// Every part as the same client (tests, and processes with one credential).
+    pub fn one(client: Client) -> Clients {
+        Clients {
+            controllers: client.clone(),
+            scheduler: client.clone(),
+            gitops: client,
+        }
+    }
+}
+
 /// Runs the control loops while this process is the elected leader, until `shutdown` resolves.
 pub async fn run(
-    client: Client,
+    clients: Clients,
     identity: String,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let client = clients.controllers.clone();
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
     let elector = Elector::new("kube-system", "capstan-controller-manager", &identity);
     let campaign = tokio::spawn(elector.run(client.clone(), leading_tx));
@@ -40,7 +61,7 @@ pub async fn run(
             }
             tracing::info!(%identity, "leading the controller manager");
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let running = tokio::spawn(loops(client.clone(), settings.clone(), async {
+            let running = tokio::spawn(loops(clients.clone(), settings.clone(), async {
                 let _ = stop_rx.await;
             }));
             let _ = leading.wait_for(|l| !*l).await;
@@ -106,6 +127,7 @@ impl Informers {
 /// The running loops, each with its stop signal.
 struct Loops {
     client: Client,
+    clients: Clients,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -317,10 +339,11 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
     });
     let c = Controller::<Namespace>::new(client.clone()).workers(1);
     l.spawn(|stop| c.run(serviceaccounts::reconcile, sa_ctx, stop));
-    let (c, cache) = (client.clone(), settings.gitops_cache.clone());
+    let (c, cache) = (l.clients.gitops.clone(), settings.gitops_cache.clone());
     l.spawn(|stop| crate::gitops::run(c, cache, stop));
     let (pods, nodes) = (i.pods.shared(), i.nodes.shared());
-    l.spawn(|stop| crate::scheduler::run(client, pods, nodes, stop));
+    let scheduler = l.clients.scheduler.clone();
+    l.spawn(|stop| crate::scheduler::run(scheduler, pods, nodes, stop));
 }
 
 /// The garbage collector, on the informers of every kind that can be an owner or owned.
@@ -352,13 +375,14 @@ fn garbage_collector(l: &mut Loops, i: &Informers) {
 
 /// Starts every loop on shared informers; stops them when `stop` resolves.
 async fn loops(
-    client: Client,
+    clients: Clients,
     settings: Settings,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let informers = Informers::start(&client);
+    let informers = Informers::start(&clients.controllers);
     let mut l = Loops {
-        client,
+        client: clients.controllers.clone(),
+        clients,
         stops: Vec::new(),
         tasks: Vec::new(),
     };

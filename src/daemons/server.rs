@@ -63,8 +63,11 @@ impl From<crate::client::Error> for Error {
 pub type Preparation =
     Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
 
+/// The users the control plane's components act as (bound to their roles at start, see `bootstrap.rs`).
+pub use crate::api::tokens::{CONTROLLER_MANAGER_USER, GITOPS_USER, SCHEDULER_USER};
 /// Where the audit log goes and how it rotates (for the CLI's flags).
 pub use crate::apiserver::audit::Options as AuditOptions;
+
 /// The ciphers of encryption at rest (for the CLI's flags).
 pub use crate::store::encrypted::Provider as EncryptionProvider;
 
@@ -292,6 +295,31 @@ impl ControlPlane {
         })
     }
 
+    /// A client of this API server as `user` in `groups`, with a client certificate of the cluster CA issued now
+    /// (a year's validity; every start issues new ones).
+    pub fn component_client(&self, user: &str, groups: &[&str]) -> Result<Client, Error> {
+        let dir = self.server.ca_dir.clone().ok_or_else(|| {
+            Error::Bootstrap("no certificate authority to issue component credentials".into())
+        })?;
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let (cert, key) = apiserver::tls::issue_client(
+            &dir,
+            user,
+            &groups,
+            Duration::from_secs(365 * 24 * 3600),
+            None,
+        )?;
+        let credentials = crate::client::config::Credentials {
+            certificate: Some((cert, key)),
+            ..Default::default()
+        };
+        Ok(Client::with_credentials(
+            &self.url,
+            &credentials,
+            Some(&self.ca_pem),
+        )?)
+    }
+
     /// A client of this API server with the admin credentials.
     pub fn client(&self) -> Result<Client, Error> {
         Ok(Client::new(&self.url, &self.token, Some(&self.ca_pem))?)
@@ -306,7 +334,16 @@ impl ControlPlane {
         let (cm_stop, controller_thread) = self.start_controller_manager()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let agent = match node {
-            Some(n) => Some(tokio::spawn(run_node(self.client()?, n, stop_rx))),
+            Some(n) => {
+                // The node inside `capstan up` is a node like any other: `system:node:NAME`, node-authorized.
+                let user = format!(
+                    "{}{}",
+                    apiserver::authn::NODE_USER_PREFIX,
+                    n.config.node_name
+                );
+                let client = self.component_client(&user, &[apiserver::authn::NODES_GROUP])?;
+                Some(tokio::spawn(run_node(client, n, stop_rx)))
+            }
             None => None,
         };
         let shutdown = async move {
@@ -341,7 +378,11 @@ impl ControlPlane {
         ),
         Error,
     > {
-        let client = self.client()?;
+        let client = super::controller_manager::Clients {
+            controllers: self.component_client(CONTROLLER_MANAGER_USER, &[])?,
+            scheduler: self.component_client(SCHEDULER_USER, &[])?,
+            gitops: self.component_client(GITOPS_USER, &[])?,
+        };
         let identity = format!("{}-{}", crate::node::hostname(), std::process::id());
         let settings = self.settings.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
