@@ -1,6 +1,7 @@
 //! Volumes end to end on a real `capstan up`: a ConfigMap mounted as files that change when the ConfigMap does, an
 //! emptyDir shared by two containers, and a StatefulSet whose pods keep their data in claims provisioned by the
-//! built-in `local-path` class - surviving the pod's deletion - with the real kubectl.
+//! built-in `local-path` class - surviving the pod's deletion - and a projected volume of every source, with the real
+//! kubectl.
 
 mod common;
 
@@ -314,4 +315,71 @@ spec:
     // The secret's value is in no event and no log line of the writer.
     let events = ok(&s.kubectl(&k, &["get", "events", "-o", "json"]));
     assert!(!events.contains("s3cr3t-value-42"));
+}
+
+const PROJECTED: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {colour: blue}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {user: admin}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: projected
+  labels: {app: shop, tier: web}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: none
+    command: [bash, -c, 'cd $DIR && for f in colour creds/user labels name token; do echo "$f=$(cat $f | head -c 40)"; done']
+    env: [{name: DIR, value: /etc/all}]
+    volumeMounts: [{name: all, mountPath: /etc/all}]
+  volumes:
+  - name: all
+    projected:
+      sources:
+      - configMap: {name: settings}
+      - secret: {name: creds, items: [{key: user, path: creds/user}]}
+      - downwardAPI:
+          items:
+          - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+          - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - serviceAccountToken: {path: token, expirationSeconds: 3600, audience: vault}
+"#;
+
+#[test]
+fn a_projected_volume_holds_configmap_secret_downward_api_and_token_files() {
+    let Some(k) = common::kubectl() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Without root the process runtime cannot mount at /etc/all; the volume code is the same either way.
+        assert!(!common::required(), "mounting at /etc needs root");
+        eprintln!("SKIP: mounting a volume at /etc/all needs root");
+        return;
+    }
+    let s = Server::up(&[]);
+    s.kubectl_apply(&k, PROJECTED);
+    let out = within(LONG, "the pod's output", || {
+        let text = logs(&s, &k, "projected", "c");
+        text.contains("token=").then_some(text)
+    });
+    assert!(out.contains("colour=blue"), "{out}");
+    assert!(out.contains("creds/user=admin"), "{out}");
+    assert!(out.contains("labels=app=\"shop\""), "{out}");
+    assert!(out.contains("name=projected"), "{out}");
+    assert!(out.contains("token=eyJ"), "{out}");
+    // TokenReview refuses what is not a token.
+    let (_, v) = s.call(
+        "POST",
+        concat!("/", "apis/authentication.k8s.io/v1/tokenreviews"),
+        "application/json",
+        r#"{"spec":{"token":"not-a-token"}}"#,
+    );
+    assert_eq!(v["status"]["authenticated"], false);
 }

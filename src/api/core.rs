@@ -137,7 +137,7 @@ object!(
     SecurityContext {
         pub allow_privilege_escalation: Option<bool>,
         pub app_armor_profile: Option<Opaque>,
-        pub capabilities: Option<Opaque>,
+        pub capabilities: Option<Capabilities>,
         pub cgroup_options: Option<Opaque>,
         pub privileged: Option<bool>,
         pub proc_mount: Option<String>,
@@ -151,6 +151,8 @@ object!(
         pub windows_options: Option<Opaque>,
     }
 );
+
+object!(Capabilities { pub add: Option<Vec<String>>, pub drop: Option<Vec<String>>, });
 
 object!(HostAlias { pub ip: String, pub hostnames: Option<Vec<String>>, });
 object!(LocalObjectReference { pub name: Option<String>, });
@@ -258,8 +260,8 @@ object!(Volume {
     pub secret: Option<SecretVolumeSource>,
     pub persistent_volume_claim: Option<PvcVolumeSource>,
     #[serde(rename = "downwardAPI")]
-    pub downward_api: Option<Opaque>,
-    pub projected: Option<Opaque>,
+    pub downward_api: Option<DownwardApiVolumeSource>,
+    pub projected: Option<ProjectedVolumeSource>,
     pub image: Option<Opaque>,
     pub ephemeral: Option<Opaque>,
     pub csi: Option<Opaque>,
@@ -289,6 +291,43 @@ object!(SecretVolumeSource {
     pub optional: Option<bool>,
 });
 object!(PvcVolumeSource { pub claim_name: String, pub read_only: Option<bool>, });
+object!(ProjectedVolumeSource {
+    pub sources: Option<Vec<VolumeProjection>>,
+    pub default_mode: Option<i32>,
+});
+object!(VolumeProjection {
+    pub secret: Option<ProjectedKeys>,
+    pub config_map: Option<ProjectedKeys>,
+    #[serde(rename = "downwardAPI")]
+    pub downward_api: Option<DownwardApiProjection>,
+    pub service_account_token: Option<ServiceAccountTokenProjection>,
+    pub cluster_trust_bundle: Option<Opaque>,
+    pub pod_certificate: Option<Opaque>,
+});
+object!(
+    /// A Secret's or ConfigMap's keys in a projected volume.
+    ProjectedKeys {
+        pub name: Option<String>,
+        pub items: Option<Vec<KeyToPath>>,
+        pub optional: Option<bool>,
+    }
+);
+object!(DownwardApiProjection { pub items: Option<Vec<DownwardApiVolumeFile>>, });
+object!(DownwardApiVolumeSource {
+    pub items: Option<Vec<DownwardApiVolumeFile>>,
+    pub default_mode: Option<i32>,
+});
+object!(DownwardApiVolumeFile {
+    pub path: String,
+    pub field_ref: Option<ObjectFieldSelector>,
+    pub resource_field_ref: Option<ResourceFieldSelector>,
+    pub mode: Option<i32>,
+});
+object!(ServiceAccountTokenProjection {
+    pub audience: Option<String>,
+    pub expiration_seconds: Option<i64>,
+    pub path: String,
+});
 
 object!(Toleration {
     pub key: Option<String>,

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{ConfigError, Shared};
-use crate::api::core::Pod;
+use crate::api::core::{Pod, ServiceAccountTokenProjection};
 
 /// A token and when it was issued and expires.
 #[derive(Debug, Clone)]
@@ -41,11 +41,11 @@ impl PodTokens {
         &self,
         shared: &Shared,
         pod: &Pod,
-        source: &Value,
+        source: &ServiceAccountTokenProjection,
     ) -> Result<String, ConfigError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let audience = source["audience"].as_str().unwrap_or("").to_string();
-        let seconds = source["expirationSeconds"].as_i64().unwrap_or(3600);
+        let audience = source.audience.clone().unwrap_or_default();
+        let seconds = source.expiration_seconds.unwrap_or(3600);
         let key = format!("{uid}/{audience}/{seconds}");
         self.get_or_renew(&key, Instant::now(), || async {
             request(shared, pod, &audience, seconds).await

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::env::{config_map_bytes, secret_bytes, Lookup};
 use super::{ConfigError, Shared};
 use crate::api::core::{
-    Container, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Volume,
+    Container, DownwardApiVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod,
+    ProjectedKeys, Volume, VolumeProjection,
 };
 use crate::client::Api;
 
@@ -113,17 +114,17 @@ async fn prepare_one(
         dir
     } else if let Some(p) = &v.projected {
         let dir = memory_dir(volume_dir(shared, uid, "projected", name))?;
-        let mode = p.0["defaultMode"].as_u64().map_or(0o644, |m| m as u32);
+        let mode = p.default_mode.map_or(0o644, |m| m as u32);
         let mut files = Files::new();
-        for source in p.0["sources"].as_array().into_iter().flatten() {
-            files.extend(source_files(shared, pod, name, source).await?);
+        for source in p.sources.iter().flatten() {
+            files.extend(source_files(shared, pod, source).await?);
         }
         project(&dir, &files, mode)?;
         dir
     } else if let Some(d) = &v.downward_api {
         let dir = volume_dir(shared, uid, "downward-api", name);
-        let mode = d.0["defaultMode"].as_u64().map_or(0o644, |m| m as u32);
-        project(&dir, &downward_files(pod, &d.0["items"])?, mode)?;
+        let mode = d.default_mode.map_or(0o644, |m| m as u32);
+        project(&dir, &downward_files(pod, d.items.as_deref())?, mode)?;
         dir
     } else if let Some(pvc) = &v.persistent_volume_claim {
         claim_path(shared, ns, &pvc.claim_name).await?
@@ -138,59 +139,32 @@ async fn prepare_one(
 async fn source_files(
     shared: &Shared,
     pod: &Pod,
-    volume: &str,
-    source: &serde_json::Value,
+    source: &VolumeProjection,
 ) -> Result<Files, ConfigError> {
     let ns = pod.metadata.namespace();
-    let items = |v: &serde_json::Value| -> Result<Option<Vec<KeyToPath>>, ConfigError> {
-        serde_json::from_value(v["items"].clone())
-            .map_err(|e| ConfigError::Invalid(format!("volume {volume:?}: items: {e}")))
-    };
-    let optional = |v: &serde_json::Value| v["optional"].as_bool().unwrap_or(false);
-    if let Some(c) = source.get("configMap") {
-        let name = c["name"].as_str().unwrap_or("");
+    if let Some(c) = &source.config_map {
+        let name = c.name.as_deref().unwrap_or("");
         let data = match shared.config_map(ns, name).await? {
             Some(cm) => Some(config_map_bytes(&cm)?),
             None => None,
         };
-        let items = items(c)?;
-        let src = Projected {
-            kind: "configmap",
-            name,
-            items: items.as_deref(),
-            optional: optional(c),
-            default_mode: None,
-        };
-        return src.present(data);
+        return Projected::of("configmap", c).present(data);
     }
-    if let Some(c) = source.get("secret") {
-        let name = c["name"].as_str().unwrap_or("");
+    if let Some(c) = &source.secret {
+        let name = c.name.as_deref().unwrap_or("");
         let data = match shared.secret(ns, name).await? {
             Some(s) => Some(secret_bytes(&s)?),
             None => None,
         };
-        let items = items(c)?;
-        let src = Projected {
-            kind: "secret",
-            name,
-            items: items.as_deref(),
-            optional: optional(c),
-            default_mode: None,
-        };
-        return src.present(data);
+        return Projected::of("secret", c).present(data);
     }
-    if let Some(d) = source.get("downwardAPI") {
-        return downward_files(pod, &d["items"]);
+    if let Some(d) = &source.downward_api {
+        return downward_files(pod, d.items.as_deref());
     }
-    if let Some(t) = source.get("serviceAccountToken") {
-        let path = t["path"].as_str().unwrap_or("token");
-        check_relative(path)?;
+    if let Some(t) = &source.service_account_token {
+        check_relative(&t.path)?;
         let token = shared.tokens.token_for(shared, pod, t).await?;
-        let mode = t["mode"].as_u64().map(|m| m as u32);
-        return Ok(Files::from([(
-            path.to_string(),
-            (token.into_bytes(), mode),
-        )]));
+        return Ok(Files::from([(t.path.clone(), (token.into_bytes(), None))]));
     }
     // clusterTrustBundle and podCertificate projections are not served.
     Ok(Files::new())
@@ -206,13 +180,16 @@ fn check_relative(path: &str) -> Result<(), ConfigError> {
 }
 
 /// Downward API items: pod fields (`fieldRef`; all labels or annotations as `key="value"` lines) as files.
-fn downward_files(pod: &Pod, items: &serde_json::Value) -> Result<Files, ConfigError> {
+fn downward_files(
+    pod: &Pod,
+    items: Option<&[DownwardApiVolumeFile]>,
+) -> Result<Files, ConfigError> {
     let mut out = Files::new();
-    for item in items.as_array().into_iter().flatten() {
-        let path = item["path"].as_str().unwrap_or("");
+    for item in items.into_iter().flatten() {
+        let path = item.path.as_str();
         check_relative(path)?;
-        let mode = item["mode"].as_u64().map(|m| m as u32);
-        let Some(field) = item["fieldRef"]["fieldPath"].as_str() else {
+        let mode = item.mode.map(|m| m as u32);
+        let Some(field) = item.field_ref.as_ref().map(|f| f.field_path.as_str()) else {
             // resourceFieldRef needs a container's resources; only fieldRef is projected.
             continue;
         };
@@ -371,6 +348,19 @@ async fn claim_path(shared: &Shared, ns: &str, claim: &str) -> Result<PathBuf, C
         )))?;
     }
     Ok(p)
+}
+
+impl<'a> Projected<'a> {
+    /// A Secret or ConfigMap source of a projected volume.
+    fn of(kind: &'static str, keys: &'a ProjectedKeys) -> Self {
+        Projected {
+            kind,
+            name: keys.name.as_deref().unwrap_or(""),
+            items: keys.items.as_deref(),
+            optional: keys.optional.unwrap_or(false),
+            default_mode: None,
+        }
+    }
 }
 
 /// A ConfigMap or Secret volume: which object, which keys, and how the files are written.

@@ -148,14 +148,7 @@ impl Worker {
     /// The container's security settings: its securityContext over the pod's.
     fn security(&self, c: &Container) -> Security {
         let sc = c.security_context.as_ref();
-        let caps = sc.and_then(|s| s.capabilities.as_ref()).map(|o| &o.0);
-        let names = |key: &str| -> Vec<String> {
-            caps.and_then(|c| c[key].as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        };
+        let caps = sc.and_then(|s| s.capabilities.as_ref());
         Security {
             run_as_user: self.run_as(c, |s| s.run_as_user, |s| s.run_as_user),
             run_as_group: self.run_as(c, |s| s.run_as_group, |s| s.run_as_group),
@@ -170,8 +163,8 @@ impl Worker {
                 .collect(),
             read_only_root: sc.and_then(|s| s.read_only_root_filesystem) == Some(true),
             privileged: sc.and_then(|s| s.privileged) == Some(true),
-            cap_add: names("add"),
-            cap_drop: names("drop"),
+            cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
+            cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
             no_new_privileges: sc.and_then(|s| s.allow_privilege_escalation) == Some(false),
         }
     }
