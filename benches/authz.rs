@@ -1,7 +1,8 @@
 //! Authorization cost: the same requests as the admin (`system:masters`, allowed without looking at RBAC) and as
 //! a user whose rights come from a RoleBinding to `edit` (every request evaluated against the cluster's bindings),
 //! through real HTTPS against a real `capstan server`: ConfigMap creates per second at 1 and 16 clients, and the
-//! latency of GETs. Target (issue 16): RBAC costs less than 10%.
+//! latency of GETs - once without and once with the audit log (`--audit-log`). Target (issue 16): RBAC and audit
+//! cost less than 10%.
 //!
 //! Run: `cargo bench --bench authz` (`CAPSTAN_BENCH_QUICK=1` for a short run).
 
@@ -36,11 +37,39 @@ fn client_with(ca: &str, cert: &str, key: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Creates/s at 1 and 16 clients and GET p99, for one who.
+type Measured = (Vec<f64>, f64);
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
     let total = if quick { 1_000 } else { 5_000 };
-    let s = common::start(&["server"]).await;
+    let plain = measure(&["server"], total).await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("audit.log");
+    let audited = measure(&["server", "--audit-log", log.to_str().unwrap()], total).await;
+    let lines = std::fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    let (admin, user) = (&plain[0], &plain[1]);
+    let cost = |other: &Measured, what: &str| {
+        println!(
+            "{what}: creates {:.1}% / {:.1}% slower at 1 / 16 clients; GET p99 {:+.1}%",
+            (1.0 - other.0[0] / admin.0[0]) * 100.0,
+            (1.0 - other.0[1] / admin.0[1]) * 100.0,
+            (other.1 / admin.1 - 1.0) * 100.0
+        )
+    };
+    cost(user, "RBAC cost");
+    cost(&audited[0], "audit cost (admin)");
+    cost(&audited[1], "RBAC + audit cost");
+    println!("audit log: {lines} events written");
+}
+
+/// A `capstan server` with `args`; the admin's and alice's numbers.
+async fn measure(args: &[&str], total: usize) -> Vec<Measured> {
+    let s = common::start(args).await;
+    println!("capstan {}", args.join(" "));
     let post = |path: String, body: serde_json::Value| {
         let (c, url, auth) = (s.client.clone(), s.url.clone(), s.auth.clone());
         async move {
@@ -155,11 +184,5 @@ async fn main() {
         );
         results.push((line, p99));
     }
-    let (admin, user) = (&results[0], &results[1]);
-    println!(
-        "RBAC cost: creates {:.1}% / {:.1}% slower at 1 / 16 clients; GET p99 {:+.1}%",
-        (1.0 - user.0[0] / admin.0[0]) * 100.0,
-        (1.0 - user.0[1] / admin.0[1]) * 100.0,
-        (user.1 / admin.1 - 1.0) * 100.0
-    );
+    results
 }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
-use serde_json::{json, Value};
+#[cfg(test)]
+use serde_json::Value;
 
 use super::authn::Identity;
 use crate::api::rbac::Attributes;
@@ -77,9 +78,7 @@ impl AuditLog {
 
     /// Records one request.
     pub fn record(&self, r: &Request<'_>) {
-        let mut line = serde_json::to_vec(&event(r)).unwrap_or_default();
-        line.push(b'\n');
-        if self.tx.try_send(line).is_err() {
+        if self.tx.try_send(event(r)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -144,75 +143,152 @@ fn rotate(opts: &Options) -> std::io::Result<std::fs::File> {
     open_private(&opts.path)
 }
 
-fn user(who: &Identity) -> Value {
-    let (name, groups) = who.user_info();
-    json!({"username": name, "groups": groups})
+#[derive(serde::Serialize)]
+struct UserInfo {
+    username: String,
+    groups: Vec<String>,
 }
 
-/// The `audit.k8s.io/v1` Event of one request.
-pub fn event(r: &Request<'_>) -> Value {
+fn user(who: &Identity) -> UserInfo {
+    let (username, groups) = who.user_info();
+    UserInfo { username, groups }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef<'a> {
+    resource: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_group: &'a str,
+    api_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    subresource: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ResponseStatus {
+    metadata: Empty,
+    code: u16,
+}
+
+#[derive(serde::Serialize)]
+struct Empty {}
+
+/// An `audit.k8s.io/v1` Event, serialized straight from borrowed parts (a request pays for one small encode).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    level: &'static str,
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    stage: &'static str,
+    #[serde(rename = "requestURI")]
+    request_uri: &'a str,
+    verb: &'a str,
+    user: Option<UserInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impersonated_user: Option<UserInfo>,
+    #[serde(rename = "sourceIPs")]
+    source_ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_ref: Option<ObjectRef<'a>>,
+    response_status: ResponseStatus,
+    request_received_timestamp: String,
+    stage_timestamp: String,
+    #[serde(skip_serializing_if = "no_annotations", serialize_with = "as_map")]
+    annotations: &'a [(String, String)],
+}
+
+fn no_annotations(pairs: &&[(String, String)]) -> bool {
+    pairs.is_empty()
+}
+
+fn as_map<S: serde::Serializer>(pairs: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+/// A unique id per event without a system call: a random start, then a counter mixed (splitmix64).
+fn audit_id() -> String {
+    use std::sync::OnceLock;
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(rand::random);
+    let mut z = base.wrapping_add(
+        NEXT.fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let hi = z ^ (z >> 31);
+    let lo = base ^ hi.rotate_left(17);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xfff,
+        0x8000 | (lo >> 48) & 0x3fff,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// The `audit.k8s.io/v1` Event of one request, as JSON.
+pub fn event(r: &Request<'_>) -> Vec<u8> {
     let a = r.attributes;
-    let mut e = json!({
-        "kind": "Event",
-        "apiVersion": "audit.k8s.io/v1",
-        "level": "Metadata",
-        "auditID": uuid::Uuid::new_v4().to_string(),
-        "stage": "ResponseComplete",
-        "requestURI": r.uri,
-        "verb": a.verb,
-        "user": match (r.impersonator, r.who) {
-            (Some(real), _) => user(real),
-            (None, Some(who)) => user(who),
-            (None, None) => json!({}),
-        },
-        "sourceIPs": r.source.map(|ip| vec![ip.to_string()]).unwrap_or_default(),
-        "responseStatus": {"metadata": {}, "code": r.code},
-        "requestReceivedTimestamp": r.received.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "stageTimestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    });
-    if let (Some(_), Some(who)) = (r.impersonator, r.who) {
-        e["impersonatedUser"] = user(who);
-    }
-    if let Some(ua) = r.user_agent {
-        e["userAgent"] = json!(ua);
-    }
-    if let Some(res) = &a.resource {
-        let mut o = json!({"resource": res.resource, "apiVersion": ""});
-        if !res.group.is_empty() {
-            o["apiGroup"] = json!(res.group);
-        }
-        if !res.namespace.is_empty() {
-            o["namespace"] = json!(res.namespace);
-        }
-        if !res.name.is_empty() {
-            o["name"] = json!(res.name);
-        }
-        if !res.subresource.is_empty() {
-            o["subresource"] = json!(res.subresource);
-        }
+    let path = r.uri.split('?').next().unwrap_or("");
+    let object_ref = a.resource.as_ref().map(|res| ObjectRef {
+        resource: &res.resource,
+        namespace: &res.namespace,
+        name: &res.name,
+        api_group: &res.group,
         // The version is the path segment after the group (or `api/`).
-        let version = r
-            .uri
-            .split('?')
-            .next()
-            .unwrap_or("")
+        api_version: path
             .trim_start_matches('/')
             .split('/')
             .nth(if res.group.is_empty() { 1 } else { 2 })
-            .unwrap_or("")
-            .to_string();
-        o["apiVersion"] = json!(version);
-        e["objectRef"] = o;
-    }
-    if !r.annotations.is_empty() {
-        e["annotations"] = Value::Object(
-            r.annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect(),
-        );
-    }
-    e
+            .unwrap_or(""),
+        subresource: &res.subresource,
+    });
+    let (acting, impersonated) = match (r.impersonator, r.who) {
+        (Some(real), Some(who)) => (Some(user(real)), Some(user(who))),
+        (Some(real), None) => (Some(user(real)), None),
+        (None, who) => (who.map(user), None),
+    };
+    let e = Event {
+        kind: "Event",
+        api_version: "audit.k8s.io/v1",
+        level: "Metadata",
+        audit_id: audit_id(),
+        stage: "ResponseComplete",
+        request_uri: r.uri,
+        verb: &a.verb,
+        user: acting,
+        impersonated_user: impersonated,
+        source_ips: r.source.map(|ip| vec![ip.to_string()]).unwrap_or_default(),
+        user_agent: r.user_agent,
+        object_ref,
+        response_status: ResponseStatus {
+            metadata: Empty {},
+            code: r.code,
+        },
+        request_received_timestamp: timestamp(r.received),
+        stage_timestamp: timestamp(chrono::Utc::now()),
+        annotations: &r.annotations,
+    };
+    let mut out = serde_json::to_vec(&e).unwrap_or_default();
+    out.push(b'\n');
+    out
 }
 
 #[cfg(test)]
@@ -251,7 +327,7 @@ mod tests {
             }),
             path: String::new(),
         };
-        let e = event(&request(&alice, &a, 403));
+        let e: Value = serde_json::from_slice(&event(&request(&alice, &a, 403))).unwrap();
         assert_eq!(e["verb"], "get");
         assert_eq!(e["user"]["username"], "alice");
         assert_eq!(e["objectRef"]["resource"], "secrets");
@@ -260,6 +336,15 @@ mod tests {
         assert_eq!(e["objectRef"]["apiVersion"], "v1");
         assert_eq!(e["responseStatus"]["code"], 403);
         assert_eq!(e["sourceIPs"][0], "127.0.0.1");
+    }
+
+    #[test]
+    fn audit_ids_are_unique_and_shaped_like_uuids() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| audit_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(20) {
+            assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        }
     }
 
     #[test]
