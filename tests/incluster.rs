@@ -259,3 +259,91 @@ fn a_pod_uses_the_api_with_its_service_account_token() {
         "{bare}"
     );
 }
+
+/// Whether the official Kubernetes Python client imports here (with this process's PYTHONPATH).
+fn python_client() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            !common::required(),
+            "the Kubernetes Python client is required (CAPSTAN_REQUIRE_EXTERNAL=1) but python3 cannot import kubernetes"
+        );
+        eprintln!("SKIP: the Kubernetes Python client is not installed");
+    }
+    found
+}
+
+const PYTHON: &str = r#"
+from kubernetes import client, config
+config.load_incluster_config()
+v1 = client.CoreV1Api()
+print("configmaps=" + ",".join(sorted(c.metadata.name for c in v1.list_namespaced_config_map("team").items)))
+try:
+    v1.list_namespaced_secret("default")
+    print("secrets=allowed")
+except client.exceptions.ApiException as e:
+    print("secrets=%d" % e.status)
+"#;
+
+#[test]
+fn the_python_client_works_in_cluster_with_its_service_account() {
+    let Some(k) = common::kubectl() else { return };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !common::required(),
+            "pods reach the API server through the ClusterIP only as root"
+        );
+        eprintln!("SKIP: pods reach the API server through the ClusterIP only as root");
+        return;
+    }
+    if !python_client() {
+        return;
+    }
+    let s = Server::up(&[]);
+    ok(&s.kubectl(&k, &["create", "namespace", "team"]));
+    within(
+        Duration::from_secs(30),
+        "team's default ServiceAccount",
+        || {
+            let (code, _) = s.call(
+                "GET",
+                concat!("/", "api/v1/namespaces/team/serviceaccounts/default"),
+                "",
+                "",
+            );
+            (code == 200).then_some(())
+        },
+    );
+    s.kubectl_apply(&k, READER);
+    let pythonpath = std::env::var("PYTHONPATH").unwrap_or_default();
+    s.kubectl_apply(
+        &k,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: py, namespace: team}}\nspec:\n  serviceAccountName: reader\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: none\n    env: [{{name: PYTHONPATH, value: {pythonpath:?}}}]\n    command: [python3, -c, {PYTHON:?}]\n"
+        ),
+    );
+    let log = within(
+        Duration::from_secs(90),
+        "the Python client's output",
+        || {
+            let (_, p) = s.call(
+                "GET",
+                concat!("/", "api/v1/namespaces/team/pods/py"),
+                "",
+                "",
+            );
+            let done = matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+            let out = s.kubectl(&k, &["-n", "team", "logs", "py"]);
+            done.then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        },
+    );
+    assert!(
+        log.contains("configmaps=kube-root-ca.crt,settings"),
+        "{log}"
+    );
+    assert!(log.contains("secrets=403"), "{log}");
+}
