@@ -1,12 +1,15 @@
 //! The store: a revisioned key-value space shaped on etcd's semantics - one global revision that every write bumps;
 //! get; list by prefix at a revision with limit/continue; create-if-absent; update and delete guarded by the object's
 //! modification revision (compare-and-swap); watch from a revision (every event, in order, no gaps); compaction.
-//! Only the API server uses it (the process wiring opens it). One backend today: [`embedded`] (redb, the default).
+//! Only the API server uses it (the process wiring opens it). Backends: [`embedded`] (redb, the default) and, with
+//! the `etcd` feature, `etcd` (several API servers on one etcd).
 //! The [`conformance`] suite is what any backend must pass.
 
 pub mod conformance;
 pub mod embedded;
 pub mod encrypted;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 
 use std::sync::Arc;
 
