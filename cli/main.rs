@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
         #[command(flatten)]
-        control: commands::ControlArgs,
+        control: Box<commands::ControlArgs>,
     },
     /// Run Capstan on its embedded defaults - control plane and one node - following a git repository of manifests.
     Up {
@@ -50,7 +50,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6443")]
         listen: SocketAddr,
         #[command(flatten)]
-        control: commands::ControlArgs,
+        control: Box<commands::ControlArgs>,
         #[command(flatten)]
         node: commands::NodeArgs,
         /// Leave this node's containers running when `capstan up` exits (they are adopted on the next start).

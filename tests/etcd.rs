@@ -41,3 +41,118 @@ async fn an_unreachable_etcd_is_a_clear_error() {
     let e = Etcd::connect(&opts).await.unwrap_err().to_string();
     assert!(e.contains("127.0.0.1:1"), "{e}");
 }
+
+#[test]
+fn two_servers_on_one_etcd_share_the_cluster_and_its_identity() {
+    use common::{ok, within, Server, BIN};
+    use std::io::BufRead;
+    use std::time::Duration;
+    let Some(k) = common::kubectl() else { return };
+    let Some(server) = etcd::Etcd::start() else {
+        return;
+    };
+    let url = server.url();
+    let a = Server::start_with(&["--store", &url]);
+    let token = a.data_dir().join("token");
+
+    // A wrong token is refused by name, and the new server's directory is left without the cluster's keys.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("wrong-token"), "not-the-token").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(bad.path().join("data"))
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+            "--token-file",
+        ])
+        .arg(bad.path().join("wrong-token"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("does not open this cluster's bootstrap data"),
+        "{said}"
+    );
+    assert!(!bad.path().join("data/ca.key").exists());
+
+    let b = Server::start_with(&["--store", &url, "--token-file", token.to_str().unwrap()]);
+    assert_eq!(a.ca(), b.ca(), "one cluster CA");
+    assert_eq!(a.token(), b.token(), "the same admin credentials");
+
+    // A write through one is read through the other, and seen by a watch on the other.
+    ok(&a.kubectl(&k, &["create", "configmap", "shared", "--from-literal=k=v"]));
+    let got = ok(&b.kubectl(
+        &k,
+        &["get", "configmap", "shared", "-o", "jsonpath={.data.k}"],
+    ));
+    assert_eq!(got, "v");
+    let (_, list) = b.call(
+        "GET",
+        concat!("/", "api/v1/namespaces/default/configmaps"),
+        "",
+        "",
+    );
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watch = b
+        .http()
+        .get(format!(
+            "{}{}?watch=1&resourceVersion={rv}",
+            b.url,
+            concat!("/", "api/v1/namespaces/default/configmaps")
+        ))
+        .bearer_auth(b.token())
+        .send()
+        .unwrap();
+    ok(&a.kubectl(
+        &k,
+        &["create", "configmap", "through-a", "--from-literal=k=w"],
+    ));
+    let mut lines = std::io::BufReader::new(watch).lines();
+    let seen = lines
+        .by_ref()
+        .take(20)
+        .map_while(Result::ok)
+        .any(|l| l.contains("\"through-a\""));
+    assert!(
+        seen,
+        "server b's watch sees the write made through server a"
+    );
+    // One controller manager leads; a Deployment through b is rolled out.
+    ok(&b.kubectl(
+        &k,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=none",
+            "--",
+            "sleep",
+            "60",
+        ],
+    ));
+    within(Duration::from_secs(30), "the ReplicaSet made once", || {
+        let (_, rs) = a.call(
+            "GET",
+            concat!("/", "apis/apps/v1/namespaces/default/replicasets"),
+            "",
+            "",
+        );
+        (rs["items"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, rs) = b.call(
+        "GET",
+        concat!("/", "apis/apps/v1/namespaces/default/replicasets"),
+        "",
+        "",
+    );
+    assert_eq!(rs["items"].as_array().unwrap().len(), 1, "not made twice");
+}

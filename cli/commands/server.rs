@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use capstan::api::registry::{self};
 use capstan::client::Client;
-use capstan::daemons::server::{ControlPlane, LocalNode, Options};
+use capstan::daemons::server::{ControlPlane, LocalNode, Options, StoreChoice};
 use serde_json::Value;
 
 use super::*;
@@ -64,6 +64,51 @@ pub struct ControlArgs {
     /// Rotated audit logs kept (FILE.1, FILE.2, ...).
     #[arg(long, default_value_t = 5)]
     pub audit_log_maxbackup: u32,
+    /// Where objects are kept: `embedded` (the data directory) or `etcd://HOST:PORT[,HOST:PORT...]` (needs a
+    /// capstan built with `--features etcd`).
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+    /// A prefix for every key in etcd (several clusters on one etcd).
+    #[arg(long, default_value = "")]
+    pub etcd_prefix: String,
+    /// The CA that signed etcd's serving certificate (PEM).
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), with --etcd-keyfile.
+    #[arg(long)]
+    pub etcd_certfile: Option<PathBuf>,
+    /// The key of --etcd-certfile (PEM).
+    #[arg(long)]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// The cluster's token (the first server's DATA_DIR/token): a server joining others on one etcd takes the
+    /// cluster's CA and keys from etcd with it.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ControlArgs {
+    /// The store the flags choose.
+    fn store(&self) -> Result<StoreChoice> {
+        let mut choice = StoreChoice::parse(&self.store).map_err(|e| anyhow!("--store: {e}"))?;
+        if let StoreChoice::Etcd {
+            prefix,
+            ca_file,
+            cert_file,
+            key_file,
+            ..
+        } = &mut choice
+        {
+            *prefix = self.etcd_prefix.clone();
+            *ca_file = self.etcd_cafile.clone();
+            *cert_file = self.etcd_certfile.clone();
+            *key_file = self.etcd_keyfile.clone();
+        } else if self.etcd_cafile.is_some() || self.etcd_certfile.is_some() {
+            return Err(anyhow!(
+                "--etcd-cafile/--etcd-certfile need --store etcd://..."
+            ));
+        }
+        Ok(choice)
+    }
 }
 
 /// Runs the store and the API server until Ctrl-C or SIGTERM. With `repo`, applies its manifests once started.
@@ -97,6 +142,8 @@ pub async fn server(
         settings,
         tls_sans: control.tls_sans.clone(),
         allow_unsigned_webhooks: control.allow_unsigned_webhooks,
+        store: control.store()?,
+        token_file: control.token_file.clone(),
         encryption_provider: control.encryption_provider,
         audit: control
             .audit_log

@@ -14,4 +14,5 @@
 pub mod agent;
 pub mod bootstrap;
 pub mod controller_manager;
+pub mod identity;
 pub mod server;

@@ -16,6 +16,7 @@ use crate::client::config::Kubeconfig;
 use crate::client::Client;
 use crate::controllers::Settings;
 use crate::node::runtime::ContainerRuntime;
+use crate::store::DynStore;
 
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,10 @@ pub enum Error {
     ServiceAccountKey(#[from] apiserver::satokens::KeyError),
     #[error(transparent)]
     Encryption(#[from] crate::store::encrypted::ConfigError),
+    #[error("the store: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Identity(#[from] super::identity::IdentityError),
     #[error("opening the audit log {path}: {source}")]
     AuditLog {
         path: PathBuf,
@@ -90,6 +95,120 @@ pub struct Options {
     pub encrypt_resources: Vec<String>,
     /// The audit log, if one is kept.
     pub audit: Option<apiserver::audit::Options>,
+    /// Where objects are kept.
+    pub store: StoreChoice,
+    /// The cluster's token, for a server joining others on one etcd (`--token-file`).
+    pub token_file: Option<PathBuf>,
+}
+
+/// The store a server keeps objects in.
+#[derive(Debug, Clone, Default)]
+pub enum StoreChoice {
+    /// The embedded store in the data directory (`store.redb`).
+    #[default]
+    Embedded,
+    /// etcd (`--store etcd://HOST:PORT[,...]`), with TLS files if given.
+    Etcd {
+        url: String,
+        prefix: String,
+        ca_file: Option<PathBuf>,
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+    },
+}
+
+impl StoreChoice {
+    /// `embedded`, or an `etcd://` URL.
+    pub fn parse(s: &str) -> Result<StoreChoice, String> {
+        match s {
+            "embedded" | "" => Ok(StoreChoice::Embedded),
+            url if url.starts_with("etcd://") => Ok(StoreChoice::Etcd {
+                url: url.to_string(),
+                prefix: String::new(),
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
+            }),
+            other => Err(format!(
+                "unknown store {other:?}: `embedded` or `etcd://HOST:PORT[,HOST:PORT...]`"
+            )),
+        }
+    }
+}
+
+/// Opens the chosen store. With etcd, old revisions are compacted every five minutes (the history of the five
+/// minutes before stays, as Kubernetes' API server keeps it).
+async fn open_store(data_dir: &std::path::Path, choice: &StoreChoice) -> Result<DynStore, Error> {
+    match choice {
+        StoreChoice::Embedded => {
+            let store = crate::store::embedded::Embedded::open(&data_dir.join("store.redb"))
+                .map_err(StartError::Store)?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "etcd")]
+        StoreChoice::Etcd {
+            url,
+            prefix,
+            ca_file,
+            cert_file,
+            key_file,
+        } => {
+            let read = |p: &Option<PathBuf>| -> Result<Option<String>, Error> {
+                p.as_ref()
+                    .map(|p| {
+                        std::fs::read_to_string(p)
+                            .map_err(|e| Error::Store(format!("reading {}: {e}", p.display())))
+                    })
+                    .transpose()
+            };
+            let mut opts = crate::store::etcd::Options::from_url(url).map_err(Error::Store)?;
+            opts.prefix = prefix.clone();
+            opts.ca = read(ca_file)?;
+            opts.identity = match (read(cert_file)?, read(key_file)?) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::Store(
+                        "--etcd-certfile and --etcd-keyfile go together".into(),
+                    ))
+                }
+            };
+            let store: DynStore = Arc::new(
+                crate::store::etcd::Etcd::connect(&opts)
+                    .await
+                    .map_err(|e| Error::Store(e.to_string()))?,
+            );
+            tokio::spawn(compact_periodically(store.clone()));
+            tracing::info!(%url, "objects are kept in etcd");
+            Ok(store)
+        }
+        #[cfg(not(feature = "etcd"))]
+        StoreChoice::Etcd { url, .. } => Err(Error::Store(format!(
+            "{url}: this capstan was built without etcd support (build with `--features etcd`)"
+        ))),
+    }
+}
+
+/// Compacts the store every five minutes to the revision it had five minutes before.
+#[cfg(feature = "etcd")]
+async fn compact_periodically(store: DynStore) {
+    let mut before = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let now = match store.revision().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("reading the store revision for compaction: {e}");
+                continue;
+            }
+        };
+        if before > 0 {
+            if let Err(e) = store.compact(before).await {
+                tracing::warn!(revision = before, "compacting the store: {e}");
+            }
+        }
+        before = now;
+    }
 }
 
 /// The names the serving certificate must carry: loopback, the host name, the listen address (every interface's
@@ -201,15 +320,22 @@ impl ControlPlane {
             path: data_dir.clone(),
             source,
         })?;
-        let store = crate::store::embedded::Embedded::open(&data_dir.join("store.redb"))
-            .map_err(StartError::Store)?;
+        let store = open_store(data_dir, &opts.store).await?;
+        // Servers on one etcd share one identity: the first makes it, the others take it from etcd.
+        let first_on_etcd = match opts.store {
+            StoreChoice::Embedded => false,
+            StoreChoice::Etcd { .. } => {
+                super::identity::take(&store, data_dir, opts.token_file.as_deref()).await?
+            }
+        };
+        let raw_store = store.clone();
         // Secrets (and whatever else is listed) are sealed before they reach the store.
         let encryption = Arc::new(crate::store::encrypted::Encryption::load_or_create(
             data_dir,
             opts.encryption_provider,
             &opts.encrypt_resources,
         )?);
-        let store = encryption.wrap(Arc::new(store));
+        let store = encryption.wrap(store);
         let token = apiserver::load_or_create_token(data_dir)?;
         let mut server = apiserver::Server::new(store, &token);
         server.encryption = Some(encryption);
@@ -254,6 +380,9 @@ impl ControlPlane {
         server.sa_tokens = Some(Arc::new(apiserver::satokens::TokenSigner::load_or_create(
             data_dir,
         )?));
+        if first_on_etcd {
+            super::identity::publish(&raw_store, data_dir).await?;
+        }
         server.agent_tls = Some(apiserver::tls::agent_client_config(
             data_dir,
             &material.ca_pem,
