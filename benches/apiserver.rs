@@ -1,7 +1,8 @@
 //! API server benchmarks through real HTTPS against a real `capstan server` process (and, when `etcd` is on PATH,
 //! raw etcd puts through its JSON gateway at the same concurrency, for comparison).
 //!
-//! Run: `cargo bench --bench apiserver` (set `CAPSTAN_BENCH_QUICK=1` for a short run).
+//! Run: `cargo bench --bench apiserver` (set `CAPSTAN_BENCH_QUICK=1` for a short run). With the etcd store:
+//! `CAPSTAN_BENCH_STORE=etcd cargo bench --features etcd --bench apiserver` (the raw puts then go to the same etcd).
 
 use std::process::{Command, Stdio};
 
@@ -17,8 +18,22 @@ use common::{free_port, pct, rate, rss_kb, Proc};
 async fn main() {
     let quick = std::env::var("CAPSTAN_BENCH_QUICK").is_ok();
     let scale = if quick { 4 } else { 1 };
+    // `CAPSTAN_BENCH_STORE=etcd` (with `--features etcd`): the server keeps its objects in a real etcd, which the raw
+    // puts below then use too.
+    let store_etcd = match std::env::var("CAPSTAN_BENCH_STORE").as_deref() {
+        Ok("etcd") => Some(start_etcd(&etcd_on_path().expect("etcd on PATH")).await),
+        _ => None,
+    };
+    let store_arg = store_etcd
+        .as_ref()
+        .map(|(_, u)| format!("etcd://{}", u.trim_start_matches("http://")));
+    let mut args = vec!["server"];
+    if let Some(a) = &store_arg {
+        args.extend(["--store", a.as_str()]);
+        println!("store: {a}");
+    }
     let started = Instant::now();
-    let server = common::start(&["server"]).await;
+    let server = common::start(&args).await;
     let (url, pid, c) = (server.url.clone(), server.pid, server.client.clone());
     let token = server.token.clone();
     let ready = started.elapsed();
@@ -204,49 +219,19 @@ async fn main() {
     );
 
     // Raw etcd for comparison.
-    let etcd = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("etcd"))
-            .find(|c| c.is_file())
-    });
+    let etcd = etcd_on_path();
     match etcd {
         None => println!("etcd: not on PATH; skipping the comparison"),
         Some(etcd) => {
-            let edir = tempfile::tempdir().unwrap();
-            let (cp, pp) = (free_port(), free_port());
-            let _etcd = Proc(
-                Command::new(etcd)
-                    .arg("--data-dir")
-                    .arg(edir.path())
-                    .args([
-                        "--listen-client-urls",
-                        &format!("http://127.0.0.1:{cp}"),
-                        "--advertise-client-urls",
-                        &format!("http://127.0.0.1:{cp}"),
-                    ])
-                    .args([
-                        "--listen-peer-urls",
-                        &format!("http://127.0.0.1:{pp}"),
-                        "--initial-advertise-peer-urls",
-                        &format!("http://127.0.0.1:{pp}"),
-                    ])
-                    .args([
-                        "--initial-cluster",
-                        &format!("default=http://127.0.0.1:{pp}"),
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            let ec = reqwest::Client::new();
-            let eurl = format!("http://127.0.0.1:{cp}");
-            for _ in 0..200 {
-                if ec.get(format!("{eurl}/health")).send().await.is_ok() {
-                    break;
+            let started_here;
+            let eurl = match &store_etcd {
+                Some((_, u)) => u.clone(),
+                None => {
+                    started_here = start_etcd(&etcd).await;
+                    started_here.1.clone()
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            };
+            let ec = reqwest::Client::new();
             use base64::Engine;
             for (idx, conc) in [1usize, 16, 64].into_iter().enumerate() {
                 let total = match conc {
@@ -269,4 +254,52 @@ async fn main() {
             }
         }
     }
+}
+
+/// A real etcd on loopback ports of its own in a temp dir; its client URL.
+async fn start_etcd(etcd: &std::path::Path) -> ((Proc, tempfile::TempDir), String) {
+    let edir = tempfile::tempdir().unwrap();
+    let (cp, pp) = (free_port(), free_port());
+    let proc_ = Proc(
+        Command::new(etcd)
+            .arg("--data-dir")
+            .arg(edir.path())
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{pp}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ec = reqwest::Client::new();
+    let eurl = format!("http://127.0.0.1:{cp}");
+    for _ in 0..200 {
+        if ec.get(format!("{eurl}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ((proc_, edir), eurl)
+}
+
+fn etcd_on_path() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("etcd"))
+            .find(|c| c.is_file())
+    })
 }
