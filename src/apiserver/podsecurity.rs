@@ -105,6 +105,16 @@ pub fn violations(level: Level, spec: &Value) -> Vec<String> {
     if level == Level::Privileged {
         return vec![];
     }
+    privileges(level, spec, &mut out);
+    host_access(spec, &mut out);
+    users_and_volumes(level, spec, &mut out);
+    profiles(level, spec, &mut out);
+    out.sort_by_key(|(id, _)| *id);
+    out.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The checks of allowPrivilegeEscalation, AppArmor and capabilities.
+fn privileges(level: Level, spec: &Value, out: &mut Vec<(&'static str, String)>) {
     let name = |c: &Value| c["name"].as_str().unwrap_or("").to_string();
     let psc = &spec["securityContext"];
     // allowPrivilegeEscalation (restricted)
@@ -196,6 +206,11 @@ pub fn violations(level: Level, spec: &Value) -> Vec<String> {
             ));
         }
     }
+}
+
+/// The checks of host namespaces, hostPath volumes, host ports, privileged containers and /proc (baseline).
+fn host_access(spec: &Value, out: &mut Vec<(&'static str, String)>) {
+    let name = |c: &Value| c["name"].as_str().unwrap_or("").to_string();
     // hostNamespaces
     let host: Vec<String> = ["hostNetwork", "hostPID", "hostIPC"]
         .iter()
@@ -284,6 +299,13 @@ pub fn violations(level: Level, spec: &Value) -> Vec<String> {
             ),
         ));
     }
+}
+
+/// The checks of volume types, runAsNonRoot and runAsUser (restricted).
+fn users_and_volumes(level: Level, spec: &Value, out: &mut Vec<(&'static str, String)>) {
+    let name = |c: &Value| c["name"].as_str().unwrap_or("").to_string();
+    let psc = &spec["securityContext"];
+    let volumes: Vec<&Value> = spec["volumes"].as_array().into_iter().flatten().collect();
     if level == Level::Restricted {
         // restrictedVolumes
         let bad: Vec<String> = volumes
@@ -358,6 +380,12 @@ pub fn violations(level: Level, spec: &Value) -> Vec<String> {
             out.push(("runAsUser", format!("runAsUser=0 ({})", parts.join("; "))));
         }
     }
+}
+
+/// The checks of seccomp, SELinux and sysctls.
+fn profiles(level: Level, spec: &Value, out: &mut Vec<(&'static str, String)>) {
+    let name = |c: &Value| c["name"].as_str().unwrap_or("").to_string();
+    let psc = &spec["securityContext"];
     // seccompProfile
     let seccomp = |v: &Value| v["seccompProfile"]["type"].as_str().map(String::from);
     let unconfined: Vec<String> = containers(spec)
@@ -425,8 +453,6 @@ pub fn violations(level: Level, spec: &Value) -> Vec<String> {
             format!("forbidden sysctls ({})", sysctls.join(", ")),
         ));
     }
-    out.sort_by_key(|(id, _)| *id);
-    out.into_iter().map(|(_, m)| m).collect()
 }
 
 /// The levels a namespace's labels ask for: (enforce, warn, audit).

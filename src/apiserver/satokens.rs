@@ -182,6 +182,47 @@ impl Server {
             .ok_or_else(|| ApiError::internal("this API server has no service account signing key"))
     }
 
+    /// The pod a TokenRequest's `boundObjectRef` names (None: unbound), checked: it exists, has the uid given, and
+    /// runs as ServiceAccount `name`.
+    async fn bound_pod(&self, ns: &str, name: &str, bound: &Value) -> Result<Option<Value>> {
+        Ok(match bound["kind"].as_str() {
+            None | Some("") => None,
+            Some("Pod") => {
+                let pods = registry::lookup("pods").expect("served");
+                let pod_name = bound["name"].as_str().unwrap_or("");
+                let (pod, _) = self.get_object(pods, Some(ns), pod_name).await?;
+                if let Some(uid) = bound["uid"].as_str().filter(|u| !u.is_empty()) {
+                    if uid != uid_of(&pod) {
+                        return Err(ApiError::conflict(
+                        "pods",
+                        pod_name,
+                        &format!(
+                            "the UID in the bound object reference ({uid}) does not match the UID in \
+                             record ({}). The object might have been deleted and then recreated",
+                            uid_of(&pod)
+                        ),
+                    ));
+                    }
+                }
+                let sa_of_pod = pod["spec"]["serviceAccountName"]
+                    .as_str()
+                    .unwrap_or("default");
+                if sa_of_pod != name {
+                    return Err(ApiError::bad_request(format!(
+                    "cannot bind token for serviceaccount \"{name}\" to pod running with serviceaccount \
+                     \"{sa_of_pod}\""
+                )));
+                }
+                Some(pod)
+            }
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind a token to a {other}: only Pods are supported"
+                )))
+            }
+        })
+    }
+
     /// `POST .../serviceaccounts/NAME/token`: a TokenRequest answered with a token.
     pub async fn token_request(
         &self,
@@ -217,42 +258,7 @@ impl Server {
             _ => vec![ISSUER.to_string()],
         };
         let bound = &spec["boundObjectRef"];
-        let pod = match bound["kind"].as_str() {
-            None | Some("") => None,
-            Some("Pod") => {
-                let pods = registry::lookup("pods").expect("served");
-                let pod_name = bound["name"].as_str().unwrap_or("");
-                let (pod, _) = self.get_object(pods, Some(ns), pod_name).await?;
-                if let Some(uid) = bound["uid"].as_str().filter(|u| !u.is_empty()) {
-                    if uid != uid_of(&pod) {
-                        return Err(ApiError::conflict(
-                            "pods",
-                            pod_name,
-                            &format!(
-                                "the UID in the bound object reference ({uid}) does not match the UID in \
-                                 record ({}). The object might have been deleted and then recreated",
-                                uid_of(&pod)
-                            ),
-                        ));
-                    }
-                }
-                let sa_of_pod = pod["spec"]["serviceAccountName"]
-                    .as_str()
-                    .unwrap_or("default");
-                if sa_of_pod != name {
-                    return Err(ApiError::bad_request(format!(
-                        "cannot bind token for serviceaccount \"{name}\" to pod running with serviceaccount \
-                         \"{sa_of_pod}\""
-                    )));
-                }
-                Some(pod)
-            }
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "cannot bind a token to a {other}: only Pods are supported"
-                )))
-            }
-        };
+        let pod = self.bound_pod(ns, name, bound).await?;
         // NodeRestriction: a node asks only for tokens bound to its own pods.
         if let Some(Identity::Node(node)) = who {
             let on_node = pod

@@ -136,6 +136,29 @@ impl StoreChoice {
     }
 }
 
+/// The data directory (made private) and the store; on etcd, the cluster identity taken from it when another
+/// server made it. Returns the store and whether this server is the first on its etcd.
+async fn open_storage(opts: &Options) -> Result<(DynStore, bool), Error> {
+    let data_dir = &opts.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    private_data_dir(data_dir).map_err(|source| Error::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let store = open_store(data_dir, &opts.store).await?;
+    // Servers on one etcd share one identity: the first makes it, the others take it from etcd.
+    let first = match opts.store {
+        StoreChoice::Embedded => false,
+        StoreChoice::Etcd { .. } => {
+            super::identity::take(&store, data_dir, opts.token_file.as_deref()).await?
+        }
+    };
+    Ok((store, first))
+}
+
 /// Opens the chosen store. With etcd, old revisions are compacted every five minutes (the history of the five
 /// minutes before stays, as Kubernetes' API server keeps it).
 async fn open_store(data_dir: &std::path::Path, choice: &StoreChoice) -> Result<DynStore, Error> {
@@ -312,32 +335,15 @@ impl ControlPlane {
     /// Opens the store, credentials and TLS material in `data_dir`, seeds the bootstrap objects and binds.
     pub async fn open(opts: Options) -> Result<ControlPlane, Error> {
         let data_dir = &opts.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        private_data_dir(data_dir).map_err(|source| Error::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        let store = open_store(data_dir, &opts.store).await?;
-        // Servers on one etcd share one identity: the first makes it, the others take it from etcd.
-        let first_on_etcd = match opts.store {
-            StoreChoice::Embedded => false,
-            StoreChoice::Etcd { .. } => {
-                super::identity::take(&store, data_dir, opts.token_file.as_deref()).await?
-            }
-        };
-        let raw_store = store.clone();
+        let (raw_store, first_on_etcd) = open_storage(&opts).await?;
         // Secrets (and whatever else is listed) are sealed before they reach the store.
         let encryption = Arc::new(crate::store::encrypted::Encryption::load_or_create(
             data_dir,
             opts.encryption_provider,
             &opts.encrypt_resources,
         )?);
-        let store = encryption.wrap(store);
         let token = apiserver::load_or_create_token(data_dir)?;
-        let mut server = apiserver::Server::new(store, &token);
+        let mut server = apiserver::Server::new(encryption.wrap(raw_store.clone()), &token);
         server.encryption = Some(encryption);
         let cidr = opts
             .service_cidr
