@@ -258,6 +258,7 @@ async fn main() {
 
 /// A real etcd on loopback ports of its own in a temp dir; its client URL.
 async fn start_etcd(etcd: &std::path::Path) -> ((Proc, tempfile::TempDir), String) {
+    capstan::sys::init_crypto();
     let edir = tempfile::tempdir().unwrap();
     let (cp, pp) = (free_port(), free_port());
     let proc_ = Proc(

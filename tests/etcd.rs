@@ -156,3 +156,50 @@ fn two_servers_on_one_etcd_share_the_cluster_and_its_identity() {
     );
     assert_eq!(rs["items"].as_array().unwrap().len(), 1, "not made twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_larger_than_one_etcd_response_are_read_whole() {
+    use capstan::store::Store;
+    let Some(server) = etcd::Etcd::start() else {
+        return;
+    };
+    let store = Etcd::connect(&Options::from_url(&server.url()).unwrap())
+        .await
+        .unwrap();
+    // 2,500 values of 2 KiB: 5 MB, more than etcd's 4 MiB response limit.
+    let value = vec![b'x'; 2048];
+    let mut tasks = Vec::new();
+    let store = Arc::new(store);
+    for chunk in 0..10 {
+        let (s, v) = (store.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                s.create(&format!("/big/{chunk:02}-{i:04}"), v.clone())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = store.list("/big/", 0, None, 0).await.unwrap();
+    assert_eq!(all.kvs.len(), 2500);
+    assert_eq!(all.remaining, 0);
+    let mut keys: Vec<&str> = all.kvs.iter().map(|k| k.key.as_str()).collect();
+    let sorted = {
+        let mut s = keys.clone();
+        s.sort();
+        s
+    };
+    assert_eq!(keys, sorted, "in key order");
+    keys.dedup();
+    assert_eq!(keys.len(), 2500);
+    let page = store.list("/big/", 0, None, 1500).await.unwrap();
+    assert_eq!((page.kvs.len(), page.remaining), (1500, 1000));
+    let rest = store
+        .list("/big/", page.revision, Some(&page.kvs[1499].key), 0)
+        .await
+        .unwrap();
+    assert_eq!(rest.kvs.len(), 1000);
+}

@@ -170,62 +170,8 @@ impl Etcd {
         }
     }
 
-    fn client(&self) -> Client {
-        self.client.clone()
-    }
-
-    /// A guarded put or delete: runs `op` when `guard` holds; otherwise tells NotFound from Conflict.
-    async fn guarded(
-        &self,
-        key: &str,
-        expected: i64,
-        op: TxnOp,
-    ) -> Result<etcd_client::TxnResponse> {
-        let k = self.key(key);
-        let guard = if expected == 0 {
-            Compare::create_revision(k.clone(), CompareOp::Greater, 0)
-        } else {
-            Compare::mod_revision(k.clone(), CompareOp::Equal, expected)
-        };
-        let txn = Txn::new()
-            .when([guard])
-            .and_then([op])
-            .or_else([TxnOp::get(k, None)]);
-        let resp = self.client().txn(txn).await.map_err(backend)?;
-        if resp.succeeded() {
-            return Ok(resp);
-        }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
-            _ => None,
-        });
-        match current {
-            None => Err(Error::NotFound(key.to_string())),
-            Some(actual) => Err(Error::Conflict {
-                key: key.to_string(),
-                expected,
-                actual,
-            }),
-        }
-    }
-}
-
-fn revision_of(resp: &etcd_client::TxnResponse) -> i64 {
-    resp.header().map(|h| h.revision()).unwrap_or(0)
-}
-
-#[async_trait]
-impl Store for Etcd {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self
-            .client()
-            .get(self.key(key), None)
-            .await
-            .map_err(backend)?;
-        Ok(resp.kvs().first().map(|kv| self.kv(kv)))
-    }
-
-    async fn list(
+    /// One range read: at most `limit` keys (0: all) under `prefix` after `start_after`, at `revision`.
+    async fn range(
         &self,
         prefix: &str,
         revision: i64,
@@ -271,6 +217,91 @@ impl Store for Etcd {
             revision: at,
             remaining,
         })
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// A guarded put or delete: runs `op` when `guard` holds; otherwise tells NotFound from Conflict.
+    async fn guarded(
+        &self,
+        key: &str,
+        expected: i64,
+        op: TxnOp,
+    ) -> Result<etcd_client::TxnResponse> {
+        let k = self.key(key);
+        let guard = if expected == 0 {
+            Compare::create_revision(k.clone(), CompareOp::Greater, 0)
+        } else {
+            Compare::mod_revision(k.clone(), CompareOp::Equal, expected)
+        };
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([op])
+            .or_else([TxnOp::get(k, None)]);
+        let resp = self.client().txn(txn).await.map_err(backend)?;
+        if resp.succeeded() {
+            return Ok(resp);
+        }
+        let current = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+            _ => None,
+        });
+        match current {
+            None => Err(Error::NotFound(key.to_string())),
+            Some(actual) => Err(Error::Conflict {
+                key: key.to_string(),
+                expected,
+                actual,
+            }),
+        }
+    }
+}
+
+/// Keys per etcd read in a large list.
+const PAGE: usize = 1000;
+
+fn revision_of(resp: &etcd_client::TxnResponse) -> i64 {
+    resp.header().map(|h| h.revision()).unwrap_or(0)
+}
+
+#[async_trait]
+impl Store for Etcd {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self
+            .client()
+            .get(self.key(key), None)
+            .await
+            .map_err(backend)?;
+        Ok(resp.kvs().first().map(|kv| self.kv(kv)))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult> {
+        if limit > 0 && limit <= PAGE {
+            return self.range(prefix, revision, start_after, limit).await;
+        }
+        // Large reads go in pages at one revision: one etcd response is at most 4 MiB by default.
+        let mut out = self.range(prefix, revision, start_after, PAGE).await?;
+        let at = out.revision;
+        while out.remaining > 0 && (limit == 0 || out.kvs.len() < limit) {
+            let want = if limit == 0 {
+                PAGE
+            } else {
+                (limit - out.kvs.len()).min(PAGE)
+            };
+            let after = out.kvs.last().map(|kv| kv.key.clone());
+            let next = self.range(prefix, at, after.as_deref(), want).await?;
+            out.kvs.extend(next.kvs);
+            out.remaining = next.remaining;
+        }
+        Ok(out)
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64> {
