@@ -122,6 +122,37 @@ metadata: {name: settings, namespace: team}
 data: {colour: blue}
 "#;
 
+/// As root (pods reach the API server through the ClusterIP only then): `capstan up` with namespace `team`, its
+/// default ServiceAccount, and READER applied. None (the test skips) without root, unless required.
+fn team_with_reader(k: &std::path::Path) -> Option<Server> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            !common::required(),
+            "pods reach the API server through the ClusterIP only as root"
+        );
+        eprintln!("SKIP: pods reach the API server through the ClusterIP only as root");
+        return None;
+    }
+    let s = Server::up(&[]);
+    ok(&s.kubectl(k, &["create", "namespace", "team"]));
+    within(
+        Duration::from_secs(30),
+        "team's default ServiceAccount",
+        || {
+            let (code, _) = s.call(
+                "GET",
+                concat!("/", "api/v1/namespaces/team/serviceaccounts/default"),
+                "",
+                "",
+            );
+            (code == 200).then_some(())
+        },
+    );
+    s.kubectl_apply(k, READER);
+    Some(s)
+}
+
 /// The pod that runs the real kubectl with its in-cluster configuration (no kubeconfig): the token, CA and
 /// namespace from its ServiceAccount volume, the API server from KUBERNETES_SERVICE_HOST.
 fn kubectl_pod(kubectl: &std::path::Path, name: &str, sa: &str) -> String {
@@ -141,31 +172,9 @@ fn kubectl_pod(kubectl: &std::path::Path, name: &str, sa: &str) -> String {
 #[test]
 fn a_pod_uses_the_api_with_its_service_account_token() {
     let Some(k) = common::kubectl() else { return };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !common::required(),
-            "pods reach the API server through the ClusterIP only as root"
-        );
-        eprintln!("SKIP: pods reach the API server through the ClusterIP only as root");
+    let Some(s) = team_with_reader(&k) else {
         return;
-    }
-    let s = Server::up(&[]);
-    ok(&s.kubectl(&k, &["create", "namespace", "team"]));
-    within(
-        Duration::from_secs(30),
-        "team's default ServiceAccount",
-        || {
-            let (code, _) = s.call(
-                "GET",
-                concat!("/", "api/v1/namespaces/team/serviceaccounts/default"),
-                "",
-                "",
-            );
-            (code == 200).then_some(())
-        },
-    );
-    s.kubectl_apply(&k, READER);
+    };
     s.kubectl_apply(&k, &kubectl_pod(&k, "inside", "reader"));
     let (_, pod) = s.call(
         "GET",
@@ -291,34 +300,12 @@ except client.exceptions.ApiException as e:
 #[test]
 fn the_python_client_works_in_cluster_with_its_service_account() {
     let Some(k) = common::kubectl() else { return };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !common::required(),
-            "pods reach the API server through the ClusterIP only as root"
-        );
-        eprintln!("SKIP: pods reach the API server through the ClusterIP only as root");
-        return;
-    }
     if !python_client() {
         return;
     }
-    let s = Server::up(&[]);
-    ok(&s.kubectl(&k, &["create", "namespace", "team"]));
-    within(
-        Duration::from_secs(30),
-        "team's default ServiceAccount",
-        || {
-            let (code, _) = s.call(
-                "GET",
-                concat!("/", "api/v1/namespaces/team/serviceaccounts/default"),
-                "",
-                "",
-            );
-            (code == 200).then_some(())
-        },
-    );
-    s.kubectl_apply(&k, READER);
+    let Some(s) = team_with_reader(&k) else {
+        return;
+    };
     let pythonpath = std::env::var("PYTHONPATH").unwrap_or_default();
     s.kubectl_apply(
         &k,

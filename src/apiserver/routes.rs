@@ -258,6 +258,17 @@ enum Review {
     Subject,
 }
 
+/// A request body of `kind` (group `group`, v1): Kubernetes protobuf (kubectl sends some subresources that way),
+/// else JSON or YAML by content type.
+fn body_of(bytes: &[u8], content_type: &str, group: &str, kind: &str) -> Result<Value> {
+    if bytes.starts_with(b"k8s\0") {
+        crate::api::protobuf::object(bytes, group, "v1", kind)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    } else {
+        parse_body(bytes, content_type)
+    }
+}
+
 /// `kubectl auth can-i` (and `--list`), and SubjectAccessReview for whoever may create them.
 async fn review(State(server): State<Server>, req: Request, which: Review) -> Response {
     let (parts, body) = req.into_parts();
@@ -277,13 +288,7 @@ async fn review(State(server): State<Server>, req: Request, which: Review) -> Re
         Review::SelfRules => "SelfSubjectRulesReview",
         Review::Subject => "SubjectAccessReview",
     };
-    let body = if ct.starts_with("application/vnd.kubernetes.protobuf") {
-        crate::api::protobuf::object(&bytes, "authorization.k8s.io", "v1", kind)
-            .map_err(|e| ApiError::bad_request(e.to_string()))
-    } else {
-        super::handlers::parse_body(&bytes, ct)
-    };
-    let body = match body {
+    let body = match body_of(&bytes, ct, "authorization.k8s.io", kind) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -309,7 +314,7 @@ async fn token_review(State(server): State<Server>, req: Request) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    match super::handlers::parse_body(&bytes, ct) {
+    match body_of(&bytes, ct, "authentication.k8s.io", "TokenReview") {
         Ok(body) => json_response(StatusCode::CREATED, &server.token_review(&body).await, &[]),
         Err(e) => e.into_response(),
     }
@@ -776,12 +781,7 @@ impl Call<'_> {
     }
 
     async fn evict(self) -> Result<Response> {
-        let eviction = if self.body.starts_with(b"k8s\0") {
-            crate::api::protobuf::object(&self.body, "policy", "v1", "Eviction")
-                .map_err(|e| ApiError::bad_request(e.to_string()))?
-        } else {
-            parse_body(&self.body, &self.content_type)?
-        };
+        let eviction = body_of(&self.body, &self.content_type, "policy", "Eviction")?;
         let v = self
             .server
             .evict(&self.target, eviction, &self.query)
@@ -791,12 +791,12 @@ impl Call<'_> {
 
     /// A TokenRequest (JSON or protobuf).
     async fn token(self, who: Option<&Identity>) -> Result<Response> {
-        let request = if self.body.starts_with(b"k8s\0") {
-            crate::api::protobuf::object(&self.body, "authentication.k8s.io", "v1", "TokenRequest")
-                .map_err(|e| ApiError::bad_request(e.to_string()))?
-        } else {
-            parse_body(&self.body, &self.content_type)?
-        };
+        let request = body_of(
+            &self.body,
+            &self.content_type,
+            "authentication.k8s.io",
+            "TokenRequest",
+        )?;
         let ns = self.target.namespace.as_deref().unwrap_or("default");
         let v = self
             .server

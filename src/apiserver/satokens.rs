@@ -319,6 +319,17 @@ impl Server {
         token: &str,
         audiences: &[&str],
     ) -> std::result::Result<Identity, String> {
+        self.verified_service_account(token, audiences)
+            .await
+            .map(|(who, _)| who)
+    }
+
+    /// [`Server::service_account_identity`] with the token's claims.
+    async fn verified_service_account(
+        &self,
+        token: &str,
+        audiences: &[&str],
+    ) -> std::result::Result<(Identity, Claims), String> {
         let signer = self.signer().map_err(|e| e.message)?;
         let claims = signer.verify(token, audiences)?;
         let k = &claims.kubernetes;
@@ -348,7 +359,8 @@ impl Server {
                 ));
             }
         }
-        Ok(service_account_user(&k.namespace, &k.serviceaccount.name))
+        let who = service_account_user(&k.namespace, &k.serviceaccount.name);
+        Ok((who, claims))
     }
 
     /// `POST /apis/authentication.k8s.io/v1/tokenreviews`: who `spec.token` is.
@@ -367,20 +379,14 @@ impl Server {
             } else {
                 wanted.iter().map(String::as_str).collect()
             };
-            match self.service_account_identity(token, &asked).await {
-                Ok(who) => {
+            match self.verified_service_account(token, &asked).await {
+                Ok((who, claims)) => {
                     // The audiences of the review the token is good for.
-                    let aud = self
-                        .signer()
-                        .ok()
-                        .and_then(|s| s.verify(token, &asked).ok())
-                        .map(|c| {
-                            c.aud
-                                .into_iter()
-                                .filter(|a| asked.contains(&a.as_str()))
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default();
+                    let aud: Vec<String> = claims
+                        .aud
+                        .into_iter()
+                        .filter(|a| asked.contains(&a.as_str()))
+                        .collect();
                     (Some(who), aud)
                 }
                 Err(e) => {
