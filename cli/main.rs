@@ -29,6 +29,10 @@ struct Cli {
     /// Data directory (default: $XDG_DATA_HOME/capstan or ~/.local/share/capstan).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// More API servers of the cluster (URL[,URL...]) for client commands to fail over to when the kubeconfig's
+    /// cannot be reached. Or set CAPSTAN_SERVERS.
+    #[arg(long, global = true, env = "CAPSTAN_SERVERS", value_name = "URLS")]
+    servers: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,7 +66,8 @@ enum Command {
     },
     /// Run a node agent that joins a cluster (the kubelet's role).
     Agent {
-        /// The API server's URL.
+        /// The API server's URL, or several (URL,URL,...): the agent fails over between them, and also to every
+        /// other server the cluster announces in the `kubernetes` Endpoints.
         #[arg(long)]
         server: String,
         /// A file holding the cluster's bearer token (the `token` file in the server's data directory). Or set
@@ -275,6 +280,10 @@ fn run(cli: Cli) -> Result<()> {
                         kc.display()
                     )
                 })?;
+                if let Some(more) = &cli.servers {
+                    let more: Vec<String> = more.split(',').map(|s| s.trim().to_string()).collect();
+                    client.learn_servers(&more);
+                }
                 match other {
                     Command::Get(a) => commands::get(&client, a).await,
                     Command::Apply(a) => commands::apply(&client, a, true).await,

@@ -71,7 +71,7 @@ pub async fn run(client: Client, a: TuiArgs) -> Result<()> {
     };
     let config = capstan_tui::Config::load(&path, must_exist)?;
     let keys = config.keymap(&path)?;
-    let mut app = capstan_tui::App::new(keys, a.readonly || config.readonly, client.base());
+    let mut app = capstan_tui::App::new(keys, a.readonly || config.readonly, &client.base());
     app.namespace = a.namespace.clone();
     if let Some(k) = &a.kind {
         let kind = capstan_tui::kinds::lookup(k).ok_or_else(|| {

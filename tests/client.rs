@@ -107,3 +107,47 @@ async fn informer_cache_follows_the_cluster() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_of_several_servers_fails_over_from_one_that_cannot_be_reached() {
+    let s = tokio::task::spawn_blocking(Server::start).await.unwrap();
+    // Nothing listens on port 1: the first server cannot be reached, the second serves.
+    let servers = format!("https://127.0.0.1:1,{}", s.url);
+    let client = Client::new(&servers, &s.token(), Some(&s.ca())).unwrap();
+    let cm = registry::lookup("cm").unwrap();
+    let made = client
+        .create(
+            cm,
+            Some("default"),
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "failed-over"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made["metadata"]["name"], "failed-over");
+    // Every clone now uses the live server first; the list of servers is kept.
+    assert_eq!(client.clone().base(), s.url);
+    assert_eq!(client.servers().len(), 2);
+    // The CLI takes more servers with --servers, after its kubeconfig's (here: one that cannot be reached).
+    let dir = tempfile::tempdir().unwrap();
+    let kc = std::fs::read_to_string(s.kubeconfig())
+        .unwrap()
+        .replace(&s.url, "https://127.0.0.1:1");
+    std::fs::write(dir.path().join("kubeconfig"), kc).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kubeconfig"))
+        .args(["--servers", &s.url, "get", "configmap", "failed-over"])
+        .output()
+        .unwrap();
+    let said = common::ok(&out);
+    assert!(said.contains("failed-over"), "{said}");
+    // With no live server at all, the error names one that was tried.
+    let out = std::process::Command::new(common::BIN)
+        .arg("--kubeconfig")
+        .arg(dir.path().join("kubeconfig"))
+        .args(["get", "configmap"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+}

@@ -124,6 +124,7 @@ async fn one_leader_and_a_takeover_when_it_stops() {
     let client = Client::from_kubeconfig(&s.kubeconfig()).unwrap();
     let elector = |id: &str| Elector {
         lease_duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(700),
         renew_every: Duration::from_millis(100),
         ..Elector::new("kube-system", "capstan-controllers", id)
     };

@@ -142,9 +142,15 @@ async fn run_agent(
     Ok(())
 }
 
+/// The first of the URLs in `--server URL[,URL...]`.
+pub fn first_server(servers: &str) -> &str {
+    servers.split(',').next().unwrap_or("").trim()
+}
+
 /// The address this machine reaches `server` from (the source address its routes pick; nothing is sent): what
 /// other machines reach this node at, when `--node-ip` does not say.
 async fn address_toward(server: &str) -> Result<std::net::IpAddr> {
+    let server = first_server(server);
     let url = reqwest::Url::parse(server).with_context(|| format!("--server {server}"))?;
     let port = url.port_or_known_default().unwrap_or(443);
     let host = url

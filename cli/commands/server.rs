@@ -80,6 +80,16 @@ pub struct ControlArgs {
     /// The key of --etcd-certfile (PEM).
     #[arg(long)]
     pub etcd_keyfile: Option<PathBuf>,
+    /// How long a server's hold on the controller-manager Lease lasts without renewal: when the leading server
+    /// dies, another takes over after this.
+    #[arg(long, default_value = "15s")]
+    pub leader_elect_lease_duration: String,
+    /// How long the leader keeps leading while its renewals fail (shorter than the lease duration).
+    #[arg(long, default_value = "10s")]
+    pub leader_elect_renew_deadline: String,
+    /// How often servers try to take the lease, and the leader renews it.
+    #[arg(long, default_value = "2s")]
+    pub leader_elect_retry_period: String,
     /// The cluster's token (the first server's DATA_DIR/token): a server joining others on one etcd takes the
     /// cluster's CA and keys from etcd with it.
     #[arg(long)]
@@ -127,6 +137,24 @@ pub async fn server(
         "--node-monitor-grace-period",
     )?;
     settings.terminated_pod_threshold = control.terminated_pod_gc_threshold;
+    settings.leader_election = capstan::runtime::leader::Timing {
+        lease_duration: duration(
+            &control.leader_elect_lease_duration,
+            "--leader-elect-lease-duration",
+        )?,
+        renew_deadline: duration(
+            &control.leader_elect_renew_deadline,
+            "--leader-elect-renew-deadline",
+        )?,
+        retry_period: duration(
+            &control.leader_elect_retry_period,
+            "--leader-elect-retry-period",
+        )?,
+    };
+    settings
+        .leader_election
+        .check()
+        .map_err(|e| anyhow!("--leader-elect-*: {e}"))?;
     settings.pod_network_backend = control.pod_network_backend;
     let grace = settings.node_monitor_grace;
     settings.gitops_cache = data_dir.join("gitops");

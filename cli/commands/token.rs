@@ -150,7 +150,7 @@ pub async fn join(
 ) -> Result<(String, String)> {
     let (pin, bootstrap) = parse_join_token(join_token)?;
     capstan::sys::init_crypto();
-    let base = server.trim_end_matches('/');
+    let base = super::agent::first_server(server).trim_end_matches('/');
     let insecure = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
         .connect_timeout(Duration::from_secs(5))

@@ -17,6 +17,7 @@ pub mod join;
 pub mod logs;
 pub mod namespaces;
 pub mod patch;
+pub mod peers;
 pub mod podsecurity;
 pub mod reviews;
 mod routes;
@@ -173,77 +174,29 @@ impl Server {
     }
 
     /// Publishes the API server to pods as Kubernetes does: the Service `default/kubernetes` (ClusterIP `ip`, port
-    /// 443, no selector) with an Endpoints and an EndpointSlice to `address:port`, written again at every start
-    /// (the address or port may change).
+    /// 443, no selector), and this server in its Endpoints and EndpointSlices (with every other live server,
+    /// [`peers`]); written again at every start (the address or port may change).
     pub async fn publish_kubernetes_service(
         &self,
         ip: std::net::Ipv4Addr,
-        address: std::net::IpAddr,
-        port: u16,
+        me: &peers::Announcement,
     ) -> Result<()> {
         let labels = json!({"component": "apiserver", "provider": "kubernetes"});
         let service = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default", "labels": labels},
             "spec": {"type": "ClusterIP", "clusterIP": ip.to_string(), "sessionAffinity": "None",
-                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
-        let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{"addresses": [{"ip": address.to_string()}],
-                "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
-        let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
-        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "kubernetes", "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "kubernetes",
-                    "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io"}},
-            "addressType": family,
-            "endpoints": [{"addresses": [address.to_string()], "conditions": {"ready": true}}],
-            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
-        for obj in [service, endpoints, slice] {
-            let kind = registry::by_kind(
-                obj["apiVersion"].as_str().unwrap_or(""),
-                obj["kind"].as_str().unwrap_or(""),
-            )
-            .expect("served");
-            let opts = handlers::WriteOpts {
-                dry_run: false,
-                validation: "Strict".into(),
-                manager: "kube-apiserver".into(),
-                subresource: String::new(),
-            };
-            let existing = match self.get_object(kind, Some("default"), "kubernetes").await {
-                // The service CIDR changed since: the Service is made again with an address of the new range.
-                Ok((old, rv))
-                    if kind.kind == "Service"
-                        && old["spec"]["clusterIP"] != obj["spec"]["clusterIP"] =>
-                {
-                    let key = handlers::key(kind, Some("default"), Some("kubernetes"));
-                    self.store.delete(&key, rv).await?;
-                    Err(ApiError::not_found("services", "kubernetes"))
-                }
-                other => other,
-            };
-            match existing {
-                Ok((old, rv)) => {
-                    let mut new = obj.clone();
-                    new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-                    self.write(
-                        kind,
-                        Some("default"),
-                        new,
-                        Some((&old, rv)),
-                        &opts,
-                        &mut Vec::new(),
-                    )
-                    .await?;
-                }
-                Err(e) if e.code == 404 => {
-                    self.write(kind, Some("default"), obj, None, &opts, &mut Vec::new())
-                        .await?;
-                }
-                Err(e) => return Err(e),
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": me.port}]}});
+        let kind = registry::lookup("services").expect("served");
+        // The service CIDR changed since: the Service is made again with an address of the new range.
+        if let Ok((old, rv)) = self.get_object(kind, Some("default"), "kubernetes").await {
+            if old["spec"]["clusterIP"] != service["spec"]["clusterIP"] {
+                let key = handlers::key(kind, Some("default"), Some("kubernetes"));
+                self.store.delete(&key, rv).await?;
             }
         }
-        Ok(())
+        self.put_object(kind, Some("default"), "kubernetes", service)
+            .await?;
+        self.announce(me).await
     }
 
     /// Creates the objects every cluster starts with (`daemons::bootstrap::objects`) where they are missing.

@@ -32,6 +32,9 @@ pub enum Error {
     Decode(String),
     #[error("kubeconfig: {0}")]
     Config(String),
+    /// No connection could be made (the next server may be tried).
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl Error {
@@ -45,15 +48,82 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A connection to one API server.
+/// A connection to the API server: to one of several, failing over to the next when one cannot be reached.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    servers: std::sync::Arc<Servers>,
     token: String,
     tls: std::sync::Arc<rustls::ClientConfig>,
     /// Acts as this user (`Impersonate-User`), as far as the client's own identity may impersonate it.
     impersonate: Option<String>,
+}
+
+/// The API servers a client may use (`https://a:6443,https://b:6443`), and the one it uses now. A request that
+/// cannot connect moves every clone of the client to the next (like k3s's client-side load balancer); requests that
+/// reached a server are never sent twice.
+#[derive(Debug)]
+struct Servers {
+    urls: std::sync::RwLock<Vec<String>>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Servers {
+    fn parse(list: &str) -> Vec<String> {
+        list.split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// The server in use: its index and URL.
+    fn current(&self) -> (usize, String) {
+        let urls = self.urls.read().unwrap_or_else(|e| e.into_inner());
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % urls.len().max(1);
+        (i, urls.get(i).cloned().unwrap_or_default())
+    }
+
+    fn len(&self) -> usize {
+        self.urls.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Server `i` could not be reached: move on to the next (unless another request already did).
+    fn failed(&self, i: usize, why: &dyn std::fmt::Display) {
+        let n = self.len();
+        if n < 2 {
+            return;
+        }
+        let moved = self
+            .current
+            .compare_exchange(
+                i,
+                (i + 1) % n,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok();
+        if moved {
+            let (_, next) = self.current();
+            tracing::warn!(next = %next, "the API server cannot be reached ({why}); failing over");
+        }
+    }
+
+    /// Adds servers learned elsewhere (the `kubernetes` Endpoints) after the ones configured; the one in use stays.
+    fn learn(&self, found: &[String]) {
+        let mut urls = self.urls.write().unwrap_or_else(|e| e.into_inner());
+        for u in found {
+            let u = u.trim_end_matches('/');
+            if !urls.iter().any(|have| have == u) {
+                tracing::info!(server = %u, "learned of another API server");
+                urls.push(u.to_string());
+            }
+        }
+    }
+}
+
+/// Whether a request failed before reaching any server (so sending it elsewhere cannot repeat it).
+fn unreachable(e: &reqwest::Error) -> bool {
+    e.is_connect()
 }
 
 /// A client certificate kept in files: read at first use and again whenever the certificate file changes, so a
@@ -210,9 +280,16 @@ impl Client {
             .tls_backend_preconfigured(tls.clone())
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
+        let urls = Servers::parse(base);
+        if urls.is_empty() {
+            return Err(Error::Config("no API server URL".into()));
+        }
         Ok(Client {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            servers: std::sync::Arc::new(Servers {
+                urls: std::sync::RwLock::new(urls),
+                current: std::sync::atomic::AtomicUsize::new(0),
+            }),
             token: token.to_string(),
             tls: std::sync::Arc::new(tls),
             impersonate: None,
@@ -230,8 +307,28 @@ impl Client {
 
     /// Opens a WebSocket to `path` (with its query) offering `protocols`; returns it and the protocol chosen.
     pub async fn websocket(&self, path: &str, protocols: &[&str]) -> Result<(WebSocket, String)> {
+        let mut attempts = self.servers.len();
+        loop {
+            let (i, base) = self.servers.current();
+            match self.websocket_to(&base, path, protocols).await {
+                Err(Error::Unreachable(why)) if attempts > 1 => {
+                    attempts -= 1;
+                    self.servers.failed(i, &why);
+                }
+                Err(Error::Unreachable(m)) => return Err(Error::Config(m)),
+                other => return other,
+            }
+        }
+    }
+
+    async fn websocket_to(
+        &self,
+        base: &str,
+        path: &str,
+        protocols: &[&str],
+    ) -> Result<(WebSocket, String)> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!("{}{path}", self.base)
+        let url = format!("{base}{path}")
             .replacen("https://", "wss://", 1)
             .replacen("http://", "ws://", 1);
         let mut req = url
@@ -253,24 +350,21 @@ impl Client {
         let parsed = url::Url::parse(&url).map_err(|e| Error::Config(format!("{url}: {e}")))?;
         if parsed.scheme() != "wss" {
             return Err(Error::Config(format!(
-                "{}: WebSockets to the API server need https",
-                self.base
+                "{base}: WebSockets to the API server need https"
             )));
         }
         let host = parsed.host_str().unwrap_or("").to_string();
         let port = parsed.port_or_known_default().unwrap_or(443);
-        let unreachable =
-            |e: std::io::Error| Error::Config(format!("cannot reach {}: {e}", self.base));
         let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| Error::Unreachable(format!("cannot reach {base}: {e}")))?;
         let name =
             rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
                 .map_err(|e| Error::Config(format!("{host}: {e}")))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| Error::Config(format!("cannot reach {base}: {e}")))?;
         let (ws, resp) = tokio_tungstenite::client_async(req, tls)
             .await
             .map_err(|e| match e {
@@ -307,8 +401,57 @@ impl Client {
         Self::with_credentials(&t.server, &t.credentials, t.ca.as_deref())
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The URL of the API server in use.
+    pub fn base(&self) -> String {
+        self.servers.current().1
+    }
+
+    /// Every API server this client may use, the configured ones first.
+    pub fn servers(&self) -> Vec<String> {
+        self.servers
+            .urls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds API servers to fail over to (shared by every clone of this client).
+    pub fn learn_servers(&self, urls: &[String]) {
+        self.servers.learn(urls);
+    }
+
+    /// Sends the request `build` makes for a server's base URL, to the server in use, moving on to the next when
+    /// it cannot be reached. Returns the answer and the URL asked.
+    async fn send(
+        &self,
+        path: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, String)> {
+        let mut attempts = self.servers.len();
+        loop {
+            let (i, base) = self.servers.current();
+            let url = format!("{base}{path}");
+            let mut rb = build(&url);
+            if !self.token.is_empty() {
+                rb = rb.bearer_auth(&self.token);
+            }
+            if let Some(user) = &self.impersonate {
+                rb = rb.header("Impersonate-User", user);
+            }
+            match rb.send().await {
+                Ok(resp) => return Ok((resp, url)),
+                Err(source) if unreachable(&source) && attempts > 1 => {
+                    attempts -= 1;
+                    self.servers.failed(i, &source);
+                }
+                Err(source) => {
+                    if unreachable(&source) {
+                        self.servers.failed(i, &source);
+                    }
+                    return Err(Error::Http { url, source });
+                }
+            }
+        }
     }
 
     /// Sends a request and decodes a JSON answer, turning Status errors into [`Error::Api`].
@@ -319,24 +462,19 @@ impl Client {
         body: Option<(&str, Vec<u8>)>,
         accept: Option<&str>,
     ) -> Result<Value> {
-        let url = format!("{}{}", self.base, path);
-        let mut rb = self.http.request(method, &url);
-        if !self.token.is_empty() {
-            rb = rb.bearer_auth(&self.token);
-        }
-        if let Some(user) = &self.impersonate {
-            rb = rb.header("Impersonate-User", user);
-        }
-        if let Some(a) = accept {
-            rb = rb.header("Accept", a);
-        }
-        if let Some((ct, b)) = body {
-            rb = rb.header("Content-Type", ct).body(b);
-        }
-        let resp = rb.send().await.map_err(|source| Error::Http {
-            url: url.clone(),
-            source,
-        })?;
+        let body = body.map(|(ct, b)| (ct, bytes::Bytes::from(b)));
+        let (resp, url) = self
+            .send(path, |url| {
+                let mut rb = self.http.request(method.clone(), url);
+                if let Some(a) = accept {
+                    rb = rb.header("Accept", a);
+                }
+                if let Some((ct, b)) = &body {
+                    rb = rb.header("Content-Type", *ct).body(b.clone());
+                }
+                rb
+            })
+            .await?;
         let code = resp.status().as_u16();
         let bytes = resp
             .bytes()
@@ -504,18 +642,7 @@ impl Client {
     /// Starts a GET whose answer is read as a stream (watches, followed logs); API errors come back as
     /// [`Error::Api`].
     pub async fn open(&self, path: &str) -> Result<reqwest::Response> {
-        let url = format!("{}{}", self.base, path);
-        let mut rb = self.http.get(&url);
-        if !self.token.is_empty() {
-            rb = rb.bearer_auth(&self.token);
-        }
-        if let Some(user) = &self.impersonate {
-            rb = rb.header("Impersonate-User", user);
-        }
-        let resp = rb.send().await.map_err(|source| Error::Http {
-            url: url.clone(),
-            source,
-        })?;
+        let (resp, _) = self.send(path, |url| self.http.get(url)).await?;
         let code = resp.status().as_u16();
         if code >= 400 {
             let bytes = resp.bytes().await.unwrap_or_default();

@@ -61,6 +61,8 @@ pub struct Settings {
     pub pod_network_backend: crate::api::network::Backend,
     /// The Service CIDR, announced to agents (pod traffic to it is not masqueraded).
     pub service_cidr: String,
+    /// How the control plane's servers elect the one that runs the controllers.
+    pub leader_election: crate::runtime::leader::Timing,
 }
 
 /// The default pool of LoadBalancer addresses (loopback: served by the node proxies without privileges).
@@ -79,6 +81,7 @@ impl Default for Settings {
             ca_pem: String::new(),
             pod_network_backend: crate::api::network::Backend::default(),
             service_cidr: String::new(),
+            leader_election: crate::runtime::leader::Timing::default(),
         }
     }
 }

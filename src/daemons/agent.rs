@@ -90,7 +90,9 @@ pub async fn run(
             (None, None)
         }
     };
+    let learning = tokio::spawn(learn_servers(client.clone(), slices.cache.clone()));
     let result = agent.run(services.cache.clone(), dns, shutdown).await;
+    learning.abort();
     if let Some((stop, task, _nodes)) = cluster_net {
         let _ = stop.send(());
         let _ = task.await;
@@ -104,4 +106,46 @@ pub async fn run(
         tables.release_addresses().await;
     }
     result
+}
+
+/// The API servers the `kubernetes` EndpointSlices list, as URLs (`https://IP:PORT`).
+pub fn api_servers(slices: &[Arc<EndpointSlice>]) -> Vec<String> {
+    let mut urls = Vec::new();
+    for s in slices.iter().filter(|s| {
+        s.metadata.namespace() == "default"
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .is_some_and(|n| n == "kubernetes")
+    }) {
+        let ports = s.ports.iter().flatten().filter_map(|p| p.port);
+        for port in ports {
+            for e in &s.endpoints {
+                for a in &e.addresses {
+                    let url = match a.parse::<std::net::IpAddr>() {
+                        Ok(std::net::IpAddr::V6(v6)) => format!("https://[{v6}]:{port}"),
+                        _ => format!("https://{a}:{port}"),
+                    };
+                    if !urls.contains(&url) {
+                        urls.push(url);
+                    }
+                }
+            }
+        }
+    }
+    urls
+}
+
+/// Keeps adding the API servers the cluster announces to the agent's fail-over targets (k3s agents learn theirs the
+/// same way), so an agent told one server survives that server's loss.
+async fn learn_servers(client: Client, slices: crate::client::informer::Cache<EndpointSlice>) {
+    slices.wait_synced().await;
+    loop {
+        let found = api_servers(&slices.list());
+        if !found.is_empty() {
+            client.learn_servers(&found);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
 }

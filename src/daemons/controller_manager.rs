@@ -52,7 +52,12 @@ pub async fn run(
 ) {
     let client = clients.controllers.clone();
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
-    let elector = Elector::new("kube-system", "capstan-controller-manager", &identity);
+    let elector = Elector::with_timing(
+        "kube-system",
+        "capstan-controller-manager",
+        &identity,
+        settings.leader_election,
+    );
     let campaign = tokio::spawn(elector.run(client.clone(), leading_tx));
     let work = async {
         loop {

@@ -289,6 +289,8 @@ pub struct ControlPlane {
     pub ca_pem: String,
     /// Where the admin kubeconfig was written.
     pub kubeconfig: PathBuf,
+    /// How this server announces itself to the others (and in the `kubernetes` Endpoints).
+    announcement: apiserver::peers::Announcement,
 }
 
 /// Makes the data directory the owner's alone: the directory 0700 and the files directly in it (the store, its
@@ -405,9 +407,10 @@ impl ControlPlane {
             source,
         })?;
         let url = url_of(addr);
+        let announcement = apiserver::peers::Announcement::new(advertised(addr), addr.port());
         if let Some(ip) = service_ip {
             server
-                .publish_kubernetes_service(ip, advertised(addr), addr.port())
+                .publish_kubernetes_service(ip, &announcement)
                 .await
                 .map_err(|e| Error::Bootstrap(e.to_string()))?;
         }
@@ -427,6 +430,7 @@ impl ControlPlane {
             token,
             ca_pem: material.ca_pem,
             kubeconfig,
+            announcement,
         })
     }
 
@@ -496,9 +500,10 @@ impl ControlPlane {
                 let _ = a.await;
             }
         };
-        apiserver::serve(self.listener, self.server, self.tls, shutdown)
-            .await
-            .map_err(Error::Serve)
+        let announcing = tokio::spawn(self.server.clone().keep_announcing(self.announcement));
+        let served = apiserver::serve(self.listener, self.server, self.tls, shutdown).await;
+        announcing.abort();
+        served.map_err(Error::Serve)
     }
 
     /// The controller manager (and its scheduler) gets threads of its own, so a flood of API requests cannot

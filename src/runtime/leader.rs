@@ -17,7 +17,52 @@ pub struct Elector {
     pub name: String,
     pub identity: String,
     pub lease_duration: Duration,
+    /// How long a leader keeps leading while its renewals fail (shorter than the lease).
+    pub renew_deadline: Duration,
+    /// How often candidates try to acquire, and leaders renew.
     pub renew_every: Duration,
+}
+
+/// The timing of an election (Kubernetes' flags `--leader-elect-lease-duration`, `--leader-elect-renew-deadline`,
+/// `--leader-elect-retry-period`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl Default for Timing {
+    /// Kubernetes' defaults: 15 s lease, 10 s renew deadline, 2 s retry period.
+    fn default() -> Self {
+        Timing {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Timing {
+    /// Checks the relations Kubernetes requires: lease > renew deadline > retry period > 0.
+    pub fn check(&self) -> Result<(), String> {
+        if self.retry_period.is_zero() {
+            return Err("the retry period must be positive".into());
+        }
+        if self.renew_deadline <= self.retry_period {
+            return Err(format!(
+                "the renew deadline ({:?}) must be longer than the retry period ({:?})",
+                self.renew_deadline, self.retry_period
+            ));
+        }
+        if self.lease_duration <= self.renew_deadline {
+            return Err(format!(
+                "the lease duration ({:?}) must be longer than the renew deadline ({:?})",
+                self.lease_duration, self.renew_deadline
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn micro_time(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -25,14 +70,19 @@ fn micro_time(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 impl Elector {
-    /// Kubernetes' defaults: a 15 s lease renewed every 2 s.
+    /// Kubernetes' defaults: a 15 s lease renewed every 2 s, given up 10 s after the last renewal.
     pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
+        Self::with_timing(namespace, name, identity, Timing::default())
+    }
+
+    pub fn with_timing(namespace: &str, name: &str, identity: &str, t: Timing) -> Self {
         Elector {
             namespace: namespace.into(),
             name: name.into(),
             identity: identity.into(),
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(2),
+            lease_duration: t.lease_duration,
+            renew_deadline: t.renew_deadline,
+            renew_every: t.retry_period,
         }
     }
 
@@ -93,12 +143,21 @@ impl Elector {
         }
     }
 
-    /// Campaigns forever, publishing whether this candidate leads. Leadership is dropped (false) as soon as a
-    /// renewal fails.
+    /// Campaigns forever, publishing whether this candidate leads. A leader whose renewals fail keeps leading until
+    /// `renew_deadline` has passed since its last successful renewal, then steps down (false).
     pub async fn run(self, client: Client, leading: watch::Sender<bool>) {
+        let mut renewed: Option<tokio::time::Instant> = None;
         loop {
-            let now = self.try_acquire(&client).await;
-            leading.send_if_modified(|l| std::mem::replace(l, now) != now);
+            let won = self.try_acquire(&client).await;
+            let now = tokio::time::Instant::now();
+            if won {
+                renewed = Some(now);
+            }
+            let leads = renewed.is_some_and(|r| now.duration_since(r) < self.renew_deadline);
+            if !leads {
+                renewed = None;
+            }
+            leading.send_if_modified(|l| std::mem::replace(l, leads) != leads);
             tokio::time::sleep(self.renew_every).await;
         }
     }

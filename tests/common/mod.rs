@@ -47,6 +47,10 @@ pub fn unique_cluster_cidr() -> String {
 /// The address ranges of one test server: its own pod CIDR and, for `server`/`up`, a service CIDR and a load
 /// balancer pool inside the matching 127.x.0.0/16, so parallel tests never serve each other's ClusterIPs.
 pub fn ranges(args: &[&str]) -> Vec<String> {
+    // Servers of one cluster are given one set of ranges by the test.
+    if args.contains(&"--cluster-cidr") {
+        return Vec::new();
+    }
     let cidr = unique_cluster_cidr();
     let b = cidr.split('.').nth(1).unwrap_or("1").to_string();
     let mut out = vec!["--cluster-cidr".to_string(), cidr];
@@ -379,10 +383,15 @@ impl Agent {
     }
 
     pub fn start(s: &Server, name: &str, extra: &[&str]) -> Agent {
+        Self::start_at(s, &s.url, name, extra)
+    }
+
+    /// Like [`Agent::start`], told the API server URLs `servers` (`URL[,URL...]`).
+    pub fn start_at(s: &Server, servers: &str, name: &str, extra: &[&str]) -> Agent {
         let child = Command::new(BIN)
             .arg("--data-dir")
             .arg(s.dir.path().join("agents"))
-            .args(["agent", "--server", &s.url, "--token-file"])
+            .args(["agent", "--server", servers, "--token-file"])
             .arg(s.dir.path().join("token"))
             .arg("--certificate-authority")
             .arg(s.dir.path().join("ca.crt"))
