@@ -101,6 +101,8 @@ enum Command {
     Token(commands::TokenArgs),
     /// Secrets at rest: `rotate-key` makes a new encryption key and re-encrypts everything under it.
     Secrets(commands::SecretsArgs),
+    /// The cluster's store: `snapshot save|restore`, `migrate --to etcd://...`.
+    Store(commands::StoreArgs),
     /// Kubeconfigs for users, with client certificates of the cluster CA (on the server's machine).
     Kubeconfig(commands::KubeconfigArgs),
     /// The terminal UI: live views of the cluster and the git history of its Applications; roll back by revert.
@@ -191,6 +193,9 @@ fn run(cli: Cli) -> Result<()> {
             .clone()
             .unwrap_or_else(capstan::client::config::default_data_dir);
         match cli.command {
+            Command::Store(a) if !commands::store_needs_server(&a) => {
+                commands::store_offline(&data_dir, a).await
+            }
             Command::Server { listen, control } => {
                 commands::server(&data_dir, listen, None, None, &control).await
             }
@@ -294,6 +299,7 @@ fn run(cli: Cli) -> Result<()> {
                     Command::App(a) => app::run(&client, a).await,
                     Command::Token(a) => commands::token(&client, a).await,
                     Command::Secrets(a) => commands::secrets(&client, a).await,
+                    Command::Store(a) => commands::store_save(&client, a).await,
                     Command::Tui(a) => tui::run(client, a).await,
                     Command::Exec(a) => {
                         let code = exec::run(&client, a).await?;

@@ -13,6 +13,7 @@ mod logs;
 mod secrets;
 mod server;
 mod shim;
+mod store;
 mod token;
 
 pub use agent::*;
@@ -25,6 +26,7 @@ pub use logs::*;
 pub use secrets::*;
 pub use server::*;
 pub use shim::*;
+pub use store::*;
 pub use token::*;
 
 fn resolve_kind(name: &str) -> Result<&'static KindInfo> {

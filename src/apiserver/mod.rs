@@ -71,6 +71,8 @@ pub struct Server {
     pub encryption: Option<Arc<crate::store::encrypted::Encryption>>,
     /// The audit log (`--audit-log`), if kept.
     pub audit: Option<Arc<audit::AuditLog>>,
+    /// The store beneath encryption at rest, for snapshots that keep values sealed (None: `store` itself).
+    pub raw_store: Option<DynStore>,
 }
 
 impl Server {
@@ -104,6 +106,7 @@ impl Server {
             sa_tokens: None,
             encryption: None,
             audit: None,
+            raw_store: None,
         }
     }
 }

@@ -39,6 +39,10 @@ pub fn router(server: Server) -> Router {
         .route("/capstan/v1/node-certificate", post(node_certificate))
         .route("/capstan/v1/encryption/rotate", post(rotate_encryption_key))
         .route(
+            concat!("/", "capstan/v1/store/snapshot"),
+            get(store_snapshot),
+        )
+        .route(
             concat!("/", "apis/authentication.k8s.io/v1/selfsubjectreviews"),
             post(self_subject_review),
         )
@@ -347,6 +351,26 @@ async fn rotate_encryption_key(State(server): State<Server>, req: Request) -> Re
         }
         Err(e) => ApiError::internal(format!("rotating the encryption key: {e}")).into_response(),
     }
+}
+
+/// `capstan store snapshot save`: every key of the store at one revision, values as stored (encrypted ones stay
+/// sealed), in the snapshot format (authorized as the non-resource path: `system:masters` or an RBAC rule for it).
+async fn store_snapshot(State(server): State<Server>) -> Response {
+    let store = server.raw_store.clone().unwrap_or(server.store.clone());
+    let snap = match crate::store::snapshot::take(store.as_ref()).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::internal(format!("taking a snapshot: {e}")).into_response(),
+    };
+    let mut out = Vec::new();
+    if let Err(e) = crate::store::snapshot::write(&snap, &mut out) {
+        return ApiError::internal(format!("writing a snapshot: {e}")).into_response();
+    }
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/jsonl")],
+        out,
+    )
+        .into_response()
 }
 
 /// `kubectl auth whoami`: the caller's user name and groups.

@@ -8,6 +8,7 @@
 //! - [`server`]: the control plane - store, credentials, API server, and the controller manager on threads of its
 //!   own (with a node beside it for `capstan up`).
 //! - [`bootstrap`]: the objects a new cluster starts with.
+//! - [`storage`]: snapshots of the store and migration between backends (`capstan store`).
 //!
 //! The `capstan` binary only parses flags and calls these.
 
@@ -16,3 +17,4 @@ pub mod bootstrap;
 pub mod controller_manager;
 pub mod identity;
 pub mod server;
+pub mod storage;

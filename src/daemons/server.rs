@@ -169,38 +169,8 @@ async fn open_store(data_dir: &std::path::Path, choice: &StoreChoice) -> Result<
             Ok(Arc::new(store))
         }
         #[cfg(feature = "etcd")]
-        StoreChoice::Etcd {
-            url,
-            prefix,
-            ca_file,
-            cert_file,
-            key_file,
-        } => {
-            let read = |p: &Option<PathBuf>| -> Result<Option<String>, Error> {
-                p.as_ref()
-                    .map(|p| {
-                        std::fs::read_to_string(p)
-                            .map_err(|e| Error::Store(format!("reading {}: {e}", p.display())))
-                    })
-                    .transpose()
-            };
-            let mut opts = crate::store::etcd::Options::from_url(url).map_err(Error::Store)?;
-            opts.prefix = prefix.clone();
-            opts.ca = read(ca_file)?;
-            opts.identity = match (read(cert_file)?, read(key_file)?) {
-                (Some(c), Some(k)) => Some((c, k)),
-                (None, None) => None,
-                _ => {
-                    return Err(Error::Store(
-                        "--etcd-certfile and --etcd-keyfile go together".into(),
-                    ))
-                }
-            };
-            let store: DynStore = Arc::new(
-                crate::store::etcd::Etcd::connect(&opts)
-                    .await
-                    .map_err(|e| Error::Store(e.to_string()))?,
-            );
+        StoreChoice::Etcd { url, .. } => {
+            let store: DynStore = Arc::new(connect_etcd(choice).await?);
             tokio::spawn(compact_periodically(store.clone()));
             tracing::info!(%url, "objects are kept in etcd");
             Ok(store)
@@ -210,6 +180,44 @@ async fn open_store(data_dir: &std::path::Path, choice: &StoreChoice) -> Result<
             "{url}: this capstan was built without etcd support (build with `--features etcd`)"
         ))),
     }
+}
+
+/// Connects to the etcd `choice` names (with its TLS files).
+#[cfg(feature = "etcd")]
+pub async fn connect_etcd(choice: &StoreChoice) -> Result<crate::store::etcd::Etcd, Error> {
+    let StoreChoice::Etcd {
+        url,
+        prefix,
+        ca_file,
+        cert_file,
+        key_file,
+    } = choice
+    else {
+        return Err(Error::Store("not an etcd store".into()));
+    };
+    let read = |p: &Option<PathBuf>| -> Result<Option<String>, Error> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::Store(format!("reading {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    let mut opts = crate::store::etcd::Options::from_url(url).map_err(Error::Store)?;
+    opts.prefix = prefix.clone();
+    opts.ca = read(ca_file)?;
+    opts.identity = match (read(cert_file)?, read(key_file)?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Store(
+                "--etcd-certfile and --etcd-keyfile go together".into(),
+            ))
+        }
+    };
+    crate::store::etcd::Etcd::connect(&opts)
+        .await
+        .map_err(|e| Error::Store(e.to_string()))
 }
 
 /// Compacts the store every five minutes to the revision it had five minutes before.
@@ -347,6 +355,7 @@ impl ControlPlane {
         let token = apiserver::load_or_create_token(data_dir)?;
         let mut server = apiserver::Server::new(encryption.wrap(raw_store.clone()), &token);
         server.encryption = Some(encryption);
+        server.raw_store = Some(raw_store.clone());
         let cidr = opts
             .service_cidr
             .as_deref()

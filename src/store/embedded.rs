@@ -20,6 +20,11 @@ use super::{Error, Event, EventType, KeyValue, ListResult, Result, Store, WatchS
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 
+/// The on-disk format this build writes (META `format`): a store of a newer format is refused at open, one of an
+/// older format is upgraded. Format 1: `kv` maps a key to create revision, mod revision (little-endian i64s) and
+/// the value; `meta` holds `revision` and `format`.
+pub const FORMAT: i64 = 1;
+
 /// How many events of history to keep before compacting automatically.
 const HISTORY_MAX: usize = 100_000;
 /// How many to keep after an automatic compaction.
@@ -111,14 +116,21 @@ impl Embedded {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(backend)?;
         }
-        let db = Database::create(path).map_err(backend)?;
+        let mut db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Backend(format!(
+                "{} is in use by another process (a running capstan server?)",
+                path.display()
+            )),
+            other => Error::Backend(format!("{}: {other}", path.display())),
+        })?;
+        Self::check_format(&db, path)?;
+        // Space freed since the last start goes back to the file system.
+        if let Err(e) = db.compact() {
+            tracing::warn!(error = %e, "compacting the store file at open");
+        }
         let mut current: BTreeMap<String, KeyValue> = BTreeMap::new();
         let mut revision = 0;
         {
-            let w = db.begin_write().map_err(backend)?;
-            w.open_table(KV).map_err(backend)?;
-            w.open_table(META).map_err(backend)?;
-            w.commit().map_err(backend)?;
             let r = db.begin_read().map_err(backend)?;
             let kv = r.open_table(KV).map_err(backend)?;
             for item in kv.iter().map_err(backend)? {
@@ -185,6 +197,66 @@ impl Embedded {
         Ok(Embedded {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Writes `entries` (with their revisions) and the store revision `revision` into a new store at `path`: a
+    /// restored snapshot. Refused when a store exists there.
+    pub fn load(path: &Path, entries: &[KeyValue], revision: i64) -> Result<()> {
+        if path.exists() || !segments(path).is_empty() {
+            return Err(Error::Backend(format!(
+                "{} exists: restore only into a data directory without a store",
+                path.display()
+            )));
+        }
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| Error::Backend(format!("{}: {e}", path.display())))?;
+        }
+        let db = Database::create(path).map_err(backend)?;
+        Self::check_format(&db, path)?;
+        let mut w = db.begin_write().map_err(backend)?;
+        w.set_durability(Durability::Immediate).map_err(backend)?;
+        {
+            let mut kv = w.open_table(KV).map_err(backend)?;
+            for e in entries {
+                kv.insert(
+                    e.key.as_str(),
+                    encode(e.create_revision, e.mod_revision, &e.value).as_slice(),
+                )
+                .map_err(backend)?;
+            }
+            let mut meta = w.open_table(META).map_err(backend)?;
+            meta.insert("revision", revision).map_err(backend)?;
+        }
+        w.commit().map_err(backend)
+    }
+
+    /// Checks the store's format (refusing a newer one) and records this build's in a new or older store.
+    fn check_format(db: &Database, path: &Path) -> Result<()> {
+        let w = db.begin_write().map_err(backend)?;
+        w.open_table(KV).map_err(backend)?;
+        {
+            let mut meta = w.open_table(META).map_err(backend)?;
+            let found = meta.get("format").map_err(backend)?.map(|v| v.value());
+            match found {
+            Some(f) if f > FORMAT => {
+                return Err(Error::Backend(format!(
+                    "{} is in store format {f}, written by a newer capstan; this one reads formats up to {FORMAT}:                      upgrade capstan (nothing was changed)",
+                    path.display()
+                )))
+            }
+            Some(f) if f == FORMAT => {}
+            _ => {
+                meta.insert("format", FORMAT).map_err(backend)?;
+            }
+        }
+        }
+        w.commit().map_err(backend)
     }
 
     /// Group commit without a hand-off: the first writer to find no commit in progress becomes the leader and

@@ -13,6 +13,10 @@
 //!   and a watch that etcd cancels for compaction ends with `Compacted`;
 //! - compaction is etcd's compaction; the API server compacts periodically as with the embedded store.
 //!
+//! A store restored from a snapshot or migrated from the embedded store carries on from that store's revision: the
+//! difference is kept in etcd (key [`REVISION_OFFSET_KEY`] under the prefix) and added to every revision read and
+//! taken off every revision given, so resourceVersions only ever grow for clients of the old store.
+//!
 //! TLS client certificates (`--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`) are supported.
 
 use std::sync::Arc;
@@ -63,10 +67,15 @@ impl Options {
     }
 }
 
+/// The key (under the prefix) holding how far this store's revisions are ahead of etcd's own.
+pub const REVISION_OFFSET_KEY: &str = concat!("/", "capstan/revision-offset");
+
 /// The store on etcd.
 pub struct Etcd {
     client: Client,
     prefix: String,
+    /// Added to etcd's revisions (see [`REVISION_OFFSET_KEY`]).
+    offset: i64,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -147,10 +156,80 @@ impl Etcd {
                     endpoints.join(",")
                 ))
             })?;
+        let offset_key = format!("{}{REVISION_OFFSET_KEY}", opts.prefix);
+        let offset = match probe.get(offset_key.as_bytes(), None).await {
+            Ok(r) => match r.kvs().first() {
+                Some(kv) => std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        Error::Backend(format!("{offset_key} in etcd is not a number"))
+                    })?,
+                None => 0,
+            },
+            Err(e) => return Err(backend(e)),
+        };
         Ok(Etcd {
             client,
             prefix: opts.prefix.clone(),
+            offset,
         })
+    }
+
+    /// Makes an empty store carry on from `revision`: every revision it reports from now on is greater. Refused
+    /// when the store holds anything (its revisions would jump under its clients).
+    pub async fn continue_from(&mut self, revision: i64) -> Result<()> {
+        let p = self.key("/");
+        let count = self
+            .client()
+            .get(
+                p.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_range(prefix_end(&p))
+                        .with_count_only(),
+                ),
+            )
+            .await
+            .map_err(backend)?
+            .count();
+        if count > 0 {
+            return Err(Error::Backend(format!(
+                "etcd already holds {count} keys under {:?}: restore and migrate only into an empty store",
+                self.prefix
+            )));
+        }
+        let current = self
+            .client()
+            .get("/", Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(backend)?;
+        let etcd_rev = current.header().map(|h| h.revision()).unwrap_or(0);
+        let offset = (revision - etcd_rev).max(0);
+        self.client()
+            .put(self.key(REVISION_OFFSET_KEY), offset.to_string(), None)
+            .await
+            .map_err(backend)?;
+        self.offset = offset;
+        Ok(())
+    }
+
+    /// Our revision for etcd's `rev`.
+    fn ours(&self, rev: i64) -> i64 {
+        if rev > 0 {
+            rev + self.offset
+        } else {
+            rev
+        }
+    }
+
+    /// etcd's revision for our `rev` (at least 1: what came before the offset is history etcd never had).
+    fn theirs(&self, rev: i64) -> i64 {
+        if rev > 0 {
+            (rev - self.offset).max(1)
+        } else {
+            rev
+        }
     }
 
     fn key(&self, key: &str) -> Vec<u8> {
@@ -165,8 +244,8 @@ impl Etcd {
                 .unwrap_or(&key)
                 .to_string(),
             value: Arc::from(kv.value()),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
+            create_revision: self.ours(kv.create_revision()),
+            mod_revision: self.ours(kv.mod_revision()),
         }
     }
 
@@ -190,7 +269,13 @@ impl Etcd {
         };
         let mut opts = GetOptions::new().with_range(prefix_end(&p));
         if revision > 0 {
-            opts = opts.with_revision(revision);
+            if revision <= self.offset {
+                return Err(Error::Compacted {
+                    requested: revision,
+                    compacted: self.offset,
+                });
+            }
+            opts = opts.with_revision(self.theirs(revision));
         }
         if limit > 0 {
             opts = opts.with_limit(limit as i64);
@@ -210,7 +295,7 @@ impl Etcd {
         let at = if revision > 0 {
             revision
         } else {
-            resp.header().map(|h| h.revision()).unwrap_or(0)
+            self.ours(resp.header().map(|h| h.revision()).unwrap_or(0))
         };
         Ok(ListResult {
             kvs,
@@ -234,7 +319,7 @@ impl Etcd {
         let guard = if expected == 0 {
             Compare::create_revision(k.clone(), CompareOp::Greater, 0)
         } else {
-            Compare::mod_revision(k.clone(), CompareOp::Equal, expected)
+            Compare::mod_revision(k.clone(), CompareOp::Equal, self.theirs(expected))
         };
         let txn = Txn::new()
             .when([guard])
@@ -245,7 +330,7 @@ impl Etcd {
             return Ok(resp);
         }
         let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.mod_revision()),
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| self.ours(kv.mod_revision())),
             _ => None,
         });
         match current {
@@ -262,8 +347,11 @@ impl Etcd {
 /// Keys per etcd read in a large list.
 const PAGE: usize = 1000;
 
-fn revision_of(resp: &etcd_client::TxnResponse) -> i64 {
-    resp.header().map(|h| h.revision()).unwrap_or(0)
+impl Etcd {
+    /// The revision a transaction made, as ours.
+    fn revision_of(&self, resp: &etcd_client::TxnResponse) -> i64 {
+        self.ours(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
 }
 
 #[async_trait]
@@ -313,19 +401,19 @@ impl Store for Etcd {
         if !resp.succeeded() {
             return Err(Error::AlreadyExists(key.to_string()));
         }
-        Ok(revision_of(&resp))
+        Ok(self.revision_of(&resp))
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: i64) -> Result<i64> {
         let op = TxnOp::put(self.key(key), value, Some(PutOptions::new()));
         let resp = self.guarded(key, expected, op).await?;
-        Ok(revision_of(&resp))
+        Ok(self.revision_of(&resp))
     }
 
     async fn delete(&self, key: &str, expected: i64) -> Result<(i64, KeyValue)> {
         let op = TxnOp::delete(self.key(key), Some(DeleteOptions::new().with_prev_key()));
         let resp = self.guarded(key, expected, op).await?;
-        let rev = revision_of(&resp);
+        let rev = self.revision_of(&resp);
         let prev = resp
             .op_responses()
             .into_iter()
@@ -340,10 +428,17 @@ impl Store for Etcd {
     async fn watch(&self, prefix: &str, after: i64) -> Result<WatchStream> {
         let p = self.key(prefix);
         // A watch from a compacted revision fails now, as the embedded store's does (etcd would cancel it later).
-        if after > 0 {
+        if after > 0 && after < self.offset {
+            return Err(Error::Compacted {
+                requested: after,
+                compacted: self.offset,
+            });
+        }
+        let after_theirs = if after > 0 { after - self.offset } else { 0 };
+        if after_theirs > 0 {
             let check = GetOptions::new()
                 .with_range(prefix_end(&p))
-                .with_revision(after)
+                .with_revision(after_theirs)
                 .with_count_only();
             match self.client().get(p.clone(), Some(check)).await {
                 Ok(_) => {}
@@ -363,13 +458,14 @@ impl Store for Etcd {
             .with_prev_key()
             .with_progress_notify();
         if after > 0 {
-            opts = opts.with_start_revision(after + 1);
+            opts = opts.with_start_revision(after_theirs + 1);
         }
         let stream = self.client().watch(p, Some(opts)).await.map_err(backend)?;
         let prefix = self.prefix.clone();
         let this = Etcd {
             client: self.client(),
             prefix,
+            offset: self.offset,
         };
         let events = stream
             .map(move |resp| -> Vec<Result<Event>> {
@@ -380,7 +476,7 @@ impl Store for Etcd {
                 if resp.compact_revision() > 0 {
                     return vec![Err(Error::Compacted {
                         requested: after,
-                        compacted: resp.compact_revision(),
+                        compacted: this.ours(resp.compact_revision()),
                     })];
                 }
                 if resp.canceled() {
@@ -435,11 +531,14 @@ impl Store for Etcd {
             .get("/", Some(GetOptions::new().with_count_only()))
             .await
             .map_err(backend)?;
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        Ok(self.ours(resp.header().map(|h| h.revision()).unwrap_or(0)))
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        match self.client().compact(revision, None).await {
+        if revision <= self.offset {
+            return Ok(());
+        }
+        match self.client().compact(self.theirs(revision), None).await {
             Ok(_) => Ok(()),
             // Already compacted there or beyond: nothing to do.
             Err(e) if compacted(&e) => Ok(()),
