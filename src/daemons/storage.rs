@@ -28,7 +28,7 @@ pub enum StorageError {
         source: std::io::Error,
     },
     #[error("asking the server for a snapshot: {0}")]
-    Client(#[from] crate::client::Error),
+    Client(Box<crate::client::Error>),
     #[error("{0}")]
     Store(String),
 }
@@ -51,7 +51,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 pub async fn save(client: &Client, file: &Path) -> Result<Summary, StorageError> {
     let resp = client
         .open(concat!("/", "capstan/v1/store/snapshot"))
-        .await?;
+        .await
+        .map_err(|e| StorageError::Client(Box::new(e)))?;
     let bytes = resp
         .bytes()
         .await
