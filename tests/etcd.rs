@@ -203,3 +203,178 @@ async fn lists_larger_than_one_etcd_response_are_read_whole() {
         .unwrap();
     assert_eq!(rest.kvs.len(), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_store_carrying_on_from_a_restored_revision_passes_the_conformance_suite() {
+    let Some(server) = etcd::Etcd::start() else {
+        return;
+    };
+    let mut opts = Options::from_url(&server.url()).unwrap();
+    opts.prefix = "/restored".into();
+    let mut store = Etcd::connect(&opts).await.unwrap();
+    store.continue_from(1_000_000).await.unwrap();
+    let store: DynStore = Arc::new(store);
+    let rev = store.revision().await.unwrap();
+    assert!(rev >= 1_000_000, "{rev}");
+    capstan::store::conformance::run(store.clone()).await;
+    // A new connection reads the offset back; revisions before it are history etcd never had.
+    let again = Etcd::connect(&opts).await.unwrap();
+    assert!(capstan::store::Store::revision(&again).await.unwrap() > 1_000_000);
+    let old = capstan::store::Store::list(&again, "/", 999_999, None, 0).await;
+    assert!(
+        matches!(old, Err(capstan::store::Error::Compacted { .. })),
+        "{old:?}"
+    );
+    // Only an empty store can carry on from elsewhere.
+    let mut full = Etcd::connect(&opts).await.unwrap();
+    let e = full.continue_from(5).await.unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+}
+
+#[test]
+fn a_cluster_of_the_example_repository_migrates_to_etcd_with_its_pods_and_history() {
+    use common::{ok, within, Server, BIN};
+    use serde_json::Value;
+    use std::time::Duration;
+    let Some(k) = common::kubectl() else { return };
+    let Some(etcd) = etcd::Etcd::start() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let ranges = common::ranges(&["up"]);
+    let mut args: Vec<&str> = vec![
+        "up",
+        "--keep-pods",
+        "--listen",
+        &listen,
+        "--node-name",
+        "node-m",
+    ];
+    args.extend(ranges.iter().map(String::as_str));
+    // `capstan up` follows the example repository (examples/repo) by default.
+    let s = Server::run_in(tempfile::tempdir().unwrap(), &args);
+    let hello_pods = |s: &Server| -> Vec<(String, i64)> {
+        let (_, list) = s.call(
+            "GET",
+            concat!("/", "api/v1/namespaces/demo/pods?labelSelector=app%3Dhello"),
+            "",
+            "",
+        );
+        let mut pods: Vec<(String, i64)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .map(|p| {
+                (
+                    p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                    p["status"]["containerStatuses"][0]["restartCount"]
+                        .as_i64()
+                        .unwrap_or(-1),
+                )
+            })
+            .collect();
+        pods.sort();
+        pods
+    };
+    let records = |s: &Server| -> Vec<String> {
+        let (_, list) = s.call(
+            "GET",
+            concat!("/", "apis/gitops.capstan.io/v1/syncrecords"),
+            "",
+            "",
+        );
+        let mut names: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = within(Duration::from_secs(90), "the example running", || {
+        let pods = hello_pods(&s);
+        (pods.len() == 2 && !records(&s).is_empty()).then_some(pods)
+    });
+    let history = records(&s);
+    let (_, list) = s.call("GET", concat!("/", "api/v1/configmaps"), "", "");
+    let old_rv: i64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = s.stop();
+
+    // The stopped server's embedded store is copied into etcd and set aside.
+    let out = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["store", "migrate", "--to", &etcd.url()])
+        .output()
+        .unwrap();
+    let said = ok(&out);
+    assert!(said.contains("copied"), "{said}");
+    assert!(!dir.path().join("store.redb").exists());
+    // A second migration finds nothing to copy and says so.
+    let again = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["store", "migrate", "--to", &etcd.url()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let url = etcd.url();
+    let mut args2 = args.clone();
+    args2.extend(["--store", url.as_str()]);
+    let t = Server::run_in(dir, &args2);
+    // The same pods, never restarted; the Application's history is all there; kubectl sees the example.
+    let after = within(Duration::from_secs(60), "the pods adopted", || {
+        let pods = hello_pods(&t);
+        (pods.len() == 2).then_some(pods)
+    });
+    assert_eq!(after, before, "same pods, not restarted");
+    let now = records(&t);
+    assert!(
+        history.iter().all(|h| now.contains(h)),
+        "history kept: {history:?} vs {now:?}"
+    );
+    let got = ok(&t.kubectl(
+        &k,
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "demo",
+            "hello-config",
+            "-o",
+            "jsonpath={.data.MESSAGE}",
+        ],
+    ));
+    assert_eq!(got, "Hello from Capstan");
+    // resourceVersions carry on past the old store's.
+    let (code, made): (u16, Value) = t.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/configmaps"),
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"after-migration"}}"#,
+    );
+    assert_eq!(code, 201, "{made}");
+    let rv: i64 = made["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv > old_rv, "{rv} > {old_rv}");
+}

@@ -118,6 +118,17 @@ impl Server {
         Self::launch(dir, &args)
     }
 
+    /// `capstan ARGS...` (a `server` or `up` command line) on the data directory `dir`.
+    pub fn run_in(dir: tempfile::TempDir, args: &[&str]) -> Server {
+        Self::launch(dir, args)
+    }
+
+    /// Stops the server (SIGTERM, as Ctrl-C) and hands back its data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        terminate(&mut self.child, Duration::from_secs(20));
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
