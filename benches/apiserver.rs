@@ -4,7 +4,6 @@
 //! Run: `cargo bench --bench apiserver` (set `CAPSTAN_BENCH_QUICK=1` for a short run). With the etcd store:
 //! `CAPSTAN_BENCH_STORE=etcd cargo bench --features etcd --bench apiserver` (the raw puts then go to the same etcd).
 
-use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 mod common;
-use common::{free_port, pct, rate, rss_kb, Proc};
+use common::{etcd_on_path, pct, rate, rss_kb, start_etcd};
 
 #[tokio::main]
 async fn main() {
@@ -256,51 +255,3 @@ async fn main() {
     }
 }
 
-/// A real etcd on loopback ports of its own in a temp dir; its client URL.
-async fn start_etcd(etcd: &std::path::Path) -> ((Proc, tempfile::TempDir), String) {
-    capstan::sys::init_crypto();
-    let edir = tempfile::tempdir().unwrap();
-    let (cp, pp) = (free_port(), free_port());
-    let proc_ = Proc(
-        Command::new(etcd)
-            .arg("--data-dir")
-            .arg(edir.path())
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{cp}"),
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{cp}"),
-            ])
-            .args([
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{pp}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{pp}"),
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("default=http://127.0.0.1:{pp}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let ec = reqwest::Client::new();
-    let eurl = format!("http://127.0.0.1:{cp}");
-    for _ in 0..200 {
-        if ec.get(format!("{eurl}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ((proc_, edir), eurl)
-}
-
-fn etcd_on_path() -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("etcd"))
-            .find(|c| c.is_file())
-    })
-}

@@ -99,7 +99,11 @@ pub struct Capstan {
 
 /// Starts `capstan --data-dir TMP <args> --listen 127.0.0.1:0` (unless `args` say where) and waits until it is ready.
 pub async fn start(args: &[&str]) -> Capstan {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), args).await
+}
+
+/// Like [`start`], on the data directory `dir`.
+pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Capstan {
     let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
         .arg("--data-dir")
         .arg(dir.path())
@@ -171,4 +175,53 @@ pub async fn start(args: &[&str]) -> Capstan {
         pid,
         client,
     }
+}
+
+/// A real etcd on loopback ports of its own in a temp dir; its client URL.
+pub async fn start_etcd(etcd: &std::path::Path) -> ((Proc, tempfile::TempDir), String) {
+    capstan::sys::init_crypto();
+    let edir = tempfile::tempdir().unwrap();
+    let (cp, pp) = (free_port(), free_port());
+    let proc_ = Proc(
+        Command::new(etcd)
+            .arg("--data-dir")
+            .arg(edir.path())
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{pp}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ec = reqwest::Client::new();
+    let eurl = format!("http://127.0.0.1:{cp}");
+    for _ in 0..200 {
+        if ec.get(format!("{eurl}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ((proc_, edir), eurl)
+}
+
+pub fn etcd_on_path() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("etcd"))
+            .find(|c| c.is_file())
+    })
 }
