@@ -4,7 +4,6 @@
 //! Run: `cargo bench --bench apiserver` (set `CAPSTAN_BENCH_QUICK=1` for a short run). With the etcd store:
 //! `CAPSTAN_BENCH_STORE=etcd cargo bench --features etcd --bench apiserver` (the raw puts then go to the same etcd).
 
-
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -254,4 +253,3 @@ async fn main() {
         }
     }
 }
-

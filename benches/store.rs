@@ -48,11 +48,16 @@ async fn growth() {
     let value = vec![b'x'; 1024];
     for i in 0..objects {
         store
-            .create(&format!("/registry/core/configmaps/default/cm-{i:04}"), value.clone())
+            .create(
+                &format!("/registry/configmaps/default/cm-{i:04}"),
+                value.clone(),
+            )
             .await
             .unwrap();
     }
-    println!("embedded store size through {updates} updates of {objects} objects of 1 KiB (16 writers):");
+    println!(
+        "embedded store size through {updates} updates of {objects} objects of 1 KiB (16 writers):"
+    );
     println!("| updates | store.redb + WAL | updates/s (last 100,000) |");
     println!("|---|---|---|");
     println!("| 0 | {:.1} MB | - |", mb(on_disk(dir.path())));
@@ -68,7 +73,11 @@ async fn growth() {
                     for i in 0..step / 16 {
                         let n = (w * 7919 + i * 31) % objects;
                         store
-                            .update(&format!("/registry/core/configmaps/default/cm-{n:04}"), value.clone(), 0)
+                            .update(
+                                &format!("/registry/configmaps/default/cm-{n:04}"),
+                                value.clone(),
+                                0,
+                            )
                             .await
                             .unwrap();
                     }
@@ -119,7 +128,7 @@ async fn restart() {
                             "data": {"payload": "y".repeat(800)}});
                         store
                             .create(
-                                &format!("/registry/core/configmaps/default/{name}"),
+                                &format!("/registry/configmaps/default/{name}"),
                                 serde_json::to_vec(&obj).unwrap(),
                             )
                             .await

@@ -164,3 +164,45 @@ fn a_store_of_a_newer_format_is_refused_and_left_alone() {
         .unwrap();
     assert_eq!(redb::ReadableTableMetadata::len(&kv).unwrap(), 0);
 }
+
+#[test]
+fn a_store_of_the_first_key_layout_is_moved_to_kubernetes_layout_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            use capstan::store::Store;
+            let store =
+                capstan::store::embedded::Embedded::open(&dir.path().join("store.redb")).unwrap();
+            let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"old","namespace":"default","uid":"0f0f0f0f-0000-4000-8000-000000000001","creationTimestamp":"2026-12-01T00:00:00Z"},"data":{"k":"v"}}"#;
+            store
+                .create(
+                    concat!("/", "registry/core/configmaps/default/old"),
+                    cm.as_bytes().to_vec(),
+                )
+                .await
+                .unwrap();
+        });
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let s = Server::start_in(dir);
+    let (code, cm) = s.call(
+        "GET",
+        concat!("/", "api/v1/namespaces/default/configmaps/old"),
+        "",
+        "",
+    );
+    assert_eq!(code, 200, "{cm}");
+    assert_eq!(cm["data"]["k"], "v");
+    assert_eq!(
+        cm["metadata"]["uid"],
+        "0f0f0f0f-0000-4000-8000-000000000001"
+    );
+    // The snapshot shows Kubernetes' layout.
+    let file = s.data_dir().join("layout.snapshot");
+    ok(&s.capstan(&["store", "snapshot", "save", file.to_str().unwrap()]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(concat!("\"", "/registry/configmaps/default/old\"")));
+    assert!(text.contains(concat!("\"", "/registry/namespaces/default\"")));
+    assert!(!text.contains("registry/core/"));
+}

@@ -149,6 +149,9 @@ async fn open_storage(opts: &Options) -> Result<(DynStore, bool), Error> {
         source,
     })?;
     let store = open_store(data_dir, &opts.store).await?;
+    crate::store::layout::upgrade(&store)
+        .await
+        .map_err(|e| Error::Store(format!("moving keys to Kubernetes' layout: {e}")))?;
     // Servers on one etcd share one identity: the first makes it, the others take it from etcd.
     let first = match opts.store {
         StoreChoice::Embedded => false,

@@ -200,8 +200,8 @@ pub enum ConfigError {
 /// out.
 pub fn resource_prefix(resource: &str) -> String {
     match resource.split_once('.') {
-        Some((plural, group)) => format!("/registry/{group}/{plural}/"),
-        None => format!("/registry/core/{resource}/"),
+        Some((plural, group)) => super::layout::prefix(group, plural),
+        None => super::layout::prefix("", resource),
     }
 }
 

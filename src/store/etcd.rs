@@ -2,7 +2,8 @@
 //! share one distributed store. It maps one to one - etcd is what the trait was shaped on:
 //!
 //! - a key is stored under the configured prefix (`--etcd-prefix`, default none: keys are the API server's own
-//!   `/registry/<group>/<resource>/<namespace>/<name>`); a value as given;
+//!   `/registry/<resource>/<namespace>/<name>`, laid out as Kubernetes lays them out: see [`super::layout`]); a
+//!   value as given;
 //! - revisions are etcd's: the store revision is etcd's header revision, an object's resourceVersion its
 //!   `mod_revision`;
 //! - create, update and delete are transactions comparing `create_revision` (absent/present) or `mod_revision`

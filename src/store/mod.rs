@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod encrypted;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod layout;
 pub mod snapshot;
 
 use std::sync::Arc;

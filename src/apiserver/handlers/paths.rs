@@ -78,12 +78,7 @@ pub fn parse_path(path: &str) -> Result<Target> {
 
 /// The storage key of an object, or the prefix of a collection (name None).
 pub fn key(kind: &KindInfo, ns: Option<&str>, name: Option<&str>) -> String {
-    let g = if kind.group.is_empty() {
-        "core"
-    } else {
-        kind.group
-    };
-    let mut k = format!("/registry/{g}/{}/", kind.plural);
+    let mut k = crate::store::layout::prefix(kind.group, kind.plural);
     if kind.namespaced {
         if let Some(ns) = ns {
             k.push_str(ns);
