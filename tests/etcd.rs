@@ -155,6 +155,46 @@ fn two_servers_on_one_etcd_share_the_cluster_and_its_identity() {
         "",
     );
     assert_eq!(rs["items"].as_array().unwrap().len(), 1, "not made twice");
+
+    // A key rotated through one server reaches the other: Secrets written through either read through both.
+    ok(&a.kubectl(
+        &k,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "before",
+            "--from-literal=p=one",
+        ],
+    ));
+    let said = ok(&a.capstan(&["secrets", "rotate-key"]));
+    assert!(said.contains("is active"), "{said}");
+    ok(&b.kubectl(
+        &k,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "after",
+            "--from-literal=p=two",
+        ],
+    ));
+    for s in [&a, &b] {
+        for (name, want) in [("before", "b25l"), ("after", "dHdv")] {
+            let got = ok(&s.kubectl(&k, &["get", "secret", name, "-o", "jsonpath={.data.p}"]));
+            assert_eq!(got, want, "{name} through {}", s.url);
+        }
+    }
+    let keys = |s: &Server| {
+        let ring: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.data_dir().join("encryption.json")).unwrap())
+                .unwrap();
+        ring["active"].as_str().unwrap().to_string()
+    };
+    within(Duration::from_secs(10), "b follows the new key", || {
+        (keys(&a) == keys(&b)).then_some(())
+    });
+    assert_ne!(keys(&a), "key1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,17 +56,42 @@ fn cipher(token: &str) -> crypto_secretbox::XSalsa20Poly1305 {
     crypto_secretbox::XSalsa20Poly1305::new(&key.into())
 }
 
-/// Seals `files` (name -> contents) with `token`.
-pub fn seal(token: &str, files: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+/// Seals bytes with `token` (a random nonce, then the sealed bytes).
+pub fn seal_bytes(token: &str, plain: &[u8]) -> Vec<u8> {
     use crypto_secretbox::aead::Aead;
     let nonce: [u8; 24] = rand::random();
-    let plain = serde_json::to_vec(files).unwrap_or_default();
     let sealed = cipher(token)
-        .encrypt(&nonce.into(), plain.as_slice())
+        .encrypt(&nonce.into(), plain)
         .unwrap_or_default();
     let mut out = nonce.to_vec();
     out.extend(sealed);
     out
+}
+
+/// Opens what [`seal_bytes`] sealed with `token` (None: another token, or damaged).
+pub fn open_bytes(token: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+    use crypto_secretbox::aead::Aead;
+    if sealed.len() < 24 {
+        return None;
+    }
+    let (nonce, body) = sealed.split_at(24);
+    cipher(token)
+        .decrypt(crypto_secretbox::Nonce::from_slice(nonce), body)
+        .ok()
+}
+
+/// The keyring shared by the servers of one etcd, sealed with the cluster's `token`.
+pub fn sharing(token: &str) -> crate::store::encrypted::Sharing {
+    let (a, b) = (token.to_string(), token.to_string());
+    crate::store::encrypted::Sharing {
+        seal: Box::new(move |plain| seal_bytes(&a, plain)),
+        open: Box::new(move |sealed| open_bytes(&b, sealed)),
+    }
+}
+
+/// Seals `files` (name -> contents) with `token`.
+pub fn seal(token: &str, files: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    seal_bytes(token, &serde_json::to_vec(files).unwrap_or_default())
 }
 
 /// Opens sealed bytes with `token`.
@@ -74,14 +99,10 @@ pub fn open(
     token: &str,
     sealed: &[u8],
 ) -> Result<serde_json::Map<String, serde_json::Value>, IdentityError> {
-    use crypto_secretbox::aead::Aead;
     if sealed.len() < 24 {
         return Err(IdentityError::Corrupt("too short".into()));
     }
-    let (nonce, body) = sealed.split_at(24);
-    let plain = cipher(token)
-        .decrypt(crypto_secretbox::Nonce::from_slice(nonce), body)
-        .map_err(|_| IdentityError::WrongToken)?;
+    let plain = open_bytes(token, sealed).ok_or(IdentityError::WrongToken)?;
     serde_json::from_slice(&plain).map_err(|e| IdentityError::Corrupt(e.to_string()))
 }
 

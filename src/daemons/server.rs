@@ -357,6 +357,13 @@ impl ControlPlane {
         )?);
         let token = apiserver::load_or_create_token(data_dir)?;
         let mut server = apiserver::Server::new(encryption.wrap(raw_store.clone()), &token);
+        // Servers on one etcd share one keyring: a key rotated through any of them reaches all.
+        if matches!(opts.store, StoreChoice::Etcd { .. }) {
+            encryption
+                .share(super::identity::sharing(&token))
+                .await
+                .map_err(Error::Store)?;
+        }
         server.encryption = Some(encryption);
         server.raw_store = Some(raw_store.clone());
         let cidr = opts

@@ -205,10 +205,33 @@ pub fn resource_prefix(resource: &str) -> String {
     }
 }
 
+/// Where servers sharing one store keep their common keyring (sealed with [`Sharing`]'s cipher).
+pub const SHARED_KEY: &str = concat!("/", "capstan/encryption-keys");
+
+/// How the keyring is sealed when several servers share one store (with a key derived from the cluster's token).
+pub struct Sharing {
+    pub seal: SealFn,
+    pub open: OpenFn,
+}
+
+/// Seals bytes.
+pub type SealFn = Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+/// Opens sealed bytes (None: they do not open).
+pub type OpenFn = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// The part of a keyring servers share: the keys and which one encrypts (what is encrypted stays each server's).
+#[derive(Serialize, Deserialize)]
+struct SharedKeys {
+    active: String,
+    keys: Vec<Key>,
+}
+
 /// The keyring of one data directory and the store wrapper that uses it.
 pub struct Encryption {
     path: PathBuf,
     keyring: RwLock<Keyring>,
+    /// Set when several servers share the store: the keyring is kept in it too, and followed.
+    sharing: std::sync::OnceLock<Sharing>,
     /// The store underneath (set by [`Encryption::wrap`]), which rotation rewrites.
     raw: std::sync::OnceLock<DynStore>,
     /// One rotation at a time.
@@ -258,6 +281,7 @@ impl Encryption {
             keyring: RwLock::new(keyring),
             raw: std::sync::OnceLock::new(),
             rotating: tokio::sync::Mutex::new(()),
+            sharing: std::sync::OnceLock::new(),
         };
         enc.save()?;
         Ok(enc)
@@ -293,6 +317,111 @@ impl Encryption {
             inner: store,
             enc: self.clone(),
         })
+    }
+
+    /// Shares the keyring with the other servers of the store set by [`Encryption::wrap`]: the one in the store is
+    /// taken if there is one (this server's is published otherwise), and every change to it is followed, so a
+    /// rotation through any server reaches all of them.
+    pub async fn share(self: &Arc<Self>, sharing: Sharing) -> std::result::Result<(), String> {
+        let raw = self
+            .raw
+            .get()
+            .cloned()
+            .ok_or("no store is encrypted with these keys")?;
+        if self.sharing.set(sharing).is_err() {
+            return Ok(());
+        }
+        if !self.refresh().await? {
+            self.publish().await?;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let from = raw.revision().await.unwrap_or(0);
+                // Anything published before the watch began is read now.
+                if let Err(e) = this.refresh().await {
+                    tracing::warn!("reading the shared encryption keys: {e}");
+                }
+                match raw.watch(SHARED_KEY, from).await {
+                    Ok(mut events) => {
+                        use futures::StreamExt;
+                        while let Some(ev) = events.next().await {
+                            let Ok(ev) = ev else { break };
+                            if ev.kv.key == SHARED_KEY && ev.kind == super::EventType::Put {
+                                if let Err(e) = this.adopt(&ev.kv.value) {
+                                    tracing::warn!("the shared encryption keys: {e}");
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!("watching the shared encryption keys: {e}"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Reads the shared keyring from the store and takes it. Returns whether there was one.
+    async fn refresh(&self) -> std::result::Result<bool, String> {
+        let (Some(raw), Some(_)) = (self.raw.get(), self.sharing.get()) else {
+            return Ok(false);
+        };
+        match raw.get(SHARED_KEY).await.map_err(|e| e.to_string())? {
+            Some(kv) => {
+                self.adopt(&kv.value)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Takes a sealed shared keyring.
+    fn adopt(&self, sealed: &[u8]) -> std::result::Result<(), String> {
+        let sharing = self.sharing.get().ok_or("not shared")?;
+        let plain = (sharing.open)(sealed)
+            .ok_or("the shared encryption keys do not open with this cluster's token")?;
+        let shared: SharedKeys = serde_json::from_slice(&plain).map_err(|e| e.to_string())?;
+        {
+            let mut ring = self.keyring.write().unwrap_or_else(|e| e.into_inner());
+            if ring.active == shared.active
+                && ring
+                    .keys
+                    .iter()
+                    .map(|k| &k.name)
+                    .eq(shared.keys.iter().map(|k| &k.name))
+            {
+                return Ok(());
+            }
+            ring.active = shared.active;
+            ring.keys = shared.keys;
+            ring.active()?;
+        }
+        tracing::info!(active = %self.active().0, "took the cluster's encryption keys");
+        self.save().map_err(|e| e.to_string())
+    }
+
+    /// Writes this keyring for the other servers (when shared).
+    async fn publish(&self) -> std::result::Result<(), String> {
+        let (Some(raw), Some(sharing)) = (self.raw.get(), self.sharing.get()) else {
+            return Ok(());
+        };
+        let shared = {
+            let ring = self.read();
+            SharedKeys {
+                active: ring.active.clone(),
+                keys: ring.keys.clone(),
+            }
+        };
+        let sealed = (sharing.seal)(&serde_json::to_vec(&shared).map_err(|e| e.to_string())?);
+        match raw.update(SHARED_KEY, sealed.clone(), 0).await {
+            Ok(_) => Ok(()),
+            Err(Error::NotFound(_)) => match raw.create(SHARED_KEY, sealed).await {
+                Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn seal(&self, key: &str, value: Vec<u8>) -> Result<Vec<u8>> {
@@ -367,6 +496,12 @@ impl Encryption {
             name
         };
         self.save().map_err(|e| e.to_string())?;
+        if self.sharing.get().is_some() {
+            // The other servers take the new key (they follow the shared keyring) before anything is rewritten, so
+            // none of them writes under the old key after the rewrite.
+            self.publish().await?;
+            tokio::time::sleep(SHARING_GRACE).await;
+        }
         let header = self.read().active()?.header().into_bytes();
         let prefixes = self.read().prefixes.clone();
         let mut rewritten = 0;
@@ -412,10 +547,31 @@ impl Encryption {
             ring.keys.retain(|k| k.name == active);
         }
         self.save().map_err(|e| e.to_string())?;
+        self.publish().await?;
         tracing::info!(key = %name, rewritten, "encryption key rotated");
         Ok((name, rewritten))
     }
 }
+
+impl Encrypted {
+    /// Opens a value; one sealed under a key this server has not seen yet (another server rotated a moment ago)
+    /// is opened after reading the shared keyring again.
+    async fn open_or_refresh(&self, kv: KeyValue) -> Result<KeyValue> {
+        match self.enc.open_kv(kv.clone()) {
+            Err(Error::Backend(e)) if e.contains("not in the keyring") => {
+                if self.enc.refresh().await.unwrap_or(false) {
+                    self.enc.open_kv(kv)
+                } else {
+                    Err(Error::Backend(e))
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// How long a rotation waits for the other servers to take a new key before rewriting under it.
+const SHARING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A store whose covered values are encrypted.
 struct Encrypted {
@@ -427,7 +583,7 @@ struct Encrypted {
 impl Store for Encrypted {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         match self.inner.get(key).await? {
-            Some(kv) => Ok(Some(self.enc.open_kv(kv)?)),
+            Some(kv) => Ok(Some(self.open_or_refresh(kv).await?)),
             None => Ok(None),
         }
     }
@@ -443,11 +599,11 @@ impl Store for Encrypted {
             .inner
             .list(prefix, revision, start_after, limit)
             .await?;
-        page.kvs = page
-            .kvs
-            .into_iter()
-            .map(|kv| self.enc.open_kv(kv))
-            .collect::<Result<_>>()?;
+        let mut opened = Vec::with_capacity(page.kvs.len());
+        for kv in page.kvs {
+            opened.push(self.open_or_refresh(kv).await?);
+        }
+        page.kvs = opened;
         Ok(page)
     }
 
