@@ -721,3 +721,61 @@ fn deeply_nested_bodies_are_refused_at_once_naming_the_line() {
     );
     assert_eq!(code, 200);
 }
+
+#[test]
+fn nothing_new_is_created_in_a_terminating_namespace() {
+    let s = Server::start();
+    let (code, _) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces"),
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"going"}}"#,
+    );
+    assert_eq!(code, 201);
+    // A finalizer that nobody removes keeps the namespace Terminating.
+    let (code, _) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/going/configmaps"),
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}}"#,
+    );
+    assert_eq!(code, 201);
+    let (code, _) = s.call("DELETE", concat!("/", "api/v1/namespaces/going"), "", "");
+    assert_eq!(code, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, v) = s.call(
+            "POST",
+            concat!("/", "api/v1/namespaces/going/configmaps"),
+            "application/json",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"late"}}"#,
+        );
+        if code == 403 {
+            assert!(
+                v["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("because it is being terminated"),
+                "{v}"
+            );
+            break;
+        }
+        assert_eq!(code, 201, "{v}");
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        s.call(
+            "DELETE",
+            concat!("/", "api/v1/namespaces/going/configmaps/late"),
+            "",
+            "",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A namespace that does not exist: 404.
+    let (code, _) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/never/configmaps"),
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+    );
+    assert_eq!(code, 404);
+}

@@ -73,6 +73,8 @@ pub struct Server {
     pub audit: Option<Arc<audit::AuditLog>>,
     /// The store beneath encryption at rest, for snapshots that keep values sealed (None: `store` itself).
     pub raw_store: Option<DynStore>,
+    /// Namespaces as last watched ([`Server::follow_namespaces`] keeps it; empty until then).
+    pub namespaces: Arc<namespaces::NamespaceCache>,
 }
 
 impl Server {
@@ -107,6 +109,7 @@ impl Server {
             encryption: None,
             audit: None,
             raw_store: None,
+            namespaces: Arc::default(),
         }
     }
 }
@@ -304,6 +307,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let following = tokio::spawn(server.clone().follow_namespaces());
     let app = server.router();
     let handle = axum_server::Handle::new();
     let h = handle.clone();
@@ -313,8 +317,10 @@ pub async fn serve(
     });
     let std_listener = listener.into_std()?;
     let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-    axum_server::from_tcp_rustls(std_listener, config)?
+    let served = axum_server::from_tcp_rustls(std_listener, config)?
         .handle(handle)
         .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .await
+        .await;
+    following.abort();
+    served
 }

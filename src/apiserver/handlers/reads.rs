@@ -4,6 +4,15 @@ use super::*;
 
 impl Server {
     pub(super) async fn namespace_usable(&self, ns: &str) -> Result<()> {
+        match self.namespaces.lookup(ns) {
+            Some(false) => return Ok(()),
+            Some(true) => {
+                return Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                )))
+            }
+            None => {}
+        }
         let nk = registry::by_resource("", "v1", "namespaces").expect("namespaces kind");
         match self.store.get(&key(nk, None, Some(ns))).await? {
             None => Err(ApiError::not_found("namespaces", ns)),
