@@ -779,3 +779,113 @@ fn nothing_new_is_created_in_a_terminating_namespace() {
     );
     assert_eq!(code, 404);
 }
+
+#[test]
+fn metadata_only_get_list_and_watch_and_statuses_byte_for_byte() {
+    use std::io::BufRead;
+    let s = Server::start();
+    let (code, _) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/configmaps"),
+        "application/json",
+        &cm("meta-1"),
+    );
+    assert_eq!(code, 201);
+    let accept_list = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    let get_json = |path: &str, accept: &str| -> serde_json::Value {
+        s.http()
+            .get(format!("{}{path}", s.url))
+            .bearer_auth(s.token())
+            .header("Accept", accept)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let list = get_json(
+        concat!("/", "api/v1/namespaces/default/configmaps"),
+        accept_list,
+    );
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
+    assert_eq!(list["apiVersion"], "meta.k8s.io/v1");
+    let item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["metadata"]["name"] == "meta-1")
+        .unwrap();
+    assert_eq!(item["kind"], "PartialObjectMetadata");
+    assert_eq!(item["metadata"]["name"], "meta-1");
+    assert!(item.get("data").is_none(), "metadata only: {item}");
+    let one = get_json(
+        concat!("/", "api/v1/namespaces/default/configmaps/meta-1"),
+        "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+    );
+    assert_eq!(one["kind"], "PartialObjectMetadata");
+    assert!(one["metadata"]["uid"].is_string());
+    assert!(one.get("data").is_none());
+    // A watch sends PartialObjectMetadata too.
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watch = s
+        .http()
+        .get(format!(
+            "{}{}?watch=1&resourceVersion={rv}",
+            s.url,
+            concat!("/", "api/v1/namespaces/default/configmaps")
+        ))
+        .bearer_auth(s.token())
+        .header(
+            "Accept",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+        )
+        .send()
+        .unwrap();
+    s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/configmaps"),
+        "application/json",
+        &cm("meta-2"),
+    );
+    let line = std::io::BufReader::new(watch)
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["type"], "ADDED");
+    assert_eq!(ev["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(ev["object"]["metadata"]["name"], "meta-2");
+
+    // Conflict and not-found bodies as a Kubernetes 1.32 API server writes them.
+    let body = |method: &str, path: &str, payload: &str| {
+        let mut rb = s
+            .http()
+            .request(method.parse().unwrap(), format!("{}{path}", s.url))
+            .bearer_auth(s.token());
+        if !payload.is_empty() {
+            rb = rb
+                .header("Content-Type", "application/json")
+                .body(payload.to_string());
+        }
+        rb.send().unwrap().text().unwrap()
+    };
+    assert_eq!(
+        body(
+            "POST",
+            concat!("/", "api/v1/namespaces/default/configmaps"),
+            &cm("meta-1")
+        ),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"meta-1\\\" already exists\",\"reason\":\"AlreadyExists\",\"details\":{\"name\":\"meta-1\",\"kind\":\"configmaps\"},\"code\":409}\n"
+    );
+    assert_eq!(
+        body(
+            "GET",
+            concat!("/", "apis/apps/v1/namespaces/default/deployments/none"),
+            ""
+        ),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"deployments.apps \\\"none\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"none\",\"group\":\"apps\",\"kind\":\"deployments\"},\"code\":404}\n"
+    );
+}

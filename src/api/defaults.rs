@@ -79,7 +79,22 @@ pub fn apply(kind: &str, v: &mut Value) {
         },
         "Job" => job_spec,
         "CronJob" => cron_job,
-        "Service" => service,
+        "Service" => {
+            // Kubernetes' Service always has a status: `{"loadBalancer": {}}` until a load balancer is given.
+            if let Some(m) = v.as_object_mut() {
+                let status = m.entry("status").or_insert_with(|| json!({}));
+                if status.is_null() {
+                    *status = json!({});
+                }
+                if let Some(st) = status.as_object_mut() {
+                    let lb = st.entry("loadBalancer").or_insert_with(|| json!({}));
+                    if lb.is_null() {
+                        *lb = json!({});
+                    }
+                }
+            }
+            service
+        }
         _ => return,
     };
     if let Some(spec) = obj(v, "spec") {
@@ -400,6 +415,7 @@ mod tests {
         apply("Service", &mut s);
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(s["spec"]["type"], "ClusterIP");
+        assert_eq!(s["status"], json!({"loadBalancer": {}}));
     }
 
     #[test]

@@ -110,17 +110,50 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"))
     }
 
-    /// The Status object.
+    /// The Status object, its fields in Kubernetes' order (kind, apiVersion, metadata, status, message, reason,
+    /// details, code) and empty detail fields left out, as Kubernetes writes them (`group` is omitted for the core
+    /// group).
     pub fn status(&self) -> serde_json::Value {
-        let mut s = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = d.clone();
+        let mut s = serde_json::Map::new();
+        s.insert("kind".into(), json!("Status"));
+        s.insert("apiVersion".into(), json!("v1"));
+        s.insert("metadata".into(), json!({}));
+        s.insert("status".into(), json!("Failure"));
+        if !self.message.is_empty() {
+            s.insert("message".into(), json!(self.message));
         }
-        s
+        if !self.reason.is_empty() {
+            s.insert("reason".into(), json!(self.reason));
+        }
+        if let Some(d) = &self.details {
+            s.insert("details".into(), details(d));
+        }
+        s.insert("code".into(), json!(self.code));
+        serde_json::Value::Object(s)
     }
+}
+
+/// StatusDetails in Kubernetes' field order (name, group, kind, uid, causes, retryAfterSeconds), empty ones left out.
+fn details(d: &serde_json::Value) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for field in [
+        "name",
+        "group",
+        "kind",
+        "uid",
+        "causes",
+        "retryAfterSeconds",
+    ] {
+        match d.get(field) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(v)) if v.is_empty() => {}
+            Some(serde_json::Value::Array(v)) if v.is_empty() => {}
+            Some(v) => {
+                out.insert(field.into(), v.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(out)
 }
 
 fn reason_label(e: &FieldError) -> String {
@@ -140,7 +173,8 @@ impl IntoResponse for ApiError {
         (
             code,
             [(header::CONTENT_TYPE, "application/json")],
-            self.status().to_string(),
+            // Kubernetes' JSON encoder ends every body with a newline.
+            format!("{}\n", self.status()),
         )
             .into_response()
     }
@@ -162,5 +196,39 @@ impl From<crate::store::Error> for ApiError {
             ),
             other => ApiError::internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_written_as_kubernetes_writes_them() {
+        let body = |e: ApiError| {
+            let resp = e.into_response();
+            let bytes =
+                futures::executor::block_on(axum::body::to_bytes(resp.into_body(), 1 << 20))
+                    .unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        assert_eq!(
+            body(ApiError::already_exists("deployments.apps", "x")),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"deployments.apps \"x\" already exists","reason":"AlreadyExists","#,
+                r#""details":{"name":"x","group":"apps","kind":"deployments"},"code":409}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            body(ApiError::not_found("configmaps", "gone")),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"configmaps \"gone\" not found","reason":"NotFound","#,
+                r#""details":{"name":"gone","kind":"configmaps"},"code":404}"#,
+                "\n"
+            )
+        );
     }
 }

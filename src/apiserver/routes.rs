@@ -635,6 +635,8 @@ struct Call<'a> {
     content_type: String,
     /// The client asked for a Table (`kubectl get`), and with which objects in it.
     table: bool,
+    /// The client asked for metadata only (PartialObjectMetadata).
+    metadata: bool,
     include: String,
     warnings: Vec<String>,
 }
@@ -651,10 +653,13 @@ impl Call<'_> {
     /// An object answer, as a Table when one was asked for.
     fn respond(&self, code: StatusCode, v: Value) -> Response {
         let kind = self.kind();
-        if self.table && v.get("kind").and_then(Value::as_str) == Some(kind.kind) {
+        let is_object = v.get("kind").and_then(Value::as_str) == Some(kind.kind);
+        if self.table && is_object {
             let meta = json!({"resourceVersion": v["metadata"]["resourceVersion"]});
             let t = table::table(kind, &[v], meta, &self.include, true);
             json_response(code, &t, &self.warnings)
+        } else if self.metadata && is_object {
+            json_response(code, &table::partial(&v), &self.warnings)
         } else {
             json_response(code, &v, &self.warnings)
         }
@@ -686,6 +691,10 @@ impl Call<'_> {
         if self.table {
             let items: Vec<Value> = kvs.iter().map(handlers::decode).collect();
             return Ok(ok(table::table(t.kind, &items, meta, &self.include, true)));
+        }
+        if self.metadata {
+            let items: Vec<Value> = kvs.iter().map(handlers::decode).collect();
+            return Ok(ok(table::partial_list(&items, meta)));
         }
         // The list is assembled from the stored bytes, without parsing each object.
         let mut out =
@@ -857,6 +866,7 @@ async fn resource(server: &Server, parts: &Parts, path: &str, body: Bytes) -> Re
             .unwrap_or("application/json")
             .to_string(),
         table: table::wants_table(headers),
+        metadata: table::wants_metadata(headers),
         include: query
             .get("includeObject")
             .cloned()

@@ -21,6 +21,7 @@ use crate::store::EventType;
 struct Encoder {
     kind: &'static KindInfo,
     table: bool,
+    metadata: bool,
     include: String,
     first: bool,
 }
@@ -37,6 +38,8 @@ impl Encoder {
             );
             self.first = false;
             t
+        } else if self.metadata && ty != "ERROR" {
+            table::partial(obj)
         } else {
             obj.clone()
         };
@@ -84,6 +87,7 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     let enc = Encoder {
         kind,
         table: table::wants_table(headers),
+        metadata: table::wants_metadata(headers),
         include: q
             .get("includeObject")
             .cloned()
@@ -92,7 +96,7 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     };
     let ns = t.namespace.clone();
     let prefix = key(kind, ns.as_deref(), None);
-    let raw_path = !enc.table && !filter.needs_object();
+    let raw_path = !enc.table && !enc.metadata && !filter.needs_object();
 
     let initial = rv.is_empty() || rv == "0";
     let (start, backlog) = if initial || send_initial {
