@@ -111,7 +111,7 @@ pub async fn run(client: &Client, a: ExecArgs) -> Result<i32> {
         "/api/v1/namespaces/{}/pods/{}/exec?{query}",
         a.namespace, a.pod
     );
-    let (ws, protocol) = client.websocket(&path, &PROTOCOLS).await?;
+    let (ws, protocol) = client.websocket(&path, &PROTOCOLS[..2]).await?;
     let v5 = protocol == PROTOCOLS[0];
     let (mut tx, mut rx) = ws.split();
     let _raw = Raw(tty && a.stdin && crossterm::terminal::enable_raw_mode().is_ok());

@@ -96,8 +96,8 @@ impl Server {
                     return Err(e);
                 }
                 return Err(ApiError::bad_request(format!(
-                    "pods/exec is served over WebSocket ({} or {}); SPDY upgrades are not supported",
-                    PROTOCOLS[0], PROTOCOLS[1]
+                    "pods/exec is served over WebSocket ({}); SPDY upgrades are not supported",
+                    PROTOCOLS.join(", ")
                 )));
             }
         };
@@ -111,8 +111,8 @@ impl Server {
             .collect();
         if asked.is_empty() {
             return Err(ApiError::bad_request(format!(
-                "pods/exec: none of the requested subprotocols is spoken here (want {} or {})",
-                PROTOCOLS[0], PROTOCOLS[1]
+                "pods/exec: none of the requested subprotocols is spoken here (want one of {})",
+                PROTOCOLS.join(", ")
             )));
         }
         let host = self.agent_address(node_name).await?;

@@ -71,19 +71,22 @@ pub async fn handler(
     let runtime = shared.runtime.clone();
     ws.protocols(PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            let v5 = socket
-                .protocol()
-                .is_some_and(|p| p.as_bytes() == PROTOCOLS[0].as_bytes());
+            let framing = Framing::of(
+                socket
+                    .protocol()
+                    .and_then(|p| p.to_str().ok())
+                    .unwrap_or(PROTOCOLS[1]),
+            );
             match runtime.exec_session(&instance.handle, &req) {
-                Ok(session) => run(socket, session, opts, v5).await,
+                Ok(session) => run(socket, session, opts, framing).await,
                 Err(e) => {
                     let mut socket = socket;
-                    let _ = send(
-                        &mut socket,
-                        ERROR,
-                        failure(&e.to_string()).to_string().as_bytes(),
-                    )
-                    .await;
+                    let message = if framing.status {
+                        failure(&e.to_string()).to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    let _ = send(&mut socket, framing, ERROR, message.as_bytes()).await;
                     let _ = socket.send(normal_close()).await;
                 }
             }
@@ -99,11 +102,19 @@ fn normal_close() -> Message {
     }))
 }
 
-async fn send(socket: &mut WebSocket, channel: u8, data: &[u8]) -> Result<(), axum::Error> {
-    let mut frame = Vec::with_capacity(data.len() + 1);
-    frame.push(channel);
-    frame.extend_from_slice(data);
-    socket.send(Message::Binary(frame.into())).await
+async fn send(
+    socket: &mut WebSocket,
+    framing: Framing,
+    channel: u8,
+    data: &[u8],
+) -> Result<(), axum::Error> {
+    let (frame, text) = framing.encode(channel, data);
+    let message = if text {
+        Message::Text(String::from_utf8_lossy(&frame).into_owned().into())
+    } else {
+        Message::Binary(frame.into())
+    };
+    socket.send(message).await
 }
 
 /// Output of the command, by channel.
@@ -112,7 +123,12 @@ enum Out {
     Exited(i32),
 }
 
-async fn run(mut socket: WebSocket, session: super::runtime::ExecSession, opts: Options, v5: bool) {
+async fn run(
+    mut socket: WebSocket,
+    session: super::runtime::ExecSession,
+    opts: Options,
+    framing: Framing,
+) {
     let super::runtime::ExecSession {
         mut child,
         stdin,
@@ -168,40 +184,55 @@ async fn run(mut socket: WebSocket, session: super::runtime::ExecSession, opts: 
         tokio::select! {
             out = rx.recv() => match out {
                 Some(Out::Data(ch, data)) => {
-                    if send(&mut socket, ch, &data).await.is_err() {
+                    if send(&mut socket, framing, ch, &data).await.is_err() {
                         break;
                     }
                 }
                 Some(Out::Exited(code)) => {
-                    let _ = send(&mut socket, ERROR, exit_status(code).to_string().as_bytes()).await;
+                    // v4 and v5 carry a Status; older protocols only an error message, none on success.
+                    let status = if framing.status {
+                        Some(exit_status(code).to_string())
+                    } else {
+                        (code != 0).then(|| format!("command terminated with non-zero exit code: exit status {code}"))
+                    };
+                    if let Some(status) = status {
+                        let _ = send(&mut socket, framing, ERROR, status.as_bytes()).await;
+                    }
                     let _ = socket.send(normal_close()).await;
                     break;
                 }
                 None => break,
             },
             msg = socket.recv() => match msg {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(m)) => {
+                    let decoded = match &m {
+                        Message::Binary(b) => framing.decode(b, false),
+                        Message::Text(t) => framing.decode(t.as_bytes(), true),
+                        _ => None,
+                    };
+                    let Some((channel, data)) = decoded else { continue };
+                    match channel {
                     STDIN => {
                         if let Some(w) = stdin.as_mut() {
-                            if w.write_all(&b[1..]).await.is_err() || w.flush().await.is_err() {
+                            if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
                                 stdin = None;
                             }
                         }
                     }
                     RESIZE => {
-                        if let (Some(r), Ok(size)) = (&resize, serde_json::from_slice::<Value>(&b[1..])) {
+                        if let (Some(r), Ok(size)) = (&resize, serde_json::from_slice::<Value>(&data)) {
                             let w = size["Width"].as_u64().unwrap_or(80) as u16;
                             let h = size["Height"].as_u64().unwrap_or(24) as u16;
                             r(w, h);
                         }
                     }
-                    CLOSE if v5 && b.get(1) == Some(&STDIN) => {
+                    CLOSE if framing.v5 && data.first() == Some(&STDIN) => {
                         stdin = None;
                     }
                     _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+                    }
+                }
             },
         }
     }

@@ -1,0 +1,89 @@
+//! The official Kubernetes Python client against a real `capstan up`, as a new user of that library would use it:
+//! exec with stdout, stderr, the exit code and interactive stdin (that client sends stdin as text frames). Needs `python3` with the `kubernetes` package (CI installs it).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{within, Server};
+
+fn python_client() -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            !common::required(),
+            "the Kubernetes Python client is required (CAPSTAN_REQUIRE_EXTERNAL=1) but python3 cannot import kubernetes"
+        );
+        eprintln!("SKIP: the Kubernetes Python client is not installed");
+    }
+    found
+}
+
+const SCRIPT: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import stream
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+
+# One-shot: stdout and stderr together, as the client returns them.
+out = stream(v1.connect_get_namespaced_pod_exec, "shell", "default",
+             command=["sh", "-c", "echo to-out; echo to-err >&2"],
+             stderr=True, stdin=False, stdout=True, tty=False)
+print("oneshot=" + repr(sorted(out.split())))
+
+# Interactive: stdin written as text, lines read back, then the exit code.
+resp = stream(v1.connect_get_namespaced_pod_exec, "shell", "default", command=["sh"],
+              stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False)
+resp.write_stdin("echo test string 1\n")
+line = resp.readline_stdout(timeout=10)
+print("line1=" + repr(line))
+resp.write_stdin("echo test string 2 >&2\n")
+line = resp.readline_stderr(timeout=10)
+print("line2=" + repr(line))
+resp.write_stdin("exit 3\n")
+resp.run_forever(timeout=10)
+print("code=" + repr(resp.returncode))
+resp.close()
+print("ok")
+"#;
+
+#[test]
+fn exec_with_stdin_from_the_python_client() {
+    if !python_client() {
+        return;
+    }
+    let s = Server::up(&[]);
+    let (code, v) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/pods"),
+        "application/json",
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"shell"},"spec":{"terminationGracePeriodSeconds":1,"containers":[{"name":"c","image":"none","command":["sleep","600"]}]}}"#,
+    );
+    assert_eq!(code, 201, "{v}");
+    within(Duration::from_secs(30), "the pod running", || {
+        let (_, p) = s.call(
+            "GET",
+            concat!("/", "api/v1/namespaces/default/pods/shell"),
+            "",
+            "",
+        );
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(s.kubeconfig())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}\n{err}");
+    assert!(said.contains("oneshot=['to-err', 'to-out']"), "{said}");
+    assert!(said.contains("line1='test string 1'"), "{said}");
+    assert!(said.contains("line2='test string 2'"), "{said}");
+    assert!(said.contains("code=3"), "{said}");
+}
