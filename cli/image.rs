@@ -15,7 +15,8 @@ pub struct ImageArgs {
 #[derive(Subcommand)]
 pub enum ImageCommand {
     /// Pack a directory and/or single files into an OCI image layout tarball:
-    /// `capstan image build --from-dir rootfs --tag demo:v1 -o demo.tar -- /bin/app --serve`.
+    /// `capstan image build --from-dir rootfs --tag demo:v1 -o demo.tar -- /bin/app --serve` (an entrypoint), or
+    /// `... --cmd sh` (a default command, like busybox's: a pod's `args` replace it, its `command` replaces both).
     Build {
         /// The image's name[:tag].
         #[arg(long, short = 't')]
@@ -34,7 +35,11 @@ pub enum ImageCommand {
         /// Where to write the tarball.
         #[arg(long, short = 'o')]
         output: PathBuf,
-        /// The entrypoint and its arguments.
+        /// One word of the image's default command (Dockerfile `CMD`; repeat for each word: `--cmd sh --cmd -c
+        /// --cmd 'echo hi'`). It follows the entrypoint, and a pod's `args` replace it.
+        #[arg(long = "cmd", allow_hyphen_values = true, value_name = "WORD")]
+        cmd: Vec<String>,
+        /// The entrypoint and its arguments (Dockerfile `ENTRYPOINT`).
         #[arg(last = true)]
         entrypoint: Vec<String>,
     },
@@ -62,6 +67,7 @@ pub fn run(a: ImageArgs) -> Result<()> {
             env,
             workdir,
             output,
+            cmd,
             entrypoint,
         } => {
             let add = add
@@ -77,7 +83,7 @@ pub fn run(a: ImageArgs) -> Result<()> {
                 from_dir,
                 add,
                 entrypoint,
-                cmd: Vec::new(),
+                cmd,
                 env,
                 workdir,
             };
@@ -121,6 +127,7 @@ pub fn run(a: ImageArgs) -> Result<()> {
                 config["architecture"].as_str().unwrap_or("")
             );
             println!("entrypoint: {}", config["config"]["Entrypoint"]);
+            println!("cmd:        {}", config["config"]["Cmd"]);
             println!("env:        {}", config["config"]["Env"]);
             println!("layers:     {}", config["rootfs"]["diff_ids"]);
         }

@@ -100,3 +100,59 @@ fn an_image_is_built_from_files_and_reads_back() {
         "{o:?}"
     );
 }
+
+#[test]
+fn an_image_with_a_default_command_and_no_entrypoint_like_busybox() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bb.tar");
+    let o = capstan(&[
+        "image",
+        "build",
+        "--tag",
+        "local/busybox:1",
+        "--add",
+        "/bin/sh:/bin/sh",
+        "--cmd",
+        "sh",
+        "--cmd",
+        "-c",
+        "--cmd",
+        "echo hi",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let files = capstan::image::read_archive(&std::fs::read(&out).unwrap()).unwrap();
+    let config = capstan::image::verify(&files).unwrap();
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["sh", "-c", "echo hi"])
+    );
+    assert!(config["config"].get("Entrypoint").is_none());
+    let o = capstan(&["image", "inspect", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(r#"cmd:        ["sh","-c","echo hi"]"#));
+    // Both: the entrypoint runs with the default command as its arguments.
+    let both = dir.path().join("both.tar");
+    let o = capstan(&[
+        "image",
+        "build",
+        "--tag",
+        "local/app:1",
+        "--add",
+        "/bin/sh:/bin/sh",
+        "--cmd",
+        "--serve",
+        "-o",
+        both.to_str().unwrap(),
+        "--",
+        "/bin/app",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let files = capstan::image::read_archive(&std::fs::read(&both).unwrap()).unwrap();
+    let config = capstan::image::verify(&files).unwrap();
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/bin/app"])
+    );
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["--serve"]));
+}

@@ -212,7 +212,7 @@ fn check_spec(spec: &BuildSpec) -> Result<(), ImageError> {
     }
     if spec.entrypoint.is_empty() && spec.cmd.is_empty() {
         return Err(ImageError::Invalid(
-            "the image needs an entrypoint (the command after --)".into(),
+            "the image needs something to run: an entrypoint (the command after --) and/or a default command (--cmd WORD)".into(),
         ));
     }
     if let Some(e) = spec.env.iter().find(|e| !e.contains('=')) {
