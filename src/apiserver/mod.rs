@@ -75,6 +75,9 @@ pub struct Server {
     pub raw_store: Option<DynStore>,
     /// Namespaces as last watched ([`Server::follow_namespaces`] keeps it; empty until then).
     pub namespaces: Arc<namespaces::NamespaceCache>,
+    /// Turns true when the server begins to shut down: open watches end then, cleanly (their last chunk sent), so
+    /// clients see a watch that ended rather than a connection cut.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Server {
@@ -110,6 +113,7 @@ impl Server {
             audit: None,
             raw_store: None,
             namespaces: Arc::default(),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 }
@@ -308,11 +312,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let following = tokio::spawn(server.clone().follow_namespaces());
+    let stopping = server.stopping.clone();
     let app = server.router();
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping.send_replace(true);
         h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
     let std_listener = listener.into_std()?;

@@ -126,6 +126,7 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
         initial_end: send_initial,
         stream: store_stream.map_err(ApiError::from),
         deadline: Box::pin(tokio::time::sleep(timeout)),
+        stopping: server.stopping.subscribe(),
         tick,
         bookmarks,
         last: start,
@@ -157,6 +158,8 @@ struct State {
     initial_end: bool,
     stream: Result<crate::store::WatchStream, ApiError>,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The server shutting down ends the watch (cleanly).
+    stopping: tokio::sync::watch::Receiver<bool>,
     tick: tokio::time::Interval,
     bookmarks: bool,
     last: i64,
@@ -197,9 +200,11 @@ impl State {
                 return Some(self.enc.event("ERROR", &status));
             }
         };
+        let mut stopping = self.stopping.clone();
         loop {
             tokio::select! {
                 _ = &mut self.deadline => return None,
+                _ = stopping.wait_for(|s| *s) => return None,
                 _ = self.tick.tick(), if self.bookmarks => {
                     let b = self.bookmark(false);
                     return Some(self.enc.event("BOOKMARK", &b));
