@@ -13,6 +13,7 @@ pub mod probe;
 mod register;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -172,6 +173,8 @@ pub struct Shared {
     pub dns: Option<std::net::Ipv4Addr>,
     /// The ServiceAccount tokens of this node's pods.
     pub tokens: tokens::PodTokens,
+    /// Resource usage of the node and its containers (`/stats`, for `kubectl top`).
+    pub stats: Arc<stats::Sampler>,
 }
 
 #[async_trait]
@@ -376,9 +379,11 @@ async fn run_pods(
         services,
         dns,
         tokens: Default::default(),
+        stats: Default::default(),
     });
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
     let srv = tokio::spawn(server::serve(listener, tls.clone(), shared.clone()));
+    let sampling = tokio::spawn(shared.stats.clone().run(shared.clone()));
     let renewer = tokio::spawn(keep_endpoint_certificate(
         client.clone(),
         cfg.clone(),
@@ -413,6 +418,7 @@ async fn run_pods(
     refresher.abort();
     renewer.abort();
     srv.abort();
+    sampling.abort();
     if cfg.stop_pods_on_exit {
         tracing::info!(node = %cfg.node_name, pods = pods.live.len(), "stopping this node's pods");
         pods.stop_all().await;

@@ -224,6 +224,11 @@ async fn only_the_api_server(
     }
 }
 
+/// `/stats`: the latest usage of the node and its containers ([`super::stats`]).
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.stats.summary()).into_response()
+}
+
 /// Serves the agent endpoint over TLS on `listener` until aborted.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -234,6 +239,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", get(super::exec::handler))
+        .route("/stats", get(stats))
         .layer(axum::middleware::from_fn(only_the_api_server))
         .with_state(shared);
     let served = match listener.into_std() {

@@ -345,5 +345,6 @@ pub fn shared(runtime: Arc<FakeRuntime>, api: Arc<RecordingApi>, dir: &Path) -> 
         services: crate::client::informer::Cache::of([]),
         dns: None,
         tokens: Default::default(),
+        stats: Default::default(),
     })
 }

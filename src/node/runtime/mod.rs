@@ -150,6 +150,11 @@ pub trait ContainerRuntime: Send + Sync {
     }
     /// Sends a signal to every process of the container.
     fn signal(&self, handle: &Handle, signal: i32);
+    /// The container's cgroup (v2) directory, when the runtime gives it one (usage is read there; otherwise from
+    /// the container's processes).
+    fn cgroup(&self, _handle: &Handle) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Starts an interactive command in the running container `handle`.
     fn exec_session(&self, handle: &Handle, req: &ExecRequest)
         -> Result<ExecSession, RuntimeError>;

@@ -354,6 +354,11 @@ impl ContainerRuntime for ContainerdRuntime {
         record
     }
 
+    fn cgroup(&self, h: &Handle) -> Option<std::path::PathBuf> {
+        let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup{}", spec::cgroup_path(&h.id)));
+        (!h.id.is_empty() && dir.join("cpu.stat").exists()).then_some(dir)
+    }
+
     async fn alive(&self, h: &Handle) -> bool {
         if h.id.is_empty() {
             return false;
