@@ -980,6 +980,33 @@ pub const ENDPOINTSLICE: Columns = Columns {
     },
 };
 
+pub const APISERVICE: Columns = Columns {
+    defs: &[NAME, c("Service", 0), c("Available", 0), AGE],
+    cells: |v| {
+        let service = get(v, "spec.service");
+        let service = if service.is_null() {
+            "Local".to_string()
+        } else {
+            format!("{}/{}", s(service, "namespace"), s(service, "name"))
+        };
+        let available = get(v, "status.conditions")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| s(c, "type") == "Available")
+            .map(|c| {
+                let status = s(c, "status");
+                if status == "True" {
+                    status
+                } else {
+                    format!("{status} ({})", s(c, "reason"))
+                }
+            })
+            .unwrap_or_else(|| "Unknown".into());
+        vec![name(v), json!(service), json!(available), age(v)]
+    },
+};
+
 pub const STORAGECLASS: Columns = Columns {
     defs: &[
         NAME,

@@ -79,6 +79,20 @@ pub fn apply(kind: &str, v: &mut Value) {
         },
         "Job" => job_spec,
         "CronJob" => cron_job,
+        "APIService" => {
+            // A local APIService (no service: served by this API server) is always available, as kube-aggregator
+            // reports it.
+            let local = v.pointer("/spec/service").is_none_or(Value::is_null);
+            if local {
+                let since = v
+                    .pointer("/metadata/creationTimestamp")
+                    .cloned()
+                    .unwrap_or(json!("1970-01-01T00:00:00Z"));
+                v["status"] = json!({"conditions": [{"type": "Available", "status": "True", "reason": "Local",
+                    "message": "Local APIServices are always available", "lastTransitionTime": since}]});
+            }
+            return;
+        }
         "Service" => {
             // Kubernetes' Service always has a status: `{"loadBalancer": {}}` until a load balancer is given.
             if let Some(m) = v.as_object_mut() {

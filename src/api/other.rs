@@ -1,6 +1,6 @@
 //! The smaller groups: coordination.k8s.io/v1 Lease, discovery.k8s.io/v1 EndpointSlice, storage.k8s.io/v1
 //! StorageClass, policy/v1 PodDisruptionBudget (and the Eviction a drain posts to `pods/eviction`),
-//! certificates.k8s.io/v1 CertificateSigningRequest.
+//! certificates.k8s.io/v1 CertificateSigningRequest, apiregistration.k8s.io/v1 APIService.
 
 use std::collections::BTreeMap;
 
@@ -107,3 +107,20 @@ kind!(StorageClass {
     pub volume_binding_mode: Option<String>,
     pub allowed_topologies: Option<Vec<Opaque>>,
 });
+
+kind!(APIService {
+    pub spec: Option<APIServiceSpec>,
+    pub status: Option<APIServiceStatus>,
+});
+object!(APIServiceSpec {
+    pub group: Option<String>,
+    pub version: Option<String>,
+    /// Where an aggregated API server runs (None: served by this API server itself, "Local").
+    pub service: Option<Opaque>,
+    pub group_priority_minimum: i32,
+    pub version_priority: i32,
+    pub insecure_skip_tls_verify: Option<bool>,
+    #[serde(rename = "caBundle")]
+    pub ca_bundle: Option<String>,
+});
+object!(APIServiceStatus { pub conditions: Option<Vec<Opaque>>, });

@@ -470,6 +470,19 @@ kinds![
         columns::ENDPOINTSLICE
     ),
     (
+        "apiregistration.k8s.io",
+        "v1",
+        APIService,
+        "apiservices",
+        "apiservice",
+        [],
+        false,
+        ["api-extensions"],
+        true,
+        false,
+        columns::APISERVICE
+    ),
+    (
         "storage.k8s.io",
         "v1",
         StorageClass,

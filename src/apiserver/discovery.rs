@@ -21,8 +21,15 @@ pub fn api_versions() -> Value {
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
 }
 
+/// Every served group-version: the kinds' and `metrics.k8s.io/v1beta1`.
+fn served() -> Vec<(&'static str, &'static str)> {
+    let mut all = group_versions();
+    all.push((super::metrics::GROUP, super::metrics::VERSION));
+    all
+}
+
 pub fn api_groups() -> Value {
-    let groups: Vec<Value> = group_versions()
+    let groups: Vec<Value> = served()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, v)| {
@@ -34,7 +41,7 @@ pub fn api_groups() -> Value {
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
-    let (g, v) = group_versions().into_iter().find(|(g, _)| *g == group)?;
+    let (g, v) = served().into_iter().find(|(g, _)| *g == group)?;
     let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
     Some(
         json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
@@ -42,6 +49,9 @@ pub fn api_group(group: &str) -> Option<Value> {
 }
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == (super::metrics::GROUP, super::metrics::VERSION) {
+        return Some(super::metrics::resource_list());
+    }
     let mut resources = Vec::new();
     for k in KINDS
         .iter()

@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod join;
 pub mod logs;
+pub mod metrics;
 pub mod namespaces;
 pub mod patch;
 pub mod peers;

@@ -855,6 +855,15 @@ impl Call<'_> {
 
 /// The table of verbs on resource paths.
 async fn resource(server: &Server, parts: &Parts, path: &str, body: Bytes) -> Result<Response> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["apis", super::metrics::GROUP, super::metrics::VERSION, rest @ ..] = segs.as_slice() {
+        if parts.method != Method::GET {
+            return Err(ApiError::method_not_allowed(path));
+        }
+        let req = super::metrics::Request::parse(rest)
+            .ok_or_else(|| not_found(format!("no metrics at {path}")))?;
+        return Ok(ok(server.metrics(req, &query_of(&parts.uri)).await?));
+    }
     let target = handlers::parse_path(path)?;
     let headers = &parts.headers;
     let query = query_of(&parts.uri);

@@ -26,7 +26,27 @@ pub fn objects() -> Vec<Value> {
     );
     out.extend(roles());
     out.extend(component_roles());
+    out.extend(api_services());
     out
+}
+
+/// The group-versions this server serves itself, registered as local APIServices (`kubectl get apiservices`), as
+/// Kubernetes registers its own: every built-in group-version, and `v1beta1.metrics.k8s.io` (resource usage from
+/// the node agents, for `kubectl top`).
+pub fn api_services() -> Vec<Value> {
+    let mut gvs: Vec<(&str, &str)> = crate::api::registry::group_versions();
+    gvs.push((
+        crate::apiserver::metrics::GROUP,
+        crate::apiserver::metrics::VERSION,
+    ));
+    gvs.into_iter()
+        .map(|(g, v)| {
+            let name = if g.is_empty() { format!("{v}.") } else { format!("{v}.{g}") };
+            json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+                "spec": {"group": g, "version": v, "groupPriorityMinimum": 1000, "versionPriority": 100}})
+        })
+        .collect()
 }
 
 /// A ClusterRoleBinding of `role` to `user`.

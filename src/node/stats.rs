@@ -198,7 +198,12 @@ pub fn machine() -> Option<(u64, u64)> {
 
 impl Sampler {
     /// Takes a reading of `key` and returns the rate since the previous one (None on the first).
-    fn rate(&self, key: &str, (cpu_ns, memory): (u64, u64), seen: &mut Vec<String>) -> Option<Usage> {
+    fn rate(
+        &self,
+        key: &str,
+        (cpu_ns, memory): (u64, u64),
+        seen: &mut Vec<String>,
+    ) -> Option<Usage> {
         seen.push(key.to_string());
         let now = Reading {
             cpu_ns,
@@ -249,7 +254,10 @@ impl Sampler {
                     Some(dir) => cgroup(&dir),
                     None => process_tree(running.handle.pid),
                 };
-                let key = format!("{}/{}/{name}/{}", state.namespace, state.name, running.handle.pid);
+                let key = format!(
+                    "{}/{}/{name}/{}",
+                    state.namespace, state.name, running.handle.pid
+                );
                 if let Some(usage) = reading.and_then(|r| self.rate(&key, r, &mut seen)) {
                     containers.push(ContainerUsage {
                         name: name.clone(),

@@ -116,6 +116,7 @@ pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
         "CronJob" => workloads::cron_job(obj, errs_),
         "Service" => service::service(obj, errs_),
         "ConfigMap" => config_map(obj, errs_),
+        "APIService" => api_service(obj, errs_),
         "Secret" => secret(obj, errs_),
         "PersistentVolumeClaim" => {
             access_modes(obj, errs_);
@@ -296,3 +297,37 @@ fn config_key(k: &str, path: &str, errs: &mut Vec<FieldError>) {
 
 #[cfg(test)]
 mod tests;
+
+/// An APIService is served here only when it is local (no `spec.service`): aggregation of API servers elsewhere does
+/// not exist yet, and is refused rather than left unreachable. Its name is `VERSION.GROUP`.
+fn api_service(obj: &Value, errs: &mut Vec<FieldError>) {
+    let group = get(obj, "spec.group").and_then(Value::as_str).unwrap_or("");
+    let version = get(obj, "spec.version")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if version.is_empty() {
+        errs.push(err("spec.version", Reason::Required, ""));
+    }
+    let name = get(obj, "metadata.name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let want = if group.is_empty() {
+        format!("{version}.")
+    } else {
+        format!("{version}.{group}")
+    };
+    if !version.is_empty() && name != want {
+        errs.push(err(
+            "metadata.name",
+            Reason::Invalid,
+            format!("must be spec.version + \".\" + spec.group: {want:?}"),
+        ));
+    }
+    if get(obj, "spec.service").is_some_and(|s| !s.is_null()) {
+        errs.push(err(
+            "spec.service",
+            Reason::Forbidden,
+            "aggregated API servers are not supported by this cluster yet: only local APIServices (no service) are served",
+        ));
+    }
+}

@@ -141,6 +141,8 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), NameError> {
         "Namespace" => dns1123_label(name),
         "Service" => dns1035_label(name),
         "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => path_segment(name),
+        // `VERSION.GROUP`; the core group's is `v1.` (an empty group after the dot).
+        "APIService" => dns1123_subdomain(name.strip_suffix('.').unwrap_or(name)),
         _ => dns1123_subdomain(name),
     }
 }
