@@ -135,3 +135,63 @@ async fn kube_rs_lists_watches_creates_applies_and_deletes() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_metadata_only_lists_watches_and_error_statuses() {
+    let s = tokio::task::spawn_blocking(Server::start).await.unwrap();
+    let c = client(&s).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("meta".into());
+    cm.data = Some([("big".to_string(), "x".repeat(1000))].into());
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    // Metadata only (PartialObjectMetadataList / PartialObjectMetadata), as controller-runtime's metadata
+    // informers and garbage collectors ask.
+    let list = cms
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list_metadata");
+    let item = list
+        .items
+        .iter()
+        .find(|i| i.metadata.name.as_deref() == Some("meta"))
+        .expect("listed");
+    assert!(item.metadata.uid.is_some());
+    let one = cms.get_metadata("meta").await.expect("get_metadata");
+    assert_eq!(one.metadata.name.as_deref(), Some("meta"));
+    let rv = list.metadata.resource_version.clone().unwrap();
+    let mut w = cms
+        .watch_metadata(&WatchParams::default().timeout(10), &rv)
+        .await
+        .expect("watch_metadata")
+        .boxed();
+    let mut later = ConfigMap::default();
+    later.metadata.name = Some("meta-later".into());
+    cms.create(&PostParams::default(), &later).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = w.try_next().await.expect("event") {
+            if let WatchEvent::Added(o) = ev {
+                if o.metadata.name.as_deref() == Some("meta-later") {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(seen, "the metadata watch saw the create");
+    // Errors come back as Kubernetes' Status, which kube-rs decodes into its error type.
+    match cms.create(&PostParams::default(), &cm).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 409);
+            assert_eq!(e.reason, "AlreadyExists");
+            assert_eq!(e.message, "configmaps \"meta\" already exists");
+        }
+        other => panic!("expected a conflict: {other:?}"),
+    }
+    match cms.get("nothing-here").await {
+        Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (404, "NotFound")),
+        other => panic!("expected not found: {other:?}"),
+    }
+}
