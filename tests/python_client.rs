@@ -160,3 +160,79 @@ fn a_python_informer_runs_two_minutes_through_watch_timeouts_without_errors() {
         "made {made}: {said}"
     );
 }
+
+const FORWARD: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+
+pf = portforward(v1.connect_get_namespaced_pod_portforward, "web", "default", ports="8080")
+s = pf.socket(8080)
+s.setblocking(True)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print("http=" + data.split(b"\r\n")[0].decode())
+s.close()
+pf.close()
+
+pf = portforward(v1.connect_get_namespaced_pod_portforward, "web", "default", ports="9000")
+e = pf.socket(9000)
+e.setblocking(True)
+e.sendall(b"hello echo\n")
+got = b""
+while not got.endswith(b"\n"):
+    got += e.recv(100)
+print("echo=" + got.decode().strip())
+e.close()
+pf.close()
+"#;
+
+/// port-forward from the Python client: HTTP to a pod's web server and raw bytes to a TCP echo server in it.
+#[test]
+fn port_forward_from_the_python_client_reaches_http_and_a_raw_tcp_echo() {
+    if !python_client() {
+        return;
+    }
+    let s = Server::up(&[]);
+    let echo = "import os,socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind((os.environ['POD_IP'],9000))\ns.listen()\nwhile True:\n  c,_=s.accept()\n  while True:\n    d=c.recv(4096)\n    if not d: break\n    c.sendall(d)\n  c.close()\n";
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "http", "image": "none", "command": ["capstan", "demo-app"],
+             "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]},
+            {"name": "echo", "image": "none", "command": ["python3", "-c", echo],
+             "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}});
+    let (code, v) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/pods"),
+        "application/json",
+        &pod.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    within(Duration::from_secs(30), "the pod running", || {
+        let (_, p) = s.call(
+            "GET",
+            concat!("/", "api/v1/namespaces/default/pods/web"),
+            "",
+            "",
+        );
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let out = Command::new("python3")
+        .args(["-c", FORWARD])
+        .arg(s.kubeconfig())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}\n{err}");
+    assert!(said.contains("http=HTTP/1.1 200"), "{said}");
+    assert!(said.contains("echo=hello echo"), "{said}");
+}

@@ -16,6 +16,38 @@ pub const PROTOCOLS: [&str; 7] = [
     "base64.channel.k8s.io",
 ];
 
+/// The subprotocols of `pods/portforward` over WebSocket, preferred first. For the i-th port asked for, channel 2i
+/// carries its data and 2i+1 its errors; the first message on each is the port number (2 bytes, little-endian).
+pub const PORTFORWARD_PROTOCOLS: [&str; 4] = [
+    "v4.channel.k8s.io",
+    "channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+
+/// The `ports` of a port-forward query (`ports=8080&ports=9090`, or `ports=8080,9090`).
+pub fn forwarded_ports(query: &str) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k != "ports" {
+            continue;
+        }
+        for p in v.split(',').filter(|p| !p.is_empty()) {
+            let port: u16 = p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("invalid port {p:?}: a port is 1-65535"))?;
+            ports.push(port);
+        }
+    }
+    if ports.is_empty() {
+        return Err("at least one port is required (ports=PORT)".into());
+    }
+    Ok(ports)
+}
+
 /// How one subprotocol frames its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Framing {

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 use super::error::ApiError;
 use super::logs::pick_container;
 use super::Server;
-use crate::api::exec::{Options, PROTOCOLS};
+use crate::api::exec::{Options, PORTFORWARD_PROTOCOLS, PROTOCOLS};
 use crate::api::registry;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -115,8 +115,71 @@ impl Server {
                 PROTOCOLS.join(", ")
             )));
         }
+        let path = format!("/exec/{ns}/{name}/{container}?{}", opts.query());
+        self.relay_to_agent(ws, node_name, &path, asked, PROTOCOLS[1])
+            .await
+    }
+
+    /// `pods/portforward` over WebSocket: the agent of the pod's node connects to the pod's ports; messages are
+    /// relayed both ways unchanged.
+    pub async fn pod_portforward(
+        &self,
+        mut parts: Parts,
+        ns: &str,
+        name: &str,
+    ) -> Result<Response> {
+        let query = parts.uri.query().unwrap_or("").to_string();
+        crate::api::exec::forwarded_ports(&query).map_err(ApiError::bad_request)?;
+        let pods = registry::lookup("pods").expect("pods");
+        let (pod, _) = self.get_object(pods, Some(ns), name).await?;
+        if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
+            return Err(ApiError::bad_request(format!(
+                "unable to forward ports: pod {name} is not running"
+            )));
+        }
+        let Some(node_name) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+            return Err(ApiError::bad_request(format!(
+                "unable to forward ports: pod {name} is not scheduled yet"
+            )));
+        };
+        let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+            return Err(ApiError::bad_request(format!(
+                "pods/portforward is served over WebSocket ({}); SPDY upgrades are not supported yet",
+                PORTFORWARD_PROTOCOLS.join(", ")
+            )));
+        };
+        let asked: Vec<String> = parts
+            .headers
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+            .filter(|p| PORTFORWARD_PROTOCOLS.contains(&p.as_str()))
+            .collect();
+        if asked.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pods/portforward: none of the requested subprotocols is spoken here (want one of {}; kubectl's \
+                 SPDY tunnel is not supported yet)",
+                PORTFORWARD_PROTOCOLS.join(", ")
+            )));
+        }
+        let path = format!("/portForward/{ns}/{name}?{query}");
+        self.relay_to_agent(ws, node_name, &path, asked, PORTFORWARD_PROTOCOLS[0])
+            .await
+    }
+
+    /// Opens a WebSocket to `path` on the agent of `node_name` offering `asked`, then upgrades the client's
+    /// connection with the subprotocol the agent chose and relays messages both ways.
+    async fn relay_to_agent(
+        &self,
+        ws: WebSocketUpgrade,
+        node_name: &str,
+        path: &str,
+        asked: Vec<String>,
+        fallback: &str,
+    ) -> Result<Response> {
         let host = self.agent_address(node_name).await?;
-        let url = format!("wss://{host}/exec/{ns}/{name}/{container}?{}", opts.query());
+        let url = format!("wss://{host}{path}");
         let mut req = url
             .into_client_request()
             .map_err(|e| ApiError::new(500, "InternalError", e.to_string()))?;
@@ -173,7 +236,7 @@ impl Server {
             .headers()
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or(PROTOCOLS[1])
+            .unwrap_or(fallback)
             .to_string();
         Ok(ws
             .protocols([chosen])

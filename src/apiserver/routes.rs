@@ -35,6 +35,10 @@ pub fn router(server: Server) -> Router {
             "/api/v1/namespaces/{ns}/pods/{name}/exec",
             get(exec).post(exec),
         )
+        .route(
+            concat!("/", "api/v1/namespaces/{ns}/pods/{name}/portforward"),
+            get(portforward).post(portforward),
+        )
         .route("/capstan/v1/join", post(join))
         .route("/capstan/v1/node-certificate", post(node_certificate))
         .route("/capstan/v1/encryption/rotate", post(rotate_encryption_key))
@@ -461,6 +465,18 @@ async fn git_hook(State(server): State<Server>, req: Request) -> Response {
     };
     server
         .git_webhook(&parts.headers, &bytes)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn portforward(
+    State(server): State<Server>,
+    Path((ns, name)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let (parts, _) = req.into_parts();
+    server
+        .pod_portforward(parts, &ns, &name)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod logs;
 pub mod network;
 pub mod pod;
+pub mod portforward;
 pub mod probe;
 mod register;
 pub mod runtime;

@@ -240,6 +240,7 @@ pub async fn serve(
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", get(super::exec::handler))
         .route("/stats", get(stats))
+        .route("/portForward/{ns}/{pod}", get(super::portforward::handler))
         .layer(axum::middleware::from_fn(only_the_api_server))
         .with_state(shared);
     let served = match listener.into_std() {
