@@ -8,6 +8,7 @@ mod exec;
 mod image;
 mod manifests;
 mod output;
+mod portforward;
 mod tui;
 
 use std::net::SocketAddr;
@@ -111,6 +112,8 @@ enum Command {
     Image(image::ImageArgs),
     /// Run a command in a container (like kubectl exec): `capstan exec POD -it -- sh`.
     Exec(exec::ExecArgs),
+    /// Forward local ports to a pod's ports: `capstan port-forward web 8080:80`.
+    PortForward(portforward::PortForwardArgs),
     /// Print a container's logs (like kubectl logs).
     Logs(commands::LogsArgs),
     /// Internal: supervises one container for the process runtime.
@@ -301,6 +304,7 @@ fn run(cli: Cli) -> Result<()> {
                     Command::Secrets(a) => commands::secrets(&client, a).await,
                     Command::Store(a) => commands::store_save(&client, a).await,
                     Command::Tui(a) => tui::run(client, a).await,
+                    Command::PortForward(a) => portforward::run(&client, a).await,
                     Command::Exec(a) => {
                         let code = exec::run(&client, a).await?;
                         if code != 0 {

@@ -1,7 +1,7 @@
 //! `kubectl exec` and `kubectl cp` against a real `capstan up`: the real kubectl speaks WebSocket
 //! (`v5.channel.k8s.io`) to the API server, which relays to the node agent running the command in the container -
 //! its environment, working directory and (as root) its network and mount namespaces. An interactive shell runs in
-//! a real pseudo-terminal.
+//! a real pseudo-terminal. `capstan port-forward` carries a local port to the pod over `pods/portforward`.
 
 mod common;
 
@@ -222,4 +222,40 @@ fn capstan_exec_speaks_the_same_protocol() {
         String::from_utf8_lossy(&out.stderr).contains("pods \"ghost\" not found"),
         "{out:?}"
     );
+}
+
+/// `capstan port-forward`: a local port carries HTTP to the pod's web server over `pods/portforward`, one
+/// connection after another.
+#[test]
+fn capstan_port_forward_carries_http_to_the_pod() {
+    use std::io::{BufRead, BufReader, Read};
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    running(&s, &k);
+    let mut fwd = Command::new(common::BIN)
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .args(["port-forward", "pod/box", ":8080"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(fwd.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let local = line
+        .strip_prefix("Forwarding from ")
+        .and_then(|l| l.split(" -> ").next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    for _ in 0..2 {
+        let mut conn = std::net::TcpStream::connect(&local).unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let _ = fwd.kill();
+    let _ = fwd.wait();
 }
