@@ -258,4 +258,9 @@ fn capstan_port_forward_carries_http_to_the_pod() {
     }
     let _ = fwd.kill();
     let _ = fwd.wait();
+    // kubectl's port-forward speaks SPDY: refused, saying what works instead.
+    let out = s.kubectl(&k, &["port-forward", "pod/box", ":8080"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("capstan port-forward"), "{said}");
 }

@@ -128,25 +128,14 @@ impl Server {
         ns: &str,
         name: &str,
     ) -> Result<Response> {
-        let query = parts.uri.query().unwrap_or("").to_string();
-        crate::api::exec::forwarded_ports(&query).map_err(ApiError::bad_request)?;
-        let pods = registry::lookup("pods").expect("pods");
-        let (pod, _) = self.get_object(pods, Some(ns), name).await?;
-        if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
-            return Err(ApiError::bad_request(format!(
-                "unable to forward ports: pod {name} is not running"
-            )));
-        }
-        let Some(node_name) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
-            return Err(ApiError::bad_request(format!(
-                "unable to forward ports: pod {name} is not scheduled yet"
-            )));
-        };
-        let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
-            return Err(ApiError::bad_request(format!(
-                "pods/portforward is served over WebSocket ({}); SPDY upgrades are not supported yet",
+        // kubectl speaks SPDY here (tunnelled in a WebSocket, or by an SPDY upgrade): say so before anything else.
+        let spdy = || {
+            ApiError::bad_request(format!(
+                "pods/portforward is served over WebSocket with Kubernetes' channel protocol ({}); SPDY, which \
+                 kubectl port-forward speaks, is not supported yet: use `capstan port-forward` or a client \
+                 library's WebSocket port-forward",
                 PORTFORWARD_PROTOCOLS.join(", ")
-            )));
+            ))
         };
         let asked: Vec<String> = parts
             .headers
@@ -156,13 +145,33 @@ impl Server {
             .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
             .filter(|p| PORTFORWARD_PROTOCOLS.contains(&p.as_str()))
             .collect();
+        let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+            return Err(spdy());
+        };
         if asked.is_empty() {
+            return Err(spdy());
+        }
+        let query = parts.uri.query().unwrap_or("").to_string();
+        crate::api::exec::forwarded_ports(&query).map_err(ApiError::bad_request)?;
+        let pods = registry::lookup("pods").expect("pods");
+        let (pod, _) = self.get_object(pods, Some(ns), name).await?;
+        if pod
+            .pointer(concat!("/", "status/phase"))
+            .and_then(Value::as_str)
+            != Some("Running")
+        {
             return Err(ApiError::bad_request(format!(
-                "pods/portforward: none of the requested subprotocols is spoken here (want one of {}; kubectl's \
-                 SPDY tunnel is not supported yet)",
-                PORTFORWARD_PROTOCOLS.join(", ")
+                "unable to forward ports: pod {name} is not running"
             )));
         }
+        let Some(node_name) = pod
+            .pointer(concat!("/", "spec/nodeName"))
+            .and_then(Value::as_str)
+        else {
+            return Err(ApiError::bad_request(format!(
+                "unable to forward ports: pod {name} is not scheduled yet"
+            )));
+        };
         let path = format!("/portForward/{ns}/{name}?{query}");
         self.relay_to_agent(ws, node_name, &path, asked, PORTFORWARD_PROTOCOLS[0])
             .await
