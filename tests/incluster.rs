@@ -269,22 +269,6 @@ fn a_pod_uses_the_api_with_its_service_account_token() {
     );
 }
 
-/// Whether the official Kubernetes Python client imports here (with this process's PYTHONPATH).
-fn python_client() -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            !common::required(),
-            "the Kubernetes Python client is required (CAPSTAN_REQUIRE_EXTERNAL=1) but python3 cannot import kubernetes"
-        );
-        eprintln!("SKIP: the Kubernetes Python client is not installed");
-    }
-    found
-}
-
 const PYTHON: &str = r#"
 from kubernetes import client, config
 config.load_incluster_config()
@@ -300,7 +284,7 @@ except client.exceptions.ApiException as e:
 #[test]
 fn the_python_client_works_in_cluster_with_its_service_account() {
     let Some(k) = common::kubectl() else { return };
-    if !python_client() {
+    if !common::python_client() {
         return;
     }
     let Some(s) = team_with_reader(&k) else {

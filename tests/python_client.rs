@@ -7,22 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{within, Server};
-
-fn python_client() -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            !common::required(),
-            "the Kubernetes Python client is required (CAPSTAN_REQUIRE_EXTERNAL=1) but python3 cannot import kubernetes"
-        );
-        eprintln!("SKIP: the Kubernetes Python client is not installed");
-    }
-    found
-}
+use common::{python_client, within, Server};
 
 const SCRIPT: &str = r#"
 import sys

@@ -68,18 +68,8 @@ pub struct ControlArgs {
     /// capstan built with `--features etcd`).
     #[arg(long, default_value = "embedded")]
     pub store: String,
-    /// A prefix for every key in etcd (several clusters on one etcd).
-    #[arg(long, default_value = "")]
-    pub etcd_prefix: String,
-    /// The CA that signed etcd's serving certificate (PEM).
-    #[arg(long)]
-    pub etcd_cafile: Option<PathBuf>,
-    /// A client certificate for etcd (PEM), with --etcd-keyfile.
-    #[arg(long)]
-    pub etcd_certfile: Option<PathBuf>,
-    /// The key of --etcd-certfile (PEM).
-    #[arg(long)]
-    pub etcd_keyfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub etcd: super::EtcdArgs,
     /// How long a server's hold on the controller-manager Lease lasts without renewal: when the leading server
     /// dies, another takes over after this.
     #[arg(long, default_value = "15s")]
@@ -99,20 +89,10 @@ pub struct ControlArgs {
 impl ControlArgs {
     /// The store the flags choose.
     fn store(&self) -> Result<StoreChoice> {
-        let mut choice = StoreChoice::parse(&self.store).map_err(|e| anyhow!("--store: {e}"))?;
-        if let StoreChoice::Etcd {
-            prefix,
-            ca_file,
-            cert_file,
-            key_file,
-            ..
-        } = &mut choice
+        let choice = self.etcd.choice(&self.store)?;
+        if matches!(choice, StoreChoice::Embedded)
+            && (self.etcd.etcd_cafile.is_some() || self.etcd.etcd_certfile.is_some())
         {
-            *prefix = self.etcd_prefix.clone();
-            *ca_file = self.etcd_cafile.clone();
-            *cert_file = self.etcd_certfile.clone();
-            *key_file = self.etcd_keyfile.clone();
-        } else if self.etcd_cafile.is_some() || self.etcd_certfile.is_some() {
             return Err(anyhow!(
                 "--etcd-cafile/--etcd-certfile need --store etcd://..."
             ));

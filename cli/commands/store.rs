@@ -48,23 +48,27 @@ pub enum SnapshotCommand {
     },
 }
 
-/// How to reach an etcd (as `capstan server` takes it).
-#[derive(Args)]
+/// How to reach an etcd (`capstan server` and `capstan store` take the same flags).
+#[derive(Args, Clone, Debug)]
 pub struct EtcdArgs {
-    /// A prefix for every key in etcd.
+    /// A prefix for every key in etcd (several clusters on one etcd).
     #[arg(long, default_value = "")]
     pub etcd_prefix: String,
+    /// The CA that signed etcd's serving certificate (PEM).
     #[arg(long)]
     pub etcd_cafile: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), with --etcd-keyfile.
     #[arg(long)]
     pub etcd_certfile: Option<PathBuf>,
+    /// The key of --etcd-certfile (PEM).
     #[arg(long)]
     pub etcd_keyfile: Option<PathBuf>,
 }
 
 impl EtcdArgs {
-    fn choice(&self, store: &str) -> Result<StoreChoice> {
-        let mut choice = StoreChoice::parse(store).map_err(|e| anyhow!("{store}: {e}"))?;
+    /// The store `store` names (`embedded` or `etcd://...`), with these flags.
+    pub fn choice(&self, store: &str) -> Result<StoreChoice> {
+        let mut choice = StoreChoice::parse(store).map_err(|e| anyhow!("{e}"))?;
         if let StoreChoice::Etcd {
             prefix,
             ca_file,

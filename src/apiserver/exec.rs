@@ -101,14 +101,7 @@ impl Server {
                 )));
             }
         };
-        let asked: Vec<String> = parts
-            .headers
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-            .filter(|p| PROTOCOLS.contains(&p.as_str()))
-            .collect();
+        let asked = asked_protocols(&parts.headers, &PROTOCOLS);
         if asked.is_empty() {
             return Err(ApiError::bad_request(format!(
                 "pods/exec: none of the requested subprotocols is spoken here (want one of {})",
@@ -137,14 +130,7 @@ impl Server {
                 PORTFORWARD_PROTOCOLS.join(", ")
             ))
         };
-        let asked: Vec<String> = parts
-            .headers
-            .get_all("sec-websocket-protocol")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-            .filter(|p| PORTFORWARD_PROTOCOLS.contains(&p.as_str()))
-            .collect();
+        let asked = asked_protocols(&parts.headers, &PORTFORWARD_PROTOCOLS);
         let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
             return Err(spdy());
         };
@@ -252,6 +238,17 @@ impl Server {
             .on_upgrade(move |client| relay(client, agent))
             .into_response())
     }
+}
+
+/// The WebSocket subprotocols the client offered that are among `known`, in its order.
+fn asked_protocols(headers: &axum::http::HeaderMap, known: &[&str]) -> Vec<String> {
+    headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .filter(|p| known.contains(&p.as_str()))
+        .collect()
 }
 
 /// Copies messages between kubectl and the agent until either side closes.

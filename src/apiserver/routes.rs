@@ -469,28 +469,28 @@ async fn git_hook(State(server): State<Server>, req: Request) -> Response {
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn portforward(
-    State(server): State<Server>,
-    Path((ns, name)): Path<(String, String)>,
-    req: Request,
-) -> Response {
-    let (parts, _) = req.into_parts();
-    server
-        .pod_portforward(parts, &ns, &name)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+async fn exec(state: State<Server>, path: Path<(String, String)>, req: Request) -> Response {
+    stream(state, path, req, false).await
 }
 
-async fn exec(
+async fn portforward(state: State<Server>, path: Path<(String, String)>, req: Request) -> Response {
+    stream(state, path, req, true).await
+}
+
+/// `pods/exec` or `pods/portforward`: a WebSocket relayed to the agent of the pod's node.
+async fn stream(
     State(server): State<Server>,
     Path((ns, name)): Path<(String, String)>,
     req: Request,
+    forward: bool,
 ) -> Response {
     let (parts, _) = req.into_parts();
-    server
-        .pod_exec(parts, &ns, &name)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let answer = if forward {
+        server.pod_portforward(parts, &ns, &name).await
+    } else {
+        server.pod_exec(parts, &ns, &name).await
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Reads a request body up to [`MAX_BODY`]. A larger body is read to its end (and dropped) before the 413 is sent,

@@ -102,7 +102,8 @@ fn normal_close() -> Message {
     }))
 }
 
-async fn send(
+/// Sends `data` on `channel`, framed as the session's subprotocol frames it.
+pub(super) async fn send(
     socket: &mut WebSocket,
     framing: Framing,
     channel: u8,
@@ -115,6 +116,15 @@ async fn send(
         Message::Binary(frame.into())
     };
     socket.send(message).await
+}
+
+/// The channel and data of a received message (None: not a data frame, or undecodable).
+pub(super) fn received(framing: Framing, m: &Message) -> Option<(u8, Vec<u8>)> {
+    match m {
+        Message::Binary(b) => framing.decode(b, false),
+        Message::Text(t) => framing.decode(t.as_bytes(), true),
+        _ => None,
+    }
 }
 
 /// Output of the command, by channel.
@@ -206,12 +216,7 @@ async fn run(
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(m)) => {
-                    let decoded = match &m {
-                        Message::Binary(b) => framing.decode(b, false),
-                        Message::Text(t) => framing.decode(t.as_bytes(), true),
-                        _ => None,
-                    };
-                    let Some((channel, data)) = decoded else { continue };
+                    let Some((channel, data)) = received(framing, &m) else { continue };
                     match channel {
                     STDIN => {
                         if let Some(w) = stdin.as_mut() {

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::exec::{received, send};
 use super::pod::PodState;
 use super::server::error;
 use super::Shared;
@@ -52,16 +53,6 @@ pub async fn handler(
         .into_response()
 }
 
-async fn send(socket: &mut WebSocket, framing: Framing, channel: u8, data: &[u8]) -> bool {
-    let (frame, text) = framing.encode(channel, data);
-    let message = if text {
-        Message::Text(String::from_utf8_lossy(&frame).into_owned().into())
-    } else {
-        Message::Binary(frame.into())
-    };
-    socket.send(message).await.is_ok()
-}
-
 /// What the pod's side of a port says.
 enum FromPod {
     Data(usize, Vec<u8>),
@@ -74,8 +65,8 @@ async fn run(mut socket: WebSocket, framing: Framing, ip: String, ports: Vec<u16
     for (i, port) in ports.iter().enumerate() {
         let (data, err) = ((2 * i) as u8, (2 * i + 1) as u8);
         let prefix = port.to_le_bytes();
-        if !send(&mut socket, framing, data, &prefix).await
-            || !send(&mut socket, framing, err, &prefix).await
+        if send(&mut socket, framing, data, &prefix).await.is_err()
+            || send(&mut socket, framing, err, &prefix).await.is_err()
         {
             return;
         }
@@ -114,7 +105,7 @@ async fn run(mut socket: WebSocket, framing: Framing, ip: String, ports: Vec<u16
         tokio::select! {
             from_pod = rx.recv() => match from_pod {
                 Some(FromPod::Data(i, data)) => {
-                    if !send(&mut socket, framing, (2 * i) as u8, &data).await {
+                    if send(&mut socket, framing, (2 * i) as u8, &data).await.is_err() {
                         break;
                     }
                 }
@@ -128,12 +119,7 @@ async fn run(mut socket: WebSocket, framing: Framing, ip: String, ports: Vec<u16
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(m)) => {
-                    let decoded = match &m {
-                        Message::Binary(b) => framing.decode(b, false),
-                        Message::Text(t) => framing.decode(t.as_bytes(), true),
-                        _ => None,
-                    };
-                    let Some((channel, data)) = decoded else { continue };
+                    let Some((channel, data)) = received(framing, &m) else { continue };
                     let i = (channel / 2) as usize;
                     if channel % 2 != 0 || data.is_empty() {
                         continue;

@@ -35,6 +35,23 @@ pub fn kubectl() -> Option<PathBuf> {
     }
 }
 
+/// Whether python3 can import the official Kubernetes client (a skip, said so, when not - a failure when
+/// CAPSTAN_REQUIRE_EXTERNAL=1).
+pub fn python_client() -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            !required(),
+            "the Kubernetes Python client is required (CAPSTAN_REQUIRE_EXTERNAL=1) but python3 cannot import kubernetes"
+        );
+        eprintln!("SKIP: the Kubernetes Python client is not installed");
+    }
+    found
+}
+
 /// A cluster CIDR no other test server of this run uses, so pods of parallel tests (host network: 127.x
 /// addresses) never share an address.
 pub fn unique_cluster_cidr() -> String {
