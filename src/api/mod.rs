@@ -7,6 +7,7 @@ pub mod batch;
 /// Table columns per kind (kubectl's), shared with the TUI through `capstan-present`.
 pub use capstan_present::columns;
 pub mod core;
+pub mod crd;
 pub mod defaults;
 pub mod exec;
 pub mod gitops;

@@ -74,7 +74,7 @@ impl ApiError {
         };
         let causes: Vec<serde_json::Value> = errors
             .iter()
-            .map(|e| json!({"reason": e.reason.cause(), "message": format!("{}: {}", reason_label(e), e.detail), "field": e.field}))
+            .map(|e| json!({"reason": e.reason.cause(), "message": e.body(), "field": e.field}))
             .collect();
         ApiError {
             code: 422,
@@ -154,10 +154,6 @@ fn details(d: &serde_json::Value) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(out)
-}
-
-fn reason_label(e: &FieldError) -> String {
-    e.to_string().split(": ").nth(1).unwrap_or("").to_string()
 }
 
 fn split_qualified(q: &str) -> (String, String) {

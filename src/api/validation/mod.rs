@@ -26,6 +26,7 @@ pub enum Reason {
     NotSupported,
     Duplicate,
     TooLong,
+    TooMany,
     Forbidden,
 }
 
@@ -37,6 +38,7 @@ impl Reason {
             Reason::NotSupported => "FieldValueNotSupported",
             Reason::Duplicate => "FieldValueDuplicate",
             Reason::TooLong => "FieldValueTooLong",
+            Reason::TooMany => "FieldValueTooMany",
             Reason::Forbidden => "FieldValueForbidden",
         }
     }
@@ -47,6 +49,7 @@ impl Reason {
             Reason::NotSupported => "Unsupported value",
             Reason::Duplicate => "Duplicate value",
             Reason::TooLong => "Too long",
+            Reason::TooMany => "Too many",
             Reason::Forbidden => "Forbidden",
         }
     }
@@ -60,15 +63,20 @@ pub struct FieldError {
     pub detail: String,
 }
 
+impl FieldError {
+    /// What is wrong without the field (`Required value`, `Invalid value: 3: must be ...`): a Status cause's message.
+    pub fn body(&self) -> String {
+        if self.detail.is_empty() {
+            self.reason.label().to_string()
+        } else {
+            format!("{}: {}", self.reason.label(), self.detail)
+        }
+    }
+}
+
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}",
-            self.field,
-            self.reason.label(),
-            self.detail
-        )
+        write!(f, "{}: {}", self.field, self.body())
     }
 }
 
