@@ -1130,3 +1130,17 @@ mod tests {
         assert_eq!(text(&POD, &pod, "No Such Column"), "");
     }
 }
+
+pub const CRD: Columns = Columns {
+    defs: &[
+        NAME,
+        ColumnDef {
+            name: "Created At",
+            type_: "date",
+            format: "",
+            priority: 0,
+            description: "",
+        },
+    ],
+    cells: |v| vec![name(v), json!(s(v, "metadata.creationTimestamp"))],
+};

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::registry::{schemas, KindInfo, KINDS};
+use super::registry::{self, schemas, KindInfo, KINDS};
 
 /// `api/v1` or `apis/apps/v1`.
 pub fn gv_path(group: &str, version: &str) -> String {
@@ -136,12 +136,46 @@ pub fn document(group: &str, version: &str) -> Value {
             def.insert("x-kubernetes-group-version-kind".into(), json!([gvk(k)]));
         }
     }
+    for k in registry::all()
+        .into_iter()
+        .filter(|k| k.is_custom() && k.group == group && k.version == version)
+    {
+        let base = if k.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
+        } else {
+            format!("{prefix}/{}", k.plural)
+        };
+        paths.insert(base.clone(), operations(k, false));
+        paths.insert(format!("{base}/{{name}}"), operations(k, true));
+        if k.status {
+            paths.insert(format!("{base}/{{name}}/status"), operations(k, true));
+        }
+        components.insert(k.kind.to_string(), custom_schema(k));
+    }
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Capstan", "version": crate::VERSION},
         "paths": paths,
         "components": {"schemas": components},
     })
+}
+
+/// A custom kind's schema as OpenAPI shows it: its CRD's, with `apiVersion`, `kind` and `metadata` declared (metadata
+/// as the shared ObjectMeta) and its group-version-kind.
+fn custom_schema(k: &KindInfo) -> Value {
+    let mut def = registry::custom(k)
+        .and_then(|c| c.schema.as_ref().map(|s| s.schema().clone()))
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if !def["properties"].is_object() {
+        def["properties"] = json!({});
+    }
+    def["properties"]["apiVersion"] = json!({"type": "string",
+        "description": "APIVersion defines the versioned schema of this representation of an object."});
+    def["properties"]["kind"] = json!({"type": "string",
+        "description": "Kind is a string value representing the REST resource this object represents."});
+    def["properties"]["metadata"] = json!({"$ref": "#/components/schemas/ObjectMeta"});
+    def["x-kubernetes-group-version-kind"] = json!([gvk(k)]);
+    def
 }
 
 /// The OpenAPI v2 document, protobuf-encoded as kubectl asks for it: deliberately without definitions. Every kind

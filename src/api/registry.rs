@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::columns::{self, Columns};
 use super::meta::ObjectMeta;
 use super::resource::Resource;
-use super::{apps, batch, core, gitops, other, rbac};
+use super::crd::{CustomVersion, Served};
+use super::{apps, batch, core, crd, gitops, other, rbac};
 
 /// Everything the server needs to know about one kind.
 pub struct KindInfo {
@@ -29,7 +30,8 @@ pub struct KindInfo {
     pub scale: bool,
     /// Objects of this kind carry a `spec` whose changes bump `metadata.generation`.
     pub columns: Columns,
-    schema: fn(&mut SchemaGenerator) -> schemars::Schema,
+    /// The Rust type's schema; None for custom kinds (their schema is the CRD's, in [`custom`]).
+    schema: Option<fn(&mut SchemaGenerator) -> schemars::Schema>,
 }
 
 impl std::fmt::Debug for KindInfo {
@@ -56,9 +58,21 @@ impl KindInfo {
         }
     }
 
-    /// The JSON Schema (OpenAPI 3 dialect) of this kind's objects; `$ref`s point into [`definitions`].
+    /// The JSON Schema (OpenAPI 3 dialect) of this kind's objects; `$ref`s point into [`definitions`]. A custom
+    /// kind answers an open object here: its real schema is its CRD's ([`custom`]).
     pub fn schema(&self) -> &'static Value {
-        &schemas().roots[self.kind]
+        static OPEN: OnceLock<Value> = OnceLock::new();
+        match self.schema {
+            Some(_) => &schemas().roots[self.kind],
+            None => OPEN.get_or_init(|| {
+                serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+            }),
+        }
+    }
+
+    /// Whether a CRD defines this kind.
+    pub fn is_custom(&self) -> bool {
+        self.schema.is_none()
     }
 }
 
@@ -84,7 +98,7 @@ macro_rules! kinds {
                 status: $status,
                 scale: $scale,
                 columns: $cols,
-                schema: s::<$ty>,
+                schema: Some(s::<$ty>),
             }
         ),*];
 
@@ -113,6 +127,7 @@ macro_rules! kinds {
 use apps::*;
 use batch::*;
 use core::*;
+use crd::CustomResourceDefinition;
 use gitops::*;
 use other::*;
 use rbac::*;
@@ -483,6 +498,19 @@ kinds![
         columns::APISERVICE
     ),
     (
+        "apiextensions.k8s.io",
+        "v1",
+        CustomResourceDefinition,
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        ["crd", "crds"],
+        false,
+        ["api-extensions"],
+        true,
+        false,
+        columns::CRD
+    ),
+    (
         "storage.k8s.io",
         "v1",
         StorageClass,
@@ -523,41 +551,164 @@ kinds![
     ),
 ];
 
+/// The custom kinds served now (one entry per served version of each accepted CRD), by CRD name.
+type CustomTable = BTreeMap<String, Vec<(&'static KindInfo, std::sync::Arc<CustomVersion>)>>;
+
+fn custom_table() -> &'static std::sync::RwLock<CustomTable> {
+    static TABLE: OnceLock<std::sync::RwLock<CustomTable>> = OnceLock::new();
+    TABLE.get_or_init(Default::default)
+}
+
+fn read_custom() -> std::sync::RwLockReadGuard<'static, CustomTable> {
+    custom_table().read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A custom kind's names as a `&'static KindInfo`. Interned: the same names give the same entry, so re-registering a
+/// CRD (every update, every server start) allocates nothing new; only names never seen before are kept for good.
+fn intern(s: &Served) -> &'static KindInfo {
+    static INTERNED: OnceLock<std::sync::Mutex<Vec<&'static KindInfo>>> = OnceLock::new();
+    let mut all = INTERNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let same = |k: &&&'static KindInfo| {
+        k.group == s.group
+            && k.version == s.version
+            && k.kind == s.kind
+            && k.plural == s.plural
+            && k.singular == s.singular
+            && k.short_names.iter().copied().eq(s.short_names.iter().map(String::as_str))
+            && k.categories.iter().copied().eq(s.categories.iter().map(String::as_str))
+            && k.namespaced == s.namespaced
+            && k.status == s.status
+            && k.scale == s.custom.scale.is_some()
+    };
+    if let Some(k) = all.iter().find(same) {
+        return k;
+    }
+    fn leak(s: &str) -> &'static str {
+        Box::leak(s.to_string().into_boxed_str())
+    }
+    fn leak_all(v: &[String]) -> &'static [&'static str] {
+        Box::leak(v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice())
+    }
+    let info: &'static KindInfo = Box::leak(Box::new(KindInfo {
+        group: leak(&s.group),
+        version: leak(&s.version),
+        kind: leak(&s.kind),
+        plural: leak(&s.plural),
+        singular: leak(&s.singular),
+        short_names: leak_all(&s.short_names),
+        namespaced: s.namespaced,
+        categories: leak_all(&s.categories),
+        status: s.status,
+        scale: s.custom.scale.is_some(),
+        columns: columns::DEFAULT,
+        schema: None,
+    }));
+    all.push(info);
+    info
+}
+
+/// Serves the versions of a CRD (replacing what that CRD served before).
+pub fn set_custom(crd: &str, served: Vec<Served>) {
+    let entries = served
+        .into_iter()
+        .map(|s| (intern(&s), std::sync::Arc::new(s.custom)))
+        .collect();
+    custom_table()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(crd.to_string(), entries);
+}
+
+/// Stops serving a CRD's kinds.
+pub fn remove_custom(crd: &str) {
+    custom_table()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(crd);
+}
+
+/// The CRD side of a custom kind (schema, printer columns, scale paths); None for built-in kinds.
+pub fn custom(kind: &KindInfo) -> Option<std::sync::Arc<CustomVersion>> {
+    if !kind.is_custom() {
+        return None;
+    }
+    read_custom().values().flatten().find_map(|(k, c)| {
+        (k.group == kind.group && k.version == kind.version && k.plural == kind.plural)
+            .then(|| c.clone())
+    })
+}
+
+/// The names of the CRDs served now.
+pub fn custom_crds() -> Vec<String> {
+    read_custom().keys().cloned().collect()
+}
+
+/// Every kind served now: the built-in table, then the custom kinds.
+pub fn all() -> Vec<&'static KindInfo> {
+    let mut out: Vec<&'static KindInfo> = KINDS.iter().collect();
+    out.extend(read_custom().values().flatten().map(|(k, _)| *k));
+    out
+}
+
 /// Finds a kind by group and plural resource name.
 pub fn by_resource(group: &str, version: &str, plural: &str) -> Option<&'static KindInfo> {
-    KINDS
-        .iter()
-        .find(|k| k.group == group && k.version == version && k.plural == plural)
+    let want = |k: &&KindInfo| k.group == group && k.version == version && k.plural == plural;
+    KINDS.iter().find(want).or_else(|| {
+        read_custom()
+            .values()
+            .flatten()
+            .map(|(k, _)| *k)
+            .find(|k| want(k))
+    })
 }
 
 /// Finds a kind by apiVersion (`apps/v1`, `v1`) and kind name.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static KindInfo> {
-    KINDS
-        .iter()
-        .find(|k| k.api_version() == api_version && k.kind == kind)
+    let want = |k: &&KindInfo| k.kind == kind && k.api_version() == api_version;
+    KINDS.iter().find(want).or_else(|| {
+        read_custom()
+            .values()
+            .flatten()
+            .map(|(k, _)| *k)
+            .find(|k| want(k))
+    })
 }
 
 /// Resolves what a user types: plural, singular, short name or kind, optionally qualified by group
-/// (`deploy`, `deployments.apps`, `Deployment`).
+/// (`deploy`, `deployments.apps`, `Deployment`). Built-in kinds win over custom ones; of a custom kind's versions,
+/// the storage version's entry is found first.
 pub fn lookup(name: &str) -> Option<&'static KindInfo> {
     let lower = name.to_ascii_lowercase();
     let (res, group) = match lower.split_once('.') {
         Some((r, g)) => (r.to_string(), Some(g.to_string())),
         None => (lower.clone(), None),
     };
-    KINDS.iter().find(|k| {
+    let want = |k: &&KindInfo| {
         (k.plural == res
             || k.singular == res
             || k.short_names.contains(&res.as_str())
             || k.kind.to_ascii_lowercase() == res)
             && group.as_ref().is_none_or(|g| k.group == g)
+    };
+    KINDS.iter().find(want).or_else(|| {
+        read_custom()
+            .values()
+            .flat_map(|versions| {
+                let mut v: Vec<_> = versions.iter().collect();
+                v.sort_by_key(|(k, c)| k.version != c.storage_version);
+                v.into_iter().map(|(k, _)| *k).collect::<Vec<_>>()
+            })
+            .find(|k| want(k))
     })
 }
 
 /// All group/version pairs, core first.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for k in KINDS {
+    for k in all() {
         if !out.contains(&(k.group, k.version)) {
             out.push((k.group, k.version));
         }
@@ -578,7 +729,9 @@ pub fn schemas() -> &'static Schemas {
         let mut g = SchemaSettings::openapi3().into_generator();
         let mut roots = BTreeMap::new();
         for k in KINDS {
-            roots.insert(k.kind, (k.schema)(&mut g).to_value());
+            if let Some(schema) = k.schema {
+                roots.insert(k.kind, schema(&mut g).to_value());
+            }
         }
         roots.insert("Scale", g.subschema_for::<Scale>().to_value());
         let definitions = g.take_definitions(true);

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::api::registry::{group_versions, KINDS};
+use crate::api::registry::{self, group_versions};
 
 pub fn version() -> Value {
     let (major, minor) = crate::KUBE_VERSION;
@@ -28,24 +28,63 @@ fn served() -> Vec<(&'static str, &'static str)> {
     all
 }
 
-pub fn api_groups() -> Value {
-    let groups: Vec<Value> = served()
-        .into_iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+/// Kubernetes' version priority: GA before beta before alpha, higher numbers first, anything else last by name.
+fn version_rank(v: &str) -> (u8, i64, i64, String) {
+    let parse = |rest: &str| -> Option<(u8, i64, i64)> {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: i64 = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        if tail.is_empty() {
+            return Some((0, -major, 0));
+        }
+        for (level, word) in [(1u8, "beta"), (2u8, "alpha")] {
+            if let Some(n) = tail.strip_prefix(word) {
+                let minor: i64 = n.parse().ok()?;
+                return Some((level, -major, -minor));
+            }
+        }
+        None
+    };
+    match v.strip_prefix('v').and_then(parse) {
+        Some((l, a, b)) => (l, a, b, String::new()),
+        None => (3, 0, 0, v.to_string()),
+    }
+}
+
+/// Each served group with its versions, the preferred (highest priority) first.
+fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for (g, v) in served().into_iter().filter(|(g, _)| !g.is_empty()) {
+        match out.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, vs)) => vs.push(v),
+            None => out.push((g, vec![v])),
+        }
+    }
+    for (_, vs) in out.iter_mut() {
+        vs.sort_by_key(|v| version_rank(v));
+    }
+    out
+}
+
+fn group_doc(g: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
         .collect();
+    json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
+}
+
+pub fn api_groups() -> Value {
+    let groups: Vec<Value> = groups().iter().map(|(g, vs)| group_doc(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
-    let (g, v) = served().into_iter().find(|(g, _)| *g == group)?;
-    let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-    Some(
-        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv}),
-    )
+    let (g, vs) = groups().into_iter().find(|(g, _)| *g == group)?;
+    let mut doc = group_doc(g, &vs);
+    doc["kind"] = json!("APIGroup");
+    doc["apiVersion"] = json!("v1");
+    Some(doc)
 }
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
@@ -53,8 +92,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         return Some(super::metrics::resource_list());
     }
     let mut resources = Vec::new();
-    for k in KINDS
-        .iter()
+    for k in registry::all()
+        .into_iter()
         .filter(|k| k.group == group && k.version == version)
     {
         let mut verbs = vec![

@@ -4,6 +4,7 @@
 //! It must not run controllers: it stores and serves, and others act.
 
 pub mod audit;
+pub mod crds;
 pub mod authn;
 pub mod authz;
 pub mod discovery;
@@ -313,6 +314,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let following = tokio::spawn(server.clone().follow_namespaces());
+    let crds_from = match server.load_crds().await {
+        Ok(rev) => rev,
+        Err(e) => {
+            tracing::warn!("reading CustomResourceDefinitions: {}", e.message);
+            0
+        }
+    };
+    let following_crds = tokio::spawn(server.clone().follow_crds(crds_from));
     let stopping = server.stopping.clone();
     let app = server.router();
     let handle = axum_server::Handle::new();
@@ -329,5 +338,6 @@ pub async fn serve(
         .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await;
     following.abort();
+    following_crds.abort();
     served
 }

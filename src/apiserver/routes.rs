@@ -667,8 +667,11 @@ impl Call<'_> {
     }
 
     /// An object answer, as a Table when one was asked for.
-    fn respond(&self, code: StatusCode, v: Value) -> Response {
+    fn respond(&self, code: StatusCode, mut v: Value) -> Response {
         let kind = self.kind();
+        if v.get("kind").and_then(Value::as_str) == Some(kind.kind) {
+            super::crds::present(kind, &mut v);
+        }
         let is_object = v.get("kind").and_then(Value::as_str) == Some(kind.kind);
         if self.table && is_object {
             let meta = json!({"resourceVersion": v["metadata"]["resourceVersion"]});
@@ -704,12 +707,26 @@ impl Call<'_> {
             meta["continue"] = json!(c);
             meta["remainingItemCount"] = json!(remaining);
         }
+        let decoded = || -> Vec<Value> {
+            kvs.iter()
+                .map(|kv| {
+                    let mut v = handlers::decode(kv);
+                    super::crds::present(t.kind, &mut v);
+                    v
+                })
+                .collect()
+        };
+        if t.kind.is_custom() && !self.table && !self.metadata {
+            let list = json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
+                "metadata": meta, "items": decoded()});
+            return Ok(json_response(StatusCode::OK, &list, &self.warnings));
+        }
         if self.table {
-            let items: Vec<Value> = kvs.iter().map(handlers::decode).collect();
+            let items = decoded();
             return Ok(ok(table::table(t.kind, &items, meta, &self.include, true)));
         }
         if self.metadata {
-            let items: Vec<Value> = kvs.iter().map(handlers::decode).collect();
+            let items = decoded();
             return Ok(ok(table::partial_list(&items, meta)));
         }
         // The list is assembled from the stored bytes, without parsing each object.
@@ -899,7 +916,7 @@ async fn resource(server: &Server, parts: &Parts, path: &str, body: Bytes) -> Re
         headers,
         query,
         body,
-        warnings: Vec::new(),
+        warnings: super::crds::deprecation(target.kind).into_iter().collect(),
         target,
     };
     let kind = call.kind();

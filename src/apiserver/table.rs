@@ -7,6 +7,7 @@
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
+use crate::api::crd::CustomVersion;
 use crate::api::registry::KindInfo;
 
 /// Whether the client asked for a Table.
@@ -54,8 +55,63 @@ pub fn partial_list(items: &[Value], meta: Value) -> Value {
         "items": items.iter().map(partial).collect::<Vec<_>>()})
 }
 
-fn row(kind: &KindInfo, obj: &Value, include: &str) -> Value {
-    let cells = (kind.columns.cells)(obj);
+/// The column definitions of a kind: the registry's, or for a custom kind Name plus its CRD's printer columns (Age
+/// when it declares none, as Kubernetes does).
+fn column_defs(kind: &KindInfo, custom: Option<&CustomVersion>) -> Vec<Value> {
+    let Some(c) = custom else {
+        return kind
+            .columns
+            .defs
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description,
+                    "priority": c.priority})
+            })
+            .collect();
+    };
+    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name",
+        "description": "Name must be unique within a namespace.", "priority": 0})];
+    if c.columns.is_empty() {
+        defs.push(json!({"name": "Age", "type": "date", "format": "", "priority": 0,
+            "description": "CreationTimestamp is a timestamp representing the server time when this object was created."}));
+    }
+    for col in &c.columns {
+        defs.push(json!({"name": col.name, "type": col.type_, "format": col.format,
+            "description": col.description, "priority": col.priority}));
+    }
+    defs
+}
+
+/// The cells of a custom object: its name, then each printer column's value (dates as ages, like kubectl shows them).
+fn custom_cells(c: &CustomVersion, obj: &Value) -> Vec<Value> {
+    let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+    let age = |v: &Value| match v.as_str() {
+        Some(_) => json!(capstan_present::columns::age_of(&json!({"t": v}), "t")),
+        None => Value::Null,
+    };
+    if c.columns.is_empty() {
+        cells.push(age(obj.pointer("/metadata/creationTimestamp").unwrap_or(&Value::Null)));
+    }
+    for col in &c.columns {
+        let v = col.path.cell(obj);
+        cells.push(match col.type_.as_str() {
+            "date" => age(&v),
+            "integer" | "number" | "boolean" => v,
+            _ => match v {
+                Value::Null => Value::Null,
+                Value::String(s) => Value::String(s),
+                other => Value::String(other.to_string()),
+            },
+        });
+    }
+    cells
+}
+
+fn row(kind: &KindInfo, custom: Option<&CustomVersion>, obj: &Value, include: &str) -> Value {
+    let cells = match custom {
+        Some(c) => custom_cells(c, obj),
+        None => (kind.columns.cells)(obj),
+    };
     let object = match include {
         "None" => Value::Null,
         "Object" => obj.clone(),
@@ -82,21 +138,16 @@ pub fn table(
     include: &str,
     with_columns: bool,
 ) -> Value {
+    let custom = crate::api::registry::custom(kind);
+    let custom = custom.as_deref();
     let columns: Vec<Value> = if with_columns {
-        kind.columns
-            .defs
-            .iter()
-            .map(|c| {
-                json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description,
-                    "priority": c.priority})
-            })
-            .collect()
+        column_defs(kind, custom)
     } else {
         Vec::new()
     };
     json!({
         "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
         "columnDefinitions": columns,
-        "rows": items.iter().map(|o| row(kind, o, include)).collect::<Vec<_>>(),
+        "rows": items.iter().map(|o| row(kind, custom, o, include)).collect::<Vec<_>>(),
     })
 }

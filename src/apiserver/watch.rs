@@ -63,6 +63,7 @@ fn raw_event(ty: &str, kv: &crate::store::KeyValue) -> Bytes {
 pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> Result<Response> {
     let kind = t.kind;
     let filter = Filter::from_query(&q)?;
+    filter.check_fields(kind)?;
     let bookmarks = flag(&q, "allowWatchBookmarks");
     let send_initial = flag(&q, "sendInitialEvents");
     if send_initial && !bookmarks {
@@ -96,7 +97,7 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     };
     let ns = t.namespace.clone();
     let prefix = key(kind, ns.as_deref(), None);
-    let raw_path = !enc.table && !enc.metadata && !filter.needs_object();
+    let raw_path = !enc.table && !enc.metadata && !filter.needs_object() && !kind.is_custom();
 
     let initial = rv.is_empty() || rv == "0";
     let (start, backlog) = if initial || send_initial {
@@ -167,6 +168,12 @@ struct State {
 }
 
 impl State {
+    /// A custom object as the watched version shows it.
+    fn present(&self, mut v: Value) -> Value {
+        crate::apiserver::crds::present(self.kind, &mut v);
+        v
+    }
+
     fn bookmark(&self, end: bool) -> Value {
         let mut meta = json!({"resourceVersion": self.last.to_string()});
         if end {
@@ -184,7 +191,7 @@ impl State {
             return Some(if self.raw_path {
                 raw_event("ADDED", &kv)
             } else {
-                self.enc.event("ADDED", &decode(&kv))
+                self.enc.event("ADDED", &self.present(decode(&kv)))
             });
         }
         if self.initial_end {
@@ -242,7 +249,7 @@ impl State {
                             (false, false) => continue,
                         },
                     };
-                    return Some(self.enc.event(ty, &new));
+                    return Some(self.enc.event(ty, &self.present(new)));
                 }
             }
         }

@@ -25,6 +25,22 @@ impl Filter {
         })
     }
 
+    /// A custom kind takes field selectors on `metadata.name`, `metadata.namespace` and its CRD's
+    /// `selectableFields` only, as Kubernetes answers: `field label not supported: ...`.
+    pub fn check_fields(&self, kind: &KindInfo) -> Result<()> {
+        let Some(custom) = registry::custom(kind) else {
+            return Ok(());
+        };
+        for (p, _, _) in &self.fields.terms {
+            if p != "metadata.name" && p != "metadata.namespace" && !custom.selectable.contains(p) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {p}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether matching needs the object's content (not just its key).
     pub fn needs_object(&self) -> bool {
         !self.labels.is_empty()

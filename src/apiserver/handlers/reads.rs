@@ -62,6 +62,7 @@ impl Server {
         q: &Query,
     ) -> Result<(Vec<crate::store::KeyValue>, i64, Option<String>, usize)> {
         let filter = Filter::from_query(q)?;
+        filter.check_fields(kind)?;
         let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
         let prefix = key(kind, ns, None);
         let (mut revision, mut start) = match q.get("continue").filter(|c| !c.is_empty()) {

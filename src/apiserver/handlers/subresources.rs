@@ -5,22 +5,27 @@ use super::*;
 impl Server {
     /// The Scale view of an object.
     pub fn scale_of(kind: &KindInfo, obj: &Value) -> Value {
-        let selector = match obj.pointer("/spec/selector") {
-            Some(sel) if kind.kind == "ReplicationController" => sel
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default(),
-            Some(sel) => serde_json::from_value::<crate::api::meta::LabelSelector>(sel.clone())
-                .ok()
-                .and_then(|ls| Selector::from_label_selector(&ls).ok())
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            None => String::new(),
+        let custom = crate::api::registry::custom(kind).and_then(|c| c.scale.clone());
+        let at = |path: &str| {
+            let mut cur = obj;
+            for p in path.split('.') {
+                cur = cur.get(p)?;
+            }
+            Some(cur)
+        };
+        let selector = match (&custom, obj.pointer("/spec/selector")) {
+            (Some(paths), _) => paths
+                .label_selector
+                .as_deref()
+                .and_then(at)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            (None, sel) => Self::builtin_selector(kind, sel),
+        };
+        let (spec_path, status_path) = match &custom {
+            Some(p) => (p.spec_replicas.as_str(), p.status_replicas.as_str()),
+            None => ("spec.replicas", "status.replicas"),
         };
         let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
         let keep: serde_json::Map<String, Value> = meta
@@ -37,9 +42,48 @@ impl Server {
             .collect();
         json!({
             "kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": keep,
-            "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-            "status": {"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0), "selector": selector},
+            "spec": {"replicas": at(spec_path).and_then(Value::as_i64).unwrap_or(0)},
+            "status": {"replicas": at(status_path).and_then(Value::as_i64).unwrap_or(0), "selector": selector},
         })
+    }
+
+    /// Sets the replicas a Scale wrote: `spec.replicas`, or where a CRD's scale subresource says.
+    fn set_replicas(kind: &KindInfo, obj: &mut Value, replicas: i64) {
+        let path = crate::api::registry::custom(kind)
+            .and_then(|c| c.scale.as_ref().map(|s| s.spec_replicas.clone()))
+            .unwrap_or_else(|| "spec.replicas".into());
+        let mut cur = obj;
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, p) in parts.iter().enumerate() {
+            if !cur.is_object() {
+                *cur = json!({});
+            }
+            if i + 1 == parts.len() {
+                cur[*p] = json!(replicas);
+                return;
+            }
+            cur = &mut cur[*p];
+        }
+    }
+
+    fn builtin_selector(kind: &KindInfo, sel: Option<&Value>) -> String {
+        match sel {
+            Some(sel) if kind.kind == "ReplicationController" => sel
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+            Some(sel) => serde_json::from_value::<crate::api::meta::LabelSelector>(sel.clone())
+                .ok()
+                .and_then(|ls| Selector::from_label_selector(&ls).ok())
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            None => String::new(),
+        }
     }
 
     /// PUT or PATCH of `/scale`.
@@ -103,7 +147,7 @@ impl Server {
                 }
             };
             let mut next = cur.clone();
-            next["spec"]["replicas"] = json!(replicas);
+            Self::set_replicas(kind, &mut next, replicas);
             let sub_opts = WriteOpts {
                 subresource: "scale".into(),
                 ..opts.clone()

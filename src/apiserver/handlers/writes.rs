@@ -50,6 +50,26 @@ fn check_structure(
     opts: &WriteOpts,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
+    if kind.is_custom() {
+        let unknown: Vec<String> = match crate::api::registry::custom(kind) {
+            Some(c) => c.schema.as_ref().map(|s| s.prune(obj)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if !unknown.is_empty() {
+            let named: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+            match opts.validation.as_str() {
+                "Strict" => {
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        named.join(", ")
+                    )))
+                }
+                "Warn" => warnings.extend(named),
+                _ => {}
+            }
+        }
+        return Ok(());
+    }
     let s = validation::structural(kind, obj);
     let refused = |why: String| {
         ApiError::bad_request(format!(
@@ -109,7 +129,7 @@ fn stamp_new(kind: &'static KindInfo, ns: Option<&str>, obj: &mut Value, time: &
             m.remove("status");
         }
     }
-    if obj.get("spec").is_some() {
+    if obj.get("spec").is_some() || kind.is_custom() {
         set_meta(obj, "generation", json!(1));
     }
     create_hooks(kind, obj);
@@ -163,7 +183,7 @@ fn carry_over(
         *obj = with_status(std::mem::take(obj), status_of(prev));
     }
     if spec_part(obj) != spec_part(prev)
-        && (prev.get("spec").is_some() || obj.get("spec").is_some())
+        && (prev.get("spec").is_some() || obj.get("spec").is_some() || kind.is_custom())
     {
         let g = prev["metadata"]["generation"].as_i64().unwrap_or(0);
         set_meta(obj, "generation", json!(g + 1));
@@ -261,9 +281,12 @@ impl Server {
         opts: &WriteOpts,
         warnings: &mut Vec<String>,
     ) -> Result<Value> {
-        let written = self.write_object(kind, ns, obj, old, opts, warnings).await;
+        let mut written = self.write_object(kind, ns, obj, old, opts, warnings).await;
         if written.is_ok() && !opts.dry_run {
             self.rbac.changed(kind);
+        }
+        if let Ok(v) = written.as_mut() {
+            crate::apiserver::crds::present(kind, v);
         }
         written
     }
@@ -281,13 +304,19 @@ impl Server {
         check_structure(kind, &mut obj, opts, warnings)?;
         let status_sub = opts.subresource == "status";
         let time = format_time(&now());
-        obj["apiVersion"] = json!(kind.api_version());
+        obj["apiVersion"] = json!(crate::apiserver::crds::storage_api_version(kind));
         obj["kind"] = json!(kind.kind);
         match old {
             None => stamp_new(kind, ns, &mut obj, &time),
             Some((prev, _)) => carry_over(kind, &mut obj, prev, opts)?,
         }
         defaults::apply(kind.kind, &mut obj);
+        if let Some(schema) = crate::api::registry::custom(kind)
+            .as_ref()
+            .and_then(|c| c.schema.as_ref())
+        {
+            schema.default(&mut obj);
+        }
         if kind.kind == "Pod" && old.is_none() {
             self.admit_service_account(ns.unwrap_or("default"), &mut obj)
                 .await;
@@ -301,7 +330,16 @@ impl Server {
                 crate::apiserver::audit::annotate("pod-security.kubernetes.io/audit-violations", v);
             }
         }
-        let errs = validation::semantic(kind, &obj);
+        let mut errs = validation::semantic(kind, &obj);
+        if kind.is_custom() {
+            errs.extend(crate::apiserver::crds::validate(
+                kind,
+                &obj,
+                old.map(|(p, _)| p),
+            ));
+        } else if kind.kind == "CustomResourceDefinition" && kind.group == "apiextensions.k8s.io" {
+            errs.extend(crate::api::crd::check(&obj, old.map(|(p, _)| p)));
+        }
         if !errs.is_empty() {
             return Err(ApiError::invalid(kind.kind, kind.group, &name, &errs));
         }
@@ -683,6 +721,16 @@ pub fn qos_class(spec: &Value) -> &'static str {
 /// Kind-specific work on create: a pod starts Pending with its QoS class; a Job's selector and labels are derived
 /// from its uid, like Kubernetes does.
 pub(super) fn create_hooks(kind: &KindInfo, obj: &mut Value) {
+    if kind.kind == "CustomResourceDefinition" && kind.group == "apiextensions.k8s.io" {
+        let f = obj["metadata"]
+            .as_object_mut()
+            .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+        if let Some(Value::Array(list)) = f {
+            if !list.iter().any(|f| f == crate::api::crd::CLEANUP_FINALIZER) {
+                list.push(json!(crate::api::crd::CLEANUP_FINALIZER));
+            }
+        }
+    }
     if kind.kind == "Pod" && obj.get("status").is_none_or(|s| s.get("phase").is_none()) {
         let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
