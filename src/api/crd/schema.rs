@@ -151,6 +151,12 @@ fn additional(s: &Value) -> Option<&Value> {
 }
 
 fn prune(s: &Value, v: &mut Value, path: &str, root: bool, unknown: &mut Vec<String>) {
+    // A value of the wrong type is left to validation, which names the type it should have.
+    if let Some(t) = s.get("type").and_then(Value::as_str) {
+        if !type_ok(t, v) {
+            return;
+        }
+    }
     match v {
         Value::Object(map) => {
             let embedded = root || flag(s, "x-kubernetes-embedded-resource");
