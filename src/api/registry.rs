@@ -9,9 +9,9 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
 
 use super::columns::{self, Columns};
+use super::crd::{CustomVersion, Served};
 use super::meta::ObjectMeta;
 use super::resource::Resource;
-use super::crd::{CustomVersion, Served};
 use super::{apps, batch, core, crd, gitops, other, rbac};
 
 /// Everything the server needs to know about one kind.
@@ -577,8 +577,14 @@ fn intern(s: &Served) -> &'static KindInfo {
             && k.kind == s.kind
             && k.plural == s.plural
             && k.singular == s.singular
-            && k.short_names.iter().copied().eq(s.short_names.iter().map(String::as_str))
-            && k.categories.iter().copied().eq(s.categories.iter().map(String::as_str))
+            && k.short_names
+                .iter()
+                .copied()
+                .eq(s.short_names.iter().map(String::as_str))
+            && k.categories
+                .iter()
+                .copied()
+                .eq(s.categories.iter().map(String::as_str))
             && k.namespaced == s.namespaced
             && k.status == s.status
             && k.scale == s.custom.scale.is_some()
@@ -590,7 +596,12 @@ fn intern(s: &Served) -> &'static KindInfo {
         Box::leak(s.to_string().into_boxed_str())
     }
     fn leak_all(v: &[String]) -> &'static [&'static str] {
-        Box::leak(v.iter().map(|s| leak(s)).collect::<Vec<_>>().into_boxed_slice())
+        Box::leak(
+            v.iter()
+                .map(|s| leak(s))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        )
     }
     let info: &'static KindInfo = Box::leak(Box::new(KindInfo {
         group: leak(&s.group),

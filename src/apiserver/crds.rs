@@ -26,7 +26,10 @@ fn crd_kind() -> &'static KindInfo {
 
 /// A custom object's schema validation and CEL rules (`old`: the stored object, for transition rules).
 pub fn validate(kind: &KindInfo, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    match registry::custom(kind).as_ref().and_then(|c| c.schema.as_ref()) {
+    match registry::custom(kind)
+        .as_ref()
+        .and_then(|c| c.schema.as_ref())
+    {
         Some(schema) => schema.validate(obj, old),
         None => Vec::new(),
     }
@@ -38,7 +41,10 @@ pub fn present(kind: &KindInfo, obj: &mut Value) {
     if !kind.is_custom() || !obj.is_object() {
         return;
     }
-    if let Some(schema) = registry::custom(kind).as_ref().and_then(|c| c.schema.as_ref()) {
+    if let Some(schema) = registry::custom(kind)
+        .as_ref()
+        .and_then(|c| c.schema.as_ref())
+    {
         schema.default(obj);
     }
     obj["apiVersion"] = json!(kind.api_version());
@@ -72,7 +78,9 @@ fn conflict(c: &CustomResourceDefinition) -> Option<String> {
             continue;
         }
         if let Some(n) = mine.iter().find(|n| {
-            k.plural == n.as_str() || k.singular == n.as_str() || k.short_names.contains(&n.as_str())
+            k.plural == n.as_str()
+                || k.singular == n.as_str()
+                || k.short_names.contains(&n.as_str())
         }) {
             return Some(format!("{n:?} is already in use"));
         }
@@ -84,12 +92,31 @@ fn conflict(c: &CustomResourceDefinition) -> Option<String> {
 }
 
 /// The status a CRD should have now.
-fn status_of(c: &CustomResourceDefinition, stored: &Value, accepted: Result<(), String>, now: &str) -> Value {
+fn status_of(
+    c: &CustomResourceDefinition,
+    stored: &Value,
+    accepted: Result<(), String>,
+    now: &str,
+) -> Value {
     let mut status = stored.get("status").cloned().unwrap_or(json!({}));
     match &accepted {
         Ok(()) => {
-            crd::set_condition(&mut status, "NamesAccepted", true, "NoConflicts", "no conflicts found", now);
-            crd::set_condition(&mut status, "Established", true, "InitialNamesAccepted", "the initial names have been accepted", now);
+            crd::set_condition(
+                &mut status,
+                "NamesAccepted",
+                true,
+                "NoConflicts",
+                "no conflicts found",
+                now,
+            );
+            crd::set_condition(
+                &mut status,
+                "Established",
+                true,
+                "InitialNamesAccepted",
+                "the initial names have been accepted",
+                now,
+            );
             let mut names = serde_json::to_value(&c.spec.names).unwrap_or(json!({}));
             if names.get("singular").is_none() {
                 names["singular"] = json!(c.spec.names.kind.to_ascii_lowercase());
@@ -100,8 +127,22 @@ fn status_of(c: &CustomResourceDefinition, stored: &Value, accepted: Result<(), 
             status["acceptedNames"] = names;
         }
         Err(why) => {
-            crd::set_condition(&mut status, "NamesAccepted", false, "MultipleNamesNotAllowed", why, now);
-            crd::set_condition(&mut status, "Established", false, "NotAccepted", "not all names are accepted", now);
+            crd::set_condition(
+                &mut status,
+                "NamesAccepted",
+                false,
+                "MultipleNamesNotAllowed",
+                why,
+                now,
+            );
+            crd::set_condition(
+                &mut status,
+                "Established",
+                false,
+                "NotAccepted",
+                "not all names are accepted",
+                now,
+            );
             if status.get("acceptedNames").is_none() {
                 status["acceptedNames"] = json!({"plural": "", "kind": ""});
             }
@@ -109,7 +150,10 @@ fn status_of(c: &CustomResourceDefinition, stored: &Value, accepted: Result<(), 
     }
     if let Some(approved) = crd::api_approval(stored) {
         let (reason, message) = if approved {
-            ("ApprovedAnnotation", "approved in annotation api-approved.kubernetes.io".to_string())
+            (
+                "ApprovedAnnotation",
+                "approved in annotation api-approved.kubernetes.io".to_string(),
+            )
         } else {
             let ann = stored
                 .pointer("/metadata/annotations/api-approved.kubernetes.io")
@@ -121,12 +165,29 @@ fn status_of(c: &CustomResourceDefinition, stored: &Value, accepted: Result<(), 
                 ("UnapprovedAnnotation", format!("not approved: {ann:?}"))
             }
         };
-        crd::set_condition(&mut status, "KubernetesAPIApprovalPolicyConformant", approved, reason, &message, now);
+        crd::set_condition(
+            &mut status,
+            "KubernetesAPIApprovalPolicyConformant",
+            approved,
+            reason,
+            &message,
+            now,
+        );
     }
     if stored.pointer("/metadata/deletionTimestamp").is_some() {
-        crd::set_condition(&mut status, "Terminating", true, "InstanceDeletionInProgress", "CustomResource deletion is in progress", now);
+        crd::set_condition(
+            &mut status,
+            "Terminating",
+            true,
+            "InstanceDeletionInProgress",
+            "CustomResource deletion is in progress",
+            now,
+        );
     }
-    let mut versions: Vec<Value> = status["storedVersions"].as_array().cloned().unwrap_or_default();
+    let mut versions: Vec<Value> = status["storedVersions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if let Some(v) = c.spec.versions.iter().find(|v| v.storage) {
         if !versions.contains(&json!(v.name)) {
             versions.push(json!(v.name));
@@ -205,7 +266,11 @@ impl Server {
                     registry::set_custom(&name, served);
                     Ok(())
                 }
-                Err(errs) => Err(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")),
+                Err(errs) => Err(errs
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")),
             },
         };
         if accepted.is_err() {
@@ -222,7 +287,14 @@ impl Server {
                 subresource: "status".into(),
             };
             if let Err(e) = self
-                .write(crd_kind(), None, next, Some((&stored, rev)), &opts, &mut Vec::new())
+                .write(
+                    crd_kind(),
+                    None,
+                    next,
+                    Some((&stored, rev)),
+                    &opts,
+                    &mut Vec::new(),
+                )
                 .await
             {
                 tracing::debug!(crd = %name, "writing CRD status: {}", e.message);
@@ -242,10 +314,9 @@ impl Server {
 
     /// Deletes a CRD's custom objects; once none is left, removes the CRD's cleanup finalizer (which ends it).
     async fn clean_up_crd(&self, name: &str) -> Result<()> {
-        let Some(kind) = registry::all()
-            .into_iter()
-            .find(|k| registry::custom(k).is_some_and(|c| c.crd == name && c.storage_version == k.version))
-        else {
+        let Some(kind) = registry::all().into_iter().find(|k| {
+            registry::custom(k).is_some_and(|c| c.crd == name && c.storage_version == k.version)
+        }) else {
             return self.drop_cleanup_finalizer(name).await;
         };
         loop {
@@ -256,8 +327,14 @@ impl Server {
             for item in &items {
                 let t = Target {
                     kind,
-                    namespace: item.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from),
-                    name: item.pointer("/metadata/name").and_then(Value::as_str).map(String::from),
+                    namespace: item
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .map(String::from),
+                    name: item
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .map(String::from),
                     sub: None,
                 };
                 if item.pointer("/metadata/deletionTimestamp").is_none() {
@@ -280,7 +357,10 @@ impl Server {
     async fn drop_cleanup_finalizer(&self, name: &str) -> Result<()> {
         let (current, rev) = self.get_object(crd_kind(), None, name).await?;
         let mut next = current.clone();
-        let Some(list) = next.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) else {
+        let Some(list) = next
+            .pointer_mut("/metadata/finalizers")
+            .and_then(Value::as_array_mut)
+        else {
             return Ok(());
         };
         list.retain(|f| f != crd::CLEANUP_FINALIZER);
@@ -290,9 +370,16 @@ impl Server {
             manager: MANAGER.into(),
             subresource: String::new(),
         };
-        self.write(crd_kind(), None, next, Some((&current, rev)), &opts, &mut Vec::new())
-            .await
-            .map(|_| ())
-            .or_else(|e: ApiError| if e.code == 404 { Ok(()) } else { Err(e) })
+        self.write(
+            crd_kind(),
+            None,
+            next,
+            Some((&current, rev)),
+            &opts,
+            &mut Vec::new(),
+        )
+        .await
+        .map(|_| ())
+        .or_else(|e: ApiError| if e.code == 404 { Ok(()) } else { Err(e) })
     }
 }

@@ -4,9 +4,9 @@
 //! It must not run controllers: it stores and serves, and others act.
 
 pub mod audit;
-pub mod crds;
 pub mod authn;
 pub mod authz;
+pub mod crds;
 pub mod discovery;
 pub mod error;
 pub mod eviction;

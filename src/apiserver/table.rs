@@ -76,21 +76,28 @@ fn column_defs(kind: &KindInfo, custom: Option<&CustomVersion>) -> Vec<Value> {
             "description": "CreationTimestamp is a timestamp representing the server time when this object was created."}));
     }
     for col in &c.columns {
-        defs.push(json!({"name": col.name, "type": col.type_, "format": col.format,
-            "description": col.description, "priority": col.priority}));
+        defs.push(
+            json!({"name": col.name, "type": col.type_, "format": col.format,
+            "description": col.description, "priority": col.priority}),
+        );
     }
     defs
 }
 
 /// The cells of a custom object: its name, then each printer column's value (dates as ages, like kubectl shows them).
 fn custom_cells(c: &CustomVersion, obj: &Value) -> Vec<Value> {
-    let mut cells = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+    let mut cells = vec![obj
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null)];
     let age = |v: &Value| match v.as_str() {
         Some(_) => json!(capstan_present::columns::age_of(&json!({"t": v}), "t")),
         None => Value::Null,
     };
     if c.columns.is_empty() {
-        cells.push(age(obj.pointer("/metadata/creationTimestamp").unwrap_or(&Value::Null)));
+        cells.push(age(obj
+            .pointer("/metadata/creationTimestamp")
+            .unwrap_or(&Value::Null)));
     }
     for col in &c.columns {
         let v = col.path.cell(obj);

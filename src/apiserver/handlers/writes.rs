@@ -56,7 +56,10 @@ fn check_structure(
             None => Vec::new(),
         };
         if !unknown.is_empty() {
-            let named: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+            let named: Vec<String> = unknown
+                .iter()
+                .map(|u| format!("unknown field \"{u}\""))
+                .collect();
             match opts.validation.as_str() {
                 "Strict" => {
                     return Err(ApiError::bad_request(format!(
