@@ -1030,3 +1030,97 @@ fn a_remote_over_ssh_uses_the_key_and_known_hosts_of_its_secret() {
         (available(&s) && app(&s)["status"]["sync"]["revision"] == v1.as_str()).then_some(())
     });
 }
+
+/// cert-manager's CRDs, an Issuer and a Certificate in one commit (the kinds are not served until the CRDs are).
+fn cert_manager_commit(repo: &Repo) {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds/cert-manager");
+    for f in [
+        "cert-manager.io_issuers.yaml",
+        "cert-manager.io_certificates.yaml",
+    ] {
+        repo.write(f, &std::fs::read_to_string(corpus.join(f)).unwrap());
+    }
+    repo.write(
+        "issuer.yaml",
+        "apiVersion: cert-manager.io/v1\nkind: Issuer\nmetadata:\n  name: selfsigned\nspec:\n  selfSigned: {}\n---\n\
+         apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata:\n  name: web\nspec:\n  secretName: web-tls\n  \
+         dnsNames: [web.example.com]\n  issuerRef: {name: selfsigned, kind: Issuer}\n",
+    );
+}
+
+#[test]
+fn a_commit_with_crds_and_their_custom_objects_syncs_in_one_go_and_reverting_it_removes_them() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  COLOR: blue\n",
+    );
+    repo.commit("config only");
+    application(&s, &repo, json!({}));
+    within(LONG, "the first commit synced", || {
+        (app(&s)["status"]["sync"]["status"] == "Synced").then_some(())
+    });
+    // A custom object that breaks its CRD's schema fails the whole commit, naming file and field.
+    cert_manager_commit(&repo);
+    repo.write(
+        "bad.yaml",
+        "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata:\n  name: bad\nspec:\n  issuerRef: {name: selfsigned}\n",
+    );
+    repo.commit("cert-manager, with a bad certificate");
+    let why = sync_failure(&s, "bad.yaml");
+    assert!(why.contains("spec.secretName: Required value"), "{why}");
+    let (code, _) = s.call(
+        "GET",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/issuers.cert-manager.io",
+        "",
+        "",
+    );
+    assert_eq!(code, 404, "nothing of the bad commit was applied");
+    repo.remove("bad.yaml");
+    let good = repo.commit("cert-manager");
+    within(LONG, "the CRDs and their objects applied", || {
+        let a = app(&s);
+        (a["status"]["sync"]["revision"] == good.as_str()
+            && a["status"]["sync"]["status"] == "Synced")
+            .then_some(())
+    });
+    let issuer = get(
+        &s,
+        "/apis/cert-manager.io/v1/namespaces/default/issuers/selfsigned",
+    );
+    assert_eq!(issuer["spec"]["selfSigned"], json!({}), "{issuer}");
+    let cert = get(
+        &s,
+        "/apis/cert-manager.io/v1/namespaces/default/certificates/web",
+    );
+    assert_eq!(cert["spec"]["secretName"], "web-tls", "{cert}");
+    let record = history(&s).into_iter().last().unwrap();
+    assert!(
+        record["spec"]["created"]
+            .to_string()
+            .contains("Certificate/default/web"),
+        "{record}"
+    );
+    // Without a controller writing their conditions, custom objects stay Progressing.
+    assert_eq!(app(&s)["status"]["health"]["status"], "Progressing");
+    // Reverting the commit removes the objects and the CRDs.
+    repo.git(&["revert", "--no-commit", "HEAD~2..HEAD"]);
+    repo.commit("Revert cert-manager");
+    within(LONG, "the CRDs pruned", || {
+        let (code, _) = s.call(
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/certificates.cert-manager.io",
+            "",
+            "",
+        );
+        (code == 404).then_some(())
+    });
+    let (code, _) = s.call(
+        "GET",
+        "/apis/cert-manager.io/v1/namespaces/default/issuers/selfsigned",
+        "",
+        "",
+    );
+    assert_eq!(code, 404);
+}

@@ -23,6 +23,7 @@ pub struct DeleteArgs {
 }
 
 pub async fn delete(client: &Client, a: DeleteArgs) -> Result<()> {
+    learn_kinds(client, &a.what).await;
     let ns = a.namespace.clone().unwrap_or_else(|| "default".into());
     let policy = match a.cascade.to_ascii_lowercase().as_str() {
         "background" | "true" => "Background",

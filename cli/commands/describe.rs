@@ -18,6 +18,7 @@ pub struct DescribeArgs {
 }
 
 pub async fn describe(client: &Client, a: DescribeArgs) -> Result<()> {
+    learn_kinds(client, &a.what).await;
     let (kind, name) = match a.what.as_slice() {
         [one] if one.contains('/') => {
             let (k, n) = one.split_once('/').unwrap_or_default();

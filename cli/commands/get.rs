@@ -184,6 +184,7 @@ async fn watch(
 }
 
 pub async fn get(client: &Client, a: GetArgs) -> Result<()> {
+    learn_kinds(client, &a.what).await;
     let ns = if a.all_namespaces {
         None
     } else {

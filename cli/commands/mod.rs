@@ -37,14 +37,32 @@ fn resolve_kind(name: &str) -> Result<&'static KindInfo> {
         .ok_or_else(|| anyhow!("the server doesn't have a resource type \"{name}\""))
 }
 
+/// Learns the cluster's custom kinds (from discovery) when a kind named in `what` (`ct`, `crontabs/x`, `all`) is not
+/// a built-in one.
+async fn learn_kinds(client: &capstan::client::Client, what: &[String]) {
+    let unknown = what.iter().any(|w| {
+        let kinds = w.split_once('/').map_or(w.as_str(), |(k, _)| k);
+        kinds
+            .split(',')
+            .any(|k| k == "all" || registry::lookup(k).is_none())
+    });
+    if unknown {
+        if let Err(e) = capstan::client::discovery::learn(client).await {
+            tracing::debug!("discovery: {e}");
+        }
+    }
+}
+
 fn expand(kinds: &str) -> Result<Vec<&'static KindInfo>> {
     let mut out = Vec::new();
     for k in kinds.split(',').filter(|k| !k.is_empty()) {
         if k == "all" {
+            let mut seen = std::collections::HashSet::new();
             out.extend(
-                registry::KINDS
-                    .iter()
-                    .filter(|k| k.categories.contains(&"all")),
+                registry::all()
+                    .into_iter()
+                    .filter(|k| k.categories.contains(&"all"))
+                    .filter(|k| seen.insert((k.group, k.plural))),
             );
         } else {
             out.push(resolve_kind(k)?);

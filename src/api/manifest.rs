@@ -40,6 +40,54 @@ pub enum Problem {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+thread_local! {
+    /// Kinds of CRDs read alongside the manifests being parsed, not served yet (see [`with_pending`]).
+    static PENDING: std::cell::RefCell<Vec<&'static KindInfo>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` (which parses manifests on this thread) with `kinds` resolvable as if served: the custom kinds of CRDs in
+/// the same set of manifests, so a commit may carry a CRD and objects of its kind together.
+pub fn with_pending<T>(kinds: Vec<&'static KindInfo>, f: impl FnOnce() -> T) -> T {
+    let before = PENDING.with(|p| std::mem::replace(&mut *p.borrow_mut(), kinds));
+    let out = f();
+    PENDING.with(|p| *p.borrow_mut() = before);
+    out
+}
+
+/// The kinds the CRDs in `texts` (manifest files) define, resolved with [`registry::provisional`]; files that fail
+/// to parse are left to the parse that reports them.
+pub fn kinds_of_crds<'a>(texts: impl Iterator<Item = &'a str>) -> Vec<&'static KindInfo> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for text in texts.filter(|t| t.contains("CustomResourceDefinition")) {
+        let mut values = Vec::new();
+        if text.trim_start().starts_with('{') {
+            values.extend(serde_json::from_str::<Value>(text).ok());
+        } else {
+            for de in serde_yaml_ng::Deserializer::from_str(text) {
+                match Value::deserialize(de) {
+                    Ok(v) => values.push(v),
+                    Err(_) => break,
+                }
+            }
+        }
+        for v in values {
+            if v["kind"] != "CustomResourceDefinition"
+                || v["apiVersion"] != "apiextensions.k8s.io/v1"
+            {
+                continue;
+            }
+            let Ok(crd) = serde_json::from_value::<super::crd::CustomResourceDefinition>(v) else {
+                continue;
+            };
+            if let Ok(served) = crd.served() {
+                out.extend(served.iter().map(registry::provisional));
+            }
+        }
+    }
+    out
+}
+
 /// One object read from a file.
 #[derive(Clone, Debug)]
 pub struct Document {
@@ -135,14 +183,23 @@ fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Prob
         .get("kind")
         .and_then(Value::as_str)
         .ok_or(Problem::NoKind)?;
-    let info = registry::by_kind(api_version, kind).ok_or_else(|| {
-        let (kind, version) = (kind.to_string(), api_version.to_string());
-        if registry::KINDS.iter().any(|k| k.kind == kind) {
-            Problem::NotInVersion { kind, version }
-        } else {
-            Problem::NotServed { kind, version }
-        }
-    })?;
+    let info = registry::by_kind(api_version, kind)
+        .or_else(|| {
+            PENDING.with(|p| {
+                p.borrow()
+                    .iter()
+                    .copied()
+                    .find(|k| k.kind == kind && k.api_version() == api_version)
+            })
+        })
+        .ok_or_else(|| {
+            let (kind, version) = (kind.to_string(), api_version.to_string());
+            if registry::KINDS.iter().any(|k| k.kind == kind) {
+                Problem::NotInVersion { kind, version }
+            } else {
+                Problem::NotServed { kind, version }
+            }
+        })?;
     if !v.get("metadata").is_none_or(Value::is_object) {
         return Err(Problem::Metadata);
     }

@@ -621,6 +621,12 @@ fn intern(s: &Served) -> &'static KindInfo {
     info
 }
 
+/// The kind a CRD version would serve, without serving it (GitOps resolves the custom objects of a commit that also
+/// carries their CRD before the API server serves it; the entry is the one the server will use).
+pub fn provisional(s: &Served) -> &'static KindInfo {
+    intern(s)
+}
+
 /// Serves the versions of a CRD (replacing what that CRD served before).
 pub fn set_custom(crd: &str, served: Vec<Served>) {
     let entries = served
@@ -650,6 +656,21 @@ pub fn custom(kind: &KindInfo) -> Option<std::sync::Arc<CustomVersion>> {
         (k.group == kind.group && k.version == kind.version && k.plural == kind.plural)
             .then(|| c.clone())
     })
+}
+
+/// One kind per CRD served now (the storage version's, else the first served): what to list to see every object
+/// of each custom kind once.
+pub fn custom_storage_kinds() -> Vec<&'static KindInfo> {
+    read_custom()
+        .values()
+        .filter_map(|versions| {
+            versions
+                .iter()
+                .find(|(k, c)| k.version == c.storage_version)
+                .or_else(|| versions.first())
+                .map(|(k, _)| *k)
+        })
+        .collect()
 }
 
 /// The names of the CRDs served now.

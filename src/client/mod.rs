@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod discovery;
 pub mod events;
 pub mod informer;
 

@@ -61,7 +61,15 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> 
     }
     let name = ns.metadata.name();
     let mut left = 0usize;
-    for kind in &ctx.kinds {
+    // Custom kinds too: those of the CRDs the cluster serves now (one version of each).
+    if let Err(e) = crate::client::discovery::learn(&ctx.client).await {
+        tracing::debug!("discovery: {e}");
+    }
+    let custom = registry::custom_storage_kinds()
+        .into_iter()
+        .filter(|k| k.namespaced);
+    let kinds: Vec<&'static KindInfo> = ctx.kinds.iter().copied().chain(custom).collect();
+    for kind in &kinds {
         let list = match ctx.client.list(kind, Some(name), "").await {
             Ok(l) => l,
             Err(e) if e.code() == Some(404) || e.code() == Some(405) => continue,

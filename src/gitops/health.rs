@@ -22,6 +22,61 @@ fn condition<'a>(v: &'a Value, ty: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == ty)
 }
 
+/// (health, message) of one live object of `kind`: a custom kind's by its conditions ([`custom`]).
+pub fn of_kind(kind: &crate::api::registry::KindInfo, v: &Value) -> (&'static str, String) {
+    if kind.is_custom() {
+        custom(v)
+    } else {
+        of(kind.kind, v)
+    }
+}
+
+/// The health of a custom object, as controllers commonly report it: its `Ready` (or `Available`) condition, current
+/// when its `observedGeneration` (the condition's or the status's) has caught up with `metadata.generation`.
+/// `Stalled` True, or Ready False with a reason that says it failed, is Degraded; anything else Progressing.
+pub fn custom(v: &Value) -> (&'static str, String) {
+    let generation = v.pointer("/metadata/generation").and_then(Value::as_i64);
+    let observed = |c: &Value| {
+        c["observedGeneration"].as_i64().or_else(|| {
+            v.pointer("/status/observedGeneration")
+                .and_then(Value::as_i64)
+        })
+    };
+    let message = |c: &Value| c["message"].as_str().unwrap_or("").to_string();
+    if let Some(c) = condition(v, "Stalled").filter(|c| c["status"] == "True") {
+        return ("Degraded", message(c));
+    }
+    let Some(c) = condition(v, "Ready").or_else(|| condition(v, "Available")) else {
+        return (
+            "Progressing",
+            "waiting for a controller to report a Ready condition".into(),
+        );
+    };
+    if let (Some(g), Some(o)) = (generation, observed(c)) {
+        if o < g {
+            return (
+                "Progressing",
+                "waiting for the controller to observe the change".into(),
+            );
+        }
+    }
+    match c["status"].as_str() {
+        Some("True") => ("Healthy", message(c)),
+        Some("False") => {
+            let reason = c["reason"].as_str().unwrap_or("");
+            if ["Fail", "Error", "Invalid"]
+                .iter()
+                .any(|w| reason.contains(w))
+            {
+                ("Degraded", message(c))
+            } else {
+                ("Progressing", message(c))
+            }
+        }
+        _ => ("Progressing", message(c)),
+    }
+}
+
 /// (health, message) of one live object.
 pub fn of(kind: &str, v: &Value) -> (&'static str, String) {
     let i = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
@@ -113,6 +168,13 @@ pub fn of(kind: &str, v: &Value) -> (&'static str, String) {
                 ("Progressing", "waiting for a load balancer address".into())
             }
         }
+        "CustomResourceDefinition" => {
+            if condition(v, "Established").is_some_and(|c| c["status"] == "True") {
+                ("Healthy", String::new())
+            } else {
+                ("Progressing", "waiting to be established".into())
+            }
+        }
         _ => ("Healthy", String::new()),
     }
 }
@@ -147,6 +209,21 @@ mod tests {
             "Healthy"
         );
         assert_eq!(of("ConfigMap", &json!({})).0, "Healthy");
+        let cr = |status: Value| json!({"metadata": {"generation": 2}, "status": status});
+        assert_eq!(custom(&cr(json!({}))).0, "Progressing");
+        assert_eq!(
+            custom(&cr(json!({"conditions": [{"type": "Ready", "status": "True", "observedGeneration": 2}]}))).0,
+            "Healthy"
+        );
+        assert_eq!(
+            custom(&cr(json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}))).0,
+            "Progressing",
+            "an old generation's readiness does not count"
+        );
+        assert_eq!(
+            custom(&cr(json!({"conditions": [{"type": "Ready", "status": "False", "reason": "BuildFailed"}]}))).0,
+            "Degraded"
+        );
         assert!(rank("Degraded") > rank("Progressing") && rank("Progressing") > rank("Healthy"));
     }
 }

@@ -437,7 +437,7 @@ async fn observe(
     for d in desired {
         let (health, msg, state) = match client.get(d.kind, d.namespace(), d.name()).await {
             Ok(live) => {
-                let (h, m) = health::of(d.kind.kind, &live);
+                let (h, m) = health::of_kind(d.kind, &live);
                 let fields = sync::drift(&d.object, &live);
                 let state = if fields.is_empty() {
                     "Synced"

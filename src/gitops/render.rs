@@ -45,6 +45,17 @@ impl Desired {
 /// reports all its errors at once). A directory holding a kustomization is built with kustomize (its files are its
 /// own, not read as plain manifests); every other file is a plain manifest.
 pub fn render(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<String>> {
+    // Custom objects may come with their CRDs in the same commit.
+    let pending = manifest::kinds_of_crds(
+        snap.files
+            .iter()
+            .chain(&snap.others)
+            .filter_map(|f| std::str::from_utf8(&f.content).ok()),
+    );
+    manifest::with_pending(pending, || render_all(snap, default_ns))
+}
+
+fn render_all(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<String>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let inside = |p: &str| snap.root.is_empty() || p.starts_with(&format!("{}/", snap.root));
@@ -179,7 +190,7 @@ pub fn order_key(d: &Desired) -> (i64, u8) {
         .and_then(|w| w.parse().ok())
         .unwrap_or(0);
     let rank = match d.kind.kind {
-        "Namespace" => 0,
+        "Namespace" | "CustomResourceDefinition" => 0,
         "StorageClass" | "PersistentVolume" => 1,
         "ConfigMap" | "Secret" | "ServiceAccount" | "PersistentVolumeClaim" => 2,
         "Service" | "Endpoints" | "EndpointSlice" => 3,

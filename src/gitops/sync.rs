@@ -103,6 +103,18 @@ pub async fn validate(
             }
         }
         if let Err(e) = ssa(client, d, &stamped(d, app_ns, app), true).await {
+            // A custom object whose CRD comes in this same commit: checked here against that CRD's schema, as the
+            // server will check it once the CRD is established.
+            if e.code() == Some(404) {
+                if let Some(problems) = check_against_commit_crd(d, desired) {
+                    errors.extend(
+                        problems
+                            .into_iter()
+                            .map(|p| format!("{}: {}: {p}", d.at(), d.id())),
+                    );
+                    continue;
+                }
+            }
             errors.push(format!("{}: {}: {e}", d.at(), d.id()));
         }
     }
@@ -113,20 +125,72 @@ pub async fn validate(
     }
 }
 
-/// Kinds an app may own (everything served but the cluster's own bookkeeping).
-fn kinds() -> impl Iterator<Item = &'static KindInfo> {
-    registry::KINDS.iter().filter(|k| {
-        !matches!(
-            k.kind,
-            "Event"
-                | "Lease"
-                | "SyncRecord"
-                | "Application"
-                | "Node"
-                | "EndpointSlice"
-                | "Endpoints"
+/// Checks a custom object against the CRD of the commit that defines its kind (None: no CRD of the commit does):
+/// the schema's pruning (unknown fields are errors, as under Strict), defaults, validation and CEL rules.
+fn check_against_commit_crd(d: &Desired, desired: &[Desired]) -> Option<Vec<String>> {
+    let crd = desired.iter().find(|c| {
+        c.kind.kind == "CustomResourceDefinition"
+            && c.object["spec"]["group"] == d.kind.group
+            && c.object["spec"]["names"]["plural"] == d.kind.plural
+    })?;
+    let crd: crate::api::crd::CustomResourceDefinition =
+        serde_json::from_value(crd.object.clone()).ok()?;
+    let served = crd.served().ok()?;
+    let version = served.iter().find(|s| s.version == d.kind.version)?;
+    let Some(schema) = &version.custom.schema else {
+        return Some(Vec::new());
+    };
+    let mut obj = d.object.clone();
+    let mut problems: Vec<String> = schema
+        .prune(&mut obj)
+        .into_iter()
+        .map(|u| format!("strict decoding error: unknown field \"{u}\""))
+        .collect();
+    schema.default(&mut obj);
+    problems.extend(schema.validate(&obj, None).iter().map(|e| {
+        format!(
+            "{}.{} {:?} is invalid: {e}",
+            d.kind.kind,
+            d.kind.group,
+            d.name()
         )
-    })
+    }));
+    Some(problems)
+}
+
+/// Waits (up to 30 s) until the API server has established the CRD `name`.
+async fn established(client: &Client, name: &str) -> Result<(), crate::client::Error> {
+    let kind = registry::by_resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .expect("the CRD kind is built in");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let crd = client.get(kind, None, name).await?;
+        if crate::api::crd::condition_true(&crd, "Established")
+            || tokio::time::Instant::now() > deadline
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Kinds an app may own (everything served but the cluster's own bookkeeping), custom kinds included.
+fn kinds() -> impl Iterator<Item = &'static KindInfo> {
+    registry::KINDS
+        .iter()
+        .chain(registry::custom_storage_kinds())
+        .filter(|k| {
+            !matches!(
+                k.kind,
+                "Event"
+                    | "Lease"
+                    | "SyncRecord"
+                    | "Application"
+                    | "Node"
+                    | "EndpointSlice"
+                    | "Endpoints"
+            )
+        })
 }
 
 fn id_of(kind: &KindInfo, v: &Value) -> String {
@@ -197,8 +261,23 @@ pub async fn apply(
     let mut ordered: Vec<&Desired> = desired.iter().collect();
     ordered.sort_by_key(|d| order_key(d));
     let mut outcome = Outcome::default();
+    let mut crds: Vec<&str> = Vec::new();
     for d in ordered {
         let id = d.id();
+        // Custom objects wait until the CRDs applied before them are established (served).
+        if d.kind.kind != "CustomResourceDefinition" {
+            for name in crds.drain(..) {
+                established(client, name)
+                    .await
+                    .map_err(|source| ApplyError::Object {
+                        at: d.at(),
+                        id: format!("CustomResourceDefinition/{name}"),
+                        source,
+                    })?;
+            }
+        } else {
+            crds.push(d.name());
+        }
         let old_rv = before
             .get(&id)
             .map(|(_, v)| v["metadata"]["resourceVersion"].clone());
@@ -221,8 +300,12 @@ pub async fn apply(
             .iter()
             .filter(|(id, _)| !wanted.contains(*id))
             .collect();
-        // Workloads before their namespaces.
-        doomed.sort_by_key(|(_, (k, _))| if k.kind == "Namespace" { 1 } else { 0 });
+        // Objects before the CRDs that define their kinds, and everything before its namespace.
+        doomed.sort_by_key(|(_, (k, _))| match k.kind {
+            "Namespace" => 2,
+            "CustomResourceDefinition" => 1,
+            _ => 0,
+        });
         for (id, (kind, v)) in doomed {
             if v["metadata"]["annotations"]["capstan.io/prune"] == "false" {
                 continue;
