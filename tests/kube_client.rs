@@ -195,3 +195,162 @@ async fn kube_rs_metadata_only_lists_watches_and_error_statuses() {
         other => panic!("expected not found: {other:?}"),
     }
 }
+
+mod operator {
+    //! A small operator written with kube-rs's controller runtime: its CRD comes from a `CustomResource` derive, and
+    //! its controller makes a ConfigMap per custom object and writes the object's status.
+
+    use super::*;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::controller::{Action, Controller};
+    use kube::{CustomResource, CustomResourceExt, Resource, ResourceExt};
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+    use std::sync::Arc;
+
+    #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+    #[kube(
+        group = "demo.capstan.dev",
+        version = "v1",
+        kind = "Greeting",
+        namespaced,
+        status = "GreetingStatus",
+        shortname = "gr",
+        printcolumn = r#"{"name": "Message", "type": "string", "jsonPath": ".spec.message"}"#
+    )]
+    pub struct GreetingSpec {
+        pub message: String,
+        #[serde(default)]
+        pub copies: u32,
+    }
+
+    #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    pub struct GreetingStatus {
+        pub ready: bool,
+        pub observed_generation: Option<i64>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error(transparent)]
+    struct Failed(#[from] kube::Error);
+
+    async fn reconcile(g: Arc<Greeting>, c: Arc<kube::Client>) -> Result<Action, Failed> {
+        let ns = g.namespace().unwrap_or_default();
+        let name = g.name_any();
+        let cms: Api<ConfigMap> = Api::namespaced((*c).clone(), &ns);
+        let owner = g.controller_owner_ref(&()).expect("owner reference");
+        let text = g.spec.message.repeat(g.spec.copies.max(1) as usize);
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{name}-greeting"), "ownerReferences": [owner]},
+            "data": {"text": text}});
+        cms.patch(
+            &format!("{name}-greeting"),
+            &PatchParams::apply("greeter").force(),
+            &Patch::Apply(&cm),
+        )
+        .await?;
+        let greetings: Api<Greeting> = Api::namespaced((*c).clone(), &ns);
+        let status = serde_json::json!({"status": {"ready": true, "observedGeneration": g.metadata.generation}});
+        greetings
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+        Ok(Action::await_change())
+    }
+
+    fn on_error(_: Arc<Greeting>, _: &Failed, _: Arc<kube::Client>) -> Action {
+        Action::requeue(Duration::from_millis(200))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_operator_built_with_kube_runtime_converges_on_capstan() {
+        let s = tokio::task::spawn_blocking(Server::start).await.unwrap();
+        let c = client(&s).await;
+        let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+        crds.create(&PostParams::default(), &Greeting::crd())
+            .await
+            .expect("create the CRD");
+        let established = async {
+            loop {
+                let crd = crds
+                    .get("greetings.demo.capstan.dev")
+                    .await
+                    .expect("get CRD");
+                let ok = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+                if ok {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), established)
+            .await
+            .expect("the CRD Established");
+
+        let greetings: Api<Greeting> = Api::namespaced(c.clone(), "default");
+        let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+        let controller = Controller::new(greetings.clone(), watcher::Config::default())
+            .owns(cms.clone(), watcher::Config::default())
+            .run(reconcile, on_error, Arc::new(c.clone()))
+            .for_each(|_| async {});
+        let running = tokio::spawn(controller);
+
+        let hello = Greeting::new(
+            "hello",
+            GreetingSpec {
+                message: "hi ".into(),
+                copies: 1,
+            },
+        );
+        greetings
+            .create(&PostParams::default(), &hello)
+            .await
+            .expect("create a Greeting");
+        let converged = |want: &'static str| {
+            let (greetings, cms) = (greetings.clone(), cms.clone());
+            async move {
+                loop {
+                    let g = greetings.get("hello").await.expect("get");
+                    let cm = cms.get_opt("hello-greeting").await.expect("get cm");
+                    let text = cm.and_then(|c| c.data).and_then(|d| d.get("text").cloned());
+                    let status = g.status.clone().unwrap_or_default();
+                    if text.as_deref() == Some(want)
+                        && status.ready
+                        && status.observed_generation == g.metadata.generation
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(15), converged("hi "))
+            .await
+            .expect("the operator made the ConfigMap and wrote status");
+        // A spec change: the generation moves, the operator follows.
+        greetings
+            .patch(
+                "hello",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"copies": 3}})),
+            )
+            .await
+            .expect("patch spec");
+        tokio::time::timeout(Duration::from_secs(15), converged("hi hi hi "))
+            .await
+            .expect("the operator followed the change");
+        let g = greetings.get("hello").await.unwrap();
+        assert_eq!(g.metadata.generation, Some(2));
+        // Someone deleting the ConfigMap: the controller (which owns it) makes it again.
+        cms.delete("hello-greeting", &DeleteParams::default())
+            .await
+            .expect("delete the ConfigMap");
+        tokio::time::timeout(Duration::from_secs(15), converged("hi hi hi "))
+            .await
+            .expect("the owned ConfigMap made again");
+        running.abort();
+    }
+}
