@@ -352,5 +352,23 @@ mod operator {
             .await
             .expect("the owned ConfigMap made again");
         running.abort();
+        // Deleting the custom object: the garbage collector deletes what it owns.
+        greetings
+            .delete("hello", &DeleteParams::default())
+            .await
+            .expect("delete the Greeting");
+        let collected = async {
+            while cms
+                .get_opt("hello-greeting")
+                .await
+                .expect("get cm")
+                .is_some()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), collected)
+            .await
+            .expect("the ConfigMap owned by the deleted Greeting garbage-collected");
     }
 }

@@ -33,7 +33,7 @@ pub use meta::{ObjectMeta, TypeMeta};
 
 /// The cluster's DNS domain (`<svc>.<ns>.svc.cluster.local`), shared by the DNS server and the pods' resolv.conf.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
-pub use resource::{HasMetadata, Object, Resource};
+pub use resource::{HasMetadata, MetaOnly, Object, Resource};
 
 /// A part of an object that Capstan stores exactly as given but does not model field by field (yet), such as a
 /// container's `securityContext`. Its schema is an open object, so any content is accepted and kept. The registry

@@ -119,6 +119,42 @@ impl Object for Value {
     }
 }
 
+/// An object kept only as its metadata: what a cache needs of kinds it never acts on (the garbage collector's view
+/// of ConfigMaps, Secrets and custom kinds), a fraction of the memory of the whole object.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct MetaOnly {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+impl Object for MetaOnly {
+    fn namespace(&self) -> &str {
+        self.metadata.namespace()
+    }
+    fn name(&self) -> &str {
+        self.metadata.name()
+    }
+    fn resource_version(&self) -> Option<&str> {
+        self.metadata.resource_version.as_deref()
+    }
+    fn controller_owner(&self) -> Option<(&str, &str)> {
+        self.metadata
+            .controller()
+            .map(|o| (o.kind.as_str(), o.name.as_str()))
+    }
+    fn label_map(&self) -> BTreeMap<String, String> {
+        self.metadata.labels()
+    }
+    fn object_meta(&self) -> Cow<'_, ObjectMeta> {
+        Cow::Borrowed(&self.metadata)
+    }
+    fn decode(mut v: Value, _kind: &KindInfo) -> Result<Self, serde_json::Error> {
+        Ok(MetaOnly {
+            metadata: ObjectMeta::deserialize(v["metadata"].take())?,
+        })
+    }
+}
+
 /// Any cached object seen only through its metadata (what the garbage collector reads of every kind): an
 /// object-safe view of [`Object`], so caches of different types can be handed around together.
 pub trait HasMetadata: Send + Sync {

@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use crate::api::meta::{ObjectMeta, OwnerReference};
 use crate::api::registry::{self, KindInfo};
+use crate::api::MetaOnly;
 use crate::api::{HasMetadata, Object};
-use crate::client::informer::Shared;
+use crate::client::informer::{Informer, Shared};
 use crate::client::Client;
 
 /// Kinds that own others here.
@@ -27,7 +28,7 @@ const OWNERS: &[&str] = &[
     "replicationcontrollers",
     "services",
 ];
-/// Kinds that are owned.
+/// Kinds that are owned (custom kinds are both, see [`run`]).
 const DEPENDENTS: &[&str] = &[
     "pods",
     "replicasets",
@@ -35,7 +36,27 @@ const DEPENDENTS: &[&str] = &[
     "controllerrevisions",
     "endpointslices",
     "persistentvolumeclaims",
+    "deployments",
+    "statefulsets",
+    "daemonsets",
+    "cronjobs",
+    "services",
+    "configmaps",
+    "secrets",
 ];
+
+/// A custom kind's key among the collector's sources: `plural.group` (plurals alone may collide across groups).
+fn custom_key(k: &KindInfo) -> &'static str {
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<HashMap<String, &'static str>>> =
+        std::sync::OnceLock::new();
+    let q = k.qualified();
+    let mut keys = KEYS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    keys.entry(q.clone())
+        .or_insert_with(|| Box::leak(q.into_boxed_str()))
+}
 
 fn uid(m: &ObjectMeta) -> &str {
     m.uid.as_deref().unwrap_or("")
@@ -109,22 +130,24 @@ fn judge_dependents(
         }
     }
     // Only owners of kinds the collector watches can be judged gone; references to other kinds are left alone.
-    let tracked: HashSet<&str> = owners
+    // (By group and kind: a custom kind may share its kind name with a built-in one of another group.)
+    let tracked: HashSet<(&str, &str)> = owners
         .iter()
         .chain(dependents.iter())
-        .filter_map(|(plural, _)| crate::api::registry::lookup(plural).map(|k| k.kind))
+        .filter_map(|(key, _)| kind(key).map(|k| (k.group, k.kind)))
         .collect();
+    let is_tracked = |r: &OwnerReference| {
+        let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        tracked.contains(&(group, r.kind.as_str()))
+    };
     let mut waiting: HashMap<String, usize> = HashMap::new();
     for (kind, objs) in dependents {
         for d in objs {
             let all_refs = refs(d);
-            let rs: Vec<&OwnerReference> = all_refs
-                .iter()
-                .filter(|r| tracked.contains(r.kind.as_str()))
-                .collect();
+            let rs: Vec<&OwnerReference> = all_refs.iter().filter(|r| is_tracked(r)).collect();
             let untracked: Vec<OwnerReference> = all_refs
                 .iter()
-                .filter(|r| !tracked.contains(r.kind.as_str()))
+                .filter(|r| !is_tracked(r))
                 .cloned()
                 .collect();
             if rs.is_empty() {
@@ -224,11 +247,12 @@ fn release_finalizers(
     }
 }
 
-fn kind(plural: &str) -> &'static KindInfo {
+/// The kind of a source key: a built-in plural, or a custom kind's `plural.group`.
+fn kind(key: &str) -> Option<&'static KindInfo> {
     registry::KINDS
         .iter()
-        .find(|k| k.plural == plural)
-        .expect("registered kind")
+        .find(|k| k.plural == key)
+        .or_else(|| registry::lookup(key))
 }
 
 /// A merge patch whose failure is only logged: the next pass looks again.
@@ -240,14 +264,11 @@ async fn merge_patch(
     patch: &Value,
     what: &str,
 ) {
+    let Some(kind) = kind(plural) else {
+        return;
+    };
     if let Err(e) = client
-        .patch(
-            kind(plural),
-            ns,
-            name,
-            "application/merge-patch+json",
-            patch,
-        )
+        .patch(kind, ns, name, "application/merge-patch+json", patch)
         .await
     {
         tracing::debug!(error = %e, kind = %plural, %name, "{what}");
@@ -310,8 +331,9 @@ async fn execute(client: &Client, sources: &HashMap<&'static str, Source>, p: Pl
         .await;
     }
     for (k, ns, name) in p.delete {
+        let Some(kind) = kind(&k) else { continue };
         match client
-            .delete(kind(&k), ns.as_deref(), &name, "Background")
+            .delete(kind, ns.as_deref(), &name, "Background")
             .await
         {
             Ok(_) => {
@@ -368,15 +390,52 @@ pub async fn run(
     for s in sources.values() {
         (s.synced)().await;
     }
+    let mut sources = sources;
+    // Custom kinds come and go with their CRDs: each gets a metadata-only informer while it is served.
+    let mut custom: HashMap<&'static str, (Informer<MetaOnly>, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
     let work = async {
         loop {
+            let served: Vec<&'static KindInfo> = registry::custom_storage_kinds();
+            let keys: HashSet<&'static str> = served.iter().map(|k| custom_key(k)).collect();
+            custom.retain(|key, (_, forwarder)| {
+                let keep = keys.contains(key);
+                if !keep {
+                    forwarder.abort();
+                    sources.remove(key);
+                }
+                keep
+            });
+            for k in served {
+                let key = custom_key(k);
+                if custom.contains_key(key) {
+                    continue;
+                }
+                let informer = Informer::<MetaOnly>::for_kind(&client, k, None, "");
+                let source: Source = informer.shared().into();
+                let forwarder = (source.wake)(wake.clone());
+                (source.synced)().await;
+                sources.insert(key, source);
+                custom.insert(key, (informer, forwarder));
+            }
+            let custom_keys: Vec<&'static str> = custom.keys().copied().collect();
+            let owners: Vec<&'static str> = OWNERS
+                .iter()
+                .copied()
+                .chain(custom_keys.iter().copied())
+                .collect();
+            let dependents: Vec<&'static str> = DEPENDENTS
+                .iter()
+                .copied()
+                .chain(custom_keys.iter().copied())
+                .collect();
             let snapshot = |plurals: &[&'static str]| -> Vec<(&'static str, Objects)> {
                 plurals
                     .iter()
                     .map(|p| (*p, sources.get(p).map(|s| (s.list)()).unwrap_or_default()))
                     .collect()
             };
-            let p = plan(&snapshot(OWNERS), &snapshot(DEPENDENTS));
+            let p = plan(&snapshot(&owners), &snapshot(&dependents));
             if p != Plan::default() {
                 execute(&client, &sources, p).await;
             }

@@ -366,6 +366,14 @@ fn garbage_collector(l: &mut Loops, i: &Informers) {
     sources.insert("persistentvolumeclaims", i.claims.shared().into());
     sources.insert("services", i.services.shared().into());
     sources.insert("endpointslices", i.slices.shared().into());
+    // Kinds no controller here acts on are watched for their metadata only.
+    let mut metadata_only = Vec::new();
+    for plural in ["configmaps", "secrets"] {
+        let kind = crate::api::registry::lookup(plural).expect("a built-in kind");
+        let informer = Informer::<crate::api::MetaOnly>::for_kind(&l.client, kind, None, "");
+        sources.insert(kind.plural, informer.shared().into());
+        metadata_only.push(informer);
+    }
     for p in gc::kinds() {
         if !sources.contains_key(p) {
             tracing::error!(
@@ -375,7 +383,10 @@ fn garbage_collector(l: &mut Loops, i: &Informers) {
         }
     }
     let client = l.client.clone();
-    l.spawn(|stop| gc::run(client, sources, stop));
+    l.spawn(|stop| async move {
+        let _informers = metadata_only;
+        gc::run(client, sources, stop).await
+    });
 }
 
 /// Starts every loop on shared informers; stops them when `stop` resolves.
