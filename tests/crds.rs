@@ -529,3 +529,91 @@ fn kubectl_works_on_custom_resources_as_on_built_in_kinds() {
         assert!(seen.iter().any(|e| e == want), "{want} in {seen:?}");
     }
 }
+
+const WIDGETS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              containers:
+                type: array
+                items: {type: object, properties: {name: {type: string}}}
+              rules:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [id]
+                items: {type: object, required: [id], properties: {id: {type: integer}, value: {type: string}}}
+"#;
+
+#[test]
+fn server_side_apply_merges_a_custom_objects_map_lists_by_key_and_other_lists_atomically() {
+    let Some(kubectl) = common::kubectl() else {
+        return;
+    };
+    let s = Server::start();
+    s.kubectl_apply(&kubectl, WIDGETS);
+    eventually("Established", || {
+        established(&s, "widgets.example.com").then_some(())
+    });
+    let path = "/apis/example.com/v1/namespaces/default/widgets/w";
+    let apply = |manager: &str, spec: &str| {
+        s.call(
+            "PATCH",
+            &format!("{path}?fieldManager={manager}"),
+            "application/apply-patch+yaml",
+            &format!(r#"{{"apiVersion":"example.com/v1","kind":"Widget","metadata":{{"name":"w"}},"spec":{spec}}}"#),
+        )
+    };
+    let (code, v) = apply(
+        "team-a",
+        r#"{"containers":[{"name":"a"}],"rules":[{"id":1,"value":"x"}]}"#,
+    );
+    assert_eq!(code, 201, "{v}");
+    // A map list merges by its key: each manager owns its own item.
+    let (code, v) = apply("team-b", r#"{"rules":[{"id":2,"value":"y"}]}"#);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["spec"]["rules"].as_array().map(Vec::len), Some(2), "{v}");
+    // Any other list is atomic in a custom object (even one named `containers`): it conflicts instead of merging.
+    let (code, v) = apply(
+        "team-b",
+        r#"{"rules":[{"id":2,"value":"y"}],"containers":[{"name":"b"}]}"#,
+    );
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("conflict with \"team-a\""),
+        "{v}"
+    );
+    // A strategic merge patch is not for custom objects, as in Kubernetes.
+    let (code, v) = s.call(
+        "PATCH",
+        path,
+        "application/strategic-merge-patch+json",
+        r#"{"spec":{}}"#,
+    );
+    assert_eq!(code, 415, "{v}");
+    let (code, v) = s.call(
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        r#"{"spec":{"containers":[{"name":"c"}]}}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["spec"]["containers"], serde_json::json!([{"name": "c"}]));
+}

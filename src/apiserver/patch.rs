@@ -17,8 +17,33 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+thread_local! {
+    /// While a custom object is patched: its schema's lists by field name (`x-kubernetes-list-type: map` with its
+    /// first key; other lists atomic), in place of the built-in kinds' merge keys.
+    static LIST_KEYS: std::cell::RefCell<Option<std::collections::HashMap<String, Option<&'static str>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a patch of a custom object, on this thread) with the list keys of the object's schema.
+pub fn with_list_keys<T>(
+    keys: Option<std::collections::HashMap<String, Option<&'static str>>>,
+    f: impl FnOnce() -> T,
+) -> T {
+    let before = LIST_KEYS.with(|k| std::mem::replace(&mut *k.borrow_mut(), keys));
+    let out = f();
+    LIST_KEYS.with(|k| *k.borrow_mut() = before);
+    out
+}
+
 /// The merge key of a list field, by field name, as Kubernetes' types declare it (None = atomic list).
 pub fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    if let Some(found) = LIST_KEYS.with(|k| {
+        k.borrow()
+            .as_ref()
+            .map(|keys| keys.get(field).copied().flatten())
+    }) {
+        return found;
+    }
     Some(match field {
         "containers"
         | "initContainers"

@@ -87,6 +87,53 @@ impl Compiled {
         &self.root
     }
 
+    /// The schema's lists by field name, for merging: `x-kubernetes-list-type: map` lists by their first key, every
+    /// other list atomic (None), as server-side apply treats a custom object's lists.
+    pub fn list_keys(&self) -> HashMap<String, Option<&'static str>> {
+        fn intern(s: &str) -> &'static str {
+            static KEYS: std::sync::OnceLock<
+                std::sync::Mutex<std::collections::HashSet<&'static str>>,
+            > = std::sync::OnceLock::new();
+            let mut set = KEYS
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(k) = set.get(s) {
+                return k;
+            }
+            let k: &'static str = Box::leak(s.to_string().into_boxed_str());
+            set.insert(k);
+            k
+        }
+        fn walk(s: &Value, out: &mut HashMap<String, Option<&'static str>>) {
+            for (name, child) in props(s).into_iter().flatten() {
+                if child.get("type").and_then(Value::as_str) == Some("array") {
+                    let key = (child.get("x-kubernetes-list-type").and_then(Value::as_str)
+                        == Some("map"))
+                    .then(|| {
+                        child
+                            .get("x-kubernetes-list-map-keys")
+                            .and_then(Value::as_array)
+                            .and_then(|k| k.first())
+                            .and_then(Value::as_str)
+                            .map(intern)
+                    })
+                    .flatten();
+                    out.entry(name.clone()).or_insert(key);
+                }
+                walk(child, out);
+            }
+            for key in ["items", "additionalProperties"] {
+                if let Some(c) = s.get(key).filter(|c| c.is_object()) {
+                    walk(c, out);
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        walk(&self.root, &mut out);
+        out
+    }
+
     /// Drops what the schema does not declare; returns the paths of the unknown fields dropped.
     pub fn prune(&self, obj: &mut Value) -> Vec<String> {
         let mut unknown = Vec::new();

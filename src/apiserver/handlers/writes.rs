@@ -569,6 +569,13 @@ impl Server {
         let kind = t.kind;
         let name = t.name.as_deref().unwrap_or("");
         let ct = content_type.split(';').next().unwrap_or("").trim();
+        if kind.is_custom() && ct == "application/strategic-merge-patch+json" {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
+        }
         let patch_doc = patch_body(ct, body)?;
         let apply = ct == "application/apply-patch+yaml";
         let default_manager = if apply { "" } else { "unknown" };
@@ -642,15 +649,19 @@ impl Server {
         let time = format_time(&now());
         let base = cur.cloned().unwrap_or(Value::Null);
         let status = opts.subresource == "status";
-        let mut next = patch::apply(
-            &base,
-            doc,
-            &opts.manager,
-            &kind.api_version(),
-            force,
-            status,
-            &time,
-        )
+        let keys = crate::api::registry::custom(kind)
+            .and_then(|c| c.schema.as_ref().map(|s| s.list_keys()));
+        let mut next = patch::with_list_keys(keys, || {
+            patch::apply(
+                &base,
+                doc,
+                &opts.manager,
+                &kind.api_version(),
+                force,
+                status,
+                &time,
+            )
+        })
         .map_err(|e| match e {
             patch::Error::Conflicts(m) => ApiError::new(409, "Conflict", m),
             other => ApiError::bad_request(other.to_string()),
