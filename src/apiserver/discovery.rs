@@ -147,3 +147,135 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
 }
+
+/// The aggregated discovery version a client asked for in `Accept` (`v2` or `v2beta1`), if it asked for one before
+/// plain JSON.
+pub fn aggregated_media(headers: &axum::http::HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(axum::http::header::ACCEPT)?.to_str().ok()?;
+    for media in accept.split(',') {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        if params.first() != Some(&"application/json") {
+            return None; // plain JSON (or something else) preferred first
+        }
+        let has = |p: &str| params.contains(&p);
+        if has("g=apidiscovery.k8s.io") && has("as=APIGroupDiscoveryList") {
+            if has("v=v2") {
+                return Some("v2");
+            }
+            if has("v=v2beta1") {
+                return Some("v2beta1");
+            }
+        }
+        if params.len() == 1 {
+            return None;
+        }
+    }
+    None
+}
+
+/// The aggregated discovery document (apidiscovery.k8s.io APIGroupDiscoveryList) of `/api` (`core`) or `/apis`:
+/// every group, version and resource in one answer, so a client learns the whole API in one request.
+pub fn aggregated(core: bool, media: &str) -> Value {
+    let mut items = Vec::new();
+    let groups: Vec<(&'static str, Vec<&'static str>)> = if core {
+        vec![("", vec!["v1"])]
+    } else {
+        groups()
+    };
+    for (g, versions) in groups {
+        let mut vs = Vec::new();
+        for v in versions {
+            let Some(list) = resource_list(g, v) else {
+                continue;
+            };
+            let all = list["resources"].as_array().cloned().unwrap_or_default();
+            let mut resources = Vec::new();
+            for r in all
+                .iter()
+                .filter(|r| !r["name"].as_str().unwrap_or("/").contains('/'))
+            {
+                let name = r["name"].as_str().unwrap_or("");
+                let subresources: Vec<Value> = all
+                    .iter()
+                    .filter_map(|x| {
+                        let sub = x["name"].as_str()?.strip_prefix(&format!("{name}/"))?;
+                        let (sg, sv) = (
+                            x["group"].as_str().unwrap_or(g),
+                            x["version"].as_str().unwrap_or(v),
+                        );
+                        Some(json!({"subresource": sub,
+                            "responseKind": {"group": sg, "version": sv, "kind": x["kind"]},
+                            "verbs": x["verbs"]}))
+                    })
+                    .collect();
+                let mut res = json!({
+                    "resource": name,
+                    "responseKind": {"group": g, "version": v, "kind": r["kind"]},
+                    "scope": if r["namespaced"] == true { "Namespaced" } else { "Cluster" },
+                    "singularResource": r["singularName"],
+                    "verbs": r["verbs"],
+                });
+                for f in ["shortNames", "categories"] {
+                    if r[f].as_array().is_some_and(|a| !a.is_empty()) {
+                        res[f] = r[f].clone();
+                    }
+                }
+                if !subresources.is_empty() {
+                    res["subresources"] = json!(subresources);
+                }
+                resources.push(res);
+            }
+            vs.push(json!({"version": v, "resources": resources, "freshness": "Current"}));
+        }
+        let meta = if g.is_empty() {
+            json!({"creationTimestamp": null})
+        } else {
+            json!({"name": g, "creationTimestamp": null})
+        };
+        items.push(json!({"metadata": meta, "versions": vs}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{media}"),
+        "metadata": {}, "items": items})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_discovery_is_chosen_by_accept_and_lists_subresources() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(aggregated_media(&h), Some("v2"));
+        h.insert("accept", "application/json, */*".parse().unwrap());
+        assert_eq!(aggregated_media(&h), None);
+        let doc = aggregated(false, "v2");
+        let apps = doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "apps")
+            .unwrap();
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .unwrap();
+        assert_eq!(deploy["scope"], "Namespaced");
+        assert!(deploy["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["subresource"] == "scale" && s["responseKind"]["kind"] == "Scale"));
+        assert_eq!(
+            aggregated(true, "v2")["items"][0]["versions"][0]["version"],
+            "v1"
+        );
+    }
+}

@@ -574,7 +574,7 @@ async fn resources(State(server): State<Server>, req: Request) -> Response {
             }
         }
     }
-    let answer = match documents(&parts.method, &path) {
+    let answer = match documents(&parts.method, &path, &parts.headers) {
         Some(answer) => answer,
         None => resource(&server, &parts, &path, bytes).await,
     };
@@ -593,11 +593,25 @@ fn not_found(what: String) -> ApiError {
 }
 
 /// Discovery and OpenAPI documents (GET only); `None` for other paths.
-fn documents(method: &Method, path: &str) -> Option<Result<Response>> {
+fn documents(method: &Method, path: &str, headers: &HeaderMap) -> Option<Result<Response>> {
     if method != Method::GET {
         return None;
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let (["api"] | ["apis"], Some(media)) =
+        (segs.as_slice(), discovery::aggregated_media(headers))
+    {
+        let doc = discovery::aggregated(segs.len() == 1 && segs[0] == "api", media);
+        let mut resp = ok(doc);
+        let ct =
+            format!("application/json;g=apidiscovery.k8s.io;v={media};as=APIGroupDiscoveryList");
+        if let Ok(v) = HeaderValue::from_str(&ct) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+        return Some(Ok(resp));
+    }
     let answer = match segs.as_slice() {
         ["api"] => Ok(ok(discovery::api_versions())),
         ["apis"] => Ok(ok(discovery::api_groups())),
