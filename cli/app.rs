@@ -46,6 +46,9 @@ pub enum AppCommand {
     /// Print the secret push webhooks must be signed with (the Secret kube-system/capstan-webhook, made at first
     /// start).
     WebhookSecret,
+    /// Print the Application kind as a CustomResourceDefinition (a structural schema), for tools that validate
+    /// Applications offline.
+    Crd,
     /// Wait until the app is Synced and has the given health.
     Wait {
         name: String,
@@ -81,10 +84,18 @@ async fn records(client: &Client, ns: &str, app: &str) -> Result<Vec<Value>> {
     Ok(capstan::gitops::history(client, ns, app).await?)
 }
 
+/// `capstan app crd`: needs no cluster.
+pub fn print_crd() -> Result<()> {
+    let crd = capstan::api::crd::describe_kind(kind("applications"));
+    print!("{}", serde_yaml_ng::to_string(&crd)?);
+    Ok(())
+}
+
 pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
     let ns = a.namespace.as_str();
     let apps = kind("applications");
     match a.command {
+        AppCommand::Crd => print_crd()?,
         AppCommand::WebhookSecret => {
             let secret = client
                 .get(kind("secrets"), Some("kube-system"), "capstan-webhook")

@@ -273,6 +273,10 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .await
             }
+            Command::App(app::AppArgs {
+                command: app::AppCommand::Crd,
+                ..
+            }) => app::print_crd(),
             other => {
                 // Client commands end quietly when their output is cut short (`capstan app history x | head`), like
                 // other Unix tools. (Servers keep SIGPIPE ignored: a closed connection is an error to handle there.)

@@ -617,3 +617,35 @@ fn server_side_apply_merges_a_custom_objects_map_lists_by_key_and_other_lists_at
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["spec"]["containers"], serde_json::json!([{"name": "c"}]));
 }
+
+#[test]
+fn capstan_app_crd_describes_applications_well_enough_for_a_server_to_validate_them() {
+    let Some(kubectl) = common::kubectl() else {
+        return;
+    };
+    let s = Server::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["app", "crd"])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    // Served under another group (the built-in kind owns gitops.capstan.io), it is a CRD like any other.
+    let renamed = text
+        .replace(
+            "applications.gitops.capstan.io",
+            "applications.gitops.example.com",
+        )
+        .replace("group: gitops.capstan.io", "group: gitops.example.com");
+    s.kubectl_apply(&kubectl, &renamed);
+    eventually("Established", || {
+        established(&s, "applications.gitops.example.com").then_some(())
+    });
+    s.kubectl_apply(
+        &kubectl,
+        "apiVersion: gitops.example.com/v1\nkind: Application\nmetadata: {name: shop}\nspec:\n  source: {repoURL: 'https://example.com/shop.git', path: app}\n",
+    );
+    let bad = s.data_dir().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: gitops.example.com/v1\nkind: Application\nmetadata: {name: bad}\nspec:\n  source: {path: app}\n").unwrap();
+    let err = fails(&s.kubectl(&kubectl, &["apply", "-f", bad.to_str().unwrap()]));
+    assert!(err.contains("spec.source.repoURL: Required value"), "{err}");
+}

@@ -562,3 +562,174 @@ mod tests {
         assert_eq!(api_approval(&c), Some(true));
     }
 }
+
+/// A built-in kind described as a CRD would describe it (a structural schema: `$ref`s inlined, optional fields
+/// `nullable`, int-or-string and open objects marked as Kubernetes marks them), so tools can validate its objects
+/// offline - `capstan app crd` prints the one of Application.
+pub fn describe_kind(kind: &super::registry::KindInfo) -> Value {
+    let mut schema = structural(kind.schema(), 0);
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert("metadata".into(), json!({"type": "object"}));
+        props.insert("apiVersion".into(), json!({"type": "string"}));
+        props.insert("kind".into(), json!({"type": "string"}));
+    }
+    let mut version = json!({"name": kind.version, "served": true, "storage": true,
+        "schema": {"openAPIV3Schema": schema}});
+    if kind.status {
+        version["subresources"] = json!({"status": {}});
+    }
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": kind.qualified()},
+        "spec": {
+            "group": kind.group,
+            "scope": if kind.namespaced { "Namespaced" } else { "Cluster" },
+            "names": {"plural": kind.plural, "singular": kind.singular, "kind": kind.kind,
+                "listKind": format!("{}List", kind.kind), "shortNames": kind.short_names,
+                "categories": kind.categories},
+            "versions": [version],
+        }
+    })
+}
+
+/// A schemars schema made structural.
+fn structural(s: &Value, depth: usize) -> Value {
+    let s = super::registry::resolve(s);
+    let Some(m) = s.as_object() else {
+        return json!({});
+    };
+    if depth > 24 || m.contains_key("x-capstan-opaque") {
+        return json!({"x-kubernetes-preserve-unknown-fields": true});
+    }
+    // `anyOf: [X, null]` (an optional field) is X, nullable; `anyOf` of integer and string is int-or-string.
+    if let Some(any) = m.get("anyOf").and_then(Value::as_array) {
+        let is_null = |v: &Value| {
+            v.get("type") == Some(&json!("null"))
+                || v.get("enum").is_some_and(|e| e == &json!([null]))
+        };
+        let rest: Vec<&Value> = any.iter().filter(|v| !is_null(v)).collect();
+        let types: Vec<&str> = rest
+            .iter()
+            .filter_map(|v| {
+                super::registry::resolve(v)
+                    .get("type")
+                    .and_then(Value::as_str)
+            })
+            .collect();
+        let mut out = if rest.len() == 1 {
+            structural(rest[0], depth + 1)
+        } else if types.contains(&"integer") && types.contains(&"string") {
+            json!({"x-kubernetes-int-or-string": true})
+        } else {
+            json!({"x-kubernetes-preserve-unknown-fields": true})
+        };
+        if rest.len() < any.len() {
+            out["nullable"] = json!(true);
+        }
+        copy_docs(m, &mut out);
+        return out;
+    }
+    if let Some(all) = m.get("allOf").and_then(Value::as_array) {
+        if all.len() == 1 {
+            let mut out = structural(&all[0], depth + 1);
+            copy_docs(m, &mut out);
+            return out;
+        }
+    }
+    let mut out = serde_json::Map::new();
+    match m.get("type") {
+        Some(Value::Array(ts)) => {
+            let real: Vec<&Value> = ts.iter().filter(|t| *t != "null").collect();
+            if let [t] = real.as_slice() {
+                out.insert("type".into(), (*t).clone());
+            }
+            if real.len() < ts.len() {
+                out.insert("nullable".into(), json!(true));
+            }
+        }
+        Some(t) => {
+            out.insert("type".into(), t.clone());
+        }
+        None => {}
+    }
+    for key in [
+        "format",
+        "enum",
+        "minimum",
+        "maximum",
+        "description",
+        "default",
+        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-int-or-string",
+    ] {
+        if let Some(v) = m.get(key) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(f) = m.get("format").and_then(Value::as_str) {
+        if f.starts_with("uint") || f == "double" || f == "float" {
+            out.remove("format"); // not a Kubernetes format
+        }
+    }
+    if let Some(props) = m.get("properties").and_then(Value::as_object) {
+        let p: serde_json::Map<String, Value> = props
+            .iter()
+            .map(|(k, v)| (k.clone(), structural(v, depth + 1)))
+            .collect();
+        out.insert("properties".into(), Value::Object(p));
+        out.insert("type".into(), json!("object"));
+    }
+    if let Some(req) = m.get("required") {
+        out.insert("required".into(), req.clone());
+    }
+    if let Some(items) = m.get("items") {
+        out.insert("items".into(), structural(items, depth + 1));
+    }
+    if let Some(a) = m.get("additionalProperties").filter(|a| a.is_object()) {
+        out.insert("additionalProperties".into(), structural(a, depth + 1));
+    }
+    Value::Object(out)
+}
+
+fn copy_docs(from: &serde_json::Map<String, Value>, to: &mut Value) {
+    if let (Some(d), Some(o)) = (from.get("description"), to.as_object_mut()) {
+        o.entry("description").or_insert_with(|| d.clone());
+    }
+}
+
+#[cfg(test)]
+mod described {
+    use super::*;
+
+    #[test]
+    fn the_application_crd_is_accepted_and_validates_applications_offline() {
+        let kind = crate::api::registry::lookup("applications.gitops.capstan.io").unwrap();
+        let doc = describe_kind(kind);
+        assert_eq!(check(&doc, None), vec![], "{doc}");
+        let crd: CustomResourceDefinition = serde_json::from_value(doc).unwrap();
+        let served = crd.served().unwrap();
+        let schema = served[0].custom.schema.as_ref().unwrap();
+        let good = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application", "metadata": {"name": "a"},
+            "spec": {"source": {"repoURL": "https://example.com/r.git", "path": "app"},
+                "syncPolicy": {"autoRollback": true}}});
+        assert_eq!(schema.validate(&good, None), vec![]);
+        let bad = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application", "metadata": {"name": "a"},
+            "spec": {"source": {"path": 3}}});
+        let errs: Vec<String> = schema
+            .validate(&bad, None)
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("spec.source.repoURL: Required value")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("spec.source.path: Invalid value")),
+            "{errs:?}"
+        );
+    }
+}
