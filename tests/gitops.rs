@@ -1102,8 +1102,21 @@ fn a_commit_with_crds_and_their_custom_objects_syncs_in_one_go_and_reverting_it_
             .contains("Certificate/default/web"),
         "{record}"
     );
-    // Without a controller writing their conditions, custom objects stay Progressing.
+    // Without a controller writing their conditions, custom objects stay Progressing ...
     assert_eq!(app(&s)["status"]["health"]["status"], "Progressing");
+    // ... unless the Application says how to judge their kinds.
+    let (code, v) = s.call(
+        "PATCH",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications/shop",
+        "application/merge-patch+json",
+        r#"{"spec":{"health":[
+            {"group":"cert-manager.io","kind":"Issuer","healthy":"has(self.spec.selfSigned)"},
+            {"group":"cert-manager.io","kind":"Certificate","healthy":"self.spec.secretName == 'web-tls'"}]}}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    within(LONG, "Healthy by the app's rules", || {
+        (app(&s)["status"]["health"]["status"] == "Healthy").then_some(())
+    });
     // Reverting the commit removes the objects and the CRDs.
     repo.git(&["revert", "--no-commit", "HEAD~2..HEAD"]);
     repo.commit("Revert cert-manager");

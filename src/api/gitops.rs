@@ -23,7 +23,23 @@ object!(ApplicationSpec {
     pub sync_policy: Option<SyncPolicy>,
     /// How often a remote repository is fetched (Go duration, default "30s").
     pub interval: Option<String>,
+    /// Health rules per kind, for kinds whose controllers report health their own way (they replace the built-in
+    /// rule of the kinds they name).
+    pub health: Option<Vec<HealthRule>>,
 });
+
+object!(
+    /// How objects of one kind are judged: CEL expressions over the live object (`self`).
+    HealthRule {
+        /// The kind's API group ("" for the core group; any group when unset).
+        pub group: Option<String>,
+        pub kind: String,
+        /// True when the object is Healthy (e.g. `self.status.phase == 'Ready'`).
+        pub healthy: String,
+        /// True when the object is Degraded (checked before `healthy`); otherwise it is Progressing.
+        pub degraded: Option<String>,
+    }
+);
 
 object!(ApplicationSource {
     /// A local path, `file://`, `https://` or `ssh://` URL.

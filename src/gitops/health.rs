@@ -22,6 +22,30 @@ fn condition<'a>(v: &'a Value, ty: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == ty)
 }
 
+/// The health an Application's own rule gives an object, when one of its rules names the object's kind.
+pub fn by_rule(
+    rules: &[crate::api::gitops::HealthRule],
+    kind: &crate::api::registry::KindInfo,
+    v: &Value,
+) -> Option<(&'static str, String)> {
+    let rule = rules
+        .iter()
+        .find(|r| r.kind == kind.kind && r.group.as_deref().is_none_or(|g| g == kind.group))?;
+    let eval = |expr: &str| crate::api::crd::cel::eval_bool(expr, v);
+    if let Some(d) = &rule.degraded {
+        match eval(d) {
+            Ok(true) => return Some(("Degraded", format!("health rule: {d}"))),
+            Ok(false) => {}
+            Err(e) => return Some(("Degraded", format!("health rule failed: {e}"))),
+        }
+    }
+    Some(match eval(&rule.healthy) {
+        Ok(true) => ("Healthy", String::new()),
+        Ok(false) => ("Progressing", format!("waiting for: {}", rule.healthy)),
+        Err(e) => ("Degraded", format!("health rule failed: {e}")),
+    })
+}
+
 /// (health, message) of one live object of `kind`: a custom kind's by its conditions ([`custom`]).
 pub fn of_kind(kind: &crate::api::registry::KindInfo, v: &Value) -> (&'static str, String) {
     if kind.is_custom() {
@@ -225,5 +249,51 @@ mod tests {
             "Degraded"
         );
         assert!(rank("Degraded") > rank("Progressing") && rank("Progressing") > rank("Healthy"));
+    }
+
+    #[test]
+    fn an_applications_rules_judge_the_kinds_they_name() {
+        let rules: Vec<crate::api::gitops::HealthRule> = serde_json::from_value(json!([
+            {"group": "example.com", "kind": "Widget", "healthy": "self.status.phase == 'Ready'",
+             "degraded": "self.status.phase == 'Broken'"}]))
+        .unwrap();
+        let kind = crate::api::registry::lookup("configmaps").unwrap();
+        assert!(
+            by_rule(&rules, kind, &json!({})).is_none(),
+            "other kinds keep their rules"
+        );
+        let served = crate::api::crd::Served {
+            group: "example.com".into(),
+            version: "v1".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+            singular: "widget".into(),
+            short_names: vec![],
+            categories: vec![],
+            namespaced: true,
+            status: true,
+            custom: crate::api::crd::CustomVersion {
+                crd: "widgets.example.com".into(),
+                storage_version: "v1".into(),
+                schema: None,
+                columns: vec![],
+                scale: None,
+                selectable: vec![],
+                deprecation: None,
+            },
+        };
+        let widget = crate::api::registry::provisional(&served);
+        let judge = |phase: &str| {
+            by_rule(&rules, widget, &json!({"status": {"phase": phase}}))
+                .unwrap()
+                .0
+        };
+        assert_eq!(judge("Ready"), "Healthy");
+        assert_eq!(judge("Broken"), "Degraded");
+        assert_eq!(judge("Starting"), "Progressing");
+        let bad: Vec<crate::api::gitops::HealthRule> =
+            serde_json::from_value(json!([{"kind": "Widget", "healthy": "self.status.phase =="}]))
+                .unwrap();
+        assert_eq!(by_rule(&bad, widget, &json!({})).unwrap().0, "Degraded");
     }
 }

@@ -429,6 +429,7 @@ async fn set_status(client: &Client, ns: &str, name: &str, status: Value) {
 async fn observe(
     client: &Client,
     desired: &[render::Desired],
+    rules: &[crate::api::gitops::HealthRule],
 ) -> Result<(String, String, Vec<Value>, Vec<String>), crate::client::Error> {
     let mut worst = "Healthy";
     let mut message = String::new();
@@ -437,7 +438,8 @@ async fn observe(
     for d in desired {
         let (health, msg, state) = match client.get(d.kind, d.namespace(), d.name()).await {
             Ok(live) => {
-                let (h, m) = health::of_kind(d.kind, &live);
+                let (h, m) = health::by_rule(rules, d.kind, &live)
+                    .unwrap_or_else(|| health::of_kind(d.kind, &live));
                 let fields = sync::drift(&d.object, &live);
                 let state = if fields.is_empty() {
                     "Synced"
@@ -742,14 +744,23 @@ impl<'a> Pass<'a> {
         policy: &SyncPolicy,
     ) -> Action {
         let resync = Action::requeue(self.ctx.resync);
-        let (health, message, resources, drifted) =
-            match observe(&self.ctx.client, &memo.desired).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::debug!(app = %self.key, "cannot observe the app's objects: {e}");
-                    return resync;
-                }
-            };
+        let (health, message, resources, drifted) = match observe(
+            &self.ctx.client,
+            &memo.desired,
+            self.app
+                .spec
+                .as_ref()
+                .and_then(|s| s.health.as_deref())
+                .unwrap_or_default(),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(app = %self.key, "cannot observe the app's objects: {e}");
+                return resync;
+            }
+        };
         let automated = policy.automated.unwrap_or(true);
         if !drifted.is_empty() && policy.self_heal.unwrap_or(true) && !memo.failed && automated {
             self.heal(memo, snap, &drifted).await;

@@ -82,6 +82,18 @@ impl Rules {
     }
 }
 
+/// Evaluates a boolean CEL expression with `self` bound to `v` (the language and libraries of CRD rules).
+pub fn eval_bool(expr: &str, v: &Value) -> Result<bool, String> {
+    let program = env().compile(expr).map_err(|e| format!("{expr:?}: {e}"))?;
+    let mut ctx = cel::Context::with_env(env().clone());
+    ctx.add_variable_from_value("self", to_cel(v));
+    match program.execute(&ctx) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!("{expr:?} gave {other:?}, not a bool")),
+        Err(e) => Err(format!("{expr:?}: {e}")),
+    }
+}
+
 /// A JSON value as CEL sees it (integers are `int`, as Kubernetes decodes them).
 pub fn to_cel(v: &Value) -> cel::Value {
     match v {
