@@ -1088,6 +1088,20 @@ pub const SYNCRECORD: Columns = Columns {
     },
 };
 
+pub const CRD: Columns = Columns {
+    defs: &[
+        NAME,
+        ColumnDef {
+            name: "Created At",
+            type_: "date",
+            format: "",
+            priority: 0,
+            description: "",
+        },
+    ],
+    cells: |v| vec![name(v), json!(s(v, "metadata.creationTimestamp"))],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1130,17 +1144,3 @@ mod tests {
         assert_eq!(text(&POD, &pod, "No Such Column"), "");
     }
 }
-
-pub const CRD: Columns = Columns {
-    defs: &[
-        NAME,
-        ColumnDef {
-            name: "Created At",
-            type_: "date",
-            format: "",
-            priority: 0,
-            description: "",
-        },
-    ],
-    cells: |v| vec![name(v), json!(s(v, "metadata.creationTimestamp"))],
-};

@@ -287,7 +287,7 @@ pub fn check(obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
         errs.push(err(
             "metadata.name",
             Reason::Invalid,
-            format!("must be spec.names.plural+\".\"+spec.group"),
+            "must be spec.names.plural+\".\"+spec.group".to_string(),
         ));
     }
     if spec.group.is_empty() {

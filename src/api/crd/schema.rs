@@ -505,10 +505,7 @@ impl Validator<'_> {
         let embedded = flag(s, "x-kubernetes-embedded-resource");
         if embedded {
             for f in ["apiVersion", "kind"] {
-                if !map
-                    .get(f)
-                    .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-                {
+                if map.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
                     self.push(
                         &join(path, f),
                         Reason::Required,
