@@ -13,7 +13,8 @@ use capstan::client::informer::{Change, Informer};
 use capstan::client::Client;
 use capstan_tui::{Event, Request};
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 #[derive(clap::Args)]
@@ -95,6 +96,7 @@ pub async fn run(client: Client, a: TuiArgs) -> Result<()> {
             ev_tx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(custom_kinds(client.clone(), ev_tx.clone())));
     tasks.push(tokio::spawn(health(client.clone(), ev_tx.clone())));
     tasks.push(tokio::spawn(serve_requests(
         client.clone(),
@@ -109,6 +111,129 @@ pub async fn run(client: Client, a: TuiArgs) -> Result<()> {
         t.abort();
     }
     r.context("running the terminal UI")
+}
+
+/// A custom kind's printer columns (priority 0), from its CRD when this user may read it.
+async fn printer_columns(client: &Client, k: &KindInfo) -> Vec<(String, PrinterPath)> {
+    let Some(crds) = registry::lookup("customresourcedefinitions") else {
+        return Vec::new();
+    };
+    let Ok(v) = client.get(crds, None, &k.qualified()).await else {
+        return Vec::new();
+    };
+    let Ok(crd) = serde_json::from_value::<capstan::api::crd::CustomResourceDefinition>(v) else {
+        return Vec::new();
+    };
+    crd.spec
+        .versions
+        .iter()
+        .find(|v| v.name == k.version)
+        .and_then(|v| v.additional_printer_columns.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.priority.unwrap_or(0) == 0)
+        .filter_map(|c| Some((c.name, PrinterPath::parse(&c.json_path).ok()?)))
+        .take(capstan_tui::kinds::MAX_CUSTOM_COLUMNS)
+        .collect()
+}
+
+type PrinterPath = capstan::api::crd::jsonpath::Path;
+
+/// Follows the cluster's custom kinds (discovery, every 30 s): tells the TUI about them and runs an informer per
+/// kind whose objects carry their printer-column cells.
+async fn custom_kinds(client: Client, tx: mpsc::UnboundedSender<Event>) {
+    let mut running: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
+        std::collections::HashMap::new();
+    loop {
+        if capstan::client::discovery::learn(&client).await.is_ok() {
+            let mut kinds = Vec::new();
+            for k in registry::custom_storage_kinds() {
+                let resource = k.qualified();
+                let columns = printer_columns(&client, k).await;
+                let mut aliases = vec![
+                    k.plural.to_string(),
+                    k.singular.to_string(),
+                    k.kind.to_ascii_lowercase(),
+                    resource.clone(),
+                ];
+                aliases.extend(k.short_names.iter().map(|s| s.to_string()));
+                aliases.dedup();
+                kinds.push(capstan_tui::kinds::CustomKind {
+                    resource: resource.clone(),
+                    title: k.kind.to_string(),
+                    aliases,
+                    namespaced: k.namespaced,
+                    columns: columns.iter().map(|(n, _)| n.clone()).collect(),
+                });
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(resource) {
+                    let inf = Informer::start(client.clone(), k, None, String::new());
+                    let paths: Vec<PrinterPath> = columns.into_iter().map(|(_, p)| p).collect();
+                    let resource = slot.key().clone();
+                    slot.insert(tokio::spawn(forward_custom(
+                        inf,
+                        resource,
+                        paths,
+                        tx.clone(),
+                    )));
+                }
+            }
+            if tx.send(Event::Kinds(kinds)).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
+}
+
+/// A custom object with its printer-column cells (`__cells`) for the TUI's table.
+fn with_cells(obj: &Value, paths: &[PrinterPath]) -> Arc<Value> {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        let cells: Vec<Value> = paths.iter().map(|p| p.cell(obj)).collect();
+        m.insert("__cells".into(), Value::Array(cells));
+    }
+    Arc::new(v)
+}
+
+/// [`forward`] for a custom kind, each object carrying its cells.
+async fn forward_custom(
+    inf: Informer,
+    resource: String,
+    paths: Vec<PrinterPath>,
+    tx: mpsc::UnboundedSender<Event>,
+) {
+    let mut changes = inf.changes.subscribe();
+    let list = |inf: &Informer| Event::Listed {
+        kind: resource.clone(),
+        objects: inf
+            .cache
+            .list()
+            .iter()
+            .map(|o| with_cells(o, &paths))
+            .collect(),
+    };
+    if inf.cache.synced() && tx.send(list(&inf)).is_err() {
+        return;
+    }
+    loop {
+        let ev = match changes.recv().await {
+            Ok(Change::Applied(o)) => Event::Applied {
+                kind: resource.clone(),
+                object: with_cells(&o, &paths),
+            },
+            Ok(Change::Deleted(o)) => Event::Deleted {
+                kind: resource.clone(),
+                object: with_cells(&o, &paths),
+            },
+            Ok(Change::Resynced) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                list(&inf)
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if tx.send(ev).is_err() {
+            return;
+        }
+    }
 }
 
 /// Forwards an informer's changes as TUI events: the full list after each (re)list, single changes otherwise.

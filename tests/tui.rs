@@ -300,3 +300,69 @@ fn watch_a_rollout_and_roll_back_from_the_history_in_a_real_terminal() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_crds_kind_is_listed_in_a_real_terminal_with_its_printer_columns() {
+    capstan::sys::init_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start();
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "crontabs.stable.example.com"},
+        "spec": {"group": "stable.example.com", "scope": "Namespaced",
+            "names": {"plural": "crontabs", "singular": "crontab", "kind": "CronTab", "shortNames": ["ct"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object",
+                    "properties": {"cronSpec": {"type": "string"}, "image": {"type": "string"}}}}}},
+                "additionalPrinterColumns": [{"name": "Schedule", "type": "string", "jsonPath": ".spec.cronSpec"},
+                    {"name": "Image", "type": "string", "jsonPath": ".spec.image"}]}]}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "application/json",
+        &crd.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    common::eventually("the CronTab kind served", || {
+        let (code, _) = s.call("GET", "/apis/stable.example.com/v1/crontabs", "", "");
+        (code == 200).then_some(())
+    });
+    let ct = json!({"apiVersion": "stable.example.com/v1", "kind": "CronTab",
+        "metadata": {"name": "nightly", "namespace": "default"},
+        "spec": {"cronSpec": "0 3 * * *", "image": "backup:1"}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/stable.example.com/v1/namespaces/default/crontabs",
+        "application/json",
+        &ct.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    let mut tui = Tui::start(
+        &s.dir.path().join("kubeconfig"),
+        &tmp.path().join("config"),
+        120,
+        20,
+    );
+    tui.wait_for("the TUI up", |sc| sc.contains("Applications"));
+    // The kind is learned from discovery at start; `:ct` (its short name) lists it with the CRD's columns.
+    // (Typed again while the kind is not known yet: the first answer may be `unknown command or kind`.)
+    let listed = |sc: &str| {
+        row(sc, "nightly").is_some_and(|l| l.contains("0 3 * * *") && l.contains("backup:1"))
+    };
+    let deadline = Instant::now() + LONG;
+    let screen = loop {
+        tui.keys(":ct\r");
+        let sc = tui.screen();
+        if listed(&sc) {
+            break sc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CronTab never listed; the screen:\n{sc}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        screen.contains("SCHEDULE") && screen.contains("IMAGE"),
+        "{screen}"
+    );
+}

@@ -783,18 +783,149 @@ pub static KINDS: &[Kind] = &[
     },
 ];
 
-/// The kind `word` names (resource, short name or singular), if any.
+/// A kind a CustomResourceDefinition defines, as the binary describes it: its columns are the CRD's printer columns,
+/// whose cells the binary computes into each object's `__cells` (the TUI reads no JSONPath itself).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CustomKind {
+    /// `plural.group`: the key of its objects in the store.
+    pub resource: String,
+    /// The kind's name (`Certificate`).
+    pub title: String,
+    /// What `:` accepts: plural, singular, short names, the kind in lower case.
+    pub aliases: Vec<String>,
+    pub namespaced: bool,
+    /// Printer column names (at most [`MAX_CUSTOM_COLUMNS`]).
+    pub columns: Vec<String>,
+}
+
+/// Printer columns shown per custom kind.
+pub const MAX_CUSTOM_COLUMNS: usize = 8;
+
+fn custom_cell<const I: usize>(v: &Value, c: &Ctx) -> Cell {
+    match v.get("__cells").and_then(|c| c.get(I)) {
+        // Date columns hold timestamps: shown as ages, like kubectl shows them.
+        Some(Value::String(s)) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => {
+            Cell::tone(age(s, c.now), Tone::Dim)
+        }
+        Some(Value::String(s)) => Cell::plain(s.clone()),
+        Some(Value::Null) | None => Cell::tone("<none>", Tone::Dim),
+        Some(other) => Cell::plain(other.to_string()),
+    }
+}
+
+const CUSTOM_CELLS: [fn(&Value, &Ctx) -> Cell; MAX_CUSTOM_COLUMNS] = [
+    custom_cell::<0>,
+    custom_cell::<1>,
+    custom_cell::<2>,
+    custom_cell::<3>,
+    custom_cell::<4>,
+    custom_cell::<5>,
+    custom_cell::<6>,
+    custom_cell::<7>,
+];
+
+fn custom_kinds() -> &'static std::sync::RwLock<Vec<&'static Kind>> {
+    static CUSTOM: std::sync::OnceLock<std::sync::RwLock<Vec<&'static Kind>>> =
+        std::sync::OnceLock::new();
+    CUSTOM.get_or_init(Default::default)
+}
+
+/// Makes a custom kind listable (`:certificates`); the same description twice changes nothing.
+pub fn register(k: &CustomKind) -> &'static Kind {
+    fn leak(s: &str) -> &'static str {
+        Box::leak(s.to_string().into_boxed_str())
+    }
+    let mut all = custom_kinds().write().unwrap_or_else(|e| e.into_inner());
+    let same = |x: &&'static Kind| {
+        x.resource == k.resource
+            && x.title == k.title
+            && x.namespaced == k.namespaced
+            && x.aliases
+                .iter()
+                .copied()
+                .eq(k.aliases.iter().map(String::as_str))
+            && x.columns
+                .iter()
+                .map(|c| c.name)
+                .eq(custom_column_names(k).iter().map(String::as_str))
+    };
+    if let Some(found) = all.iter().find(|x| same(x)) {
+        return found;
+    }
+    let mut columns = Vec::new();
+    if k.namespaced {
+        columns.push(col!("NAMESPACE", 12, namespace));
+    }
+    columns.push(col!("NAME", 24, name));
+    for (i, c) in k.columns.iter().take(MAX_CUSTOM_COLUMNS).enumerate() {
+        let width = (c.len() as u16 + 2).clamp(8, 24);
+        columns.push(Column {
+            name: leak(&c.to_uppercase()),
+            width,
+            cell: CUSTOM_CELLS[i],
+        });
+    }
+    columns.push(col!("AGE", 5, created));
+    let kind: &'static Kind = Box::leak(Box::new(Kind {
+        resource: leak(&k.resource),
+        title: leak(&k.title),
+        aliases: Box::leak(
+            k.aliases
+                .iter()
+                .map(|a| leak(a))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
+        namespaced: k.namespaced,
+        columns: Box::leak(columns.into_boxed_slice()),
+    }));
+    all.retain(|x| x.resource != k.resource);
+    all.push(kind);
+    kind
+}
+
+fn custom_column_names(k: &CustomKind) -> Vec<String> {
+    let mut names = Vec::new();
+    if k.namespaced {
+        names.push("NAMESPACE".to_string());
+    }
+    names.push("NAME".into());
+    names.extend(
+        k.columns
+            .iter()
+            .take(MAX_CUSTOM_COLUMNS)
+            .map(|c| c.to_uppercase()),
+    );
+    names.push("AGE".into());
+    names
+}
+
+/// The kind `word` names (resource, short name or singular), if any; built-in kinds first, then custom ones.
 pub fn lookup(word: &str) -> Option<&'static Kind> {
     let w = word.trim().to_lowercase();
-    KINDS
-        .iter()
-        .find(|k| k.resource == w || k.aliases.contains(&w.as_str()))
+    let hit = |k: &&Kind| k.resource == w || k.aliases.contains(&w.as_str());
+    KINDS.iter().find(hit).or_else(|| {
+        custom_kinds()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .find(|k| hit(k))
+    })
 }
 
 pub fn by_resource(resource: &str) -> &'static Kind {
     KINDS
         .iter()
         .find(|k| k.resource == resource)
+        .or_else(|| {
+            custom_kinds()
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied()
+                .find(|k| k.resource == resource)
+        })
         .unwrap_or(&KINDS[0])
 }
 

@@ -47,6 +47,8 @@ pub enum Event {
         body: String,
         request: Request,
     },
+    /// The custom kinds the cluster serves now (CRDs), listable with `:`.
+    Kinds(Vec<crate::kinds::CustomKind>),
     /// The outcome of a request.
     Notice(String),
     Failure(String),
@@ -290,6 +292,11 @@ impl Store {
                     }
                 }
                 self.kinds.insert(kind.clone(), map);
+            }
+            Event::Kinds(kinds) => {
+                for k in kinds {
+                    crate::kinds::register(k);
+                }
             }
             Event::Connection(why) => {
                 if self.disconnected == *why {

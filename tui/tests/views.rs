@@ -474,3 +474,36 @@ fn live_changes_and_a_lost_connection_show_up() {
     app.handle_event(Event::Connection(None));
     assert!(render(&mut app, 120, 12, true).contains("connected"));
 }
+
+#[test]
+fn custom_kinds_of_crds_are_listed_with_their_printer_columns() {
+    let mut app = fixture();
+    command(&mut app, "certificates");
+    assert!(
+        render(&mut app, 120, 12, false).contains("unknown command or kind"),
+        "not a kind before the cluster serves it"
+    );
+    app.handle_event(Event::Kinds(vec![capstan_tui::kinds::CustomKind {
+        resource: "certificates.cert-manager.io".into(),
+        title: "Certificate".into(),
+        aliases: vec![
+            "certificates".into(),
+            "certificate".into(),
+            "cert".into(),
+            "certs".into(),
+        ],
+        namespaced: true,
+        columns: vec!["Ready".into(), "Secret".into(), "Age".into()],
+    }]));
+    let cert = json!({"kind": "Certificate", "metadata": meta("demo", "web", "uid-cert", 600),
+        "__cells": ["True", "web-tls", ago(600)]});
+    app.handle_event(Event::Listed {
+        kind: "certificates.cert-manager.io".into(),
+        objects: vec![Arc::new(cert)],
+    });
+    command(&mut app, "cert");
+    let screen = render(&mut app, 120, 12, false);
+    for want in ["NAMESPACE", "READY", "SECRET", "web-tls", "True", "10m"] {
+        assert!(screen.contains(want), "{want} in\n{screen}");
+    }
+}
