@@ -242,18 +242,13 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
             let current = last_synced(&app);
             let to = match to {
                 Some(t) => t,
-                None => records(client, ns, &name)
-                    .await?
-                    .into_iter()
-                    .find(|r| {
-                        r["spec"]["result"] == "Succeeded"
-                            && r["spec"]["health"] == "Healthy"
-                            && r["spec"]["revision"] != current.as_str()
-                    })
-                    .and_then(|r| r["spec"]["revision"].as_str().map(String::from))
-                    .ok_or_else(|| {
-                        anyhow!("no earlier revision of {name} synced Healthy; pass --to SHA")
-                    })?,
+                None => capstan::api::gitops::rollback_target(
+                    &records(client, ns, &name).await?,
+                    &current,
+                )
+                .ok_or_else(|| {
+                    anyhow!("no earlier revision of {name} synced Healthy; pass --to SHA")
+                })?,
             };
             let why = format!(
                 "Requested with `capstan app rollback` while {} was deployed.",

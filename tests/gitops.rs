@@ -1137,3 +1137,31 @@ fn a_commit_with_crds_and_their_custom_objects_syncs_in_one_go_and_reverting_it_
     );
     assert_eq!(code, 404);
 }
+
+#[test]
+fn a_revision_replaced_half_a_second_after_it_became_healthy_is_still_the_rollback_target() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write("web.yaml", &deployment("v1", ""));
+    let v1 = repo.commit("initial");
+    application(&s, &repo, json!({}));
+    // Ready as the API server tells it - not as a periodic look of the GitOps controller would.
+    within(LONG, "v1 available", || {
+        let d = get(&s, "/apis/apps/v1/namespaces/default/deployments/web");
+        (template_version(&s).as_deref() == Some("v1")
+            && d["status"]["availableReplicas"].as_i64() == d["spec"]["replicas"].as_i64()
+            && d["status"]["updatedReplicas"].as_i64() == d["spec"]["replicas"].as_i64())
+        .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    repo.write("web.yaml", &deployment("v2", ""));
+    repo.commit("two");
+    within(LONG, "v2 synced", || {
+        (template_version(&s).as_deref() == Some("v2")).then_some(())
+    });
+    let out = s.capstan(&["app", "rollback", "shop"]);
+    let text = ok(&out);
+    assert!(text.contains(&v1[..7]), "{text}");
+    let first = history(&s).into_iter().next().unwrap();
+    assert!(first["spec"]["healthyAt"].is_string(), "{first}");
+}

@@ -135,8 +135,65 @@ object!(SyncRecordSpec {
     /// Succeeded or Failed.
     pub result: String,
     pub error: Option<String>,
+    /// The health last seen while this revision was deployed (final once the next revision replaces it).
     pub health: Option<String>,
+    /// When this revision was first seen Healthy (what makes it a rollback target).
+    pub healthy_at: Option<String>,
     pub created: Option<Vec<String>>,
     pub updated: Option<Vec<String>>,
     pub pruned: Option<Vec<String>>,
 });
+
+/// The one rule that picks a rollback target, for `capstan app rollback` and `autoRollback` alike: the newest
+/// revision of the history (records newest first, as `SyncRecord` JSON) other than the deployed one that synced and
+/// reached Healthy while it was deployed (`healthyAt`; records written before that field count by their `health`).
+pub fn rollback_target(records: &[serde_json::Value], deployed: &str) -> Option<String> {
+    let mut sorted: Vec<&serde_json::Value> = records.iter().collect();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r["spec"]["sequence"].as_i64().unwrap_or(0)));
+    sorted
+        .into_iter()
+        .find(|r| {
+            let spec = &r["spec"];
+            spec["result"] == "Succeeded"
+                && spec["revision"] != deployed
+                && (spec["healthyAt"].is_string() || spec["health"] == "Healthy")
+        })
+        .and_then(|r| r["spec"]["revision"].as_str().map(String::from))
+}
+
+#[cfg(test)]
+mod rollback_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(seq: i64, rev: &str, health: &str, healthy_at: Option<&str>) -> serde_json::Value {
+        json!({"spec": {"sequence": seq, "revision": rev, "result": "Succeeded", "health": health,
+            "healthyAt": healthy_at}})
+    }
+
+    #[test]
+    fn the_target_is_the_newest_other_revision_that_reached_healthy() {
+        // `initial` reached Healthy, then `two` replaced it before anyone looked again: it still counts.
+        let h = vec![
+            rec(2, "two", "Progressing", None),
+            rec(1, "initial", "Progressing", Some("2026-01-01T00:00:00Z")),
+        ];
+        assert_eq!(rollback_target(&h, "two").as_deref(), Some("initial"));
+        // Never Healthy: no target.
+        let h = vec![
+            rec(2, "two", "Healthy", None),
+            rec(1, "initial", "Degraded", None),
+        ];
+        assert_eq!(rollback_target(&h, "two"), None);
+        // A failed sync is no target; order is by sequence, whatever the list order.
+        let mut failed = rec(3, "three", "Healthy", Some("t"));
+        failed["spec"]["result"] = json!("Failed");
+        let h = vec![
+            rec(1, "one", "Healthy", Some("t")),
+            failed,
+            rec(2, "two", "Healthy", Some("t")),
+            rec(4, "four", "Healthy", Some("t")),
+        ];
+        assert_eq!(rollback_target(&h, "four").as_deref(), Some("two"));
+    }
+}

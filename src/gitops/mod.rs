@@ -4,6 +4,7 @@
 //! attempt is recorded as a SyncRecord; and rollback is a revert commit, never a divergence from git. This module
 //! talks to the cluster only through the client.
 
+pub mod follow;
 pub mod health;
 pub mod kustomize;
 pub mod render;
@@ -67,7 +68,8 @@ pub struct Context {
     /// One watcher per repository, shared by every app that follows it: git dir -> (watcher, app keys).
     watchers: Mutex<HashMap<std::path::PathBuf, RepoWatch>>,
     memos: Mutex<HashMap<String, Memo>>,
-    /// How often health and drift are looked at (2 s).
+    /// How often health and drift are looked at without a change to wake the app (a safety net: changes to what
+    /// apps own wake them at once, [`follow`]).
     pub resync: Duration,
     /// Where mirrors of remote repositories are kept.
     pub cache: std::path::PathBuf,
@@ -96,7 +98,7 @@ impl Context {
             queue,
             watchers: Mutex::default(),
             memos: Mutex::default(),
-            resync: Duration::from_secs(2),
+            resync: Duration::from_secs(30),
             cache,
         }
     }
@@ -393,13 +395,18 @@ async fn record_health(client: &Client, ns: &str, app: &str, health: &str) {
     if let Some(r) = newest {
         if r["spec"]["result"] == "Succeeded" && r["spec"]["health"] != health {
             let name = r["metadata"]["name"].as_str().unwrap_or("");
+            let mut spec = json!({"health": health});
+            // The first time a revision is seen Healthy is kept: it counts for rollbacks even if it degrades later.
+            if health == "Healthy" && r["spec"]["healthyAt"].is_null() {
+                spec["healthyAt"] = json!(format_time(&now()));
+            }
             let _ = client
                 .patch(
                     records,
                     Some(ns),
                     name,
                     "application/merge-patch+json",
-                    &json!({"spec": {"health": health}}),
+                    &json!({ "spec": spec }),
                 )
                 .await;
         }
@@ -472,17 +479,10 @@ async fn observe(
     Ok((worst.to_string(), message, resources, drifted))
 }
 
-/// The newest commit of the app's history that synced and was Healthy, other than `current`.
+/// The rollback target of an app deployed at `current` ([`crate::api::gitops::rollback_target`] over its history).
 async fn last_healthy(client: &Client, ns: &str, app: &str, current: &str) -> Option<String> {
     let items = history(client, ns, app).await.ok()?;
-    items
-        .into_iter()
-        .find(|r| {
-            r["spec"]["result"] == "Succeeded"
-                && r["spec"]["health"] == "Healthy"
-                && r["spec"]["revision"] != current
-        })
-        .and_then(|r| r["spec"]["revision"].as_str().map(String::from))
+    crate::api::gitops::rollback_target(&items, current)
 }
 
 /// Writes the revert commit for a rollback (blocking git work on its own thread); for a remote, in a fresh mirror
@@ -789,9 +789,13 @@ impl<'a> Pass<'a> {
             memo.health = health.clone();
             self.ctx.remember(&self.key, memo);
         }
+        // Never a rollback of a rollback: a revert commit can look Degraded for a moment while the Deployment it
+        // restores is still marked as having timed out (until its pods move).
+        let is_rollback = snap.message.starts_with("Roll back ");
         if health == "Degraded"
             && policy.auto_rollback.unwrap_or(false)
             && memo.auto_rolled != memo.revision
+            && !is_rollback
         {
             self.auto_rollback(memo, &message).await;
         }
@@ -849,14 +853,17 @@ impl<'a> Pass<'a> {
         let Some(to) = last_healthy(client, &self.ns, &self.name, &memo.revision).await else {
             return;
         };
-        memo.auto_rolled = memo.revision.clone();
-        self.ctx.remember(&self.key, memo);
         let why = format!("Automatic rollback: {message}");
         match write_rollback(client, self.app, &to, &why).await {
             Ok(c) => {
+                // Once only, and only once it is done: a failed attempt is tried again at the next look.
+                memo.auto_rolled = memo.revision.clone();
+                self.ctx.remember(&self.key, memo);
                 tracing::info!(app = %self.key, commit = %c, to = %to, "rolled back automatically")
             }
-            Err(e) => tracing::warn!(app = %self.key, "automatic rollback failed: {e}"),
+            Err(e) => {
+                tracing::warn!(app = %self.key, "automatic rollback failed (will retry): {e}")
+            }
         }
         self.ctx.queue.add(&self.key);
     }
@@ -957,6 +964,8 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let controller = crate::runtime::Controller::<Application>::new(client.clone()).workers(2);
+    let following = tokio::spawn(follow::run(client.clone(), controller.queue()));
     let ctx = Arc::new(Context::new(client, controller.queue(), cache));
     controller.run(reconcile, ctx, stop).await;
+    following.abort();
 }

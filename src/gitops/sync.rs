@@ -175,7 +175,7 @@ async fn established(client: &Client, name: &str) -> Result<(), crate::client::E
 }
 
 /// Kinds an app may own (everything served but the cluster's own bookkeeping), custom kinds included.
-fn kinds() -> impl Iterator<Item = &'static KindInfo> {
+pub fn kinds() -> impl Iterator<Item = &'static KindInfo> {
     registry::KINDS
         .iter()
         .chain(registry::custom_storage_kinds())
