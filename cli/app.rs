@@ -1,4 +1,5 @@
-//! `capstan app ...`: Applications from the command line - list, get, history, diff, sync, rollback, wait.
+//! `capstan app ...`: Applications from the command line - create, delete, list, get, history, diff, sync, rollback,
+//! wait, crd.
 //! Rollback and diff read the repository directly (it is local to this machine), the rest goes through the API.
 
 use std::time::{Duration, Instant};
@@ -46,6 +47,31 @@ pub enum AppCommand {
     /// Print the secret push webhooks must be signed with (the Secret kube-system/capstan-webhook, made at first
     /// start).
     WebhookSecret,
+    /// Create an Application following a repository path.
+    Create {
+        name: String,
+        /// Repository: a local path, file://, https:// or ssh:// URL.
+        #[arg(long)]
+        repo: String,
+        /// Directory in the repository (default: its root).
+        #[arg(long, default_value = "")]
+        path: String,
+        /// Branch, tag or commit (default: the repository's current branch).
+        #[arg(long)]
+        revision: Option<String>,
+        /// Namespace for objects that name none (default: the Application's namespace).
+        #[arg(long)]
+        dest_namespace: Option<String>,
+        /// Sync only on request (`capstan app sync`), not on every commit.
+        #[arg(long)]
+        manual: bool,
+    },
+    /// Delete an Application; with --cascade, the objects it applied first.
+    Delete {
+        name: String,
+        #[arg(long)]
+        cascade: bool,
+    },
     /// Print the Application kind as a CustomResourceDefinition (a structural schema), for tools that validate
     /// Applications offline.
     Crd,
@@ -96,6 +122,66 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
     let apps = kind("applications");
     match a.command {
         AppCommand::Crd => print_crd()?,
+        AppCommand::Create {
+            name,
+            repo,
+            path,
+            revision,
+            dest_namespace,
+            manual,
+        } => {
+            // A local repository is followed by its absolute path (the server may run elsewhere in the tree).
+            let repo = match std::path::Path::new(&repo).canonicalize() {
+                Ok(p) if !repo.contains("://") => p.display().to_string(),
+                _ => repo,
+            };
+            let mut source = json!({"repoURL": repo});
+            if !path.is_empty() {
+                source["path"] = json!(path);
+            }
+            if let Some(r) = revision {
+                source["targetRevision"] = json!(r);
+            }
+            let mut spec = json!({"source": source,
+                "destination": {"namespace": dest_namespace.unwrap_or_else(|| ns.to_string())}});
+            if manual {
+                spec["syncPolicy"] = json!({"automated": false});
+            }
+            let body = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+                "metadata": {"name": name, "namespace": ns}, "spec": spec});
+            client.create(apps, Some(ns), &body).await?;
+            println!("application.gitops.capstan.io/{name} created");
+        }
+        AppCommand::Delete { name, cascade } => {
+            if cascade {
+                let app = client.get(apps, Some(ns), &name).await?;
+                let mut finalizers: Vec<Value> = app["metadata"]["finalizers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if !finalizers.iter().any(|f| f == sync::CASCADE_FINALIZER) {
+                    finalizers.push(json!(sync::CASCADE_FINALIZER));
+                }
+                client
+                    .patch(
+                        apps,
+                        Some(ns),
+                        &name,
+                        "application/merge-patch+json",
+                        &json!({"metadata": {"finalizers": finalizers}}),
+                    )
+                    .await?;
+            }
+            client.delete(apps, Some(ns), &name, "Background").await?;
+            println!(
+                "application.gitops.capstan.io/{name} deleted{}",
+                if cascade {
+                    " (with the objects it applied)"
+                } else {
+                    ""
+                }
+            );
+        }
         AppCommand::WebhookSecret => {
             let secret = client
                 .get(kind("secrets"), Some("kube-system"), "capstan-webhook")

@@ -1165,3 +1165,58 @@ fn a_revision_replaced_half_a_second_after_it_became_healthy_is_still_the_rollba
     let first = history(&s).into_iter().next().unwrap();
     assert!(first["spec"]["healthyAt"].is_string(), "{first}");
 }
+
+#[test]
+fn capstan_app_create_and_delete_with_and_without_cascade() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  COLOR: blue\n",
+    );
+    repo.commit("config");
+    let dir = repo.dir.display().to_string();
+    ok(&s.capstan(&["app", "create", "shop", "--repo", &dir, "--path", "app"]));
+    within(LONG, "synced", || {
+        (app(&s)["status"]["sync"]["status"] == "Synced").then_some(())
+    });
+    let cm = "/api/v1/namespaces/default/configmaps/settings";
+    assert_eq!(s.call("GET", cm, "", "").0, 200);
+    // Without --cascade the objects stay (orphaned, as in Argo CD).
+    ok(&s.capstan(&["app", "delete", "shop"]));
+    within(LONG, "the app gone", || {
+        (s.call(
+            "GET",
+            "/apis/gitops.capstan.io/v1/namespaces/default/applications/shop",
+            "",
+            "",
+        )
+        .0 == 404)
+            .then_some(())
+    });
+    assert_eq!(
+        s.call("GET", cm, "", "").0,
+        200,
+        "objects stay without --cascade"
+    );
+    // With --cascade they go first.
+    ok(&s.capstan(&["app", "create", "shop", "--repo", &dir, "--path", "app"]));
+    within(LONG, "synced again", || {
+        (app(&s)["status"]["sync"]["status"] == "Synced").then_some(())
+    });
+    let out = ok(&s.capstan(&["app", "delete", "shop", "--cascade"]));
+    assert!(out.contains("with the objects it applied"), "{out}");
+    within(LONG, "the ConfigMap deleted with the app", || {
+        (s.call("GET", cm, "", "").0 == 404).then_some(())
+    });
+    within(LONG, "the app gone", || {
+        (s.call(
+            "GET",
+            "/apis/gitops.capstan.io/v1/namespaces/default/applications/shop",
+            "",
+            "",
+        )
+        .0 == 404)
+            .then_some(())
+    });
+}

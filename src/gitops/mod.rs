@@ -566,6 +566,36 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let pass = Pass::new(&app, &ctx);
     if app.metadata.deletion_timestamp.is_some() {
         ctx.unwatch(&pass.key);
+        let cascade = app
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|x| x == sync::CASCADE_FINALIZER));
+        if cascade {
+            // Delete what the app applied; once nothing is left, let the Application go.
+            let left = sync::delete_all(&ctx.client, &pass.ns, &pass.name).await?;
+            if left > 0 {
+                return Ok(Action::requeue(Duration::from_millis(500)));
+            }
+            let kept: Vec<String> = app
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .filter(|f| *f != sync::CASCADE_FINALIZER)
+                .cloned()
+                .collect();
+            ctx.client
+                .patch(
+                    kind("applications"),
+                    Some(&pass.ns),
+                    &pass.name,
+                    "application/merge-patch+json",
+                    &json!({"metadata": {"finalizers": kept,
+                        "resourceVersion": app.metadata.resource_version}}),
+                )
+                .await?;
+        }
         return Ok(Action::await_change());
     }
     let memo = ctx.memo(&pass.key);

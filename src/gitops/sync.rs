@@ -329,6 +329,37 @@ pub async fn apply(
     Ok(outcome)
 }
 
+/// The finalizer `capstan app delete --cascade` puts on an Application: its objects are deleted before it goes.
+pub const CASCADE_FINALIZER: &str = "capstan.io/cascade";
+
+/// Deletes every object the app applied (objects before the CRDs that define them, namespaces last); returns how
+/// many are still there (being deleted, or failing).
+pub async fn delete_all(
+    client: &Client,
+    app_ns: &str,
+    app: &str,
+) -> Result<usize, crate::client::Error> {
+    let owned = inventory(client, app_ns, app).await?;
+    let mut doomed: Vec<&(&'static KindInfo, Value)> = owned.values().collect();
+    doomed.sort_by_key(|(k, _)| match k.kind {
+        "Namespace" => 2,
+        "CustomResourceDefinition" => 1,
+        _ => 0,
+    });
+    for (kind, v) in &doomed {
+        let ns = v["metadata"]["namespace"]
+            .as_str()
+            .filter(|_| kind.namespaced);
+        let name = v["metadata"]["name"].as_str().unwrap_or("");
+        match client.delete(kind, ns, name, "Background").await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(404) => {}
+            Err(e) => tracing::warn!(%app, %name, "cascading delete: {e}"),
+        }
+    }
+    Ok(doomed.len())
+}
+
 fn same_scalar(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
