@@ -1220,3 +1220,65 @@ fn capstan_app_create_and_delete_with_and_without_cascade() {
             .then_some(())
     });
 }
+
+fn create_app(s: &Server, name: &str, repo: &Repo, path: &str, depends_on: Value) -> (u16, Value) {
+    let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"source": {"repoURL": repo.dir.display().to_string(), "path": path},
+                 "destination": {"namespace": "default"}, "dependsOn": depends_on}});
+    s.call(
+        "POST",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+        "application/json",
+        &app.to_string(),
+    )
+}
+
+#[test]
+fn an_app_waits_for_the_apps_it_depends_on_and_cycles_are_refused() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write_at("db/web.yaml", &deployment("v1", ""));
+    repo.write_at(
+        "site/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: site\ndata:\n  COLOR: blue\n",
+    );
+    repo.commit("two apps");
+    // `site` depends on `db`, which does not exist yet: it waits, applying nothing.
+    let (code, v) = create_app(&s, "site", &repo, "site", json!([{"name": "db"}]));
+    assert_eq!(code, 201, "{v}");
+    let get_app = |name: &str| {
+        get(
+            &s,
+            &format!("/apis/gitops.capstan.io/v1/namespaces/default/applications/{name}"),
+        )
+    };
+    within(LONG, "site waiting", || {
+        let m = get_app("site")["status"]["operationState"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        m.contains("waiting for dependency default/db")
+            .then_some(())
+    });
+    let cm = "/api/v1/namespaces/default/configmaps/site";
+    assert_eq!(s.call("GET", cm, "", "").0, 404);
+    // A cycle is refused at create.
+    let (code, v) = create_app(&s, "db", &repo, "db", json!([{"name": "site"}]));
+    assert_eq!(code, 422, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("a dependency cycle: default/db -> default/site -> default/db"),
+        "{v}"
+    );
+    // Once `db` is Healthy (its Deployment ready), `site` syncs.
+    let (code, v) = create_app(&s, "db", &repo, "db", json!([]));
+    assert_eq!(code, 201, "{v}");
+    within(LONG, "site synced after db", || {
+        (s.call("GET", cm, "", "").0 == 200).then_some(())
+    });
+    let db = get_app("db");
+    assert_eq!(db["status"]["health"]["status"], "Healthy", "{db}");
+}

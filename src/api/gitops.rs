@@ -26,7 +26,59 @@ object!(ApplicationSpec {
     /// Health rules per kind, for kinds whose controllers report health their own way (they replace the built-in
     /// rule of the kinds they name).
     pub health: Option<Vec<HealthRule>>,
+    /// Applications that must be Healthy at their current revision before this one syncs (Flux's dependsOn).
+    pub depends_on: Option<Vec<AppReference>>,
 });
+
+object!(
+    /// Another Application (namespace: this one's when unset).
+    AppReference {
+        pub name: String,
+        pub namespace: Option<String>,
+    }
+);
+
+/// The Applications `app` (namespace `ns`) depends on, as `namespace/name` keys.
+pub fn dependencies(app: &Application) -> Vec<String> {
+    let ns = app.metadata.namespace();
+    app.spec
+        .as_ref()
+        .and_then(|s| s.depends_on.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|d| format!("{}/{}", d.namespace.as_deref().unwrap_or(ns), d.name))
+        .collect()
+}
+
+/// A dependency cycle through `start` in the graph `edges` (app key -> its dependencies), as the path that closes it
+/// (`a -> b -> a`); None when there is none.
+pub fn dependency_cycle(
+    start: &str,
+    edges: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Option<Vec<String>> {
+    fn visit(
+        at: &str,
+        start: &str,
+        edges: &std::collections::BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        seen: &mut std::collections::BTreeSet<String>,
+    ) -> bool {
+        for next in edges.get(at).into_iter().flatten() {
+            path.push(next.clone());
+            if next == start {
+                return true;
+            }
+            if seen.insert(next.clone()) && visit(next, start, edges, path, seen) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = vec![start.to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    visit(start, start, edges, &mut path, &mut seen).then_some(path)
+}
 
 object!(
     /// How objects of one kind are judged: CEL expressions over the live object (`self`).
@@ -165,6 +217,22 @@ pub fn rollback_target(records: &[serde_json::Value], deployed: &str) -> Option<
 mod rollback_tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn dependency_cycles_are_found_with_their_path() {
+        let edges: std::collections::BTreeMap<String, Vec<String>> = [
+            ("d/a".to_string(), vec!["d/b".to_string()]),
+            ("d/b".to_string(), vec!["d/c".to_string()]),
+            ("d/c".to_string(), vec!["d/a".to_string()]),
+            ("d/x".to_string(), vec!["d/a".to_string()]),
+        ]
+        .into();
+        assert_eq!(
+            dependency_cycle("d/a", &edges),
+            Some(vec!["d/a".into(), "d/b".into(), "d/c".into(), "d/a".into()])
+        );
+        assert_eq!(dependency_cycle("d/x", &edges), None);
+    }
 
     fn rec(seq: i64, rev: &str, health: &str, healthy_at: Option<&str>) -> serde_json::Value {
         json!({"spec": {"sequence": seq, "revision": rev, "result": "Succeeded", "health": health,

@@ -613,6 +613,21 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     if fetched {
         memo.fetched = Some(std::time::Instant::now());
     }
+    // dependsOn: no sync until every dependency is Healthy at its current revision.
+    if trigger.is_some() {
+        if let Some(waiting) = pass.waiting_for_dependencies().await {
+            set_status(
+                &ctx.client,
+                &pass.ns,
+                &pass.name,
+                json!({"sync": {"status": "OutOfSync", "revision": snap.commit},
+                    "operationState": {"phase": "Waiting", "message": waiting}}),
+            )
+            .await;
+            ctx.remember(&pass.key, &memo);
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+    }
     match trigger {
         None => ctx.remember(&pass.key, &memo),
         Some(trigger) if automated || trigger == "manual" => {
@@ -830,6 +845,36 @@ impl<'a> Pass<'a> {
             self.auto_rollback(memo, &message).await;
         }
         resync
+    }
+
+    /// Why this app must wait for its dependencies (None: it need not): a dependency that is missing, not synced or
+    /// not Healthy at its current revision.
+    async fn waiting_for_dependencies(&self) -> Option<String> {
+        let deps = crate::api::gitops::dependencies(self.app);
+        for key in deps {
+            let (ns, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
+            let dep = match self
+                .ctx
+                .client
+                .get(kind("applications"), Some(ns), name)
+                .await
+            {
+                Ok(d) => d,
+                Err(_) => return Some(format!("waiting for dependency {key}: not found")),
+            };
+            let status = &dep["status"];
+            let current = status["sync"]["status"] == "Synced"
+                && status["sync"]["revision"].is_string()
+                && status["sync"]["revision"] == status["lastSyncedRevision"];
+            let health = status["health"]["status"].as_str().unwrap_or("Unknown");
+            if !current || health != "Healthy" {
+                return Some(format!(
+                    "waiting for dependency {key}: {} and {health}",
+                    status["sync"]["status"].as_str().unwrap_or("not synced")
+                ));
+            }
+        }
+        None
     }
 
     /// Self-heal: applies the desired objects again over drift, and records it in the history.

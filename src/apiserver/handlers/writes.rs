@@ -343,6 +343,9 @@ impl Server {
         } else if kind.kind == "CustomResourceDefinition" && kind.group == "apiextensions.k8s.io" {
             errs.extend(crate::api::crd::check(&obj, old.map(|(p, _)| p)));
         }
+        if kind.kind == "Application" && kind.group == "gitops.capstan.io" && !status_sub {
+            errs.extend(self.dependency_cycle(&obj).await?);
+        }
         if !errs.is_empty() {
             return Err(ApiError::invalid(kind.kind, kind.group, &name, &errs));
         }
@@ -366,6 +369,41 @@ impl Server {
             );
         }
         self.commit(kind, ns, obj, old, opts.dry_run).await
+    }
+
+    /// An Application whose `dependsOn` would close a cycle is refused, naming the cycle.
+    async fn dependency_cycle(&self, obj: &Value) -> Result<Vec<validation::FieldError>> {
+        use crate::api::gitops::{dependencies, dependency_cycle, Application};
+        let Ok(app) = serde_json::from_value::<Application>(obj.clone()) else {
+            return Ok(Vec::new());
+        };
+        let deps = dependencies(&app);
+        if deps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let me = format!("{}/{}", app.metadata.namespace(), app.metadata.name());
+        let kind =
+            registry::by_resource("gitops.capstan.io", "v1", "applications").expect("served");
+        let (items, _, _, _) = self.list_objects(kind, None, &Query::new()).await?;
+        let mut edges: std::collections::BTreeMap<String, Vec<String>> = items
+            .iter()
+            .filter_map(|v| serde_json::from_value::<Application>(v.clone()).ok())
+            .map(|a| {
+                (
+                    format!("{}/{}", a.metadata.namespace(), a.metadata.name()),
+                    dependencies(&a),
+                )
+            })
+            .collect();
+        edges.insert(me.clone(), deps);
+        Ok(match dependency_cycle(&me, &edges) {
+            Some(path) => vec![validation::FieldError {
+                field: "spec.dependsOn".into(),
+                reason: validation::Reason::Invalid,
+                detail: format!("a dependency cycle: {}", path.join(" -> ")),
+            }],
+            None => Vec::new(),
+        })
     }
 
     /// Gives a Service its ClusterIPs and node ports; the returned guard keeps others from allocating until it is
