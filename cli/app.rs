@@ -285,7 +285,17 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
             for d in &desired {
                 match client.get(d.kind, d.namespace(), d.name()).await {
                     Ok(live) => {
-                        let fields = sync::drift(&d.object, &live);
+                        let ignore = app
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.ignore_differences.as_deref())
+                            .unwrap_or_default();
+                        let fields = sync::ignore_differences(
+                            ignore,
+                            d.kind,
+                            &live,
+                            sync::drift(&d.object, &live),
+                        );
                         for f in &fields {
                             differs += 1;
                             let ptr = format!("/{}", f.replace(['.', '['], "/").replace(']', ""));

@@ -385,6 +385,21 @@ fn self_heal_reverts_a_kubectl_scale_and_records_it() {
             .contains("spec.replicas"),
         "{heal}"
     );
+    // Replicas owned by an autoscaler (here: kubectl's field manager) are not drift once the app says so.
+    let (code, v) = s.call(
+        "PATCH",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications/shop",
+        "application/merge-patch+json",
+        r#"{"spec":{"ignoreDifferences":[{"group":"apps","kind":"Deployment","managedFieldsManagers":["kubectl"]}]}}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    ok(&s.kubectl(&k, &["scale", "deployment/web", "--replicas=2"]));
+    std::thread::sleep(Duration::from_secs(3));
+    let d = get(&s, "/apis/apps/v1/namespaces/default/deployments/web");
+    assert_eq!(d["spec"]["replicas"], 2, "left alone");
+    assert_eq!(app(&s)["status"]["sync"]["status"], "Synced");
+    let diff = ok(&s.capstan(&["app", "diff", "shop"]));
+    assert!(!diff.contains("spec.replicas"), "{diff}");
 }
 
 #[test]

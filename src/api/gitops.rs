@@ -28,7 +28,25 @@ object!(ApplicationSpec {
     pub health: Option<Vec<HealthRule>>,
     /// Applications that must be Healthy at their current revision before this one syncs (Flux's dependsOn).
     pub depends_on: Option<Vec<AppReference>>,
+    /// Differences that are not drift: fields (JSON pointers) or fields owned by named field managers (an
+    /// autoscaler's replicas), for the objects a rule names. Drift, self-heal and `capstan app diff` leave them alone.
+    pub ignore_differences: Option<Vec<IgnoreDifference>>,
 });
+
+object!(
+    /// Which differences of which objects to ignore.
+    IgnoreDifference {
+        /// The objects' API group ("" for core; any when unset), kind, and optionally name and namespace.
+        pub group: Option<String>,
+        pub kind: String,
+        pub name: Option<String>,
+        pub namespace: Option<String>,
+        /// Fields as RFC 6901 JSON pointers (`/spec/replicas`); a pointer covers everything below it.
+        pub json_pointers: Option<Vec<String>>,
+        /// Field managers whose fields (per the live object's managedFields) are theirs to change.
+        pub managed_fields_managers: Option<Vec<String>>,
+    }
+);
 
 object!(
     /// Another Application (namespace: this one's when unset).

@@ -913,7 +913,23 @@ async fn resource(server: &Server, parts: &Parts, path: &str, body: Bytes) -> Re
     }
     let target = handlers::parse_path(path)?;
     let headers = &parts.headers;
-    let query = query_of(&parts.uri);
+    let mut query = query_of(&parts.uri);
+    // A write without a fieldManager is recorded under its client's name, the User-Agent up to its first '/'
+    // (`kubectl`), as Kubernetes does; apply patches must name theirs.
+    let apply = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/apply-patch"));
+    if parts.method != Method::GET && !apply && !query.contains_key("fieldManager") {
+        if let Some(agent) = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .filter(|a| !a.is_empty())
+        {
+            query.insert("fieldManager".into(), agent.chars().take(128).collect());
+        }
+    }
     let call = Call {
         server,
         content_type: headers

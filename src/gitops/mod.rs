@@ -437,6 +437,7 @@ async fn observe(
     client: &Client,
     desired: &[render::Desired],
     rules: &[crate::api::gitops::HealthRule],
+    ignore: &[crate::api::gitops::IgnoreDifference],
 ) -> Result<(String, String, Vec<Value>, Vec<String>), crate::client::Error> {
     let mut worst = "Healthy";
     let mut message = String::new();
@@ -447,7 +448,8 @@ async fn observe(
             Ok(live) => {
                 let (h, m) = health::by_rule(rules, d.kind, &live)
                     .unwrap_or_else(|| health::of_kind(d.kind, &live));
-                let fields = sync::drift(&d.object, &live);
+                let fields =
+                    sync::ignore_differences(ignore, d.kind, &live, sync::drift(&d.object, &live));
                 let state = if fields.is_empty() {
                     "Synced"
                 } else {
@@ -796,6 +798,11 @@ impl<'a> Pass<'a> {
                 .spec
                 .as_ref()
                 .and_then(|s| s.health.as_deref())
+                .unwrap_or_default(),
+            self.app
+                .spec
+                .as_ref()
+                .and_then(|s| s.ignore_differences.as_deref())
                 .unwrap_or_default(),
         )
         .await

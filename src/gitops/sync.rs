@@ -396,6 +396,104 @@ fn subset(want: &Value, have: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
+/// A JSON pointer as a drift path (`/spec/containers/0/image` -> `spec.containers[0].image`).
+fn pointer_path(ptr: &str) -> String {
+    let mut out = String::new();
+    for seg in ptr.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
+/// The drift paths of the fields a field manager owns in `live` (from its managedFields' `fieldsV1`).
+fn managed_paths(live: &Value, managers: &[String]) -> Vec<String> {
+    fn walk(fields: &Value, at: &Value, path: &str, out: &mut Vec<String>) {
+        let Some(m) = fields.as_object() else { return };
+        for (k, sub) in m {
+            if k == "." {
+                out.push(path.to_string());
+            } else if let Some(name) = k.strip_prefix("f:") {
+                let p = if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
+                if sub.as_object().is_none_or(|s| s.is_empty()) {
+                    out.push(p.clone());
+                }
+                walk(sub, at.get(name).unwrap_or(&Value::Null), &p, out);
+            } else if let Some(key) = k.strip_prefix("k:") {
+                let Ok(want) = serde_json::from_str::<Value>(key) else {
+                    continue;
+                };
+                let Some(items) = at.as_array() else { continue };
+                let found = items.iter().position(|item| {
+                    want.as_object()
+                        .is_some_and(|w| w.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))
+                });
+                if let Some(i) = found {
+                    let p = format!("{path}[{i}]");
+                    out.push(p.clone());
+                    walk(sub, &items[i], &p, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for entry in live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if managers.iter().any(|m| entry["manager"] == m.as_str()) {
+            walk(&entry["fieldsV1"], live, "", &mut out);
+        }
+    }
+    out
+}
+
+/// Drops from `fields` (drift paths of `live`, of kind `kind`) the differences an app's rules ignore.
+pub fn ignore_differences(
+    rules: &[crate::api::gitops::IgnoreDifference],
+    kind: &KindInfo,
+    live: &Value,
+    fields: Vec<String>,
+) -> Vec<String> {
+    let name = live["metadata"]["name"].as_str().unwrap_or("");
+    let ns = live["metadata"]["namespace"].as_str().unwrap_or("");
+    let mut ignored: Vec<String> = Vec::new();
+    for r in rules.iter().filter(|r| {
+        r.kind == kind.kind
+            && r.group.as_deref().is_none_or(|g| g == kind.group)
+            && r.name.as_deref().is_none_or(|n| n == name)
+            && r.namespace.as_deref().is_none_or(|n| n == ns)
+    }) {
+        ignored.extend(r.json_pointers.iter().flatten().map(|p| pointer_path(p)));
+        ignored.extend(managed_paths(
+            live,
+            r.managed_fields_managers.as_deref().unwrap_or_default(),
+        ));
+    }
+    fields
+        .into_iter()
+        .filter(|f| {
+            !ignored.iter().any(|i| {
+                f == i
+                    || (f.starts_with(i.as_str())
+                        && matches!(f.as_bytes().get(i.len()), Some(b'.') | Some(b'[')))
+            })
+        })
+        .collect()
+}
+
 /// Fields the repository sets that the live object does not have (as the repository has them): empty when in sync.
 /// What the server adds (status, defaults, uid, managedFields, ...) is not drift.
 pub fn drift(desired: &Value, live: &Value) -> Vec<String> {
@@ -416,6 +514,46 @@ pub fn drift(desired: &Value, live: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignored_differences_are_not_drift() {
+        let kind = registry::lookup("deployments").unwrap();
+        let live = json!({"metadata": {"name": "web", "namespace": "shop", "managedFields": [
+            {"manager": "autoscaler", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {
+                "f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:image": {}}}}}}}}]},
+            "spec": {"replicas": 5, "template": {"spec": {"containers": [{"name": "c", "image": "y"}]}}}});
+        let fields = vec![
+            "spec.replicas".to_string(),
+            "spec.template.spec.containers[0].image".to_string(),
+            "metadata.labels.app".to_string(),
+        ];
+        let rules: Vec<crate::api::gitops::IgnoreDifference> = serde_json::from_value(json!([
+            {"group": "apps", "kind": "Deployment", "managedFieldsManagers": ["autoscaler"]},
+            {"group": "apps", "kind": "Deployment", "name": "web",
+             "jsonPointers": ["/spec/template/spec/containers/0"]}]))
+        .unwrap();
+        assert_eq!(
+            ignore_differences(&rules, kind, &live, fields.clone()),
+            vec!["metadata.labels.app"]
+        );
+        let only_kubectl: Vec<crate::api::gitops::IgnoreDifference> =
+            serde_json::from_value(json!([
+            {"kind": "Deployment", "managedFieldsManagers": ["kubectl"]}]))
+            .unwrap();
+        assert_eq!(
+            ignore_differences(&only_kubectl, kind, &live, fields.clone()),
+            vec!["spec.replicas", "metadata.labels.app"]
+        );
+        let other: Vec<crate::api::gitops::IgnoreDifference> = serde_json::from_value(
+            json!([{"kind": "Deployment", "name": "db", "jsonPointers": ["/spec"]}]),
+        )
+        .unwrap();
+        assert_eq!(
+            ignore_differences(&other, kind, &live, fields.clone()),
+            fields
+        );
+    }
 
     #[test]
     fn drift_ignores_what_the_server_adds() {
