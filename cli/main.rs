@@ -96,8 +96,10 @@ enum Command {
         #[arg(long)]
         stop_pods_on_exit: bool,
     },
-    /// GitOps Applications: list, get, history, diff, sync, rollback, wait.
+    /// GitOps Applications: create, delete, list, get, history, diff, sync, rollback, wait, crd.
     App(app::AppArgs),
+    /// Print what a kustomization directory builds to (what GitOps applies from it), as `kubectl kustomize` does.
+    Kustomize(commands::KustomizeArgs),
     /// Join tokens for new nodes: create (printed as K10<ca-hash>::<id>.<secret>), list, delete.
     Token(commands::TokenArgs),
     /// Secrets at rest: `rotate-key` makes a new encryption key and re-encrypts everything under it.
@@ -277,6 +279,7 @@ fn run(cli: Cli) -> Result<()> {
                 command: app::AppCommand::Crd,
                 ..
             }) => app::print_crd(),
+            Command::Kustomize(a) => commands::kustomize(a),
             other => {
                 // Client commands end quietly when their output is cut short (`capstan app history x | head`), like
                 // other Unix tools. (Servers keep SIGPIPE ignored: a closed connection is an error to handle there.)
@@ -323,6 +326,7 @@ fn run(cli: Cli) -> Result<()> {
                     | Command::Shim(_)
                     | Command::ContainerLog { .. }
                     | Command::Image(_)
+                    | Command::Kustomize(_)
                     | Command::Kubeconfig(_) => {
                         unreachable!("handled above")
                     }

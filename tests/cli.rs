@@ -204,3 +204,63 @@ fn demo_app_serves_version_health_and_can_fail() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
 }
+
+/// `capstan kustomize DIR` prints what `kubectl kustomize DIR` prints for an overlay on a base (prefix, namespace,
+/// labels, images), in both orders.
+#[test]
+fn capstan_kustomize_prints_what_kubectl_kustomize_prints() {
+    let Some(kubectl) = common::kubectl() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let w = |p: &str, text: &str| {
+        let path = dir.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    w(
+        "base/kustomization.yaml",
+        "resources:\n- web.yaml\n- svc.yaml\n",
+    );
+    w(
+        "base/web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.25\n        envFrom:\n        - configMapRef: {name: settings}\n",
+    );
+    w(
+        "base/svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - port: 80\n",
+    );
+    w(
+        "prod/kustomization.yaml",
+        "resources:\n- ../base\n- ns.yaml\nnamePrefix: prod-\nnamespace: prod\ncommonLabels:\n  env: prod\nimages:\n- name: nginx\n  newTag: \"1.27\"\n",
+    );
+    w(
+        "prod/ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n",
+    );
+    let overlay = dir.path().join("prod");
+    let overlay = overlay.to_str().unwrap();
+    for extra in [&[][..], &["--reorder", "none"][..]] {
+        let mut args = vec!["kustomize", overlay];
+        args.extend_from_slice(extra);
+        let ours = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let theirs = std::process::Command::new(&kubectl)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(ok(&ours), ok(&theirs), "capstan {args:?}");
+    }
+    let err = fails(
+        &std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["kustomize", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("unable to find one of 'kustomization.yaml'"),
+        "{err}"
+    );
+}
