@@ -1297,3 +1297,160 @@ fn an_app_waits_for_the_apps_it_depends_on_and_cycles_are_refused() {
     let db = get_app("db");
     assert_eq!(db["status"]["health"]["status"], "Healthy", "{db}");
 }
+
+/// A plain HTTP receiver on loopback: every POST body with its signature header.
+fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(Value, String)>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let (mut len, mut sig) = (0usize, String::new());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line.trim() != "" {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("x-capstan-signature:") {
+                    sig = line.split_once(':').unwrap().1.trim().to_string();
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(mut v) = serde_json::from_slice::<Value>(&body) {
+                // Whether the signature is the HMAC-SHA256 of these very bytes under the test's secret.
+                let good = sig == capstan::gitops::notifications::sign(b"s3cret", &body);
+                v["__signed"] = json!(good);
+                seen.lock().unwrap().push((v, sig));
+            }
+            let mut c = conn;
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn receivers_get_signed_notifications_and_one_that_is_down_does_not_slow_syncs() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write("web.yaml", &deployment("v1", ""));
+    repo.commit("v1");
+    let (url, got) = receiver();
+    let dead = format!(
+        "http://127.0.0.1:{}/hook",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let (code, v) = s.call(
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        "application/json",
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"},
+            "stringData": {"secret": "s3cret"}})
+        .to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    application(&s, &repo, json!({"autoRollback": true}));
+    let (code, v) = s.call(
+        "PATCH",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications/shop",
+        "application/merge-patch+json",
+        &json!({"spec": {"notifications": [
+            {"url": url, "events": ["synced", "healthy", "degraded", "rolled-back"], "secretRef": {"name": "hook"}},
+            {"url": dead, "events": ["synced", "healthy", "degraded", "rolled-back"]}]}}).to_string(),
+    );
+    assert_eq!(code, 200, "{v}");
+    within(LONG, "v1 Healthy", || available(&s).then_some(()));
+    // A commit breaking readiness: Degraded at its deadline, rolled back, each told to the receiver.
+    repo.write(
+        "web.yaml",
+        &deployment(
+            "broken",
+            "        readinessProbe:\n          exec:\n            command: [\"false\"]\n          periodSeconds: 1\n",
+        ),
+    );
+    repo.commit("broken readiness");
+    let events = |got: &std::sync::Arc<std::sync::Mutex<Vec<(Value, String)>>>| -> Vec<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|(v, _)| v["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    within(
+        Duration::from_secs(90),
+        "synced, degraded and rolled-back posts",
+        || {
+            let e = events(&got);
+            (e.iter().any(|x| x == "synced")
+                && e.iter().any(|x| x == "degraded")
+                && e.iter().any(|x| x == "rolled-back"))
+            .then_some(())
+        },
+    );
+    for (body, sig) in got.lock().unwrap().iter() {
+        assert!(
+            sig.starts_with("sha256=") && body["__signed"] == true,
+            "signed: {body} {sig}"
+        );
+        assert_eq!(body["application"], "shop");
+    }
+    let degraded = got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(v, _)| v["event"] == "degraded")
+        .cloned()
+        .unwrap()
+        .0;
+    assert!(
+        degraded["resources"]
+            .to_string()
+            .contains("\"name\":\"web\""),
+        "{degraded}"
+    );
+    // The Application's Events tell the same.
+    let evs = get(
+        &s,
+        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dshop",
+    );
+    let reasons: Vec<&str> = evs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"Degraded") && reasons.contains(&"RolledBack"),
+        "{reasons:?}"
+    );
+    // A receiver that is down does not hold syncs back: a new commit still syncs at once.
+    repo.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  COLOR: blue\n",
+    );
+    repo.commit("config");
+    within(Duration::from_secs(10), "the next commit synced", || {
+        (s.call(
+            "GET",
+            "/api/v1/namespaces/default/configmaps/settings",
+            "",
+            "",
+        )
+        .0 == 200)
+            .then_some(())
+    });
+}

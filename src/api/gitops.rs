@@ -31,7 +31,23 @@ object!(ApplicationSpec {
     /// Differences that are not drift: fields (JSON pointers) or fields owned by named field managers (an
     /// autoscaler's replicas), for the objects a rule names. Drift, self-heal and `capstan app diff` leave them alone.
     pub ignore_differences: Option<Vec<IgnoreDifference>>,
+    /// Receivers told about the app's transitions.
+    pub notifications: Option<Vec<Notification>>,
 });
+
+object!(
+    /// A receiver of an app's transitions: a signed JSON POST per wanted event.
+    Notification {
+        /// Where to POST (http or https).
+        pub url: String,
+        /// Which of synced, failed, healthy, degraded, rolled-back.
+        pub events: Vec<String>,
+        /// A Secret in the Application's namespace whose `secret` key signs the posts (`X-Capstan-Signature`).
+        pub secret_ref: Option<SecretReference>,
+        /// `slack` for a Slack-compatible body (`{"text": ...}`); the full JSON document otherwise.
+        pub format: Option<String>,
+    }
+);
 
 object!(
     /// Which differences of which objects to ignore.

@@ -7,6 +7,7 @@
 pub mod follow;
 pub mod health;
 pub mod kustomize;
+pub mod notifications;
 pub mod render;
 pub mod source;
 pub mod sync;
@@ -837,6 +838,29 @@ impl<'a> Pass<'a> {
             set_status(&self.ctx.client, &self.ns, &self.name, status).await;
         }
         if !memo.failed && memo.health != health {
+            let t = match health.as_str() {
+                "Healthy" => Some(notifications::Transition::Healthy),
+                "Degraded" => Some(notifications::Transition::Degraded),
+                _ => None,
+            };
+            if let Some(t) = t {
+                // The objects that made the app this health (Argo CD names them too).
+                let causes: Vec<&Value> = resources
+                    .iter()
+                    .filter(|r| r["health"]["status"] == health.as_str())
+                    .collect();
+                notifications::tell(
+                    &self.ctx.client,
+                    self.app,
+                    t,
+                    &if message.is_empty() {
+                        format!("{} {}", self.name, t.name())
+                    } else {
+                        message.clone()
+                    },
+                    json!({"revision": memo.revision, "resources": causes}),
+                );
+            }
             record_health(&self.ctx.client, &self.ns, &self.name, &health).await;
             memo.health = health.clone();
             self.ctx.remember(&self.key, memo);
@@ -1008,6 +1032,21 @@ async fn sync_commit(
                 "lastSyncedRevision": snap.commit,
                 "operationState": {"phase": "Succeeded", "message": format!("synced {}", &snap.commit[..7.min(snap.commit.len())]),
                     "startedAt": started, "finishedAt": finished}})).await;
+            let details = json!({"revision": snap.commit, "author": snap.author, "commitMessage": snap.message,
+                "trigger": trigger, "created": outcome.created, "updated": outcome.updated, "pruned": outcome.pruned});
+            let short = &snap.commit[..7.min(snap.commit.len())];
+            let t = if trigger == "rollback" || snap.message.starts_with("Roll back ") {
+                notifications::Transition::RolledBack
+            } else {
+                notifications::Transition::Synced
+            };
+            notifications::tell(
+                &ctx.client,
+                app,
+                t,
+                &format!("{} {short}", t.name()),
+                details,
+            );
             Ok(desired)
         }
         Err(errors) => {
@@ -1034,6 +1073,13 @@ async fn sync_commit(
                     "finishedAt": finished}}),
             )
             .await;
+            notifications::tell(
+                &ctx.client,
+                app,
+                notifications::Transition::Failed,
+                &message,
+                json!({"revision": snap.commit, "author": snap.author, "commitMessage": snap.message, "error": message}),
+            );
             Err(())
         }
     }
