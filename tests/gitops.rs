@@ -1298,11 +1298,11 @@ fn an_app_waits_for_the_apps_it_depends_on_and_cycles_are_refused() {
     assert_eq!(db["status"]["health"]["status"], "Healthy", "{db}");
 }
 
+/// What a test receiver got: each body with its signature header.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Value, String)>>>;
+
 /// A plain HTTP receiver on loopback: every POST body with its signature header.
-fn receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(Value, String)>>>,
-) {
+fn receiver() -> (String, Received) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -1383,7 +1383,7 @@ fn receivers_get_signed_notifications_and_one_that_is_down_does_not_slow_syncs()
         ),
     );
     repo.commit("broken readiness");
-    let events = |got: &std::sync::Arc<std::sync::Mutex<Vec<(Value, String)>>>| -> Vec<String> {
+    let events = |got: &Received| -> Vec<String> {
         got.lock()
             .unwrap()
             .iter()
