@@ -35,8 +35,12 @@ pub enum AppCommand {
         #[arg(long)]
         revision: Option<String>,
     },
-    /// Sync now, even without a new commit.
-    Sync { name: String },
+    /// Sync now, even without a new commit (--force: also inside a sync window that holds syncs).
+    Sync {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a revert commit restoring the app's path as it was at --to (default: the last commit that synced
     /// Healthy before the deployed one).
     Rollback {
@@ -317,9 +321,10 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
                 eprintln!("no differences with {}", short(&snap.commit));
             }
         }
-        AppCommand::Sync { name } => {
-            let patch = json!({"metadata": {"annotations": {"capstan.io/sync-requested":
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)}}});
+        AppCommand::Sync { name, force } => {
+            let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            let value = if force { format!("force:{at}") } else { at };
+            let patch = json!({"metadata": {"annotations": {"capstan.io/sync-requested": value}}});
             client
                 .patch(
                     apps,

@@ -1454,3 +1454,65 @@ fn receivers_get_signed_notifications_and_one_that_is_down_does_not_slow_syncs()
             .then_some(())
     });
 }
+
+#[test]
+fn a_deny_window_holds_commits_until_a_forced_sync() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  COLOR: blue\n",
+    );
+    repo.commit("blue");
+    application(&s, &repo, json!({}));
+    within(LONG, "synced", || {
+        (app(&s)["status"]["sync"]["status"] == "Synced").then_some(())
+    });
+    // A malformed window is refused, naming the field.
+    let path = "/apis/gitops.capstan.io/v1/namespaces/default/applications/shop";
+    let (code, v) = s.call(
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        r#"{"spec":{"syncWindows":[{"schedule":"* * * * *","duration":"forever","kind":"deny"}]}}"#,
+    );
+    assert_eq!(code, 422, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.syncWindows[0].duration"),
+        "{v}"
+    );
+    // A deny window open all the time (every minute, for two minutes).
+    let (code, v) = s.call(
+        "PATCH",
+        path,
+        "application/merge-patch+json",
+        r#"{"spec":{"syncWindows":[{"schedule":"* * * * *","duration":"2m","kind":"deny"}]}}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    repo.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  COLOR: green\n",
+    );
+    repo.commit("green");
+    let held = within(LONG, "held by the window", || {
+        let m = app(&s)["status"]["operationState"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        m.starts_with("sync window: deny").then_some(m)
+    });
+    assert!(held.contains("until"), "{held}");
+    let color =
+        || get(&s, "/api/v1/namespaces/default/configmaps/settings")["data"]["COLOR"].clone();
+    assert_eq!(color(), "blue");
+    ok(&s.capstan(&["app", "sync", "shop"]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(color(), "blue", "a plain manual sync waits too");
+    ok(&s.capstan(&["app", "sync", "shop", "--force"]));
+    within(LONG, "forced through", || {
+        (color() == "green").then_some(())
+    });
+}

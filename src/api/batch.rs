@@ -165,6 +165,14 @@ impl Schedule {
         (latest, count)
     }
 
+    /// The latest scheduled time at or before `t`.
+    pub fn previous_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_previous_occurrence(&t.with_timezone(&self.tz), true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
     /// `t` as RFC 3339 in the schedule's time zone.
     pub fn local(&self, t: DateTime<Utc>) -> String {
         self.tz

@@ -33,7 +33,125 @@ object!(ApplicationSpec {
     pub ignore_differences: Option<Vec<IgnoreDifference>>,
     /// Receivers told about the app's transitions.
     pub notifications: Option<Vec<Notification>>,
+    /// When automatic syncs may (allow) or may not (deny) happen.
+    pub sync_windows: Option<Vec<SyncWindow>>,
 });
+
+object!(
+    /// A window of time: from each `schedule` time (cron) for `duration` (Go duration: `64h`, `1h30m`).
+    SyncWindow {
+        pub schedule: String,
+        pub duration: String,
+        /// `deny`: no automatic sync inside it; `allow`: automatic syncs only inside the allow windows.
+        pub kind: String,
+        /// IANA time zone of the schedule (default UTC).
+        pub time_zone: Option<String>,
+    }
+);
+
+/// A Go duration (`64h`, `1h30m`, `90s`) in seconds.
+pub fn go_duration(text: &str) -> Option<i64> {
+    let mut total = 0i64;
+    let mut num = String::new();
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let c = rest.chars().next()?;
+        if c.is_ascii_digit() {
+            num.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        let n: i64 = num.parse().ok()?;
+        num.clear();
+        let (unit, len) = if rest.starts_with("ms") {
+            (0, 2)
+        } else {
+            match c {
+                'h' => (3600, 1),
+                'm' => (60, 1),
+                's' => (1, 1),
+                _ => return None,
+            }
+        };
+        total += n * unit;
+        rest = &rest[len..];
+    }
+    num.is_empty().then_some(total)
+}
+
+/// Checks an Application's sync windows: schedule, duration, kind (the 422 causes).
+pub fn check_windows(app: &serde_json::Value) -> Vec<super::validation::FieldError> {
+    use super::validation::{FieldError, Reason};
+    let mut errs = Vec::new();
+    let windows = app["spec"]["syncWindows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (i, w) in windows.iter().enumerate() {
+        let at = |f: &str| format!("spec.syncWindows[{i}].{f}");
+        let e = |field: String, reason, detail: String| FieldError {
+            field,
+            reason,
+            detail,
+        };
+        if let Err(x) = super::batch::parse_schedule(
+            w["schedule"].as_str().unwrap_or(""),
+            w["timeZone"].as_str(),
+        ) {
+            errs.push(e(at("schedule"), Reason::Invalid, x.to_string()));
+        }
+        if go_duration(w["duration"].as_str().unwrap_or("")).is_none_or(|d| d <= 0) {
+            errs.push(e(
+                at("duration"),
+                Reason::Invalid,
+                format!(
+                    "{}: a positive Go duration such as 64h or 1h30m",
+                    w["duration"]
+                ),
+            ));
+        }
+        if !matches!(w["kind"].as_str(), Some("allow" | "deny")) {
+            errs.push(e(
+                at("kind"),
+                Reason::NotSupported,
+                format!("{}: supported values: \"allow\", \"deny\"", w["kind"]),
+            ));
+        }
+    }
+    errs
+}
+
+/// Why automatic syncs are held at `now` (None: they are not): a deny window is open, or allow windows exist and
+/// none is.
+pub fn sync_window_closed(
+    windows: &[SyncWindow],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let open = |w: &SyncWindow| -> Option<chrono::DateTime<chrono::Utc>> {
+        let s = super::batch::parse_schedule(&w.schedule, w.time_zone.as_deref()).ok()?;
+        let d = chrono::Duration::seconds(go_duration(&w.duration)?);
+        let start = s.previous_at_or_before(now)?;
+        (now < start + d).then_some(start + d)
+    };
+    for w in windows.iter().filter(|w| w.kind == "deny") {
+        if let Some(end) = open(w) {
+            return Some(format!(
+                "sync window: deny ({} for {}) until {}",
+                w.schedule,
+                w.duration,
+                super::meta::format_time(&end)
+            ));
+        }
+    }
+    let allows: Vec<&SyncWindow> = windows.iter().filter(|w| w.kind == "allow").collect();
+    if !allows.is_empty() && !allows.iter().any(|w| open(w).is_some()) {
+        return Some("sync window: outside every allow window".into());
+    }
+    None
+}
 
 object!(
     /// A receiver of an app's transitions: a signed JSON POST per wanted event.
@@ -251,6 +369,41 @@ pub fn rollback_target(records: &[serde_json::Value], deployed: &str) -> Option<
 mod rollback_tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn sync_windows_hold_automatic_syncs() {
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        let w: Vec<SyncWindow> = serde_json::from_value(json!([
+            {"schedule": "0 17 * * 5", "duration": "64h", "kind": "deny"}]))
+        .unwrap();
+        // 2026-01-02 is a Friday: from 17:00 to Monday 09:00 deny.
+        assert!(sync_window_closed(&w, at("2026-01-02T16:59:00Z")).is_none());
+        assert!(sync_window_closed(&w, at("2026-01-03T12:00:00Z"))
+            .unwrap()
+            .contains("until 2026-01-05T09:00:00Z"));
+        assert!(sync_window_closed(&w, at("2026-01-05T09:00:00Z")).is_none());
+        let allow: Vec<SyncWindow> = serde_json::from_value(json!([
+            {"schedule": "0 9 * * *", "duration": "8h", "kind": "allow"}]))
+        .unwrap();
+        assert!(sync_window_closed(&allow, at("2026-01-05T10:00:00Z")).is_none());
+        assert!(sync_window_closed(&allow, at("2026-01-05T18:00:00Z")).is_some());
+        assert_eq!(go_duration("1h30m"), Some(5400));
+        assert_eq!(go_duration("5 minutes"), None);
+        let bad = json!({"spec": {"syncWindows": [{"schedule": "every day", "duration": "x", "kind": "maybe"}]}});
+        let fields: Vec<String> = check_windows(&bad).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.syncWindows[0].schedule",
+                "spec.syncWindows[0].duration",
+                "spec.syncWindows[0].kind"
+            ]
+        );
+    }
 
     #[test]
     fn dependency_cycles_are_found_with_their_path() {

@@ -616,6 +616,30 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     if fetched {
         memo.fetched = Some(std::time::Instant::now());
     }
+    // Sync windows: no sync while one holds syncs (a manual sync with --force goes ahead).
+    let windows = app
+        .spec
+        .as_ref()
+        .and_then(|s| s.sync_windows.clone())
+        .unwrap_or_default();
+    // An explicit `capstan app sync --force` (a new force request), or a rollback someone asked for, goes ahead.
+    let forced = (memo.sync_request != pass.sync_request
+        && pass.sync_request.starts_with("force:"))
+        || trigger == Some("rollback");
+    if let (Some(_), false) = (trigger, forced) {
+        if let Some(why) = crate::api::gitops::sync_window_closed(&windows, chrono::Utc::now()) {
+            set_status(
+                &ctx.client,
+                &pass.ns,
+                &pass.name,
+                json!({"sync": {"status": "OutOfSync", "revision": snap.commit},
+                    "operationState": {"phase": "Waiting", "message": why}}),
+            )
+            .await;
+            ctx.remember(&pass.key, &memo);
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    }
     // dependsOn: no sync until every dependency is Healthy at its current revision.
     if trigger.is_some() {
         if let Some(waiting) = pass.waiting_for_dependencies().await {
@@ -815,7 +839,19 @@ impl<'a> Pass<'a> {
             }
         };
         let automated = policy.automated.unwrap_or(true);
-        if !drifted.is_empty() && policy.self_heal.unwrap_or(true) && !memo.failed && automated {
+        let window_closed = self
+            .app
+            .spec
+            .as_ref()
+            .and_then(|s| s.sync_windows.as_deref())
+            .and_then(|w| crate::api::gitops::sync_window_closed(w, chrono::Utc::now()))
+            .is_some();
+        if !drifted.is_empty()
+            && policy.self_heal.unwrap_or(true)
+            && !memo.failed
+            && automated
+            && !window_closed
+        {
             self.heal(memo, snap, &drifted).await;
             return Action::requeue(Duration::from_millis(200));
         }

@@ -125,6 +125,9 @@ pub fn semantic(kind: &KindInfo, obj: &Value) -> Vec<FieldError> {
         "Service" => service::service(obj, errs_),
         "ConfigMap" => config_map(obj, errs_),
         "APIService" => api_service(obj, errs_),
+        "Application" if kind.group == "gitops.capstan.io" => {
+            errs_.extend(super::gitops::check_windows(obj))
+        }
         "Secret" => secret(obj, errs_),
         "PersistentVolumeClaim" => {
             access_modes(obj, errs_);
