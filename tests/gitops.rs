@@ -1516,3 +1516,44 @@ fn a_deny_window_holds_commits_until_a_forced_sync() {
         (color() == "green").then_some(())
     });
 }
+
+#[test]
+fn an_app_of_apps_deploys_the_applications_in_its_repository_and_pruning_one_prunes_it() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write_at(
+        "team/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: team-settings\ndata:\n  COLOR: blue\n",
+    );
+    let child = format!(
+        "apiVersion: gitops.capstan.io/v1\nkind: Application\nmetadata:\n  name: team\nspec:\n  source:\n    repoURL: {}\n    path: team\n",
+        repo.dir.display()
+    );
+    repo.write("team-app.yaml", &child);
+    repo.write(
+        "settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  COLOR: blue\n",
+    );
+    repo.commit("an app of apps");
+    application(&s, &repo, json!({}));
+    let child_path = "/apis/gitops.capstan.io/v1/namespaces/default/applications/team";
+    within(LONG, "the child app synced its own content", || {
+        (s.call(
+            "GET",
+            "/api/v1/namespaces/default/configmaps/team-settings",
+            "",
+            "",
+        )
+        .0 == 200)
+            .then_some(())
+    });
+    assert_eq!(
+        get(&s, child_path)["metadata"]["labels"]["capstan.io/app"],
+        "shop"
+    );
+    repo.remove("team-app.yaml");
+    repo.commit("drop the team app");
+    within(LONG, "the child Application pruned", || {
+        (s.call("GET", child_path, "", "").0 == 404).then_some(())
+    });
+}

@@ -174,22 +174,24 @@ async fn established(client: &Client, name: &str) -> Result<(), crate::client::E
     }
 }
 
-/// Kinds an app may own (everything served but the cluster's own bookkeeping), custom kinds included.
+/// Kinds an app may own (everything served but the cluster's own bookkeeping), custom kinds included - and
+/// Applications: an app of apps owns the Applications its repository defines, and pruning one prunes it.
 pub fn kinds() -> impl Iterator<Item = &'static KindInfo> {
     registry::KINDS
         .iter()
         .chain(registry::custom_storage_kinds())
         .filter(|k| {
-            !matches!(
-                k.kind,
-                "Event"
-                    | "Lease"
-                    | "SyncRecord"
-                    | "Application"
-                    | "Node"
-                    | "EndpointSlice"
-                    | "Endpoints"
-            )
+            !k.is_custom() && k.kind == "Application"
+                || !matches!(
+                    k.kind,
+                    "Event"
+                        | "Lease"
+                        | "SyncRecord"
+                        | "Application"
+                        | "Node"
+                        | "EndpointSlice"
+                        | "Endpoints"
+                )
         })
 }
 
