@@ -91,6 +91,36 @@ fn conflict(c: &CustomResourceDefinition) -> Option<String> {
     None
 }
 
+/// `KubernetesAPIApprovalPolicyConformant` for CRDs of protected groups (`*.k8s.io`, `*.kubernetes.io`).
+fn approval_condition(stored: &Value, status: &mut Value, now: &str) {
+    if let Some(approved) = crd::api_approval(stored) {
+        let (reason, message) = if approved {
+            (
+                "ApprovedAnnotation",
+                "approved in annotation api-approved.kubernetes.io".to_string(),
+            )
+        } else {
+            let ann = stored
+                .pointer("/metadata/annotations/api-approved.kubernetes.io")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if ann.is_empty() {
+                ("MissingAnnotation", "protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111".to_string())
+            } else {
+                ("UnapprovedAnnotation", format!("not approved: {ann:?}"))
+            }
+        };
+        crd::set_condition(
+            status,
+            "KubernetesAPIApprovalPolicyConformant",
+            approved,
+            reason,
+            &message,
+            now,
+        );
+    }
+}
+
 /// The status a CRD should have now.
 fn status_of(
     c: &CustomResourceDefinition,
@@ -148,32 +178,7 @@ fn status_of(
             }
         }
     }
-    if let Some(approved) = crd::api_approval(stored) {
-        let (reason, message) = if approved {
-            (
-                "ApprovedAnnotation",
-                "approved in annotation api-approved.kubernetes.io".to_string(),
-            )
-        } else {
-            let ann = stored
-                .pointer("/metadata/annotations/api-approved.kubernetes.io")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if ann.is_empty() {
-                ("MissingAnnotation", "protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111".to_string())
-            } else {
-                ("UnapprovedAnnotation", format!("not approved: {ann:?}"))
-            }
-        };
-        crd::set_condition(
-            &mut status,
-            "KubernetesAPIApprovalPolicyConformant",
-            approved,
-            reason,
-            &message,
-            now,
-        );
-    }
+    approval_condition(stored, &mut status, now);
     if stored.pointer("/metadata/deletionTimestamp").is_some() {
         crd::set_condition(
             &mut status,

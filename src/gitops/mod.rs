@@ -569,37 +569,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let pass = Pass::new(&app, &ctx);
     if app.metadata.deletion_timestamp.is_some() {
         ctx.unwatch(&pass.key);
-        let cascade = app
-            .metadata
-            .finalizers
-            .as_ref()
-            .is_some_and(|f| f.iter().any(|x| x == sync::CASCADE_FINALIZER));
-        if cascade {
-            // Delete what the app applied; once nothing is left, let the Application go.
-            let left = sync::delete_all(&ctx.client, &pass.ns, &pass.name).await?;
-            if left > 0 {
-                return Ok(Action::requeue(Duration::from_millis(500)));
-            }
-            let kept: Vec<String> = app
-                .metadata
-                .finalizers
-                .iter()
-                .flatten()
-                .filter(|f| *f != sync::CASCADE_FINALIZER)
-                .cloned()
-                .collect();
-            ctx.client
-                .patch(
-                    kind("applications"),
-                    Some(&pass.ns),
-                    &pass.name,
-                    "application/merge-patch+json",
-                    &json!({"metadata": {"finalizers": kept,
-                        "resourceVersion": app.metadata.resource_version}}),
-                )
-                .await?;
-        }
-        return Ok(Action::await_change());
+        return pass.deleted().await;
     }
     let memo = ctx.memo(&pass.key);
     let (snap, remote, fetched) = match pass.fetch(memo.as_ref()).await {
@@ -616,18 +586,8 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     if fetched {
         memo.fetched = Some(std::time::Instant::now());
     }
-    // Sync windows: no sync while one holds syncs (a manual sync with --force goes ahead).
-    let windows = app
-        .spec
-        .as_ref()
-        .and_then(|s| s.sync_windows.clone())
-        .unwrap_or_default();
-    // An explicit `capstan app sync --force` (a new force request), or a rollback someone asked for, goes ahead.
-    let forced = (memo.sync_request != pass.sync_request
-        && pass.sync_request.starts_with("force:"))
-        || trigger == Some("rollback");
-    if let (Some(_), false) = (trigger, forced) {
-        if let Some(why) = crate::api::gitops::sync_window_closed(&windows, chrono::Utc::now()) {
+    if let Some(trigger) = trigger {
+        if let Some((why, retry)) = pass.held(trigger, &memo).await {
             set_status(
                 &ctx.client,
                 &pass.ns,
@@ -637,22 +597,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
             )
             .await;
             ctx.remember(&pass.key, &memo);
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
-    }
-    // dependsOn: no sync until every dependency is Healthy at its current revision.
-    if trigger.is_some() {
-        if let Some(waiting) = pass.waiting_for_dependencies().await {
-            set_status(
-                &ctx.client,
-                &pass.ns,
-                &pass.name,
-                json!({"sync": {"status": "OutOfSync", "revision": snap.commit},
-                    "operationState": {"phase": "Waiting", "message": waiting}}),
-            )
-            .await;
-            ctx.remember(&pass.key, &memo);
-            return Ok(Action::requeue(Duration::from_millis(500)));
+            return Ok(Action::requeue(retry));
         }
     }
     match trigger {
@@ -912,6 +857,65 @@ impl<'a> Pass<'a> {
             self.auto_rollback(memo, &message).await;
         }
         resync
+    }
+
+    /// An Application being deleted: with the cascade finalizer, what it applied goes first, then the finalizer.
+    async fn deleted(&self) -> Result<Action, Error> {
+        let app = self.app;
+        let cascade = app
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|x| x == sync::CASCADE_FINALIZER));
+        if !cascade {
+            return Ok(Action::await_change());
+        }
+        let left = sync::delete_all(&self.ctx.client, &self.ns, &self.name).await?;
+        if left > 0 {
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+        let kept: Vec<String> = app
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != sync::CASCADE_FINALIZER)
+            .cloned()
+            .collect();
+        self.ctx
+            .client
+            .patch(
+                kind("applications"),
+                Some(&self.ns),
+                &self.name,
+                "application/merge-patch+json",
+                &json!({"metadata": {"finalizers": kept,
+                    "resourceVersion": app.metadata.resource_version}}),
+            )
+            .await?;
+        Ok(Action::await_change())
+    }
+
+    /// Why a sync for `trigger` must wait, and when to look again: a sync window holding syncs (an explicit
+    /// `capstan app sync --force`, or a rollback someone asked for, goes through), or a dependency not Healthy yet.
+    async fn held(&self, trigger: &str, memo: &Memo) -> Option<(String, Duration)> {
+        let forced = (memo.sync_request != self.sync_request
+            && self.sync_request.starts_with("force:"))
+            || trigger == "rollback";
+        let windows = self
+            .app
+            .spec
+            .as_ref()
+            .and_then(|s| s.sync_windows.as_deref())
+            .unwrap_or_default();
+        if !forced {
+            if let Some(why) = crate::api::gitops::sync_window_closed(windows, chrono::Utc::now()) {
+                return Some((why, Duration::from_secs(30)));
+            }
+        }
+        self.waiting_for_dependencies()
+            .await
+            .map(|why| (why, Duration::from_millis(500)))
     }
 
     /// Why this app must wait for its dependencies (None: it need not): a dependency that is missing, not synced or
