@@ -754,12 +754,17 @@ async fn gitops_remote(quick: bool) {
     stop(c).await;
 }
 
-/// 100 Applications, each following its own local repository (a ConfigMap and a Deployment of one `sleep` pod):
-/// the server's memory once all are synced and idle, and the CPU the idle apps cost.
+/// 100 Applications (`CAPSTAN_BENCH_APPS=N` for another number), each following its own local repository (a
+/// ConfigMap and a Deployment of one `sleep` pod): the server's memory once all are synced and idle, and the CPU the
+/// idle apps cost.
 async fn gitops_apps(quick: bool) {
     let c = up(&[]).await;
     let root = tempfile::tempdir().unwrap();
-    let n = if quick { 20 } else { 100 };
+    // CAPSTAN_BENCH_APPS=N sets the number of applications (default 100; 20 when quick).
+    let n = std::env::var("CAPSTAN_BENCH_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 20 } else { 100 });
     let rss_before = rss_kb(c.pid);
     for i in 0..n {
         let dir = root.path().join(format!("repo-{i}"));
