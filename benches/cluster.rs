@@ -801,12 +801,32 @@ async fn gitops_apps(quick: bool) {
         synced(&c, &format!("app-{i}"), "").await;
     }
     let all_synced = t.elapsed().as_secs_f64();
+    // Idle means idle: every Deployment available (its pod started by the node agent), then 10 s more.
+    let started = Instant::now();
+    loop {
+        let list = get(&c, "/apis/apps/v1/namespaces/default/deployments").await;
+        let ready = list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|d| d["status"]["availableReplicas"].as_i64() == Some(1))
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready >= n || started.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let all_available = started.elapsed().as_secs_f64() + all_synced;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let cpu0 = cpu_seconds(c.pid);
     tokio::time::sleep(Duration::from_secs(20)).await;
     let cpu = (cpu_seconds(c.pid) - cpu0) / 20.0 * 100.0;
     println!(
-        "gitops with {n} applications ({n} repositories, {n} Deployments running): all synced {all_synced:.2} s after the last was created; \
+        "gitops with {n} applications ({n} repositories, {n} Deployments running): all synced {all_synced:.2} s after the last was created, \
+         all available {all_available:.1} s; \
          server RSS {:.1} MB (before them: {:.1} MB); idle CPU {cpu:.1}% of one core",
         rss_kb(c.pid) as f64 / 1024.0,
         rss_before as f64 / 1024.0,
