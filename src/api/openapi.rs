@@ -109,6 +109,20 @@ fn kubernetes_shape(v: &mut Value) {
     }
 }
 
+/// A kind's collection, item and status paths.
+fn add_paths(paths: &mut Map<String, Value>, prefix: &str, k: &KindInfo) {
+    let base = if k.namespaced {
+        format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
+    } else {
+        format!("{prefix}/{}", k.plural)
+    };
+    paths.insert(base.clone(), operations(k, false));
+    paths.insert(format!("{base}/{{name}}"), operations(k, true));
+    if k.status {
+        paths.insert(format!("{base}/{{name}}/status"), operations(k, true));
+    }
+}
+
 /// The OpenAPI v3 document of one group-version.
 pub fn document(group: &str, version: &str) -> Value {
     let s = schemas();
@@ -122,16 +136,7 @@ pub fn document(group: &str, version: &str) -> Value {
         .iter()
         .filter(|k| k.group == group && k.version == version)
     {
-        let base = if k.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
-        } else {
-            format!("{prefix}/{}", k.plural)
-        };
-        paths.insert(base.clone(), operations(k, false));
-        paths.insert(format!("{base}/{{name}}"), operations(k, true));
-        if k.status {
-            paths.insert(format!("{base}/{{name}}/status"), operations(k, true));
-        }
+        add_paths(&mut paths, &prefix, k);
         if let Some(Value::Object(def)) = components.get_mut(k.kind) {
             def.insert("x-kubernetes-group-version-kind".into(), json!([gvk(k)]));
         }
@@ -140,16 +145,7 @@ pub fn document(group: &str, version: &str) -> Value {
         .into_iter()
         .filter(|k| k.is_custom() && k.group == group && k.version == version)
     {
-        let base = if k.namespaced {
-            format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
-        } else {
-            format!("{prefix}/{}", k.plural)
-        };
-        paths.insert(base.clone(), operations(k, false));
-        paths.insert(format!("{base}/{{name}}"), operations(k, true));
-        if k.status {
-            paths.insert(format!("{base}/{{name}}/status"), operations(k, true));
-        }
+        add_paths(&mut paths, &prefix, k);
         components.insert(k.kind.to_string(), custom_schema(k));
     }
     json!({

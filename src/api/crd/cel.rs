@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::schema::join;
 use crate::api::validation::{err, FieldError, Reason};
 
 /// Kubernetes' runtime cost budget of all rules of one request; a value visited costs 1 here.
@@ -136,14 +137,6 @@ pub fn check(
     w.node(schema, obj, old, path, true);
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
 impl Walk<'_> {
     fn node(&mut self, s: &Value, v: &Value, old: Option<&Value>, path: &str, root: bool) {
         if v.is_null() {
@@ -180,13 +173,7 @@ impl Walk<'_> {
             }
             Value::Array(items) => {
                 if let Some(is) = s.get("items") {
-                    let keys: Vec<&str> = s
-                        .get("x-kubernetes-list-map-keys")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                    let keys = super::schema::map_keys(s);
                     let is_map =
                         s.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map");
                     for (i, item) in items.iter().enumerate() {

@@ -176,7 +176,17 @@ fn at(path: &str) -> String {
     format!("openAPIV3Schema{path}")
 }
 
-fn join(path: &str, key: &str) -> String {
+/// The keys of an `x-kubernetes-list-type: map` list.
+pub(super) fn map_keys(s: &Value) -> Vec<&str> {
+    s.get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+pub(super) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -559,13 +569,7 @@ impl Validator<'_> {
             }
         }
         if list_type == Some("map") {
-            let keys: Vec<&str> = s
-                .get("x-kubernetes-list-map-keys")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let keys = map_keys(s);
             let key_of = |item: &Value| -> Vec<Value> {
                 keys.iter()
                     .map(|k| item.get(*k).cloned().unwrap_or(Value::Null))

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::super::crd::schema::type_name;
 use super::super::registry::{resolve, KindInfo};
 
 /// The result of the structural pass.
@@ -29,18 +30,6 @@ fn join(path: &str, key: &str) -> String {
         key.to_string()
     } else {
         format!("{path}.{key}")
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 
