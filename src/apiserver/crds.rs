@@ -179,7 +179,7 @@ fn status_of(
         }
     }
     approval_condition(stored, &mut status, now);
-    if stored.pointer("/metadata/deletionTimestamp").is_some() {
+    if c.metadata.deletion_timestamp.is_some() {
         crd::set_condition(
             &mut status,
             "Terminating",
@@ -307,7 +307,7 @@ impl Server {
             // The status write comes back as a watch event; the rest happens then.
             return;
         }
-        if stored.pointer("/metadata/deletionTimestamp").is_some() {
+        if c.metadata.deletion_timestamp.is_some() {
             let server = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = server.clean_up_crd(&name).await {
