@@ -13,41 +13,15 @@ pub struct KustomizeArgs {
     /// The directory holding a kustomization.yaml.
     pub dir: PathBuf,
     /// `none`: print resources in the order the kustomization accumulates them; `legacy` (default): kustomize's
-    /// legacy order (Namespaces and other cluster-wide kinds first, webhooks last).
+    /// legacy order (Namespaces and other cluster-wide kinds first, webhooks last). A kustomization's `sortOptions`
+    /// wins over this flag, as in kubectl.
     #[arg(long, default_value = "legacy")]
     pub reorder: String,
+    /// `LoadRestrictionsRootOnly` (default): files a kustomization reads must be in or below its directory;
+    /// `LoadRestrictionsNone`: anywhere in the tree being built.
+    #[arg(long, default_value = "LoadRestrictionsRootOnly")]
+    pub load_restrictor: String,
 }
-
-/// kustomize's legacy order: these kinds first, in this order ...
-const FIRST: &[&str] = &[
-    "Namespace",
-    "ResourceQuota",
-    "StorageClass",
-    "CustomResourceDefinition",
-    "ServiceAccount",
-    "PodSecurityPolicy",
-    "Role",
-    "ClusterRole",
-    "RoleBinding",
-    "ClusterRoleBinding",
-    "ConfigMap",
-    "Secret",
-    "Endpoints",
-    "Service",
-    "LimitRange",
-    "PriorityClass",
-    "PersistentVolume",
-    "PersistentVolumeClaim",
-    "Deployment",
-    "StatefulSet",
-    "CronJob",
-    "PodDisruptionBudget",
-];
-/// ... these last, everything else in between.
-const LAST: &[&str] = &[
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
-];
 
 /// The directory the build may read from: the git repository `dir` is in (bases elsewhere in it are allowed, as in
 /// GitOps), else `dir`'s parent.
@@ -81,9 +55,18 @@ fn load(root: &Path, at: &Path, tree: &mut kustomize::Tree) -> Result<()> {
 }
 
 pub fn kustomize(a: KustomizeArgs) -> Result<()> {
-    if !matches!(a.reorder.as_str(), "legacy" | "none") {
-        bail!("--reorder must be legacy or none, not {:?}", a.reorder);
-    }
+    let reorder = match a.reorder.as_str() {
+        "legacy" => kustomize::Reorder::Legacy,
+        "none" => kustomize::Reorder::None,
+        other => bail!("--reorder must be legacy or none, not {other:?}"),
+    };
+    let load_anywhere = match a.load_restrictor.as_str() {
+        "LoadRestrictionsRootOnly" | "rootOnly" => false,
+        "LoadRestrictionsNone" | "none" => true,
+        other => bail!(
+            "--load-restrictor must be LoadRestrictionsRootOnly or LoadRestrictionsNone, not {other:?}"
+        ),
+    };
     let dir = a
         .dir
         .canonicalize()
@@ -101,67 +84,17 @@ pub fn kustomize(a: KustomizeArgs) -> Result<()> {
         .strip_prefix(&root)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if kustomize::kustomization_in(&tree, &rel).is_none() {
-        bail!(
-            "unable to find one of 'kustomization.yaml', 'kustomization.yml' or 'Kustomization' in directory '{}'",
-            dir.display()
-        );
-    }
-    let mut built = kustomize::build(&tree, &rel).map_err(|problems| {
+    let opts = kustomize::Options {
+        reorder,
+        load_anywhere,
+    };
+    let built = kustomize::build_with(&tree, &rel, &opts).map_err(|problems| {
         anyhow!(problems
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n"))
     })?;
-    if a.reorder == "legacy" {
-        let rank = |k: &str| match (
-            FIRST.iter().position(|f| *f == k),
-            LAST.iter().position(|l| *l == k),
-        ) {
-            (Some(i), _) => i,
-            (None, Some(i)) => FIRST.len() + 1 + i,
-            (None, None) => FIRST.len(),
-        };
-        built.sort_by(|x, y| {
-            let key = |r: &kustomize::Res| {
-                (
-                    rank(r.kind.kind),
-                    r.kind.api_version(),
-                    r.kind.kind.to_string(),
-                    r.object["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                    r.object["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                )
-            };
-            key(x).cmp(&key(y))
-        });
-    }
-    // Keys in alphabetical order, as kustomize prints them.
-    fn sorted(v: &serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                serde_json::Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), sorted(&m[k])))
-                        .collect(),
-                )
-            }
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    let docs: Vec<String> = built
-        .iter()
-        .map(|r| serde_yaml_ng::to_string(&sorted(&r.object)))
-        .collect::<Result<_, _>>()?;
-    print!("{}", docs.join("---\n"));
+    print!("{}", kustomize::to_yaml(&built));
     Ok(())
 }

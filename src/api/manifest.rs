@@ -113,6 +113,31 @@ impl Document {
 
 /// Parses the documents of one file's text.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
+    let mut docs = Vec::new();
+    for (doc, v, item) in values_of(file, text)? {
+        docs.push(one(file, doc, v).map_err(|m| Error::Document {
+            file: file.into(),
+            doc,
+            message: match item {
+                Some(j) => Problem::Item(j, Box::new(m)),
+                None => m,
+            },
+        })?);
+    }
+    Ok(docs)
+}
+
+/// The objects of one file's text, of any kind (nothing is checked against the served kinds): each with the number
+/// of its document. Items of a `List` (or any `...List` with `items`) are objects of their own.
+pub fn parse_any(file: &str, text: &str) -> Result<Vec<(usize, Value)>> {
+    Ok(values_of(file, text)?
+        .into_iter()
+        .map(|(doc, v, _)| (doc, v))
+        .collect())
+}
+
+/// The object values of a text: (document number, object, item number within a List).
+fn values_of(file: &str, text: &str) -> Result<Vec<(usize, Value, Option<usize>)>> {
     use serde::Deserialize;
     let mut values: Vec<Value> = Vec::new();
     let trimmed = text.trim_start();
@@ -147,34 +172,33 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>> {
             values.push(v);
         }
     }
-    let mut docs = Vec::new();
+    let mut out = Vec::new();
     for (i, v) in values.into_iter().enumerate() {
         if v.is_null() {
             continue;
         }
         let doc = i + 1;
-        let err = |message: Problem| Error::Document {
-            file: file.into(),
-            doc,
-            message,
-        };
         if !v.is_object() {
-            return Err(err(Problem::NotAMapping));
+            return Err(Error::Document {
+                file: file.into(),
+                doc,
+                message: Problem::NotAMapping,
+            });
         }
-        if v.get("kind").and_then(Value::as_str) == Some("List") {
+        let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind.ends_with("List") && v.get("items").is_some_and(Value::is_array) {
             for (j, item) in v["items"].as_array().into_iter().flatten().enumerate() {
-                docs.push(
-                    one(file, doc, item.clone()).map_err(|m| err(Problem::Item(j, Box::new(m))))?,
-                );
+                out.push((doc, item.clone(), Some(j)));
             }
             continue;
         }
-        docs.push(one(file, doc, v).map_err(err)?);
+        out.push((doc, v, None));
     }
-    Ok(docs)
+    Ok(out)
 }
 
-fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Problem> {
+/// The served kind of an object (or of a CRD read alongside it, see [`with_pending`]).
+pub fn kind_of(v: &Value) -> std::result::Result<&'static KindInfo, Problem> {
     let api_version = v
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -183,7 +207,7 @@ fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Prob
         .get("kind")
         .and_then(Value::as_str)
         .ok_or(Problem::NoKind)?;
-    let info = registry::by_kind(api_version, kind)
+    registry::by_kind(api_version, kind)
         .or_else(|| {
             PENDING.with(|p| {
                 p.borrow()
@@ -199,7 +223,11 @@ fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Prob
             } else {
                 Problem::NotServed { kind, version }
             }
-        })?;
+        })
+}
+
+fn one(file: &str, index: usize, v: Value) -> std::result::Result<Document, Problem> {
+    let info = kind_of(&v)?;
     if !v.get("metadata").is_none_or(Value::is_object) {
         return Err(Problem::Metadata);
     }

@@ -21,6 +21,7 @@ pub mod rbac;
 pub mod registry;
 pub mod resource;
 pub mod selector;
+pub mod smp;
 pub mod tokens;
 pub mod validation;
 

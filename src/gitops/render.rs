@@ -85,15 +85,18 @@ fn render_all(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<Str
             match kustomize::build(&tree, dir) {
                 Ok(built) => {
                     for r in built {
-                        push(
-                            &mut out,
-                            &mut errors,
-                            default_ns,
-                            r.file,
-                            r.line,
-                            r.kind,
-                            r.object,
-                        );
+                        match manifest::kind_of(&r.object) {
+                            Ok(kind) => push(
+                                &mut out,
+                                &mut errors,
+                                default_ns,
+                                r.file,
+                                r.line,
+                                kind,
+                                r.object,
+                            ),
+                            Err(e) => errors.push(format!("{}:{}: {e}", r.file, r.line)),
+                        }
                     }
                 }
                 Err(e) => errors.extend(e.iter().map(ToString::to_string)),

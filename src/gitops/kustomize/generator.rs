@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::transform::merge_into;
 use super::{resolve, string_map, strings, text_of, Res, Tree};
-use crate::api::registry;
 
 /// The fields a generator entry may have.
 const KNOWN: [&str; 10] = [
@@ -61,16 +59,10 @@ pub(super) fn generate(
     if g["immutable"].as_bool() == Some(true) || opt("immutable").as_bool() == Some(true) {
         object["immutable"] = json!(true);
     }
-    let info =
-        registry::by_kind("v1", kind).ok_or_else(|| format!("{kind} is not a known kind"))?;
-    Ok(Res {
-        file: kfile.to_string(),
-        line: 1,
-        kind: info,
-        object,
-        origin: name.to_string(),
-        hash: opt("disableNameSuffixHash").as_bool() != Some(true),
-    })
+    let mut r = Res::new(kfile, 1, object);
+    r.hash = opt("disableNameSuffixHash").as_bool() != Some(true);
+    r.behavior = g["behavior"].as_str().map(str::to_string);
+    Ok(r)
 }
 
 /// The name, namespace, labels and annotations (the shared options' merged with the entry's own) of a generated
@@ -210,22 +202,24 @@ fn unquote(v: &str) -> &str {
 }
 
 /// Adds a generated object per its `behavior`: create (the default; the name must be new), merge or replace (an
-/// object of that name must come from the resources).
-pub(super) fn place(out: &mut Vec<Res>, mut res: Res, g: &Value) -> Result<(), String> {
-    let behavior = g["behavior"].as_str().unwrap_or("create");
-    let name = res.origin.clone();
+/// object of that name must be there already).
+pub(super) fn place(out: &mut Vec<Res>, mut res: Res) -> Result<(), String> {
+    let behavior = res.behavior.clone().unwrap_or_else(|| "create".into());
+    let name = res.name().to_string();
     let ns = res.namespace().map(str::to_string);
+    let kind = res.kind().to_string();
     let existing = out.iter_mut().find(|r| {
-        r.kind.kind == res.kind.kind
-            && (r.origin == name || r.name() == name)
-            && (ns.is_none() || r.namespace() == ns.as_deref())
+        r.kind() == kind
+            && r.all_ids().iter().any(|i| i.name == name)
+            && r.id().effective_namespace() == res.id().effective_namespace()
     });
-    match (behavior, existing) {
+    match (behavior.as_str(), existing) {
         ("create", None) => out.push(res),
         ("create", Some(r)) => {
             return Err(format!(
-                "{name}: a {} of that name already comes from {} (use behavior: merge or replace)",
-                res.kind.kind, r.file
+                "id {} exists; behavior must be merge or replace (it comes from {})",
+                res.id(),
+                r.file
             ));
         }
         ("merge", Some(r)) => {
@@ -243,20 +237,27 @@ pub(super) fn place(out: &mut Vec<Res>, mut res: Res, g: &Value) -> Result<(), S
                     merge_into(&mut r.object["metadata"], key, &m);
                 }
             }
-            r.hash |= res.hash;
+            r.hash = res.hash;
         }
         ("replace", Some(r)) => {
             res.object["metadata"]["name"] = r.object["metadata"]["name"].clone();
-            if let Some(ns) = r.namespace() {
-                res.object["metadata"]["namespace"] = json!(ns);
+            match r.namespace() {
+                Some(ns) => res.object["metadata"]["namespace"] = json!(ns),
+                None => {
+                    if let Some(m) = res.object["metadata"].as_object_mut() {
+                        m.remove("namespace");
+                    }
+                }
             }
-            res.origin = r.origin.clone();
+            res.prev = r.prev.clone();
+            res.prefixes = r.prefixes.clone();
+            res.suffixes = r.suffixes.clone();
             *r = res;
         }
         ("merge" | "replace", None) => {
+            let _ = ns;
             return Err(format!(
-                "{name}: behavior {behavior} needs a {} of that name from the resources",
-                res.kind.kind
+                "{name}: behavior {behavior} needs a {kind} of that name from the resources"
             ));
         }
         (other, _) => {
@@ -266,4 +267,83 @@ pub(super) fn place(out: &mut Vec<Res>, mut res: Res, g: &Value) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// Merges `add` into the map at `parent[key]` (made when missing).
+pub(super) fn merge_into(parent: &mut Value, key: &str, add: &Map<String, Value>) {
+    if !parent.is_object() {
+        *parent = json!({});
+    }
+    let slot = &mut parent[key];
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    if let Some(m) = slot.as_object_mut() {
+        for (k, v) in add {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+impl super::Kustomization<'_> {
+    /// `configMapGenerator`, `secretGenerator` and the generators configured under `generators`: each entry adds
+    /// (or merges into, or replaces) an object.
+    pub(super) fn generators(
+        &self,
+        ctx: &super::Ctx,
+        acc: &mut super::Acc,
+    ) -> Result<(), Vec<super::Problem>> {
+        let mut entries: Vec<(String, &'static str, Value, Value)> = Vec::new();
+        let options = self.k["generatorOptions"].clone();
+        for (field, kind) in [
+            ("configMapGenerator", "ConfigMap"),
+            ("secretGenerator", "Secret"),
+        ] {
+            match &self.k[field] {
+                Value::Null => {}
+                Value::Array(list) => {
+                    for g in list {
+                        entries.push((field.to_string(), kind, g.clone(), options.clone()));
+                    }
+                }
+                _ => return Err(vec![self.err(field, "must be a list")]),
+            }
+        }
+        for b in super::transform::Builtin::configured(self, ctx, "generators")? {
+            let kind = match b.kind() {
+                "ConfigMapGenerator" => "ConfigMap",
+                "SecretGenerator" => "Secret",
+                other => {
+                    return Err(vec![self.err(
+                        "generators",
+                        format!("{other}: not a built-in generator Capstan's kustomize runs (exec and container plugins are not supported)"),
+                    )])
+                }
+            };
+            let mut g = b.cfg().clone();
+            if g["name"].is_null() {
+                g["name"] = g["metadata"]["name"].clone();
+            }
+            if g["namespace"].is_null() && !g["metadata"]["namespace"].is_null() {
+                g["namespace"] = g["metadata"]["namespace"].clone();
+            }
+            if let Some(m) = g.as_object_mut() {
+                m.remove("apiVersion");
+                m.remove("kind");
+                m.remove("metadata");
+            }
+            entries.push(("generators".into(), kind, g, Value::Null));
+        }
+        for (field, kind, g, options) in entries {
+            let made = generate(ctx.tree, &self.dir, &self.file, kind, &g, &options).and_then(|mut r| {
+                let rel = super::relative(&ctx.top, &self.file);
+                r.origin = Some(format!(
+                    "configuredIn: {rel}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}Generator\n"
+                ));
+                place(&mut acc.res, r)
+            });
+            made.map_err(|e| vec![self.err(&field, e)])?;
+        }
+        Ok(())
+    }
 }

@@ -1,194 +1,48 @@
-//! References between objects: names changed by a prefix, a suffix or a content hash are followed into the
-//! objects that refer to them (pod volumes and env, StatefulSet `serviceName`, Ingress backends, role bindings,
-//! autoscaler targets), and kustomize's content hash itself.
-
-use std::collections::{BTreeMap, HashMap};
+//! Name references, once the whole tree is built: every field the `nameReference` configuration lists (pod volumes
+//! and env, role bindings, StatefulSet `serviceName`, Ingress backends, ...) that names an object renamed by a
+//! prefix, a suffix, a namespace or a content hash is changed to its new name, choosing among same-named objects
+//! by namespace and by the prefixes and suffixes of the referring object, as kustomize does. Also the content hash
+//! of generated ConfigMaps and Secrets.
 
 use serde_json::{json, Value};
 
-use super::transform::pod_spec;
-use super::Res;
+use super::fieldspec::{walk, Config};
+use super::resource::{Id, Res};
 
-/// The elements of the list at `pointer`, if there is one (nothing is created).
-pub(super) fn items<'v>(v: &'v mut Value, pointer: &str) -> impl Iterator<Item = &'v mut Value> {
-    v.pointer_mut(pointer)
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-}
-
-pub(super) type Rename = (&'static str, Option<String>, String, String);
-
-/// Follows renamed objects into the references other objects hold to them.
-pub(super) fn follow_renames(out: &mut [Res], renames: &[Rename]) {
-    if renames.is_empty() {
-        return;
-    }
-    // (kind, old name) -> [(namespace, new name)]
-    type Targets<'a> = Vec<(Option<&'a str>, &'a str)>;
-    let mut by_name: HashMap<(&str, &str), Targets> = HashMap::new();
-    for (kind, ns, old, new) in renames {
-        by_name
-            .entry((kind, old.as_str()))
-            .or_default()
-            .push((ns.as_deref(), new.as_str()));
-    }
-    for r in out.iter_mut() {
-        let own_ns = r.namespace().map(str::to_string);
-        let kind = r.kind.kind;
-        visit_refs(&mut r.object, kind, &mut |target, ref_ns, slot| {
-            let Some(old) = slot.as_str() else { return };
-            let Some(candidates) = by_name.get(&(target, old)) else {
-                return;
-            };
-            let want = ref_ns.or(own_ns.as_deref());
-            let pick = candidates
-                .iter()
-                .find(|(ns, _)| ns.is_none() || *ns == want)
-                .or_else(|| (candidates.len() == 1).then(|| &candidates[0]));
-            if let Some((_, new)) = pick {
-                *slot = json!(new);
-            }
-        });
+/// Gives every generated object that asks for it its content-hash suffix.
+pub(super) fn add_hashes(res: &mut [Res]) {
+    for r in res.iter_mut().filter(|r| r.hash) {
+        let new = format!("{}-{}", r.name(), content_hash(&r.object));
+        r.store_prev();
+        r.set_name(&new);
+        r.hash = false;
     }
 }
 
-/// A visitor of references: (kind referred to, namespace the reference names if any, the name's slot).
-type Visit<'f> = &'f mut dyn FnMut(&str, Option<&str>, &mut Value);
-
-/// Calls the visitor with the name at `pointer` under `v`, if there is one.
-fn name_at(v: &mut Value, pointer: &str, kind: &str, f: Visit) {
-    if let Some(slot) = v.pointer_mut(pointer) {
-        f(kind, None, slot);
-    }
-}
-
-/// Calls `f` for each reference to another object that `obj` holds (nothing is created where there is none).
-fn visit_refs(obj: &mut Value, kind: &str, f: Visit) {
-    if let Some(spec) = pod_spec(obj, kind) {
-        pod_refs(spec, f);
-    }
-    match kind {
-        "StatefulSet" => {
-            name_at(obj, "/spec/serviceName", "Service", f);
-            for c in items(obj, "/spec/volumeClaimTemplates") {
-                name_at(c, "/spec/storageClassName", "StorageClass", f);
-            }
-        }
-        "Ingress" => {
-            name_at(obj, "/spec/defaultBackend/service/name", "Service", f);
-            for t in items(obj, "/spec/tls") {
-                name_at(t, "/secretName", "Secret", f);
-            }
-            for rule in items(obj, "/spec/rules") {
-                for p in items(rule, "/http/paths") {
-                    name_at(p, "/backend/service/name", "Service", f);
-                }
-            }
-        }
-        "RoleBinding" | "ClusterRoleBinding" => {
-            match obj["roleRef"]["kind"].as_str() {
-                Some("Role") => name_at(obj, "/roleRef/name", "Role", f),
-                Some("ClusterRole") => name_at(obj, "/roleRef/name", "ClusterRole", f),
-                _ => {}
-            }
-            for s in items(obj, "/subjects") {
-                if s["kind"] == "ServiceAccount" {
-                    let ns = s["namespace"].as_str().map(str::to_string);
-                    if let Some(slot) = s.pointer_mut("/name") {
-                        f("ServiceAccount", ns.as_deref(), slot);
-                    }
-                }
-            }
-        }
-        "HorizontalPodAutoscaler" => {
-            let target = obj["spec"]["scaleTargetRef"]["kind"].as_str().unwrap_or("");
-            if let Some(k) = [
-                "Deployment",
-                "StatefulSet",
-                "ReplicaSet",
-                "ReplicationController",
-            ]
-            .into_iter()
-            .find(|k| *k == target)
-            {
-                name_at(obj, "/spec/scaleTargetRef/name", k, f);
-            }
-        }
-        "PersistentVolumeClaim" => {
-            name_at(obj, "/spec/volumeName", "PersistentVolume", f);
-            name_at(obj, "/spec/storageClassName", "StorageClass", f);
-        }
-        "ServiceAccount" => {
-            for list in ["/secrets", "/imagePullSecrets"] {
-                for s in items(obj, list) {
-                    name_at(s, "/name", "Secret", f);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-fn pod_refs(spec: &mut Value, f: Visit) {
-    name_at(spec, "/serviceAccountName", "ServiceAccount", f);
-    for s in items(spec, "/imagePullSecrets") {
-        name_at(s, "/name", "Secret", f);
-    }
-    for list in ["/initContainers", "/containers", "/ephemeralContainers"] {
-        for c in items(spec, list) {
-            for e in items(c, "/env") {
-                name_at(e, "/valueFrom/configMapKeyRef/name", "ConfigMap", f);
-                name_at(e, "/valueFrom/secretKeyRef/name", "Secret", f);
-            }
-            for e in items(c, "/envFrom") {
-                name_at(e, "/configMapRef/name", "ConfigMap", f);
-                name_at(e, "/secretRef/name", "Secret", f);
-            }
-        }
-    }
-    for v in items(spec, "/volumes") {
-        name_at(v, "/configMap/name", "ConfigMap", f);
-        name_at(v, "/secret/secretName", "Secret", f);
-        name_at(
-            v,
-            "/persistentVolumeClaim/claimName",
-            "PersistentVolumeClaim",
-            f,
-        );
-        for s in items(v, "/projected/sources") {
-            name_at(s, "/configMap/name", "ConfigMap", f);
-            name_at(s, "/secret/name", "Secret", f);
-        }
-    }
-}
-
-/// Kustomize's content hash of a generated ConfigMap or Secret: SHA-256 over a canonical JSON of kind, name, data (and
-/// binaryData, type, immutable), the first ten hex digits with the letters kustomize substitutes so that no suffix
-/// reads as a number - so a name here is the name `kubectl kustomize` gives.
+/// Kustomize's content hash of a ConfigMap or Secret: SHA-256 over the JSON of its kind, data (binaryData;
+/// a Secret's type and stringData) and an empty name; the first ten hex digits with the
+/// letters kustomize substitutes so that no suffix reads as a number.
 pub(super) fn content_hash(obj: &Value) -> String {
-    let mut m: BTreeMap<&str, Value> = BTreeMap::new();
     let kind = obj["kind"].as_str().unwrap_or("");
-    m.insert("kind", json!(kind));
-    m.insert("name", obj["metadata"]["name"].clone());
-    let sorted = |v: &Value| -> Value {
-        let b: BTreeMap<String, Value> = v
-            .as_object()
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        json!(b)
-    };
-    m.insert("data", sorted(&obj["data"]));
+    let or_empty = |v: &Value| if v.is_object() { v.clone() } else { json!("") };
+    let mut m = serde_json::Map::new();
+    m.insert("data".into(), or_empty(&obj["data"]));
+    m.insert("kind".into(), json!(kind));
+    // kustomize looks the name up by a path it never finds, so every hash has an empty name.
+    m.insert("name".into(), json!(""));
     if kind == "Secret" {
-        m.insert("type", obj["type"].clone());
-    } else if obj["binaryData"].as_object().is_some_and(|b| !b.is_empty()) {
-        m.insert("binaryData", sorted(&obj["binaryData"]));
+        if obj["stringData"].is_object() {
+            m.insert("stringData".into(), obj["stringData"].clone());
+        }
+        m.insert(
+            "type".into(),
+            obj["type"].as_str().map_or(json!(""), |t| json!(t)),
+        );
+    } else if obj["binaryData"].is_object() {
+        m.insert("binaryData".into(), obj["binaryData"].clone());
     }
-    if obj["immutable"] == json!(true) {
-        m.insert("immutable", json!(true));
-    }
-    // Go's encoder escapes these three inside strings; so must we for the same digest.
-    let text = serde_json::to_string(&m)
+    // Go's encoder sorts keys and escapes these three inside strings; so must we for the same digest.
+    let text = serde_json::to_string(&sorted(&Value::Object(m)))
         .unwrap_or_default()
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
@@ -208,4 +62,192 @@ pub(super) fn content_hash(obj: &Value) -> String {
             c => c,
         })
         .collect()
+}
+
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        o => o.clone(),
+    }
+}
+
+/// Follows every rename into the fields that refer to the renamed objects.
+pub(super) fn fix_references(res: &mut [Res], config: &Config) -> Result<(), String> {
+    for target in &config.name_reference {
+        for i in 0..res.len() {
+            let referrer = res[i].id();
+            for fs in target
+                .field_specs
+                .iter()
+                .filter(|f| f.applies_to(&referrer))
+            {
+                let role_ref = fs.path.ends_with("roleRef/name").then(|| {
+                    let rr = &res[i].object["roleRef"];
+                    (
+                        rr["apiGroup"].as_str().unwrap_or("").to_string(),
+                        rr["kind"].as_str().unwrap_or("").to_string(),
+                    )
+                });
+                let want = Want {
+                    referrer: res[i].clone(),
+                    group: &target.group,
+                    version: &target.version,
+                    kind: &target.kind,
+                    role_ref,
+                };
+                let mut obj = std::mem::take(&mut res[i].object);
+                let ctx = (&*res, i, &want);
+                let out = walk(&mut obj, &fs.path, false, &mut |slot| set(slot, ctx));
+                res[i].object = obj;
+                out.map_err(|e| {
+                    format!(
+                        "updating name reference in '{}' field of '{referrer}': {e}",
+                        fs.path
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kind of object a reference is to.
+struct Want<'a> {
+    /// The referring object as it was before the walk took its fields.
+    referrer: Res,
+    group: &'a str,
+    version: &'a str,
+    kind: &'a str,
+    /// For `roleRef/name`: the roleRef's apiGroup and kind.
+    role_ref: Option<(String, String)>,
+}
+
+type Ctx<'a> = (&'a [Res], usize, &'a Want<'a>);
+
+fn set(slot: &mut Value, ctx: Ctx) -> Result<(), String> {
+    match slot {
+        Value::String(old) => {
+            let all: Vec<usize> = (0..ctx.0.len()).collect();
+            if let Some(j) = select(old, &all, ctx, false)? {
+                *slot = json!(ctx.0[j].name());
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            for it in items {
+                set(it, ctx)?;
+            }
+            Ok(())
+        }
+        Value::Object(m) => {
+            let Some(old) = m.get("name").and_then(Value::as_str).map(str::to_string) else {
+                return Err("path config error; no 'name' field in node".into());
+            };
+            let candidates: Vec<usize> = match m.get("namespace").and_then(Value::as_str) {
+                None => (0..ctx.0.len()).collect(),
+                Some(ns) => {
+                    let by_org: Vec<usize> = (0..ctx.0.len())
+                        .filter(|&j| ctx.0[j].org_id().namespace == ns)
+                        .collect();
+                    if by_org.is_empty() {
+                        (0..ctx.0.len())
+                            .filter(|&j| ctx.0[j].namespace().unwrap_or("") == ns)
+                            .collect()
+                    } else {
+                        by_org
+                    }
+                }
+            };
+            if let Some(j) = select(&old, &candidates, ctx, true)? {
+                let r = &ctx.0[j];
+                m.insert("name".into(), json!(r.name()));
+                if let Some(ns) = r.namespace() {
+                    m.insert("namespace".into(), json!(ns));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The object a reference by `old` name means, if it was renamed; an error when several could be meant.
+fn select(
+    old: &str,
+    candidates: &[usize],
+    (res, _me, want): Ctx,
+    with_ns: bool,
+) -> Result<Option<usize>, String> {
+    let referrer = &want.referrer;
+    let prev_selected =
+        |j: usize, g: &str, k: &str| res[j].prev.iter().any(|id: &Id| id.selected(g, "", k));
+    let mut c: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&j| res[j].prev.iter().any(|id| id.name == old))
+        .filter(|&j| {
+            res[j]
+                .prev
+                .iter()
+                .any(|id| id.selected(want.group, want.version, want.kind))
+        })
+        .filter(|&j| match &want.role_ref {
+            Some((g, k)) => prev_selected(j, g, k),
+            None => true,
+        })
+        .filter(|&j| {
+            !referrer.namespaced()
+                || !res[j].namespaced()
+                || res[j].kind() == "ServiceAccount"
+                || res[j].id().effective_namespace() == referrer.id().effective_namespace()
+        })
+        .collect();
+    if c.len() == 1 {
+        return Ok(Some(c[0]));
+    }
+    let ends = |a: &[String], b: &[String], allow_empty: bool| {
+        if allow_empty && (a.is_empty() || b.is_empty()) {
+            return true;
+        }
+        let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+        if short.is_empty() {
+            return long.is_empty();
+        }
+        long[long.len() - short.len()..] == *short
+    };
+    let fits = |j: usize, allow_empty: bool| {
+        ends(&res[j].prefixes, &referrer.prefixes, allow_empty)
+            && ends(&res[j].suffixes, &referrer.suffixes, allow_empty)
+    };
+    c.retain(|&j| fits(j, true));
+    if c.len() > 1 {
+        c.retain(|&j| fits(j, false));
+    }
+    match c.len() {
+        0 => Ok(None),
+        1 => Ok(Some(c[0])),
+        _ => {
+            let same = c.iter().all(|&j| {
+                res[j].name() == res[c[0]].name()
+                    && (!with_ns || res[j].namespace() == res[c[0]].namespace())
+            });
+            if same {
+                return Ok(Some(c[0]));
+            }
+            let ids: Vec<String> = c.iter().map(|&j| res[j].id().to_string()).collect();
+            Err(format!(
+                "found multiple possible referrals: {}",
+                ids.join(", ")
+            ))
+        }
+    }
 }

@@ -1,5 +1,8 @@
-use super::transform::{set_images, split_image};
+use super::fieldspec::Config;
+use super::refs::content_hash;
+use super::transform::{images, split_image};
 use super::*;
+use serde_json::{json, Value};
 
 fn tree(files: &[(&str, &str)]) -> Tree {
     files
@@ -12,7 +15,7 @@ const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: 
 const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: runner\n";
 
 fn find<'a>(out: &'a [Res], kind: &str) -> &'a Value {
-    &out.iter().find(|r| r.kind.kind == kind).unwrap().object
+    &out.iter().find(|r| r.kind() == kind).unwrap().object
 }
 
 #[test]
@@ -77,7 +80,7 @@ fn overlay_on_a_base_renames_labels_and_generates() {
         json!({"app": "web", "env": "prod"})
     );
     let at = |kind: &str| {
-        let r = out.iter().find(|r| r.kind.kind == kind).unwrap();
+        let r = out.iter().find(|r| r.kind() == kind).unwrap();
         (r.file.clone(), r.line)
     };
     assert_eq!(at("Service"), ("base/svc.yaml".to_string(), 1));
@@ -97,10 +100,10 @@ fn a_changed_literal_changes_the_hash_and_the_hash_is_kustomizes() {
     let na = build(&a, "k").unwrap()[0].object["metadata"]["name"].clone();
     let nb = build(&b, "k").unwrap()[0].object["metadata"]["name"].clone();
     assert_ne!(na, nb);
-    // The example of kustomize's generatorOptions reference: the same name kustomize gives.
-    let doc = json!({"kind": "ConfigMap", "metadata": {"name": "my-application-properties"},
-        "data": {"application.properties": "# application.properties\nFOO=Bar"}});
-    assert_eq!(content_hash(&doc), "f7mm6mhf59");
+    // The hash kustomize gives this ConfigMap (kustomize's TestDataEndsWithQuotes).
+    let doc = json!({"kind": "ConfigMap", "metadata": {"name": "test"},
+        "data": {"TEST": "this is a 'test'"}});
+    assert_eq!(content_hash(&doc), "k9cc55dfm5");
     let c = tree(&[("k/kustomization.yaml", "generatorOptions:\n  disableNameSuffixHash: true\nconfigMapGenerator:\n- name: plain\n  literals: [foo=bar]\n")]);
     assert_eq!(
         build(&c, "k").unwrap()[0].object["metadata"]["name"],
@@ -111,7 +114,7 @@ fn a_changed_literal_changes_the_hash_and_the_hash_is_kustomizes() {
 #[test]
 fn unsupported_and_wrong_input_is_named() {
     let t = tree(&[
-        ("k/kustomization.yaml", "resources:\n- missing.yaml\n- https://example.invalid/x\n- ../../out\npatches:\n- path: p.yaml\n"),
+        ("k/kustomization.yaml", "resources:\n- missing.yaml\n- https://example.invalid/x\n- ../../out\nhelmCharts:\n- name: x\n"),
     ]);
     let errs: Vec<String> = build(&t, "k")
         .unwrap_err()
@@ -120,7 +123,8 @@ fn unsupported_and_wrong_input_is_named() {
         .collect();
     assert!(
         errs.iter()
-            .any(|e| e.starts_with("k/kustomization.yaml:5: patches: not supported")),
+            .any(|e| e
+                .starts_with("k/kustomization.yaml:5: helmCharts: Helm charts are not supported")),
         "{errs:?}"
     );
     let t = tree(&[(
@@ -133,7 +137,9 @@ fn unsupported_and_wrong_input_is_named() {
         .map(ToString::to_string)
         .collect();
     assert!(
-        errs[0].contains("k/kustomization.yaml:1: resources: missing.yaml: no such file"),
+        errs[0].contains(
+            "k/kustomization.yaml:1: resources: accumulating resources: missing.yaml: no such file"
+        ),
         "{errs:?}"
     );
     assert!(
@@ -165,7 +171,7 @@ fn unsupported_and_wrong_input_is_named() {
     ]);
     assert!(build(&dup, "k").unwrap_err()[0]
         .to_string()
-        .contains("already comes from k/cm.yaml"));
+        .contains("behavior must be merge or replace (it comes from k/cm.yaml)"));
     let bad_yaml = tree(&[("k/kustomization.yaml", "resources: [a\n")]);
     assert!(build(&bad_yaml, "k").unwrap_err()[0]
         .to_string()
@@ -184,8 +190,15 @@ fn images_match_by_name_whatever_the_tag() {
         ("localhost:5000/app", ":v1")
     );
     assert_eq!(split_image("app@sha256:abc"), ("app", "@sha256:abc"));
-    let mut spec = json!({"containers": [{"image": "app:v1"}, {"image": "other"}], "initContainers": [{"image": "app"}]});
-    set_images(&mut spec, "app", &json!({"digest": "sha256:feed"}));
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"image": "app:v1"}, {"image": "other"}], "initContainers": [{"image": "app"}]}});
+    let mut res = vec![Res::new("p.yaml", 1, pod)];
+    images(
+        &mut res,
+        &json!({"name": "app", "digest": "sha256:feed"}),
+        &Config::defaults().images,
+    )
+    .unwrap();
+    let spec = &res[0].object["spec"];
     assert_eq!(spec["containers"][0]["image"], "app@sha256:feed");
     assert_eq!(spec["containers"][1]["image"], "other");
     assert_eq!(spec["initContainers"][0]["image"], "app@sha256:feed");

@@ -1,263 +1,282 @@
-//! The transformers, in kustomize's order: namespace, name prefix and suffix, labels, annotations, images,
-//! replicas. Each edits the objects of one level of a build in place.
+//! The built-in transformers, in kustomize's order, each editing the fields its field specs name: patches,
+//! namespace, name prefix and suffix, labels, annotations, JSON 6902 patches, replicas, images, replacements; then
+//! the transformers a kustomization configures under `transformers` (the same built-ins, as `apiVersion: builtin`
+//! objects, inline or in files). Also the build metadata (`buildMetadata: [originAnnotations, ...]`).
 
 use serde_json::{json, Map, Value};
 
-use super::refs::{follow_renames, items};
-use super::{string_map, Kustomization, Problem, Res};
+use super::fieldspec::{walk, FieldSpec};
+use super::resource::Res;
+use super::{patch, replacements, string_map, strings, Acc, Ctx, Kustomization, Problem};
 
-impl Kustomization<'_> {
-    /// Runs this level's transformers over its objects; the first bad field ends the build.
-    pub(super) fn transform(&self, out: &mut [Res]) -> Result<(), Problem> {
-        if let Some(ns) = self.k.get("namespace") {
-            let ns = ns
-                .as_str()
-                .ok_or_else(|| self.err("namespace", "must be a string"))?;
-            set_namespace(out, ns);
-        }
-        self.names(out);
-        self.labels(out)?;
-        self.annotations(out)?;
-        self.images(out)?;
-        self.replicas(out)
-    }
-
-    /// `namePrefix` and `nameSuffix`, followed into references. Records each object's name before them as its
-    /// origin, which generators' `behavior: merge` and `replicas` match.
-    fn names(&self, out: &mut [Res]) {
-        let prefix = self.k["namePrefix"].as_str().unwrap_or("");
-        let suffix = self.k["nameSuffix"].as_str().unwrap_or("");
-        let mut renames = Vec::new();
-        for r in out.iter_mut() {
-            r.origin = r.name().to_string();
-            if (prefix.is_empty() && suffix.is_empty())
-                || matches!(
-                    r.kind.kind,
-                    "Namespace" | "CustomResourceDefinition" | "APIService"
-                )
-            {
-                continue;
-            }
-            let old = r.name().to_string();
-            let new = format!("{prefix}{old}{suffix}");
-            r.object["metadata"]["name"] = json!(new);
-            renames.push((r.kind.kind, r.namespace().map(str::to_string), old, new));
-        }
-        follow_renames(out, &renames);
-    }
-
-    /// `commonLabels` (also on selectors and templates) and `labels` (on selectors and templates as each entry says).
-    fn labels(&self, out: &mut [Res]) -> Result<(), Problem> {
-        if let Some(labels) = self.k.get("commonLabels") {
-            let labels = string_map(labels).map_err(|e| self.err("commonLabels", e))?;
-            for r in out.iter_mut() {
-                add_labels(r, &labels, true, true);
-            }
-        }
-        let Some(list) = self.k.get("labels") else {
-            return Ok(());
+impl<'t> Kustomization<'t> {
+    /// Runs this level's transformers over everything accumulated.
+    pub(super) fn transform(&self, ctx: &Ctx<'t>, acc: &mut Acc) -> Result<(), Vec<Problem>> {
+        let one = |field: &str| {
+            let f = field.to_string();
+            move |e: String| vec![self.err(&f, e)]
         };
-        let list = list
-            .as_array()
-            .ok_or_else(|| self.err("labels", "must be a list"))?;
-        for entry in list {
-            let pairs = string_map(&entry["pairs"]).map_err(|e| self.err("labels", e))?;
-            let selectors = entry["includeSelectors"].as_bool().unwrap_or(false);
-            let templates = selectors || entry["includeTemplates"].as_bool().unwrap_or(false);
-            for r in out.iter_mut() {
-                add_labels(r, &pairs, selectors, templates);
+        for p in patch::legacy_strategic(self, ctx)? {
+            p.apply(&mut acc.res)
+                .map_err(one("patchesStrategicMerge"))?;
+        }
+        for p in patch::patches(self, ctx, &self.k["patches"], "patches")? {
+            p.apply(&mut acc.res).map_err(one("patches"))?;
+        }
+        let builtin = |kind: &str, cfg: Value| Builtin {
+            kind: kind.to_string(),
+            cfg,
+        };
+        let mut steps = Vec::new();
+        if let Some(ns) = self.k.get("namespace").filter(|v| !v.is_null()) {
+            steps.push((
+                "namespace",
+                builtin("NamespaceTransformer", json!({"namespace": ns})),
+            ));
+        }
+        if let Some(p) = self.k.get("namePrefix").filter(|v| !v.is_null()) {
+            steps.push((
+                "namePrefix",
+                builtin("PrefixTransformer", json!({"prefix": p})),
+            ));
+        }
+        if let Some(s) = self.k.get("nameSuffix").filter(|v| !v.is_null()) {
+            steps.push((
+                "nameSuffix",
+                builtin("SuffixTransformer", json!({"suffix": s})),
+            ));
+        }
+        for (i, step) in steps.iter().enumerate() {
+            let _ = i;
+            step.1.run(ctx, self, acc).map_err(one(step.0))?;
+        }
+        self.labels(acc).map_err(one("labels"))?;
+        if let Some(a) = self.k.get("commonAnnotations").filter(|v| !v.is_null()) {
+            let a = string_map(a).map_err(one("commonAnnotations"))?;
+            let specs = acc.config.common_annotations.clone();
+            add_map(&mut acc.res, &a, &specs, "annotations").map_err(one("commonAnnotations"))?;
+        }
+        for p in patch::patches(self, ctx, &self.k["patchesJson6902"], "patchesJson6902")? {
+            p.apply(&mut acc.res).map_err(one("patchesJson6902"))?;
+        }
+        for entry in self.k["replicas"].as_array().into_iter().flatten() {
+            let specs = acc.config.replicas.clone();
+            replicas(&mut acc.res, entry, &specs).map_err(one("replicas"))?;
+        }
+        for field in ["images", "imageTags"] {
+            for img in self.k[field].as_array().into_iter().flatten() {
+                let specs = acc.config.images.clone();
+                images(&mut acc.res, img, &specs).map_err(one(field))?;
             }
+        }
+        if let Some(list) = self.k.get("replacements") {
+            let list = replacements::load(self, ctx, list)?;
+            replacements::apply(&mut acc.res, &list).map_err(one("replacements"))?;
+        }
+        for b in Builtin::configured(self, ctx, "transformers")? {
+            b.run(ctx, self, acc).map_err(one("transformers"))?;
         }
         Ok(())
     }
 
-    /// `commonAnnotations`, on objects and their pod templates.
-    fn annotations(&self, out: &mut [Res]) -> Result<(), Problem> {
-        let Some(annotations) = self.k.get("commonAnnotations") else {
-            return Ok(());
-        };
-        let annotations = string_map(annotations).map_err(|e| self.err("commonAnnotations", e))?;
-        for r in out.iter_mut() {
-            merge_into(&mut r.object["metadata"], "annotations", &annotations);
-            if let Some(t) = template_meta(&mut r.object, r.kind.kind) {
-                merge_into(t, "annotations", &annotations);
-            }
-        }
-        Ok(())
-    }
-
-    /// `images`: new names, tags or digests for the containers that use an image.
-    fn images(&self, out: &mut [Res]) -> Result<(), Problem> {
-        let Some(images) = self.k.get("images") else {
-            return Ok(());
-        };
-        let images = images
-            .as_array()
-            .ok_or_else(|| self.err("images", "must be a list"))?;
-        for (i, img) in images.iter().enumerate() {
-            let name = img["name"]
-                .as_str()
-                .ok_or_else(|| self.err("images", format!("entry {}: name is required", i + 1)))?;
-            for r in out.iter_mut() {
-                if let Some(spec) = pod_spec(&mut r.object, r.kind.kind) {
-                    set_images(spec, name, img);
+    /// `commonLabels` (on selectors and templates too) and `labels` (on selectors and templates as each entry
+    /// says).
+    fn labels(&self, acc: &mut Acc) -> Result<(), String> {
+        let common = string_map(&self.k["commonLabels"])?;
+        for l in self.k["labels"].as_array().into_iter().flatten() {
+            for key in string_map(&l["pairs"])?.keys() {
+                if common.contains_key(key) {
+                    return Err(format!(
+                        "label name '{key}' exists in both commonLabels and labels"
+                    ));
                 }
             }
         }
-        Ok(())
-    }
-
-    /// `replicas`: counts for workloads named by their name before or after this level's prefix and suffix.
-    fn replicas(&self, out: &mut [Res]) -> Result<(), Problem> {
-        let Some(replicas) = self.k.get("replicas") else {
-            return Ok(());
-        };
-        let replicas = replicas
-            .as_array()
-            .ok_or_else(|| self.err("replicas", "must be a list"))?;
-        for (i, entry) in replicas.iter().enumerate() {
-            let (Some(name), Some(count)) = (entry["name"].as_str(), entry["count"].as_i64())
-            else {
-                return Err(self.err(
-                    "replicas",
-                    format!("entry {}: name and an integer count are required", i + 1),
-                ));
-            };
-            let mut found = false;
-            for r in out.iter_mut().filter(|r| {
-                matches!(
-                    r.kind.kind,
-                    "Deployment" | "ReplicaSet" | "StatefulSet" | "ReplicationController"
-                ) && (r.origin == name || r.name() == name)
-            }) {
-                r.object["spec"]["replicas"] = json!(count);
-                found = true;
+        if !common.is_empty() {
+            let specs = acc.config.common_labels.clone();
+            add_map(&mut acc.res, &common, &specs, "labels")?;
+        }
+        for l in self.k["labels"].as_array().into_iter().flatten() {
+            let pairs = string_map(&l["pairs"])?;
+            let mut specs = vec![FieldSpec {
+                path: "metadata/labels".into(),
+                create: true,
+                ..Default::default()
+            }];
+            if l["includeSelectors"] == true {
+                specs = acc.config.common_labels.clone();
+            } else {
+                if l["includeTemplates"] == true {
+                    specs.extend(acc.config.template_labels.iter().cloned());
+                }
+                if l["includeVolumeClaimTemplates"] == true {
+                    specs.extend(acc.config.volume_claim_template_labels.iter().cloned());
+                }
             }
-            if !found {
-                return Err(self.err(
-                    "replicas",
-                    format!("{name}: no Deployment, ReplicaSet, StatefulSet or ReplicationController of that name"),
-                ));
+            if l["includeSelectors"] == true && l["includeVolumeClaimTemplates"] == false {
+                specs.retain(|s| !s.path.contains("volumeClaimTemplates"));
             }
+            for f in l["fields"].as_array().into_iter().flatten() {
+                specs.push(
+                    serde_json::from_value(f.clone()).map_err(|e| format!("labels fields: {e}"))?,
+                );
+            }
+            add_map(&mut acc.res, &pairs, &specs, "labels")?;
         }
         Ok(())
     }
 }
 
-fn set_namespace(out: &mut [Res], ns: &str) {
-    let accounts: Vec<String> = out
-        .iter()
-        .filter(|r| r.kind.kind == "ServiceAccount")
-        .map(|r| r.name().to_string())
-        .collect();
-    for r in out.iter_mut() {
-        if r.kind.namespaced {
-            r.object["metadata"]["namespace"] = json!(ns);
+/// Merges `pairs` into the map each spec reaches (labels or annotations).
+pub(super) fn add_map(
+    res: &mut [Res],
+    pairs: &Map<String, Value>,
+    specs: &[FieldSpec],
+    what: &str,
+) -> Result<(), String> {
+    for r in res.iter_mut() {
+        let id = r.id();
+        for s in specs.iter().filter(|s| s.applies_to(&id)) {
+            walk(&mut r.object, &s.path, s.create, &mut |slot| {
+                if slot.is_null() {
+                    *slot = json!({});
+                }
+                let Some(m) = slot.as_object_mut() else {
+                    return Err(format!("{}: {what} must be a map", s.path));
+                };
+                for (k, v) in pairs {
+                    m.insert(k.clone(), v.clone());
+                }
+                Ok(())
+            })?;
         }
-        // Bindings follow the ServiceAccounts of this build into the namespace.
-        if !matches!(r.kind.kind, "RoleBinding" | "ClusterRoleBinding") {
-            continue;
+    }
+    Ok(())
+}
+
+/// Sets a namespace on every namespaced object, and on the fields its specs name.
+pub(super) fn namespace(
+    res: &mut [Res],
+    ns: &str,
+    specs: &[FieldSpec],
+    unset_only: bool,
+    subjects: &str,
+) -> Result<(), String> {
+    for r in res.iter_mut() {
+        r.store_prev();
+        let id = r.id();
+        if r.namespaced() {
+            let meta = &mut r.object["metadata"];
+            if !(unset_only && meta["namespace"].as_str().is_some_and(|s| !s.is_empty())) {
+                meta["namespace"] = json!(ns);
+            }
         }
-        {
-            for s in items(&mut r.object, "/subjects") {
-                if s["kind"] == "ServiceAccount"
-                    && s["name"]
-                        .as_str()
-                        .is_some_and(|n| accounts.iter().any(|a| a == n))
-                {
+        for s in specs.iter().filter(|s| s.applies_to(&id)) {
+            if s.path == "metadata/namespace"
+                || (s.path == "metadata/name" && r.api_version() != "v1")
+            {
+                continue;
+            }
+            if matches!(id.kind.as_str(), "RoleBinding" | "ClusterRoleBinding")
+                && s.path == "subjects/namespace"
+            {
+                continue;
+            }
+            walk(&mut r.object, &s.path, s.create, &mut |slot| {
+                if unset_only && slot.as_str().is_some_and(|s| !s.is_empty()) {
+                    return Ok(());
+                }
+                *slot = json!(ns);
+                Ok(())
+            })?;
+        }
+        if matches!(id.kind.as_str(), "RoleBinding" | "ClusterRoleBinding") {
+            for s in r.object["subjects"].as_array_mut().into_iter().flatten() {
+                let set = match subjects {
+                    "none" => false,
+                    "allServiceAccounts" => s["kind"] == "ServiceAccount",
+                    "" | "defaultOnly" => s["name"] == "default",
+                    other => {
+                        return Err(format!(
+                            "invalid value {other:?} for setRoleBindingSubjects: must be one of \"defaultOnly\", \"none\" or \"allServiceAccounts\""
+                        ))
+                    }
+                };
+                if set {
                     s["namespace"] = json!(ns);
                 }
             }
         }
     }
+    let mut seen: Vec<super::Id> = Vec::new();
+    for r in res.iter() {
+        let id = r.id();
+        if seen.iter().any(|s| s.same(&id)) {
+            return Err(format!(
+                "namespace transformation produces ID conflict: {id}"
+            ));
+        }
+        seen.push(id);
+    }
+    Ok(())
 }
 
-/// Adds labels to an object; with `selectors`, to the selectors that must keep matching it; with `templates`, to the
-/// pod (and job) templates.
-fn add_labels(r: &mut Res, labels: &Map<String, Value>, selectors: bool, templates: bool) {
-    merge_into(&mut r.object["metadata"], "labels", labels);
-    let kind = r.kind.kind;
-    if templates {
-        if let Some(t) = template_meta(&mut r.object, kind) {
-            merge_into(t, "labels", labels);
-        }
-        if kind == "CronJob" {
-            merge_into(
-                &mut r.object["spec"]["jobTemplate"]["metadata"],
-                "labels",
-                labels,
-            );
-        }
-    }
-    if !selectors {
-        return;
-    }
-    match kind {
-        "Service" => merge_into(&mut r.object["spec"], "selector", labels),
-        "ReplicationController" => merge_into(&mut r.object["spec"], "selector", labels),
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
-            merge_into(&mut r.object["spec"]["selector"], "matchLabels", labels)
-        }
-        "Job" | "PodDisruptionBudget"
-            if r.object["spec"]["selector"]["matchLabels"].is_object() =>
+/// Adds a prefix and a suffix to names (kustomize leaves Namespaces, CRDs and APIServices alone).
+pub(super) fn prefix_suffix(
+    res: &mut [Res],
+    prefix: &str,
+    suffix: &str,
+    specs: &[FieldSpec],
+) -> Result<(), String> {
+    for r in res.iter_mut() {
+        let org = r.org_id();
+        if matches!(org.kind.as_str(), "CustomResourceDefinition" | "Namespace")
+            || (org.kind == "APIService" && org.group == "apiregistration.k8s.io")
         {
-            merge_into(&mut r.object["spec"]["selector"], "matchLabels", labels)
+            continue;
         }
-        "NetworkPolicy" if r.object["spec"]["podSelector"]["matchLabels"].is_object() => {
-            merge_into(&mut r.object["spec"]["podSelector"], "matchLabels", labels)
-        }
-        _ => {}
-    }
-}
-
-pub(super) fn merge_into(parent: &mut Value, key: &str, add: &Map<String, Value>) {
-    if add.is_empty() {
-        return;
-    }
-    if !parent.is_object() {
-        *parent = json!({});
-    }
-    let slot = &mut parent[key];
-    if !slot.is_object() {
-        *slot = json!({});
-    }
-    if let Some(m) = slot.as_object_mut() {
-        for (k, v) in add {
-            m.insert(k.clone(), v.clone());
+        for s in specs.iter().filter(|s| s.applies_to(&org)) {
+            if s.path == "metadata/name" {
+                if !prefix.is_empty() {
+                    r.prefixes.push(prefix.to_string());
+                }
+                if !suffix.is_empty() {
+                    r.suffixes.push(suffix.to_string());
+                }
+                if !prefix.is_empty() || !suffix.is_empty() {
+                    r.store_prev();
+                }
+            }
+            walk(&mut r.object, &s.path, s.create, &mut |slot| {
+                if let Some(v) = slot.as_str() {
+                    *slot = json!(format!("{prefix}{v}{suffix}"));
+                }
+                Ok(())
+            })?;
         }
     }
+    Ok(())
 }
 
-/// The pod template's metadata of a workload (created when the template has none).
-fn template_meta<'v>(obj: &'v mut Value, kind: &str) -> Option<&'v mut Value> {
-    let t = match kind {
-        "Deployment"
-        | "ReplicaSet"
-        | "ReplicationController"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "Job" => obj.pointer_mut("/spec/template")?,
-        "CronJob" => obj.pointer_mut("/spec/jobTemplate/spec/template")?,
-        _ => return None,
-    };
-    let t = t.as_object_mut()?;
-    Some(t.entry("metadata").or_insert_with(|| json!({})))
-}
-
-/// The pod spec of a pod or a workload.
-pub(super) fn pod_spec<'v>(obj: &'v mut Value, kind: &str) -> Option<&'v mut Value> {
-    let spec = match kind {
-        "Pod" => obj.pointer_mut("/spec")?,
-        "Deployment"
-        | "ReplicaSet"
-        | "ReplicationController"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "Job" => obj.pointer_mut("/spec/template/spec")?,
-        "CronJob" => obj.pointer_mut("/spec/jobTemplate/spec/template/spec")?,
-        _ => return None,
-    };
-    spec.is_object().then_some(spec)
+/// `replicas`: a count for the workloads of a name (now or before renames).
+fn replicas(res: &mut [Res], entry: &Value, specs: &[FieldSpec]) -> Result<(), String> {
+    let name = entry["name"].as_str().ok_or("every entry needs a name")?;
+    let count = entry["count"]
+        .as_i64()
+        .ok_or_else(|| format!("{name}: count must be an integer"))?;
+    for r in res
+        .iter_mut()
+        .filter(|r| r.all_ids().iter().any(|i| i.name == name))
+    {
+        let id = r.id();
+        for s in specs.iter().filter(|s| s.applies_to(&id)) {
+            walk(&mut r.object, &s.path, s.create, &mut |slot| {
+                *slot = json!(count);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Splits an image reference into its name and the rest (`:tag`, `@digest` or both).
@@ -268,27 +287,169 @@ pub(super) fn split_image(image: &str) -> (&str, &str) {
     image.split_at(name_end)
 }
 
-pub(super) fn set_images(spec: &mut Value, name: &str, img: &Value) {
-    for list in ["/initContainers", "/containers", "/ephemeralContainers"] {
-        for c in items(spec, list) {
-            let Some(image) = c["image"].as_str() else {
-                continue;
+/// `images`: a new name, tag or digest for the images of a name.
+pub(super) fn images(res: &mut [Res], img: &Value, specs: &[FieldSpec]) -> Result<(), String> {
+    let name = img["name"].as_str().ok_or("every image needs a name")?;
+    let tag = match &img["newTag"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    for r in res.iter_mut() {
+        let id = r.id();
+        for s in specs.iter().filter(|s| s.applies_to(&id)) {
+            walk(&mut r.object, &s.path, false, &mut |slot| {
+                let Some(image) = slot.as_str() else {
+                    return Ok(());
+                };
+                let (current, rest) = split_image(image);
+                if current != name {
+                    return Ok(());
+                }
+                let new_name = img["newName"].as_str().unwrap_or(current);
+                let new = if let Some(d) = img["digest"].as_str() {
+                    format!("{new_name}@{d}")
+                } else if let Some(t) = &tag {
+                    format!("{new_name}:{t}")
+                } else {
+                    format!("{new_name}{rest}")
+                };
+                *slot = json!(new);
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A built-in transformer configured as an object (`apiVersion: builtin`, `kind: PrefixSuffixTransformer`, ...).
+pub(super) struct Builtin {
+    kind: String,
+    cfg: Value,
+}
+
+impl Builtin {
+    /// The built-ins a kustomization lists under `field`: inline objects, or files holding them.
+    pub(super) fn configured(
+        k: &Kustomization,
+        ctx: &Ctx,
+        field: &str,
+    ) -> Result<Vec<Builtin>, Vec<Problem>> {
+        let mut out = Vec::new();
+        for entry in k.k[field].as_array().into_iter().flatten() {
+            let Some(text) = entry.as_str() else {
+                return Err(vec![k.err(field, "every entry must be a string")]);
             };
-            let (current, rest) = split_image(image);
-            if current != name {
-                continue;
+            let docs: Vec<Value> =
+                if text.contains('\n') || text.trim_start().starts_with("apiVersion") {
+                    super::output::yaml_docs(text).map_err(|e| vec![k.err(field, e)])?
+                } else {
+                    let loaded = k.load(ctx, field, text)?;
+                    super::output::yaml_docs(loaded)
+                        .map_err(|e| vec![k.err(field, format!("{text}: {e}"))])?
+                };
+            for d in docs {
+                let kind = d["kind"].as_str().unwrap_or("").to_string();
+                out.push(Builtin { kind, cfg: d });
             }
-            let new_name = img["newName"].as_str().unwrap_or(current);
-            let new = if let Some(d) = img["digest"].as_str() {
-                format!("{new_name}@{d}")
-            } else if let Some(t) = img["newTag"].as_str() {
-                format!("{new_name}:{t}")
-            } else if let Some(t) = img["newTag"].as_i64() {
-                format!("{new_name}:{t}")
-            } else {
-                format!("{new_name}{rest}")
+        }
+        Ok(out)
+    }
+
+    pub(super) fn kind(&self) -> &str {
+        &self.kind
+    }
+    pub(super) fn cfg(&self) -> &Value {
+        &self.cfg
+    }
+
+    /// Runs it over everything accumulated.
+    fn run(&self, ctx: &Ctx, k: &Kustomization, acc: &mut Acc) -> Result<(), String> {
+        let c = &self.cfg;
+        let specs = |own: &Value, default: &[FieldSpec]| -> Result<Vec<FieldSpec>, String> {
+            if own.is_null() {
+                return Ok(default.to_vec());
+            }
+            serde_json::from_value(own.clone())
+                .map_err(|e| format!("{}: fieldSpecs: {e}", self.kind))
+        };
+        match self.kind.as_str() {
+            "NamespaceTransformer" => {
+                let ns = c["namespace"].as_str().or(c["metadata"]["namespace"].as_str()).unwrap_or("");
+                let s = specs(&c["fieldSpecs"], &acc.config.namespace)?;
+                namespace(
+                    &mut acc.res,
+                    ns,
+                    &s,
+                    c["unsetOnly"] == true,
+                    c["setRoleBindingSubjects"].as_str().unwrap_or(""),
+                )
+            }
+            "PrefixTransformer" | "SuffixTransformer" | "PrefixSuffixTransformer" => {
+                let p = c["prefix"].as_str().unwrap_or("");
+                let s = c["suffix"].as_str().unwrap_or("");
+                let default = if p.is_empty() { &acc.config.name_suffix } else { &acc.config.name_prefix };
+                let f = specs(&c["fieldSpecs"], default)?;
+                if !p.is_empty() && !s.is_empty() {
+                    prefix_suffix(&mut acc.res, p, "", &f)?;
+                    prefix_suffix(&mut acc.res, "", s, &f)
+                } else {
+                    prefix_suffix(&mut acc.res, p, s, &f)
+                }
+            }
+            "LabelTransformer" => {
+                let f = specs(&c["fieldSpecs"], &acc.config.common_labels)?;
+                add_map(&mut acc.res, &string_map(&c["labels"])?, &f, "labels")
+            }
+            "AnnotationsTransformer" => {
+                let f = specs(&c["fieldSpecs"], &acc.config.common_annotations)?;
+                add_map(&mut acc.res, &string_map(&c["annotations"])?, &f, "annotations")
+            }
+            "ImageTagTransformer" => {
+                let f = specs(&c["fieldSpecs"], &acc.config.images)?;
+                images(&mut acc.res, &c["imageTag"], &f)
+            }
+            "ReplicaCountTransformer" => {
+                let f = specs(&c["fieldSpecs"], &acc.config.replicas)?;
+                replicas(&mut acc.res, &c["replica"], &f)
+            }
+            "PatchTransformer" | "PatchStrategicMergeTransformer" | "PatchJson6902Transformer" => {
+                for p in patch::from_builtin(k, ctx, c).map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))? {
+                    p.apply(&mut acc.res)?;
+                }
+                Ok(())
+            }
+            "ReplacementTransformer" => {
+                let list = replacements::load(k, ctx, &c["replacements"])
+                    .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+                replacements::apply(&mut acc.res, &list)
+            }
+            "SortOrderTransformer" => Err(
+                "unable to load builtin SortOrderTransformer.builtin.[noGrp]; use sortOptions in the kustomization".into(),
+            ),
+            other => Err(format!(
+                "{other}: not a built-in transformer Capstan's kustomize runs (exec and container plugins are not supported)"
+            )),
+        }
+    }
+}
+
+/// `buildMetadata`: `originAnnotations` (where each object came from), `managedByLabel`, `transformerAnnotations`.
+pub(super) fn build_metadata(k: &Kustomization, res: &mut [Res], top: &str) {
+    let wanted = strings(&k.k["buildMetadata"], "buildMetadata").unwrap_or_default();
+    if wanted.iter().any(|w| w == "originAnnotations") {
+        for r in res.iter_mut() {
+            let origin = match &r.origin {
+                Some(o) => o.clone(),
+                None => format!("path: {}\n", super::relative(top, &r.file)),
             };
-            c["image"] = json!(new);
+            r.object["metadata"]["annotations"]["config.kubernetes.io/origin"] = json!(origin);
+        }
+    }
+    if wanted.iter().any(|w| w == "managedByLabel") {
+        for r in res.iter_mut() {
+            r.object["metadata"]["labels"]["app.kubernetes.io/managed-by"] =
+                json!("kustomize-capstan");
         }
     }
 }

@@ -1,0 +1,201 @@
+//! Field specs: which field of which kinds a transformer edits (`path: spec/template/metadata/labels`, `kind:
+//! Deployment`, `create: true`), kustomize's defaults (`defaults.yaml`) merged with a kustomization's
+//! `configurations` files, and the walk that reaches those fields in an object (lists on the way are walked
+//! element by element, as kustomize does).
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::resource::Id;
+
+/// One field of some kinds.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FieldSpec {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub path: String,
+    pub create: bool,
+}
+
+impl FieldSpec {
+    pub fn applies_to(&self, id: &Id) -> bool {
+        id.selected(&self.group, &self.version, &self.kind)
+    }
+}
+
+/// A kind whose name other objects refer to, and the fields holding those references.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NameRef {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub field_specs: Vec<FieldSpec>,
+}
+
+/// The field specs of every built-in transformer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Config {
+    pub name_prefix: Vec<FieldSpec>,
+    pub name_suffix: Vec<FieldSpec>,
+    pub common_labels: Vec<FieldSpec>,
+    pub template_labels: Vec<FieldSpec>,
+    pub volume_claim_template_labels: Vec<FieldSpec>,
+    pub common_annotations: Vec<FieldSpec>,
+    pub namespace: Vec<FieldSpec>,
+    pub var_reference: Vec<FieldSpec>,
+    pub name_reference: Vec<NameRef>,
+    pub images: Vec<FieldSpec>,
+    pub replicas: Vec<FieldSpec>,
+}
+
+const DEFAULTS: &str = include_str!("defaults.yaml");
+
+impl Config {
+    /// kustomize's defaults.
+    pub fn defaults() -> Config {
+        serde_yaml_ng::from_str(DEFAULTS).expect("defaults.yaml is a transformer configuration")
+    }
+
+    /// Adds another configuration's specs (those already present are kept once).
+    pub fn merge(&mut self, o: &Config) {
+        fn add(into: &mut Vec<FieldSpec>, from: &[FieldSpec]) {
+            for f in from {
+                if !into.contains(f) {
+                    into.push(f.clone());
+                }
+            }
+        }
+        add(&mut self.name_prefix, &o.name_prefix);
+        add(&mut self.name_suffix, &o.name_suffix);
+        add(&mut self.common_labels, &o.common_labels);
+        add(&mut self.template_labels, &o.template_labels);
+        add(
+            &mut self.volume_claim_template_labels,
+            &o.volume_claim_template_labels,
+        );
+        add(&mut self.common_annotations, &o.common_annotations);
+        add(&mut self.namespace, &o.namespace);
+        add(&mut self.var_reference, &o.var_reference);
+        add(&mut self.images, &o.images);
+        add(&mut self.replicas, &o.replicas);
+        for n in &o.name_reference {
+            match self
+                .name_reference
+                .iter_mut()
+                .find(|m| m.kind == n.kind && m.group == n.group && m.version == n.version)
+            {
+                Some(m) => add(&mut m.field_specs, &n.field_specs),
+                None => self.name_reference.push(n.clone()),
+            }
+        }
+    }
+}
+
+/// One step of a path: a field, and whether the path says it holds a list (`containers[]`).
+#[derive(Debug, Clone)]
+struct Seg {
+    field: String,
+}
+
+fn segments(path: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'/') => {
+                cur.push('/');
+                chars.next();
+            }
+            '/' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| Seg {
+            field: s.strip_suffix("[]").unwrap_or(&s).to_string(),
+        })
+        .collect()
+}
+
+/// What a walk does at each field it reaches (a created field arrives as null; left null, it is removed again).
+pub type Visit<'f> = &'f mut dyn FnMut(&mut Value) -> Result<(), String>;
+
+/// Calls `f` at every field `path` reaches in `v`, creating missing maps on the way (and the field) when `create`.
+pub fn walk(v: &mut Value, path: &str, create: bool, f: Visit) -> Result<(), String> {
+    walk_segs(v, &segments(path), create, f)
+}
+
+fn walk_segs(v: &mut Value, segs: &[Seg], create: bool, f: Visit) -> Result<(), String> {
+    let Some((seg, rest)) = segs.split_first() else {
+        return f(v);
+    };
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                walk_segs(i, segs, create, f)?;
+            }
+            Ok(())
+        }
+        Value::Object(m) => {
+            if m.get(&seg.field).is_some_and(|c| !c.is_null()) {
+                return walk_segs(m.get_mut(&seg.field).unwrap(), rest, create, f);
+            }
+            if !create {
+                return Ok(());
+            }
+            let fresh = if rest.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(Default::default())
+            };
+            m.insert(seg.field.clone(), fresh);
+            let slot = m.get_mut(&seg.field).unwrap();
+            walk_segs(slot, rest, create, f)?;
+            if slot.is_null() || slot.as_object().is_some_and(|o| o.is_empty()) && !rest.is_empty()
+            {
+                m.remove(&seg.field);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn walks_lists_on_the_way_and_creates_only_when_asked() {
+        let mut v =
+            json!({"spec": {"containers": [{"image": "a"}, {"image": "b"}, {"name": "c"}]}});
+        let mut seen = Vec::new();
+        walk(&mut v, "spec/containers[]/image", false, &mut |x| {
+            seen.push(x.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![json!("a"), json!("b")]);
+        walk(&mut v, "spec/template/metadata/labels", true, &mut |x| {
+            *x = json!({"a": "b"});
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            v["spec"]["template"]["metadata"]["labels"],
+            json!({"a": "b"})
+        );
+        let mut w = json!({"metadata": {}});
+        walk(&mut w, "metadata/annotations/x\\/y", false, &mut |_| Ok(())).unwrap();
+        assert_eq!(w, json!({"metadata": {}}));
+        assert!(Config::defaults().name_reference.len() > 10);
+    }
+}
