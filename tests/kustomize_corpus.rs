@@ -17,15 +17,9 @@ const GAPS: &[&str] = &[
     "TestBasicIO_1",
     "TestBlankNamespace4240",
     "TestBug506",
-    "TestComplexComposition_Dev_SuccessWithBaseTransformers",
-    "TestComplexComposition_Prod_SuccessWithBaseTransformers",
     "TestComponent__applying-component-directly-should-be-same-as-kustomization",
-    "TestConfigMapGeneratorLiteralNewline",
     "TestCrdWithOverlay",
     "TestDuplicateKeys",
-    "TestEmptyFieldSpecValue",
-    "TestGeneratorBasics",
-    "TestGeneratorWithAnnoOrigin",
     "TestGkeGenerator",
     "TestGkeGeneratorWithNamespace",
     "TestGkeGeneratorWithTwo",
@@ -34,16 +28,10 @@ const GAPS: &[&str] = &[
     "TestLabelTransformerConfigWithCustomResources__include_selector_via_transformerConfig",
     "TestLabelTransformerConfigWithCustomResources__include_selectors_and_labels_via_transformerConfig",
     "TestLabelTransformerConfig__includeSelectors_false__includeTemplates_false__include_template_via_transformerConfig",
-    "TestMediumOverlay",
     "TestMergeAndReplaceGenerators",
-    "TestMultiplePatchesNoConflict",
     "TestNameNotOveriddenForNonCoreApiVersionOnANamespaceKind",
     "TestNameReferenceAfterJsonPatch",
     "TestNameReferenceAfterJsonPatchConfigMapGenerator",
-    "TestNamespacePropagationDoesNotBreakGeneratorMerge",
-    "TestNonCommutablePatches",
-    "TestPatchAddNewServicePort",
-    "TestPathWithCronJobV1",
     "TestPrefixSuffix",
     "TestPrefixSuffix2",
     "TestRepeatBase",
@@ -52,14 +40,12 @@ const GAPS: &[&str] = &[
     "TestReplacementTransformerWithNamePrefixOverlay",
     "TestReplacementTransformerWithNamespaceOverlay",
     "TestReplacementTransformerWithOriginalName",
-    "TestSimpleMultiplePatches",
     "TestTargetMustHaveOnlyOneKustomizationFile",
     "TestTransfomersImageDefaultConfig",
     "TestTransformersNoCreateArrays",
     "TestVariableRefNFSServer",
     "TestVariablesAmbiguousWorkaround",
     "TestVaribaleRefDifferentPrefix",
-    "TestVolumeRemoveEmptyDirInOverlay__2",
 ];
 
 fn cases() -> PathBuf {
@@ -166,7 +152,7 @@ fn kustomize_corpus_builds_as_kustomize_builds() {
                 }
             }
             Err(e) if !gap => unexpected.push(format!("{n}: {e}")),
-            Err(_) => {}
+            Err(e) => eprintln!("known gap {n}: {e}"),
         }
     }
     eprintln!(

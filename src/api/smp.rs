@@ -71,6 +71,21 @@ fn primitive_set(field: &str) -> bool {
     matches!(field, "finalizers")
 }
 
+thread_local! {
+    /// While kustomize patches: keyed list items the patch names come first, in the patch's order (kustomize's
+    /// merge prepends), instead of the API server's append.
+    static PREPEND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Strategic merge patch as kustomize merges: items of keyed lists that the patch names come first, in its order,
+/// then the others as they were.
+pub fn strategic_merge_prepending(target: &mut Value, patch: &Value) -> Result<()> {
+    let before = PREPEND.with(|p| p.replace(true));
+    let out = strategic_merge(target, patch);
+    PREPEND.with(|p| p.set(before));
+    out
+}
+
 /// Strategic merge patch.
 pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<()> {
     match (target.as_object_mut(), patch.as_object()) {
@@ -217,6 +232,19 @@ fn smp_list(field: &str, target: &mut Vec<Value>, patch: &[Value]) -> Result<()>
                 target.push(Value::Object(fresh));
             }
         }
+    }
+    if PREPEND.with(|p| p.get()) {
+        let named: Vec<&Value> = patch
+            .iter()
+            .filter(|p| p.get("$patch").and_then(Value::as_str) != Some("delete"))
+            .filter_map(|p| key_of(p, key))
+            .collect();
+        let rank = |t: &Value| {
+            key_of(t, key)
+                .and_then(|k| named.iter().position(|n| *n == k))
+                .unwrap_or(usize::MAX)
+        };
+        target.sort_by_key(|t| rank(t));
     }
     Ok(())
 }

@@ -166,10 +166,9 @@ impl<'n> Contents<'n> {
     /// Writes the keys into the object: a Secret's all base64 under `data` (with its `type`), a ConfigMap's text
     /// under `data` and the rest base64 under `binaryData`.
     fn store(self, object: &mut Value, kind: &str, g: &Value) {
-        let b64 = base64::engine::general_purpose::STANDARD;
         let encoded = |m: BTreeMap<String, Vec<u8>>| -> Map<String, Value> {
             m.into_iter()
-                .map(|(k, v)| (k, json!(b64.encode(v))))
+                .map(|(k, v)| (k, json!(base64_lines(&v))))
                 .collect()
         };
         if kind == "Secret" {
@@ -189,6 +188,21 @@ impl<'n> Contents<'n> {
             }
         }
     }
+}
+
+/// Base64 as kustomize writes generated values: a value of 70 characters or more is cut into lines of 70, each
+/// ending with a line break.
+fn base64_lines(v: &[u8]) -> String {
+    let enc = base64::engine::general_purpose::STANDARD.encode(v);
+    if enc.len() < 70 {
+        return enc;
+    }
+    let mut out = String::new();
+    for chunk in enc.as_bytes().chunks(70) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or(""));
+        out.push('\n');
+    }
+    out
 }
 
 /// Strips one pair of matching quotes, as kustomize does for literal and env-file values.
@@ -328,9 +342,7 @@ impl super::Kustomization<'_> {
                 g["namespace"] = g["metadata"]["namespace"].clone();
             }
             if let Some(m) = g.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-                m.remove("metadata");
+                m.retain(|k, _| KNOWN.contains(&k.as_str()));
             }
             entries.push(("generators".into(), kind, g, Value::Null));
         }

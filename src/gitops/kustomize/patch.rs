@@ -149,7 +149,7 @@ impl Patch {
             }
         }
         self.changing(r, |obj| {
-            smp::strategic_merge(obj, &p).map_err(|e| e.to_string())
+            smp::strategic_merge_prepending(obj, &p).map_err(|e| e.to_string())
         })
     }
 

@@ -340,15 +340,34 @@ impl Builtin {
             let Some(text) = entry.as_str() else {
                 return Err(vec![k.err(field, "every entry must be a string")]);
             };
-            let docs: Vec<Value> =
-                if text.contains('\n') || text.trim_start().starts_with("apiVersion") {
-                    super::output::yaml_docs(text).map_err(|e| vec![k.err(field, e)])?
+            let docs: Vec<Value> = if text.contains('\n')
+                || text.trim_start().starts_with("apiVersion")
+            {
+                super::output::yaml_docs(text).map_err(|e| vec![k.err(field, e)])?
+            } else {
+                let path = super::resolve(&k.dir, text)
+                    .ok_or_else(|| vec![k.err(field, format!("{text}: leaves the repository"))])?;
+                if !ctx.tree.contains_key(&path) && super::is_dir(ctx.tree, &path) {
+                    // A kustomization whose output is the configurations.
+                    let mut sub = Ctx {
+                        tree: ctx.tree,
+                        opts: ctx.opts,
+                        stack: ctx.stack.clone(),
+                        top: ctx.top.clone(),
+                    };
+                    let kfile = sub
+                        .single_kustomization(&path)
+                        .map_err(|e| vec![k.err(field, e)])?;
+                    let kk = Kustomization::read(ctx.tree, &path, &kfile, false)?;
+                    let built = sub.target(&kk, Acc::new())?;
+                    built.res.into_iter().map(|r| r.object).collect()
                 } else {
                     let loaded = k.load(ctx, field, text)?;
                     super::output::yaml_docs(loaded)
                         .map_err(|e| vec![k.err(field, format!("{text}: {e}"))])?
-                };
-            for d in docs {
+                }
+            };
+            for d in docs.into_iter().filter(|d| !d.is_null()) {
                 let kind = d["kind"].as_str().unwrap_or("").to_string();
                 out.push(Builtin { kind, cfg: d });
             }
