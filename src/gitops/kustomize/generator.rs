@@ -180,9 +180,13 @@ impl<'n> Contents<'n> {
             );
             all.extend(encoded(self.binary));
             object["type"] = json!(g["type"].as_str().unwrap_or("Opaque"));
-            object["data"] = Value::Object(all);
+            if !all.is_empty() {
+                object["data"] = Value::Object(all);
+            }
         } else {
-            object["data"] = json!(self.data);
+            if !self.data.is_empty() {
+                object["data"] = json!(self.data);
+            }
             if !self.binary.is_empty() {
                 object["binaryData"] = Value::Object(encoded(self.binary));
             }

@@ -406,15 +406,31 @@ impl<'t> Kustomization<'t> {
                 "a kustomization must be a mapping",
             )]);
         }
+        let mut k = if k.is_null() {
+            Value::Object(Map::new())
+        } else {
+            k
+        };
+        // Field names match whatever their case, as kustomize's decoder matches them.
+        if let Some(m) = k.as_object_mut() {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for key in keys {
+                if SUPPORTED.contains(&key.as_str()) {
+                    continue;
+                }
+                if let Some(canon) = SUPPORTED.iter().find(|s| s.eq_ignore_ascii_case(&key)) {
+                    if !m.contains_key(*canon) {
+                        let v = m.remove(&key).unwrap_or(Value::Null);
+                        m.insert(canon.to_string(), v);
+                    }
+                }
+            }
+        }
         let this = Kustomization {
             dir: dir.to_string(),
             file: file.to_string(),
             text,
-            k: if k.is_null() {
-                Value::Object(Map::new())
-            } else {
-                k
-            },
+            k,
         };
         let mut errors: Vec<Problem> = this
             .k
@@ -537,7 +553,23 @@ fn read_manifests(tree: &Tree, path: &str) -> Result<Vec<Res>, Vec<Problem>> {
     })?;
     Ok(docs
         .into_iter()
-        .map(|(index, object)| Res::new(path, manifest::doc_line(text, index), object))
+        .map(|(index, mut object)| {
+            // Labels and annotations are strings (`happy: true` reads as "true").
+            for f in ["labels", "annotations"] {
+                if let Some(m) = object
+                    .get_mut("metadata")
+                    .and_then(|m| m.get_mut(f))
+                    .and_then(Value::as_object_mut)
+                {
+                    for v in m.values_mut() {
+                        if !v.is_string() && !v.is_null() && !v.is_object() && !v.is_array() {
+                            *v = Value::String(v.to_string());
+                        }
+                    }
+                }
+            }
+            Res::new(path, manifest::doc_line(text, index), object)
+        })
         .collect())
 }
 

@@ -287,7 +287,8 @@ pub(super) fn split_image(image: &str) -> (&str, &str) {
     image.split_at(name_end)
 }
 
-/// `images`: a new name, tag or digest for the images of a name.
+/// `images`: a new name, tag or digest for the images of a name - in every `containers` and `initContainers` list
+/// anywhere in an object (as kustomize's image transformer looks), and in the fields its specs name.
 pub(super) fn images(res: &mut [Res], img: &Value, specs: &[FieldSpec]) -> Result<(), String> {
     let name = img["name"].as_str().ok_or("every image needs a name")?;
     let tag = match &img["newTag"] {
@@ -295,26 +296,50 @@ pub(super) fn images(res: &mut [Res], img: &Value, specs: &[FieldSpec]) -> Resul
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     };
+    let update = |slot: &mut Value| {
+        let Some(image) = slot.as_str() else {
+            return;
+        };
+        let (current, rest) = split_image(image);
+        if current != name {
+            return;
+        }
+        let new_name = img["newName"].as_str().unwrap_or(current);
+        let new = if let Some(d) = img["digest"].as_str() {
+            format!("{new_name}@{d}")
+        } else if let Some(t) = &tag {
+            format!("{new_name}:{t}")
+        } else {
+            format!("{new_name}{rest}")
+        };
+        *slot = json!(new);
+    };
+    fn containers(v: &mut Value, update: &dyn Fn(&mut Value)) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m.iter_mut() {
+                    if matches!(k.as_str(), "containers" | "initContainers") {
+                        if let Value::Array(list) = child {
+                            for c in list.iter_mut() {
+                                if let Some(i) = c.get_mut("image") {
+                                    update(i);
+                                }
+                            }
+                        }
+                    }
+                    containers(child, update);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| containers(x, update)),
+            _ => {}
+        }
+    }
     for r in res.iter_mut() {
+        containers(&mut r.object, &update);
         let id = r.id();
         for s in specs.iter().filter(|s| s.applies_to(&id)) {
             walk(&mut r.object, &s.path, false, &mut |slot| {
-                let Some(image) = slot.as_str() else {
-                    return Ok(());
-                };
-                let (current, rest) = split_image(image);
-                if current != name {
-                    return Ok(());
-                }
-                let new_name = img["newName"].as_str().unwrap_or(current);
-                let new = if let Some(d) = img["digest"].as_str() {
-                    format!("{new_name}@{d}")
-                } else if let Some(t) = &tag {
-                    format!("{new_name}:{t}")
-                } else {
-                    format!("{new_name}{rest}")
-                };
-                *slot = json!(new);
+                update(slot);
                 Ok(())
             })?;
         }
