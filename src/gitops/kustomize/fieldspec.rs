@@ -42,6 +42,8 @@ pub struct Config {
     pub name_prefix: Vec<FieldSpec>,
     pub name_suffix: Vec<FieldSpec>,
     pub common_labels: Vec<FieldSpec>,
+    /// Extra fields for every `labels` entry.
+    pub labels: Vec<FieldSpec>,
     pub template_labels: Vec<FieldSpec>,
     pub volume_claim_template_labels: Vec<FieldSpec>,
     pub common_annotations: Vec<FieldSpec>,
@@ -72,6 +74,7 @@ impl Config {
         add(&mut self.name_prefix, &o.name_prefix);
         add(&mut self.name_suffix, &o.name_suffix);
         add(&mut self.common_labels, &o.common_labels);
+        add(&mut self.labels, &o.labels);
         add(&mut self.template_labels, &o.template_labels);
         add(
             &mut self.volume_claim_template_labels,

@@ -153,10 +153,16 @@ impl Patch {
         })
     }
 
+    /// A JSON 6902 patch may change anything, the name and kind too (the old id is kept for references).
     fn json(&self, r: &mut Res, ops: &Value) -> Result<(), String> {
         let patch: json_patch::Patch = serde_json::from_value(ops.clone())
             .map_err(|e| format!("not a JSON 6902 patch: {e}"))?;
-        self.changing(r, |obj| {
+        let free = Patch {
+            allow_name_change: true,
+            allow_kind_change: true,
+            ..self.clone()
+        };
+        free.changing(r, |obj| {
             json_patch::patch(obj, &patch).map_err(|e| e.to_string())
         })
     }

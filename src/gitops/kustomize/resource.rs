@@ -21,7 +21,7 @@ impl Id {
     /// The namespace objects are compared by: cluster-scoped kinds have none, namespaced objects without one are in
     /// `default`.
     pub fn effective_namespace(&self) -> &str {
-        if !namespaced(&self.kind) {
+        if !namespaced(&self.group, &self.kind) {
             ""
         } else if self.namespace.is_empty() {
             "default"
@@ -68,11 +68,19 @@ impl std::fmt::Display for Id {
     }
 }
 
-/// Whether objects of a kind live in a namespace: Kubernetes' built-in kinds as the registry knows them, every other
-/// kind (custom resources) namespaced unless kustomize knows it as cluster-wide.
-pub fn namespaced(kind: &str) -> bool {
-    if let Some(k) = registry::KINDS.iter().find(|k| k.kind == kind) {
+/// Whether objects of a kind (of an API group) live in a namespace: Kubernetes' built-in kinds as the registry knows
+/// them, every other kind (custom resources, also a `Namespace` of some other group) namespaced unless kustomize
+/// knows it as cluster-wide.
+pub fn namespaced(group: &str, kind: &str) -> bool {
+    if let Some(k) = registry::KINDS
+        .iter()
+        .find(|k| k.kind == kind && k.group == group)
+    {
         return k.namespaced;
+    }
+    if registry::KINDS.iter().any(|k| k.kind == kind) {
+        // A built-in kind's name in another group: a custom kind.
+        return true;
     }
     !matches!(
         kind,
@@ -155,7 +163,7 @@ impl Res {
             .filter(|s| !s.is_empty())
     }
     pub fn namespaced(&self) -> bool {
-        namespaced(self.kind())
+        namespaced(self.group_version().0, self.kind())
     }
     /// Its group and version.
     pub fn group_version(&self) -> (&str, &str) {

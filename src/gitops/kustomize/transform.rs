@@ -116,6 +116,7 @@ impl<'t> Kustomization<'t> {
             if l["includeSelectors"] == true && l["includeVolumeClaimTemplates"] == false {
                 specs.retain(|s| !s.path.contains("volumeClaimTemplates"));
             }
+            specs.extend(acc.config.labels.iter().cloned());
             for f in l["fields"].as_array().into_iter().flatten() {
                 specs.push(
                     serde_json::from_value(f.clone()).map_err(|e| format!("labels fields: {e}"))?,
