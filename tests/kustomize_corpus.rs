@@ -14,22 +14,14 @@ const GAPS: &[&str] = &[
     "TestAnnoOriginInlineBuiltinGenerator",
     "TestAnnoTransformerBuiltinInline",
     "TestAnnoTransformerLocalFilesWithOverlay",
-    "TestBlankNamespace4240",
-    "TestComponent__applying-component-directly-should-be-same-as-kustomization",
     "TestCrdWithOverlay",
     "TestDuplicateKeys",
     "TestGkeGenerator",
     "TestGkeGeneratorWithNamespace",
     "TestGkeGeneratorWithTwo",
-    "TestIntermediateNameSecretKeyRefDiamond",
     "TestIssue4884_UseLocalConfigAsNameRefSource",
     "TestMergeAndReplaceGenerators",
     "TestReplacementTransformerAppendToAnnotationUsingRegex",
-    "TestReplacementTransformerWithOriginalName",
-    "TestTargetMustHaveOnlyOneKustomizationFile",
-    "TestTransformersNoCreateArrays",
-    "TestVariablesAmbiguousWorkaround",
-    "TestVaribaleRefDifferentPrefix",
 ];
 
 fn cases() -> PathBuf {

@@ -102,6 +102,7 @@ impl Config {
 #[derive(Debug, Clone)]
 struct Seg {
     field: String,
+    seq: bool,
 }
 
 fn segments(path: &str) -> Vec<Seg> {
@@ -123,6 +124,7 @@ fn segments(path: &str) -> Vec<Seg> {
         .filter(|s| !s.is_empty())
         .map(|s| Seg {
             field: s.strip_suffix("[]").unwrap_or(&s).to_string(),
+            seq: s.ends_with("[]"),
         })
         .collect()
 }
@@ -150,7 +152,8 @@ fn walk_segs(v: &mut Value, segs: &[Seg], create: bool, f: Visit) -> Result<(), 
             if m.get(&seg.field).is_some_and(|c| !c.is_null()) {
                 return walk_segs(m.get_mut(&seg.field).unwrap(), rest, create, f);
             }
-            if !create {
+            // Lists are never made up.
+            if !create || seg.seq {
                 return Ok(());
             }
             let fresh = if rest.is_empty() {

@@ -149,8 +149,16 @@ pub fn build_with(tree: &Tree, dir: &str, opts: &Options) -> Result<Vec<Res>, Ve
         stack: Vec::new(),
         top: dir.to_string(),
     };
-    let top = kustomization_in(tree, dir).ok_or_else(|| vec![missing(dir)])?;
-    let k = Kustomization::read(tree, dir, &top, false)?;
+    let top = ctx
+        .single_kustomization(dir)
+        .map_err(|e| vec![Problem::in_file(if dir.is_empty() { "." } else { dir }, e)])?;
+    // The directory built may hold a Component itself.
+    let component = tree
+        .get(&top)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| parse_kustomization(t).ok())
+        .is_some_and(|v| v["kind"] == "Component");
+    let k = Kustomization::read(tree, dir, &top, component)?;
     let mut acc = ctx.target(&k, Acc::new())?;
     let fail = |e: String| vec![k.err("resources", e)];
     refs::add_hashes(&mut acc.res);
@@ -283,6 +291,7 @@ impl<'t> Ctx<'t> {
         k.transform(self, &mut acc)?;
         for v in k.k["vars"].as_array().into_iter().flatten() {
             let v = vars::Var::parse(v).map_err(|e| vec![k.err("vars", e)])?;
+            vars::bind(&mut acc.res, &v).map_err(|e| vec![k.err("vars", e)])?;
             vars::add(&mut acc.vars, v).map_err(|e| vec![k.err("vars", e)])?;
         }
         Ok(acc)

@@ -55,7 +55,35 @@ impl Target {
         })
     }
 
-    /// Whether it selects an object (by its current id or one it had before renames).
+    /// Whether it selects an object by any id it has had (replacements choose so).
+    pub(super) fn selects_any(&self, r: &Res) -> bool {
+        let m = |re: &Option<Regex>, s: &str| re.as_ref().is_none_or(|re| re.is_match(s));
+        r.all_ids().iter().any(|id| {
+            m(&self.group, &id.group)
+                && m(&self.version, &id.version)
+                && m(&self.kind, &id.kind)
+                && m(&self.name, &id.name)
+                && m(&self.namespace, id.effective_namespace())
+        }) && self.selects_labels(r)
+    }
+
+    fn selects_labels(&self, r: &Res) -> bool {
+        let strings = |f: &str| -> BTreeMap<String, String> {
+            r.meta_map(f)
+                .into_iter()
+                .map(|(k, v)| (k, v.as_str().unwrap_or("").to_string()))
+                .collect()
+        };
+        self.labels
+            .as_ref()
+            .is_none_or(|s| s.matches(&strings("labels")))
+            && self
+                .annotations
+                .as_ref()
+                .is_none_or(|s| s.matches(&strings("annotations")))
+    }
+
+    /// Whether it selects an object (by its current id or the one it was read with).
     pub(super) fn selects(&self, r: &Res) -> bool {
         let m = |re: &Option<Regex>, s: &str| re.as_ref().is_none_or(|re| re.is_match(s));
         let (cur, org) = (r.id(), r.org_id());

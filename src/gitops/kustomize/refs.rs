@@ -152,6 +152,12 @@ fn set(slot: &mut Value, ctx: Ctx) -> Result<(), String> {
             let Some(old) = m.get("name").and_then(Value::as_str).map(str::to_string) else {
                 return Err("path config error; no 'name' field in node".into());
             };
+            if m.get("namespace").is_some_and(|n| n.is_null() || n == "") {
+                return Err(format!(
+                    "Invalid Input: namespace is blank for resource {}",
+                    ctx.2.referrer.id()
+                ));
+            }
             let candidates: Vec<usize> = match m.get("namespace").and_then(Value::as_str) {
                 None => (0..ctx.0.len()).collect(),
                 Some(ns) => {

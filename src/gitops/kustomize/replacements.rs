@@ -47,7 +47,7 @@ pub(super) fn apply(res: &mut [Res], list: &[Value]) -> Result<(), String> {
 
 fn source_value(res: &[Res], source: &Value) -> Result<Value, String> {
     let sel = Target::parse(source)?;
-    let found: Vec<&Res> = res.iter().filter(|r| sel.selects(r)).collect();
+    let found: Vec<&Res> = res.iter().filter(|r| sel.selects_any(r)).collect();
     let described = || serde_json::to_string(source).unwrap_or_default();
     let r = match found.len() {
         1 => found[0],
@@ -114,7 +114,7 @@ fn target(res: &mut [Res], value: &Value, t: &Value) -> Result<(), String> {
     let o = &t["options"];
     let create = o["create"] == true;
     for r in res.iter_mut() {
-        if !sel.selects(r) || rejects.iter().any(|x| x.selects(r)) {
+        if !sel.selects_any(r) || rejects.iter().any(|x| x.selects_any(r)) {
             continue;
         }
         for p in &paths {

@@ -132,6 +132,8 @@ pub struct Res {
     pub(super) behavior: Option<String>,
     /// `config.kubernetes.io/origin` to write when the build asks for origin annotations.
     pub(super) origin: Option<String>,
+    /// The vars bound to this object (by the kustomization that declared them).
+    pub(super) vars: Vec<String>,
 }
 
 impl Res {
@@ -146,6 +148,7 @@ impl Res {
             hash: false,
             behavior: None,
             origin: None,
+            vars: Vec::new(),
         }
     }
     pub fn api_version(&self) -> &str {

@@ -72,6 +72,35 @@ pub(super) fn at_path<'v>(obj: &'v Value, path: &str) -> Option<&'v Value> {
     Some(cur)
 }
 
+/// Binds a var to the one object it names among those its kustomization has accumulated (kustomize binds at the
+/// level that declares the var, so a same-named object elsewhere in the tree does not make it ambiguous).
+pub(super) fn bind(res: &mut [Res], v: &Var) -> Result<(), String> {
+    let (group, version) = match v.api_version.split_once('/') {
+        Some((g, ver)) => (g.to_string(), ver.to_string()),
+        None => (String::new(), v.api_version.clone()),
+    };
+    let found: Vec<usize> = (0..res.len())
+        .filter(|&i| {
+            res[i].all_ids().iter().any(|id| {
+                id.selected(&group, &version, &v.kind)
+                    && id.name == v.obj_name
+                    && (v.namespace.is_empty() || id.effective_namespace() == v.namespace)
+            })
+        })
+        .collect();
+    match found.len() {
+        0 => Ok(()),
+        1 => {
+            res[found[0]].vars.push(v.name.clone());
+            Ok(())
+        }
+        n => Err(format!(
+            "found {n} resId matches for var {} (unable to disambiguate)",
+            v.name
+        )),
+    }
+}
+
 /// Replaces `$(NAME)` everywhere the var reference field specs reach.
 pub(super) fn resolve(res: &mut [Res], vars: &[Var], config: &Config) -> Result<(), String> {
     if vars.is_empty() {
@@ -79,33 +108,11 @@ pub(super) fn resolve(res: &mut [Res], vars: &[Var], config: &Config) -> Result<
     }
     let mut values: Vec<(String, Value)> = Vec::new();
     for v in vars {
-        let (group, version) = match v.api_version.split_once('/') {
-            Some((g, ver)) => (g.to_string(), ver.to_string()),
-            None => (String::new(), v.api_version.clone()),
-        };
-        let found: Vec<&Res> = res
-            .iter()
-            .filter(|r| {
-                let org = r.org_id();
-                org.selected(&group, &version, &v.kind)
-                    && org.name == v.obj_name
-                    && (v.namespace.is_empty() || org.effective_namespace() == v.namespace)
-            })
-            .collect();
-        let r = match found.len() {
-            1 => found[0],
-            0 => {
-                return Err(format!(
-                    "var '{}' cannot be mapped to a field in the set of known resources",
-                    v.name
-                ))
-            }
-            n => {
-                return Err(format!(
-                    "found {n} resId matches for var {} (unable to disambiguate)",
-                    v.name
-                ))
-            }
+        let Some(r) = res.iter().find(|r| r.vars.contains(&v.name)) else {
+            return Err(format!(
+                "var '{}' cannot be mapped to a field in the set of known resources",
+                v.name
+            ));
         };
         let value = at_path(&r.object, &v.field_path).ok_or_else(|| {
             format!(
