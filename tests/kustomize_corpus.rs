@@ -10,8 +10,6 @@ use capstan::gitops::kustomize::{self, Options, Reorder, Tree};
 /// Cases Capstan's kustomize does not reproduce yet.
 const GAPS: &[&str] = &[
     "TestAnnoOriginAndTransformerBuiltinLocal",
-    "TestAnnoOriginGeneratorFromFile",
-    "TestAnnoOriginInlineBuiltinGenerator",
     "TestAnnoTransformerBuiltinInline",
     "TestAnnoTransformerLocalFilesWithOverlay",
     "TestCrdWithOverlay",
@@ -20,8 +18,6 @@ const GAPS: &[&str] = &[
     "TestGkeGeneratorWithNamespace",
     "TestGkeGeneratorWithTwo",
     "TestIssue4884_UseLocalConfigAsNameRefSource",
-    "TestMergeAndReplaceGenerators",
-    "TestReplacementTransformerAppendToAnnotationUsingRegex",
 ];
 
 fn cases() -> PathBuf {

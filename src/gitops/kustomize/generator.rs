@@ -258,6 +258,14 @@ pub(super) fn place(out: &mut Vec<Res>, mut res: Res) -> Result<(), String> {
             r.hash = res.hash;
         }
         ("replace", Some(r)) => {
+            // The old object's labels and annotations stay (the new ones win).
+            for key in ["labels", "annotations"] {
+                let mut merged = r.meta_map(key);
+                merged.extend(res.meta_map(key));
+                if !merged.is_empty() {
+                    res.object["metadata"][key] = Value::Object(merged);
+                }
+            }
             res.object["metadata"]["name"] = r.object["metadata"]["name"].clone();
             match r.namespace() {
                 Some(ns) => res.object["metadata"]["namespace"] = json!(ns),
@@ -311,7 +319,18 @@ impl super::Kustomization<'_> {
         ctx: &super::Ctx,
         acc: &mut super::Acc,
     ) -> Result<(), Vec<super::Problem>> {
-        let mut entries: Vec<(String, &'static str, Value, Value)> = Vec::new();
+        // (field, kind, entry, shared options, origin)
+        let mut entries: Vec<(String, &'static str, Value, Value, String)> = Vec::new();
+        let origin = |from: &str, kind: &str, name: &Value| {
+            let mut o = format!(
+                "configuredIn: {}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}Generator\n",
+                super::relative(&ctx.top, from)
+            );
+            if let Some(n) = name.as_str() {
+                o.push_str(&format!("  name: {n}\n"));
+            }
+            o
+        };
         let options = self.k["generatorOptions"].clone();
         for (field, kind) in [
             ("configMapGenerator", "ConfigMap"),
@@ -321,7 +340,13 @@ impl super::Kustomization<'_> {
                 Value::Null => {}
                 Value::Array(list) => {
                     for g in list {
-                        entries.push((field.to_string(), kind, g.clone(), options.clone()));
+                        entries.push((
+                            field.to_string(),
+                            kind,
+                            g.clone(),
+                            options.clone(),
+                            origin(&self.file, kind, &Value::Null),
+                        ));
                     }
                 }
                 _ => return Err(vec![self.err(field, "must be a list")]),
@@ -348,16 +373,15 @@ impl super::Kustomization<'_> {
             if let Some(m) = g.as_object_mut() {
                 m.retain(|k, _| KNOWN.contains(&k.as_str()));
             }
-            entries.push(("generators".into(), kind, g, Value::Null));
+            let o = origin(b.from(), kind, &b.cfg()["metadata"]["name"]);
+            entries.push(("generators".into(), kind, g, Value::Null, o));
         }
-        for (field, kind, g, options) in entries {
-            let made = generate(ctx.tree, &self.dir, &self.file, kind, &g, &options).and_then(|mut r| {
-                let rel = super::relative(&ctx.top, &self.file);
-                r.origin = Some(format!(
-                    "configuredIn: {rel}\nconfiguredBy:\n  apiVersion: builtin\n  kind: {kind}Generator\n"
-                ));
-                place(&mut acc.res, r)
-            });
+        for (field, kind, g, options, o) in entries {
+            let made =
+                generate(ctx.tree, &self.dir, &self.file, kind, &g, &options).and_then(|mut r| {
+                    r.origin = Some(o);
+                    place(&mut acc.res, r)
+                });
             made.map_err(|e| vec![self.err(&field, e)])?;
         }
         Ok(())

@@ -145,7 +145,12 @@ fn target(res: &mut [Res], value: &Value, t: &Value) -> Result<(), String> {
 fn set(slot: &mut Value, value: &Value, o: &Value) -> Result<(), String> {
     let mut value = value.clone();
     if let Some(d) = o["delimiter"].as_str().filter(|d| !d.is_empty()) {
-        let cur = scalar_text(slot).ok_or("delimiter option can only be used with scalar nodes")?;
+        // A field just created is an empty string to split.
+        let cur = if slot.is_null() {
+            String::new()
+        } else {
+            scalar_text(slot).ok_or("delimiter option can only be used with scalar nodes")?
+        };
         let v = scalar_text(&value).unwrap_or_default();
         let mut parts: Vec<String> = cur.split(d).map(str::to_string).collect();
         let i = o["index"].as_i64().unwrap_or(0);

@@ -26,6 +26,7 @@ impl<'t> Kustomization<'t> {
         let builtin = |kind: &str, cfg: Value| Builtin {
             kind: kind.to_string(),
             cfg,
+            from: self.file.clone(),
         };
         let mut steps = Vec::new();
         if let Some(ns) = self.k.get("namespace").filter(|v| !v.is_null()) {
@@ -352,6 +353,8 @@ pub(super) fn images(res: &mut [Res], img: &Value, specs: &[FieldSpec]) -> Resul
 pub(super) struct Builtin {
     kind: String,
     cfg: Value,
+    /// The file it was written in (a kustomization, for inline ones).
+    from: String,
 }
 
 impl Builtin {
@@ -366,10 +369,14 @@ impl Builtin {
             let Some(text) = entry.as_str() else {
                 return Err(vec![k.err(field, "every entry must be a string")]);
             };
-            let docs: Vec<Value> = if text.contains('\n')
+            let docs: Vec<(Value, String)> = if text.contains('\n')
                 || text.trim_start().starts_with("apiVersion")
             {
-                super::output::yaml_docs(text).map_err(|e| vec![k.err(field, e)])?
+                super::output::yaml_docs(text)
+                    .map_err(|e| vec![k.err(field, e)])?
+                    .into_iter()
+                    .map(|d| (d, k.file.clone()))
+                    .collect()
             } else {
                 let path = super::resolve(&k.dir, text)
                     .ok_or_else(|| vec![k.err(field, format!("{text}: leaves the repository"))])?;
@@ -386,16 +393,19 @@ impl Builtin {
                         .map_err(|e| vec![k.err(field, e)])?;
                     let kk = Kustomization::read(ctx.tree, &path, &kfile, false)?;
                     let built = sub.target(&kk, Acc::new())?;
-                    built.res.into_iter().map(|r| r.object).collect()
+                    built.res.into_iter().map(|r| (r.object, r.file)).collect()
                 } else {
                     let loaded = k.load(ctx, field, text)?;
                     super::output::yaml_docs(loaded)
                         .map_err(|e| vec![k.err(field, format!("{text}: {e}"))])?
+                        .into_iter()
+                        .map(|d| (d, path.clone()))
+                        .collect()
                 }
             };
-            for d in docs.into_iter().filter(|d| !d.is_null()) {
+            for (d, from) in docs.into_iter().filter(|(d, _)| !d.is_null()) {
                 let kind = d["kind"].as_str().unwrap_or("").to_string();
-                out.push(Builtin { kind, cfg: d });
+                out.push(Builtin { kind, cfg: d, from });
             }
         }
         Ok(out)
@@ -406,6 +416,9 @@ impl Builtin {
     }
     pub(super) fn cfg(&self) -> &Value {
         &self.cfg
+    }
+    pub(super) fn from(&self) -> &str {
+        &self.from
     }
 
     /// Runs it over everything accumulated.
