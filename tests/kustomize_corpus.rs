@@ -9,14 +9,7 @@ use capstan::gitops::kustomize::{self, Options, Reorder, Tree};
 
 /// Cases Capstan's kustomize does not reproduce yet.
 const GAPS: &[&str] = &[
-    "TestAnnoOriginAndTransformerBuiltinLocal",
-    "TestAnnoTransformerBuiltinInline",
-    "TestAnnoTransformerLocalFilesWithOverlay",
     "TestCrdWithOverlay",
-    "TestDuplicateKeys",
-    "TestGkeGenerator",
-    "TestGkeGeneratorWithNamespace",
-    "TestGkeGeneratorWithTwo",
     "TestIssue4884_UseLocalConfigAsNameRefSource",
 ];
 

@@ -295,6 +295,37 @@ pub(super) fn place(out: &mut Vec<Res>, mut res: Res) -> Result<(), String> {
     Ok(())
 }
 
+/// kustomize's `IAMPolicyGenerator` (cloud `gke`): a ServiceAccount bound to a Google service account through
+/// Workload Identity's annotation.
+fn iam_policy(c: &Value, from: &str) -> Result<Res, String> {
+    if c["cloud"] != "gke" {
+        return Err(format!(
+            "IAMPolicyGenerator: cloud {} is not supported (only gke)",
+            c["cloud"]
+        ));
+    }
+    let ks = &c["kubernetesService"];
+    let sa = &c["serviceAccount"];
+    let name = ks["name"]
+        .as_str()
+        .ok_or("IAMPolicyGenerator: kubernetesService.name is required")?;
+    let (Some(gsa), Some(project)) = (sa["name"].as_str(), sa["projectId"].as_str()) else {
+        return Err("IAMPolicyGenerator: serviceAccount.name and projectId are required".into());
+    };
+    let mut meta = json!({
+        "name": name,
+        "annotations": {"iam.gke.io/gcp-service-account": format!("{gsa}@{project}.iam.gserviceaccount.com")},
+    });
+    if let Some(ns) = ks["namespace"].as_str() {
+        meta["namespace"] = json!(ns);
+    }
+    Ok(Res::new(
+        from,
+        1,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}),
+    ))
+}
+
 /// Merges `add` into the map at `parent[key]` (made when missing).
 pub(super) fn merge_into(parent: &mut Value, key: &str, add: &Map<String, Value>) {
     if !parent.is_object() {
@@ -356,6 +387,11 @@ impl super::Kustomization<'_> {
             let kind = match b.kind() {
                 "ConfigMapGenerator" => "ConfigMap",
                 "SecretGenerator" => "Secret",
+                "IAMPolicyGenerator" => {
+                    let r = iam_policy(b.cfg(), b.from()).map_err(|e| vec![self.err("generators", e)])?;
+                    acc.add(r).map_err(|e| vec![self.err("generators", e)])?;
+                    continue;
+                }
                 other => {
                     return Err(vec![self.err(
                         "generators",

@@ -148,6 +148,7 @@ pub fn build_with(tree: &Tree, dir: &str, opts: &Options) -> Result<Vec<Res>, Ve
         opts,
         stack: Vec::new(),
         top: dir.to_string(),
+        record_transformers: false,
     };
     let top = ctx
         .single_kustomization(dir)
@@ -159,6 +160,10 @@ pub fn build_with(tree: &Tree, dir: &str, opts: &Options) -> Result<Vec<Res>, Ve
         .and_then(|t| parse_kustomization(t).ok())
         .is_some_and(|v| v["kind"] == "Component");
     let k = Kustomization::read(tree, dir, &top, component)?;
+    ctx.record_transformers = strings(&k.k["buildMetadata"], "buildMetadata")
+        .unwrap_or_default()
+        .iter()
+        .any(|w| w == "transformerAnnotations");
     let mut acc = ctx.target(&k, Acc::new())?;
     let fail = |e: String| vec![k.err("resources", e)];
     refs::add_hashes(&mut acc.res);
@@ -225,6 +230,8 @@ struct Ctx<'t> {
     stack: Vec<String>,
     /// The directory the build started in (origin annotations are relative to it).
     top: String,
+    /// Whether transformers record themselves on the objects (`buildMetadata: [transformerAnnotations]`).
+    record_transformers: bool,
 }
 
 fn missing(dir: &str) -> Problem {
@@ -551,6 +558,19 @@ pub(super) fn text_of<'t>(tree: &'t Tree, path: &str) -> Result<&'t str, Problem
 /// The objects of a manifest file (any kind: custom resources of CRDs not installed yet build too).
 fn read_manifests(tree: &Tree, path: &str) -> Result<Vec<Res>, Vec<Problem>> {
     let text = text_of(tree, path).map_err(|e| vec![e])?;
+    // A key twice in one mapping is an error, as in kustomize (the JSON reading would keep the last).
+    for de in serde_yaml_ng::Deserializer::from_str(text) {
+        use serde::Deserialize;
+        if let Err(e) = serde_yaml_ng::Value::deserialize(de) {
+            if e.to_string().contains("duplicate") {
+                return Err(vec![Problem {
+                    line: e.location().map(|l| l.line()),
+                    ..Problem::in_file(path, output::yaml_error(e))
+                }]);
+            }
+            break;
+        }
+    }
     let docs = manifest::parse_any(path, text).map_err(|e| {
         vec![match e {
             manifest::Error::Document { file, doc, message } => Problem {

@@ -154,7 +154,7 @@ pub(super) fn yaml_docs(text: &str) -> Result<Vec<Value>, String> {
 /// A YAML error in go-yaml's words where they differ (some tools match on them).
 pub(super) fn yaml_error(e: serde_yaml_ng::Error) -> String {
     let s = e.to_string();
-    if let Some(rest) = s.strip_prefix("duplicate entry with key ") {
+    if let Some((_, rest)) = s.split_once("duplicate entry with key ") {
         let key = rest.split(" at ").next().unwrap_or(rest);
         return format!("mapping key {key} already defined ({s})");
     }

@@ -132,6 +132,8 @@ pub struct Res {
     pub(super) behavior: Option<String>,
     /// `config.kubernetes.io/origin` to write when the build asks for origin annotations.
     pub(super) origin: Option<String>,
+    /// The transformers that ran over it, for `alpha.config.kubernetes.io/transformations`.
+    pub(super) transformations: String,
     /// The vars bound to this object (by the kustomization that declared them).
     pub(super) vars: Vec<String>,
 }
@@ -149,6 +151,7 @@ impl Res {
             behavior: None,
             origin: None,
             vars: Vec::new(),
+            transformations: String::new(),
         }
     }
     pub fn api_version(&self) -> &str {

@@ -16,12 +16,35 @@ impl<'t> Kustomization<'t> {
             let f = field.to_string();
             move |e: String| vec![self.err(&f, e)]
         };
-        for p in patch::legacy_strategic(self, ctx)? {
+        // `buildMetadata: [transformerAnnotations]`: every object a transformer ran over records it.
+        let record = |acc: &mut Acc, kind: &str, meta: &Value| {
+            if !ctx.record_transformers {
+                return;
+            }
+            let mut rec = format!(
+                "- configuredIn: {}\n  configuredBy:\n    apiVersion: builtin\n    kind: {kind}\n",
+                super::relative(&ctx.top, &self.file)
+            );
+            for f in ["name", "namespace"] {
+                if let Some(v) = meta[f].as_str() {
+                    rec.push_str(&format!("    {f}: {v}\n"));
+                }
+            }
+            for r in acc.res.iter_mut() {
+                r.transformations.push_str(&rec);
+            }
+        };
+        let strategic = patch::legacy_strategic(self, ctx)?;
+        for p in &strategic {
             p.apply(&mut acc.res)
                 .map_err(one("patchesStrategicMerge"))?;
         }
+        if !strategic.is_empty() {
+            record(acc, "PatchStrategicMergeTransformer", &Value::Null);
+        }
         for p in patch::patches(self, ctx, &self.k["patches"], "patches")? {
             p.apply(&mut acc.res).map_err(one("patches"))?;
+            record(acc, "PatchTransformer", &Value::Null);
         }
         let builtin = |kind: &str, cfg: Value| Builtin {
             kind: kind.to_string(),
@@ -47,42 +70,50 @@ impl<'t> Kustomization<'t> {
                 builtin("SuffixTransformer", json!({"suffix": s})),
             ));
         }
-        for (i, step) in steps.iter().enumerate() {
-            let _ = i;
-            step.1.run(ctx, self, acc).map_err(one(step.0))?;
+        for (field, step) in &steps {
+            step.run(ctx, self, acc).map_err(one(field))?;
+            record(acc, &step.kind, &Value::Null);
         }
-        self.labels(acc).map_err(one("labels"))?;
+        if self.labels(acc).map_err(one("labels"))? {
+            record(acc, "LabelTransformer", &Value::Null);
+        }
         if let Some(a) = self.k.get("commonAnnotations").filter(|v| !v.is_null()) {
             let a = string_map(a).map_err(one("commonAnnotations"))?;
             let specs = acc.config.common_annotations.clone();
             add_map(&mut acc.res, &a, &specs, "annotations").map_err(one("commonAnnotations"))?;
+            record(acc, "AnnotationsTransformer", &Value::Null);
         }
         for p in patch::patches(self, ctx, &self.k["patchesJson6902"], "patchesJson6902")? {
             p.apply(&mut acc.res).map_err(one("patchesJson6902"))?;
+            record(acc, "PatchJson6902Transformer", &Value::Null);
         }
         for entry in self.k["replicas"].as_array().into_iter().flatten() {
             let specs = acc.config.replicas.clone();
             replicas(&mut acc.res, entry, &specs).map_err(one("replicas"))?;
+            record(acc, "ReplicaCountTransformer", &Value::Null);
         }
         for field in ["images", "imageTags"] {
             for img in self.k[field].as_array().into_iter().flatten() {
                 let specs = acc.config.images.clone();
                 images(&mut acc.res, img, &specs).map_err(one(field))?;
+                record(acc, "ImageTagTransformer", &Value::Null);
             }
         }
         if let Some(list) = self.k.get("replacements") {
             let list = replacements::load(self, ctx, list)?;
             replacements::apply(&mut acc.res, &list).map_err(one("replacements"))?;
+            record(acc, "ReplacementTransformer", &Value::Null);
         }
         for b in Builtin::configured(self, ctx, "transformers")? {
             b.run(ctx, self, acc).map_err(one("transformers"))?;
+            record(acc, &b.kind, &b.cfg["metadata"]);
         }
         Ok(())
     }
 
     /// `commonLabels` (on selectors and templates too) and `labels` (on selectors and templates as each entry
     /// says).
-    fn labels(&self, acc: &mut Acc) -> Result<(), String> {
+    fn labels(&self, acc: &mut Acc) -> Result<bool, String> {
         let common = string_map(&self.k["commonLabels"])?;
         for l in self.k["labels"].as_array().into_iter().flatten() {
             for key in string_map(&l["pairs"])?.keys() {
@@ -125,7 +156,7 @@ impl<'t> Kustomization<'t> {
             }
             add_map(&mut acc.res, &pairs, &specs, "labels")?;
         }
-        Ok(())
+        Ok(!common.is_empty() || self.k["labels"].as_array().is_some_and(|l| !l.is_empty()))
     }
 }
 
@@ -387,6 +418,7 @@ impl Builtin {
                         opts: ctx.opts,
                         stack: ctx.stack.clone(),
                         top: ctx.top.clone(),
+                        record_transformers: ctx.record_transformers,
                     };
                     let kfile = sub
                         .single_kustomization(&path)
@@ -503,6 +535,10 @@ pub(super) fn build_metadata(k: &Kustomization, res: &mut [Res], top: &str) {
             };
             r.object["metadata"]["annotations"]["config.kubernetes.io/origin"] = json!(origin);
         }
+    }
+    for r in res.iter_mut().filter(|r| !r.transformations.is_empty()) {
+        r.object["metadata"]["annotations"]["alpha.config.kubernetes.io/transformations"] =
+            json!(r.transformations);
     }
     if wanted.iter().any(|w| w == "managedByLabel") {
         for r in res.iter_mut() {
