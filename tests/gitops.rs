@@ -768,9 +768,9 @@ fn a_kustomize_overlay_on_a_base_elsewhere_in_the_repository_syncs_and_rolls_on_
     // A field Capstan's kustomize does not carry out fails the commit, naming file, line and field; nothing changes.
     repo.write(
         "kustomization.yaml",
-        &overlay("black", "patches:\n- path: fix.yaml\n"),
+        &overlay("black", "helmCharts:\n- name: x\n"),
     );
-    repo.commit("with a patch");
+    repo.commit("with a chart");
     let message = within(LONG, "the commit failed", || {
         let a = app(&s);
         (a["status"]["sync"]["status"] == "Failed")
@@ -782,13 +782,111 @@ fn a_kustomize_overlay_on_a_base_elsewhere_in_the_repository_syncs_and_rolls_on_
             .flatten()
     });
     assert!(
-        message.contains("app/kustomization.yaml:10: patches: not supported"),
+        message.contains("app/kustomization.yaml:10: helmCharts: Helm charts are not supported"),
         "{message}"
     );
     assert_eq!(
         config_of(&deployment_of()).as_deref(),
         Some(second.as_str())
     );
+}
+
+#[test]
+fn one_repository_of_a_base_and_two_overlays_with_patches_and_a_component_deploys_two_applications()
+{
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    repo.write_at(
+        "base/kustomization.yaml",
+        "resources:\n- web.yaml\n- svc.yaml\n",
+    );
+    repo.write_at("base/web.yaml", &deployment("v1", ""));
+    repo.write_at(
+        "base/svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
+    // A component: monitoring for whichever overlay takes it (a patch and an object of its own).
+    repo.write_at(
+        "components/monitoring/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources:\n- rules.yaml\npatches:\n- target: {kind: Deployment}\n  patch: |\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata:\n      name: any\n      annotations:\n        prometheus.io/scrape: \"true\"\n",
+    );
+    repo.write_at(
+        "components/monitoring/rules.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: alert-rules\ndata:\n  rules: up == 0\n",
+    );
+    repo.write_at(
+        "overlays/staging/kustomization.yaml",
+        "resources:\n- ../../base\nnamePrefix: staging-\nlabels:\n- pairs: {env: staging}\npatches:\n- patch: |\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata:\n      name: web\n    spec:\n      template:\n        spec:\n          containers:\n          - name: c\n            env:\n            - {name: STAGE, value: staging}\n",
+    );
+    repo.write_at(
+        "overlays/production/kustomization.yaml",
+        "resources:\n- ../../base\ncomponents:\n- ../../components/monitoring\nnamePrefix: prod-\nlabels:\n- pairs: {env: production}\npatches:\n- target: {group: apps, kind: Deployment, name: web}\n  patch: |\n    - op: replace\n      path: /spec/replicas\n      value: 2\npatchesStrategicMerge:\n- stage.yaml\n",
+    );
+    repo.write_at(
+        "overlays/production/stage.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n      - name: c\n        env:\n        - {name: STAGE, value: production}\n",
+    );
+    repo.commit("base, two overlays, a component");
+    for (name, path) in [
+        ("staging", "overlays/staging"),
+        ("production", "overlays/production"),
+    ] {
+        let (code, v) = create_app(&s, name, &repo, path, json!([]));
+        assert_eq!(code, 201, "{v}");
+    }
+    let ready = |name: &str, replicas: i64| {
+        let d = get(
+            &s,
+            &format!("/apis/apps/v1/namespaces/default/deployments/{name}"),
+        );
+        (d["status"]["readyReplicas"] == replicas).then_some(d)
+    };
+    let staging = within(LONG, "staging's Deployment ready", || {
+        ready("staging-web", 1)
+    });
+    let prod = within(
+        LONG,
+        "production's Deployment ready with 2 replicas",
+        || ready("prod-web", 2),
+    );
+    let env = |d: &Value| d["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    assert_eq!(
+        env(&staging),
+        json!([{"name": "STAGE", "value": "staging"}, {"name": "VERSION", "value": "v1"}])
+    );
+    assert_eq!(
+        env(&prod),
+        json!([{"name": "STAGE", "value": "production"}, {"name": "VERSION", "value": "v1"}])
+    );
+    assert_eq!(staging["metadata"]["labels"]["env"], "staging");
+    assert_eq!(prod["metadata"]["labels"]["env"], "production");
+    // The component's patch and object are production's only.
+    assert_eq!(
+        prod["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert!(staging["metadata"]["annotations"]["prometheus.io/scrape"].is_null());
+    assert_eq!(
+        get(
+            &s,
+            concat!("/api", "/v1/namespaces/default/configmaps/prod-alert-rules")
+        )["data"]["rules"],
+        "up == 0"
+    );
+    let (code, _) = s.call(
+        "GET",
+        concat!(
+            "/api",
+            "/v1/namespaces/default/configmaps/staging-alert-rules"
+        ),
+        "",
+        "",
+    );
+    assert_eq!(code, 404);
+    for svc in ["staging-web", "prod-web"] {
+        let v = get(&s, &format!("/api/v1/namespaces/default/services/{svc}"));
+        assert_eq!(v["spec"]["selector"]["app"], "web", "{v}");
+    }
 }
 
 /// Creates the Application "shop" following `url` (path app, polled every second) with credentials from `secret`.
