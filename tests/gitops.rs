@@ -889,6 +889,102 @@ fn one_repository_of_a_base_and_two_overlays_with_patches_and_a_component_deploy
     }
 }
 
+fn create_plugin_app(s: &Server, name: &str, repo: &Repo, plugin: Value) {
+    let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"source": {"repoURL": repo.dir.display().to_string(), "path": "site", "plugin": plugin},
+                 "destination": {"namespace": "default"}}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+        "application/json",
+        &app.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+}
+
+/// The failure message of an app whose sync failed.
+fn failed_with(s: &Server, name: &str) -> String {
+    within(LONG, "the commit failed", || {
+        let a = get(
+            s,
+            &format!("/apis/gitops.capstan.io/v1/namespaces/default/applications/{name}"),
+        );
+        (a["status"]["sync"]["status"] == "Failed")
+            .then(|| {
+                a["status"]["operationState"]["message"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .flatten()
+    })
+}
+
+#[test]
+fn render_plugins_declared_on_the_server_render_apps_and_a_failing_or_slow_one_fails_the_commit() {
+    let s = Server::up(&[
+        "--render-plugin",
+        r#"gen=sed -e "s/@NAME@/$CAPSTAN_ENV_NAME/" -e "s/@ARG@/$1/" -e "s/@APP@/$CAPSTAN_APP_NAME/" -e "s/@LEAK@/${CARGO_MANIFEST_DIR:-none}/" -e "s/@UID@/$(id -u)/" site.tmpl"#,
+        "--render-plugin",
+        "broken=echo 'chart site not found' >&2; exit 3",
+        "--render-plugin",
+        "slow=echo 'still thinking' >&2; sleep 30",
+        "--render-plugin-timeout",
+        "2s",
+    ]);
+    let repo = Repo::new(s.dir.path());
+    repo.write_at(
+        "site/site.tmpl",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: \"@NAME@\"\ndata:\n  arg: \"@ARG@\"\n  app: \"@APP@\"\n  leak: \"@LEAK@\"\n  uid: \"@UID@\"\n",
+    );
+    // With a plugin, the directory's own manifests are the plugin's business, not read.
+    repo.write_at(
+        "site/plain.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n",
+    );
+    repo.commit("a template");
+    create_plugin_app(
+        &s,
+        "rendered",
+        &repo,
+        json!({"name": "gen", "env": [{"name": "NAME", "value": "from-plugin"}], "args": ["first"]}),
+    );
+    let cm = within(LONG, "the plugin's ConfigMap applied", || {
+        let v = get(&s, "/api/v1/namespaces/default/configmaps/from-plugin");
+        v["data"].is_object().then_some(v)
+    });
+    assert_eq!(cm["data"]["arg"], "first", "{cm}");
+    assert_eq!(cm["data"]["app"], "rendered");
+    assert_eq!(
+        cm["data"]["leak"], "none",
+        "the server's environment reached the plugin"
+    );
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(
+            cm["data"]["uid"], "65534",
+            "a root server runs plugins as nobody"
+        );
+    }
+    let (code, _) = s.call("GET", "/api/v1/namespaces/default/configmaps/plain", "", "");
+    assert_eq!(code, 404);
+
+    create_plugin_app(&s, "broken", &repo, json!({"name": "broken"}));
+    let m = failed_with(&s, "broken");
+    assert!(m.contains("chart site not found") && m.contains("3"), "{m}");
+    create_plugin_app(&s, "slow", &repo, json!({"name": "slow"}));
+    let m = failed_with(&s, "slow");
+    assert!(
+        m.contains("ran past its timeout") && m.contains("still thinking"),
+        "{m}"
+    );
+    create_plugin_app(&s, "unknown", &repo, json!({"name": "helm"}));
+    let m = failed_with(&s, "unknown");
+    assert!(
+        m.contains("no render plugin named \"helm\"") && m.contains("gen"),
+        "{m}"
+    );
+}
+
 /// Creates the Application "shop" following `url` (path app, polled every second) with credentials from `secret`.
 fn remote_application(s: &Server, url: &str, secret: &str) {
     let app_obj = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",

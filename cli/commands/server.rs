@@ -80,6 +80,17 @@ pub struct ControlArgs {
     /// How often servers try to take the lease, and the leader renews it.
     #[arg(long, default_value = "2s")]
     pub leader_elect_retry_period: String,
+    /// A GitOps render plugin (repeatable): `NAME=COMMAND`, a shell command an Application picks with
+    /// `spec.source.plugin.name`. It runs in a scratch copy of the commit (in the app's directory), as `nobody`
+    /// when the server is root, with no environment of the server's, and prints the app's manifests.
+    #[arg(long = "render-plugin", value_name = "NAME=COMMAND")]
+    pub render_plugins: Vec<String>,
+    /// How long a render plugin may run before it is killed and its commit fails.
+    #[arg(long, default_value = "60s")]
+    pub render_plugin_timeout: String,
+    /// A render plugin's memory limit (address space), in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub render_plugin_memory_mib: u64,
     /// The cluster's token (the first server's DATA_DIR/token): a server joining others on one etcd takes the
     /// cluster's CA and keys from etcd with it.
     #[arg(long)]
@@ -138,6 +149,17 @@ pub async fn server(
     settings.pod_network_backend = control.pod_network_backend;
     let grace = settings.node_monitor_grace;
     settings.gitops_cache = data_dir.join("gitops");
+    for p in &control.render_plugins {
+        let p = capstan::gitops::plugins::Plugin::parse(p)
+            .map_err(|e| anyhow!("--render-plugin {e}"))?;
+        if settings.render_plugins.iter().any(|(n, _)| *n == p.name) {
+            bail!("--render-plugin: {} is declared twice", p.name);
+        }
+        settings.render_plugins.push((p.name, p.command));
+    }
+    settings.render_plugin_timeout =
+        duration(&control.render_plugin_timeout, "--render-plugin-timeout")?;
+    settings.render_plugin_memory = control.render_plugin_memory_mib << 20;
     settings.storage_dir = data_dir.join("storage");
     capstan::cloud::LocalPool::new(&control.load_balancer_pool)
         .map_err(|e| anyhow!("--load-balancer-pool: {e}"))?;

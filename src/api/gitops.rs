@@ -256,6 +256,26 @@ object!(ApplicationSource {
     /// A Secret in the Application's namespace with what a remote needs: `username`/`password` (https),
     /// `identity`/`identity.pub`/`passphrase`/`known_hosts` (ssh), `ca.crt` (a private https CA).
     pub secret_ref: Option<SecretReference>,
+    /// Render with a plugin the server declares (`capstan server --render-plugin NAME=COMMAND`) instead of reading
+    /// the directory's manifests and kustomizations.
+    pub plugin: Option<PluginSource>,
+});
+
+object!(PluginSource {
+    /// The plugin's name, as the server declares it.
+    pub name: String,
+    /// Variables for the run, each given to it as `CAPSTAN_ENV_<name>`.
+    #[serde(default)]
+    pub env: Vec<PluginEnv>,
+    /// Its positional parameters.
+    #[serde(default)]
+    pub args: Vec<String>,
+});
+
+object!(PluginEnv {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
 });
 
 object!(SecretReference {

@@ -63,6 +63,12 @@ pub struct Settings {
     pub service_cidr: String,
     /// How the control plane's servers elect the one that runs the controllers.
     pub leader_election: crate::runtime::leader::Timing,
+    /// GitOps render plugins the operator declared: (name, shell command).
+    pub render_plugins: Vec<(String, String)>,
+    /// How long a render plugin may run.
+    pub render_plugin_timeout: std::time::Duration,
+    /// A render plugin's memory (address space) limit in bytes.
+    pub render_plugin_memory: u64,
 }
 
 /// The default pool of LoadBalancer addresses (loopback: served by the node proxies without privileges).
@@ -82,6 +88,9 @@ impl Default for Settings {
             pod_network_backend: crate::api::network::Backend::default(),
             service_cidr: String::new(),
             leader_election: crate::runtime::leader::Timing::default(),
+            render_plugins: Vec::new(),
+            render_plugin_timeout: std::time::Duration::from_secs(60),
+            render_plugin_memory: 1 << 30,
         }
     }
 }

@@ -345,7 +345,19 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
     let c = Controller::<Namespace>::new(client.clone()).workers(1);
     l.spawn(|stop| c.run(serviceaccounts::reconcile, sa_ctx, stop));
     let (c, cache) = (l.clients.gitops.clone(), settings.gitops_cache.clone());
-    l.spawn(|stop| crate::gitops::run(c, cache, stop));
+    let plugins = crate::gitops::plugins::Plugins {
+        declared: settings
+            .render_plugins
+            .iter()
+            .map(|(name, command)| crate::gitops::plugins::Plugin {
+                name: name.clone(),
+                command: command.clone(),
+            })
+            .collect(),
+        timeout: settings.render_plugin_timeout,
+        memory: settings.render_plugin_memory,
+    };
+    l.spawn(|stop| crate::gitops::run(c, cache, plugins, stop));
     let (pods, nodes) = (i.pods.shared(), i.nodes.shared());
     let scheduler = l.clients.scheduler.clone();
     l.spawn(|stop| crate::scheduler::run(scheduler, pods, nodes, stop));

@@ -9,6 +9,7 @@ pub mod health;
 mod history;
 pub mod kustomize;
 pub mod notifications;
+pub mod plugins;
 pub mod render;
 pub mod source;
 pub mod sync;
@@ -78,6 +79,8 @@ pub struct Context {
     pub resync: Duration,
     /// Where mirrors of remote repositories are kept.
     pub cache: std::path::PathBuf,
+    /// The render plugins the operator declared.
+    pub plugins: plugins::Plugins,
 }
 
 impl Context {
@@ -105,6 +108,7 @@ impl Context {
             memos: Mutex::default(),
             resync: Duration::from_secs(30),
             cache,
+            plugins: plugins::Plugins::default(),
         }
     }
 
@@ -883,7 +887,37 @@ async fn sync_commit(
     .await;
     // The app's objects are written as its ServiceAccount, if it names one; its status as the controller.
     let acting = acting_client(&ctx.client, app);
-    let checked = match render::render(snap, default_ns) {
+    let plugin = app.spec.as_ref().and_then(|s| s.source.plugin.as_ref());
+    let rendered = match plugin {
+        None => render::render(snap, default_ns),
+        Some(p) => {
+            // The plugin runs off the async threads (it may take its whole timeout).
+            let (plugins, snap2) = (ctx.plugins.clone(), snap.clone());
+            let env = p
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect();
+            let (req_name, args) = (p.name.clone(), p.args.clone());
+            let (app_name, app_ns) = (name.to_string(), ns.to_string());
+            let out = tokio::task::spawn_blocking(move || {
+                let req = plugins::Request {
+                    name: &req_name,
+                    env,
+                    args,
+                    app: &app_name,
+                    namespace: &app_ns,
+                };
+                plugins::run(&plugins, &req, &snap2)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("render plugin: {e}")));
+            out.map_err(|e| vec![e]).and_then(|text| {
+                render::from_text(&format!("plugin {}", p.name), &text, default_ns)
+            })
+        }
+    };
+    let checked = match rendered {
         Ok(desired) => sync::validate(&acting, &desired, ns, name)
             .await
             .map(|()| desired),
@@ -974,11 +1008,14 @@ async fn sync_commit(
 pub async fn run(
     client: Client,
     cache: std::path::PathBuf,
+    plugins: plugins::Plugins,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let controller = crate::runtime::Controller::<Application>::new(client.clone()).workers(2);
     let following = tokio::spawn(follow::run(client.clone(), controller.queue()));
-    let ctx = Arc::new(Context::new(client, controller.queue(), cache));
+    let mut ctx = Context::new(client, controller.queue(), cache);
+    ctx.plugins = plugins;
+    let ctx = Arc::new(ctx);
     controller.run(reconcile, ctx, stop).await;
     following.abort();
 }

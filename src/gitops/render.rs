@@ -55,6 +55,40 @@ pub fn render(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<Str
     manifest::with_pending(pending, || render_all(snap, default_ns))
 }
 
+/// The objects of one text - a render plugin's output - all or nothing, each named by `file` and its line.
+pub fn from_text(file: &str, text: &str, default_ns: &str) -> Result<Vec<Desired>, Vec<String>> {
+    let pending = manifest::kinds_of_crds(std::iter::once(text));
+    manifest::with_pending(pending, || {
+        let (mut out, mut errors) = (Vec::new(), Vec::new());
+        match manifest::parse(file, text) {
+            Ok(docs) => {
+                for d in docs {
+                    let line = manifest::doc_line(text, d.index);
+                    push(
+                        &mut out,
+                        &mut errors,
+                        default_ns,
+                        file.to_string(),
+                        line,
+                        d.kind,
+                        d.object,
+                    );
+                }
+            }
+            Err(manifest::Error::Document { file, doc, message }) => errors.push(format!(
+                "{file}:{}: document {doc}: {message}",
+                manifest::doc_line(text, doc)
+            )),
+            Err(e) => errors.push(e.to_string()),
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    })
+}
+
 fn render_all(snap: &Snapshot, default_ns: &str) -> Result<Vec<Desired>, Vec<String>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -226,6 +260,7 @@ mod tests {
 
     fn snap(root: &str, list: &[(&str, &str)], others: &[(&str, &str)]) -> Snapshot {
         Snapshot {
+            git_dir: std::path::PathBuf::new(),
             commit: "c".into(),
             author: "a".into(),
             message: "m".into(),

@@ -121,6 +121,8 @@ pub struct Snapshot {
     /// The app's directory, relative to the repository root ("" for the root).
     pub root: String,
     pub files: Vec<File>,
+    /// The repository (render plugins copy the whole commit from it).
+    pub git_dir: PathBuf,
     /// When a kustomization is under the app's path: every other file of the commit (up to 1 MiB each), for the
     /// bases, generator files and env files it may name anywhere in the repository.
     pub others: Vec<File>,
@@ -279,6 +281,7 @@ impl Source {
             message: c.summary().unwrap_or("").to_string(),
             root: self.path.clone(),
             files,
+            git_dir: self.git_dir.clone(),
             others,
         })
     }
