@@ -229,6 +229,29 @@ pub async fn run(client: &Client, a: AppArgs) -> Result<()> {
                 s(&app, "/status/operationState/phase"),
                 s(&app, "/status/operationState/message")
             );
+            if let Some(ws) = app["spec"]["syncWindows"]
+                .as_array()
+                .filter(|w| !w.is_empty())
+            {
+                println!(
+                    "Windows:     {}",
+                    app["status"]["syncWindow"]["message"]
+                        .as_str()
+                        .unwrap_or("(not evaluated yet)")
+                );
+                for w in ws {
+                    println!(
+                        "  {:<6} {:<16} for {}{}",
+                        s(w, "/kind"),
+                        s(w, "/schedule"),
+                        s(w, "/duration"),
+                        w["timeZone"]
+                            .as_str()
+                            .map(|z| format!(" ({z})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
             println!("Objects:");
             for r in app["status"]["resources"].as_array().into_iter().flatten() {
                 println!(

@@ -1699,6 +1699,14 @@ fn a_deny_window_holds_commits_until_a_forced_sync() {
         m.starts_with("sync window: deny").then_some(m)
     });
     assert!(held.contains("until"), "{held}");
+    // The window is shown: on the app's status (the TUI's WINDOW column) and by `capstan app get`.
+    assert_eq!(app(&s)["status"]["syncWindow"]["open"], false);
+    let shown = ok(&s.capstan(&["app", "get", "shop"]));
+    assert!(
+        shown.contains("Windows:     sync window: deny (* * * * * for 2m) until")
+            && shown.contains("deny   * * * * *        for 2m"),
+        "{shown}"
+    );
     let color =
         || get(&s, "/api/v1/namespaces/default/configmaps/settings")["data"]["COLOR"].clone();
     assert_eq!(color(), "blue");

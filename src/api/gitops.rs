@@ -305,6 +305,15 @@ object!(ApplicationStatus {
     pub last_synced_revision: Option<String>,
     pub last_attempted_revision: Option<String>,
     pub observed_generation: Option<i64>,
+    /// Whether the app's sync windows let automatic syncs happen now (only for apps with windows).
+    pub sync_window: Option<SyncWindowStatus>,
+});
+
+object!(SyncWindowStatus {
+    /// True when automatic syncs may happen now.
+    pub open: bool,
+    /// Why they are held (the deny window and until when), or that they are allowed.
+    pub message: String,
 });
 
 object!(SyncStatus {

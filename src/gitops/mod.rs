@@ -437,14 +437,12 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     }
     if let Some(trigger) = trigger {
         if let Some((why, retry)) = pass.held(trigger, &memo).await {
-            set_status(
-                &ctx.client,
-                &pass.ns,
-                &pass.name,
-                json!({"sync": {"status": "OutOfSync", "revision": snap.commit},
-                    "operationState": {"phase": "Waiting", "message": why}}),
-            )
-            .await;
+            let mut status = json!({"sync": {"status": "OutOfSync", "revision": snap.commit},
+                "operationState": {"phase": "Waiting", "message": why}});
+            if why.starts_with("sync window") {
+                status["syncWindow"] = json!({"open": false, "message": why});
+            }
+            set_status(&ctx.client, &pass.ns, &pass.name, status).await;
             ctx.remember(&pass.key, &memo);
             return Ok(Action::requeue(retry));
         }
@@ -633,13 +631,13 @@ impl<'a> Pass<'a> {
             }
         };
         let automated = policy.automated.unwrap_or(true);
-        let window_closed = self
+        let window_why = self
             .app
             .spec
             .as_ref()
             .and_then(|s| s.sync_windows.as_deref())
-            .and_then(|w| crate::api::gitops::sync_window_closed(w, chrono::Utc::now()))
-            .is_some();
+            .and_then(|w| crate::api::gitops::sync_window_closed(w, chrono::Utc::now()));
+        let window_closed = window_why.is_some();
         if !drifted.is_empty()
             && policy.self_heal.unwrap_or(true)
             && !memo.failed
@@ -659,6 +657,17 @@ impl<'a> Pass<'a> {
         let mut status = json!({"sync": {"status": sync_status, "revision": snap.commit},
             "health": {"status": health, "message": message}, "resources": resources,
             "observedGeneration": self.generation});
+        if self
+            .app
+            .spec
+            .as_ref()
+            .and_then(|s| s.sync_windows.as_ref())
+            .is_some_and(|w| !w.is_empty())
+        {
+            status["syncWindow"] = json!({"open": !window_closed, "message": window_why
+                .clone()
+                .unwrap_or_else(|| "automatic syncs allowed now".into())});
+        }
         if !memo.failed {
             status["lastSyncedRevision"] = json!(memo.revision);
         }

@@ -153,6 +153,26 @@ fn app_last_sync(v: &Value, c: &Ctx) -> Cell {
         Tone::Dim,
     )
 }
+fn app_window(v: &Value, _: &Ctx) -> Cell {
+    match v
+        .pointer("/status/syncWindow/open")
+        .and_then(Value::as_bool)
+    {
+        None => Cell::tone("-", Tone::Dim),
+        Some(true) => Cell::tone("open", Tone::Good),
+        Some(false) => {
+            // "sync window: deny (0 17 * * 5 for 64h) until 2026-12-07T09:00:00Z" -> "deny until 12-07 09:00"
+            let m = str_at(v, "/status/syncWindow/message");
+            let text = match m.split_once(" until ") {
+                Some((_, t)) if t.len() >= 16 => {
+                    format!("deny until {} {}", &t[5..10], &t[11..16])
+                }
+                _ => m.trim_start_matches("sync window: ").to_string(),
+            };
+            Cell::tone(text, Tone::Busy)
+        }
+    }
+}
 fn app_repo(v: &Value, _: &Ctx) -> Cell {
     Cell::tone(str_at(v, "/spec/source/repoURL"), Tone::Dim)
 }
@@ -578,6 +598,7 @@ pub static KINDS: &[Kind] = &[
             col!("HEALTH", 11, app_health),
             col!("REVISION", 8, app_revision),
             col!("LAST SYNC", 9, app_last_sync),
+            col!("WINDOW", 22, app_window),
             col!("REPO", 30, app_repo),
         ],
     },

@@ -46,6 +46,7 @@ fn fixture() -> App {
             "status": {"sync": {"status": "Synced", "revision": "3c0ffee1234567890"},
                 "health": {"status": "Progressing"},
                 "operationState": {"phase": "Succeeded", "finishedAt": ago(5), "message": "synced 3c0ffee"},
+                "syncWindow": {"open": false, "message": "sync window: deny (0 17 * * 5 for 64h) until 2026-12-07T09:00:00Z"},
                 "resources": [
                     {"kind": "Deployment", "namespace": "demo", "name": "hello", "status": "Synced", "health": {"status": "Progressing"}},
                     {"kind": "Service", "namespace": "demo", "name": "hello", "status": "Synced", "health": {"status": "Healthy"}},
