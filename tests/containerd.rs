@@ -38,6 +38,10 @@ fn available() -> bool {
 
 /// Builds a busybox image from the host's static busybox (`sh` and the applets used here as links) and imports it.
 fn import_busybox(dir: &Path) {
+    // One import at a time: parallel tests unpacking the same layers at once raced in containerd once (a
+    // container's lower layer gone at mount time).
+    static IMPORTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = IMPORTING.lock().unwrap_or_else(|e| e.into_inner());
     let tar = dir.join("busybox.tar");
     let mut args = vec![
         "image".to_string(),
