@@ -23,17 +23,58 @@ pub struct KustomizeArgs {
     pub load_restrictor: String,
 }
 
-/// The directory the build may read from: the git repository `dir` is in (bases elsewhere in it are allowed, as in
-/// GitOps), else `dir`'s parent.
+/// The directory the build reads from: the closest common ancestor of `dir` and everything its kustomizations
+/// refer to (followed through the kustomizations of the directories they name), so only what the build can reach is
+/// read - not a whole repository with its build outputs.
 fn root_of(dir: &Path) -> PathBuf {
-    let mut at = Some(dir);
-    while let Some(d) = at {
-        if d.join(".git").exists() {
-            return d.to_path_buf();
+    let mut root = dir.to_path_buf();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        if seen.contains(&d) || seen.len() > 10_000 {
+            continue;
         }
-        at = d.parent();
+        seen.push(d.clone());
+        let Some(text) = kustomize::FILE_NAMES
+            .iter()
+            .find_map(|n| std::fs::read_to_string(d.join(n)).ok())
+        else {
+            continue;
+        };
+        let Ok(v) = serde_yaml_ng::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let mut refs = Vec::new();
+        strings_in(&v, &mut refs);
+        for r in refs {
+            if r.starts_with('/') || r.contains('\n') || r.contains("://") || r.len() > 4096 {
+                continue;
+            }
+            let Ok(p) = d.join(&r).canonicalize() else {
+                continue;
+            };
+            while !p.starts_with(&root) {
+                match root.parent() {
+                    Some(up) => root = up.to_path_buf(),
+                    None => break,
+                }
+            }
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
     }
-    dir.parent().unwrap_or(dir).to_path_buf()
+    root
+}
+
+/// Every string in a value (the paths a kustomization may name are among them).
+fn strings_in(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings_in(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| strings_in(x, out)),
+        _ => {}
+    }
 }
 
 fn load(root: &Path, at: &Path, tree: &mut kustomize::Tree) -> Result<()> {
