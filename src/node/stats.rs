@@ -108,17 +108,33 @@ fn rss_bytes(pid: i32) -> u64 {
         .map_or(0, |pages| pages * page_size())
 }
 
+/// The machine's processes: pid -> (parent pid, CPU ticks), read once per sampling round (not once per container:
+/// with a hundred containers, reading all of /proc for each cost a tenth of a core).
+pub struct ProcessTable(HashMap<i32, (i32, u64)>);
+
+impl ProcessTable {
+    pub fn read() -> ProcessTable {
+        let mut parents = HashMap::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if let Some(s) = proc_stat(pid) {
+                parents.insert(pid, s);
+            }
+        }
+        ProcessTable(parents)
+    }
+}
+
 /// CPU time and memory of the process tree under `root` (the process runtime's containers).
 pub fn process_tree(root: i32) -> Option<(u64, u64)> {
-    let mut parents: HashMap<i32, (i32, u64)> = HashMap::new();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Some(s) = proc_stat(pid) {
-            parents.insert(pid, s);
-        }
-    }
+    process_tree_in(&ProcessTable::read(), root)
+}
+
+/// [`process_tree`] from a table already read.
+pub fn process_tree_in(table: &ProcessTable, root: i32) -> Option<(u64, u64)> {
+    let parents = &table.0;
     parents.get(&root)?;
     let in_tree = |mut pid: i32| {
         for _ in 0..64 {
@@ -134,7 +150,7 @@ pub fn process_tree(root: i32) -> Option<(u64, u64)> {
     };
     let ns_per_tick = 1_000_000_000 / ticks_per_second();
     let (mut cpu, mut mem) = (0u64, 0u64);
-    for (pid, (_, ticks)) in &parents {
+    for (pid, (_, ticks)) in parents {
         if in_tree(*pid) {
             cpu += ticks * ns_per_tick;
             mem += rss_bytes(*pid);
@@ -232,6 +248,7 @@ impl Sampler {
         let mut seen = Vec::new();
         let node = machine().and_then(|r| self.rate("node", r, &mut seen));
         let mut pods = Vec::new();
+        let mut table: Option<ProcessTable> = None;
         let dirs: Vec<PathBuf> = std::fs::read_dir(&shared.pods_dir)
             .into_iter()
             .flatten()
@@ -252,7 +269,10 @@ impl Sampler {
                 }
                 let reading = match shared.runtime.cgroup(&running.handle) {
                     Some(dir) => cgroup(&dir),
-                    None => process_tree(running.handle.pid),
+                    None => process_tree_in(
+                        table.get_or_insert_with(ProcessTable::read),
+                        running.handle.pid,
+                    ),
                 };
                 let key = format!(
                     "{}/{}/{name}/{}",
