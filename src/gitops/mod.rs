@@ -75,7 +75,8 @@ pub struct Context {
     watchers: Mutex<HashMap<std::path::PathBuf, RepoWatch>>,
     memos: Mutex<HashMap<String, Memo>>,
     /// How often health and drift are looked at without a change to wake the app (a safety net: changes to what
-    /// apps own wake them at once, [`follow`]).
+    /// apps own wake them at once, [`follow`], and a local repository's new commits through its watcher; Argo CD's
+    /// reconcile period, 3 minutes). Remote repositories are still fetched every `spec.interval`.
     pub resync: Duration,
     /// Where mirrors of remote repositories are kept.
     pub cache: std::path::PathBuf,
@@ -106,7 +107,7 @@ impl Context {
             queue,
             watchers: Mutex::default(),
             memos: Mutex::default(),
-            resync: Duration::from_secs(30),
+            resync: Duration::from_secs(180),
             cache,
             plugins: plugins::Plugins::default(),
         }
@@ -415,7 +416,7 @@ async fn observe(
 
 /// Reconciles one Application: sync a new commit (or a requested sync, or drift), then observe health.
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let pass = Pass::new(&app, &ctx);
+    let mut pass = Pass::new(&app, &ctx);
     if app.metadata.deletion_timestamp.is_some() {
         ctx.unwatch(&pass.key);
         return pass.deleted().await;
@@ -425,6 +426,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         Ok(r) => r,
         Err(action) => return Ok(action),
     };
+    pass.remote = remote;
     let webhook = memo.as_ref().is_some_and(|m| m.refresh != pass.refresh);
     let trigger = pass.trigger(memo.as_ref(), &snap, webhook, remote);
     let policy = sync_policy(&app);
@@ -461,12 +463,12 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
                 json!({"sync": {"status": "OutOfSync", "revision": snap.commit}}),
             )
             .await;
-            return Ok(Action::requeue(ctx.resync));
+            return Ok(Action::requeue(pass.next_look()));
         }
     }
     // Observe health and drift of the last good sync.
     if memo.failed && memo.desired.is_empty() {
-        return Ok(Action::requeue(ctx.resync));
+        return Ok(Action::requeue(pass.next_look()));
     }
     Ok(pass.observe(&mut memo, &snap, &policy).await)
 }
@@ -486,6 +488,8 @@ struct Pass<'a> {
     refresh: String,
     /// When this pass began, for the records it writes.
     started: String,
+    /// Whether the app follows a remote repository (known once fetched).
+    remote: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -510,7 +514,23 @@ impl<'a> Pass<'a> {
             sync_request: annotation("capstan.io/sync-requested"),
             refresh: annotation("capstan.io/refresh"),
             started: format_time(&now()),
+            remote: false,
         }
+    }
+
+    /// When to look again without a change: the resync period (a remote's poll interval if shorter), spread by up
+    /// to a tenth per app so a thousand apps do not all look in the same second.
+    fn next_look(&self) -> Duration {
+        let base = if self.remote {
+            interval(self.app).min(self.ctx.resync)
+        } else {
+            self.ctx.resync
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.key.hash(&mut h);
+        let tenth = base.as_millis() as u64 / 10;
+        base + Duration::from_millis(if tenth == 0 { 0 } else { h.finish() % tenth })
     }
 
     /// Reads the commit to deploy, fetching a remote when a webhook asked or its poll interval passed, and watches a
@@ -607,7 +627,7 @@ impl<'a> Pass<'a> {
         snap: &source::Snapshot,
         policy: &SyncPolicy,
     ) -> Action {
-        let resync = Action::requeue(self.ctx.resync);
+        let resync = Action::requeue(self.next_look());
         let (health, message, resources, drifted) = match observe(
             &self.ctx.client,
             &memo.desired,
