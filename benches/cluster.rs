@@ -558,6 +558,73 @@ async fn gitops(quick: bool) {
         pct(&mut lat.clone(), 0.99),
         pct(&mut lat, 1.0)
     );
+    // Commit to Healthy of a rollout: a Deployment of 10 replicas, then commits changing its pod template; from
+    // `git commit` to the app Healthy at that commit (every new pod running and available, the old ones gone).
+    let deploy = |v: usize| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ten\nspec:\n  replicas: 10\n  \
+             selector:\n    matchLabels: {{app: ten}}\n  template:\n    metadata:\n      labels: {{app: ten}}\n    \
+             spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: none\n        \
+             command: [\"sleep\", \"3600\"]\n        env:\n        - {{name: V, value: \"{v}\"}}\n"
+        )
+    };
+    let healthy_at = |head: String| {
+        let c = &c;
+        async move {
+            let t = Instant::now();
+            loop {
+                let a = get(
+                    c,
+                    "/apis/gitops.capstan.io/v1/namespaces/default/applications/bench",
+                )
+                .await;
+                if a["status"]["sync"]["revision"] == head.as_str()
+                    && a["status"]["health"]["status"] == "Healthy"
+                {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(120),
+                    "not Healthy: {}",
+                    a["status"]
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let head_of = |dir: &std::path::Path| {
+        String::from_utf8(
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["rev-parse", "HEAD"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    std::fs::write(app_dir.join("ten.yaml"), deploy(0)).unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "ten"]);
+    healthy_at(head_of(repo.path())).await;
+    let mut rollouts = Vec::new();
+    for v in 1..=(if quick { 1 } else { 5 }) {
+        std::fs::write(app_dir.join("ten.yaml"), deploy(v)).unwrap();
+        git(repo.path(), &["add", "-A"]);
+        let t = Instant::now();
+        git(repo.path(), &["commit", "-q", "-m", &format!("ten v{v}")]);
+        healthy_at(head_of(repo.path())).await;
+        rollouts.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "gitops commit-to-Healthy of a 10-replica rolling update (process runtime), {} commits: p50 {:.0} ms, max {:.0} ms",
+        rollouts.len(),
+        pct(&mut rollouts.clone(), 0.5),
+        pct(&mut rollouts, 1.0)
+    );
     // One commit of 1,000 objects.
     let n = if quick { 200 } else { 1000 };
     let mut text = String::new();
@@ -765,6 +832,13 @@ async fn gitops_apps(quick: bool) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 20 } else { 100 });
+    // CAPSTAN_BENCH_APPS_DIRECT=1: the same objects without GitOps, to tell GitOps' share of the idle cost.
+    let direct = std::env::var("CAPSTAN_BENCH_APPS_DIRECT").is_ok_and(|v| v == "1");
+    // CAPSTAN_BENCH_APPS_REPLICAS=0: Deployments without pods (1,000 apps without 1,000 processes on this machine).
+    let replicas: i64 = std::env::var("CAPSTAN_BENCH_APPS_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let rss_before = rss_kb(c.pid);
     for i in 0..n {
         let dir = root.path().join(format!("repo-{i}"));
@@ -774,7 +848,7 @@ async fn gitops_apps(quick: bool) {
             dir.join("app.yaml"),
             format!(
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-{i}\ndata:\n  I: \"{i}\"\n---\n\
-                 apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\nspec:\n  replicas: 1\n  \
+                 apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\nspec:\n  replicas: {replicas}\n  \
                  selector:\n    matchLabels: {{app: app-{i}}}\n  template:\n    metadata:\n      labels: {{app: app-{i}}}\n    \
                  spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: none\n        \
                  command: [\"sleep\", \"3600\"]\n"
@@ -783,6 +857,35 @@ async fn gitops_apps(quick: bool) {
         .unwrap();
         git(&dir, &["add", "-A"]);
         git(&dir, &["commit", "-q", "-m", "first"]);
+        if direct {
+            // The baseline: the same objects created directly, no Applications.
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("app-{i}")},
+                "data": {"I": i.to_string()}});
+            let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": format!("app-{i}")},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": format!("app-{i}")}},
+                    "template": {"metadata": {"labels": {"app": format!("app-{i}")}},
+                        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "none",
+                            "command": ["sleep", "3600"]}]}}}});
+            assert_eq!(
+                post(
+                    &c,
+                    concat!("/api", "/v1/namespaces/default/configmaps"),
+                    &cm
+                )
+                .await,
+                201
+            );
+            assert_eq!(
+                post(
+                    &c,
+                    concat!("/apis", "/apps/v1/namespaces/default/deployments"),
+                    &d
+                )
+                .await,
+                201
+            );
+            continue;
+        }
         let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
             "metadata": {"name": format!("app-{i}"), "namespace": "default"},
             "spec": {"source": {"repoURL": dir.display().to_string()}}});
@@ -798,7 +901,9 @@ async fn gitops_apps(quick: bool) {
     }
     let t = Instant::now();
     for i in 0..n {
-        synced(&c, &format!("app-{i}"), "").await;
+        if !direct {
+            synced(&c, &format!("app-{i}"), "").await;
+        }
     }
     let all_synced = t.elapsed().as_secs_f64();
     // Idle means idle: every Deployment available (its pod started by the node agent), then 10 s more.
@@ -814,7 +919,7 @@ async fn gitops_apps(quick: bool) {
                     .count()
             })
             .unwrap_or(0);
-        if ready >= n || started.elapsed() > Duration::from_secs(300) {
+        if ready >= n || replicas == 0 || started.elapsed() > Duration::from_secs(300) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -825,9 +930,10 @@ async fn gitops_apps(quick: bool) {
     tokio::time::sleep(Duration::from_secs(20)).await;
     let cpu = (cpu_seconds(c.pid) - cpu0) / 20.0 * 100.0;
     println!(
-        "gitops with {n} applications ({n} repositories, {n} Deployments running): all synced {all_synced:.2} s after the last was created, \
+        "gitops with {n} applications{} ({n} repositories, {n} Deployments of {replicas} pod): all synced {all_synced:.2} s after the last was created, \
          all available {all_available:.1} s; \
          server RSS {:.1} MB (before them: {:.1} MB); idle CPU {cpu:.1}% of one core",
+        if direct { " (baseline: the objects created directly, no Applications)" } else { "" },
         rss_kb(c.pid) as f64 / 1024.0,
         rss_before as f64 / 1024.0,
     );
