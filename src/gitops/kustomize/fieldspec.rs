@@ -98,6 +98,83 @@ impl Config {
     }
 }
 
+/// The name references an OpenAPI definitions file (kustomize's `crds` field) declares: a property marked
+/// `x-kubernetes-object-ref-kind` (and `-api-version`) holds, in its `name`, the name of an object of that kind -
+/// reached from each top-level kind (a definition with `apiVersion` and `kind` properties) through `$ref`s.
+pub fn from_openapi_definitions(defs: &serde_json::Value) -> Config {
+    let mut config = Config::default();
+    let Some(all) = defs.as_object() else {
+        return config;
+    };
+    type Defs = serde_json::Map<String, serde_json::Value>;
+    fn schema_of<'a>(all: &'a Defs, name: &str) -> Option<&'a serde_json::Value> {
+        all.get(name).map(|d| d.get("Schema").unwrap_or(d))
+    }
+    fn walk_props(
+        schema: &serde_json::Value,
+        path: &str,
+        depth: usize,
+        all: &Defs,
+        found: &mut Vec<(String, String, String)>,
+    ) {
+        if depth > 16 {
+            return;
+        }
+        for (name, prop) in schema["properties"].as_object().into_iter().flatten() {
+            let here = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            if let Some(kind) = prop["x-kubernetes-object-ref-kind"].as_str() {
+                let version = prop["x-kubernetes-object-ref-api-version"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                found.push((kind.to_string(), version, format!("{here}/name")));
+                continue;
+            }
+            if let Some(r) = prop["$ref"].as_str() {
+                if let Some(s) = schema_of(all, r) {
+                    walk_props(s, &here, depth + 1, all, found);
+                }
+            } else {
+                walk_props(prop, &here, depth + 1, all, found);
+            }
+        }
+    }
+    for (name, def) in all {
+        let schema = def.get("Schema").unwrap_or(def);
+        let props = &schema["properties"];
+        if props.get("apiVersion").is_none() || props.get("kind").is_none() {
+            continue;
+        }
+        let kind = name.rsplit('.').next().unwrap_or(name);
+        let mut found = Vec::new();
+        walk_props(schema, "", 0, all, &mut found);
+        for (target, version, path) in found {
+            let (group, version) = match version.split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (String::new(), version),
+            };
+            config.merge(&Config {
+                name_reference: vec![NameRef {
+                    group,
+                    version,
+                    kind: target,
+                    field_specs: vec![FieldSpec {
+                        kind: kind.to_string(),
+                        path,
+                        ..Default::default()
+                    }],
+                }],
+                ..Default::default()
+            });
+        }
+    }
+    config
+}
+
 /// One step of a path: a field, and whether the path says it holds a list (`containers[]`).
 #[derive(Debug, Clone)]
 struct Seg {

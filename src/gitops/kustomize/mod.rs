@@ -277,7 +277,11 @@ impl<'t> Ctx<'t> {
             acc.config.merge(&c);
         }
         for f in strings(&k.k["crds"], "crds").map_err(|e| vec![k.err("crds", e)])? {
-            k.load(self, "crds", &f)?;
+            let text = k.load(self, "crds", &f)?;
+            let defs: Value = serde_yaml_ng::from_str(text)
+                .map_err(|e| vec![k.err("crds", format!("{f}: {e}"))])?;
+            acc.config
+                .merge(&fieldspec::from_openapi_definitions(&defs));
         }
         k.generators(self, &mut acc)?;
         for c in
