@@ -2,7 +2,7 @@
 //! deadline is Degraded), a Job by its conditions, a PVC by its phase, a Pod by its phase; an Application is as
 //! healthy as its least healthy object.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Healthy < Suspended < Progressing < Missing < Degraded (worse is larger).
 pub fn rank(h: &str) -> u8 {
@@ -201,6 +201,59 @@ pub fn of(kind: &str, v: &Value) -> (&'static str, String) {
         }
         _ => ("Healthy", String::new()),
     }
+}
+
+/// Health and per-object state of what the last good sync applied.
+pub async fn observe(
+    client: &crate::client::Client,
+    desired: &[super::render::Desired],
+    rules: &[crate::api::gitops::HealthRule],
+    ignore: &[crate::api::gitops::IgnoreDifference],
+) -> Result<(String, String, Vec<Value>, Vec<String>), crate::client::Error> {
+    let mut worst = "Healthy";
+    let mut message = String::new();
+    let mut resources = Vec::new();
+    let mut drifted = Vec::new();
+    for d in desired {
+        let (health, msg, state) = match client.get(d.kind, d.namespace(), d.name()).await {
+            Ok(live) => {
+                let (h, m) =
+                    by_rule(rules, d.kind, &live).unwrap_or_else(|| of_kind(d.kind, &live));
+                let fields = super::sync::ignore_differences(
+                    ignore,
+                    d.kind,
+                    &live,
+                    super::sync::drift(&d.object, &live),
+                );
+                let state = if fields.is_empty() {
+                    "Synced"
+                } else {
+                    "OutOfSync"
+                };
+                if !fields.is_empty() {
+                    drifted.push(format!("{}: {}", d.id(), fields.join(", ")));
+                }
+                (h, m, state)
+            }
+            Err(e) if e.code() == Some(404) => {
+                drifted.push(format!("{}: missing", d.id()));
+                ("Missing", "not found".to_string(), "OutOfSync")
+            }
+            // Not knowing is not drift: no self-heal on an unreachable or failing API server.
+            Err(e) => return Err(e),
+        };
+        if rank(health) > rank(worst) {
+            worst = health;
+            message = format!("{}: {msg}", d.id());
+        }
+        let (group, version) = (d.kind.group, d.kind.version);
+        resources.push(
+            json!({"group": group, "version": version, "kind": d.kind.kind,
+            "namespace": d.namespace(), "name": d.name(), "status": state,
+            "health": {"status": health, "message": msg}}),
+        );
+    }
+    Ok((worst.to_string(), message, resources, drifted))
 }
 
 #[cfg(test)]

@@ -365,55 +365,6 @@ async fn set_status(client: &Client, ns: &str, name: &str, status: Value) {
     }
 }
 
-/// Health and per-object state of what the last good sync applied.
-async fn observe(
-    client: &Client,
-    desired: &[render::Desired],
-    rules: &[crate::api::gitops::HealthRule],
-    ignore: &[crate::api::gitops::IgnoreDifference],
-) -> Result<(String, String, Vec<Value>, Vec<String>), crate::client::Error> {
-    let mut worst = "Healthy";
-    let mut message = String::new();
-    let mut resources = Vec::new();
-    let mut drifted = Vec::new();
-    for d in desired {
-        let (health, msg, state) = match client.get(d.kind, d.namespace(), d.name()).await {
-            Ok(live) => {
-                let (h, m) = health::by_rule(rules, d.kind, &live)
-                    .unwrap_or_else(|| health::of_kind(d.kind, &live));
-                let fields =
-                    sync::ignore_differences(ignore, d.kind, &live, sync::drift(&d.object, &live));
-                let state = if fields.is_empty() {
-                    "Synced"
-                } else {
-                    "OutOfSync"
-                };
-                if !fields.is_empty() {
-                    drifted.push(format!("{}: {}", d.id(), fields.join(", ")));
-                }
-                (h, m, state)
-            }
-            Err(e) if e.code() == Some(404) => {
-                drifted.push(format!("{}: missing", d.id()));
-                ("Missing", "not found".to_string(), "OutOfSync")
-            }
-            // Not knowing is not drift: no self-heal on an unreachable or failing API server.
-            Err(e) => return Err(e),
-        };
-        if health::rank(health) > health::rank(worst) {
-            worst = health;
-            message = format!("{}: {msg}", d.id());
-        }
-        let (group, version) = (d.kind.group, d.kind.version);
-        resources.push(
-            json!({"group": group, "version": version, "kind": d.kind.kind,
-            "namespace": d.namespace(), "name": d.name(), "status": state,
-            "health": {"status": health, "message": msg}}),
-        );
-    }
-    Ok((worst.to_string(), message, resources, drifted))
-}
-
 /// Reconciles one Application: sync a new commit (or a requested sync, or drift), then observe health.
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut pass = Pass::new(&app, &ctx);
@@ -628,7 +579,7 @@ impl<'a> Pass<'a> {
         policy: &SyncPolicy,
     ) -> Action {
         let resync = Action::requeue(self.next_look());
-        let (health, message, resources, drifted) = match observe(
+        let (health, message, resources, drifted) = match health::observe(
             &self.ctx.client,
             &memo.desired,
             self.app
@@ -919,32 +870,7 @@ async fn sync_commit(
     let plugin = app.spec.as_ref().and_then(|s| s.source.plugin.as_ref());
     let rendered = match plugin {
         None => render::render(snap, default_ns),
-        Some(p) => {
-            // The plugin runs off the async threads (it may take its whole timeout).
-            let (plugins, snap2) = (ctx.plugins.clone(), snap.clone());
-            let env = p
-                .env
-                .iter()
-                .map(|e| (e.name.clone(), e.value.clone()))
-                .collect();
-            let (req_name, args) = (p.name.clone(), p.args.clone());
-            let (app_name, app_ns) = (name.to_string(), ns.to_string());
-            let out = tokio::task::spawn_blocking(move || {
-                let req = plugins::Request {
-                    name: &req_name,
-                    env,
-                    args,
-                    app: &app_name,
-                    namespace: &app_ns,
-                };
-                plugins::run(&plugins, &req, &snap2)
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("render plugin: {e}")));
-            out.map_err(|e| vec![e]).and_then(|text| {
-                render::from_text(&format!("plugin {}", p.name), &text, default_ns)
-            })
-        }
+        Some(p) => plugins::render(&ctx.plugins, p, snap, name, ns, default_ns).await,
     };
     let checked = match rendered {
         Ok(desired) => sync::validate(&acting, &desired, ns, name)

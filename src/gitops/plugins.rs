@@ -200,6 +200,40 @@ pub fn run(plugins: &Plugins, req: &Request, snap: &Snapshot) -> Result<String, 
     }
 }
 
+/// Renders an app with the plugin its source names: the objects it printed (all or nothing), or why not. The
+/// plugin runs off the async threads (it may take its whole timeout).
+pub async fn render(
+    plugins: &Plugins,
+    p: &crate::api::gitops::PluginSource,
+    snap: &Snapshot,
+    app: &str,
+    namespace: &str,
+    default_ns: &str,
+) -> Result<Vec<super::render::Desired>, Vec<String>> {
+    let (plugins, snap2) = (plugins.clone(), snap.clone());
+    let env = p
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    let (req_name, args) = (p.name.clone(), p.args.clone());
+    let (app_name, app_ns) = (app.to_string(), namespace.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        let req = Request {
+            name: &req_name,
+            env,
+            args,
+            app: &app_name,
+            namespace: &app_ns,
+        };
+        run(&plugins, &req, &snap2)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("render plugin: {e}")));
+    out.map_err(|e| vec![e])
+        .and_then(|text| super::render::from_text(&format!("plugin {}", p.name), &text, default_ns))
+}
+
 /// Writes every file of the snapshot's commit under `dir` (executable bits kept; symbolic links left out).
 fn checkout(snap: &Snapshot, dir: &Path) -> Result<(), String> {
     let fail = |e: git2::Error| format!("copying commit {}: {e}", snap.commit);
