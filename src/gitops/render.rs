@@ -347,7 +347,9 @@ mod tests {
         );
         let errs = render(&s, "default").unwrap_err();
         assert!(
-            errs[0].contains("kustomization.yaml:1: resources: gone.yaml: no such file"),
+            errs[0].contains(
+                "kustomization.yaml:1: resources: accumulating resources: gone.yaml: no such file"
+            ),
             "{errs:?}"
         );
     }
