@@ -127,6 +127,16 @@ pub(super) struct Patch {
 }
 
 impl Patch {
+    /// A patch for the one object it names itself (no target, name and kind kept).
+    fn by_own_id(body: Body) -> Patch {
+        Patch {
+            body,
+            target: None,
+            allow_name_change: false,
+            allow_kind_change: false,
+        }
+    }
+
     /// Applies it: to every object its target selects, or to the one object a strategic merge patch names.
     pub(super) fn apply(&self, res: &mut Vec<Res>) -> Result<(), String> {
         let chosen: Vec<usize> = match &self.target {
@@ -301,12 +311,7 @@ pub(super) fn legacy_strategic(k: &Kustomization, ctx: &Ctx) -> Result<Vec<Patch
             return Err(err(format!("patch appears to be empty: {s}")));
         }
         for b in found {
-            out.push(Patch {
-                body: b,
-                target: None,
-                allow_name_change: false,
-                allow_kind_change: false,
-            });
+            out.push(Patch::by_own_id(b));
         }
     }
     Ok(out)
@@ -382,22 +387,12 @@ pub(super) fn from_builtin(
             {
                 let text = k.load(ctx, "transformers", p)?;
                 for b in bodies(text, p).map_err(problems(k, "transformers"))? {
-                    out.push(Patch {
-                        body: b,
-                        target: None,
-                        allow_name_change: false,
-                        allow_kind_change: false,
-                    });
+                    out.push(Patch::by_own_id(b));
                 }
             }
             if let Some(t) = c["patches"].as_str() {
                 for b in bodies(t, "patches").map_err(problems(k, "transformers"))? {
-                    out.push(Patch {
-                        body: b,
-                        target: None,
-                        allow_name_change: false,
-                        allow_kind_change: false,
-                    });
+                    out.push(Patch::by_own_id(b));
                 }
             }
             Ok(out)
