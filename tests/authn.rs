@@ -135,25 +135,63 @@ fn kubeconfig_create_issues_a_client_certificate_that_names_the_user_and_group()
         "{refused}"
     );
 
-    // Clear errors: two groups (one per certificate for now), and a directory without the cluster CA.
-    let two = fails(
-        &Command::new(BIN)
-            .arg("--data-dir")
-            .arg(s.data_dir())
-            .args([
-                "kubeconfig",
-                "create",
-                "--user",
-                "bob",
-                "--group",
-                "a",
-                "--group",
-                "b",
-            ])
-            .output()
-            .unwrap(),
+    // Several groups in one certificate (one O each, as Kubernetes reads them): whoami shows them all, and a
+    // binding to the second group authorizes.
+    let bob = s.data_dir().join("bob.kubeconfig");
+    ok(&Command::new(BIN)
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .args([
+            "kubeconfig",
+            "create",
+            "--user",
+            "bob",
+            "--group",
+            "team-a",
+            "--group",
+            "readers",
+            "--group",
+            "on-call",
+            "-o",
+        ])
+        .arg(&bob)
+        .output()
+        .unwrap());
+    let who: serde_json::Value = serde_json::from_str(&ok(&kubectl_as(
+        &k,
+        &bob,
+        &["auth", "whoami", "-o", "json"],
+    )))
+    .unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "bob");
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!(["team-a", "readers", "on-call", "system:authenticated"])
     );
-    assert!(two.contains("one group per client certificate"), "{two}");
+    assert!(fails(&kubectl_as(&k, &bob, &["get", "namespaces"])).contains("cannot list"));
+    ok(&kubectl_as(
+        &k,
+        &s.kubeconfig(),
+        &[
+            "create",
+            "clusterrolebinding",
+            "readers-view",
+            "--clusterrole=view",
+            "--group=readers",
+        ],
+    ));
+    let mut listed = String::new();
+    for _ in 0..50 {
+        let out = kubectl_as(&k, &bob, &["get", "namespaces", "-o", "name"]);
+        if out.status.success() {
+            listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(listed.contains("namespace/default"), "{listed}");
+
+    // A clear error for a directory without the cluster CA.
     let empty = tempfile::tempdir().unwrap();
     let nowhere = fails(
         &Command::new(BIN)

@@ -216,13 +216,6 @@ pub fn issue(
             dir.display()
         )));
     }
-    if groups.len() > 1 {
-        // rcgen keeps one value per attribute type in a subject.
-        return Err(StartError::Tls(format!(
-            "one group per client certificate for now (asked for {})",
-            groups.join(", ")
-        )));
-    }
     let ca = load_or_create_ca(dir)?;
     let issuer = ca.issuer.as_ref().ok_or_else(|| {
         StartError::Tls(format!(
@@ -232,7 +225,9 @@ pub fn issue(
     })?;
     let mut params = CertificateParams::new(sans.to_vec()).map_err(tls_err)?;
     params.distinguished_name.push(DnType::CommonName, cn);
-    for g in groups {
+    // rcgen keeps one value per attribute type in a subject: the first group goes in here, and a certificate for
+    // several groups is given its whole subject afterwards (`with_subject`).
+    if let Some(g) = groups.first() {
         params
             .distinguished_name
             .push(DnType::OrganizationName, g.as_str());
@@ -258,13 +253,122 @@ pub fn issue(
             }
             .signed_by(issuer)
             .map_err(tls_err)?;
-            Ok((cert.pem(), String::new()))
+            Ok((with_subject(cert.der(), cn, groups, issuer)?, String::new()))
         }
         None => {
             let key = KeyPair::generate().map_err(tls_err)?;
             let cert = params.signed_by(&key, issuer).map_err(tls_err)?;
-            Ok((cert.pem(), key.serialize_pem()))
+            Ok((
+                with_subject(cert.der(), cn, groups, issuer)?,
+                key.serialize_pem(),
+            ))
         }
+    }
+}
+
+/// The certificate `der` as PEM; when it is for several groups, with its subject replaced by CN=`cn` and one O per
+/// group (as Kubernetes reads groups from client certificates), signed again by `issuer`.
+fn with_subject(
+    der: &[u8],
+    cn: &str,
+    groups: &[String],
+    issuer: &Issuer<'static, KeyPair>,
+) -> Result<String, StartError> {
+    use rcgen::SigningKey;
+    use x509_parser::prelude::*;
+    let pem = |der: &[u8]| {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = text
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    };
+    if groups.len() < 2 {
+        return Ok(pem(der));
+    }
+    let (_, cert) = X509Certificate::from_der(der).map_err(tls_err)?;
+    let tbs: &[u8] = cert.tbs_certificate.as_ref();
+    let subject = cert.tbs_certificate.subject.as_raw();
+    let offset = |inner: &[u8], outer: &[u8]| inner.as_ptr() as usize - outer.as_ptr() as usize;
+    let (_, tbs_head) = der::header(tbs).ok_or_else(|| tls_err("certificate: bad TBS"))?;
+    let at = offset(subject, tbs);
+    let mut names = der::attribute(&[2, 5, 4, 3], cn);
+    for g in groups {
+        names.extend(der::attribute(&[2, 5, 4, 10], g));
+    }
+    let mut content = tbs[tbs_head..at].to_vec();
+    content.extend(der::tlv(0x30, &names));
+    content.extend(&tbs[at + subject.len()..]);
+    let new_tbs = der::tlv(0x30, &content);
+    // After the TBS: the signature algorithm, then the signature.
+    let rest = &der[offset(tbs, der) + tbs.len()..];
+    let (alg_len, alg_head) =
+        der::header(rest).ok_or_else(|| tls_err("certificate: bad algorithm"))?;
+    let alg = &rest[..alg_head + alg_len];
+    let signature = issuer.key().sign(&new_tbs).map_err(tls_err)?;
+    let mut bits = vec![0u8];
+    bits.extend(signature);
+    let mut whole = new_tbs;
+    whole.extend(alg);
+    whole.extend(der::tlv(0x03, &bits));
+    Ok(pem(&der::tlv(0x30, &whole)))
+}
+
+/// The little DER [`with_subject`] writes: tag-length-value, and one attribute of a name.
+mod der {
+    /// (content length, header length) of the element `bytes` begins with.
+    pub fn header(bytes: &[u8]) -> Option<(usize, usize)> {
+        let first = *bytes.get(1)? as usize;
+        if first < 0x80 {
+            return Some((first, 2));
+        }
+        let n = first & 0x7f;
+        let len = bytes
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        Some((len, 2 + n))
+    }
+
+    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend(content);
+        out
+    }
+
+    /// SET { SEQUENCE { OID, UTF8String } } for the attribute type `oid` (arcs) with `value`.
+    pub fn attribute(oid: &[u64], value: &str) -> Vec<u8> {
+        let mut arcs = vec![(oid[0] * 40 + oid[1]) as u8];
+        for &arc in &oid[2..] {
+            let mut chunk = vec![(arc & 0x7f) as u8];
+            let mut rest = arc >> 7;
+            while rest > 0 {
+                chunk.push(0x80 | (rest & 0x7f) as u8);
+                rest >>= 7;
+            }
+            arcs.extend(chunk.into_iter().rev());
+        }
+        let mut pair = tlv(0x06, &arcs);
+        pair.extend(tlv(0x0c, value.as_bytes()));
+        tlv(0x31, &tlv(0x30, &pair))
     }
 }
 
