@@ -258,9 +258,179 @@ fn capstan_port_forward_carries_http_to_the_pod() {
     }
     let _ = fwd.kill();
     let _ = fwd.wait();
-    // kubectl's port-forward speaks SPDY: refused, saying what works instead.
-    let out = s.kubectl(&k, &["port-forward", "pod/box", ":8080"]);
+}
+
+/// Starts `kubectl port-forward ARGS` (with `env`), returns it and the local address of its first forwarded port.
+fn kubectl_forward(
+    s: &Server,
+    k: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(k);
+    cmd.env("KUBECONFIG", s.kubeconfig())
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .arg("port-forward")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, v) in env {
+        cmd.env(key, v);
+    }
+    let mut fwd = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(fwd.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let local = line
+        .strip_prefix("Forwarding from ")
+        .and_then(|l| l.split(" -> ").next())
+        .unwrap_or_else(|| {
+            let _ = fwd.kill();
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = fwd.stderr.as_mut().unwrap().read_to_string(&mut err);
+            panic!("kubectl port-forward said {line:?}; stderr: {err}")
+        })
+        .to_string();
+    std::mem::forget(cache);
+    (fwd, local)
+}
+
+fn http_get(local: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(local).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: box\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The real `kubectl port-forward`: SPDY tunnelled in a WebSocket (kubectl 1.31+'s default) and, with WebSockets
+/// turned off, the SPDY upgrade older kubectl speaks - connections one after another and at once, a pod port with
+/// nothing behind it reported as kubectl reports it, and `svc/` and `deploy/` targets.
+#[test]
+fn kubectl_port_forward_carries_connections_to_the_pod() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::up(&[]);
+    running(&s, &k);
+    for env in [vec![], vec![("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")]] {
+        let (mut fwd, local) = kubectl_forward(&s, &k, &["pod/box", ":8080"], &env);
+        for _ in 0..3 {
+            let answer = http_get(&local, "/healthz");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{env:?}: {answer}");
+        }
+        let at_once: Vec<_> = (0..8)
+            .map(|_| {
+                let local = local.clone();
+                std::thread::spawn(move || http_get(&local, "/healthz"))
+            })
+            .collect();
+        for t in at_once {
+            let answer = t.join().unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{env:?}: {answer}");
+        }
+        let _ = fwd.kill();
+        let _ = fwd.wait();
+    }
+
+    // A megabyte each way through a TCP echo server in a pod (more than SPDY's initial window of 64 KiB).
+    let echo = "import os,socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind((os.environ['POD_IP'],9000))\ns.listen()\nwhile True:\n  c,_=s.accept()\n  while True:\n    d=c.recv(65536)\n    if not d: break\n    c.sendall(d)\n  c.close()\n";
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "echo"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "echo", "image": "none", "command": ["python3", "-c", echo],
+             "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}});
+    s.kubectl_apply(&k, &pod.to_string());
+    ok(&s.kubectl(
+        &k,
+        &["wait", "--for=condition=Ready", "pod/echo", "--timeout=60s"],
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for env in [vec![], vec![("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")]] {
+        use std::io::Read;
+        let (mut fwd, local) = kubectl_forward(&s, &k, &["pod/echo", ":9000"], &env);
+        let sent: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let mut conn = std::net::TcpStream::connect(&local).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        let payload = sent.clone();
+        let w = std::thread::spawn(move || writer.write_all(&payload).unwrap());
+        let mut got = vec![0u8; sent.len()];
+        conn.read_exact(&mut got).unwrap();
+        w.join().unwrap();
+        assert!(got == sent, "{env:?}: the echo differs");
+        let _ = fwd.kill();
+        let _ = fwd.wait();
+    }
+
+    // Nothing listens on 9: the connection closes and kubectl names the port and the cause.
+    let (mut fwd, local) = kubectl_forward(&s, &k, &["pod/box", ":9"], &[]);
+    assert_eq!(http_get(&local, "/"), "");
+    // kubectl reports the error and gives up the session ("lost connection to pod").
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fwd.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = fwd.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = fwd.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(said.contains("capstan port-forward"), "{said}");
+    assert!(
+        said.contains("-> 9: error forwarding port 9 to pod") && said.contains("refused"),
+        "{said}"
+    );
+
+    // kubectl finds the pod behind a Service (its targetPort) and a Deployment.
+    s.kubectl_apply(
+        &k,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: box}
+spec:
+  selector: {app: box}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: capstan/demo-app
+        command: ["capstan", "demo-app"]
+        readinessProbe:
+          httpGet: {path: /healthz, port: 8080}
+          periodSeconds: 1
+"#,
+    );
+    ok(&s.kubectl(&k, &["label", "pod", "box", "app=box"]));
+    let (mut fwd, local) = kubectl_forward(&s, &k, &["svc/box", ":80"], &[]);
+    assert!(http_get(&local, "/healthz").starts_with("HTTP/1.1 200"));
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    ok(&s.kubectl(
+        &k,
+        &["rollout", "status", "deployment/web", "--timeout=60s"],
+    ));
+    let (mut fwd, local) = kubectl_forward(&s, &k, &["deploy/web", ":8080"], &[]);
+    assert!(http_get(&local, "/healthz").starts_with("HTTP/1.1 200"));
+    let _ = fwd.kill();
+    let _ = fwd.wait();
 }

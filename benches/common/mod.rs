@@ -34,6 +34,20 @@ pub fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time a process (all its threads, live ones) has used so far, in seconds: the scheduler's nanosecond
+/// counts from /proc/PID/task/*/schedstat (utime/stime in /proc/PID/stat only move in 10 ms ticks).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
+}
+
 pub fn http(ca: &str) -> reqwest::Client {
     capstan::sys::init_crypto();
     let mut roots = rustls::RootCertStore::empty();

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod resource;
 pub mod selector;
 pub mod smp;
+pub mod spdy;
 pub mod tokens;
 pub mod validation;
 

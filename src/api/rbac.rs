@@ -67,19 +67,21 @@ impl PolicyRule {
         }
         match &a.resource {
             Some(r) => {
-                let full = if r.subresource.is_empty() {
-                    r.resource.clone()
-                } else {
-                    format!("{}/{}", r.resource, r.subresource)
-                };
+                // `res` names the resource, "resource/subresource", or a wildcard for either part (no allocation:
+                // this runs for every rule on every request).
+                let sub = r.subresource.as_str();
                 let resource_ok = self.resources.iter().flatten().any(|res| {
-                    res == "*"
-                        || *res == full
-                        || (r.subresource.is_empty() && *res == r.resource)
-                        || res.strip_prefix("*/") == Some(r.subresource.as_str())
-                            && !r.subresource.is_empty()
-                        || res.strip_suffix("/*") == Some(r.resource.as_str())
-                            && !r.subresource.is_empty()
+                    if res == "*" {
+                        return true;
+                    }
+                    match res.split_once('/') {
+                        None => sub.is_empty() && *res == r.resource,
+                        Some((base, rest)) => {
+                            !sub.is_empty()
+                                && ((base == r.resource && (rest == sub || rest == "*"))
+                                    || (base == "*" && rest == sub))
+                        }
+                    }
                 });
                 let names_ok = match &self.resource_names {
                     None => true,
@@ -181,7 +183,9 @@ impl Subject {
                     .as_deref()
                     .filter(|n| !n.is_empty())
                     .unwrap_or(binding_ns);
-                user == format!("system:serviceaccount:{ns}:{}", self.name)
+                user.strip_prefix("system:serviceaccount:")
+                    .and_then(|rest| rest.split_once(':'))
+                    == Some((ns, self.name.as_str()))
             }
             _ => false,
         }

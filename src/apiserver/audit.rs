@@ -99,10 +99,16 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// How long the writer gathers events before it writes them.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
 fn write_loop(rx: mpsc::Receiver<Vec<u8>>, file: std::fs::File, opts: &Options) {
     let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut out = std::io::BufWriter::new(file);
     while let Ok(first) = rx.recv() {
+        // Gather what arrives in the next moments, so a busy server costs one wake-up and one write per batch
+        // instead of one per request (while this thread sleeps, senders do not have to wake it).
+        std::thread::sleep(BATCH_WINDOW);
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);

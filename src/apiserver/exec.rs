@@ -2,10 +2,12 @@
 //! whether it runs), opens a WebSocket to the agent of the pod's node with the same remote-command subprotocol, then
 //! upgrades the client's connection and relays messages both ways unchanged. The channel protocol itself is spoken
 //! by the agent (`node::exec`). WebSocket only: kubectl 1.30 and later try it first; SPDY is refused with a
-//! message saying so.
+//! message saying so. `pods/portforward` is served the same way for clients of the channel protocol, and as SPDY
+//! for kubectl (`portforward_spdy`).
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -17,6 +19,7 @@ use super::logs::pick_container;
 use super::Server;
 use crate::api::exec::{Options, PORTFORWARD_PROTOCOLS, PROTOCOLS};
 use crate::api::registry;
+use crate::api::spdy::PORTFORWARD_TUNNEL;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -113,32 +116,27 @@ impl Server {
             .await
     }
 
-    /// `pods/portforward` over WebSocket: the agent of the pod's node connects to the pod's ports; messages are
-    /// relayed both ways unchanged.
+    /// `pods/portforward`: over WebSocket with Kubernetes' channel protocol (the agent of the pod's node connects
+    /// to the pod's ports; messages are relayed both ways unchanged), or as kubectl speaks it, SPDY tunnelled in a
+    /// WebSocket or on the upgraded connection itself (`portforward_spdy`).
     pub async fn pod_portforward(
         &self,
         mut parts: Parts,
         ns: &str,
         name: &str,
     ) -> Result<Response> {
-        // kubectl speaks SPDY here (tunnelled in a WebSocket, or by an SPDY upgrade): say so before anything else.
-        let spdy = || {
-            ApiError::bad_request(format!(
-                "pods/portforward is served over WebSocket with Kubernetes' channel protocol ({}); SPDY, which \
-                 kubectl port-forward speaks, is not supported yet: use `capstan port-forward` or a client \
-                 library's WebSocket port-forward",
-                PORTFORWARD_PROTOCOLS.join(", ")
-            ))
-        };
         let asked = asked_protocols(&parts.headers, &PORTFORWARD_PROTOCOLS);
-        let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
-            return Err(spdy());
-        };
-        if asked.is_empty() {
-            return Err(spdy());
-        }
+        let tunnel = !asked_protocols(&parts.headers, &[PORTFORWARD_TUNNEL]).is_empty();
+        let spdy_upgrade = parts
+            .headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
+        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
         let query = parts.uri.query().unwrap_or("").to_string();
-        crate::api::exec::forwarded_ports(&query).map_err(ApiError::bad_request)?;
+        if ws.is_ok() && !asked.is_empty() {
+            crate::api::exec::forwarded_ports(&query).map_err(ApiError::bad_request)?;
+        }
         let pods = registry::lookup("pods").expect("pods");
         let (pod, _) = self.get_object(pods, Some(ns), name).await?;
         if pod
@@ -158,9 +156,86 @@ impl Server {
                 "unable to forward ports: pod {name} is not scheduled yet"
             )));
         };
-        let path = format!("/portForward/{ns}/{name}?{query}");
-        self.relay_to_agent(ws, node_name, &path, asked, PORTFORWARD_PROTOCOLS[0])
-            .await
+        let target = super::portforward_spdy::Target {
+            namespace: ns.to_string(),
+            pod: name.to_string(),
+            node: node_name.to_string(),
+        };
+        match ws {
+            Ok(ws) if !asked.is_empty() => {
+                let path = format!("/portForward/{ns}/{name}?{query}");
+                self.relay_to_agent(ws, node_name, &path, asked, PORTFORWARD_PROTOCOLS[0])
+                    .await
+            }
+            Ok(ws) if tunnel => {
+                let server = self.clone();
+                Ok(ws
+                    .protocols([PORTFORWARD_TUNNEL])
+                    .on_upgrade(move |socket| {
+                        super::portforward_spdy::serve(
+                            server,
+                            super::portforward_spdy::Transport::WebSocket(Box::new(socket)),
+                            target,
+                        )
+                    })
+                    .into_response())
+            }
+            Err(_) if spdy_upgrade => self.spdy_upgrade(parts, target),
+            _ => Err(ApiError::bad_request(format!(
+                "pods/portforward: ask for one of the WebSocket subprotocols {}, {PORTFORWARD_TUNNEL}, or an \
+                 SPDY/3.1 upgrade",
+                PORTFORWARD_PROTOCOLS.join(", ")
+            ))),
+        }
+    }
+
+    /// Answers an `Upgrade: SPDY/3.1` port-forward (kubectl before 1.31): 101, then the SPDY session on the
+    /// connection itself.
+    fn spdy_upgrade(
+        &self,
+        mut parts: Parts,
+        target: super::portforward_spdy::Target,
+    ) -> Result<Response> {
+        const VERSION: &str = "portforward.k8s.io";
+        let offered = parts
+            .headers
+            .get_all("x-stream-protocol-version")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(str::trim))
+            .any(|v| v == VERSION);
+        if !offered {
+            return Err(ApiError::bad_request(format!(
+                "pods/portforward over SPDY: X-Stream-Protocol-Version must offer {VERSION}"
+            )));
+        }
+        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err(ApiError::bad_request(
+                "pods/portforward: this connection cannot be upgraded",
+            ));
+        };
+        let server = self.clone();
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let io = hyper_util::rt::TokioIo::new(upgraded);
+                    super::portforward_spdy::serve(
+                        server,
+                        super::portforward_spdy::Transport::Upgraded(io),
+                        target,
+                    )
+                    .await
+                }
+                Err(e) => tracing::warn!("port-forward: SPDY upgrade failed: {e}"),
+            }
+        });
+        Response::builder()
+            .status(axum::http::StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "SPDY/3.1")
+            .header("X-Stream-Protocol-Version", VERSION)
+            .body(axum::body::Body::empty())
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// Opens a WebSocket to `path` on the agent of `node_name` offering `asked`, then upgrades the client's
@@ -173,6 +248,22 @@ impl Server {
         asked: Vec<String>,
         fallback: &str,
     ) -> Result<Response> {
+        let (agent, chosen) = self.agent_socket(node_name, path, &asked).await?;
+        let chosen = chosen.unwrap_or_else(|| fallback.to_string());
+        Ok(ws
+            .protocols([chosen])
+            .on_upgrade(move |client| relay(client, agent))
+            .into_response())
+    }
+
+    /// A WebSocket to `path` on the agent of `node_name` (over the cluster's TLS), offering the subprotocols `asked`;
+    /// with the subprotocol the agent chose.
+    pub(super) async fn agent_socket(
+        &self,
+        node_name: &str,
+        path: &str,
+        asked: &[String],
+    ) -> Result<(AgentSocket, Option<String>)> {
         let host = self.agent_address(node_name).await?;
         let url = format!("wss://{host}{path}");
         let mut req = url
@@ -231,14 +322,14 @@ impl Server {
             .headers()
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or(fallback)
-            .to_string();
-        Ok(ws
-            .protocols([chosen])
-            .on_upgrade(move |client| relay(client, agent))
-            .into_response())
+            .map(String::from);
+        Ok((agent, chosen))
     }
 }
+
+/// A WebSocket to a node agent.
+pub(super) type AgentSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// The WebSocket subprotocols the client offered that are among `known`, in its order.
 fn asked_protocols(headers: &axum::http::HeaderMap, known: &[&str]) -> Vec<String> {
@@ -252,12 +343,7 @@ fn asked_protocols(headers: &axum::http::HeaderMap, known: &[&str]) -> Vec<Strin
 }
 
 /// Copies messages between kubectl and the agent until either side closes.
-async fn relay(
-    client: axum::extract::ws::WebSocket,
-    agent: tokio_tungstenite::WebSocketStream<
-        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    >,
-) {
+async fn relay(client: axum::extract::ws::WebSocket, agent: AgentSocket) {
     let (mut c_tx, mut c_rx) = client.split();
     let (mut a_tx, mut a_rx) = agent.split();
     let up = async {

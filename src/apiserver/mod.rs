@@ -21,6 +21,7 @@ pub mod namespaces;
 pub mod patch;
 pub mod peers;
 pub mod podsecurity;
+pub mod portforward_spdy;
 pub mod reviews;
 mod routes;
 pub mod satokens;

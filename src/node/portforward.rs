@@ -140,4 +140,15 @@ async fn run(mut socket: WebSocket, framing: Framing, ip: String, ports: Vec<u16
             reason: "".into(),
         })))
         .await;
+    // Finish the closing handshake, reading what the client still sends: a socket closed with unread bytes is
+    // reset, and the reset would throw away what was just sent (an error message, the last data) before the client
+    // reads it.
+    let drain = async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
