@@ -649,3 +649,89 @@ fn capstan_app_crd_describes_applications_well_enough_for_a_server_to_validate_t
     let err = fails(&s.kubectl(&kubectl, &["apply", "-f", bad.to_str().unwrap()]));
     assert!(err.contains("spec.source.repoURL: Required value"), "{err}");
 }
+
+/// CEL rules are costed when the CRD is written, as Kubernetes costs them: a rule that walks an unbounded list
+/// inside a walk of the same list is refused with Kubernetes' message at the rule's path, and nothing is created;
+/// with `maxItems` and `maxLength` the same rule is affordable, and it runs.
+#[test]
+fn a_crd_whose_rules_cost_too_much_is_refused_until_its_lists_are_bounded() {
+    let Some(kubectl) = common::kubectl() else {
+        return;
+    };
+    let s = Server::start();
+    let crd = |bounds: &str| {
+        format!(
+            r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: rosters.example.com}}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {{plural: rosters, singular: roster, kind: Roster}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: "self.names.all(a, self.names.exists_one(b, a == b))"
+              message: names must be unique
+            properties:
+              names:
+                type: array
+                {bounds}
+                items: {{type: string{item_bounds}}}
+"#,
+            item_bounds = if bounds.is_empty() {
+                ""
+            } else {
+                ", maxLength: 63"
+            }
+        )
+    };
+    let file = s.data_dir().join("roster-crd.yaml");
+    std::fs::write(&file, crd("")).unwrap();
+    let err = fails(&s.kubectl(&kubectl, &["apply", "-f", file.to_str().unwrap()]));
+    assert!(
+        err.contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: \
+             Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, \
+             or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget"),
+        "{err}"
+    );
+    let (code, _) = s.call(
+        "GET",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/rosters.example.com",
+        "",
+        "",
+    );
+    assert_eq!(code, 404, "a refused CRD is not stored");
+
+    std::fs::write(&file, crd("maxItems: 100")).unwrap();
+    ok(&s.kubectl(&kubectl, &["apply", "-f", file.to_str().unwrap()]));
+    eventually("Established", || {
+        established(&s, "rosters.example.com").then_some(())
+    });
+    s.kubectl_apply(
+        &kubectl,
+        "apiVersion: example.com/v1\nkind: Roster\nmetadata: {name: ok}\nspec: {names: [ada, grace]}\n",
+    );
+    let bad = s.data_dir().join("dup.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: example.com/v1\nkind: Roster\nmetadata: {name: dup}\nspec: {names: [ada, ada]}\n",
+    )
+    .unwrap();
+    let err = fails(&s.kubectl(&kubectl, &["apply", "-f", bad.to_str().unwrap()]));
+    assert!(err.contains("names must be unique"), "{err}");
+}

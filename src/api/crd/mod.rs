@@ -17,6 +17,7 @@ use super::meta::{ObjectMeta, Time};
 use super::validation::{err, FieldError, Reason};
 
 pub mod cel;
+pub mod celcost;
 pub mod jsonpath;
 pub mod schema;
 
@@ -187,7 +188,17 @@ impl CustomResourceDefinition {
                 .map(|s| &s.0);
             let compiled = match root {
                 Some(r) => match schema::Compiled::new(r) {
-                    Ok(c) => Some(c),
+                    Ok(c) => {
+                        // Rules Kubernetes would find too costly to run are refused as it refuses them.
+                        for e in celcost::check(r) {
+                            errs.push(err(
+                                &format!("spec.versions[{i}].schema.openAPIV3Schema{}", e.path),
+                                Reason::Forbidden,
+                                e.message,
+                            ));
+                        }
+                        Some(c)
+                    }
                     Err(e) => {
                         errs.push(err(
                             &format!("spec.versions[{i}].schema.openAPIV3Schema"),
