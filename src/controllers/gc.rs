@@ -123,10 +123,22 @@ fn judge_dependents(
     dependents: &Metas<'_>,
     p: &mut Plan,
 ) -> HashMap<String, usize> {
+    // Only the objects some dependent names are ever looked up: most objects own nothing and are owned by nothing,
+    // so index just those (a pass over a large cluster then hashes a handful of uids, not every object).
+    let named: HashSet<&str> = dependents
+        .iter()
+        .flat_map(|(_, objs)| objs.iter())
+        .flat_map(|d| d.owner_references.iter().flatten())
+        .map(|r| r.uid.as_str())
+        .collect();
     let mut by_uid: HashMap<&str, (&str, &ObjectMeta)> = HashMap::new();
-    for (kind, objs) in owners.iter().chain(dependents.iter()) {
-        for o in objs {
-            by_uid.insert(uid(o), (kind, o.as_ref()));
+    if !named.is_empty() {
+        for (kind, objs) in owners.iter().chain(dependents.iter()) {
+            for o in objs {
+                if named.contains(uid(o)) {
+                    by_uid.insert(uid(o), (kind, o.as_ref()));
+                }
+            }
         }
     }
     // Only owners of kinds the collector watches can be judged gone; references to other kinds are left alone.
