@@ -926,9 +926,15 @@ async fn gitops_apps(quick: bool) {
     }
     let all_available = started.elapsed().as_secs_f64() + all_synced;
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // CAPSTAN_BENCH_APPS_IDLE=SECS: a longer idle window (default 20 s), e.g. to profile it.
+    let window: u64 = std::env::var("CAPSTAN_BENCH_APPS_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    println!("idle window of {window} s begins (server pid {})", c.pid);
     let cpu0 = cpu_seconds(c.pid);
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let cpu = (cpu_seconds(c.pid) - cpu0) / 20.0 * 100.0;
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let cpu = (cpu_seconds(c.pid) - cpu0) / window as f64 * 100.0;
     println!(
         "gitops with {n} applications{} ({n} repositories, {n} Deployments of {replicas} pod): all synced {all_synced:.2} s after the last was created, \
          all available {all_available:.1} s; \

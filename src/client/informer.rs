@@ -138,15 +138,17 @@ impl<K> Drop for Informer<K> {
 }
 
 impl<K: Object> Shared<K> {
-    /// Wakes `wake` on every change (and on a lagged feed) until the informer stops.
+    /// Wakes `wake` on every change that `matters` (and on a lagged feed, and a resync) until the informer stops.
     pub fn notify_on_change(
         &self,
         wake: std::sync::Arc<tokio::sync::Notify>,
+        matters: fn(&Change<K>) -> bool,
     ) -> tokio::task::JoinHandle<()> {
         let mut rx = self.changes.subscribe();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
+                    Ok(change) if !matters(&change) => {}
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => wake.notify_one(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 }

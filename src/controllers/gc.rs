@@ -14,7 +14,7 @@ use crate::api::meta::{ObjectMeta, OwnerReference};
 use crate::api::registry::{self, KindInfo};
 use crate::api::MetaOnly;
 use crate::api::{HasMetadata, Object};
-use crate::client::informer::{Informer, Shared};
+use crate::client::informer::{Change, Informer, Shared};
 use crate::client::Client;
 
 /// Kinds that own others here.
@@ -318,8 +318,22 @@ impl<K: Object> From<Shared<K>> for Source {
                 let c = c3.clone();
                 Box::pin(async move { c.wait_synced().await })
             }),
-            wake: Arc::new(move |n| shared.notify_on_change(n)),
+            wake: Arc::new(move |n| shared.notify_on_change(n, concerns_the_collector)),
         }
+    }
+}
+
+/// Whether a change can give the collector work: an object going away (its dependents may be orphaned), or one that
+/// names owners or is being deleted. Updates of objects that own nothing and stay (status writes, most of a
+/// cluster's traffic) cannot, and do not wake it.
+fn concerns_the_collector<K: Object>(change: &Change<K>) -> bool {
+    match change {
+        Change::Applied(o) => {
+            let m = o.object_meta();
+            m.owner_references.as_ref().is_some_and(|r| !r.is_empty())
+                || m.deletion_timestamp.is_some()
+        }
+        Change::Deleted(_) | Change::Resynced => true,
     }
 }
 
