@@ -62,6 +62,38 @@ impl Config {
         serde_yaml_ng::from_str(DEFAULTS).expect("defaults.yaml is a transformer configuration")
     }
 
+    /// Adds a `configurations` file's specs as kustomize does: the file's specs go in first, then each spec already
+    /// here only if none of the file's covers it - same path, and of a kind the spec selects. So a file giving
+    /// `metadata/name` for kind `Foo` replaces the default `metadata/name` of every kind (prefixes then apply to
+    /// `Foo` alone), while one for another path adds to the defaults.
+    pub fn merge_configuration(&mut self, file: &Config) {
+        fn under(ours: &mut Vec<FieldSpec>, theirs: &[FieldSpec]) {
+            ours.retain(|d| {
+                !theirs.iter().any(|x| {
+                    x.path == d.path
+                        && (d.group.is_empty() || d.group == x.group)
+                        && (d.version.is_empty() || d.version == x.version)
+                        && (d.kind.is_empty() || d.kind == x.kind)
+                })
+            });
+        }
+        under(&mut self.name_prefix, &file.name_prefix);
+        under(&mut self.name_suffix, &file.name_suffix);
+        under(&mut self.common_labels, &file.common_labels);
+        under(&mut self.labels, &file.labels);
+        under(&mut self.template_labels, &file.template_labels);
+        under(
+            &mut self.volume_claim_template_labels,
+            &file.volume_claim_template_labels,
+        );
+        under(&mut self.common_annotations, &file.common_annotations);
+        under(&mut self.namespace, &file.namespace);
+        under(&mut self.var_reference, &file.var_reference);
+        under(&mut self.images, &file.images);
+        under(&mut self.replicas, &file.replicas);
+        self.merge(file);
+    }
+
     /// Adds another configuration's specs (those already present are kept once).
     pub fn merge(&mut self, o: &Config) {
         fn add(into: &mut Vec<FieldSpec>, from: &[FieldSpec]) {
@@ -254,6 +286,28 @@ fn walk_segs(v: &mut Value, segs: &[Seg], create: bool, f: Visit) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_for_one_kind_replaces_the_default_for_every_kind_on_that_path() {
+        // As `kubectl kustomize` does: `metadata/name` for kind Foo only prefixes Foo; another path adds.
+        let file: Config =
+            serde_yaml_ng::from_str("namePrefix: [{path: metadata/name, kind: Foo}]").unwrap();
+        let mut c = Config::defaults();
+        c.merge_configuration(&file);
+        assert!(c
+            .name_prefix
+            .iter()
+            .all(|f| f.path != "metadata/name" || f.kind == "Foo"));
+        let other: Config =
+            serde_yaml_ng::from_str("namePrefix: [{path: data/x, kind: ConfigMap}]").unwrap();
+        let mut c = Config::defaults();
+        c.merge_configuration(&other);
+        assert!(c
+            .name_prefix
+            .iter()
+            .any(|f| f.path == "metadata/name" && f.kind.is_empty()));
+        assert!(c.name_prefix.iter().any(|f| f.path == "data/x"));
+    }
     use serde_json::json;
 
     #[test]

@@ -274,7 +274,7 @@ impl<'t> Ctx<'t> {
             let text = k.load(self, "configurations", &f)?;
             let c: Config = serde_yaml_ng::from_str(text)
                 .map_err(|e| vec![k.err("configurations", format!("{f}: {e}"))])?;
-            acc.config.merge(&c);
+            acc.config.merge_configuration(&c);
         }
         for f in strings(&k.k["crds"], "crds").map_err(|e| vec![k.err("crds", e)])? {
             let text = k.load(self, "crds", &f)?;
