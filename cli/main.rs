@@ -95,6 +95,17 @@ enum Command {
         /// Stop this node's containers when the agent exits (by default they keep running, as with the kubelet).
         #[arg(long)]
         stop_pods_on_exit: bool,
+        /// Simulate N nodes instead of running this machine's (kwok-style: Nodes and Leases kept alive, their pods
+        /// Running and Ready as state only, no processes). Needs a credential that may write Nodes and pods (the
+        /// admin's --token-file). Capacity from --cpu, --memory and --max-pods (default 8 CPUs, 32Gi).
+        #[arg(long, value_name = "N")]
+        simulate: Option<usize>,
+        /// Name prefix of simulated nodes (`PREFIX-0`, `PREFIX-1`, ...).
+        #[arg(long, default_value = "sim", requires = "simulate")]
+        simulate_prefix: String,
+        /// Seconds a pod bound to a simulated node takes to be Running and Ready.
+        #[arg(long, default_value_t = 1.0, requires = "simulate")]
+        simulate_ready_after: f64,
     },
     /// GitOps Applications: create, delete, list, get, history, diff, sync, rollback, wait, crd.
     App(app::AppArgs),
@@ -252,7 +263,23 @@ fn run(cli: Cli) -> Result<()> {
                 certificate_authority,
                 node,
                 stop_pods_on_exit,
+                simulate,
+                simulate_prefix,
+                simulate_ready_after,
             } => {
+                if let Some(count) = simulate {
+                    let token = commands::agent_token(token_file.as_deref(), token)?;
+                    return commands::simulate(
+                        &server,
+                        &token,
+                        certificate_authority.as_deref(),
+                        &node,
+                        count,
+                        simulate_prefix,
+                        simulate_ready_after,
+                    )
+                    .await;
+                }
                 let join = commands::join_token(join_token, join_token_file.as_deref())?;
                 let (token, ca) = match join {
                     Some(j) => {

@@ -368,3 +368,40 @@ pub async fn agent(
     eprintln!("capstan: node agent {} joining {server}", cfg.node_name);
     run_agent(client, cfg, runtime, terminated()).await
 }
+
+/// `capstan agent --simulate N`: N simulated nodes served until a signal.
+pub async fn simulate(
+    server: &str,
+    token: &str,
+    ca: Option<&Path>,
+    node: &NodeArgs,
+    count: usize,
+    prefix: String,
+    ready_after: f64,
+) -> Result<()> {
+    if count == 0 {
+        return Err(anyhow!("--simulate needs at least one node"));
+    }
+    let ca_path = ca
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| capstan::client::config::default_data_dir().join("ca.crt"));
+    let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
+        format!(
+            "reading the API server's certificate authority {} (pass --certificate-authority)",
+            ca_path.display()
+        )
+    })?;
+    let client = Client::new(server, token, Some(&ca_pem))?;
+    let lease = duration(&node.node_lease_duration, "--node-lease-duration")?;
+    let opts = capstan::node::simulated::Options {
+        count,
+        prefix,
+        cpu: node.cpu.clone().unwrap_or_else(|| "8".into()),
+        memory: node.memory.clone().unwrap_or_else(|| "32Gi".into()),
+        max_pods: node.max_pods,
+        ready_after: secs(ready_after, "--simulate-ready-after")?,
+        lease_duration: lease,
+    };
+    capstan::node::simulated::run(client, opts, terminated()).await?;
+    Ok(())
+}

@@ -14,6 +14,7 @@ pub mod probe;
 mod register;
 pub mod runtime;
 pub mod server;
+pub mod simulated;
 pub mod stats;
 pub mod status;
 #[cfg(test)]
