@@ -13,6 +13,7 @@ pub mod plugins;
 pub mod render;
 pub mod source;
 pub mod sync;
+mod watch;
 
 pub use history::{commit_diff, history, rollback_diff, write_rollback};
 use history::{last_healthy, record, record_health};
@@ -21,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::Watcher;
 use serde_json::{json, Value};
 
 use crate::api::core::Secret;
@@ -42,11 +42,9 @@ pub enum Error {
     Join(String),
 }
 
-/// A watched repository and the apps that follow it.
-struct RepoWatch {
-    _watcher: notify::RecommendedWatcher,
-    apps: Arc<Mutex<std::collections::BTreeSet<String>>>,
-}
+/// How long a local repository's last read stands without a write seen by its watcher (a safety net for events
+/// the file watcher might miss).
+const REREAD_AFTER: Duration = Duration::from_secs(600);
 
 /// What an app last did, kept in memory between reconciles.
 #[derive(Default, Clone)]
@@ -54,8 +52,8 @@ struct Memo {
     revision: String,
     generation: i64,
     sync_request: String,
-    /// The desired objects of the last good sync (for drift and health).
-    desired: Vec<render::Desired>,
+    /// The desired objects of the last good sync (for drift and health); shared, as a memo is copied every look.
+    desired: Arc<Vec<render::Desired>>,
     /// The revision autoRollback already reverted (never twice).
     auto_rolled: String,
     failed: bool,
@@ -66,13 +64,15 @@ struct Memo {
     snap: Option<Arc<source::Snapshot>>,
     /// The health last recorded in the history.
     health: String,
+    /// A local repository: its watcher's write count when `snap` was read, and when.
+    read: Option<(u64, std::time::Instant)>,
 }
 
 pub struct Context {
     pub client: Client,
     pub queue: WorkQueue,
     /// One watcher per repository, shared by every app that follows it: git dir -> (watcher, app keys).
-    watchers: Mutex<HashMap<std::path::PathBuf, RepoWatch>>,
+    watches: watch::Watches,
     memos: Mutex<HashMap<String, Memo>>,
     /// How often health and drift are looked at without a change to wake the app (a safety net: changes to what
     /// apps own wake them at once, [`follow`], and a local repository's new commits through its watcher; Argo CD's
@@ -105,7 +105,7 @@ impl Context {
         Context {
             client,
             queue,
-            watchers: Mutex::default(),
+            watches: watch::Watches::default(),
             memos: Mutex::default(),
             resync: Duration::from_secs(180),
             cache,
@@ -113,82 +113,16 @@ impl Context {
         }
     }
 
-    /// Watches the repository's HEAD, packed-refs and refs (not its objects: few inotify watches per repository,
-    /// one watcher per repository however many apps follow it); any change there queues the apps.
     fn watch(&self, key: &str, git_dir: &std::path::Path) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        for (dir, rw) in w.iter() {
-            if dir != git_dir {
-                rw.apps
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(key);
-            }
-        }
-        if let Some(rw) = w.get(git_dir) {
-            rw.apps
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.to_string());
-            return;
-        }
-        let apps: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
-        apps.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string());
-        let queue = self.queue.clone();
-        let followers = apps.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                // Only writes move a branch. Reads (our own, of HEAD and refs) must not wake us: that would loop.
-                let writes = matches!(
-                    ev.kind,
-                    notify::EventKind::Create(_)
-                        | notify::EventKind::Modify(_)
-                        | notify::EventKind::Remove(_)
-                        | notify::EventKind::Access(notify::event::AccessKind::Close(
-                            notify::event::AccessMode::Write
-                        ))
-                );
-                let relevant = writes
-                    && ev.paths.iter().any(|p| {
-                        let s = p.to_string_lossy();
-                        !s.ends_with(".lock") && !s.ends_with("/index")
-                    });
-                if relevant {
-                    for k in followers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                        queue.add(k);
-                    }
-                }
-            }
-        });
-        let started = watcher.and_then(|mut watcher| {
-            watcher.watch(git_dir, notify::RecursiveMode::NonRecursive)?;
-            watcher.watch(&git_dir.join("refs"), notify::RecursiveMode::Recursive)?;
-            Ok(watcher)
-        });
-        match started {
-            Ok(watcher) => {
-                w.insert(
-                    git_dir.to_path_buf(),
-                    RepoWatch {
-                        _watcher: watcher,
-                        apps,
-                    },
-                );
-            }
-            Err(e) => tracing::warn!(app = key, "watching {}: {e}", git_dir.display()),
-        }
+        self.watches.watch(&self.queue, key, git_dir);
     }
 
-    /// Stops following for a deleted app (and drops watchers nobody needs).
+    fn repo_writes(&self, key: &str) -> Option<u64> {
+        self.watches.writes(key)
+    }
+
     fn unwatch(&self, key: &str) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.retain(|_, rw| {
-            let mut apps = rw.apps.lock().unwrap_or_else(|e| e.into_inner());
-            apps.remove(key);
-            !apps.is_empty()
-        });
+        self.watches.unwatch(key);
     }
 }
 
@@ -237,7 +171,15 @@ pub fn open_source(
     cache: &std::path::Path,
     credentials: Option<source::Credentials>,
 ) -> Result<source::Source, source::Error> {
-    let src = source_of(app);
+    open_spec(&source_of(app), cache, credentials)
+}
+
+/// [`open_source`] from the source spec alone.
+fn open_spec(
+    src: &ApplicationSource,
+    cache: &std::path::Path,
+    credentials: Option<source::Credentials>,
+) -> Result<source::Source, source::Error> {
     let (url, path) = (src.repo_url.as_str(), src.path.as_deref());
     if source::is_remote(url) {
         let mut src = source::open_remote(url, path, cache)?;
@@ -309,14 +251,15 @@ async fn read_commit(
     } else {
         None
     };
-    let app = app.clone();
+    // Only the source spec goes to the blocking task (not a copy of the whole Application, every look).
+    let spec = source_of(app);
     let cache = cache.to_path_buf();
     let r = tokio::task::spawn_blocking(move || -> Result<_, source::Error> {
-        let src = open_source(&app, &cache, creds)?;
+        let src = open_spec(&spec, &cache, creds)?;
         if fetch && src.remote.is_some() {
             src.fetch()?;
         }
-        let rev = source_of(&app).target_revision;
+        let rev = spec.target_revision;
         let oid = src.resolve(rev.as_deref())?;
         let snap = match known.filter(|k| k.commit == oid.to_string()) {
             Some(k) => k,
@@ -373,7 +316,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         return pass.deleted().await;
     }
     let memo = ctx.memo(&pass.key);
-    let (snap, remote, fetched) = match pass.fetch(memo.as_ref()).await {
+    let (snap, remote, fetched, read) = match pass.fetch(memo.as_ref()).await {
         Ok(r) => r,
         Err(action) => return Ok(action),
     };
@@ -385,6 +328,9 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let mut memo = memo.unwrap_or_default();
     memo.refresh = pass.refresh.clone();
     memo.snap = Some(snap.clone());
+    if let Some(writes) = read {
+        memo.read = Some((writes, std::time::Instant::now()));
+    }
     if fetched {
         memo.fetched = Some(std::time::Instant::now());
     }
@@ -490,17 +436,32 @@ impl<'a> Pass<'a> {
     async fn fetch(
         &self,
         memo: Option<&Memo>,
-    ) -> Result<(Arc<source::Snapshot>, bool, bool), Action> {
+    ) -> Result<(Arc<source::Snapshot>, bool, bool, Option<u64>), Action> {
         let webhook = memo.is_some_and(|m| m.refresh != self.refresh);
         let poll = memo.is_none_or(|m| m.fetched.is_none_or(|t| t.elapsed() >= interval(self.app)));
         let known = memo.and_then(|m| m.snap.clone());
+        // A local repository whose watcher saw no write since the last read is not read again (until a while has
+        // passed): a look at an unchanged app then costs no git work at all.
+        let writes = self.ctx.repo_writes(&self.key);
+        if let (Some(m), Some(snap), Some(now)) = (memo, known.as_ref(), writes) {
+            let local = !source::is_remote(&source_of(self.app).repo_url);
+            if local
+                && !webhook
+                && m.read
+                    .is_some_and(|(seen, at)| seen == now && at.elapsed() < REREAD_AFTER)
+            {
+                return Ok((snap.clone(), false, false, None));
+            }
+        }
         let fetch = webhook || poll;
         match read_commit(&self.ctx.client, self.app, &self.ctx.cache, fetch, known).await {
             Ok((snap, git_dir, remote)) => {
                 if !remote {
+                    // (On the first look the watcher starts only now: nothing is recorded, so the next look reads
+                    // git again, with the watcher running.)
                     self.ctx.watch(&self.key, &git_dir);
                 }
-                Ok((snap, remote, remote && fetch))
+                Ok((snap, remote, remote && fetch, writes.filter(|_| !remote)))
             }
             Err(e) => {
                 set_status(&self.ctx.client, &self.ns, &self.name, json!({"sync": {"status": "Unknown"},
@@ -562,7 +523,7 @@ impl<'a> Pass<'a> {
         memo.sync_request = self.sync_request.clone();
         match result {
             Ok(desired) => {
-                memo.desired = desired;
+                memo.desired = Arc::new(desired);
                 memo.failed = false;
             }
             Err(()) => memo.failed = true,
