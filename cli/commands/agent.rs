@@ -322,15 +322,7 @@ pub async fn agent(
     node: NodeArgs,
     stop_pods_on_exit: bool,
 ) -> Result<()> {
-    let ca_path = ca
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| capstan::client::config::default_data_dir().join("ca.crt"));
-    let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
-        format!(
-            "reading the API server's certificate authority {} (pass --certificate-authority)",
-            ca_path.display()
-        )
-    })?;
+    let ca_pem = read_ca(ca)?;
     // A node that joined has a certificate of its own: it speaks to the API server as system:node:NAME, and keeps
     // renewing the certificate past two thirds of its life (new connections pick up the renewed files).
     let dir = join_dir(data_dir, &node);
@@ -382,15 +374,7 @@ pub async fn simulate(
     if count == 0 {
         return Err(anyhow!("--simulate needs at least one node"));
     }
-    let ca_path = ca
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| capstan::client::config::default_data_dir().join("ca.crt"));
-    let ca_pem = std::fs::read_to_string(&ca_path).with_context(|| {
-        format!(
-            "reading the API server's certificate authority {} (pass --certificate-authority)",
-            ca_path.display()
-        )
-    })?;
+    let ca_pem = read_ca(ca)?;
     let client = Client::new(server, token, Some(&ca_pem))?;
     let lease = duration(&node.node_lease_duration, "--node-lease-duration")?;
     let opts = capstan::node::simulated::Options {
@@ -404,4 +388,17 @@ pub async fn simulate(
     };
     capstan::node::simulated::run(client, opts, terminated()).await?;
     Ok(())
+}
+
+/// The API server's CA certificate: `--certificate-authority`, or `ca.crt` in the default data directory.
+fn read_ca(ca: Option<&Path>) -> Result<String> {
+    let ca_path = ca
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| capstan::client::config::default_data_dir().join("ca.crt"));
+    std::fs::read_to_string(&ca_path).with_context(|| {
+        format!(
+            "reading the API server's certificate authority {} (pass --certificate-authority)",
+            ca_path.display()
+        )
+    })
 }
