@@ -366,3 +366,67 @@ fn capstan_kustomize_matches_kubectl_kustomize_on_kustomizes_own_cases() {
         differing.join("\n")
     );
 }
+
+#[test]
+fn up_stops_a_pod_in_its_termination_grace_period_and_leaves_nothing_behind() {
+    let mut s = Server::up(&[]);
+    // A pod that ignores SIGTERM and asks for two minutes to stop, deleted just before Ctrl-C: `up` must neither
+    // wait out those two minutes nor leave the pod's process, network or the node's bridge behind.
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stubborn"},
+        "spec": {"terminationGracePeriodSeconds": 120, "containers": [{"name": "c", "image": "none",
+        "command": ["sh", "-c", "trap '' TERM; sleep 600"]}]}}"#;
+    let (code, body) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/pods"),
+        "application/json",
+        pod,
+    );
+    assert_eq!(code, 201, "{body}");
+    let running = common::within(Duration::from_secs(30), "the pod Running", || {
+        let (_, p) = s.call(
+            "GET",
+            concat!("/", "api/v1/namespaces/default/pods/stubborn"),
+            "",
+            "",
+        );
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let uid = running["metadata"]["uid"].as_str().unwrap().to_string();
+    let (_, node) = s.call("GET", concat!("/", "api/v1/nodes/node-a"), "", "");
+    let bridge = node["spec"]["podCIDR"].as_str().map(|c| {
+        let o: Vec<&str> = c.split('.').collect();
+        format!(concat!("/", "sys/class/net/cs-{}-{}"), o[1], o[2])
+    });
+    let had_bridge = bridge
+        .as_ref()
+        .is_some_and(|b| std::path::Path::new(b).exists());
+    let (code, body) = s.call(
+        "DELETE",
+        concat!("/", "api/v1/namespaces/default/pods/stubborn"),
+        "",
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !common::processes_under(s.data_dir()).is_empty(),
+        "the pod's process runs through its grace period"
+    );
+    // Ctrl-C.
+    // SAFETY: signals the server process this test started.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let status = common::within(Duration::from_secs(25), "capstan up to exit", || {
+        s.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    let left = common::processes_under(s.data_dir());
+    assert!(left.is_empty(), "left running: {left:?}");
+    let pod_dir = s.data_dir().join("nodes/node-a/pods").join(&uid);
+    assert!(!pod_dir.exists(), "{} left behind", pod_dir.display());
+    let ns = std::path::Path::new(concat!("/", "run/capstan/netns")).join(&uid);
+    assert!(!ns.exists(), "{} left behind", ns.display());
+    if had_bridge {
+        let b = bridge.unwrap();
+        assert!(!std::path::Path::new(&b).exists(), "{b} left behind");
+    }
+}

@@ -137,7 +137,7 @@ fn a_daemonset_runs_one_pod_per_eligible_node_and_rolls_back_through_its_history
         &["taint", "nodes", "node-c", "dedicated=db:NoSchedule-"],
     ));
     want(&["node-a", "node-b", "node-c"], "v1");
-    c.kill9();
+    c.crash_machine(&s);
     ok(&s.kubectl(&k, &["delete", "node", "node-c"]));
     within(LONG, "node-c's pod deleted", || {
         let (_, list) = s.call(

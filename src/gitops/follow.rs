@@ -5,6 +5,7 @@
 //! served.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::api::registry::KindInfo;
 use crate::api::MetaOnly;
@@ -13,6 +14,28 @@ use crate::client::Client;
 use crate::runtime::queue::WorkQueue;
 
 use super::sync::{APP_ANNOTATION, APP_LABEL};
+
+/// How often each app's objects changed as the informers saw them (plus a count of relists, which may hide
+/// changes from any app), so a look at an app can tell whether anything happened since the last one.
+#[derive(Default, Clone)]
+pub struct Changes(Arc<Mutex<(u64, HashMap<String, u64>)>>);
+
+impl Changes {
+    fn bump(&self, app: &str) {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *c.1.entry(app.to_string()).or_default() += 1;
+    }
+
+    fn bump_all(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+    }
+
+    /// A number that grows whenever one of `app`'s objects may have changed.
+    pub fn count(&self, app: &str) -> u64 {
+        let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.0 + c.1.get(app).copied().unwrap_or(0)
+    }
+}
 
 /// The app key (`namespace/name`) an object belongs to, from its instance annotation.
 fn app_of(o: &MetaOnly) -> Option<String> {
@@ -28,20 +51,23 @@ fn follow(
     client: &Client,
     kind: &'static KindInfo,
     queue: &WorkQueue,
+    counts: &Changes,
 ) -> (Informer<MetaOnly>, tokio::task::JoinHandle<()>) {
     let informer =
         Informer::<MetaOnly>::for_kind(client, kind, None, &format!("labelSelector={APP_LABEL}"));
     let mut changes = informer.changes.subscribe();
-    let (queue, cache) = (queue.clone(), informer.cache.clone());
+    let (queue, cache, counts) = (queue.clone(), informer.cache.clone(), counts.clone());
     let task = tokio::spawn(async move {
         loop {
             match changes.recv().await {
                 Ok(Change::Applied(o)) | Ok(Change::Deleted(o)) => {
                     if let Some(app) = app_of(&o) {
+                        counts.bump(&app);
                         queue.add(&app);
                     }
                 }
                 Ok(Change::Resynced) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    counts.bump_all();
                     let mut apps: Vec<String> =
                         cache.list().iter().filter_map(|o| app_of(o)).collect();
                     apps.sort();
@@ -58,7 +84,7 @@ fn follow(
 }
 
 /// Follows every kind apps may own (custom kinds as they come and go) until dropped.
-pub async fn run(client: Client, queue: WorkQueue) {
+pub async fn run(client: Client, queue: WorkQueue, counts: Changes) {
     let mut followed: HashMap<String, (Informer<MetaOnly>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
     loop {
@@ -75,7 +101,7 @@ pub async fn run(client: Client, queue: WorkQueue) {
         for k in kinds {
             followed
                 .entry(k.qualified())
-                .or_insert_with(|| follow(&client, k, &queue));
+                .or_insert_with(|| follow(&client, k, &queue, &counts));
         }
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     }

@@ -46,9 +46,15 @@ pub enum Error {
 /// the file watcher might miss).
 const REREAD_AFTER: Duration = Duration::from_secs(600);
 
+/// How long an observation of an app's objects stands while the informers report no change to them (a safety net
+/// for a change they might miss; informers relist after any watch error and that counts as a change to every app).
+const REOBSERVE_AFTER: Duration = Duration::from_secs(3600);
+
 /// What an app last did, kept in memory between reconciles.
 #[derive(Default, Clone)]
 struct Memo {
+    /// The Application's uid: an app deleted and created again under its name starts afresh.
+    uid: String,
     revision: String,
     generation: i64,
     sync_request: String,
@@ -66,6 +72,9 @@ struct Memo {
     health: String,
     /// A local repository: its watcher's write count when `snap` was read, and when.
     read: Option<(u64, std::time::Instant)>,
+    /// The app's change count ([`follow::Changes`]) when its objects were last observed with nothing to do (no
+    /// drift, status up to date), and when: a look without a change since then need not observe them again.
+    observed: Option<(u64, std::time::Instant)>,
 }
 
 pub struct Context {
@@ -82,6 +91,8 @@ pub struct Context {
     pub cache: std::path::PathBuf,
     /// The render plugins the operator declared.
     pub plugins: plugins::Plugins,
+    /// How often each app's objects changed (fed by [`follow`]).
+    pub changes: follow::Changes,
 }
 
 impl Context {
@@ -110,6 +121,7 @@ impl Context {
             resync: Duration::from_secs(180),
             cache,
             plugins: plugins::Plugins::default(),
+            changes: follow::Changes::default(),
         }
     }
 
@@ -315,7 +327,8 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         ctx.unwatch(&pass.key);
         return pass.deleted().await;
     }
-    let memo = ctx.memo(&pass.key);
+    let uid = app.metadata.uid.clone().unwrap_or_default();
+    let memo = ctx.memo(&pass.key).filter(|m| m.uid == uid);
     let (snap, remote, fetched, read) = match pass.fetch(memo.as_ref()).await {
         Ok(r) => r,
         Err(action) => return Ok(action),
@@ -326,6 +339,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let policy = sync_policy(&app);
     let automated = policy.automated.unwrap_or(true);
     let mut memo = memo.unwrap_or_default();
+    memo.uid = uid;
     memo.refresh = pass.refresh.clone();
     memo.snap = Some(snap.clone());
     if let Some(writes) = read {
@@ -520,6 +534,7 @@ impl<'a> Pass<'a> {
         memo.revision = snap.commit.clone();
         memo.generation = self.generation;
         memo.health.clear();
+        memo.observed = None;
         memo.sync_request = self.sync_request.clone();
         match result {
             Ok(desired) => {
@@ -540,6 +555,15 @@ impl<'a> Pass<'a> {
         policy: &SyncPolicy,
     ) -> Action {
         let resync = Action::requeue(self.next_look());
+        // Nothing the app owns changed since it was last observed with nothing to do: observing again would find
+        // the same (until a while has passed: a safety net for a change the informers might miss).
+        let changes = self.ctx.changes.count(&self.key);
+        if memo
+            .observed
+            .is_some_and(|(seen, at)| seen == changes && at.elapsed() < REOBSERVE_AFTER)
+        {
+            return resync;
+        }
         let (health, message, resources, drifted) = match health::observe(
             &self.ctx.client,
             &memo.desired,
@@ -605,9 +629,13 @@ impl<'a> Pass<'a> {
         }
         // Only real changes are written (an unchanged app costs no write and wakes no watcher).
         let current = serde_json::to_value(&self.app.status).unwrap_or(Value::Null);
-        if !is_subset(&status, &current) {
+        let settled = is_subset(&status, &current);
+        if !settled {
             set_status(&self.ctx.client, &self.ns, &self.name, status).await;
         }
+        // (A status just written is confirmed by the next look, which that write wakes.)
+        memo.observed =
+            (settled && drifted.is_empty()).then(|| (changes, std::time::Instant::now()));
         if !memo.failed && memo.health != health {
             let t = match health.as_str() {
                 "Healthy" => Some(notifications::Transition::Healthy),
@@ -634,8 +662,8 @@ impl<'a> Pass<'a> {
             }
             record_health(&self.ctx.client, &self.ns, &self.name, &health).await;
             memo.health = health.clone();
-            self.ctx.remember(&self.key, memo);
         }
+        self.ctx.remember(&self.key, memo);
         // Never a rollback of a rollback: a revert commit can look Degraded for a moment while the Deployment it
         // restores is still marked as having timed out (until its pods move).
         let is_rollback = snap.message.starts_with("Roll back ");
@@ -928,9 +956,9 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let controller = crate::runtime::Controller::<Application>::new(client.clone()).workers(2);
-    let following = tokio::spawn(follow::run(client.clone(), controller.queue()));
-    let mut ctx = Context::new(client, controller.queue(), cache);
+    let mut ctx = Context::new(client.clone(), controller.queue(), cache);
     ctx.plugins = plugins;
+    let following = tokio::spawn(follow::run(client, controller.queue(), ctx.changes.clone()));
     let ctx = Arc::new(ctx);
     controller.run(reconcile, ctx, stop).await;
     following.abort();

@@ -202,6 +202,25 @@ pub(super) async fn register(
         .map_err(err)
 }
 
+/// Writes the node's status; registers the Node again only when it is gone (deleted by an admin or the cloud
+/// controller), so a live node's heartbeat is one status write and never a refused create.
+async fn refresh(client: &Client, cfg: &Config, port: u16, runtime: &str) -> Result<Node, Error> {
+    let status = Patch::Strategic(json!({"status": node_status(cfg, port, runtime)}));
+    match Api::<Node>::all(client)
+        .patch_status(&cfg.node_name, &status)
+        .await
+    {
+        Err(e) if e.code() == Some(404) => {
+            tracing::info!(node = %cfg.node_name, "node object gone; registering again");
+            register(client, cfg, port, runtime).await
+        }
+        r => r.map_err(|source| Error::Register {
+            node: cfg.node_name.clone(),
+            source,
+        }),
+    }
+}
+
 fn micro_time() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -252,7 +271,7 @@ pub(super) async fn heartbeat(client: Client, cfg: Config, port: u16, runtime: S
         };
         if last_status.elapsed() >= Duration::from_secs(60) || marked().await {
             last_status = tokio::time::Instant::now();
-            if let Err(e) = register(&client, &cfg, port, &runtime).await {
+            if let Err(e) = refresh(&client, &cfg, port, &runtime).await {
                 tracing::warn!("node heartbeat failed: {e}");
             }
         }

@@ -143,6 +143,7 @@ impl Server {
     /// Stops the server (SIGTERM, as Ctrl-C) and hands back its data directory.
     pub fn stop(mut self) -> tempfile::TempDir {
         terminate(&mut self.child, Duration::from_secs(20));
+        assert_nothing_left(self.dir.path());
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
@@ -366,6 +367,72 @@ impl Server {
     }
 }
 
+/// The processes whose command line names a path in `dir`, with every descendant of theirs (a container's process
+/// under its shim), deepest first: pid and command line.
+pub fn processes_under(dir: &Path) -> Vec<(i32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut parent = std::collections::HashMap::new();
+    let mut cmdlines = std::collections::HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        // The parent pid is the second field after the command name, which is in parentheses.
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        let cmd = std::fs::read(e.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if let Some(pp) = ppid {
+            parent.insert(pid, pp);
+        }
+        cmdlines.insert(pid, cmd);
+    }
+    let depth_under = |mut pid: i32| -> Option<usize> {
+        for depth in 0..64 {
+            if cmdlines.get(&pid).is_some_and(|c| c.contains(&needle)) {
+                return Some(depth);
+            }
+            pid = *parent.get(&pid)?;
+        }
+        None
+    };
+    let mut found: Vec<(usize, i32, String)> = cmdlines
+        .iter()
+        .filter_map(|(pid, cmd)| depth_under(*pid).map(|d| (d, *pid, cmd.trim().to_string())))
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect()
+}
+
+/// Kills (SIGKILL) every process of [`processes_under`] `dir`; returns what it killed.
+pub fn kill_processes_under(dir: &Path) -> Vec<(i32, String)> {
+    let found = processes_under(dir);
+    for (pid, _) in &found {
+        // SAFETY: signals a process of this test's data directory.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    found
+}
+
+/// Fails the test (unless it already fails) when processes of its data directory outlived it - after killing them,
+/// so one leak does not spill into other tests.
+pub fn assert_nothing_left(dir: &Path) {
+    let left = kill_processes_under(dir);
+    if !left.is_empty() && !std::thread::panicking() {
+        panic!(
+            "processes of the test's data directory {} outlived it: {left:?}",
+            dir.display()
+        );
+    }
+}
+
 /// Asks a process to stop (SIGTERM, so an agent stops its pods), then kills it after `grace`.
 pub fn terminate(child: &mut Child, grace: Duration) {
     // SAFETY: signals a child process we own.
@@ -384,6 +451,7 @@ pub fn terminate(child: &mut Child, grace: Duration) {
 impl Drop for Server {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(20));
+        assert_nothing_left(self.dir.path());
     }
 }
 
@@ -454,6 +522,13 @@ impl Agent {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The machine dies: its agent and every process of its pods (those under `s`'s agents directory for this
+    /// node) are killed.
+    pub fn crash_machine(&mut self, s: &Server) {
+        self.kill9();
+        kill_processes_under(&s.dir.path().join("agents/nodes").join(&self.name).join(""));
     }
 }
 

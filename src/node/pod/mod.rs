@@ -347,11 +347,14 @@ impl Worker {
             return;
         };
         let Some(inst) = &l.saved.running else { return };
-        if l.stopping.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(grace as u64);
+        if let Some(t) = &mut l.stopping {
+            // Already stopping: a shorter grace (the node shutting down) brings the SIGKILL forward.
+            *t = (*t).min(deadline);
             return;
         }
         runtime.signal(&inst.handle, libc::SIGTERM);
-        l.stopping = Some(Instant::now() + Duration::from_secs(grace as u64));
+        l.stopping = Some(deadline);
         l.stop_reason = Some(why.to_string());
         for p in l.probes.drain(..) {
             p.abort();
@@ -553,6 +556,24 @@ impl Worker {
         }
     }
 
+    /// Reports the stopped pod and removes it from the API (the kubelet's final delete). False when that failed.
+    async fn finish_deletion(&mut self) -> bool {
+        self.report().await;
+        match self
+            .shared
+            .api
+            .delete_now(self.ns(), self.name(), &self.uid)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) if e.code() == Some(404) || e.code() == Some(409) => true,
+            Err(e) => {
+                tracing::warn!(pod = %self.key(), "final delete failed: {e}");
+                false
+            }
+        }
+    }
+
     /// Stops every container (SIGTERM, then SIGKILL after the grace period); once all are down, removes the pod from
     /// the API (when it is being deleted) and cleans up. Returns true when done.
     async fn terminate(&mut self, deleting: bool) -> bool {
@@ -561,7 +582,8 @@ impl Worker {
         } else {
             self.grace()
         };
-        if self.shutdown && !deleting {
+        if self.shutdown {
+            // The node is stopping: no pod holds it up longer than 10 s, one in its deletion's grace included.
             grace = grace.min(10);
         }
         let running: Vec<String> = self
@@ -580,9 +602,10 @@ impl Worker {
             }
             return false;
         }
-        if self.shutdown && !deleting && !self.removed {
+        if self.shutdown && !self.removed && !(deleting && self.finish_deletion().await) {
             // The node stops with its pods (`capstan up`): the pod's network goes too, and comes back when it
-            // starts again.
+            // starts again. (A pod being deleted whose last delete could not be written - the API server stopping
+            // first - is finished when the node starts again: its directory stays.)
             if !self.host_network() && !self.state.ip.is_empty() {
                 self.shared.network.teardown(&self.uid).await;
                 self.state.ip.clear();
@@ -593,21 +616,8 @@ impl Worker {
             self.save();
             return true;
         }
-        if deleting && !self.removed {
-            self.report().await;
-            match self
-                .shared
-                .api
-                .delete_now(self.ns(), self.name(), &self.uid)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(404) || e.code() == Some(409) => {}
-                Err(e) => {
-                    tracing::warn!(pod = %self.key(), "final delete failed: {e}");
-                    return false;
-                }
-            }
+        if deleting && !self.removed && !self.shutdown && !self.finish_deletion().await {
+            return false;
         }
         if !self.host_network() {
             self.shared.network.teardown(&self.uid).await;
