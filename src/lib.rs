@@ -32,6 +32,7 @@
 //! - [`image`]: OCI images - layouts and Docker archives, references, registry pulls.
 //! - [`proxy`]: kube-proxy's role (ClusterIP, NodePort, LoadBalancer listeners) and cluster DNS.
 //! - [`sys`]: small helpers any module may use (TLS provider, root check, CIDR parsing).
+//! - [`fuzzing`]: the fuzz targets (every parser of outside bytes), shared by `fuzz/` and the corpus replay test.
 //!
 //! Data moves one way: a write goes to the API server, which validates it and commits it to the store; the store's
 //! watch feeds every watcher through the API server. ARCHITECTURE.md (at the repository root) has the import rules
@@ -43,6 +44,7 @@ pub mod client;
 pub mod cloud;
 pub mod controllers;
 pub mod daemons;
+pub mod fuzzing;
 pub mod gitops;
 pub mod image;
 pub mod node;

@@ -20,6 +20,7 @@ const MODULES: &[&str] = &[
     "gitops",
     "image",
     "sys",
+    "fuzzing",
 ];
 
 /// What each module may use (its own paths aside).
@@ -50,6 +51,7 @@ fn allowed(module: &str) -> &'static [&'static str] {
             "apiserver",
             "store",
         ],
+        "fuzzing" => &["api", "apiserver", "store", "gitops"],
         other => panic!("no rule for module {other}"),
     }
 }

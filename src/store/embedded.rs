@@ -150,7 +150,22 @@ impl Embedded {
             let Ok(bytes) = std::fs::read(&seg) else {
                 continue;
             };
-            for rec in wal::decode_all(&bytes) {
+            let replay = wal::decode_all(&bytes).map_err(|c| {
+                Error::Backend(format!(
+                    "WAL segment {} is damaged at byte {} (valid records follow at byte {}): refusing to start \
+                     rather than drop the acknowledged writes after it. Restore a snapshot (`capstan store snapshot \
+                     restore`), or truncate the segment to {} bytes to keep only what precedes the damage",
+                    seg.display(),
+                    c.offset,
+                    c.next_valid,
+                    c.offset
+                ))
+            })?;
+            if replay.torn > 0 {
+                tracing::warn!(segment = %seg.display(), bytes = replay.torn,
+                    "dropped a torn last write (never acknowledged) from the WAL");
+            }
+            for rec in replay.records {
                 if rec.revision <= revision {
                     continue;
                 }
@@ -665,7 +680,7 @@ impl Drop for Durable {
     }
 }
 
-mod wal;
+pub mod wal;
 
 /// One watcher's position: its backlog, then the live broadcast.
 struct Feed {
@@ -909,6 +924,54 @@ mod tests {
         assert_eq!(r.revision().await.unwrap(), rev);
         assert_eq!(r.list("/w/", 0, None, 0).await.unwrap().kvs.len(), 49);
         assert!(r.get("/w/7").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_torn_wal_tail_is_dropped_and_damage_in_the_middle_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = Embedded::open(&path).unwrap();
+        for i in 0..20 {
+            s.create(&format!("/w/{i}"), vec![b'x'; 100]).await.unwrap();
+        }
+        // A crash now: copy the checkpoint and the WAL as they are on disk.
+        let copy = |to: &Path| {
+            std::fs::copy(&path, to.join("db")).unwrap();
+            let (_, seg) = segments(&path).pop().unwrap();
+            let to_seg = to.join(seg.file_name().unwrap());
+            std::fs::copy(&seg, &to_seg).unwrap();
+            to_seg
+        };
+        let torn = tempfile::tempdir().unwrap();
+        let seg = copy(torn.path());
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 50).unwrap();
+        drop(f);
+        let r = Embedded::open(&torn.path().join("db")).unwrap();
+        let kept = r.list("/w/", 0, None, 0).await.unwrap().kvs.len();
+        assert!(
+            (0..20).contains(&kept),
+            "the torn last record is dropped: {kept}"
+        );
+        drop(r);
+
+        let damaged = tempfile::tempdir().unwrap();
+        let seg = copy(damaged.path());
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        std::fs::write(&seg, &bytes).unwrap();
+        let err = Embedded::open(&damaged.path().join("db"))
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("is damaged at byte") && msg.contains(&seg.display().to_string()),
+            "{msg}"
+        );
+        // Nothing was changed: the damaged segment is still there for the operator.
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes);
     }
 
     #[tokio::test]

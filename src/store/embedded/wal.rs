@@ -1,5 +1,6 @@
 //! The WAL record format: `len u32 | crc32 u32 | payload`, payload = `revision i64 | op u8 | create i64 |
-//! key len u32 | key | value len u32 | value` (little-endian). Replay stops at the first torn or corrupt record.
+//! key len u32 | key | value len u32 | value` (little-endian). A torn last write is
+//! dropped at replay; a damaged record with valid ones after it is reported, never skipped.
 
 use std::sync::Arc;
 
@@ -60,22 +61,60 @@ fn record(mut p: &[u8]) -> Option<Record> {
     Some(Record { revision, key, kv })
 }
 
-pub fn decode_all(mut b: &[u8]) -> Vec<Record> {
-    let mut out = Vec::new();
-    while let Some(len) = u32_at(&mut b) {
-        let Some(crc) = u32_at(&mut b) else { break };
-        let Some(p) = take(&mut b, len as usize) else {
-            break;
-        };
-        if crc32fast::hash(p) != crc {
-            break;
-        }
-        match record(p) {
-            Some(r) => out.push(r),
-            None => break,
+/// A record in the middle of a segment that cannot be read while valid records follow it: not a torn write (which
+/// can only be the last thing written) but damage, and replaying past it would lose acknowledged writes.
+#[derive(Debug, PartialEq)]
+pub struct Corrupt {
+    /// Where the damaged record starts.
+    pub offset: usize,
+    /// Where the next valid record starts.
+    pub next_valid: usize,
+}
+
+/// What a segment holds: its records, and how many bytes of a torn last write were dropped.
+pub struct Replay {
+    pub records: Vec<Record>,
+    pub torn: usize,
+}
+
+/// The record at the start of `b` and its length in bytes, if a whole valid one is there.
+fn record_at(b: &[u8]) -> Option<(Record, usize)> {
+    let mut h = b;
+    let len = u32_at(&mut h)? as usize;
+    let crc = u32_at(&mut h)?;
+    let p = take(&mut h, len)?;
+    if crc32fast::hash(p) != crc {
+        return None;
+    }
+    Some((record(p)?, 8 + len))
+}
+
+/// Decodes a segment. A damaged or incomplete record with nothing valid after it is a torn last write and is dropped
+/// (it was never acknowledged: acknowledgement waits for fdatasync); one followed by a valid record is corruption.
+pub fn decode_all(b: &[u8]) -> Result<Replay, Corrupt> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        match record_at(&b[at..]) {
+            Some((r, n)) => {
+                records.push(r);
+                at += n;
+            }
+            None => {
+                if let Some(next) = (at + 1..b.len()).find(|&i| record_at(&b[i..]).is_some()) {
+                    return Err(Corrupt {
+                        offset: at,
+                        next_valid: next,
+                    });
+                }
+                return Ok(Replay {
+                    records,
+                    torn: b.len() - at,
+                });
+            }
         }
     }
-    out
+    Ok(Replay { records, torn: 0 })
 }
 
 #[cfg(test)]
@@ -93,19 +132,36 @@ mod tests {
         let mut buf = Vec::new();
         encode(&mut buf, 4, "/a", Some(&kv));
         encode(&mut buf, 5, "/a", None);
-        let full = decode_all(&buf);
-        assert_eq!(full.len(), 2);
-        assert_eq!(full[0].kv.as_ref(), Some(&kv));
-        assert!(full[1].kv.is_none());
-        let torn = decode_all(&buf[..buf.len() - 3]);
-        assert_eq!(torn.len(), 1, "a torn last record is ignored");
-        let mut corrupt = buf.clone();
-        let last = corrupt.len() - 1;
-        corrupt[last] ^= 0xff;
+        let full = decode_all(&buf).unwrap();
+        assert_eq!((full.records.len(), full.torn), (2, 0));
+        assert_eq!(full.records[0].kv.as_ref(), Some(&kv));
+        assert!(full.records[1].kv.is_none());
+        let torn = decode_all(&buf[..buf.len() - 3]).unwrap();
+        assert_eq!(torn.records.len(), 1, "a torn last record is dropped");
+        assert!(torn.torn > 0);
+        let mut garbled_tail = buf.clone();
+        let last = garbled_tail.len() - 1;
+        garbled_tail[last] ^= 0xff;
+        garbled_tail.extend_from_slice(&[0; 64]);
         assert_eq!(
-            decode_all(&corrupt).len(),
+            decode_all(&garbled_tail).unwrap().records.len(),
             1,
-            "a corrupt record ends the replay"
+            "a damaged last record (zeros after it) is a torn write"
         );
+        // Damage to the first record while the second is intact: corruption, not a torn write.
+        let mut middle = buf.clone();
+        middle[12] ^= 0xff;
+        let first_len = 8 + u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(
+            decode_all(&middle).err(),
+            Some(Corrupt {
+                offset: 0,
+                next_valid: first_len
+            })
+        );
+        // A damaged length field too.
+        let mut length = buf.clone();
+        length[1] = 0x7f;
+        assert!(decode_all(&length).is_err());
     }
 }

@@ -1,0 +1,3 @@
+//! Fuzz target `protobuf` (see capstan::fuzzing).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| capstan::fuzzing::run("protobuf", data));
