@@ -302,6 +302,9 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// How this server announces itself to the others (and in the `kubernetes` Endpoints).
     announcement: apiserver::peers::Announcement,
+    /// The store is the embedded one, which only this process can open (its file is locked): no other server can
+    /// compete for the controllers' lease.
+    exclusive_store: bool,
 }
 
 /// Makes the data directory the owner's alone: the directory 0700 and the files directly in it (the store, its
@@ -450,6 +453,7 @@ impl ControlPlane {
             ca_pem: material.ca_pem,
             kubeconfig,
             announcement,
+            exclusive_store: matches!(opts.store, StoreChoice::Embedded),
         })
     }
 
@@ -542,7 +546,14 @@ impl ControlPlane {
             scheduler: self.component_client(SCHEDULER_USER, &[])?,
             gitops: self.component_client(GITOPS_USER, &[])?,
         };
-        let identity = format!("{}-{}", crate::node::hostname(), std::process::id());
+        // On the embedded store a restarted server is the same candidate as the one before it (nobody else can
+        // open the store), so it takes its own lease back at once instead of waiting for it to expire; on etcd each
+        // process is a candidate of its own.
+        let identity = if self.exclusive_store {
+            format!("{}-embedded", crate::node::hostname())
+        } else {
+            format!("{}-{}", crate::node::hostname(), std::process::id())
+        };
         let settings = self.settings.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -31,6 +31,18 @@ impl Worker {
             Err(e) => return self.config_failed(&name, e).await,
         };
         self.forget_old_instances(&name, restart);
+        // An agent killed between starting this instance and recording it left it running: stop it (it was never
+        // reported) and wait for its shim to finish, so its exit record cannot be taken for the new one's.
+        if let Some(stray) = self.shared.runtime.leftover(&spec).await {
+            tracing::warn!(pod = %self.key(), container = %name, restart,
+                "stopping a container started by an agent that died before recording it");
+            self.shared.runtime.remove(&stray).await;
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                self.shared.runtime.wait(&stray),
+            )
+            .await;
+        }
         match self.shared.runtime.start(&spec).await {
             Ok(handle) => {
                 let inst = Instance {

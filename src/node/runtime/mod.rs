@@ -144,6 +144,11 @@ pub trait ContainerRuntime: Send + Sync {
     async fn wait(&self, handle: &Handle) -> ExitRecord;
     /// Whether the container of an earlier agent is still there to adopt (running, or exited and not yet reaped).
     async fn alive(&self, handle: &Handle) -> bool;
+    /// A container of `spec`'s instance still running from an agent that died while starting it (before it could
+    /// record the handle): the runtime's own record of it, if it keeps one.
+    async fn leftover(&self, _spec: &ContainerSpec) -> Option<Handle> {
+        None
+    }
     /// Kills and forgets a container nobody wants any more (its pod is gone).
     async fn remove(&self, handle: &Handle) {
         self.signal(handle, libc::SIGKILL);

@@ -159,6 +159,7 @@ impl ContainerRuntime for ProcessRuntime {
         std::fs::create_dir_all(&spec.state_dir)?;
         let exit_file = spec.state_dir.join("exit.json");
         let _ = std::fs::remove_file(&exit_file);
+        let _ = std::fs::remove_file(super::shim::started_file(&exit_file));
         let mut cmd = tokio::process::Command::new(&self.shim);
         cmd.arg("shim")
             .arg("--log")
@@ -258,6 +259,12 @@ impl ContainerRuntime for ProcessRuntime {
             finished_at: crate::api::meta::format_time(&crate::api::meta::now()),
             reason: None,
         }
+    }
+
+    async fn leftover(&self, spec: &ContainerSpec) -> Option<Handle> {
+        let file = super::shim::started_file(&spec.state_dir.join("exit.json"));
+        let h: Handle = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+        (start_ticks(h.shim_pid) == Some(h.shim_start)).then_some(h)
     }
 
     async fn alive(&self, h: &Handle) -> bool {

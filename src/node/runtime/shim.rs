@@ -122,6 +122,20 @@ pub fn run(args: ShimArgs) -> i32 {
             return 2;
         }
     };
+    // The handle, on disk before the agent hears of it: an agent killed right now finds the container from it when
+    // it starts again, instead of starting the same instance twice.
+    let me = std::process::id() as i32;
+    let handle = super::Handle {
+        pid: child.id() as i32,
+        shim_pid: me,
+        shim_start: super::process::start_ticks(me).unwrap_or(0),
+        exit_file: args.exit_file.clone(),
+        id: String::new(),
+    };
+    let _ = std::fs::write(
+        started_file(&args.exit_file),
+        serde_json::to_vec(&handle).unwrap_or_default(),
+    );
     let _ = writeln!(handshake, "started {}", child.id());
     let _ = handshake.flush();
     // The agent may go away; never die of a closed stdout.
@@ -261,6 +275,11 @@ fn copy_lines(stream: &str, pipe: Box<dyn Read + Send>, w: &Mutex<LogWriter>) {
 }
 
 /// Writes the exit record atomically (the agent reads it after the shim exits).
+/// Where the shim records its container's handle: beside the exit record.
+pub fn started_file(exit_file: &Path) -> PathBuf {
+    exit_file.with_file_name("started.json")
+}
+
 pub fn write_exit(path: &Path, record: &ExitRecord) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(record).unwrap_or_default())?;
