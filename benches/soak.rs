@@ -78,16 +78,24 @@ async fn get(c: &common::Capstan, path: &str) -> Value {
 async fn unsettled(c: &common::Capstan, head: &str) -> Option<String> {
     let app = get(
         c,
-        concat!("/", "apis/gitops.capstan.io/v1/namespaces/default/applications/repo"),
+        concat!(
+            "/",
+            "apis/gitops.capstan.io/v1/namespaces/default/applications/repo"
+        ),
     )
     .await;
     if app["status"]["sync"]["revision"] != head || app["status"]["sync"]["status"] != "Synced" {
         return Some(format!("app at {}", app["status"]["sync"]));
     }
-    let deployments = get(c, concat!("/", "apis/apps/v1/namespaces/default/deployments")).await;
+    let deployments = get(
+        c,
+        concat!("/", "apis/apps/v1/namespaces/default/deployments"),
+    )
+    .await;
     for d in deployments["items"].as_array().into_iter().flatten() {
         let (spec, st) = (&d["spec"], &d["status"]);
-        if st["updatedReplicas"] != spec["replicas"] || st["availableReplicas"] != spec["replicas"] {
+        if st["updatedReplicas"] != spec["replicas"] || st["availableReplicas"] != spec["replicas"]
+        {
             return Some(format!("deployment {} at {st}", d["metadata"]["name"]));
         }
     }
@@ -125,7 +133,10 @@ async fn main() {
     let mut next_sample = Duration::ZERO;
     let mut step = 0;
     let mut samples = Vec::new();
-    println!("soak: {secs} s of churn, a commit every {every} ms (capstan pid {})", c.pid);
+    println!(
+        "soak: {secs} s of churn, a commit every {every} ms (capstan pid {})",
+        c.pid
+    );
     while began.elapsed() < Duration::from_secs(secs) {
         if began.elapsed() >= next_sample {
             let pods = get(&c, concat!("/", "api/v1/pods")).await["items"]
@@ -141,7 +152,10 @@ async fn main() {
         }
         step += 1;
         std::fs::write(repo.join("all.yaml"), manifests(step)).unwrap();
-        git(&repo, &["commit", "-q", "-a", "-m", &format!("step {step}")]);
+        git(
+            &repo,
+            &["commit", "-q", "-a", "-m", &format!("step {step}")],
+        );
         tokio::time::sleep(Duration::from_millis(every)).await;
     }
     let head = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
@@ -155,7 +169,11 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let (rss, fd) = (rss_kb(c.pid) as f64 / 1024.0, fds(c.pid));
-    let first_full = samples.get(2).or(samples.first()).copied().unwrap_or((rss, fd));
+    let first_full = samples
+        .get(2)
+        .or(samples.first())
+        .copied()
+        .unwrap_or((rss, fd));
     println!(
         "soak: {step} commits in {secs} s; RSS {:.1} MB at minute 2 -> {rss:.1} MB at the end (peak {:.1}); fds {} -> {fd} \
          (peak {}); {}",
