@@ -47,6 +47,9 @@ pub struct ControlArgs {
     /// been deleted. By default they are refused (401).
     #[arg(long)]
     pub allow_unsigned_webhooks: bool,
+    /// How long Events are kept after they were last seen, in seconds (kube-apiserver's `--event-ttl`, 1h).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub event_ttl: u64,
     /// The cipher for Secrets at rest: `secretbox` (XSalsa20-Poly1305) or `aesgcm` (AES-256-GCM). Applies to the
     /// key made at first start and to rotations (`capstan secrets rotate-key`).
     #[arg(long, default_value = "secretbox")]
@@ -172,6 +175,7 @@ pub async fn server(
         settings,
         tls_sans: control.tls_sans.clone(),
         allow_unsigned_webhooks: control.allow_unsigned_webhooks,
+        event_ttl: std::time::Duration::from_secs(control.event_ttl.max(1)),
         store: control.store()?,
         token_file: control.token_file.clone(),
         encryption_provider: control.encryption_provider,

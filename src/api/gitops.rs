@@ -35,6 +35,9 @@ object!(ApplicationSpec {
     pub notifications: Option<Vec<Notification>>,
     /// When automatic syncs may (allow) or may not (deny) happen.
     pub sync_windows: Option<Vec<SyncWindow>>,
+    /// How many SyncRecords are kept (Argo CD's revisionHistoryLimit, default 10); the newest record that reached
+    /// Healthy is kept beyond it, so the default rollback target never goes.
+    pub revision_history_limit: Option<i64>,
 });
 
 object!(

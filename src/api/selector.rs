@@ -247,33 +247,50 @@ fn value_of(v: &str) -> std::result::Result<String, Invalid> {
     Ok(v.to_string())
 }
 
+/// A label name or value's text: at most 63 of alphanumerics, `-`, `_`, `.`, beginning and ending with an
+/// alphanumeric.
+fn is_label_text(t: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    t.len() <= 63
+        && edge(t.chars().next())
+        && edge(t.chars().last())
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A DNS-1123 subdomain (a label key's prefix): at most 253 of lowercase alphanumerics, `-` and `.`, each
+/// dot-separated part beginning and ending with an alphanumeric.
+fn is_dns_subdomain(p: &str) -> bool {
+    p.len() <= 253
+        && p.split('.').all(|part| {
+            let edge =
+                |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            edge(part.chars().next())
+                && edge(part.chars().last())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
 fn check_key(k: &str) -> std::result::Result<(), Invalid> {
     let name = match k.rsplit_once('/') {
         Some((prefix, name)) => {
-            if prefix.is_empty() || prefix.len() > 253 {
+            if !is_dns_subdomain(prefix) {
                 return Err(Invalid::Prefix(k.to_string()));
             }
             name
         }
         None => k,
     };
-    if name.is_empty()
-        || name.len() > 63
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !is_label_text(name) {
         return Err(Invalid::Key(k.to_string()));
     }
     Ok(())
 }
 
 fn check_value(v: &str) -> std::result::Result<(), Invalid> {
-    if v.len() > 63
-        || !v
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !v.is_empty() && !is_label_text(v) {
         return Err(Invalid::Value(v.to_string()));
     }
     Ok(())

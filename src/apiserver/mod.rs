@@ -9,6 +9,7 @@ pub mod authz;
 pub mod crds;
 pub mod discovery;
 pub mod error;
+pub mod event_ttl;
 pub mod eviction;
 pub mod exec;
 pub mod fairness;
@@ -81,6 +82,8 @@ pub struct Server {
     /// Turns true when the server begins to shut down: open watches end then, cleanly (their last chunk sent), so
     /// clients see a watch that ended rather than a connection cut.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// How long an Event is kept after it was last seen (`--event-ttl`, one hour by default).
+    pub event_ttl: std::time::Duration,
 }
 
 impl Server {
@@ -117,6 +120,7 @@ impl Server {
             raw_store: None,
             namespaces: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
+            event_ttl: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -323,6 +327,7 @@ pub async fn serve(
         }
     };
     let following_crds = tokio::spawn(server.clone().follow_crds(crds_from));
+    let expiring = tokio::spawn(server.clone().expire_events(server.event_ttl));
     let stopping = server.stopping.clone();
     let app = server.router();
     let handle = axum_server::Handle::new();
@@ -340,5 +345,6 @@ pub async fn serve(
         .await;
     following.abort();
     following_crds.abort();
+    expiring.abort();
     served
 }

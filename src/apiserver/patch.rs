@@ -33,7 +33,12 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<()> {
     let p: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| Error::Invalid(format!("not a JSON patch: {e}")))?;
-    json_patch::patch(target, &p).map_err(|e| Error::Invalid(e.to_string()))
+    // On a copy, all or nothing: the crate's own undo after a failed operation panics for some patches (a `move`
+    // to the root followed by a failing operation - found by fuzzing), so its undo stack is not used.
+    let mut patched = target.clone();
+    json_patch::patch_unsafe(&mut patched, &p).map_err(|e| Error::Invalid(e.to_string()))?;
+    *target = patched;
+    Ok(())
 }
 
 // ---- field sets (server-side apply) ----

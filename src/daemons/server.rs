@@ -89,6 +89,8 @@ pub struct Options {
     pub tls_sans: Vec<String>,
     /// Take unsigned push webhooks when the webhook secret is deleted.
     pub allow_unsigned_webhooks: bool,
+    /// How long Events are kept after they were last seen (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
     /// The cipher of a new encryption key (the first one, and rotations that name none).
     pub encryption_provider: crate::store::encrypted::Provider,
     /// Resources whose objects are encrypted at rest (`secrets`, `configmaps`, `PLURAL.GROUP`).
@@ -387,6 +389,7 @@ impl ControlPlane {
             .await
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
         server.allow_unsigned_webhooks = opts.allow_unsigned_webhooks;
+        server.event_ttl = opts.event_ttl;
         if let Some(audit) = &opts.audit {
             let log = apiserver::audit::AuditLog::open(audit.clone()).map_err(|source| {
                 Error::AuditLog {

@@ -34,10 +34,11 @@ pub(super) async fn record(
     result: &str,
     error: Option<String>,
     outcome: &sync::Outcome,
+    limit: usize,
 ) -> Result<String, Error> {
     let records = kind("syncrecords");
-    let seq = history(client, ns, app)
-        .await?
+    let known = history(client, ns, app).await?;
+    let seq = known
         .first()
         .and_then(|r| r["spec"]["sequence"].as_i64())
         .unwrap_or(0)
@@ -50,7 +51,39 @@ pub(super) async fn record(
             "finishedAt": format_time(&now()), "result": result, "error": error,
             "created": outcome.created, "updated": outcome.updated, "pruned": outcome.pruned}});
     client.create(records, Some(ns), &body).await?;
+    prune(client, ns, app, limit, &known).await;
     Ok(name)
+}
+
+/// How many SyncRecords an app keeps.
+pub(super) fn history_limit(app: &Application) -> usize {
+    app.spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10)
+        .max(1) as usize
+}
+
+/// Deletes the records beyond the newest `limit` (the new one counted) of `older` (the history before it, newest
+/// first), except the newest that reached Healthy: a busy repository's history stays bounded and a rollback still
+/// has its target.
+async fn prune(client: &Client, ns: &str, app: &str, limit: usize, older: &[Value]) {
+    let keep_healthy = older
+        .iter()
+        .find(|r| !r["spec"]["healthyAt"].is_null())
+        .and_then(|r| r["metadata"]["name"].as_str());
+    for r in older.iter().skip(limit.saturating_sub(1)) {
+        let name = r["metadata"]["name"].as_str().unwrap_or("");
+        if Some(name) == keep_healthy || name.is_empty() {
+            continue;
+        }
+        if let Err(e) = client
+            .delete(kind("syncrecords"), Some(ns), name, "Background")
+            .await
+        {
+            tracing::debug!(%app, record = name, "pruning the history: {e}");
+        }
+    }
 }
 
 /// The newest record's health, once it is known.

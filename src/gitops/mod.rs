@@ -16,7 +16,7 @@ pub mod sync;
 mod watch;
 
 pub use history::{commit_diff, history, rollback_diff, write_rollback};
-use history::{last_healthy, record, record_health};
+use history::{history_limit, last_healthy, record, record_health};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -795,6 +795,7 @@ impl<'a> Pass<'a> {
                     "Succeeded",
                     Some(format!("reverted drift: {}", drifted.join("; "))),
                     &outcome,
+                    history_limit(self.app),
                 )
                 .await;
             }
@@ -889,6 +890,7 @@ async fn sync_commit(
                 "Succeeded",
                 None,
                 &outcome,
+                history_limit(app),
             )
             .await;
             set_status(&ctx.client, ns, name, json!({"sync": {"status": "Synced", "revision": snap.commit},
@@ -925,6 +927,7 @@ async fn sync_commit(
                 "Failed",
                 Some(message.clone()),
                 &sync::Outcome::default(),
+                history_limit(app),
             )
             .await;
             set_status(
