@@ -430,3 +430,22 @@ fn up_stops_a_pod_in_its_termination_grace_period_and_leaves_nothing_behind() {
         assert!(!std::path::Path::new(&b).exists(), "{b} left behind");
     }
 }
+
+#[test]
+fn events_expire_after_the_event_ttl() {
+    let s = Server::start_with(&["--event-ttl", "2"]);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let event = format!(
+        r#"{{"apiVersion": "v1", "kind": "Event", "metadata": {{"name": "e1"}},
+        "involvedObject": {{"kind": "Pod", "name": "p", "namespace": "default"}},
+        "reason": "Test", "message": "m", "type": "Normal", "lastTimestamp": "{now}", "firstTimestamp": "{now}"}}"#
+    );
+    let path = concat!("/", "api/v1/namespaces/default/events");
+    let (code, body) = s.call("POST", path, "application/json", &event);
+    assert_eq!(code, 201, "{body}");
+    let one = concat!("/", "api/v1/namespaces/default/events/e1");
+    assert_eq!(s.call("GET", one, "", "").0, 200, "kept within its TTL");
+    common::within(Duration::from_secs(10), "the event expired", || {
+        (s.call("GET", one, "", "").0 == 404).then_some(())
+    });
+}

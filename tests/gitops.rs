@@ -1759,3 +1759,44 @@ fn an_app_of_apps_deploys_the_applications_in_its_repository_and_pruning_one_pru
         (s.call("GET", child_path, "", "").0 == 404).then_some(())
     });
 }
+
+#[test]
+fn the_history_keeps_revision_history_limit_records() {
+    let s = Server::up(&[]);
+    let repo = Repo::new(s.dir.path());
+    let config = |n: usize| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  N: \"{n}\"\n"
+        )
+    };
+    repo.write("settings.yaml", &config(0));
+    repo.commit("config 0");
+    let body = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": "default"},
+        "spec": {"source": {"repoURL": repo.dir.display().to_string(), "path": "app"},
+                 "destination": {"namespace": "default"}, "revisionHistoryLimit": 3}});
+    let (code, v) = s.call(
+        "POST",
+        "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+        "application/json",
+        &body.to_string(),
+    );
+    assert_eq!(code, 201, "{v}");
+    within(LONG, "synced", || available(&s).then_some(()));
+    for n in 1..=5 {
+        repo.write("settings.yaml", &config(n));
+        let head = repo.commit(&format!("config {n}"));
+        within(LONG, "the commit synced and Healthy", || {
+            let a = app(&s);
+            (a["status"]["sync"]["revision"] == head.as_str() && available(&s)).then_some(())
+        });
+    }
+    // Six syncs (the first and five commits): the three newest records are kept.
+    within(LONG, "the history pruned to 3", || {
+        let seqs: Vec<i64> = history(&s)
+            .iter()
+            .filter_map(|r| r["spec"]["sequence"].as_i64())
+            .collect();
+        (seqs == [4, 5, 6]).then_some(())
+    });
+}
