@@ -449,3 +449,48 @@ fn events_expire_after_the_event_ttl() {
         (s.call("GET", one, "", "").0 == 404).then_some(())
     });
 }
+
+#[test]
+fn a_crash_loop_is_one_backoff_event_with_a_growing_count() {
+    let s = Server::up(&[]);
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crasher"},
+        "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "none",
+        "command": ["sh", "-c", "exit 1"]}]}}"#;
+    let (code, body) = s.call(
+        "POST",
+        concat!("/", "api/v1/namespaces/default/pods"),
+        "application/json",
+        pod,
+    );
+    assert_eq!(code, 201, "{body}");
+    let events = || -> Vec<serde_json::Value> {
+        let (_, list) = s.call(
+            "GET",
+            concat!(
+                "/",
+                "api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dcrasher"
+            ),
+            "",
+            "",
+        );
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["reason"] == "BackOff")
+            .collect()
+    };
+    let counted = common::within(
+        Duration::from_secs(40),
+        "a BackOff event counted 3 times",
+        || {
+            let e = events();
+            e.iter()
+                .find(|e| e["count"].as_i64().unwrap_or(0) >= 3)
+                .cloned()
+        },
+    );
+    assert_eq!(events().len(), 1, "repeats are counted on one Event");
+    assert_ne!(counted["firstTimestamp"], serde_json::Value::Null);
+}

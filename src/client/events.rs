@@ -1,5 +1,5 @@
-//! Recording Events (core/v1) the way Kubernetes components do: one Event per occurrence, naming the object it is
-//! about, a reason from Kubernetes' vocabulary (Scheduled, Started, Killing, BackOff, ScalingReplicaSet, ...) and the
+//! Recording Events (core/v1) the way Kubernetes components do: one Event per kind of occurrence (repeats counted on
+//! it), naming the object it is about, a reason from Kubernetes' vocabulary (Scheduled, Started, Killing, BackOff, ScalingReplicaSet, ...) and the
 //! reporting component. Recording is best effort: a failed Event never fails the work it describes.
 
 use super::{Api, Client};
@@ -52,7 +52,41 @@ pub fn event_about(
     }
 }
 
-/// Records an Event about the object of kind `kind` described by `meta`; a failure is logged, never returned.
+/// How long a recorded Event is counted again instead of written anew when it repeats (Kubernetes' correlator:
+/// 10 minutes), and how many are remembered.
+const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+const REMEMBERED: usize = 4096;
+
+/// The Events this process recorded lately, by what makes two the same (Kubernetes' dedup key: source, object,
+/// type, reason, message): the name each was stored under and its count.
+fn recent(
+) -> &'static std::sync::Mutex<std::collections::HashMap<String, (String, i32, std::time::Instant)>>
+{
+    static RECENT: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, (String, i32, std::time::Instant)>>,
+    > = std::sync::OnceLock::new();
+    RECENT.get_or_init(Default::default)
+}
+
+fn dedup_key(ev: &Event) -> String {
+    let o = &ev.involved_object;
+    format!(
+        "{}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
+        ev.reporting_component.as_deref().unwrap_or(""),
+        o.kind.as_deref().unwrap_or(""),
+        o.namespace.as_deref().unwrap_or(""),
+        o.name.as_deref().unwrap_or(""),
+        o.uid.as_deref().unwrap_or(""),
+        ev.type_.as_deref().unwrap_or(""),
+        ev.reason.as_deref().unwrap_or(""),
+        ev.message.as_deref().unwrap_or("")
+    )
+}
+
+/// Records an Event about the object of kind `kind` described by `meta`; a failure is logged, never returned. The
+/// same Event again within 10 minutes is counted on the one already stored (`count`, `lastTimestamp`) instead of
+/// written anew, as Kubernetes' event correlator does - a crash loop is one Event with a growing count, not
+/// thousands.
 pub async fn record(
     client: &Client,
     kind: &KindInfo,
@@ -64,8 +98,47 @@ pub async fn record(
 ) {
     let ev = event_about(kind, meta, component, ty, reason, message);
     let ns = ev.metadata.namespace().to_string();
-    if let Err(e) = Api::<Event>::namespaced(client, &ns).create(&ev).await {
-        tracing::debug!(reason, error = %e, "recording an event failed");
+    let api = Api::<Event>::namespaced(client, &ns);
+    let key = dedup_key(&ev);
+    let seen = {
+        let mut r = recent().lock().unwrap_or_else(|e| e.into_inner());
+        match r.get_mut(&key) {
+            Some((name, count, at)) if at.elapsed() < REPEAT_WINDOW => {
+                *count += 1;
+                *at = std::time::Instant::now();
+                Some((name.clone(), *count))
+            }
+            _ => None,
+        }
+    };
+    if let Some((name, count)) = seen {
+        let patch = super::Patch::Merge(serde_json::json!({"count": count,
+            "lastTimestamp": ev.last_timestamp}));
+        match api.patch(&name, &patch).await {
+            Ok(_) => return,
+            // Gone (expired, deleted): written anew below.
+            Err(e) => tracing::debug!(reason, error = %e, "counting a repeated event failed"),
+        }
+    }
+    match api.create(&ev).await {
+        Ok(stored) => {
+            let mut r = recent().lock().unwrap_or_else(|e| e.into_inner());
+            if r.len() >= REMEMBERED {
+                r.retain(|_, (_, _, at)| at.elapsed() < REPEAT_WINDOW);
+                if r.len() >= REMEMBERED {
+                    r.clear();
+                }
+            }
+            r.insert(
+                key,
+                (
+                    stored.metadata.name().to_string(),
+                    1,
+                    std::time::Instant::now(),
+                ),
+            );
+        }
+        Err(e) => tracing::debug!(reason, error = %e, "recording an event failed"),
     }
 }
 
