@@ -59,12 +59,11 @@ const REMEMBERED: usize = 4096;
 
 /// The Events this process recorded lately, by what makes two the same (Kubernetes' dedup key: source, object,
 /// type, reason, message): the name each was stored under and its count.
-fn recent(
-) -> &'static std::sync::Mutex<std::collections::HashMap<String, (String, i32, std::time::Instant)>>
-{
-    static RECENT: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, (String, i32, std::time::Instant)>>,
-    > = std::sync::OnceLock::new();
+type Recent =
+    std::sync::Mutex<std::collections::HashMap<String, (String, i32, std::time::Instant)>>;
+
+fn recent() -> &'static Recent {
+    static RECENT: std::sync::OnceLock<Recent> = std::sync::OnceLock::new();
     RECENT.get_or_init(Default::default)
 }
 
