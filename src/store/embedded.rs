@@ -29,14 +29,36 @@ pub const FORMAT: i64 = 1;
 const HISTORY_MAX: usize = 100_000;
 /// How many to keep after an automatic compaction.
 const HISTORY_KEEP: usize = 80_000;
+/// The history is bounded by bytes too (keys and values it holds, shared ones counted each time): a busy cluster of
+/// large objects must not hold 100,000 of them.
+const HISTORY_MAX_BYTES: usize = 32 << 20;
+/// How many bytes to keep after an automatic compaction.
+const HISTORY_KEEP_BYTES: usize = 24 << 20;
+
+/// What an event of the history holds, in bytes (for [`HISTORY_MAX_BYTES`]).
+fn event_bytes(e: &Event) -> usize {
+    e.kv.key.len() + e.kv.value.len() + e.prev.as_ref().map_or(0, |p| p.value.len()) + 64
+}
 /// The most writes committed in one transaction.
 const BATCH_MAX: usize = 1024;
 
 struct State {
     current: BTreeMap<String, KeyValue>,
     history: VecDeque<Arc<Event>>,
+    /// The bytes `history` holds ([`event_bytes`]).
+    history_bytes: usize,
     revision: i64,
     compacted: i64,
+}
+
+impl State {
+    /// Drops the oldest event of the history; compacted moves past it.
+    fn drop_oldest(&mut self) {
+        if let Some(e) = self.history.pop_front() {
+            self.history_bytes = self.history_bytes.saturating_sub(event_bytes(&e));
+            self.compacted = self.compacted.max(e.revision());
+        }
+    }
 }
 
 enum Op {
@@ -186,6 +208,7 @@ impl Embedded {
         let state = RwLock::new(State {
             current,
             history: VecDeque::new(),
+            history_bytes: 0,
             revision,
             compacted: revision,
         });
@@ -441,15 +464,16 @@ fn apply(state: &RwLock<State>, outcomes: &[Result<Event>], revision: i64) -> Ve
             }
         }
         let ev = Arc::new(ev.clone());
+        s.history_bytes += event_bytes(&ev);
         s.history.push_back(ev.clone());
         published.push(ev);
     }
     s.revision = revision;
-    if s.history.len() > HISTORY_MAX {
-        while s.history.len() > HISTORY_KEEP {
-            if let Some(e) = s.history.pop_front() {
-                s.compacted = e.revision();
-            }
+    if s.history.len() > HISTORY_MAX || s.history_bytes > HISTORY_MAX_BYTES {
+        while !s.history.is_empty()
+            && (s.history.len() > HISTORY_KEEP || s.history_bytes > HISTORY_KEEP_BYTES)
+        {
+            s.drop_oldest();
         }
     }
     published
@@ -877,7 +901,7 @@ impl Store for Embedded {
             )));
         }
         while s.history.front().is_some_and(|e| e.revision() <= revision) {
-            s.history.pop_front();
+            s.drop_oldest();
         }
         s.compacted = s.compacted.max(revision);
         Ok(())
@@ -972,6 +996,29 @@ mod tests {
         );
         // Nothing was changed: the damaged segment is still there for the operator.
         assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+    }
+
+    #[tokio::test]
+    async fn the_watch_history_is_bounded_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(&dir.path().join("db")).unwrap();
+        let big = vec![b'x'; 1 << 20];
+        let first = s.create("/big", big.clone()).await.unwrap();
+        for _ in 0..40 {
+            s.update("/big", big.clone(), 0).await.unwrap();
+        }
+        let (held, compacted) = {
+            let st = s.inner.state.read().unwrap();
+            (st.history_bytes, st.compacted)
+        };
+        assert!(held <= HISTORY_MAX_BYTES, "{held} bytes of history");
+        assert!(compacted > first, "the oldest revisions were compacted");
+        assert!(
+            matches!(s.watch("/big", first).await, Err(Error::Compacted { .. })),
+            "a watch from before the history is told so (410)"
+        );
+        let recent = s.revision().await.unwrap() - 2;
+        assert!(s.watch("/big", recent).await.is_ok());
     }
 
     #[tokio::test]
