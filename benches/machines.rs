@@ -23,22 +23,10 @@ mod common;
 #[path = "../tests/common/lan.rs"]
 mod lan;
 
-use common::{pct, Capstan};
+use common::{get, pct, Capstan};
 use lan::{Lan, Machine};
 
 const BIN: &str = env!("CARGO_BIN_EXE_capstan");
-
-async fn get(c: &Capstan, path: &str) -> Value {
-    c.client
-        .get(format!("{}{path}", c.url))
-        .header("Authorization", &c.auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or(Value::Null)
-}
 
 async fn post(c: &Capstan, path: &str, body: &Value) -> u16 {
     c.client

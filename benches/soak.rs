@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{rss_kb, start};
+use common::{get, rss_kb, start};
 use serde_json::Value;
 
 fn git(repo: &Path, args: &[&str]) -> String {
@@ -60,18 +60,6 @@ fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-async fn get(c: &common::Capstan, path: &str) -> Value {
-    c.client
-        .get(format!("{}{path}", c.url))
-        .header("Authorization", &c.auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or(Value::Null)
 }
 
 /// What keeps the cluster from being settled at commit `head`, if anything.

@@ -239,3 +239,16 @@ pub fn etcd_on_path() -> Option<std::path::PathBuf> {
             .find(|c| c.is_file())
     })
 }
+
+/// GET `path` with the admin token: the JSON body (Null when it is not JSON).
+pub async fn get(c: &Capstan, path: &str) -> serde_json::Value {
+    c.client
+        .get(format!("{}{path}", c.url))
+        .header("Authorization", &c.auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or(serde_json::Value::Null)
+}
