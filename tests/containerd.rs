@@ -620,9 +620,19 @@ fn an_image_is_pulled_from_a_registry_with_a_login_and_run() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: pulled}}\nspec:\n  restartPolicy: Never\n  imagePullSecrets: [{{name: regcred}}]\n  containers:\n  - {{name: app, image: \"{image}\"}}\n"
         ),
     );
-    within(Duration::from_secs(60), "the pulled image ran", || {
-        (pod(&s, "default", "pulled")["status"]["phase"] == "Succeeded").then_some(())
+    // Two minutes: a pull that failed is retried after 10, 20 and 40 s.
+    let mut last = Value::Null;
+    let ran = common::try_within(Duration::from_secs(120), || {
+        last = pod(&s, "default", "pulled");
+        (last["status"]["phase"] == "Succeeded").then_some(())
     });
+    if ran.is_none() {
+        let events = s.kubectl(&k, &["get", "events", "-o", "wide"]);
+        panic!(
+            "the pulled image did not run in 120 s; the pod: {last:#}\nevents:\n{}",
+            String::from_utf8_lossy(&events.stdout)
+        );
+    }
     // The image's entrypoint and environment were used (no command in the pod).
     let logs = ok(&s.kubectl(&k, &["logs", "pulled"]));
     assert_eq!(logs, "pulled image, FROM_IMAGE=yes\n");

@@ -111,9 +111,14 @@ pub struct HttpRegistry {
 impl Default for HttpRegistry {
     fn default() -> Self {
         crate::sys::init_crypto();
-        HttpRegistry {
-            client: reqwest::Client::new(),
-        }
+        // A registry that stops answering must fail the pull (and let it be retried), not hold it forever: the
+        // runtime pulls one image at a time.
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        HttpRegistry { client }
     }
 }
 
