@@ -385,6 +385,7 @@ pub async fn simulate(
         max_pods: node.max_pods,
         ready_after: secs(ready_after, "--simulate-ready-after")?,
         lease_duration: lease,
+        complete_after: None,
     };
     capstan::node::simulated::run(client, opts, terminated()).await?;
     Ok(())

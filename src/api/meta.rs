@@ -19,7 +19,7 @@ pub fn format_time(t: &Time) -> String {
 
 /// Now, truncated to whole seconds, as Kubernetes stores timestamps.
 pub fn now() -> Time {
-    let t = chrono::Utc::now();
+    let t = crate::sys::clock::utc_now();
     chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 

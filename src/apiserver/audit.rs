@@ -289,7 +289,7 @@ pub fn event(r: &Request<'_>) -> Vec<u8> {
             code: r.code,
         },
         request_received_timestamp: timestamp(r.received),
-        stage_timestamp: timestamp(chrono::Utc::now()),
+        stage_timestamp: timestamp(crate::sys::clock::utc_now()),
         annotations: &r.annotations,
     };
     let mut out = serde_json::to_vec(&e).unwrap_or_default();
@@ -310,7 +310,7 @@ mod tests {
             attributes: a,
             source: Some([127, 0, 0, 1].into()),
             user_agent: Some("kubectl/v1.32.0"),
-            received: chrono::Utc::now(),
+            received: crate::sys::clock::utc_now(),
             code,
             annotations: vec![],
         }

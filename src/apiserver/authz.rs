@@ -184,7 +184,7 @@ pub struct RbacCache {
     node_pods: std::sync::Mutex<NodePods>,
 }
 
-type NodePods = HashMap<(String, String), (u64, std::time::Instant, Arc<Vec<Value>>)>;
+type NodePods = HashMap<(String, String), (u64, tokio::time::Instant, Arc<Vec<Value>>)>;
 
 /// How long the node authorizer trusts the pods it read (when no pod was written through this server meanwhile):
 /// writes through other servers of a highly available plane are seen after this at most.
@@ -571,7 +571,7 @@ impl Server {
         }
         cache.insert(
             key,
-            (generation, std::time::Instant::now(), Arc::new(on_node)),
+            (generation, tokio::time::Instant::now(), Arc::new(on_node)),
         );
         used
     }

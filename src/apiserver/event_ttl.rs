@@ -31,7 +31,8 @@ impl Server {
         let Ok(listed) = self.store.list(&prefix, 0, None, 0).await else {
             return 0;
         };
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(ttl).unwrap_or_default();
+        let cutoff =
+            crate::sys::clock::utc_now() - chrono::Duration::from_std(ttl).unwrap_or_default();
         let mut gone = 0;
         for kv in listed.kvs {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&kv.value) else {
@@ -71,8 +72,8 @@ mod tests {
             Arc::new(crate::store::embedded::Embedded::open(&dir.path().join("db")).unwrap());
         let server = Server::new(store.clone(), "t");
         let kind = crate::api::registry::lookup("events").unwrap();
-        let old = chrono::Utc::now() - chrono::Duration::hours(2);
-        let fresh = chrono::Utc::now() - chrono::Duration::minutes(5);
+        let old = crate::sys::clock::utc_now() - chrono::Duration::hours(2);
+        let fresh = crate::sys::clock::utc_now() - chrono::Duration::minutes(5);
         let put = |name: &str,
                    last: chrono::DateTime<chrono::Utc>,
                    created: chrono::DateTime<chrono::Utc>| {

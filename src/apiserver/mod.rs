@@ -318,16 +318,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let following = tokio::spawn(server.clone().follow_namespaces());
-    let crds_from = match server.load_crds().await {
-        Ok(rev) => rev,
-        Err(e) => {
-            tracing::warn!("reading CustomResourceDefinitions: {}", e.message);
-            0
-        }
-    };
-    let following_crds = tokio::spawn(server.clone().follow_crds(crds_from));
-    let expiring = tokio::spawn(server.clone().expire_events(server.event_ttl));
+    let background = background(&server).await;
     let stopping = server.stopping.clone();
     let app = server.router();
     let handle = axum_server::Handle::new();
@@ -343,8 +334,24 @@ pub async fn serve(
         .handle(handle)
         .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await;
-    following.abort();
-    following_crds.abort();
-    expiring.abort();
+    for task in background {
+        task.abort();
+    }
     served
+}
+
+/// Starts the server's own background work - following Namespaces and CustomResourceDefinitions, expiring Events -
+/// as [`serve`] does (the deterministic simulation serves the router in process and starts this beside it).
+pub async fn background(server: &Server) -> Vec<tokio::task::JoinHandle<()>> {
+    let following = tokio::spawn(server.clone().follow_namespaces());
+    let crds_from = match server.load_crds().await {
+        Ok(rev) => rev,
+        Err(e) => {
+            tracing::warn!("reading CustomResourceDefinitions: {}", e.message);
+            0
+        }
+    };
+    let following_crds = tokio::spawn(server.clone().follow_crds(crds_from));
+    let expiring = tokio::spawn(server.clone().expire_events(server.event_ttl));
+    vec![following, following_crds, expiring]
 }

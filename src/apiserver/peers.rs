@@ -138,7 +138,7 @@ impl Server {
     /// Renews this server's Lease, then makes the `kubernetes` Endpoints and EndpointSlices list every live server.
     pub async fn announce(&self, a: &Announcement) -> Result<()> {
         let leases = registry::lookup("leases").expect("served");
-        let now = chrono::Utc::now();
+        let now = crate::sys::clock::utc_now();
         let name = a.lease_name();
         let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": NAMESPACE,
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn only_live_servers_are_listed_and_grouped_by_port() {
-        let now = chrono::Utc::now();
+        let now = crate::sys::clock::utc_now();
         let leases = [
             lease("10.0.0.2:6443", now),
             lease("10.0.0.1:6443", now - chrono::Duration::seconds(5)),

@@ -99,7 +99,7 @@ async fn require_token(State(server): State<Server>, req: Request, next: Next) -
     let Some(log) = server.audit.clone() else {
         return guard(&server, req, next).await.0;
     };
-    let received = chrono::Utc::now();
+    let received = crate::sys::clock::utc_now();
     let uri = req.uri().to_string();
     let attributes = super::authz::attributes(
         req.method(),

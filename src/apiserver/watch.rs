@@ -210,6 +210,7 @@ impl State {
         let mut stopping = self.stopping.clone();
         loop {
             tokio::select! {
+                biased;
                 _ = &mut self.deadline => return None,
                 _ = stopping.wait_for(|s| *s) => return None,
                 _ = self.tick.tick(), if self.bookmarks => {

@@ -60,7 +60,7 @@ const REMEMBERED: usize = 4096;
 /// The Events this process recorded lately, by what makes two the same (Kubernetes' dedup key: source, object,
 /// type, reason, message): the name each was stored under and its count.
 type Recent =
-    std::sync::Mutex<std::collections::HashMap<String, (String, i32, std::time::Instant)>>;
+    std::sync::Mutex<std::collections::HashMap<String, (String, i32, tokio::time::Instant)>>;
 
 fn recent() -> &'static Recent {
     static RECENT: std::sync::OnceLock<Recent> = std::sync::OnceLock::new();
@@ -104,7 +104,7 @@ pub async fn record(
         match r.get_mut(&key) {
             Some((name, count, at)) if at.elapsed() < REPEAT_WINDOW => {
                 *count += 1;
-                *at = std::time::Instant::now();
+                *at = tokio::time::Instant::now();
                 Some((name.clone(), *count))
             }
             _ => None,
@@ -133,7 +133,7 @@ pub async fn record(
                 (
                     stored.metadata.name().to_string(),
                     1,
-                    std::time::Instant::now(),
+                    tokio::time::Instant::now(),
                 ),
             );
         }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod discovery;
 pub mod events;
 pub mod informer;
+pub mod transport;
 
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub struct Client {
     tls: std::sync::Arc<rustls::ClientConfig>,
     /// Acts as this user (`Impersonate-User`), as far as the client's own identity may impersonate it.
     impersonate: Option<String>,
+    /// Requests go to this in-process transport instead of over the network (the simulation).
+    transport: Option<std::sync::Arc<dyn transport::Transport>>,
 }
 
 /// The API servers a client may use (`https://a:6443,https://b:6443`), and the one it uses now. A request that
@@ -294,7 +297,20 @@ impl Client {
             token: token.to_string(),
             tls: std::sync::Arc::new(tls),
             impersonate: None,
+            transport: None,
         })
+    }
+
+    /// A client whose requests are handed to `transport` in this process (the simulation's network), as the
+    /// holder of `token`; `base` only names the server in messages.
+    pub fn in_process(
+        base: &str,
+        token: &str,
+        transport: std::sync::Arc<dyn transport::Transport>,
+    ) -> Result<Self> {
+        let mut c = Self::new(base, token, None)?;
+        c.transport = Some(transport);
+        Ok(c)
     }
 
     /// The same connection acting as `user` (Kubernetes impersonation; a ServiceAccount's user name gets its
@@ -438,6 +454,19 @@ impl Client {
             }
             if let Some(user) = &self.impersonate {
                 rb = rb.header("Impersonate-User", user);
+            }
+            if let Some(t) = &self.transport {
+                let request =
+                    rb.build()
+                        .and_then(transport::Request::try_from)
+                        .map_err(|source| Error::Http {
+                            url: url.clone(),
+                            source,
+                        })?;
+                return match t.call(request).await {
+                    Ok(resp) => Ok((reqwest::Response::from(resp), url)),
+                    Err(why) => Err(Error::Unreachable(format!("cannot reach {base}: {why}"))),
+                };
             }
             match rb.send().await {
                 Ok(resp) => return Ok((resp, url)),

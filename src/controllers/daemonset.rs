@@ -209,7 +209,7 @@ fn place(ds: &DaemonSet, template: &PodTemplateSpec, ctx: &Context) -> Placement
 /// surge aside) keeps the oldest; a rolling update replaces old pods within maxUnavailable or maxSurge.
 fn plan(spec: &DaemonSetSpec, place: &Placement, hash: &str) -> (Vec<String>, Vec<String>) {
     let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
-    let now = chrono::Utc::now();
+    let now = crate::sys::clock::utc_now();
     let desired = place.desired();
     let mut delete: Vec<String> = place
         .orphaned
@@ -340,7 +340,7 @@ fn status_of(ds: &DaemonSet, ctx: &Context, place: &Placement, hash: &str) -> Da
             .and_then(|s| s.min_ready_seconds)
             .unwrap_or(0),
     );
-    let now = chrono::Utc::now();
+    let now = crate::sys::clock::utc_now();
     let uid = ds.metadata.uid.as_deref().unwrap_or("");
     let desired = place.desired();
     let misscheduled = ctx

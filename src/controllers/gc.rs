@@ -466,12 +466,14 @@ pub async fn run(
                 execute(&client, &sources, p).await;
             }
             tokio::select! {
+                biased;
                 _ = wake.notified() => tokio::time::sleep(Duration::from_millis(200)).await,
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             }
         }
     };
     tokio::select! {
+        biased;
         _ = stop => {}
         _ = work => {}
     }

@@ -18,7 +18,8 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use serde_json::json;
 
@@ -211,6 +212,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl std::future::Future<Output = ()> 
         }
     };
     tokio::select! {
+        biased;
         _ = stop => {}
         _ = work => {}
     }

@@ -39,7 +39,7 @@ pub fn status_of(rs: &ReplicaSet, owned: &[&Pod]) -> ReplicaSetStatus {
         .as_ref()
         .and_then(|s| s.min_ready_seconds)
         .unwrap_or(0) as i64;
-    let now = chrono::Utc::now();
+    let now = crate::sys::clock::utc_now();
     let active: Vec<&&Pod> = owned.iter().filter(|p| is_active(p)).collect();
     let fully = active
         .iter()

@@ -345,7 +345,7 @@ impl Pass<'_> {
             .filter(|(o, p)| self.wanted.contains(o) && p.metadata.deletion_timestamp.is_none())
             .map(|(_, p)| p)
             .collect();
-        let now = chrono::Utc::now();
+        let now = crate::sys::clock::utc_now();
         let count = |f: &dyn Fn(&Pod) -> bool| live.iter().filter(|p| f(p)).count() as i32;
         let updated = count(&|p| revision_of(p) == self.update_hash);
         let mut current_hash = self.current_hash.clone();

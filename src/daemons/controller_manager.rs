@@ -76,6 +76,7 @@ pub async fn run(
         }
     };
     tokio::select! {
+        biased;
         _ = shutdown => {}
         _ = work => {}
     }

@@ -64,17 +64,17 @@ struct Memo {
     auto_rolled: String,
     failed: bool,
     /// Remotes: when the mirror was last fetched, and the last refresh request (webhook) seen.
-    fetched: Option<std::time::Instant>,
+    fetched: Option<tokio::time::Instant>,
     refresh: String,
     /// The commit last read (so an unchanged branch costs one lookup, not a read of every file).
     snap: Option<Arc<source::Snapshot>>,
     /// The health last recorded in the history.
     health: String,
     /// A local repository: its watcher's write count when `snap` was read, and when.
-    read: Option<(u64, std::time::Instant)>,
+    read: Option<(u64, tokio::time::Instant)>,
     /// The app's change count ([`follow::Changes`]) when its objects were last observed with nothing to do (no
     /// drift, status up to date), and when: a look without a change since then need not observe them again.
-    observed: Option<(u64, std::time::Instant)>,
+    observed: Option<(u64, tokio::time::Instant)>,
 }
 
 pub struct Context {
@@ -343,10 +343,10 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     memo.refresh = pass.refresh.clone();
     memo.snap = Some(snap.clone());
     if let Some(writes) = read {
-        memo.read = Some((writes, std::time::Instant::now()));
+        memo.read = Some((writes, tokio::time::Instant::now()));
     }
     if fetched {
-        memo.fetched = Some(std::time::Instant::now());
+        memo.fetched = Some(tokio::time::Instant::now());
     }
     if let Some(trigger) = trigger {
         if let Some((why, retry)) = pass.held(trigger, &memo).await {
@@ -592,7 +592,7 @@ impl<'a> Pass<'a> {
             .spec
             .as_ref()
             .and_then(|s| s.sync_windows.as_deref())
-            .and_then(|w| crate::api::gitops::sync_window_closed(w, chrono::Utc::now()));
+            .and_then(|w| crate::api::gitops::sync_window_closed(w, crate::sys::clock::utc_now()));
         let window_closed = window_why.is_some();
         if !drifted.is_empty()
             && policy.self_heal.unwrap_or(true)
@@ -635,7 +635,7 @@ impl<'a> Pass<'a> {
         }
         // (A status just written is confirmed by the next look, which that write wakes.)
         memo.observed =
-            (settled && drifted.is_empty()).then(|| (changes, std::time::Instant::now()));
+            (settled && drifted.is_empty()).then(|| (changes, tokio::time::Instant::now()));
         if !memo.failed && memo.health != health {
             let t = match health.as_str() {
                 "Healthy" => Some(notifications::Transition::Healthy),
@@ -727,7 +727,9 @@ impl<'a> Pass<'a> {
             .and_then(|s| s.sync_windows.as_deref())
             .unwrap_or_default();
         if !forced {
-            if let Some(why) = crate::api::gitops::sync_window_closed(windows, chrono::Utc::now()) {
+            if let Some(why) =
+                crate::api::gitops::sync_window_closed(windows, crate::sys::clock::utc_now())
+            {
                 return Some((why, Duration::from_secs(30)));
             }
         }

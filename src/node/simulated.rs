@@ -30,6 +30,9 @@ pub struct Options {
     pub ready_after: Duration,
     /// How long each node's Lease is held; it is renewed every quarter of this.
     pub lease_duration: Duration,
+    /// Pods that do not restart (`restartPolicy` Never or OnFailure: Jobs' pods) succeed this long after they
+    /// run; None: they run until deleted.
+    pub complete_after: Option<Duration>,
 }
 
 /// Why simulation could not start.
@@ -128,7 +131,8 @@ async fn renew_leases(client: Client, o: Arc<Options>) {
     loop {
         tick.tick().await;
         let name = node_name(&o, i);
-        let renew = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let renew =
+            crate::sys::clock::utc_now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": "kube-node-lease"},
             "spec": {"holderIdentity": name, "leaseDurationSeconds": o.lease_duration.as_secs().max(1),
@@ -205,6 +209,11 @@ async fn run_pods(client: Client, o: Arc<Options>) {
             .unwrap_or_default();
         let client = client.clone();
         let delay = o.ready_after;
+        let restarts = spec
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always")
+            == "Always";
+        let complete = o.complete_after.filter(|_| !restarts);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let t = now();
@@ -223,6 +232,25 @@ async fn run_pods(client: Client, o: Arc<Options>) {
                     condition("ContainersReady"), condition("Ready"), condition("PodScheduled")]});
             if let Err(e) = client.patch_status(pods, Some(&ns), &name, &status).await {
                 tracing::debug!(pod = %name, "starting a simulated pod failed: {e}");
+                return;
+            }
+            let Some(after) = complete else { return };
+            tokio::time::sleep(after).await;
+            let t = now();
+            let statuses: Vec<Value> = containers
+                .iter()
+                .zip(images.iter())
+                .map(|(c, image)| {
+                    json!({"name": c, "image": image, "imageID": "", "ready": false, "started": false,
+                        "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                        "startedAt": t, "finishedAt": t}}})
+                })
+                .collect();
+            let condition = |kind: &str, status: &str| json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": t});
+            let status = json!({"phase": "Succeeded", "containerStatuses": statuses,
+                "conditions": [condition("ContainersReady", "False"), condition("Ready", "False")]});
+            if let Err(e) = client.patch_status(pods, Some(&ns), &name, &status).await {
+                tracing::debug!(pod = %name, "completing a simulated pod failed: {e}");
             }
         });
     };
@@ -264,6 +292,7 @@ mod tests {
             max_pods: 110,
             ready_after: Duration::from_millis(10),
             lease_duration: Duration::from_secs(40),
+            complete_after: None,
         };
         let n = node_object(&o, 2);
         assert_eq!(n["metadata"]["name"], "sim-2");

@@ -89,7 +89,7 @@ impl Elector {
     /// One round: acquire or renew. Returns whether this candidate leads now.
     pub async fn try_acquire(&self, client: &Client) -> bool {
         let leases = Api::<Lease>::namespaced(client, &self.namespace);
-        let now = chrono::Utc::now();
+        let now = crate::sys::clock::utc_now();
         let secs = self.lease_duration.as_secs().clamp(1, i32::MAX as u64) as i32;
         match leases.get_opt(&self.name).await {
             Ok(None) => {

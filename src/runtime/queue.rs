@@ -157,6 +157,7 @@ impl WorkQueue {
             match wait {
                 Some(t) => {
                     tokio::select! {
+                        biased;
                         _ = notified => {}
                         _ = tokio::time::sleep_until(t) => {}
                     }

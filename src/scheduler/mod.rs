@@ -204,6 +204,7 @@ pub async fn run(
             place_waiting(&mut book, &node_infos, &mut start, &mut reported, &writer);
             // Wait for something to happen.
             tokio::select! {
+                biased;
                 r = pod_rx.recv() => match r {
                     Ok(Change::Applied(p)) => { book.apply(p); }
                     Ok(Change::Deleted(p)) => {
@@ -226,6 +227,7 @@ pub async fn run(
         }
     };
     tokio::select! {
+        biased;
         _ = stop => {}
         _ = work => {}
     }

@@ -83,9 +83,31 @@ struct Inner {
     /// Writes waiting for the next commit, and whether some caller is committing (the leader).
     queue: std::sync::Mutex<Queue>,
     durable: std::sync::Mutex<Durable>,
-    /// Committed events go to a publisher thread that wakes the watchers (woken from outside the async runtime, they
-    /// spread over all its workers instead of piling onto the committing one).
-    publish: std::sync::mpsc::Sender<Vec<Arc<Event>>>,
+    /// How committed events reach the watchers.
+    publish: Publish,
+}
+
+/// How committed events reach the watchers: through a publisher thread (woken from outside the async runtime, they
+/// spread over all its workers instead of piling onto the committing one), or by the committing caller itself - the
+/// deterministic simulation, where nothing may happen on another thread.
+enum Publish {
+    Thread(std::sync::mpsc::Sender<Vec<Arc<Event>>>),
+    Inline(broadcast::Sender<Arc<Event>>),
+}
+
+impl Publish {
+    fn send(&self, batch: Vec<Arc<Event>>) {
+        match self {
+            Publish::Thread(tx) => {
+                let _ = tx.send(batch);
+            }
+            Publish::Inline(fanout) => {
+                for ev in batch {
+                    let _ = fanout.send(ev);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -123,6 +145,16 @@ fn decode(key: &str, raw: &[u8]) -> Option<KeyValue> {
 impl Embedded {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens the store for the deterministic simulation: the caller that commits a write also publishes it (no
+    /// publisher thread), so watchers hear of writes in an order fixed by the simulation's single thread.
+    pub fn open_inline(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, inline: bool) -> Result<Self> {
         // Every stored object (Secrets included) is in this file: only its owner reads it.
         if !path.exists() {
             use std::os::unix::fs::OpenOptionsExt;
@@ -213,18 +245,23 @@ impl Embedded {
             compacted: revision,
         });
         let (events, _) = broadcast::channel(1 << 16);
-        let (publish, published) = std::sync::mpsc::channel::<Vec<Arc<Event>>>();
-        let fanout = events.clone();
-        std::thread::Builder::new()
-            .name("capstan-store-publish".into())
-            .spawn(move || {
-                for batch in published {
-                    for ev in batch {
-                        let _ = fanout.send(ev);
+        let publish = if inline {
+            Publish::Inline(events.clone())
+        } else {
+            let (publish, published) = std::sync::mpsc::channel::<Vec<Arc<Event>>>();
+            let fanout = events.clone();
+            std::thread::Builder::new()
+                .name("capstan-store-publish".into())
+                .spawn(move || {
+                    for batch in published {
+                        for ev in batch {
+                            let _ = fanout.send(ev);
+                        }
                     }
-                }
-            })
-            .map_err(backend)?;
+                })
+                .map_err(backend)?;
+            Publish::Thread(publish)
+        };
         let inner = Inner {
             state,
             events,
@@ -357,12 +394,7 @@ fn guard(key: &str, current: Option<KeyValue>, expected: i64) -> Result<KeyValue
 }
 
 /// One group commit: check each write in order, persist the batch with one sync, publish, acknowledge.
-fn commit(
-    batch: Vec<Request>,
-    db: &mut Durable,
-    state: &RwLock<State>,
-    publish: &std::sync::mpsc::Sender<Vec<Arc<Event>>>,
-) {
+fn commit(batch: Vec<Request>, db: &mut Durable, state: &RwLock<State>, publish: &Publish) {
     let (outcomes, revision) = check(&batch, state);
     // Persist the successful ones with one sync.
     if let Err(e) = db.append(outcomes.iter().flatten(), revision) {
@@ -375,7 +407,7 @@ fn commit(
     // Publish, then acknowledge.
     let published = apply(state, &outcomes, revision);
     if !published.is_empty() {
-        let _ = publish.send(published);
+        publish.send(published);
     }
     for (req, outcome) in batch.into_iter().zip(outcomes) {
         let _ = req

@@ -1,7 +1,8 @@
 //! Small helpers every component may use, so none has to reach into another for them: the process-wide TLS
 //! crypto provider, whether this process runs as root, IPv4 CIDR parsing, and (Linux) netlink: links and the
-//! addresses of the loopback device. Nothing here knows about objects, the store or HTTP.
+//! addresses of the loopback device; the clock and randomness the simulation can replace ([`clock`]). Nothing here knows about objects, the store or HTTP.
 
+pub mod clock;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 

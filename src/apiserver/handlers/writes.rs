@@ -116,7 +116,7 @@ fn check_structure(
 /// What the server sets on a new object: uid, creation time, namespace, generation; status only where a writer may
 /// set it at creation (Nodes, Pods).
 fn stamp_new(kind: &'static KindInfo, ns: Option<&str>, obj: &mut Value, time: &str) {
-    set_meta(obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
+    set_meta(obj, "uid", json!(crate::sys::clock::uuid()));
     set_meta(obj, "creationTimestamp", json!(time));
     set_meta(obj, "resourceVersion", Value::Null);
     set_meta(obj, "deletionTimestamp", Value::Null);
@@ -727,11 +727,9 @@ pub(super) fn spec_part(v: &Value) -> Value {
 }
 
 pub(super) fn rand_suffix() -> String {
-    use rand::Rng;
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut r = rand::rng();
     (0..5)
-        .map(|_| CHARS[r.random_range(0..CHARS.len())] as char)
+        .map(|_| CHARS[crate::sys::clock::random_below(CHARS.len() as u64) as usize] as char)
         .collect()
 }
 
