@@ -57,15 +57,11 @@ pub fn event_about(
 const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 const REMEMBERED: usize = 4096;
 
-/// The Events this process recorded lately, by what makes two the same (Kubernetes' dedup key: source, object,
-/// type, reason, message): the name each was stored under and its count.
-type Recent =
+/// The Events a client (and its clones) recorded lately, by what makes two the same (Kubernetes' dedup key: source,
+/// object, type, reason, message): the name each was stored under and its count. Kept per client, like client-go's
+/// per-broadcaster correlator: one process's components (and the simulation's hosts) do not share it.
+pub(crate) type Recent =
     std::sync::Mutex<std::collections::HashMap<String, (String, i32, tokio::time::Instant)>>;
-
-fn recent() -> &'static Recent {
-    static RECENT: std::sync::OnceLock<Recent> = std::sync::OnceLock::new();
-    RECENT.get_or_init(Default::default)
-}
 
 fn dedup_key(ev: &Event) -> String {
     let o = &ev.involved_object;
@@ -100,7 +96,10 @@ pub async fn record(
     let api = Api::<Event>::namespaced(client, &ns);
     let key = dedup_key(&ev);
     let seen = {
-        let mut r = recent().lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = client
+            .recent_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match r.get_mut(&key) {
             Some((name, count, at)) if at.elapsed() < REPEAT_WINDOW => {
                 *count += 1;
@@ -121,7 +120,10 @@ pub async fn record(
     }
     match api.create(&ev).await {
         Ok(stored) => {
-            let mut r = recent().lock().unwrap_or_else(|e| e.into_inner());
+            let mut r = client
+                .recent_events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if r.len() >= REMEMBERED {
                 r.retain(|_, (_, _, at)| at.elapsed() < REPEAT_WINDOW);
                 if r.len() >= REMEMBERED {

@@ -37,7 +37,7 @@ impl<K> Clone for Change<K> {
 /// A read handle on the cache: `namespace/name` -> object.
 pub struct Cache<K = Value> {
     inner: Arc<RwLock<BTreeMap<String, Arc<K>>>>,
-    synced: tokio::sync::watch::Receiver<bool>,
+    synced: Arc<crate::sys::flag::Flag>,
 }
 
 impl<K> Clone for Cache<K> {
@@ -56,11 +56,9 @@ impl<K: Object> Cache<K> {
             .into_iter()
             .map(|o| (o.key(), Arc::new(o)))
             .collect();
-        let (tx, synced) = tokio::sync::watch::channel(true);
-        drop(tx);
         Cache {
             inner: Arc::new(RwLock::new(map)),
-            synced,
+            synced: Arc::new(crate::sys::flag::Flag::new(true)),
         }
     }
 
@@ -100,12 +98,11 @@ impl<K: Object> Cache<K> {
     }
     /// Whether the first full list has arrived.
     pub fn synced(&self) -> bool {
-        *self.synced.borrow()
+        self.synced.is_set()
     }
     /// Waits for the first full list (controllers must not act on a cache that is still empty for lack of it).
     pub async fn wait_synced(&self) {
-        let mut rx = self.synced.clone();
-        let _ = rx.wait_for(|s| *s).await;
+        self.synced.wait().await;
     }
 }
 
@@ -216,10 +213,10 @@ impl<K: Object> Informer<K> {
         namespace: Option<String>,
         query: String,
     ) -> Self {
-        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let synced = Arc::new(crate::sys::flag::Flag::new(false));
         let cache = Cache {
             inner: Arc::default(),
-            synced,
+            synced: synced.clone(),
         };
         let (changes, _) = broadcast::channel(1024);
         let feed = Feed {
@@ -229,7 +226,7 @@ impl<K: Object> Informer<K> {
             query,
             cache: cache.clone(),
             changes: changes.clone(),
-            synced: synced_tx,
+            synced,
         };
         let task = tokio::spawn(feed.run());
         Informer {
@@ -249,7 +246,7 @@ struct Feed<K> {
     query: String,
     cache: Cache<K>,
     changes: broadcast::Sender<Change<K>>,
-    synced: tokio::sync::watch::Sender<bool>,
+    synced: Arc<crate::sys::flag::Flag>,
 }
 
 impl<K: Object> Feed<K> {
@@ -312,7 +309,7 @@ impl<K: Object> Feed<K> {
             .map(|obj| (obj.key(), obj))
             .collect();
         *self.cache.inner.write().unwrap_or_else(|e| e.into_inner()) = map;
-        self.synced.send_replace(true);
+        self.synced.set();
         let _ = self.changes.send(Change::Resynced);
         Some(
             list.pointer("/metadata/resourceVersion")

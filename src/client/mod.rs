@@ -61,6 +61,8 @@ pub struct Client {
     impersonate: Option<String>,
     /// Requests go to this in-process transport instead of over the network (the simulation).
     transport: Option<std::sync::Arc<dyn transport::Transport>>,
+    /// The Events recorded through this client lately ([`events`]' correlator).
+    recent_events: std::sync::Arc<events::Recent>,
 }
 
 /// The API servers a client may use (`https://a:6443,https://b:6443`), and the one it uses now. A request that
@@ -298,6 +300,7 @@ impl Client {
             tls: std::sync::Arc::new(tls),
             impersonate: None,
             transport: None,
+            recent_events: Default::default(),
         })
     }
 

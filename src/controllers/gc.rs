@@ -4,7 +4,7 @@
 //! over its informers' caches, woken by any change (and every 30 s), so it is level triggered like every controller.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ const DEPENDENTS: &[&str] = &[
 
 /// A custom kind's key among the collector's sources: `plural.group` (plurals alone may collide across groups).
 fn custom_key(k: &KindInfo) -> &'static str {
-    static KEYS: std::sync::OnceLock<std::sync::Mutex<HashMap<String, &'static str>>> =
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, &'static str>>> =
         std::sync::OnceLock::new();
     let q = k.qualified();
     let mut keys = KEYS
@@ -122,16 +122,16 @@ fn judge_dependents(
     owners: &Metas<'_>,
     dependents: &Metas<'_>,
     p: &mut Plan,
-) -> HashMap<String, usize> {
+) -> BTreeMap<String, usize> {
     // Only the objects some dependent names are ever looked up: most objects own nothing and are owned by nothing,
     // so index just those (a pass over a large cluster then hashes a handful of uids, not every object).
-    let named: HashSet<&str> = dependents
+    let named: BTreeSet<&str> = dependents
         .iter()
         .flat_map(|(_, objs)| objs.iter())
         .flat_map(|d| d.owner_references.iter().flatten())
         .map(|r| r.uid.as_str())
         .collect();
-    let mut by_uid: HashMap<&str, (&str, &ObjectMeta)> = HashMap::new();
+    let mut by_uid: BTreeMap<&str, (&str, &ObjectMeta)> = BTreeMap::new();
     if !named.is_empty() {
         for (kind, objs) in owners.iter().chain(dependents.iter()) {
             for o in objs {
@@ -143,7 +143,7 @@ fn judge_dependents(
     }
     // Only owners of kinds the collector watches can be judged gone; references to other kinds are left alone.
     // (By group and kind: a custom kind may share its kind name with a built-in one of another group.)
-    let tracked: HashSet<(&str, &str)> = owners
+    let tracked: BTreeSet<(&str, &str)> = owners
         .iter()
         .chain(dependents.iter())
         .filter_map(|(key, _)| kind(key).map(|k| (k.group, k.kind)))
@@ -152,7 +152,7 @@ fn judge_dependents(
         let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
         tracked.contains(&(group, r.kind.as_str()))
     };
-    let mut waiting: HashMap<String, usize> = HashMap::new();
+    let mut waiting: BTreeMap<String, usize> = BTreeMap::new();
     for (kind, objs) in dependents {
         for d in objs {
             let all_refs = refs(d);
@@ -224,7 +224,7 @@ fn judge_dependents(
 fn release_finalizers(
     owners: &Metas<'_>,
     dependents: &Metas<'_>,
-    waiting: &HashMap<String, usize>,
+    waiting: &BTreeMap<String, usize>,
     p: &mut Plan,
 ) {
     for (kind, objs) in owners.iter().chain(dependents.iter()) {
@@ -337,7 +337,7 @@ fn concerns_the_collector<K: Object>(change: &Change<K>) -> bool {
     }
 }
 
-async fn execute(client: &Client, sources: &HashMap<&'static str, Source>, p: Plan) {
+async fn execute(client: &Client, sources: &BTreeMap<&'static str, Source>, p: Plan) {
     let current = |k: &str, ns: &Option<String>, name: &str| {
         sources
             .get(k)
@@ -405,7 +405,7 @@ pub fn kinds() -> Vec<&'static str> {
 /// Runs the garbage collector on shared informers (one per plural of [`kinds`]) until `stop` resolves.
 pub async fn run(
     client: Client,
-    sources: HashMap<&'static str, Source>,
+    sources: BTreeMap<&'static str, Source>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -418,12 +418,12 @@ pub async fn run(
     }
     let mut sources = sources;
     // Custom kinds come and go with their CRDs: each gets a metadata-only informer while it is served.
-    let mut custom: HashMap<&'static str, (Informer<MetaOnly>, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    let mut custom: BTreeMap<&'static str, (Informer<MetaOnly>, tokio::task::JoinHandle<()>)> =
+        BTreeMap::new();
     let work = async {
         loop {
             let served: Vec<&'static KindInfo> = registry::custom_storage_kinds();
-            let keys: HashSet<&'static str> = served.iter().map(|k| custom_key(k)).collect();
+            let keys: BTreeSet<&'static str> = served.iter().map(|k| custom_key(k)).collect();
             custom.retain(|key, (_, forwarder)| {
                 let keep = keys.contains(key);
                 if !keep {

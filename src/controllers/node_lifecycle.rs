@@ -16,7 +16,7 @@
 //!
 //! It acts only through the API (node status, node taints, pod status, pod deletes), never on the node itself.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -45,7 +45,7 @@ pub struct Context {
     /// Terminated (Succeeded or Failed) pods kept before the oldest are deleted.
     pub terminated_threshold: usize,
     /// Per node: the last heartbeat seen (lease renewTime and Ready heartbeat) and when this controller saw it change.
-    seen: Mutex<HashMap<String, (String, Instant)>>,
+    seen: Mutex<BTreeMap<String, (String, Instant)>>,
 }
 
 impl Context {
@@ -221,7 +221,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl std::future::Future<Output = ()> 
 /// One look at every node and pod.
 async fn pass(ctx: &Context) {
     let nodes = ctx.nodes.list();
-    let mut by_node: HashMap<&str, Vec<Arc<Pod>>> = HashMap::new();
+    let mut by_node: BTreeMap<&str, Vec<Arc<Pod>>> = BTreeMap::new();
     let pods = ctx.pods.list();
     for p in &pods {
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {

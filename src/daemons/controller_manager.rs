@@ -3,7 +3,7 @@
 //! controllers, endpoints, volumes, node IPAM and node lifecycle, the cloud controller manager's service controller, GitOps, the
 //! scheduler and the garbage collector. Losing the lease stops them all; regaining it starts them afresh.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -366,7 +366,7 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
 
 /// The garbage collector, on the informers of every kind that can be an owner or owned.
 fn garbage_collector(l: &mut Loops, i: &Informers) {
-    let mut sources: HashMap<&'static str, gc::Source> = HashMap::new();
+    let mut sources: BTreeMap<&'static str, gc::Source> = BTreeMap::new();
     sources.insert("pods", i.pods.shared().into());
     sources.insert("replicasets", i.replicasets.shared().into());
     sources.insert("deployments", i.deployments.shared().into());

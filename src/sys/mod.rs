@@ -3,6 +3,7 @@
 //! addresses of the loopback device; the clock and randomness the simulation can replace ([`clock`]). Nothing here knows about objects, the store or HTTP.
 
 pub mod clock;
+pub mod flag;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 
