@@ -184,74 +184,52 @@ async fn run_pods(client: Client, o: Arc<Options>) {
                 tokio::spawn(async move {
                     let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
                         "preconditions": {"uid": uid}});
-                    let _ = client.delete_with(pods, Some(&ns), &name, &body).await;
+                    // Until it is gone (404) or another pod took the name (409).
+                    while let Err(e) = client.delete_with(pods, Some(&ns), &name, &body).await {
+                        if matches!(e.code(), Some(404 | 409)) {
+                            return;
+                        }
+                        tokio::time::sleep(RETRY).await;
+                    }
                 });
             }
             return;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Running" | "Succeeded" | "Failed")) || !handled.insert(uid) {
+        if matches!(phase, Some("Succeeded" | "Failed")) || !handled.insert(uid.clone()) {
+            return;
+        }
+        let restarts = spec.and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always") == "Always";
+        let complete = o.complete_after.filter(|_| !restarts);
+        // A pod already running (this agent restarted) only has its completion ahead of it.
+        let running = phase == Some("Running");
+        if running && complete.is_none() {
             return;
         }
         started += 1;
         let ip = pod_ip(index, started);
         let host = format!("10.{}.{}.1", 128 + (index / 256) % 128, index % 256);
-        let containers: Vec<String> = spec
-            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
-            .unwrap_or_default();
-        let images: Vec<String> = spec
+        let containers: Vec<(String, String)> = spec
             .map(|s| {
                 s.containers
                     .iter()
-                    .map(|c| c.image.clone().unwrap_or_default())
+                    .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
                     .collect()
             })
             .unwrap_or_default();
         let client = client.clone();
         let delay = o.ready_after;
-        let restarts = spec
-            .and_then(|s| s.restart_policy.as_deref())
-            .unwrap_or("Always")
-            == "Always";
-        let complete = o.complete_after.filter(|_| !restarts);
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let t = now();
-            let statuses: Vec<Value> = containers
-                .iter()
-                .zip(images.iter())
-                .map(|(c, image)| {
-                    json!({"name": c, "image": image, "imageID": "", "ready": true, "started": true,
-                        "restartCount": 0, "state": {"running": {"startedAt": t}}})
-                })
-                .collect();
-            let condition = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
-            let status = json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host,
-                "hostIPs": [{"ip": host}], "startTime": t, "containerStatuses": statuses,
-                "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"),
-                    condition("ContainersReady"), condition("Ready"), condition("PodScheduled")]});
-            if let Err(e) = client.patch_status(pods, Some(&ns), &name, &status).await {
-                tracing::debug!(pod = %name, "starting a simulated pod failed: {e}");
-                return;
+            if !running {
+                tokio::time::sleep(delay).await;
+                let status = running_status(&containers, &ip, &host);
+                if !set_status(&client, &ns, &name, &uid, &status).await {
+                    return;
+                }
             }
             let Some(after) = complete else { return };
             tokio::time::sleep(after).await;
-            let t = now();
-            let statuses: Vec<Value> = containers
-                .iter()
-                .zip(images.iter())
-                .map(|(c, image)| {
-                    json!({"name": c, "image": image, "imageID": "", "ready": false, "started": false,
-                        "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
-                        "startedAt": t, "finishedAt": t}}})
-                })
-                .collect();
-            let condition = |kind: &str, status: &str| json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": t});
-            let status = json!({"phase": "Succeeded", "containerStatuses": statuses,
-                "conditions": [condition("ContainersReady", "False"), condition("Ready", "False")]});
-            if let Err(e) = client.patch_status(pods, Some(&ns), &name, &status).await {
-                tracing::debug!(pod = %name, "completing a simulated pod failed: {e}");
-            }
+            set_status(&client, &ns, &name, &uid, &succeeded_status(&containers)).await;
         });
     };
     for pod in informer.cache.list() {
@@ -273,6 +251,59 @@ async fn run_pods(client: Client, o: Arc<Options>) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// How long a simulated node waits before trying a failed write again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Writes a simulated pod's status until it is taken; false once the pod is gone (or another has its name).
+async fn set_status(client: &Client, ns: &str, name: &str, uid: &str, status: &Value) -> bool {
+    let pods = registry::lookup("pods").expect("pods are served");
+    let path = format!("{}/status", crate::client::resource_path(pods, Some(ns), Some(name)));
+    // The uid is a precondition: a pod made again under the name is not this one.
+    let body = json!({"metadata": {"uid": uid}, "status": status}).to_string();
+    loop {
+        let patch = Some(("application/strategic-merge-patch+json", body.clone().into_bytes()));
+        match client.request(reqwest::Method::PATCH, &path, patch, None).await {
+            Ok(_) => return true,
+            Err(e) if matches!(e.code(), Some(404 | 409)) => return false,
+            Err(e) => {
+                tracing::debug!(pod = %name, "a simulated pod's status was not written: {e}");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+fn running_status(containers: &[(String, String)], ip: &str, host: &str) -> Value {
+    let t = now();
+    let statuses: Vec<Value> = containers
+        .iter()
+        .map(|(c, image)| {
+            json!({"name": c, "image": image, "imageID": "", "ready": true, "started": true,
+                "restartCount": 0, "state": {"running": {"startedAt": t}}})
+        })
+        .collect();
+    let condition = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
+    json!({"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": host,
+        "hostIPs": [{"ip": host}], "startTime": t, "containerStatuses": statuses,
+        "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"),
+            condition("ContainersReady"), condition("Ready"), condition("PodScheduled")]})
+}
+
+fn succeeded_status(containers: &[(String, String)]) -> Value {
+    let t = now();
+    let statuses: Vec<Value> = containers
+        .iter()
+        .map(|(c, image)| {
+            json!({"name": c, "image": image, "imageID": "", "ready": false, "started": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                "startedAt": t, "finishedAt": t}}})
+        })
+        .collect();
+    let condition = |kind: &str| json!({"type": kind, "status": "False", "lastProbeTime": null, "lastTransitionTime": t});
+    json!({"phase": "Succeeded", "containerStatuses": statuses,
+        "conditions": [condition("ContainersReady"), condition("Ready")]})
 }
 
 #[cfg(test)]

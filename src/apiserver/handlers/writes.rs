@@ -146,6 +146,18 @@ fn carry_over(
     prev: &Value,
     opts: &WriteOpts,
 ) -> Result<()> {
+    // A uid in the new object is a precondition, as in Kubernetes: it must be the stored object's (an update meant
+    // for a pod that was deleted and made again under its name must not land on the new one).
+    let (sent, stored) = (meta_str(obj, "uid"), meta_str(prev, "uid"));
+    if let (Some(sent), Some(stored)) = (sent.filter(|u| !u.is_empty()), stored) {
+        if sent != stored {
+            return Err(ApiError::conflict(
+                &kind.qualified(),
+                meta_str(prev, "name").unwrap_or(""),
+                &format!("Precondition failed: UID in precondition: {sent}, UID in object meta: {stored}"),
+            ));
+        }
+    }
     let kept = [
         "uid",
         "creationTimestamp",
