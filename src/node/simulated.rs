@@ -196,10 +196,42 @@ async fn run_pods(client: Client, o: Arc<Options>) {
             return;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed")) || !handled.insert(uid.clone()) {
+        if matches!(phase, Some("Succeeded" | "Failed")) {
             return;
         }
-        let restarts = spec.and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always") == "Always";
+        // A running pod marked not Ready by the control plane (its node was unreachable for a while) is Ready
+        // again once this node is back, as a kubelet reports it afresh.
+        let status = pod.status.as_ref();
+        let unready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status != "True"));
+        if phase == Some("Running") && unready && handled.contains(&uid) {
+            let version = pod.metadata.resource_version.clone().unwrap_or_default();
+            if handled.insert(format!("{uid}/unready/{version}")) {
+                let ip = status.and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+                let host = status.and_then(|s| s.host_ip.clone()).unwrap_or_default();
+                let containers = containers_of(pod);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    set_status(
+                        &client,
+                        &ns,
+                        &name,
+                        &uid,
+                        &running_status(&containers, &ip, &host),
+                    )
+                    .await;
+                });
+            }
+            return;
+        }
+        if !handled.insert(uid.clone()) {
+            return;
+        }
+        let restarts = spec
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always")
+            == "Always";
         let complete = o.complete_after.filter(|_| !restarts);
         // A pod already running (this agent restarted) only has its completion ahead of it.
         let running = phase == Some("Running");
@@ -209,14 +241,7 @@ async fn run_pods(client: Client, o: Arc<Options>) {
         started += 1;
         let ip = pod_ip(index, started);
         let host = format!("10.{}.{}.1", 128 + (index / 256) % 128, index % 256);
-        let containers: Vec<(String, String)> = spec
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let containers = containers_of(pod);
         let client = client.clone();
         let delay = o.ready_after;
         tokio::spawn(async move {
@@ -253,18 +278,40 @@ async fn run_pods(client: Client, o: Arc<Options>) {
     }
 }
 
+/// A pod's containers: (name, image).
+fn containers_of(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How long a simulated node waits before trying a failed write again.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Writes a simulated pod's status until it is taken; false once the pod is gone (or another has its name).
 async fn set_status(client: &Client, ns: &str, name: &str, uid: &str, status: &Value) -> bool {
     let pods = registry::lookup("pods").expect("pods are served");
-    let path = format!("{}/status", crate::client::resource_path(pods, Some(ns), Some(name)));
+    let path = format!(
+        "{}/status",
+        crate::client::resource_path(pods, Some(ns), Some(name))
+    );
     // The uid is a precondition: a pod made again under the name is not this one.
     let body = json!({"metadata": {"uid": uid}, "status": status}).to_string();
     loop {
-        let patch = Some(("application/strategic-merge-patch+json", body.clone().into_bytes()));
-        match client.request(reqwest::Method::PATCH, &path, patch, None).await {
+        let patch = Some((
+            "application/strategic-merge-patch+json",
+            body.clone().into_bytes(),
+        ));
+        match client
+            .request(reqwest::Method::PATCH, &path, patch, None)
+            .await
+        {
             Ok(_) => return true,
             Err(e) if matches!(e.code(), Some(404 | 409)) => return false,
             Err(e) => {
