@@ -293,6 +293,8 @@ struct Observed {
     seen_pods: BTreeSet<String>,
     /// Every event seen, as text (kept when CAPSTAN_SIM_TRACE names a file to write it to).
     lines: Vec<String>,
+    /// The GitOps repository's head commit.
+    head: String,
     /// Whether web has had 3 Ready pods (from then on maxUnavailable 0 holds).
     web_available: bool,
     /// Until which step a node is or was lately in trouble (down or cut off): its pods may turn unready then.
@@ -580,8 +582,69 @@ fn workloads() -> Vec<(&'static str, Value)> {
     ]
 }
 
-async fn user(client: Client, seen: Shared) {
+/// Commits `version` of the app's ConfigMap to the repository at `repo` (a fixed author and the simulated time, so
+/// a seed makes the same commits); returns the commit.
+fn commit(repo: &Path, version: &str, message: &str) -> String {
+    let r = git2::Repository::open(repo)
+        .unwrap_or_else(|_| git2::Repository::init(repo).expect("git init"));
+    std::fs::create_dir_all(repo.join("app")).expect("app dir");
+    std::fs::write(
+        repo.join("app").join("config.yaml"),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\ndata:\n  version: \"{version}\"\n"),
+    )
+    .expect("manifest");
+    let mut index = r.index().expect("index");
+    index.add_path(Path::new("app/config.yaml")).expect("add");
+    index.write().expect("index write");
+    let tree = r
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("tree");
+    let secs = capstan::sys::clock::unix_now().as_secs() as i64;
+    let who = git2::Signature::new("Sim User", "sim@example.invalid", &git2::Time::new(secs, 0))
+        .expect("signature");
+    let parent = r.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    r.commit(Some("HEAD"), &who, &who, message, &tree, &parents)
+        .expect("commit")
+        .to_string()
+}
+
+async fn user(client: Client, seen: Shared, repo: PathBuf) {
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let apps = kind("applications");
+    let app = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+        "metadata": {"name": "demo", "namespace": "default"},
+        "spec": {"source": {"repoURL": repo.display().to_string(), "path": "app"},
+                 "destination": {"namespace": "default"}, "syncPolicy": {}}});
+    retry("create", || client.create(apps, Some("default"), &app)).await;
+    seen.lock()
+        .unwrap()
+        .done
+        .push("created application demo".into());
+    // A commit, then its revert, each announced as a push webhook would (a refresh of the app).
+    let push = |version: &'static str, message: &'static str, i: u32| {
+        let head = commit(&repo, version, message);
+        seen.lock().unwrap().head = head.clone();
+        seen.lock()
+            .unwrap()
+            .done
+            .push(format!("committed {message} ({head})"));
+        let patch =
+            json!({"metadata": {"annotations": {"capstan.io/refresh": format!("push {i}")}}});
+        let client = client.clone();
+        async move {
+            retry("refresh", || {
+                client.patch(
+                    apps,
+                    Some("default"),
+                    "demo",
+                    "application/merge-patch+json",
+                    &patch,
+                )
+            })
+            .await;
+        }
+    };
     for (plural, obj) in workloads() {
         let k = kind(plural);
         retry("create", || client.create(k, Some("default"), &obj)).await;
@@ -620,6 +683,12 @@ async fn user(client: Client, seen: Shared) {
                 .unwrap()
                 .done
                 .push(format!("rolled web to {image}"));
+        }
+        if i == 5 {
+            push("2", "version 2", i).await;
+        }
+        if i == 12 {
+            push("1", "Revert \"version 2\"", i).await;
         }
         if i == 15 {
             retry("delete", || {
@@ -737,6 +806,8 @@ impl World {
             faults: Vec::new(),
             writes: Arc::default(),
         };
+        let first = commit(&w.repo(), "1", "version 1");
+        w.seen.lock().unwrap().head = first;
         w.start(Role::ApiServer);
         for i in 0..2 {
             w.start(Role::ControllerManager(i));
@@ -759,6 +830,10 @@ impl World {
             }),
         )
         .expect("a client")
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
     }
 
     fn store_path(&self) -> PathBuf {
@@ -863,7 +938,7 @@ impl World {
                 }
             }
             Role::User => {
-                rt.spawn(user(client, self.seen.clone()));
+                rt.spawn(user(client, self.seen.clone(), self.repo()));
             }
         }
         self.hosts.insert(role, Host { rt: Some(rt) });
@@ -1164,7 +1239,7 @@ impl World {
         }
         // No acknowledged write lost.
         for (name, rv, now) in self.acknowledged_now() {
-            if !now.is_some_and(|now| now >= rv) {
+            if now.is_none_or(|now| now < rv) {
                 bad.push(format!(
                     "acknowledged ConfigMap {name} (resourceVersion {rv}) lost: now {now:?}"
                 ));
@@ -1207,6 +1282,44 @@ impl World {
                 .any(|p| p["spec"]["containers"][0]["image"] != "web:v3" || !ready(p))
         {
             bad.push(format!("web pods: {} (want 3 Ready at web:v3)", web.len()));
+        }
+        // GitOps: the app synced the head commit (the revert), and the cluster holds its content again.
+        let head = o.head.clone();
+        drop(o);
+        let client = self.client(Role::Observer);
+        let (app, config) = self.on_observer(async move {
+            let get = |plural: &'static str, name: &'static str| {
+                let client = client.clone();
+                async move {
+                    for _ in 0..50 {
+                        if let Ok(v) = client.get(kind(plural), Some("default"), name).await {
+                            return v;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Value::Null
+                }
+            };
+            (
+                get("applications", "demo").await,
+                get("configmaps", "app-config").await,
+            )
+        });
+        let o = self.seen.lock().unwrap();
+        let objects = |plural: &str| o.objects.get(plural).cloned().unwrap_or_default();
+        if app["status"]["sync"]["revision"] != head.as_str()
+            || app["status"]["sync"]["status"] != "Synced"
+        {
+            bad.push(format!(
+                "application demo is not Synced at the head {head}: {}",
+                app["status"]["sync"]
+            ));
+        }
+        if config["data"]["version"] != "1" {
+            bad.push(format!(
+                "the revert did not restore app-config: {}",
+                config["data"]
+            ));
         }
         // The StatefulSet: db-0..db-2 Ready.
         for i in 0..3 {

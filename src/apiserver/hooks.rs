@@ -75,7 +75,7 @@ impl Server {
         let apps = registry::lookup("applications").expect("applications");
         let (items, _, _, _) = self.list_objects(apps, None, &Query::new()).await?;
         // Nanoseconds, so two pushes within a second are two refreshes.
-        let when = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let when = crate::sys::clock::utc_now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut refreshed = Vec::new();
         for app in items {
             let url = webhook::normalize(app["spec"]["source"]["repoURL"].as_str().unwrap_or(""));

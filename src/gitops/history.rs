@@ -135,7 +135,7 @@ async fn with_source<T: Send + 'static>(
 ) -> Result<T, Error> {
     let creds = credentials(client, app).await?;
     let app = app.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<T, source::Error> {
+    let r = crate::sys::clock::blocking(move || -> Result<T, source::Error> {
         let scratch = tempfile::tempdir()
             .map_err(|e| source::Error::Refused(format!("a scratch directory: {e}")))?;
         let src = open_source(&app, scratch.path(), creds)?;

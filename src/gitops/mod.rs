@@ -266,7 +266,7 @@ async fn read_commit(
     // Only the source spec goes to the blocking task (not a copy of the whole Application, every look).
     let spec = source_of(app);
     let cache = cache.to_path_buf();
-    let r = tokio::task::spawn_blocking(move || -> Result<_, source::Error> {
+    let r = crate::sys::clock::blocking(move || -> Result<_, source::Error> {
         let src = open_spec(&spec, &cache, creds)?;
         if fetch && src.remote.is_some() {
             src.fetch()?;

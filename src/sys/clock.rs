@@ -66,6 +66,18 @@ pub fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// Runs blocking work (git, files) on tokio's blocking threads - or, on the simulated clock, where nothing may
+/// happen on another thread, right here.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if simulated() {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work).await
+    }
+}
+
 /// A random number below `bound` (which must be > 0).
 pub fn random_below(bound: u64) -> u64 {
     SIMULATED
