@@ -57,8 +57,14 @@ const WATCHED: [&str; 7] = [
     "endpoints",
     "nodes",
 ];
-/// The step the world is at (for traces).
-static STEP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+thread_local! {
+    /// The step the world on this thread is at (for traces and time-dependent checks).
+    static STEP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn step_now() -> u64 {
+    STEP.with(|s| s.get())
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The network.
@@ -230,10 +236,10 @@ impl Store for SlowStore {
     async fn create(&self, key: &str, value: Vec<u8>) -> capstan::store::Result<i64> {
         self.wait().await;
         let r = self.inner.create(key, value).await;
-        self.writes.lock().unwrap().push(format!(
-            "{} create {key} {r:?}",
-            STEP.load(std::sync::atomic::Ordering::Relaxed)
-        ));
+        self.writes
+            .lock()
+            .unwrap()
+            .push(format!("{} create {key} {r:?}", step_now()));
         r
     }
     async fn update(
@@ -244,10 +250,10 @@ impl Store for SlowStore {
     ) -> capstan::store::Result<i64> {
         self.wait().await;
         let r = self.inner.update(key, value, expected).await;
-        self.writes.lock().unwrap().push(format!(
-            "{} update {key} {expected} {r:?}",
-            STEP.load(std::sync::atomic::Ordering::Relaxed)
-        ));
+        self.writes
+            .lock()
+            .unwrap()
+            .push(format!("{} update {key} {expected} {r:?}", step_now()));
         r
     }
     async fn delete(
@@ -474,7 +480,7 @@ fn check_pods(o: &mut Observed, changed: &Value, event: &str) {
         .values()
         .filter(|p| p["metadata"]["labels"]["app"] == "web" && active(p) && ready(p))
         .count();
-    let step = STEP.load(std::sync::atomic::Ordering::Relaxed);
+    let step = step_now();
     if ready_web >= 3 {
         o.web_available = true;
     } else if o.web_available && step > o.node_trouble_until {
@@ -975,10 +981,7 @@ impl World {
     /// Moves every host's clock one tick on, in a fixed order.
     fn step(&mut self) {
         self.elapsed += TICK;
-        STEP.store(
-            (self.elapsed.as_millis() / TICK.as_millis()) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        STEP.with(|s| s.set((self.elapsed.as_millis() / TICK.as_millis()) as u64));
         capstan::sys::clock::set_simulated_now(self.epoch + self.elapsed + self.jumped);
         for host in self.hosts.values() {
             if let Some(rt) = &host.rt {
@@ -1312,7 +1315,7 @@ impl World {
         {
             bad.push(format!(
                 "application demo is not Synced at the head {head}: {}",
-                app["status"]["sync"]
+                app["status"]
             ));
         }
         if config["data"]["version"] != "1" {
@@ -1466,34 +1469,77 @@ fn seeds() -> Vec<u64> {
     (first..first + n).collect()
 }
 
+/// Runs `seeds` on `threads` threads (each world is single-threaded and deterministic on its own), within `budget`;
+/// returns how many ran and the seeds that failed.
+fn sweep(seeds: &[u64], threads: usize, budget: Option<Duration>) -> (usize, Vec<u64>) {
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let ran = std::sync::atomic::AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                if budget.is_some_and(|b| started.elapsed() > b) {
+                    return;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(&seed) = seeds.get(i) else { return };
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) = simulate(seed) {
+                    eprintln!("{e}");
+                    failed.lock().unwrap().push(seed);
+                }
+            });
+        }
+    });
+    let mut failed = failed.into_inner().unwrap();
+    failed.sort();
+    (ran.into_inner(), failed)
+}
+
 #[test]
 fn simulation_of_the_cluster_under_faults_keeps_every_invariant() {
-    let mut failed = Vec::new();
     // CAPSTAN_SIM_BUDGET_SECS bounds the sweep's time (CI): seeds past it are not run, and the count says so.
     let budget = std::env::var("CAPSTAN_SIM_BUDGET_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs);
-    let started = std::time::Instant::now();
+    let threads = std::env::var("CAPSTAN_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let seeds = seeds();
-    let mut ran = 0;
-    for seed in seeds.iter().copied() {
-        if budget.is_some_and(|b| started.elapsed() > b) {
-            break;
-        }
-        ran += 1;
-        if let Err(e) = simulate(seed) {
-            eprintln!("{e}");
-            failed.push(seed);
-        }
-    }
+    let started = std::time::Instant::now();
+    let (ran, failed) = sweep(&seeds, threads, budget);
     println!(
-        "{ran} of {} seeds run in {:.0?}, {} failed",
+        "{ran} of {} seeds run in {:.0?} on {threads} threads, {} failed",
         seeds.len(),
         started.elapsed(),
         failed.len()
     );
     assert!(failed.is_empty(), "seeds that failed: {failed:?}");
+}
+
+/// Seeds that found bugs, run on every `cargo test` (what each found, and where it was fixed).
+const REGRESSIONS: &[(u64, &str)] = &[
+    (8, "a GitOps sync cut short by an API server crash stayed Failed for good: transient failures are retried"),
+    (91, "a simulated node back after the control plane marked its pods unready left them unready"),
+    (2, "informers woke their waiters in a random order (watch channel): controllers started in a different order"),
+];
+
+#[test]
+fn simulation_regressions_stay_fixed() {
+    let seeds: Vec<u64> = REGRESSIONS.iter().map(|(s, _)| *s).collect();
+    let (_, failed) = sweep(&seeds, 2, None);
+    let what: Vec<&str> = REGRESSIONS
+        .iter()
+        .filter(|(s, _)| failed.contains(s))
+        .map(|(_, w)| *w)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "regression seeds failed: {failed:?}: {what:?}"
+    );
 }
 
 #[test]

@@ -46,6 +46,16 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether trying again later may succeed: the server could not be reached or answered (a connection cut, a
+    /// restart) or said it was overloaded or failing (429, 5xx) - as opposed to refusing the request itself.
+    pub fn transient(&self) -> bool {
+        match self {
+            Error::Api { code, .. } => *code == 429 || *code >= 500,
+            Error::Http { .. } | Error::Unreachable(_) | Error::Decode(_) => true,
+            Error::Config(_) => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -363,7 +363,9 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     match trigger {
         None => ctx.remember(&pass.key, &memo),
         Some(trigger) if automated || trigger == "manual" => {
-            pass.sync(&mut memo, &snap, trigger).await;
+            if pass.sync(&mut memo, &snap, trigger).await {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
         }
         Some(_) => {
             // Not automated: show that git moved on.
@@ -513,8 +515,9 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Syncs the commit and remembers the outcome: a new history entry, whose health is recorded afresh.
-    async fn sync(&self, memo: &mut Memo, snap: &source::Snapshot, trigger: &str) {
+    /// Syncs the commit and remembers the outcome: a new history entry, whose health is recorded afresh. True when
+    /// it failed for want of the API server and must be tried again soon.
+    async fn sync(&self, memo: &mut Memo, snap: &source::Snapshot, trigger: &str) -> bool {
         let default_ns = self
             .app
             .spec
@@ -531,6 +534,12 @@ impl<'a> Pass<'a> {
             &self.started,
         )
         .await;
+        if matches!(result, Err(true)) {
+            // The API server was unavailable, not the commit at fault: the same sync is tried again soon (what
+            // was synced before stays the app's last good state).
+            self.ctx.remember(&self.key, memo);
+            return true;
+        }
         memo.revision = snap.commit.clone();
         memo.generation = self.generation;
         memo.health.clear();
@@ -541,9 +550,10 @@ impl<'a> Pass<'a> {
                 memo.desired = Arc::new(desired);
                 memo.failed = false;
             }
-            Err(()) => memo.failed = true,
+            Err(_) => memo.failed = true,
         }
         self.ctx.remember(&self.key, memo);
+        false
     }
 
     /// Looks at the health and drift of what the last good sync applied: reverts drift (self-heal), writes the
@@ -837,7 +847,7 @@ impl<'a> Pass<'a> {
 }
 
 /// Renders, validates and applies one commit; records the attempt and the app's status. Returns the desired objects
-/// when the sync succeeded.
+/// when the sync succeeded, or whether the failure was transient (the API server was unavailable: try again).
 async fn sync_commit(
     ctx: &Context,
     app: &Application,
@@ -845,7 +855,7 @@ async fn sync_commit(
     default_ns: &str,
     trigger: &str,
     started: &str,
-) -> Result<Vec<render::Desired>, ()> {
+) -> Result<Vec<render::Desired>, bool> {
     let ns = app.metadata.namespace();
     let name = app.metadata.name();
     let prune = sync_policy(app).prune.unwrap_or(true);
@@ -868,14 +878,20 @@ async fn sync_commit(
         Ok(desired) => sync::validate(&acting, &desired, ns, name)
             .await
             .map(|()| desired),
-        Err(errors) => Err(errors),
+        Err(errors) => Err(sync::Refusal {
+            errors,
+            transient: false,
+        }),
     };
     let result = match checked {
         Ok(desired) => sync::apply(&ctx.client, &acting, &desired, ns, name, prune)
             .await
             .map(|o| (desired, o))
-            .map_err(|e| vec![e.to_string()]),
-        Err(errors) => Err(errors),
+            .map_err(|e| sync::Refusal {
+                errors: vec![e.to_string()],
+                transient: e.transient(),
+            }),
+        Err(refusal) => Err(refusal),
     };
     let finished = format_time(&now());
     match result {
@@ -916,7 +932,7 @@ async fn sync_commit(
             );
             Ok(desired)
         }
-        Err(errors) => {
+        Err(sync::Refusal { errors, transient }) => {
             let message = errors.join("\n");
             tracing::warn!(app = name, revision = %snap.commit, "sync failed, nothing applied:\n{message}");
             let _ = record(
@@ -948,7 +964,7 @@ async fn sync_commit(
                 &message,
                 json!({"revision": snap.commit, "author": snap.author, "commitMessage": snap.message, "error": message}),
             );
-            Err(())
+            Err(transient)
         }
     }
 }

@@ -75,19 +75,28 @@ pub fn stamped(d: &Desired, app_ns: &str, app: &str) -> Value {
     obj
 }
 
+/// Why a commit was not applied: every problem, each naming file and line, and whether they were only the API
+/// server's unavailability (worth trying again) rather than the commit's fault.
+#[derive(Debug, Default)]
+pub struct Refusal {
+    pub errors: Vec<String>,
+    pub transient: bool,
+}
+
 /// Checks every object with the API server without changing anything; all problems, each naming file and line.
 pub async fn validate(
     client: &Client,
     desired: &[Desired],
     app_ns: &str,
     app: &str,
-) -> Result<(), Vec<String>> {
+) -> Result<(), Refusal> {
     let new_namespaces: BTreeSet<&str> = desired
         .iter()
         .filter(|d| d.kind.kind == "Namespace")
         .map(|d| d.name())
         .collect();
     let mut errors = Vec::new();
+    let mut transient = false;
     for d in desired {
         // Objects in a namespace this same commit creates cannot be checked before it exists.
         if d.namespace().is_some_and(|ns| new_namespaces.contains(ns)) {
@@ -115,13 +124,14 @@ pub async fn validate(
                     continue;
                 }
             }
+            transient |= e.transient();
             errors.push(format!("{}: {}: {e}", d.at(), d.id()));
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors)
+        Err(Refusal { errors, transient })
     }
 }
 
@@ -244,6 +254,18 @@ pub enum ApplyError {
         id: String,
         source: crate::client::Error,
     },
+}
+
+impl ApplyError {
+    /// Whether the API server's unavailability stopped it (worth trying again), not the object.
+    pub fn transient(&self) -> bool {
+        match self {
+            ApplyError::Inventory(e) => e.transient(),
+            ApplyError::Object { source, .. } | ApplyError::Prune { source, .. } => {
+                source.transient()
+            }
+        }
+    }
 }
 
 /// Applies a validated commit in order, then prunes. Stops at the first failure (already validated, so this is rare).
