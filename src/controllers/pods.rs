@@ -142,7 +142,13 @@ struct Pending {
     adds: HashSet<String>,
     deletes: HashSet<String>,
     since: Instant,
+    /// A create whose answer was lost (the connection cut) may have made a pod whose name nobody knows: until then
+    /// the controller waits for the informer to show it rather than create another.
+    uncertain_until: Option<Instant>,
 }
+
+/// How long a lost create answer holds a controller back.
+const UNCERTAIN_FOR: Duration = Duration::from_secs(5);
 
 /// Expectations older than this are given up on (a missed watch event must not stall a controller forever).
 const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -152,6 +158,9 @@ impl Expectations {
     pub fn satisfied(&self, key: &str, pods: &Cache<Pod>, ns: &str) -> bool {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some(p) = m.get_mut(key) else { return true };
+        if p.uncertain_until.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
         p.adds.retain(|n| pods.get(ns, n).is_none());
         p.deletes.retain(|n| {
             pods.get(ns, n)
@@ -164,6 +173,20 @@ impl Expectations {
         false
     }
 
+    /// Records that creates for `key` failed in a way that may have made pods anyway (the answer was lost): the
+    /// next pass waits a while for the informer to show them.
+    pub fn expect_unknown_adds(&self, key: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let p = m.entry(key.to_string()).or_insert_with(|| Pending {
+            adds: HashSet::new(),
+            deletes: HashSet::new(),
+            since: Instant::now(),
+            uncertain_until: None,
+        });
+        p.uncertain_until = Some(Instant::now() + UNCERTAIN_FOR);
+        p.since = Instant::now();
+    }
+
     /// Records creates (`adds`) and deletes the controller just made for `key`.
     pub fn expect(&self, key: &str, adds: Vec<String>, deletes: Vec<String>) {
         if adds.is_empty() && deletes.is_empty() {
@@ -174,6 +197,7 @@ impl Expectations {
             adds: HashSet::new(),
             deletes: HashSet::new(),
             since: Instant::now(),
+            uncertain_until: None,
         });
         p.adds.extend(adds);
         p.deletes.extend(deletes);

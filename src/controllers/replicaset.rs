@@ -171,7 +171,10 @@ async fn sync(rs: &ReplicaSet, owner: &'static KindInfo, ctx: Arc<Context>) -> R
     };
 
     let owned = claim_pods(&ctx, &ns, &uid, &selector, &owner_ref).await?;
-    if ctx.expectations.satisfied(&key, &ctx.pods, &ns) {
+    // Waiting for the informer to show what was just created or deleted: the events that will show it wake this
+    // key, and a look a second later covers a wait that no event ends (a lost create answer, a missed event).
+    let waiting = !ctx.expectations.satisfied(&key, &ctx.pods, &ns);
+    if !waiting {
         let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
         scale(&ctx, rs, owner, &key, &owned, replicas, owner_ref).await?;
     }
@@ -196,6 +199,9 @@ async fn sync(rs: &ReplicaSet, owner: &'static KindInfo, ctx: Arc<Context>) -> R
         ctx.client
             .patch_status(owner, Some(&ns), &name, &status)
             .await?;
+    }
+    if waiting {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // Pods that become available after minReadySeconds change no object: look again then.
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -289,14 +295,36 @@ async fn scale(
         events("SuccessfulCreate", "Created", &made);
         ctx.expectations.expect(key, made, Vec::new());
         if let Some(e) = failure {
+            if e.transient() {
+                ctx.expectations.expect_unknown_adds(key);
+            }
             return Err(e.into());
         }
     } else if active.len() > replicas {
         let doomed = pods::pods_to_delete(active.clone(), active.len() - replicas);
-        pods_api.delete_all(&doomed).await?;
-        tracing::info!(deleted = doomed.len(), "deleted pods");
-        events("SuccessfulDelete", "Deleted", &doomed);
-        ctx.expectations.expect(key, Vec::new(), doomed);
+        // Each delete is expected unless the server refused it: one whose answer was lost may well have happened,
+        // and a pass on a cache that has not seen it yet would delete another pod in its place.
+        let mut expected = Vec::new();
+        let mut failure = None;
+        for name in &doomed {
+            match pods_api.delete(name, "Background").await {
+                Ok(()) => expected.push(name.clone()),
+                Err(e) if e.code() == Some(404) => {}
+                Err(e) => {
+                    if e.transient() {
+                        expected.push(name.clone());
+                    }
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        tracing::info!(deleted = expected.len(), "deleted pods");
+        events("SuccessfulDelete", "Deleted", &expected);
+        ctx.expectations.expect(key, Vec::new(), expected);
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
     }
     Ok(())
 }

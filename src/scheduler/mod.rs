@@ -43,6 +43,15 @@ struct Writer {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Where a binding that failed sends its pod's key, to be placed again.
     failed: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Bindings that failed in a row, by pod: the next try waits 1 s, doubling to 10 s (Kubernetes' pod backoff) -
+    /// without it a scheduler facing an unreachable API server retried at once, for ever, at full speed.
+    failures: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>,
+}
+
+/// How long a pod whose binding failed `n` times in a row waits before it is placed again.
+fn bind_backoff(n: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1 << n.saturating_sub(1).min(4))
+        .min(std::time::Duration::from_secs(10))
 }
 
 impl Writer {
@@ -52,6 +61,7 @@ impl Writer {
         let recorder = self.recorder.clone();
         let failed = self.failed.clone();
         let permits = self.in_flight.clone();
+        let failures = self.failures.clone();
         tokio::spawn(async move {
             let permit = permits.acquire().await;
             let (ns, name) = (pod.metadata.namespace(), pod.metadata.name());
@@ -70,6 +80,10 @@ impl Writer {
                 Ok(_) => {
                     tracing::debug!(pod = %key, %node, "bound");
                     drop(permit);
+                    failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
                     recorder.normal(
                         pod.as_ref(),
                         "Scheduled",
@@ -78,6 +92,18 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::debug!(pod = %key, error = %e, "binding failed");
+                    drop(permit);
+                    let n = {
+                        let mut f = failures.lock().unwrap_or_else(|e| e.into_inner());
+                        // Pods deleted while backing off leave their count: bounded, not kept for ever.
+                        if f.len() > 10_000 {
+                            f.clear();
+                        }
+                        let n = f.entry(key.clone()).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    tokio::time::sleep(bind_backoff(n)).await;
                     let _ = failed.send(key);
                 }
             }
@@ -163,6 +189,7 @@ pub async fn run(
         recorder: Recorder::new(&client, "default-scheduler"),
         in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         failed: failed_tx,
+        failures: Arc::default(),
     };
     // Pods already reported unschedulable with this message (no repeated writes while nothing changes).
     let mut reported: HashMap<String, String> = HashMap::new();

@@ -142,3 +142,9 @@ fn the_book_follows_pods_without_rescanning() {
     assert!(book.nodes["a"].owners.is_empty());
     assert!(!book.remove(&t(&p)), "already released");
 }
+
+#[test]
+fn a_failed_binding_backs_off_from_one_second_to_ten() {
+    let secs: Vec<u64> = (1..=6).map(|n| super::bind_backoff(n).as_secs()).collect();
+    assert_eq!(secs, vec![1, 2, 4, 8, 10, 10]);
+}
