@@ -162,6 +162,22 @@ fn frames(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::api::exec::forwarded_ports(&text);
     let _ = crate::api::exec::Options::parse(&text);
+    // A watch's answer, in chunks cut at every seventh byte and whole: the same events either way.
+    let mut whole = crate::client::WatchDecoder::default();
+    let at_once: Vec<String> = whole
+        .push(data)
+        .into_iter()
+        .map(|e| format!("{e:?}"))
+        .collect();
+    let mut cut = crate::client::WatchDecoder::default();
+    let mut in_chunks: Vec<String> = Vec::new();
+    for chunk in data.chunks(7) {
+        in_chunks.extend(cut.push(chunk).into_iter().map(|e| format!("{e:?}")));
+    }
+    assert_eq!(
+        at_once, in_chunks,
+        "a watch answer decoded differently when cut into chunks"
+    );
 }
 
 #[cfg(test)]

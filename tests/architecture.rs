@@ -51,7 +51,7 @@ fn allowed(module: &str) -> &'static [&'static str] {
             "apiserver",
             "store",
         ],
-        "fuzzing" => &["api", "apiserver", "store", "gitops"],
+        "fuzzing" => &["api", "apiserver", "store", "gitops", "client"],
         other => panic!("no rule for module {other}"),
     }
 }

@@ -725,32 +725,46 @@ impl Client {
             p.push_str(query);
         }
         let resp = self.open(&p).await?;
-        let mut buf: Vec<u8> = Vec::new();
+        let mut decoder = WatchDecoder::default();
         let stream = resp.bytes_stream().flat_map(move |chunk| {
-            let mut out = Vec::new();
-            match chunk {
-                Ok(c) => {
-                    buf.extend_from_slice(&c);
-                    // Parse every complete line in place, then drop them in one move (not one per line).
-                    let mut start = 0;
-                    while let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
-                        let line = &buf[start..start + i];
-                        start += i + 1;
-                        match serde_json::from_slice::<Value>(line) {
-                            Ok(mut v) => out.push(Ok((
-                                v["type"].as_str().unwrap_or("").to_string(),
-                                v["object"].take(),
-                            ))),
-                            Err(e) => out.push(Err(Error::Decode(e.to_string()))),
-                        }
-                    }
-                    buf.drain(..start);
-                }
-                Err(e) => out.push(Err(Error::Decode(e.to_string()))),
-            }
+            let out = match chunk {
+                Ok(c) => decoder.push(&c),
+                Err(e) => vec![Err(Error::Decode(e.to_string()))],
+            };
             futures::stream::iter(out)
         });
         Ok(stream.boxed())
+    }
+}
+
+/// Splits a watch's answer, as its chunks arrive, into events: one JSON object a line (`{"type", "object"}`); a
+/// line cut between chunks waits for the rest. (Fuzzed: `fuzz/fuzz_targets/frames.rs`.)
+#[derive(Default)]
+pub struct WatchDecoder {
+    buf: Vec<u8>,
+}
+
+impl WatchDecoder {
+    /// Takes the next chunk; returns every event its complete lines hold, in order (a line that is not a watch
+    /// event is an error in its place).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Result<(String, Value)>> {
+        let mut out = Vec::new();
+        self.buf.extend_from_slice(chunk);
+        // Parse every complete line in place, then drop them in one move (not one per line).
+        let mut start = 0;
+        while let Some(i) = self.buf[start..].iter().position(|b| *b == b'\n') {
+            let line = &self.buf[start..start + i];
+            start += i + 1;
+            match serde_json::from_slice::<Value>(line) {
+                Ok(mut v) => out.push(Ok((
+                    v["type"].as_str().unwrap_or("").to_string(),
+                    v["object"].take(),
+                ))),
+                Err(e) => out.push(Err(Error::Decode(e.to_string()))),
+            }
+        }
+        self.buf.drain(..start);
+        out
     }
 }
 
