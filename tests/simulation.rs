@@ -981,15 +981,7 @@ impl World {
                 });
             }
             Role::Observer => {
-                for plural in [
-                    "pods",
-                    "deployments",
-                    "replicasets",
-                    "statefulsets",
-                    "jobs",
-                    "endpoints",
-                    "nodes",
-                ] {
+                for plural in WATCHED {
                     rt.spawn(observe(client.clone(), plural, self.seen.clone()));
                 }
             }

@@ -147,6 +147,17 @@ struct Pending {
     uncertain_until: Option<Instant>,
 }
 
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            adds: HashSet::new(),
+            deletes: HashSet::new(),
+            since: Instant::now(),
+            uncertain_until: None,
+        }
+    }
+}
+
 /// How long a lost create answer holds a controller back.
 const UNCERTAIN_FOR: Duration = Duration::from_secs(5);
 
@@ -177,12 +188,7 @@ impl Expectations {
     /// next pass waits a while for the informer to show them.
     pub fn expect_unknown_adds(&self, key: &str) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let p = m.entry(key.to_string()).or_insert_with(|| Pending {
-            adds: HashSet::new(),
-            deletes: HashSet::new(),
-            since: Instant::now(),
-            uncertain_until: None,
-        });
+        let p = m.entry(key.to_string()).or_insert_with(Pending::new);
         p.uncertain_until = Some(Instant::now() + UNCERTAIN_FOR);
         p.since = Instant::now();
     }
@@ -193,12 +199,7 @@ impl Expectations {
             return;
         }
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let p = m.entry(key.to_string()).or_insert_with(|| Pending {
-            adds: HashSet::new(),
-            deletes: HashSet::new(),
-            since: Instant::now(),
-            uncertain_until: None,
-        });
+        let p = m.entry(key.to_string()).or_insert_with(Pending::new);
         p.adds.extend(adds);
         p.deletes.extend(deletes);
         p.since = Instant::now();
