@@ -1462,6 +1462,13 @@ impl Drop for World {
 
 /// One seeded run: its digest, or what went wrong.
 fn simulate(seed: u64) -> Result<u64, String> {
+    // CAPSTAN_SIM_LOG=FILTER shows the components' logs (e.g. `capstan::daemons=info`).
+    if let Ok(filter) = std::env::var("CAPSTAN_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut w = World::new(seed);
     w.run();
     let mut problems = w.seen.lock().unwrap().violations.clone();
