@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 mod common;
-use common::{pct, rate, rss_kb, Capstan};
+use common::{get, pct, rate, rss_kb, Capstan};
 
 /// What a task needs to talk to the server.
 #[derive(Clone)]
@@ -334,18 +334,6 @@ async fn stop(c: Capstan) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn get(c: &Capstan, path: &str) -> Value {
-    c.client
-        .get(format!("{}{path}", c.url))
-        .header("Authorization", &c.auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn rolled_out(d: &Value, replicas: i64) -> bool {

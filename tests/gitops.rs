@@ -1347,13 +1347,39 @@ fn a_commit_with_crds_and_their_custom_objects_syncs_in_one_go_and_reverting_it_
     assert_eq!(code, 404);
 }
 
-#[test]
-fn a_revision_replaced_half_a_second_after_it_became_healthy_is_still_the_rollback_target() {
+/// The rollback scenario of a quick push: `v1` becomes available, `v2` is pushed half a second later, and
+/// `capstan app rollback` (no `--to`) must still find `v1` - Healthy as the watches saw it, not as a periodic look
+/// would have. For a local repository, and for a remote one (polled every second; the revert is pushed there).
+fn quick_push_then_rollback(remote: bool) {
     let s = Server::up(&[]);
-    let repo = Repo::new(s.dir.path());
+    let root = s.dir.path();
+    let repo = Repo::new(root);
+    let upstream = root.join("upstream.git");
+    let push = || {
+        if remote {
+            repo.git(&["push", "-q", "origin", "main"]);
+        }
+    };
     repo.write("web.yaml", &deployment("v1", ""));
     let v1 = repo.commit("initial");
-    application(&s, &repo, json!({}));
+    if remote {
+        bare(&upstream);
+        repo.git(&["remote", "add", "origin", upstream.to_str().unwrap()]);
+        push();
+        let app_obj = json!({"apiVersion": "gitops.capstan.io/v1", "kind": "Application",
+            "metadata": {"name": "shop", "namespace": "default"},
+            "spec": {"source": {"repoURL": format!("file://{}", upstream.display()), "path": "app"},
+                     "interval": "1s"}});
+        let (code, v) = s.call(
+            "POST",
+            "/apis/gitops.capstan.io/v1/namespaces/default/applications",
+            "application/json",
+            &app_obj.to_string(),
+        );
+        assert_eq!(code, 201, "{v}");
+    } else {
+        application(&s, &repo, json!({}));
+    }
     // Ready as the API server tells it - not as a periodic look of the GitOps controller would.
     within(LONG, "v1 available", || {
         let d = get(&s, "/apis/apps/v1/namespaces/default/deployments/web");
@@ -1365,6 +1391,7 @@ fn a_revision_replaced_half_a_second_after_it_became_healthy_is_still_the_rollba
     std::thread::sleep(Duration::from_millis(500));
     repo.write("web.yaml", &deployment("v2", ""));
     repo.commit("two");
+    push();
     within(LONG, "v2 synced", || {
         (template_version(&s).as_deref() == Some("v2")).then_some(())
     });
@@ -1373,6 +1400,23 @@ fn a_revision_replaced_half_a_second_after_it_became_healthy_is_still_the_rollba
     assert!(text.contains(&v1[..7]), "{text}");
     let first = history(&s).into_iter().next().unwrap();
     assert!(first["spec"]["healthyAt"].is_string(), "{first}");
+    if remote {
+        let subject = last_subject(&upstream);
+        assert!(subject.starts_with("Roll back shop to"), "{subject}");
+    }
+    within(LONG, "back on v1", || {
+        (template_version(&s).as_deref() == Some("v1")).then_some(())
+    });
+}
+
+#[test]
+fn a_revision_replaced_half_a_second_after_it_became_healthy_is_still_the_rollback_target() {
+    quick_push_then_rollback(false);
+}
+
+#[test]
+fn a_remote_revision_replaced_half_a_second_after_it_became_healthy_is_still_the_rollback_target() {
+    quick_push_then_rollback(true);
 }
 
 #[test]

@@ -153,3 +153,53 @@ async fn one_leader_and_a_takeover_when_it_stops() {
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
     b.abort();
 }
+
+/// A wall clock that jumps ahead must not hand the lease to a second candidate while its holder keeps renewing:
+/// expiry is judged by each candidate's own monotonic clock, from when it last saw the lease change.
+/// (Current-thread runtime: the simulated wall clock is this thread's, and every elector runs on it.)
+#[tokio::test]
+async fn a_wall_clock_jump_does_not_elect_a_second_leader() {
+    let s = tokio::task::spawn_blocking(Server::start).await.unwrap();
+    let client = Client::from_kubeconfig(&s.kubeconfig()).unwrap();
+    let elector = |id: &str| Elector {
+        lease_duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(700),
+        renew_every: Duration::from_millis(100),
+        ..Elector::new("kube-system", "capstan-jumpy", id)
+    };
+    let mut wall = std::time::SystemTime::now();
+    capstan::sys::clock::simulate(wall, 7);
+    let (a_tx, a_rx) = tokio::sync::watch::channel(false);
+    let (b_tx, b_rx) = tokio::sync::watch::channel(false);
+    let a = tokio::spawn(elector("a").run(client.clone(), a_tx));
+    let mut b = None;
+    let start = Instant::now();
+    let mut a_led = false;
+    while start.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        wall += Duration::from_millis(20);
+        if b.is_none() && start.elapsed() > Duration::from_millis(300) {
+            b = Some(tokio::spawn(elector("b").run(client.clone(), b_tx.clone())));
+        }
+        if start.elapsed() > Duration::from_millis(1500) && wall < std::time::SystemTime::now() {
+            // The jump: an hour ahead, long past the renewTime a wrote.
+            wall += Duration::from_secs(3600);
+        }
+        capstan::sys::clock::set_simulated_now(wall);
+        a_led |= *a_rx.borrow();
+        assert!(!*b_rx.borrow(), "b took the lease while a kept renewing it");
+    }
+    assert!(a_led && *a_rx.borrow(), "a leads throughout");
+    a.abort();
+    // Without a's renewals the lease expires by b's own clock, and b takes it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !*b_rx.borrow() {
+        assert!(
+            Instant::now() < deadline,
+            "b did not take over after a stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    capstan::sys::clock::stop_simulating();
+    b.unwrap().abort();
+}

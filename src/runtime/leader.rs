@@ -1,6 +1,6 @@
 //! Leader election on a coordination.k8s.io/v1 Lease, as Kubernetes' components do it: the holder renews
-//! `renewTime` every `renew_every`; anyone may take the lease once `leaseDurationSeconds` have passed since the last
-//! renewal. Every write is compare-and-swap on the Lease's resourceVersion, so two candidates never both win.
+//! `renewTime` every `renew_every`; anyone may take the lease once it has seen no renewal for
+//! `leaseDurationSeconds` (by its own monotonic clock - wall clocks are not compared). Every write is compare-and-swap on the Lease's resourceVersion, so two candidates never both win.
 
 use std::time::Duration;
 
@@ -65,6 +65,24 @@ impl Timing {
     }
 }
 
+/// A candidate's memory of the lease: the record it last read, and when that record last changed.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    record: String,
+    changed_at: tokio::time::Instant,
+}
+
+/// How one round of the election went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Round {
+    /// This candidate holds the lease, acquired or renewed just now.
+    Leads,
+    /// Another candidate holds the lease, and it has not expired.
+    Follows(String),
+    /// The lease could not be read or written (the API server unreachable, or another candidate's write won).
+    Failed,
+}
+
 fn micro_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -86,8 +104,11 @@ impl Elector {
         }
     }
 
-    /// One round: acquire or renew. Returns whether this candidate leads now.
-    pub async fn try_acquire(&self, client: &Client) -> bool {
+    /// One round: acquire or renew. `seen` is this candidate's memory of the lease between rounds: the record it
+    /// last read and when (on this process's monotonic clock) it last changed. Expiry is judged from that, as
+    /// Kubernetes' client-go judges it, never by comparing the holder's `renewTime` with this machine's wall clock -
+    /// wall clocks differ between machines and jump, and a jump must not hand the lease to a second leader.
+    pub async fn round(&self, client: &Client, seen: &mut Option<Seen>) -> Round {
         let leases = Api::<Lease>::namespaced(client, &self.namespace);
         let now = crate::sys::clock::utc_now();
         let secs = self.lease_duration.as_secs().clamp(1, i32::MAX as u64) as i32;
@@ -110,25 +131,37 @@ impl Elector {
                         ..Default::default()
                     }),
                 };
-                leases.create(&lease).await.is_ok()
+                match leases.create(&lease).await {
+                    Ok(_) => Round::Leads,
+                    Err(_) => Round::Failed,
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "reading the lease failed");
-                false
+                Round::Failed
             }
             Ok(Some(mut lease)) => {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
                 let holder = spec.holder_identity.clone().unwrap_or_default();
-                let renewed = spec
-                    .renew_time
-                    .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc));
-                let duration = spec.lease_duration_seconds.unwrap_or(secs);
-                let expired =
-                    renewed.is_none_or(|r| now > r + chrono::Duration::seconds(duration.into()));
+                // Every renewal is a write, so the resourceVersion changes with each one (even if the holder's
+                // wall clock stood still).
+                let record = format!(
+                    "{holder}|{}",
+                    lease.metadata.resource_version.as_deref().unwrap_or("")
+                );
+                let observed_now = tokio::time::Instant::now();
+                let changed_at = match seen {
+                    Some(s) if s.record == record => s.changed_at,
+                    _ => observed_now,
+                };
+                *seen = Some(Seen { record, changed_at });
+                let duration = spec
+                    .lease_duration_seconds
+                    .map(|d| Duration::from_secs(d.max(0) as u64))
+                    .unwrap_or(self.lease_duration);
+                let expired = observed_now.duration_since(changed_at) >= duration;
                 if holder != self.identity && !holder.is_empty() && !expired {
-                    return false;
+                    return Round::Follows(holder);
                 }
                 if holder != self.identity {
                     spec.acquire_time = Some(micro_time(now));
@@ -138,20 +171,31 @@ impl Elector {
                 spec.renew_time = Some(micro_time(now));
                 spec.lease_duration_seconds = Some(secs);
                 // The resourceVersion read above makes this a compare-and-swap.
-                leases.replace(&self.name, &lease).await.is_ok()
+                match leases.replace(&self.name, &lease).await {
+                    Ok(_) => Round::Leads,
+                    Err(_) => Round::Failed,
+                }
             }
         }
     }
 
     /// Campaigns forever, publishing whether this candidate leads. A leader whose renewals fail keeps leading until
-    /// `renew_deadline` has passed since its last successful renewal, then steps down (false).
+    /// `renew_deadline` has passed since its last successful renewal, then steps down (false); a leader that finds
+    /// another holder in the lease steps down at once.
     pub async fn run(self, client: Client, leading: watch::Sender<bool>) {
         let mut renewed: Option<tokio::time::Instant> = None;
+        let mut seen = None;
         loop {
-            let won = self.try_acquire(&client).await;
+            let round = self.round(&client, &mut seen).await;
             let now = tokio::time::Instant::now();
-            if won {
-                renewed = Some(now);
+            match round {
+                Round::Leads => renewed = Some(now),
+                Round::Follows(holder) => {
+                    if renewed.take().is_some() {
+                        tracing::warn!(identity = %self.identity, %holder, "another candidate holds the lease");
+                    }
+                }
+                Round::Failed => {}
             }
             let leads = renewed.is_some_and(|r| now.duration_since(r) < self.renew_deadline);
             if !leads {
