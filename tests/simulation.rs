@@ -1603,6 +1603,11 @@ const REGRESSIONS: &[(u64, &str)] = &[
          with maxUnavailable 0",
     ),
     (
+        36,
+        "an app's status write cut by a partition right after its sync left it showing the old revision and a \
+         Running operation until the next safety look, 3 minutes later: failed status writes are retried in 5 s",
+    ),
+    (
         744,
         "a wall-clock jump made the lease look expired: a second controller manager led beside the first, and their \
          ReplicaSet decisions fought (1 of 3 Ready with maxUnavailable 0)",

@@ -75,6 +75,9 @@ struct Memo {
     /// The app's change count ([`follow::Changes`]) when its objects were last observed with nothing to do (no
     /// drift, status up to date), and when: a look without a change since then need not observe them again.
     observed: Option<(u64, tokio::time::Instant)>,
+    /// The last sync's `operationState`, which each observation writes again if the status lost it (a status
+    /// write cut short would otherwise leave a finished sync "Running").
+    operation: Value,
 }
 
 pub struct Context {
@@ -311,14 +314,23 @@ fn is_subset(part: &Value, whole: &Value) -> bool {
     }
 }
 
-async fn set_status(client: &Client, ns: &str, name: &str, status: Value) {
-    if let Err(e) = client
+/// Writes the app's status; false when the write failed (the caller looks again soon rather than at its next
+/// safety look, or the status would show a finished sync as running for minutes).
+async fn set_status(client: &Client, ns: &str, name: &str, status: Value) -> bool {
+    match client
         .patch_status(kind("applications"), Some(ns), name, &status)
         .await
     {
-        tracing::debug!(app = name, "status update failed: {e}");
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(app = name, "status update failed: {e}");
+            false
+        }
     }
 }
+
+/// How soon to look again after a failure to read the app's objects or write its status.
+const RETRY_SOON: Duration = Duration::from_secs(5);
 
 /// Reconciles one Application: sync a new commit (or a requested sync, or drift), then observe health.
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -369,14 +381,18 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
         }
         Some(_) => {
             // Not automated: show that git moved on.
-            set_status(
+            let written = set_status(
                 &ctx.client,
                 &pass.ns,
                 &pass.name,
                 json!({"sync": {"status": "OutOfSync", "revision": snap.commit}}),
             )
             .await;
-            return Ok(Action::requeue(pass.next_look()));
+            return Ok(Action::requeue(if written {
+                pass.next_look()
+            } else {
+                RETRY_SOON
+            }));
         }
     }
     // Observe health and drift of the last good sync.
@@ -525,7 +541,7 @@ impl<'a> Pass<'a> {
             .and_then(|s| s.destination.as_ref())
             .and_then(|d| d.namespace.clone())
             .unwrap_or_else(|| "default".into());
-        let result = sync_commit(
+        let (result, operation) = sync_commit(
             self.ctx,
             self.app,
             snap,
@@ -541,6 +557,7 @@ impl<'a> Pass<'a> {
             return true;
         }
         memo.revision = snap.commit.clone();
+        memo.operation = operation;
         memo.generation = self.generation;
         memo.health.clear();
         memo.observed = None;
@@ -593,7 +610,7 @@ impl<'a> Pass<'a> {
             Ok(o) => o,
             Err(e) => {
                 tracing::debug!(app = %self.key, "cannot observe the app's objects: {e}");
-                return resync;
+                return Action::requeue(RETRY_SOON);
             }
         };
         let automated = policy.automated.unwrap_or(true);
@@ -637,12 +654,13 @@ impl<'a> Pass<'a> {
         if !memo.failed {
             status["lastSyncedRevision"] = json!(memo.revision);
         }
+        if !memo.operation.is_null() {
+            status["operationState"] = memo.operation.clone();
+        }
         // Only real changes are written (an unchanged app costs no write and wakes no watcher).
         let current = serde_json::to_value(&self.app.status).unwrap_or(Value::Null);
         let settled = is_subset(&status, &current);
-        if !settled {
-            set_status(&self.ctx.client, &self.ns, &self.name, status).await;
-        }
+        let written = settled || set_status(&self.ctx.client, &self.ns, &self.name, status).await;
         // (A status just written is confirmed by the next look, which that write wakes.)
         memo.observed =
             (settled && drifted.is_empty()).then(|| (changes, tokio::time::Instant::now()));
@@ -684,7 +702,11 @@ impl<'a> Pass<'a> {
         {
             self.auto_rollback(memo, &message).await;
         }
-        resync
+        if written {
+            resync
+        } else {
+            Action::requeue(RETRY_SOON)
+        }
     }
 
     /// An Application being deleted: with the cascade finalizer, what it applied goes first, then the finalizer.
@@ -855,7 +877,7 @@ async fn sync_commit(
     default_ns: &str,
     trigger: &str,
     started: &str,
-) -> Result<Vec<render::Desired>, bool> {
+) -> (Result<Vec<render::Desired>, bool>, Value) {
     let ns = app.metadata.namespace();
     let name = app.metadata.name();
     let prune = sync_policy(app).prune.unwrap_or(true);
@@ -911,10 +933,17 @@ async fn sync_commit(
                 history_limit(app),
             )
             .await;
-            set_status(&ctx.client, ns, name, json!({"sync": {"status": "Synced", "revision": snap.commit},
-                "lastSyncedRevision": snap.commit,
-                "operationState": {"phase": "Succeeded", "message": format!("synced {}", &snap.commit[..7.min(snap.commit.len())]),
-                    "startedAt": started, "finishedAt": finished}})).await;
+            let operation = json!({"phase": "Succeeded",
+                "message": format!("synced {}", &snap.commit[..7.min(snap.commit.len())]),
+                "startedAt": started, "finishedAt": finished});
+            set_status(
+                &ctx.client,
+                ns,
+                name,
+                json!({"sync": {"status": "Synced", "revision": snap.commit},
+                "lastSyncedRevision": snap.commit, "operationState": operation}),
+            )
+            .await;
             let details = json!({"revision": snap.commit, "author": snap.author, "commitMessage": snap.message,
                 "trigger": trigger, "created": outcome.created, "updated": outcome.updated, "pruned": outcome.pruned});
             let short = &snap.commit[..7.min(snap.commit.len())];
@@ -930,7 +959,7 @@ async fn sync_commit(
                 &format!("{} {short}", t.name()),
                 details,
             );
-            Ok(desired)
+            (Ok(desired), operation)
         }
         Err(sync::Refusal { errors, transient }) => {
             let message = errors.join("\n");
@@ -948,13 +977,14 @@ async fn sync_commit(
                 history_limit(app),
             )
             .await;
+            let operation = json!({"phase": "Failed", "message": message, "startedAt": started,
+                "finishedAt": finished});
             set_status(
                 &ctx.client,
                 ns,
                 name,
                 json!({"sync": {"status": "Failed", "revision": snap.commit},
-                "operationState": {"phase": "Failed", "message": message, "startedAt": started,
-                    "finishedAt": finished}}),
+                "operationState": operation}),
             )
             .await;
             notifications::tell(
@@ -964,7 +994,7 @@ async fn sync_commit(
                 &message,
                 json!({"revision": snap.commit, "author": snap.author, "commitMessage": snap.message, "error": message}),
             );
-            Err(transient)
+            (Err(transient), operation)
         }
     }
 }
