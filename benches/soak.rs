@@ -1,7 +1,8 @@
 //! Soak: churn on `capstan up` following a git repository for a long while - a commit every few seconds that rolls
 //! a Deployment, scales another, adds or removes a third, beside a pod that crashes in a loop - sampling the
 //! process's RSS and open file descriptors every minute. At the end the churn stops and the cluster must settle:
-//! the app Synced at the head commit, every Deployment available at its replicas, no pod left Terminating.
+//! the app Synced at the head commit, every Deployment available at its replicas, no pod left Terminating - and
+//! every controller's work queue drains (the server's `/metrics`: no key ready, being worked on or failing).
 //!
 //! `cargo bench --bench soak` (CAPSTAN_SOAK_SECS, default 3600; CAPSTAN_SOAK_EVERY commit period in ms, default
 //! 3000). Prints one line per minute and a summary; exits non-zero when the cluster does not settle.
@@ -98,6 +99,44 @@ async fn unsettled(c: &common::Capstan, head: &str) -> Option<String> {
     (!terminating.is_empty()).then(|| format!("pods terminating: {terminating:?}"))
 }
 
+/// The controllers' work queues that are not drained (keys ready, being worked on, or failing), from the
+/// server's `/metrics`; and every queue's `workqueue_adds_total`.
+async fn undrained(c: &common::Capstan) -> (Vec<String>, Vec<String>) {
+    let text = c
+        .client
+        .get(format!("{}/metrics", c.url))
+        .header("Authorization", &c.auth)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    let (mut busy, mut adds) = (Vec::new(), Vec::new());
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let busy_metric = [
+            "workqueue_depth{",
+            "capstan_workqueue_processing{",
+            "capstan_workqueue_failing{",
+        ]
+        .iter()
+        .any(|m| series.starts_with(m));
+        if busy_metric && value != "0" {
+            busy.push(line.to_string());
+        }
+        if let Some(name) = series
+            .strip_prefix("workqueue_adds_total{name=\"")
+            .and_then(|n| n.strip_suffix("\"}"))
+        {
+            adds.push(format!("{name}={value}"));
+        }
+    }
+    (busy, adds)
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("CAPSTAN_SOAK_SECS")
@@ -156,6 +195,28 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Every controller's queue drains: nothing ready, nothing being worked on, no key failing.
+    let drain = Instant::now();
+    let (mut busy, mut adds) = undrained(&c).await;
+    while !busy.is_empty() && drain.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (busy, adds) = undrained(&c).await;
+    }
+    if adds.is_empty() {
+        busy.push("no work-queue metrics at /metrics".into());
+    }
+    println!(
+        "soak: queues {} (keys queued over the run: {})",
+        if busy.is_empty() {
+            format!(
+                "all drained {:.1} s after settling",
+                drain.elapsed().as_secs_f64()
+            )
+        } else {
+            format!("NOT drained 60 s after settling: {busy:?}")
+        },
+        adds.join(" ")
+    );
     let (rss, fd) = (rss_kb(c.pid) as f64 / 1024.0, fds(c.pid));
     let first_full = samples
         .get(2)
@@ -184,7 +245,7 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if last.is_some() {
+    if last.is_some() || !busy.is_empty() {
         std::process::exit(1);
     }
 }

@@ -374,3 +374,71 @@ fn default_roles_are_reconciled_at_start_unless_opted_out() {
         "an opted-out role is left as its owner made it"
     );
 }
+
+/// `kubectl get --raw /metrics`: the admin reads every controller's work queue in Prometheus' text format (with
+/// Kubernetes' metric names) and sees them drain once the work is done; a user without the non-resource URL
+/// `/metrics` in a role is refused, in Kubernetes' words.
+#[test]
+fn metrics_show_every_controllers_work_queue_to_whoever_may_read_them() {
+    let Some(k) = common::kubectl() else { return };
+    let s = Server::start();
+    ok(&s.kubectl(
+        &k,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox:1.36",
+            "--replicas=2",
+        ],
+    ));
+    let drained = common::within(
+        std::time::Duration::from_secs(30),
+        "the queues drained after the Deployment's work",
+        || {
+            let text = ok(&s.kubectl(&k, &["get", "--raw", "/metrics"]));
+            let adds = |name: &str| {
+                text.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(&format!("workqueue_adds_total{{name=\"{name}\"}} "))
+                    })
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let busy = text.lines().any(|l| {
+                (l.starts_with("workqueue_depth{")
+                    || l.starts_with("capstan_workqueue_processing{"))
+                    && !l.ends_with(" 0")
+            });
+            (adds("deployment") >= 1 && adds("replicaset") >= 1 && !busy).then_some(text)
+        },
+    );
+    for name in [
+        "deployment",
+        "replicaset",
+        "statefulset",
+        "daemonset",
+        "job",
+        "endpoint",
+        "namespace",
+        "applications",
+    ] {
+        assert!(
+            drained.contains(&format!("workqueue_depth{{name=\"{name}\"}} 0\n")),
+            "{name} in:\n{drained}"
+        );
+    }
+    assert!(
+        drained.contains("# TYPE workqueue_retries_total counter\n"),
+        "{drained}"
+    );
+    let prom = user(&s, "prom", Some("system:monitoring"));
+    let text = ok(&as_user(&k, &prom, &["get", "--raw", "/metrics"]));
+    assert!(
+        text.contains("workqueue_depth{name=\"replicaset\"}"),
+        "{text}"
+    );
+    let bob = user(&s, "bob", None);
+    let refused = fails(&as_user(&k, &bob, &["get", "--raw", "/metrics"]));
+    assert!(refused.contains("forbidden"), "{refused}");
+}

@@ -84,6 +84,9 @@ pub struct Server {
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// How long an Event is kept after it was last seen (`--event-ttl`, one hour by default).
     pub event_ttl: std::time::Duration,
+    /// What the process adds to `/metrics` in Prometheus' text format (the controllers' work queues, when the
+    /// daemon running this server runs them too); None: `/metrics` has only the API server's own lines.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl Server {
@@ -121,6 +124,7 @@ impl Server {
             namespaces: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
             event_ttl: std::time::Duration::from_secs(3600),
+            metrics: None,
         }
     }
 }

@@ -280,6 +280,20 @@ pub fn roles() -> Vec<Value> {
                 "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}),
+        // Monitoring systems read the health endpoints and /metrics (Kubernetes' `system:monitoring`).
+        cluster_role(
+            "system:monitoring",
+            json!({}),
+            vec![
+                json!({"nonResourceURLs": ["/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz",
+                "/readyz/*", "/metrics", "/metrics/slis"], "verbs": ["get"]}),
+            ],
+        ),
+        json!({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:monitoring", "labels": {BOOTSTRAP_LABEL: "rbac-defaults"},
+                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:monitoring"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:monitoring"}]}),
         aggregated("admin", "admin"),
         aggregated("edit", "edit"),
         aggregated("view", "view"),

@@ -173,6 +173,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         replicasets: i.replicasets.cache.clone(),
     });
     let c = Controller::<Deployment>::new(client.clone())
+        .named("deployment")
         .primary_shared(&i.deployments)
         .owns_shared(&i.replicasets)
         .workers(2);
@@ -183,6 +184,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         expectations: pods::Expectations::default(),
     });
     let c = Controller::<ReplicationController>::new(client.clone())
+        .named("replicationmanager")
         .primary_shared(&i.rcs)
         .owns_shared(&i.pods)
         .watches_shared(
@@ -193,6 +195,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
     let ctx = rs_ctx.clone();
     l.spawn(|stop| c.run(replicaset::reconcile_rc, ctx, stop));
     let c = Controller::<ReplicaSet>::new(client.clone())
+        .named("replicaset")
         .primary_shared(&i.replicasets)
         .owns_shared(&i.pods)
         .watches_shared(
@@ -208,6 +211,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         backoff: settings.job_backoff,
     });
     let c = Controller::<Job>::new(client.clone())
+        .named("job")
         .primary_shared(&i.jobs)
         .owns_shared(&i.pods)
         .workers(2);
@@ -217,6 +221,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         jobs: i.jobs.cache.clone(),
     });
     let c = Controller::<CronJob>::new(client.clone())
+        .named("cronjob")
         .primary_shared(&i.cronjobs)
         .owns_shared(&i.jobs)
         .workers(1);
@@ -229,6 +234,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         expectations: pods::Expectations::default(),
     });
     let c = Controller::<DaemonSet>::new(client.clone())
+        .named("daemonset")
         .primary_shared(&i.daemonsets)
         .owns_shared(&i.pods)
         .watches_shared(&i.nodes, daemonset::node_mapper(i.daemonsets.cache.clone()))
@@ -241,6 +247,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         revisions: i.revisions.cache.clone(),
     });
     let c = Controller::<StatefulSet>::new(client)
+        .named("statefulset")
         .primary_shared(&i.statefulsets)
         .owns_shared(&i.pods)
         .workers(2);
@@ -254,6 +261,7 @@ fn workloads(l: &mut Loops, i: &Informers, settings: &Settings) {
         rcs: i.rcs.cache.clone(),
     });
     let c = Controller::<PodDisruptionBudget>::new(l.client.clone())
+        .named("disruption")
         .primary_shared(&i.budgets)
         .watches_shared(&i.pods, disruption::pod_mapper(i.budgets.cache.clone()))
         .workers(1);
@@ -271,6 +279,7 @@ fn services(l: &mut Loops, i: &Informers, settings: &Settings) {
         slices: i.slices.cache.clone(),
     });
     let c = Controller::<Service>::new(client.clone())
+        .named("endpoint")
         .primary_shared(&i.services)
         .watches_shared(&i.pods, endpoints::pod_mapper(i.services.cache.clone()))
         .watches_shared(&i.endpoints, endpoints::endpoints_owner())
@@ -285,6 +294,7 @@ fn services(l: &mut Loops, i: &Informers, settings: &Settings) {
                 provider: Arc::new(pool),
             });
             let c = Controller::<Service>::new(client)
+                .named("service")
                 .primary_shared(&i.services)
                 .workers(1);
             l.spawn(|stop| c.run(crate::cloud::reconcile, lb_ctx, stop));
@@ -304,12 +314,14 @@ fn storage(l: &mut Loops, i: &Informers, settings: &Settings) {
         storage: settings.storage_dir.clone(),
     });
     let c = Controller::<PersistentVolumeClaim>::new(client.clone())
+        .named("claims")
         .primary_shared(&i.claims)
         .watches_shared(&i.pvs, volumes::claim_mapper())
         .workers(1);
     let ctx = vol_ctx.clone();
     l.spawn(|stop| c.run(volumes::reconcile, ctx, stop));
     let c = Controller::<PersistentVolume>::new(client)
+        .named("volumes")
         .primary_shared(&i.pvs)
         .watches_shared(&i.claims, volumes::volume_mapper(i.pvs.cache.clone()))
         .workers(1);
@@ -324,6 +336,7 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
     ipam.cluster = settings.cluster_cidr;
     let ipam = ipam.announcing(settings.pod_network_backend, &settings.service_cidr);
     let c = Controller::<Node>::new(client.clone())
+        .named("nodeipam")
         .primary_shared(&i.nodes)
         .workers(1);
     l.spawn(|stop| c.run(node_ipam::reconcile, Arc::new(ipam), stop));
@@ -337,13 +350,17 @@ fn cluster(l: &mut Loops, i: &Informers, settings: &Settings) {
     lifecycle.terminated_threshold = settings.terminated_pod_threshold;
     l.spawn(|stop| node_lifecycle::run(Arc::new(lifecycle), stop));
     let ns_ctx = Arc::new(namespace::Context::new(client.clone()));
-    let c = Controller::<Namespace>::new(client.clone()).workers(1);
+    let c = Controller::<Namespace>::new(client.clone())
+        .named("namespace")
+        .workers(1);
     l.spawn(|stop| c.run(namespace::reconcile, ns_ctx, stop));
     let sa_ctx = Arc::new(serviceaccounts::Context {
         client: client.clone(),
         ca_pem: settings.ca_pem.clone(),
     });
-    let c = Controller::<Namespace>::new(client.clone()).workers(1);
+    let c = Controller::<Namespace>::new(client.clone())
+        .named("serviceaccount")
+        .workers(1);
     l.spawn(|stop| c.run(serviceaccounts::reconcile, sa_ctx, stop));
     let (c, cache) = (l.clients.gitops.clone(), settings.gitops_cache.clone());
     let plugins = crate::gitops::plugins::Plugins {

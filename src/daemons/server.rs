@@ -390,6 +390,8 @@ impl ControlPlane {
             .map_err(|e| Error::Bootstrap(e.to_string()))?;
         server.allow_unsigned_webhooks = opts.allow_unsigned_webhooks;
         server.event_ttl = opts.event_ttl;
+        // The controllers run in this process: their work queues are in its /metrics.
+        server.metrics = Some(Arc::new(crate::runtime::queue::prometheus));
         if let Some(audit) = &opts.audit {
             let log = apiserver::audit::AuditLog::open(audit.clone()).map_err(|source| {
                 Error::AuditLog {

@@ -1006,7 +1006,9 @@ pub async fn run(
     plugins: plugins::Plugins,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let controller = crate::runtime::Controller::<Application>::new(client.clone()).workers(2);
+    let controller = crate::runtime::Controller::<Application>::new(client.clone())
+        .named("applications")
+        .workers(2);
     let mut ctx = Context::new(client.clone(), controller.queue(), cache);
     ctx.plugins = plugins;
     let following = tokio::spawn(follow::run(client, controller.queue(), ctx.changes.clone()));

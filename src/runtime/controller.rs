@@ -98,6 +98,8 @@ pub struct Controller<K: Object> {
     primary: Option<Shared<K>>,
     secondary: Vec<Feed>,
     workers: usize,
+    /// The controller's name in the work-queue metrics.
+    name: Option<String>,
 }
 
 impl<K: Resource> Controller<K> {
@@ -123,7 +125,14 @@ impl<K: Object> Controller<K> {
             primary: None,
             secondary: Vec::new(),
             workers: 2,
+            name: None,
         }
+    }
+
+    /// Names the controller in the work-queue metrics (by default its primary kind's plural).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
     }
 
     /// Only watch one namespace.
@@ -192,6 +201,8 @@ impl<K: Object> Controller<K> {
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        self.queue
+            .register(self.name.as_deref().unwrap_or(self.kind.plural));
         let ns = self.namespace.as_deref();
         let own_primary;
         let primary = match self.primary {

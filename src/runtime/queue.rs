@@ -4,7 +4,7 @@
 //! also be scheduled for later (`Action::requeue`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -46,6 +46,107 @@ struct State {
     seq: u64,
     failures: HashMap<String, u32>,
     closed: bool,
+    /// Keys queued (not counting adds of a key already queued), and keys put back after a failure.
+    adds: u64,
+    retries: u64,
+}
+
+/// Every named queue of this process, for its `/metrics` (observation only: nothing acts on what it holds).
+static NAMED: Mutex<Vec<(String, Weak<Mutex<State>>)>> = Mutex::new(Vec::new());
+
+/// One queue's numbers, named as Kubernetes names its work-queue metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub name: String,
+    /// Keys ready to be worked on (`workqueue_depth`).
+    pub depth: usize,
+    /// Keys being worked on now.
+    pub processing: usize,
+    /// Keys scheduled for later (requeues and backoffs).
+    pub delayed: usize,
+    /// Keys whose last run failed (waiting on their backoff).
+    pub failing: usize,
+    /// `workqueue_adds_total`.
+    pub adds: u64,
+    /// `workqueue_retries_total`.
+    pub retries: u64,
+}
+
+/// The numbers of every named queue alive in this process, by name (queues of one name summed).
+pub fn stats() -> Vec<QueueStats> {
+    let mut named = NAMED.lock().unwrap_or_else(|e| e.into_inner());
+    named.retain(|(_, q)| q.strong_count() > 0);
+    let mut by_name: BTreeMap<String, QueueStats> = BTreeMap::new();
+    for (name, q) in named.iter() {
+        let Some(q) = q.upgrade() else { continue };
+        let s = q.lock().unwrap_or_else(|e| e.into_inner());
+        let e = by_name.entry(name.clone()).or_insert_with(|| QueueStats {
+            name: name.clone(),
+            ..Default::default()
+        });
+        e.depth += s.ready.len();
+        e.processing += s.processing.len();
+        e.delayed += s.later.len();
+        e.failing += s.failures.len();
+        e.adds += s.adds;
+        e.retries += s.retries;
+    }
+    by_name.into_values().collect()
+}
+
+/// [`stats`] in Prometheus' text format, with Kubernetes' metric names where it has them
+/// (`workqueue_depth`, `workqueue_adds_total`, `workqueue_retries_total`) and Capstan's for the rest.
+pub fn prometheus() -> String {
+    let stats = stats();
+    let mut out = String::new();
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&QueueStats) -> u64,
+    );
+    let series: [Series; 6] = [
+        (
+            "workqueue_depth",
+            "gauge",
+            "Keys ready to be worked on.",
+            |q| q.depth as u64,
+        ),
+        ("workqueue_adds_total", "counter", "Keys queued.", |q| {
+            q.adds
+        }),
+        (
+            "workqueue_retries_total",
+            "counter",
+            "Keys queued again after a failure.",
+            |q| q.retries,
+        ),
+        (
+            "capstan_workqueue_processing",
+            "gauge",
+            "Keys being worked on.",
+            |q| q.processing as u64,
+        ),
+        (
+            "capstan_workqueue_delayed",
+            "gauge",
+            "Keys scheduled for later.",
+            |q| q.delayed as u64,
+        ),
+        (
+            "capstan_workqueue_failing",
+            "gauge",
+            "Keys whose last run failed.",
+            |q| q.failing as u64,
+        ),
+    ];
+    for (metric, kind, help, value) in series {
+        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} {kind}\n"));
+        for q in &stats {
+            out.push_str(&format!("{metric}{{name=\"{}\"}} {}\n", q.name, value(q)));
+        }
+    }
+    out
 }
 
 /// A de-duplicating, rate-limited work queue. Cloning shares the queue.
@@ -81,8 +182,16 @@ impl WorkQueue {
         }
         s.queued.insert(key.to_string());
         s.ready.push_back(key.to_string());
+        s.adds += 1;
         drop(s);
         self.notify.notify_one();
+    }
+
+    /// Lists the queue under `name` in this process's work-queue metrics ([`stats`]).
+    pub fn register(&self, name: &str) {
+        let mut named = NAMED.lock().unwrap_or_else(|e| e.into_inner());
+        named.retain(|(_, q)| q.strong_count() > 0);
+        named.push((name.to_string(), Arc::downgrade(&self.state)));
     }
 
     /// Queues a key after `delay`.
@@ -106,6 +215,7 @@ impl WorkQueue {
     pub fn add_rate_limited(&self, key: &str) {
         let failures = {
             let mut s = self.lock();
+            s.retries += 1;
             let f = s.failures.entry(key.to_string()).or_insert(0);
             *f += 1;
             *f - 1
@@ -198,6 +308,36 @@ impl WorkQueue {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn named_queues_report_depth_adds_retries_and_failing_keys() {
+        let q = WorkQueue::new(Backoff::default());
+        q.register("test-metrics-queue");
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        q.add_rate_limited("c");
+        let mine = |name: &str| stats().into_iter().find(|s| s.name == name);
+        let s = mine("test-metrics-queue").unwrap();
+        assert_eq!(
+            (s.depth, s.adds, s.retries, s.failing, s.delayed),
+            (2, 2, 1, 1, 1)
+        );
+        let text = prometheus();
+        assert!(
+            text.contains("workqueue_depth{name=\"test-metrics-queue\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE workqueue_adds_total counter\n"),
+            "{text}"
+        );
+        drop(q);
+        assert!(
+            mine("test-metrics-queue").is_none(),
+            "a dropped queue leaves the metrics"
+        );
+    }
+
     use super::*;
 
     #[tokio::test]
