@@ -118,7 +118,19 @@ pub async fn start(args: &[&str]) -> Capstan {
 
 /// Like [`start`], on the data directory `dir`.
 pub async fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Capstan {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+    // CAPSTAN_BENCH_WRAP="heaptrack -o FILE" (say) runs the server under a tool; the pid sampled is then the tool's.
+    let wrap: Vec<String> = std::env::var("CAPSTAN_BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let mut command = match wrap.split_first() {
+        Some((tool, tool_args)) => {
+            let mut c = Command::new(tool);
+            c.args(tool_args).arg(env!("CARGO_BIN_EXE_capstan"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_capstan")),
+    };
+    let mut child = command
         .arg("--data-dir")
         .arg(dir.path())
         .args(args)
