@@ -393,6 +393,11 @@ fn self_heal_reverts_a_kubectl_scale_and_records_it() {
         r#"{"spec":{"ignoreDifferences":[{"group":"apps","kind":"Deployment","managedFieldsManagers":["kubectl"]}]}}"#,
     );
     assert_eq!(code, 200, "{v}");
+    // (The sync the spec change asks for re-applies the commit: scale only once it is done.)
+    within(LONG, "the app's new spec observed", || {
+        let a = app(&s);
+        (a["status"]["observedGeneration"] == a["metadata"]["generation"]).then_some(())
+    });
     ok(&s.kubectl(&k, &["scale", "deployment/web", "--replicas=2"]));
     std::thread::sleep(Duration::from_secs(3));
     let d = get(&s, "/apis/apps/v1/namespaces/default/deployments/web");

@@ -118,16 +118,21 @@ async fn controller_reconciles_primaries_and_owned_objects() {
     run.await.unwrap();
 }
 
+/// A candidate for the Lease `lease` on a short election (1 s lease, 700 ms renew deadline, 100 ms retry).
+fn quick_elector(lease: &str, id: &str) -> Elector {
+    Elector {
+        lease_duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(700),
+        renew_every: Duration::from_millis(100),
+        ..Elector::new("kube-system", lease, id)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_leader_and_a_takeover_when_it_stops() {
     let s = tokio::task::spawn_blocking(Server::start).await.unwrap();
     let client = Client::from_kubeconfig(&s.kubeconfig()).unwrap();
-    let elector = |id: &str| Elector {
-        lease_duration: Duration::from_secs(1),
-        renew_deadline: Duration::from_millis(700),
-        renew_every: Duration::from_millis(100),
-        ..Elector::new("kube-system", "capstan-controllers", id)
-    };
+    let elector = |id: &str| quick_elector("capstan-controllers", id);
     let (a_tx, a_rx) = tokio::sync::watch::channel(false);
     let (b_tx, b_rx) = tokio::sync::watch::channel(false);
     let a = tokio::spawn(elector("a").run(client.clone(), a_tx));
@@ -161,12 +166,7 @@ async fn one_leader_and_a_takeover_when_it_stops() {
 async fn a_wall_clock_jump_does_not_elect_a_second_leader() {
     let s = tokio::task::spawn_blocking(Server::start).await.unwrap();
     let client = Client::from_kubeconfig(&s.kubeconfig()).unwrap();
-    let elector = |id: &str| Elector {
-        lease_duration: Duration::from_secs(1),
-        renew_deadline: Duration::from_millis(700),
-        renew_every: Duration::from_millis(100),
-        ..Elector::new("kube-system", "capstan-jumpy", id)
-    };
+    let elector = |id: &str| quick_elector("capstan-jumpy", id);
     let mut wall = std::time::SystemTime::now();
     capstan::sys::clock::simulate(wall, 7);
     let (a_tx, a_rx) = tokio::sync::watch::channel(false);

@@ -1,8 +1,12 @@
 //! `metrics.k8s.io/v1beta1`, served by the API server itself (k3s ships metrics-server for it; here it is built in
 //! and registered as the local APIService `v1beta1.metrics.k8s.io`): NodeMetrics and PodMetrics, read on request
 //! from every node agent's `/stats` (the usage its sampler measured over the last window). This is what
-//! `kubectl top nodes` and `kubectl top pods` ask for.
+//! `kubectl top nodes` and `kubectl top pods` ask for. Also `/metrics`, the process's own numbers in Prometheus'
+//! text format.
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Result};
@@ -193,4 +197,23 @@ impl Server {
             }
         }
     }
+}
+
+/// `/metrics` in Prometheus' text format (authorized as the non-resource URL `/metrics`, as Kubernetes does):
+/// the store's revision and what the process adds ([`Server::metrics`]: the controllers' work queues).
+pub async fn prometheus(State(server): State<Server>) -> Response {
+    let mut text = String::from("# HELP capstan_store_revision The store's newest revision.\n");
+    text.push_str("# TYPE capstan_store_revision gauge\n");
+    if let Ok(revision) = server.store.revision().await {
+        text.push_str(&format!("capstan_store_revision {revision}\n"));
+    }
+    if let Some(more) = &server.metrics {
+        text.push_str(&more());
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
 }

@@ -39,7 +39,7 @@ pub fn router(server: Server) -> Router {
             concat!("/", "api/v1/namespaces/{ns}/pods/{name}/portforward"),
             get(portforward).post(portforward),
         )
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(super::metrics::prometheus))
         .route("/capstan/v1/join", post(join))
         .route("/capstan/v1/node-certificate", post(node_certificate))
         .route("/capstan/v1/encryption/rotate", post(rotate_encryption_key))
@@ -77,25 +77,6 @@ pub fn router(server: Server) -> Router {
 
 async fn health() -> Response {
     (StatusCode::OK, "ok").into_response()
-}
-
-/// `/metrics` in Prometheus' text format (authorized as the non-resource URL `/metrics`, as Kubernetes does):
-/// the store's revision and what the process adds ([`Server::metrics`]: the controllers' work queues).
-async fn metrics(State(server): State<Server>) -> Response {
-    let mut text = String::from("# HELP capstan_store_revision The store's newest revision.\n");
-    text.push_str("# TYPE capstan_store_revision gauge\n");
-    if let Ok(revision) = server.store.revision().await {
-        text.push_str(&format!("capstan_store_revision {revision}\n"));
-    }
-    if let Some(more) = &server.metrics {
-        text.push_str(&more());
-    }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
 }
 
 async fn version() -> Response {
