@@ -2,6 +2,13 @@
 //! `delete`, `describe`, `logs`) that talk to a server through the kubeconfig it wrote.
 
 mod app;
+
+/// mimalloc instead of glibc's malloc: under the control plane's load (many small JSON values made and dropped on
+/// several threads) glibc spent a third of the server's CPU in malloc and free and kept freed memory in per-thread
+/// arenas (BENCHMARKS.md, scale).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod commands;
 mod demo;
 mod exec;

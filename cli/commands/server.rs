@@ -15,7 +15,7 @@ use super::*;
 /// Settings of the control plane's controllers.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ControlArgs {
-    /// The pod address range (an IPv4 /16; each node gets a /24 of it).
+    /// The pod address range (IPv4, /8 to /24; each node gets a /24 of it: a /16 holds 256 nodes, a /12 4,096).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
     /// The Service ClusterIP range (default: 10.96.0.0/16 as root, where pods reach it from their own network

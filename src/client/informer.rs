@@ -1,7 +1,9 @@
 //! The watcher and informer cache: list, then watch from the list's resourceVersion; on a dropped connection resume
 //! from the last resourceVersion seen (bookmarks included); on 410 Expired relist. The cache has one writer (the
 //! informer task) and cheap cloneable readers. Objects are decoded once, on arrival: an `Informer<Pod>` hands out
-//! `Arc<Pod>`; an `Informer<Value>` (for components that are generic over kinds) keeps JSON.
+//! `Arc<Pod>`; an `Informer<Value>` (for components that are generic over kinds) keeps JSON. Cached objects have no
+//! `managedFields` (as client-go's informers strip them): no controller reads them, and they were most of a cached
+//! pod's memory. An update sent without them keeps the stored ones.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -319,7 +321,10 @@ impl<K: Object> Feed<K> {
         )
     }
 
-    fn decode(&self, obj: Value, how: &str) -> Option<Arc<K>> {
+    fn decode(&self, mut obj: Value, how: &str) -> Option<Arc<K>> {
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
         match K::decode(obj, self.kind) {
             Ok(o) => Some(Arc::new(o)),
             Err(e) => {

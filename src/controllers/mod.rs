@@ -41,8 +41,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Cluster-wide settings the controllers need.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The cluster CIDR (a /16) that node IPAM splits into one /24 per node.
-    pub cluster_cidr: std::net::Ipv4Addr,
+    /// The cluster CIDR (network address, prefix length from 8 to 24) that node IPAM splits into one /24 per node.
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
     /// Where GitOps keeps mirrors of remote repositories.
     pub gitops_cache: std::path::PathBuf,
     /// The Job controller's first delay before replacing a failed pod (Kubernetes: 10 s, doubling).
@@ -77,7 +77,7 @@ pub const DEFAULT_LOAD_BALANCER_POOL: &str = "127.97.0.0/24";
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            cluster_cidr: std::net::Ipv4Addr::new(10, 244, 0, 0),
+            cluster_cidr: (std::net::Ipv4Addr::new(10, 244, 0, 0), 16),
             gitops_cache: std::env::temp_dir().join("capstan-gitops"),
             job_backoff: std::time::Duration::from_secs(10),
             storage_dir: std::env::temp_dir().join("capstan-storage"),
@@ -96,12 +96,11 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Parses a cluster CIDR, which must be an IPv4 /16.
+    /// Parses a cluster CIDR: an IPv4 range from /8 to /24 (one /24 per node: a /16 holds 256 nodes, a /12 4,096).
     pub fn with_cluster_cidr(cidr: &str) -> Result<Self, crate::sys::BadCidr> {
-        // One /24 per node.
-        let (net, _) = crate::sys::parse_cidr_in(cidr, 16, 16)?;
+        let cluster_cidr = crate::sys::parse_cidr_in(cidr, 8, 24)?;
         Ok(Settings {
-            cluster_cidr: net,
+            cluster_cidr,
             ..Settings::default()
         })
     }

@@ -1,5 +1,6 @@
 //! The node IPAM controller (kube-controller-manager's node-ipam): gives each Node a `spec.podCIDR` - the next free
-//! /24 of the cluster CIDR (10.244.0.0/16 by default) - so pod addresses are unique across the cluster. It never
+//! /24 of the cluster CIDR (10.244.0.0/16 by default: 256 nodes; `--cluster-cidr 10.0.0.0/12` holds 4,096) - so pod
+//! addresses are unique across the cluster. It never
 //! changes a CIDR once set. In the same write it announces the pod network on the Node (`api::network`): the
 //! backend that carries pod traffic between machines and the cluster and Service ranges, which agents read.
 
@@ -22,8 +23,8 @@ use super::{Error, Result};
 pub struct Context {
     pub client: Client,
     pub nodes: Cache<Node>,
-    /// The cluster CIDR's network address; /16 split into /24s.
-    pub cluster: Ipv4Addr,
+    /// The cluster CIDR (network address, prefix length), split into /24s.
+    pub cluster: (Ipv4Addr, u8),
     /// Blocks handed out by this controller that the cache does not show yet.
     /// node name -> block, until the cache shows it.
     pub allocated: std::sync::Mutex<std::collections::HashMap<String, String>>,
@@ -36,7 +37,7 @@ impl Context {
         Context {
             client,
             nodes,
-            cluster: Ipv4Addr::new(10, 244, 0, 0),
+            cluster: (Ipv4Addr::new(10, 244, 0, 0), 16),
             allocated: Default::default(),
             announce: Default::default(),
         }
@@ -46,7 +47,10 @@ impl Context {
     pub fn announcing(mut self, backend: Backend, service_cidr: &str) -> Self {
         self.announce = [
             (BACKEND_ANNOTATION, backend.to_string()),
-            (CLUSTER_CIDR_ANNOTATION, format!("{}/16", self.cluster)),
+            (
+                CLUSTER_CIDR_ANNOTATION,
+                format!("{}/{}", self.cluster.0, self.cluster.1),
+            ),
             (SERVICE_CIDR_ANNOTATION, service_cidr.to_string()),
         ]
         .into_iter()
@@ -67,12 +71,22 @@ impl Context {
     }
 }
 
-/// The first /24 of `cluster`/16 that no node holds.
-pub fn next_free(cluster: Ipv4Addr, taken: &HashSet<String>) -> Option<String> {
-    let [a, b, _, _] = cluster.octets();
-    (0..=255u8)
-        .map(|c| format!("{a}.{b}.{c}.0/24"))
-        .find(|cidr| !taken.contains(cidr))
+/// The first /24 of the cluster CIDR (network, prefix length) that no node holds (`taken`: the /24s' network
+/// addresses as numbers).
+pub fn next_free((net, prefix): (Ipv4Addr, u8), taken: &HashSet<u32>) -> Option<String> {
+    let base = u32::from(net);
+    let blocks = 1u32 << (24 - prefix.min(24));
+    (0..blocks)
+        .map(|i| base + (i << 8))
+        .find(|b| !taken.contains(b))
+        .map(|b| format!("{}/24", Ipv4Addr::from(b)))
+}
+
+/// A /24's network address as a number (None for anything else).
+fn block(cidr: &str) -> Option<u32> {
+    let (ip, len) = cidr.split_once('/')?;
+    (len == "24").then_some(())?;
+    ip.parse::<Ipv4Addr>().ok().map(u32::from)
 }
 
 /// The node's `spec.podCIDR`, if it has one.
@@ -98,24 +112,24 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let name = node.metadata.name();
-    let mut taken: HashSet<String> = ctx
+    let mut taken: HashSet<u32> = ctx
         .nodes
         .list()
         .iter()
-        .filter_map(|n| pod_cidr(n).map(String::from))
+        .filter_map(|n| pod_cidr(n).and_then(block))
         .collect();
     {
         let mut allocated = ctx.allocated.lock().unwrap_or_else(|e| e.into_inner());
         // Once the cache shows a block, the cache alone accounts for it (and frees it with its node).
-        allocated.retain(|_, c| !taken.contains(c));
+        allocated.retain(|_, c| block(c).is_some_and(|b| !taken.contains(&b)));
         if allocated.contains_key(name) {
             // Given already; the cache has not caught up. Never a second block for one node.
             return Ok(Action::requeue(std::time::Duration::from_millis(200)));
         }
-        taken.extend(allocated.values().cloned());
+        taken.extend(allocated.values().filter_map(|c| block(c)));
     }
     let cidr = next_free(ctx.cluster, &taken)
-        .ok_or_else(|| Error::Exhausted(format!("{}/16", ctx.cluster)))?;
+        .ok_or_else(|| Error::Exhausted(format!("{}/{}", ctx.cluster.0, ctx.cluster.1)))?;
     // Conditional on the version read: a node that changed meanwhile (say, got its block) is a conflict.
     let patch = json!({"metadata": {"resourceVersion": node.metadata.resource_version, "annotations": announce},
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
@@ -143,13 +157,29 @@ mod tests {
 
     #[test]
     fn picks_the_lowest_free_block() {
-        let net = Ipv4Addr::new(10, 244, 0, 0);
+        let net = (Ipv4Addr::new(10, 244, 0, 0), 16);
         let mut taken = HashSet::new();
         assert_eq!(next_free(net, &taken).unwrap(), "10.244.0.0/24");
-        taken.insert("10.244.0.0/24".to_string());
-        taken.insert("10.244.2.0/24".to_string());
+        taken.insert(block("10.244.0.0/24").unwrap());
+        taken.insert(block("10.244.2.0/24").unwrap());
         assert_eq!(next_free(net, &taken).unwrap(), "10.244.1.0/24");
-        let all: HashSet<String> = (0..=255).map(|c| format!("10.244.{c}.0/24")).collect();
+        let all: HashSet<u32> = (0..=255)
+            .filter_map(|c| block(&format!("10.244.{c}.0/24")))
+            .collect();
         assert!(next_free(net, &all).is_none());
+    }
+
+    #[test]
+    fn a_wider_cluster_cidr_holds_more_nodes() {
+        let net = (Ipv4Addr::new(10, 32, 0, 0), 11);
+        let all16: HashSet<u32> = (0..256u32)
+            .map(|c| u32::from(Ipv4Addr::new(10, 32, 0, 0)) + (c << 8))
+            .collect();
+        assert_eq!(next_free(net, &all16).unwrap(), "10.33.0.0/24");
+        let full: HashSet<u32> = (0..8192u32)
+            .map(|c| u32::from(Ipv4Addr::new(10, 32, 0, 0)) + (c << 8))
+            .collect();
+        assert!(next_free(net, &full).is_none());
+        assert_eq!(block("10.1.2.0/16"), None);
     }
 }

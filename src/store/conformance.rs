@@ -74,6 +74,40 @@ pub async fn run(store: DynStore) {
         "a list at an older revision sees the old values"
     );
 
+    // Pages of a list at one revision show that revision, whatever is written between them.
+    for k in ["a", "b", "c", "d"] {
+        store
+            .create(&format!("/c/page/{k}"), format!("{k}1").into_bytes())
+            .await
+            .unwrap();
+    }
+    let first = store.list("/c/page/", 0, None, 1).await.unwrap();
+    assert_eq!(first.remaining, 3);
+    store.update("/c/page/b", b"b2".to_vec(), 0).await.unwrap();
+    store.delete("/c/page/c", 0).await.unwrap();
+    store.create("/c/page/bb", b"bb1".to_vec()).await.unwrap();
+    store.update("/c/page/d", b"d2".to_vec(), 0).await.unwrap();
+    store.update("/c/page/d", b"d3".to_vec(), 0).await.unwrap();
+    let rest = store
+        .list("/c/page/", first.revision, Some("/c/page/a"), 2)
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &[u8])> = rest
+        .kvs
+        .iter()
+        .map(|k| (k.key.as_str(), &*k.value))
+        .collect();
+    assert_eq!(seen, [("/c/page/b", &b"b1"[..]), ("/c/page/c", &b"c1"[..])]);
+    assert_eq!(rest.remaining, 1, "d is left, bb was not there yet");
+    let last = store
+        .list("/c/page/", first.revision, Some("/c/page/c"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        last.kvs.iter().map(|k| &*k.value).collect::<Vec<_>>(),
+        [&b"d1"[..]]
+    );
+
     // delete with compare-and-swap
     let b = store.get("/c/ns/b").await.unwrap().unwrap();
     assert!(matches!(
