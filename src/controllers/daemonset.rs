@@ -16,8 +16,8 @@ use serde_json::json;
 use super::pods::{available, controller_uid, is_ready, phase, Expectations};
 use crate::api::apps::{DaemonSet, DaemonSetSpec, DaemonSetStatus};
 use crate::api::core::{
-    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodTemplateSpec, Toleration,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodTemplateSpec,
+    Toleration,
 };
 use crate::api::Resource;
 use crate::client::events::Recorder;
@@ -129,7 +129,7 @@ fn pod_for(ds: &DaemonSet, template: &PodTemplateSpec, hash: &str, node: &str) -
             }]),
         }],
     };
-    let affinity = spec.affinity.get_or_insert_with(Affinity::default);
+    let affinity = spec.affinity.get_or_insert_with(Default::default);
     affinity
         .node_affinity
         .get_or_insert_with(NodeAffinity::default)

@@ -93,10 +93,10 @@ fn pod_for(set: &StatefulSet, template: &PodTemplateSpec, hash: &str, ordinal: i
         volumes.retain(|v| v.name != vname);
         volumes.push(Volume {
             name: vname.to_string(),
-            persistent_volume_claim: Some(PvcVolumeSource {
+            persistent_volume_claim: Some(Box::new(PvcVolumeSource {
                 claim_name: claim_name(vname, name, ordinal),
                 read_only: None,
-            }),
+            })),
             ..Default::default()
         });
     }

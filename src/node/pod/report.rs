@@ -174,7 +174,7 @@ impl Worker {
             restart_count: l.saved.restart_count as i32,
             started: Some(l.started && l.saved.running.is_some()),
             state: Some(state),
-            last_state: Some(last_state),
+            last_state: Some(Box::new(last_state)),
             container_id,
             ..Default::default()
         }

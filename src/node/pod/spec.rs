@@ -139,9 +139,9 @@ impl Worker {
         pod_field: fn(&crate::api::core::PodSecurityContext) -> Option<i64>,
     ) -> Option<u32> {
         c.security_context
-            .as_ref()
+            .as_deref()
             .and_then(field)
-            .or_else(|| self.spec().security_context.as_ref().and_then(pod_field))
+            .or_else(|| self.spec().security_context.as_deref().and_then(pod_field))
             .and_then(|v| u32::try_from(v).ok())
     }
 
