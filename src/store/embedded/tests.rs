@@ -140,3 +140,41 @@ async fn data_and_revision_survive_reopen() {
         Err(Error::Compacted { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_page_past_the_prefix_is_empty_and_the_prefix_ends_where_its_keys_do() {
+    assert_eq!(
+        prefix_end("/registry/pods/").as_deref(),
+        Some("/registry/pods0")
+    );
+    assert_eq!(prefix_end(""), None);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Embedded::open(&dir.path().join("db")).unwrap();
+    s.create("/p/a/1", b"1".to_vec()).await.unwrap();
+    s.create("/p/a/2", b"2".to_vec()).await.unwrap();
+    s.create("/p/b/1", b"3".to_vec()).await.unwrap();
+    let rev = s.revision().await.unwrap();
+    s.create("/p/a/3", b"4".to_vec()).await.unwrap();
+    for at in [0, rev] {
+        let page = s.list("/p/a/", at, Some("/p/z"), 1).await.unwrap();
+        assert!(page.kvs.is_empty() && page.remaining == 0, "{page:?}");
+        let page = s.list("/p/a/", at, None, 1).await.unwrap();
+        assert_eq!(page.kvs[0].key, "/p/a/1");
+        assert_eq!(page.remaining, if at == 0 { 2 } else { 1 }, "at {at}");
+    }
+}
+
+mod timing {
+    use super::super::*;
+    #[tokio::test]
+    #[ignore]
+    async fn sequential_create_latency() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(&dir.path().join("db")).unwrap();
+        let t = std::time::Instant::now();
+        for i in 0..1000 {
+            s.create(&format!("/k/{i}"), vec![0u8; 800]).await.unwrap();
+        }
+        eprintln!("1000 sequential creates: {:?}", t.elapsed());
+    }
+}
