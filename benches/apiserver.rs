@@ -6,11 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::json;
 
 mod common;
-use common::{etcd_on_path, pct, rate, rss_kb, start_etcd};
+use common::{create_many, etcd_on_path, fan_out, pct, rate, rss_kb, start_etcd};
 
 #[tokio::main]
 async fn main() {
@@ -52,14 +51,11 @@ async fn main() {
             16 => 4000 / scale,
             _ => 8000 / scale,
         };
-        let (c2, url2, auth2) = (c.clone(), url.clone(), auth.clone());
-        let r = rate(conc, total, move |i| {
-            let (c, url, auth) = (c2.clone(), url2.clone(), auth2.clone());
-            async move {
-                let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{conc}-{i}")}, "data": {"k": "v"}});
-                let r = c.post(format!("{url}/api/v1/namespaces/default/configmaps")).header("Authorization", auth).json(&body).send().await.unwrap();
-                assert_eq!(r.status().as_u16(), 201);
-            }
+        let r = create_many(&c, &url, &auth, conc, total, move |i| {
+            (
+                concat!("/", "api/v1/namespaces/default/configmaps").to_string(),
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("c{conc}-{i}")}, "data": {"k": "v"}}),
+            )
         })
         .await;
         println!("creates/s with {conc:>2} clients: {r:.0}");
@@ -87,21 +83,18 @@ async fn main() {
 
     // List of 10,000 pods.
     let pods = 10_000 / scale;
-    let (c2, url2, auth2) = (c.clone(), url.clone(), auth.clone());
     c.post(format!("{url}/api/v1/namespaces"))
         .header("Authorization", &auth)
         .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))
         .send()
         .await
         .unwrap();
-    rate(64, pods, move |i| {
-        let (c, url, auth) = (c2.clone(), url2.clone(), auth2.clone());
-        async move {
-            let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "labels": {"app": "bench"}},
-                "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}});
-            let r = c.post(format!("{url}/api/v1/namespaces/bench/pods")).header("Authorization", auth).json(&body).send().await.unwrap();
-            assert_eq!(r.status().as_u16(), 201);
-        }
+    create_many(&c, &url, &auth, 64, pods, |i| {
+        (
+            concat!("/", "api/v1/namespaces/bench/pods").to_string(),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "labels": {"app": "bench"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36", "command": ["sleep", "3600"]}]}}),
+        )
     })
     .await;
     let mut lat = Vec::new();
@@ -141,76 +134,37 @@ async fn main() {
         .as_str()
         .unwrap()
         .to_string();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    let mut handles = Vec::new();
-    for _ in 0..watchers {
-        let r = c
-            .get(format!(
-                "{url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dwatched"
-            ))
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .unwrap();
-        let tx = tx.clone();
-        handles.push(tokio::spawn(async move {
-            let mut s = r.bytes_stream();
-            let mut round = 0;
-            while let Some(Ok(chunk)) = s.next().await {
-                for _ in 0..chunk.windows(7).filter(|w| *w == b"watched").count() {
-                    let _ = tx.send((round, Instant::now()));
-                    round += 1;
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut lat = Vec::new();
-    for round in 0..rounds {
+    let watch_url = format!(
+        "{url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dwatched"
+    );
+    let per_round = fan_out(&c, &auth, &watch_url, watchers, b"watched", rounds, |round| {
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "watched"},
             "data": {"round": round.to_string()}});
-        let sent = Instant::now();
         let req = if round == 0 {
             c.post(format!("{url}/api/v1/namespaces/default/configmaps"))
         } else {
-            c.put(format!(
-                "{url}/api/v1/namespaces/default/configmaps/watched"
-            ))
+            c.put(format!("{url}/api/v1/namespaces/default/configmaps/watched"))
         };
-        req.header("Authorization", &auth)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let mut got = 0;
-        let first = lat.len();
-        while got < watchers {
-            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                Ok(Some((r, t))) if r == round => {
-                    lat.push(t.duration_since(sent).as_secs_f64() * 1000.0);
-                    got += 1;
-                }
-                Ok(Some(_)) => {}
-                _ => break,
-            }
+        let req = req.header("Authorization", &auth).json(&body);
+        async move {
+            req.send().await.unwrap();
         }
-        let mut this: Vec<f64> = lat[first..].to_vec();
+    })
+    .await;
+    for (round, this) in per_round.iter().enumerate() {
         println!(
             "  round {round}: p50 {:.1} ms, max {:.1} ms",
             pct(&mut this.clone(), 0.5),
-            pct(&mut this, 1.0)
+            pct(&mut this.clone(), 1.0)
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let mut lat: Vec<f64> = per_round.concat();
     println!(
         "one event to {watchers} watchers, {rounds} rounds ({} deliveries): p50 {:.1} ms, p99 {:.1} ms",
         lat.len(),
         pct(&mut lat.clone(), 0.5),
         pct(&mut lat, 0.99)
     );
-    for h in handles {
-        h.abort();
-    }
     println!(
         "capstan server RSS after the run: {:.1} MB",
         rss_kb(pid) as f64 / 1024.0

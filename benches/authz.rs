@@ -75,16 +75,7 @@ async fn measure(args: &[&str], total: usize) -> Vec<Measured> {
     println!("capstan {}", args.join(" "));
     let post = |path: String, body: serde_json::Value| {
         let (c, url, auth) = (s.client.clone(), s.url.clone(), s.auth.clone());
-        async move {
-            let r = c
-                .post(format!("{url}{path}"))
-                .header("Authorization", auth)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        }
+        async move { common::post(&c, &url, &auth, &path, &body).await }
     };
     post(
         concat!("/", "api/v1/namespaces").into(),

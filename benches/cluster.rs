@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 mod common;
-use common::{get, pct, rate, rss_kb, Capstan};
+use common::{create_many, get, pct, rate, rss_kb, Capstan};
 
 /// What a task needs to talk to the server.
 #[derive(Clone)]
@@ -145,24 +145,14 @@ async fn scheduler(quick: bool) {
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let start = Instant::now();
-        let client = c.client.clone();
-        let (url, auth) = (c.url.clone(), c.auth.clone());
-        let create_rate = rate(64, pods, move |i| {
-            let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
-            async move {
-                let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        let create_rate = create_many(&c.client, &c.url, &c.auth, 64, pods, |i| {
+            (
+                concat!("/", "api/v1/namespaces/bench/pods").to_string(),
+                json!({"apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": format!("p{i:05}")},
                     "spec": {"containers": [{"name": "c", "image": "x", "command": ["sleep", "1"],
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}});
-                let r = client
-                    .post(format!("{url}/api/v1/namespaces/bench/pods"))
-                    .header("Authorization", auth)
-                    .json(&pod)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status().as_u16(), 201);
-            }
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}}),
+            )
         })
         .await;
         let created = start.elapsed();

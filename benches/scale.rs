@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cpu_secs, pct, rate, rss_kb, Capstan, Proc};
+use common::{cpu_secs, create_many, fan_out, pct, rss_kb, Capstan, Proc};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -225,24 +225,14 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu0 = cpu_secs(c.pid);
     let start = Instant::now();
-    let (client, url, auth) = (c.client.clone(), c.url.clone(), c.auth.clone());
-    let create_rate = rate(64, pods, move |i| {
-        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
-        async move {
-            let ns = format!("scale-{}", i % NAMESPACES);
-            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+    let create_rate = create_many(&c.client, &c.url, &c.auth, 64, pods, |i| {
+        (
+            format!("/api/v1/namespaces/scale-{}/pods", i % NAMESPACES),
+            json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("p{i:06}"), "labels": {"app": format!("app-{}", i % 100)}},
                 "spec": {"containers": [{"name": "c", "image": "app:1",
-                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}});
-            let r = client
-                .post(format!("{url}/api/v1/namespaces/{ns}/pods"))
-                .header("Authorization", auth)
-                .json(&pod)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 201);
-        }
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}),
+        )
     })
     .await;
     let created = start.elapsed();
@@ -344,67 +334,38 @@ async fn main() {
         .as_str()
         .unwrap()
         .to_string();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    let mut handles = Vec::new();
-    for _ in 0..watchers {
-        let r = c
-            .client
-            .get(format!(
-                "{}/api/v1/namespaces/scale-0/pods?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dp000000",
-                c.url
-            ))
-            .header("Authorization", &c.auth)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "a watch was refused");
-        let tx = tx.clone();
-        handles.push(tokio::spawn(async move {
-            let mut s = r.bytes_stream();
-            let mut round = 0;
-            while let Some(Ok(chunk)) = s.next().await {
-                for _ in 0..chunk.windows(7).filter(|w| *w == b"MODIFIE").count() {
-                    let _ = tx.send((round, Instant::now()));
-                    round += 1;
-                }
+    let watch_url = format!(
+        "{}/api/v1/namespaces/scale-0/pods?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dp000000",
+        c.url
+    );
+    let mut lat: Vec<f64> = fan_out(
+        &c.client,
+        &c.auth,
+        &watch_url,
+        watchers,
+        b"MODIFIE",
+        5,
+        |round| {
+            let req = c
+                .client
+                .patch(format!("{}{target}", c.url))
+                .header("Authorization", &c.auth)
+                .header("Content-Type", "application/merge-patch+json")
+                .body(json!({"metadata": {"labels": {"round": round.to_string()}}}).to_string());
+            async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 200);
             }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut lat = Vec::new();
-    for round in 0..5 {
-        let sent = Instant::now();
-        let r = c
-            .client
-            .patch(format!("{}{target}", c.url))
-            .header("Authorization", &c.auth)
-            .header("Content-Type", "application/merge-patch+json")
-            .body(json!({"metadata": {"labels": {"round": round.to_string()}}}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        let first = lat.len();
-        while lat.len() - first < watchers {
-            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                Ok(Some((r, t))) if r == round => {
-                    lat.push(t.duration_since(sent).as_secs_f64() * 1000.0)
-                }
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        },
+    )
+    .await
+    .concat();
     println!(
         "one pod update to {watchers} watchers at {pods} pods, 5 rounds ({} deliveries): p50 {:.1} ms, p99 {:.1} ms",
         lat.len(),
         pct(&mut lat.clone(), 0.5),
         pct(&mut lat, 0.99)
     );
-    for h in handles {
-        h.abort();
-    }
 
     // Restart on the same data directory (kill -9, as a crash would).
     drop(sim);

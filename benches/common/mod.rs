@@ -264,3 +264,115 @@ pub async fn get(c: &Capstan, path: &str) -> serde_json::Value {
         .await
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// POSTs `total` objects from `concurrency` clients; `make(i)` gives the i-th object's collection path (from the
+/// API root, e.g. `/api/v1/namespaces/x/pods`) and body. Every answer must be a success. Returns creates per second.
+pub async fn create_many<F>(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    concurrency: usize,
+    total: usize,
+    make: F,
+) -> f64
+where
+    F: Fn(usize) -> (String, serde_json::Value) + Send + Sync + 'static,
+{
+    let (client, url, auth) = (client.clone(), url.to_string(), auth.to_string());
+    let make = Arc::new(make);
+    rate(concurrency, total, move |i| {
+        let (client, url, auth, make) = (client.clone(), url.clone(), auth.clone(), make.clone());
+        async move {
+            let (path, body) = make(i);
+            post(&client, &url, &auth, &path, &body).await;
+        }
+    })
+    .await
+}
+
+/// POSTs `body` to `path` (from the API root); the answer must be a success.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    path: &str,
+    body: &serde_json::Value,
+) {
+    let r = client
+        .post(format!("{url}{path}"))
+        .header("Authorization", auth)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status();
+    assert!(
+        code.is_success(),
+        "POST {path}: {code} {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+/// One write seen by many watchers: opens `watchers` watches at `watch_url` (a full URL), then runs `rounds` writes
+/// (`write(round)`, awaited), each followed by waiting until every watcher has seen an event containing `marker`
+/// (at most 10 s). Returns each round's delivery latencies in milliseconds, from the write's start.
+pub async fn fan_out<W, Fut>(
+    client: &reqwest::Client,
+    auth: &str,
+    watch_url: &str,
+    watchers: usize,
+    marker: &'static [u8],
+    rounds: usize,
+    write: W,
+) -> Vec<Vec<f64>>
+where
+    W: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::StreamExt;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let mut handles = Vec::new();
+    for _ in 0..watchers {
+        let r = client
+            .get(watch_url)
+            .header("Authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "a watch was refused");
+        let tx = tx.clone();
+        handles.push(tokio::spawn(async move {
+            let mut s = r.bytes_stream();
+            let mut round = 0;
+            while let Some(Ok(chunk)) = s.next().await {
+                let n = chunk.windows(marker.len()).filter(|w| *w == marker).count();
+                for _ in 0..n {
+                    let _ = tx.send((round, Instant::now()));
+                    round += 1;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        let sent = Instant::now();
+        write(round).await;
+        let mut lat = Vec::new();
+        while lat.len() < watchers {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some((r, t))) if r == round => {
+                    lat.push(t.duration_since(sent).as_secs_f64() * 1000.0)
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        out.push(lat);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for h in handles {
+        h.abort();
+    }
+    out
+}

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 use super::{Error, Event, EventType, KeyValue, ListResult, Result, Store, WatchStream};
 
@@ -79,7 +79,7 @@ pub struct Embedded {
 
 struct Inner {
     state: RwLock<State>,
-    events: broadcast::Sender<Arc<Event>>,
+    fanout: Arc<fanout::Fanout>,
     /// Writes waiting for the next commit, and whether some caller is committing (the leader).
     queue: std::sync::Mutex<Queue>,
     durable: std::sync::Mutex<Durable>,
@@ -92,7 +92,7 @@ struct Inner {
 /// deterministic simulation, where nothing may happen on another thread.
 enum Publish {
     Thread(std::sync::mpsc::Sender<Vec<Arc<Event>>>),
-    Inline(broadcast::Sender<Arc<Event>>),
+    Inline(Arc<fanout::Fanout>),
 }
 
 impl Publish {
@@ -101,11 +101,7 @@ impl Publish {
             Publish::Thread(tx) => {
                 let _ = tx.send(batch);
             }
-            Publish::Inline(fanout) => {
-                for ev in batch {
-                    let _ = fanout.send(ev);
-                }
-            }
+            Publish::Inline(fanout) => fanout.publish(&batch),
         }
     }
 }
@@ -259,19 +255,17 @@ impl Embedded {
             revision,
             compacted: revision,
         });
-        let (events, _) = broadcast::channel(1 << 16);
+        let fanout = Arc::new(fanout::Fanout::default());
         let publish = if inline {
-            Publish::Inline(events.clone())
+            Publish::Inline(fanout.clone())
         } else {
             let (publish, published) = std::sync::mpsc::channel::<Vec<Arc<Event>>>();
-            let fanout = events.clone();
+            let to = fanout.clone();
             std::thread::Builder::new()
                 .name("capstan-store-publish".into())
                 .spawn(move || {
                     for batch in published {
-                        for ev in batch {
-                            let _ = fanout.send(ev);
-                        }
+                        to.publish(&batch);
                     }
                 })
                 .map_err(backend)?;
@@ -279,7 +273,7 @@ impl Embedded {
         };
         let inner = Inner {
             state,
-            events,
+            fanout,
             publish,
             queue: std::sync::Mutex::new(Queue::default()),
             durable: std::sync::Mutex::new(durable),
@@ -751,14 +745,14 @@ impl Drop for Durable {
     }
 }
 
+mod fanout;
 pub mod wal;
 
 /// One watcher's position: its backlog, then the live broadcast.
 struct Feed {
     backlog: VecDeque<Arc<Event>>,
-    live: broadcast::Receiver<Arc<Event>>,
+    live: fanout::Receiver,
     last: i64,
-    prefix: String,
     done: bool,
 }
 
@@ -772,17 +766,14 @@ impl Feed {
         }
         loop {
             match self.live.recv().await {
-                Ok(ev) => {
-                    if ev.revision() <= self.last || !in_prefix(&ev.kv.key, &self.prefix) {
-                        continue;
-                    }
-                    return Some(Ok((*ev).clone()));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Events committed before the watch began may still be published after it subscribed.
+                fanout::Recv::Event(ev) if ev.revision() <= self.last => continue,
+                fanout::Recv::Event(ev) => return Some(Ok((*ev).clone())),
+                fanout::Recv::Lagged => {
                     self.done = true;
                     return Some(Err(Error::WatcherTooSlow));
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                fanout::Recv::Closed => return None,
             }
         }
     }
@@ -952,7 +943,7 @@ impl Store for Embedded {
             // Subscribing under the lock: nothing is published between the backlog and the live feed.
             (
                 backlog,
-                self.inner.events.subscribe(),
+                self.inner.fanout.subscribe(prefix),
                 s.revision.max(after),
             )
         };
@@ -960,7 +951,6 @@ impl Store for Embedded {
             backlog,
             live,
             last,
-            prefix: prefix.to_string(),
             done: false,
         };
         Ok(Box::pin(futures::stream::unfold(

@@ -74,6 +74,8 @@ pub const REVISION_OFFSET_KEY: &str = concat!("/", "capstan/revision-offset");
 /// The store on etcd.
 pub struct Etcd {
     client: Client,
+    /// The key-value service alone: cloned per request (cloning the whole client clones every service's channel).
+    kvc: etcd_client::KvClient,
     prefix: String,
     /// Added to etcd's revisions (see [`REVISION_OFFSET_KEY`]).
     offset: i64,
@@ -171,6 +173,7 @@ impl Etcd {
             Err(e) => return Err(backend(e)),
         };
         Ok(Etcd {
+            kvc: client.kv_client(),
             client,
             prefix: opts.prefix.clone(),
             offset,
@@ -281,7 +284,7 @@ impl Etcd {
         if limit > 0 {
             opts = opts.with_limit(limit as i64);
         }
-        let resp = match self.client().get(start, Some(opts)).await {
+        let resp = match self.kvc.clone().get(start, Some(opts)).await {
             Ok(r) => r,
             Err(e) if compacted(&e) => {
                 return Err(Error::Compacted {
@@ -326,7 +329,7 @@ impl Etcd {
             .when([guard])
             .and_then([op])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self.client().txn(txn).await.map_err(backend)?;
+        let resp = self.kvc.clone().txn(txn).await.map_err(backend)?;
         if resp.succeeded() {
             return Ok(resp);
         }
@@ -359,7 +362,8 @@ impl Etcd {
 impl Store for Etcd {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let resp = self
-            .client()
+            .kvc
+            .clone()
             .get(self.key(key), None)
             .await
             .map_err(backend)?;
@@ -398,7 +402,7 @@ impl Store for Etcd {
         let txn = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, value, None)]);
-        let resp = self.client().txn(txn).await.map_err(backend)?;
+        let resp = self.kvc.clone().txn(txn).await.map_err(backend)?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists(key.to_string()));
         }
@@ -465,6 +469,7 @@ impl Store for Etcd {
         let prefix = self.prefix.clone();
         let this = Etcd {
             client: self.client(),
+            kvc: self.kvc.clone(),
             prefix,
             offset: self.offset,
         };
