@@ -177,4 +177,36 @@ mod timing {
         }
         eprintln!("1000 sequential creates: {:?}", t.elapsed());
     }
+
+    /// Open time of a large store (`cargo test --release --lib reopen_time -- --ignored --nocapture`): 150,000
+    /// values of 4 KB, as the scale benchmark's pods.
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore]
+    async fn reopen_time_of_150000_values() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = Arc::new(Embedded::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for w in 0..64 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..150_000).step_by(64) {
+                    s.create(&format!("/registry/pods/ns/p{i:06}"), vec![b'x'; 4000])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        drop(s);
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            let r = Embedded::open(&path).unwrap();
+            eprintln!("open: {:?}", t.elapsed());
+            drop(r);
+        }
+    }
 }
