@@ -738,7 +738,7 @@ mod fanout;
 mod file;
 pub mod wal;
 
-/// One watcher's position: its backlog, then the live broadcast.
+/// One watcher's position: its backlog, then its live queue.
 struct Feed {
     backlog: VecDeque<Arc<Event>>,
     live: fanout::Receiver,

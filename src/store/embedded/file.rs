@@ -11,10 +11,10 @@ use crate::store::{KeyValue, Result};
 
 /// redb's page cache. Reads are served from memory (`State`), so redb is read only at open and by checkpoints;
 /// its default cache (1 GiB) kept most of the file resident for nothing: 16 MiB holds the pages checkpoints touch.
-pub const REDB_CACHE_BYTES: usize = 16 << 20;
+const REDB_CACHE_BYTES: usize = 16 << 20;
 
 /// Free space the store file may hold beyond its live data before an open compacts it.
-pub const COMPACT_SLACK: u64 = 64 << 20;
+const COMPACT_SLACK: u64 = 64 << 20;
 
 /// Whether a file of `size` bytes holding `live` bytes of keys and values is worth compacting: when more than half
 /// of it is free and that is over [`COMPACT_SLACK`] (compacting 600 MB of live data at every start took seconds).
