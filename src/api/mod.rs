@@ -21,6 +21,7 @@ pub mod rbac;
 pub mod registry;
 pub mod resource;
 pub mod selector;
+pub mod shrink;
 pub mod smp;
 pub mod spdy;
 pub mod tokens;

@@ -125,20 +125,165 @@ pub fn tracked(obj: &Value, status: bool) -> Value {
     Value::Object(out)
 }
 
-/// Leaf paths whose values differ between two objects (added, changed or removed).
+/// Leaf paths whose values differ between two objects (added, changed or removed): the two are walked together,
+/// descending only where both have the same shape; where shapes differ every leaf of both sides changed.
 pub fn changed(old: &Value, new: &Value) -> FieldSet {
-    let a = fields_of(old);
-    let b = fields_of(new);
     let mut out = FieldSet::new();
+    diff(Some(old), Some(new), None, &mut Vec::new(), &mut out);
+    out
+}
+
+/// `changed(&tracked(old, status), &tracked(new, status))` without copying the objects: the top level is filtered
+/// as [`tracked`] does and each tracked field is walked in place.
+pub fn changed_tracked(old: &Value, new: &Value, status: bool) -> FieldSet {
+    fn meta<'v>(v: &'v Value, f: &str) -> Option<&'v Value> {
+        v["metadata"].get(f).filter(|x| !x.is_null())
+    }
+    let keep = |k: &str| match k {
+        "apiVersion" | "kind" => false,
+        "metadata" => true,
+        "status" => status,
+        _ => !status,
+    };
+    let mut out = FieldSet::new();
+    let mut path = Vec::new();
+    let keys = old.as_object().into_iter().flatten().map(|(k, _)| k);
+    let fresh = new.as_object().into_iter().flatten().map(|(k, _)| k);
+    for k in keys.chain(fresh.filter(|k| old.get(k.as_str()).is_none())) {
+        if !keep(k) {
+            continue;
+        }
+        path.push(format!("f:{k}"));
+        if k == "metadata" {
+            for f in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                path.push(format!("f:{f}"));
+                diff(meta(old, f), meta(new, f), Some(f), &mut path, &mut out);
+                path.pop();
+            }
+        } else {
+            diff(old.get(k), new.get(k), Some(k), &mut path, &mut out);
+        }
+        path.pop();
+    }
+    out
+}
+
+/// How [`collect`] sees a value: an object to descend into, a keyed list (by which key), or a leaf.
+enum Shape {
+    Object,
+    Keyed(&'static str),
+    Leaf,
+}
+
+fn shape(v: &Value, field: Option<&str>) -> Shape {
+    match v {
+        Value::Object(m) if !m.is_empty() => Shape::Object,
+        Value::Array(items) if !items.is_empty() => match field.and_then(|f| merge_key(f, items)) {
+            Some(key) => Shape::Keyed(key),
+            None => Shape::Leaf,
+        },
+        _ => Shape::Leaf,
+    }
+}
+
+fn diff(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    field: Option<&str>,
+    path: &mut Vec<String>,
+    out: &mut FieldSet,
+) {
+    let (a, b) = match (old, new) {
+        (None, None) => return,
+        (Some(v), None) | (None, Some(v)) => return collect(v, field, path, out),
+        (Some(a), Some(b)) => (a, b),
+    };
+    match (shape(a, field), shape(b, field)) {
+        (Shape::Object, Shape::Object) => {
+            let (am, bm) = (a.as_object().into_iter().flatten(), b.as_object());
+            for (k, av) in am {
+                path.push(format!("f:{k}"));
+                diff(Some(av), bm.and_then(|m| m.get(k)), Some(k), path, out);
+                path.pop();
+            }
+            for (k, bv) in b.as_object().into_iter().flatten() {
+                if a.get(k).is_none() {
+                    path.push(format!("f:{k}"));
+                    collect(bv, Some(k), path, out);
+                    path.pop();
+                }
+            }
+        }
+        (Shape::Keyed(ka), Shape::Keyed(kb)) => {
+            fn items<'v>(v: &'v Value, key: &str) -> (usize, BTreeMap<String, &'v Value>) {
+                let all = v.as_array().map_or(&[][..], Vec::as_slice);
+                (all.len(), all.iter().map(|i| (keyed(i, key), i)).collect())
+            }
+            let ((an, ai), (bn, bi)) = (items(a, ka), items(b, kb));
+            if ai.len() != an || bi.len() != bn {
+                // Items sharing a key (invalid, but storable): compare as whole field sets.
+                return changed_by_sets(a, b, field, path, out);
+            }
+            for (k, av) in &ai {
+                path.push(k.clone());
+                match bi.get(k) {
+                    Some(bv) => diff(Some(av), Some(bv), None, path, out),
+                    None => keyed_item(av, path, out),
+                }
+                path.pop();
+            }
+            for (k, bv) in &bi {
+                if !ai.contains_key(k) {
+                    path.push(k.clone());
+                    keyed_item(bv, path, out);
+                    path.pop();
+                }
+            }
+        }
+        (Shape::Leaf, Shape::Leaf) => {
+            if a != b {
+                out.insert(path.clone());
+            }
+        }
+        _ => {
+            collect(a, field, path, out);
+            collect(b, field, path, out);
+        }
+    }
+}
+
+/// The paths of a keyed list item present on one side only: the item itself (`.`) and its leaves.
+fn keyed_item(item: &Value, path: &mut Vec<String>, out: &mut FieldSet) {
+    let mut dot = path.clone();
+    dot.push(".".into());
+    out.insert(dot);
+    collect(item, None, path, out);
+}
+
+/// [`changed`] by building both sides' field sets and comparing them, under `path`.
+fn changed_by_sets(
+    old: &Value,
+    new: &Value,
+    field: Option<&str>,
+    path: &[String],
+    out: &mut FieldSet,
+) {
+    let (mut a, mut b) = (FieldSet::new(), FieldSet::new());
+    collect(old, field, &mut Vec::new(), &mut a);
+    collect(new, field, &mut Vec::new(), &mut b);
+    let under = |p: &Vec<String>| {
+        let mut full = path.to_vec();
+        full.extend(p.iter().cloned());
+        full
+    };
     for p in a.symmetric_difference(&b) {
-        out.insert(p.clone());
+        out.insert(under(p));
     }
     for p in a.intersection(&b) {
         if p.last().map(String::as_str) != Some(".") && resolve(old, p) != resolve(new, p) {
-            out.insert(p.clone());
+            out.insert(under(p));
         }
     }
-    out
 }
 
 /// Finds the value at a field path.
@@ -278,35 +423,38 @@ pub fn owners(obj: &Value) -> Vec<Owner> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|e| Owner {
-            manager: e
-                .get("manager")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            operation: e
-                .get("operation")
-                .and_then(Value::as_str)
-                .unwrap_or("Update")
-                .to_string(),
-            subresource: e
-                .get("subresource")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            api_version: e
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
-            time: e
-                .get("time")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        })
+        .map(owner_of)
         .collect()
+}
+
+/// One managedFields entry, read.
+fn owner_of(e: &Value) -> Owner {
+    let text = |k: &str, default: &str| {
+        e.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    Owner {
+        manager: text("manager", ""),
+        operation: text("operation", "Update"),
+        subresource: text("subresource", ""),
+        api_version: text("apiVersion", ""),
+        fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+        time: text("time", ""),
+    }
+}
+
+/// One managedFields entry, written.
+fn entry_of(o: &Owner) -> Value {
+    let mut e = serde_json::json!({
+        "manager": o.manager, "operation": o.operation, "apiVersion": o.api_version,
+        "time": o.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&o.fields),
+    });
+    if !o.subresource.is_empty() {
+        e["subresource"] = Value::String(o.subresource.clone());
+    }
+    e
 }
 
 /// Writes managedFields into an object (dropping managers that own nothing).
@@ -314,17 +462,12 @@ pub fn set_owners(obj: &mut Value, owners: &[Owner]) {
     let entries: Vec<Value> = owners
         .iter()
         .filter(|o| !o.fields.is_empty())
-        .map(|o| {
-            let mut e = serde_json::json!({
-                "manager": o.manager, "operation": o.operation, "apiVersion": o.api_version,
-                "time": o.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(&o.fields),
-            });
-            if !o.subresource.is_empty() {
-                e["subresource"] = Value::String(o.subresource.clone());
-            }
-            e
-        })
+        .map(entry_of)
         .collect();
+    put_entries(obj, entries);
+}
+
+fn put_entries(obj: &mut Value, entries: Vec<Value>) {
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if entries.is_empty() {
             m.remove("managedFields");
@@ -332,6 +475,76 @@ pub fn set_owners(obj: &mut Value, owners: &[Owner]) {
             m.insert("managedFields".into(), Value::Array(entries));
         }
     }
+}
+
+/// Whether a fieldsV1 tree holds `path` as one of its leaves.
+fn holds_leaf(tree: &Value, path: &[String]) -> bool {
+    let mut cur = tree;
+    for el in path {
+        match cur.get(el.as_str()) {
+            Some(next) => cur = next,
+            None => return false,
+        }
+    }
+    !path.is_empty() && cur.as_object().is_none_or(|m| m.is_empty())
+}
+
+/// `set_owners(obj, owners(prev))` after [`record_update`], reading and rewriting only the entries the update
+/// changes (the updating manager's, and those that owned a changed field): the others are kept as stored.
+pub fn update_owners(
+    obj: &mut Value,
+    prev: &Value,
+    (manager, subresource, api_version): (&str, &str, &str),
+    changed: &FieldSet,
+    time: &str,
+) {
+    let before = prev.pointer("/metadata/managedFields");
+    if changed.is_empty() {
+        if obj.pointer("/metadata/managedFields") != before {
+            set_owners(obj, &owners(prev));
+        }
+        return;
+    }
+    let text = |e: &Value, k: &str, default: &'static str| -> String {
+        e.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    let mut entries = Vec::new();
+    let mut mine = false;
+    for e in before.and_then(Value::as_array).into_iter().flatten() {
+        let is_mine = text(e, "manager", "") == manager
+            && text(e, "operation", "Update") == "Update"
+            && text(e, "subresource", "") == subresource;
+        let tree = e.get("fieldsV1").unwrap_or(&Value::Null);
+        if is_mine && !mine {
+            mine = true;
+            let mut o = owner_of(e);
+            o.fields.extend(changed.iter().cloned());
+            o.time = time.to_string();
+            entries.push(entry_of(&o));
+        } else if !is_mine && changed.iter().any(|p| holds_leaf(tree, p)) {
+            let mut o = owner_of(e);
+            o.fields.retain(|p| !changed.contains(p));
+            if !o.fields.is_empty() {
+                entries.push(entry_of(&o));
+            }
+        } else if tree.as_object().is_some_and(|m| !m.is_empty()) {
+            entries.push(e.clone());
+        }
+    }
+    if !mine {
+        entries.push(entry_of(&Owner {
+            manager: manager.to_string(),
+            operation: "Update".into(),
+            subresource: subresource.to_string(),
+            api_version: api_version.to_string(),
+            fields: changed.clone(),
+            time: time.to_string(),
+        }));
+    }
+    put_entries(obj, entries);
 }
 
 /// Records an Update by `manager` that changed `changed` fields: it takes them from everyone else.
@@ -485,6 +698,177 @@ pub fn apply(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A random object of the shapes field sets care about: nested objects, keyed lists (sometimes with a duplicate
+    /// key), atomic lists and scalars, from a small vocabulary so two draws overlap.
+    fn random_value(r: &mut u64, depth: u32, field: &str) -> Value {
+        let mut next = |n: u64| {
+            *r = r
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (*r >> 33) % n
+        };
+        let names = ["a", "b", "c"];
+        if matches!(field, "containers" | "conditions" | "ports" | "env") && depth > 0 {
+            let key = match field {
+                "conditions" => "type",
+                "ports" => "containerPort",
+                _ => "name",
+            };
+            let len = next(4);
+            let mut seed = next(1 << 30);
+            return Value::Array(
+                (0..len)
+                    .map(|_| {
+                        // Items always carry their key (an item without one is refused by validation, and the
+                        // old comparison resolved it to whichever item came first).
+                        let mut item = match random_value(&mut seed, depth - 1, "") {
+                            Value::Object(m) => Value::Object(m),
+                            other => json!({"x": other}),
+                        };
+                        if let Value::Object(m) = &mut item {
+                            match next(10) {
+                                0 if field == "ports" => {
+                                    m.insert(key.into(), json!(90));
+                                    m.insert("protocol".into(), json!("UDP"));
+                                }
+                                _ if field == "ports" => {
+                                    m.insert(key.into(), json!(80 + next(3)));
+                                }
+                                _ => {
+                                    m.insert(key.into(), json!(names[next(3) as usize]));
+                                }
+                            }
+                        }
+                        item
+                    })
+                    .collect(),
+            );
+        }
+        match if depth == 0 { 3 + next(3) } else { next(6) } {
+            0..=2 => {
+                let fields = ["x", "y", "containers", "conditions", "ports", "env", "spec"];
+                let mut m = Map::new();
+                for _ in 0..next(4) {
+                    let f = fields[next(fields.len() as u64) as usize];
+                    let mut seed = next(1 << 30);
+                    m.insert(f.into(), random_value(&mut seed, depth - 1, f));
+                }
+                Value::Object(m)
+            }
+            3 => json!(names[next(3) as usize]),
+            4 => json!([next(2), next(2)]),
+            _ => match next(3) {
+                0 => Value::Null,
+                1 => json!({}),
+                _ => json!(next(3)),
+            },
+        }
+    }
+
+    /// Changes a value here and there: a field dropped, replaced, or descended into.
+    fn mutate(v: &Value, r: &mut u64, depth: u32) -> Value {
+        *r = r
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let roll = (*r >> 33) % 8;
+        match v {
+            Value::Object(m) if roll < 6 => Value::Object(
+                m.iter()
+                    .filter(|_| roll != 0)
+                    .map(|(k, x)| {
+                        let mut seed = r.wrapping_add(k.len() as u64);
+                        (k.clone(), mutate(x, &mut seed, depth))
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) if roll < 6 => {
+                Value::Array(items.iter().map(|x| mutate(x, r, depth)).collect())
+            }
+            _ if roll == 7 => {
+                let mut seed = *r;
+                random_value(&mut seed, depth, "spec")
+            }
+            _ => v.clone(),
+        }
+    }
+
+    /// A drawn value as an object with the top-level fields tracking treats apart (metadata, status, kind).
+    fn as_object(v: &Value) -> Value {
+        let mut o = Map::new();
+        for (i, (k, x)) in v.as_object().into_iter().flatten().enumerate() {
+            let name = match i % 4 {
+                0 => "metadata",
+                1 => "status",
+                2 => "kind",
+                _ => k.as_str(),
+            };
+            let x = if name == "metadata" {
+                json!({"name": "n", "labels": x, "ownerReferences": null, "annotations": {"k": k}})
+            } else {
+                x.clone()
+            };
+            o.insert(name.into(), x);
+        }
+        Value::Object(o)
+    }
+
+    #[test]
+    fn updating_only_the_touched_managed_fields_entries_equals_rewriting_them_all() {
+        let mut r = 11u64;
+        for run in 0..300u64 {
+            let mut seed = run.wrapping_mul(40503);
+            let mut cur = as_object(&random_value(&mut seed, 4, ""));
+            for step in 0..12u64 {
+                let mut next = as_object(&mutate(&cur, &mut r, 3));
+                if let (Some(m), Some(f)) = (
+                    next.get_mut("metadata").and_then(Value::as_object_mut),
+                    cur.pointer("/metadata/managedFields"),
+                ) {
+                    m.insert("managedFields".into(), f.clone());
+                }
+                let manager = ["a", "b", "c"][((run + step * 7) % 3) as usize];
+                let sub = if (run + step) % 4 == 0 { "status" } else { "" };
+                let changed = changed_tracked(&cur, &next, sub == "status");
+                let mut want = next.clone();
+                let mut owners = owners(&cur);
+                record_update(&mut owners, manager, sub, "v1", &changed, "t");
+                set_owners(&mut want, &owners);
+                update_owners(&mut next, &cur, (manager, sub, "v1"), &changed, "t");
+                assert_eq!(next, want, "run {run} step {step}");
+                cur = next;
+            }
+        }
+    }
+
+    #[test]
+    fn changed_fields_by_walking_both_objects_equal_those_by_comparing_whole_field_sets() {
+        let mut r = 7u64;
+        for case in 0..5_000u64 {
+            let mut seed = case.wrapping_mul(2654435761);
+            let old = random_value(&mut seed, 4, "");
+            let new = if case % 3 == 0 {
+                random_value(&mut seed, 4, "")
+            } else {
+                mutate(&old, &mut r, 3)
+            };
+            let mut want = FieldSet::new();
+            changed_by_sets(&old, &new, None, &[], &mut want);
+            assert_eq!(changed(&old, &new), want, "case {case}: {old} -> {new}");
+            assert!(changed(&old, &old).is_empty());
+            // As whole objects: some draws' fields moved under the top-level names tracking treats apart.
+            let (o, n) = (as_object(&old), as_object(&new));
+            for status in [false, true] {
+                let mut want = changed(&tracked(&o, status), &tracked(&n, status));
+                want.remove(&Vec::new()); // the root of an empty side, which no fieldsV1 tree can hold
+                assert_eq!(
+                    changed_tracked(&o, &n, status),
+                    want,
+                    "case {case} status={status}: {o} -> {n}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn strategic_merge_merges_containers_by_name() {

@@ -97,7 +97,8 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
     };
     let ns = t.namespace.clone();
     let prefix = key(kind, ns.as_deref(), None);
-    let raw_path = !enc.table && !enc.metadata && !filter.needs_object() && !kind.is_custom();
+    let plain = !enc.table && !enc.metadata && !kind.is_custom();
+    let raw_path = plain && !filter.needs_object();
 
     let initial = rv.is_empty() || rv == "0";
     let (start, backlog) = if initial || send_initial {
@@ -122,6 +123,7 @@ pub async fn watch(server: Server, t: Target, q: Query, headers: &HeaderMap) -> 
         enc,
         kind,
         filter,
+        plain,
         raw_path,
         backlog: backlog.into(),
         initial_end: send_initial,
@@ -154,6 +156,9 @@ struct State {
     enc: Encoder,
     kind: &'static KindInfo,
     filter: Filter,
+    /// Objects go out as stored (no Table, no metadata-only form, no custom version to present).
+    plain: bool,
+    /// ... and the selectors match on the key alone.
     raw_path: bool,
     backlog: std::collections::VecDeque<crate::store::KeyValue>,
     initial_end: bool,
@@ -188,7 +193,7 @@ impl State {
             return None;
         }
         if let Some(kv) = self.backlog.pop_front() {
-            return Some(if self.raw_path {
+            return Some(if self.plain {
                 raw_event("ADDED", &kv)
             } else {
                 self.enc.event("ADDED", &self.present(decode(&kv)))
@@ -239,18 +244,21 @@ impl State {
                         };
                         return Some(raw_event(ty, &ev.kv));
                     }
-                    let new = decode(&ev.kv);
-                    let was = ev.prev.as_ref().map(decode).is_some_and(|o| self.filter.matches(&o));
+                    // Selectors read a few fields: only those are decoded to match old and new.
+                    let was = ev.prev.as_ref().is_some_and(|p| self.filter.matches_bytes(&p.value));
                     let ty = match ev.kind {
                         EventType::Delete => if was { "DELETED" } else { continue },
-                        EventType::Put => match (was, self.filter.matches(&new)) {
+                        EventType::Put => match (was, self.filter.matches_bytes(&ev.kv.value)) {
                             (true, true) => "MODIFIED",
                             (false, true) => "ADDED",
                             (true, false) => "DELETED",
                             (false, false) => continue,
                         },
                     };
-                    return Some(self.enc.event(ty, &self.present(new)));
+                    if self.plain {
+                        return Some(raw_event(ty, &ev.kv));
+                    }
+                    return Some(self.enc.event(ty, &self.present(decode(&ev.kv))));
                 }
             }
         }

@@ -57,11 +57,59 @@ pub fn event_about(
 const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 const REMEMBERED: usize = 4096;
 
-/// The Events a client (and its clones) recorded lately, by what makes two the same (Kubernetes' dedup key: source,
-/// object, type, reason, message): the name each was stored under and its count. Kept per client, like client-go's
+/// How many Events one component may write per second, and in one burst: the kubelet's defaults (`eventRecordQPS`
+/// 50, `eventBurst` 100). Events beyond that are dropped, as client-go's broadcaster drops them when its queue is
+/// full: scheduling 150,000 pods must not cost 150,000 more writes, while a cluster at a human pace loses none.
+pub const EVENT_QPS: f64 = 50.0;
+pub const EVENT_BURST: f64 = 100.0;
+
+/// What a client (and its clones) knows about the Events it recorded. Kept per client, like client-go's
 /// per-broadcaster correlator: one process's components (and the simulation's hosts) do not share it.
-pub(crate) type Recent =
-    std::sync::Mutex<std::collections::HashMap<String, (String, i32, tokio::time::Instant)>>;
+#[derive(Default)]
+pub(crate) struct Recent {
+    /// The Events recorded lately, by what makes two the same (Kubernetes' dedup key: source, object, type, reason,
+    /// message): the name each was stored under, its count, and when it was last seen.
+    seen: std::sync::Mutex<std::collections::HashMap<String, (String, i32, tokio::time::Instant)>>,
+    /// Each component's token bucket ([`EVENT_QPS`], [`EVENT_BURST`]), and the Events it dropped.
+    budgets: std::sync::Mutex<std::collections::HashMap<String, Budget>>,
+}
+
+/// A token bucket: `tokens` left at `at`.
+struct Budget {
+    tokens: f64,
+    at: tokio::time::Instant,
+    dropped: u64,
+}
+
+impl Recent {
+    /// Takes one write from `component`'s budget; false (and the Event is dropped) when it is spent.
+    fn take(&self, component: &str) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let budget = b.entry(component.to_string()).or_insert(Budget {
+            tokens: EVENT_BURST,
+            at: now,
+            dropped: 0,
+        });
+        let refill = now.duration_since(budget.at).as_secs_f64() * EVENT_QPS;
+        budget.tokens = (budget.tokens + refill).min(EVENT_BURST);
+        budget.at = now;
+        if budget.tokens >= 1.0 {
+            budget.tokens -= 1.0;
+            if budget.dropped > 0 {
+                tracing::info!(
+                    component,
+                    dropped = budget.dropped,
+                    "events were dropped: more than {EVENT_QPS} a second"
+                );
+                budget.dropped = 0;
+            }
+            return true;
+        }
+        budget.dropped += 1;
+        false
+    }
+}
 
 fn dedup_key(ev: &Event) -> String {
     let o = &ev.involved_object;
@@ -81,7 +129,7 @@ fn dedup_key(ev: &Event) -> String {
 /// Records an Event about the object of kind `kind` described by `meta`; a failure is logged, never returned. The
 /// same Event again within 10 minutes is counted on the one already stored (`count`, `lastTimestamp`) instead of
 /// written anew, as Kubernetes' event correlator does - a crash loop is one Event with a growing count, not
-/// thousands.
+/// thousands. A component over its budget ([`EVENT_QPS`]) drops the Event.
 pub async fn record(
     client: &Client,
     kind: &KindInfo,
@@ -91,6 +139,10 @@ pub async fn record(
     reason: &str,
     message: &str,
 ) {
+    if !client.recent_events.take(component) {
+        tracing::debug!(reason, "event dropped: over the component's event budget");
+        return;
+    }
     let ev = event_about(kind, meta, component, ty, reason, message);
     let ns = ev.metadata.namespace().to_string();
     let api = Api::<Event>::namespaced(client, &ns);
@@ -98,6 +150,7 @@ pub async fn record(
     let seen = {
         let mut r = client
             .recent_events
+            .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match r.get_mut(&key) {
@@ -122,6 +175,7 @@ pub async fn record(
         Ok(stored) => {
             let mut r = client
                 .recent_events
+                .seen
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if r.len() >= REMEMBERED {
@@ -191,6 +245,29 @@ impl Recorder {
         };
         tokio::spawn(
             async move { record(&client, kind, &meta, component, ty, reason, &message).await },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_component_writes_a_burst_then_its_rate_and_others_keep_their_own_budget() {
+        let r = Recent::default();
+        let burst = EVENT_BURST as usize;
+        assert_eq!((0..burst).filter(|_| r.take("scheduler")).count(), burst);
+        assert!(!r.take("scheduler"), "the burst is spent");
+        assert!(r.take("kubelet"), "another component has its own budget");
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        let refilled = (0..burst).filter(|_| r.take("scheduler")).count();
+        assert_eq!(refilled, EVENT_QPS as usize, "one second refills the rate");
+        tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+        let after_idle = (0..2 * burst).filter(|_| r.take("scheduler")).count();
+        assert_eq!(
+            after_idle, burst,
+            "an idle hour refills no more than the burst"
         );
     }
 }

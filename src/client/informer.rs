@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -265,11 +266,7 @@ impl<K: Object> Feed<K> {
                 }
             }
             let ns = self.namespace.as_deref();
-            let mut stream = match self
-                .client
-                .watch_once(self.kind, ns, &self.query, &rv)
-                .await
-            {
+            let mut stream = match self.client.watch_raw(self.kind, ns, &self.query, &rv).await {
                 Ok(s) => s,
                 Err(e) => {
                     if e.code() == Some(410) {
@@ -281,7 +278,7 @@ impl<K: Object> Feed<K> {
             };
             while let Some(ev) = stream.next().await {
                 let Ok((ty, obj)) = ev else { break };
-                if !self.event(&ty, obj, &mut rv) {
+                if !self.event(&ty, &obj, &mut rv) {
                     break;
                 }
             }
@@ -335,32 +332,48 @@ impl<K: Object> Feed<K> {
     }
 
     /// Applies one watch event to the cache and announces it; false when the watch must end (an ERROR event,
-    /// which clears `rv` for a new list when the history is gone).
-    fn event(&self, ty: &str, obj: Value, rv: &mut String) -> bool {
+    /// which clears `rv` for a new list when the history is gone). The object is decoded once, from its text,
+    /// straight into `K`.
+    fn event(&self, ty: &str, text: &RawValue, rv: &mut String) -> bool {
+        let decoded = match ty {
+            "ADDED" | "MODIFIED" | "DELETED" => match K::decode_json(text.get(), self.kind) {
+                Ok(o) => Some(Arc::new(o)),
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = self.kind.kind, "cannot decode a watched object; skipping it");
+                    None
+                }
+            },
+            _ => None,
+        };
         if ty != "ERROR" {
-            if let Some(v) = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                *rv = v.to_string();
+            let version = match &decoded {
+                Some(o) => o.resource_version().map(str::to_string),
+                None => resource_version_of(text),
+            };
+            if let Some(v) = version {
+                *rv = v;
             }
         }
         let objects = || self.cache.inner.write().unwrap_or_else(|e| e.into_inner());
         match ty {
             "ADDED" | "MODIFIED" => {
-                if let Some(obj) = self.decode(obj, "watched") {
+                if let Some(obj) = decoded {
                     objects().insert(obj.key(), obj.clone());
                     let _ = self.changes.send(Change::Applied(obj));
                 }
             }
             "DELETED" => {
-                if let Some(obj) = self.decode(obj, "watched") {
+                if let Some(obj) = decoded {
                     objects().remove(&obj.key());
                     let _ = self.changes.send(Change::Deleted(obj));
                 }
             }
             "ERROR" => {
-                if obj.get("code").and_then(Value::as_u64) == Some(410) {
+                #[derive(serde::Deserialize)]
+                struct Status {
+                    code: Option<u64>,
+                }
+                if serde_json::from_str::<Status>(text.get()).is_ok_and(|s| s.code == Some(410)) {
                     rv.clear();
                 }
                 return false;
@@ -369,4 +382,21 @@ impl<K: Object> Feed<K> {
         }
         true
     }
+}
+
+/// The resourceVersion in an object's JSON text (a BOOKMARK's, or an object that did not decode).
+fn resource_version_of(text: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(rename = "resourceVersion")]
+        resource_version: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Obj {
+        metadata: Option<Meta>,
+    }
+    serde_json::from_str::<Obj>(text.get())
+        .ok()?
+        .metadata?
+        .resource_version
 }

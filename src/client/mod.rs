@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::api::registry::KindInfo;
@@ -713,6 +714,26 @@ impl Client {
         query: &str,
         resource_version: &str,
     ) -> Result<futures::stream::BoxStream<'static, Result<(String, Value)>>> {
+        let raw = self.watch_raw(kind, ns, query, resource_version).await?;
+        Ok(raw
+            .map(|ev| {
+                let (ty, obj) = ev?;
+                let v =
+                    serde_json::from_str(obj.get()).map_err(|e| Error::Decode(e.to_string()))?;
+                Ok((ty, v))
+            })
+            .boxed())
+    }
+
+    /// Opens one watch request; yields each event's type and its object as the JSON text it came in (for a caller
+    /// that decodes it straight into its own type).
+    pub async fn watch_raw(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        query: &str,
+        resource_version: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<(String, Box<RawValue>)>>> {
         let mut p = format!(
             "{}?watch=true&allowWatchBookmarks=true&timeoutSeconds=290",
             resource_path(kind, ns, None)
@@ -747,7 +768,14 @@ pub struct WatchDecoder {
 impl WatchDecoder {
     /// Takes the next chunk; returns every event its complete lines hold, in order (a line that is not a watch
     /// event is an error in its place).
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Result<(String, Value)>> {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Result<(String, Box<RawValue>)>> {
+        /// A watch event line, its object left as text.
+        #[derive(serde::Deserialize)]
+        struct Line {
+            #[serde(rename = "type", default)]
+            ty: String,
+            object: Option<Box<RawValue>>,
+        }
         let mut out = Vec::new();
         self.buf.extend_from_slice(chunk);
         // Parse every complete line in place, then drop them in one move (not one per line).
@@ -755,10 +783,10 @@ impl WatchDecoder {
         while let Some(i) = self.buf[start..].iter().position(|b| *b == b'\n') {
             let line = &self.buf[start..start + i];
             start += i + 1;
-            match serde_json::from_slice::<Value>(line) {
-                Ok(mut v) => out.push(Ok((
-                    v["type"].as_str().unwrap_or("").to_string(),
-                    v["object"].take(),
+            match serde_json::from_slice::<Line>(line) {
+                Ok(l) => out.push(Ok((
+                    l.ty,
+                    l.object.unwrap_or_else(|| RawValue::NULL.to_owned()),
                 ))),
                 Err(e) => out.push(Err(Error::Decode(e.to_string()))),
             }
@@ -771,4 +799,45 @@ impl WatchDecoder {
 /// Decodes a JSON value into a typed object.
 pub fn typed<T: DeserializeOwned>(v: Value) -> Result<T> {
     serde_json::from_value(v).map_err(|e| Error::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_answer_splits_into_events_with_their_objects_as_text_whatever_the_chunks() {
+        let answer = b"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\"}}}\n\
+            {\"type\":\"ERROR\",\"object\":{\"code\":410}}\n\
+            not json\n\
+            {\"type\":\"BOOKMARK\"}\n\
+            {\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"b\"}}}";
+        let show = |evs: Vec<Result<(String, Box<RawValue>)>>| -> Vec<String> {
+            evs.into_iter()
+                .map(|e| match e {
+                    Ok((ty, obj)) => format!("{ty} {}", obj.get()),
+                    Err(_) => "error".to_string(),
+                })
+                .collect()
+        };
+        let want = [
+            r#"ADDED {"metadata":{"name":"a"}}"#,
+            r#"ERROR {"code":410}"#,
+            "error",
+            "BOOKMARK null",
+        ];
+        let mut whole = WatchDecoder::default();
+        assert_eq!(show(whole.push(answer)), want);
+        // The last line is not complete until its newline comes.
+        assert_eq!(
+            show(whole.push(b"\n")),
+            [r#"MODIFIED {"metadata":{"name":"b"}}"#]
+        );
+        let mut cut = WatchDecoder::default();
+        let mut got = Vec::new();
+        for chunk in answer.chunks(5) {
+            got.extend(show(cut.push(chunk)));
+        }
+        assert_eq!(got, want);
+    }
 }

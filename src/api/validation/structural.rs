@@ -21,7 +21,7 @@ pub struct Structural {
 /// Walks `obj` against the kind's schema.
 pub fn structural(kind: &KindInfo, obj: &Value) -> Structural {
     let mut out = Structural::default();
-    walk(kind.schema(), obj, "", &mut out);
+    walk(kind.schema(), obj, &mut String::new(), &mut out);
     out
 }
 
@@ -52,13 +52,14 @@ fn is_null_schema(s: &Value) -> bool {
         || s.get("type").and_then(Value::as_str) == Some("null")
 }
 
-fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
+/// `path` is the field's path, grown and cut back as the walk goes (no string built per field).
+fn walk(schema: &Value, v: &Value, path: &mut String, out: &mut Structural) {
     if v.is_null() {
         return; // null means "unset" for every optional field
     }
     let schema = resolve(schema);
     if schema.get("x-capstan-opaque").is_some() {
-        out.opaque.push(path.to_string());
+        out.opaque.push(path.clone());
         return;
     }
     if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
@@ -70,6 +71,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
     if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
         return any_of(schema, any, v, path, out);
     }
+    let at = path.len();
     let ty = match schema.get("type") {
         Some(Value::String(t)) => Some(t.as_str()),
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null"),
@@ -79,7 +81,11 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
         if !type_matches(t, v) {
             out.errors.push(format!(
                 "{}: expected {t}, got {}",
-                if path.is_empty() { "<root>" } else { path },
+                if path.is_empty() {
+                    "<root>"
+                } else {
+                    path.as_str()
+                },
                 type_name(v)
             ));
             return;
@@ -99,22 +105,29 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
                 }
             }
             for (k, child) in map {
-                let p = join(path, k);
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
                 if let Some(s) = props.and_then(|p| p.get(k)) {
-                    walk(s, child, &p, out);
+                    walk(s, child, path, out);
                 } else if let Some(a) = additional.filter(|a| a.is_object()) {
-                    walk(a, child, &p, out);
+                    walk(a, child, path, out);
                 } else if props.is_some()
                     && schema.get("x-kubernetes-preserve-unknown-fields").is_none()
                 {
-                    out.unknown.push(p);
+                    out.unknown.push(path.clone());
                 }
+                path.truncate(at);
             }
         }
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
                 for (i, child) in items.iter().enumerate() {
-                    walk(s, child, &format!("{path}[{i}]"), out);
+                    use std::fmt::Write;
+                    let _ = write!(path, "[{i}]");
+                    walk(s, child, path, out);
+                    path.truncate(at);
                 }
             }
         }
@@ -124,7 +137,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Structural) {
 
 /// `anyOf`: an optional field (one schema and null) is walked as that schema; otherwise the value must have one of
 /// the types (int-or-string, quantities - which must also parse).
-fn any_of(schema: &Value, any: &[Value], v: &Value, path: &str, out: &mut Structural) {
+fn any_of(schema: &Value, any: &[Value], v: &Value, path: &mut String, out: &mut Structural) {
     let non_null: Vec<&Value> = any.iter().filter(|s| !is_null_schema(s)).collect();
     if non_null.len() == 1 && schema.get("x-kubernetes-int-or-string").is_none() {
         return walk(non_null[0], v, path, out);

@@ -7,11 +7,13 @@ use super::*;
 pub struct Filter {
     pub labels: Selector,
     pub fields: FieldSelector,
+    /// The fields the selectors read (labels, field paths): all an object is decoded for to match it.
+    reads: Paths,
 }
 
 impl Filter {
     pub fn from_query(q: &Query) -> Result<Self> {
-        Ok(Filter {
+        let mut f = Filter {
             labels: match q.get("labelSelector") {
                 Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
                 None => Selector::everything(),
@@ -22,7 +24,15 @@ impl Filter {
                 }
                 None => FieldSelector::default(),
             },
-        })
+            reads: Paths::default(),
+        };
+        if !f.labels.is_empty() {
+            f.reads.add("metadata.labels");
+        }
+        for (p, _, _) in &f.fields.terms {
+            f.reads.add(p);
+        }
+        Ok(f)
     }
 
     /// A custom kind takes field selectors on `metadata.name`, `metadata.namespace` and its CRD's
@@ -64,9 +74,14 @@ impl Filter {
         self.fields.matches(v) && self.labels.matches(&obj_labels(v))
     }
 
+    /// Matches stored bytes, decoding only the fields the selectors read.
+    pub fn matches_bytes(&self, bytes: &[u8]) -> bool {
+        self.matches(&sparse(bytes, &self.reads))
+    }
+
     pub fn matches_kv(&self, kind: &KindInfo, kv: &crate::store::KeyValue) -> bool {
         if self.needs_object() {
-            self.matches(&decode(kv))
+            self.matches_bytes(&kv.value)
         } else {
             self.matches_key(kind, &kv.key)
         }

@@ -113,19 +113,48 @@ pub fn obj_labels(v: &Value) -> std::collections::BTreeMap<String, String> {
 
 /// Whether two versions of an object are the same but for resourceVersion and managedFields timestamps.
 pub(super) fn unchanged(a: &Value, b: &Value) -> bool {
-    fn normalized(v: &Value) -> Value {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
-                for e in entries.iter_mut().filter_map(Value::as_object_mut) {
-                    e.remove("time");
-                }
-            }
-        }
-        v
+    if !same_fields(a, b, &["metadata"]) {
+        return false;
     }
-    normalized(a) == normalized(b)
+    let (ma, mb) = match (a.get("metadata"), b.get("metadata")) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => (x, y),
+        (x, y) => return x == y,
+    };
+    if !same_entries(ma, mb, &["resourceVersion", "managedFields"]) {
+        return false;
+    }
+    match (ma.get("managedFields"), mb.get("managedFields")) {
+        (Some(Value::Array(x)), Some(Value::Array(y))) => {
+            x.len() == y.len()
+                && x.iter().zip(y).all(|pair| match pair {
+                    (Value::Object(e), Value::Object(f)) => same_entries(e, f, &["time"]),
+                    (e, f) => e == f,
+                })
+        }
+        (x, y) => x == y,
+    }
+}
+
+/// Whether two objects are equal in every top-level field but those in `skip` (compared in place, not copied).
+pub(super) fn same_fields(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => same_entries(x, y, skip),
+        _ => a == b,
+    }
+}
+
+fn same_entries(
+    x: &serde_json::Map<String, Value>,
+    y: &serde_json::Map<String, Value>,
+    skip: &[&str],
+) -> bool {
+    let kept = |m: &serde_json::Map<String, Value>| {
+        m.keys().filter(|k| !skip.contains(&k.as_str())).count()
+    };
+    kept(x) == kept(y)
+        && x.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| y.get(k) == Some(v))
 }
 
 #[cfg(test)]

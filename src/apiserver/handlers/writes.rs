@@ -197,7 +197,8 @@ fn carry_over(
     } else if kind.status && opts.subresource != "binding" {
         *obj = with_status(std::mem::take(obj), status_of(prev));
     }
-    if spec_part(obj) != spec_part(prev)
+    // Everything but metadata and status is the spec: a change there bumps `generation`.
+    if !same_fields(obj, prev, &["metadata", "status", "apiVersion", "kind"])
         && (prev.get("spec").is_some() || obj.get("spec").is_some() || kind.is_custom())
     {
         let g = prev["metadata"]["generation"].as_i64().unwrap_or(0);
@@ -216,20 +217,14 @@ fn track_fields(
 ) {
     let status_sub = opts.subresource == "status";
     let prev = old.unwrap_or(&Value::Null);
-    let mut owners = patch::owners(prev);
-    let changed = patch::changed(
-        &patch::tracked(prev, status_sub),
-        &patch::tracked(obj, status_sub),
-    );
-    patch::record_update(
-        &mut owners,
-        &opts.manager,
-        &opts.subresource,
-        api_version,
+    let changed = patch::changed_tracked(prev, obj, status_sub);
+    patch::update_owners(
+        obj,
+        prev,
+        (&opts.manager, &opts.subresource, api_version),
         &changed,
         time,
     );
-    patch::set_owners(obj, &owners);
 }
 
 /// Whether this write ends a deletion: the object is marked deleted and nothing holds it any more (no finalizers;
@@ -727,17 +722,7 @@ impl Server {
     }
 }
 
-/// Everything but metadata and status: a change here bumps `generation`.
-pub(super) fn spec_part(v: &Value) -> Value {
-    let mut c = v.clone();
-    if let Some(m) = c.as_object_mut() {
-        for k in ["metadata", "status", "apiVersion", "kind"] {
-            m.remove(k);
-        }
-    }
-    c
-}
-
+/// A random suffix for `generateName`: five characters from Kubernetes' alphabet (no vowels, no look-alikes).
 pub(super) fn rand_suffix() -> String {
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5)
@@ -901,6 +886,37 @@ pub(super) fn remove_json_path(v: &mut Value, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_is_unchanged_when_only_its_version_and_ownership_times_differ() {
+        let a = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "1",
+            "labels": {"a": "1"}, "managedFields": [{"manager": "m", "time": "t1", "fieldsV1": {"f:x": {}}}]},
+            "spec": {"x": 1}, "status": {"phase": "Running"}});
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = json!("2");
+        b["metadata"]["managedFields"][0]["time"] = json!("t2");
+        assert!(unchanged(&a, &b));
+        for (path, to) in [
+            ("/metadata/labels/a", json!("2")),
+            ("/metadata/managedFields/0/manager", json!("n")),
+            ("/metadata/managedFields", json!([])),
+            ("/spec/x", json!(2)),
+            ("/status", json!(null)),
+        ] {
+            let mut c = b.clone();
+            *c.pointer_mut(path).unwrap() = to;
+            assert!(!unchanged(&a, &c), "{path}");
+        }
+        let mut extra = b.clone();
+        extra["spec2"] = json!({});
+        assert!(!unchanged(&a, &extra));
+        let mut bare = b.clone();
+        bare.as_object_mut().unwrap().remove("metadata");
+        assert!(!unchanged(&a, &bare));
+        assert!(same_fields(&a, &b, &["metadata"]));
+        assert!(!same_fields(&a, &extra, &["metadata"]));
+        assert!(same_fields(&a, &extra, &["metadata", "spec2"]));
+    }
 
     #[test]
     fn qos_classes() {
