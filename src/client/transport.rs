@@ -1,7 +1,9 @@
 //! How a [`Client`](super::Client)'s requests reach the API server when not over the network: an in-process
 //! [`Transport`] is handed each request and answers it. The deterministic simulation uses one as its network - it
 //! passes requests to the API server's router in the same process, and may delay one, refuse it (a partition), or
-//! cut a watch's answer short. Real components always go over HTTPS.
+//! cut a watch's answer short. In a running server the control plane's own components (controller manager,
+//! scheduler, GitOps) reach the API server they run in through one (`daemons::loopback`); every other client goes
+//! over HTTPS.
 
 use async_trait::async_trait;
 

@@ -9,6 +9,7 @@
 //!   own (with a node beside it for `capstan up`).
 //! - [`bootstrap`]: the objects a new cluster starts with.
 //! - [`storage`]: snapshots of the store and migration between backends (`capstan store`).
+//! - [`loopback`]: how the control plane's own components reach the API server they run in (in process).
 //!
 //! The `capstan` binary only parses flags and calls these.
 
@@ -16,5 +17,6 @@ pub mod agent;
 pub mod bootstrap;
 pub mod controller_manager;
 pub mod identity;
+pub mod loopback;
 pub mod server;
 pub mod storage;

@@ -487,6 +487,35 @@ impl ControlPlane {
         )?)
     }
 
+    /// A client of this API server as `user` in `groups` that hands its requests to the server in this process
+    /// ([`super::loopback`]), with a client certificate issued now as [`Self::component_client`] does: the
+    /// control plane's own components, which need no network to reach the server they run in.
+    fn in_process_client(&self, user: &str, groups: &[&str]) -> Result<Client, Error> {
+        let dir = self.server.ca_dir.clone().ok_or_else(|| {
+            Error::Bootstrap("no certificate authority to issue component credentials".into())
+        })?;
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let (cert, _key) = apiserver::tls::issue_client(
+            &dir,
+            user,
+            &groups,
+            Duration::from_secs(365 * 24 * 3600),
+            None,
+        )?;
+        let der = rustls_pemfile::certs(&mut cert.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                Error::Bootstrap(format!("the certificate issued to {user} is unreadable"))
+            })?;
+        let loopback = super::loopback::Loopback::new(
+            self.server.clone().router(),
+            tokio::runtime::Handle::current(),
+            der.to_vec(),
+        );
+        Ok(Client::in_process(&self.url, "", Arc::new(loopback))?)
+    }
+
     /// A client of this API server with the admin credentials.
     pub fn client(&self) -> Result<Client, Error> {
         Ok(Client::new(&self.url, &self.token, Some(&self.ca_pem))?)
@@ -536,7 +565,8 @@ impl ControlPlane {
 
     /// The controller manager (and its scheduler) gets threads of its own, so a flood of API requests cannot
     /// starve the informers that feed it - like kube-controller-manager and kube-scheduler being their own
-    /// processes. It talks to the API server like any other client.
+    /// processes. It talks to the API server like any other client, in process ([`super::loopback`]): its
+    /// requests are served on the server's threads.
     fn start_controller_manager(
         &self,
     ) -> Result<
@@ -547,9 +577,9 @@ impl ControlPlane {
         Error,
     > {
         let client = super::controller_manager::Clients {
-            controllers: self.component_client(CONTROLLER_MANAGER_USER, &[])?,
-            scheduler: self.component_client(SCHEDULER_USER, &[])?,
-            gitops: self.component_client(GITOPS_USER, &[])?,
+            controllers: self.in_process_client(CONTROLLER_MANAGER_USER, &[])?,
+            scheduler: self.in_process_client(SCHEDULER_USER, &[])?,
+            gitops: self.in_process_client(GITOPS_USER, &[])?,
         };
         // On the embedded store a restarted server is the same candidate as the one before it (nobody else can
         // open the store), so it takes its own lease back at once instead of waiting for it to expire; on etcd each
