@@ -417,6 +417,26 @@ pub struct Owner {
     pub time: String,
 }
 
+impl Owner {
+    /// A new entry for an Update by `manager` that changed `changed` fields.
+    fn update(
+        manager: &str,
+        subresource: &str,
+        api_version: &str,
+        changed: &FieldSet,
+        time: &str,
+    ) -> Owner {
+        Owner {
+            manager: manager.to_string(),
+            operation: "Update".into(),
+            subresource: subresource.to_string(),
+            api_version: api_version.to_string(),
+            fields: changed.clone(),
+            time: time.to_string(),
+        }
+    }
+}
+
 /// Reads managedFields from an object.
 pub fn owners(obj: &Value) -> Vec<Owner> {
     obj.pointer("/metadata/managedFields")
@@ -535,14 +555,13 @@ pub fn update_owners(
         }
     }
     if !mine {
-        entries.push(entry_of(&Owner {
-            manager: manager.to_string(),
-            operation: "Update".into(),
-            subresource: subresource.to_string(),
-            api_version: api_version.to_string(),
-            fields: changed.clone(),
-            time: time.to_string(),
-        }));
+        entries.push(entry_of(&Owner::update(
+            manager,
+            subresource,
+            api_version,
+            changed,
+            time,
+        )));
     }
     put_entries(obj, entries);
 }
@@ -572,14 +591,13 @@ pub fn record_update(
             o.fields.extend(changed.iter().cloned());
             o.time = time.to_string();
         }
-        None => owners.push(Owner {
-            manager: manager.to_string(),
-            operation: "Update".into(),
-            subresource: subresource.to_string(),
-            api_version: api_version.to_string(),
-            fields: changed.clone(),
-            time: time.to_string(),
-        }),
+        None => owners.push(Owner::update(
+            manager,
+            subresource,
+            api_version,
+            changed,
+            time,
+        )),
     }
     owners.retain(|o| !o.fields.is_empty());
 }

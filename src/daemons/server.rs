@@ -462,20 +462,26 @@ impl ControlPlane {
         })
     }
 
-    /// A client of this API server as `user` in `groups`, with a client certificate of the cluster CA issued now
-    /// (a year's validity; every start issues new ones).
-    pub fn component_client(&self, user: &str, groups: &[&str]) -> Result<Client, Error> {
+    /// A client certificate and key (PEM) of the cluster CA for `user` in `groups`, issued now (a year's validity;
+    /// every start issues new ones).
+    fn issue_certificate(&self, user: &str, groups: &[&str]) -> Result<(String, String), Error> {
         let dir = self.server.ca_dir.clone().ok_or_else(|| {
             Error::Bootstrap("no certificate authority to issue component credentials".into())
         })?;
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        let (cert, key) = apiserver::tls::issue_client(
+        Ok(apiserver::tls::issue_client(
             &dir,
             user,
             &groups,
             Duration::from_secs(365 * 24 * 3600),
             None,
-        )?;
+        )?)
+    }
+
+    /// A client of this API server as `user` in `groups`, with a client certificate of the cluster CA issued now
+    /// (a year's validity; every start issues new ones).
+    pub fn component_client(&self, user: &str, groups: &[&str]) -> Result<Client, Error> {
+        let (cert, key) = self.issue_certificate(user, groups)?;
         let credentials = crate::client::config::Credentials {
             certificate: Some((cert, key)),
             ..Default::default()
@@ -491,17 +497,7 @@ impl ControlPlane {
     /// ([`super::loopback`]), with a client certificate issued now as [`Self::component_client`] does: the
     /// control plane's own components, which need no network to reach the server they run in.
     fn in_process_client(&self, user: &str, groups: &[&str]) -> Result<Client, Error> {
-        let dir = self.server.ca_dir.clone().ok_or_else(|| {
-            Error::Bootstrap("no certificate authority to issue component credentials".into())
-        })?;
-        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        let (cert, _key) = apiserver::tls::issue_client(
-            &dir,
-            user,
-            &groups,
-            Duration::from_secs(365 * 24 * 3600),
-            None,
-        )?;
+        let (cert, _key) = self.issue_certificate(user, groups)?;
         let der = rustls_pemfile::certs(&mut cert.as_bytes())
             .next()
             .and_then(Result::ok)
