@@ -24,15 +24,15 @@ async fn the_etcd_backend_passes_the_store_conformance_suite() {
     let raw = Etcd::connect(&Options::from_url(&server.url()).unwrap())
         .await
         .unwrap();
-    let under = capstan::store::Store::list(&raw, "/capstan-test/c/many/", 0, None, 0)
+    let under = capstan::store::Store::list(&raw, "/capstan-test/registry/c/many/", 0, None, 0)
         .await
         .unwrap();
     assert_eq!(under.kvs.len(), 64);
-    let mine = capstan::store::Store::get(store.as_ref(), "/c/many/000")
+    let mine = capstan::store::Store::get(store.as_ref(), "/registry/c/many/000")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(mine.key, "/c/many/000");
+    assert_eq!(mine.key, "/registry/c/many/000");
 }
 
 #[tokio::test]
@@ -417,4 +417,104 @@ fn a_cluster_of_the_example_repository_migrates_to_etcd_with_its_pods_and_histor
         .parse()
         .unwrap();
     assert!(rv > old_rv, "{rv} > {old_rv}");
+}
+
+/// etcd's count of its open watches.
+async fn etcd_watches(endpoint: &str) -> u64 {
+    capstan::sys::init_crypto();
+    let text = reqwest::get(format!("http://{endpoint}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .expect("etcd reports its watchers")
+        .trim()
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+/// The next item of a watch, within 20 s.
+async fn within(
+    s: &mut capstan::store::WatchStream,
+) -> Option<capstan::store::Result<capstan::store::Event>> {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.next())
+        .await
+        .expect("an event within 20 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchers_of_one_store_share_one_etcd_watch_which_outlives_an_etcd_restart() {
+    use capstan::store::Store;
+    let Some(mut server) = etcd::Etcd::start() else {
+        return;
+    };
+    let store = Etcd::connect(&Options::from_url(&server.url()).unwrap())
+        .await
+        .unwrap();
+    let base = store.revision().await.unwrap();
+    let mut first = store.watch("/registry/s/", base).await.unwrap();
+    let shared = etcd_watches(&server.endpoint).await;
+    assert_eq!(shared, 1, "the first watch opened the shared one");
+    let mut each = Vec::new();
+    for i in 0..20 {
+        each.push(
+            store
+                .watch(&format!("/registry/s/{i}/"), base)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        etcd_watches(&server.endpoint).await,
+        shared,
+        "20 more watchers, no more watches in etcd"
+    );
+    let r = store
+        .create("/registry/s/3/x", b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(within(&mut first).await.unwrap().unwrap().revision(), r);
+    assert_eq!(within(&mut each[3]).await.unwrap().unwrap().revision(), r);
+
+    // etcd restarts: its watchers are told to watch again, and watching works again.
+    server.restart();
+    assert!(
+        matches!(within(&mut first).await, Some(Err(_))),
+        "a watcher learns its events may have a gap"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let now = loop {
+        match store.revision().await {
+            Ok(r) => break r,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("etcd did not come back: {e}"),
+        }
+    };
+    let mut again = store.watch("/registry/s/", now).await.unwrap();
+    let r2 = store
+        .create("/registry/s/after", b"y".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(within(&mut again).await.unwrap().unwrap().revision(), r2);
+    drop((again, first, each));
+    // The shared watch is open again and serves new watchers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let _more = store.watch("/registry/s/", r2).await.unwrap();
+        let n = etcd_watches(&server.endpoint).await;
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watchers after the restart share one etcd watch again ({n} open)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

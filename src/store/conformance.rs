@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{DynStore, Error, EventType};
+use super::{DynStore, Error, Event, EventType};
 
 async fn next(w: &mut super::WatchStream) -> super::Event {
     use futures::StreamExt;
@@ -21,52 +21,80 @@ pub async fn run(store: DynStore) {
     let base = store.revision().await.unwrap();
 
     // create-if-absent and a global revision
-    let r1 = store.create("/c/ns/a", b"a1".to_vec()).await.unwrap();
+    let r1 = store
+        .create("/registry/c/ns/a", b"a1".to_vec())
+        .await
+        .unwrap();
     assert!(r1 > base, "create bumps the revision");
     assert_eq!(
-        store.create("/c/ns/a", b"again".to_vec()).await,
-        Err(Error::AlreadyExists("/c/ns/a".into()))
+        store.create("/registry/c/ns/a", b"again".to_vec()).await,
+        Err(Error::AlreadyExists("/registry/c/ns/a".into()))
     );
-    let r2 = store.create("/c/ns/b", b"b1".to_vec()).await.unwrap();
+    let r2 = store
+        .create("/registry/c/ns/b", b"b1".to_vec())
+        .await
+        .unwrap();
     assert!(r2 > r1);
-    let got = store.get("/c/ns/a").await.unwrap().unwrap();
+    let got = store.get("/registry/c/ns/a").await.unwrap().unwrap();
     assert_eq!(
         (&*got.value, got.create_revision, got.mod_revision),
         (&b"a1"[..], r1, r1)
     );
 
     // compare-and-swap
-    let stale = store.update("/c/ns/a", b"a2".to_vec(), r1 + 1000).await;
+    let stale = store
+        .update("/registry/c/ns/a", b"a2".to_vec(), r1 + 1000)
+        .await;
     assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
-    let r3 = store.update("/c/ns/a", b"a2".to_vec(), r1).await.unwrap();
+    let r3 = store
+        .update("/registry/c/ns/a", b"a2".to_vec(), r1)
+        .await
+        .unwrap();
     assert!(r3 > r2);
     assert_eq!(
-        store.update("/c/ns/zz", b"x".to_vec(), 0).await,
-        Err(Error::NotFound("/c/ns/zz".into()))
+        store.update("/registry/c/ns/zz", b"x".to_vec(), 0).await,
+        Err(Error::NotFound("/registry/c/ns/zz".into()))
     );
-    let updated = store.get("/c/ns/a").await.unwrap().unwrap();
+    let updated = store.get("/registry/c/ns/a").await.unwrap().unwrap();
     assert_eq!((updated.create_revision, updated.mod_revision), (r1, r3));
 
     // list by prefix, paging, and at an older revision
-    store.create("/c/ns/c", b"c1".to_vec()).await.unwrap();
-    store.create("/c/other/x", b"x".to_vec()).await.unwrap();
-    store.create("/c/ns2/y", b"y".to_vec()).await.unwrap();
-    let all = store.list("/c/ns/", 0, None, 0).await.unwrap();
+    store
+        .create("/registry/c/ns/c", b"c1".to_vec())
+        .await
+        .unwrap();
+    store
+        .create("/registry/c/other/x", b"x".to_vec())
+        .await
+        .unwrap();
+    store
+        .create("/registry/c/ns2/y", b"y".to_vec())
+        .await
+        .unwrap();
+    let all = store.list("/registry/c/ns/", 0, None, 0).await.unwrap();
     let keys: Vec<&str> = all.kvs.iter().map(|k| k.key.as_str()).collect();
-    assert_eq!(keys, ["/c/ns/a", "/c/ns/b", "/c/ns/c"]);
-    let page1 = store.list("/c/ns/", 0, None, 2).await.unwrap();
+    assert_eq!(
+        keys,
+        ["/registry/c/ns/a", "/registry/c/ns/b", "/registry/c/ns/c"]
+    );
+    let page1 = store.list("/registry/c/ns/", 0, None, 2).await.unwrap();
     assert_eq!(page1.kvs.len(), 2);
     assert_eq!(page1.remaining, 1);
     let page2 = store
-        .list("/c/ns/", page1.revision, Some(&page1.kvs[1].key), 2)
+        .list(
+            "/registry/c/ns/",
+            page1.revision,
+            Some(&page1.kvs[1].key),
+            2,
+        )
         .await
         .unwrap();
     assert_eq!(
         page2.kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
-        ["/c/ns/c"]
+        ["/registry/c/ns/c"]
     );
     assert_eq!(page2.remaining, 0);
-    let old = store.list("/c/ns/", r2, None, 0).await.unwrap();
+    let old = store.list("/registry/c/ns/", r2, None, 0).await.unwrap();
     let old_vals: Vec<&[u8]> = old.kvs.iter().map(|k| &*k.value).collect();
     assert_eq!(
         old_vals,
@@ -77,19 +105,39 @@ pub async fn run(store: DynStore) {
     // Pages of a list at one revision show that revision, whatever is written between them.
     for k in ["a", "b", "c", "d"] {
         store
-            .create(&format!("/c/page/{k}"), format!("{k}1").into_bytes())
+            .create(
+                &format!("/registry/c/page/{k}"),
+                format!("{k}1").into_bytes(),
+            )
             .await
             .unwrap();
     }
-    let first = store.list("/c/page/", 0, None, 1).await.unwrap();
+    let first = store.list("/registry/c/page/", 0, None, 1).await.unwrap();
     assert_eq!(first.remaining, 3);
-    store.update("/c/page/b", b"b2".to_vec(), 0).await.unwrap();
-    store.delete("/c/page/c", 0).await.unwrap();
-    store.create("/c/page/bb", b"bb1".to_vec()).await.unwrap();
-    store.update("/c/page/d", b"d2".to_vec(), 0).await.unwrap();
-    store.update("/c/page/d", b"d3".to_vec(), 0).await.unwrap();
+    store
+        .update("/registry/c/page/b", b"b2".to_vec(), 0)
+        .await
+        .unwrap();
+    store.delete("/registry/c/page/c", 0).await.unwrap();
+    store
+        .create("/registry/c/page/bb", b"bb1".to_vec())
+        .await
+        .unwrap();
+    store
+        .update("/registry/c/page/d", b"d2".to_vec(), 0)
+        .await
+        .unwrap();
+    store
+        .update("/registry/c/page/d", b"d3".to_vec(), 0)
+        .await
+        .unwrap();
     let rest = store
-        .list("/c/page/", first.revision, Some("/c/page/a"), 2)
+        .list(
+            "/registry/c/page/",
+            first.revision,
+            Some("/registry/c/page/a"),
+            2,
+        )
         .await
         .unwrap();
     let seen: Vec<(&str, &[u8])> = rest
@@ -97,10 +145,21 @@ pub async fn run(store: DynStore) {
         .iter()
         .map(|k| (k.key.as_str(), &*k.value))
         .collect();
-    assert_eq!(seen, [("/c/page/b", &b"b1"[..]), ("/c/page/c", &b"c1"[..])]);
+    assert_eq!(
+        seen,
+        [
+            ("/registry/c/page/b", &b"b1"[..]),
+            ("/registry/c/page/c", &b"c1"[..])
+        ]
+    );
     assert_eq!(rest.remaining, 1, "d is left, bb was not there yet");
     let last = store
-        .list("/c/page/", first.revision, Some("/c/page/c"), 0)
+        .list(
+            "/registry/c/page/",
+            first.revision,
+            Some("/registry/c/page/c"),
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -109,45 +168,54 @@ pub async fn run(store: DynStore) {
     );
 
     // delete with compare-and-swap
-    let b = store.get("/c/ns/b").await.unwrap().unwrap();
+    let b = store.get("/registry/c/ns/b").await.unwrap().unwrap();
     assert!(matches!(
-        store.delete("/c/ns/b", b.mod_revision + 100).await,
+        store.delete("/registry/c/ns/b", b.mod_revision + 100).await,
         Err(Error::Conflict { .. })
     ));
-    let (rd, prev) = store.delete("/c/ns/b", b.mod_revision).await.unwrap();
+    let (rd, prev) = store
+        .delete("/registry/c/ns/b", b.mod_revision)
+        .await
+        .unwrap();
     assert_eq!(&*prev.value, b"b1");
-    assert!(store.get("/c/ns/b").await.unwrap().is_none());
+    assert!(store.get("/registry/c/ns/b").await.unwrap().is_none());
     assert!(matches!(
-        store.delete("/c/ns/b", 0).await,
+        store.delete("/registry/c/ns/b", 0).await,
         Err(Error::NotFound(_))
     ));
 
     // watch from a revision: every event under the prefix, in order, then live ones
-    let mut w = store.watch("/c/ns/", r1).await.unwrap();
+    let mut w = store.watch("/registry/c/ns/", r1).await.unwrap();
     let e = next(&mut w).await;
     assert_eq!(
         (e.kind, e.kv.key.as_str(), e.revision()),
-        (EventType::Put, "/c/ns/b", r2)
+        (EventType::Put, "/registry/c/ns/b", r2)
     );
     let e = next(&mut w).await;
     assert_eq!(
         (e.kind, e.kv.key.as_str(), e.revision()),
-        (EventType::Put, "/c/ns/a", r3)
+        (EventType::Put, "/registry/c/ns/a", r3)
     );
     assert_eq!(e.prev.as_ref().map(|p| &*p.value), Some(&b"a1"[..]));
     let e = next(&mut w).await;
-    assert_eq!(e.kv.key, "/c/ns/c");
+    assert_eq!(e.kv.key, "/registry/c/ns/c");
     let e = next(&mut w).await;
     assert_eq!(
         (e.kind, e.kv.key.as_str(), e.revision()),
-        (EventType::Delete, "/c/ns/b", rd)
+        (EventType::Delete, "/registry/c/ns/b", rd)
     );
-    let rl = store.create("/c/ns/d", b"d".to_vec()).await.unwrap();
-    store.create("/c/elsewhere", b"no".to_vec()).await.unwrap();
+    let rl = store
+        .create("/registry/c/ns/d", b"d".to_vec())
+        .await
+        .unwrap();
+    store
+        .create("/registry/c/elsewhere", b"no".to_vec())
+        .await
+        .unwrap();
     let e = next(&mut w).await;
     assert_eq!(
         (e.kv.key.as_str(), e.revision()),
-        ("/c/ns/d", rl),
+        ("/registry/c/ns/d", rl),
         "live events follow the backlog, filtered"
     );
 
@@ -156,7 +224,7 @@ pub async fn run(store: DynStore) {
     for i in 0..64 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.create(&format!("/c/many/{i:03}"), vec![i as u8])
+            s.create(&format!("/registry/c/many/{i:03}"), vec![i as u8])
                 .await
                 .unwrap()
         }));
@@ -169,7 +237,12 @@ pub async fn run(store: DynStore) {
     revs.dedup();
     assert_eq!(revs.len(), 64, "each write has a distinct revision");
     assert_eq!(
-        store.list("/c/many/", 0, None, 0).await.unwrap().kvs.len(),
+        store
+            .list("/registry/c/many/", 0, None, 0)
+            .await
+            .unwrap()
+            .kvs
+            .len(),
         64
     );
 
@@ -177,14 +250,79 @@ pub async fn run(store: DynStore) {
     let now = store.revision().await.unwrap();
     store.compact(now).await.unwrap();
     assert!(matches!(
-        store.watch("/c/", r1).await,
+        store.watch("/registry/c/", r1).await,
         Err(Error::Compacted { .. })
     ));
     assert!(matches!(
-        store.list("/c/ns/", r1, None, 0).await,
+        store.list("/registry/c/ns/", r1, None, 0).await,
         Err(Error::Compacted { .. })
     ));
-    let mut w2 = store.watch("/c/", now).await.unwrap();
-    let r = store.create("/c/after", b"z".to_vec()).await.unwrap();
+    let mut w2 = store.watch("/registry/c/", now).await.unwrap();
+    let r = store
+        .create("/registry/c/after", b"z".to_vec())
+        .await
+        .unwrap();
     assert_eq!(next(&mut w2).await.revision(), r);
+
+    // watchers opened one after another, from revisions the store saw lately (the etcd store serves them from one
+    // shared watch): each gets the events under its prefix after its revision, in order, then live ones
+    let before = store.revision().await.unwrap();
+    let ra = store
+        .create("/registry/c/w/a/1", b"1".to_vec())
+        .await
+        .unwrap();
+    let rb = store
+        .create("/registry/c/w/b/1", b"1".to_vec())
+        .await
+        .unwrap();
+    let mut wa = store.watch("/registry/c/w/a/", before).await.unwrap();
+    let mut wb = store.watch("/registry/c/w/b/", ra).await.unwrap();
+    let mut wall = store.watch("/registry/c/w/", before).await.unwrap();
+    let mut wnow = store.watch("/registry/c/w/", rb).await.unwrap();
+    let ra2 = store
+        .update("/registry/c/w/a/1", b"2".to_vec(), ra)
+        .await
+        .unwrap();
+    let (rdel, _) = store.delete("/registry/c/w/b/1", rb).await.unwrap();
+    let seen = |evs: Vec<Event>| -> Vec<(EventType, String, i64)> {
+        evs.into_iter()
+            .map(|e| (e.kind, e.kv.key.clone(), e.revision()))
+            .collect()
+    };
+    let (a1, a2) = (next(&mut wa).await, next(&mut wa).await);
+    assert_eq!(
+        a2.prev.as_ref().map(|p| &*p.value),
+        Some(&b"1"[..]),
+        "an update carries the value before it"
+    );
+    assert_eq!(
+        seen(vec![a1, a2]),
+        [
+            (EventType::Put, "/registry/c/w/a/1".to_string(), ra),
+            (EventType::Put, "/registry/c/w/a/1".to_string(), ra2)
+        ]
+    );
+    assert_eq!(
+        seen(vec![next(&mut wb).await, next(&mut wb).await]),
+        [
+            (EventType::Put, "/registry/c/w/b/1".to_string(), rb),
+            (EventType::Delete, "/registry/c/w/b/1".to_string(), rdel)
+        ]
+    );
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        all.push(next(&mut wall).await);
+    }
+    assert_eq!(
+        all.iter().map(|e| e.revision()).collect::<Vec<_>>(),
+        [ra, rb, ra2, rdel]
+    );
+    assert_eq!(
+        seen(vec![next(&mut wnow).await, next(&mut wnow).await])
+            .iter()
+            .map(|e| e.2)
+            .collect::<Vec<_>>(),
+        [ra2, rdel],
+        "nothing at or before the revision watched from"
+    );
 }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::fanout;
 use super::{Error, Event, EventType, KeyValue, ListResult, Result, Store, WatchStream};
 use file::{open_redb, read_all, worth_compacting};
 
@@ -734,40 +735,8 @@ impl Drop for Durable {
     }
 }
 
-mod fanout;
 mod file;
 pub mod wal;
-
-/// One watcher's position: its backlog, then its live queue.
-struct Feed {
-    backlog: VecDeque<Arc<Event>>,
-    live: fanout::Receiver,
-    last: i64,
-    done: bool,
-}
-
-impl Feed {
-    async fn next(&mut self) -> Option<Result<Event>> {
-        if self.done {
-            return None;
-        }
-        if let Some(ev) = self.backlog.pop_front() {
-            return Some(Ok((*ev).clone()));
-        }
-        loop {
-            match self.live.recv().await {
-                // Events committed before the watch began may still be published after it subscribed.
-                fanout::Recv::Event(ev) if ev.revision() <= self.last => continue,
-                fanout::Recv::Event(ev) => return Some(Ok((*ev).clone())),
-                fanout::Recv::Lagged => {
-                    self.done = true;
-                    return Some(Err(Error::WatcherTooSlow));
-                }
-                fanout::Recv::Closed => return None,
-            }
-        }
-    }
-}
 
 fn in_prefix(key: &str, prefix: &str) -> bool {
     key.starts_with(prefix)
@@ -937,19 +906,7 @@ impl Store for Embedded {
                 s.revision.max(after),
             )
         };
-        let state = Feed {
-            backlog,
-            live,
-            last,
-            done: false,
-        };
-        Ok(Box::pin(futures::stream::unfold(
-            state,
-            |mut f| async move {
-                let item = f.next().await?;
-                Some((item, f))
-            },
-        )))
+        Ok(fanout::Feed::new(backlog, live, last).into_stream())
     }
 
     async fn revision(&self) -> Result<i64> {

@@ -10,8 +10,9 @@
 //!   (compare-and-swap), so no write is lost between API servers;
 //! - list is a range read at a revision, paged by starting after the last key; etcd's `ErrCompacted` is
 //!   [`Error::Compacted`] (410 Gone to clients);
-//! - watch is etcd's watch from a revision with previous values; a watch from a compacted revision fails at once,
-//!   and a watch that etcd cancels for compaction ends with `Compacted`;
+//! - watch is etcd's watch from a revision with previous values, one per store shared by all its watchers
+//!   ([`super::etcd_watch`]); a watch from before what that one holds is a watch of its own in etcd; a watch from a
+//!   compacted revision fails at once, and a watch that etcd cancels for compaction ends with `Compacted`;
 //! - compaction is etcd's compaction; the API server compacts periodically as with the embedded store.
 //!
 //! A store restored from a snapshot or migrated from the embedded store carries on from that store's revision: the
@@ -79,6 +80,8 @@ pub struct Etcd {
     prefix: String,
     /// Added to etcd's revisions (see [`REVISION_OFFSET_KEY`]).
     offset: i64,
+    /// The watch all this store's watchers share, opened at the first watch.
+    shared: Arc<tokio::sync::OnceCell<Arc<super::etcd_watch::Shared>>>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -177,6 +180,7 @@ impl Etcd {
             client,
             prefix: opts.prefix.clone(),
             offset,
+            shared: Default::default(),
         })
     }
 
@@ -251,6 +255,85 @@ impl Etcd {
             create_revision: self.ours(kv.create_revision()),
             mod_revision: self.ours(kv.mod_revision()),
         }
+    }
+
+    /// A handle on the same etcd and keys, without this one's shared watch.
+    fn detached(&self) -> Etcd {
+        Etcd {
+            client: self.client(),
+            kvc: self.kvc.clone(),
+            prefix: self.prefix.clone(),
+            offset: self.offset,
+            shared: Default::default(),
+        }
+    }
+
+    /// One etcd watch event as ours (a delete carries the last value, at the deleting revision).
+    pub(super) fn event(&self, e: &etcd_client::Event) -> Option<Event> {
+        let kv = self.kv(e.kv()?);
+        let prev = e.prev_kv().map(|p| self.kv(p));
+        Some(match e.event_type() {
+            EtcdEventType::Put => Event {
+                kind: EventType::Put,
+                kv,
+                prev,
+            },
+            EtcdEventType::Delete => Event {
+                kind: EventType::Delete,
+                kv: KeyValue {
+                    key: kv.key,
+                    value: prev
+                        .as_ref()
+                        .map(|p| p.value.clone())
+                        .unwrap_or_else(|| Arc::from(&b""[..])),
+                    create_revision: prev.as_ref().map_or(0, |p| p.create_revision),
+                    mod_revision: kv.mod_revision,
+                },
+                prev,
+            },
+        })
+    }
+
+    /// Is `after` (ours) compacted in etcd? Asks for a count at that revision.
+    async fn compacted_at(&self, p: &[u8], after: i64) -> Result<bool> {
+        let after_theirs = self.theirs(after);
+        if after <= 0 || after_theirs <= 0 {
+            return Ok(false);
+        }
+        let check = GetOptions::new()
+            .with_range(prefix_end(p))
+            .with_revision(after_theirs)
+            .with_count_only()
+            .with_limit(1);
+        match self.client().get(p.to_vec(), Some(check)).await {
+            Ok(_) => Ok(false),
+            Err(e) if compacted(&e) => Ok(true),
+            // A revision in the future: etcd waits for it, as the embedded store does.
+            Err(e) if e.to_string().contains("future") => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Opens the shared watch of every object's key (under [`super::etcd_watch::SHARED`]): after `after` (ours) when given and not compacted,
+    /// otherwise after the current revision. Returns the revision it follows on from.
+    pub(super) async fn open_shared(
+        &self,
+        after: Option<i64>,
+    ) -> Result<(i64, etcd_client::WatchStream)> {
+        let p = self.key(super::etcd_watch::SHARED);
+        let from = match after {
+            Some(a) if !self.compacted_at(&p, a).await? => a,
+            _ => self.revision().await?,
+        };
+        let mut opts = WatchOptions::new()
+            .with_range(prefix_end(&p))
+            .with_prev_key();
+        let theirs = self.theirs(from);
+        if theirs > 0 {
+            opts = opts.with_start_revision(theirs + 1);
+        }
+        let stream = self.client().watch(p, Some(opts)).await.map_err(backend)?;
+        Ok((from, stream))
     }
 
     /// One range read: at most `limit` keys (0: all) under `prefix` after `start_after`, at `revision`.
@@ -439,24 +522,25 @@ impl Store for Etcd {
                 compacted: self.offset,
             });
         }
-        let after_theirs = if after > 0 { after - self.offset } else { 0 };
-        if after_theirs > 0 {
-            let check = GetOptions::new()
-                .with_range(prefix_end(&p))
-                .with_revision(after_theirs)
-                .with_count_only();
-            match self.client().get(p.clone(), Some(check)).await {
-                Ok(_) => {}
-                Err(e) if compacted(&e) => {
-                    return Err(Error::Compacted {
-                        requested: after,
-                        compacted: 0,
-                    })
+        // The shared watch, when its memory covers `after`.
+        let shared = self
+            .shared
+            .get_or_try_init(|| super::etcd_watch::Shared::start(self.detached()))
+            .await;
+        match shared {
+            Ok(shared) => {
+                if let Some(w) = shared.watch(prefix, after) {
+                    return Ok(w);
                 }
-                // A revision in the future: etcd waits for it, as the embedded store does.
-                Err(e) if e.to_string().contains("future") => {}
-                Err(e) => return Err(backend(e)),
             }
+            Err(e) => tracing::debug!(error = %e, "no shared etcd watch; watching on its own"),
+        }
+        let after_theirs = if after > 0 { after - self.offset } else { 0 };
+        if after_theirs > 0 && self.compacted_at(&p, after).await? {
+            return Err(Error::Compacted {
+                requested: after,
+                compacted: 0,
+            });
         }
         let mut opts = WatchOptions::new()
             .with_range(prefix_end(&p))
@@ -466,13 +550,7 @@ impl Store for Etcd {
             opts = opts.with_start_revision(after_theirs + 1);
         }
         let stream = self.client().watch(p, Some(opts)).await.map_err(backend)?;
-        let prefix = self.prefix.clone();
-        let this = Etcd {
-            client: self.client(),
-            kvc: self.kvc.clone(),
-            prefix,
-            offset: self.offset,
-        };
+        let this = self.detached();
         let events = stream
             .map(move |resp| -> Vec<Result<Event>> {
                 let resp = match resp {
@@ -493,31 +571,7 @@ impl Store for Etcd {
                 }
                 resp.events()
                     .iter()
-                    .filter_map(|e| {
-                        let kv = this.kv(e.kv()?);
-                        let prev = e.prev_kv().map(|p| this.kv(p));
-                        Some(Ok(match e.event_type() {
-                            EtcdEventType::Put => Event {
-                                kind: EventType::Put,
-                                kv,
-                                prev,
-                            },
-                            // The last value, at the deleting revision.
-                            EtcdEventType::Delete => Event {
-                                kind: EventType::Delete,
-                                kv: KeyValue {
-                                    key: kv.key.clone(),
-                                    value: prev
-                                        .as_ref()
-                                        .map(|p| p.value.clone())
-                                        .unwrap_or_else(|| Arc::from(&b""[..])),
-                                    create_revision: prev.as_ref().map_or(0, |p| p.create_revision),
-                                    mod_revision: kv.mod_revision,
-                                },
-                                prev,
-                            },
-                        }))
-                    })
+                    .filter_map(|e| this.event(e).map(Ok))
                     .collect()
             })
             .flat_map(futures::stream::iter);
@@ -543,6 +597,9 @@ impl Store for Etcd {
     async fn compact(&self, revision: i64) -> Result<()> {
         if revision <= self.offset {
             return Ok(());
+        }
+        if let Some(shared) = self.shared.get() {
+            shared.compacted(revision);
         }
         match self.client().compact(self.theirs(revision), None).await {
             Ok(_) => Ok(()),

@@ -10,6 +10,9 @@ pub mod embedded;
 pub mod encrypted;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_watch;
+pub mod fanout;
 pub mod layout;
 pub mod snapshot;
 

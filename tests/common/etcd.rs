@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 pub struct Etcd {
     child: Child,
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+    peer: u16,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -36,41 +37,59 @@ impl Etcd {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("127.0.0.1:{client}");
-        let child = Command::new("etcd")
-            .arg("--name")
-            .arg("test")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--listen-client-urls")
-            .arg(format!("http://{endpoint}"))
-            .arg("--advertise-client-urls")
-            .arg(format!("http://{endpoint}"))
-            .arg("--listen-peer-urls")
-            .arg(format!("http://127.0.0.1:{peer}"))
-            .arg("--initial-advertise-peer-urls")
-            .arg(format!("http://127.0.0.1:{peer}"))
-            .arg("--initial-cluster")
-            .arg(format!("test=http://127.0.0.1:{peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd");
+        let child = spawn(&dir, &endpoint, peer);
         let etcd = Etcd {
             child,
             endpoint,
-            _dir: dir,
+            peer,
+            dir,
         };
+        etcd.wait_ready();
+        Some(etcd)
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&etcd.endpoint).is_err() {
+        while std::net::TcpStream::connect(&self.endpoint).is_err() {
             assert!(Instant::now() < deadline, "etcd did not start within 20 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(etcd)
+    }
+
+    /// Kills etcd (SIGKILL) and starts it again on the same data and ports.
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.dir, &self.endpoint, self.peer);
+        self.wait_ready();
     }
 
     pub fn url(&self) -> String {
         format!("etcd://{}", self.endpoint)
     }
+}
+
+fn spawn(dir: &tempfile::TempDir, endpoint: &str, peer: u16) -> Child {
+    Command::new("etcd")
+        .arg("--name")
+        .arg("test")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen-client-urls")
+        .arg(format!("http://{endpoint}"))
+        .arg("--advertise-client-urls")
+        .arg(format!("http://{endpoint}"))
+        .arg("--listen-peer-urls")
+        .arg(format!("http://127.0.0.1:{peer}"))
+        .arg("--initial-advertise-peer-urls")
+        .arg(format!("http://127.0.0.1:{peer}"))
+        .arg("--initial-cluster")
+        .arg(format!("test=http://127.0.0.1:{peer}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd")
 }
 
 impl Drop for Etcd {
