@@ -289,7 +289,7 @@ fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
     let mut resp = (
         code,
         [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
+        serde_json::to_vec(v).unwrap_or_default(),
     )
         .into_response();
     for w in warnings.iter().take(50) {
