@@ -57,10 +57,18 @@ struct StatusLite {
     phase: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ListPage {
-    metadata: ListMeta,
+/// The continue token of a list page, read from its metadata alone (Capstan writes a list's metadata before its
+/// items, so nothing after it is parsed).
+fn continue_token(body: &[u8]) -> Option<String> {
+    const META: &[u8] = b"\"metadata\":";
+    let at = body.windows(META.len()).position(|w| w == META)? + META.len();
+    let meta: ListMeta = serde_json::Deserializer::from_slice(&body[at..])
+        .into_iter()
+        .next()?
+        .expect("a list's metadata");
+    meta.cont
 }
+
 #[derive(Deserialize)]
 struct ListMeta {
     #[serde(rename = "continue", default)]
@@ -308,10 +316,9 @@ async fn main() {
                 .bytes()
                 .await
                 .unwrap();
-            // Only the continue token is read (serde skips the items without building them).
-            let page: ListPage = serde_json::from_slice(&body).unwrap();
+            // Only the continue token is read: as the unpaged list's items are not parsed, neither are a page's.
             pages += 1;
-            match page.metadata.cont {
+            match continue_token(&body) {
                 Some(next) if !next.is_empty() => cont = next,
                 _ => break,
             }

@@ -744,26 +744,17 @@ impl Call<'_> {
             let items = decoded();
             return Ok(ok(table::partial_list(&items, meta)));
         }
-        // The list is assembled from the stored bytes, without parsing each object.
-        let mut out =
-            Vec::with_capacity(kvs.iter().map(|k| k.value.len() + 32).sum::<usize>() + 256);
+        // The list is assembled from the stored bytes, without parsing each object, and sent as it is assembled: a
+        // large list is never whole in memory a second time.
         let head = format!(
             "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
             t.kind.kind,
             t.kind.api_version()
         );
-        out.extend_from_slice(head.as_bytes());
-        for (i, kv) in kvs.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&handlers::raw(kv));
-        }
-        out.extend_from_slice(b"]}");
         Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
-            out,
+            axum::body::Body::from_stream(handlers::list_chunks(head.into_bytes(), kvs)),
         )
             .into_response())
     }

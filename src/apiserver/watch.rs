@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, Result};
-use super::handlers::{decode, flag, key, raw, Filter, Query, Target};
+use super::handlers::{decode, flag, key, raw_into, Filter, Query, Target};
 use super::table;
 use super::Server;
 use crate::api::registry::KindInfo;
@@ -52,10 +52,11 @@ impl Encoder {
 
 /// One event line built from stored bytes.
 fn raw_event(ty: &str, kv: &crate::store::KeyValue) -> Bytes {
-    let body = raw(kv);
-    let mut line = Vec::with_capacity(body.len() + 32);
-    line.extend_from_slice(format!("{{\"type\":\"{ty}\",\"object\":").as_bytes());
-    line.extend_from_slice(&body);
+    let mut line = Vec::with_capacity(kv.value.len() + 64);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(ty.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    raw_into(kv, &mut line);
     line.extend_from_slice(b"}\n");
     Bytes::from(line)
 }

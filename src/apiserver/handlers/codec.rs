@@ -48,21 +48,67 @@ pub fn to_stored(obj: &Value) -> Result<Vec<u8>> {
 
 /// The stored object as JSON bytes with its resourceVersion stamped - without parsing it.
 pub fn raw(kv: &crate::store::KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(kv.value.len() + 32);
+    raw_into(kv, &mut out);
+    out
+}
+
+/// [`raw`], appended to `out`.
+pub fn raw_into(kv: &crate::store::KeyValue, out: &mut Vec<u8>) {
     match kv.value.strip_prefix(STORED_PREFIX) {
         Some(rest) => {
-            let mut out = Vec::with_capacity(kv.value.len() + 32);
+            use std::io::Write;
+            out.reserve(kv.value.len() + 32);
             out.extend_from_slice(STORED_PREFIX);
-            out.extend_from_slice(
-                format!("\"resourceVersion\":\"{}\"", kv.mod_revision).as_bytes(),
-            );
+            let _ = write!(out, "\"resourceVersion\":\"{}\"", kv.mod_revision);
             if !rest.starts_with(b"}") {
                 out.push(b',');
             }
             out.extend_from_slice(rest);
-            out
         }
-        None => serde_json::to_vec(&decode(kv)).unwrap_or_default(),
+        None => {
+            let _ = serde_json::to_writer(out, &decode(kv));
+        }
     }
+}
+
+/// Bytes of a list body assembled before they are sent.
+const LIST_CHUNK: usize = 256 << 10;
+
+/// A list's body in chunks of about [`LIST_CHUNK`] bytes: `head`, the stored objects, the closing brackets.
+pub fn list_chunks(
+    head: Vec<u8>,
+    kvs: Vec<crate::store::KeyValue>,
+) -> impl futures::Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> {
+    // What is left to send, about (each object gains its resourceVersion and a comma).
+    let mut left: usize = kvs.iter().map(|kv| kv.value.len() + 40).sum::<usize>() + 2;
+    let mut items = kvs.into_iter().enumerate();
+    let mut first = Some(head);
+    let mut done = false;
+    futures::stream::iter(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut out = first.take().unwrap_or_default();
+        out.reserve(left.min(LIST_CHUNK + 8192));
+        while out.len() < LIST_CHUNK {
+            match items.next() {
+                Some((i, kv)) => {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    left = left.saturating_sub(kv.value.len() + 40);
+                    raw_into(&kv, &mut out);
+                }
+                None => {
+                    out.extend_from_slice(b"]}");
+                    done = true;
+                    break;
+                }
+            }
+        }
+        Some(Ok(bytes::Bytes::from(out)))
+    }))
 }
 
 /// Parses a request body holding an object of `kind`: JSON, YAML, or Kubernetes protobuf (what kubectl's `create`
@@ -288,6 +334,42 @@ mod tests {
                 let bytes = serde_json::to_vec(pod).unwrap();
                 assert_eq!(f.matches_bytes(&bytes), f.matches(pod), "{k}={v} on {pod}");
             }
+        }
+    }
+
+    #[test]
+    fn a_list_body_in_bounded_chunks_is_the_list_of_the_stored_objects() {
+        use futures::StreamExt;
+        let kv = |i: i64| crate::store::KeyValue {
+            key: format!("k{i}"),
+            value: to_stored(
+                &json!({"metadata": {"name": format!("p{i}")}, "data": {"x": "y".repeat(1000)}}),
+            )
+            .unwrap()
+            .into(),
+            create_revision: i,
+            mod_revision: i,
+        };
+        for n in [0, 1, 700] {
+            let kvs: Vec<_> = (1..=n).map(kv).collect();
+            let chunks: Vec<bytes::Bytes> = futures::executor::block_on(
+                list_chunks(b"{\"items\":[".to_vec(), kvs.clone())
+                    .map(|c| c.unwrap())
+                    .collect(),
+            );
+            assert!(
+                chunks.iter().all(|c| c.len() < LIST_CHUNK + 2048),
+                "no chunk much past the bound"
+            );
+            assert_eq!(
+                chunks.len(),
+                1 + (n as usize * 1100) / LIST_CHUNK,
+                "{n} objects"
+            );
+            let whole: Vec<u8> = chunks.concat();
+            let list: Value = serde_json::from_slice(&whole).unwrap();
+            let want: Vec<Value> = kvs.iter().map(decode).collect();
+            assert_eq!(list, json!({"items": want}));
         }
     }
 }
