@@ -121,7 +121,7 @@ pub struct NodeState {
 }
 
 /// What the filters need of a node, parsed once per change of the node (not once per pod).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeInfo {
     pub name: String,
     ready: bool,

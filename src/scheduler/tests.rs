@@ -148,3 +148,50 @@ fn a_failed_binding_backs_off_from_one_second_to_ten() {
     let secs: Vec<u64> = (1..=6).map(|n| super::bind_backoff(n).as_secs()).collect();
     assert_eq!(secs, vec![1, 2, 4, 8, 10, 10]);
 }
+
+#[test]
+fn one_node_change_rebuilds_that_node_alone_and_a_report_changing_nothing_is_no_change() {
+    let names = ["b", "d", "a"];
+    let cache = Cache::of(typed_nodes(
+        &names
+            .iter()
+            .map(|n| node(n, "4", json!({})))
+            .collect::<Vec<_>>(),
+    ));
+    let mut infos = node_infos_of(&cache);
+    let order = |infos: &[NodeInfo]| infos.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+    assert_eq!(order(&infos), ["a", "b", "d"]);
+    let applied = |v: Value| Some(Change::Applied(Arc::new(t::<Node>(&v))));
+    // The same node reported again (a heartbeat): nothing a placement reads changed.
+    assert!(!update_node_infos(
+        &mut infos,
+        applied(node("b", "4", json!({}))),
+        &cache
+    ));
+    // Cordoned: that entry alone changes.
+    let before = infos.clone();
+    assert!(update_node_infos(
+        &mut infos,
+        applied(node("b", "4", json!({"unschedulable": true}))),
+        &cache
+    ));
+    assert_ne!(infos[1], before[1]);
+    assert_eq!((&infos[0], &infos[2]), (&before[0], &before[2]));
+    // A new node takes its place by name; a deleted one leaves.
+    assert!(update_node_infos(
+        &mut infos,
+        applied(node("c", "4", json!({}))),
+        &cache
+    ));
+    assert_eq!(order(&infos), ["a", "b", "c", "d"]);
+    let gone = Some(Change::Deleted(Arc::new(t::<Node>(&node(
+        "a",
+        "4",
+        json!({}),
+    )))));
+    assert!(update_node_infos(&mut infos, gone, &cache));
+    assert_eq!(order(&infos), ["b", "c", "d"]);
+    // Missed changes: the whole view again, from the cache.
+    assert!(update_node_infos(&mut infos, None, &cache));
+    assert_eq!(order(&infos), ["a", "b", "d"]);
+}
