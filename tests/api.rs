@@ -349,6 +349,7 @@ fn list_pages_and_selects() {
     }
     let mut names = Vec::new();
     let mut cont = String::new();
+    let mut left = Vec::new();
     loop {
         let (code, page) = s.call(
             "GET",
@@ -357,6 +358,16 @@ fn list_pages_and_selects() {
             "",
         );
         assert_eq!(code, 200, "{page}");
+        left.push(page["metadata"]["remainingItemCount"].clone());
+        if cont.is_empty() {
+            // Written after the first page: the later pages still show the list as it was at its first.
+            s.call(
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                "application/json",
+                &cm("c7"),
+            );
+        }
         names.extend(
             page["items"]
                 .as_array()
@@ -371,6 +382,8 @@ fn list_pages_and_selects() {
         }
     }
     assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+    // Eight objects (with kube-root-ca.crt) in pages of 3: 5 left, 2 left, then no count on the last page.
+    assert_eq!(left, [json!(5), json!(2), Value::Null]);
     let (_, odd) = s.call(
         "GET",
         "/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dodd",

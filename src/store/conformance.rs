@@ -94,6 +94,21 @@ pub async fn run(store: DynStore) {
         ["/registry/c/ns/c"]
     );
     assert_eq!(page2.remaining, 0);
+    // list_more: the same pages, telling only whether keys follow
+    let more1 = store
+        .list_more("/registry/c/ns/", 0, None, 2)
+        .await
+        .unwrap();
+    assert_eq!((&more1.kvs, more1.remaining > 0), (&page1.kvs, true));
+    let more2 = store
+        .list_more("/registry/c/ns/", r2, Some("/registry/c/ns/a"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (more2.kvs.len(), more2.remaining),
+        (1, 0),
+        "at r2 only a and b existed"
+    );
     let old = store.list("/registry/c/ns/", r2, None, 0).await.unwrap();
     let old_vals: Vec<&[u8]> = old.kvs.iter().map(|k| &*k.value).collect();
     assert_eq!(

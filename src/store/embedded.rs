@@ -749,19 +749,16 @@ fn prefix_end(prefix: &str) -> Option<String> {
     (last < 0x7f).then(|| format!("{}{}", &prefix[..prefix.len() - 1], (last + 1) as char))
 }
 
-#[async_trait]
-impl Store for Embedded {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let s = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
-        Ok(s.current.get(key).cloned())
-    }
-
-    async fn list(
+impl Embedded {
+    /// One page of a list (see [`Store::list`]); `count`: count the keys after it, rather than only see whether
+    /// there are any.
+    fn list_page(
         &self,
         prefix: &str,
         revision: i64,
         start_after: Option<&str>,
         limit: usize,
+        count: bool,
     ) -> Result<ListResult> {
         let s = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
         let start = match start_after {
@@ -790,7 +787,12 @@ impl Store for Embedded {
         if revision == 0 || revision >= s.revision {
             let mut range = s.current.range::<str, _>((from, upper)).take_while(under);
             let kvs: Vec<KeyValue> = range.by_ref().take(take).map(|(_, v)| v.clone()).collect();
-            let remaining = range.count();
+            // Counting what follows walks every key left: only when asked.
+            let remaining = if count {
+                range.count()
+            } else {
+                usize::from(range.next().is_some())
+            };
             return Ok(ListResult {
                 kvs,
                 revision: s.revision,
@@ -830,8 +832,12 @@ impl Store for Embedded {
             let value = match (now.peek(), past.peek()) {
                 (None, None) => break,
                 (Some(_), None) if kvs.len() >= take => {
-                    // Only keys unchanged since `revision` are left: count them.
-                    remaining += now.count();
+                    // Only keys unchanged since `revision` are left: count them (or see that there are some).
+                    remaining += if count {
+                        now.count()
+                    } else {
+                        usize::from(now.next().is_some())
+                    };
                     break;
                 }
                 (Some((_, v)), None) => {
@@ -858,6 +864,9 @@ impl Store for Embedded {
                 kvs.push(v.clone());
             } else {
                 remaining += 1;
+                if !count {
+                    break;
+                }
             }
         }
         Ok(ListResult {
@@ -865,6 +874,34 @@ impl Store for Embedded {
             revision,
             remaining,
         })
+    }
+}
+
+#[async_trait]
+impl Store for Embedded {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let s = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(s.current.get(key).cloned())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult> {
+        self.list_page(prefix, revision, start_after, limit, true)
+    }
+
+    async fn list_more(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult> {
+        self.list_page(prefix, revision, start_after, limit, false)
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64> {

@@ -579,6 +579,18 @@ struct Encrypted {
     enc: Arc<Encryption>,
 }
 
+impl Encrypted {
+    /// A page as read: every value opened.
+    async fn open_page(&self, mut page: ListResult) -> Result<ListResult> {
+        let mut opened = Vec::with_capacity(page.kvs.len());
+        for kv in page.kvs {
+            opened.push(self.open_or_refresh(kv).await?);
+        }
+        page.kvs = opened;
+        Ok(page)
+    }
+}
+
 #[async_trait]
 impl Store for Encrypted {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -595,16 +607,25 @@ impl Store for Encrypted {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListResult> {
-        let mut page = self
+        let page = self
             .inner
             .list(prefix, revision, start_after, limit)
             .await?;
-        let mut opened = Vec::with_capacity(page.kvs.len());
-        for kv in page.kvs {
-            opened.push(self.open_or_refresh(kv).await?);
-        }
-        page.kvs = opened;
-        Ok(page)
+        self.open_page(page).await
+    }
+
+    async fn list_more(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult> {
+        let page = self
+            .inner
+            .list_more(prefix, revision, start_after, limit)
+            .await?;
+        self.open_page(page).await
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64> {

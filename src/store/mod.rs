@@ -103,6 +103,18 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<ListResult>;
 
+    /// As [`Store::list`], except that `remaining` need only be 0 when no key follows the page and more than 0 when
+    /// some do: a backend may skip counting them (a paged list knows how many are left from its first page).
+    async fn list_more(
+        &self,
+        prefix: &str,
+        revision: i64,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult> {
+        self.list(prefix, revision, start_after, limit).await
+    }
+
     /// Creates a key that must not exist. Returns the new revision.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64>;
 

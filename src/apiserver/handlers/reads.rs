@@ -65,6 +65,9 @@ impl Server {
         filter.check_fields(kind)?;
         let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
         let prefix = key(kind, ns, None);
+        // Keys from where this page starts, at the list's revision (counted once, at the list's first page, and
+        // carried in the continue token).
+        let mut left: Option<usize> = None;
         let (mut revision, mut start) = match q.get("continue").filter(|c| !c.is_empty()) {
             Some(c) => {
                 let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -74,6 +77,7 @@ impl Server {
                     .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
                 let rv = raw["rv"].as_i64().unwrap_or(0);
                 let start = raw["start"].as_str().unwrap_or("").to_string();
+                left = raw["left"].as_u64().map(|n| n as usize);
                 (rv, Some(start))
             }
             None => {
@@ -105,19 +109,35 @@ impl Server {
             }
         }
         let mut items = Vec::new();
+        // Keys read from the store for this page (matching or not).
+        let mut consumed = 0usize;
         loop {
             let want = if limit == 0 {
                 0
             } else {
                 (limit - items.len()).max(1) * 2
             };
-            let page = self
-                .store
-                .list(&prefix, revision, start.as_deref(), want)
-                .await?;
+            // A later page of a list knows how many keys are left: the store need not count them again.
+            let page = match left {
+                Some(_) if limit != 0 => {
+                    self.store
+                        .list_more(&prefix, revision, start.as_deref(), want)
+                        .await?
+                }
+                _ => {
+                    self.store
+                        .list(&prefix, revision, start.as_deref(), want)
+                        .await?
+                }
+            };
             revision = page.revision;
+            if left.is_none() && limit != 0 {
+                // The first page of a list: every key from where it starts was just counted.
+                left = Some(page.kvs.len() + page.remaining);
+            }
             let mut last_key = None;
             for kv in &page.kvs {
+                consumed += 1;
                 last_key = Some(kv.key.clone());
                 if filter.matches_kv(kind, kv) {
                     items.push(kv.clone());
@@ -132,13 +152,9 @@ impl Server {
                 if !more {
                     return Ok((items, revision, None, 0));
                 }
-                let token = json!({"rv": revision, "start": last_key});
+                let rem = left.unwrap_or(0).saturating_sub(consumed);
+                let token = json!({"rv": revision, "start": last_key, "left": rem});
                 let c = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string());
-                let rem = if consumed_all {
-                    page.remaining
-                } else {
-                    page.remaining + 1
-                };
                 return Ok((items, revision, Some(c), rem));
             }
             if page.remaining == 0 || last_key.is_none() {
